@@ -1,0 +1,26 @@
+"""Inference backends behind one small interface; heavy imports happen only when a backend is chosen."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Type
+
+from harness.backends.base import Runner
+from harness.errors import HarnessError
+
+# backend name -> (module, class, how to install what it needs)
+BACKENDS: Dict[str, tuple] = {
+    "onnxruntime": ("harness.backends.onnxruntime", "OnnxRuntimeRunner", "pip install onnxruntime"),
+}
+
+
+def get_runner_class(name: str) -> Type[Runner]:
+    """The Runner class of backend ``name``; a clear error says what to install when its library is missing."""
+    if name not in BACKENDS:
+        raise HarnessError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
+    module_name, class_name, install = BACKENDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HarnessError(f"backend {name!r} is not available here ({exc}); install it with: {install}") from None
+    return getattr(module, class_name)

@@ -1,0 +1,83 @@
+"""ONNX Runtime on the CPU execution provider: the embedded default that runs anywhere."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import onnxruntime as ort
+
+from harness.backends.base import LATENCY, Runner
+from harness.errors import HarnessError
+from harness.profiles import Profile
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects CPU affinity and container limits where visible)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class OnnxRuntimeRunner(Runner):
+    """A CPU ``InferenceSession`` with threads set from the profile and recorded."""
+
+    backend_name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1) -> None:
+        super().__init__(onnx_path, profile, precision, batch)
+        if precision != "fp32":
+            raise HarnessError(f"the onnxruntime backend runs fp32 models only, not {precision}")
+        settings = profile.onnxruntime
+        if settings.graph_optimization_level not in _OPT_LEVELS:
+            raise HarnessError(f"onnxruntime.graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}")
+        self.intra_op_threads = settings.intra_op_threads or available_cores()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = settings.inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise HarnessError(f"ONNX Runtime cannot load {onnx_path}: {str(exc).splitlines()[0]}") from None
+        self._specs = {}
+        for arg in self.session.get_inputs():
+            if any(not isinstance(d, int) for d in arg.shape):
+                raise HarnessError(f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}; "
+                                   f"export with static shapes")
+            dtype = np.dtype(np.float32 if arg.type == "tensor(float)" else arg.type[7:-1])
+            self._specs[arg.name] = (tuple(arg.shape), dtype)
+        self._feeds = self.random_inputs()
+
+    def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
+        return dict(self._specs)
+
+    def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feeds)))
+
+    def _measure_impl(self) -> Dict[str, float]:
+        start = time.perf_counter_ns()
+        self.session.run(None, self._feeds)
+        return {LATENCY: (time.perf_counter_ns() - start) / 1e6}
+
+    def describe(self) -> Dict[str, Any]:
+        info = super().describe()
+        info.update(version=ort.__version__, provider="CPUExecutionProvider",
+                    intra_op_threads=self.intra_op_threads,
+                    inter_op_threads=self.profile.onnxruntime.inter_op_threads,
+                    graph_optimization_level=self.profile.onnxruntime.graph_optimization_level)
+        return info

@@ -1,0 +1,16 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+
+class HarnessError(Exception):
+    """A problem with the user's input or environment, with what to do about it.
+
+    The CLI catches it, prints ``error: <message>`` to stderr (no traceback) and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+
+
+class FoldVerificationError(HarnessError):
+    """The folded graph does not compute what the original graph computes."""
+
+    exit_code = 1

@@ -1,0 +1,126 @@
+"""Model sources (zoo name, ``package.module:factory``, ``.onnx`` file) and torch -> ONNX export.
+
+Exports use static shapes and opset 17, then pass ``onnx.checker`` and strict shape inference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import io
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Tuple
+
+import onnx
+
+from harness.errors import HarnessError
+from harness.onnx_io import load_model, save_model
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """Where a model comes from: a zoo variant, a user factory, or an ONNX file."""
+
+    kind: str          # "zoo" | "factory" | "onnx"
+    name: str          # display name (zoo model, factory reference, file stem)
+    variant: str = "baseline"
+    reference: str = ""  # factory "pkg.mod:fn" or ONNX path
+    input_shape: Optional[Tuple[int, ...]] = None  # without batch, for torch sources
+
+
+def parse_shape(text: str) -> Tuple[int, ...]:
+    """Parse ``3x224x224`` or ``3,224,224`` into a tuple of positive ints."""
+    parts = re.split(r"[x,]", text.strip().lower())
+    try:
+        shape = tuple(int(p) for p in parts if p)
+    except ValueError:
+        raise HarnessError(f"invalid input shape {text!r}; write it like 3x224x224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise HarnessError(f"invalid input shape {text!r}: every dimension must be a positive integer")
+    return shape
+
+
+def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource:
+    """Interpret a ``--model`` argument: an existing/``.onnx`` path, ``package.module:factory``, or a zoo name."""
+    if model.endswith(".onnx") or Path(model).suffix == ".onnx" or ("/" in model and ":" not in model):
+        return ModelSource("onnx", Path(model).stem, reference=model)
+    if ":" in model:
+        if not input_shape:
+            raise HarnessError(f"--model {model} is a factory: also give --input-shape, e.g. --input-shape 3x32x32")
+        return ModelSource("factory", model, reference=model, input_shape=parse_shape(input_shape))
+    from harness.zoo import ZOO
+
+    if model not in ZOO:
+        raise HarnessError(f"unknown model {model!r}; zoo models: {', '.join(ZOO)} "
+                           f"(or pass path/to/model.onnx or package.module:factory)")
+    return ModelSource("zoo", model, input_shape=ZOO[model].input_shape)
+
+
+def load_factory(reference: str):
+    """Import ``package.module:factory`` and call it; must return a ``torch.nn.Module``."""
+    import torch
+
+    module_name, _, attr = reference.partition(":")
+    if not module_name or not attr:
+        raise HarnessError(f"factory {reference!r} must look like package.module:function")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # let users name modules in the current folder
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise HarnessError(f"cannot import {module_name!r} for factory {reference}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise HarnessError(f"{module_name} has no callable {attr!r}")
+    try:
+        built = factory()
+    except Exception as exc:
+        raise HarnessError(f"factory {reference} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(built, torch.nn.Module):
+        raise HarnessError(f"factory {reference} returned {type(built).__name__}, expected a torch.nn.Module")
+    return built.eval()
+
+
+def export_module(module, input_shape: Tuple[int, ...], path: Path, batch: int = 1) -> onnx.ModelProto:
+    """Export an eval-mode module to ONNX at ``path`` (static shapes), checked and shape-inferred."""
+    import torch
+
+    example = torch.randn(batch, *input_shape)
+    try:
+        with torch.no_grad():
+            module(example)
+    except Exception as exc:
+        raise HarnessError(f"the model cannot run on input shape {(batch,) + tuple(input_shape)}: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, opset_version=OPSET, dynamo=False,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(model)
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    save_model(model, path)
+    return model
+
+
+def materialize(source: ModelSource, path: Path, batch: int = 1) -> onnx.ModelProto:
+    """Produce the ONNX file for a source at ``path`` (export torch sources; check and copy ONNX files)."""
+    if source.kind == "onnx":
+        model = load_model(source.reference)
+        save_model(model, path)
+        return model
+    if source.kind == "factory":
+        module = load_factory(source.reference)
+    else:
+        from harness.zoo import build_model
+
+        module, _ = build_model(source.name, source.variant)
+    return export_module(module, source.input_shape or (), path, batch)

@@ -1,0 +1,209 @@
+"""Device profiles: validated YAML files in ``device_profiles/`` describing a target and how to benchmark on it.
+
+Runs on the device too: Python 3.8 compatible, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union, get_type_hints
+
+import yaml
+
+from harness.errors import HarnessError
+
+PROFILE_DIR = Path(os.environ.get("HARNESS_PROFILE_DIR", Path(__file__).resolve().parent.parent / "device_profiles"))
+
+KINDS = ("cpu", "gpu", "jetson")
+BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclasses.dataclass
+class TimingSettings:
+    """The measurement protocol's knobs (see ``harness.timing``)."""
+
+    warmup_s: float = 2.0
+    min_iterations: int = 200
+    min_duration_s: float = 10.0
+    max_duration_s: float = 60.0
+    target_ci: float = 0.01
+    block_iterations: int = 10
+    block_s: float = 0.1
+
+
+@dataclasses.dataclass
+class OnnxRuntimeSettings:
+    """ONNX Runtime session options; ``intra_op_threads: 0`` means one per available core."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    graph_optimization_level: str = "all"
+
+
+@dataclasses.dataclass
+class TensorRTSettings:
+    """TensorRT builder settings (workspace, optimisation level, DLA, timing cache)."""
+
+    workspace_mib: int = 1024
+    builder_optimization_level: int = 3
+    dla_core: Optional[int] = None
+    gpu_fallback: bool = True
+    timing_cache: bool = True
+
+
+@dataclasses.dataclass
+class Expectations:
+    """What the hardware must look like; a mismatch warns (``--strict`` refuses)."""
+
+    gpu_name: Optional[str] = None
+    compute_capability: Optional[str] = None
+    nvpmodel: Optional[str] = None
+    jetson_clocks: Optional[bool] = None
+    cpu_governor: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Peaks:
+    """Peak rates for a roofline cost model: TFLOPS/TOPS, DRAM GB/s, fixed cost per layer in microseconds."""
+
+    fp32_tflops: float
+    dram_gbps: float
+    fp16_tflops: Optional[float] = None
+    int8_tops: Optional[float] = None
+    layer_overhead_us: float = 5.0
+
+    def tflops(self, precision: str) -> float:
+        """Peak rate for ``precision``, falling back to FP32 where the profile gives none."""
+        value = {"fp16": self.fp16_tflops, "int8": self.int8_tops}.get(precision)
+        return value if value else self.fp32_tflops
+
+
+@dataclasses.dataclass
+class Remote:
+    """An optional SSH target where build and time run."""
+
+    host: Optional[str] = None
+    user: Optional[str] = None
+    port: int = 22
+    python: str = "python3"
+    workdir: str = "~/harness"
+
+
+@dataclasses.dataclass
+class Profile:
+    """One device profile, resolved and validated."""
+
+    name: str
+    description: str
+    kind: str
+    backend: str
+    peaks: Peaks
+    precisions: List[str] = dataclasses.field(default_factory=lambda: ["fp32"])
+    batch_sizes: List[int] = dataclasses.field(default_factory=lambda: [1])
+    timing: TimingSettings = dataclasses.field(default_factory=TimingSettings)
+    onnxruntime: OnnxRuntimeSettings = dataclasses.field(default_factory=OnnxRuntimeSettings)
+    tensorrt: TensorRTSettings = dataclasses.field(default_factory=TensorRTSettings)
+    expect: Expectations = dataclasses.field(default_factory=Expectations)
+    remote: Remote = dataclasses.field(default_factory=Remote)
+    source: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-data form, as stored in results files."""
+        return dataclasses.asdict(self)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Validate (and lightly coerce) ``value`` against a type hint; raise HarnessError naming ``where``."""
+    origin = getattr(hint, "__origin__", None)
+    if origin is Union:
+        options = [h for h in hint.__args__ if h is not type(None)]
+        if value is None:
+            return None
+        return _check_type(value, options[0], where)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise HarnessError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, hint.__args__[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise HarnessError(f"{where}: expected true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise HarnessError(f"{where}: expected an integer, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise HarnessError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: Any, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise HarnessError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise HarnessError(f"{where}: unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(fields))})")
+    values = {}
+    for name, field in fields.items():
+        if name in data:
+            values[name] = _check_type(data[name], hints[name], f"{where}.{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # type: ignore
+            raise HarnessError(f"{where}: missing required key {name!r}")
+    return cls(**values)
+
+
+def _check_choices(profile: Profile, where: str) -> None:
+    checks = [("kind", [profile.kind], KINDS), ("backend", [profile.backend], BACKENDS),
+              ("precisions", profile.precisions, PRECISIONS)]
+    for key, values, allowed in checks:
+        for value in values:
+            if value not in allowed:
+                raise HarnessError(f"{where}.{key}: {value!r} is not one of {', '.join(allowed)}")
+    if not profile.batch_sizes or any(b < 1 for b in profile.batch_sizes):
+        raise HarnessError(f"{where}.batch_sizes: expected a non-empty list of positive integers")
+    t = profile.timing
+    if t.min_iterations < 1 or t.max_duration_s < t.min_duration_s or not 0 < t.target_ci < 1:
+        raise HarnessError(f"{where}.timing: need min_iterations >= 1, max_duration_s >= min_duration_s "
+                           f"and 0 < target_ci < 1")
+
+
+def load_profile_file(path: Path) -> Profile:
+    """Load and validate one profile file; every problem names the file and the key."""
+    if not path.is_file():
+        raise HarnessError(f"device profile file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: expected a mapping of profile keys at the top level")
+    data.setdefault("name", path.stem)
+    profile = _build(Profile, data, str(path))
+    _check_choices(profile, str(path))
+    profile.source = str(path)
+    return profile
+
+
+def available_profiles(directory: Path = PROFILE_DIR) -> List[str]:
+    """Names of the profiles in ``directory`` (file stems)."""
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str, directory: Path = PROFILE_DIR) -> Profile:
+    """Resolve ``--device``: a profile name from ``device_profiles/`` or a path to a YAML file."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return load_profile_file(Path(name_or_path))
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name_or_path):
+        raise HarnessError(f"invalid device name {name_or_path!r}")
+    path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_profiles(directory)) or "none"
+        raise HarnessError(f"unknown device {name_or_path!r}; known devices: {known} "
+                           f"(or pass --device path/to/profile.yaml)")
+    return load_profile_file(path)

@@ -1,0 +1,220 @@
+"""The measurement protocol and its statistics.
+
+Warm-up by time; then baseline and variants are sampled interleaved in blocks (A B C A B C ...) so that drift hits
+all of them alike; each configuration gets at least ``min_iterations`` samples and ``min_duration_s`` of its own
+run time, and sampling stops early only when every median's 95% confidence interval is within ``target_ci`` of the
+median, never past ``max_duration_s`` per configuration. Percentiles are nearest-rank as in trtexec.
+
+Runs on the device: Python 3.8 compatible, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import stats as sps
+
+from harness.backends.base import LATENCY, Runner
+from harness.profiles import TimingSettings
+
+UNSTABLE_COV = 0.02  # coefficient of variation above which a run is flagged unstable
+
+
+def nearest_rank(sorted_samples: Sequence[float], percent: float) -> float:
+    """Percentile by nearest rank, trtexec's convention: ``timings[n - 1 - int((1 - p/100) * n)]``."""
+    n = len(sorted_samples)
+    return float(sorted_samples[max(0, n - 1 - int((1 - percent / 100.0) * n))])
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> Tuple[float, float]:
+    """Distribution-free confidence interval of the median from order statistics (binomial, no normality)."""
+    ordered = np.sort(np.asarray(samples, dtype=float))
+    n = len(ordered)
+    if n < 6:  # too few samples for any order-statistic interval at 95%
+        return float(ordered[0]), float(ordered[-1])
+    alpha = 1.0 - confidence
+    low = int(sps.binom.ppf(alpha / 2, n, 0.5))
+    high = int(sps.binom.isf(alpha / 2, n, 0.5))
+    return float(ordered[max(low - 1, 0)]), float(ordered[min(high, n - 1)])
+
+
+def mlperf_early_stopping(samples: Sequence[float], percentile: float = 90.0,
+                          confidence: float = 0.99) -> Optional[float]:
+    """MLPerf SingleStream-style percentile estimate with early stopping.
+
+    Discard the k slowest queries, k the largest count for which a binomial test still shows (at ``confidence``)
+    that the true percentile lies at or below the slowest remaining query; report that query. None when there are
+    too few samples for even k = 0 (44 at p90, 459 at p99).
+    """
+    ordered = np.sort(np.asarray(samples, dtype=float))
+    n, tail = len(ordered), 1.0 - percentile / 100.0
+    allowed = int(sps.binom.ppf(1.0 - confidence, n, tail))
+    # ppf gives the smallest k with cdf >= 1 - confidence; step back while cdf(k) is still too large.
+    while allowed >= 0 and sps.binom.cdf(allowed, n, tail) > 1.0 - confidence:
+        allowed -= 1
+    if allowed < 0:
+        return None
+    return float(ordered[n - 1 - allowed])
+
+
+def detect_drift(samples: Sequence[float], threshold: float = 0.03) -> Optional[str]:
+    """A description of a significant trend in the samples (thermal throttling, clock changes), else None.
+
+    Flags when Kendall's tau against sample order is significant (p < 0.001) and the median of the last quarter
+    differs from the first quarter's by more than ``threshold``.
+    """
+    values = np.asarray(samples, dtype=float)
+    if len(values) < 40:
+        return None
+    tau, p_value = sps.kendalltau(np.arange(len(values)), values)
+    quarter = len(values) // 4
+    first, last = np.median(values[:quarter]), np.median(values[-quarter:])
+    change = (last - first) / first
+    if p_value < 1e-3 and abs(change) > threshold:
+        direction = "slower" if change > 0 else "faster"
+        return f"latency drifted {abs(change):.1%} {direction} during the run (Kendall tau {tau:.2f})"
+    return None
+
+
+@dataclasses.dataclass
+class Stats:
+    """Summary statistics of one series of latency samples (milliseconds)."""
+
+    n: int
+    median: float
+    mean: float
+    min: float
+    max: float
+    p90: float
+    p95: float
+    p99: float
+    std: float
+    cov: float
+    median_ci_low: float
+    median_ci_high: float
+    throughput_per_s: float
+    mlperf_p90: Optional[float]
+
+    @property
+    def ci_halfwidth_rel(self) -> float:
+        """Half the median's confidence interval, relative to the median."""
+        return (self.median_ci_high - self.median_ci_low) / 2.0 / self.median if self.median else float("inf")
+
+
+def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:
+    """Statistics of latency samples in ms; std is the population std (as trtexec), CoV = std / mean."""
+    values = np.asarray(samples_ms, dtype=float)
+    if values.size == 0:
+        raise ValueError("no samples to summarise")
+    ordered = np.sort(values)
+    mean = float(values.mean())
+    std = float(values.std())
+    low, high = median_ci(ordered)
+    return Stats(
+        n=int(values.size), median=float(np.median(values)), mean=mean, min=float(ordered[0]),
+        max=float(ordered[-1]), p90=nearest_rank(ordered, 90), p95=nearest_rank(ordered, 95),
+        p99=nearest_rank(ordered, 99), std=std, cov=std / mean if mean else 0.0, median_ci_low=low,
+        median_ci_high=high, throughput_per_s=batch * 1000.0 / mean if mean else 0.0,
+        mlperf_p90=mlperf_early_stopping(ordered),
+    )
+
+
+def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
+                       resamples: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
+    """Ratio of medians (numerator / denominator) with a percentile-bootstrap confidence interval.
+
+    With numerator = baseline latencies and denominator = variant latencies this is the variant's speed-up.
+    """
+    a = np.asarray(numerator, dtype=float)
+    b = np.asarray(denominator, dtype=float)
+    rng = np.random.default_rng(seed)
+    med_a = np.median(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)
+    med_b = np.median(b[rng.integers(0, b.size, size=(resamples, b.size))], axis=1)
+    ratios = med_a / med_b
+    alpha = (1.0 - confidence) / 2.0
+    return float(np.median(a) / np.median(b)), float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+
+
+@dataclasses.dataclass
+class Measurement:
+    """Raw samples of one configuration and why sampling stopped."""
+
+    series: Dict[str, List[float]]
+    warmup_iterations: int
+    run_time_s: float
+    stop_reason: str
+    batch: int = 1
+
+    @property
+    def latencies(self) -> List[float]:
+        """The end-to-end latency samples in ms."""
+        return self.series[LATENCY]
+
+    def stats(self) -> Stats:
+        """Statistics of the latency series."""
+        return summarize(self.latencies, self.batch)
+
+    def warnings(self) -> List[str]:
+        """Problems a reader of the numbers must know about: instability and drift."""
+        found = []
+        stats = self.stats()
+        if stats.cov > UNSTABLE_COV:
+            found.append(f"unstable: CoV {stats.cov:.1%} > {UNSTABLE_COV:.0%} (lock clocks, close other work)")
+        drift = detect_drift(self.latencies)
+        if drift:
+            found.append(drift)
+        return found
+
+
+def _is_done(m: Measurement, settings: TimingSettings) -> bool:
+    n = len(m.latencies)
+    if n < settings.min_iterations or m.run_time_s < settings.min_duration_s:
+        return False
+    return summarize(m.latencies).ci_halfwidth_rel <= settings.target_ci
+
+
+def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
+                        on_round: Optional[Callable[[float], None]] = None) -> Dict[str, Measurement]:
+    """Time several runners in interleaved blocks under one protocol; returns raw samples per runner.
+
+    Each block lasts about ``block_s`` (at least ``block_iterations`` inferences), so every configuration gets the
+    same share of wall time whatever its latency. ``on_round`` receives the fraction of the minimum duration done.
+    """
+    results: Dict[str, Measurement] = {}
+    block_sizes: Dict[str, int] = {}
+    for name, runner in runners.items():
+        warm, start = 0, time.perf_counter()
+        while time.perf_counter() - start < settings.warmup_s or warm < 1:
+            runner.measure_once()
+            warm += 1
+        per_iteration = (time.perf_counter() - start) / warm
+        block_sizes[name] = max(settings.block_iterations, int(settings.block_s / max(per_iteration, 1e-9)))
+        results[name] = Measurement({}, warm, 0.0, "", runner.batch)
+    names = list(runners)
+    round_index = 0
+    while True:
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            m = results[name]
+            block_start = time.perf_counter()
+            for _ in range(block_sizes[name]):
+                for key, value in runners[name].measure_once().items():
+                    m.series.setdefault(key, []).append(value)
+            m.run_time_s += time.perf_counter() - block_start
+        round_index += 1
+        slowest = min(m.run_time_s for m in results.values())
+        if on_round:
+            on_round(min(1.0, slowest / max(settings.min_duration_s, 1e-9)))
+        if all(_is_done(m, settings) for m in results.values()):
+            reason = f"every median's 95% CI within +/-{settings.target_ci:.1%}"
+            break
+        if max(m.run_time_s for m in results.values()) >= settings.max_duration_s and all(
+                len(m.latencies) >= settings.min_iterations for m in results.values()):
+            reason = f"time budget of {settings.max_duration_s:g} s per configuration reached"
+            break
+    for m in results.values():
+        m.stop_reason = reason
+    return results

@@ -1,0 +1,69 @@
+"""Compressed variants as data: per zoo model, variant name -> which activations go and which kernels shrink.
+
+Activation names: ``<chain>.act<i>`` is the activation after conv ``i`` of a conv chain (a ResNet block's main
+branch ``layer<s>.<b>``, a MobileNetV2 block ``features.<i>``, a VGG stage ``stage<s>``); LeNet-5 has
+``conv1.act``, ``conv2.act``, ``fc1.act`` and ``fc2.act``. Kernel overrides name ``<chain>.conv<i>``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+from harness.zoo.layers import VariantSpec
+
+
+def _blocks(stages: Dict[int, int], first: int = 0) -> List[str]:
+    """Block prefixes ``layer<s>.<b>`` for ``b >= first`` in stages {stage: block count}."""
+    return [f"layer{s}.{b}" for s, count in stages.items() for b in range(first, count)]
+
+
+CIFAR_RESNET = {20: {1: 3, 2: 3, 3: 3}, 56: {1: 9, 2: 9, 3: 9}}
+IMAGENET_RESNET = {1: 3, 2: 4, 3: 6, 4: 3}
+# MobileNetV2 blocks with an identity shortcut (stride 1, same width), torchvision numbering.
+MOBILENETV2_RESIDUAL_BLOCKS = (3, 5, 6, 8, 9, 10, 12, 13, 15, 16)
+
+VARIANTS: Dict[str, Dict[str, VariantSpec]] = {
+    "lenet5": {
+        "dc-fc": VariantSpec.make(
+            "activations between the three fully connected layers removed: they merge into one",
+            remove=["fc1.act", "fc2.act"]),
+    },
+    "resnet20": {
+        "dc-all": VariantSpec.make(
+            "mid-block ReLU removed in every block: each block merges into one conv (5x5, or 7x7 stride 2) "
+            "with its shortcut folded in",
+            remove=[f"{b}.act1" for b in _blocks(CIFAR_RESNET[20])]),
+    },
+    "resnet56": {
+        "dc-all": VariantSpec.make(
+            "mid-block ReLU removed in every block: each block merges into one conv with its shortcut folded in",
+            remove=[f"{b}.act1" for b in _blocks(CIFAR_RESNET[56])]),
+        "dc-half": VariantSpec.make(
+            "mid-block ReLU removed in the first half of each stage's blocks",
+            remove=[f"layer{s}.{b}.act1" for s in (1, 2, 3) for b in range(5)]),
+    },
+    "vgg16": {
+        "dc-1x1": VariantSpec.make(
+            "layer-compression style: the second conv of every stage shrinks to 1x1 and its preceding ReLU goes, "
+            "so each 3x3-then-1x1 pair merges into one 3x3 conv (13 convs -> 8)",
+            remove=[f"stage{s}.act1" for s in range(1, 6)],
+            kernels={f"stage{s}.conv2": 1 for s in range(1, 6)}),
+    },
+    "mobilenetv2": {
+        "dc-ds": VariantSpec.make(
+            "DepthShrinker style: both ReLU6 removed in every block with an identity shortcut; each such inverted "
+            "residual merges into one dense 3x3 conv with the identity folded in",
+            remove=[f"features.{i}.act{a}" for i in MOBILENETV2_RESIDUAL_BLOCKS for a in (1, 2)]),
+    },
+    "resnet34": {
+        "dc-lm": VariantSpec.make(
+            "mid-block ReLU removed in every block with an identity shortcut: 3x3+3x3+identity -> one 5x5 conv",
+            remove=[f"{b}.act1" for b in _blocks(IMAGENET_RESNET, first=1)]),
+    },
+    "resnet50": {
+        "dc-act2": VariantSpec.make(
+            "ReLU after the 3x3 removed in every identity-shortcut bottleneck: 3x3 then 1x1 merge into one 3x3 "
+            "(more FLOPs: whether it pays depends on the device, which fold --merge auto decides)",
+            remove=[f"{b}.act2" for b in _blocks(IMAGENET_RESNET, first=1)]),
+    },
+}
