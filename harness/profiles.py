@@ -42,6 +42,7 @@ class OnnxRuntimeSettings:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     graph_optimization_level: str = "all"
+    allow_spinning: bool = False  # spinning idle threads would steal cores from the interleaved neighbour
 
 
 @dataclasses.dataclass

@@ -26,7 +26,8 @@ UNSTABLE_COV = 0.02  # coefficient of variation above which a run is flagged uns
 def nearest_rank(sorted_samples: Sequence[float], percent: float) -> float:
     """Percentile by nearest rank, trtexec's convention: ``timings[n - 1 - int((1 - p/100) * n)]``."""
     n = len(sorted_samples)
-    return float(sorted_samples[max(0, n - 1 - int((1 - percent / 100.0) * n))])
+    tail = int((100.0 - percent) * n / 100.0 + 1e-9)  # computed so that 90% of 100 is exactly 10, not 9.99..
+    return float(sorted_samples[max(0, n - 1 - tail)])
 
 
 def median_ci(samples: Sequence[float], confidence: float = 0.95) -> Tuple[float, float]:

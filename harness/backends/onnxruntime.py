@@ -49,6 +49,7 @@ class OnnxRuntimeRunner(Runner):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
@@ -79,5 +80,6 @@ class OnnxRuntimeRunner(Runner):
         info.update(version=ort.__version__, provider="CPUExecutionProvider",
                     intra_op_threads=self.intra_op_threads,
                     inter_op_threads=self.profile.onnxruntime.inter_op_threads,
-                    graph_optimization_level=self.profile.onnxruntime.graph_optimization_level)
+                    graph_optimization_level=self.profile.onnxruntime.graph_optimization_level,
+                    allow_spinning=self.profile.onnxruntime.allow_spinning)
         return info

@@ -1,0 +1,37 @@
+# make bench [DEVICE=host] [MODELS=resnet56,lenet5] [OUT=results/host]   |   make test
+# The first use creates .venv and installs the package with its test tools. TORCH_SPEC pins the CPU build of
+# torch that CI uses; override it on a GPU machine (make bench TORCH_SPEC=torch) to keep your own build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DEVICE ?= host
+MODELS ?=
+VARIANTS ?= first
+OUT ?=
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.installed
+
+.PHONY: bench test lint setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install -q -e ".[torch,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+bench: $(STAMP)
+	$(VENV)/bin/harness bench --device $(DEVICE) --variants $(VARIANTS) $(if $(MODELS),--models $(MODELS)) $(if $(OUT),--out $(OUT))
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check harness tests
+	$(VENV)/bin/vermin -t=3.8- --no-tips --violations --eval-annotations harness/profiles.py harness/backends harness/envinfo.py harness/timing.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,241 @@
+"""``harness bench``: export, fold, time and report a suite of models on one device profile.
+
+Every source and the profile are resolved before any work starts, so bad input fails at once and writes nothing.
+The results file is rewritten atomically after each model, marked ``complete`` only at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness import envinfo, timing
+from harness.backends import get_runner_class
+from harness.errors import HarnessError
+from harness.export import ModelSource, materialize
+from harness.fold import RooflineCostModel, fold_model, verify_fold
+from harness.graph_stats import count_flops, count_params, op_histogram
+from harness.onnx_io import save_model, write_text_atomic
+from harness.profiles import Profile
+from harness.report.table import to_csv, to_markdown
+from harness.results import new_results, write_results
+
+DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
+# share of a model's progress bar given to each stage
+STAGES = (("export", 15), ("fold", 15), ("time", 70))
+
+
+@dataclasses.dataclass
+class BenchOptions:
+    """What to run and how."""
+
+    sources: List[Tuple[ModelSource, List[str]]]  # each source with the variants to run (zoo) or ["baseline"]
+    profile: Profile
+    out_dir: Path
+    merge: str = "auto"
+    verify: bool = True
+    batch: int = 1
+    precision: str = "fp32"
+
+
+@dataclasses.dataclass
+class _Config:
+    """One graph to time: a variant, unfolded or folded."""
+
+    run_id: str
+    variant: str
+    folded: bool
+    onnx_path: Path
+    info: Dict[str, Any]
+
+
+def _graph_info(model) -> Dict[str, Any]:
+    return {"flops": count_flops(model), "params": count_params(model), "nodes": op_histogram(model)}
+
+
+def _prepare_model(source: ModelSource, variants: List[str], options: BenchOptions, cost_model,
+                   advance) -> List[_Config]:
+    """Export and fold every variant of one model; returns the graphs to time."""
+    onnx_dir = options.out_dir / "onnx"
+    exported = {}
+    for variant in variants:
+        path = onnx_dir / f"{source.name.replace(':', '_')}-{variant}.onnx"
+        exported[variant] = (path, materialize(dataclasses.replace(source, variant=variant), path, options.batch))
+        advance("export", 1 / len(variants))
+    configs = []
+    for variant, (path, model) in exported.items():
+        info = _graph_info(model)
+        info["onnx"] = str(path)
+        configs.append(_Config(f"{source.name}/{variant}", variant, False, path, info))
+        folded = fold_model(model, merge=options.merge, cost_model=cost_model)
+        if folded.report.changed:
+            verification = verify_fold(model, folded.model) if options.verify else None
+            folded_path = path.with_suffix(".folded.onnx")
+            save_model(folded.model, folded_path)
+            folded_info = _graph_info(folded.model)
+            folded_info.update(onnx=str(folded_path), fold=folded.report.to_dict(),
+                               verification=verification.to_dict() if verification else None)
+            configs.append(_Config(f"{source.name}/{variant}/folded", variant, True, folded_path, folded_info))
+        else:
+            info["fold"] = folded.report.to_dict()
+        advance("fold", 1 / len(variants))
+    return configs
+
+
+def _deployable(configs: List[_Config], variant: str) -> _Config:
+    """The graph a user would deploy for a variant: the folded one where folding changed it."""
+    matching = [c for c in configs if c.variant == variant]
+    return next((c for c in matching if c.folded), matching[0])
+
+
+def _comparisons(source: ModelSource, configs: List[_Config], measured: Dict[str, timing.Measurement]) -> List[Dict]:
+    found = []
+
+    def compare(kind: str, variant: str, reference: _Config, subject: _Config) -> None:
+        ratio, low, high = timing.bootstrap_ratio_ci(measured[reference.run_id].latencies,
+                                                     measured[subject.run_id].latencies)
+        found.append({"model": source.name, "variant": variant, "kind": kind, "reference": reference.run_id,
+                      "subject": subject.run_id, "speedup": ratio, "ci_low": low, "ci_high": high})
+
+    variants = list(dict.fromkeys(c.variant for c in configs))
+    for variant in variants:
+        unfolded = next(c for c in configs if c.variant == variant and not c.folded)
+        folded = next((c for c in configs if c.variant == variant and c.folded), None)
+        if folded:
+            compare("fold", variant, unfolded, folded)
+        if variant != "baseline" and "baseline" in variants:
+            compare("vs_baseline", variant, _deployable(configs, "baseline"), _deployable(configs, variant))
+    return found
+
+
+def _run_entry(source: ModelSource, config: _Config, runner_info: Dict[str, Any],
+               measurement: timing.Measurement, options: BenchOptions, configs: List[_Config]) -> Dict[str, Any]:
+    stats = measurement.stats()
+    folded_twin = next((c.run_id for c in configs if c.variant == config.variant and c.folded), None)
+    return {
+        "id": config.run_id, "model": source.name, "variant": config.variant, "folded": config.folded,
+        "folded_run": None if config.folded else folded_twin,
+        "source": {"kind": source.kind, "reference": source.reference or source.name},
+        "backend": runner_info, "precision": options.precision, "batch": options.batch,
+        "input_shape": list(runner_info.get("input_shape", [])),
+        **config.info,
+        "series_ms": measurement.series,
+        "stats": dataclasses.asdict(stats),
+        "warmup_iterations": measurement.warmup_iterations,
+        "run_time_s": measurement.run_time_s,
+        "stop_reason": measurement.stop_reason,
+        "warnings": measurement.warnings(),
+    }
+
+
+def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console] = None) -> Dict[str, Any]:
+    """Run the suite; writes results.json, report.md and report.csv into ``options.out_dir``."""
+    console = console or Console(stderr=True)
+    profile = options.profile
+    runner_class = get_runner_class(profile.backend)
+    environment = envinfo.capture_environment(profile)
+    results = new_results(argv, profile.to_dict(), environment)
+    results["complete"] = False
+    results["device"]["warnings"] = envinfo.check_expectations(environment, profile)
+    cost_model = RooflineCostModel.from_profile(profile, options.precision)
+    results_path = options.out_dir / "results.json"
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+
+    columns = (TextColumn("{task.fields[model]:<12}"), TextColumn("{task.fields[stage]:<7}"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks = {src.name: progress.add_task("", total=100, model=src.name, stage="queued")
+                 for src, _ in options.sources}
+        for source, variants in options.sources:
+            task = tasks[source.name]
+            done = {"value": 0.0}
+
+            def advance(stage: str, fraction: float, _task=task) -> None:
+                share = dict(STAGES)[stage]
+                done["value"] += share * fraction
+                progress.update(_task, completed=done["value"], stage=stage)
+
+            progress.update(task, stage="export")
+            configs = _prepare_model(source, variants, options, cost_model, advance)
+            runners = {c.run_id: runner_class(c.onnx_path, profile, options.precision, options.batch)
+                       for c in configs}
+            try:
+                progress.update(task, stage="time")
+                base = done["value"]
+                measured = timing.measure_interleaved(
+                    runners, profile.timing,
+                    on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f))
+                for config in configs:
+                    runner = runners[config.run_id]
+                    info = dict(runner.describe())
+                    info["input_shape"] = list(next(iter(runner.input_specs().values()))[0])
+                    results["runs"].append(_run_entry(source, config, info, measured[config.run_id], options,
+                                                      configs))
+            finally:
+                for runner in runners.values():
+                    runner.close()
+            results["comparisons"] += _comparisons(source, configs, measured)
+            progress.update(task, completed=100, stage="done")
+            write_results(results, results_path)
+    results["device"]["environment_after"] = envinfo.capture_environment(profile)
+    results["complete"] = True
+    write_results(results, results_path)
+    write_text_atomic(options.out_dir / "report.md", to_markdown(results))
+    write_text_atomic(options.out_dir / "report.csv", to_csv(results))
+    return results
+
+
+def resolve_suite(models: List[str], variants: str, factory_shape: Optional[str]) -> List[Tuple[ModelSource, List[str]]]:
+    """Resolve ``--models`` and ``--variants`` into sources, failing before any work on a bad name."""
+    from harness.export import resolve_source
+    from harness.zoo import list_variants, variant_spec
+
+    suite = []
+    for name in models:
+        source = resolve_source(name, factory_shape)
+        if source.kind == "onnx" and not Path(source.reference).is_file():
+            raise HarnessError(f"ONNX file {source.reference} does not exist")
+        if source.kind != "zoo":
+            suite.append((source, ["baseline"]))
+            continue
+        available = list_variants(source.name)
+        if variants == "all":
+            chosen = available
+        elif variants == "first":
+            chosen = available[:2]
+        else:
+            chosen = ["baseline"] + [v for v in variants.split(",") if v and v != "baseline"]
+            for v in chosen:
+                variant_spec(source.name, v)
+        suite.append((source, chosen))
+    names = [s.name for s, _ in suite]
+    if len(set(names)) != len(names):
+        raise HarnessError("a model is named twice in --models")
+    return suite
+
+
+def print_summary(results: Dict[str, Any], out_dir: Path, console: Optional[Console] = None) -> None:
+    """The short comparison table and the paths of the report files, on stdout."""
+    from rich.table import Table
+
+    from harness.report.table import MARKDOWN_COLUMNS, comparison_records, markdown_cells
+
+    console = console or Console(file=sys.stdout, width=200)
+    table = Table(title=f"harness bench on {results['device']['profile']['name']}")
+    for title in MARKDOWN_COLUMNS:
+        table.add_column(title, overflow="fold")
+    for record in comparison_records(results):
+        table.add_row(*markdown_cells(record))
+    console.print(table)
+    for warning in results["device"]["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    for run in results["runs"]:
+        for warning in run["warnings"]:
+            console.print(f"[yellow]warning:[/] {run['id']}: {warning}")
+    for name in ("results.json", "report.md", "report.csv"):
+        console.print(f"wrote {out_dir / name}")

@@ -1,0 +1,45 @@
+"""``harness export``: one model (zoo variant, factory or ONNX file) to a checked, static-shape ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.commands import add_command
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers, "export", "export a model to ONNX and count its FLOPs and parameters",
+        "Export a zoo model variant or a package.module:factory to ONNX (opset 17, static shapes, checked and "
+        "shape-inferred), or check an existing ONNX file, and print its FLOPs (2 x multiply-accumulates of "
+        "Conv/Gemm/MatMul), parameters and node counts.",
+        "harness export resnet56 --variant dc-all -o resnet56-dc-all.onnx")
+    parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    parser.add_argument("--variant", default="baseline", help="zoo variant (default: baseline)")
+    parser.add_argument("--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32")
+    parser.add_argument("--batch", type=int, default=1, help="static batch size (default: 1)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from harness.errors import HarnessError
+    from harness.export import materialize, resolve_source
+    from harness.graph_stats import count_flops, count_params, op_histogram
+
+    if args.batch < 1:
+        raise HarnessError("--batch must be a positive integer")
+    source = resolve_source(args.model, args.input_shape)
+    if source.kind == "zoo":
+        from harness.zoo import variant_spec
+
+        variant_spec(source.name, args.variant)
+    elif args.variant != "baseline":
+        raise HarnessError("--variant applies to zoo models only")
+    model = materialize(dataclasses.replace(source, variant=args.variant), args.output, args.batch)
+    nodes = ", ".join(f"{op} {n}" for op, n in op_histogram(model).items())
+    print(f"wrote {args.output}: {count_flops(model) / 1e6:.2f} MFLOPs, {count_params(model) / 1e6:.3f} M params; "
+          f"nodes: {nodes}")
+    return 0

@@ -1,0 +1,63 @@
+"""``harness time``: time ONNX files on a device profile's backend with the measurement protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.commands import add_command
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers, "time", "time one or more ONNX files (interleaved) and print their statistics",
+        "Time ONNX files on the profile's backend with the measurement protocol: warm-up, interleaved blocks, "
+        "median with its 95% CI, mean, p90/p95/p99, std, CoV, throughput. With two or more files, the speed-up "
+        "of each against the first is given with a bootstrap 95% interval.",
+        "harness time base.onnx folded.onnx --device host --json timings.json")
+    parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
+    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    parser.add_argument("--json", type=Path, default=None, help="also write raw samples and statistics here")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from harness import timing
+    from harness.backends import get_runner_class
+    from harness.errors import HarnessError
+    from harness.onnx_io import load_model, write_text_atomic
+    from harness.profiles import load_profile
+
+    profile = load_profile(args.device)
+    if len(set(args.onnx)) != len(args.onnx):
+        raise HarnessError("the same ONNX file is named twice")
+    for path in args.onnx:
+        load_model(path)  # clear errors for missing, corrupt or unsafe files before timing anything
+    runner_class = get_runner_class(profile.backend)
+    runners = {str(p): runner_class(p, profile, profile.precisions[0], profile.batch_sizes[0]) for p in args.onnx}
+    try:
+        measured = timing.measure_interleaved(runners, profile.timing)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    reference = measured[str(args.onnx[0])]
+    report = {}
+    for name, m in measured.items():
+        s = m.stats()
+        line = (f"{name}: median {s.median:.3f} ms [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}], mean "
+                f"{s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, {s.throughput_per_s:.1f}/s, "
+                f"n={s.n}")
+        entry = {"stats": dataclasses.asdict(s), "series_ms": m.series, "warnings": m.warnings()}
+        if m is not reference:
+            ratio, low, high = timing.bootstrap_ratio_ci(reference.latencies, m.latencies)
+            line += f"; speed-up {ratio:.2f}x [{low:.2f}, {high:.2f}]"
+            entry["speedup"] = {"value": ratio, "ci_low": low, "ci_high": high}
+        print(line)
+        for warning in m.warnings():
+            print(f"  warning: {warning}")
+        report[name] = entry
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
+    return 0

@@ -1,0 +1,1 @@
+"""Tables from results files: one row per model and variant, for Markdown, CSV and the terminal."""

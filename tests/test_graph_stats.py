@@ -1,0 +1,51 @@
+"""FLOPs and parameters counted from ONNX graphs whose answers can be computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from harness.graph_stats import count_flops, count_params, layer_costs, op_histogram
+
+
+def _model(nodes, inputs, outputs, inits):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_conv_flops_and_params_by_hand():
+    # 3->8 channels, 3x3 kernel, stride 1, pad 1 on 2x3x10x10: each of 2*8*10*10 outputs does 3*9 MACs.
+    w = np.zeros((8, 3, 3, 3), np.float32)
+    b = np.zeros(8, np.float32)
+    model = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 10, 10])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w, "b": b})
+    assert count_flops(model) == 2 * (2 * 8 * 10 * 10) * (3 * 9)
+    assert count_params(model) == 8 * 3 * 9 + 8
+    cost = layer_costs(model)[0]
+    assert cost.bytes == 4 * (2 * 3 * 100 + 8 * 27 + 8 + 2 * 8 * 100)
+
+
+def test_grouped_strided_conv_flops():
+    # depthwise 3x3 stride 2 on 1x4x8x8 -> 1x4x4x4, one input channel per group: 64 outputs x 9 MACs.
+    w = np.zeros((4, 1, 3, 3), np.float32)
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], group=4, strides=[2, 2], pads=[1, 1, 1, 1])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    assert count_flops(model) == 2 * 64 * 9
+
+
+def test_gemm_matmul_and_integer_initializers():
+    w = np.zeros((5, 7), np.float32)       # Gemm with transB: 3x7 @ (5x7)^T -> 3x5, 7 MACs each
+    m = np.zeros((5, 2), np.float32)       # MatMul 3x5 @ 5x2 -> 3x2, 5 MACs each
+    shape = np.array([3, 2], np.int64)     # not a parameter
+    model = _model([helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
+                    helper.make_node("MatMul", ["h", "m"], ["y0"]),
+                    helper.make_node("Reshape", ["y0", "shape"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 7])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w, "m": m, "shape": shape})
+    assert count_flops(model) == 2 * (15 * 7) + 2 * (6 * 5)
+    assert count_params(model) == 35 + 10
+    assert op_histogram(model) == {"Gemm": 1, "MatMul": 1, "Reshape": 1}

@@ -1,0 +1,116 @@
+"""The measurement protocol's statistics on seeded synthetic data, and the interleaved runner on real sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from harness import timing
+from harness.backends.onnxruntime import OnnxRuntimeRunner
+from harness.profiles import TimingSettings, load_profile
+
+
+def test_nearest_rank_matches_trtexec_formula():
+    samples = list(range(1, 101))  # 1..100
+    assert timing.nearest_rank(samples, 90) == 90  # timings[100 - 1 - int(0.1 * 100)] = timings[89]
+    assert timing.nearest_rank(samples, 99) == 99
+    assert timing.nearest_rank(samples, 100) == 100
+    assert timing.nearest_rank([5.0], 99) == 5.0
+
+
+def test_summary_of_a_known_normal_distribution():
+    rng = np.random.default_rng(1)
+    samples = rng.normal(10.0, 0.5, 20000)
+    s = timing.summarize(samples, batch=4)
+    assert s.n == 20000
+    assert s.median == pytest.approx(10.0, abs=0.02)
+    assert s.std == pytest.approx(0.5, rel=0.03)
+    assert s.p90 == pytest.approx(10.0 + 0.5 * sps.norm.ppf(0.9), abs=0.03)
+    assert s.p99 == pytest.approx(10.0 + 0.5 * sps.norm.ppf(0.99), abs=0.06)
+    assert s.cov == pytest.approx(0.05, rel=0.03)
+    assert s.throughput_per_s == pytest.approx(4 * 1000 / s.mean)
+    assert s.median_ci_low < s.median < s.median_ci_high
+
+
+def test_median_ci_covers_the_true_median_about_95_percent_of_the_time():
+    rng = np.random.default_rng(2)
+    true_median = sps.lognorm(0.3).median()
+    hits = 0
+    for _ in range(400):
+        low, high = timing.median_ci(rng.lognormal(0, 0.3, 101))
+        hits += low <= true_median <= high
+    assert 0.92 <= hits / 400 <= 0.99
+
+
+def test_bootstrap_speedup_interval_coverage():
+    rng = np.random.default_rng(3)
+    # true ratio of medians: exp(0.2) / exp(0) for lognormal samples with those log-medians
+    true_ratio = np.exp(0.2)
+    hits = 0
+    trials = 150
+    for seed in range(trials):
+        base = rng.lognormal(0.2, 0.1, 200)
+        new = rng.lognormal(0.0, 0.1, 200)
+        ratio, low, high = timing.bootstrap_ratio_ci(base, new, resamples=500, seed=seed)
+        assert low <= ratio <= high
+        hits += low <= true_ratio <= high
+    assert hits / trials >= 0.88
+
+
+def test_mlperf_early_stopping_rule():
+    assert timing.mlperf_early_stopping(list(range(43))) is None  # 0.9^43 > 1%: not even k = 0 passes
+    ordered = list(range(1, 1025))
+    estimate = timing.mlperf_early_stopping(ordered)
+    # with 1024 queries the estimate lies above the plain p90 (it is a conservative bound) but below p95
+    assert timing.nearest_rank(ordered, 90) <= estimate <= timing.nearest_rank(ordered, 95)
+
+
+def test_drift_detection_flags_a_trend_but_not_noise():
+    rng = np.random.default_rng(4)
+    flat = rng.normal(10, 0.2, 400)
+    assert timing.detect_drift(flat) is None
+    ramp = flat + np.linspace(0, 2, 400)
+    assert "slower" in timing.detect_drift(ramp)
+
+
+@pytest.fixture
+def two_models(tmp_path: Path):
+    import torch
+
+    from harness.export import export_module
+
+    small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)).eval()
+    large = torch.nn.Sequential(*[torch.nn.Conv2d(3 if i == 0 else 32, 32, 3, padding=1) for i in range(4)]).eval()
+    export_module(small, (3, 32, 32), tmp_path / "small.onnx")
+    export_module(large, (3, 32, 32), tmp_path / "large.onnx")
+    return tmp_path / "small.onnx", tmp_path / "large.onnx"
+
+
+def test_interleaved_measurement_meets_minimums(two_models, fast_profile):
+    profile = load_profile(str(fast_profile))
+    settings = TimingSettings(warmup_s=0.05, min_iterations=20, min_duration_s=0.2, max_duration_s=1.0,
+                              target_ci=0.5, block_iterations=5, block_s=0.02)
+    runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
+    fractions = []
+    measured = timing.measure_interleaved(runners, settings, on_round=fractions.append)
+    for m in measured.values():
+        assert len(m.latencies) >= settings.min_iterations
+        assert m.run_time_s >= settings.min_duration_s
+        assert m.warmup_iterations >= 1
+        assert m.stop_reason
+    assert fractions[-1] == pytest.approx(1.0)
+    # the large model does far more work: its median must be the larger one
+    assert measured["large"].stats().median > measured["small"].stats().median
+
+
+def test_time_budget_stops_sampling(two_models, fast_profile):
+    profile = load_profile(str(fast_profile))
+    settings = TimingSettings(warmup_s=0.0, min_iterations=5, min_duration_s=0.05, max_duration_s=0.3,
+                              target_ci=1e-6, block_iterations=5, block_s=0.02)
+    runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
+    measured = timing.measure_interleaved(runners, settings)
+    assert all("budget" in m.stop_reason for m in measured.values())
+    assert max(m.run_time_s for m in measured.values()) < 0.3 + 0.5  # one block past the budget at most

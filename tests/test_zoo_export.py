@@ -1,0 +1,65 @@
+"""Every zoo model and variant exports to ONNX and computes what the torch module computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.export import export_module
+from harness.zoo import build_model, list_models, list_variants, variant_spec
+from harness.zoo.layers import merged_kernel
+
+CASES = [(m, v) for m in list_models() for v in list_variants(m)]
+
+
+@pytest.mark.parametrize("model,variant", CASES, ids=[f"{m}-{v}" for m, v in CASES])
+def test_export_round_trip(model: str, variant: str, tmp_path: Path):
+    module, shape = build_model(model, variant)
+    path = tmp_path / "m.onnx"
+    exported = export_module(module, shape, path)
+    assert exported.opset_import[0].version >= 17
+    assert all(d.dim_value > 0 for d in exported.graph.input[0].type.tensor_type.shape.dim)  # static shapes
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = module(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"input": x.numpy()})
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_variants_remove_activations_and_keep_shapes(model: str):
+    base, shape = build_model(model)
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        reference_shape = base(x).shape
+    acts = sum(isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)) for m in base.modules())
+    for variant in list_variants(model)[1:]:
+        compressed, _ = build_model(model, variant)
+        spec = variant_spec(model, variant)
+        left = sum(isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)) for m in compressed.modules())
+        assert acts - left == len(spec.remove)
+        with torch.no_grad():
+            assert compressed(x).shape == reference_shape
+
+
+def test_padding_moves_to_the_first_conv_of_a_linear_run():
+    module, _ = build_model("resnet20", "dc-all")
+    strided = module[2 + 3]  # stem conv, ReLU, 3 blocks, then the first block of stage 2: 3x3 stride 2 then 3x3 -> merged 7x7, centred pad 3
+    convs = [m for m in strided.main.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.padding for c in convs] == [(3, 3), (0, 0)]
+    assert merged_kernel([3, 3], [2, 1]) == 7
+    assert merged_kernel([1, 3, 1], [1, 2, 1]) == 3
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(HarnessError, match="unknown model"):
+        build_model("resnet9000")
+    with pytest.raises(HarnessError, match="unknown variant"):
+        build_model("resnet20", "nope")
