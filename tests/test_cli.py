@@ -1,0 +1,157 @@
+"""The CLI end to end on tiny real models, and every kind of bad input: one line on stderr, exit 2, no files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from harness.cli import COMMANDS, main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "Example" in capsys.readouterr().out
+
+
+def test_export_then_time(tmp_path, fast_profile, capsys):
+    onnx_path = tmp_path / "lenet.onnx"
+    code, out, _ = run_cli(capsys, "export", "lenet5", "-o", onnx_path)
+    assert code == 0 and onnx_path.is_file()
+    # LeNet-5: conv1 6x28x28x25, conv2 16x10x10x150, fc 400x120 + 120x84 + 84x10 multiply-accumulates
+    macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    assert f"{2 * macs / 1e6:.2f} MFLOPs" in out
+    code, out, _ = run_cli(capsys, "export", "lenet5", "--variant", "dc-fc", "-o", tmp_path / "dc.onnx")
+    assert code == 0
+    timings = tmp_path / "t.json"
+    code, out, _ = run_cli(capsys, "time", onnx_path, tmp_path / "dc.onnx", "--device", fast_profile,
+                           "--json", timings)
+    assert code == 0 and "speed-up" in out
+    data = json.loads(timings.read_text())
+    assert set(data) == {str(onnx_path), str(tmp_path / "dc.onnx")}
+    first = data[str(onnx_path)]
+    assert first["stats"]["n"] == len(first["series_ms"]["latency_ms"]) >= 10
+
+
+def test_bench_end_to_end(tmp_path, fast_profile, capsys):
+    out_dir = tmp_path / "out"
+    code, out, _ = run_cli(capsys, "bench", "--device", fast_profile, "--models", "lenet5,resnet20",
+                           "--out", out_dir)
+    assert code == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["schema"] == 1 and results["complete"] is True
+    assert results["device"]["environment_before"]["cpu"]["available_cores"] >= 1
+    assert results["device"]["environment_before"]["libraries"]["onnxruntime"]
+    runs = {r["id"]: r for r in results["runs"]}
+    base, variant = runs["resnet20/baseline"], runs["resnet20/dc-all"]
+    assert base["backend"]["intra_op_threads"] == 1
+    assert base["stats"]["n"] == len(base["series_ms"]["latency_ms"]) >= 10
+    assert base["flops"] > 0 and base["params"] > 0
+    folded = runs[variant["folded_run"]]
+    assert folded["nodes"]["Conv"] < variant["nodes"]["Conv"]
+    assert folded["verification"]["max_rel_error"] < 1e-4
+    kinds = {(c["model"], c["kind"]) for c in results["comparisons"]}
+    assert {("resnet20", "fold"), ("resnet20", "vs_baseline"), ("lenet5", "vs_baseline")} <= kinds
+    for c in results["comparisons"]:
+        assert c["ci_low"] <= c["speedup"] <= c["ci_high"]
+    rows = list(csv.DictReader((out_dir / "report.csv").open()))
+    assert [(r["model"], r["variant"]) for r in rows] == [("lenet5", "baseline"), ("lenet5", "dc-fc"),
+                                                          ("resnet20", "baseline"), ("resnet20", "dc-all")]
+    assert float(rows[3]["median_ms"]) == pytest.approx(variant["stats"]["median"])
+    report = (out_dir / "report.md").read_text()
+    assert "| resnet20 | dc-all |" in report and "## Provenance" in report
+    assert f"wrote {out_dir / 'report.md'}" in out
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path, monkeypatch):
+    """Files and modules for every kind of bad input."""
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00\x01 this is not a protobuf \xff" * 10)
+    (tmp_path / "notes.onnx").write_text("hello")
+    # a model whose weights live 'outside' its folder
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    weights = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])],
+                                   [weights])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    onnx.external_data_helper.set_external_data(model.graph.initializer[0], "../secret.bin")
+    model.graph.initializer[0].data_location = onnx.TensorProto.EXTERNAL
+    model.graph.initializer[0].ClearField("raw_data")
+    (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    onnx.save(model, str(model_dir / "escape.onnx"))
+    (tmp_path / "user_models.py").write_text(textwrap.dedent("""
+        import torch
+        def broken():
+            raise RuntimeError("weights file missing")
+        def tiny():
+            return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5))
+        def not_a_module():
+            return 42
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+BAD_CASES = {
+    "unknown model": (["bench", "--models", "resnet9000"], "unknown model 'resnet9000'"),
+    "unknown variant": (["bench", "--models", "resnet20", "--variants", "dc-nope"], "unknown variant"),
+    "unknown device": (["bench", "--device", "jetson-tx1", "--models", "lenet5"], "unknown device 'jetson-tx1'"),
+    "missing profile file": (["bench", "--device", "{tmp}/nope.yaml"], "does not exist"),
+    "missing file": (["bench", "--models", "{tmp}/missing.onnx"], "does not exist"),
+    "corrupt file": (["export", "{tmp}/garbage.onnx", "-o", "{tmp}/out/x.onnx"], "not a valid ONNX file"),
+    "not onnx": (["time", "{tmp}/notes.onnx"], "ONNX"),
+    "path traversal": (["export", "{tmp}/model/escape.onnx", "-o", "{tmp}/out/x.onnx"], "outside the model's"),
+    "factory raises": (["bench", "--models", "user_models:broken", "--input-shape", "3x32x32"],
+                       "raised RuntimeError: weights file missing"),
+    "factory returns junk": (["export", "user_models:not_a_module", "--input-shape", "3x8x8", "-o",
+                              "{tmp}/out/x.onnx"], "expected a torch.nn.Module"),
+    "factory without shape": (["bench", "--models", "user_models:tiny"], "--input-shape"),
+    "impossible shape": (["bench", "--models", "user_models:tiny", "--input-shape", "3x2x2"],
+                         "cannot run on input shape"),
+    "malformed shape": (["export", "user_models:tiny", "--input-shape", "3xbig", "-o", "{tmp}/out/x.onnx"],
+                        "invalid input shape"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_one_line_exit_2_nothing_written(case, bad_inputs, capsys):
+    argv, expected = BAD_CASES[case]
+    argv = [a.format(tmp=bad_inputs) for a in argv]
+    if argv[0] == "bench":
+        argv += ["--out", str(bad_inputs / "out")]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    assert "Traceback" not in err
+    assert not (bad_inputs / "out" / "results.json").exists()
+    assert not (bad_inputs / "out" / "x.onnx").exists()
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "bench", "--device", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown device 'nope'") and "Traceback" not in proc.stderr
