@@ -155,10 +155,9 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
             task = tasks[source.name]
             done = {"value": 0.0}
 
-            def advance(stage: str, fraction: float, _task=task) -> None:
-                share = dict(STAGES)[stage]
-                done["value"] += share * fraction
-                progress.update(_task, completed=done["value"], stage=stage)
+            def advance(stage: str, fraction: float, _task=task, _done=done) -> None:
+                _done["value"] += dict(STAGES)[stage] * fraction
+                progress.update(_task, completed=_done["value"], stage=stage)
 
             progress.update(task, stage="export")
             configs = _prepare_model(source, variants, options, cost_model, advance)
@@ -190,7 +189,8 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
     return results
 
 
-def resolve_suite(models: List[str], variants: str, factory_shape: Optional[str]) -> List[Tuple[ModelSource, List[str]]]:
+def resolve_suite(models: List[str], variants: str,
+                  factory_shape: Optional[str]) -> List[Tuple[ModelSource, List[str]]]:
     """Resolve ``--models`` and ``--variants`` into sources, failing before any work on a bad name."""
     from harness.export import resolve_source
     from harness.zoo import list_variants, variant_spec

@@ -11,8 +11,8 @@ import torch
 
 from harness.errors import HarnessError
 from harness.export import export_module
+from harness.geometry import merged_kernel
 from harness.zoo import build_model, list_models, list_variants, variant_spec
-from harness.zoo.layers import merged_kernel
 
 CASES = [(m, v) for m in list_models() for v in list_variants(m)]
 
@@ -51,7 +51,8 @@ def test_variants_remove_activations_and_keep_shapes(model: str):
 
 def test_padding_moves_to_the_first_conv_of_a_linear_run():
     module, _ = build_model("resnet20", "dc-all")
-    strided = module[2 + 3]  # stem conv, ReLU, 3 blocks, then the first block of stage 2: 3x3 stride 2 then 3x3 -> merged 7x7, centred pad 3
+    # stem conv, ReLU, 3 blocks, then stage 2's first block: 3x3 stride 2, 3x3 -> merged 7x7, centred pad 3
+    strided = module[2 + 3]
     convs = [m for m in strided.main.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.padding for c in convs] == [(3, 3), (0, 0)]
     assert merged_kernel([3, 3], [2, 1]) == 7

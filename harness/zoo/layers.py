@@ -8,6 +8,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 import torch
 from torch import nn
 
+from harness.geometry import merged_kernel
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
@@ -29,7 +31,7 @@ class VariantSpec:
     kernels: Dict[str, int] = dataclasses.field(default_factory=dict)  # conv name -> new kernel size
 
     @staticmethod
-    def make(description: str, remove: Sequence[str] = (), kernels: Optional[Dict[str, int]] = None) -> "VariantSpec":
+    def make(description: str, remove: Sequence[str] = (), kernels: Optional[Dict[str, int]] = None) -> VariantSpec:
         """Build a spec from plain lists (how the spec tables are written)."""
         return VariantSpec(description, frozenset(remove), dict(kernels or {}))
 
@@ -53,15 +55,6 @@ class Variant:
     def unknown_names(self) -> List[str]:
         """Names in the spec that the model does not have (a typo in a spec table)."""
         return sorted((set(self.spec.remove) - self.activations) | (set(self.spec.kernels) - self.convs))
-
-
-def merged_kernel(kernels: Sequence[int], strides: Sequence[int]) -> int:
-    """Kernel size of a chain of convolutions merged into one: k1 + sum_j (k_j - 1) * (stride product before j)."""
-    size, jump = kernels[0], strides[0]
-    for k, s in zip(kernels[1:], strides[1:]):
-        size += (k - 1) * jump
-        jump *= s
-    return size
 
 
 class ConvChain(nn.Module):

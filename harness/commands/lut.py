@@ -1,0 +1,85 @@
+"""``harness lut``: a latency lookup table of every mergeable span of a model, measured on a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.commands import add_command
+
+DESCRIPTION = """Enumerate the spans of a model's conv chains that depth compression could merge into one conv,
+build each merged conv (+ ReLU) at its real input shape, and time it on the device profile's backend with the
+measurement protocol. Writes TABLE (id,st,end,time,stdev), TABLE_long.csv (id,st,end,ker,str,is_dw,time,stdev)
+and TABLE.json (device state, settings, counts). Times are medians in ms per batch; st/end index convolutions in
+graph order. Spans with identical shapes are timed once. Interrupted runs resume where they stopped: measurements
+are kept in TABLE.progress.jsonl until the table is complete."""
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "lut", "measure a latency lookup table of mergeable conv spans", DESCRIPTION,
+                         "harness lut mobilenetv2 --device host --max-span 3 -o tables/mbv2-host.csv")
+    parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="CSV table to write")
+    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    parser.add_argument("--max-span", type=int, default=4, help="longest span in convs (default: 4)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
+    parser.add_argument("--input-shape", default=None, help="input shape without batch for factories")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import dataclasses
+    import json
+    import tempfile
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from harness import envinfo, timing
+    from harness.backends import get_runner_class
+    from harness.errors import HarnessError
+    from harness.export import materialize, resolve_source
+    from harness.lut import Entry, conv_chains, enumerate_spans, measure_spans, span_model, table_rows, write_tables
+    from harness.onnx_io import save_model, write_text_atomic
+    from harness.profiles import load_profile
+
+    if args.max_span < 1:
+        raise HarnessError("--max-span must be at least 1")
+    profile = load_profile(args.device)
+    batch = args.batch or profile.batch_sizes[0]
+    runner_class = get_runner_class(profile.backend)
+    source = resolve_source(args.model, args.input_shape)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = materialize(source, Path(tmp) / "model.onnx", batch)
+        spans = enumerate_spans(conv_chains(model), args.max_span)
+        if not spans:
+            raise HarnessError(f"{args.model} has no convolutions to tabulate")
+
+        def measure(span) -> Entry:
+            path = save_model(span_model(span), Path(tmp) / f"{span.key}.onnx")
+            with runner_class(path, profile, profile.precisions[0], batch) as runner:
+                m = timing.measure_interleaved({span.key: runner}, profile.timing)[span.key]
+            stats = m.stats()
+            return Entry(stats.median, stats.std, stats.n)
+
+        progress_path = args.output.with_name(args.output.name + ".progress.jsonl")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        columns = (TextColumn("timing spans"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns) as progress:
+            task = progress.add_task("", total=None)
+            entries, measured_now = measure_spans(
+                spans, measure, progress_path,
+                on_step=lambda done, total: progress.update(task, completed=done, total=total))
+    short_path, long_path = write_tables(table_rows(spans, entries), args.output)
+    unique = len({s.key for s in spans})
+    meta = {"model": args.model, "batch": batch, "max_span": args.max_span, "spans": len(spans),
+            "unique_signatures": unique, "measured_this_run": measured_now,
+            "measurements_saved_by_signature_cache": len(spans) - unique,
+            "wall_time_s": round(time.perf_counter() - started, 1), "profile": profile.to_dict(),
+            "timing": dataclasses.asdict(profile.timing), "environment": envinfo.capture_environment(profile)}
+    write_text_atomic(args.output.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    progress_path.unlink()
+    print(f"{len(spans)} spans, {unique} distinct shapes timed ({len(spans) - unique} measurements saved), "
+          f"{measured_now} measured in this run")
+    print(f"wrote {short_path}\nwrote {long_path}\nwrote {args.output.with_suffix('.json')}")
+    return 0

@@ -1,0 +1,268 @@
+"""Latency lookup tables: every mergeable span of a network's conv chains, merged into one conv and timed.
+
+A *conv chain* is a straight run of convolutions joined only by element-wise activations (Relu, Clip/ReLU6) or
+nothing, each feeding only the next; a skip connection (Add), pooling or a reshape ends it. A *span* (st, end) of
+a chain is what depth compression can turn into one conv by removing the activations inside it. ``st`` and
+``end`` index convolutions in graph order, as LayerMerge's tables do. Each span is built as one conv (merged kernel,
+centred padding, depthwise only if every conv in it is) followed by a ReLU, at its real input shape, and timed with
+the measurement protocol; spans with the same shape signature are timed once.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from harness.errors import HarnessError
+from harness.geometry import conv_output_size, merged_kernel
+from harness.onnx_io import write_text_atomic
+
+ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSwish", "HardSigmoid")
+SHORT_COLUMNS = ["id", "st", "end", "time", "stdev"]
+LONG_COLUMNS = ["id", "st", "end", "ker", "str", "is_dw", "time", "stdev"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+    """One Conv node of the graph, in graph order."""
+
+    index: int
+    name: str
+    in_shape: Tuple[int, int, int, int]
+    out_ch: int
+    kernel: int
+    stride: int
+    groups: int
+    dilation: int
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.in_shape[1] == self.out_ch
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """Convolutions ``st..end`` of one chain merged into one conv."""
+
+    st: int
+    end: int
+    in_shape: Tuple[int, int, int, int]
+    out_ch: int
+    kernel: int
+    stride: int
+    is_dw: bool
+
+    @property
+    def signature(self) -> Tuple:
+        """What determines the merged conv's latency: spans that share it are timed once."""
+        return (self.in_shape, self.out_ch, self.kernel, self.stride, self.is_dw)
+
+    @property
+    def key(self) -> str:
+        return "x".join(map(str, self.in_shape)) + f"-o{self.out_ch}-k{self.kernel}-s{self.stride}-dw{int(self.is_dw)}"
+
+
+def _square(values: List[int], what: str, name: str) -> int:
+    if len(set(values)) != 1:
+        raise HarnessError(f"conv {name!r} has a non-square {what} {values}: latency tables need square kernels")
+    return values[0]
+
+
+def conv_layers(model: onnx.ModelProto) -> List[ConvLayer]:
+    """The 2-D Conv nodes of a shape-inferred model, in graph order."""
+    shapes = {}
+    for info in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        shapes[info.name] = [d.dim_value for d in info.type.tensor_type.shape.dim]
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    layers = []
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = weights.get(node.input[1])
+        x = shapes.get(node.input[0])
+        if w is None or x is None or len(x) != 4 or not all(x):
+            raise HarnessError(f"conv {node.name!r} needs constant weights and a static 4-D input shape")
+        name = node.name or node.output[0]
+        layers.append(ConvLayer(
+            index=len(layers), name=name, in_shape=tuple(x), out_ch=w[0],
+            kernel=_square(w[2:], "kernel", name),
+            stride=_square(list(attrs.get("strides", [1, 1])), "stride", name),
+            groups=int(attrs.get("group", 1)),
+            dilation=_square(list(attrs.get("dilations", [1, 1])), "dilation", name)))
+    return layers
+
+
+def conv_chains(model: onnx.ModelProto) -> List[List[ConvLayer]]:
+    """Maximal chains of convs joined by at most one activation, each tensor with a single consumer."""
+    layers = {layer.name: layer for layer in conv_layers(model)}
+    consumers: Dict[str, List[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+
+    def only_consumer(tensor: str) -> Optional[onnx.NodeProto]:
+        found = consumers.get(tensor, [])
+        return found[0] if len(found) == 1 and tensor not in outputs else None
+
+    def next_conv(node: onnx.NodeProto) -> Optional[onnx.NodeProto]:
+        tensor = node.output[0]
+        following = only_consumer(tensor)
+        if following is not None and following.op_type in ACTIVATIONS:
+            tensor = following.output[0]
+            following = only_consumer(tensor)
+        if following is not None and following.op_type == "Conv" and following.input[0] == tensor:
+            return following
+        return None
+
+    successors = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            following = next_conv(node)
+            if following is not None:
+                successors[node.name or node.output[0]] = following.name or following.output[0]
+    heads = set(layers) - set(successors.values())
+    chains = []
+    for head in sorted(heads, key=lambda n: layers[n].index):
+        chain, current = [layers[head]], head
+        while current in successors:
+            current = successors[current]
+            chain.append(layers[current])
+        chains.append(chain)
+    return chains
+
+
+def enumerate_spans(chains: Iterable[List[ConvLayer]], max_span: int) -> List[Span]:
+    """Every span of at most ``max_span`` convs of each chain that can be merged into one conv.
+
+    Spans containing a dilated conv are left out (the merged kernel would need a dilation of its own).
+    """
+    spans = []
+    for chain in chains:
+        for i in range(len(chain)):
+            for j in range(i, min(len(chain), i + max_span)):
+                part = chain[i:j + 1]
+                if any(c.dilation != 1 for c in part):
+                    break
+                stride = int(np.prod([c.stride for c in part]))
+                kernel = merged_kernel([c.kernel for c in part], [c.stride for c in part])
+                spans.append(Span(part[0].index, part[-1].index, part[0].in_shape, part[-1].out_ch, kernel, stride,
+                                  all(c.depthwise for c in part)))
+    return spans
+
+
+def span_model(span: Span, activation: bool = True, seed: int = 0) -> onnx.ModelProto:
+    """One conv with the span's merged geometry (centred padding) and a ReLU, at the span's input shape."""
+    n, c, h, w = span.in_shape
+    groups = c if span.is_dw else 1
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((span.out_ch, c // groups, span.kernel, span.kernel)).astype(np.float32) * 0.01
+    bias = np.zeros(span.out_ch, np.float32)
+    pad = (span.kernel - 1) // 2
+    out_h = conv_output_size(h, span.kernel, span.stride, 2 * pad)
+    out_w = conv_output_size(w, span.kernel, span.stride, 2 * pad)
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"], kernel_shape=[span.kernel] * 2,
+                              strides=[span.stride] * 2, pads=[pad] * 4, group=groups)]
+    nodes.append(helper.make_node("Relu", ["conv"], ["output"]) if activation
+                 else helper.make_node("Identity", ["conv"], ["output"]))
+    graph = helper.make_graph(nodes, f"span_{span.key}",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, c, h, w])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                                             [n, span.out_ch, out_h, out_w])],
+                              [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@dataclasses.dataclass
+class Entry:
+    """A measured span latency (ms per batch)."""
+
+    time: float
+    stdev: float
+    n: int
+
+
+def load_progress(path: Path) -> Dict[str, Entry]:
+    """Measurements already made (one JSON object per line); a torn last line from a crash is ignored."""
+    found: Dict[str, Entry] = {}
+    if not path.is_file():
+        return found
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            found[record["key"]] = Entry(record["time"], record["stdev"], record["n"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return found
+
+
+def append_progress(path: Path, key: str, entry: Entry) -> None:
+    """Record one measurement durably before moving on (fsync), so an interruption loses nothing measured."""
+    import os
+
+    with path.open("a") as handle:
+        handle.write(json.dumps({"key": key, **dataclasses.asdict(entry)}) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def measure_spans(spans: List[Span], measure: Callable[[Span], Entry], progress_path: Path,
+                  on_step: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Entry], int]:
+    """Time every distinct span signature not measured before; returns all entries and how many were timed now."""
+    done = load_progress(progress_path)
+    unique: Dict[str, Span] = {}
+    for span in spans:
+        unique.setdefault(span.key, span)
+    todo = [s for k, s in unique.items() if k not in done]
+    for i, span in enumerate(todo):
+        entry = measure(span)
+        append_progress(progress_path, span.key, entry)
+        done[span.key] = entry
+        if on_step:
+            on_step(i + 1, len(todo))
+    return done, len(todo)
+
+
+def table_rows(spans: List[Span], entries: Dict[str, Entry]) -> List[Dict[str, object]]:
+    """Rows of the latency table in LayerMerge's long layout (the short layout is a subset of its columns)."""
+    return [{"id": i, "st": s.st, "end": s.end, "ker": s.kernel, "str": s.stride, "is_dw": int(s.is_dw),
+             "time": round(entries[s.key].time, 6), "stdev": round(entries[s.key].stdev, 6)}
+            for i, s in enumerate(spans)]
+
+
+def write_tables(rows: List[Dict[str, object]], path: Path) -> Tuple[Path, Path]:
+    """Write ``path`` (``id,st,end,time,stdev``) and ``<stem>_long.csv`` (``id,st,end,ker,str,is_dw,...``)."""
+    written = []
+    for columns, target in ((SHORT_COLUMNS, path), (LONG_COLUMNS, path.with_name(path.stem + "_long.csv"))):
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        written.append(write_text_atomic(target, buffer.getvalue()))
+    return written[0], written[1]
+
+
+def read_table(path: Path) -> Dict[Tuple[int, int], float]:
+    """A latency table in either layout: (st, end) -> time in ms."""
+    if not Path(path).is_file():
+        raise HarnessError(f"latency table {path} does not exist")
+    with Path(path).open() as handle:
+        reader = csv.DictReader(handle)
+        missing = {"st", "end", "time"} - set(reader.fieldnames or [])
+        if missing:
+            raise HarnessError(f"{path} is not a latency table: missing columns {', '.join(sorted(missing))}")
+        try:
+            return {(int(r["st"]), int(r["end"])): float(r["time"]) for r in reader}
+        except (TypeError, ValueError) as exc:
+            raise HarnessError(f"{path}: malformed row ({exc})") from None
