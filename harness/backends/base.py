@@ -70,7 +70,7 @@ class Runner(abc.ABC):
         """One timed inference; the protocol in ``harness.timing`` calls this in a loop."""
         return self._measure_impl()
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: Optional[BaseException]) -> None:
