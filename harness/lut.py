@@ -48,6 +48,14 @@ class ConvLayer:
         return self.groups > 1 and self.groups == self.in_shape[1] == self.out_ch
 
 
+@dataclasses.dataclass
+class Chain:
+    """Convs joined by activations (``activations[i]`` sits between ``convs[i]`` and ``convs[i + 1]``, or None)."""
+
+    convs: List[ConvLayer]
+    activations: List[Optional[str]]
+
+
 @dataclasses.dataclass(frozen=True)
 class Span:
     """Convolutions ``st..end`` of one chain merged into one conv."""
@@ -101,7 +109,7 @@ def conv_layers(model: onnx.ModelProto) -> List[ConvLayer]:
     return layers
 
 
-def conv_chains(model: onnx.ModelProto) -> List[List[ConvLayer]]:
+def conv_chains(model: onnx.ModelProto) -> List[Chain]:
     """Maximal chains of convs joined by at most one activation, each tensor with a single consumer."""
     layers = {layer.name: layer for layer in conv_layers(model)}
     consumers: Dict[str, List[onnx.NodeProto]] = {}
@@ -114,43 +122,40 @@ def conv_chains(model: onnx.ModelProto) -> List[List[ConvLayer]]:
         found = consumers.get(tensor, [])
         return found[0] if len(found) == 1 and tensor not in outputs else None
 
-    def next_conv(node: onnx.NodeProto) -> Optional[onnx.NodeProto]:
-        tensor = node.output[0]
+    successors: Dict[str, Tuple[str, Optional[str]]] = {}  # conv -> (next conv, activation between)
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        tensor, activation = node.output[0], None
         following = only_consumer(tensor)
         if following is not None and following.op_type in ACTIVATIONS:
-            tensor = following.output[0]
+            tensor, activation = following.output[0], following.name or following.output[0]
             following = only_consumer(tensor)
         if following is not None and following.op_type == "Conv" and following.input[0] == tensor:
-            return following
-        return None
-
-    successors = {}
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            following = next_conv(node)
-            if following is not None:
-                successors[node.name or node.output[0]] = following.name or following.output[0]
-    heads = set(layers) - set(successors.values())
+            successors[node.name or node.output[0]] = (following.name or following.output[0], activation)
+    heads = set(layers) - {name for name, _ in successors.values()}
     chains = []
     for head in sorted(heads, key=lambda n: layers[n].index):
-        chain, current = [layers[head]], head
+        chain, current = Chain([layers[head]], []), head
         while current in successors:
-            current = successors[current]
-            chain.append(layers[current])
+            current, activation = successors[current]
+            chain.convs.append(layers[current])
+            chain.activations.append(activation)
         chains.append(chain)
     return chains
 
 
-def enumerate_spans(chains: Iterable[List[ConvLayer]], max_span: int) -> List[Span]:
+def enumerate_spans(chains: Iterable[Chain], max_span: int) -> List[Span]:
     """Every span of at most ``max_span`` convs of each chain that can be merged into one conv.
 
     Spans containing a dilated conv are left out (the merged kernel would need a dilation of its own).
     """
     spans = []
     for chain in chains:
-        for i in range(len(chain)):
-            for j in range(i, min(len(chain), i + max_span)):
-                part = chain[i:j + 1]
+        convs = chain.convs
+        for i in range(len(convs)):
+            for j in range(i, min(len(convs), i + max_span)):
+                part = convs[i:j + 1]
                 if any(c.dilation != 1 for c in part):
                     break
                 stride = int(np.prod([c.stride for c in part]))
