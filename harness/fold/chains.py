@@ -1,0 +1,219 @@
+"""Merging chains of Convs (and of Gemms) with nothing nonlinear between them, chosen by a cost model.
+
+A chain is a run of Convs, each the only reader of the previous one's output. A pair merges exactly only when
+the second conv does not pad (its zero padding ring would otherwise differ from the first conv's output there):
+such pairs are refused, with the reason recorded, and split the chain. Inside each exact run a dynamic program
+over split points picks the segments to merge that minimise the cost model's total.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from harness.fold import algebra
+from harness.fold.cost import ConvGeometry, CostModel
+from harness.fold.graph import ConvView, constant, conv_view, node_names, set_inputs, sole_consumer, write_conv
+from harness.geometry import merged_kernel
+
+Record = Dict[str, Any]
+Spans = Dict[str, Tuple[int, int]]  # conv node name -> (first, last) original conv index
+
+
+def _shape4(tensor: gs.Tensor) -> Optional[Tuple[int, int, int, int]]:
+    shape = tensor.shape
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
+        return None
+    return tuple(shape)  # type: ignore
+
+
+def _refusal(first: ConvView, second: ConvView) -> str:
+    if any(second.pads):
+        return (f"{second.name} pads its input by {list(second.pads)}: the merged conv would see zeros where "
+                f"{first.name} produces its bias at the borders (move the padding to the chain's first conv)")
+    if _shape4(first.node.inputs[0]) is None or _shape4(second.node.outputs[0]) is None:
+        return "tensor shapes are not static (export with static shapes)"
+    return ""
+
+
+def find_chains(graph: gs.Graph) -> List[List[ConvView]]:
+    """Maximal runs of Convs where each reads only the previous one's output, in graph order."""
+    followers: Dict[int, ConvView] = {}
+    views = {id(n): conv_view(n) for n in graph.nodes if n.op == "Conv"}
+    for node_id, view in views.items():
+        if view is None:
+            continue
+        reader = sole_consumer(graph, view.node.outputs[0])
+        if reader is not None and reader.op == "Conv" and reader.inputs[0] is view.node.outputs[0] \
+                and views.get(id(reader)) is not None:
+            followers[node_id] = views[id(reader)]
+    followed = {id(v.node) for v in followers.values()}
+    chains = []
+    for node in graph.nodes:
+        if id(node) in followers and id(node) not in followed:
+            chain = [views[id(node)]]
+            while id(chain[-1].node) in followers:
+                chain.append(followers[id(chain[-1].node)])
+            chains.append(chain)
+    return chains
+
+
+def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
+    """The geometry of a run of convs once merged into one conv."""
+    kernels = [v.effective_kernel for v in run]
+    strides = [v.strides for v in run]
+    kernel = (merged_kernel([k[0] for k in kernels], [s[0] for s in strides]),
+              merged_kernel([k[1] for k in kernels], [s[1] for s in strides]))
+    groups = run[0].groups if len({v.groups for v in run}) == 1 else 1
+    span = (spans.get(run[0].name, (-1, -1))[0], spans.get(run[-1].name, (-1, -1))[1])
+    return ConvGeometry(_shape4(run[0].node.inputs[0]), _shape4(run[-1].node.outputs[0]), kernel, groups,
+                        span if min(span) >= 0 else None)
+
+
+def merge_run(run: List[ConvView]) -> ConvView:
+    """Merge a run of convs into its last node (which keeps its output tensor); returns the updated view."""
+    first, last = run[0], run[-1]
+    weight = algebra.dilate_kernel(first.weight.astype(np.float64), first.dilations)
+    bias = first.bias
+    groups, stride = first.groups, first.strides
+    for nxt in run[1:]:
+        w2 = algebra.dilate_kernel(nxt.weight.astype(np.float64), nxt.dilations)
+        if groups == nxt.groups and groups > 1:
+            weight, bias = algebra.compose_grouped(weight, bias, stride, w2, nxt.bias, groups)
+        else:
+            weight, bias = algebra.compose(algebra.to_dense(weight, groups), bias, stride,
+                                           algebra.to_dense(w2, nxt.groups), nxt.bias)
+            groups = 1
+        stride = (stride[0] * nxt.strides[0], stride[1] * nxt.strides[1])
+    if groups == 1:
+        groups = algebra.largest_groups(weight)
+        weight = algebra.to_grouped(weight, groups)
+    last.node.inputs[0] = first.node.inputs[0]
+    write_conv(last, weight, np.zeros(weight.shape[0]) if bias is None else bias, stride, first.pads, groups)
+    return conv_view(last.node)  # type: ignore
+
+
+def _residual_saving(graph: gs.Graph, run: List[ConvView], cost: CostModel) -> float:
+    """What merging the whole run saves besides its convs: a residual Add that then folds away."""
+    add = sole_consumer(graph, run[-1].node.outputs[0])
+    if add is None or add.op != "Add" or run[0].node.inputs[0] not in add.inputs:
+        return 0.0
+    shape = _shape4(run[-1].node.outputs[0])
+    return cost.elementwise_cost(3 * 4 * int(np.prod(shape))) if shape else 0.0
+
+
+def best_segments(run: List[ConvView], spans: Spans, cost: CostModel, saving: float) -> Tuple[List[Tuple[int, int]],
+                                                                                              float, float]:
+    """Minimum-cost split of a run into merged segments (DP over split points); (segments, cost, unmerged cost)."""
+    n = len(run)
+    best = [0.0] + [float("inf")] * n
+    choice = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            c = best[i] + cost.conv_cost(segment_geometry(run[i:j], spans))
+            if i == 0 and j == n and n > 1:
+                c -= saving
+            if c < best[j]:
+                best[j], choice[j] = c, i
+    segments, j = [], n
+    while j > 0:
+        segments.append((choice[j], j - 1))
+        j = choice[j]
+    unmerged = sum(cost.conv_cost(segment_geometry([v], spans)) for v in run)
+    return segments[::-1], best[n], unmerged
+
+
+def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans) -> List[Record]:
+    """Merge exact conv chains: all of each (``all``) or the cost model's choice (``auto``)."""
+    records: List[Record] = []
+    for chain in find_chains(graph):
+        runs, current = [], [chain[0]]
+        for first, second in zip(chain, chain[1:]):
+            reason = _refusal(first, second)
+            if reason:
+                records.append({"pass": "merge_conv_chains", "action": "refused",
+                                "nodes": [first.name, second.name], "detail": reason})
+                runs.append(current)
+                current = [second]
+            else:
+                current.append(second)
+        runs.append(current)
+        for run in [r for r in runs if len(r) > 1]:
+            saving = _residual_saving(graph, run, cost)
+            if mode == "all":
+                segments = [(0, len(run) - 1)]
+            else:
+                segments, chosen, unmerged = best_segments(run, spans, cost, saving)
+                whole = cost.conv_cost(segment_geometry(run, spans)) - saving
+                records.append({
+                    "pass": "merge_conv_chains", "action": "planned", "nodes": [v.name for v in run],
+                    "detail": f"{cost.name}: segments {[[i, j] for i, j in segments]} estimated "
+                              f"{chosen * 1e6:.1f} us; all unmerged {unmerged * 1e6:.1f} us; all merged "
+                              f"{whole * 1e6:.1f} us" + (" (incl. the residual Add it removes)" if saving else "")})
+            for i, j in segments:
+                if j > i:
+                    records.append(_merge_record(run[i:j + 1], spans, cost))
+    return records
+
+
+def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> Record:
+    singles = [segment_geometry([v], spans) for v in part]
+    merged_geometry = segment_geometry(part, spans)
+    cost_before = sum(cost.conv_cost(g) for g in singles) * 1e6
+    cost_after = cost.conv_cost(merged_geometry) * 1e6
+    before = [v.describe() for v in part]
+    merged = merge_run(part)
+    spans[merged.name] = (spans.get(part[0].name, (-1, -1))[0], spans.get(part[-1].name, (-1, -1))[1])
+    return {"pass": "merge_conv_chains", "action": "merged", "nodes": [v.name for v in part],
+            "result": merged.name, "before": before, "after": merged.describe(),
+            "flops_before": sum(g.flops for g in singles), "flops_after": merged_geometry.flops,
+            "cost_before_us": round(cost_before, 3), "cost_after_us": round(cost_after, 3),
+            "detail": f"{len(part)} convs -> one {merged.describe()}"}
+
+
+def _plain_gemm(node: gs.Node) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(B as K x N, bias as N) of a Gemm computing x @ B + c, else None."""
+    if node.op != "Gemm" or node.attrs.get("transA", 0) or node.attrs.get("alpha", 1.0) != 1.0 \
+            or node.attrs.get("beta", 1.0) != 1.0:
+        return None
+    weight = constant(node.inputs[1])
+    if weight is None or weight.ndim != 2:
+        return None
+    matrix = weight.T if node.attrs.get("transB", 0) else weight
+    bias = constant(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(matrix.shape[1], matrix.dtype)
+    if bias is None:
+        return None
+    return matrix.astype(np.float64), np.broadcast_to(bias.astype(np.float64), (matrix.shape[1],))
+
+
+def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[Record]:
+    """Merge Gemm -> Gemm with nothing between (fully connected layers left linear) into one Gemm.
+
+    In ``auto`` mode only when the merged matrix needs no more multiply-accumulates than the pair.
+    """
+    records = []
+    for first in [n for n in graph.nodes if n.op == "Gemm"]:
+        if not first.outputs:
+            continue
+        second = sole_consumer(graph, first.outputs[0])
+        a, b = _plain_gemm(first), (_plain_gemm(second) if second is not None else None)
+        if a is None or b is None or second.inputs[0] is not first.outputs[0]:
+            continue
+        (m1, c1), (m2, c2) = a, b
+        if mode == "auto" and m1.shape[0] * m2.shape[1] > m1.size + m2.size:
+            records.append({"pass": "merge_gemm_chains", "action": "kept", "nodes": node_names([first, second]),
+                            "detail": "merging would raise the multiply-accumulates"})
+            continue
+        dtype = constant(second.inputs[1]).dtype
+        name = second.name or second.outputs[0].name
+        set_inputs(second, [first.inputs[0], gs.Constant(f"{name}.folded_weight", (m1 @ m2).astype(dtype)),
+                            gs.Constant(f"{name}.folded_bias", (c1 @ m2 + c2).astype(dtype))])
+        second.attrs["transB"] = 0
+        records.append({"pass": "merge_gemm_chains", "action": "merged", "nodes": node_names([first, second]),
+                        "result": name, "flops_before": 2 * (m1.size + m2.size),
+                        "flops_after": 2 * m1.shape[0] * m2.shape[1],
+                        "detail": f"Gemm {m1.shape[0]}->{m1.shape[1]}->{m2.shape[1]} -> one Gemm "
+                                  f"{m1.shape[0]}->{m2.shape[1]}"})
+    return records

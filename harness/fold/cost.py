@@ -1,0 +1,104 @@
+"""Cost models that decide which conv chains are worth merging on a device.
+
+A cost model prices one convolution (seconds); the folder's dynamic program minimises the sum over a chain's
+segments. ``RooflineCostModel`` uses the profile's peaks; ``TableCostModel`` uses a latency table measured on the
+device by ``harness lut`` and falls back to the roofline for spans the table lacks.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from harness.profiles import Profile
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """What a cost model needs to price a conv: shapes, kernel, stride, groups, and its span in graph order."""
+
+    in_shape: Tuple[int, int, int, int]
+    out_shape: Tuple[int, int, int, int]
+    kernel: Tuple[int, int]
+    groups: int
+    span: Optional[Tuple[int, int]] = None  # (first, last) original conv index when known
+
+    @property
+    def flops(self) -> int:
+        n, o, ho, wo = self.out_shape
+        return 2 * n * o * ho * wo * (self.in_shape[1] // self.groups) * self.kernel[0] * self.kernel[1]
+
+    def bytes_moved(self, itemsize: int = 4) -> int:
+        n, c, h, w = self.in_shape
+        weights = self.out_shape[1] * (c // self.groups) * self.kernel[0] * self.kernel[1]
+        return itemsize * (n * c * h * w + int(_prod(self.out_shape)) + weights)
+
+
+def _prod(values) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result
+
+
+class CostModel(abc.ABC):
+    """Prices layers in seconds on one device."""
+
+    name = "cost model"
+
+    @abc.abstractmethod
+    def conv_cost(self, geometry: ConvGeometry) -> float:
+        """Seconds for one convolution (with its activation, where the model measures one)."""
+
+    @abc.abstractmethod
+    def elementwise_cost(self, nbytes: int) -> float:
+        """Seconds for an element-wise layer moving ``nbytes`` (a residual Add, for instance)."""
+
+
+@dataclasses.dataclass
+class RooflineCostModel(CostModel):
+    """``max(FLOPs / peak, bytes / bandwidth) + per-layer overhead``, from a device profile's peaks."""
+
+    peak_flops: float
+    bandwidth: float
+    overhead_s: float
+    name: str = "roofline"
+
+    @classmethod
+    def from_profile(cls, profile: Profile, precision: str = "fp32") -> RooflineCostModel:
+        peaks = profile.peaks
+        return cls(peaks.tflops(precision) * 1e12, peaks.dram_gbps * 1e9, peaks.layer_overhead_us * 1e-6,
+                   f"roofline of {profile.name} ({precision})")
+
+    def conv_cost(self, geometry: ConvGeometry) -> float:
+        return max(geometry.flops / self.peak_flops, geometry.bytes_moved() / self.bandwidth) + self.overhead_s
+
+    def elementwise_cost(self, nbytes: int) -> float:
+        return nbytes / self.bandwidth + self.overhead_s
+
+
+@dataclasses.dataclass
+class TableCostModel(CostModel):
+    """Latencies measured on the device (``harness lut`` tables), keyed by the span of original conv indices."""
+
+    table: Dict[Tuple[int, int], float]  # (st, end) -> ms
+    fallback: CostModel
+    name: str = "measured table"
+    misses: int = 0
+
+    @classmethod
+    def from_csv(cls, path: Path, fallback: CostModel) -> TableCostModel:
+        from harness.lut import read_table
+
+        return cls(read_table(path), fallback, f"measured table {Path(path).name}")
+
+    def conv_cost(self, geometry: ConvGeometry) -> float:
+        if geometry.span in self.table:
+            return self.table[geometry.span] / 1000.0
+        self.misses += 1
+        return self.fallback.conv_cost(geometry)
+
+    def elementwise_cost(self, nbytes: int) -> float:
+        return self.fallback.elementwise_cost(nbytes)

@@ -1,0 +1,110 @@
+"""Residual and parallel-branch folding: ``Add`` of branches that all read the same tensor becomes one Conv.
+
+A branch is a Conv of ``x`` (read only by the Add), a BatchNormalization of ``x`` (a per-channel 1x1 conv), or
+``x`` itself (an identity kernel). Kernels are placed in a common window aligned by padding, then summed:
+ResNet's ``x + conv(x)``, the strided block plus its 1x1 downsample shortcut, and RepVGG's 3x3 + 1x1 + identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from harness.fold import algebra
+from harness.fold.graph import conv_view, producer, sole_consumer, write_conv
+from harness.fold.simplify import _bn_params
+
+Record = Dict[str, Any]
+
+
+class _Branch:
+    """One summand as a dense kernel with its padding (begin h, begin w, end h, end w) and stride."""
+
+    def __init__(self, kind: str, weight: np.ndarray, bias: np.ndarray, pads: Tuple[int, int, int, int],
+                 strides: Tuple[int, int], node: Optional[gs.Node]) -> None:
+        self.kind, self.weight, self.bias, self.pads, self.strides, self.node = kind, weight, bias, pads, strides, node
+
+
+def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[gs.Tensor], Optional[_Branch]]:
+    """(x, branch) when ``tensor`` is conv(x) or bn(x) read only by ``add``; (tensor, None) otherwise."""
+    node = producer(tensor)
+    if node is None or sole_consumer(graph, tensor) is not add:
+        return tensor, None
+    if node.op == "Conv":
+        view = conv_view(node)
+        if view is None:
+            return tensor, None
+        weight = algebra.to_dense(algebra.dilate_kernel(view.weight.astype(np.float64), view.dilations), view.groups)
+        bias = np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
+        return node.inputs[0], _Branch(f"conv {view.describe()}", weight, bias, view.pads, view.strides, node)
+    if node.op == "BatchNormalization":
+        params = _bn_params(node)
+        if params is None:
+            return tensor, None
+        scale, shift = params
+        weight = np.zeros((scale.size, scale.size, 1, 1))
+        weight[np.arange(scale.size), np.arange(scale.size), 0, 0] = scale
+        return node.inputs[0], _Branch("batchnorm", weight, shift, (0, 0, 0, 0), (1, 1), node)
+    return tensor, None
+
+
+def _align(branches: List[_Branch]) -> Tuple[Optional[str], Tuple[int, int], Tuple[int, int, int, int]]:
+    """(refusal reason or None, merged kernel size, merged pads) for branches that must sample x alike."""
+    if len({b.strides for b in branches}) != 1:
+        return "the branches have different strides", (0, 0), (0, 0, 0, 0)
+    begin = (max(b.pads[0] for b in branches), max(b.pads[1] for b in branches))
+    size = (max(begin[0] - b.pads[0] + b.weight.shape[2] for b in branches),
+            max(begin[1] - b.pads[1] + b.weight.shape[3] for b in branches))
+    ends = {(b.pads[0] + b.pads[2] - b.weight.shape[2] - begin[0] + size[0],
+             b.pads[1] + b.pads[3] - b.weight.shape[3] - begin[1] + size[1]) for b in branches}
+    if len(ends) != 1 or min(next(iter(ends))) < 0:
+        return "the branches' windows are not aligned (their padding differs from the centred one)", size, (0,) * 4
+    end = next(iter(ends))
+    return None, size, (begin[0], begin[1], end[0], end[1])
+
+
+def fold_residuals(graph: gs.Graph) -> List[Record]:
+    """Fold ``Add`` nodes whose two inputs are conv/bn/identity branches of the same tensor into one Conv."""
+    records = []
+    for add in [n for n in graph.nodes if n.op == "Add" and len(n.inputs) == 2 and n.outputs]:
+        found = [_branch(graph, t, add) for t in add.inputs]
+        sources = {id(x) for x, _ in found}
+        convs = [b for _, b in found if b is not None and b.kind.startswith("conv")]
+        if len(sources) != 1 or not convs:
+            continue
+        x = found[0][0]
+        channels = convs[0].weight.shape[0]
+        branches = []
+        for tensor, branch in found:
+            if branch is None:  # x itself: an identity kernel, only when shapes and stride allow
+                if convs[0].strides != (1, 1) or convs[0].weight.shape[1] != channels:
+                    branches = None
+                    reason = "identity shortcut around a strided or channel-changing conv"
+                    break
+                branch = _Branch("identity", algebra.identity_kernel(channels, 1), np.zeros(channels), (0,) * 4,
+                                 (1, 1), None)
+            branches.append(branch)
+        if branches is not None:
+            reason, size, pads = _align(branches)
+        names = [b.node.name for _, b in found if b is not None and b.node is not None] + [add.name]
+        if reason:
+            records.append({"pass": "fold_residuals", "action": "refused", "nodes": names, "detail": reason})
+            continue
+        weight = sum(algebra.place_kernel(b.weight, size, (pads[0] - b.pads[0], pads[1] - b.pads[1]))
+                     for b in branches)
+        bias = sum(b.bias for b in branches)
+        groups = algebra.largest_groups(weight)
+        carrier = convs[0].node
+        view = conv_view(carrier)
+        carrier.inputs[0] = x
+        write_conv(view, algebra.to_grouped(weight, groups), bias, convs[0].strides, pads, groups)
+        carrier.outputs[0] = add.outputs[0]
+        add.inputs.clear()
+        add.outputs.clear()
+        records.append({"pass": "fold_residuals", "action": "folded", "nodes": names,
+                        "result": carrier.name, "before": [b.kind for b in branches],
+                        "after": conv_view(carrier).describe(),
+                        "detail": " + ".join(b.kind for b in branches) + f" -> one conv {conv_view(carrier).describe()}"})
+    return records

@@ -1,0 +1,133 @@
+"""Passes that need no cost decision: BatchNorm into the preceding Conv/Gemm, identity-like nodes removed."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from harness.fold.algebra import bn_scale_shift
+from harness.fold.graph import bypass, constant, conv_view, producer, rewire, set_inputs, sole_consumer, write_conv
+
+Record = Dict[str, Any]
+
+
+def _bn_params(bn: gs.Node):
+    values = [constant(t) for t in bn.inputs[1:5]]
+    if any(v is None for v in values) or len(bn.outputs) != 1:
+        return None  # training-mode BN (mean/var outputs) or non-constant statistics
+    return bn_scale_shift(*values, float(bn.attrs.get("epsilon", 1e-5)))
+
+
+def fold_batchnorm(graph: gs.Graph) -> List[Record]:
+    """Fold every BatchNormalization whose input comes only from a Conv (or a Gemm) into that layer."""
+    records = []
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        source = producer(bn.inputs[0])
+        if source is None or sole_consumer(graph, bn.inputs[0]) is not bn:
+            continue
+        params = _bn_params(bn)
+        if params is None:
+            continue
+        scale, shift = params
+        if source.op == "Conv":
+            view = conv_view(source)
+            if view is None:
+                continue
+            bias = np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
+            weight = view.weight.astype(np.float64) * scale[:, None, None, None]
+            write_conv(view, weight, bias * scale + shift, view.strides, view.pads, view.groups, view.dilations)
+        elif source.op != "Gemm" or not _fold_bn_into_gemm(source, scale, shift):
+            continue
+        source.outputs[0] = bn.outputs[0]
+        bn.inputs.clear()
+        bn.outputs.clear()
+        records.append({"pass": "fold_batchnorm", "action": "folded", "nodes": [bn.name, source.name],
+                        "result": source.name, "detail": f"BatchNormalization folded into {source.op}"})
+    return records
+
+
+def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    """Scale a plain Gemm's output columns; False when the Gemm is not plain (transA, alpha, beta, inputs)."""
+    weight = constant(gemm.inputs[1])
+    if weight is None or gemm.attrs.get("transA", 0) or gemm.attrs.get("alpha", 1.0) != 1.0 \
+            or gemm.attrs.get("beta", 1.0) != 1.0:
+        return False
+    bias = constant(gemm.inputs[2]) if len(gemm.inputs) > 2 else np.zeros(scale.shape)
+    if bias is None:
+        return False
+    dtype = weight.dtype
+    w = weight.astype(np.float64)
+    w = w * scale[:, None] if gemm.attrs.get("transB", 0) else w * scale[None, :]
+    b = np.broadcast_to(bias.astype(np.float64), scale.shape) * scale + shift
+    name = gemm.name or gemm.outputs[0].name
+    set_inputs(gemm, [gemm.inputs[0], gs.Constant(f"{name}.folded_weight", w.astype(dtype)),
+                      gs.Constant(f"{name}.folded_bias", b.astype(dtype))])
+    return True
+
+
+def _is_constant_value(tensor: gs.Tensor, value: float) -> bool:
+    values = constant(tensor)
+    return values is not None and values.size > 0 and bool(np.all(values == value))
+
+
+def _same_shape_out(node: gs.Node) -> bool:
+    """The node's output has the shape of its first input (a broadcast against a constant does not grow it)."""
+    source, result = node.inputs[0], node.outputs[0]
+    return source.shape is not None and result.shape is not None and list(source.shape) == list(result.shape) \
+        and all(isinstance(d, int) for d in source.shape)
+
+
+def _identity_like(node: gs.Node) -> str:
+    """Why the node computes the identity of its first input ('' when it does not)."""
+    if node.op == "Identity":
+        return "Identity"
+    if node.op == "Dropout" and (len(node.outputs) == 1 or not node.outputs[1].outputs):
+        return "Dropout (inference)"
+    if len(node.inputs) == 2 and _same_shape_out(node):
+        other = node.inputs[1]
+        if node.op in ("Mul", "Div") and _is_constant_value(other, 1.0):
+            return f"{node.op} by 1"
+        if node.op in ("Add", "Sub") and _is_constant_value(other, 0.0):
+            return f"{node.op} of 0"
+        if node.op == "Add" and _is_constant_value(node.inputs[0], 0.0):
+            set_inputs(node, [node.inputs[1], node.inputs[0]])
+            return "Add of 0"
+        if node.op == "Reshape":
+            return "Reshape to the same shape"
+    return ""
+
+
+def remove_identities(graph: gs.Graph) -> List[Record]:
+    """Remove Identity, inference Dropout, Mul/Div by 1, Add/Sub of 0, no-op Reshapes and cancelling Transposes."""
+    records = []
+    for node in list(graph.nodes):
+        if not node.outputs:
+            continue
+        reason = _identity_like(node)
+        if reason:
+            if len(node.outputs) > 1:
+                node.outputs[1:] = []
+            if bypass(graph, node):
+                records.append({"pass": "remove_identities", "action": "removed", "nodes": [node.name],
+                                "detail": reason})
+        elif node.op == "Transpose":
+            records += _cancel_transposes(graph, node)
+    return records
+
+
+def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[Record]:
+    second = sole_consumer(graph, first.outputs[0])
+    if second is None or second.op != "Transpose" or "perm" not in first.attrs or "perm" not in second.attrs \
+            or second.outputs[0] in graph.outputs:
+        return []
+    p1, p2 = list(first.attrs["perm"]), list(second.attrs["perm"])
+    if [p1[i] for i in p2] != list(range(len(p1))):
+        return []
+    source = first.inputs[0]
+    rewire(second.outputs[0], source)
+    first.outputs.clear()
+    second.outputs.clear()
+    return [{"pass": "remove_identities", "action": "removed", "nodes": [first.name, second.name],
+             "detail": "Transpose pair that cancels"}]
