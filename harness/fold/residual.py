@@ -77,7 +77,7 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
         x = found[0][0]
         channels = convs[0].weight.shape[0]
         branches = []
-        for tensor, branch in found:
+        for _, branch in found:
             if branch is None:  # x itself: an identity kernel, only when shapes and stride allow
                 if convs[0].strides != (1, 1) or convs[0].weight.shape[1] != channels:
                     branches = None
@@ -103,8 +103,8 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
         carrier.outputs[0] = add.outputs[0]
         add.inputs.clear()
         add.outputs.clear()
-        records.append({"pass": "fold_residuals", "action": "folded", "nodes": names,
-                        "result": carrier.name, "before": [b.kind for b in branches],
-                        "after": conv_view(carrier).describe(),
-                        "detail": " + ".join(b.kind for b in branches) + f" -> one conv {conv_view(carrier).describe()}"})
+        after = conv_view(carrier).describe()
+        records.append({"pass": "fold_residuals", "action": "folded", "nodes": names, "result": carrier.name,
+                        "before": [b.kind for b in branches], "after": after,
+                        "detail": " + ".join(b.kind for b in branches) + f" -> one conv {after}"})
     return records

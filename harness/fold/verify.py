@@ -74,7 +74,7 @@ def verify_fold(original: onnx.ModelProto, folded: onnx.ModelProto, seeds: Seque
         names = [o.name for o in reference.get_outputs()]
         for seed in seeds:
             feeds = _inputs(reference, seed)
-            for name, a, b in zip(names, reference.run(names, feeds), candidate.run(names, feeds)):
+            for a, b in zip(reference.run(names, feeds), candidate.run(names, feeds)):
                 scale = float(np.max(np.abs(a))) or 1.0
                 error = float(np.max(np.abs(a.astype(np.float64) - b))) / scale
                 if not np.isfinite(error):
