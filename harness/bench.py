@@ -189,10 +189,10 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
     return results
 
 
-def resolve_suite(models: List[str], variants: str,
-                  factory_shape: Optional[str]) -> List[Tuple[ModelSource, List[str]]]:
+def resolve_suite(models: List[str], variants: str, factory_shape: Optional[str],
+                  batch: int = 1) -> List[Tuple[ModelSource, List[str]]]:
     """Resolve ``--models`` and ``--variants`` into sources, failing before any work on a bad name."""
-    from harness.export import resolve_source
+    from harness.export import check_factory, resolve_source
     from harness.zoo import list_variants, variant_spec
 
     suite = []
@@ -200,6 +200,8 @@ def resolve_suite(models: List[str], variants: str,
         source = resolve_source(name, factory_shape)
         if source.kind == "onnx" and not Path(source.reference).is_file():
             raise HarnessError(f"ONNX file {source.reference} does not exist")
+        if source.kind == "factory":
+            source = check_factory(source, batch)
         if source.kind != "zoo":
             suite.append((source, ["baseline"]))
             continue

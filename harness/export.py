@@ -13,7 +13,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import onnx
 
@@ -33,6 +33,17 @@ class ModelSource:
     variant: str = "baseline"
     reference: str = ""  # factory "pkg.mod:fn" or ONNX path
     input_shape: Optional[Tuple[int, ...]] = None  # without batch, for torch sources
+    module: Any = None  # a factory's module, once built and checked (see ``check_factory``)
+
+
+def _torch():
+    """torch, or a clear error saying how to get it (device-side installs do without it)."""
+    try:
+        import torch
+    except ImportError:
+        raise HarnessError("exporting from PyTorch needs torch: pip install 'harness[torch]' "
+                           "(or pass an .onnx file)") from None
+    return torch
 
 
 def parse_shape(text: str) -> Tuple[int, ...]:
@@ -65,7 +76,7 @@ def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource
 
 def load_factory(reference: str):
     """Import ``package.module:factory`` and call it; must return a ``torch.nn.Module``."""
-    import torch
+    torch = _torch()
 
     module_name, _, attr = reference.partition(":")
     if not module_name or not attr:
@@ -88,9 +99,9 @@ def load_factory(reference: str):
     return built.eval()
 
 
-def export_module(module, input_shape: Tuple[int, ...], path: Path, batch: int = 1) -> onnx.ModelProto:
-    """Export an eval-mode module to ONNX at ``path`` (static shapes), checked and shape-inferred."""
-    import torch
+def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
+    """Run the module once on a random input of the shape; a clear error when the shape is impossible."""
+    torch = _torch()
 
     example = torch.randn(batch, *input_shape)
     try:
@@ -99,6 +110,21 @@ def export_module(module, input_shape: Tuple[int, ...], path: Path, batch: int =
     except Exception as exc:
         raise HarnessError(f"the model cannot run on input shape {(batch,) + tuple(input_shape)}: "
                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return example
+
+
+def check_factory(source: ModelSource, batch: int = 1) -> ModelSource:
+    """Build a factory source's module and run it once, so that bad input fails before any work starts."""
+    module = load_factory(source.reference)
+    check_runs(module, source.input_shape or (), batch)
+    return dataclasses.replace(source, module=module)
+
+
+def export_module(module, input_shape: Tuple[int, ...], path: Path, batch: int = 1) -> onnx.ModelProto:
+    """Export an eval-mode module to ONNX at ``path`` (static shapes), checked and shape-inferred."""
+    torch = _torch()
+
+    example = check_runs(module, input_shape, batch)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -118,7 +144,7 @@ def materialize(source: ModelSource, path: Path, batch: int = 1) -> onnx.ModelPr
         save_model(model, path)
         return model
     if source.kind == "factory":
-        module = load_factory(source.reference)
+        module = source.module if source.module is not None else load_factory(source.reference)
     else:
         from harness.zoo import build_model
 

@@ -53,7 +53,7 @@ def run(args) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(DEFAULT_MODELS)
     if not models:
         raise HarnessError("--models is empty")
-    suite = resolve_suite(models, args.variants, args.input_shape)
+    suite = resolve_suite(models, args.variants, args.input_shape, batch)
     out_dir = args.out or Path("results") / profile.name
     options = BenchOptions(suite, profile, out_dir, merge=args.merge, verify=not args.no_verify, batch=batch,
                            precision=profile.precisions[0])

@@ -37,6 +37,7 @@ class FoldResult:
 
     model: onnx.ModelProto
     report: FoldReport
+    spans: Dict[str, Tuple[int, int]]  # each Conv left in the folded graph -> (first, last) original conv index
 
 
 def _check_input(model: onnx.ModelProto, merge: str) -> None:
@@ -117,4 +118,5 @@ def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional
     onnx.checker.check_model(folded)
     report = FoldReport(merge, cost.name, records, op_histogram(model), op_histogram(folded), count_flops(model),
                         count_flops(folded), time.perf_counter() - started)
-    return FoldResult(folded, report)
+    remaining = {n.name: spans[n.name] for n in folded.graph.node if n.op_type == "Conv" and n.name in spans}
+    return FoldResult(folded, report, remaining)

@@ -1,0 +1,81 @@
+"""``harness fold``: merge the layers left linear into single convolutions, verified, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.commands import add_command
+
+DESCRIPTION = """Fold an ONNX model with graph surgery: BatchNorm into convs, identity-like nodes removed, chains
+of convs with nothing nonlinear between them merged into one conv (exact chains only: a padded inner conv is
+refused, with the reason), residual and parallel branches folded into one conv, linear Gemm chains merged.
+--merge auto lets the device's cost model decide which chains pay off (a roofline of the profile's peaks, or a
+latency table measured with `harness lut` via --cost). The result is checked against the original in ONNX
+Runtime on random inputs (several seeds, batch 1 and 2) unless --no-verify."""
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "fold", "merge linear layers into single convs (exact, verified)",
+                         DESCRIPTION, "harness fold resnet56-dc-all.onnx -o folded.onnx --device host --merge auto")
+    parser.add_argument("onnx", type=Path, help="ONNX model to fold (static shapes)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folded ONNX file to write")
+    parser.add_argument("--device", default="host", help="device profile whose cost model decides (default: host)")
+    parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
+                        help="merge chains the cost model favours (auto), every exact chain (all), or none")
+    parser.add_argument("--cost", type=Path, default=None,
+                        help="latency table from `harness lut` to use as the cost model instead of the roofline")
+    parser.add_argument("--measure", action="store_true",
+                        help="also time the folded graph and compare it with the table's prediction (with --cost)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the numerical check (not recommended)")
+    parser.add_argument("--report", type=Path, default=None, help="also write the fold report as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    from harness.errors import HarnessError
+    from harness.fold import RooflineCostModel, TableCostModel, fold_model, verify_fold
+    from harness.onnx_io import load_model, save_model, write_text_atomic
+    from harness.profiles import load_profile
+
+    if args.output.resolve() == args.onnx.resolve():
+        raise HarnessError("the output would overwrite the input: choose another -o")
+    profile = load_profile(args.device)
+    model = load_model(args.onnx)
+    cost = RooflineCostModel.from_profile(profile, profile.precisions[0])
+    if args.cost:
+        cost = TableCostModel.from_csv(args.cost, fallback=cost)
+    elif args.measure:
+        raise HarnessError("--measure compares against a latency table: give --cost table.csv too")
+    result = fold_model(model, merge=args.merge, cost_model=cost)
+    if not args.no_verify:
+        result.report.verification = verify_fold(model, result.model).to_dict()
+    save_model(result.model, args.output)
+    print(result.report.to_text())
+    summary = result.report.to_dict()
+    if args.cost:
+        predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())
+        missing = sum(1 for span in result.spans.values() if span not in cost.table)
+        summary["table_prediction_ms"] = {"convs_sum": predicted, "convs_not_in_table": missing}
+        print(f"  table prediction for the folded convs: {predicted:.3f} ms"
+              + (f" ({missing} convs not in the table)" if missing else ""))
+        if args.measure:
+            measured = _measure(args.output, profile)
+            error = (predicted - measured) / measured
+            summary["table_prediction_ms"].update(measured_network=measured, error=error)
+            print(f"  measured whole folded network: {measured:.3f} ms (median); prediction error {error:+.1%} "
+                  f"(the table covers convs only)")
+    if args.report:
+        write_text_atomic(args.report, json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    return 0
+
+
+def _measure(path: Path, profile) -> float:
+    """Median latency (ms) of one ONNX file on the profile's backend, with the measurement protocol."""
+    from harness import timing
+    from harness.backends import get_runner_class
+
+    with get_runner_class(profile.backend)(path, profile, profile.precisions[0], profile.batch_sizes[0]) as runner:
+        return timing.measure_interleaved({"folded": runner}, profile.timing)["folded"].stats().median
