@@ -66,6 +66,7 @@ def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource
         if not input_shape:
             raise HarnessError(f"--model {model} is a factory: also give --input-shape, e.g. --input-shape 3x32x32")
         return ModelSource("factory", model, reference=model, input_shape=parse_shape(input_shape))
+    _torch()  # the zoo is built with torch
     from harness.zoo import ZOO
 
     if model not in ZOO:
