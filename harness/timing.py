@@ -182,7 +182,9 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
     """Time several runners in interleaved blocks under one protocol; returns raw samples per runner.
 
     Each block lasts about ``block_s`` (at least ``block_iterations`` inferences), so every configuration gets the
-    same share of wall time whatever its latency. ``on_round`` receives the fraction of the minimum duration done.
+    same share of wall time whatever its latency; the first ``block_warmup`` inferences of a block are not
+    recorded (the previous configuration's threads may still be spinning down).
+    ``on_round`` receives the fraction of the minimum duration done.
     """
     results: Dict[str, Measurement] = {}
     block_sizes: Dict[str, int] = {}
@@ -200,6 +202,8 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             m = results[name]
+            for _ in range(settings.block_warmup):
+                runners[name].measure_once()
             block_start = time.perf_counter()
             for _ in range(block_sizes[name]):
                 for key, value in runners[name].measure_once().items():

@@ -60,7 +60,7 @@ def test_bench_end_to_end(tmp_path, fast_profile, capsys):
     assert results["device"]["environment_before"]["cpu"]["available_cores"] >= 1
     assert results["device"]["environment_before"]["libraries"]["onnxruntime"]
     runs = {r["id"]: r for r in results["runs"]}
-    base, variant = runs["resnet20/baseline"], runs["resnet20/dc-all"]
+    base, variant = runs["resnet20/baseline"], runs["resnet20/dc-1x1"]
     assert base["backend"]["intra_op_threads"] == 1
     assert base["stats"]["n"] == len(base["series_ms"]["latency_ms"]) >= 10
     assert base["flops"] > 0 and base["params"] > 0
@@ -73,10 +73,10 @@ def test_bench_end_to_end(tmp_path, fast_profile, capsys):
         assert c["ci_low"] <= c["speedup"] <= c["ci_high"]
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
     assert [(r["model"], r["variant"]) for r in rows] == [("lenet5", "baseline"), ("lenet5", "dc-fc"),
-                                                          ("resnet20", "baseline"), ("resnet20", "dc-all")]
+                                                          ("resnet20", "baseline"), ("resnet20", "dc-1x1")]
     assert float(rows[3]["median_ms"]) == pytest.approx(variant["stats"]["median"])
     report = (out_dir / "report.md").read_text()
-    assert "| resnet20 | dc-all |" in report and "## Provenance" in report
+    assert "| resnet20 | dc-1x1 |" in report and "## Provenance" in report
     assert f"wrote {out_dir / 'report.md'}" in out
 
 

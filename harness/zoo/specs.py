@@ -29,12 +29,22 @@ VARIANTS: Dict[str, Dict[str, VariantSpec]] = {
             remove=["fc1.act", "fc2.act"]),
     },
     "resnet20": {
+        "dc-1x1": VariantSpec.make(
+            "layer-compression style: in every block the second conv shrinks to 1x1 and the ReLU between goes, so "
+            "each block merges into one 3x3 conv with its shortcut folded in",
+            remove=[f"{b}.act1" for b in _blocks(CIFAR_RESNET[20])],
+            kernels={f"{b}.conv2": 1 for b in _blocks(CIFAR_RESNET[20])}),
         "dc-all": VariantSpec.make(
             "mid-block ReLU removed in every block: each block merges into one conv (5x5, or 7x7 stride 2) "
             "with its shortcut folded in",
             remove=[f"{b}.act1" for b in _blocks(CIFAR_RESNET[20])]),
     },
     "resnet56": {
+        "dc-1x1": VariantSpec.make(
+            "layer-compression style: in every block the second conv shrinks to 1x1 and the ReLU between goes, so "
+            "each block merges into one 3x3 conv with its shortcut folded in",
+            remove=[f"{b}.act1" for b in _blocks(CIFAR_RESNET[56])],
+            kernels={f"{b}.conv2": 1 for b in _blocks(CIFAR_RESNET[56])}),
         "dc-all": VariantSpec.make(
             "mid-block ReLU removed in every block: each block merges into one conv with its shortcut folded in",
             remove=[f"{b}.act1" for b in _blocks(CIFAR_RESNET[56])]),
@@ -56,6 +66,11 @@ VARIANTS: Dict[str, Dict[str, VariantSpec]] = {
             remove=[f"features.{i}.act{a}" for i in MOBILENETV2_RESIDUAL_BLOCKS for a in (1, 2)]),
     },
     "resnet34": {
+        "dc-1x1": VariantSpec.make(
+            "in every identity-shortcut block the second conv shrinks to 1x1 and the ReLU between goes: "
+            "3x3 + 1x1 + identity -> one 3x3 conv",
+            remove=[f"{b}.act1" for b in _blocks(IMAGENET_RESNET, first=1)],
+            kernels={f"{b}.conv2": 1 for b in _blocks(IMAGENET_RESNET, first=1)}),
         "dc-lm": VariantSpec.make(
             "mid-block ReLU removed in every block with an identity shortcut: 3x3+3x3+identity -> one 5x5 conv",
             remove=[f"{b}.act1" for b in _blocks(IMAGENET_RESNET, first=1)]),
