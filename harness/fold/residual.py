@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 from harness.fold import algebra
 from harness.fold.graph import conv_view, producer, sole_consumer, write_conv
 from harness.fold.simplify import _bn_params
+from harness.geometry import conv_output_size
 
 Record = Dict[str, Any]
 
@@ -50,19 +51,23 @@ def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[
     return tensor, None
 
 
-def _align(branches: List[_Branch]) -> Tuple[Optional[str], Tuple[int, int], Tuple[int, int, int, int]]:
-    """(refusal reason or None, merged kernel size, merged pads) for branches that must sample x alike."""
+def _align(branches: List[_Branch], size_in: Tuple[int, int]) -> Tuple[Optional[str], Tuple[int, int],
+                                                                       Tuple[int, int, int, int]]:
+    """(refusal reason or None, merged kernel size, merged pads): one window covering every branch's window."""
     if len({b.strides for b in branches}) != 1:
         return "the branches have different strides", (0, 0), (0, 0, 0, 0)
-    begin = (max(b.pads[0] for b in branches), max(b.pads[1] for b in branches))
-    size = (max(begin[0] - b.pads[0] + b.weight.shape[2] for b in branches),
-            max(begin[1] - b.pads[1] + b.weight.shape[3] for b in branches))
-    ends = {(b.pads[0] + b.pads[2] - b.weight.shape[2] - begin[0] + size[0],
-             b.pads[1] + b.pads[3] - b.weight.shape[3] - begin[1] + size[1]) for b in branches}
-    if len(ends) != 1 or min(next(iter(ends))) < 0:
-        return "the branches' windows are not aligned (their padding differs from the centred one)", size, (0,) * 4
-    end = next(iter(ends))
-    return None, size, (begin[0], begin[1], end[0], end[1])
+    stride = branches[0].strides
+    begin = tuple(max(b.pads[d] for b in branches) for d in (0, 1))
+    size = tuple(max(begin[d] - b.pads[d] + b.weight.shape[2 + d] for b in branches) for d in (0, 1))
+    end = tuple(max(0, max(b.pads[d] + b.pads[2 + d] - b.weight.shape[2 + d] for b in branches)
+                    - begin[d] + size[d]) for d in (0, 1))
+    for d in (0, 1):
+        merged_out = conv_output_size(size_in[d], size[d], stride[d], begin[d] + end[d])
+        outs = {conv_output_size(size_in[d], b.weight.shape[2 + d], stride[d], b.pads[d] + b.pads[2 + d])
+                for b in branches}
+        if outs != {merged_out}:
+            return "the branches' outputs differ in shape or window (a broadcasting Add?)", size, (0,) * 4
+    return None, size, (begin[0], begin[1], end[0], end[1])  # type: ignore
 
 
 def fold_residuals(graph: gs.Graph) -> List[Record]:
@@ -87,7 +92,10 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
                                  (1, 1), None)
             branches.append(branch)
         if branches is not None:
-            reason, size, pads = _align(branches)
+            shape = x.shape
+            if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+                continue
+            reason, size, pads = _align(branches, (shape[2], shape[3]))
         names = [b.node.name for _, b in found if b is not None and b.node is not None] + [add.name]
         if reason:
             records.append({"pass": "fold_residuals", "action": "refused", "nodes": names, "detail": reason})

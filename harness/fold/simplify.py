@@ -85,15 +85,15 @@ def _identity_like(node: gs.Node) -> str:
         return "Identity"
     if node.op == "Dropout" and (len(node.outputs) == 1 or not node.outputs[1].outputs):
         return "Dropout (inference)"
+    if len(node.inputs) == 2 and node.op in ("Add", "Mul") and constant(node.inputs[0]) is not None \
+            and constant(node.inputs[1]) is None:
+        set_inputs(node, [node.inputs[1], node.inputs[0]])  # commutative: put the constant second
     if len(node.inputs) == 2 and _same_shape_out(node):
         other = node.inputs[1]
         if node.op in ("Mul", "Div") and _is_constant_value(other, 1.0):
             return f"{node.op} by 1"
         if node.op in ("Add", "Sub") and _is_constant_value(other, 0.0):
             return f"{node.op} of 0"
-        if node.op == "Add" and _is_constant_value(node.inputs[0], 0.0):
-            set_inputs(node, [node.inputs[1], node.inputs[0]])
-            return "Add of 0"
         if node.op == "Reshape":
             return "Reshape to the same shape"
     return ""

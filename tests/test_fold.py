@@ -1,0 +1,295 @@
+"""Folding: exact merges checked numerically on real exported models, every refusal reason, idempotence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from harness.errors import FoldVerificationError, HarnessError
+from harness.export import export_module
+from harness.fold import RooflineCostModel, fold_model, verify_fold
+from harness.geometry import merged_kernel
+from harness.graph_stats import op_histogram
+
+
+def _export(module: nn.Module, shape, tmp_path: Path, name: str = "m.onnx") -> onnx.ModelProto:
+    return export_module(module.eval(), shape, tmp_path / name)
+
+
+def _convs(model: onnx.ModelProto) -> int:
+    return op_histogram(model).get("Conv", 0)
+
+
+class LinearChain(nn.Module):
+    """Convs (each optionally with BatchNorm) with nothing nonlinear between, optionally inside a residual."""
+
+    def __init__(self, channels, kernels, strides, groups, bias, bn, residual):
+        super().__init__()
+        merged = merged_kernel(kernels, strides)
+        layers = []
+        for i, (k, s, g) in enumerate(zip(kernels, strides, groups)):
+            layers.append(nn.Conv2d(channels[i], channels[i + 1], k, s, (merged - 1) // 2 if i == 0 else 0,
+                                    groups=g, bias=bias))
+            if bn:
+                layers.append(nn.BatchNorm2d(channels[i + 1]))
+        self.body = nn.Sequential(*layers)
+        self.residual = residual
+
+    def forward(self, x):
+        y = self.body(x)
+        return torch.relu(x + y) if self.residual else torch.relu(y)
+
+
+@st.composite
+def chains(draw):
+    depth = draw(st.integers(2, 3))
+    residual = draw(st.booleans())
+    depthwise = draw(st.booleans())
+    width = draw(st.sampled_from([4, 6, 8]))
+    kernels = [draw(st.sampled_from([1, 3, 5, 7])) for _ in range(depth)]
+    strides = [1] * depth if residual else [draw(st.sampled_from([1, 2])) for _ in range(depth)]
+    if depthwise:
+        channels, groups = [width] * (depth + 1), [width] * depth
+    else:
+        channels = [width] + [draw(st.sampled_from([4, 8, 12])) for _ in range(depth - 1)]
+        channels.append(width if residual else draw(st.sampled_from([4, 8])))
+        groups = [draw(st.sampled_from([g for g in (1, 2, 4) if channels[i] % g == 0 and channels[i + 1] % g == 0]))
+                  for i in range(depth)]
+    return dict(channels=channels, kernels=kernels, strides=strides, groups=groups, bias=draw(st.booleans()),
+                bn=draw(st.booleans()), residual=residual)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=chains())
+def test_random_linear_chains_fold_exactly_into_one_conv(spec, tmp_path):
+    torch.manual_seed(0)
+    module = LinearChain(**spec)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    model = _export(module, (spec["channels"][0], 23, 23), tmp_path)
+    result = fold_model(model, merge="all")
+    assert _convs(result.model) == 1
+    assert op_histogram(result.model).get("Add", 0) == 0
+    if spec["groups"] == [spec["channels"][0]] * len(spec["groups"]):  # depthwise o depthwise stays depthwise
+        assert result.model.graph.node[0].attribute and any(
+            a.name == "group" and a.i == spec["channels"][0] for a in result.model.graph.node[0].attribute)
+    verification = verify_fold(model, result.model)
+    assert verification.max_rel_error < 1e-4 and verification.batch_sizes == [1, 2]
+
+
+def test_padded_inner_conv_is_refused_with_its_reason(tmp_path):
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1))
+    model = _export(module, (3, 16, 16), tmp_path)
+    result = fold_model(model, merge="all")
+    assert _convs(result.model) == 2
+    refusals = [r for r in result.report.records if r["action"] == "refused"]
+    assert len(refusals) == 1 and "pads its input" in refusals[0]["detail"]
+    assert "refused" in result.report.to_text()
+
+
+def _two_branch_graph(pads_b, kernel_b=3, out_b=8) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("Conv", ["x", "wb"], ["b"], pads=pads_b),
+         helper.make_node("Add", ["a", "b"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "wa"),
+         numpy_helper.from_array(rng.standard_normal((4, 4, kernel_b, kernel_b)).astype(np.float32), "wb")])
+    del out_b
+    return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_parallel_branches_fold_only_when_their_windows_align():
+    aligned = _two_branch_graph([1, 1, 1, 1])
+    result = fold_model(aligned, merge="all")
+    assert op_histogram(result.model) == {"Conv": 1}
+    verify_fold(aligned, result.model)
+    shifted = _two_branch_graph([2, 0, 0, 2])  # b looks at a shifted window: one 4x4 window covers both
+    result = fold_model(shifted, merge="all")
+    assert op_histogram(result.model) == {"Conv": 1}
+    assert [a.ints for a in result.model.graph.node[0].attribute if a.name == "kernel_shape"] == [[4, 4]]
+    verify_fold(shifted, result.model)
+    broadcast = _two_branch_graph([0, 0, 0, 0], kernel_b=8)  # 8x8 + 1x1 outputs: a broadcasting Add
+    result = fold_model(broadcast, merge="all")
+    assert op_histogram(result.model) == {"Add": 1, "Conv": 2}
+    refusals = [r for r in result.report.records if r["action"] == "refused"]
+    assert refusals and "differ in shape" in refusals[0]["detail"]
+
+
+def test_repvgg_block_folds_into_one_conv(tmp_path):
+    class RepVGG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k3 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+            self.k1 = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+            self.identity = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            return torch.relu(self.k3(x) + self.k1(x) + self.identity(x))
+
+    torch.manual_seed(1)
+    module = RepVGG()
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model = _export(module, (8, 12, 12), tmp_path)
+    assert op_histogram(model).get("BatchNormalization") == 1  # the identity branch's BN survives export
+    result = fold_model(model, merge="all")
+    assert op_histogram(result.model) == {"Conv": 1, "Relu": 1}
+    assert verify_fold(model, result.model).max_rel_error < 1e-4
+
+
+def _bn_graph(with_identities: bool) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3)), "scale": rng.uniform(0.5, 1.5, 4),
+             "bias": rng.standard_normal(4), "mean": rng.standard_normal(4), "var": rng.uniform(0.5, 2, 4),
+             "one": np.ones(1), "zero": np.zeros(1), "shape": np.array([1, 4, 8, 8])}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], epsilon=1e-3)]
+    last = "b"
+    if with_identities:
+        nodes += [helper.make_node("Identity", ["b"], ["i1"]),
+                  helper.make_node("Dropout", ["i1"], ["i2"]),
+                  helper.make_node("Mul", ["i2", "one"], ["i3"]),
+                  helper.make_node("Add", ["zero", "i3"], ["i4"]),
+                  helper.make_node("Reshape", ["i4", "shape"], ["i5"]),
+                  helper.make_node("Transpose", ["i5"], ["t1"], perm=[0, 2, 3, 1]),
+                  helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 3, 1, 2])]
+        last = "t2"
+    nodes.append(helper.make_node("Relu", [last], ["y"]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k)
+                           for k, v in inits.items()])
+    return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_batchnorm_and_identity_like_nodes_are_folded_away():
+    model = _bn_graph(with_identities=True)
+    result = fold_model(model, merge="none")
+    assert op_histogram(result.model) == {"Conv": 1, "Relu": 1}
+    reasons = {r["detail"] for r in result.report.records if r["action"] == "removed"}
+    assert {"Identity", "Dropout (inference)", "Mul by 1", "Add of 0", "Reshape to the same shape",
+            "Transpose pair that cancels"} <= reasons
+    assert verify_fold(model, result.model).max_rel_error < 1e-5
+
+
+def test_folding_is_idempotent(tmp_path):
+    from harness.zoo import build_model
+
+    module, shape = build_model("resnet20", "dc-1x1")
+    model = _export(module, shape, tmp_path)
+    once = fold_model(model, merge="all")
+    twice = fold_model(once.model, merge="all")
+    assert not twice.report.changed
+    assert op_histogram(twice.model) == op_histogram(once.model)
+
+
+def test_auto_declines_a_merge_that_does_not_pay(tmp_path):
+    # 3x3 then 3x3 on 64 channels: merging gives a 5x5 (25 vs 18 multiply-adds per pixel and channel pair)
+    module = nn.Sequential(nn.Conv2d(64, 64, 3, padding=2), nn.Conv2d(64, 64, 3), nn.ReLU())
+    model = _export(module, (64, 28, 28), tmp_path)
+    compute_bound = RooflineCostModel(peak_flops=1e11, bandwidth=1e12, overhead_s=1e-7)
+    auto = fold_model(model, merge="auto", cost_model=compute_bound)
+    assert _convs(auto.model) == 2 and not auto.report.changed
+    planned = [r for r in auto.report.records if r["action"] == "planned"]
+    assert planned and "segments [[0, 0], [1, 1]]" in planned[0]["detail"]
+    launch_bound = RooflineCostModel(peak_flops=1e15, bandwidth=1e13, overhead_s=1e-3)
+    assert _convs(fold_model(model, merge="auto", cost_model=launch_bound).model) == 1
+    assert _convs(fold_model(model, merge="all", cost_model=compute_bound).model) == 1
+
+
+@pytest.mark.parametrize("model_name,variant,expected_convs", [
+    ("resnet20", "dc-1x1", 10),      # stem + one conv per block (9)
+    ("resnet56", "dc-1x1", 28),      # stem + 27
+    ("vgg16", "dc-1x1", 8),          # 13 convs, 5 pairs merged
+    ("mobilenetv2", "dc-ds", 25),    # 52 - 2 x 10 collapsed blocks - 7 linear bottleneck -> expand merges
+    ("resnet34", "dc-1x1", 24),      # 36 - 12 identity blocks each losing one conv
+])
+def test_zoo_variants_fold_to_the_conv_count_their_spec_implies(model_name, variant, expected_convs, tmp_path):
+    from harness.zoo import build_model
+
+    module, shape = build_model(model_name, variant)
+    model = _export(module, shape, tmp_path)
+    result = fold_model(model, merge="all")
+    assert _convs(result.model) == expected_convs
+    assert verify_fold(model, result.model, seeds=(0,), batch_sizes=(1,)).max_rel_error < 1e-4
+
+
+def test_bad_graphs_are_refused_clearly(tmp_path):
+    module = nn.Sequential(nn.Conv2d(3, 4, 3))
+    model = _export(module, (3, 8, 8), tmp_path)
+    dynamic = onnx.ModelProto()
+    dynamic.CopyFrom(model)
+    dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    with pytest.raises(HarnessError, match="dynamic shape"):
+        fold_model(dynamic)
+    with pytest.raises(HarnessError, match="--merge"):
+        fold_model(model, merge="some")
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    old.opset_import[0].version = 9
+    with pytest.raises(HarnessError, match="opset 9"):
+        fold_model(old)
+
+
+def test_verification_catches_a_wrong_graph(tmp_path):
+    model = _export(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (3, 8, 8), tmp_path)
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    weight = broken.graph.initializer[0]
+    values = numpy_helper.to_array(weight).copy()
+    values[0, 0, 0, 0] += 1.0
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    with pytest.raises(FoldVerificationError, match="max relative error"):
+        verify_fold(model, broken)
+
+
+def test_unknown_ops_and_other_opsets_pass_through(tmp_path):
+    module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=2), nn.Conv2d(4, 4, 3), nn.GELU())
+    for opset in (11, 13, 21):
+        path = tmp_path / f"o{opset}.onnx"
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), (torch.randn(1, 3, 8, 8),), str(path), opset_version=opset,
+                              dynamo=False)
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+        result = fold_model(model, merge="all")
+        assert _convs(result.model) == 1
+        assert result.model.opset_import[0].version == opset
+        verify_fold(model, result.model)
+
+
+def test_fold_cli(tmp_path, capsys):
+    from harness.cli import main
+
+    source = tmp_path / "in.onnx"
+    _export(nn.Sequential(nn.Conv2d(3, 8, 3, padding=2), nn.Conv2d(8, 8, 3), nn.ReLU()), (3, 16, 16), tmp_path,
+            "in.onnx")
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    assert main(["fold", str(source), "-o", str(out), "--merge", "all", "--report", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "[merged]" in text and "verified: max relative error" in text and "Conv 2->1" in text
+    assert _convs(onnx.load(str(out))) == 1
+    import json
+
+    data = json.loads(report.read_text())
+    assert data["verification"]["max_rel_error"] < 1e-4 and data["changed"]
+    assert main(["fold", str(tmp_path / "missing.onnx"), "-o", str(out)]) == 2
+    assert main(["fold", str(source), "-o", str(source)]) == 2
