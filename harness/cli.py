@@ -14,7 +14,7 @@ from typing import List, Optional
 from harness import __version__
 from harness.errors import HarnessError
 
-COMMANDS = ("bench", "export", "fold", "time", "lut", "plan")
+COMMANDS = ("bench", "export", "fold", "time", "compare", "lut", "plan")
 
 
 def build_parser() -> argparse.ArgumentParser:
