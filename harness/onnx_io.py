@@ -53,12 +53,21 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     return model
 
 
+def _temporary_beside(path: Path) -> str:
+    """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` would give it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
     """Write a model atomically (a temporary file in the same folder, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    os.close(fd)
+    tmp = _temporary_beside(path)
     try:
         onnx.save(model, tmp)
         os.replace(tmp, path)
@@ -72,9 +81,9 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
     """Write a text file atomically, so that a failure never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    tmp = _temporary_beside(path)
     try:
-        with os.fdopen(fd, "w") as handle:
+        with open(tmp, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)
     finally:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Type
 
-from harness.backends.base import Runner
+from harness.backends.base import LATENCY, Runner
 from harness.errors import HarnessError
+
+__all__ = ["BACKENDS", "LATENCY", "Runner", "get_runner_class"]
 
 # backend name -> (module, class, how to install what it needs)
 BACKENDS: Dict[str, tuple] = {
