@@ -258,6 +258,15 @@ def write_tables(rows: List[Dict[str, object]], path: Path) -> Tuple[Path, Path]
     return written[0], written[1]
 
 
+def read_geometry(path: Path) -> Dict[Tuple[int, int], Tuple[int, int]]:
+    """(st, end) -> (kernel, stride) from a table in the long layout; empty for the short layout."""
+    with Path(path).open() as handle:
+        reader = csv.DictReader(handle)
+        if not {"ker", "str"} <= set(reader.fieldnames or []):
+            return {}
+        return {(int(r["st"]), int(r["end"])): (int(r["ker"]), int(r["str"])) for r in reader}
+
+
 def read_table(path: Path) -> Dict[Tuple[int, int], float]:
     """A latency table in either layout: (st, end) -> time in ms."""
     if not Path(path).is_file():

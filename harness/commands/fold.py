@@ -57,9 +57,13 @@ def run(args) -> int:
     if args.cost:
         predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())
         missing = sum(1 for span in result.spans.values() if span not in cost.table)
-        summary["table_prediction_ms"] = {"convs_sum": predicted, "convs_not_in_table": missing}
+        summary["table_prediction_ms"] = {"convs_sum": predicted, "convs_not_in_table": missing,
+                                          "spans_measured_for_another_kernel": cost.mismatches}
         print(f"  table prediction for the folded convs: {predicted:.3f} ms"
               + (f" ({missing} convs not in the table)" if missing else ""))
+        if cost.mismatches:
+            print(f"  warning: {cost.mismatches} table spans were measured with another kernel or stride (a table "
+                  f"of another variant?): the roofline priced those; measure the table on this architecture")
         if args.measure:
             measured = _measure(args.output, profile)
             error = (predicted - measured) / measured

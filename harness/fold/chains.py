@@ -68,8 +68,11 @@ def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
               merged_kernel([k[1] for k in kernels], [s[1] for s in strides]))
     groups = run[0].groups if len({v.groups for v in run}) == 1 else 1
     span = (spans.get(run[0].name, (-1, -1))[0], spans.get(run[-1].name, (-1, -1))[1])
+    stride = 1
+    for s in strides:
+        stride *= s[0]
     return ConvGeometry(_shape4(run[0].node.inputs[0]), _shape4(run[-1].node.outputs[0]), kernel, groups,
-                        span if min(span) >= 0 else None)
+                        span if min(span) >= 0 else None, stride)
 
 
 def merge_run(run: List[ConvView]) -> ConvView:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 from harness.profiles import Profile
 
@@ -24,6 +24,7 @@ class ConvGeometry:
     kernel: Tuple[int, int]
     groups: int
     span: Optional[Tuple[int, int]] = None  # (first, last) original conv index when known
+    stride: int = 1
 
     @property
     def flops(self) -> int:
@@ -81,23 +82,44 @@ class RooflineCostModel(CostModel):
 
 @dataclasses.dataclass
 class TableCostModel(CostModel):
-    """Latencies measured on the device (``harness lut`` tables), keyed by the span of original conv indices."""
+    """Latencies measured on the device (``harness lut`` tables), keyed by the span of original conv indices.
+
+    With the long layout each span's kernel and stride are checked too: a table measured on another variant of
+    the architecture is not silently applied (such spans, and spans the table lacks, fall back to ``fallback``).
+    """
 
     table: Dict[Tuple[int, int], float]  # (st, end) -> ms
     fallback: CostModel
     name: str = "measured table"
-    misses: int = 0
+    geometry: Dict[Tuple[int, int], Tuple[int, int]] = dataclasses.field(default_factory=dict)  # -> (ker, str)
+    missing: Set[Tuple[int, int]] = dataclasses.field(default_factory=set)  # spans priced by the fallback
+    mismatched: Set[Tuple[int, int]] = dataclasses.field(default_factory=set)  # ... because geometry differed
+
+    @property
+    def mismatches(self) -> int:
+        """How many distinct spans the table had, but for another kernel or stride."""
+        return len(self.mismatched)
 
     @classmethod
     def from_csv(cls, path: Path, fallback: CostModel) -> TableCostModel:
-        from harness.lut import read_table
+        from harness.lut import read_geometry, read_table
 
-        return cls(read_table(path), fallback, f"measured table {Path(path).name}")
+        return cls(read_table(path), fallback, f"measured table {Path(path).name}", read_geometry(path))
+
+    def covers(self, geometry: ConvGeometry) -> bool:
+        """Whether the table has this span, measured with this kernel and stride (when the table says)."""
+        if geometry.span not in self.table:
+            return False
+        expected = self.geometry.get(geometry.span)
+        return expected is None or expected == (geometry.kernel[0], geometry.stride)
 
     def conv_cost(self, geometry: ConvGeometry) -> float:
+        if self.covers(geometry):
+            return self.table[geometry.span] / 1000.0  # type: ignore[index]
         if geometry.span in self.table:
-            return self.table[geometry.span] / 1000.0
-        self.misses += 1
+            self.mismatched.add(geometry.span)  # type: ignore[arg-type]
+        elif geometry.span is not None:
+            self.missing.add(geometry.span)
         return self.fallback.conv_cost(geometry)
 
     def elementwise_cost(self, nbytes: int) -> float:
