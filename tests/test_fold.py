@@ -296,9 +296,9 @@ def test_fold_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("merged_ms,merged_kernel,expected_convs,mismatches", [
-    (0.5, 5, 1, 0),   # the table says the merged 5x5 is cheaper than the two 3x3: merge
+    (0.05, 5, 1, 0),  # the table says the merged 5x5 is cheaper than the two 3x3: merge
     (5.0, 5, 2, 0),   # the table says it is dearer: keep both
-    (0.5, 7, 2, 1),   # the row was measured for another kernel: not trusted, the roofline decides (no merge)
+    (0.05, 7, 2, 1),  # the row was measured for another kernel: not trusted, the roofline prices it (1.6 ms)
 ])
 def test_measured_table_drives_the_merge_choice(tmp_path, merged_ms, merged_kernel, expected_convs, mismatches):
     from harness.fold import TableCostModel
@@ -306,7 +306,7 @@ def test_measured_table_drives_the_merge_choice(tmp_path, merged_ms, merged_kern
     model = _export(nn.Sequential(nn.Conv2d(64, 64, 3, padding=2), nn.Conv2d(64, 64, 3), nn.ReLU()),
                     (64, 28, 28), tmp_path)
     table = tmp_path / "t_long.csv"
-    table.write_text("id,st,end,ker,str,is_dw,time,stdev\n0,0,0,3,1,0,1.0,0.01\n1,1,1,3,1,0,1.0,0.01\n"
+    table.write_text("id,st,end,ker,str,is_dw,time,stdev\n0,0,0,3,1,0,0.1,0.01\n1,1,1,3,1,0,0.1,0.01\n"
                      f"2,0,1,{merged_kernel},1,0,{merged_ms},0.01\n")
     compute_bound = RooflineCostModel(peak_flops=1e11, bandwidth=1e12, overhead_s=1e-7)
     cost = TableCostModel.from_csv(table, fallback=compute_bound)
