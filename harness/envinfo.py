@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from harness import __version__
+from harness.errors import HarnessError
 from harness.profiles import Profile
 
 LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "torch", "tensorrt", "pycuda", "scipy")
@@ -75,6 +77,101 @@ def cpu_state() -> Dict[str, Any]:
     return info
 
 
+def _run(argv: List[str]) -> Optional[str]:
+    """A command's stdout, or None when it is missing or fails (never through a shell)."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def parse_nvpmodel(text: str) -> Dict[str, Any]:
+    """``nvpmodel -q`` -> {mode: 'MAXN', id: 0}."""
+    mode = re.search(r"NV Power Mode:\s*(\S+)", text)
+    ident = re.search(r"^\s*(\d+)\s*$", text, re.MULTILINE)
+    return {"mode": mode.group(1) if mode else None, "id": int(ident.group(1)) if ident else None}
+
+
+def parse_jetson_clocks(text: str) -> Dict[str, Any]:
+    """``jetson_clocks --show`` -> GPU/EMC min/max/current Hz, CPU governors, and whether clocks are locked."""
+    clocks: Dict[str, Dict[str, int]] = {}
+    for name, low, high, current in re.findall(r"^(GPU|EMC|DLA\d_CORE)\s+MinFreq=(\d+)\s+MaxFreq=(\d+)\s+"
+                                               r"CurrentFreq=(\d+)", text, re.MULTILINE):
+        clocks[name.lower()] = {"min_hz": int(low), "max_hz": int(high), "current_hz": int(current)}
+    governors = sorted(set(re.findall(r"Governor=(\S+)", text)))
+    gpu = clocks.get("gpu")
+    locked = bool(gpu) and gpu["min_hz"] == gpu["max_hz"] == gpu["current_hz"]
+    mode = re.search(r"NV Power Mode:\s*(\S+)", text)
+    return {"clocks": clocks, "cpu_governors": governors, "locked": locked,
+            "power_mode": mode.group(1) if mode else None}
+
+
+def parse_tegra_release(text: str) -> Optional[str]:
+    """``/etc/nv_tegra_release`` -> 'R35.2.1' (the L4T release; JetPack 5.1 is L4T R35)."""
+    match = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"R{match.group(1)}.{match.group(2)}" if match else None
+
+
+def read_thermal(root: Path = Path("/sys/class/thermal")) -> Dict[str, float]:
+    """Temperatures in degrees Celsius by thermal zone type."""
+    temperatures = {}
+    for zone in sorted(root.glob("thermal_zone*")):
+        kind, temp = _read(str(zone / "type")), _read(str(zone / "temp"))
+        if kind and temp and temp.lstrip("-").isdigit():
+            temperatures[kind] = int(temp) / 1000.0
+    return temperatures
+
+
+def jetson_state() -> Optional[Dict[str, Any]]:
+    """Power mode, clocks, temperatures and L4T release on a Jetson; None elsewhere."""
+    release = _read("/etc/nv_tegra_release")
+    if release is None:
+        return None
+    nvpmodel = _run(["nvpmodel", "-q"])
+    clocks = _run(["jetson_clocks", "--show"])
+    return {"l4t": parse_tegra_release(release), "nvpmodel": parse_nvpmodel(nvpmodel) if nvpmodel else None,
+            "jetson_clocks": parse_jetson_clocks(clocks) if clocks else None, "temperatures_c": read_thermal()}
+
+
+THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+                    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
+                    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
+
+
+def decode_throttle_reasons(mask: int) -> List[str]:
+    """NVML's clocks-throttle-reasons bit mask as names."""
+    return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+
+
+def gpu_state() -> Optional[Dict[str, Any]]:
+    """Desktop GPU state through NVML (nvidia-ml-py); None without it or without a GPU."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no GPU
+        return None
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        name = pynvml.nvmlDeviceGetName(handle)
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return {
+            "name": name.decode() if isinstance(name, bytes) else name,
+            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "compute_capability": f"{major}.{minor}",
+            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+            "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            "throttle_reasons": decode_throttle_reasons(
+                pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)),
+        }
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def capture_environment(profile: Profile) -> Dict[str, Any]:
     """A JSON-able snapshot of the host, the device state and the software, for results files."""
     return {
@@ -86,14 +183,46 @@ def capture_environment(profile: Profile) -> Dict[str, Any]:
         "git_sha": git_sha(),
         "profile": profile.name,
         "cpu": cpu_state(),
+        "jetson": jetson_state(),
+        "gpu": gpu_state(),
         "libraries": library_versions(),
     }
 
 
 def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
     """Ways in which the captured state differs from what the profile expects (empty when all is as expected)."""
-    problems = []
-    governor = profile.expect.cpu_governor
+    expect, problems = profile.expect, []
+    governor = expect.cpu_governor
     if governor and env.get("cpu", {}).get("governor") not in (None, governor):
         problems.append(f"CPU governor is {env['cpu']['governor']!r}, profile expects {governor!r}")
+    jetson, gpu = env.get("jetson"), env.get("gpu")
+    if profile.kind == "jetson":
+        if not jetson:
+            problems.append(f"profile {profile.name!r} is for a Jetson, but this is not one (no /etc/nv_tegra_release)")
+        else:
+            mode = (jetson.get("nvpmodel") or {}).get("mode")
+            if expect.nvpmodel and mode != expect.nvpmodel:
+                problems.append(f"power mode is {mode!r}, profile expects {expect.nvpmodel!r} (sudo nvpmodel -m 0)")
+            locked = (jetson.get("jetson_clocks") or {}).get("locked")
+            if expect.jetson_clocks and not locked:
+                problems.append("clocks are not locked (run sudo jetson_clocks before benchmarking)")
+    elif profile.kind == "gpu":
+        if not gpu:
+            problems.append(f"profile {profile.name!r} expects a GPU, but NVML sees none (pip install nvidia-ml-py)")
+        else:
+            if expect.gpu_name and expect.gpu_name.lower() not in gpu["name"].lower():
+                problems.append(f"GPU is {gpu['name']!r}, profile expects {expect.gpu_name!r}")
+            if expect.compute_capability and gpu["compute_capability"] != expect.compute_capability:
+                problems.append(f"compute capability {gpu['compute_capability']}, profile expects "
+                                f"{expect.compute_capability}")
+            if any(r not in ("gpu_idle", "applications_clocks_setting") for r in gpu["throttle_reasons"]):
+                problems.append(f"GPU is throttling: {', '.join(gpu['throttle_reasons'])}")
+    return problems
+
+
+def enforce_expectations(env: Dict[str, Any], profile: Profile, strict: bool) -> List[str]:
+    """``check_expectations``, raising HarnessError when ``strict`` and anything differs."""
+    problems = check_expectations(env, profile)
+    if strict and problems:
+        raise HarnessError(f"device state differs from profile {profile.name!r}: " + "; ".join(problems))
     return problems

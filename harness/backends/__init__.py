@@ -13,6 +13,9 @@ __all__ = ["BACKENDS", "LATENCY", "Runner", "get_runner_class"]
 # backend name -> (module, class, how to install what it needs)
 BACKENDS: Dict[str, tuple] = {
     "onnxruntime": ("harness.backends.onnxruntime", "OnnxRuntimeRunner", "pip install onnxruntime"),
+    "tensorrt": ("harness.backends.tensorrt", "TensorRTRunner",
+                 "pip install '.[tensorrt]' on a desktop GPU, or on a Jetson use JetPack's TensorRT "
+                 "(sudo apt install python3-libnvinfer) and pip install pycuda"),
 }
 
 

@@ -29,6 +29,8 @@ def register(subparsers) -> None:
                         help="which linear conv chains to merge: cost-model choice (auto), every exact one, none")
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check of folded graphs")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<device>)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse to run when the device state differs from the profile (power mode, clocks)")
     parser.add_argument("--list", action="store_true", help="list the zoo models and their variants, then exit")
     parser.set_defaults(func=run)
 
@@ -45,6 +47,10 @@ def run(args) -> int:
                   f"variants: {', '.join(list_variants(name))}")
         return 0
     profile = load_profile(args.device)
+    if args.strict:
+        from harness.envinfo import capture_environment, enforce_expectations
+
+        enforce_expectations(capture_environment(profile), profile, strict=True)
     batch = args.batch if args.batch is not None else profile.batch_sizes[0]
     if batch < 1:
         raise HarnessError("--batch must be a positive integer")

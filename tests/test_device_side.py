@@ -1,0 +1,193 @@
+"""Device profiles, TensorRT settings (cache keys, trtexec lines, result parsing) and device-state parsers.
+
+These are the device-independent parts of the TensorRT path; the real build and run need a GPU and TensorRT and
+skip with that reason here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.backends.trt_config import (
+    BuildSettings,
+    cache_identity,
+    cache_key,
+    cached_engine,
+    execution_api,
+    parse_export_times,
+    parse_trtexec_version,
+    trtexec_command,
+)
+from harness.cli import main
+from harness.envinfo import (
+    check_expectations,
+    decode_throttle_reasons,
+    parse_jetson_clocks,
+    parse_nvpmodel,
+    parse_tegra_release,
+    read_thermal,
+)
+from harness.errors import HarnessError
+from harness.profiles import available_profiles, load_profile
+
+DATA = Path(__file__).parent / "data"
+EXPECTED_PROFILES = {"xavier", "xavier-nx", "orin", "orin-nano", "rtx2080ti", "rtx3090", "rtx4090", "a100",
+                     "h100", "host"}
+
+
+def test_every_shipped_profile_loads():
+    assert EXPECTED_PROFILES <= set(available_profiles())
+    for name in available_profiles():
+        profile = load_profile(name)
+        assert profile.peaks.fp32_tflops > 0 and profile.peaks.dram_gbps > 0
+        assert profile.backend in ("onnxruntime", "tensorrt")
+    xavier = load_profile("xavier")
+    assert (xavier.expect.compute_capability, xavier.expect.nvpmodel, xavier.peaks.dram_gbps) == ("7.2", "MAXN",
+                                                                                                  136.5)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.update(colour="red"), "unknown key 'colour'"),
+    (lambda d: d["timing"].update(min_iterations="many"), "timing.min_iterations: expected an integer"),
+    (lambda d: d.pop("peaks"), "missing required key 'peaks'"),
+    (lambda d: d.update(backend="tflite"), "backend: 'tflite' is not one of"),
+    (lambda d: d["tensorrt"].update(gpu_fallback="yes"), "tensorrt.gpu_fallback: expected true or false"),
+])
+def test_profile_errors_name_the_file_and_the_key(tmp_path, edit, message):
+    data = yaml.safe_load((Path(__file__).parent.parent / "device_profiles" / "xavier.yaml").read_text())
+    edit(data)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(HarnessError) as info:
+        load_profile(str(path))
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_cache_key_covers_everything_that_changes_the_engine(tmp_path):
+    xavier = load_profile("xavier")
+    base = cache_identity("abc", BuildSettings.from_profile(xavier, "fp16", 1), "8.5.2.2", "Xavier", "7.2")
+    variants = [cache_identity("abd", BuildSettings.from_profile(xavier, "fp16", 1), "8.5.2.2", "Xavier", "7.2"),
+                cache_identity("abc", BuildSettings.from_profile(xavier, "fp32", 1), "8.5.2.2", "Xavier", "7.2"),
+                cache_identity("abc", BuildSettings.from_profile(xavier, "fp16", 8), "8.5.2.2", "Xavier", "7.2"),
+                cache_identity("abc", BuildSettings.from_profile(xavier, "fp16", 1), "10.3.0", "Xavier", "7.2"),
+                cache_identity("abc", BuildSettings.from_profile(xavier, "fp16", 1), "8.5.2.2", "Orin", "8.7")]
+    keys = {cache_key(i) for i in variants}
+    assert len(keys) == len(variants) and cache_key(base) not in keys
+    engine, usable = cached_engine(tmp_path, "m", base)
+    assert not usable
+    engine.write_bytes(b"plan")
+    engine.with_suffix(".json").write_text(json.dumps(base))
+    assert cached_engine(tmp_path, "m", base) == (engine, True)
+    stale = dict(base, tensorrt="8.5.1")  # a sidecar that says something else is never trusted
+    engine.with_suffix(".json").write_text(json.dumps(stale))
+    assert cached_engine(tmp_path, "m", base) == (engine, False)
+    with pytest.raises(HarnessError, match="precisions"):
+        BuildSettings.from_profile(xavier, "int8", 1)
+
+
+def test_trtexec_command_follows_the_tensorrt_version():
+    xavier, orin = load_profile("xavier"), load_profile("orin")
+    old = trtexec_command(Path("m.onnx"), xavier, "fp16", 1, "8.5.2")
+    assert "--fp16" in old and "--memPoolSize=workspace:1024" in old and "--warmUp=2000" in old
+    assert not any(a.startswith("--builderOptimizationLevel") for a in old)  # 8.6+ only
+    new = trtexec_command(Path("m.onnx"), orin, "fp16", 1, "10.3.0", times_path=Path("t.json"))
+    assert "--builderOptimizationLevel=3" in new and "--exportTimes=t.json" in new
+    assert "--noCudaGraph" not in new
+    with pytest.raises(HarnessError, match="strongly typed"):
+        trtexec_command(Path("m.onnx"), orin, "fp16", 1, "11.1")
+    eleven = trtexec_command(Path("m.onnx"), orin, "fp32", 1, "11.1")
+    assert {"--noCudaGraph", "--includeDataTransfers", "--noSpinWait"} <= set(eleven)
+    assert (execution_api("8.5.2.2"), execution_api("10.3.0")) == ("v2", "v3")
+
+
+def test_trtexec_outputs_are_parsed():
+    series = parse_export_times((DATA / "trtexec_times_sample.json").read_text())
+    assert series["latency_ms"] == [1.3432, 1.3444, 1.3452]
+    assert series["gpu_compute_ms"][0] == pytest.approx(1.2841)
+    assert series["enqueue_ms"][0] == pytest.approx(0.4182 - 0.1021)
+    assert parse_trtexec_version((DATA / "trtexec_banner_85.txt").read_text()) == "8.5.2"
+    assert parse_trtexec_version("[TensorRT v100300]") == "10.3.0"
+    with pytest.raises(HarnessError):
+        parse_export_times("[]")
+
+
+def test_jetson_state_parsers_on_real_outputs(tmp_path):
+    assert parse_nvpmodel((DATA / "nvpmodel_q_xavier.txt").read_text()) == {"mode": "MAXN", "id": 0}
+    locked = parse_jetson_clocks((DATA / "jetson_clocks_show_xavier_locked.txt").read_text())
+    assert locked["locked"] and locked["clocks"]["gpu"]["current_hz"] == 1377000000
+    assert locked["power_mode"] == "MAXN" and locked["cpu_governors"] == ["schedutil"]
+    default = parse_jetson_clocks((DATA / "jetson_clocks_show_xavier_default.txt").read_text())
+    assert not default["locked"] and default["clocks"]["emc"]["current_hz"] == 1600000000
+    assert parse_tegra_release((DATA / "nv_tegra_release_r35.txt").read_text()) == "R35.2.1"
+    zone = tmp_path / "thermal_zone0"
+    zone.mkdir()
+    (zone / "type").write_text("GPU-therm\n")
+    (zone / "temp").write_text("41500\n")
+    assert read_thermal(tmp_path) == {"GPU-therm": 41.5}
+    assert decode_throttle_reasons(0x20 | 0x4) == ["sw_power_cap", "sw_thermal_slowdown"]
+
+
+def test_expectations_flag_an_unprepared_jetson():
+    xavier = load_profile("xavier")
+    unlocked = {"cpu": {}, "gpu": None, "jetson": {
+        "nvpmodel": {"mode": "MODE_30W_ALL", "id": 3},
+        "jetson_clocks": parse_jetson_clocks((DATA / "jetson_clocks_show_xavier_default.txt").read_text())}}
+    problems = check_expectations(unlocked, xavier)
+    assert any("MODE_30W_ALL" in p for p in problems) and any("not locked" in p for p in problems)
+    ready = {"cpu": {}, "gpu": None, "jetson": {
+        "nvpmodel": {"mode": "MAXN", "id": 0},
+        "jetson_clocks": parse_jetson_clocks((DATA / "jetson_clocks_show_xavier_locked.txt").read_text())}}
+    assert check_expectations(ready, xavier) == []
+    assert any("not one" in p for p in check_expectations({"cpu": {}, "jetson": None, "gpu": None}, xavier))
+
+
+def test_cli_profiles_env_and_explain(tmp_path, capsys):
+    assert main(["profiles"]) == 0
+    assert "xavier" in capsys.readouterr().out
+    assert main(["profiles", "show", "xavier"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["expect"]["compute_capability"] == "7.2"
+    assert main(["env", "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)
+    assert env["cpu"]["available_cores"] >= 1 and "onnxruntime" in env["libraries"]
+    assert main(["env", "--device", "xavier", "--strict"]) == 2
+    model = tmp_path / "m.onnx"
+    assert main(["export", "lenet5", "-o", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["build", str(model), "--device", "xavier", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "trtexec --onnx=" in out and "--fp16" in out and "--shapes=input:1x1x28x28" in out
+
+
+TENSORRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
+
+
+@pytest.mark.skipif(TENSORRT, reason="TensorRT is installed: the missing-backend message does not apply")
+def test_tensorrt_device_without_tensorrt_says_what_to_install(capsys):
+    assert main(["bench", "--device", "xavier", "--models", "lenet5"]) == 2
+    err = capsys.readouterr().err
+    assert "backend 'tensorrt' is not available" in err and "python3-libnvinfer" in err
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not TENSORRT, reason="needs TensorRT and pycuda on an NVIDIA GPU (not on this machine)")
+def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(tmp_path):  # pragma: no cover - needs a GPU
+    import numpy as np
+
+    from harness.backends.onnxruntime import OnnxRuntimeRunner
+    from harness.backends.tensorrt import TensorRTRunner
+
+    model = tmp_path / "m.onnx"
+    assert main(["export", "resnet20", "-o", str(model)]) == 0
+    profile = load_profile("rtx3090")
+    with TensorRTRunner(model, profile, "fp32", 1) as trt_runner, OnnxRuntimeRunner(model, load_profile("host")) as ref:
+        feeds = ref.random_inputs(3)
+        expected = ref.infer(feeds)["output"]
+        actual = next(iter(trt_runner.infer(feeds).values()))
+        np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3)
+        timings = trt_runner.measure_once()
+        assert timings["latency_ms"] >= timings["gpu_compute_ms"] > 0
