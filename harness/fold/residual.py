@@ -7,7 +7,7 @@ ResNet's ``x + conv(x)``, the strided block plus its 1x1 downsample shortcut, an
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -21,11 +21,31 @@ Record = Dict[str, Any]
 
 
 class _Branch:
-    """One summand as a dense kernel with its padding (begin h, begin w, end h, end w) and stride."""
+    """One summand as a dense kernel with its padding (begin h, begin w, end h, end w) and stride.
 
-    def __init__(self, kind: str, weight: np.ndarray, bias: np.ndarray, pads: Tuple[int, int, int, int],
-                 strides: Tuple[int, int], node: Optional[gs.Node]) -> None:
-        self.kind, self.weight, self.bias, self.pads, self.strides, self.node = kind, weight, bias, pads, strides, node
+    The dense kernel is built lazily (``weight``/``bias``): most Adds are refused on shapes alone, and expanding
+    large kernels to float64 for each of them would dominate the fold time on big models.
+    """
+
+    def __init__(self, kind: str, make: Callable[[], Tuple[np.ndarray, np.ndarray]], size: Tuple[int, int],
+                 pads: Tuple[int, int, int, int], strides: Tuple[int, int], node: Optional[gs.Node],
+                 out_channels: int, in_channels: int) -> None:
+        self.kind, self.size, self.pads, self.strides, self.node = kind, size, pads, strides, node
+        self.out_channels, self.in_channels = out_channels, in_channels
+        self._make, self._made = make, None
+
+    def _dense(self) -> Tuple[np.ndarray, np.ndarray]:
+        if self._made is None:
+            self._made = self._make()
+        return self._made
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self._dense()[0]
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self._dense()[1]
 
 
 def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[gs.Tensor], Optional[_Branch]]:
@@ -37,17 +57,27 @@ def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[
         view = conv_view(node)
         if view is None:
             return tensor, None
-        weight = algebra.to_dense(algebra.dilate_kernel(view.weight.astype(np.float64), view.dilations), view.groups)
-        bias = np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
-        return node.inputs[0], _Branch(f"conv {view.describe()}", weight, bias, view.pads, view.strides, node)
+
+        def dense_conv(view=view):
+            weight = algebra.dilate_kernel(view.weight.astype(np.float64), view.dilations)
+            bias = np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
+            return algebra.to_dense(weight, view.groups), bias
+
+        return node.inputs[0], _Branch(f"conv {view.describe()}", dense_conv, view.effective_kernel, view.pads,
+                                       view.strides, node, view.out_channels, view.in_channels)
     if node.op == "BatchNormalization":
         params = _bn_params(node)
         if params is None:
             return tensor, None
         scale, shift = params
-        weight = np.zeros((scale.size, scale.size, 1, 1))
-        weight[np.arange(scale.size), np.arange(scale.size), 0, 0] = scale
-        return node.inputs[0], _Branch("batchnorm", weight, shift, (0, 0, 0, 0), (1, 1), node)
+
+        def dense_bn(scale=scale, shift=shift):
+            weight = np.zeros((scale.size, scale.size, 1, 1))
+            weight[np.arange(scale.size), np.arange(scale.size), 0, 0] = scale
+            return weight, shift
+
+        return node.inputs[0], _Branch("batchnorm", dense_bn, (1, 1), (0, 0, 0, 0), (1, 1), node, scale.size,
+                                       scale.size)
     return tensor, None
 
 
@@ -58,12 +88,12 @@ def _align(branches: List[_Branch], size_in: Tuple[int, int]) -> Tuple[Optional[
         return "the branches have different strides", (0, 0), (0, 0, 0, 0)
     stride = branches[0].strides
     begin = tuple(max(b.pads[d] for b in branches) for d in (0, 1))
-    size = tuple(max(begin[d] - b.pads[d] + b.weight.shape[2 + d] for b in branches) for d in (0, 1))
-    end = tuple(max(0, max(b.pads[d] + b.pads[2 + d] - b.weight.shape[2 + d] for b in branches)
+    size = tuple(max(begin[d] - b.pads[d] + b.size[d] for b in branches) for d in (0, 1))
+    end = tuple(max(0, max(b.pads[d] + b.pads[2 + d] - b.size[d] for b in branches)
                     - begin[d] + size[d]) for d in (0, 1))
     for d in (0, 1):
         merged_out = conv_output_size(size_in[d], size[d], stride[d], begin[d] + end[d])
-        outs = {conv_output_size(size_in[d], b.weight.shape[2 + d], stride[d], b.pads[d] + b.pads[2 + d])
+        outs = {conv_output_size(size_in[d], b.size[d], stride[d], b.pads[d] + b.pads[2 + d])
                 for b in branches}
         if outs != {merged_out}:
             return "the branches' outputs differ in shape or window (a broadcasting Add?)", size, (0,) * 4
@@ -80,16 +110,16 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
         if len(sources) != 1 or not convs:
             continue
         x = found[0][0]
-        channels = convs[0].weight.shape[0]
+        channels = convs[0].out_channels
         branches = []
         for _, branch in found:
             if branch is None:  # x itself: an identity kernel, only when shapes and stride allow
-                if convs[0].strides != (1, 1) or convs[0].weight.shape[1] != channels:
+                if convs[0].strides != (1, 1) or convs[0].in_channels != channels:
                     branches = None
                     reason = "identity shortcut around a strided or channel-changing conv"
                     break
-                branch = _Branch("identity", algebra.identity_kernel(channels, 1), np.zeros(channels), (0,) * 4,
-                                 (1, 1), None)
+                branch = _Branch("identity", lambda c=channels: (algebra.identity_kernel(c, 1), np.zeros(c)),
+                                 (1, 1), (0,) * 4, (1, 1), None, channels, channels)
             branches.append(branch)
         if branches is not None:
             shape = x.shape

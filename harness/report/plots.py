@@ -1,0 +1,88 @@
+"""Plots of a cross-device comparison (matplotlib, Agg): PNG and SVG of each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Tuple
+
+from harness.report.cross_device import Comparison
+
+
+def _save(fig, out_dir: Path, stem: str) -> List[Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = out_dir / f"{stem}.{ext}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def pareto_front(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    """Points not dominated in (cost, latency), both lower-is-better, sorted by cost."""
+    front, best = [], float("inf")
+    for x, y in sorted(points):
+        if y < best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def make_plots(comparison: Comparison, out_dir: Path) -> List[Path]:
+    """Latency bars with CI whiskers, latency vs FLOPs with Pareto fronts, speed-ups across devices."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = [f"{m}/{v}" for m, v in comparison.rows]
+    written: List[Path] = []
+    n = len(comparison.devices)
+
+    fig, axes = plt.subplots(1, n, figsize=(max(6, 0.5 * len(labels)) * n, 4), squeeze=False)
+    for ax, device in zip(axes[0], comparison.devices):
+        cells = [comparison.cells.get((row, device.name)) for row in comparison.rows]
+        heights = [c.median_ms if c else 0 for c in cells]
+        errors = [[c.median_ms - c.ci_low if c else 0 for c in cells], [c.ci_high - c.median_ms if c else 0
+                                                                         for c in cells]]
+        ax.bar(range(len(labels)), heights, yerr=errors, capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("latency, ms (median, 95% CI)")
+        ax.set_title(device.name)
+    written += _save(fig, out_dir, "latency")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+    for ax, device in zip(axes[0], comparison.devices):
+        points = [(comparison.flops[row] / 1e9, comparison.cells[(row, device.name)].median_ms)
+                  for row in comparison.rows if (row, device.name) in comparison.cells]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:gray")
+        front = pareto_front(points)
+        ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", marker="o", label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("GFLOPs")
+        ax.set_ylabel("latency, ms")
+        ax.set_title(device.name)
+        ax.legend()
+    written += _save(fig, out_dir, "latency_vs_flops")
+    plt.close(fig)
+
+    variants = [row for row in comparison.rows if row[1] != "baseline"]
+    fig, ax = plt.subplots(figsize=(max(6, len(variants) * 0.8 * max(1, n)), 4))
+    width = 0.8 / max(1, n)
+    for i, device in enumerate(comparison.devices):
+        cells = [comparison.cells.get((row, device.name)) for row in variants]
+        values = [c.speedup[0] if c and c.speedup else 0 for c in cells]
+        errors = [[c.speedup[0] - c.speedup[1] if c and c.speedup else 0 for c in cells],
+                  [c.speedup[2] - c.speedup[0] if c and c.speedup else 0 for c in cells]]
+        ax.bar([x + i * width for x in range(len(variants))], values, width, yerr=errors, capsize=3,
+               label=device.name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))], [f"{m}/{v}" for m, v in variants],
+                  rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("speed-up vs baseline (95% CI)")
+    ax.legend()
+    written += _save(fig, out_dir, "speedup")
+    plt.close(fig)
+    return written
