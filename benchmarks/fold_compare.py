@@ -98,8 +98,7 @@ def compare_model(name: str, variant: str, workdir: Path, profile) -> Dict[str, 
             row["nodes"] = op_histogram(onnx.load(str(row["path"]), load_external_data=False))
             row["stats"] = measured[label].stats()
             if label != "unfolded export":
-                row["speedup"] = timing.bootstrap_ratio_ci(measured["unfolded export"].latencies,
-                                                           measured[label].latencies)
+                row["speedup"] = timing.measurement_ratio_ci(measured["unfolded export"], measured[label])
     return rows
 
 

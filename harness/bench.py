@@ -97,8 +97,7 @@ def _comparisons(source: ModelSource, configs: List[_Config], measured: Dict[str
     found = []
 
     def compare(kind: str, variant: str, reference: _Config, subject: _Config) -> None:
-        ratio, low, high = timing.bootstrap_ratio_ci(measured[reference.run_id].latencies,
-                                                     measured[subject.run_id].latencies)
+        ratio, low, high = timing.measurement_ratio_ci(measured[reference.run_id], measured[subject.run_id])
         found.append({"model": source.name, "variant": variant, "kind": kind, "reference": reference.run_id,
                       "subject": subject.run_id, "speedup": ratio, "ci_low": low, "ci_high": high})
 
@@ -125,6 +124,7 @@ def _run_entry(source: ModelSource, config: _Config, runner_info: Dict[str, Any]
         "input_shape": list(runner_info.get("input_shape", [])),
         **config.info,
         "series_ms": measurement.series,
+        "block_ends": measurement.block_ends,
         "stats": dataclasses.asdict(stats),
         "warmup_iterations": measurement.warmup_iterations,
         "run_time_s": measurement.run_time_s,

@@ -84,7 +84,9 @@ def compare_results(base: Dict[str, Any], new: Dict[str, Any], threshold: float)
     for key, run in _runs(base).items():
         base_samples = run["series_ms"]["latency_ms"]
         new_samples = new_runs[key]["series_ms"]["latency_ms"]
-        ratio, low, high = bootstrap_ratio_ci(new_samples, base_samples)
+        ratio, low, high = bootstrap_ratio_ci(new_samples, base_samples,
+                                              numerator_blocks=new_runs[key].get("block_ends"),
+                                              denominator_blocks=run.get("block_ends"))
         verdict = "slower" if low > 1 + threshold else "faster" if high < 1 - threshold else "same"
         changes.append(Change(key[0], key[1], key[2], run["stats"]["median"], new_runs[key]["stats"]["median"],
                               ratio, low, high, verdict))

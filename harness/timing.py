@@ -123,20 +123,42 @@ def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:
     )
 
 
+def block_medians(samples: Sequence[float], block_ends: Sequence[int]) -> np.ndarray:
+    """Median of each timing block (``block_ends`` are the cumulative sample counts after each block)."""
+    values = np.asarray(samples, dtype=float)
+    starts = [0] + list(block_ends[:-1])
+    return np.array([np.median(values[a:b]) for a, b in zip(starts, block_ends) if b > a])
+
+
 def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
-                       resamples: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
+                       resamples: int = 2000, seed: int = 0, numerator_blocks: Optional[Sequence[int]] = None,
+                       denominator_blocks: Optional[Sequence[int]] = None) -> Tuple[float, float, float]:
     """Ratio of medians (numerator / denominator) with a percentile-bootstrap confidence interval.
 
     With numerator = baseline latencies and denominator = variant latencies this is the variant's speed-up.
+    Given the timing blocks of both series, whole blocks are resampled (their medians), so that the interval
+    also covers drift between blocks (samples inside one block are not independent); otherwise single samples.
     """
     a = np.asarray(numerator, dtype=float)
     b = np.asarray(denominator, dtype=float)
+    if numerator_blocks and denominator_blocks and len(numerator_blocks) >= 5 and len(denominator_blocks) >= 5:
+        a_units, b_units = block_medians(a, numerator_blocks), block_medians(b, denominator_blocks)
+    else:
+        a_units, b_units = a, b
     rng = np.random.default_rng(seed)
-    med_a = np.median(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)
-    med_b = np.median(b[rng.integers(0, b.size, size=(resamples, b.size))], axis=1)
+    med_a = np.median(a_units[rng.integers(0, a_units.size, size=(resamples, a_units.size))], axis=1)
+    med_b = np.median(b_units[rng.integers(0, b_units.size, size=(resamples, b_units.size))], axis=1)
     ratios = med_a / med_b
     alpha = (1.0 - confidence) / 2.0
-    return float(np.median(a) / np.median(b)), float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+    ratio = float(np.median(a) / np.median(b))
+    low, high = float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+    return ratio, min(low, ratio), max(high, ratio)
+
+
+def measurement_ratio_ci(numerator: Measurement, denominator: Measurement) -> Tuple[float, float, float]:
+    """``bootstrap_ratio_ci`` of two measurements, resampling their timing blocks."""
+    return bootstrap_ratio_ci(numerator.latencies, denominator.latencies,
+                              numerator_blocks=numerator.block_ends, denominator_blocks=denominator.block_ends)
 
 
 @dataclasses.dataclass
@@ -148,6 +170,7 @@ class Measurement:
     run_time_s: float
     stop_reason: str
     batch: int = 1
+    block_ends: List[int] = dataclasses.field(default_factory=list)  # cumulative sample count after each block
 
     @property
     def latencies(self) -> List[float]:
@@ -209,6 +232,7 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
                 for key, value in runners[name].measure_once().items():
                     m.series.setdefault(key, []).append(value)
             m.run_time_s += time.perf_counter() - block_start
+            m.block_ends.append(len(m.latencies))
         round_index += 1
         slowest = min(m.run_time_s for m in results.values())
         if on_round:

@@ -114,3 +114,25 @@ def test_time_budget_stops_sampling(two_models, fast_profile):
     measured = timing.measure_interleaved(runners, settings)
     assert all("budget" in m.stop_reason for m in measured.values())
     assert max(m.run_time_s for m in measured.values()) < 0.3 + 0.5  # one block past the budget at most
+
+
+def test_block_bootstrap_covers_drift_between_blocks():
+    """Block-level noise (clock changes between blocks) fools a sample-level bootstrap, not a block-level one."""
+    rng = np.random.default_rng(5)
+    true_ratio = 1.5
+    hits_blocks = hits_samples = 0
+    trials = 120
+    for seed in range(trials):
+        blocks, size = 30, 20
+        offsets_a = rng.normal(0, 0.05, blocks).repeat(size)  # each block shares a random slowdown
+        offsets_b = rng.normal(0, 0.05, blocks).repeat(size)
+        base = true_ratio * np.exp(offsets_a + rng.normal(0, 0.01, blocks * size))
+        new = np.exp(offsets_b + rng.normal(0, 0.01, blocks * size))
+        ends = list(range(size, blocks * size + 1, size))
+        _, low, high = timing.bootstrap_ratio_ci(base, new, resamples=400, seed=seed, numerator_blocks=ends,
+                                                 denominator_blocks=ends)
+        hits_blocks += low <= true_ratio <= high
+        _, low, high = timing.bootstrap_ratio_ci(base, new, resamples=400, seed=seed)
+        hits_samples += low <= true_ratio <= high
+    assert hits_blocks / trials >= 0.88
+    assert hits_samples / trials < 0.6  # the naive interval is far too narrow here

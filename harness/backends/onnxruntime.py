@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from harness.backends.base import LATENCY, Runner
 from harness.errors import HarnessError
-from harness.profiles import Profile
+from harness.profiles import OnnxRuntimeSettings, Profile
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -30,6 +30,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def session_options(settings: OnnxRuntimeSettings) -> ort.SessionOptions:
+    """Session options from a profile's ``onnxruntime`` section (threads, optimisation level, spinning)."""
+    if settings.graph_optimization_level not in _OPT_LEVELS:
+        raise HarnessError(f"onnxruntime.graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads or available_cores()
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
+    return options
+
+
 class OnnxRuntimeRunner(Runner):
     """A CPU ``InferenceSession`` with threads set from the profile and recorded."""
 
@@ -39,17 +53,8 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(onnx_path, profile, precision, batch)
         if precision != "fp32":
             raise HarnessError(f"the onnxruntime backend runs fp32 models only, not {precision}")
-        settings = profile.onnxruntime
-        if settings.graph_optimization_level not in _OPT_LEVELS:
-            raise HarnessError(f"onnxruntime.graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}")
-        self.intra_op_threads = settings.intra_op_threads or available_cores()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
-        options.inter_op_num_threads = settings.inter_op_threads
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
+        options = session_options(profile.onnxruntime)
+        self.intra_op_threads = options.intra_op_num_threads
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types

@@ -51,7 +51,7 @@ def run(args) -> int:
                 f"n={s.n}")
         entry = {"stats": dataclasses.asdict(s), "series_ms": m.series, "warnings": m.warnings()}
         if m is not reference:
-            ratio, low, high = timing.bootstrap_ratio_ci(reference.latencies, m.latencies)
+            ratio, low, high = timing.measurement_ratio_ci(reference, m)
             line += f"; speed-up {ratio:.2f}x [{low:.2f}, {high:.2f}]"
             entry["speedup"] = {"value": ratio, "ci_low": low, "ci_high": high}
         print(line)

@@ -15,7 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from harness.errors import HarnessError
-from harness.fold.chains import merge_conv_chains, merge_gemm_chains
+from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
 from harness.fold.cost import ConvGeometry, CostModel, RooflineCostModel, TableCostModel
 from harness.fold.report import FoldReport
 from harness.fold.residual import fold_residuals
@@ -94,7 +94,9 @@ def _run_passes(graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, T
                 seen.add(key)
                 records.append(record)
         if not any(r["action"] in CHANGES for r in found):
-            return records
+            break
+    if merge != "none":
+        records += blocked_edges(graph)
     return records
 
 

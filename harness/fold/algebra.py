@@ -28,6 +28,23 @@ def dilate_kernel(weight: np.ndarray, dilation: Tuple[int, int]) -> np.ndarray:
     return dense
 
 
+def recover_dilation(weight: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """The smallest dilated kernel equal to ``weight`` (taps only on a grid of step d): (kernel, dilations).
+
+    The inverse of ``dilate_kernel``: a dilated conv merged with another dilated conv (or with an identity) is
+    composed densely, then written back dilated, so that it does not pay for the zeros between taps.
+    """
+    taps = np.any(weight != 0, axis=(0, 1))
+    rows, cols = np.nonzero(taps)
+    dilations = []
+    for axis, where in ((0, rows), (1, cols)):
+        extent = weight.shape[2 + axis] - 1
+        d = int(np.gcd.reduce(np.append(where, extent))) if where.size and extent else 1
+        dilations.append(max(d, 1))
+    dh, dw = dilations
+    return weight[:, :, ::dh, ::dw], (dh, dw)
+
+
 def to_dense(weight: np.ndarray, groups: int) -> np.ndarray:
     """A grouped kernel written as a dense (block-diagonal) one."""
     if groups == 1:
@@ -43,7 +60,9 @@ def to_dense(weight: np.ndarray, groups: int) -> np.ndarray:
 def largest_groups(dense: np.ndarray) -> int:
     """The largest group count whose block-diagonal structure holds every non-zero of a dense kernel."""
     o, i = dense.shape[:2]
-    nonzero = np.abs(dense).sum(axis=(2, 3)) != 0
+    nonzero = np.any(dense != 0, axis=(2, 3))
+    if nonzero[0, i - 1] or nonzero[o - 1, 0]:  # a corner block is off-diagonal for every group count > 1
+        return 1
     for g in sorted((g for g in range(1, min(o, i) + 1) if o % g == 0 and i % g == 0), reverse=True):
         if g == 1:
             return 1

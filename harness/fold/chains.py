@@ -60,6 +60,26 @@ def find_chains(graph: gs.Graph) -> List[List[ConvView]]:
     return chains
 
 
+def blocked_edges(graph: gs.Graph) -> List[Record]:
+    """Refusals for Conv -> Conv edges that cannot merge because the first conv's output is read elsewhere too
+    (merging would have to keep the intermediate tensor and compute it twice)."""
+    records = []
+    for node in graph.nodes:
+        if node.op != "Conv" or not node.outputs or conv_view(node) is None:
+            continue
+        out = node.outputs[0]
+        readers = [r for r in out.outputs if r.op == "Conv" and r.inputs and r.inputs[0] is out]
+        if not readers or sole_consumer(graph, out) is not None:
+            continue
+        for reader in readers:
+            others = [r.name or r.op for r in out.outputs if r is not reader]
+            others += ["a graph output"] if out in graph.outputs else []
+            records.append({"pass": "merge_conv_chains", "action": "refused", "nodes": [node.name, reader.name],
+                            "detail": f"{node.name}'s output is also read by {', '.join(others)}: merging into "
+                                      f"{reader.name} would compute it twice (multiple consumers)"})
+    return records
+
+
 def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
     """The geometry of a run of convs once merged into one conv."""
     kernels = [v.effective_kernel for v in run]
@@ -72,7 +92,18 @@ def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
     for s in strides:
         stride *= s[0]
     return ConvGeometry(_shape4(run[0].node.inputs[0]), _shape4(run[-1].node.outputs[0]), kernel, groups,
-                        span if min(span) >= 0 else None, stride)
+                        span if min(span) >= 0 else None, stride, (_tap_step(run, 0), _tap_step(run, 1)))
+
+
+def _tap_step(run: List[ConvView], axis: int) -> int:
+    """The grid step of the merged kernel's taps along one axis (its dilation once merged): the gcd of each
+    conv's tap step (its dilation times the strides before it) over convs with more than one tap."""
+    step, jump = 0, 1
+    for view in run:
+        if view.kernel[axis] > 1:
+            step = int(np.gcd(step, jump * view.dilations[axis]))
+        jump *= view.strides[axis]
+    return step or 1
 
 
 def merge_run(run: List[ConvView]) -> ConvView:
@@ -93,8 +124,10 @@ def merge_run(run: List[ConvView]) -> ConvView:
     if groups == 1:
         groups = algebra.largest_groups(weight)
         weight = algebra.to_grouped(weight, groups)
+    weight, dilations = algebra.recover_dilation(weight)
     last.node.inputs[0] = first.node.inputs[0]
-    write_conv(last, weight, np.zeros(weight.shape[0]) if bias is None else bias, stride, first.pads, groups)
+    write_conv(last, weight, np.zeros(weight.shape[0]) if bias is None else bias, stride, first.pads, groups,
+               dilations)
     return conv_view(last.node)  # type: ignore
 
 

@@ -25,15 +25,21 @@ class ConvGeometry:
     groups: int
     span: Optional[Tuple[int, int]] = None  # (first, last) original conv index when known
     stride: int = 1
+    dilation: Tuple[int, int] = (1, 1)  # taps every d pixels inside the kernel's extent (``kernel``)
+
+    @property
+    def taps(self) -> Tuple[int, int]:
+        """Kernel taps per axis (the extent ``kernel`` once its dilation is taken out)."""
+        return ((self.kernel[0] - 1) // self.dilation[0] + 1, (self.kernel[1] - 1) // self.dilation[1] + 1)
 
     @property
     def flops(self) -> int:
         n, o, ho, wo = self.out_shape
-        return 2 * n * o * ho * wo * (self.in_shape[1] // self.groups) * self.kernel[0] * self.kernel[1]
+        return 2 * n * o * ho * wo * (self.in_shape[1] // self.groups) * self.taps[0] * self.taps[1]
 
     def bytes_moved(self, itemsize: int = 4) -> int:
         n, c, h, w = self.in_shape
-        weights = self.out_shape[1] * (c // self.groups) * self.kernel[0] * self.kernel[1]
+        weights = self.out_shape[1] * (c // self.groups) * self.taps[0] * self.taps[1]
         return itemsize * (n * c * h * w + int(_prod(self.out_shape)) + weights)
 
 

@@ -86,6 +86,8 @@ def _align(branches: List[_Branch], size_in: Tuple[int, int]) -> Tuple[Optional[
     """(refusal reason or None, merged kernel size, merged pads): one window covering every branch's window."""
     if len({b.strides for b in branches}) != 1:
         return "the branches have different strides", (0, 0), (0, 0, 0, 0)
+    if len({b.out_channels for b in branches}) != 1:
+        return "the branches have different channel counts (a broadcasting Add)", (0, 0), (0, 0, 0, 0)
     stride = branches[0].strides
     begin = tuple(max(b.pads[d] for b in branches) for d in (0, 1))
     size = tuple(max(begin[d] - b.pads[d] + b.size[d] for b in branches) for d in (0, 1))
@@ -134,10 +136,11 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
                      for b in branches)
         bias = sum(b.bias for b in branches)
         groups = algebra.largest_groups(weight)
+        weight, dilations = algebra.recover_dilation(algebra.to_grouped(weight, groups))
         carrier = convs[0].node
         view = conv_view(carrier)
         carrier.inputs[0] = x
-        write_conv(view, algebra.to_grouped(weight, groups), bias, convs[0].strides, pads, groups)
+        write_conv(view, weight, bias, convs[0].strides, pads, groups, dilations)
         carrier.outputs[0] = add.outputs[0]
         add.inputs.clear()
         add.outputs.clear()

@@ -38,13 +38,17 @@ def fold_batchnorm(graph: gs.Graph) -> List[Record]:
             bias = np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
             weight = view.weight.astype(np.float64) * scale[:, None, None, None]
             write_conv(view, weight, bias * scale + shift, view.strides, view.pads, view.groups, view.dilations)
-        elif source.op != "Gemm" or not _fold_bn_into_gemm(source, scale, shift):
+        elif source.op == "Gemm":
+            if not _fold_bn_into_gemm(source, scale, shift):
+                continue
+        elif source.op != "Add" or not _fold_bn_into_matmul_add(graph, source, scale, shift):
             continue
         source.outputs[0] = bn.outputs[0]
         bn.inputs.clear()
         bn.outputs.clear()
         records.append({"pass": "fold_batchnorm", "action": "folded", "nodes": [bn.name, source.name],
-                        "result": source.name, "detail": f"BatchNormalization folded into {source.op}"})
+                        "result": source.name, "detail": "BatchNormalization folded into "
+                                  + ("MatMul + Add" if source.op == "Add" else source.op)})
     return records
 
 
@@ -67,6 +71,25 @@ def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> b
     return True
 
 
+def _fold_bn_into_matmul_add(graph: gs.Graph, add: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    """Fold into ``Add(MatMul(x, W), b)`` on rank-2 tensors (a Linear layer exported as MatMul + Add)."""
+    if len(add.inputs) != 2 or add.outputs[0].shape is None or len(add.outputs[0].shape) != 2:
+        return False
+    if constant(add.inputs[0]) is not None:
+        set_inputs(add, [add.inputs[1], add.inputs[0]])
+    matmul, bias = producer(add.inputs[0]), constant(add.inputs[1])
+    if matmul is None or matmul.op != "MatMul" or bias is None or sole_consumer(graph, add.inputs[0]) is not add:
+        return False
+    weight = constant(matmul.inputs[1])
+    if weight is None or weight.ndim != 2 or weight.shape[1] != scale.size or bias.size not in (1, scale.size):
+        return False
+    name = matmul.name or matmul.outputs[0].name
+    matmul.inputs[1] = gs.Constant(f"{name}.folded_weight", (weight.astype(np.float64) * scale).astype(weight.dtype))
+    folded_bias = np.broadcast_to(bias.astype(np.float64).reshape(-1), scale.shape) * scale + shift
+    add.inputs[1] = gs.Constant(f"{name}.folded_bias", folded_bias.astype(bias.dtype))
+    return True
+
+
 def _is_constant_value(tensor: gs.Tensor, value: float) -> bool:
     values = constant(tensor)
     return values is not None and values.size > 0 and bool(np.all(values == value))
@@ -84,7 +107,10 @@ def _identity_like(node: gs.Node) -> str:
     if node.op == "Identity":
         return "Identity"
     if node.op == "Dropout" and (len(node.outputs) == 1 or not node.outputs[1].outputs):
-        return "Dropout (inference)"
+        training = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        if training is None or _is_constant_value(training, 0):
+            return "Dropout (inference)"
+        return ""  # training_mode true or computed: random, not an identity
     if len(node.inputs) == 2 and node.op in ("Add", "Mul") and constant(node.inputs[0]) is not None \
             and constant(node.inputs[1]) is None:
         set_inputs(node, [node.inputs[1], node.inputs[0]])  # commutative: put the constant second
