@@ -132,12 +132,15 @@ def block_medians(samples: Sequence[float], block_ends: Sequence[int]) -> np.nda
 
 def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
                        resamples: int = 2000, seed: int = 0, numerator_blocks: Optional[Sequence[int]] = None,
-                       denominator_blocks: Optional[Sequence[int]] = None) -> Tuple[float, float, float]:
+                       denominator_blocks: Optional[Sequence[int]] = None,
+                       paired: bool = False) -> Tuple[float, float, float]:
     """Ratio of medians (numerator / denominator) with a percentile-bootstrap confidence interval.
 
     With numerator = baseline latencies and denominator = variant latencies this is the variant's speed-up.
     Given the timing blocks of both series, whole blocks are resampled (their medians), so that the interval
     also covers drift between blocks (samples inside one block are not independent); otherwise single samples.
+    ``paired``: block i of both series ran in the same interleaved round, so rounds are resampled together and
+    drift common to both cancels, as the interleaving intends.
     """
     a = np.asarray(numerator, dtype=float)
     b = np.asarray(denominator, dtype=float)
@@ -146,8 +149,11 @@ def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
     else:
         a_units, b_units = a, b
     rng = np.random.default_rng(seed)
-    med_a = np.median(a_units[rng.integers(0, a_units.size, size=(resamples, a_units.size))], axis=1)
-    med_b = np.median(b_units[rng.integers(0, b_units.size, size=(resamples, b_units.size))], axis=1)
+    pick_a = rng.integers(0, a_units.size, size=(resamples, a_units.size))
+    same_rounds = paired and a_units.size == b_units.size and a_units.size != a.size
+    pick_b = pick_a if same_rounds else rng.integers(0, b_units.size, size=(resamples, b_units.size))
+    med_a = np.median(a_units[pick_a], axis=1)
+    med_b = np.median(b_units[pick_b], axis=1)
     ratios = med_a / med_b
     alpha = (1.0 - confidence) / 2.0
     ratio = float(np.median(a) / np.median(b))
@@ -156,9 +162,9 @@ def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
 
 
 def measurement_ratio_ci(numerator: Measurement, denominator: Measurement) -> Tuple[float, float, float]:
-    """``bootstrap_ratio_ci`` of two measurements, resampling their timing blocks."""
-    return bootstrap_ratio_ci(numerator.latencies, denominator.latencies,
-                              numerator_blocks=numerator.block_ends, denominator_blocks=denominator.block_ends)
+    """``bootstrap_ratio_ci`` of two measurements of one interleaved run, resampling their rounds together."""
+    return bootstrap_ratio_ci(numerator.latencies, denominator.latencies, numerator_blocks=numerator.block_ends,
+                              denominator_blocks=denominator.block_ends, paired=True)
 
 
 @dataclasses.dataclass

@@ -136,3 +136,18 @@ def test_block_bootstrap_covers_drift_between_blocks():
         hits_samples += low <= true_ratio <= high
     assert hits_blocks / trials >= 0.88
     assert hits_samples / trials < 0.6  # the naive interval is far too narrow here
+
+
+def test_paired_rounds_cancel_drift_common_to_both():
+    """Drift that hits baseline and variant alike in a round (what interleaving is for) cancels when paired."""
+    rng = np.random.default_rng(6)
+    blocks, size = 40, 20
+    common = rng.normal(0, 0.1, blocks).repeat(size)
+    base = 1.5 * np.exp(common + rng.normal(0, 0.01, blocks * size))
+    new = np.exp(common + rng.normal(0, 0.01, blocks * size))
+    ends = list(range(size, blocks * size + 1, size))
+    _, low_p, high_p = timing.bootstrap_ratio_ci(base, new, numerator_blocks=ends, denominator_blocks=ends,
+                                                 paired=True)
+    _, low_u, high_u = timing.bootstrap_ratio_ci(base, new, numerator_blocks=ends, denominator_blocks=ends)
+    assert low_p <= 1.5 <= high_p
+    assert (high_p - low_p) < (high_u - low_u) / 3
