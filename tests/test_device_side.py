@@ -191,3 +191,20 @@ def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(tmp_path):  # pragm
         np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3)
         timings = trt_runner.measure_once()
         assert timings["latency_ms"] >= timings["gpu_compute_ms"] > 0
+
+
+def test_torch_backend_matches_onnxruntime_on_the_cpu(tmp_path):
+    import numpy as np
+
+    from harness.backends import get_runner_class
+    from harness.backends.onnxruntime import OnnxRuntimeRunner
+
+    model = tmp_path / "m.onnx"
+    assert main(["export", "resnet20", "--variant", "dc-1x1", "-o", str(model)]) == 0
+    host = load_profile("host")
+    with get_runner_class("torch")(model, host) as torch_runner, OnnxRuntimeRunner(model, host) as reference:
+        feeds = reference.random_inputs(1)
+        np.testing.assert_allclose(torch_runner.infer(feeds)["output"], reference.infer(feeds)["output"],
+                                   rtol=1e-4, atol=1e-5)
+        assert torch_runner.measure_once()["latency_ms"] > 0
+        assert torch_runner.describe()["device"] == "cpu"

@@ -81,40 +81,66 @@ def to_grouped(dense: np.ndarray, groups: int) -> np.ndarray:
     return np.concatenate([dense[g * o_per:(g + 1) * o_per, g * i_per:(g + 1) * i_per] for g in range(groups)])
 
 
+def _compose_batched(w1: np.ndarray, w2: np.ndarray, stride1: Tuple[int, int]) -> np.ndarray:
+    """Per batch g: ``W[g, o, x, a*s + u, b*s + v] += sum_m W2[g, o, m, a, b] * W1[g, m, x, u, v]``.
+
+    w1: (G, M, X, k1h, k1w), w2: (G, O, M, k2h, k2w) -> (G, O, X, K1h + (k2h - 1) * sh, ...), in float64.
+    """
+    (sh, sw), (g, m, x, k1h, k1w), (_, o, _, k2h, k2w) = stride1, w1.shape, w2.shape
+    flat = w1.reshape(g, m, x * k1h * k1w)
+    merged = np.zeros((g, o, x, k1h + (k2h - 1) * sh, k1w + (k2w - 1) * sw))
+    for a in range(k2h):
+        for b in range(k2w):
+            part = np.matmul(np.ascontiguousarray(w2[..., a, b]), flat).reshape(g, o, x, k1h, k1w)
+            merged[:, :, :, a * sh:a * sh + k1h, b * sw:b * sw + k1w] += part
+    return merged
+
+
+def _composed_bias(w2: np.ndarray, groups2: int, b1: Optional[np.ndarray], b2: Optional[np.ndarray]) -> np.ndarray:
+    """``b2 + sum_{m,a,b} W2[o, m, a, b] * b1[m]`` with conv2 grouped (m ranges over o's group)."""
+    o, m_per = w2.shape[:2]
+    bias = np.zeros(o) if b2 is None else b2.astype(np.float64).copy()
+    if b1 is not None:
+        sums = w2.astype(np.float64).sum(axis=(2, 3)).reshape(groups2, o // groups2, m_per)
+        bias += np.matmul(sums, b1.astype(np.float64).reshape(groups2, m_per, 1)).reshape(o)
+    return bias
+
+
 def compose(w1: np.ndarray, b1: Optional[np.ndarray], stride1: Tuple[int, int], w2: np.ndarray,
-            b2: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """Dense kernels of conv2(conv1(x)) as one conv, conv2 unpadded (dilation already expanded).
+            b2: Optional[np.ndarray], groups1: int = 1, groups2: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """The dense kernel and bias of conv2(conv1(x)) as one conv, conv2 unpadded (dilations already expanded).
 
     ``K = k1 + (k2 - 1) * s1``; ``W[o, i, a*s1 + u, b*s1 + v] += sum_m W2[o, m, a, b] * W1[m, i, u, v]``;
-    ``bias = b2 + sum_{m,a,b} W2[o, m, a, b] * b1[m]``.
+    ``bias = b2 + sum_{m,a,b} W2[o, m, a, b] * b1[m]``. Weights in their grouped layouts (``groups1``,
+    ``groups2``): the sum runs over the non-zero blocks only, so that a depthwise conv next to a wide dense one
+    costs what it computes, not what its dense form would.
     """
     w1 = w1.astype(np.float64)
     w2 = w2.astype(np.float64)
-    (sh, sw), (_, _, k1h, k1w), (o, _, k2h, k2w) = stride1, w1.shape, w2.shape
-    merged = np.zeros((o, w1.shape[1], k1h + (k2h - 1) * sh, k1w + (k2w - 1) * sw))
-    for a in range(k2h):
-        for b in range(k2w):
-            merged[:, :, a * sh:a * sh + k1h, b * sw:b * sw + k1w] += np.tensordot(w2[:, :, a, b], w1, axes=(1, 0))
-    bias = np.zeros(o) if b2 is None else b2.astype(np.float64).copy()
-    if b1 is not None:
-        bias += w2.sum(axis=(2, 3)) @ b1.astype(np.float64)
-    return merged, bias
+    m, i_per1, k1h, k1w = w1.shape
+    o, m_per2, k2h, k2w = w2.shape
+    bias = _composed_bias(w2, groups2, b1, b2)
+    if groups2 > 1:  # batch over conv2's groups, conv1 dense
+        dense1 = to_dense(w1, groups1).reshape(groups2, m // groups2, i_per1 * groups1, k1h, k1w)
+        merged = _compose_batched(dense1, w2.reshape(groups2, o // groups2, m_per2, k2h, k2w), stride1)
+        return merged.reshape(o, i_per1 * groups1, *merged.shape[3:]), bias
+    # batch over conv1's groups (one batch when dense): each input block gets its own slice of conv2
+    m_per1 = m // groups1
+    w2g = w2.reshape(o, groups1, m_per1, k2h, k2w).transpose(1, 0, 2, 3, 4)
+    merged = _compose_batched(w1.reshape(groups1, m_per1, i_per1, k1h, k1w), w2g, stride1)
+    merged = merged.transpose(1, 0, 2, 3, 4)
+    return merged.reshape(o, i_per1 * groups1, *merged.shape[3:]), bias
 
 
 def compose_grouped(w1: np.ndarray, b1: Optional[np.ndarray], stride1: Tuple[int, int], w2: np.ndarray,
                     b2: Optional[np.ndarray], groups: int) -> Tuple[np.ndarray, np.ndarray]:
     """Like ``compose`` for two convs with the same group count: composed group by group, result grouped."""
-    m = w1.shape[0]
-    o = w2.shape[0]
-    m_per, o_per = m // groups, o // groups
-    parts, biases = [], []
-    for g in range(groups):
-        sub_b1 = None if b1 is None else b1[g * m_per:(g + 1) * m_per]
-        sub_b2 = None if b2 is None else b2[g * o_per:(g + 1) * o_per]
-        w, b = compose(w1[g * m_per:(g + 1) * m_per], sub_b1, stride1, w2[g * o_per:(g + 1) * o_per], sub_b2)
-        parts.append(w)
-        biases.append(b)
-    return np.concatenate(parts), np.concatenate(biases)
+    w1 = w1.astype(np.float64)
+    w2 = w2.astype(np.float64)
+    (m, i_per, k1h, k1w), (o, m_per, k2h, k2w) = w1.shape, w2.shape
+    merged = _compose_batched(w1.reshape(groups, m // groups, i_per, k1h, k1w),
+                              w2.reshape(groups, o // groups, m_per, k2h, k2w), stride1)
+    return merged.reshape(o, i_per, *merged.shape[3:]), _composed_bias(w2, groups, b1, b2)
 
 
 def place_kernel(weight: np.ndarray, size: Tuple[int, int], offset: Tuple[int, int]) -> np.ndarray:

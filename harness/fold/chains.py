@@ -117,8 +117,7 @@ def merge_run(run: List[ConvView]) -> ConvView:
         if groups == nxt.groups and groups > 1:
             weight, bias = algebra.compose_grouped(weight, bias, stride, w2, nxt.bias, groups)
         else:
-            weight, bias = algebra.compose(algebra.to_dense(weight, groups), bias, stride,
-                                           algebra.to_dense(w2, nxt.groups), nxt.bias)
+            weight, bias = algebra.compose(weight, bias, stride, w2, nxt.bias, groups, nxt.groups)
             groups = 1
         stride = (stride[0] * nxt.strides[0], stride[1] * nxt.strides[1])
     if groups == 1:

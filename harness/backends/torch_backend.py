@@ -1,0 +1,90 @@
+"""PyTorch reference backend: the ONNX graph converted back to a torch module (onnx2torch), run eagerly.
+
+On CUDA it times with CUDA events around the forward pass (optionally replayed from a CUDA graph) with
+``torch.backends.cudnn.benchmark`` on; on the CPU with ``perf_counter``. Needs ``pip install torch onnx2torch``.
+The ONNX graph is the source of truth so that every backend runs the same (folded) network.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import onnx
+import onnx2torch
+import torch
+
+from harness.backends.base import LATENCY, Runner
+from harness.errors import HarnessError
+from harness.profiles import Profile
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class TorchRunner(Runner):
+    """Eager PyTorch on the GPU when there is one (the profile's kind is gpu or jetson), else on the CPU."""
+
+    backend_name = "torch"
+
+    def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1,
+                 cuda_graph: bool = False) -> None:
+        super().__init__(onnx_path, profile, precision, batch)
+        if precision not in DTYPES:
+            raise HarnessError(f"the torch backend runs fp32 or fp16, not {precision}")
+        self.device = torch.device("cuda" if profile.kind != "cpu" and torch.cuda.is_available() else "cpu")
+        model = onnx.load(str(onnx_path))
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        self.input_name = model.graph.input[0].name
+        self.shape = tuple(d.dim_value for d in dims)
+        self.module = onnx2torch.convert(model).eval().to(self.device, DTYPES[precision])
+        self.example = torch.randn(self.shape, device=self.device, dtype=DTYPES[precision])
+        self.graph = None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            if cuda_graph:
+                self.graph = self._capture()
+
+    def _capture(self):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(3):
+                self.module(self.example)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.no_grad():
+            self.module(self.example)
+        return graph
+
+    def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
+        return {self.input_name: (self.shape, np.dtype(np.float32))}
+
+    def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        x = torch.from_numpy(feeds[self.input_name]).to(self.device, DTYPES[self.precision])
+        with torch.no_grad():
+            out = self.module(x)
+        return {"output": out.float().cpu().numpy()}
+
+    def _measure_impl(self) -> Dict[str, float]:
+        with torch.no_grad():
+            if self.device.type == "cuda":
+                self.start.record()
+                if self.graph is not None:
+                    self.graph.replay()
+                else:
+                    self.module(self.example)
+                self.end.record()
+                self.end.synchronize()
+                return {LATENCY: self.start.elapsed_time(self.end)}
+            started = time.perf_counter_ns()
+            self.module(self.example)
+            return {LATENCY: (time.perf_counter_ns() - started) / 1e6}
+
+    def describe(self) -> Dict[str, Any]:
+        info = super().describe()
+        info.update(version=torch.__version__, device=str(self.device), cuda_graph=self.graph is not None,
+                    cudnn_benchmark=bool(torch.backends.cudnn.benchmark), threads=torch.get_num_threads())
+        return info
