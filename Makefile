@@ -1,4 +1,4 @@
-# make bench [DEVICE=host] [MODELS=resnet56,lenet5] [OUT=results/host]   |   make test
+# make bench [DEVICE=host] [MODELS=resnet56,lenet5] [OUT=results/host]  |  make paper [DEVICE=host]  |  make test
 # The first use creates .venv and installs the package with its test tools. TORCH_SPEC pins the CPU build of
 # torch that CI uses; override it on a GPU machine (make bench TORCH_SPEC=torch) to keep your own build.
 PYTHON ?= python3
@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 DEVICE_SIDE := harness/__init__.py harness/errors.py harness/profiles.py harness/backends harness/envinfo.py \
 	harness/timing.py harness/onnx_io.py harness/results.py harness/graph_stats.py harness/cli.py harness/commands
 
-.PHONY: bench test lint setup clean
+.PHONY: bench paper test lint setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ setup: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/harness bench --device $(DEVICE) --variants $(VARIANTS) $(if $(MODELS),--models $(MODELS)) $(if $(OUT),--out $(OUT))
+
+paper: $(STAMP)
+	$(VENV)/bin/harness suite papers --device $(DEVICE) $(if $(OUT),--out $(OUT))
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

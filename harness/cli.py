@@ -14,7 +14,8 @@ from typing import List, Optional
 from harness import __version__
 from harness.errors import HarnessError
 
-COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "lut", "plan", "profiles", "env")
+COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "suite", "lut", "plan",
+            "profiles", "env")
 
 
 def build_parser() -> argparse.ArgumentParser:

