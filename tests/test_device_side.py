@@ -193,14 +193,16 @@ def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(tmp_path):  # pragm
         assert timings["latency_ms"] >= timings["gpu_compute_ms"] > 0
 
 
-def test_torch_backend_matches_onnxruntime_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("name,variant", [("resnet20", "dc-1x1"), ("mobilenetv2", "dc-ds")])
+def test_torch_backend_matches_onnxruntime_on_the_cpu(tmp_path, name, variant):
     import numpy as np
 
     from harness.backends import get_runner_class
     from harness.backends.onnxruntime import OnnxRuntimeRunner
 
-    model = tmp_path / "m.onnx"
-    assert main(["export", "resnet20", "--variant", "dc-1x1", "-o", str(model)]) == 0
+    exported, model = tmp_path / "m.onnx", tmp_path / "folded.onnx"
+    assert main(["export", name, "--variant", variant, "-o", str(exported)]) == 0
+    assert main(["fold", str(exported), "-o", str(model), "--merge", "all", "--no-verify"]) == 0
     host = load_profile("host")
     with get_runner_class("torch")(model, host) as torch_runner, OnnxRuntimeRunner(model, host) as reference:
         feeds = reference.random_inputs(1)

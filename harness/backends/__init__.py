@@ -16,7 +16,7 @@ BACKENDS: Dict[str, tuple] = {
     "tensorrt": ("harness.backends.tensorrt", "TensorRTRunner",
                  "pip install '.[tensorrt]' on a desktop GPU, or on a Jetson use JetPack's TensorRT "
                  "(sudo apt install python3-libnvinfer) and pip install pycuda"),
-    "torch": ("harness.backends.torch_backend", "TorchRunner", "pip install torch onnx2torch"),
+    "torch": ("harness.backends.torch_backend", "TorchRunner", "pip install torch"),
 }
 
 

@@ -1,8 +1,9 @@
-"""PyTorch reference backend: the ONNX graph converted back to a torch module (onnx2torch), run eagerly.
+"""PyTorch reference backend: the ONNX graph run eagerly as a torch module.
 
-On CUDA it times with CUDA events around the forward pass (optionally replayed from a CUDA graph) with
-``torch.backends.cudnn.benchmark`` on; on the CPU with ``perf_counter``. Needs ``pip install torch onnx2torch``.
-The ONNX graph is the source of truth so that every backend runs the same (folded) network.
+The graph becomes a module through ``onnx2torch`` when installed, else through harness's own small interpreter of
+the CNN ops its graphs use. On CUDA it times with CUDA events around the forward pass (optionally replayed from a
+CUDA graph) with ``torch.backends.cudnn.benchmark`` on; on the CPU with ``perf_counter``. The ONNX graph is the
+source of truth so that every backend runs the same (folded) network.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 import onnx
-import onnx2torch
 import torch
 
 from harness.backends.base import LATENCY, Runner
@@ -21,6 +21,16 @@ from harness.errors import HarnessError
 from harness.profiles import Profile
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
+    try:
+        import onnx2torch
+    except ImportError:
+        from harness.backends.onnx_to_torch import OnnxModule
+
+        return OnnxModule(model)
+    return onnx2torch.convert(model)
 
 
 class TorchRunner(Runner):
@@ -38,7 +48,7 @@ class TorchRunner(Runner):
         dims = model.graph.input[0].type.tensor_type.shape.dim
         self.input_name = model.graph.input[0].name
         self.shape = tuple(d.dim_value for d in dims)
-        self.module = onnx2torch.convert(model).eval().to(self.device, DTYPES[precision])
+        self.module = _to_module(model).eval().to(self.device, DTYPES[precision])
         self.example = torch.randn(self.shape, device=self.device, dtype=DTYPES[precision])
         self.graph = None
         if self.device.type == "cuda":

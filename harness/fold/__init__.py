@@ -80,7 +80,7 @@ def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, 
     severity = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR
     try:
-        graph.fold_constants(error_ok=True).cleanup()
+        graph.fold_constants(fold_shapes=False, error_ok=True).cleanup()  # shapes: keep a batch-agnostic graph
     finally:
         G_LOGGER.severity = severity
     removed = before - len(graph.nodes)

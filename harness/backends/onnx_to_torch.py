@@ -1,0 +1,93 @@
+"""A small ONNX interpreter in PyTorch for the ops harness's own graphs use (zoo exports, folded graphs).
+
+The torch reference backend prefers ``onnx2torch`` when it is installed; it needs torchvision, which the CPU build
+of torch used in CI cannot import, so this covers the common CNN ops without it and names any op it lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+
+from harness.errors import HarnessError
+
+
+def _attrs(node: onnx.NodeProto) -> Dict[str, object]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _conv(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1, **_):
+    top, left, bottom, right = pads
+    if top != bottom or left != right:
+        x = F.pad(x, (left, right, top, bottom))
+        top = left = 0
+    return F.conv2d(x, w, b, tuple(strides), (top, left), tuple(dilations), group)
+
+
+def _gemm(a, b, c=None, *, transA=0, transB=0, alpha=1.0, beta=1.0, **_):
+    a = a.t() if transA else a
+    b = b.t() if transB else b
+    out = alpha * (a @ b)
+    return out + beta * c if c is not None else out
+
+
+def _maxpool(x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0, **_):
+    return F.max_pool2d(x, tuple(kernel_shape), tuple(strides or kernel_shape), (pads[0], pads[1]),
+                        ceil_mode=bool(ceil_mode))
+
+
+def _clip(x, low=None, high=None, **_):
+    return torch.clamp(x, None if low is None else float(low), None if high is None else float(high))
+
+
+def _batchnorm(x, scale, bias, mean, var, *, epsilon=1e-5, **_):
+    return F.batch_norm(x, mean, var, scale, bias, False, 0.0, epsilon)
+
+
+OPS: Dict[str, Callable] = {
+    "Conv": _conv, "Gemm": _gemm, "MaxPool": _maxpool, "Clip": _clip, "BatchNormalization": _batchnorm,
+    "Relu": lambda x, **_: torch.relu(x), "Add": lambda a, b, **_: a + b, "Mul": lambda a, b, **_: a * b,
+    "MatMul": lambda a, b, **_: a @ b, "Identity": lambda x, **_: x,
+    "GlobalAveragePool": lambda x, **_: x.mean(dim=(2, 3), keepdim=True),
+    "Flatten": lambda x, *, axis=1, **_: torch.flatten(x, axis),
+    "Reshape": lambda x, shape, **_: torch.reshape(x, [int(d) for d in shape.tolist()]),
+}
+
+
+class OnnxModule(torch.nn.Module):
+    """Runs an ONNX graph node by node with torch operations (inference only)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        unsupported = sorted({n.op_type for n in model.graph.node} - set(OPS) - {"Constant"})
+        if unsupported:
+            raise HarnessError(f"the torch backend's interpreter lacks {', '.join(unsupported)}: "
+                               f"pip install onnx2torch (needs torchvision) for full ONNX coverage")
+        self.constants: Dict[str, torch.Tensor] = {}
+        for init in model.graph.initializer:
+            self.constants[init.name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+        for node in model.graph.node:
+            if node.op_type == "Constant":
+                self.constants[node.output[0]] = torch.from_numpy(
+                    numpy_helper.to_array(_attrs(node)["value"]).copy())
+        self.nodes = [(n.op_type, list(n.input), n.output[0], _attrs(n)) for n in model.graph.node
+                      if n.op_type != "Constant"]
+        self.input_names: List[str] = [i.name for i in model.graph.input if i.name not in self.constants]
+        self.output_names = [o.name for o in model.graph.output]
+
+    def to(self, *args, **kwargs):  # keep the constants with the module
+        self.constants = {k: v.to(*args, **kwargs) if v.is_floating_point() else v.to(args[0] if args else
+                          kwargs.get("device")) for k, v in self.constants.items()}
+        return super().to(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = dict(self.constants)
+        values[self.input_names[0]] = x
+        for op, inputs, output, attrs in self.nodes:
+            args = [values[name] if name else None for name in inputs]
+            values[output] = OPS[op](*args, **attrs)
+        return values[self.output_names[0]]
