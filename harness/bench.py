@@ -182,6 +182,7 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
             progress.update(task, completed=100, stage="done")
             write_results(results, results_path)
     results["device"]["environment_after"] = envinfo.capture_environment(profile)
+    results["device"]["warnings"] += envinfo.state_changes(environment, results["device"]["environment_after"])
     results["complete"] = True
     write_results(results, results_path)
     write_text_atomic(options.out_dir / "report.md", to_markdown(results))

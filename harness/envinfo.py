@@ -220,6 +220,24 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
     return problems
 
 
+def state_changes(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
+    """What changed on the device between two captures (power mode, clock locking, throttling, governor)."""
+    def pick(env: Dict[str, Any], *path: str) -> Any:
+        for key in path:
+            env = env.get(key) if isinstance(env, dict) else None
+        return env
+
+    watched = {"power mode": ("jetson", "nvpmodel", "mode"), "clock locking": ("jetson", "jetson_clocks", "locked"),
+               "GPU throttle reasons": ("gpu", "throttle_reasons"), "GPU SM clock": ("gpu", "sm_clock_mhz"),
+               "CPU governor": ("cpu", "governor")}
+    changes = []
+    for label, path in watched.items():
+        old, new = pick(before, *path), pick(after, *path)
+        if old != new:
+            changes.append(f"{label} changed during the run: {old} -> {new}")
+    return changes
+
+
 def enforce_expectations(env: Dict[str, Any], profile: Profile, strict: bool) -> List[str]:
     """``check_expectations``, raising HarnessError when ``strict`` and anything differs."""
     problems = check_expectations(env, profile)

@@ -210,3 +210,15 @@ def test_torch_backend_matches_onnxruntime_on_the_cpu(tmp_path, name, variant):
                                    rtol=1e-4, atol=1e-5)
         assert torch_runner.measure_once()["latency_ms"] > 0
         assert torch_runner.describe()["device"] == "cpu"
+
+
+def test_state_changes_during_a_run_are_flagged():
+    from harness.envinfo import state_changes
+
+    before = {"cpu": {"governor": "performance"}, "gpu": {"throttle_reasons": [], "sm_clock_mhz": 1695},
+              "jetson": None}
+    after = {"cpu": {"governor": "performance"}, "gpu": {"throttle_reasons": ["sw_thermal_slowdown"],
+                                                         "sm_clock_mhz": 1410}, "jetson": None}
+    changes = state_changes(before, after)
+    assert len(changes) == 2 and any("throttle" in c for c in changes) and any("1695 -> 1410" in c for c in changes)
+    assert state_changes(before, before) == []
