@@ -91,5 +91,16 @@ def test_incomparable_files_are_refused(two_devices, tmp_path, capsys):
     assert not (tmp_path / "r" / "report.md").exists()
 
 
+def test_per_layer_view_before_and_after_folding(two_devices, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(two_devices[0]), "-o", str(out), "--no-plots", "--layers"]) == 0
+    text = (out / "layers-cpu-a.md").read_text()
+    assert "## resnet20/dc-1x1 (" in text and "## resnet20/dc-1x1/folded (" in text
+    section = text.split("## resnet20/dc-1x1/folded")[1].split("##")[0]
+    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in section.splitlines()
+              if line.startswith("| ") and line.endswith("% |")]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
+
+
 def test_pareto_front():
     assert pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)]) == [(1, 5), (2, 3), (4, 1)]

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("results", nargs="+", type=Path, help="results.json files, one per device")
     parser.add_argument("-o", "--out", type=Path, default=Path("report"), help="output folder (default: report)")
     parser.add_argument("--no-plots", action="store_true", help="skip the plots")
+    parser.add_argument("--layers", action="store_true",
+                        help="also profile each ONNX Runtime graph per layer on this machine (layers.md)")
     parser.set_defaults(func=run)
 
 
@@ -38,6 +40,12 @@ def run(args) -> int:
                write_text_atomic(out / "results.json", json.dumps(
                    {"schema": 1, "merged_from": [str(p) for p in args.results],
                     "devices": {d.name: d.results for d in comparison.devices}}, indent=1) + "\n")]
+    if args.layers:
+        from harness.report.layers import layers_markdown
+
+        for device in comparison.devices:
+            if device.backend == "onnxruntime":
+                written.append(write_text_atomic(out / f"layers-{device.name}.md", layers_markdown(device.results)))
     if not args.no_plots:
         from harness.report.plots import make_plots
 
