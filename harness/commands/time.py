@@ -35,6 +35,21 @@ def run(args) -> int:
         raise HarnessError("the same ONNX file is named twice")
     for path in args.onnx:
         load_model(path)  # clear errors for missing, corrupt or unsafe files before timing anything
+    if profile.remote.host:  # time on the device itself, over SSH, with the device's copy of the profile
+        import tempfile
+
+        from harness.remote import RemoteDevice
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = RemoteDevice(profile).time(args.onnx, Path(tmp) / "times.json")
+            text = fetched.read_text()
+        for name, entry in json.loads(text).items():
+            s = entry["stats"]
+            print(f"{name} on {profile.remote.host}: median {s['median']:.3f} ms [{s['median_ci_low']:.3f}, "
+                  f"{s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 {s['p99']:.3f}, n={s['n']}")
+        if args.json:
+            write_text_atomic(args.json, text)
+        return 0
     runner_class = get_runner_class(profile.backend)
     runners = {str(p): runner_class(p, profile, profile.precisions[0], profile.batch_sizes[0]) for p in args.onnx}
     try:
