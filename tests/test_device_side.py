@@ -222,3 +222,12 @@ def test_state_changes_during_a_run_are_flagged():
     changes = state_changes(before, after)
     assert len(changes) == 2 and any("throttle" in c for c in changes) and any("1695 -> 1410" in c for c in changes)
     assert state_changes(before, before) == []
+
+
+@pytest.mark.skipif(__import__("shutil").which("trtexec") is not None,
+                    reason="trtexec is installed here: the missing-tool message does not apply")
+def test_trtexec_timing_without_trtexec_says_where_it_lives(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    assert main(["export", "lenet5", "-o", str(model)]) == 0
+    assert main(["time", str(model), "--device", "xavier", "--trtexec"]) == 2
+    assert "/usr/src/tensorrt/bin/trtexec" in capsys.readouterr().err

@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
     parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
     parser.add_argument("--json", type=Path, default=None, help="also write raw samples and statistics here")
+    parser.add_argument("--trtexec", action="store_true",
+                        help="time each file with NVIDIA's trtexec instead (its --exportTimes, one file at a time)")
     parser.set_defaults(func=run)
 
 
@@ -50,6 +52,8 @@ def run(args) -> int:
         if args.json:
             write_text_atomic(args.json, text)
         return 0
+    if args.trtexec:
+        return _time_with_trtexec(args, profile)
     runner_class = get_runner_class(profile.backend)
     runners = {str(p): runner_class(p, profile, profile.precisions[0], profile.batch_sizes[0]) for p in args.onnx}
     try:
@@ -73,6 +77,30 @@ def run(args) -> int:
         for warning in m.warnings():
             print(f"  warning: {warning}")
         report[name] = entry
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def _time_with_trtexec(args, profile) -> int:
+    """Each file through trtexec with the profile's settings; statistics from its per-query records."""
+    import json
+
+    from harness.backends.trtexec import run_trtexec
+    from harness.onnx_io import load_model, write_text_atomic
+    from harness.timing import summarize
+
+    report = {}
+    for path in args.onnx:
+        model = load_model(path)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        run = run_trtexec(path, profile, profile.precisions[0], profile.batch_sizes[0],
+                          tuple(d.dim_value for d in dims), model.graph.input[0].name)
+        stats = summarize(run["series_ms"]["latency_ms"], profile.batch_sizes[0])
+        compute = summarize(run["series_ms"]["gpu_compute_ms"])
+        print(f"{path} (trtexec, TensorRT {run['tensorrt']}): latency median {stats.median:.3f} ms, p99 "
+              f"{stats.p99:.3f}; GPU compute median {compute.median:.3f} ms; n={stats.n}")
+        report[str(path)] = {"trtexec": run["command"], "tensorrt": run["tensorrt"], "series_ms": run["series_ms"]}
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
     return 0
