@@ -64,5 +64,5 @@ class RemoteDevice:
         """Upload ONNX files, run ``harness time`` on the device with its own profile, bring the JSON back."""
         names = [self.put(path, f"harness-{path.name}") for path in onnx_files]
         self.run([self.remote.python, "-m", "harness.cli", "time", *names, "--device", device or self.profile.name,
-                  "--json", "harness-times.json"])
+                  "--local", "--json", "harness-times.json"])
         return self.get("harness-times.json", out)

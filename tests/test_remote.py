@@ -61,11 +61,13 @@ def sshd(tmp_path):
 
 
 def _remote_profile(tmp_path: Path, fast_profile: Path, port: int) -> Path:
+    """The host's profile (with the SSH target); the device keeps its own copy, without one, in its workdir."""
     workdir = tmp_path / "device"
     workdir.mkdir()
     data = yaml.safe_load(fast_profile.read_text())
+    (workdir / "fast.yaml").write_text(yaml.safe_dump(data))
     data["remote"] = {"host": "127.0.0.1", "port": port, "python": sys.executable, "workdir": str(workdir)}
-    path = workdir / "fast.yaml"  # the device keeps its own copy of the profile
+    path = tmp_path / "fast-remote.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -77,11 +79,11 @@ def test_time_on_a_remote_device_over_ssh(sshd, tmp_path, fast_profile):
     assert main(["export", "lenet5", "-o", str(model)]) == 0
     profile_path = _remote_profile(tmp_path, fast_profile, sshd["port"])
     device = RemoteDevice(load_profile(str(profile_path)), sshd["identity"], sshd["known_hosts"])
-    result = device.time([model], tmp_path / "times.json", device=str(profile_path))
+    result = device.time([model], tmp_path / "times.json", device="fast.yaml")
     data = json.loads(result.read_text())
     (entry,) = data.values()
     assert entry["stats"]["n"] >= 10 and entry["stats"]["median"] > 0
-    assert (profile_path.parent / "harness-lenet.onnx").is_file()  # uploaded into the device's workdir
+    assert (tmp_path / "device" / "harness-lenet.onnx").is_file()  # uploaded into the device's workdir
 
 
 def test_unknown_host_key_is_refused(sshd, tmp_path, fast_profile):
@@ -98,4 +100,4 @@ def test_arguments_are_quoted_not_interpreted(sshd, tmp_path, fast_profile):
     device = RemoteDevice(load_profile(str(profile_path)), sshd["identity"], sshd["known_hosts"])
     out = device.run(["echo", "$(touch pwned); rm -rf ~"])
     assert out.strip() == "$(touch pwned); rm -rf ~"
-    assert not (profile_path.parent / "pwned").exists()
+    assert not (tmp_path / "device" / "pwned").exists()

@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
     parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
     parser.add_argument("--json", type=Path, default=None, help="also write raw samples and statistics here")
+    parser.add_argument("--local", action="store_true",
+                        help="time on this machine even when the profile names a remote device")
     parser.add_argument("--trtexec", action="store_true",
                         help="time each file with NVIDIA's trtexec instead (its --exportTimes, one file at a time)")
     parser.set_defaults(func=run)
@@ -37,7 +39,7 @@ def run(args) -> int:
         raise HarnessError("the same ONNX file is named twice")
     for path in args.onnx:
         load_model(path)  # clear errors for missing, corrupt or unsafe files before timing anything
-    if profile.remote.host:  # time on the device itself, over SSH, with the device's copy of the profile
+    if profile.remote.host and not args.local:  # on the device itself, over SSH, with its own profile copy
         import tempfile
 
         from harness.remote import RemoteDevice
