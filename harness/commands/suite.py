@@ -37,6 +37,11 @@ def run(args) -> int:
     results = run_bench(options, ["harness"] + sys.argv[1:])
     print_summary(results, out)
     path = write_text_atomic(out / "papers.md", claims_table(results))
+    from harness.report.cross_device import merge
+    from harness.report.plots import make_plots
+
+    plots = make_plots(merge([out / "results.json"]), out)
     print(path.read_text())
-    print(f"wrote {path}")
+    for written in [path, *plots]:
+        print(f"wrote {written}")
     return 0
