@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from harness.fold import algebra
 from harness.fold.graph import conv_view, producer, sole_consumer, write_conv
-from harness.fold.simplify import _bn_params
+from harness.fold.simplify import bn_params
 from harness.geometry import conv_output_size
 
 Record = Dict[str, Any]
@@ -66,7 +66,7 @@ def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[
         return node.inputs[0], _Branch(f"conv {view.describe()}", dense_conv, view.effective_kernel, view.pads,
                                        view.strides, node, view.out_channels, view.in_channels)
     if node.op == "BatchNormalization":
-        params = _bn_params(node)
+        params = bn_params(node)
         if params is None:
             return tensor, None
         scale, shift = params

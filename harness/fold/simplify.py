@@ -13,7 +13,8 @@ from harness.fold.graph import bypass, constant, conv_view, producer, rewire, se
 Record = Dict[str, Any]
 
 
-def _bn_params(bn: gs.Node):
+def bn_params(bn: gs.Node):
+    """BatchNorm as per-channel (scale, shift), or None for training-mode or non-constant statistics."""
     values = [constant(t) for t in bn.inputs[1:5]]
     if any(v is None for v in values) or len(bn.outputs) != 1:
         return None  # training-mode BN (mean/var outputs) or non-constant statistics
@@ -27,7 +28,7 @@ def fold_batchnorm(graph: gs.Graph) -> List[Record]:
         source = producer(bn.inputs[0])
         if source is None or sole_consumer(graph, bn.inputs[0]) is not bn:
             continue
-        params = _bn_params(bn)
+        params = bn_params(bn)
         if params is None:
             continue
         scale, shift = params
