@@ -59,6 +59,14 @@ def test_padding_moves_to_the_first_conv_of_a_linear_run():
     assert merged_kernel([1, 3, 1], [1, 2, 1]) == 3
 
 
+def test_width_pruning_reaches_the_published_parameter_reduction():
+    counts = {}
+    for variant in ("baseline", "cie-27x"):
+        module, shape = build_model("vgg19", variant)
+        counts[variant] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    assert 26 < counts["baseline"] / counts["cie-27x"] < 29  # CIE: 27.23x fewer parameters on VGG-19
+
+
 def test_unknown_names_are_refused():
     with pytest.raises(HarnessError, match="unknown model"):
         build_model("resnet9000")

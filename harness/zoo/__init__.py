@@ -35,6 +35,7 @@ ZOO: Dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("resnet20", lambda v: models.resnet_cifar(20, v), (3, 32, 32), "ResNet-20, CIFAR-10"),
     ZooEntry("resnet56", lambda v: models.resnet_cifar(56, v), (3, 32, 32), "ResNet-56, CIFAR-10"),
     ZooEntry("vgg16", lambda v: models.vgg_cifar(models.VGG16_STAGES, v), (3, 32, 32), "VGG-16-BN, CIFAR-10"),
+    ZooEntry("vgg19", lambda v: models.vgg_cifar(models.VGG19_STAGES, v), (3, 32, 32), "VGG-19-BN, CIFAR-10"),
     ZooEntry("mobilenetv2", models.mobilenet_v2, (3, 224, 224), "MobileNetV2-1.0, ImageNet"),
     ZooEntry("resnet34", lambda v: models.resnet_imagenet(34, v), (3, 224, 224), "ResNet-34, ImageNet"),
     ZooEntry("resnet50", lambda v: models.resnet_imagenet(50, v), (3, 224, 224), "ResNet-50, ImageNet"),

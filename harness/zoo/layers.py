@@ -24,16 +24,18 @@ class ConvSpec:
 
 @dataclasses.dataclass(frozen=True)
 class VariantSpec:
-    """A compressed variant as data: which activations go, and which convolutions get a smaller kernel."""
+    """A compressed variant as data: which activations go, which kernels shrink, which convs keep fewer channels."""
 
     description: str
     remove: frozenset = frozenset()          # activation names, e.g. "layer1.0.act1"
     kernels: Dict[str, int] = dataclasses.field(default_factory=dict)  # conv name -> new kernel size
+    widths: Dict[str, float] = dataclasses.field(default_factory=dict)  # conv name -> fraction of channels kept
 
     @staticmethod
-    def make(description: str, remove: Sequence[str] = (), kernels: Optional[Dict[str, int]] = None) -> VariantSpec:
+    def make(description: str, remove: Sequence[str] = (), kernels: Optional[Dict[str, int]] = None,
+             widths: Optional[Dict[str, float]] = None) -> VariantSpec:
         """Build a spec from plain lists (how the spec tables are written)."""
-        return VariantSpec(description, frozenset(remove), dict(kernels or {}))
+        return VariantSpec(description, frozenset(remove), dict(kernels or {}), dict(widths or {}))
 
 
 class Variant:
@@ -52,9 +54,15 @@ class Variant:
         self.convs.add(conv_name)
         return self.spec.kernels.get(conv_name, default)
 
+    def width(self, conv_name: str, default: int) -> int:
+        """Output channels of a conv after width pruning (at least one)."""
+        self.convs.add(conv_name)
+        return max(1, int(round(default * self.spec.widths.get(conv_name, 1.0))))
+
     def unknown_names(self) -> List[str]:
         """Names in the spec that the model does not have (a typo in a spec table)."""
-        return sorted((set(self.spec.remove) - self.activations) | (set(self.spec.kernels) - self.convs))
+        return sorted((set(self.spec.remove) - self.activations) | (set(self.spec.kernels) - self.convs)
+                      | (set(self.spec.widths) - self.convs))
 
 
 class ConvChain(nn.Module):
@@ -66,8 +74,11 @@ class ConvChain(nn.Module):
     """
 
     def __init__(self, prefix: str, specs: Sequence[ConvSpec], variant: Variant,
-                 act: Callable[[], nn.Module], last_act: bool) -> None:
+                 act: Callable[[], nn.Module], last_act: bool, in_channels: Optional[int] = None,
+                 prunable_output: bool = False) -> None:
         super().__init__()
+        specs = self._pruned(prefix, specs, variant, in_channels, prunable_output)
+        self.out_channels = specs[-1].out_ch
         kernels = [variant.kernel(f"{prefix}.conv{i + 1}", s.kernel) for i, s in enumerate(specs)]
         linear_after = [variant.removed(f"{prefix}.act{i + 1}") for i in range(len(specs) - 1)] + [not last_act]
         pads = [(k - 1) // 2 for k in kernels]
@@ -85,6 +96,25 @@ class ConvChain(nn.Module):
             if not linear_after[i]:
                 layers.append(act())
         self.body = nn.Sequential(*layers)
+
+    @staticmethod
+    def _pruned(prefix: str, specs: Sequence[ConvSpec], variant: Variant, in_channels: Optional[int],
+                prunable_output: bool) -> List[ConvSpec]:
+        """Specs after width pruning: a conv's kept outputs are the next one's inputs (depthwise convs follow)."""
+        pruned: List[ConvSpec] = []
+        current = specs[0].in_ch if in_channels is None else in_channels
+        for i, spec in enumerate(specs):
+            last = i == len(specs) - 1
+            depthwise = spec.groups > 1 and spec.groups == spec.in_ch == spec.out_ch
+            if depthwise:
+                out = current
+            elif last and not prunable_output:
+                out = spec.out_ch  # the chain's output feeds a residual or the next block: its width stays
+            else:
+                out = variant.width(f"{prefix}.conv{i + 1}", spec.out_ch)
+            pruned.append(ConvSpec(current, out, spec.kernel, spec.stride, current if depthwise else spec.groups))
+            current = out
+        return pruned
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -65,6 +65,7 @@ def resnet_cifar(depth: int, variant: Variant) -> nn.Module:
 
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+VGG19_STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
 
 
 def vgg_cifar(stages: Sequence[Sequence[int]], variant: Variant) -> nn.Module:
@@ -72,11 +73,11 @@ def vgg_cifar(stages: Sequence[Sequence[int]], variant: Variant) -> nn.Module:
     layers: List[nn.Module] = []
     in_ch = 3
     for s, widths in enumerate(stages):
-        specs = []
-        for width in widths:
-            specs.append(ConvSpec(in_ch, width, 3))
-            in_ch = width
-        layers += [ConvChain(f"stage{s + 1}", specs, variant, nn.ReLU, last_act=True), nn.MaxPool2d(2)]
+        specs = [ConvSpec(a, b, 3) for a, b in zip((widths[0],) + tuple(widths[:-1]), widths)]
+        chain = ConvChain(f"stage{s + 1}", specs, variant, nn.ReLU, last_act=True, in_channels=in_ch,
+                          prunable_output=True)
+        layers += [chain, nn.MaxPool2d(2)]
+        in_ch = chain.out_channels
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(in_ch, 10))
 
 

@@ -75,7 +75,17 @@ VARIANTS: Dict[str, Dict[str, VariantSpec]] = {
             "mid-block ReLU removed in every block with an identity shortcut: 3x3+3x3+identity -> one 5x5 conv",
             remove=[f"{b}.act1" for b in _blocks(IMAGENET_RESNET, first=1)]),
     },
+    "vgg19": {
+        "cie-27x": VariantSpec.make(
+            "cross-layer-importance style width pruning, uniform: every conv keeps 19% of its channels, which "
+            "gives the published 27x fewer parameters (CIE chooses widths per layer; those are not published)",
+            widths={f"stage{s}.conv{i}": 0.19 for s, n in enumerate((2, 2, 4, 4, 4), 1) for i in range(1, n + 1)}),
+    },
     "resnet50": {
+        "cie-50": VariantSpec.make(
+            "cross-layer-importance style width pruning, uniform: each bottleneck keeps half of its inner channels "
+            "(1x1 and 3x3 outputs), over 50% fewer FLOPs (CIE's per-layer widths are not published)",
+            widths={f"{b}.conv{i}": 0.5 for b in _blocks(IMAGENET_RESNET) for i in (1, 2)}),
         "dc-act2": VariantSpec.make(
             "ReLU after the 3x3 removed in every identity-shortcut bottleneck: 3x3 then 1x1 merge into one 3x3 "
             "(more FLOPs: whether it pays depends on the device, which fold --merge auto decides)",
