@@ -69,12 +69,8 @@ class Span:
     is_dw: bool
 
     @property
-    def signature(self) -> Tuple:
-        """What determines the merged conv's latency: spans that share it are timed once."""
-        return (self.in_shape, self.out_ch, self.kernel, self.stride, self.is_dw)
-
-    @property
     def key(self) -> str:
+        """What determines the merged conv's latency, as text: spans that share it are timed once."""
         return "x".join(map(str, self.in_shape)) + f"-o{self.out_ch}-k{self.kernel}-s{self.stride}-dw{int(self.is_dw)}"
 
 

@@ -57,7 +57,7 @@ def test_chains_and_spans_have_the_known_answer(branchy):
     assert (spans[(0, 1)].kernel, spans[(0, 1)].stride) == (5, 2)
     assert (spans[(0, 2)].kernel, spans[(0, 2)].out_ch) == (5, 16)
     assert spans[(3, 4)].is_dw and spans[(3, 4)].kernel == 5 and not spans[(1, 2)].is_dw
-    assert spans[(3, 3)].signature == spans[(4, 4)].signature  # same shape: timed once
+    assert spans[(3, 3)].key == spans[(4, 4)].key  # same shape: timed once
     assert {(s.st, s.end) for s in enumerate_spans(chains, max_span=1)} == {(i, i) for i in range(5)}
 
 
