@@ -11,7 +11,7 @@ import platform
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from harness import __version__
 from harness.errors import HarnessError
@@ -96,8 +96,8 @@ def parse_nvpmodel(text: str) -> Dict[str, Any]:
 def parse_jetson_clocks(text: str) -> Dict[str, Any]:
     """``jetson_clocks --show`` -> GPU/EMC min/max/current Hz, CPU governors, and whether clocks are locked."""
     clocks: Dict[str, Dict[str, int]] = {}
-    for name, low, high, current in re.findall(r"^(GPU|EMC|DLA\d_CORE)\s+MinFreq=(\d+)\s+MaxFreq=(\d+)\s+"
-                                               r"CurrentFreq=(\d+)", text, re.MULTILINE):
+    pattern = r"^(GPU|EMC|DLA\d_CORE):?\s+(?:Online=\d\s+)?MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)"
+    for name, low, high, current in re.findall(pattern, text, re.MULTILINE):
         clocks[name.lower()] = {"min_hz": int(low), "max_hz": int(high), "current_hz": int(current)}
     governors = sorted(set(re.findall(r"Governor=(\S+)", text)))
     gpu = clocks.get("gpu")
@@ -123,15 +123,57 @@ def read_thermal(root: Path = Path("/sys/class/thermal")) -> Dict[str, float]:
     return temperatures
 
 
+GPU_DEVFREQ = ("gv11b", "ga10b", "gp10b", "gpu")  # Xavier, Orin, TX2 GPU devfreq node names
+EMC_RATE_FILES = ("/sys/kernel/debug/bpmp/debug/clk/emc/rate", "/sys/kernel/debug/clk/emc/clk_rate")  # root only
+
+
+def parse_devfreq(files: Dict[str, str]) -> Dict[str, Any]:
+    """A devfreq node's files (cur_freq, min_freq, max_freq in Hz; governor) -> MHz figures and a locked flag."""
+    mhz = {k: int(v.strip()) / 1e6 for k, v in files.items() if k.endswith("_freq") and v.strip().isdigit()}
+    state: Dict[str, Any] = {f"{k[:-5]}_mhz": v for k, v in mhz.items()}
+    state["governor"] = files.get("governor", "").strip() or None
+    cur, low, high = mhz.get("cur_freq"), mhz.get("min_freq"), mhz.get("max_freq")
+    state["locked"] = cur is not None and cur == low == high
+    return state
+
+
+def read_gpu_devfreq(root: Path = Path("/sys/class/devfreq")) -> Optional[Dict[str, Any]]:
+    """The integrated GPU's devfreq state (readable without root, unlike ``jetson_clocks --show``)."""
+    for node in sorted(root.glob("*")):
+        if any(tag in node.name for tag in GPU_DEVFREQ):
+            files = {name: _read(str(node / name)) or "" for name in ("cur_freq", "min_freq", "max_freq", "governor")}
+            return dict(parse_devfreq(files), node=node.name)
+    return None
+
+
+def read_emc_mhz() -> Optional[float]:
+    """The memory controller clock in MHz from debugfs (needs root; None otherwise)."""
+    for path in EMC_RATE_FILES:
+        rate = _read(path)
+        if rate and rate.isdigit():
+            return int(rate) / 1e6
+    return None
+
+
 def jetson_state() -> Optional[Dict[str, Any]]:
     """Power mode, clocks, temperatures and L4T release on a Jetson; None elsewhere."""
     release = _read("/etc/nv_tegra_release")
     if release is None:
         return None
     nvpmodel = _run(["nvpmodel", "-q"])
-    clocks = _run(["jetson_clocks", "--show"])
+    clocks = _run(["jetson_clocks", "--show"])  # needs root: None when run as a user
     return {"l4t": parse_tegra_release(release), "nvpmodel": parse_nvpmodel(nvpmodel) if nvpmodel else None,
-            "jetson_clocks": parse_jetson_clocks(clocks) if clocks else None, "temperatures_c": read_thermal()}
+            "jetson_clocks": parse_jetson_clocks(clocks) if clocks else None, "gpu_devfreq": read_gpu_devfreq(),
+            "emc_mhz": read_emc_mhz(), "temperatures_c": read_thermal()}
+
+
+def jetson_gpu_clock(jetson: Dict[str, Any]) -> Tuple[Optional[float], Optional[bool]]:
+    """(GPU MHz, locked) from ``jetson_clocks --show`` when it could run, else from devfreq."""
+    gpu = ((jetson.get("jetson_clocks") or {}).get("clocks") or {}).get("gpu")
+    if gpu:
+        return gpu["current_hz"] / 1e6, (jetson.get("jetson_clocks") or {}).get("locked")
+    devfreq = jetson.get("gpu_devfreq") or {}
+    return devfreq.get("cur_mhz"), devfreq.get("locked")
 
 
 THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
@@ -142,6 +184,12 @@ THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "s
 def decode_throttle_reasons(mask: int) -> List[str]:
     """NVML's clocks-throttle-reasons bit mask as names."""
     return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+
+
+def _throttle_mask(pynvml: Any, handle: Any) -> int:
+    getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+        pynvml.nvmlDeviceGetCurrentClocksThrottleReasons  # renamed in NVML 12.x; the old name is deprecated
+    return int(getter(handle))
 
 
 def gpu_state() -> Optional[Dict[str, Any]]:
@@ -157,17 +205,21 @@ def gpu_state() -> Optional[Dict[str, Any]]:
     try:
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         name = pynvml.nvmlDeviceGetName(handle)
+        driver = pynvml.nvmlSystemGetDriverVersion()
         major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
         return {
             "name": name.decode() if isinstance(name, bytes) else name,
-            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "driver": driver.decode() if isinstance(driver, bytes) else driver,
             "compute_capability": f"{major}.{minor}",
             "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM),
             "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
             "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
-            "throttle_reasons": decode_throttle_reasons(
-                pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)),
+            "pstate": pynvml.nvmlDeviceGetPerformanceState(handle),
+            "throttle_reasons": decode_throttle_reasons(_throttle_mask(pynvml, handle)),
         }
+    except pynvml.NVMLError as exc:
+        return {"error": f"NVML: {exc}"}
     finally:
         pynvml.nvmlShutdown()
 
@@ -203,11 +255,20 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
             mode = (jetson.get("nvpmodel") or {}).get("mode")
             if expect.nvpmodel and mode != expect.nvpmodel:
                 problems.append(f"power mode is {mode!r}, profile expects {expect.nvpmodel!r} (sudo nvpmodel -m 0)")
-            locked = (jetson.get("jetson_clocks") or {}).get("locked")
+            mhz, locked = jetson_gpu_clock(jetson)
             if expect.jetson_clocks and not locked:
-                problems.append("clocks are not locked (run sudo jetson_clocks before benchmarking)")
+                problems.append("clocks are not locked (run sudo jetson_clocks before benchmarking)"
+                                if locked is not None else "cannot tell whether clocks are locked "
+                                "(jetson_clocks --show needs root and no GPU devfreq node was readable)")
+            if expect.gpu_clock_mhz and mhz is not None and abs(mhz - expect.gpu_clock_mhz) > 1:
+                problems.append(f"GPU clock is {mhz:.0f} MHz, profile expects {expect.gpu_clock_mhz} MHz")
+            l4t = jetson.get("l4t")
+            if expect.l4t and l4t and not l4t.startswith(expect.l4t):
+                problems.append(f"L4T release is {l4t}, profile expects {expect.l4t}")
     elif profile.kind == "gpu":
-        if not gpu:
+        if gpu and "error" in gpu:
+            problems.append(f"cannot read the GPU's state: {gpu['error']}")
+        elif not gpu:
             problems.append(f"profile {profile.name!r} expects a GPU, but NVML sees none (pip install nvidia-ml-py)")
         else:
             if expect.gpu_name and expect.gpu_name.lower() not in gpu["name"].lower():
@@ -217,6 +278,10 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
                                 f"{expect.compute_capability}")
             if any(r not in ("gpu_idle", "applications_clocks_setting") for r in gpu["throttle_reasons"]):
                 problems.append(f"GPU is throttling: {', '.join(gpu['throttle_reasons'])}")
+    installed = (env.get("libraries") or {}).get("tensorrt")
+    if expect.tensorrt and profile.backend in ("tensorrt", "trtexec") and installed and \
+            not (installed + ".").startswith(expect.tensorrt.rstrip(".") + "."):
+        problems.append(f"TensorRT is {installed}, profile expects {expect.tensorrt}")
     return problems
 
 
@@ -229,6 +294,7 @@ def state_changes(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
 
     watched = {"power mode": ("jetson", "nvpmodel", "mode"), "clock locking": ("jetson", "jetson_clocks", "locked"),
                "GPU throttle reasons": ("gpu", "throttle_reasons"), "GPU SM clock": ("gpu", "sm_clock_mhz"),
+               "Jetson GPU clock": ("jetson", "gpu_devfreq", "cur_mhz"),
                "CPU governor": ("cpu", "governor")}
     changes = []
     for label, path in watched.items():

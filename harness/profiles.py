@@ -51,10 +51,15 @@ class TensorRTSettings:
     """TensorRT builder settings (workspace, optimisation level, DLA, timing cache)."""
 
     workspace_mib: int = 1024
-    builder_optimization_level: int = 3
-    dla_core: Optional[int] = None
-    gpu_fallback: bool = True
+    builder_optimization_level: int = 3  # applied from TensorRT 8.6 (the setting does not exist in 8.5)
+    dla_core: Optional[int] = None  # DLA core to build for (Xavier/AGX Orin); needs fp16 or int8 and static shapes
+    gpu_fallback: bool = True  # layers the DLA cannot run go to the GPU
     timing_cache: bool = True
+    timing_cache_file: Optional[str] = None  # default: engines/timing-<tensorrt>-sm<cc>.cache
+    int8_calibration_dir: Optional[str] = None  # folder of .npy input batches; unset = random data, with a warning
+    int8_calibration_batches: int = 16  # batches of generated data when no folder is given
+    max_batch: Optional[int] = None  # dynamic-batch ONNX: optimisation profile 1..max_batch (default: max batch_sizes)
+    trtexec_flags: List[str] = dataclasses.field(default_factory=list)  # extra trtexec flags, recorded verbatim
 
 
 @dataclasses.dataclass
@@ -66,6 +71,9 @@ class Expectations:
     nvpmodel: Optional[str] = None
     jetson_clocks: Optional[bool] = None
     cpu_governor: Optional[str] = None
+    gpu_clock_mhz: Optional[int] = None  # Jetson: the GPU clock jetson_clocks pins (e.g. 1377 on AGX Xavier MAXN)
+    l4t: Optional[str] = None  # Jetson: L4T release prefix, e.g. "R35" (JetPack 5.1)
+    tensorrt: Optional[str] = None  # TensorRT version prefix, e.g. "8.5"
 
 
 @dataclasses.dataclass
@@ -132,7 +140,9 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         return [_check_type(v, hint.__args__[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HarnessError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if hint is bool and not isinstance(value, bool):
         raise HarnessError(f"{where}: expected true or false, got {value!r}")
@@ -169,6 +179,14 @@ def _check_choices(profile: Profile, where: str) -> None:
                 raise HarnessError(f"{where}.{key}: {value!r} is not one of {', '.join(allowed)}")
     if not profile.batch_sizes or any(b < 1 for b in profile.batch_sizes):
         raise HarnessError(f"{where}.batch_sizes: expected a non-empty list of positive integers")
+    trt = profile.tensorrt
+    if trt.workspace_mib < 1 or not 0 <= trt.builder_optimization_level <= 5:
+        raise HarnessError(f"{where}.tensorrt: need workspace_mib >= 1 and 0 <= builder_optimization_level <= 5")
+    if trt.dla_core is not None and trt.dla_core < 0:
+        raise HarnessError(f"{where}.tensorrt.dla_core: expected null or a DLA core number (0 or 1)")
+    if trt.max_batch is not None and trt.max_batch < max(profile.batch_sizes):
+        raise HarnessError(f"{where}.tensorrt.max_batch: {trt.max_batch} is below the largest batch size "
+                           f"{max(profile.batch_sizes)}")
     t = profile.timing
     if t.min_iterations < 1 or t.max_duration_s < t.min_duration_s or not 0 < t.target_ci < 1:
         raise HarnessError(f"{where}.timing: need min_iterations >= 1, max_duration_s >= min_duration_s "

@@ -17,6 +17,9 @@ BACKENDS: Dict[str, tuple] = {
                  "pip install '.[tensorrt]' on a desktop GPU, or on a Jetson use JetPack's TensorRT "
                  "(sudo apt install python3-libnvinfer) and pip install pycuda"),
     "torch": ("harness.backends.torch_backend", "TorchRunner", "pip install torch"),
+    "trtexec": ("harness.backends.trtexec", "TrtexecRunner",
+                "trtexec ships with TensorRT: /usr/src/tensorrt/bin/trtexec on a Jetson (JetPack), the TensorRT "
+                "tar/deb packages' bin/ on a desktop"),
 }
 
 

@@ -9,50 +9,72 @@ from harness.commands import add_command
 DESCRIPTION = """Build a TensorRT engine from an ONNX file with the device profile's settings (precision,
 workspace, optimisation level, DLA and GPU fallback, timing cache) into the engine cache engines/, keyed by the
 ONNX file's hash, the settings, the TensorRT version and the GPU; a stale or mismatched engine is rebuilt.
---explain prints the equivalent trtexec command line for the given TensorRT version and needs no GPU."""
+--explain prints the equivalent trtexec command line for a TensorRT version and needs neither TensorRT nor a GPU."""
 
 
 def register(subparsers) -> None:
     parser = add_command(subparsers, "build", "build a cached TensorRT engine (or --explain the trtexec line)",
                          DESCRIPTION, "harness build model.onnx --device xavier --precision fp16 --explain")
-    parser.add_argument("onnx", type=Path, help="ONNX model (static shapes)")
+    parser.add_argument("onnx", type=Path, help="ONNX model")
     parser.add_argument("--device", default="xavier", help="device profile name or YAML path (default: xavier)")
     parser.add_argument("--precision", default=None, help="fp32, fp16 or int8 (default: the profile's first)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
     parser.add_argument("--explain", action="store_true", help="print the equivalent trtexec command and exit")
     parser.add_argument("--tensorrt-version", default=None,
-                        help="TensorRT version to explain for (default: installed, else 8.5 for JetPack 5.1)")
+                        help="TensorRT version to explain for (default: the installed one, else the profile's "
+                             "expect.tensorrt, else 8.5.2 as on JetPack 5.1)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import shlex
-
-    from harness.backends.trt_config import trtexec_command
     from harness.onnx_io import load_model
     from harness.profiles import load_profile
 
     profile = load_profile(args.device)
     precision = args.precision or profile.precisions[0]
     batch = args.batch or profile.batch_sizes[0]
-    model = load_model(args.onnx)
+    load_model(args.onnx)  # clear errors for a missing or corrupt file before anything else
     if args.explain:
-        version = args.tensorrt_version or _installed_tensorrt() or "8.5.2"
-        dims = model.graph.input[0].type.tensor_type.shape.dim
-        shape = tuple(d.dim_value for d in dims) if dims else None
-        cmd = trtexec_command(args.onnx, profile, precision, batch, version,
-                              engine_path=Path("engines") / f"{args.onnx.stem}-{precision}.engine",
-                              times_path=Path(f"{args.onnx.stem}-times.json"),
-                              input_name=model.graph.input[0].name, input_shape=shape)
-        print(f"# TensorRT {version}, device {profile.name}, {precision}, batch {batch}")
-        print(" ".join(shlex.quote(part) for part in cmd))
+        print(explain(args.onnx, profile, precision, batch, args.tensorrt_version))
         return 0
     from harness.backends import get_runner_class
 
-    runner_class = get_runner_class("tensorrt")
+    runner_class = get_runner_class("tensorrt")  # HarnessError naming what to install when TensorRT is missing
     with runner_class(args.onnx, profile, precision, batch) as runner:
-        print(f"engine {runner.describe()['engine']} ready for {profile.name} ({precision}, batch {batch})")
+        info = runner.describe()
+        state = f"built ({info['rebuilt']})" if info.get("rebuilt") else "cached, reused"
+        print(f"engine {info['engine']} for {profile.name} ({precision}, batch {batch}, TensorRT "
+              f"{info['version']}, {info['gpu']}): {state}")
+        for note in info["plan"]["notes"]:
+            print(f"note: {note}")
     return 0
+
+
+def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) -> str:
+    """The trtexec line equivalent to ``harness build`` + ``harness time`` with this profile, and its settings."""
+    import shlex
+
+    from harness.backends.trtexec import effective_settings, onnx_input_shapes, trtexec_command
+    from harness.engine_cache import ENGINE_DIR, BuildSettings
+
+    version = version or _installed_tensorrt() or profile.expect.tensorrt or "8.5.2"
+    capability = (profile.expect.compute_capability or "").replace(".", "")
+    engines = Path(ENGINE_DIR.name)  # relative, as a user would type it from the checkout
+    timing_cache = engines / f"timing-{version}-sm{capability or 'XX'}.cache"
+    cmd = trtexec_command(onnx_path, profile, precision, batch, version,
+                          engine_path=engines / f"{onnx_path.stem}-{precision}-b{batch}.engine",
+                          times_path=Path(f"{onnx_path.stem}-times.json"), input_shapes=onnx_input_shapes(onnx_path),
+                          timing_cache=timing_cache)
+    settings = effective_settings(cmd, version)
+    lines = [f"# TensorRT {version}, device {profile.name}, {precision}, batch {batch}; measured: "
+             + ", ".join(f"{k.replace('_', ' ')} {'on' if v else 'off'}" for k, v in settings.items())]
+    if precision == "int8":
+        lines.append("# without --calib trtexec uses placeholder INT8 scales: latency is representative, "
+                     "accuracy is not")
+    if BuildSettings.from_profile(profile, precision, batch).dla_core is not None:
+        lines.append("# DLA: layers it cannot run fall back to the GPU (--allowGPUFallback); check the build log")
+    lines.append(" ".join(shlex.quote(part) for part in cmd))
+    return "\n".join(lines)
 
 
 def _installed_tensorrt():

@@ -10,47 +10,51 @@ from harness.commands import add_command
 def register(subparsers) -> None:
     parser = add_command(
         subparsers, "report", "merge results from several devices into tables (md, csv, tex) and plots",
-        "Merge results.json files (one per device) into one comparison: per model and variant the FLOPs and "
-        "parameters with their reductions, and per device the latency with its 95% CI, the speed-up against the "
-        "baseline with its interval, and the roofline floor and efficiency. Writes report.md, report.csv, "
-        "report.tex (booktabs, compiles as-is), results.json (merged), and latency, latency-vs-FLOPs and speed-up "
-        "plots as PNG and SVG. Files that cannot share a table (same device twice, different input shapes, "
-        "mixed precisions or batch sizes) are refused.",
+        "Merge results.json files (one per device and setting) into one comparison: per model and variant the "
+        "FLOPs and parameters with their reductions, and per device the latency with its 95% CI, the speed-up "
+        "against the baseline with its interval, and the roofline floor and efficiency. Writes report.md, "
+        "report.csv, report.tex (booktabs, compiles as-is), results.json (merged), and latency, latency-vs-FLOPs "
+        "and speed-up plots as PNG and SVG. Files that cannot share a table (the same device at the same settings "
+        "twice, different input shapes for a model, mixed precisions or batch sizes in one file, another results "
+        "schema) are refused before anything is written.",
         "harness report results/xavier/results.json results/host/results.json -o report/")
-    parser.add_argument("results", nargs="+", type=Path, help="results.json files, one per device")
+    parser.add_argument("results", nargs="+", type=Path, help="results.json files, one per device and setting")
     parser.add_argument("-o", "--out", type=Path, default=Path("report"), help="output folder (default: report)")
     parser.add_argument("--no-plots", action="store_true", help="skip the plots")
     parser.add_argument("--layers", action="store_true",
-                        help="also profile each ONNX Runtime graph per layer on this machine (layers.md)")
+                        help="also profile each ONNX Runtime graph per layer on this machine (layers-<device>.md)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     import json
+    import sys
 
     from harness.onnx_io import write_text_atomic
-    from harness.report.cross_device import merge
-    from harness.report.render import to_csv, to_latex, to_markdown
+    from harness.report.cross_device import merge, merged_document
+    from harness.report.latex import to_latex
+    from harness.report.render import to_csv, to_markdown
 
+    argv = ["harness"] + sys.argv[1:]
     comparison = merge(args.results)
     out = args.out
-    written = [write_text_atomic(out / "report.md", to_markdown(comparison)),
+    markdown = to_markdown(comparison, argv)
+    written = [write_text_atomic(out / "report.md", markdown),
                write_text_atomic(out / "report.csv", to_csv(comparison)),
                write_text_atomic(out / "report.tex", to_latex(comparison)),
-               write_text_atomic(out / "results.json", json.dumps(
-                   {"schema": 1, "merged_from": [str(p) for p in args.results],
-                    "devices": {d.name: d.results for d in comparison.devices}}, indent=1) + "\n")]
+               write_text_atomic(out / "results.json", json.dumps(merged_document(comparison, argv), indent=1) + "\n")]
     if args.layers:
         from harness.report.layers import layers_markdown
 
         for device in comparison.devices:
             if device.backend == "onnxruntime":
-                written.append(write_text_atomic(out / f"layers-{device.name}.md", layers_markdown(device.results)))
+                name = device.label.replace(" ", "-")
+                written.append(write_text_atomic(out / f"layers-{name}.md", layers_markdown(device.results)))
     if not args.no_plots:
         from harness.report.plots import make_plots
 
         written += make_plots(comparison, out)
-    print(to_markdown(comparison).split("\n## Provenance")[0])
+    print(markdown.split("\n## Provenance")[0])
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -1,13 +1,17 @@
 """One comparison across devices from several results files (a Xavier run, a desktop GPU run, the host run).
 
-Rows are model and variant; per device: the deployable graph's latency (folded where folding changed it) with
-its 95% CI, the speed-up against the baseline with its bootstrap interval, and the roofline floor and measured
+Rows are model and variant; per device column: the deployable graph's latency (folded where folding changed it)
+with its 95% CI, the speed-up against the baseline with its bootstrap interval, and the roofline floor and measured
 efficiency. FLOPs and parameters (and their reductions) come from the unfolded export, the same on every device.
+
+A column is one device at one precision and batch size; the same device may appear twice at different settings
+(its columns are then labelled ``name fp16 b8``), never twice at the same settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -15,11 +19,12 @@ from harness.errors import HarnessError
 from harness.results import load_results
 
 Row = Tuple[str, str]  # (model, variant)
+FLOPS_ONLY = "flops only: ONNX file gone"
 
 
 @dataclasses.dataclass
 class Cell:
-    """One device's numbers for one row."""
+    """One device column's numbers for one row."""
 
     median_ms: float
     ci_low: float
@@ -27,6 +32,8 @@ class Cell:
     speedup: Optional[Tuple[float, float, float]]
     floor_ms: Optional[float]
     folded: bool
+    floor_basis: str = "per layer"  # or FLOPS_ONLY when the run's ONNX file could not be read
+    flops: Optional[int] = None  # of the deployable graph (folding can change them)
 
     @property
     def efficiency(self) -> Optional[float]:
@@ -44,6 +51,11 @@ class Device:
     backend: str
     backend_version: str
     results: Dict[str, Any]
+    source: str = ""
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
 
 @dataclasses.dataclass
@@ -52,7 +64,7 @@ class Comparison:
 
     devices: List[Device]
     rows: List[Row]
-    cells: Dict[Tuple[Row, str], Cell]
+    cells: Dict[Tuple[Row, str], Cell]  # keyed by (row, device label)
     flops: Dict[Row, int]
     params: Dict[Row, int]
 
@@ -63,17 +75,45 @@ class Comparison:
         return 1 - table[row] / base if base and row in table else None
 
 
+def _rate(peaks: Dict[str, Any], precision: str) -> float:
+    """Peak operations per second at ``precision`` (FP32 where the profile gives none)."""
+    tera = {"fp16": peaks.get("fp16_tflops"), "int8": peaks.get("int8_tops")}.get(precision) or peaks["fp32_tflops"]
+    return tera * 1e12
+
+
 def roofline_floor_ms(onnx_path: Optional[str], peaks: Dict[str, Any], precision: str) -> Optional[float]:
-    """Sum over layers of max(FLOPs / peak, bytes / bandwidth): no device can run the graph faster."""
+    """Sum over layers of max(FLOPs / peak, bytes / bandwidth): no device can run the graph faster.
+
+    None when the ONNX file is gone (see ``roofline_cell_floor`` for the FLOPs-only fallback).
+    """
     if not onnx_path or not Path(onnx_path).is_file():
         return None
     from harness.graph_stats import layer_costs
     from harness.onnx_io import load_model
 
-    rate = {"fp16": peaks.get("fp16_tflops"), "int8": peaks.get("int8_tops")}.get(precision) or peaks["fp32_tflops"]
-    seconds = sum(max(c.flops / (rate * 1e12), c.bytes / (peaks["dram_gbps"] * 1e9))
-                  for c in layer_costs(load_model(onnx_path)))
-    return seconds * 1000
+    rate, bandwidth = _rate(peaks, precision), peaks["dram_gbps"] * 1e9
+    return 1000 * sum(max(c.flops / rate, c.bytes / bandwidth) for c in layer_costs(load_model(onnx_path)))
+
+
+def roofline_cell_floor(run: Dict[str, Any], peaks: Dict[str, Any], precision: str) -> Tuple[Optional[float], str]:
+    """The floor of a run and how it was computed; FLOPs over peak alone when its ONNX file is gone."""
+    floor = roofline_floor_ms(run.get("onnx"), peaks, precision)
+    if floor is not None:
+        return floor, "per layer"
+    flops = run.get("flops")
+    return (1000 * flops / _rate(peaks, precision) if flops else None), FLOPS_ONLY
+
+
+def _load(path: Path) -> Dict[str, Any]:
+    """A per-device results file; a merged report is refused with what to pass instead."""
+    try:
+        data = json.loads(Path(path).read_text()) if Path(path).is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, dict) and "merged_from" in data:
+        raise HarnessError(f"{path} is a merged report, not one device's results: pass the results.json files "
+                           f"it was merged from ({', '.join(data['merged_from'])})")
+    return load_results(path)
 
 
 def _device(results: Dict[str, Any], path: Path) -> Device:
@@ -86,46 +126,74 @@ def _device(results: Dict[str, Any], path: Path) -> Device:
     precision, batch = settings.pop()
     backend = runs[0]["backend"]
     return Device(results["device"]["profile"]["name"], precision, batch, backend.get("backend", "?"),
-                  str(backend.get("version", "?")), results)
+                  str(backend.get("version", "?")), results, str(path))
+
+
+def _label_columns(devices: List[Device]) -> None:
+    """Refuse one column twice; label a device seen at several settings by its settings."""
+    seen: Dict[Tuple[str, str, int], Device] = {}
+    for d in devices:
+        key = (d.name, d.precision, d.batch)
+        if key in seen:
+            raise HarnessError(f"device {d.name!r} at {d.precision}, batch {d.batch} appears in two files "
+                               f"({seen[key].source} and {d.source}): merge one run per device and setting")
+        seen[key] = d
+    for d in devices:
+        if sum(o.name == d.name for o in devices) > 1:
+            d.label = f"{d.name} {d.precision} b{d.batch}"
+
+
+def _check_shapes(devices: List[Device]) -> None:
+    """Every file must feed a model the same sample shape (the batch dimension may differ per column)."""
+    shapes: Dict[str, Tuple[List[int], str]] = {}
+    for d in devices:
+        for run in d.results["runs"]:
+            sample = list(run["input_shape"])[1:]
+            known = shapes.setdefault(run["model"], (sample, d.source))
+            if known[0] != sample:
+                raise HarnessError(f"{run['model']} was run on samples of shape {sample} in {d.source} but "
+                                   f"{known[0]} in {known[1]}: not comparable in one row")
 
 
 def merge(paths: List[Path]) -> Comparison:
     """Merge results files into one comparison; refuses files that cannot share a table."""
     if not paths:
         raise HarnessError("give at least one results.json")
-    devices: List[Device] = []
-    shapes: Dict[str, Tuple[Any, str]] = {}
-    rows: List[Row] = []
-    cells: Dict[Tuple[Row, str], Cell] = {}
-    flops: Dict[Row, int] = {}
-    params: Dict[Row, int] = {}
-    for path in paths:
-        results = load_results(path)
-        device = _device(results, path)
-        if any(d.name == device.name for d in devices):
-            raise HarnessError(f"device {device.name!r} appears in two files ({path}); merge one run per device")
-        devices.append(device)
-        peaks = results["device"]["profile"]["peaks"]
-        runs = {r["id"]: r for r in results["runs"]}
-        comparisons = {(c["model"], c["variant"]): c for c in results["comparisons"] if c["kind"] == "vs_baseline"}
-        for run in results["runs"]:
+    devices = [_device(_load(path), Path(path)) for path in paths]
+    _label_columns(devices)
+    _check_shapes(devices)
+    comparison = Comparison(devices, [], {}, {}, {})
+    for device in devices:
+        peaks = device.results["device"]["profile"]["peaks"]
+        runs = {r["id"]: r for r in device.results["runs"]}
+        speedups = {(c["model"], c["variant"]): c for c in device.results["comparisons"] if c["kind"] == "vs_baseline"}
+        for run in device.results["runs"]:
             if run["folded"]:
                 continue
             row = (run["model"], run["variant"])
-            shape = (tuple(run["input_shape"]), str(path))
-            if run["model"] in shapes and shapes[run["model"]][0] != shape[0]:
-                raise HarnessError(f"{run['model']} was run with input shape {list(shape[0])} in {path} but "
-                                   f"{list(shapes[run['model']][0])} in {shapes[run['model']][1]}: not comparable")
-            shapes.setdefault(run["model"], shape)
-            if row not in rows:
-                rows.append(row)
-            flops.setdefault(row, run["flops"])
-            params.setdefault(row, run["params"])
+            if row not in comparison.rows:
+                comparison.rows.append(row)
+            comparison.flops.setdefault(row, run["flops"])
+            comparison.params.setdefault(row, run["params"])
             deployed = runs.get(run.get("folded_run") or "") or run
             stats = deployed["stats"]
-            comparison = comparisons.get(row)
-            cells[(row, device.name)] = Cell(
+            found = speedups.get(row)
+            floor, basis = roofline_cell_floor(deployed, peaks, device.precision)
+            comparison.cells[(row, device.label)] = Cell(
                 stats["median"], stats["median_ci_low"], stats["median_ci_high"],
-                (comparison["speedup"], comparison["ci_low"], comparison["ci_high"]) if comparison else None,
-                roofline_floor_ms(deployed.get("onnx"), peaks, device.precision), deployed is not run)
-    return Comparison(devices, rows, cells, flops, params)
+                (found["speedup"], found["ci_low"], found["ci_high"]) if found else None,
+                floor, deployed is not run, basis, deployed.get("flops"))
+    return comparison
+
+
+def merged_document(comparison: Comparison, argv: List[str]) -> Dict[str, Any]:
+    """The merged results.json: each device's full results plus the table's numbers, per column."""
+    from harness.report.render import csv_records
+
+    return {"schema": 1, "kind": "merged", "command": argv,
+            "merged_from": [d.source for d in comparison.devices],
+            "columns": [{"label": d.label, "device": d.name, "precision": d.precision, "batch": d.batch,
+                         "backend": d.backend, "backend_version": d.backend_version, "source": d.source}
+                        for d in comparison.devices],
+            "table": csv_records(comparison),
+            "devices": {d.label: d.results for d in comparison.devices}}

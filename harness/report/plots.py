@@ -27,6 +27,64 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]
     return front
 
 
+def _latency_bars(plt, comparison: Comparison, labels: List[str]):
+    n = len(comparison.devices)
+    fig, axes = plt.subplots(1, n, figsize=(max(6, 0.5 * len(labels)) * n, 4), squeeze=False)
+    for ax, device in zip(axes[0], comparison.devices):
+        cells = [comparison.cells.get((row, device.label)) for row in comparison.rows]
+        heights = [c.median_ms if c else 0 for c in cells]
+        errors = [[c.median_ms - c.ci_low if c else 0 for c in cells],
+                  [c.ci_high - c.median_ms if c else 0 for c in cells]]
+        colors = ["tab:gray" if row[1] == "baseline" else "tab:blue" for row in comparison.rows]
+        ax.bar(range(len(labels)), heights, yerr=errors, capsize=3, color=colors)
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency, ms (median, 95% CI)")
+        ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
+    return fig
+
+
+def _latency_vs_flops(plt, comparison: Comparison):
+    n = len(comparison.devices)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.5), squeeze=False)
+    for ax, device in zip(axes[0], comparison.devices):
+        named = [(f"{m}/{v}", cell.flops or comparison.flops[(m, v)], cell.median_ms)
+                 for (m, v) in comparison.rows if (cell := comparison.cells.get(((m, v), device.label)))]
+        points = [(flops / 1e9, ms) for _, flops, ms in named]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:gray", zorder=2)
+        for (label, _, _), (x, y) in zip(named, points):
+            ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front(points)
+        ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", marker="o", label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("GFLOPs of the deployed graph")
+        ax.set_ylabel("latency, ms (median)")
+        ax.set_title(device.label)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _speedups(plt, comparison: Comparison):
+    n = len(comparison.devices)
+    variants = [row for row in comparison.rows if row[1] != "baseline"]
+    fig, ax = plt.subplots(figsize=(max(6, len(variants) * 0.8 * max(1, n)), 4))
+    width = 0.8 / max(1, n)
+    for i, device in enumerate(comparison.devices):
+        cells = [comparison.cells.get((row, device.label)) for row in variants]
+        values = [c.speedup[0] if c and c.speedup else 0 for c in cells]
+        errors = [[c.speedup[0] - c.speedup[1] if c and c.speedup else 0 for c in cells],
+                  [c.speedup[2] - c.speedup[0] if c and c.speedup else 0 for c in cells]]
+        ax.bar([x + i * width for x in range(len(variants))], values, width, yerr=errors, capsize=3,
+               label=device.label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))], [f"{m}/{v}" for m, v in variants],
+                  rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("speed-up vs baseline (95% CI)")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def make_plots(comparison: Comparison, out_dir: Path) -> List[Path]:
     """Latency bars with CI whiskers, latency vs FLOPs with Pareto fronts, speed-ups across devices."""
     import matplotlib
@@ -37,52 +95,9 @@ def make_plots(comparison: Comparison, out_dir: Path) -> List[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = [f"{m}/{v}" for m, v in comparison.rows]
     written: List[Path] = []
-    n = len(comparison.devices)
-
-    fig, axes = plt.subplots(1, n, figsize=(max(6, 0.5 * len(labels)) * n, 4), squeeze=False)
-    for ax, device in zip(axes[0], comparison.devices):
-        cells = [comparison.cells.get((row, device.name)) for row in comparison.rows]
-        heights = [c.median_ms if c else 0 for c in cells]
-        errors = [[c.median_ms - c.ci_low if c else 0 for c in cells], [c.ci_high - c.median_ms if c else 0
-                                                                         for c in cells]]
-        ax.bar(range(len(labels)), heights, yerr=errors, capsize=3, color="tab:blue")
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("latency, ms (median, 95% CI)")
-        ax.set_title(device.name)
-    written += _save(fig, out_dir, "latency")
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
-    for ax, device in zip(axes[0], comparison.devices):
-        points = [(comparison.flops[row] / 1e9, comparison.cells[(row, device.name)].median_ms)
-                  for row in comparison.rows if (row, device.name) in comparison.cells]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:gray")
-        front = pareto_front(points)
-        ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", marker="o", label="Pareto front")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("GFLOPs")
-        ax.set_ylabel("latency, ms")
-        ax.set_title(device.name)
-        ax.legend()
-    written += _save(fig, out_dir, "latency_vs_flops")
-    plt.close(fig)
-
-    variants = [row for row in comparison.rows if row[1] != "baseline"]
-    fig, ax = plt.subplots(figsize=(max(6, len(variants) * 0.8 * max(1, n)), 4))
-    width = 0.8 / max(1, n)
-    for i, device in enumerate(comparison.devices):
-        cells = [comparison.cells.get((row, device.name)) for row in variants]
-        values = [c.speedup[0] if c and c.speedup else 0 for c in cells]
-        errors = [[c.speedup[0] - c.speedup[1] if c and c.speedup else 0 for c in cells],
-                  [c.speedup[2] - c.speedup[0] if c and c.speedup else 0 for c in cells]]
-        ax.bar([x + i * width for x in range(len(variants))], values, width, yerr=errors, capsize=3,
-               label=device.name)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))], [f"{m}/{v}" for m, v in variants],
-                  rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("speed-up vs baseline (95% CI)")
-    ax.legend()
-    written += _save(fig, out_dir, "speedup")
-    plt.close(fig)
+    for stem, fig in (("latency", _latency_bars(plt, comparison, labels)),
+                      ("latency_vs_flops", _latency_vs_flops(plt, comparison)),
+                      ("speedup", _speedups(plt, comparison))):
+        written += _save(fig, out_dir, stem)
+        plt.close(fig)
     return written

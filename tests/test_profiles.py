@@ -1,0 +1,82 @@
+"""Device profiles: every shipped one loads and cites its peaks; broken ones fail naming the file and the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.errors import HarnessError
+from harness.profiles import PROFILE_DIR, available_profiles, load_profile
+
+SHIPPED = ("xavier", "xavier-nx", "orin", "orin-nano", "rtx2080ti", "rtx3090", "rtx4090", "a100", "h100", "host")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_profile_loads_and_cites_its_peaks(name):
+    assert name in available_profiles()
+    profile = load_profile(name)
+    assert profile.name == name and profile.description and profile.peaks.fp32_tflops > 0
+    assert profile.peaks.dram_gbps > 0 and profile.precisions and profile.batch_sizes
+    peaks_block = (PROFILE_DIR / f"{name}.yaml").read_text().split("\npeaks:", 1)[1]
+    assert "#" in peaks_block, f"{name}.yaml: peak figures need a source comment"
+    if profile.kind != "cpu":
+        assert re.fullmatch(r"\d\.\d", profile.expect.compute_capability or "")
+
+
+def test_xavier_is_jetpack_51_maxn_with_locked_clocks():
+    xavier = load_profile("xavier")
+    assert (xavier.kind, xavier.backend, xavier.expect.nvpmodel, xavier.expect.jetson_clocks) == \
+        ("jetson", "tensorrt", "MAXN", True)
+    assert (xavier.expect.compute_capability, xavier.expect.l4t, xavier.expect.tensorrt) == ("7.2", "R35", "8.5")
+    assert xavier.expect.gpu_clock_mhz == 1377 and xavier.peaks.dram_gbps == 136.5
+
+
+def _broken(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load((PROFILE_DIR / "xavier.yaml").read_text())
+    edit(data)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.update(colour="red"), "unknown key 'colour'"),
+    (lambda d: d["tensorrt"].update(workspace="1G"), "tensorrt: unknown key 'workspace'"),
+    (lambda d: d["timing"].update(min_iterations="many"), "timing.min_iterations: expected an integer"),
+    (lambda d: d["peaks"].update(fp32_tflops="fast"), "peaks.fp32_tflops"),
+    (lambda d: d["tensorrt"].update(gpu_fallback="yes"), "tensorrt.gpu_fallback: expected true or false"),
+    (lambda d: d["tensorrt"].update(trtexec_flags="--useSpinWait"), "tensorrt.trtexec_flags: expected a list"),
+    (lambda d: d.pop("peaks"), "missing required key 'peaks'"),
+    (lambda d: d["peaks"].pop("dram_gbps"), "peaks: missing required key 'dram_gbps'"),
+    (lambda d: d.update(backend="tflite"), "backend: 'tflite' is not one of"),
+    (lambda d: d.update(precisions=["fp8"]), "precisions: 'fp8' is not one of"),
+    (lambda d: d["tensorrt"].update(dla_core=-1), "tensorrt.dla_core"),
+    (lambda d: d["tensorrt"].update(max_batch=1) or d.update(batch_sizes=[1, 8]), "tensorrt.max_batch"),
+    (lambda d: d["tensorrt"].update(builder_optimization_level=9), "builder_optimization_level"),
+])
+def test_profile_errors_name_the_file_and_the_key(tmp_path, edit, message):
+    path = _broken(tmp_path, edit)
+    with pytest.raises(HarnessError) as info:
+        load_profile(str(path))
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_dropped_in_profile_and_its_new_fields(tmp_path):
+    data = yaml.safe_load((PROFILE_DIR / "xavier.yaml").read_text())
+    data["tensorrt"].update(dla_core=0, int8_calibration_dir="calib", max_batch=8, trtexec_flags=["--useSpinWait"])
+    data["precisions"] = ["fp16", "int8"]
+    (tmp_path / "xavier-dla.yaml").write_text(yaml.safe_dump(data))
+    assert "xavier-dla" in available_profiles(tmp_path)
+    profile = load_profile("xavier-dla", tmp_path)
+    assert (profile.name, profile.tensorrt.dla_core, profile.tensorrt.max_batch) == ("xavier-dla", 0, 8)
+    assert profile.tensorrt.trtexec_flags == ["--useSpinWait"] and profile.tensorrt.timing_cache_file is None
+
+
+def test_unknown_device_lists_the_known_ones():
+    with pytest.raises(HarnessError, match="known devices: .*xavier"):
+        load_profile("tx2")
+    with pytest.raises(HarnessError, match="does not exist"):
+        load_profile("nowhere/profile.yaml")
