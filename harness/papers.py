@@ -1,14 +1,23 @@
 """The compression papers' comparisons, rebuilt from the zoo: claimed (from the papers) against measured (ours).
 
 The claims and accuracies are the papers' (see shared/FACTS.md); FLOPs, parameters and latencies are measured
-here on the chosen device. Where a paper's exact compressed architecture is not public, the closest faithful zoo
-variant is used and the table says so.
+here on the chosen device, on the deployable graphs (folded where folding changed them). The baselines are the
+standard architectures; no paper publishes its compressed network layer by layer, so each compressed network is
+the closest faithful zoo variant (a spec in ``harness.zoo.specs``), and the table says how it was chosen.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from typing import Any, Dict, List, Optional
+
+ELC = "ELC: layer compression without pruning (TIP 2023)"
+CIE = "CIE: cross-layer importance pruning (Neural Networks 2024)"
+PSM = "Pruning + stream merging (LeNet-5, MNIST)"
+LM = "LayerMerge (ICML 2024)"
+LM_WHERE = "RTX 2080 Ti, TensorRT FP32, batch 128"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,50 +26,79 @@ class Claim:
 
     paper: str
     model: str
-    variant: Optional[str]          # None: the zoo cannot build it yet
-    architecture: str               # exact / closest faithful / not built, and why
+    variant: str
+    architecture: str               # how faithful the compressed network is, and why
     claimed_flops_reduction: Optional[float]
     claimed_params_reduction: Optional[float]
     claimed_speedup: Optional[float]
-    claimed_on: str
+    speedup_claim: str              # the claim as published: figure(s) and where they were measured
     accuracy: str                   # as published (we do not train)
 
 
 CLAIMS: List[Claim] = [
-    Claim("ELC: layer compression without pruning (TIP 2023)", "vgg16", "dc-1x1",
-          "closest faithful: 2nd conv of each stage -> 1x1 and merged (the public code merges pairs with a 1x1 side)",
-          0.741, None, 2.0, "Jetson AGX Xavier", "CIFAR-10, as published"),
-    Claim("ELC: layer compression without pruning (TIP 2023)", "resnet56", "dc-1x1",
-          "closest faithful: every block's 2nd conv -> 1x1, block merged into one 3x3 with its shortcut",
-          0.546, None, 2.0, "Jetson AGX Xavier", "CIFAR-10, as published"),
-    Claim("CIE: cross-layer importance pruning (Neural Networks 2024)", "resnet50", "cie-50",
-          "closest faithful: half of every bottleneck's inner channels kept, uniformly (CIE's per-layer widths are "
-          "not published)", 0.50, None, None, "(throughput)", "ImageNet top-1 -0.93%"),
-    Claim("CIE: cross-layer importance pruning (Neural Networks 2024)", "vgg19", "cie-27x",
-          "closest faithful: 19% of every conv's channels kept, uniformly, for the published 27.23x fewer "
-          "parameters", None, 1 - 1 / 27.23, 2.46, "(throughput)", "-0.24%"),
-    Claim("Pruning + stream merging (LeNet-5, MNIST)", "lenet5", "dc-fc",
-          "closest faithful: the fully connected layers merged; weight pruning (sparsity) is not modelled",
-          None, 0.95, 8.0, "(not stated)", "no loss, as published"),
-    Claim("LayerMerge (ICML 2024)", "resnet34", "dc-1x1",
-          "closest faithful: identity blocks' 2nd conv -> 1x1 and merged (LayerMerge prunes convs and activations "
-          "by DP; its exact choices are not in the zoo)", None, None, 1.50, "RTX 2080 Ti, TensorRT FP32, batch 128",
-          "LM-60%, as published"),
-    Claim("LayerMerge (ICML 2024)", "mobilenetv2", "dc-ds",
-          "closest faithful: both ReLU6 removed in identity blocks (DepthShrinker-style), each merged into one conv",
-          None, None, 1.42, "RTX 2080 Ti, TensorRT FP32, batch 128", "LM-55%, as published"),
+    Claim(ELC, "vgg16", "elc-74", "closest faithful: 3x3 convs shrunk to 1x1 and merged into their neighbour "
+          "(pairs with a 1x1 side, as the public code merges), chosen to match the published FLOPs reduction",
+          0.741, None, 2.0, "2x (Jetson AGX Xavier)", "CIFAR-10, as published"),
+    Claim(ELC, "resnet56", "dc-1x1", "closest faithful: every block's 2nd conv -> 1x1, each block merged into one "
+          "3x3 with its shortcut", 0.546, None, 2.0, "2x (Jetson AGX Xavier)", "CIFAR-10, as published"),
+    Claim(CIE, "resnet50", "cie-50", "closest faithful: half of every bottleneck's inner channels kept, uniformly "
+          "(per-layer widths not published)", 0.50, None, None, "(throughput not stated for ResNet-50)",
+          "ImageNet top-1 -0.93%"),
+    Claim(CIE, "vgg19", "cie-graded", "closest faithful: widths graded by stage (full, full, 1/4, 1/8, 1/8) for the "
+          "published 27.23x fewer parameters", None, 1 - 1 / 27.23, 2.46, "2.46x throughput (device not in FACTS)",
+          "CIFAR, -0.24%"),
+    Claim(CIE, "vgg19", "cie-27x", "sensitivity check: the same parameter count from uniform widths (19% of every "
+          "conv): FLOPs fall far more than CIE's", None, 1 - 1 / 27.23, 2.46, "2.46x throughput (device not in "
+          "FACTS)", "CIFAR, -0.24%"),
+    Claim(PSM, "lenet5", "psm-20x", "closest faithful: conv2 keeps 7 of 16 channels and the FC layers merge "
+          "(1/20.8 of the parameters); the paper prunes weights, which dense kernels cannot skip",
+          None, 0.95, 8.0, "8x (device not stated)", "MNIST, no loss, as published"),
+    Claim(LM, "resnet34", "dc-1x1", "closest faithful: identity blocks' 2nd conv -> 1x1 and merged (LayerMerge "
+          "chooses convs and activations to drop by DP over a latency table; its choices are not published)",
+          None, None, 1.50, f"1.25x / 1.50x / 1.72x at LM-71/60/50% ({LM_WHERE})", "LM-60%, as published"),
+    Claim(LM, "mobilenetv2", "dc-ds", "closest faithful: both ReLU6 removed in identity blocks (DepthShrinker-"
+          "style), each merged into one dense 3x3", None, None, 1.42,
+          f"1.42x / 1.65x / 1.84x / 2.05x at LM-55/46/38/33% ({LM_WHERE})", "LM-55%, as published"),
 ]
+
+CSV_FIELDS = ["paper", "model", "variant", "architecture", "claimed_flops_reduction", "flops_reduction",
+              "claimed_params_reduction", "params_reduction", "claimed_speedup", "speedup_claim", "baseline_ms",
+              "compressed_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "accuracy", "device"]
 
 
 def suite_models() -> Dict[str, List[str]]:
     """Zoo models and variants the suite needs (baseline first)."""
     needed: Dict[str, List[str]] = {}
     for claim in CLAIMS:
-        if claim.variant:
-            needed.setdefault(claim.model, ["baseline"])
-            if claim.variant not in needed[claim.model]:
-                needed[claim.model].append(claim.variant)
+        needed.setdefault(claim.model, ["baseline"])
+        if claim.variant not in needed[claim.model]:
+            needed[claim.model].append(claim.variant)
     return needed
+
+
+def claim_records(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each claim next to what a results file measured (None where the suite did not run it); raw numbers."""
+    runs = {(r["model"], r["variant"], r["folded"]): r for r in results["runs"]}
+    comparisons = {(c["model"], c["variant"]): c for c in results["comparisons"] if c["kind"] == "vs_baseline"}
+    records = []
+    for c in CLAIMS:
+        base = runs.get((c.model, "baseline", True)) or runs.get((c.model, "baseline", False))
+        comp = runs.get((c.model, c.variant, True)) or runs.get((c.model, c.variant, False))
+        speed = comparisons.get((c.model, c.variant)) or {}
+        both = bool(base and comp)
+        records.append({
+            "paper": c.paper, "model": c.model, "variant": c.variant, "architecture": c.architecture,
+            "claimed_flops_reduction": c.claimed_flops_reduction,
+            "flops_reduction": 1 - comp["flops"] / base["flops"] if both else None,
+            "claimed_params_reduction": c.claimed_params_reduction,
+            "params_reduction": 1 - comp["params"] / base["params"] if both else None,
+            "claimed_speedup": c.claimed_speedup, "speedup_claim": c.speedup_claim,
+            "baseline_ms": base["stats"]["median"] if base else None,
+            "compressed_ms": comp["stats"]["median"] if comp else None,
+            "speedup": speed.get("speedup"), "speedup_ci_low": speed.get("ci_low"),
+            "speedup_ci_high": speed.get("ci_high"), "accuracy": c.accuracy,
+            "device": results["device"]["profile"]["name"]})
+    return records
 
 
 def _pct(value: Optional[float]) -> str:
@@ -69,26 +107,33 @@ def _pct(value: Optional[float]) -> str:
 
 def claims_table(results: Dict[str, Any]) -> str:
     """Markdown: each claim against what this run measured."""
-    runs = {(r["model"], r["variant"], r["folded"]): r for r in results["runs"]}
-    comparisons = {(c["model"], c["variant"]): c for c in results["comparisons"] if c["kind"] == "vs_baseline"}
     device = results["device"]["profile"]["name"]
-    lines = [f"# The papers' comparisons, measured on `{device}`", "",
+    precision = next((r["precision"] for r in results["runs"]), "?")
+    batch = next((r["batch"] for r in results["runs"]), "?")
+    lines = [f"# The papers' comparisons, measured on `{device}` ({precision}, batch {batch})", "",
              "| paper | model | variant | architecture | FLOPs - claimed | FLOPs - ours | params - claimed | "
-             f"params - ours | speed-up claimed (where) | speed-up ours on {device} [95% CI] | accuracy (paper) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in CLAIMS:
-        # the deployable graphs: folded where folding changed them
-        base = runs.get((c.model, "baseline", True)) or runs.get((c.model, "baseline", False))
-        comp = runs.get((c.model, c.variant, True)) or runs.get((c.model, c.variant, False))
-        flops = 1 - comp["flops"] / base["flops"] if base and comp else None
-        params = 1 - comp["params"] / base["params"] if base and comp else None
-        speed = comparisons.get((c.model, c.variant))
-        ours = f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else "n/a"
-        claimed = f"{c.claimed_speedup:g}x ({c.claimed_on})" if c.claimed_speedup else ""
-        lines.append(f"| {c.paper} | {c.model} | {c.variant or '-'} | {c.architecture} | "
-                     f"{_pct(c.claimed_flops_reduction)} | {_pct(flops)} | {_pct(c.claimed_params_reduction)} | "
-                     f"{_pct(params)} | {claimed} | {ours} | {c.accuracy} |")
-    lines += ["", "Claims and accuracies are the papers' own; FLOPs (2 x MACs), parameters and speed-ups of the "
-              "deployable graphs (folded where folding changed them) are measured here. A speed-up "
-              "measured on another device than the claim's is not a check of the claim, only of the direction."]
+             "params - ours | speed-up claimed (where) | latency ours ms: baseline -> compressed | "
+             f"speed-up ours on {device} [95% CI] | accuracy (paper) |", "|---" * 12 + "|"]
+    for r in claim_records(results):
+        ours = f"{r['speedup']:.2f}x [{r['speedup_ci_low']:.2f}, {r['speedup_ci_high']:.2f}]" \
+            if r["speedup"] is not None else "n/a (not run)"
+        latency = f"{r['baseline_ms']:.3f} -> {r['compressed_ms']:.3f}" if r["compressed_ms"] is not None else ""
+        lines.append(f"| {r['paper']} | {r['model']} | {r['variant']} | {r['architecture']} | "
+                     f"{_pct(r['claimed_flops_reduction'])} | {_pct(r['flops_reduction'])} | "
+                     f"{_pct(r['claimed_params_reduction'])} | {_pct(r['params_reduction'])} | "
+                     f"{r['speedup_claim']} | {latency} | {ours} | {r['accuracy']} |")
+    lines += ["", "Claims and accuracies are the papers' own (we do not train: weights are random, so only cost and "
+              "speed are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of the deployable graphs "
+              "(folded where folding changed them), measured here. Baselines are the standard architectures; every "
+              "compressed network is a closest-faithful stand-in (see the architecture column and the zoo specs). "
+              "A speed-up measured on another device, precision or batch than the claim's checks only its direction."]
     return "\n".join(lines) + "\n"
+
+
+def claims_csv(results: Dict[str, Any]) -> str:
+    """The claimed-versus-measured records as CSV."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(claim_records(results))
+    return buffer.getvalue()

@@ -39,7 +39,8 @@ def test_report_merges_devices_into_tables_and_plots(two_devices, tmp_path, caps
     assert main(["report", *map(str, two_devices), "-o", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "cpu-a ms [95% CI]" in md and "cpu-b speed-up" in md and "## Provenance" in md
-    assert re.search(r"\| resnet20 \| dc-1x1 \| 0\.044 \| 46\.\d% \|", md)
+    # trained (unfolded) 0.044 GFLOPs, deployed (folded) 0.039: -52.7% against the baseline's deployed graph
+    assert re.search(r"\| resnet20 \| dc-1x1 \| 0\.044 \| 0\.039 \| 52\.7% \| 0\.124 \| 54\.5% \|", md)
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["model"], r["variant"], r["device"]) for r in rows} == {
         (m, v, d) for m, v in [("lenet5", "baseline"), ("lenet5", "dc-fc"), ("resnet20", "baseline"),
@@ -65,11 +66,14 @@ def test_latex_table_is_well_formed(two_devices, tmp_path):
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == 4 and all(line.count("&") == columns - 1 for line in body)
     assert r"\pm" in tex and "booktabs" in tex and "batch 1" in tex
-    if shutil.which("pdflatex"):
+    assert tex.count(r"\cmidrule") == 2 and r"\resizebox" not in tex   # two device column groups, not scaled
+    if shutil.which("pdflatex"):  # Debian: texlive-latex-base + texlive-latex-recommended
         import subprocess
 
-        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "report.tex"], cwd=out, capture_output=True)
-        assert proc.returncode == 0
+        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=out,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert (out / "report.pdf").stat().st_size > 1000
 
 
 def test_incomparable_files_are_refused(two_devices, tmp_path, capsys):
@@ -104,3 +108,53 @@ def test_per_layer_view_before_and_after_folding(two_devices, tmp_path):
 
 def test_pareto_front():
     assert pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)]) == [(1, 5), (2, 3), (4, 1)]
+
+
+def _rewrite(source: Path, target: Path, change) -> Path:
+    data = json.loads(source.read_text())
+    change(data)
+    target.write_text(json.dumps(data))
+    return target
+
+
+def test_same_device_at_other_settings_gets_its_own_column(two_devices, tmp_path):
+    def fp16_batch8(data):
+        for run in data["runs"]:
+            run["precision"], run["batch"] = "fp16", 8
+            run["input_shape"] = [8] + run["input_shape"][1:]   # another batch: same samples, comparable
+
+    other = _rewrite(two_devices[0], tmp_path / "fp16.json", fp16_batch8)
+    out = tmp_path / "report"
+    assert main(["report", str(two_devices[0]), str(other), "-o", str(out), "--no-plots"]) == 0
+    md = (out / "report.md").read_text()
+    assert "cpu-a fp32 b1 ms [95% CI]" in md and "cpu-a fp16 b8 speed-up" in md
+    assert "FP16, batch 8" in (out / "report.tex").read_text()
+    merged = json.loads((out / "results.json").read_text())
+    assert [c["label"] for c in merged["columns"]] == ["cpu-a fp32 b1", "cpu-a fp16 b8"]
+    assert len(merged["table"]) == 8
+    assert main(["report", str(out / "results.json"), "-o", str(tmp_path / "again")]) == 2  # a merged file
+
+
+def test_other_schema_is_refused(two_devices, tmp_path, capsys):
+    other = _rewrite(two_devices[1], tmp_path / "old.json", lambda d: d.update(schema=0))
+    assert main(["report", str(two_devices[0]), str(other), "-o", str(tmp_path / "r")]) == 2
+    assert "schema 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_roofline_falls_back_to_flops_when_onnx_is_gone(two_devices, tmp_path):
+    def forget_onnx(data):
+        for run in data["runs"]:
+            run["onnx"] = str(tmp_path / "gone.onnx")
+
+    other = _rewrite(two_devices[1], tmp_path / "gone.json", forget_onnx)
+    out = tmp_path / "report"
+    assert main(["report", str(two_devices[0]), str(other), "-o", str(out), "--no-plots"]) == 0
+    rows = {(r["device"], r["model"], r["variant"]): r for r in csv.DictReader((out / "report.csv").open())}
+    kept, gone = rows[("cpu-a", "resnet20", "baseline")], rows[("cpu-b", "resnet20", "baseline")]
+    assert kept["roofline_basis"] == "per layer" and gone["roofline_basis"].startswith("flops only")
+    flops = int(gone["flops"])
+    assert float(gone["roofline_floor_ms"]) == pytest.approx(1000 * flops / 0.16e12)  # host peak 0.16 TFLOPS
+    assert float(kept["roofline_floor_ms"]) > float(gone["roofline_floor_ms"])  # the memory term counts
+    assert "floor from total FLOPs over peak only" in (out / "report.md").read_text()
+    assert r"$^\dagger$" in (out / "report.tex").read_text()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import List, Tuple
 
 from harness.commands import add_command
 
@@ -26,34 +29,37 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import json
-    import sys
-
+def write_report(paths: List[Path], out: Path, argv: List[str], plots: bool = True,
+                 layers: bool = False) -> Tuple[str, List[Path]]:
+    """Merge ``paths`` and write every report file into ``out``; returns the Markdown and the files written."""
     from harness.onnx_io import write_text_atomic
     from harness.report.cross_device import merge, merged_document
     from harness.report.latex import to_latex
     from harness.report.render import to_csv, to_markdown
 
-    argv = ["harness"] + sys.argv[1:]
-    comparison = merge(args.results)
-    out = args.out
+    comparison = merge(paths)
     markdown = to_markdown(comparison, argv)
     written = [write_text_atomic(out / "report.md", markdown),
                write_text_atomic(out / "report.csv", to_csv(comparison)),
                write_text_atomic(out / "report.tex", to_latex(comparison)),
                write_text_atomic(out / "results.json", json.dumps(merged_document(comparison, argv), indent=1) + "\n")]
-    if args.layers:
+    if layers:
         from harness.report.layers import layers_markdown
 
         for device in comparison.devices:
             if device.backend == "onnxruntime":
                 name = device.label.replace(" ", "-")
                 written.append(write_text_atomic(out / f"layers-{name}.md", layers_markdown(device.results)))
-    if not args.no_plots:
+    if plots:
         from harness.report.plots import make_plots
 
         written += make_plots(comparison, out)
+    return markdown, written
+
+
+def run(args) -> int:
+    markdown, written = write_report(args.results, args.out, ["harness"] + sys.argv[1:], not args.no_plots,
+                                     args.layers)
     print(markdown.split("\n## Provenance")[0])
     for path in written:
         print(f"wrote {path}")

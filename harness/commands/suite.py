@@ -12,12 +12,15 @@ def register(subparsers) -> None:
         subparsers, "suite", "run the papers' suite: claimed against measured",
         "Rebuild the baseline and compressed architecture of each comparison the compression papers make (layer "
         "compression without pruning, cross-layer importance pruning, pruning + stream merging, LayerMerge) from "
-        "the zoo, fold, time on the device, and write papers.md: claimed against measured. Accuracies are the "
-        "papers'; FLOPs, parameters and latencies are ours. Also writes the usual results.json and reports.",
-        "harness suite papers --device host --out report/papers")
+        "the zoo, fold, time on the device, and write papers.md and papers.csv: claimed against measured. "
+        "Accuracies are the papers'; FLOPs, parameters and latencies are ours. Also writes results.json and the "
+        "bench tables, and in report/ what harness report writes (md, csv, booktabs tex, roofline, plots).",
+        "harness suite papers --device host -o report/papers")
     parser.add_argument("name", choices=("papers",), help="the suite to run")
     parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: report/papers-<device>)")
+    parser.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: report/papers-<device>)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated subset of the suite's models (default: all), e.g. lenet5,resnet56")
     parser.set_defaults(func=run)
 
 
@@ -25,23 +28,31 @@ def run(args) -> int:
     import sys
 
     from harness.bench import BenchOptions, print_summary, run_bench
+    from harness.commands.report import write_report
+    from harness.errors import HarnessError
     from harness.export import resolve_source
     from harness.onnx_io import write_text_atomic
-    from harness.papers import claims_table, suite_models
+    from harness.papers import claims_csv, claims_table, suite_models
     from harness.profiles import load_profile
 
     profile = load_profile(args.device)
-    suite = [(resolve_source(model), variants) for model, variants in suite_models().items()]
+    needed = suite_models()
+    if args.models:
+        chosen = [m for m in args.models.split(",") if m]
+        unknown = [m for m in chosen if m not in needed]
+        if unknown:
+            raise HarnessError(f"{unknown[0]!r} is not in the papers' suite; its models: {', '.join(needed)}")
+        needed = {m: needed[m] for m in chosen}
+    suite = [(resolve_source(model), variants) for model, variants in needed.items()]
     out = args.out or Path("report") / f"papers-{profile.name}"
+    argv = ["harness"] + sys.argv[1:]
     options = BenchOptions(suite, profile, out, batch=profile.batch_sizes[0], precision=profile.precisions[0])
-    results = run_bench(options, ["harness"] + sys.argv[1:])
+    results = run_bench(options, argv)
     print_summary(results, out)
-    path = write_text_atomic(out / "papers.md", claims_table(results))
-    from harness.report.cross_device import merge
-    from harness.report.plots import make_plots
-
-    plots = make_plots(merge([out / "results.json"]), out)
-    print(path.read_text())
-    for written in [path, *plots]:
-        print(f"wrote {written}")
+    table = claims_table(results)
+    written = [write_text_atomic(out / "papers.md", table), write_text_atomic(out / "papers.csv", claims_csv(results))]
+    written += write_report([out / "results.json"], out / "report", argv)[1]
+    print(table)
+    for path in written:
+        print(f"wrote {path}")
     return 0

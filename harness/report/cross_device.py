@@ -34,6 +34,7 @@ class Cell:
     folded: bool
     floor_basis: str = "per layer"  # or FLOPS_ONLY when the run's ONNX file could not be read
     flops: Optional[int] = None  # of the deployable graph (folding can change them)
+    params: Optional[int] = None
 
     @property
     def efficiency(self) -> Optional[float]:
@@ -65,14 +66,22 @@ class Comparison:
     devices: List[Device]
     rows: List[Row]
     cells: Dict[Tuple[Row, str], Cell]  # keyed by (row, device label)
-    flops: Dict[Row, int]
+    flops: Dict[Row, int]  # of the unfolded graph (the network as trained)
     params: Dict[Row, int]
+    deployed: Dict[Row, Optional[Tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    # FLOPs and params of the deployable graph; None where devices folded it differently (cost-aware folding)
+
+    def cost(self, row: Row, what: str) -> Optional[int]:
+        """FLOPs or params of the deployable graph, or of the unfolded one where devices deploy different graphs."""
+        deployed = self.deployed.get(row)
+        if deployed is not None and self.deployed.get((row[0], "baseline")) is not None:
+            return deployed[0 if what == "flops" else 1]
+        return (self.flops if what == "flops" else self.params).get(row)
 
     def reduction(self, row: Row, what: str) -> Optional[float]:
-        """Fraction of FLOPs or params removed against the model's baseline."""
-        table = self.flops if what == "flops" else self.params
-        base = table.get((row[0], "baseline"))
-        return 1 - table[row] / base if base and row in table else None
+        """Fraction of FLOPs or params removed against the model's baseline (deployable graphs where known)."""
+        base, own = self.cost((row[0], "baseline"), what), self.cost(row, what)
+        return 1 - own / base if base and own is not None else None
 
 
 def _rate(peaks: Dict[str, Any], precision: str) -> float:
@@ -176,13 +185,16 @@ def merge(paths: List[Path]) -> Comparison:
             comparison.flops.setdefault(row, run["flops"])
             comparison.params.setdefault(row, run["params"])
             deployed = runs.get(run.get("folded_run") or "") or run
+            cost = (deployed["flops"], deployed["params"])
+            if comparison.deployed.setdefault(row, cost) != cost:
+                comparison.deployed[row] = None
             stats = deployed["stats"]
             found = speedups.get(row)
             floor, basis = roofline_cell_floor(deployed, peaks, device.precision)
             comparison.cells[(row, device.label)] = Cell(
                 stats["median"], stats["median_ci_low"], stats["median_ci_high"],
                 (found["speedup"], found["ci_low"], found["ci_high"]) if found else None,
-                floor, deployed is not run, basis, deployed.get("flops"))
+                floor, deployed is not run, basis, deployed["flops"], deployed["params"])
     return comparison
 
 

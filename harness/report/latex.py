@@ -46,7 +46,7 @@ def _caption(comparison: Comparison) -> str:
                          f"{latex_escape(d.precision.upper())}, batch {d.batch}" for d in comparison.devices)
     text = ("Latency (median $\\pm$ half the 95\\% CI, ms) of the deployable graph, speed-up against the baseline "
             "(ratio of medians $\\pm$ half the 95\\% bootstrap interval) and roofline efficiency (floor / measured). "
-            f"FLOPs and parameters of the unfolded graph, reductions against the baseline. {settings}.")
+            f"FLOPs and parameters of the deployed graph, reductions against the baseline. {settings}.")
     if any(c.floor_basis == FLOPS_ONLY for c in comparison.cells.values()):
         text += " $^\\dagger$ONNX file gone: floor from FLOPs over peak only."
     return text
@@ -74,8 +74,8 @@ def to_latex(comparison: Comparison) -> str:
     sub = [""] * FIXED + ["ms", "speed-up", "eff."] * n
     body = []
     for row in comparison.rows:
-        cells = [latex_escape(row[0]), latex_escape(row[1]), f"{comparison.flops[row] / 1e9:.3f}",
-                 _reduction(comparison.reduction(row, "flops")), f"{comparison.params[row] / 1e6:.2f}",
+        cells = [latex_escape(row[0]), latex_escape(row[1]), f"{comparison.cost(row, 'flops') / 1e9:.3f}",
+                 _reduction(comparison.reduction(row, "flops")), f"{comparison.cost(row, 'params') / 1e6:.2f}",
                  _reduction(comparison.reduction(row, "params"))]
         for d in comparison.devices:
             cells += _cells(comparison.cells.get((row, d.label)))

@@ -45,23 +45,28 @@ def _latency_bars(plt, comparison: Comparison, labels: List[str]):
 
 
 def _latency_vs_flops(plt, comparison: Comparison):
+    """Per device: every deployed graph, each model in its colour with the Pareto front of its variants."""
     n = len(comparison.devices)
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.5), squeeze=False)
+    models = list(dict.fromkeys(m for m, _ in comparison.rows))
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.5), squeeze=False)
     for ax, device in zip(axes[0], comparison.devices):
-        named = [(f"{m}/{v}", cell.flops or comparison.flops[(m, v)], cell.median_ms)
-                 for (m, v) in comparison.rows if (cell := comparison.cells.get(((m, v), device.label)))]
-        points = [(flops / 1e9, ms) for _, flops, ms in named]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:gray", zorder=2)
-        for (label, _, _), (x, y) in zip(named, points):
-            ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        front = pareto_front(points)
-        ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", marker="o", label="Pareto front")
+        for k, model in enumerate(models):
+            named = [(v, (cell.flops or comparison.flops[(m, v)]) / 1e9, cell.median_ms)
+                     for (m, v) in comparison.rows if m == model
+                     and (cell := comparison.cells.get(((m, v), device.label)))]
+            colour = colours(k % 10)
+            ax.scatter([x for _, x, _ in named], [y for _, _, y in named], color=colour, zorder=2, s=18)
+            for variant, x, y in named:
+                ax.annotate(variant, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            front = pareto_front([(x, y) for _, x, y in named])
+            ax.plot([p[0] for p in front], [p[1] for p in front], color=colour, label=model)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("GFLOPs of the deployed graph")
         ax.set_ylabel("latency, ms (median)")
-        ax.set_title(device.label)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{device.label}: lines join each model's Pareto front")
+        ax.legend(fontsize=7)
     return fig
 
 

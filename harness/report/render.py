@@ -8,15 +8,17 @@ from typing import Any, Dict, List, Optional
 
 from harness.report.cross_device import FLOPS_ONLY, Cell, Comparison
 
-CSV_FIELDS = ["model", "variant", "device", "precision", "batch", "flops", "params", "flops_reduction",
+CSV_FIELDS = ["model", "variant", "device", "precision", "batch", "flops", "params", "deployed_flops",
+              "deployed_params", "flops_reduction",
               "params_reduction", "median_ms", "median_ci_low_ms", "median_ci_high_ms", "folded", "speedup",
               "speedup_ci_low", "speedup_ci_high", "roofline_floor_ms", "roofline_basis", "efficiency"]
 EXPLANATION = (
     "Latency: median of end-to-end samples of the deployable graph (folded where folding changed it), 95% CI "
     "from order statistics. Speed-up: baseline median / variant median, 95% bootstrap interval. Floor: the "
     "roofline bound from the profile's peaks (per layer, the larger of FLOPs over peak and bytes over bandwidth, "
-    "summed); efficiency = floor / measured. FLOPs = 2 x multiply-accumulates of the unfolded graph; reductions "
-    "are against the model's baseline.")
+    "summed); efficiency = floor / measured. FLOPs = 2 x multiply-accumulates; 'trained' is the unfolded graph, "
+    "'deployed' the graph timed (folded where folding changed it; 'varies' where devices folded it differently). "
+    "Reductions are of the deployed graphs against the model's baseline ('varies': of the unfolded graphs).")
 
 
 def _pct(value: Optional[float]) -> str:
@@ -39,13 +41,15 @@ def _floor(cell: Cell) -> str:
 
 def to_markdown(comparison: Comparison, argv: Optional[List[str]] = None) -> str:
     """GitHub-ready table, then how to read it, then provenance per device."""
-    head = ["model", "variant", "GFLOPs", "FLOPs -", "params (M)", "params -"]
+    head = ["model", "variant", "GFLOPs trained", "GFLOPs deployed", "FLOPs -", "params (M) deployed", "params -"]
     for d in comparison.devices:
         head += [f"{d.label} ms [95% CI]", f"{d.label} speed-up", f"{d.label} floor ms (eff.)"]
     lines = ["# Cross-device comparison", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in comparison.rows:
-        cells = [row[0], row[1], f"{comparison.flops[row] / 1e9:.3f}", _pct(comparison.reduction(row, "flops")),
-                 f"{comparison.params[row] / 1e6:.3f}", _pct(comparison.reduction(row, "params"))]
+        deployed = comparison.deployed.get(row)
+        cells = [row[0], row[1], f"{comparison.flops[row] / 1e9:.3f}",
+                 f"{deployed[0] / 1e9:.3f}" if deployed else "varies", _pct(comparison.reduction(row, "flops")),
+                 f"{deployed[1] / 1e6:.3f}" if deployed else "varies", _pct(comparison.reduction(row, "params"))]
         for d in comparison.devices:
             cell = comparison.cells.get((row, d.label))
             if cell is None:
@@ -56,6 +60,9 @@ def to_markdown(comparison: Comparison, argv: Optional[List[str]] = None) -> str
                       _floor(cell)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", EXPLANATION]
+    if any((c.efficiency or 0) > 1 for c in comparison.cells.values()):
+        lines += ["", "Efficiency above 100%: the measured latency beats the roofline floor, so the profile's peaks "
+                  "are too low for this device (estimates, not vendor figures): correct them for a real roofline."]
     if any(c.floor_basis == FLOPS_ONLY for c in comparison.cells.values()):
         lines += ["", "\\* The run's ONNX file is gone: floor from total FLOPs over peak only (no memory term), "
                   "so it is lower than the per-layer floor and the efficiency is understated."]
@@ -104,9 +111,9 @@ def csv_records(comparison: Comparison) -> List[Dict[str, Any]]:
                 continue
             speed = cell.speedup or (None, None, None)
             values = [row[0], row[1], d.label, d.precision, d.batch, comparison.flops[row], comparison.params[row],
-                      comparison.reduction(row, "flops"), comparison.reduction(row, "params"), cell.median_ms,
-                      cell.ci_low, cell.ci_high, cell.folded, *speed, cell.floor_ms, cell.floor_basis,
-                      cell.efficiency]
+                      cell.flops, cell.params, comparison.reduction(row, "flops"),
+                      comparison.reduction(row, "params"), cell.median_ms, cell.ci_low, cell.ci_high, cell.folded,
+                      *speed, cell.floor_ms, cell.floor_basis, cell.efficiency]
             records.append(dict(zip(CSV_FIELDS, values)))
     return records
 

@@ -26,13 +26,18 @@ def _head(in_ch: int, classes: int) -> nn.Sequential:
 
 
 def lenet5(variant: Variant) -> nn.Module:
-    """LeNet-5 for 1x28x28 (conv 5x5 x2 with pooling, then three fully connected layers)."""
+    """LeNet-5 for 1x28x28 (conv 5x5 x2 with pooling, then three fully connected layers).
+
+    Width pruning may name ``conv1``, ``conv2``, ``fc1`` and ``fc2`` (outputs kept); the classifier keeps 10.
+    """
     def act(name: str) -> nn.Module:
         return nn.Identity() if variant.removed(name) else nn.ReLU()
+    c1, c2 = variant.width("conv1", 6), variant.width("conv2", 16)
+    f1, f2 = variant.width("fc1", 120), variant.width("fc2", 84)
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), act("conv1.act"), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), act("conv2.act"), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), act("fc1.act"), nn.Linear(120, 84), act("fc2.act"), nn.Linear(84, 10),
+        nn.Conv2d(1, c1, 5, padding=2), act("conv1.act"), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5), act("conv2.act"), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(c2 * 5 * 5, f1), act("fc1.act"), nn.Linear(f1, f2), act("fc2.act"), nn.Linear(f2, 10),
     )
 
 

@@ -27,6 +27,11 @@ VARIANTS: Dict[str, Dict[str, VariantSpec]] = {
         "dc-fc": VariantSpec.make(
             "activations between the three fully connected layers removed: they merge into one",
             remove=["fc1.act", "fc2.act"]),
+        "psm-20x": VariantSpec.make(
+            "pruning + stream merging, structural stand-in: conv2 keeps 7 of its 16 channels and the three fully "
+            "connected layers merge into one, 1/20.8 of the parameters once folded (the paper prunes individual "
+            "weights, which dense kernels do not skip; its pruned layers are not published)",
+            remove=["fc1.act", "fc2.act"], widths={"conv2": 7 / 16}),
     },
     "resnet20": {
         "dc-1x1": VariantSpec.make(
@@ -58,6 +63,12 @@ VARIANTS: Dict[str, Dict[str, VariantSpec]] = {
             "so each 3x3-then-1x1 pair merges into one 3x3 conv (13 convs -> 8)",
             remove=[f"stage{s}.act1" for s in range(1, 6)],
             kernels={f"stage{s}.conv2": 1 for s in range(1, 6)}),
+        "elc-74": VariantSpec.make(
+            "layer compression without pruning, sized to the published -74.1% FLOPs: as dc-1x1, and stages 3 and 4 "
+            "also shrink their third conv to 1x1, so those stages merge 3x3+1x1+1x1 into one 3x3 (13 convs -> 6; "
+            "ELC's per-layer choices are not published)",
+            remove=[f"stage{s}.act1" for s in range(1, 6)] + ["stage3.act2", "stage4.act2"],
+            kernels={**{f"stage{s}.conv2": 1 for s in range(1, 6)}, "stage3.conv3": 1, "stage4.conv3": 1}),
     },
     "mobilenetv2": {
         "dc-ds": VariantSpec.make(
@@ -80,6 +91,11 @@ VARIANTS: Dict[str, Dict[str, VariantSpec]] = {
             "cross-layer-importance style width pruning, uniform: every conv keeps 19% of its channels, which "
             "gives the published 27x fewer parameters (CIE chooses widths per layer; those are not published)",
             widths={f"stage{s}.conv{i}": 0.19 for s, n in enumerate((2, 2, 4, 4, 4), 1) for i in range(1, n + 1)}),
+        "cie-graded": VariantSpec.make(
+            "cross-layer-importance style width pruning, graded by stage as pruned VGGs on CIFAR are: stages 1-2 "
+            "keep every channel, stage 3 a quarter (64), stages 4-5 an eighth (64): 27.1x fewer parameters (27.23x "
+            "published) with the fewest FLOPs removed of the per-stage grids tried (CIE's widths are not published)",
+            widths={f"stage{s}.conv{i}": f for s, f in ((3, 0.25), (4, 0.125), (5, 0.125)) for i in range(1, 5)}),
     },
     "resnet50": {
         "cie-50": VariantSpec.make(
