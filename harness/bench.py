@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness import envinfo, timing
 from harness.backends import get_runner_class
+from harness.backends.base import open_runners, resolve_batch
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import RooflineCostModel, fold_model, verify_fold
@@ -161,9 +162,9 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
 
             progress.update(task, stage="export")
             configs = _prepare_model(source, variants, options, cost_model, advance)
-            runners = {c.run_id: runner_class(c.onnx_path, profile, options.precision, options.batch)
-                       for c in configs}
-            try:
+            runners = {c.run_id: runner_class(c.onnx_path, profile, options.precision,
+                                              resolve_batch(c.onnx_path, options.batch)) for c in configs}
+            with open_runners(runners):
                 progress.update(task, stage="time")
                 base = done["value"]
                 measured = timing.measure_interleaved(
@@ -175,9 +176,6 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
                     info["input_shape"] = list(next(iter(runner.input_specs().values()))[0])
                     results["runs"].append(_run_entry(source, config, info, measured[config.run_id], options,
                                                       configs))
-            finally:
-                for runner in runners.values():
-                    runner.close()
             results["comparisons"] += _comparisons(source, configs, measured)
             progress.update(task, completed=100, stage="done")
             write_results(results, results_path)

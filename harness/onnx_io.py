@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Dict, List, Union
 
 import onnx
 from onnx import external_data_helper
@@ -13,6 +13,16 @@ from onnx import external_data_helper
 from harness.errors import HarnessError
 
 PathLike = Union[str, "os.PathLike[str]"]
+Dim = Union[int, str, None]  # a fixed size, a named dynamic dimension, or an unnamed one
+
+
+def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
+    """Graph input name -> dims (int, or the dim's name / None when dynamic), initializers excluded."""
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    return {value.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                         for d in value.type.tensor_type.shape.dim]
+            for value in model.graph.input if value.name not in initializers}
 
 
 def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:

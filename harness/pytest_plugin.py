@@ -54,13 +54,15 @@ def harness_latency(benchmark, harness_profile) -> Callable:
     """Time a zoo model or an ONNX file on the device profile; returns its ``harness.timing.Stats``."""
     from harness import envinfo, timing
     from harness.backends import LATENCY, get_runner_class
+    from harness.backends.base import resolve_batch
 
     def run(model: Union[str, Path]):
         profile = harness_profile
         with tempfile.TemporaryDirectory() as tmp:
             path = _onnx_path(model, Path(tmp))
             runner_class = get_runner_class(profile.backend)
-            with runner_class(path, profile, profile.precisions[0], profile.batch_sizes[0]) as runner:
+            batch = resolve_batch(path, profile.batch_sizes[0])
+            with runner_class(path, profile, profile.precisions[0], batch) as runner:
                 started = time.perf_counter()
                 while time.perf_counter() - started < profile.timing.warmup_s:
                     runner.measure_once()

@@ -10,6 +10,7 @@ from scipy import stats as sps
 
 from harness import timing
 from harness.backends.onnxruntime import OnnxRuntimeRunner
+from harness.backends.base import open_runners
 from harness.profiles import TimingSettings, load_profile
 
 
@@ -95,7 +96,8 @@ def test_interleaved_measurement_meets_minimums(two_models, fast_profile):
                               target_ci=0.5, block_iterations=5, block_s=0.02)
     runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
     fractions = []
-    measured = timing.measure_interleaved(runners, settings, on_round=fractions.append)
+    with open_runners(runners):
+        measured = timing.measure_interleaved(runners, settings, on_round=fractions.append)
     for m in measured.values():
         assert len(m.latencies) >= settings.min_iterations
         assert m.run_time_s >= settings.min_duration_s
@@ -111,7 +113,8 @@ def test_time_budget_stops_sampling(two_models, fast_profile):
     settings = TimingSettings(warmup_s=0.0, min_iterations=5, min_duration_s=0.05, max_duration_s=0.3,
                               target_ci=1e-6, block_iterations=5, block_s=0.02)
     runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
-    measured = timing.measure_interleaved(runners, settings)
+    with open_runners(runners):
+        measured = timing.measure_interleaved(runners, settings)
     assert all("budget" in m.stop_reason for m in measured.values())
     assert max(m.run_time_s for m in measured.values()) < 0.3 + 0.5  # one block past the budget at most
 

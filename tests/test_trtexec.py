@@ -119,7 +119,7 @@ def test_trtexec_backend_without_trtexec_says_where_it_lives(tmp_path):
     from harness.backends import get_runner_class
 
     with pytest.raises(HarnessError, match="/usr/src/tensorrt/bin/trtexec"):
-        get_runner_class("trtexec")(tmp_path / "m.onnx", load_profile("xavier"), "fp16", 1)
+        get_runner_class("trtexec")(tmp_path / "m.onnx", load_profile("xavier"), "fp16", 1).activate()
 
 
 @pytest.mark.tensorrt

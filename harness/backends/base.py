@@ -1,14 +1,21 @@
-"""The backend interface: ``Runner(onnx_path, profile, precision, batch)`` as a context manager.
+"""The backend interface, in the spirit of Polygraphy's runners.
 
-A backend implements ``_infer_impl`` (outputs for given inputs, for checks) and ``_measure_impl`` (one timed
-inference on inputs already resident where the device needs them). Runs on the device: Python 3.8, no torch.
+A ``Runner`` is cheap to construct (it only stores what it was given). ``activate()`` does the heavy work
+(build or load, allocate, warm caches) and ``deactivate()`` releases it; ``with runner:`` does both. While
+active it can ``infer`` (outputs for given inputs, for checks), ``measure_once`` (one timed inference on inputs
+already resident where the device needs them) and ``describe`` (what was in force, for the results file).
+
+A backend implements ``_activate_impl``, ``_deactivate_impl``, ``input_specs``, ``_infer_impl`` and
+``_measure_impl``. The batch is resolved once, by ``resolve_batch``, before any backend sees the model.
+Runs on the device: Python 3.8, no torch.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -19,7 +26,7 @@ LATENCY = "latency_ms"
 
 
 class Runner(abc.ABC):
-    """One loaded model on one backend, ready to run and to time."""
+    """One model on one backend: construct cheaply, activate to load, measure, deactivate to release."""
 
     backend_name = "base"
 
@@ -28,11 +35,19 @@ class Runner(abc.ABC):
         self.profile = profile
         self.precision = precision
         self.batch = batch
+        self.is_active = False
 
     # --- what a backend provides -------------------------------------------------------------------------
     @abc.abstractmethod
+    def _activate_impl(self) -> None:
+        """Load the model and allocate what timing needs; raise HarnessError with the reason on failure."""
+
+    def _deactivate_impl(self) -> None:
+        """Release what ``_activate_impl`` acquired (also called after a partial activation)."""
+
+    @abc.abstractmethod
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
-        """Input name -> (shape, dtype)."""
+        """Input name -> (shape, dtype); valid while active."""
 
     @abc.abstractmethod
     def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -46,32 +61,87 @@ class Runner(abc.ABC):
         """Backend name, version and the settings that affect timing (recorded in results)."""
         return {"backend": self.backend_name, "precision": self.precision, "batch": self.batch}
 
-    def close(self) -> None:
-        """Release the backend's resources."""
+    # --- the lifecycle ---------------------------------------------------------------------------------------
+    def activate(self) -> Runner:
+        """Load the model; on failure whatever was acquired is released before the error propagates."""
+        if self.is_active:
+            raise HarnessError(f"{self.backend_name} runner for {self.onnx_path} is already active")
+        try:
+            self._activate_impl()
+        except BaseException:
+            self._deactivate_impl()
+            raise
+        self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        """Release the backend's resources; safe to call on an inactive runner."""
+        if self.is_active:
+            self.is_active = False
+            self._deactivate_impl()
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc: Optional[BaseException]) -> None:
+        self.deactivate()
+
+    def _require_active(self) -> None:
+        if not self.is_active:
+            raise HarnessError(f"{self.backend_name} runner for {self.onnx_path} is not active: use "
+                               f"`with runner:` or runner.activate()")
 
     # --- shared behaviour ----------------------------------------------------------------------------------
     def random_inputs(self, seed: int = 0) -> Dict[str, np.ndarray]:
         """Seeded random inputs matching the model's input specs."""
         rng = np.random.default_rng(seed)
-        return {name: rng.standard_normal(shape).astype(dtype) for name, (shape, dtype) in self.input_specs().items()}
+        return {name: rng.standard_normal(shape).astype(dtype)
+                for name, (shape, dtype) in self.input_specs().items()}
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Validate ``feeds`` against the input specs, then run once."""
+        self._require_active()
         specs = self.input_specs()
         missing: List[str] = sorted(set(specs) - set(feeds))
         if missing:
             raise HarnessError(f"missing model inputs: {', '.join(missing)}")
         for name, (shape, _dtype) in specs.items():
             if tuple(feeds[name].shape) != tuple(shape):
-                raise HarnessError(f"input {name!r} has shape {tuple(feeds[name].shape)}, expected {tuple(shape)}")
+                raise HarnessError(f"input {name!r} has shape {tuple(feeds[name].shape)}, "
+                                   f"expected {tuple(shape)}")
         return self._infer_impl(feeds)
 
     def measure_once(self) -> Dict[str, float]:
         """One timed inference; the protocol in ``harness.timing`` calls this in a loop."""
+        self._require_active()
         return self._measure_impl()
 
-    def __enter__(self) -> Runner:
-        return self
 
-    def __exit__(self, *exc: Optional[BaseException]) -> None:
-        self.close()
+@contextlib.contextmanager
+def open_runners(runners: Mapping[str, Runner]) -> Iterator[Mapping[str, Runner]]:
+    """Activate every runner; all that were activated are deactivated on exit or on any failure."""
+    with contextlib.ExitStack() as stack:
+        for runner in runners.values():
+            stack.enter_context(runner)
+        yield runners
+
+
+def resolve_batch(onnx_path: Path, batch: int) -> int:
+    """The batch a model will run at: ``batch`` for a dynamic batch dimension; a static one must match it.
+
+    Resolved once, before any backend: a static-batch model timed "at batch 8" would otherwise report eight
+    times its real throughput.
+    """
+    from harness.onnx_io import input_shapes
+
+    if batch < 1:
+        raise HarnessError(f"batch must be 1 or more, not {batch}")
+    leading = {shape[0] for shape in input_shapes(onnx_path).values() if shape}
+    static = {d for d in leading if isinstance(d, int) and d > 0}
+    if not static:
+        return batch
+    if static != {batch}:
+        fixed = ", ".join(str(d) for d in sorted(static))
+        raise HarnessError(f"{onnx_path} has a fixed batch of {fixed}, not {batch}: export it at batch {batch} "
+                           f"or with a dynamic batch dimension")
+    return batch

@@ -53,7 +53,11 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(onnx_path, profile, precision, batch)
         if precision != "fp32":
             raise HarnessError(f"the onnxruntime backend runs fp32 models only, not {precision}")
-        options = session_options(profile.onnxruntime)
+        self.session = None
+
+    def _activate_impl(self) -> None:
+        onnx_path = self.onnx_path
+        options = session_options(self.profile.onnxruntime)
         self.intra_op_threads = options.intra_op_num_threads
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -61,12 +65,18 @@ class OnnxRuntimeRunner(Runner):
             raise HarnessError(f"ONNX Runtime cannot load {onnx_path}: {str(exc).splitlines()[0]}") from None
         self._specs = {}
         for arg in self.session.get_inputs():
-            if any(not isinstance(d, int) for d in arg.shape):
+            shape = list(arg.shape)
+            if shape and not isinstance(shape[0], int):
+                shape[0] = self.batch  # a dynamic batch: the caller resolved it
+            if any(not isinstance(d, int) for d in shape):
                 raise HarnessError(f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}; "
                                    f"export with static shapes")
             dtype = np.dtype(np.float32 if arg.type == "tensor(float)" else arg.type[7:-1])
-            self._specs[arg.name] = (tuple(arg.shape), dtype)
+            self._specs[arg.name] = (tuple(shape), dtype)
         self._feeds = self.random_inputs()
+
+    def _deactivate_impl(self) -> None:
+        self.session = None
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
         return dict(self._specs)

@@ -219,14 +219,13 @@ class TensorRTRunner(Runner):
                  cache: Optional[EngineCache] = None) -> None:
         super().__init__(onnx_path, profile, precision, batch)
         self.settings = BuildSettings.from_profile(profile, precision, batch)
+        self.cache = cache or EngineCache()
+
+    def _activate_impl(self) -> None:
         cuda.init()
         device = cuda.Device(0)
         self.cuda_context = device.make_context()
-        try:
-            self._load(device, cache or EngineCache())
-        except BaseException:
-            self.cuda_context.pop()
-            raise
+        self._load(device, self.cache)
 
     def _load(self, device, cache: EngineCache) -> None:
         capability = "{}.{}".format(*device.compute_capability())
@@ -334,7 +333,7 @@ class TensorRTRunner(Runner):
                     plan=build_plan(self.settings, trt.__version__))
         return info
 
-    def close(self) -> None:
+    def _deactivate_impl(self) -> None:
         if getattr(self, "cuda_context", None) is None:
             return
         for _, _, device in getattr(self, "inputs", []) + getattr(self, "outputs", []):

@@ -43,19 +43,26 @@ class TorchRunner(Runner):
         super().__init__(onnx_path, profile, precision, batch)
         if precision not in DTYPES:
             raise HarnessError(f"the torch backend runs fp32 or fp16, not {precision}")
+        self.cuda_graph = cuda_graph
         self.device = torch.device("cuda" if profile.kind != "cpu" and torch.cuda.is_available() else "cpu")
-        model = onnx.load(str(onnx_path))
+        self.graph = None
+
+    def _activate_impl(self) -> None:
+        precision = self.precision
+        model = onnx.load(str(self.onnx_path))
         dims = model.graph.input[0].type.tensor_type.shape.dim
         self.input_name = model.graph.input[0].name
-        self.shape = tuple(d.dim_value for d in dims)
+        self.shape = (self.batch,) + tuple(d.dim_value for d in dims)[1:]  # batch resolved by the caller
         self.module = _to_module(model).eval().to(self.device, DTYPES[precision])
         self.example = torch.randn(self.shape, device=self.device, dtype=DTYPES[precision])
-        self.graph = None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            if cuda_graph:
+            if self.cuda_graph:
                 self.graph = self._capture()
+
+    def _deactivate_impl(self) -> None:
+        self.graph = self.module = self.example = None
 
     def _capture(self):
         stream = torch.cuda.Stream()

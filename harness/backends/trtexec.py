@@ -16,17 +16,17 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.backends.base import LATENCY, Runner
+from harness.backends.base import Runner
 from harness.engine_cache import BuildSettings
 from harness.errors import HarnessError
+from harness.onnx_io import Dim, input_shapes
 from harness.profiles import Profile
 
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
-Dim = Union[int, str, None]  # an ONNX dimension: a size, or a name / None / <= 0 when dynamic
 SERIES = ("latency_ms", "gpu_compute_ms", "enqueue_ms", "h2d_ms", "d2h_ms")
 TIMING_FLAGS = ("--warmUp=", "--duration=", "--iterations=", "--percentile=")
 
@@ -216,20 +216,6 @@ def _run(cmd: List[str], what: str) -> str:
     return proc.stdout
 
 
-def onnx_input_shapes(onnx_path: Path) -> Dict[str, List[Dim]]:
-    """Graph input name -> dims (int, or the dim's name / None when dynamic), initializers excluded."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
-    shapes: Dict[str, List[Dim]] = {}
-    for value in model.graph.input:
-        if value.name not in initializers:
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                  for d in value.type.tensor_type.shape.dim]
-    return shapes
-
-
 def run_trtexec(onnx_path: Path, profile: Profile, precision: str, batch: int,
                 input_shape: Optional[Sequence[Dim]] = None, input_name: str = "input",
                 input_shapes: Optional[Dict[str, Sequence[Dim]]] = None) -> Dict[str, Any]:
@@ -241,7 +227,7 @@ def run_trtexec(onnx_path: Path, profile: Profile, precision: str, batch: int,
     version = trtexec_version(binary)
     shapes = input_shapes
     if shapes is None:
-        shapes = {input_name: input_shape} if input_shape is not None else onnx_input_shapes(onnx_path)
+        shapes = {input_name: input_shape} if input_shape is not None else input_shapes(onnx_path)
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "times.json"
         cmd = trtexec_command(onnx_path, profile, precision, batch, version, times_path=times, input_shapes=shapes)
@@ -260,11 +246,11 @@ class TrtexecRunner(Runner):
 
     backend_name = "trtexec"
 
-    def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp16", batch: int = 1) -> None:
-        super().__init__(onnx_path, profile, precision, batch)
+    def _activate_impl(self) -> None:
+        profile, precision, batch, onnx_path = self.profile, self.precision, self.batch, self.onnx_path
         self.binary = find_trtexec()
         self.version = trtexec_version(self.binary)
-        self.shapes = onnx_input_shapes(self.onnx_path)
+        self.shapes = input_shapes(self.onnx_path)
         self.tmp = tempfile.TemporaryDirectory()
         self.engine = Path(self.tmp.name) / "model.engine"
         cmd = trtexec_command(self.onnx_path, profile, precision, batch, self.version, engine_path=self.engine,
@@ -303,9 +289,7 @@ class TrtexecRunner(Runner):
             series = parse_export_times(times.read_text())
             self.buffer = [dict(zip(SERIES, values)) for values in zip(*(series[k] for k in SERIES))]
             self.runs += 1
-        sample = self.buffer.pop(0)
-        sample[LATENCY] = sample.pop("latency_ms")
-        return sample
+        return self.buffer.pop(0)
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
@@ -314,5 +298,7 @@ class TrtexecRunner(Runner):
                     effective=effective_settings(self._command(), self.version))
         return info
 
-    def close(self) -> None:
-        self.tmp.cleanup()
+    def _deactivate_impl(self) -> None:
+        if getattr(self, "tmp", None) is not None:
+            self.tmp.cleanup()
+            self.tmp = None

@@ -54,8 +54,9 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
     """The trtexec line equivalent to ``harness build`` + ``harness time`` with this profile, and its settings."""
     import shlex
 
-    from harness.backends.trtexec import effective_settings, onnx_input_shapes, trtexec_command
+    from harness.backends.trtexec import effective_settings, trtexec_command
     from harness.engine_cache import ENGINE_DIR, BuildSettings
+    from harness.onnx_io import input_shapes
 
     version = version or _installed_tensorrt() or profile.expect.tensorrt or "8.5.2"
     capability = (profile.expect.compute_capability or "").replace(".", "")
@@ -63,7 +64,7 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
     timing_cache = engines / f"timing-{version}-sm{capability or 'XX'}.cache"
     cmd = trtexec_command(onnx_path, profile, precision, batch, version,
                           engine_path=engines / f"{onnx_path.stem}-{precision}-b{batch}.engine",
-                          times_path=Path(f"{onnx_path.stem}-times.json"), input_shapes=onnx_input_shapes(onnx_path),
+                          times_path=Path(f"{onnx_path.stem}-times.json"), input_shapes=input_shapes(onnx_path),
                           timing_cache=timing_cache)
     settings = effective_settings(cmd, version)
     lines = [f"# TensorRT {version}, device {profile.name}, {precision}, batch {batch}; measured: "

@@ -80,6 +80,8 @@ def _measure(path: Path, profile) -> float:
     """Median latency (ms) of one ONNX file on the profile's backend, with the measurement protocol."""
     from harness import timing
     from harness.backends import get_runner_class
+    from harness.backends.base import resolve_batch
 
-    with get_runner_class(profile.backend)(path, profile, profile.precisions[0], profile.batch_sizes[0]) as runner:
+    batch = resolve_batch(path, profile.batch_sizes[0])
+    with get_runner_class(profile.backend)(path, profile, profile.precisions[0], batch) as runner:
         return timing.measure_interleaved({"folded": runner}, profile.timing)["folded"].stats().median

@@ -30,6 +30,7 @@ def run(args) -> int:
 
     from harness import timing
     from harness.backends import get_runner_class
+    from harness.backends.base import open_runners, resolve_batch
     from harness.errors import HarnessError
     from harness.onnx_io import load_model, write_text_atomic
     from harness.profiles import load_profile
@@ -57,12 +58,10 @@ def run(args) -> int:
     if args.trtexec:
         return _time_with_trtexec(args, profile)
     runner_class = get_runner_class(profile.backend)
-    runners = {str(p): runner_class(p, profile, profile.precisions[0], profile.batch_sizes[0]) for p in args.onnx}
-    try:
+    runners = {str(p): runner_class(p, profile, profile.precisions[0], resolve_batch(p, profile.batch_sizes[0]))
+               for p in args.onnx}
+    with open_runners(runners):
         measured = timing.measure_interleaved(runners, profile.timing)
-    finally:
-        for runner in runners.values():
-            runner.close()
     reference = measured[str(args.onnx[0])]
     report = {}
     for name, m in measured.items():
