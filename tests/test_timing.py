@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 
 from harness import timing
-from harness.backends.onnxruntime import OnnxRuntimeRunner
 from harness.backends.base import open_runners
+from harness.backends.onnxruntime import OnnxRuntimeRunner
 from harness.profiles import TimingSettings, load_profile
 
 
