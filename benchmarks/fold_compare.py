@@ -26,7 +26,7 @@ import onnxruntime as ort
 from harness import timing
 from harness.backends.onnxruntime import OnnxRuntimeRunner
 from harness.export import ModelSource, materialize
-from harness.fold import fold_model
+from harness.fold import RooflineCostModel, fold_model
 from harness.graph_stats import op_histogram
 from harness.onnx_io import save_model, write_text_atomic
 from harness.profiles import load_profile
@@ -68,7 +68,8 @@ def _ort_all(model: onnx.ModelProto, path: Path) -> Optional[str]:
 
 def _fold(mode: str) -> Callable[[onnx.ModelProto, Path], Optional[str]]:
     def run(model: onnx.ModelProto, path: Path) -> Optional[str]:
-        save_model(fold_model(model, merge=mode).model, path)
+        cost = RooflineCostModel.from_profile(load_profile("host"))  # as in the published table
+        save_model(fold_model(model, merge=mode, cost_model=cost).model, path)
         return None
     return run
 

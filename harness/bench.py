@@ -17,9 +17,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from harness import envinfo, timing
 from harness.backends import get_runner_class
 from harness.backends.base import open_runners, resolve_batch
+from harness.calibrate import cost_model_for
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
-from harness.fold import RooflineCostModel, fold_model, verify_fold
+from harness.fold import fold_model, verify_fold
 from harness.graph_stats import count_flops, count_params, op_histogram
 from harness.onnx_io import save_model, write_text_atomic
 from harness.profiles import Profile
@@ -143,7 +144,8 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
     results = new_results(argv, profile.to_dict(), environment)
     results["complete"] = False
     results["device"]["warnings"] = envinfo.check_expectations(environment, profile)
-    cost_model = RooflineCostModel.from_profile(profile, options.precision)
+    cost_model, cost_note = cost_model_for(profile, options.precision)
+    results["device"]["cost_model"] = cost_note
     results_path = options.out_dir / "results.json"
     options.out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -15,7 +15,7 @@ from harness import __version__
 from harness.errors import HarnessError
 
 COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "suite", "lut", "plan",
-            "profiles", "env")
+            "profiles", "env", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -194,45 +194,81 @@ class Entry:
     n: int
 
 
-def load_progress(path: Path) -> Dict[str, Entry]:
-    """Measurements already made (one JSON object per line); a torn last line from a crash is ignored."""
+def measurement_context(profile, precision: str, batch: int) -> Dict[str, object]:
+    """What a measurement depends on besides the span: device, backend and its settings, precision, batch, host,
+    versions. Stored with every saved measurement, so that a resumed run never reuses another context's."""
+    import platform
+
+    from harness.envinfo import cpu_state, library_versions
+
+    settings = {"onnxruntime": dataclasses.asdict(profile.onnxruntime), "tensorrt": dataclasses.asdict(
+        profile.tensorrt)}.get(profile.backend, {})
+    torch_settings = getattr(profile, "torch", None)
+    if profile.backend == "torch" and torch_settings is not None:
+        settings = dataclasses.asdict(torch_settings)
+    versions = library_versions()
+    return {"device": profile.name, "backend": profile.backend, "backend_settings": settings,
+            "precision": precision, "batch": batch, "host": platform.node(),
+            "cpu": cpu_state().get("model"), "versions": {k: versions.get(k) for k in sorted(versions)}}
+
+
+def load_progress(path: Path, context: Optional[Dict[str, object]] = None) -> Tuple[Dict[str, Entry], int]:
+    """Measurements already made in ``context`` (one JSON object per line) and how many lines of another context
+    were ignored; a torn last line from a crash is ignored too."""
     found: Dict[str, Entry] = {}
+    other = 0
     if not path.is_file():
-        return found
+        return found, other
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
-            found[record["key"]] = Entry(record["time"], record["stdev"], record["n"])
+            entry = Entry(record["time"], record["stdev"], record["n"])
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
-    return found
+        if record.get("context") != context:
+            other += 1
+            continue
+        found[record["key"]] = entry
+    return found, other
 
 
-def append_progress(path: Path, key: str, entry: Entry) -> None:
+def append_progress(path: Path, key: str, entry: Entry, context: Optional[Dict[str, object]] = None) -> None:
     """Record one measurement durably before moving on (fsync), so an interruption loses nothing measured."""
     import os
 
     with path.open("a") as handle:
-        handle.write(json.dumps({"key": key, **dataclasses.asdict(entry)}) + "\n")
+        handle.write(json.dumps({"key": key, **dataclasses.asdict(entry), "context": context}) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
+def measure_keyed(todo: Dict[str, Callable[[], Entry]], progress_path: Path,
+                  context: Optional[Dict[str, object]] = None,
+                  on_step: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Entry], int, int]:
+    """Run every measurement of ``todo`` (key -> measure) not saved before in this context; returns all entries,
+    how many were measured now, and how many saved lines of another context were ignored."""
+    done, other = load_progress(progress_path, context)
+    missing = [key for key in todo if key not in done]
+    for i, key in enumerate(missing):
+        entry = todo[key]()
+        append_progress(progress_path, key, entry, context)
+        done[key] = entry
+        if on_step:
+            on_step(i + 1, len(missing))
+    return done, len(missing), other
+
+
 def measure_spans(spans: List[Span], measure: Callable[[Span], Entry], progress_path: Path,
-                  on_step: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Entry], int]:
-    """Time every distinct span signature not measured before; returns all entries and how many were timed now."""
-    done = load_progress(progress_path)
+                  on_step: Optional[Callable[[int, int], None]] = None,
+                  context: Optional[Dict[str, object]] = None) -> Tuple[Dict[str, Entry], int]:
+    """Time every distinct span signature not measured before in ``context``; returns all entries and how many
+    were timed now."""
     unique: Dict[str, Span] = {}
     for span in spans:
         unique.setdefault(span.key, span)
-    todo = [s for k, s in unique.items() if k not in done]
-    for i, span in enumerate(todo):
-        entry = measure(span)
-        append_progress(progress_path, span.key, entry)
-        done[span.key] = entry
-        if on_step:
-            on_step(i + 1, len(todo))
-    return done, len(todo)
+    todo = {key: (lambda s=span: measure(s)) for key, span in unique.items()}
+    done, measured, _ = measure_keyed(todo, progress_path, context, on_step)
+    return done, measured
 
 
 def table_rows(spans: List[Span], entries: Dict[str, Entry]) -> List[Dict[str, object]]:

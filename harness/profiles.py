@@ -63,6 +63,14 @@ class TensorRTSettings:
 
 
 @dataclasses.dataclass
+class TorchSettings:
+    """The torch reference backend: replay a captured CUDA graph, let cuDNN pick algorithms by timing them."""
+
+    cuda_graph: bool = False
+    cudnn_benchmark: bool = True
+
+
+@dataclasses.dataclass
 class Expectations:
     """What the hardware must look like; a mismatch warns (``--strict`` refuses)."""
 
@@ -117,6 +125,7 @@ class Profile:
     timing: TimingSettings = dataclasses.field(default_factory=TimingSettings)
     onnxruntime: OnnxRuntimeSettings = dataclasses.field(default_factory=OnnxRuntimeSettings)
     tensorrt: TensorRTSettings = dataclasses.field(default_factory=TensorRTSettings)
+    torch: TorchSettings = dataclasses.field(default_factory=TorchSettings)
     expect: Expectations = dataclasses.field(default_factory=Expectations)
     remote: Remote = dataclasses.field(default_factory=Remote)
     source: str = ""
@@ -208,6 +217,23 @@ def load_profile_file(path: Path) -> Profile:
     _check_choices(profile, str(path))
     profile.source = str(path)
     return profile
+
+
+def with_backend(profile: Profile, backend: Optional[str]) -> Profile:
+    """The profile with its backend replaced (``--backend``), checked; the profile itself when None."""
+    if backend is None or backend == profile.backend:
+        return profile
+    if backend not in BACKENDS:
+        raise HarnessError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    return dataclasses.replace(profile, backend=backend)
+
+
+def calibration_path(profile: Profile, backend: Optional[str] = None, precision: Optional[str] = None) -> Path:
+    """Where ``harness calibrate`` stores a profile's calibration for one backend and precision: beside the
+    profile's YAML file (``<profile>.<backend>.<precision>.calibration.json``), to be committed with it."""
+    directory = Path(profile.source).parent if profile.source else PROFILE_DIR
+    return directory / (f"{profile.name}.{backend or profile.backend}.{precision or profile.precisions[0]}"
+                        ".calibration.json")
 
 
 def available_profiles(directory: Path = PROFILE_DIR) -> List[str]:

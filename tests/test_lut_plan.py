@@ -74,7 +74,7 @@ def test_tables_round_trip_and_resume_after_interruption(branchy, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         measure_spans(spans, measure, progress)
-    assert len(load_progress(progress)) == 3
+    assert len(load_progress(progress)[0]) == 3
     with progress.open("a") as handle:
         handle.write('{"key": "torn')  # a crash mid-write leaves a torn line: ignored
     first_three = list(calls)
@@ -95,6 +95,21 @@ def test_tables_round_trip_and_resume_after_interruption(branchy, tmp_path):
         table = read_table(path)
         assert set(table) == {(s.st, s.end) for s in spans}
         assert table[(3, 3)] == table[(4, 4)]
+
+
+def test_resume_with_another_context_reuses_nothing(branchy, tmp_path):
+    """Issue 16: a run resumed with another profile (threads, device, versions) must measure everything again."""
+    spans = enumerate_spans(conv_chains(branchy), 2)
+    progress = tmp_path / "t.progress.jsonl"
+    first = {"device": "host", "backend": "onnxruntime", "backend_settings": {"intra_op_threads": 1}}
+    entries, now = measure_spans(spans, lambda s: Entry(0.5, 0.01, 30), progress, context=first)
+    assert now == len(entries) == len({s.key for s in spans})
+    second = dict(first, backend_settings={"intra_op_threads": 2})
+    assert load_progress(progress, second) == ({}, now)  # the first context's lines are ignored, and counted
+    again, measured = measure_spans(spans, lambda s: Entry(0.25, 0.01, 30), progress, context=second)
+    assert measured == now and {e.time for e in again.values()} == {0.25}
+    kept, ignored = load_progress(progress, first)
+    assert {e.time for e in kept.values()} == {0.5} and ignored == now  # neither context sees the other's
 
 
 def test_read_table_rejects_other_csvs(tmp_path):

@@ -8,10 +8,11 @@ import pytest
 
 from harness.cli import main
 from harness.export import export_module
-from harness.fold import fold_model
+from harness.fold import RooflineCostModel, fold_model
 from harness.graph_stats import count_flops, count_params
 from harness.onnx_io import load_model
 from harness.papers import CLAIMS, suite_models
+from harness.profiles import load_profile
 from harness.zoo import build_model, list_variants
 
 
@@ -26,7 +27,8 @@ def test_every_claim_names_a_zoo_variant():
 def _deployed_cost(model: str, variant: str, tmp_path):
     module, shape = build_model(model, variant)
     export_module(module, shape, tmp_path / f"{model}-{variant}.onnx")
-    graph = fold_model(load_model(tmp_path / f"{model}-{variant}.onnx")).model
+    host = RooflineCostModel.from_profile(load_profile("host"))  # what bench --device host folds with
+    graph = fold_model(load_model(tmp_path / f"{model}-{variant}.onnx"), cost_model=host).model
     return count_flops(graph), count_params(graph)
 
 

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--variants", default="first",
                         help="'first' (baseline + first variant, default), 'all', or comma-separated variant names")
     parser.add_argument("--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32")
+    parser.add_argument("--backend", default=None,
+                        help="run on this backend instead of the profile's (onnxruntime, tensorrt, trtexec, torch)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
     parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
                         help="which linear conv chains to merge: cost-model choice (auto), every exact one, none")
@@ -37,7 +39,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from harness.errors import HarnessError
-    from harness.profiles import load_profile
+    from harness.profiles import load_profile, with_backend
 
     if args.list:
         from harness.zoo import ZOO, list_variants
@@ -46,7 +48,7 @@ def run(args) -> int:
             print(f"{name:<12} {'x'.join(map(str, entry.input_shape)):<10} {entry.description:<28} "
                   f"variants: {', '.join(list_variants(name))}")
         return 0
-    profile = load_profile(args.device)
+    profile = with_backend(load_profile(args.device), args.backend)
     if args.strict:
         from harness.envinfo import capture_environment, enforce_expectations
 

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("onnx", type=Path, help="ONNX model to fold (static shapes)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folded ONNX file to write")
     parser.add_argument("--device", default="host", help="device profile whose cost model decides (default: host)")
+    parser.add_argument("--backend", default=None,
+                        help="backend whose calibration decides (default: the profile's; see harness calibrate)")
     parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
                         help="merge chains the cost model favours (auto), every exact chain (all), or none")
     parser.add_argument("--cost", type=Path, default=None,
@@ -34,20 +36,21 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import json
 
+    from harness.calibrate import cost_model_for
     from harness.errors import HarnessError
-    from harness.fold import RooflineCostModel, TableCostModel, fold_model, verify_fold
+    from harness.fold import fold_model, verify_fold
     from harness.onnx_io import load_model, save_model, write_text_atomic
-    from harness.profiles import load_profile
+    from harness.profiles import load_profile, with_backend
 
     if args.output.resolve() == args.onnx.resolve():
         raise HarnessError("the output would overwrite the input: choose another -o")
-    profile = load_profile(args.device)
-    model = load_model(args.onnx)
-    cost = RooflineCostModel.from_profile(profile, profile.precisions[0])
-    if args.cost:
-        cost = TableCostModel.from_csv(args.cost, fallback=cost)
-    elif args.measure:
+    profile = with_backend(load_profile(args.device), args.backend)
+    if args.measure and not args.cost:
         raise HarnessError("--measure compares against a latency table: give --cost table.csv too")
+    cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost)
+    model = load_model(args.onnx)
+    if args.merge == "auto":
+        print(f"cost model: {cost_note}")
     result = fold_model(model, merge=args.merge, cost_model=cost)
     if not args.no_verify:
         result.report.verification = verify_fold(model, result.model).to_dict()

@@ -38,7 +38,16 @@ def run(args) -> int:
     from harness.backends import get_runner_class
     from harness.errors import HarnessError
     from harness.export import materialize, resolve_source
-    from harness.lut import Entry, conv_chains, enumerate_spans, measure_spans, span_model, table_rows, write_tables
+    from harness.lut import (
+        Entry,
+        conv_chains,
+        enumerate_spans,
+        measure_spans,
+        measurement_context,
+        span_model,
+        table_rows,
+        write_tables,
+    )
     from harness.onnx_io import save_model, write_text_atomic
     from harness.profiles import load_profile
 
@@ -63,19 +72,20 @@ def run(args) -> int:
             return Entry(stats.median, stats.std, stats.n)
 
         progress_path = args.output.with_name(args.output.name + ".progress.jsonl")
+        context = measurement_context(profile, profile.precisions[0], batch)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         columns = (TextColumn("timing spans"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns) as progress:
             task = progress.add_task("", total=None)
             entries, measured_now = measure_spans(
                 spans, measure, progress_path,
-                on_step=lambda done, total: progress.update(task, completed=done, total=total))
+                on_step=lambda done, total: progress.update(task, completed=done, total=total), context=context)
     short_path, long_path = write_tables(table_rows(spans, entries), args.output)
     unique = len({s.key for s in spans})
     meta = {"model": args.model, "batch": batch, "max_span": args.max_span, "spans": len(spans),
             "unique_signatures": unique, "measured_this_run": measured_now,
             "measurements_saved_by_signature_cache": len(spans) - unique,
-            "wall_time_s": round(time.perf_counter() - started, 1), "profile": profile.to_dict(),
+            "wall_time_s": round(time.perf_counter() - started, 1), "profile": profile.to_dict(), "context": context,
             "timing": dataclasses.asdict(profile.timing), "environment": envinfo.capture_environment(profile)}
     write_text_atomic(args.output.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     progress_path.unlink()

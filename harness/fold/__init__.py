@@ -17,7 +17,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from harness.errors import HarnessError
 from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
-from harness.fold.cost import ConvGeometry, CostModel, RooflineCostModel, TableCostModel
+from harness.fold.cost import ConvGeometry, CostModel, FlopCountModel, RooflineCostModel, TableCostModel
 from harness.fold.report import FoldReport
 from harness.fold.residual import fold_residuals
 from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
@@ -100,12 +100,6 @@ def _with_header(folded: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelP
     return folded
 
 
-def _default_cost_model() -> CostModel:
-    from harness.profiles import load_profile
-
-    return RooflineCostModel.from_profile(load_profile("host"))
-
-
 def _run_passes(graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, Tuple[int, int]]) -> List[Dict]:
     records: List[Dict[str, Any]] = []
     seen = set()
@@ -129,11 +123,14 @@ def _run_passes(graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, T
 
 
 def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional[CostModel] = None) -> FoldResult:
-    """Fold a static-shape model; the input model is not modified."""
+    """Fold a static-shape model; the input model is not modified. ``auto`` needs the device's ``cost_model``
+    (``harness.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost."""
     started = time.perf_counter()
     _check_input(model, merge)
+    if cost_model is None and merge == "auto":
+        raise HarnessError("--merge auto needs a device's cost model (a calibration, a latency table or a roofline)")
     model = _infer(model)
-    cost = cost_model or _default_cost_model()
+    cost = cost_model or FlopCountModel()
     graph, records = _fold_constants(gs.import_onnx(model), model)
     for i, node in enumerate(graph.nodes):
         node.name = node.name or f"{node.op}_{i}"

@@ -130,3 +130,75 @@ class TableCostModel(CostModel):
 
     def elementwise_cost(self, nbytes: int) -> float:
         return self.fallback.elementwise_cost(nbytes)
+
+
+def conv_class(depthwise: bool, kernel: int, stride: int) -> str:
+    """The calibration class of a conv: kernels of one size, stride and kind share one FLOP rate."""
+    return f"{'dw' if depthwise else 'dense'}-k{kernel}-s{min(stride, 2)}"
+
+
+@dataclasses.dataclass
+class CalibratedCostModel(CostModel):
+    """A cost model fitted to micro-benchmarks on the device (``harness calibrate``).
+
+    ``overhead_s + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes``: a FLOP rate per kind of conv
+    (dense or depthwise, kernel size, stride), so that depthwise and large kernels are priced as measured. A class
+    not calibrated uses the nearest kernel size of the same kind and stride.
+    """
+
+    overhead_s: float
+    seconds_per_flop: Dict[str, float]
+    seconds_per_byte: float
+    elementwise_overhead_s: float
+    elementwise_seconds_per_byte: float
+    name: str = "calibrated"
+
+    @classmethod
+    def from_dict(cls, fit: Dict[str, object], name: str) -> CalibratedCostModel:
+        """The model from the ``fit`` block of a calibration file."""
+        return cls(float(fit["overhead_s"]), {str(k): float(v) for k, v in dict(fit["seconds_per_flop"]).items()},
+                   float(fit["seconds_per_byte"]), float(fit["elementwise_overhead_s"]),
+                   float(fit["elementwise_seconds_per_byte"]), name)
+
+    def to_dict(self) -> Dict[str, object]:
+        """The ``fit`` block of a calibration file."""
+        return {"overhead_s": self.overhead_s, "seconds_per_flop": dict(self.seconds_per_flop),
+                "seconds_per_byte": self.seconds_per_byte, "elementwise_overhead_s": self.elementwise_overhead_s,
+                "elementwise_seconds_per_byte": self.elementwise_seconds_per_byte}
+
+    def rate(self, depthwise: bool, kernel: int, stride: int) -> float:
+        """Seconds per FLOP of a class, or of the nearest calibrated kernel size of the same kind and stride."""
+        exact = conv_class(depthwise, kernel, stride)
+        if exact in self.seconds_per_flop:
+            return self.seconds_per_flop[exact]
+        prefix, suffix = ("dw" if depthwise else "dense") + "-k", f"-s{min(stride, 2)}"
+        sizes = [int(k[len(prefix):-len(suffix)]) for k in self.seconds_per_flop
+                 if k.startswith(prefix) and k.endswith(suffix)]
+        if not sizes:  # no class of this kind and stride: any of this kind, else the slowest rate
+            same_kind = [v for k, v in self.seconds_per_flop.items() if k.startswith(prefix)]
+            return max(same_kind or list(self.seconds_per_flop.values()))
+        nearest = min(sizes, key=lambda k: (abs(k - kernel), -k))
+        return self.seconds_per_flop[f"{prefix}{nearest}{suffix}"]
+
+    def conv_cost(self, geometry: ConvGeometry) -> float:
+        depthwise = geometry.groups > 1 and geometry.groups == geometry.in_shape[1] == geometry.out_shape[1]
+        kernel = max(geometry.taps)
+        return (self.overhead_s + self.rate(depthwise, kernel, geometry.stride) * geometry.flops
+                + self.seconds_per_byte * geometry.bytes_moved())
+
+    def elementwise_cost(self, nbytes: int) -> float:
+        return self.elementwise_overhead_s + self.elementwise_seconds_per_byte * nbytes
+
+
+@dataclasses.dataclass
+class FlopCountModel(CostModel):
+    """No device behind it: FLOPs and bytes at nominal rates (1 TFLOP/s, 100 GB/s). Only prices the records of
+    ``merge all`` and ``none``, which decide nothing by cost; ``auto`` needs a device's model."""
+
+    name: str = "no device cost model (nominal FLOP count)"
+
+    def conv_cost(self, geometry: ConvGeometry) -> float:
+        return geometry.flops / 1e12 + geometry.bytes_moved() / 1e11
+
+    def elementwise_cost(self, nbytes: int) -> float:
+        return nbytes / 1e11

@@ -1,0 +1,108 @@
+"""``harness calibrate``: fit the fold cost model to micro-benchmarks measured on a device and backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.commands import add_command
+
+DESCRIPTION = """Time single convolutions on the device (dense and depthwise; kernels 1-7; strides 1 and 2; several
+channel counts and spatial sizes), chains of tiny convs (per-layer overhead) and element-wise Adds, with a
+shortened measurement protocol; fit the cost model `fold --merge auto` uses (a FLOP rate per kind of conv, a
+bandwidth term, the per-layer overhead) and write it beside the profile as
+<profile>.<backend>.<precision>.calibration.json, with the measured points, the fit's error on them and the
+provenance (device state, versions, date). Commit that file with the profile. Interrupted runs resume from
+<output>.progress.jsonl (only measurements made with the same device, backend, settings and versions)."""
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "calibrate", "fit the merge cost model to micro-benchmarks on a device",
+                         DESCRIPTION, "harness calibrate --device host")
+    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    parser.add_argument("--backend", default=None, help="backend to calibrate (default: the profile's)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="calibration file to write (default: beside the profile, where fold finds it)")
+    parser.add_argument("--quick", action="store_true", help="a third of the grid: a first look, not for use")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    import tempfile
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from harness import envinfo, timing
+    from harness.backends import get_runner_class
+    from harness.calibrate import (
+        calibration_record,
+        calibration_timing,
+        micro_benchmarks,
+        point_model,
+        run_calibration,
+    )
+    from harness.errors import HarnessError
+    from harness.lut import Entry, measurement_context
+    from harness.onnx_io import save_model, write_text_atomic
+    from harness.profiles import calibration_path, load_profile, with_backend
+
+    profile = with_backend(load_profile(args.device), args.backend)
+    precision = profile.precisions[0]
+    batch = args.batch if args.batch is not None else profile.batch_sizes[0]
+    if batch < 1:
+        raise HarnessError("--batch must be a positive integer")
+    output = args.output or calibration_path(profile, profile.backend, precision)
+    _check_output(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    runner_class = get_runner_class(profile.backend)
+    settings = calibration_timing(profile.timing)
+    points = micro_benchmarks(batch, quick=args.quick)
+    context = measurement_context(profile, precision, batch)
+    environment = envinfo.capture_environment(profile)
+    progress_path = output.with_name(output.name + ".progress.jsonl")
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def measure(point) -> Entry:
+            path = save_model(point_model(point), Path(tmp) / f"{point.key}.onnx")
+            with runner_class(path, profile, precision, batch) as runner:
+                stats = timing.measure_interleaved({point.key: runner}, settings)[point.key].stats()
+            return Entry(stats.median, stats.std, stats.n)
+
+        columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns) as progress:
+            task = progress.add_task("", total=None)
+            entries, measured, ignored = run_calibration(
+                points, measure, progress_path, context,
+                on_step=lambda done, total: progress.update(task, completed=done, total=total))
+    record = calibration_record(profile, profile.backend, precision, batch, points, entries, context, environment,
+                                settings)
+    record["measured_this_run"] = measured
+    write_text_atomic(output, json.dumps(record, indent=1) + "\n")
+    progress_path.unlink()
+    quality, fit = record["quality"], record["fit"]
+    if ignored:
+        print(f"{ignored} saved measurements of another device, backend, settings or version were not reused")
+    print(f"{len(points)} micro-benchmarks ({measured} measured now) on {profile.name}/{profile.backend}/"
+          f"{precision}, batch {batch}")
+    print(f"  per-call {quality['per_call_s'] * 1e6:.1f} us, per-layer overhead "
+          f"{quality['per_layer_overhead_s'] * 1e6:.2f} us; fit error on the convs: median "
+          f"{quality['median_abs_rel_error']:.1%}, max {quality['max_abs_rel_error']:.1%}")
+    for name, seconds in sorted(fit["seconds_per_flop"].items()):
+        rate = 1e-9 / seconds if seconds else float("inf")
+        print(f"  {name:<12} {rate:8.1f} GFLOP/s")
+    print(f"wrote {output}")
+    return 0
+
+
+def _check_output(path: Path) -> None:
+    """Refuse, before measuring anything, an output that is a folder or lies where nothing can be written."""
+    import os
+
+    from harness.errors import HarnessError
+
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise HarnessError(f"cannot write the calibration to {path}: choose another -o")
