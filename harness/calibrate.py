@@ -3,8 +3,8 @@
 ``harness calibrate`` times single convolutions across kernel sizes, strides, dense and depthwise, channel counts
 and spatial sizes (built and timed as ``harness lut`` builds and times spans), chains of k tiny convs (the
 per-layer overhead is the slope in k, the per-call cost its intercept) and element-wise Adds; then fits
-``overhead + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes`` by non-negative least squares on
-relative errors. The calibration is a JSON file beside the profile, with its provenance (device state, versions,
+``fixed[class] + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes`` (a class: dense or depthwise,
+kernel size, stride) by non-negative least squares on relative errors. The calibration is a JSON file beside the profile, with its provenance (device state, versions,
 date, timing settings), its measured points and how well the fit reproduces them.
 
 Runs on the device: Python 3.8 compatible, no torch.
@@ -143,40 +143,46 @@ def calibration_timing(settings: TimingSettings) -> TimingSettings:
                                min_iterations=min(settings.min_iterations, 20), target_ci=max(settings.target_ci, 0.02))
 
 
+def _nnls_relative(columns: np.ndarray, measured: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on errors relative to ``measured`` (columns scaled for conditioning)."""
+    scale = columns.max(axis=0)
+    scale[scale == 0] = 1.0
+    solution, _ = nnls(columns / scale / measured[:, None], target / measured)
+    return solution / scale
+
+
 def fit(points: List[Point], entries: Dict[str, Entry]) -> Tuple[CalibratedCostModel, Dict[str, Any]]:
-    """Fit the cost model to measured points (times in ms); returns it and its quality on those points."""
+    """Fit the cost model to measured points (times in ms); returns it and its quality on those points.
+
+    The per-call cost (session, copies) is the intercept of the chain lengths' latencies and is taken out of every
+    point; the slope is the per-layer overhead of a trivial conv, recorded for reference.
+    """
     chains = [(p.layers, entries[p.key].time / 1e3) for p in points if p.kind == "chain"]
     if len(chains) < 2:
-        raise HarnessError("calibration needs chains of at least two lengths to separate per-layer overhead")
+        raise HarnessError("calibration needs chains of at least two lengths to separate per-call costs")
     slope, call = np.polyfit([k for k, _ in chains], [t for _, t in chains], 1)
-    overhead = max(float(slope), 0.0)
     call = max(float(call), 0.0)
     convs = [p for p in points if p.kind == "conv"]
     classes = sorted({p.conv_class for p in convs})
     measured = np.array([entries[p.key].time / 1e3 for p in convs])
-    columns = np.zeros((len(convs), len(classes) + 1))
+    columns = np.zeros((len(convs), 2 * len(classes) + 1))
     for row, p in enumerate(convs):
-        columns[row, classes.index(p.conv_class)] = p.flops
+        index = classes.index(p.conv_class)
+        columns[row, index] = 1.0
+        columns[row, len(classes) + index] = p.flops
         columns[row, -1] = p.nbytes
-    target = np.maximum(measured - call - overhead, 0.0)
-    scale = columns.max(axis=0)
-    scale[scale == 0] = 1.0
-    weights = 1.0 / measured  # relative errors: small convs matter as much as large ones
-    solution, _ = nnls(columns / scale * weights[:, None], target * weights)
-    solution = solution / scale
+    solution = _nnls_relative(columns, measured, np.maximum(measured - call, 0.0))
     adds = [p for p in points if p.kind == "add"]
     add_times = np.array([entries[p.key].time / 1e3 for p in adds])
-    add_columns = np.array([[1.0, p.nbytes] for p in adds])
-    add_scale = add_columns.max(axis=0)
-    add_fit, _ = nnls(add_columns / add_scale / add_times[:, None], np.maximum(add_times - call, 0) / add_times)
-    add_fit = add_fit / add_scale
-    model = CalibratedCostModel(overhead, dict(zip(classes, map(float, solution[:-1]))), float(solution[-1]),
+    add_fit = _nnls_relative(np.array([[1.0, p.nbytes] for p in adds]), add_times, np.maximum(add_times - call, 0))
+    model = CalibratedCostModel(dict(zip(classes, map(float, solution[:len(classes)]))),
+                                dict(zip(classes, map(float, solution[len(classes):-1]))), float(solution[-1]),
                                 float(add_fit[0]), float(add_fit[1]))
-    predicted = np.array([model.conv_cost(_span_geometry(p.span)) for p in convs]) + call
-    errors = (predicted - measured) / measured
-    quality = {"conv_points": len(convs), "median_abs_rel_error": float(np.median(np.abs(errors))),
-               "max_abs_rel_error": float(np.max(np.abs(errors))), "per_call_s": call,
-               "per_layer_overhead_s": overhead}
+    predicted = np.array([model.conv_cost(_span_geometry(p.span)) for p in convs]) + call  # type: ignore
+    errors = np.abs(predicted - measured) / measured
+    quality = {"conv_points": len(convs), "median_abs_rel_error": float(np.median(errors)),
+               "p90_abs_rel_error": float(np.quantile(errors, 0.9)), "max_abs_rel_error": float(np.max(errors)),
+               "per_call_s": call, "trivial_layer_overhead_s": max(float(slope), 0.0)}
     return model, quality
 
 

@@ -34,6 +34,7 @@ class TimingSettings:
     block_iterations: int = 10
     block_s: float = 0.1
     block_warmup: int = 1  # unrecorded inferences at the start of each block (the neighbour's threads settle)
+    stop_on: str = "speedup"  # stop when the paired speed-ups' CIs (or, "median", each median's) meet target_ci
 
 
 @dataclasses.dataclass
@@ -181,6 +182,7 @@ def _build(cls: Any, data: Any, where: str) -> Any:
 
 def _check_choices(profile: Profile, where: str) -> None:
     checks = [("kind", [profile.kind], KINDS), ("backend", [profile.backend], BACKENDS),
+              ("timing.stop_on", [profile.timing.stop_on], ("speedup", "median")),
               ("precisions", profile.precisions, PRECISIONS)]
     for key, values, allowed in checks:
         for value in values:

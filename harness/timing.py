@@ -1,9 +1,12 @@
 """The measurement protocol and its statistics.
 
-Warm-up by time; then baseline and variants are sampled interleaved in blocks (A B C A B C ...) so that drift hits
-all of them alike; each configuration gets at least ``min_iterations`` samples and ``min_duration_s`` of its own
-run time, and sampling stops early only when every median's 95% confidence interval is within ``target_ci`` of the
-median, never past ``max_duration_s`` per configuration. Percentiles are nearest-rank as in trtexec.
+Warm-up by time (and, on a GPU with NVML, until the SM clock settles); then baseline and variants are sampled
+interleaved in blocks (A B C, B C A, C A B, ...) so that drift hits all of them alike; each configuration gets at
+least ``min_iterations`` samples and ``min_duration_s`` of its own run time. Sampling stops on what is reported:
+with ``stop_on: speedup`` (the default) when every paired speed-up against the first configuration has a 95%
+interval within ``target_ci``, with ``stop_on: median`` when every median's own interval is; else at
+``max_duration_s``, saying the resolution it reached. A monitor (``harness.envinfo.GpuMonitor``) can record the
+device state after every block. Percentiles are nearest-rank as in trtexec.
 
 Runs on the device: Python 3.8 compatible, no torch.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as sps
@@ -21,6 +24,9 @@ from harness.backends.base import LATENCY, Runner
 from harness.profiles import TimingSettings
 
 UNSTABLE_COV = 0.02  # coefficient of variation above which a run is flagged unstable
+CLOCK_MOVE = 0.02  # relative SM-clock range across blocks above which a run is flagged
+SETTLE_CAP_S = 30.0  # longest extra warm-up spent waiting for clocks to settle
+Monitor = Callable[[], Dict[str, Any]]  # device state now (SM clock, power, throttle reasons)
 
 
 def nearest_rank(sorted_samples: Sequence[float], percent: float) -> float:
@@ -161,10 +167,30 @@ def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
     return ratio, min(low, ratio), max(high, ratio)
 
 
-def measurement_ratio_ci(numerator: Measurement, denominator: Measurement) -> Tuple[float, float, float]:
+def measurement_ratio_ci(numerator: Measurement, denominator: Measurement,
+                         resamples: int = 2000) -> Tuple[float, float, float]:
     """``bootstrap_ratio_ci`` of two measurements of one interleaved run, resampling their rounds together."""
     return bootstrap_ratio_ci(numerator.latencies, denominator.latencies, numerator_blocks=numerator.block_ends,
-                              denominator_blocks=denominator.block_ends, paired=True)
+                              denominator_blocks=denominator.block_ends, paired=True, resamples=resamples)
+
+
+def ratio_halfwidth(ratio: float, low: float, high: float) -> float:
+    """Half an interval's width relative to its point estimate."""
+    return (high - low) / 2.0 / ratio if ratio else float("inf")
+
+
+def state_warnings(states: Sequence[Dict[str, Any]]) -> List[str]:
+    """What moved in the device state recorded after each block: the SM clock, throttling, power."""
+    found: List[str] = []
+    clocks = [s["sm_clock_mhz"] for s in states if s.get("sm_clock_mhz")]
+    if clocks and (max(clocks) - min(clocks)) / max(clocks) > CLOCK_MOVE:
+        found.append(f"SM clock moved between blocks: {min(clocks):.0f}-{max(clocks):.0f} MHz (lock clocks: "
+                     f"nvidia-smi -lgc, or let the GPU settle)")
+    reasons = sorted({r for s in states for r in s.get("throttle_reasons", [])
+                      if r not in ("gpu_idle", "applications_clocks_setting")})
+    if reasons:
+        found.append(f"GPU throttled during the run: {', '.join(reasons)}")
+    return found
 
 
 @dataclasses.dataclass
@@ -177,6 +203,8 @@ class Measurement:
     stop_reason: str
     batch: int = 1
     block_ends: List[int] = dataclasses.field(default_factory=list)  # cumulative sample count after each block
+    block_state: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # device state after each block
+    resolution: Optional[float] = None  # relative CI half-width reached (speed-up vs the reference, or median)
 
     @property
     def latencies(self) -> List[float]:
@@ -196,23 +224,49 @@ class Measurement:
         drift = detect_drift(self.latencies)
         if drift:
             found.append(drift)
-        return found
+        return found + state_warnings(self.block_state)
 
 
-def _is_done(m: Measurement, settings: TimingSettings) -> bool:
-    n = len(m.latencies)
-    if n < settings.min_iterations or m.run_time_s < settings.min_duration_s:
-        return False
-    return summarize(m.latencies).ci_halfwidth_rel <= settings.target_ci
+def _enough(m: Measurement, settings: TimingSettings) -> bool:
+    return len(m.latencies) >= settings.min_iterations and m.run_time_s >= settings.min_duration_s
+
+
+def resolutions(results: Dict[str, Measurement], settings: TimingSettings, reference: str,
+                resamples: int = 2000) -> Dict[str, float]:
+    """The relative CI half-width each configuration has reached for what is reported: its paired speed-up
+    against ``reference`` (``stop_on: speedup``, two or more configurations), else its median."""
+    found = {}
+    for name, m in results.items():
+        if settings.stop_on == "speedup" and name != reference and len(results) > 1:
+            found[name] = ratio_halfwidth(*measurement_ratio_ci(results[reference], m, resamples))
+        elif settings.stop_on == "median" or len(results) == 1:
+            found[name] = summarize(m.latencies).ci_halfwidth_rel
+    return found
+
+
+def _settle(runner: Runner, monitor: Monitor, started: float) -> int:
+    """Keep inferring until two consecutive SM-clock readings agree within 1% (at most SETTLE_CAP_S)."""
+    runs, previous = 0, monitor().get("sm_clock_mhz")
+    while time.perf_counter() - started < SETTLE_CAP_S:
+        for _ in range(20):
+            runner.measure_once()
+        runs += 20
+        current = monitor().get("sm_clock_mhz")
+        if not current or not previous or abs(current - previous) <= 0.01 * previous:
+            break
+        previous = current
+    return runs
 
 
 def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
-                        on_round: Optional[Callable[[float], None]] = None) -> Dict[str, Measurement]:
+                        on_round: Optional[Callable[[float], None]] = None,
+                        monitor: Optional[Monitor] = None) -> Dict[str, Measurement]:
     """Time several runners in interleaved blocks under one protocol; returns raw samples per runner.
 
     Each block lasts about ``block_s`` (at least ``block_iterations`` inferences), so every configuration gets the
     same share of wall time whatever its latency; the first ``block_warmup`` inferences of a block are not
-    recorded (the previous configuration's threads may still be spinning down).
+    recorded (the previous configuration's threads may still be spinning down). The first runner is the reference
+    of the speed-ups. ``monitor`` is read after every block (and to wait for clocks to settle after warm-up).
     ``on_round`` receives the fraction of the minimum duration done.
     """
     results: Dict[str, Measurement] = {}
@@ -223,9 +277,12 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
             runner.measure_once()
             warm += 1
         per_iteration = (time.perf_counter() - start) / warm
+        if monitor is not None:
+            warm += _settle(runner, monitor, time.perf_counter())
         block_sizes[name] = max(settings.block_iterations, int(settings.block_s / max(per_iteration, 1e-9)))
         results[name] = Measurement({}, warm, 0.0, "", runner.batch)
     names = list(runners)
+    what = "speed-up" if settings.stop_on == "speedup" and len(names) > 1 else "median"
     round_index = 0
     while True:
         shift = round_index % len(names)
@@ -239,17 +296,26 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
                     m.series.setdefault(key, []).append(value)
             m.run_time_s += time.perf_counter() - block_start
             m.block_ends.append(len(m.latencies))
+            if monitor is not None:
+                m.block_state.append(monitor())
         round_index += 1
         slowest = min(m.run_time_s for m in results.values())
         if on_round:
             on_round(min(1.0, slowest / max(settings.min_duration_s, 1e-9)))
-        if all(_is_done(m, settings) for m in results.values()):
-            reason = f"every median's 95% CI within +/-{settings.target_ci:.1%}"
+        enough = all(_enough(m, settings) for m in results.values())
+        if enough and max(resolutions(results, settings, names[0], 500).values()) <= settings.target_ci:
+            reason = f"every {what}'s 95% CI within +/-{settings.target_ci:.1%}"
             break
         if max(m.run_time_s for m in results.values()) >= settings.max_duration_s and all(
                 len(m.latencies) >= settings.min_iterations for m in results.values()):
             reason = f"time budget of {settings.max_duration_s:g} s per configuration reached"
             break
-    for m in results.values():
+    reached = resolutions(results, settings, names[0])
+    widest = max(reached.values())
+    if widest > settings.target_ci:
+        reason += (f": {what} CIs reach +/-{widest:.1%}, not the target +/-{settings.target_ci:.1%}; differences "
+                   f"smaller than that are below what this run resolves")
+    for name, m in results.items():
         m.stop_reason = reason
+        m.resolution = reached.get(name)
     return results

@@ -85,12 +85,12 @@ def run(args) -> int:
         print(f"{ignored} saved measurements of another device, backend, settings or version were not reused")
     print(f"{len(points)} micro-benchmarks ({measured} measured now) on {profile.name}/{profile.backend}/"
           f"{precision}, batch {batch}")
-    print(f"  per-call {quality['per_call_s'] * 1e6:.1f} us, per-layer overhead "
-          f"{quality['per_layer_overhead_s'] * 1e6:.2f} us; fit error on the convs: median "
-          f"{quality['median_abs_rel_error']:.1%}, max {quality['max_abs_rel_error']:.1%}")
+    print(f"  per call {quality['per_call_s'] * 1e6:.1f} us, per trivial layer "
+          f"{quality['trivial_layer_overhead_s'] * 1e6:.2f} us; fit error on the convs: median "
+          f"{quality['median_abs_rel_error']:.1%}, p90 {quality['p90_abs_rel_error']:.1%}")
     for name, seconds in sorted(fit["seconds_per_flop"].items()):
-        rate = 1e-9 / seconds if seconds else float("inf")
-        print(f"  {name:<12} {rate:8.1f} GFLOP/s")
+        rate = f"{1e-9 / seconds:8.1f} GFLOP/s" if seconds else "   (no FLOP term)"
+        print(f"  {name:<12} fixed {fit['fixed_s'][name] * 1e6:7.1f} us, {rate}")
     print(f"wrote {output}")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import Dict, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 from harness.profiles import Profile
 
@@ -141,12 +141,13 @@ def conv_class(depthwise: bool, kernel: int, stride: int) -> str:
 class CalibratedCostModel(CostModel):
     """A cost model fitted to micro-benchmarks on the device (``harness calibrate``).
 
-    ``overhead_s + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes``: a FLOP rate per kind of conv
-    (dense or depthwise, kernel size, stride), so that depthwise and large kernels are priced as measured. A class
-    not calibrated uses the nearest kernel size of the same kind and stride.
+    ``fixed_s[class] + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes``: a fixed cost and a FLOP
+    rate per kind of conv (dense or depthwise, kernel size, stride), so that depthwise convs, large kernels and
+    each kernel's dispatch cost are priced as measured. A class not calibrated uses the nearest kernel size of the
+    same kind and stride.
     """
 
-    overhead_s: float
+    fixed_s: Dict[str, float]
     seconds_per_flop: Dict[str, float]
     seconds_per_byte: float
     elementwise_overhead_s: float
@@ -154,36 +155,33 @@ class CalibratedCostModel(CostModel):
     name: str = "calibrated"
 
     @classmethod
-    def from_dict(cls, fit: Dict[str, object], name: str) -> CalibratedCostModel:
+    def from_dict(cls, fit: Dict[str, Any], name: str) -> CalibratedCostModel:
         """The model from the ``fit`` block of a calibration file."""
-        return cls(float(fit["overhead_s"]), {str(k): float(v) for k, v in dict(fit["seconds_per_flop"]).items()},
+        return cls({str(k): float(v) for k, v in dict(fit["fixed_s"]).items()},
+                   {str(k): float(v) for k, v in dict(fit["seconds_per_flop"]).items()},
                    float(fit["seconds_per_byte"]), float(fit["elementwise_overhead_s"]),
                    float(fit["elementwise_seconds_per_byte"]), name)
 
-    def to_dict(self) -> Dict[str, object]:
+    def to_dict(self) -> Dict[str, Any]:
         """The ``fit`` block of a calibration file."""
-        return {"overhead_s": self.overhead_s, "seconds_per_flop": dict(self.seconds_per_flop),
+        return {"fixed_s": dict(self.fixed_s), "seconds_per_flop": dict(self.seconds_per_flop),
                 "seconds_per_byte": self.seconds_per_byte, "elementwise_overhead_s": self.elementwise_overhead_s,
                 "elementwise_seconds_per_byte": self.elementwise_seconds_per_byte}
 
-    def rate(self, depthwise: bool, kernel: int, stride: int) -> float:
-        """Seconds per FLOP of a class, or of the nearest calibrated kernel size of the same kind and stride."""
+    def nearest_class(self, depthwise: bool, kernel: int, stride: int) -> str:
+        """The class itself when calibrated, else the nearest kernel size of the same kind and stride."""
         exact = conv_class(depthwise, kernel, stride)
         if exact in self.seconds_per_flop:
-            return self.seconds_per_flop[exact]
-        prefix, suffix = ("dw" if depthwise else "dense") + "-k", f"-s{min(stride, 2)}"
-        sizes = [int(k[len(prefix):-len(suffix)]) for k in self.seconds_per_flop
-                 if k.startswith(prefix) and k.endswith(suffix)]
-        if not sizes:  # no class of this kind and stride: any of this kind, else the slowest rate
-            same_kind = [v for k, v in self.seconds_per_flop.items() if k.startswith(prefix)]
-            return max(same_kind or list(self.seconds_per_flop.values()))
-        nearest = min(sizes, key=lambda k: (abs(k - kernel), -k))
-        return self.seconds_per_flop[f"{prefix}{nearest}{suffix}"]
+            return exact
+        kind = "dw" if depthwise else "dense"
+        candidates = [k for k in self.seconds_per_flop if k.startswith(kind + "-")] or list(self.seconds_per_flop)
+        same_stride = [k for k in candidates if k.endswith(f"-s{min(stride, 2)}")] or candidates
+        return min(same_stride, key=lambda k: (abs(int(k.split("-")[1][1:]) - kernel), -int(k.split("-")[1][1:])))
 
     def conv_cost(self, geometry: ConvGeometry) -> float:
         depthwise = geometry.groups > 1 and geometry.groups == geometry.in_shape[1] == geometry.out_shape[1]
-        kernel = max(geometry.taps)
-        return (self.overhead_s + self.rate(depthwise, kernel, geometry.stride) * geometry.flops
+        name = self.nearest_class(depthwise, max(geometry.taps), geometry.stride)
+        return (self.fixed_s[name] + self.seconds_per_flop[name] * geometry.flops
                 + self.seconds_per_byte * geometry.bytes_moved())
 
     def elementwise_cost(self, nbytes: int) -> float:
