@@ -1,11 +1,12 @@
 """Calibrate the fold cost model on a device: conv micro-benchmarks, per-layer overhead, a fitted model.
 
-``harness calibrate`` times single convolutions across kernel sizes, strides, dense and depthwise, channel counts
-and spatial sizes (built and timed as ``harness lut`` builds and times spans), chains of k tiny convs (the
-per-layer overhead is the slope in k, the per-call cost its intercept) and element-wise Adds; then fits
-``fixed[class] + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes`` (a class: dense or depthwise,
-kernel size, stride) by non-negative least squares on relative errors. The calibration is a JSON file beside the profile, with its provenance (device state, versions,
-date, timing settings), its measured points and how well the fit reproduces them.
+``harness calibrate`` times single convolutions across kernel sizes, strides, dense and depthwise, channel
+counts and spatial sizes (built and timed as ``harness lut`` builds and times spans), chains of k tiny convs
+(the per-call cost is the intercept in k) and element-wise Adds; then fits ``fixed[class] +
+seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes`` (a class: dense or depthwise, kernel size,
+stride) by non-negative least squares on relative errors. The calibration is a JSON file beside the profile,
+with its provenance (device state, versions, date, timing settings), its measured points and how well the fit
+reproduces them.
 
 Runs on the device: Python 3.8 compatible, no torch.
 """
