@@ -224,6 +224,59 @@ def gpu_state() -> Optional[Dict[str, Any]]:
         pynvml.nvmlShutdown()
 
 
+class GpuMonitor:
+    """An NVML handle held for a run, read after every timing block: SM and memory clocks, power, temperature and
+    throttle reasons (``harness.timing`` records them per block and flags a run where they moved)."""
+
+    def __init__(self, nvml: Any, index: int = 0) -> None:
+        self.nvml = nvml
+        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+
+    @classmethod
+    def open(cls, index: int = 0, nvml: Any = None) -> Optional[GpuMonitor]:
+        """A monitor of GPU ``index``; None without nvidia-ml-py, a driver or a GPU."""
+        if nvml is None:
+            try:
+                import pynvml as nvml
+            except ImportError:
+                return None
+        try:
+            nvml.nvmlInit()
+        except Exception:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, ...
+            return None
+        try:
+            return cls(nvml, index)
+        except nvml.NVMLError:
+            nvml.nvmlShutdown()
+            return None
+
+    def sample(self) -> Dict[str, Any]:
+        """The device state now; a field NVML cannot read on this GPU is left out."""
+        nvml, handle = self.nvml, self.handle
+        readers = {"sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+                   "mem_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
+                   "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+                   "temperature_c": lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+                   "throttle_reasons": lambda: decode_throttle_reasons(_throttle_mask(nvml, handle))}
+        state: Dict[str, Any] = {}
+        for key, read in readers.items():
+            try:
+                state[key] = read()
+            except nvml.NVMLError:
+                continue
+        return state
+
+    def close(self) -> None:
+        """Release NVML."""
+        self.nvml.nvmlShutdown()
+
+    def __enter__(self) -> GpuMonitor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def capture_environment(profile: Profile) -> Dict[str, Any]:
     """A JSON-able snapshot of the host, the device state and the software, for results files."""
     return {

@@ -167,11 +167,25 @@ def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
     return ratio, min(low, ratio), max(high, ratio)
 
 
-def measurement_ratio_ci(numerator: Measurement, denominator: Measurement,
-                         resamples: int = 2000) -> Tuple[float, float, float]:
-    """``bootstrap_ratio_ci`` of two measurements of one interleaved run, resampling their rounds together."""
-    return bootstrap_ratio_ci(numerator.latencies, denominator.latencies, numerator_blocks=numerator.block_ends,
-                              denominator_blocks=denominator.block_ends, paired=True, resamples=resamples)
+def measurement_ratio_ci(numerator: Measurement, denominator: Measurement, resamples: int = 2000,
+                         confidence: float = 0.95, seed: int = 0) -> Tuple[float, float, float]:
+    """Speed-up (numerator / denominator) of two measurements of one interleaved run, with a 95% interval.
+
+    Round i ran block i of both back to back, so the ratio of their block medians in that round is free of what
+    both shared (load from other processes, clock drift): the estimate is the median of those per-round ratios and
+    the interval a percentile bootstrap over rounds. With fewer than 5 rounds, ``bootstrap_ratio_ci`` of samples.
+    """
+    rounds = min(len(numerator.block_ends), len(denominator.block_ends))
+    if rounds < 5:
+        return bootstrap_ratio_ci(numerator.latencies, denominator.latencies, confidence, resamples, seed)
+    ratios = (block_medians(numerator.latencies, numerator.block_ends[:rounds])
+              / block_medians(denominator.latencies, denominator.block_ends[:rounds]))
+    rng = np.random.default_rng(seed)
+    medians = np.median(ratios[rng.integers(0, rounds, size=(resamples, rounds))], axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    ratio = float(np.median(ratios))
+    low, high = float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))
+    return ratio, min(low, ratio), max(high, ratio)
 
 
 def ratio_halfwidth(ratio: float, low: float, high: float) -> float:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from harness.commands import add_command
+from harness.profiles import Profile
 
 
 def register(subparsers) -> None:
@@ -13,11 +15,21 @@ def register(subparsers) -> None:
         subparsers, "time", "time one or more ONNX files (interleaved) and print their statistics",
         "Time ONNX files on the profile's backend with the measurement protocol: warm-up, interleaved blocks, "
         "median with its 95% CI, mean, p90/p95/p99, std, CoV, throughput. With two or more files, the speed-up "
-        "of each against the first is given with a bootstrap 95% interval.",
+        "of each against the first is given with a paired bootstrap 95% interval, and sampling continues until "
+        "those intervals meet the profile's target_ci or its time cap (then the resolution reached is printed). "
+        "On a GPU with nvidia-ml-py the SM clock, power and throttle reasons are recorded after every block.",
         "harness time base.onnx folded.onnx --device host --json timings.json")
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
     parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw samples and statistics here")
+    parser.add_argument("--backend", default=None, help="run on this backend instead of the profile's")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size (default: the profile's first; e.g. 128 for throughput next to latency)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write everything measured here: samples, blocks, device state per block, "
+                             "settings, environment")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse (exit 2) when the device state differs from the profile or moved during the "
+                             "run (the JSON is still written)")
     parser.add_argument("--local", action="store_true",
                         help="time on this machine even when the profile names a remote device")
     parser.add_argument("--trtexec", action="store_true",
@@ -25,19 +37,31 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import dataclasses
+def _check_json_path(path: Path) -> None:
+    """Refuse, before measuring, a --json path that cannot be written (measurements must not be lost)."""
+    import os
 
-    from harness import timing
-    from harness.backends import get_runner_class
-    from harness.backends.base import open_runners, resolve_batch
+    from harness.errors import HarnessError
+
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise HarnessError(f"cannot write --json {path}: choose another path")
+
+
+def run(args) -> int:
     from harness.errors import HarnessError
     from harness.onnx_io import load_model, write_text_atomic
-    from harness.profiles import load_profile
+    from harness.profiles import load_profile, with_backend
 
-    profile = load_profile(args.device)
+    profile = with_backend(load_profile(args.device), args.backend)
     if len(set(args.onnx)) != len(args.onnx):
         raise HarnessError("the same ONNX file is named twice")
+    if args.batch is not None and args.batch < 1:
+        raise HarnessError("--batch must be a positive integer")
+    if args.json:
+        _check_json_path(args.json)
     for path in args.onnx:
         load_model(path)  # clear errors for missing, corrupt or unsafe files before timing anything
     if profile.remote.host and not args.local:  # on the device itself, over SSH, with its own profile copy
@@ -48,7 +72,8 @@ def run(args) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             fetched = RemoteDevice(profile).time(args.onnx, Path(tmp) / "times.json")
             text = fetched.read_text()
-        for name, entry in json.loads(text).items():
+        data = json.loads(text)
+        for name, entry in data.get("runs", data).items():
             s = entry["stats"]
             print(f"{name} on {profile.remote.host}: median {s['median']:.3f} ms [{s['median_ci_low']:.3f}, "
                   f"{s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 {s['p99']:.3f}, n={s['n']}")
@@ -57,30 +82,73 @@ def run(args) -> int:
         return 0
     if args.trtexec:
         return _time_with_trtexec(args, profile)
+    report = time_files(args.onnx, profile, args.batch, args.strict)
+    problems = report["device"]["warnings"] + [f"{name}: {w}" for name, entry in report["runs"].items()
+                                               for w in entry["warnings"]]
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.strict and problems:
+        raise HarnessError("--strict: the device was not in a state to measure: " + "; ".join(problems)
+                           + (f" (measurements kept in {args.json})" if args.json else ""))
+    return 0
+
+
+def time_files(paths: List[Path], profile: Profile, batch: Optional[int] = None,
+               strict: bool = False) -> Dict[str, Any]:
+    """Time ONNX files interleaved and print one line each; returns the complete record (as ``--json``)."""
+    import dataclasses
+    import sys
+
+    from harness import envinfo, timing
+    from harness.backends import get_runner_class
+    from harness.backends.base import open_runners, resolve_batch
+
+    environment = envinfo.capture_environment(profile)
+    device_warnings = envinfo.enforce_expectations(environment, profile, strict)
+    batch = batch or profile.batch_sizes[0]
     runner_class = get_runner_class(profile.backend)
-    runners = {str(p): runner_class(p, profile, profile.precisions[0], resolve_batch(p, profile.batch_sizes[0]))
-               for p in args.onnx}
-    with open_runners(runners):
-        measured = timing.measure_interleaved(runners, profile.timing)
-    reference = measured[str(args.onnx[0])]
-    report = {}
+    runners = {str(p): runner_class(p, profile, profile.precisions[0], resolve_batch(p, batch)) for p in paths}
+    monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
+    try:
+        with open_runners(runners):
+            measured = timing.measure_interleaved(runners, profile.timing,
+                                                  monitor=monitor.sample if monitor else None)
+            backends = {name: runner.describe() for name, runner in runners.items()}
+            shapes = {name: {k: list(v[0]) for k, v in runner.input_specs().items()}
+                      for name, runner in runners.items()}
+    finally:
+        if monitor:
+            monitor.close()
+    after = envinfo.capture_environment(profile)
+    device_warnings += envinfo.state_changes(environment, after)
+    reference = measured[str(paths[0])]
+    runs = {}
     for name, m in measured.items():
         s = m.stats()
         line = (f"{name}: median {s.median:.3f} ms [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}], mean "
                 f"{s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, {s.throughput_per_s:.1f}/s, "
                 f"n={s.n}")
-        entry = {"stats": dataclasses.asdict(s), "series_ms": m.series, "warnings": m.warnings()}
+        entry = {"backend": backends[name], "inputs": shapes[name], "stats": dataclasses.asdict(s),
+                 "series_ms": m.series, "block_ends": m.block_ends, "block_state": m.block_state,
+                 "warmup_iterations": m.warmup_iterations, "run_time_s": m.run_time_s,
+                 "stop_reason": m.stop_reason, "resolution": m.resolution, "warnings": m.warnings()}
         if m is not reference:
             ratio, low, high = timing.measurement_ratio_ci(reference, m)
-            line += f"; speed-up {ratio:.2f}x [{low:.2f}, {high:.2f}]"
-            entry["speedup"] = {"value": ratio, "ci_low": low, "ci_high": high}
+            line += f"; speed-up {ratio:.3f}x [{low:.3f}, {high:.3f}]"
+            entry["speedup"] = {"value": ratio, "ci_low": low, "ci_high": high, "reference": str(paths[0]),
+                                "paired": True}
         print(line)
         for warning in m.warnings():
             print(f"  warning: {warning}")
-        report[name] = entry
-    if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
-    return 0
+        runs[name] = entry
+    print(f"stopped: {reference.stop_reason}")
+    for warning in device_warnings:
+        print(f"warning: {warning}")
+    return {"schema": 1, "kind": "harness time", "argv": ["harness"] + sys.argv[1:], "reference": str(paths[0]),
+            "profile": profile.to_dict(), "settings": dataclasses.asdict(profile.timing), "batch": batch,
+            "device": {"environment": environment, "environment_after": after, "warnings": device_warnings},
+            "runs": runs}
 
 
 def _time_with_trtexec(args, profile) -> int:
