@@ -2,11 +2,13 @@
 
 The torch reference backend prefers ``onnx2torch`` when it is installed; it needs torchvision, which the CPU build
 of torch used in CI cannot import, so this covers the common CNN ops without it and names any op it lacks.
+Forward never reads a device tensor back to the host (Clip bounds become numbers at load, integer constants such
+as Reshape's shape stay on the CPU), so that it can be captured into a CUDA graph.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import onnx
 import torch
@@ -40,8 +42,8 @@ def _maxpool(x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0, *
                         ceil_mode=bool(ceil_mode))
 
 
-def _clip(x, low=None, high=None, **_):
-    return torch.clamp(x, None if low is None else float(low), None if high is None else float(high))
+def _clip(x, *, min=None, max=None, **_):  # noqa: A002 - ONNX's attribute names; bounds resolved at load
+    return torch.clamp(x, min, max)
 
 
 def _batchnorm(x, scale, bias, mean, var, *, epsilon=1e-5, **_):
@@ -74,14 +76,26 @@ class OnnxModule(torch.nn.Module):
             if node.op_type == "Constant":
                 self.constants[node.output[0]] = torch.from_numpy(
                     numpy_helper.to_array(_attrs(node)["value"]).copy())
-        self.nodes = [(n.op_type, list(n.input), n.output[0], _attrs(n)) for n in model.graph.node
-                      if n.op_type != "Constant"]
+        self.nodes = [self._resolved(n) for n in model.graph.node if n.op_type != "Constant"]
         self.input_names: List[str] = [i.name for i in model.graph.input if i.name not in self.constants]
         self.output_names = [o.name for o in model.graph.output]
 
-    def to(self, *args, **kwargs):  # keep the constants with the module
-        self.constants = {k: v.to(*args, **kwargs) if v.is_floating_point() else v.to(args[0] if args else
-                          kwargs.get("device")) for k, v in self.constants.items()}
+    def _resolved(self, node: onnx.NodeProto) -> Tuple[str, List[str], str, Dict[str, object]]:
+        """(op, inputs, output, attributes), with Clip's constant bounds turned into numbers."""
+        inputs, attrs = list(node.input), _attrs(node)
+        if node.op_type == "Clip":
+            for name, key in zip(inputs[1:], ("min", "max")):
+                if name and name not in self.constants:
+                    raise HarnessError(f"Clip {node.name!r} has a computed bound {name!r}: the interpreter needs "
+                                       f"constant bounds (pip install onnx2torch)")
+                if name:
+                    attrs[key] = float(self.constants[name])
+            inputs = inputs[:1]
+        return node.op_type, inputs, node.output[0], attrs
+
+    def to(self, *args, **kwargs):  # floating constants go with the module; integer ones (shapes) stay on the CPU
+        self.constants = {k: v.to(*args, **kwargs) if v.is_floating_point() else v
+                          for k, v in self.constants.items()}
         return super().to(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """PyTorch reference backend: the ONNX graph run eagerly as a torch module.
 
 The graph becomes a module through ``onnx2torch`` when installed, else through harness's own small interpreter of
-the CNN ops its graphs use. On CUDA it times with CUDA events around the forward pass (optionally replayed from a
-CUDA graph) with ``torch.backends.cudnn.benchmark`` on; on the CPU with ``perf_counter``. The ONNX graph is the
+the CNN ops its graphs use. On CUDA it times with CUDA events around the forward pass, or around the replay of a
+CUDA graph captured from it (profile ``torch: {cuda_graph: true, cudnn_benchmark: true}``); on the CPU with
+``perf_counter``. The ONNX graph is the
 source of truth so that every backend runs the same (folded) network.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -34,46 +35,63 @@ def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch on the GPU when there is one (the profile's kind is gpu or jetson), else on the CPU."""
+    """Eager PyTorch on the GPU when there is one (the profile's kind is gpu or jetson), else on the CPU.
+
+    The profile's ``torch`` section selects ``cuda_graph`` (capture the forward pass once into a CUDA graph with a
+    static input and output buffer, after a warm-up on a side stream, then time its replay with CUDA events) and
+    ``cudnn_benchmark`` (let cuDNN time its algorithms during warm-up); both are recorded by ``describe``.
+    """
 
     backend_name = "torch"
 
     def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1,
-                 cuda_graph: bool = False) -> None:
+                 cuda_graph: Optional[bool] = None) -> None:
         super().__init__(onnx_path, profile, precision, batch)
         if precision not in DTYPES:
             raise HarnessError(f"the torch backend runs fp32 or fp16, not {precision}")
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = profile.torch.cuda_graph if cuda_graph is None else cuda_graph
         self.device = torch.device("cuda" if profile.kind != "cpu" and torch.cuda.is_available() else "cpu")
         self.graph = None
 
     def _activate_impl(self) -> None:
-        precision = self.precision
         model = onnx.load(str(self.onnx_path))
         dims = model.graph.input[0].type.tensor_type.shape.dim
         self.input_name = model.graph.input[0].name
         self.shape = (self.batch,) + tuple(d.dim_value for d in dims)[1:]  # batch resolved by the caller
-        self.module = _to_module(model).eval().to(self.device, DTYPES[precision])
-        self.example = torch.randn(self.shape, device=self.device, dtype=DTYPES[precision])
+        dtype = DTYPES[self.precision]
+        self.module = _to_module(model).eval().to(self.device, dtype)
+        self.static_input = torch.randn(self.shape, device=self.device, dtype=dtype)
+        self.static_output = None
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = self.profile.torch.cudnn_benchmark
             self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             if self.cuda_graph:
                 self.graph = self._capture()
+        elif self.cuda_graph:
+            raise HarnessError("cuda_graph: true needs a CUDA GPU and a CUDA build of torch; this runner is on "
+                               "the CPU (set torch.cuda_graph: false, or use a gpu profile on a GPU)")
 
     def _deactivate_impl(self) -> None:
-        self.graph = self.module = self.example = None
+        self.graph = self.module = self.static_input = self.static_output = None
 
     def _capture(self):
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
+        """Warm up on a side stream (cuDNN picks its algorithms, allocations settle), then capture one forward pass
+        reading ``static_input`` and writing ``static_output``; replays reuse both buffers."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.no_grad():
             for _ in range(3):
-                self.module(self.example)
-        torch.cuda.current_stream().wait_stream(stream)
+                self.module(self.static_input)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
-            self.module(self.example)
+        try:
+            with torch.cuda.graph(graph), torch.no_grad():
+                self.static_output = self.module(self.static_input)
+        except RuntimeError as exc:
+            raise HarnessError(f"CUDA graph capture of {self.onnx_path} failed ({str(exc).splitlines()[0]}): "
+                               f"set torch.cuda_graph: false in the profile") from None
+        torch.cuda.synchronize()
         return graph
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
@@ -82,7 +100,12 @@ class TorchRunner(Runner):
     def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         x = torch.from_numpy(feeds[self.input_name]).to(self.device, DTYPES[self.precision])
         with torch.no_grad():
-            out = self.module(x)
+            if self.graph is not None:  # the captured graph reads its static input buffer
+                self.static_input.copy_(x)
+                self.graph.replay()
+                out = self.static_output.clone()
+            else:
+                out = self.module(x)
         return {"output": out.float().cpu().numpy()}
 
     def _measure_impl(self) -> Dict[str, float]:
@@ -92,16 +115,18 @@ class TorchRunner(Runner):
                 if self.graph is not None:
                     self.graph.replay()
                 else:
-                    self.module(self.example)
+                    self.module(self.static_input)
                 self.end.record()
                 self.end.synchronize()
                 return {LATENCY: self.start.elapsed_time(self.end)}
             started = time.perf_counter_ns()
-            self.module(self.example)
+            self.module(self.static_input)
             return {LATENCY: (time.perf_counter_ns() - started) / 1e6}
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
         info.update(version=torch.__version__, device=str(self.device), cuda_graph=self.graph is not None,
-                    cudnn_benchmark=bool(torch.backends.cudnn.benchmark), threads=torch.get_num_threads())
+                    cudnn_benchmark=bool(torch.backends.cudnn.benchmark) if self.device.type == "cuda" else None,
+                    threads=torch.get_num_threads(),
+                    gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None)
         return info

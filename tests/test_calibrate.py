@@ -1,0 +1,135 @@
+"""Calibration of the merge cost model: the fit, the stored file, which model fold uses, and a real quick run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from harness.calibrate import cost_model_for, fit, micro_benchmarks, point_model
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.fold import fold_model
+from harness.fold.cost import CalibratedCostModel, ConvGeometry, RooflineCostModel, TableCostModel
+from harness.lut import Entry
+from harness.onnx_io import load_model
+from harness.profiles import calibration_path, load_profile
+
+
+def _truth() -> CalibratedCostModel:
+    """A device with depthwise convs 8x slower per FLOP than dense ones and a dispatch cost per kernel size."""
+    fixed = {"dense-k1-s1": 8e-6, "dense-k3-s1": 20e-6, "dense-k5-s1": 30e-6, "dense-k7-s1": 45e-6,
+             "dense-k1-s2": 8e-6, "dense-k3-s2": 22e-6, "dw-k3-s1": 10e-6, "dw-k5-s1": 12e-6, "dw-k7-s1": 15e-6,
+             "dw-k3-s2": 9e-6}
+    rate = {k: (8e-11 if k.startswith("dw") else 1e-11) * (1.2 if k.endswith("s2") else 1.0) for k in fixed}
+    return CalibratedCostModel(fixed, rate, 2e-12, 4e-6, 3e-11)
+
+
+def _entries(model: CalibratedCostModel, call_s: float, noise: float = 0.0, seed: int = 0):
+    """What a device that follows ``model`` exactly (plus relative noise) would measure on the grid, in ms."""
+    from harness.calibrate import _span_geometry
+
+    rng = np.random.default_rng(seed)
+    entries = {}
+    for p in micro_benchmarks(1):
+        if p.kind == "conv":
+            seconds = model.conv_cost(_span_geometry(p.span))
+        elif p.kind == "chain":
+            seconds = p.layers * 1e-6
+        else:
+            seconds = model.elementwise_cost(p.nbytes)
+        entries[p.key] = Entry((call_s + seconds) * (1 + noise * rng.standard_normal()) * 1e3, 0.0, 100)
+    return entries
+
+
+def test_fit_recovers_the_model_that_generated_the_measurements():
+    truth = _truth()
+    model, quality = fit(micro_benchmarks(1), _entries(truth, call_s=7e-6))
+    assert quality["median_abs_rel_error"] < 1e-6 and quality["per_call_s"] == pytest.approx(7e-6, rel=1e-6)
+    for name in truth.fixed_s:
+        assert model.seconds_per_flop[name] == pytest.approx(truth.seconds_per_flop[name], rel=1e-3)
+        assert model.fixed_s[name] == pytest.approx(truth.fixed_s[name], rel=1e-2, abs=1e-7)
+    assert model.elementwise_seconds_per_byte == pytest.approx(truth.elementwise_seconds_per_byte, rel=1e-3)
+    noisy, quality = fit(micro_benchmarks(1), _entries(truth, call_s=7e-6, noise=0.03))
+    assert 0.005 < quality["median_abs_rel_error"] < 0.05  # 3% noise shows up as about 2% median error
+    assert noisy.seconds_per_flop["dw-k3-s1"] > 4 * noisy.seconds_per_flop["dense-k3-s1"]
+
+
+def test_classes_not_calibrated_use_the_nearest_kernel_of_their_kind():
+    model = _truth()
+    assert model.nearest_class(False, 9, 1) == "dense-k7-s1"
+    assert model.nearest_class(True, 4, 1) == "dw-k5-s1"  # ties go to the larger kernel
+    assert model.nearest_class(True, 5, 4) == "dw-k3-s2"  # stride 4 prices as stride 2
+    dense9 = ConvGeometry((1, 64, 14, 14), (1, 64, 14, 14), (9, 9), 1)
+    assert model.conv_cost(dense9) == pytest.approx(45e-6 + 1e-11 * dense9.flops + 2e-12 * dense9.bytes_moved())
+
+
+def _profile_dir(tmp_path: Path) -> Path:
+    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text())
+    data["timing"] = {"warmup_s": 0.02, "min_iterations": 5, "min_duration_s": 0.02, "max_duration_s": 0.1,
+                      "target_ci": 0.05, "block_iterations": 3, "block_s": 0.01}
+    data["onnxruntime"]["intra_op_threads"] = 1
+    (tmp_path / "dev.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path / "dev.yaml"
+
+
+def test_fold_uses_table_then_calibration_then_roofline(tmp_path):
+    profile = load_profile(str(_profile_dir(tmp_path)))
+    model, note = cost_model_for(profile, "fp32")
+    assert isinstance(model, RooflineCostModel) and "no calibration" in note and "harness calibrate" in note
+    record = {"schema": 1, "backend": "onnxruntime", "precision": "fp32", "created": "2026-01-01T00:00:00",
+              "fit": _truth().to_dict()}
+    path = calibration_path(profile, "onnxruntime", "fp32")
+    assert path.parent == tmp_path and path.name == "dev.onnxruntime.fp32.calibration.json"
+    path.write_text(json.dumps(record))
+    model, note = cost_model_for(profile, "fp32")
+    assert isinstance(model, CalibratedCostModel) and model.fixed_s == _truth().fixed_s and "calibration" in note
+    other, _ = cost_model_for(profile, "fp32", backend="torch")  # another backend's calibration is not this one
+    assert isinstance(other, RooflineCostModel)
+    table = tmp_path / "t.csv"
+    table.write_text("id,st,end,time,stdev\n0,0,0,0.5,0.01\n")
+    model, note = cost_model_for(profile, "fp32", table)
+    assert isinstance(model, TableCostModel) and isinstance(model.fallback, CalibratedCostModel)
+    path.write_text('{"schema": 1, "fit": {}}')
+    with pytest.raises(HarnessError, match="not a usable calibration"):
+        cost_model_for(profile, "fp32")
+
+
+def test_merge_auto_needs_a_cost_model_passed_in(tmp_path):
+    from harness.export import export_module
+    from harness.zoo import build_model
+
+    module, shape = build_model("resnet20", "dc-1x1")
+    model = export_module(module, shape, tmp_path / "r.onnx")
+    with pytest.raises(HarnessError, match="needs a device's cost model"):
+        fold_model(model, merge="auto")
+    assert fold_model(model, merge="all").report.changed
+
+
+def test_calibrate_command_measures_fits_and_fold_uses_it(tmp_path, capsys):
+    """A real, quick calibration on this CPU (a third of the grid, very short timing): file, provenance, use."""
+    profile_path = _profile_dir(tmp_path)
+    assert main(["calibrate", "--device", str(profile_path), "--quick"]) == 0
+    out = capsys.readouterr().out
+    written = tmp_path / "dev.onnxruntime.fp32.calibration.json"
+    assert f"wrote {written}" in out
+    record = json.loads(written.read_text())
+    assert record["backend"] == "onnxruntime" and record["environment"]["cpu"]["available_cores"] >= 1
+    assert record["context"]["backend_settings"]["intra_op_threads"] == 1
+    assert len(record["points"]) == len(micro_benchmarks(1, quick=True))
+    assert all(p["time_ms"] > 0 for p in record["points"]) and record["quality"]["per_call_s"] >= 0
+    assert not (tmp_path / (written.name + ".progress.jsonl")).exists()
+    model = point_model(next(p for p in micro_benchmarks(1, quick=True) if p.kind == "chain" and p.layers == 4))
+    assert [n.op_type for n in model.graph.node].count("Conv") == 4
+    from harness.export import export_module
+    from harness.zoo import build_model
+
+    module, shape = build_model("resnet20", "dc-1x1")
+    export_module(module, shape, tmp_path / "r.onnx")
+    assert main(["fold", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "f.onnx"), "--device", str(profile_path),
+                 "--no-verify"]) == 0
+    assert f"cost model: using calibration {written.name}" in capsys.readouterr().out
+    load_model(tmp_path / "f.onnx")
