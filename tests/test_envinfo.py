@@ -136,3 +136,75 @@ def test_capture_on_this_machine_is_json():
     env = capture_environment(load_profile("host"))
     assert json.loads(json.dumps(env)) == env
     assert env["cpu"]["available_cores"] >= 1 and env["profile"] == "host" and "tensorrt" in env["libraries"]
+
+
+class StandInNvml:
+    """A stand-in for pynvml with its real function names and constant values (checked against nvidia-ml-py
+    below when it is installed): a GPU whose SM clock ramps up from idle and which reports a power cap once."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+    class NVMLError(Exception):
+        """pynvml.NVMLError"""
+
+    def __init__(self, sm_clocks, reasons, power_supported: bool = True) -> None:
+        self.sm_clocks, self.reasons, self.power_supported = list(sm_clocks), list(reasons), power_supported
+        self.open = 0
+
+    def nvmlInit(self):
+        self.open += 1
+
+    def nvmlShutdown(self):
+        self.open -= 1
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return ("gpu", index)
+
+    def nvmlDeviceGetClockInfo(self, handle, kind):
+        return self.sm_clocks.pop(0) if kind == self.NVML_CLOCK_SM else 2619
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        if not self.power_supported:
+            raise self.NVMLError("Not Supported")
+        return 312_500  # milliwatts
+
+    def nvmlDeviceGetTemperature(self, handle, sensor):
+        return 48
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
+        return self.reasons.pop(0)
+
+
+def test_stand_in_matches_the_real_pynvml():
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py not installed: names checked where it is")
+    for name in dir(StandInNvml):
+        if name.startswith(("nvml", "NVML_")):
+            assert hasattr(pynvml, name), name
+            if name.startswith("NVML_"):
+                assert getattr(pynvml, name) == getattr(StandInNvml, name)
+    assert pynvml.nvmlClocksEventReasonSwPowerCap == 0x4 and pynvml.nvmlClocksEventReasonGpuIdle == 0x1
+
+
+def test_gpu_monitor_samples_and_the_protocol_flags_what_moved():
+    from harness import timing
+
+    nvml = StandInNvml([345, 1980, 1980], [0x1, 0x0, 0x4])
+    with envinfo.GpuMonitor.open(nvml=nvml) as monitor:
+        states = [monitor.sample() for _ in range(3)]
+    assert nvml.open == 0  # released
+    assert states[0] == {"sm_clock_mhz": 345, "mem_clock_mhz": 2619, "power_w": 312.5, "temperature_c": 48,
+                         "throttle_reasons": ["gpu_idle"]}
+    warnings = timing.state_warnings(states)
+    assert any("345-1980 MHz" in w for w in warnings) and any("sw_power_cap" in w for w in warnings)
+    assert timing.state_warnings(states[1:2]) == []
+    quiet = envinfo.GpuMonitor.open(nvml=StandInNvml([1980], [0], power_supported=False))
+    assert "power_w" not in quiet.sample()  # a field this GPU cannot report is left out, not invented
+    quiet.close()
+
+
+def test_gpu_monitor_is_none_without_nvml():
+    class NoDriver(StandInNvml):
+        def nvmlInit(self):
+            raise self.NVMLError("Driver Not Loaded")
+
+    assert envinfo.GpuMonitor.open(nvml=NoDriver([], [])) is None

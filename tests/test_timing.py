@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,75 @@ def test_paired_rounds_cancel_drift_common_to_both():
     _, low_u, high_u = timing.bootstrap_ratio_ci(base, new, numerator_blocks=ends, denominator_blocks=ends)
     assert low_p <= 1.5 <= high_p
     assert (high_p - low_p) < (high_u - low_u) / 3
+
+
+def _rounds(rng, ratio: float, rounds: int = 40, per_block: int = 30):
+    """Interleaved blocks where load from other processes changes from round to round (common to both)."""
+    load = rng.lognormal(0.0, 0.3, rounds)  # a shared 2-core machine: +-30% from one round to the next
+    a = [load[i] * ratio * rng.lognormal(0, 0.05, per_block) for i in range(rounds)]
+    b = [load[i] * rng.lognormal(0, 0.05, per_block) for i in range(rounds)]
+    ends = list(range(per_block, per_block * rounds + 1, per_block))
+    return (timing.Measurement({"latency_ms": list(np.concatenate(a))}, 1, 1.0, "", block_ends=ends),
+            timing.Measurement({"latency_ms": list(np.concatenate(b))}, 1, 1.0, "", block_ends=ends))
+
+
+def test_per_round_ratios_cancel_shared_load_and_keep_coverage():
+    rng = np.random.default_rng(11)
+    hits, widths, old_widths = 0, [], []
+    for _ in range(100):
+        a, b = _rounds(rng, 1.2)
+        ratio, low, high = timing.measurement_ratio_ci(a, b, resamples=500)
+        hits += low <= 1.2 <= high
+        widths.append(timing.ratio_halfwidth(ratio, low, high))
+        old = timing.bootstrap_ratio_ci(a.latencies, b.latencies, resamples=500, numerator_blocks=a.block_ends,
+                                        denominator_blocks=b.block_ends, paired=True)
+        old_widths.append(timing.ratio_halfwidth(*old))
+    assert hits >= 90  # nominal 95%
+    assert np.median(widths) * 3 < np.median(old_widths)  # the ratio of pooled medians keeps the shared load
+
+
+def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(two_models, fast_profile):
+    profile = load_profile(str(fast_profile))
+    runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
+    loose = TimingSettings(warmup_s=0.02, min_iterations=10, min_duration_s=0.1, max_duration_s=3.0,
+                           target_ci=0.5, block_iterations=3, block_s=0.01)
+    strict = dataclasses.replace(loose, max_duration_s=0.15, target_ci=1e-4)
+    states = []
+
+    def monitor():
+        states.append({"sm_clock_mhz": 1980})
+        return states[-1]
+
+    with open_runners(runners):
+        met = timing.measure_interleaved(runners, loose, monitor=monitor)
+        capped = timing.measure_interleaved(runners, strict)
+    assert "every speed-up's 95% CI within +/-50.0%" in met["large"].stop_reason
+    assert met["small"].resolution is None and met["large"].resolution <= 0.5  # the reference has no speed-up
+    assert len(met["large"].block_state) == len(met["large"].block_ends) and met["large"].warnings() is not None
+    assert "below what this run resolves" in capped["large"].stop_reason
+    assert capped["large"].resolution > 1e-4
+    with OnnxRuntimeRunner(two_models[0], profile) as alone:
+        per_median = timing.measure_interleaved({"small": alone}, dataclasses.replace(loose, stop_on="median"))
+    assert "every median's" in per_median["small"].stop_reason
+
+
+def test_time_json_is_complete_enough_to_recompute_the_speedups(two_models, fast_profile, tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "t.json"
+    assert main(["time", *map(str, two_models), "--device", str(fast_profile), "--json", str(out)]) == 0
+    assert "stopped:" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["settings"]["stop_on"] == "speedup" and record["device"]["environment"]["cpu"]
+    assert record["profile"]["name"] == "fast" and record["reference"] == str(two_models[0])
+    runs = record["runs"]
+    for entry in runs.values():
+        assert entry["block_ends"][-1] == len(entry["series_ms"]["latency_ms"]) == entry["stats"]["n"]
+        assert entry["backend"]["intra_op_threads"] == 1 and entry["stop_reason"]
+    rebuilt = {name: timing.Measurement(e["series_ms"], e["warmup_iterations"], e["run_time_s"], e["stop_reason"],
+                                        block_ends=e["block_ends"]) for name, e in runs.items()}
+    ratio, low, high = timing.measurement_ratio_ci(rebuilt[str(two_models[0])], rebuilt[str(two_models[1])])
+    assert runs[str(two_models[1])]["speedup"] == {"value": ratio, "ci_low": low, "ci_high": high,
+                                                   "reference": str(two_models[0]), "paired": True}
