@@ -6,6 +6,7 @@ The results file is rewritten atomically after each model, marked ``complete`` o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -127,6 +128,8 @@ def _run_entry(source: ModelSource, config: _Config, runner_info: Dict[str, Any]
         **config.info,
         "series_ms": measurement.series,
         "block_ends": measurement.block_ends,
+        "block_state": measurement.block_state,
+        "resolution": measurement.resolution,
         "stats": dataclasses.asdict(stats),
         "warmup_iterations": measurement.warmup_iterations,
         "run_time_s": measurement.run_time_s,
@@ -166,12 +169,16 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
             configs = _prepare_model(source, variants, options, cost_model, advance)
             runners = {c.run_id: runner_class(c.onnx_path, profile, options.precision,
                                               resolve_batch(c.onnx_path, options.batch)) for c in configs}
-            with open_runners(runners):
+            with open_runners(runners), contextlib.ExitStack() as held:
                 progress.update(task, stage="time")
                 base = done["value"]
+                monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
+                if monitor:
+                    held.callback(monitor.close)
                 measured = timing.measure_interleaved(
                     runners, profile.timing,
-                    on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f))
+                    on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f),
+                    monitor=monitor.sample if monitor else None)
                 for config in configs:
                     runner = runners[config.run_id]
                     info = dict(runner.describe())

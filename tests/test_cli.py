@@ -44,7 +44,7 @@ def test_export_then_time(tmp_path, fast_profile, capsys):
     code, out, _ = run_cli(capsys, "time", onnx_path, tmp_path / "dc.onnx", "--device", fast_profile,
                            "--json", timings)
     assert code == 0 and "speed-up" in out
-    data = json.loads(timings.read_text())
+    data = json.loads(timings.read_text())["runs"]
     assert set(data) == {str(onnx_path), str(tmp_path / "dc.onnx")}
     first = data[str(onnx_path)]
     assert first["stats"]["n"] == len(first["series_ms"]["latency_ms"]) >= 10
