@@ -8,10 +8,11 @@ the closest faithful zoo variant (a spec in ``harness.zoo.specs``), and the tabl
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from harness.report.formats import csv_text, markdown_table, partial_warnings, percent
+from harness.results import RatioCI, Results, as_results, format_ratio
 
 ELC = "ELC: layer compression without pruning (TIP 2023)"
 CIE = "CIE: cross-layer importance pruning (Neural Networks 2024)"
@@ -61,6 +62,13 @@ CLAIMS: List[Claim] = [
           f"1.42x / 1.65x / 1.84x / 2.05x at LM-55/46/38/33% ({LM_WHERE})", "LM-55%, as published"),
 ]
 
+PAPER_KEYS = {ELC: "ELC", CIE: "CIE", PSM: "PSM", LM: "LM"}
+NOTE = ("Claims and accuracies are the papers' own (we do not train: weights are random, so only cost and speed "
+        "are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of the deployable graphs (folded "
+        "where folding changed them), measured here. Baselines are the standard architectures; every compressed "
+        "network is a closest-faithful stand-in (see the architecture column and the zoo specs). A speed-up "
+        "measured on another device, precision or batch than the claim's checks only its direction.")
+ResultsLike = Union[Results, Dict[str, Any]]
 CSV_FIELDS = ["paper", "model", "variant", "architecture", "claimed_flops_reduction", "flops_reduction",
               "claimed_params_reduction", "params_reduction", "claimed_speedup", "speedup_claim", "baseline_ms",
               "compressed_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "accuracy", "device"]
@@ -76,64 +84,104 @@ def suite_models() -> Dict[str, List[str]]:
     return needed
 
 
-def claim_records(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+def claim_records(results: ResultsLike) -> List[Dict[str, Any]]:
     """Each claim next to what a results file measured (None where the suite did not run it); raw numbers."""
-    runs = {(r["model"], r["variant"], r["folded"]): r for r in results["runs"]}
-    comparisons = {(c["model"], c["variant"]): c for c in results["comparisons"] if c["kind"] == "vs_baseline"}
+    results = as_results(results)
+    runs = {(r.model, r.variant, r.folded): r for r in results.runs}
     records = []
     for c in CLAIMS:
         base = runs.get((c.model, "baseline", True)) or runs.get((c.model, "baseline", False))
         comp = runs.get((c.model, c.variant, True)) or runs.get((c.model, c.variant, False))
-        speed = comparisons.get((c.model, c.variant)) or {}
-        both = bool(base and comp)
+        found = results.comparison(c.model, c.variant)
+        speed = found.speedup if found else None
+        flops = base is not None and comp is not None and bool(base.flops) and comp.flops is not None
+        params = base is not None and comp is not None and bool(base.params) and comp.params is not None
         records.append({
             "paper": c.paper, "model": c.model, "variant": c.variant, "architecture": c.architecture,
             "claimed_flops_reduction": c.claimed_flops_reduction,
-            "flops_reduction": 1 - comp["flops"] / base["flops"] if both else None,
+            "flops_reduction": 1 - comp.flops / base.flops if flops else None,
             "claimed_params_reduction": c.claimed_params_reduction,
-            "params_reduction": 1 - comp["params"] / base["params"] if both else None,
+            "params_reduction": 1 - comp.params / base.params if params else None,
             "claimed_speedup": c.claimed_speedup, "speedup_claim": c.speedup_claim,
-            "baseline_ms": base["stats"]["median"] if base else None,
-            "compressed_ms": comp["stats"]["median"] if comp else None,
-            "speedup": speed.get("speedup"), "speedup_ci_low": speed.get("ci_low"),
-            "speedup_ci_high": speed.get("ci_high"), "accuracy": c.accuracy,
-            "device": results["device"]["profile"]["name"]})
+            "baseline_ms": base.stats.median if base else None,
+            "compressed_ms": comp.stats.median if comp else None,
+            "speedup": speed.ratio if speed else None, "speedup_ci_low": speed.low if speed else None,
+            "speedup_ci_high": speed.high if speed else None, "accuracy": c.accuracy,
+            "device": results.device_name})
     return records
 
 
-def _pct(value: Optional[float]) -> str:
-    return "" if value is None else f"{value:.1%}"
+def _ratio(record: Dict[str, Any]) -> Optional[RatioCI]:
+    if record["speedup"] is None:
+        return None
+    return RatioCI(record["speedup"], record["speedup_ci_low"], record["speedup_ci_high"])
 
 
-def claims_table(results: Dict[str, Any]) -> str:
+def _settings(results: Results) -> Tuple[str, str]:
+    precision = next((r.precision for r in results.runs), "?")
+    batch = next((str(r.batch) for r in results.runs), "?")
+    return precision, batch
+
+
+def claims_table(results: ResultsLike) -> str:
     """Markdown: each claim against what this run measured."""
-    device = results["device"]["profile"]["name"]
-    precision = next((r["precision"] for r in results["runs"]), "?")
-    batch = next((r["batch"] for r in results["runs"]), "?")
-    lines = [f"# The papers' comparisons, measured on `{device}` ({precision}, batch {batch})", "",
-             "| paper | model | variant | architecture | FLOPs - claimed | FLOPs - ours | params - claimed | "
-             "params - ours | speed-up claimed (where) | latency ours ms: baseline -> compressed | "
-             f"speed-up ours on {device} [95% CI] | accuracy (paper) |", "|---" * 12 + "|"]
+    results = as_results(results)
+    device = results.device_name
+    precision, batch = _settings(results)
+    head = ["paper", "model", "variant", "architecture", "FLOPs - claimed", "FLOPs - ours", "params - claimed",
+            "params - ours", "speed-up claimed (where)", "latency ours ms: baseline -> compressed",
+            f"speed-up ours on {device} [95% CI]", "accuracy (paper)"]
+    rows = []
     for r in claim_records(results):
-        ours = f"{r['speedup']:.2f}x [{r['speedup_ci_low']:.2f}, {r['speedup_ci_high']:.2f}]" \
-            if r["speedup"] is not None else "n/a (not run)"
-        latency = f"{r['baseline_ms']:.3f} -> {r['compressed_ms']:.3f}" if r["compressed_ms"] is not None else ""
-        lines.append(f"| {r['paper']} | {r['model']} | {r['variant']} | {r['architecture']} | "
-                     f"{_pct(r['claimed_flops_reduction'])} | {_pct(r['flops_reduction'])} | "
-                     f"{_pct(r['claimed_params_reduction'])} | {_pct(r['params_reduction'])} | "
-                     f"{r['speedup_claim']} | {latency} | {ours} | {r['accuracy']} |")
-    lines += ["", "Claims and accuracies are the papers' own (we do not train: weights are random, so only cost and "
-              "speed are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of the deployable graphs "
-              "(folded where folding changed them), measured here. Baselines are the standard architectures; every "
-              "compressed network is a closest-faithful stand-in (see the architecture column and the zoo specs). "
-              "A speed-up measured on another device, precision or batch than the claim's checks only its direction."]
+        latency = f"{r['baseline_ms']:.3f} -> {r['compressed_ms']:.3f}" \
+            if r["compressed_ms"] is not None and r["baseline_ms"] is not None else ""
+        rows.append([r["paper"], r["model"], r["variant"], r["architecture"],
+                     percent(r["claimed_flops_reduction"]), percent(r["flops_reduction"]),
+                     percent(r["claimed_params_reduction"]), percent(r["params_reduction"]), r["speedup_claim"],
+                     latency, format_ratio(_ratio(r), missing="n/a (not run)"), r["accuracy"]])
+    lines = [f"# The papers' comparisons, measured on `{device}` ({precision}, batch {batch})", ""]
+    lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
+    lines += markdown_table(head, rows)
+    lines += ["", NOTE]
     return "\n".join(lines) + "\n"
 
 
-def claims_csv(results: Dict[str, Any]) -> str:
+def claims_latex(results: ResultsLike, name: str = "papers.tex") -> str:
+    """The claims against our measurements as an includable booktabs ``table*`` fragment."""
+    from harness.report.latex import float_fragment, latex_escape, latex_percent, ratio_cell
+
+    results = as_results(results)
+    precision, batch = _settings(results)
+    body = []
+    for r in claim_records(results):
+        claimed = "--" if r["claimed_speedup"] is None else f"${r['claimed_speedup']:.2f}{{\\times}}$"
+        body.append(" & ".join([
+            latex_escape(PAPER_KEYS[r["paper"]]), latex_escape(r["model"]), latex_escape(r["variant"]),
+            latex_percent(r["claimed_flops_reduction"]), latex_percent(r["flops_reduction"]),
+            latex_percent(r["claimed_params_reduction"]), latex_percent(r["params_reduction"]), claimed,
+            ratio_cell(_ratio(r))]) + r" \\")
+    tabular = [r"\begin{tabular}{lllrrrrrr}", r"\toprule",
+               r" & & & \multicolumn{2}{c}{$\Delta$FLOPs} & \multicolumn{2}{c}{$\Delta$Params} & "
+               r"\multicolumn{2}{c}{Speed-up} \\",
+               r"\cmidrule(lr){4-5} \cmidrule(lr){6-7} \cmidrule(lr){8-9}",
+               r"Paper & Model & Variant & claimed & ours & claimed & ours & claimed & ours \\", r"\midrule",
+               *body, r"\bottomrule", r"\end{tabular}"]
+    keys = "; ".join(f"{latex_escape(k)}: {latex_escape(paper)}" for paper, k in PAPER_KEYS.items())
+    claims = "; ".join(f"{latex_escape(c.model)}/{latex_escape(c.variant)} {latex_escape(c.speedup_claim)}"
+                       for c in CLAIMS if c.claimed_speedup is not None)
+    caption = (f"Compression papers' claims against our measurements on {latex_escape(results.device_name)} "
+               f"({latex_escape(precision.upper())}, batch {latex_escape(batch)}): reductions of FLOPs and "
+               "parameters of the deployable graphs, speed-up of medians with its 95\\% bootstrap interval below. "
+               f"Claimed speed-ups as published ({claims}). {keys}. Compressed networks are closest-faithful "
+               "stand-ins built from the zoo; accuracies are the papers' and not re-measured.")
+    if results.complete is False:
+        caption += " \\textbf{Partial results}: the run did not complete."
+    comments = ["% Generated by harness suite papers: claimed (the papers) against measured (ours).",
+                f"% {results.device_name}: {results.source}; created {results.created}; "
+                f"command: {' '.join(results.command)}"]
+    return float_fragment(tabular, caption, "tab:papers", comments, name, wide=True)
+
+
+def claims_csv(results: ResultsLike) -> str:
     """The claimed-versus-measured records as CSV."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(claim_records(results))
-    return buffer.getvalue()
+    return csv_text(CSV_FIELDS, claim_records(results))

@@ -1,51 +1,347 @@
-"""The results file (versioned schema): what was run, where, every raw sample, and the comparisons.
+"""The results file, typed: what was run, where, every raw sample, and the comparisons.
 
-Schema 1::
+One reader (``parse_results`` / ``read_results``) parses and validates every results file; a malformed file is
+refused with the file and the field. Schema 2 is written; schema 1 is read and upgraded.
 
-    {schema: 1, created, harness_version, command,
-     device: {profile: {...}, environment_before: {...}, environment_after: {...}, warnings: [...]},
-     runs: [{id, model, variant, folded, source, onnx, backend: {...}, precision, batch, input_shape,
+Schema 2::
+
+    {schema: 2, created, harness_version, command, complete: bool,
+     device: {profile: {name, ...}, environment_before: {...}, environment_after: {...} | null, warnings: [...]},
+     runs: [{id, model, variant, folded, folded_run, source, onnx, backend: {...}, precision, batch, input_shape,
              flops, params, nodes: {op: count}, fold: {...} | null, series_ms: {latency_ms: [...], ...},
-             stats: {...}, warmup_iterations, stop_reason, warnings: [...]}],
-     comparisons: [{model, variant, kind: "vs_baseline" | "fold", reference, subject, speedup, ci_low, ci_high}]}
+             stats: {median, median_ci_low, median_ci_high, ...}, warmup_iterations, stop_reason,
+             warnings: [...]}],
+     comparisons: [{model, variant, kind: "vs_baseline" | "fold", reference, subject, speedup, ci_low, ci_high,
+                    ci_level}]}
+
+Schema 1 is the same without ``ci_level`` (always 0.95) and with ``complete`` optional (null when not recorded).
+Keys a reader does not know are kept (``extra``) and written back unchanged.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime
 import json
+import math
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Union
 
 from harness.errors import HarnessError
 from harness.onnx_io import write_text_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+CI_LEVEL = 0.95
+COMPARISON_KINDS = ("vs_baseline", "fold")
+KIND_NAMES = {float: "number", int: "integer", str: "string", bool: "boolean", dict: "object", list: "list"}
 
 
-def new_results(command: List[str], profile: Dict[str, Any], environment: Dict[str, Any]) -> Dict[str, Any]:
-    """An empty results document for one device."""
-    from harness import __version__
-
-    return {
-        "schema": SCHEMA_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "harness_version": __version__,
-        "command": command,
-        "device": {"profile": profile, "environment_before": environment, "environment_after": None,
-                   "warnings": []},
-        "runs": [],
-        "comparisons": [],
-    }
+def interval_decimals(low: float, high: float, decimals: int, most: int = 6) -> int:
+    """``decimals``, or more where fewer would print the two ends of an interval as the same number."""
+    while decimals < most and f"{low:.{decimals}f}" == f"{high:.{decimals}f}" and low != high:
+        decimals += 1
+    return decimals
 
 
-def write_results(results: Dict[str, Any], path: Path) -> Path:
-    """Write a results file atomically."""
-    return write_text_atomic(path, json.dumps(results, indent=1, sort_keys=False) + "\n")
+def format_interval(value: float, low: float, high: float, decimals: int = 3) -> str:
+    """A value with its interval, ``0.123 [0.120, 0.131]``: asymmetric intervals stay visible."""
+    d = interval_decimals(low, high, decimals)
+    return f"{value:.{d}f} [{low:.{d}f}, {high:.{d}f}]"
 
 
-def load_results(path: Path) -> Dict[str, Any]:
-    """Read a results file, checking that it is one and that its schema is the one this harness writes."""
+@dataclasses.dataclass(frozen=True)
+class RatioCI:
+    """A ratio (speed-up) with its confidence interval; ``format`` is the one way to print it."""
+
+    ratio: float
+    low: float
+    high: float
+    level: float = CI_LEVEL
+
+    def format(self, decimals: int = 2, latex: bool = False) -> str:
+        """``1.23x [1.10, 1.41]`` (``$1.23\\times$ [1.10, 1.41]`` in LaTeX)."""
+        d = interval_decimals(self.low, self.high, decimals)
+        times = "\\times" if latex else "x"
+        ratio = f"${self.ratio:.{d}f}{times}$" if latex else f"{self.ratio:.{d}f}{times}"
+        return f"{ratio} [{self.low:.{d}f}, {self.high:.{d}f}]"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def format_ratio(ci: Optional[RatioCI], latex: bool = False, missing: str = "") -> str:
+    """A speed-up and its interval, or ``missing`` where there is none."""
+    return missing if ci is None else ci.format(latex=latex)
+
+
+class _Reader:
+    """Field access that names the file and the field in every error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> HarnessError:
+        return HarnessError(f"{self.source}: {where.lstrip('.')} {problem}")
+
+    def obj(self, data: Any, where: str) -> Dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where, f"is not an object (got {type(data).__name__})")
+        return data
+
+    def get(self, data: Dict[str, Any], key: str, where: str, kind: Any, required: bool = True,
+            default: Any = None) -> Any:
+        if key not in data or (data[key] is None and not required):
+            if required:
+                raise self.fail(f"{where}.{key}", "is missing")
+            return default
+        value = data[key]
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            name = KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+            raise self.fail(f"{where}.{key}", f"is not a {name} (got {value!r:.60})")
+        return value
+
+    def numbers(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
+        values = self.get(data, key, where, list)
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise self.fail(f"{where}.{key}", "is not a non-empty list of numbers")
+        return values
+
+
+def _extra(data: Dict[str, Any], known: List[str]) -> Dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in known}
+
+
+@dataclasses.dataclass
+class Stats:
+    """Summary statistics of one latency series (ms) as stored; the median's CI is required."""
+
+    median: float
+    median_ci_low: float
+    median_ci_high: float
+    other: Dict[str, Any] = dataclasses.field(default_factory=dict)  # n, mean, p90, ... (``timing.Stats``)
+
+    @classmethod
+    def parse(cls, data: Any, where: str, reader: _Reader) -> Stats:
+        """Validated from its dict."""
+        data = reader.obj(data, where)
+        values = [reader.get(data, k, where, float) for k in ("median", "median_ci_low", "median_ci_high")]
+        return cls(*values, _extra(data, ["median", "median_ci_low", "median_ci_high"]))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored form."""
+        return {"median": self.median, "median_ci_low": self.median_ci_low,
+                "median_ci_high": self.median_ci_high, **self.other}
+
+    def format(self, decimals: int = 3) -> str:
+        """The median with its 95% CI, ``0.123 [0.120, 0.131]``."""
+        return format_interval(self.median, self.median_ci_low, self.median_ci_high, decimals)
+
+
+RUN_FIELDS = ["id", "model", "variant", "folded", "folded_run", "backend", "precision", "batch", "input_shape",
+              "flops", "params", "nodes", "onnx", "series_ms", "stats", "warnings"]
+
+
+@dataclasses.dataclass
+class Run:
+    """One graph timed on one device: its cost, raw samples and statistics."""
+
+    id: str
+    model: str
+    variant: str
+    folded: bool
+    series_ms: Dict[str, List[float]]
+    stats: Stats
+    backend: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    precision: str = "fp32"
+    batch: int = 1
+    input_shape: List[int] = dataclasses.field(default_factory=list)
+    flops: Optional[int] = None
+    params: Optional[int] = None
+    nodes: Dict[str, int] = dataclasses.field(default_factory=dict)
+    onnx: Optional[str] = None
+    folded_run: Optional[str] = None
+    warnings: List[str] = dataclasses.field(default_factory=list)
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Any, where: str, reader: _Reader) -> Run:
+        """Validated from its dict: identity, samples and stats required, the rest optional."""
+        data = reader.obj(data, where)
+        run_id = reader.get(data, "id", where, str)
+        where = f"{where} ({run_id})"
+        series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
+        reader.numbers(series, "latency_ms", f"{where}.series_ms")
+        return cls(
+            run_id, reader.get(data, "model", where, str), reader.get(data, "variant", where, str),
+            reader.get(data, "folded", where, bool), series,
+            Stats.parse(reader.get(data, "stats", where, object), f"{where}.stats", reader),
+            reader.get(data, "backend", where, dict, False, {}),
+            reader.get(data, "precision", where, str, False, "fp32"),
+            reader.get(data, "batch", where, int, False, 1),
+            reader.get(data, "input_shape", where, list, False, []),
+            reader.get(data, "flops", where, int, False), reader.get(data, "params", where, int, False),
+            reader.get(data, "nodes", where, dict, False, {}), reader.get(data, "onnx", where, str, False),
+            reader.get(data, "folded_run", where, str, False),
+            reader.get(data, "warnings", where, list, False, []), _extra(data, RUN_FIELDS))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored form (unknown keys kept)."""
+        return {"id": self.id, "model": self.model, "variant": self.variant, "folded": self.folded,
+                "folded_run": self.folded_run, "backend": self.backend, "precision": self.precision,
+                "batch": self.batch, "input_shape": self.input_shape, "flops": self.flops,
+                "params": self.params, "nodes": self.nodes, "onnx": self.onnx, **self.extra,
+                "series_ms": self.series_ms, "stats": self.stats.to_dict(), "warnings": self.warnings}
+
+    @property
+    def label(self) -> str:
+        """``model/variant`` (``/folded`` for a folded graph)."""
+        return f"{self.model}/{self.variant}{'/folded' if self.folded else ''}"
+
+
+@dataclasses.dataclass
+class Comparison:
+    """A speed-up between two runs of one model: a variant against the baseline, or folded against unfolded."""
+
+    model: str
+    variant: str
+    kind: str
+    reference: str
+    subject: str
+    speedup: RatioCI
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Any, where: str, reader: _Reader) -> Comparison:
+        """Validated from its dict (flat ``speedup``, ``ci_low``, ``ci_high``, ``ci_level``)."""
+        data = reader.obj(data, where)
+        kind = reader.get(data, "kind", where, str)
+        if kind not in COMPARISON_KINDS:
+            raise reader.fail(f"{where}.kind", f"is {kind!r}, not one of {', '.join(COMPARISON_KINDS)}")
+        ratio = RatioCI(reader.get(data, "speedup", where, float), reader.get(data, "ci_low", where, float),
+                        reader.get(data, "ci_high", where, float),
+                        reader.get(data, "ci_level", where, float, False, CI_LEVEL))
+        known = ["model", "variant", "kind", "reference", "subject", "speedup", "ci_low", "ci_high", "ci_level"]
+        return cls(reader.get(data, "model", where, str), reader.get(data, "variant", where, str), kind,
+                   reader.get(data, "reference", where, str, False, ""),
+                   reader.get(data, "subject", where, str, False, ""), ratio, _extra(data, known))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored form."""
+        return {"model": self.model, "variant": self.variant, "kind": self.kind, "reference": self.reference,
+                "subject": self.subject, "speedup": self.speedup.ratio, "ci_low": self.speedup.low,
+                "ci_high": self.speedup.high, "ci_level": self.speedup.level, **self.extra}
+
+
+@dataclasses.dataclass
+class Results:
+    """One device's results file."""
+
+    created: str
+    harness_version: str
+    command: List[str]
+    profile: Dict[str, Any]
+    runs: List[Run]
+    comparisons: List[Comparison]
+    complete: Optional[bool] = None  # None: not recorded (schema 1)
+    environment_before: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    environment_after: Optional[Dict[str, Any]] = None
+    warnings: List[str] = dataclasses.field(default_factory=list)  # the device's
+    device_extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = ""  # where it was read from
+
+    @property
+    def device_name(self) -> str:
+        """The profile's name."""
+        return str(self.profile.get("name", "?"))
+
+    def run_by_id(self) -> Dict[str, Run]:
+        """Runs keyed by their id."""
+        return {run.id: run for run in self.runs}
+
+    def comparison(self, model: str, variant: str, kind: str = "vs_baseline") -> Optional[Comparison]:
+        """The comparison of ``kind`` for a model's variant, if measured."""
+        return next((c for c in self.comparisons
+                     if (c.model, c.variant, c.kind) == (model, variant, kind)), None)
+
+    def deployed(self, run: Run) -> Run:
+        """The graph a user would deploy for an unfolded run: its folded twin where folding changed it."""
+        return self.run_by_id().get(run.folded_run or "", run)
+
+    def all_warnings(self) -> List[str]:
+        """The device's warnings, then each run's, prefixed by the run."""
+        return list(self.warnings) + [f"{run.label}: {w}" for run in self.runs for w in run.warnings]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored form, schema 2 (a copy: changing it leaves this object as it is)."""
+        device = {"profile": self.profile, "environment_before": self.environment_before,
+                  "environment_after": self.environment_after, "warnings": self.warnings, **self.device_extra}
+        return copy.deepcopy({
+            "schema": SCHEMA_VERSION, "created": self.created, "harness_version": self.harness_version,
+            "command": self.command, "complete": self.complete, **self.extra, "device": device,
+            "runs": [r.to_dict() for r in self.runs], "comparisons": [c.to_dict() for c in self.comparisons]})
+
+
+def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
+    """Schema 1 -> 2: ``complete`` becomes explicit (null: not recorded), comparisons get their CI level."""
+    schema = data.get("schema")
+    if data.get("kind") == "merged" or "merged_from" in data:
+        merged = ", ".join(str(p) for p in data.get("merged_from") or [])
+        raise HarnessError(f"{reader.source} is a merged report, not one device's results: pass the "
+                           f"results.json files it was merged from ({merged})")
+    if schema not in READABLE_SCHEMAS:
+        raise HarnessError(f"{reader.source} has results schema {schema}, this harness reads schemas "
+                           f"{', '.join(map(str, READABLE_SCHEMAS))}")
+    if schema == 1:
+        data = dict(data, schema=2, complete=data.get("complete"))
+        data["comparisons"] = [dict(c, ci_level=CI_LEVEL) if isinstance(c, dict) else c
+                               for c in data.get("comparisons") or []]
+    return data
+
+
+def parse_results(data: Any, source: str = "results") -> Results:
+    """Validate and type a results document (schema 1 upgraded); errors name ``source`` and the field."""
+    reader = _Reader(source)
+    if not isinstance(data, dict) or "schema" not in data or "runs" not in data:
+        raise HarnessError(f"{source} is not a harness results file (no 'schema' and 'runs' keys)")
+    data = _upgrade(data, reader)
+    device = reader.obj(reader.get(data, "device", "", object), "device")
+    profile = reader.obj(reader.get(device, "profile", "device", object), "device.profile")
+    reader.get(profile, "name", "device.profile", str)
+    runs = [Run.parse(r, f"runs[{i}]", reader) for i, r in enumerate(reader.get(data, "runs", "", list))]
+    comparisons = [Comparison.parse(c, f"comparisons[{i}]", reader)
+                   for i, c in enumerate(reader.get(data, "comparisons", "", list, False, []))]
+    ids = [r.id for r in runs]
+    duplicate = next((i for i in ids if ids.count(i) > 1), None)
+    if duplicate is not None:
+        raise reader.fail("runs", f"hold the id {duplicate!r} twice")
+    device_keys = ["profile", "environment_before", "environment_after", "warnings"]
+    top_keys = ["schema", "created", "harness_version", "command", "complete", "device", "runs", "comparisons"]
+    return Results(
+        str(data.get("created", "")), str(data.get("harness_version", "")),
+        [str(a) for a in reader.get(data, "command", "", list, False, [])], profile, runs, comparisons,
+        reader.get(data, "complete", "", bool, False),
+        reader.get(device, "environment_before", "device", dict, False, {}),
+        reader.get(device, "environment_after", "device", dict, False),
+        reader.get(device, "warnings", "device", list, False, []), _extra(device, device_keys),
+        _extra(data, top_keys), source)
+
+
+def as_results(data: Union[Results, Dict[str, Any]], source: str = "results") -> Results:
+    """``data`` typed: a Results as it is, a dict through the reader."""
+    return data if isinstance(data, Results) else parse_results(data, source)
+
+
+def read_results(path: Union[str, Path]) -> Results:
+    """Read, validate and type one device's results file (schema 1 or 2)."""
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"results file {path} does not exist")
@@ -53,13 +349,28 @@ def load_results(path: Path) -> Dict[str, Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path} is not a JSON results file ({exc})") from None
-    if not isinstance(data, dict) or "schema" not in data or "runs" not in data:
-        raise HarnessError(f"{path} is not a harness results file (no 'schema' and 'runs' keys)")
-    if data["schema"] != SCHEMA_VERSION:
-        raise HarnessError(f"{path} has results schema {data['schema']}, this harness reads schema {SCHEMA_VERSION}")
-    return data
+    return parse_results(data, str(path))
+
+
+def load_results(path: Union[str, Path]) -> Dict[str, Any]:
+    """A results file as a validated schema-2 dict, for code that still reads dicts."""
+    return read_results(path).to_dict()
+
+
+def new_results(command: List[str], profile: Dict[str, Any], environment: Dict[str, Any]) -> Dict[str, Any]:
+    """An empty results document for one device, marked incomplete until the run ends."""
+    from harness import __version__
+
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return Results(created, __version__, command, profile, [], [], False, environment).to_dict()
+
+
+def write_results(results: Union[Results, Dict[str, Any]], path: Path) -> Path:
+    """Write a results file atomically, always as schema 2 (a dict is checked by the reader first)."""
+    results = as_results(results, f"results for {path}")
+    return write_text_atomic(path, json.dumps(results.to_dict(), indent=1) + "\n")
 
 
 def run_by_id(results: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """Runs of a results document keyed by their id."""
+    """Runs of a results dict keyed by their id."""
     return {run["id"]: run for run in results["runs"]}

@@ -56,7 +56,7 @@ def test_bench_end_to_end(tmp_path, fast_profile, capsys):
                            "--out", out_dir)
     assert code == 0
     results = json.loads((out_dir / "results.json").read_text())
-    assert results["schema"] == 1 and results["complete"] is True
+    assert results["schema"] == 2 and results["complete"] is True
     assert results["device"]["environment_before"]["cpu"]["available_cores"] >= 1
     assert results["device"]["environment_before"]["libraries"]["onnxruntime"]
     runs = {r["id"]: r for r in results["runs"]}

@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         subparsers, "suite", "run the papers' suite: claimed against measured",
         "Rebuild the baseline and compressed architecture of each comparison the compression papers make (layer "
         "compression without pruning, cross-layer importance pruning, pruning + stream merging, LayerMerge) from "
-        "the zoo, fold, time on the device, and write papers.md and papers.csv: claimed against measured. "
+        "the zoo, fold, time on the device, and write papers.md, papers.csv and papers.tex (a booktabs table* "
+        "to \\input into a paper; papers-standalone.tex compiles as-is): claimed against measured. "
         "Accuracies are the papers'; FLOPs, parameters and latencies are ours. Also writes results.json and the "
         "bench tables, and in report/ what harness report writes (md, csv, booktabs tex, roofline, plots).",
         "harness suite papers --device host -o report/papers")
@@ -28,12 +29,12 @@ def run(args) -> int:
     import sys
 
     from harness.bench import BenchOptions, print_summary, run_bench
-    from harness.commands.report import write_report
     from harness.errors import HarnessError
     from harness.export import resolve_source
-    from harness.onnx_io import write_text_atomic
-    from harness.papers import claims_csv, claims_table, suite_models
+    from harness.papers import claims_table, suite_models
     from harness.profiles import load_profile
+    from harness.report.pipeline import check_output_dir, report_warnings, write_papers, write_report
+    from harness.results import read_results
 
     profile = load_profile(args.device)
     needed = suite_models()
@@ -45,14 +46,16 @@ def run(args) -> int:
         needed = {m: needed[m] for m in chosen}
     suite = [(resolve_source(model), variants) for model, variants in needed.items()]
     out = args.out or Path("report") / f"papers-{profile.name}"
+    check_output_dir(out)
     argv = ["harness"] + sys.argv[1:]
     options = BenchOptions(suite, profile, out, batch=profile.batch_sizes[0], precision=profile.precisions[0])
-    results = run_bench(options, argv)
-    print_summary(results, out)
-    table = claims_table(results)
-    written = [write_text_atomic(out / "papers.md", table), write_text_atomic(out / "papers.csv", claims_csv(results))]
-    written += write_report([out / "results.json"], out / "report", argv)[1]
-    print(table)
+    print_summary(run_bench(options, argv), out)
+    results = read_results(out / "results.json")
+    written = write_papers(results, out)
+    written += write_report([results], out / "report", argv)[1]
+    print(claims_table(results))
+    for line in report_warnings([results]):
+        print(line, file=sys.stderr)
     for path in written:
         print(f"wrote {path}")
     return 0

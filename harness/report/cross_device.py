@@ -11,12 +11,11 @@ A column is one device at one precision and batch size; the same device may appe
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.errors import HarnessError
-from harness.results import load_results
+from harness.results import RatioCI, Results, Run, Stats
 
 Row = Tuple[str, str]  # (model, variant)
 FLOPS_ONLY = "flops only: ONNX file gone"
@@ -26,15 +25,18 @@ FLOPS_ONLY = "flops only: ONNX file gone"
 class Cell:
     """One device column's numbers for one row."""
 
-    median_ms: float
-    ci_low: float
-    ci_high: float
-    speedup: Optional[Tuple[float, float, float]]
+    stats: Stats  # of the deployable graph
+    speedup: Optional[RatioCI]
     floor_ms: Optional[float]
     folded: bool
     floor_basis: str = "per layer"  # or FLOPS_ONLY when the run's ONNX file could not be read
     flops: Optional[int] = None  # of the deployable graph (folding can change them)
     params: Optional[int] = None
+
+    @property
+    def median_ms(self) -> float:
+        """The deployable graph's median latency."""
+        return self.stats.median
 
     @property
     def efficiency(self) -> Optional[float]:
@@ -51,7 +53,7 @@ class Device:
     batch: int
     backend: str
     backend_version: str
-    results: Dict[str, Any]
+    results: Results
     source: str = ""
     label: str = ""
 
@@ -60,8 +62,8 @@ class Device:
 
 
 @dataclasses.dataclass
-class Comparison:
-    """The merged table."""
+class CrossDeviceTable:
+    """The merged table: rows are (model, variant), columns are devices."""
 
     devices: List[Device]
     rows: List[Row]
@@ -104,38 +106,28 @@ def roofline_floor_ms(onnx_path: Optional[str], peaks: Dict[str, Any], precision
     return 1000 * sum(max(c.flops / rate, c.bytes / bandwidth) for c in layer_costs(load_model(onnx_path)))
 
 
-def roofline_cell_floor(run: Dict[str, Any], peaks: Dict[str, Any], precision: str) -> Tuple[Optional[float], str]:
+def roofline_cell_floor(run: Run, peaks: Dict[str, Any], precision: str) -> Tuple[Optional[float], str]:
     """The floor of a run and how it was computed; FLOPs over peak alone when its ONNX file is gone."""
-    floor = roofline_floor_ms(run.get("onnx"), peaks, precision)
+    if not peaks:
+        return None, "no peaks in the profile"
+    floor = roofline_floor_ms(run.onnx, peaks, precision)
     if floor is not None:
         return floor, "per layer"
-    flops = run.get("flops")
+    flops = run.flops
     return (1000 * flops / _rate(peaks, precision) if flops else None), FLOPS_ONLY
 
 
-def _load(path: Path) -> Dict[str, Any]:
-    """A per-device results file; a merged report is refused with what to pass instead."""
-    try:
-        data = json.loads(Path(path).read_text()) if Path(path).is_file() else None
-    except (ValueError, UnicodeDecodeError):
-        data = None
-    if isinstance(data, dict) and "merged_from" in data:
-        raise HarnessError(f"{path} is a merged report, not one device's results: pass the results.json files "
-                           f"it was merged from ({', '.join(data['merged_from'])})")
-    return load_results(path)
-
-
-def _device(results: Dict[str, Any], path: Path) -> Device:
-    runs = results["runs"]
-    if not runs:
-        raise HarnessError(f"{path} holds no runs")
-    settings = {(r["precision"], r["batch"]) for r in runs}
+def _device(results: Results) -> Device:
+    if not results.runs:
+        raise HarnessError(f"{results.source} holds no runs")
+    settings = {(r.precision, r.batch) for r in results.runs}
     if len(settings) != 1:
-        raise HarnessError(f"{path} mixes precisions or batch sizes {sorted(settings)}: one column needs one")
+        raise HarnessError(f"{results.source} mixes precisions or batch sizes {sorted(settings)}: one column "
+                           "needs one")
     precision, batch = settings.pop()
-    backend = runs[0]["backend"]
-    return Device(results["device"]["profile"]["name"], precision, batch, backend.get("backend", "?"),
-                  str(backend.get("version", "?")), results, str(path))
+    backend = results.runs[0].backend
+    return Device(results.device_name, precision, batch, backend.get("backend", "?"),
+                  str(backend.get("version", "?")), results, results.source)
 
 
 def _label_columns(devices: List[Device]) -> None:
@@ -156,56 +148,39 @@ def _check_shapes(devices: List[Device]) -> None:
     """Every file must feed a model the same sample shape (the batch dimension may differ per column)."""
     shapes: Dict[str, Tuple[List[int], str]] = {}
     for d in devices:
-        for run in d.results["runs"]:
-            sample = list(run["input_shape"])[1:]
-            known = shapes.setdefault(run["model"], (sample, d.source))
+        for run in d.results.runs:
+            sample = list(run.input_shape)[1:]
+            known = shapes.setdefault(run.model, (sample, d.source))
             if known[0] != sample:
-                raise HarnessError(f"{run['model']} was run on samples of shape {sample} in {d.source} but "
+                raise HarnessError(f"{run.model} was run on samples of shape {sample} in {d.source} but "
                                    f"{known[0]} in {known[1]}: not comparable in one row")
 
 
-def merge(paths: List[Path]) -> Comparison:
-    """Merge results files into one comparison; refuses files that cannot share a table."""
-    if not paths:
+def merge(documents: List[Results]) -> CrossDeviceTable:
+    """Merge results files into one table; refuses files that cannot share a table."""
+    if not documents:
         raise HarnessError("give at least one results.json")
-    devices = [_device(_load(path), Path(path)) for path in paths]
+    devices = [_device(results) for results in documents]
     _label_columns(devices)
     _check_shapes(devices)
-    comparison = Comparison(devices, [], {}, {}, {})
+    table = CrossDeviceTable(devices, [], {}, {}, {})
     for device in devices:
-        peaks = device.results["device"]["profile"]["peaks"]
-        runs = {r["id"]: r for r in device.results["runs"]}
-        speedups = {(c["model"], c["variant"]): c for c in device.results["comparisons"] if c["kind"] == "vs_baseline"}
-        for run in device.results["runs"]:
-            if run["folded"]:
+        peaks = device.results.profile.get("peaks") or {}
+        for run in device.results.runs:
+            if run.folded:
                 continue
-            row = (run["model"], run["variant"])
-            if row not in comparison.rows:
-                comparison.rows.append(row)
-            comparison.flops.setdefault(row, run["flops"])
-            comparison.params.setdefault(row, run["params"])
-            deployed = runs.get(run.get("folded_run") or "") or run
-            cost = (deployed["flops"], deployed["params"])
-            if comparison.deployed.setdefault(row, cost) != cost:
-                comparison.deployed[row] = None
-            stats = deployed["stats"]
-            found = speedups.get(row)
+            row = (run.model, run.variant)
+            if row not in table.rows:
+                table.rows.append(row)
+            table.flops.setdefault(row, run.flops)
+            table.params.setdefault(row, run.params)
+            deployed = device.results.deployed(run)
+            cost = (deployed.flops, deployed.params)
+            if table.deployed.setdefault(row, cost) != cost:
+                table.deployed[row] = None
+            found = device.results.comparison(run.model, run.variant)
             floor, basis = roofline_cell_floor(deployed, peaks, device.precision)
-            comparison.cells[(row, device.label)] = Cell(
-                stats["median"], stats["median_ci_low"], stats["median_ci_high"],
-                (found["speedup"], found["ci_low"], found["ci_high"]) if found else None,
-                floor, deployed is not run, basis, deployed["flops"], deployed["params"])
-    return comparison
-
-
-def merged_document(comparison: Comparison, argv: List[str]) -> Dict[str, Any]:
-    """The merged results.json: each device's full results plus the table's numbers, per column."""
-    from harness.report.render import csv_records
-
-    return {"schema": 1, "kind": "merged", "command": argv,
-            "merged_from": [d.source for d in comparison.devices],
-            "columns": [{"label": d.label, "device": d.name, "precision": d.precision, "batch": d.batch,
-                         "backend": d.backend, "backend_version": d.backend_version, "source": d.source}
-                        for d in comparison.devices],
-            "table": csv_records(comparison),
-            "devices": {d.label: d.results for d in comparison.devices}}
+            table.cells[(row, device.label)] = Cell(
+                deployed.stats, found.speedup if found else None, floor, deployed is not run, basis,
+                deployed.flops, deployed.params)
+    return table

@@ -1,14 +1,19 @@
-"""The cross-device comparison as a booktabs LaTeX table inside a document that compiles as-is (pdflatex).
+"""LaTeX people paste into papers: booktabs tables as includable fragments, and a document that compiles as-is.
 
-Copy the ``table`` environment into a paper (needs ``booktabs``); the file's leading comments keep the provenance.
+A fragment is one float (``table`` or ``table*``) and needs only ``\\usepackage{booktabs}`` (``graphicx`` too
+where a very wide table is scaled) in the paper's preamble: ``\\input{report.tex}``. The standalone document
+holds the same floats. Intervals print as ``[low, high]``, never as a +- half-width: bootstrap intervals of a
+ratio are asymmetric.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
-from harness.report.cross_device import FLOPS_ONLY, Cell, Comparison
+from harness.report.cross_device import FLOPS_ONLY, Cell, CrossDeviceTable, Row
+from harness.report.formats import partial_warnings, percent
+from harness.results import RatioCI, interval_decimals
 
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -22,70 +27,153 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(ch, ch) for ch in ascii_text)
 
 
-def _reduction(value: Optional[float]) -> str:
-    return "--" if value is None else f"${-value * 100:.1f}\\%$"
+def latex_percent(value: Optional[float]) -> str:
+    """A reduction as ``52.7\\%`` (``--`` where there is none; a true minus sign; never ``-0.0``)."""
+    if value is None:
+        return "--"
+    text = percent(value).replace("%", "\\%")
+    return f"$-${text[1:]}" if text.startswith("-") else text
 
 
-def _cells(cell: Optional[Cell]) -> List[str]:
-    if cell is None:
-        return ["--"] * PER_DEVICE
-    latency = f"${cell.median_ms:.3f} \\pm {(cell.ci_high - cell.ci_low) / 2:.3f}$"
-    speed = "--"
-    if cell.speedup:
-        ratio, low, high = cell.speedup
-        speed = f"${ratio:.2f}{{\\times}} \\pm {(high - low) / 2:.2f}$"
-    efficiency = "--"
-    if cell.efficiency is not None:
-        mark = "$^\\dagger$" if cell.floor_basis == FLOPS_ONLY else ""
-        efficiency = f"{cell.efficiency * 100:.1f}\\%{mark}"
-    return [latency, speed, efficiency]
+def latex_amount(value: Optional[float], scale: float) -> str:
+    """A cost in GFLOPs or millions, three decimals, or two significant digits below 0.01."""
+    if value is None:
+        return "--"
+    scaled = value / scale
+    return f"{scaled:.3f}" if scaled >= 0.01 or scaled == 0 else f"{scaled:.2g}"
 
 
-def _caption(comparison: Comparison) -> str:
+def stacked(top: str, bottom: str) -> str:
+    """Two lines in one cell (value over its interval), with no package beyond LaTeX itself."""
+    return f"\\begin{{tabular}}{{@{{}}r@{{}}}}{top}\\\\ {{\\scriptsize {bottom}}}\\end{{tabular}}"
+
+
+def latency_cell(median: float, low: float, high: float, decimals: int = 3) -> str:
+    """A median over its 95% CI ``[low, high]``, with enough decimals that the two ends differ."""
+    d = interval_decimals(low, high, decimals)
+    return stacked(f"{median:.{d}f}", f"[{low:.{d}f}, {high:.{d}f}]")
+
+
+def ratio_cell(ci: Optional[RatioCI]) -> str:
+    """A speed-up over its interval, ``--`` where there is none."""
+    if ci is None:
+        return "--"
+    d = interval_decimals(ci.low, ci.high, 2)
+    return stacked(f"${ci.ratio:.{d}f}{{\\times}}$", f"[{ci.low:.{d}f}, {ci.high:.{d}f}]")
+
+
+def fit_to_width(tabular: List[str]) -> List[str]:
+    """Scale a tabular down to the line width only where it is wider (needs ``graphicx``), never up."""
+    return [r"\sbox0{%", *tabular, "}%", r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}%",
+            r"\else\usebox0\fi"]
+
+
+def float_fragment(tabular: List[str], caption: str, label: str, comments: Sequence[str], name: str,
+                   wide: bool) -> str:
+    """One booktabs float, ready for ``\\input``: a wide one is a ``table*`` (both columns of a two-column
+    paper) scaled down only where it would overrun the page."""
+    env = "table*" if wide else "table"
+    packages = r"\usepackage{booktabs}" + (r" and \usepackage{graphicx}" if wide else "")
+    note = f"% Needs {packages} in the preamble; include with \\input{{{name}}}."
+    body = fit_to_width(tabular) if wide else tabular
+    lines = [*comments, note, f"\\begin{{{env}}}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
+             f"\\caption{{{caption}}}", f"\\label{{{label}}}", *body, f"\\end{{{env}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def standalone(fragments: Sequence[str], landscape: bool = True) -> str:
+    """A document holding ``fragments`` that compiles as-is with pdflatex."""
+    geometry = "margin=1.5cm,landscape" if landscape else "margin=2cm"
+    lines = [r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{graphicx}",
+             f"\\usepackage[{geometry}]{{geometry}}", r"\begin{document}", *fragments, r"\end{document}"]
+    return "\n".join(lines) + "\n"
+
+
+def _efficiency(cell: Cell) -> str:
+    if cell.efficiency is None:
+        return "--"
+    mark = "$^\\dagger$" if cell.floor_basis == FLOPS_ONLY else ""
+    return f"{cell.efficiency * 100:.1f}\\%{mark}"
+
+
+def _caption(table: CrossDeviceTable, narrow: bool = False) -> str:
     settings = "; ".join(f"{latex_escape(d.label)}: {latex_escape(d.backend)} {latex_escape(d.backend_version)}, "
-                         f"{latex_escape(d.precision.upper())}, batch {d.batch}" for d in comparison.devices)
-    text = ("Latency (median $\\pm$ half the 95\\% CI, ms) of the deployable graph, speed-up against the baseline "
-            "(ratio of medians $\\pm$ half the 95\\% bootstrap interval) and roofline efficiency (floor / measured). "
-            f"FLOPs and parameters of the deployed graph, reductions against the baseline. {settings}.")
-    if any(c.floor_basis == FLOPS_ONLY for c in comparison.cells.values()):
+                         f"{latex_escape(d.precision.upper())}, batch {d.batch}" for d in table.devices)
+    text = ("Latency (median ms, 95\\% CI below) of the deployable graph and speed-up against the baseline "
+            "(ratio of medians, 95\\% bootstrap interval below)")
+    if not narrow:
+        text += (", roofline efficiency (floor / measured); FLOPs and parameters of the deployed graph, "
+                 "reductions against the baseline")
+    text += f". {settings}."
+    if not narrow and any(c.floor_basis == FLOPS_ONLY for c in table.cells.values()):
         text += " $^\\dagger$ONNX file gone: floor from FLOPs over peak only."
+    if any(d.results.complete is False for d in table.devices):
+        text += " \\textbf{Partial results}: a run did not complete."
     return text
 
 
-def _comments(comparison: Comparison) -> List[str]:
+def _comments(table: CrossDeviceTable) -> List[str]:
     """Provenance as TeX comments: invisible in the PDF, kept with the table."""
     lines = ["% Generated by harness report. Provenance per device column:"]
-    for d in comparison.devices:
-        env = d.results["device"].get("environment_before") or {}
+    for d in table.devices:
+        env = d.results.environment_before
         lines.append(f"% {d.label}: {d.source}; {d.backend} {d.backend_version}; host {env.get('hostname')}; "
-                     f"git {env.get('git_sha')}; created {d.results.get('created')}; "
-                     f"command: {' '.join(d.results.get('command', []))}".replace("\n", " "))
+                     f"git {env.get('git_sha')}; created {d.results.created}; "
+                     f"command: {' '.join(d.results.command)}".replace("\n", " "))
+    lines += [f"% WARNING: {w}" for w in partial_warnings([d.results for d in table.devices])]
     return lines
 
 
-def to_latex(comparison: Comparison) -> str:
-    """A complete document holding one booktabs table."""
-    n = len(comparison.devices)
-    columns = "ll" + "rrrr" + "rrr" * n
+def _cost_cells(table: CrossDeviceTable, row: Row) -> List[str]:
+    flops, params = table.cost(row, "flops"), table.cost(row, "params")
+    baseline = row[1] == "baseline"
+    return [latex_amount(flops, 1e9), "--" if baseline else latex_percent(table.reduction(row, "flops")),
+            latex_amount(params, 1e6),
+            "--" if baseline else latex_percent(table.reduction(row, "params"))]
+
+
+def to_latex(table: CrossDeviceTable, name: str = "report.tex") -> str:
+    """The full table (every device side by side) as an includable ``table*`` fragment."""
+    n = len(table.devices)
     head = ["Model", "Variant", "GFLOPs", "$\\Delta$FLOPs", "Params (M)", "$\\Delta$Params"]
-    head += [f"\\multicolumn{{{PER_DEVICE}}}{{c}}{{{latex_escape(d.label)}}}" for d in comparison.devices]
+    head += [f"\\multicolumn{{{PER_DEVICE}}}{{c}}{{{latex_escape(d.label)}}}" for d in table.devices]
     rules = " ".join(f"\\cmidrule(lr){{{FIXED + 1 + i * PER_DEVICE}-{FIXED + (i + 1) * PER_DEVICE}}}"
                      for i in range(n))
     sub = [""] * FIXED + ["ms", "speed-up", "eff."] * n
     body = []
-    for row in comparison.rows:
-        cells = [latex_escape(row[0]), latex_escape(row[1]), f"{comparison.cost(row, 'flops') / 1e9:.3f}",
-                 _reduction(comparison.reduction(row, "flops")), f"{comparison.cost(row, 'params') / 1e6:.2f}",
-                 _reduction(comparison.reduction(row, "params"))]
-        for d in comparison.devices:
-            cells += _cells(comparison.cells.get((row, d.label)))
+    for row in table.rows:
+        cells = [latex_escape(row[0]), latex_escape(row[1]), *_cost_cells(table, row)]
+        for d in table.devices:
+            cell = table.cells.get((row, d.label))
+            if cell is None:
+                cells += ["--"] * PER_DEVICE
+                continue
+            stats = cell.stats
+            cells += [latency_cell(stats.median, stats.median_ci_low, stats.median_ci_high),
+                      ratio_cell(cell.speedup), _efficiency(cell)]
         body.append(" & ".join(cells) + r" \\")
-    tabular = [f"\\begin{{tabular}}{{{columns}}}", r"\toprule", " & ".join(head) + r" \\", rules,
-               " & ".join(sub) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
-    if n > 2:  # wide: scale to the text width rather than run off the page
-        tabular = [r"\resizebox{\linewidth}{!}{%", *tabular, "}"]
-    lines = [*_comments(comparison), r"\documentclass{article}", r"\usepackage{booktabs}",
-             r"\usepackage{graphicx}", r"\usepackage[margin=1.5cm,landscape]{geometry}", r"\begin{document}",
-             r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{_caption(comparison)}}}",
-             r"\label{tab:harness}", *tabular, r"\end{table}", r"\end{document}"]
-    return "\n".join(lines) + "\n"
+    tabular = [f"\\begin{{tabular}}{{ll{'r' * (4 + PER_DEVICE * n)}}}", r"\toprule", " & ".join(head) + r" \\",
+               rules, " & ".join(sub) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
+    return float_fragment(tabular, _caption(table), "tab:harness", _comments(table), name, wide=True)
+
+
+def to_latex_narrow(table: CrossDeviceTable, name: str = "report-narrow.tex") -> str:
+    """A one-column ``table`` fragment for a portrait column: a line per variant and device."""
+    body = []
+    for model in dict.fromkeys(m for m, _ in table.rows):
+        body += [f"\\multicolumn{{4}}{{@{{}}l}}{{\\emph{{{latex_escape(model)}}}}} \\\\"]
+        for row in (r for r in table.rows if r[0] == model):
+            for i, d in enumerate(table.devices):
+                cell = table.cells.get((row, d.label))
+                variant = latex_escape(row[1]) if i == 0 else ""
+                if cell is None:
+                    body.append(f"{variant} & {latex_escape(d.label)} & -- & -- \\\\")
+                    continue
+                stats = cell.stats
+                body.append(f"{variant} & {latex_escape(d.label)} & "
+                            f"{latency_cell(stats.median, stats.median_ci_low, stats.median_ci_high)} & "
+                            f"{ratio_cell(cell.speedup)} \\\\")
+    tabular = [r"\begin{tabular}{@{}llrr@{}}", r"\toprule",
+               r"Variant & Device & ms & Speed-up \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
+    return float_fragment(tabular, _caption(table, narrow=True), "tab:harness-narrow", _comments(table), name,
+                          wide=False)

@@ -1,16 +1,34 @@
-"""Plots of a cross-device comparison (matplotlib, Agg): PNG and SVG of each."""
+"""Plots of a cross-device table (matplotlib, Agg): PNG and SVG of each.
+
+Devices share one y-range so that a fast and a slow device do not look alike; a missing measurement is marked
+"n/a", never drawn as a zero-height bar; baselines and variants are told apart by marker and colour, with a
+legend; a Pareto front is drawn only where it joins two points or more; point labels are placed so that they do
+not overlap.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
-from harness.report.cross_device import Comparison
+from harness.report.cross_device import CrossDeviceTable
+
+PLOT_STEMS = ("latency", "latency_vs_flops", "speedup")
+PLOT_EXTENSIONS = ("png", "svg")
+BASELINE_COLOUR, VARIANT_COLOUR = "tab:gray", "tab:blue"
+# label offsets in points, tried in order until one overlaps no label or point already placed
+LABEL_OFFSETS = [(4, 4), (4, -10), (-4, 4), (-4, -10), (4, 14), (4, -20), (-4, 14), (-4, -20), (8, 24),
+                 (8, -30)]
+
+
+def plot_paths(out_dir: Path) -> List[Path]:
+    """Every file ``make_plots`` writes into ``out_dir``."""
+    return [out_dir / f"{stem}.{ext}" for stem in PLOT_STEMS for ext in PLOT_EXTENSIONS]
 
 
 def _save(fig, out_dir: Path, stem: str) -> List[Path]:
     paths = []
-    for ext in ("png", "svg"):
+    for ext in PLOT_EXTENSIONS:
         path = out_dir / f"{stem}.{ext}"
         fig.savefig(path, dpi=150, bbox_inches="tight")
         paths.append(path)
@@ -27,70 +45,137 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]
     return front
 
 
-def _latency_bars(plt, comparison: Comparison, labels: List[str]):
-    n = len(comparison.devices)
-    fig, axes = plt.subplots(1, n, figsize=(max(6, 0.5 * len(labels)) * n, 4), squeeze=False)
-    for ax, device in zip(axes[0], comparison.devices):
-        cells = [comparison.cells.get((row, device.label)) for row in comparison.rows]
-        heights = [c.median_ms if c else 0 for c in cells]
-        errors = [[c.median_ms - c.ci_low if c else 0 for c in cells],
-                  [c.ci_high - c.median_ms if c else 0 for c in cells]]
-        colors = ["tab:gray" if row[1] == "baseline" else "tab:blue" for row in comparison.rows]
-        ax.bar(range(len(labels)), heights, yerr=errors, capsize=3, color=colors)
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+def _kind_legend(ax, extra: Sequence = ()) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="black",
+                      label="baseline"),
+               Line2D([], [], marker="^", linestyle="", color="black", label="compressed variant"), *extra]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def _latency_bars(plt, table: CrossDeviceTable, labels: List[str]):
+    from matplotlib.patches import Patch
+
+    n = len(table.devices)
+    fig, axes = plt.subplots(1, n, figsize=(max(6, 0.5 * len(labels)) * n, 4), squeeze=False, sharey=True)
+    for ax, device in zip(axes[0], table.devices):
+        for x, row in enumerate(table.rows):
+            cell = table.cells.get((row, device.label))
+            if cell is None:
+                ax.text(x, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=7)
+                continue
+            s = cell.stats
+            colour = BASELINE_COLOUR if row[1] == "baseline" else VARIANT_COLOUR
+            ax.bar(x, s.median, yerr=[[s.median - s.median_ci_low], [s.median_ci_high - s.median]],
+                   capsize=3, color=colour)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_yscale("log")
-        ax.set_ylabel("latency, ms (median, 95% CI)")
         ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
+    axes[0][0].set_ylabel("latency, ms (median, 95% CI); same scale for every device")
+    axes[0][0].legend(handles=[Patch(color=BASELINE_COLOUR, label="baseline"),
+                               Patch(color=VARIANT_COLOUR, label="compressed variant")], fontsize=7)
     return fig
 
 
-def _latency_vs_flops(plt, comparison: Comparison):
+def _overlaps(box, boxes) -> bool:
+    return any(box.overlaps(other) for other in boxes)
+
+
+def _place_labels(ax, named: List[Tuple[str, float, float]]) -> None:
+    """Annotate points with their names, each at the first offset that overlaps nothing placed before."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    taken = []
+    for _, x, y in named:  # the points themselves, as small boxes in display coordinates
+        px, py = ax.transData.transform((x, y))
+        from matplotlib.transforms import Bbox
+
+        taken.append(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
+    for name, x, y in named:
+        for dx, dy in LABEL_OFFSETS:
+            text = ax.annotate(name, (x, y), fontsize=6, xytext=(dx, dy), textcoords="offset points",
+                               ha="left" if dx >= 0 else "right")
+            box = text.get_window_extent(renderer)
+            if not _overlaps(box, taken):
+                taken.append(box)
+                break
+            text.remove()
+        else:  # nowhere free: point at the label from further out
+            text = ax.annotate(name, (x, y), fontsize=6, xytext=(12, 36), textcoords="offset points",
+                               arrowprops={"arrowstyle": "-", "linewidth": 0.5})
+            taken.append(text.get_window_extent(renderer))
+
+
+def _latency_vs_flops(plt, table: CrossDeviceTable):
     """Per device: every deployed graph, each model in its colour with the Pareto front of its variants."""
-    n = len(comparison.devices)
-    models = list(dict.fromkeys(m for m, _ in comparison.rows))
+    from matplotlib.lines import Line2D
+
+    n = len(table.devices)
+    models = list(dict.fromkeys(m for m, _ in table.rows))
     colours = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.5), squeeze=False)
-    for ax, device in zip(axes[0], comparison.devices):
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.5), squeeze=False, sharex=True, sharey=True)
+    points = {}
+    for ax, device in zip(axes[0], table.devices):
         for k, model in enumerate(models):
-            named = [(v, (cell.flops or comparison.flops[(m, v)]) / 1e9, cell.median_ms)
-                     for (m, v) in comparison.rows if m == model
-                     and (cell := comparison.cells.get(((m, v), device.label)))]
+            named = []
+            for m, v in table.rows:
+                cell = table.cells.get(((m, v), device.label))
+                flops = (cell.flops if cell else None) or table.flops.get((m, v))
+                if m == model and cell is not None and flops:
+                    named.append((v, flops / 1e9, cell.median_ms))
             colour = colours(k % 10)
-            ax.scatter([x for _, x, _ in named], [y for _, _, y in named], color=colour, zorder=2, s=18)
             for variant, x, y in named:
-                ax.annotate(variant, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                baseline = variant == "baseline"
+                ax.scatter([x], [y], marker="o" if baseline else "^", s=24, zorder=3, edgecolors=colour,
+                           facecolors="white" if baseline else colour)
             front = pareto_front([(x, y) for _, x, y in named])
-            ax.plot([p[0] for p in front], [p[1] for p in front], color=colour, label=model)
+            if len(front) > 1:
+                ax.plot([p[0] for p in front], [p[1] for p in front], color=colour, linewidth=1, zorder=2)
+            points[(ax, model)] = named
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("GFLOPs of the deployed graph")
-        ax.set_ylabel("latency, ms (median)")
-        ax.set_title(f"{device.label}: lines join each model's Pareto front")
-        ax.legend(fontsize=7)
+        ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
+    axes[0][0].set_ylabel("latency, ms (median); same scale for every device")
+    model_handles = [Line2D([], [], color=colours(k % 10), label=m) for k, m in enumerate(models)]
+    _kind_legend(axes[0][-1], model_handles + [Line2D([], [], color="black", linewidth=1,
+                                                      label="Pareto front (2+ points)")])
+    fig.tight_layout()
+    fig.canvas.draw()  # fixes the axes' limits and transforms before labels are placed
+    for ax in axes[0]:
+        _place_labels(ax, [p for (a, _), named in points.items() if a is ax for p in named])
     return fig
 
 
-def _speedups(plt, comparison: Comparison):
-    n = len(comparison.devices)
-    variants = [row for row in comparison.rows if row[1] != "baseline"]
+def _speedups(plt, table: CrossDeviceTable):
+    n = len(table.devices)
+    variants = [row for row in table.rows if row[1] != "baseline"]
     fig, ax = plt.subplots(figsize=(max(6, len(variants) * 0.8 * max(1, n)), 4))
     width = 0.8 / max(1, n)
-    for i, device in enumerate(comparison.devices):
-        cells = [comparison.cells.get((row, device.label)) for row in variants]
-        values = [c.speedup[0] if c and c.speedup else 0 for c in cells]
-        errors = [[c.speedup[0] - c.speedup[1] if c and c.speedup else 0 for c in cells],
-                  [c.speedup[2] - c.speedup[0] if c and c.speedup else 0 for c in cells]]
-        ax.bar([x + i * width for x in range(len(variants))], values, width, yerr=errors, capsize=3,
-               label=device.label)
+    colours = plt.get_cmap("tab10")
+    for i, device in enumerate(table.devices):
+        for x, row in enumerate(variants):
+            cell = table.cells.get((row, device.label))
+            position = x + i * width
+            if cell is None or cell.speedup is None:
+                ax.text(position, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=7)
+                continue
+            s = cell.speedup
+            ax.bar(position, s.ratio, width, yerr=[[s.ratio - s.low], [s.high - s.ratio]], capsize=3,
+                   color=colours(i % 10), label=device.label if x == 0 else None)
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))], [f"{m}/{v}" for m, v in variants],
-                  rotation=45, ha="right", fontsize=8)
+    ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))])
+    ax.set_xticklabels([f"{m}/{v}" for m, v in variants], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("speed-up vs baseline (95% CI)")
-    ax.legend(fontsize=8)
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=8)
     return fig
 
 
-def make_plots(comparison: Comparison, out_dir: Path) -> List[Path]:
+def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
     """Latency bars with CI whiskers, latency vs FLOPs with Pareto fronts, speed-ups across devices."""
     import matplotlib
 
@@ -98,11 +183,12 @@ def make_plots(comparison: Comparison, out_dir: Path) -> List[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = [f"{m}/{v}" for m, v in comparison.rows]
+    labels = [f"{m}/{v}" for m, v in table.rows]
     written: List[Path] = []
-    for stem, fig in (("latency", _latency_bars(plt, comparison, labels)),
-                      ("latency_vs_flops", _latency_vs_flops(plt, comparison)),
-                      ("speedup", _speedups(plt, comparison))):
+    for stem, draw in (("latency", lambda: _latency_bars(plt, table, labels)),
+                       ("latency_vs_flops", lambda: _latency_vs_flops(plt, table)),
+                       ("speedup", lambda: _speedups(plt, table))):
+        fig = draw()
         written += _save(fig, out_dir, stem)
         plt.close(fig)
     return written

@@ -1,17 +1,17 @@
-"""Cross-device comparison rendered as Markdown and CSV, with its provenance (LaTeX: ``harness.report.latex``)."""
+"""The cross-device table as Markdown and CSV, with its provenance (LaTeX: ``harness.report.latex``)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any, Dict, List, Optional
 
-from harness.report.cross_device import FLOPS_ONLY, Cell, Comparison
+from harness.report.cross_device import FLOPS_ONLY, Cell, CrossDeviceTable
+from harness.report.formats import csv_text, markdown_table, partial_warnings, percent
+from harness.results import format_ratio
 
 CSV_FIELDS = ["model", "variant", "device", "precision", "batch", "flops", "params", "deployed_flops",
-              "deployed_params", "flops_reduction",
-              "params_reduction", "median_ms", "median_ci_low_ms", "median_ci_high_ms", "folded", "speedup",
-              "speedup_ci_low", "speedup_ci_high", "roofline_floor_ms", "roofline_basis", "efficiency"]
+              "deployed_params", "flops_reduction", "params_reduction", "median_ms", "median_ci_low_ms",
+              "median_ci_high_ms", "folded", "speedup", "speedup_ci_low", "speedup_ci_high",
+              "roofline_floor_ms", "roofline_basis", "efficiency", "complete"]
 EXPLANATION = (
     "Latency: median of end-to-end samples of the deployable graph (folded where folding changed it), 95% CI "
     "from order statistics. Speed-up: baseline median / variant median, 95% bootstrap interval. Floor: the "
@@ -21,107 +21,103 @@ EXPLANATION = (
     "Reductions are of the deployed graphs against the model's baseline ('varies': of the unfolded graphs).")
 
 
-def _pct(value: Optional[float]) -> str:
-    return "" if value is None else f"{value:.1%}"
-
-
-def _speed(speedup) -> str:
-    if not speedup:
-        return ""
-    ratio, low, high = speedup
-    return f"{ratio:.2f}x [{low:.2f}, {high:.2f}]"
-
-
 def _floor(cell: Cell) -> str:
-    if not cell.floor_ms:
+    if not cell.floor_ms or cell.efficiency is None:
         return "n/a"
     mark = "*" if cell.floor_basis == FLOPS_ONLY else ""
     return f"{cell.floor_ms:.3f}{mark} ({cell.efficiency:.1%})"
 
 
-def to_markdown(comparison: Comparison, argv: Optional[List[str]] = None) -> str:
+def _reduction(table: CrossDeviceTable, row, what: str) -> str:
+    """The reduction against the baseline; a baseline itself has none to show."""
+    return "" if row[1] == "baseline" else percent(table.reduction(row, what))
+
+
+def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> str:
     """GitHub-ready table, then how to read it, then provenance per device."""
-    head = ["model", "variant", "GFLOPs trained", "GFLOPs deployed", "FLOPs -", "params (M) deployed", "params -"]
-    for d in comparison.devices:
+    head = ["model", "variant", "GFLOPs trained", "GFLOPs deployed", "FLOPs -", "params (M) deployed",
+            "params -"]
+    for d in table.devices:
         head += [f"{d.label} ms [95% CI]", f"{d.label} speed-up", f"{d.label} floor ms (eff.)"]
-    lines = ["# Cross-device comparison", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in comparison.rows:
-        deployed = comparison.deployed.get(row)
-        cells = [row[0], row[1], f"{comparison.flops[row] / 1e9:.3f}",
-                 f"{deployed[0] / 1e9:.3f}" if deployed else "varies", _pct(comparison.reduction(row, "flops")),
-                 f"{deployed[1] / 1e6:.3f}" if deployed else "varies", _pct(comparison.reduction(row, "params"))]
-        for d in comparison.devices:
-            cell = comparison.cells.get((row, d.label))
+    rows = []
+    for row in table.rows:
+        deployed = table.deployed.get(row)
+        flops = table.flops[row]
+        cells = [row[0], row[1], f"{flops / 1e9:.3f}" if flops is not None else "n/a",
+                 f"{deployed[0] / 1e9:.3f}" if deployed and deployed[0] is not None else "varies",
+                 _reduction(table, row, "flops"),
+                 f"{deployed[1] / 1e6:.3f}" if deployed and deployed[1] is not None else "varies",
+                 _reduction(table, row, "params")]
+        for d in table.devices:
+            cell = table.cells.get((row, d.label))
             if cell is None:
                 cells += ["", "", ""]
                 continue
             mark = " (folded)" if cell.folded else ""
-            cells += [f"{cell.median_ms:.3f} [{cell.ci_low:.3f}, {cell.ci_high:.3f}]{mark}", _speed(cell.speedup),
-                      _floor(cell)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", EXPLANATION]
-    if any((c.efficiency or 0) > 1 for c in comparison.cells.values()):
-        lines += ["", "Efficiency above 100%: the measured latency beats the roofline floor, so the profile's peaks "
-                  "are too low for this device (estimates, not vendor figures): correct them for a real roofline."]
-    if any(c.floor_basis == FLOPS_ONLY for c in comparison.cells.values()):
+            cells += [f"{cell.stats.format()}{mark}", format_ratio(cell.speedup), _floor(cell)]
+        rows.append(cells)
+    lines = ["# Cross-device comparison", ""]
+    partial = partial_warnings([d.results for d in table.devices])
+    if partial:
+        lines += [f"> **Warning: partial results.** {p}" for p in partial] + [""]
+    lines += markdown_table(head, rows) + ["", EXPLANATION]
+    if any((c.efficiency or 0) > 1 for c in table.cells.values()):
+        lines += ["", "Efficiency above 100%: the measured latency beats the roofline floor, so the profile's "
+                  "peaks are too low for this device (estimates, not vendor figures): correct them for a real "
+                  "roofline."]
+    if any(c.floor_basis == FLOPS_ONLY for c in table.cells.values()):
         lines += ["", "\\* The run's ONNX file is gone: floor from total FLOPs over peak only (no memory term), "
                   "so it is lower than the per-layer floor and the efficiency is understated."]
     lines += ["", "## Provenance"]
     if argv:
         lines.append(f"- report command: `{' '.join(argv)}`")
-    lines += provenance(comparison)
+    lines += provenance(table)
     return "\n".join(lines) + "\n"
 
 
-def provenance(comparison: Comparison) -> List[str]:
+def provenance(table: CrossDeviceTable) -> List[str]:
     """One bullet per device column: what ran where, in which state, with which software, from which command."""
     lines = []
-    for d in comparison.devices:
-        device = d.results["device"]
-        env = device.get("environment_before") or {}
+    for d in table.devices:
+        env = d.results.environment_before
         libs = ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items() if v)
         jetson = env.get("jetson") or {}
         state = ""
         if jetson:
-            state = f"; L4T {jetson.get('l4t')}, power mode {(jetson.get('nvpmodel') or {}).get('mode')}, clocks " \
-                    f"{'locked' if (jetson.get('jetson_clocks') or {}).get('locked') else 'not locked'}"
+            clocks = "locked" if (jetson.get("jetson_clocks") or {}).get("locked") else "not locked"
+            state = (f"; L4T {jetson.get('l4t')}, power mode {(jetson.get('nvpmodel') or {}).get('mode')}, "
+                     f"clocks {clocks}")
         gpu = env.get("gpu") or {}
         if gpu:
             state += f"; GPU {gpu.get('name')}, driver {gpu.get('driver')}, {gpu.get('temperature_c')} C"
         cpu = env.get("cpu") or {}
         lines.append(f"- **{d.label}** ({d.source}): {d.backend} {d.backend_version}, {d.precision}, batch "
-                     f"{d.batch}; host {env.get('hostname')} ({cpu.get('model')}, {cpu.get('available_cores')} cores, "
-                     f"load {cpu.get('loadavg')}){state}; harness {d.results.get('harness_version')} git "
-                     f"{env.get('git_sha')}; created {d.results['created']}; command "
-                     f"`{' '.join(d.results.get('command', []))}`; libraries: {libs}")
-        warnings = list(device.get("warnings") or [])
-        if d.results.get("complete") is False:
-            warnings.append("the run did not complete: partial results")
+                     f"{d.batch}; host {env.get('hostname')} ({cpu.get('model')}, "
+                     f"{cpu.get('available_cores')} cores, load {cpu.get('loadavg')}){state}; harness "
+                     f"{d.results.harness_version} git {env.get('git_sha')}; created {d.results.created}; "
+                     f"command `{' '.join(d.results.command)}`; libraries: {libs}")
+        warnings = partial_warnings([d.results]) + d.results.warnings
         lines += [f"  - warning: {w}" for w in warnings]
     return lines
 
 
-def csv_records(comparison: Comparison) -> List[Dict[str, Any]]:
+def csv_records(table: CrossDeviceTable) -> List[Dict[str, Any]]:
     """One record per row and device column, raw numbers (``CSV_FIELDS``)."""
     records = []
-    for row in comparison.rows:
-        for d in comparison.devices:
-            cell = comparison.cells.get((row, d.label))
+    for row in table.rows:
+        for d in table.devices:
+            cell = table.cells.get((row, d.label))
             if cell is None:
                 continue
-            speed = cell.speedup or (None, None, None)
-            values = [row[0], row[1], d.label, d.precision, d.batch, comparison.flops[row], comparison.params[row],
-                      cell.flops, cell.params, comparison.reduction(row, "flops"),
-                      comparison.reduction(row, "params"), cell.median_ms, cell.ci_low, cell.ci_high, cell.folded,
-                      *speed, cell.floor_ms, cell.floor_basis, cell.efficiency]
+            speed = (cell.speedup.ratio, cell.speedup.low, cell.speedup.high) if cell.speedup else (None,) * 3
+            values = [row[0], row[1], d.label, d.precision, d.batch, table.flops[row], table.params[row],
+                      cell.flops, cell.params, table.reduction(row, "flops"), table.reduction(row, "params"),
+                      cell.median_ms, cell.stats.median_ci_low, cell.stats.median_ci_high, cell.folded,
+                      *speed, cell.floor_ms, cell.floor_basis, cell.efficiency, d.results.complete]
             records.append(dict(zip(CSV_FIELDS, values)))
     return records
 
 
-def to_csv(comparison: Comparison) -> str:
+def to_csv(table: CrossDeviceTable) -> str:
     """One line per row and device column, raw numbers."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(csv_records(comparison))
-    return buffer.getvalue()
+    return csv_text(CSV_FIELDS, csv_records(table))

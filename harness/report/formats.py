@@ -1,0 +1,46 @@
+"""The renderers every report view shares: Markdown tables, CSV, percentages and run-state warnings."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Dict, List, Optional, Sequence
+
+from harness.results import Results
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    """A GitHub table: header, rule, one line per row (``|`` inside cells escaped)."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(head), "|" + "---|" * len(head), *(line(r) for r in rows)]
+
+
+def csv_text(fields: Sequence[str], records: Sequence[Dict[str, Any]]) -> str:
+    """Records as CSV with a header, raw numbers."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def percent(value: Optional[float], decimals: int = 1, missing: str = "") -> str:
+    """``52.7%``; never ``-0.0%`` (a change that rounds to zero prints as ``0.0%``)."""
+    if value is None:
+        return missing
+    text = f"{value * 100:.{decimals}f}"
+    return f"{0.0 if float(text) == 0 else value * 100:.{decimals}f}%"
+
+
+def partial_warnings(documents: Sequence[Results]) -> List[str]:
+    """One line per results file that did not complete: its numbers are partial."""
+    lines = []
+    for results in documents:
+        if results.complete is False:
+            measured = len({(r.model, r.variant) for r in results.runs})
+            lines.append(f"{results.source or results.device_name} did not complete (complete: false): "
+                         f"partial results, {measured} graph(s) of the run measured; rerun it before "
+                         "using these numbers")
+    return lines

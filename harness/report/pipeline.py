@@ -1,0 +1,117 @@
+"""The one report pipeline: typed results in, every report file out.
+
+``harness report``, ``harness suite papers`` and ``harness bench`` write through here: results files are read
+and validated by ``harness.results``, merged into one table (``cross_device``), and rendered by the shared
+renderers (``render`` for Markdown and CSV, ``latex`` for fragments and documents, ``plots``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from harness.errors import HarnessError
+from harness.onnx_io import write_text_atomic
+from harness.report.cross_device import CrossDeviceTable, merge
+from harness.report.formats import partial_warnings
+from harness.report.plots import plot_paths
+from harness.results import SCHEMA_VERSION, Results
+
+REPORT_FILES = ("report.md", "report.csv", "report.tex", "report-narrow.tex", "report-standalone.tex",
+                "results.json")
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an output folder that is a file, lies under a file, or cannot be written, before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"output folder {out} is an existing file")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HarnessError(f"output folder {out} lies under the file {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HarnessError(f"output folder {out} is not writable ({parent} is not)")
+
+
+def merged_document(table: CrossDeviceTable, argv: List[str]) -> Dict[str, Any]:
+    """The merged results.json: each device's full results plus the table's numbers, per column."""
+    from harness.report.render import csv_records
+
+    return {"schema": SCHEMA_VERSION, "kind": "merged", "command": argv,
+            "merged_from": [d.source for d in table.devices],
+            "columns": [{"label": d.label, "device": d.name, "precision": d.precision, "batch": d.batch,
+                         "backend": d.backend, "backend_version": d.backend_version, "source": d.source,
+                         "complete": d.results.complete}
+                        for d in table.devices],
+            "table": csv_records(table),
+            "devices": {d.label: d.results.to_dict() for d in table.devices}}
+
+
+def remove_stale_plots(out: Path) -> List[Path]:
+    """Delete plots an earlier report left in ``out`` (a report without plots must not show old ones)."""
+    removed = [path for path in plot_paths(out) if path.is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+def write_report(documents: List[Results], out: Path, argv: List[str], plots: bool = True,
+                 layers: bool = False) -> Tuple[str, List[Path], List[Path]]:
+    """Merge ``documents`` and write every report file into ``out``.
+
+    Returns the Markdown, the files written and the stale plots removed (``plots=False``).
+    """
+    from harness.report.latex import standalone, to_latex, to_latex_narrow
+    from harness.report.render import to_csv, to_markdown
+
+    check_output_dir(out)
+    table = merge(documents)
+    markdown = to_markdown(table, argv)
+    full, narrow = to_latex(table), to_latex_narrow(table)
+    written = [write_text_atomic(out / "report.md", markdown),
+               write_text_atomic(out / "report.csv", to_csv(table)),
+               write_text_atomic(out / "report.tex", full),
+               write_text_atomic(out / "report-narrow.tex", narrow),
+               write_text_atomic(out / "report-standalone.tex", standalone([full, narrow])),
+               write_text_atomic(out / "results.json",
+                                 json.dumps(merged_document(table, argv), indent=1) + "\n")]
+    if layers:
+        from harness.report.layers import layers_markdown
+
+        for device in table.devices:
+            if device.backend == "onnxruntime":
+                name = device.label.replace(" ", "-")
+                text = layers_markdown(device.results.to_dict())
+                written.append(write_text_atomic(out / f"layers-{name}.md", text))
+    removed: List[Path] = []
+    if plots:
+        from harness.report.plots import make_plots
+
+        written += make_plots(table, out)
+    else:
+        removed = remove_stale_plots(out)
+    return markdown, written, removed
+
+
+def write_papers(results: Results, out: Path) -> List[Path]:
+    """The papers' claimed-against-measured table as Markdown, CSV, a LaTeX fragment and a document."""
+    from harness.papers import claims_csv, claims_latex, claims_table
+    from harness.report.latex import standalone
+
+    check_output_dir(out)
+    fragment = claims_latex(results)
+    return [write_text_atomic(out / "papers.md", claims_table(results)),
+            write_text_atomic(out / "papers.csv", claims_csv(results)),
+            write_text_atomic(out / "papers.tex", fragment),
+            write_text_atomic(out / "papers-standalone.tex", standalone([fragment]))]
+
+
+def report_warnings(documents: List[Results], stale: Optional[List[Path]] = None) -> List[str]:
+    """What a user must see on the terminal: partial runs, and old plots removed."""
+    lines = [f"warning: {w}" for w in partial_warnings(documents)]
+    lines += [f"removed stale plot {path} (--no-plots)" for path in stale or []]
+    return lines

@@ -1,0 +1,156 @@
+"""The typed results model: schema 1 read and upgraded, schema 2 written, malformed files refused by field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.report.formats import percent
+from harness.results import (
+    SCHEMA_VERSION,
+    RatioCI,
+    format_interval,
+    format_ratio,
+    new_results,
+    read_results,
+    write_results,
+)
+
+# recorded with harness at be182a2 (schema 1): bench lenet5 on a host profile with short timing
+RECORDED = Path(__file__).resolve().parent / "data" / "results_schema1_lenet5.json"
+
+
+def _recorded() -> dict:
+    return json.loads(RECORDED.read_text())
+
+
+def _write(tmp_path: Path, data: dict, name: str = "results.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_schema_1_is_read_and_upgraded(tmp_path):
+    raw = _recorded()
+    assert raw["schema"] == 1
+    results = read_results(RECORDED)
+    assert results.complete is True and results.device_name == "recorded-host"
+    assert [r.id for r in results.runs] == [r["id"] for r in raw["runs"]]
+    for run, stored in zip(results.runs, raw["runs"]):
+        assert run.series_ms["latency_ms"] == stored["series_ms"]["latency_ms"]
+        assert run.stats.median == stored["stats"]["median"]
+        assert run.stats.other["p90"] == stored["stats"]["p90"]
+        assert run.extra["block_ends"] == stored["block_ends"]   # keys the model does not name are kept
+    found = results.comparison("lenet5", "dc-fc")
+    stored = next(c for c in raw["comparisons"] if c["kind"] == "vs_baseline")
+    assert (found.speedup.ratio, found.speedup.low, found.speedup.high) == (
+        stored["speedup"], stored["ci_low"], stored["ci_high"])
+    assert found.speedup.level == 0.95
+    assert results.deployed(results.run_by_id()["lenet5/dc-fc"]).id == "lenet5/dc-fc/folded"
+    # written back as schema 2; reading that again gives the same document
+    written = write_results(results, tmp_path / "again.json")
+    again = json.loads(written.read_text())
+    assert again["schema"] == SCHEMA_VERSION == 2 and again["complete"] is True
+    assert all(c["ci_level"] == 0.95 for c in again["comparisons"])
+    assert read_results(written).to_dict() == again
+
+
+def test_new_results_are_schema_2_and_incomplete(tmp_path):
+    results = new_results(["harness", "bench"], {"name": "host"}, {})
+    assert results["schema"] == 2 and results["complete"] is False
+    path = write_results(results, tmp_path / "r.json")
+    assert read_results(path).complete is False
+
+
+def _drop_series(d):
+    del d["runs"][1]["series_ms"]
+
+
+def _stats_list(d):
+    d["runs"][0]["stats"] = [1, 2, 3]
+
+
+def _median_text(d):
+    d["runs"][2]["stats"]["median"] = "fast"
+
+
+def _empty_samples(d):
+    d["runs"][0]["series_ms"]["latency_ms"] = []
+
+
+def _no_device_name(d):
+    del d["device"]["profile"]["name"]
+
+
+def _bad_kind(d):
+    d["comparisons"][0]["kind"] = "versus"
+
+
+def _twice(d):
+    d["runs"][1]["id"] = d["runs"][0]["id"]
+
+
+def _runs_object(d):
+    d["runs"] = {"a": 1}
+
+
+@pytest.mark.parametrize("change,field", [
+    (_drop_series, "runs[1] (lenet5/dc-fc).series_ms is missing"),
+    (_stats_list, "runs[0] (lenet5/baseline).stats is not an object"),
+    (_median_text, "runs[2] (lenet5/dc-fc/folded).stats.median is not a number"),
+    (_empty_samples, "series_ms.latency_ms is not a non-empty list of numbers"),
+    (_no_device_name, "device.profile.name is missing"),
+    (_bad_kind, "comparisons[0].kind is 'versus'"),
+    (_twice, "runs hold the id 'lenet5/baseline' twice"),
+    (_runs_object, "runs is not a list"),
+])
+def test_malformed_files_name_the_file_and_field(tmp_path, capsys, change, field):
+    data = _recorded()
+    change(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(HarnessError) as caught:
+        read_results(path)
+    assert str(path) in str(caught.value) and field in str(caught.value)
+    # report and compare refuse it with exit 2 and one line, writing nothing
+    out = tmp_path / "report"
+    assert main(["report", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and field in err and "Traceback" not in err
+    assert not out.exists()
+    assert main(["compare", str(RECORDED), str(path)]) == 2
+    assert field in capsys.readouterr().err
+
+
+def test_other_files_are_refused(tmp_path):
+    for data, message in [({"schema": 3, "runs": []}, "results schema 3"),
+                          ({"hello": 1}, "not a harness results file"),
+                          ({"schema": 2, "kind": "merged", "runs": [], "merged_from": ["a.json"]},
+                           "merged report")]:
+        with pytest.raises(HarnessError, match=message):
+            read_results(_write(tmp_path, data))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(HarnessError, match="not a JSON results file"):
+        read_results(tmp_path / "broken.json")
+
+
+def test_one_formatter_for_ratios_and_intervals():
+    results = read_results(RECORDED)
+    ci = results.comparison("lenet5", "dc-fc").speedup
+    text = format_ratio(ci)
+    assert text == ci.format() == f"{ci.ratio:.2f}x [{ci.low:.2f}, {ci.high:.2f}]"
+    assert format_ratio(ci, latex=True).startswith("$") and "\\times" in format_ratio(ci, latex=True)
+    assert format_ratio(None, missing="n/a") == "n/a"
+    # an asymmetric interval keeps both ends; ends that would print alike get more decimals
+    assert RatioCI(1.0, 0.95, 1.20).format() == "1.00x [0.95, 1.20]"
+    assert RatioCI(1.0012, 1.0011, 1.0014).format() == "1.0012x [1.0011, 1.0014]"
+    assert format_interval(0.02889, 0.028861, 0.028923) == "0.02889 [0.02886, 0.02892]"
+    assert format_interval(1.5, 1.4, 1.7) == "1.500 [1.400, 1.700]"
+
+
+def test_percent_never_prints_negative_zero():
+    assert percent(-0.00001) == "0.0%" and percent(0.0) == "0.0%"
+    assert percent(0.527) == "52.7%" and percent(-0.167) == "-16.7%" and percent(None) == ""
