@@ -23,10 +23,10 @@ from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
 from harness.graph_stats import count_flops, count_params, op_histogram
-from harness.onnx_io import save_model, write_text_atomic
+from harness.onnx_io import save_model
 from harness.profiles import Profile
-from harness.report.table import to_csv, to_markdown
-from harness.results import new_results, write_results
+from harness.report.pipeline import write_bench_tables
+from harness.results import as_results, new_results, write_results
 
 DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
 # share of a model's progress bar given to each stage
@@ -192,8 +192,7 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
     results["device"]["warnings"] += envinfo.state_changes(environment, results["device"]["environment_after"])
     results["complete"] = True
     write_results(results, results_path)
-    write_text_atomic(options.out_dir / "report.md", to_markdown(results))
-    write_text_atomic(options.out_dir / "report.csv", to_csv(results))
+    write_bench_tables(as_results(results, str(results_path)), options.out_dir)
     return results
 
 

@@ -26,7 +26,7 @@ import datetime
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from harness.errors import HarnessError
 from harness.onnx_io import write_text_atomic
@@ -60,12 +60,15 @@ class RatioCI:
     high: float
     level: float = CI_LEVEL
 
-    def format(self, decimals: int = 2, latex: bool = False) -> str:
-        """``1.23x [1.10, 1.41]`` (``$1.23\\times$ [1.10, 1.41]`` in LaTeX)."""
+    def parts(self, decimals: int = 2, latex: bool = False) -> Tuple[str, str]:
+        """The ratio and its interval, ``("1.23x", "[1.10, 1.41]")``, for layouts that stack them."""
         d = interval_decimals(self.low, self.high, decimals)
-        times = "\\times" if latex else "x"
-        ratio = f"${self.ratio:.{d}f}{times}$" if latex else f"{self.ratio:.{d}f}{times}"
-        return f"{ratio} [{self.low:.{d}f}, {self.high:.{d}f}]"
+        ratio = f"${self.ratio:.{d}f}{{\\times}}$" if latex else f"{self.ratio:.{d}f}x"
+        return ratio, f"[{self.low:.{d}f}, {self.high:.{d}f}]"
+
+    def format(self, decimals: int = 2, latex: bool = False) -> str:
+        """``1.23x [1.10, 1.41]`` (``$1.23{\\times}$ [1.10, 1.41]`` in LaTeX)."""
+        return " ".join(self.parts(decimals, latex))
 
     def __str__(self) -> str:
         return self.format()

@@ -159,3 +159,50 @@ def test_roofline_falls_back_to_flops_when_onnx_is_gone(two_devices, tmp_path):
     assert float(kept["roofline_floor_ms"]) > float(gone["roofline_floor_ms"])  # the memory term counts
     assert "floor from total FLOPs over peak only" in (out / "report.md").read_text()
     assert r"$^\dagger$" in (out / "report.tex").read_text()
+
+
+def _recorded_two_devices():
+    """The recorded lenet5 run, and a second device that measured everything but psm-20x."""
+    from harness.results import parse_results, read_results
+
+    first = read_results(Path(__file__).resolve().parent / "data" / "results_schema1_lenet5.json")
+    data = first.to_dict()
+    data["device"]["profile"]["name"] = "partial-host"
+    data["runs"] = [r for r in data["runs"] if r["variant"] != "psm-20x"]
+    data["comparisons"] = [c for c in data["comparisons"] if c["variant"] != "psm-20x"]
+    return [first, parse_results(data, "partial.json")]
+
+
+def test_plots_draw_no_stubs_no_lone_fronts_and_no_overlapping_labels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report.cross_device import merge
+    from harness.report.plots import _latency_bars, _latency_vs_flops, _speedups
+
+    table = merge(_recorded_two_devices())
+    present = [sum((row, d.label) in table.cells for row in table.rows) for d in table.devices]
+    assert present == [3, 2]
+    bars = _latency_bars(plt, table, [f"{m}/{v}" for m, v in table.rows])
+    axes = bars.axes
+    assert [len(ax.patches) for ax in axes] == present           # a missing graph has no bar at all
+    assert axes[0].get_ylim() == axes[1].get_ylim()                # one scale for every device
+    assert "n/a" in [t.get_text() for t in axes[1].texts]
+    assert {t.get_text() for t in axes[0].get_legend().get_texts()} == {"baseline", "compressed variant"}
+    speed = _speedups(plt, table)
+    assert len(speed.axes[0].patches) == 3 and "n/a" in [t.get_text() for t in speed.axes[0].texts]
+    assert all(p.get_height() > 0 for p in speed.axes[0].patches)
+    scatter = _latency_vs_flops(plt, table)
+    renderer = scatter.canvas.get_renderer()
+    for ax in scatter.axes:
+        assert all(len(line.get_xdata()) >= 2 for line in ax.get_lines())   # no one-point "front"
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(boxes) == len({p for p in table.rows if (p, table.devices[scatter.axes.index(ax)].label)
+                                  in table.cells})
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    legend = {t.get_text() for t in scatter.axes[-1].get_legend().get_texts()}
+    assert {"baseline", "compressed variant", "lenet5"} <= legend
+    for fig in (bars, speed, scatter):
+        plt.close(fig)

@@ -56,10 +56,7 @@ def latency_cell(median: float, low: float, high: float, decimals: int = 3) -> s
 
 def ratio_cell(ci: Optional[RatioCI]) -> str:
     """A speed-up over its interval, ``--`` where there is none."""
-    if ci is None:
-        return "--"
-    d = interval_decimals(ci.low, ci.high, 2)
-    return stacked(f"${ci.ratio:.{d}f}{{\\times}}$", f"[{ci.low:.{d}f}, {ci.high:.{d}f}]")
+    return "--" if ci is None else stacked(*ci.parts(latex=True))
 
 
 def fit_to_width(tabular: List[str]) -> List[str]:

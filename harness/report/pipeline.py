@@ -115,3 +115,11 @@ def report_warnings(documents: List[Results], stale: Optional[List[Path]] = None
     lines = [f"warning: {w}" for w in partial_warnings(documents)]
     lines += [f"removed stale plot {path} (--no-plots)" for path in stale or []]
     return lines
+
+
+def write_bench_tables(results: Results, out: Path) -> List[Path]:
+    """The tables of one bench run (``report.table``): report.md and report.csv beside its results.json."""
+    from harness.report.table import to_csv, to_markdown
+
+    return [write_text_atomic(out / "report.md", to_markdown(results)),
+            write_text_atomic(out / "report.csv", to_csv(results))]
