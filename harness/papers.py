@@ -1,9 +1,11 @@
-"""The compression papers' comparisons, rebuilt from the zoo: claimed (from the papers) against measured (ours).
+"""The compression papers' comparisons, rebuilt from the zoo: claimed (from the papers) against
+measured (ours).
 
-The claims and accuracies are the papers' (see shared/FACTS.md); FLOPs, parameters and latencies are measured
-here on the chosen device, on the deployable graphs (folded where folding changed them). The baselines are the
-standard architectures; no paper publishes its compressed network layer by layer, so each compressed network is
-the closest faithful zoo variant (a spec in ``harness.zoo.specs``), and the table says how it was chosen.
+The claims and accuracies are the papers' (see shared/FACTS.md); FLOPs, parameters and latencies are
+measured here on the chosen device, on the deployable graphs (folded where folding changed them).
+The baselines are the standard architectures; no paper publishes its compressed network layer by
+layer, so each compressed network is the closest faithful zoo variant (a spec in
+``harness.zoo.specs``), and the table says how it was chosen.
 """
 
 from __future__ import annotations
@@ -63,14 +65,16 @@ CLAIMS: List[Claim] = [
 ]
 
 PAPER_KEYS = {ELC: "ELC", CIE: "CIE", PSM: "PSM", LM: "LM"}
-NOTE = ("Claims and accuracies are the papers' own (we do not train: weights are random, so only cost and speed "
-        "are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of the deployable graphs (folded "
-        "where folding changed them), measured here. Baselines are the standard architectures; every compressed "
-        "network is a closest-faithful stand-in (see the architecture column and the zoo specs). A speed-up "
-        "measured on another device, precision or batch than the claim's checks only its direction.")
+NOTE = ("Claims and accuracies are the papers' own (we do not train: weights are random, so only "
+        "cost and speed are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of "
+        "the deployable graphs (folded where folding changed them), measured here. Baselines are "
+        "the standard architectures; every compressed network is a closest-faithful stand-in (see "
+        "the architecture column and the zoo specs). A speed-up measured on another device, "
+        "precision or batch than the claim's checks only its direction.")
 ResultsLike = Union[Results, Dict[str, Any]]
-CSV_FIELDS = ["paper", "model", "variant", "architecture", "claimed_flops_reduction", "flops_reduction",
-              "claimed_params_reduction", "params_reduction", "claimed_speedup", "speedup_claim", "baseline_ms",
+CSV_FIELDS = ["paper", "model", "variant", "architecture", "claimed_flops_reduction",
+              "flops_reduction", "claimed_params_reduction", "params_reduction", "claimed_speedup",
+              "speedup_claim", "baseline_ms",
               "compressed_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "accuracy", "device"]
 
 
@@ -85,7 +89,8 @@ def suite_models() -> Dict[str, List[str]]:
 
 
 def claim_records(results: ResultsLike) -> List[Dict[str, Any]]:
-    """Each claim next to what a results file measured (None where the suite did not run it); raw numbers."""
+    """Each claim next to what a results file measured (None where the suite did not run it); raw
+    numbers."""
     results = as_results(results)
     runs = {(r.model, r.variant, r.folded): r for r in results.runs}
     records = []
@@ -94,10 +99,12 @@ def claim_records(results: ResultsLike) -> List[Dict[str, Any]]:
         comp = runs.get((c.model, c.variant, True)) or runs.get((c.model, c.variant, False))
         found = results.comparison(c.model, c.variant)
         speed = found.speedup if found else None
-        flops = base is not None and comp is not None and bool(base.flops) and comp.flops is not None
-        params = base is not None and comp is not None and bool(base.params) and comp.params is not None
+        both = base is not None and comp is not None
+        flops = both and bool(base.flops) and comp.flops is not None
+        params = both and bool(base.params) and comp.params is not None
         records.append({
-            "paper": c.paper, "model": c.model, "variant": c.variant, "architecture": c.architecture,
+            "paper": c.paper, "model": c.model, "variant": c.variant,
+            "architecture": c.architecture,
             "claimed_flops_reduction": c.claimed_flops_reduction,
             "flops_reduction": 1 - comp.flops / base.flops if flops else None,
             "claimed_params_reduction": c.claimed_params_reduction,
@@ -105,7 +112,8 @@ def claim_records(results: ResultsLike) -> List[Dict[str, Any]]:
             "claimed_speedup": c.claimed_speedup, "speedup_claim": c.speedup_claim,
             "baseline_ms": base.stats.median if base else None,
             "compressed_ms": comp.stats.median if comp else None,
-            "speedup": speed.ratio if speed else None, "speedup_ci_low": speed.low if speed else None,
+            "speedup": speed.ratio if speed else None,
+            "speedup_ci_low": speed.low if speed else None,
             "speedup_ci_high": speed.high if speed else None, "accuracy": c.accuracy,
             "device": results.device_name})
     return records
@@ -128,17 +136,19 @@ def claims_table(results: ResultsLike) -> str:
     results = as_results(results)
     device = results.device_name
     precision, batch = _settings(results)
-    head = ["paper", "model", "variant", "architecture", "FLOPs - claimed", "FLOPs - ours", "params - claimed",
-            "params - ours", "speed-up claimed (where)", "latency ours ms: baseline -> compressed",
-            f"speed-up ours on {device} [95% CI]", "accuracy (paper)"]
+    head = ["paper", "model", "variant", "architecture", "FLOPs - claimed", "FLOPs - ours",
+            "params - claimed", "params - ours", "speed-up claimed (where)",
+            "latency ours ms: baseline -> compressed", f"speed-up ours on {device} [95% CI]",
+            "accuracy (paper)"]
     rows = []
     for r in claim_records(results):
         latency = f"{r['baseline_ms']:.3f} -> {r['compressed_ms']:.3f}" \
             if r["compressed_ms"] is not None and r["baseline_ms"] is not None else ""
         rows.append([r["paper"], r["model"], r["variant"], r["architecture"],
                      percent(r["claimed_flops_reduction"]), percent(r["flops_reduction"]),
-                     percent(r["claimed_params_reduction"]), percent(r["params_reduction"]), r["speedup_claim"],
-                     latency, format_ratio(_ratio(r), missing="n/a (not run)"), r["accuracy"]])
+                     percent(r["claimed_params_reduction"]), percent(r["params_reduction"]),
+                     r["speedup_claim"], latency, format_ratio(_ratio(r), missing="n/a (not run)"),
+                     r["accuracy"]])
     lines = [f"# The papers' comparisons, measured on `{device}` ({precision}, batch {batch})", ""]
     lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
     lines += markdown_table(head, rows)
@@ -154,29 +164,35 @@ def claims_latex(results: ResultsLike, name: str = "papers.tex") -> str:
     precision, batch = _settings(results)
     body = []
     for r in claim_records(results):
-        claimed = "--" if r["claimed_speedup"] is None else f"${r['claimed_speedup']:.2f}{{\\times}}$"
+        claimed = "--" if r["claimed_speedup"] is None else \
+            f"${r['claimed_speedup']:.2f}{{\\times}}$"
         body.append(" & ".join([
-            latex_escape(PAPER_KEYS[r["paper"]]), latex_escape(r["model"]), latex_escape(r["variant"]),
+            latex_escape(PAPER_KEYS[r["paper"]]), latex_escape(r["model"]),
+            latex_escape(r["variant"]),
             latex_percent(r["claimed_flops_reduction"]), latex_percent(r["flops_reduction"]),
-            latex_percent(r["claimed_params_reduction"]), latex_percent(r["params_reduction"]), claimed,
+            latex_percent(r["claimed_params_reduction"]), latex_percent(r["params_reduction"]),
+            claimed,
             ratio_cell(_ratio(r))]) + r" \\")
     tabular = [r"\begin{tabular}{lllrrrrrr}", r"\toprule",
                r" & & & \multicolumn{2}{c}{$\Delta$FLOPs} & \multicolumn{2}{c}{$\Delta$Params} & "
                r"\multicolumn{2}{c}{Speed-up} \\",
                r"\cmidrule(lr){4-5} \cmidrule(lr){6-7} \cmidrule(lr){8-9}",
-               r"Paper & Model & Variant & claimed & ours & claimed & ours & claimed & ours \\", r"\midrule",
+               r"Paper & Model & Variant & claimed & ours & claimed & ours & claimed & ours \\",
+               r"\midrule",
                *body, r"\bottomrule", r"\end{tabular}"]
-    keys = "; ".join(f"{latex_escape(k)}: {latex_escape(paper)}" for paper, k in PAPER_KEYS.items())
-    claims = "; ".join(f"{latex_escape(c.model)}/{latex_escape(c.variant)} {latex_escape(c.speedup_claim)}"
+    keys = "; ".join(f"{latex_escape(k)}: {latex_escape(paper.split(': ', 1)[-1])}"
+                     for paper, k in PAPER_KEYS.items())
+    claims = "; ".join(latex_escape(f"{c.model}/{c.variant} {c.speedup_claim}")
                        for c in CLAIMS if c.claimed_speedup is not None)
-    caption = (f"Compression papers' claims against our measurements on {latex_escape(results.device_name)} "
-               f"({latex_escape(precision.upper())}, batch {latex_escape(batch)}): reductions of FLOPs and "
-               "parameters of the deployable graphs, speed-up of medians with its 95\\% bootstrap interval below. "
-               f"Claimed speed-ups as published ({claims}). {keys}. Compressed networks are closest-faithful "
-               "stand-ins built from the zoo; accuracies are the papers' and not re-measured.")
+    where = latex_escape(f"{results.device_name} ({precision.upper()}, batch {batch})")
+    caption = (f"Compression papers' claims against our measurements on {where}: reductions of "
+               "FLOPs and parameters of the deployable graphs, speed-up of medians with its 95\\% "
+               f"bootstrap interval below. Claimed speed-ups as published ({claims}). {keys}. "
+               "Compressed networks are closest-faithful stand-ins built from the zoo; accuracies "
+               "are the papers' and not re-measured.")
     if results.complete is False:
         caption += " \\textbf{Partial results}: the run did not complete."
-    comments = ["% Generated by harness suite papers: claimed (the papers) against measured (ours).",
+    comments = ["% Generated by harness suite papers: claimed (papers) against measured (ours).",
                 f"% {results.device_name}: {results.source}; created {results.created}; "
                 f"command: {' '.join(results.command)}"]
     return float_fragment(tabular, caption, "tab:papers", comments, name, wide=True)

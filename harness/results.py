@@ -1,20 +1,24 @@
 """The results file, typed: what was run, where, every raw sample, and the comparisons.
 
-One reader (``parse_results`` / ``read_results``) parses and validates every results file; a malformed file is
-refused with the file and the field. Schema 2 is written; schema 1 is read and upgraded.
+One reader (``parse_results`` / ``read_results``) parses and validates every results file; a
+malformed file is refused with the file and the field. Schema 2 is written; schema 1 is read and
+upgraded.
 
 Schema 2::
 
     {schema: 2, created, harness_version, command, complete: bool,
-     device: {profile: {name, ...}, environment_before: {...}, environment_after: {...} | null, warnings: [...]},
-     runs: [{id, model, variant, folded, folded_run, source, onnx, backend: {...}, precision, batch, input_shape,
-             flops, params, nodes: {op: count}, fold: {...} | null, series_ms: {latency_ms: [...], ...},
-             stats: {median, median_ci_low, median_ci_high, ...}, warmup_iterations, stop_reason,
-             warnings: [...]}],
-     comparisons: [{model, variant, kind: "vs_baseline" | "fold", reference, subject, speedup, ci_low, ci_high,
-                    ci_level}]}
+     device: {profile: {name, ...}, environment_before: {...}, environment_after: {...} | null,
+              warnings: [...]},
+     runs: [{id, model, variant, folded, folded_run, source, onnx, backend: {...}, precision, batch,
+             input_shape, flops, params, nodes: {op: count}, fold: {...} | null,
+             series_ms: {latency_ms: [...], ...},
+             stats: {median, median_ci_low, median_ci_high, ...},
+             warmup_iterations, stop_reason, warnings: [...]}],
+     comparisons: [{model, variant, kind: "vs_baseline" | "fold", reference, subject, speedup,
+                    ci_low, ci_high, ci_level}]}
 
-Schema 1 is the same without ``ci_level`` (always 0.95) and with ``complete`` optional (null when not recorded).
+Schema 1 is the same without ``ci_level`` (always 0.95) and with ``complete`` optional (null when
+not recorded).
 Keys a reader does not know are kept (``extra``) and written back unchanged.
 """
 
@@ -35,11 +39,12 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 CI_LEVEL = 0.95
 COMPARISON_KINDS = ("vs_baseline", "fold")
-KIND_NAMES = {float: "number", int: "integer", str: "string", bool: "boolean", dict: "object", list: "list"}
+KIND_NAMES = {float: "number", int: "integer", str: "string", bool: "boolean", dict: "object",
+              list: "list"}
 
 
 def interval_decimals(low: float, high: float, decimals: int, most: int = 6) -> int:
-    """``decimals``, or more where fewer would print the two ends of an interval as the same number."""
+    """``decimals``, or more where fewer would print an interval's two ends as the same number."""
     while decimals < most and f"{low:.{decimals}f}" == f"{high:.{decimals}f}" and low != high:
         decimals += 1
     return decimals
@@ -61,7 +66,8 @@ class RatioCI:
     level: float = CI_LEVEL
 
     def parts(self, decimals: int = 2, latex: bool = False) -> Tuple[str, str]:
-        """The ratio and its interval, ``("1.23x", "[1.10, 1.41]")``, for layouts that stack them."""
+        """The ratio and its interval, ``("1.23x", "[1.10, 1.41]")``, for layouts that stack
+        them."""
         d = interval_decimals(self.low, self.high, decimals)
         ratio = f"${self.ratio:.{d}f}{{\\times}}$" if latex else f"{self.ratio:.{d}f}x"
         return ratio, f"[{self.low:.{d}f}, {self.high:.{d}f}]"
@@ -101,7 +107,7 @@ class _Reader:
             return default
         value = data[key]
         if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = _is_number(value) and math.isfinite(value)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -113,9 +119,13 @@ class _Reader:
 
     def numbers(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
         values = self.get(data, key, where, list)
-        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if not values or not all(_is_number(v) for v in values):
             raise self.fail(f"{where}.{key}", "is not a non-empty list of numbers")
         return values
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _extra(data: Dict[str, Any], known: List[str]) -> Dict[str, Any]:
@@ -129,14 +139,15 @@ class Stats:
     median: float
     median_ci_low: float
     median_ci_high: float
-    other: Dict[str, Any] = dataclasses.field(default_factory=dict)  # n, mean, p90, ... (``timing.Stats``)
+    # n, mean, p90, ...: the rest of ``timing.Stats``
+    other: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, data: Any, where: str, reader: _Reader) -> Stats:
         """Validated from its dict."""
         data = reader.obj(data, where)
-        values = [reader.get(data, k, where, float) for k in ("median", "median_ci_low", "median_ci_high")]
-        return cls(*values, _extra(data, ["median", "median_ci_low", "median_ci_high"]))
+        names = ["median", "median_ci_low", "median_ci_high"]
+        return cls(*[reader.get(data, k, where, float) for k in names], _extra(data, names))
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form."""
@@ -148,8 +159,8 @@ class Stats:
         return format_interval(self.median, self.median_ci_low, self.median_ci_high, decimals)
 
 
-RUN_FIELDS = ["id", "model", "variant", "folded", "folded_run", "backend", "precision", "batch", "input_shape",
-              "flops", "params", "nodes", "onnx", "series_ms", "stats", "warnings"]
+RUN_FIELDS = ["id", "model", "variant", "folded", "folded_run", "backend", "precision", "batch",
+              "input_shape", "flops", "params", "nodes", "onnx", "series_ms", "stats", "warnings"]
 
 
 @dataclasses.dataclass
@@ -190,8 +201,10 @@ class Run:
             reader.get(data, "precision", where, str, False, "fp32"),
             reader.get(data, "batch", where, int, False, 1),
             reader.get(data, "input_shape", where, list, False, []),
-            reader.get(data, "flops", where, int, False), reader.get(data, "params", where, int, False),
-            reader.get(data, "nodes", where, dict, False, {}), reader.get(data, "onnx", where, str, False),
+            reader.get(data, "flops", where, int, False),
+            reader.get(data, "params", where, int, False),
+            reader.get(data, "nodes", where, dict, False, {}),
+            reader.get(data, "onnx", where, str, False),
             reader.get(data, "folded_run", where, str, False),
             reader.get(data, "warnings", where, list, False, []), _extra(data, RUN_FIELDS))
 
@@ -201,7 +214,8 @@ class Run:
                 "folded_run": self.folded_run, "backend": self.backend, "precision": self.precision,
                 "batch": self.batch, "input_shape": self.input_shape, "flops": self.flops,
                 "params": self.params, "nodes": self.nodes, "onnx": self.onnx, **self.extra,
-                "series_ms": self.series_ms, "stats": self.stats.to_dict(), "warnings": self.warnings}
+                "series_ms": self.series_ms, "stats": self.stats.to_dict(),
+                "warnings": self.warnings}
 
     @property
     def label(self) -> str:
@@ -211,7 +225,8 @@ class Run:
 
 @dataclasses.dataclass
 class Comparison:
-    """A speed-up between two runs of one model: a variant against the baseline, or folded against unfolded."""
+    """A speed-up between two runs of one model: a variant against the baseline, or folded
+    against unfolded."""
 
     model: str
     variant: str
@@ -227,20 +242,24 @@ class Comparison:
         data = reader.obj(data, where)
         kind = reader.get(data, "kind", where, str)
         if kind not in COMPARISON_KINDS:
-            raise reader.fail(f"{where}.kind", f"is {kind!r}, not one of {', '.join(COMPARISON_KINDS)}")
-        ratio = RatioCI(reader.get(data, "speedup", where, float), reader.get(data, "ci_low", where, float),
+            kinds = ", ".join(COMPARISON_KINDS)
+            raise reader.fail(f"{where}.kind", f"is {kind!r}, not one of {kinds}")
+        ratio = RatioCI(reader.get(data, "speedup", where, float),
+                        reader.get(data, "ci_low", where, float),
                         reader.get(data, "ci_high", where, float),
                         reader.get(data, "ci_level", where, float, False, CI_LEVEL))
-        known = ["model", "variant", "kind", "reference", "subject", "speedup", "ci_low", "ci_high", "ci_level"]
-        return cls(reader.get(data, "model", where, str), reader.get(data, "variant", where, str), kind,
-                   reader.get(data, "reference", where, str, False, ""),
+        known = ["model", "variant", "kind", "reference", "subject", "speedup", "ci_low", "ci_high",
+                 "ci_level"]
+        return cls(reader.get(data, "model", where, str), reader.get(data, "variant", where, str),
+                   kind, reader.get(data, "reference", where, str, False, ""),
                    reader.get(data, "subject", where, str, False, ""), ratio, _extra(data, known))
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form."""
-        return {"model": self.model, "variant": self.variant, "kind": self.kind, "reference": self.reference,
-                "subject": self.subject, "speedup": self.speedup.ratio, "ci_low": self.speedup.low,
-                "ci_high": self.speedup.high, "ci_level": self.speedup.level, **self.extra}
+        return {"model": self.model, "variant": self.variant, "kind": self.kind,
+                "reference": self.reference, "subject": self.subject, "speedup": self.speedup.ratio,
+                "ci_low": self.speedup.low, "ci_high": self.speedup.high,
+                "ci_level": self.speedup.level, **self.extra}
 
 
 @dataclasses.dataclass
@@ -270,39 +289,47 @@ class Results:
         """Runs keyed by their id."""
         return {run.id: run for run in self.runs}
 
-    def comparison(self, model: str, variant: str, kind: str = "vs_baseline") -> Optional[Comparison]:
+    def comparison(self, model: str, variant: str,
+                   kind: str = "vs_baseline") -> Optional[Comparison]:
         """The comparison of ``kind`` for a model's variant, if measured."""
         return next((c for c in self.comparisons
                      if (c.model, c.variant, c.kind) == (model, variant, kind)), None)
 
     def deployed(self, run: Run) -> Run:
-        """The graph a user would deploy for an unfolded run: its folded twin where folding changed it."""
+        """The graph a user would deploy for an unfolded run: its folded twin where folding
+        changed it."""
         return self.run_by_id().get(run.folded_run or "", run)
 
     def all_warnings(self) -> List[str]:
         """The device's warnings, then each run's, prefixed by the run."""
-        return list(self.warnings) + [f"{run.label}: {w}" for run in self.runs for w in run.warnings]
+        runs = [f"{run.label}: {w}" for run in self.runs for w in run.warnings]
+        return list(self.warnings) + runs
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form, schema 2 (a copy: changing it leaves this object as it is)."""
         device = {"profile": self.profile, "environment_before": self.environment_before,
-                  "environment_after": self.environment_after, "warnings": self.warnings, **self.device_extra}
+                  "environment_after": self.environment_after, "warnings": self.warnings,
+                  **self.device_extra}
         return copy.deepcopy({
-            "schema": SCHEMA_VERSION, "created": self.created, "harness_version": self.harness_version,
-            "command": self.command, "complete": self.complete, **self.extra, "device": device,
-            "runs": [r.to_dict() for r in self.runs], "comparisons": [c.to_dict() for c in self.comparisons]})
+            "schema": SCHEMA_VERSION, "created": self.created,
+            "harness_version": self.harness_version, "command": self.command,
+            "complete": self.complete, **self.extra, "device": device,
+            "runs": [r.to_dict() for r in self.runs],
+            "comparisons": [c.to_dict() for c in self.comparisons]})
 
 
 def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
-    """Schema 1 -> 2: ``complete`` becomes explicit (null: not recorded), comparisons get their CI level."""
+    """Schema 1 -> 2: ``complete`` becomes explicit (null: not recorded), comparisons get their CI
+    level; a merged report or another schema is refused."""
     schema = data.get("schema")
     if data.get("kind") == "merged" or "merged_from" in data:
         merged = ", ".join(str(p) for p in data.get("merged_from") or [])
-        raise HarnessError(f"{reader.source} is a merged report, not one device's results: pass the "
-                           f"results.json files it was merged from ({merged})")
+        raise HarnessError(f"{reader.source} is a merged report, not one device's results: pass "
+                           f"the results.json files it was merged from ({merged})")
     if schema not in READABLE_SCHEMAS:
-        raise HarnessError(f"{reader.source} has results schema {schema}, this harness reads schemas "
-                           f"{', '.join(map(str, READABLE_SCHEMAS))}")
+        readable = ", ".join(map(str, READABLE_SCHEMAS))
+        raise HarnessError(f"{reader.source} has results schema {schema}, this harness reads "
+                           f"schemas {readable}")
     if schema == 1:
         data = dict(data, schema=2, complete=data.get("complete"))
         data["comparisons"] = [dict(c, ci_level=CI_LEVEL) if isinstance(c, dict) else c
@@ -311,7 +338,8 @@ def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
 
 
 def parse_results(data: Any, source: str = "results") -> Results:
-    """Validate and type a results document (schema 1 upgraded); errors name ``source`` and the field."""
+    """Validate and type a results document (schema 1 upgraded); errors name ``source`` and the
+    field."""
     reader = _Reader(source)
     if not isinstance(data, dict) or "schema" not in data or "runs" not in data:
         raise HarnessError(f"{source} is not a harness results file (no 'schema' and 'runs' keys)")
@@ -319,7 +347,8 @@ def parse_results(data: Any, source: str = "results") -> Results:
     device = reader.obj(reader.get(data, "device", "", object), "device")
     profile = reader.obj(reader.get(device, "profile", "device", object), "device.profile")
     reader.get(profile, "name", "device.profile", str)
-    runs = [Run.parse(r, f"runs[{i}]", reader) for i, r in enumerate(reader.get(data, "runs", "", list))]
+    runs = [Run.parse(r, f"runs[{i}]", reader)
+            for i, r in enumerate(reader.get(data, "runs", "", list))]
     comparisons = [Comparison.parse(c, f"comparisons[{i}]", reader)
                    for i, c in enumerate(reader.get(data, "comparisons", "", list, False, []))]
     ids = [r.id for r in runs]
@@ -327,10 +356,12 @@ def parse_results(data: Any, source: str = "results") -> Results:
     if duplicate is not None:
         raise reader.fail("runs", f"hold the id {duplicate!r} twice")
     device_keys = ["profile", "environment_before", "environment_after", "warnings"]
-    top_keys = ["schema", "created", "harness_version", "command", "complete", "device", "runs", "comparisons"]
+    top_keys = ["schema", "created", "harness_version", "command", "complete", "device", "runs",
+                "comparisons"]
     return Results(
         str(data.get("created", "")), str(data.get("harness_version", "")),
-        [str(a) for a in reader.get(data, "command", "", list, False, [])], profile, runs, comparisons,
+        [str(a) for a in reader.get(data, "command", "", list, False, [])], profile, runs,
+        comparisons,
         reader.get(data, "complete", "", bool, False),
         reader.get(device, "environment_before", "device", dict, False, {}),
         reader.get(device, "environment_after", "device", dict, False),
@@ -360,7 +391,8 @@ def load_results(path: Union[str, Path]) -> Dict[str, Any]:
     return read_results(path).to_dict()
 
 
-def new_results(command: List[str], profile: Dict[str, Any], environment: Dict[str, Any]) -> Dict[str, Any]:
+def new_results(command: List[str], profile: Dict[str, Any],
+                environment: Dict[str, Any]) -> Dict[str, Any]:
     """An empty results document for one device, marked incomplete until the run ends."""
     from harness import __version__
 
@@ -369,7 +401,7 @@ def new_results(command: List[str], profile: Dict[str, Any], environment: Dict[s
 
 
 def write_results(results: Union[Results, Dict[str, Any]], path: Path) -> Path:
-    """Write a results file atomically, always as schema 2 (a dict is checked by the reader first)."""
+    """Write a results file atomically, always as schema 2 (a dict goes through the reader)."""
     results = as_results(results, f"results for {path}")
     return write_text_atomic(path, json.dumps(results.to_dict(), indent=1) + "\n")
 

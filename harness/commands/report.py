@@ -1,4 +1,4 @@
-"""``harness report``: merge results files from several devices into paper-ready tables and plots."""
+"""``harness report``: merge results files from several devices into tables and plots for papers."""
 
 from __future__ import annotations
 
@@ -10,23 +10,28 @@ from harness.commands import add_command
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "report", "merge results from several devices into tables (md, csv, tex) and plots",
-        "Merge results.json files (one per device and setting) into one comparison: per model and variant the "
-        "FLOPs and parameters with their reductions, and per device the latency with its 95% CI, the speed-up "
-        "against the baseline with its interval, and the roofline floor and efficiency. Writes report.md, "
-        "report.csv, report.tex (a booktabs table* to \\input into a paper), report-narrow.tex (one column), "
-        "report-standalone.tex (compiles as-is), results.json (merged), and latency, latency-vs-FLOPs "
-        "and speed-up plots as PNG and SVG (--no-plots removes old ones). Files that cannot share a table "
-        "(the same device at the same settings twice, different input shapes for a model, mixed precisions "
-        "or batch sizes in one file, a malformed file, another results schema) are refused before anything "
-        "is written; a run that did not complete is reported with a warning.",
+        subparsers, "report",
+        "merge results from several devices into tables (md, csv, tex) and plots",
+        "Merge results.json files (one per device and setting) into one comparison: per model and "
+        "variant the FLOPs and parameters with their reductions, and per device the latency with "
+        "its 95% CI, the speed-up against the baseline with its interval, and the roofline floor "
+        "and efficiency. Writes report.md, report.csv, report.tex (a booktabs table* to \\input "
+        "into a paper), report-narrow.tex (one column), report-standalone.tex (compiles as-is), "
+        "results.json (merged), and latency, latency-vs-FLOPs and speed-up plots as PNG and SVG "
+        "(--no-plots removes old ones). Files that cannot share a table (the same device at the "
+        "same settings twice, different input shapes for a model, mixed precisions or batch sizes "
+        "in one file, a malformed file, another results schema) are refused before anything is "
+        "written; a run that did not complete is reported with a warning.",
         "harness report results/xavier/results.json results/host/results.json -o report/")
-    parser.add_argument("results", nargs="+", type=Path, help="results.json files, one per device and setting")
-    parser.add_argument("-o", "--out", type=Path, default=Path("report"), help="output folder (default: report)")
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="results.json files, one per device and setting")
+    parser.add_argument("-o", "--out", type=Path, default=Path("report"),
+                        help="output folder (default: report)")
     parser.add_argument("--no-plots", action="store_true",
-                        help="skip the plots (and remove plots an earlier report left in the folder)")
+                        help="skip the plots (and remove plots an earlier report left there)")
     parser.add_argument("--layers", action="store_true",
-                        help="also profile each ONNX Runtime graph per layer on this machine (layers-<device>.md)")
+                        help="also profile each ONNX Runtime graph per layer on this machine "
+                             "(layers-<device>.md)")
     parser.set_defaults(func=run)
 
 

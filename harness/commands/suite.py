@@ -1,4 +1,5 @@
-"""``harness suite papers``: rebuild the compression papers' comparisons, time them, table claimed vs measured."""
+"""``harness suite papers``: rebuild the compression papers' comparisons, time them, and table
+claimed against measured."""
 
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ from harness.commands import add_command
 def register(subparsers) -> None:
     parser = add_command(
         subparsers, "suite", "run the papers' suite: claimed against measured",
-        "Rebuild the baseline and compressed architecture of each comparison the compression papers make (layer "
-        "compression without pruning, cross-layer importance pruning, pruning + stream merging, LayerMerge) from "
-        "the zoo, fold, time on the device, and write papers.md, papers.csv and papers.tex (a booktabs table* "
-        "to \\input into a paper; papers-standalone.tex compiles as-is): claimed against measured. "
-        "Accuracies are the papers'; FLOPs, parameters and latencies are ours. Also writes results.json and the "
-        "bench tables, and in report/ what harness report writes (md, csv, booktabs tex, roofline, plots).",
+        "Rebuild the baseline and compressed architecture of each comparison the compression "
+        "papers make (layer compression without pruning, cross-layer importance pruning, pruning + "
+        "stream merging, LayerMerge) from the zoo, fold, time on the device, and write papers.md, "
+        "papers.csv and papers.tex (a booktabs table* to \\input into a paper; "
+        "papers-standalone.tex compiles as-is): claimed against measured. Accuracies are the "
+        "papers'; FLOPs, parameters and latencies are ours. Also writes results.json and the bench "
+        "tables, and in report/ what harness report writes (md, csv, booktabs tex, roofline, "
+        "plots).",
         "harness suite papers --device host -o report/papers")
     parser.add_argument("name", choices=("papers",), help="the suite to run")
-    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
-    parser.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: report/papers-<device>)")
+    parser.add_argument("--device", default="host",
+                        help="device profile name or YAML path (default: host)")
+    parser.add_argument("-o", "--out", type=Path, default=None,
+                        help="output folder (default: report/papers-<device>)")
     parser.add_argument("--models", default=None,
-                        help="comma-separated subset of the suite's models (default: all), e.g. lenet5,resnet56")
+                        help="comma-separated subset of the suite's models (default: all), "
+                             "e.g. lenet5,resnet56")
     parser.set_defaults(func=run)
 
 
@@ -33,7 +39,7 @@ def run(args) -> int:
     from harness.export import resolve_source
     from harness.papers import claims_table, suite_models
     from harness.profiles import load_profile
-    from harness.report.pipeline import check_output_dir, report_warnings, write_papers, write_report
+    from harness.report import pipeline
     from harness.results import read_results
 
     profile = load_profile(args.device)
@@ -42,19 +48,21 @@ def run(args) -> int:
         chosen = [m for m in args.models.split(",") if m]
         unknown = [m for m in chosen if m not in needed]
         if unknown:
-            raise HarnessError(f"{unknown[0]!r} is not in the papers' suite; its models: {', '.join(needed)}")
+            raise HarnessError(f"{unknown[0]!r} is not in the papers' suite; its models: "
+                               f"{', '.join(needed)}")
         needed = {m: needed[m] for m in chosen}
     suite = [(resolve_source(model), variants) for model, variants in needed.items()]
     out = args.out or Path("report") / f"papers-{profile.name}"
-    check_output_dir(out)
+    pipeline.check_output_dir(out)
     argv = ["harness"] + sys.argv[1:]
-    options = BenchOptions(suite, profile, out, batch=profile.batch_sizes[0], precision=profile.precisions[0])
+    options = BenchOptions(suite, profile, out, batch=profile.batch_sizes[0],
+                           precision=profile.precisions[0])
     print_summary(run_bench(options, argv), out)
     results = read_results(out / "results.json")
-    written = write_papers(results, out)
-    written += write_report([results], out / "report", argv)[1]
+    written = pipeline.write_papers(results, out)
+    written += pipeline.write_report([results], out / "report", argv)[1]
     print(claims_table(results))
-    for line in report_warnings([results]):
+    for line in pipeline.report_warnings([results]):
         print(line, file=sys.stderr)
     for path in written:
         print(f"wrote {path}")

@@ -1,11 +1,13 @@
-"""One comparison across devices from several results files (a Xavier run, a desktop GPU run, the host run).
+"""One table across devices from several results files (a Xavier run, a desktop GPU run, the host).
 
-Rows are model and variant; per device column: the deployable graph's latency (folded where folding changed it)
-with its 95% CI, the speed-up against the baseline with its bootstrap interval, and the roofline floor and measured
-efficiency. FLOPs and parameters (and their reductions) come from the unfolded export, the same on every device.
+Rows are model and variant; per device column: the deployable graph's latency (folded where folding
+changed it) with its 95% CI, the speed-up against the baseline with its bootstrap interval, and the
+roofline floor and measured efficiency. FLOPs and parameters (and their reductions) come from the
+unfolded export, the same on every device.
 
-A column is one device at one precision and batch size; the same device may appear twice at different settings
-(its columns are then labelled ``name fp16 b8``), never twice at the same settings.
+A column is one device at one precision and batch size; the same device may appear twice at
+different settings (its columns are then labelled ``name fp16 b8``), never twice at the same
+settings.
 """
 
 from __future__ import annotations
@@ -71,28 +73,33 @@ class CrossDeviceTable:
     flops: Dict[Row, int]  # of the unfolded graph (the network as trained)
     params: Dict[Row, int]
     deployed: Dict[Row, Optional[Tuple[int, int]]] = dataclasses.field(default_factory=dict)
-    # FLOPs and params of the deployable graph; None where devices folded it differently (cost-aware folding)
+    # FLOPs and params of the deployable graph; None where devices folded it differently
+    # (cost-aware folding)
 
     def cost(self, row: Row, what: str) -> Optional[int]:
-        """FLOPs or params of the deployable graph, or of the unfolded one where devices deploy different graphs."""
+        """FLOPs or params of the deployable graph, or of the unfolded one where devices deploy
+        different graphs."""
         deployed = self.deployed.get(row)
         if deployed is not None and self.deployed.get((row[0], "baseline")) is not None:
             return deployed[0 if what == "flops" else 1]
         return (self.flops if what == "flops" else self.params).get(row)
 
     def reduction(self, row: Row, what: str) -> Optional[float]:
-        """Fraction of FLOPs or params removed against the model's baseline (deployable graphs where known)."""
+        """Fraction of FLOPs or params removed against the model's baseline (deployable graphs
+        where known)."""
         base, own = self.cost((row[0], "baseline"), what), self.cost(row, what)
         return 1 - own / base if base and own is not None else None
 
 
 def _rate(peaks: Dict[str, Any], precision: str) -> float:
     """Peak operations per second at ``precision`` (FP32 where the profile gives none)."""
-    tera = {"fp16": peaks.get("fp16_tflops"), "int8": peaks.get("int8_tops")}.get(precision) or peaks["fp32_tflops"]
+    by_precision = {"fp16": peaks.get("fp16_tflops"), "int8": peaks.get("int8_tops")}
+    tera = by_precision.get(precision) or peaks["fp32_tflops"]
     return tera * 1e12
 
 
-def roofline_floor_ms(onnx_path: Optional[str], peaks: Dict[str, Any], precision: str) -> Optional[float]:
+def roofline_floor_ms(onnx_path: Optional[str], peaks: Dict[str, Any],
+                      precision: str) -> Optional[float]:
     """Sum over layers of max(FLOPs / peak, bytes / bandwidth): no device can run the graph faster.
 
     None when the ONNX file is gone (see ``roofline_cell_floor`` for the FLOPs-only fallback).
@@ -103,11 +110,14 @@ def roofline_floor_ms(onnx_path: Optional[str], peaks: Dict[str, Any], precision
     from harness.onnx_io import load_model
 
     rate, bandwidth = _rate(peaks, precision), peaks["dram_gbps"] * 1e9
-    return 1000 * sum(max(c.flops / rate, c.bytes / bandwidth) for c in layer_costs(load_model(onnx_path)))
+    costs = layer_costs(load_model(onnx_path))
+    return 1000 * sum(max(c.flops / rate, c.bytes / bandwidth) for c in costs)
 
 
-def roofline_cell_floor(run: Run, peaks: Dict[str, Any], precision: str) -> Tuple[Optional[float], str]:
-    """The floor of a run and how it was computed; FLOPs over peak alone when its ONNX file is gone."""
+def roofline_cell_floor(run: Run, peaks: Dict[str, Any],
+                        precision: str) -> Tuple[Optional[float], str]:
+    """The floor of a run and how it was computed; FLOPs over peak alone when its ONNX file is
+    gone."""
     if not peaks:
         return None, "no peaks in the profile"
     floor = roofline_floor_ms(run.onnx, peaks, precision)
@@ -122,8 +132,8 @@ def _device(results: Results) -> Device:
         raise HarnessError(f"{results.source} holds no runs")
     settings = {(r.precision, r.batch) for r in results.runs}
     if len(settings) != 1:
-        raise HarnessError(f"{results.source} mixes precisions or batch sizes {sorted(settings)}: one column "
-                           "needs one")
+        raise HarnessError(f"{results.source} mixes precisions or batch sizes {sorted(settings)}: "
+                           "one column needs one")
     precision, batch = settings.pop()
     backend = results.runs[0].backend
     return Device(results.device_name, precision, batch, backend.get("backend", "?"),
@@ -136,8 +146,9 @@ def _label_columns(devices: List[Device]) -> None:
     for d in devices:
         key = (d.name, d.precision, d.batch)
         if key in seen:
-            raise HarnessError(f"device {d.name!r} at {d.precision}, batch {d.batch} appears in two files "
-                               f"({seen[key].source} and {d.source}): merge one run per device and setting")
+            raise HarnessError(f"device {d.name!r} at {d.precision}, batch {d.batch} appears in "
+                               f"two files ({seen[key].source} and {d.source}): merge one run per "
+                               "device and setting")
         seen[key] = d
     for d in devices:
         if sum(o.name == d.name for o in devices) > 1:
@@ -145,15 +156,16 @@ def _label_columns(devices: List[Device]) -> None:
 
 
 def _check_shapes(devices: List[Device]) -> None:
-    """Every file must feed a model the same sample shape (the batch dimension may differ per column)."""
+    """Every file must feed a model the same sample shape (the batch may differ per column)."""
     shapes: Dict[str, Tuple[List[int], str]] = {}
     for d in devices:
         for run in d.results.runs:
             sample = list(run.input_shape)[1:]
             known = shapes.setdefault(run.model, (sample, d.source))
             if known[0] != sample:
-                raise HarnessError(f"{run.model} was run on samples of shape {sample} in {d.source} but "
-                                   f"{known[0]} in {known[1]}: not comparable in one row")
+                raise HarnessError(f"{run.model} was run on samples of shape {sample} in "
+                                   f"{d.source} but {known[0]} in {known[1]}: not comparable in "
+                                   "one row")
 
 
 def merge(documents: List[Results]) -> CrossDeviceTable:

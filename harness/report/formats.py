@@ -1,4 +1,4 @@
-"""The renderers every report view shares: Markdown tables, CSV, percentages and run-state warnings."""
+"""What every report view shares: Markdown tables, CSV, percentages and warnings of partial runs."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def partial_warnings(documents: Sequence[Results]) -> List[str]:
     for results in documents:
         if results.complete is False:
             measured = len({(r.model, r.variant) for r in results.runs})
-            lines.append(f"{results.source or results.device_name} did not complete (complete: false): "
-                         f"partial results, {measured} graph(s) of the run measured; rerun it before "
-                         "using these numbers")
+            name = results.source or results.device_name
+            lines.append(f"{name} did not complete (complete: false): partial results, "
+                         f"{measured} graph(s) of the run measured; rerun it before using these "
+                         "numbers")
     return lines

@@ -6,16 +6,19 @@ import json
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import onnxruntime as ort
+
+from harness.results import Results
 
 Layer = Tuple[str, str, float]  # node name, op type, median ms per inference
 
 
 def profile_layers(onnx_path: str, runs: int = 30) -> List[Layer]:
-    """Median time per node over ``runs`` inferences (ONNX Runtime CPU, profiling on), slowest first."""
+    """Median time per node over ``runs`` inferences (ONNX Runtime CPU, profiling on), slowest
+    first."""
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.enable_profiling = True
@@ -30,22 +33,25 @@ def profile_layers(onnx_path: str, runs: int = 30) -> List[Layer]:
     durations: Dict[Tuple[str, str], List[float]] = defaultdict(list)
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            args = event.get("args", {})
-            durations[(event["name"][:-len("_kernel_time")], args.get("op_name", "?"))].append(event["dur"] / 1000.0)
-    return sorted(((name, op, float(np.median(d))) for (name, op), d in durations.items()), key=lambda x: -x[2])
+            node = event["name"][:-len("_kernel_time")]
+            op = event.get("args", {}).get("op_name", "?")
+            durations[(node, op)].append(event["dur"] / 1000.0)
+    medians = [(name, op, float(np.median(d))) for (name, op), d in durations.items()]
+    return sorted(medians, key=lambda x: -x[2])
 
 
-def layers_markdown(results: Dict[str, Any], top: int = 5) -> str:
+def layers_markdown(results: Results, top: int = 5) -> str:
     """Top layers by time of each graph in an ONNX Runtime results file, unfolded next to folded."""
-    lines = [f"# Where the time goes (ONNX Runtime profiler on this machine, top {top} layers per graph)", ""]
-    for run in results["runs"]:
-        onnx_path = run.get("onnx")
-        if not onnx_path or not Path(onnx_path).is_file():
+    lines = [f"# Where the time goes (ONNX Runtime profiler on this machine, top {top} layers per "
+             "graph)", ""]
+    for run in results.runs:
+        if not run.onnx or not Path(run.onnx).is_file():
             continue
-        layers = profile_layers(onnx_path)
+        layers = profile_layers(run.onnx)
         total = sum(ms for _, _, ms in layers)
-        lines += [f"## {run['id']} ({len(layers)} nodes, {total:.3f} ms in kernels)", "",
+        lines += [f"## {run.id} ({len(layers)} nodes, {total:.3f} ms in kernels)", "",
                   "| node | op | ms | share |", "|---|---|---|---|"]
-        lines += [f"| {name} | {op} | {ms:.4f} | {ms / total:.1%} |" for name, op, ms in layers[:top]]
+        lines += [f"| {name} | {op} | {ms:.4f} | {ms / total:.1%} |"
+                  for name, op, ms in layers[:top]]
         lines.append("")
     return "\n".join(lines)

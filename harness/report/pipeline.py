@@ -1,8 +1,9 @@
 """The one report pipeline: typed results in, every report file out.
 
-``harness report``, ``harness suite papers`` and ``harness bench`` write through here: results files are read
-and validated by ``harness.results``, merged into one table (``cross_device``), and rendered by the shared
-renderers (``render`` for Markdown and CSV, ``latex`` for fragments and documents, ``plots``).
+``harness report``, ``harness suite papers`` and ``harness bench`` write through here: results
+files are read and validated by ``harness.results``, merged into one table (``cross_device``), and
+rendered by the shared renderers (``render`` for Markdown and CSV, ``latex`` for fragments and
+documents, ``plots``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from harness.report.formats import partial_warnings
 from harness.report.plots import plot_paths
 from harness.results import SCHEMA_VERSION, Results
 
-REPORT_FILES = ("report.md", "report.csv", "report.tex", "report-narrow.tex", "report-standalone.tex",
-                "results.json")
-
 
 def check_output_dir(out: Path) -> None:
-    """Refuse an output folder that is a file, lies under a file, or cannot be written, before any work."""
+    """Refuse an output folder that is a file, lies under a file, or cannot be written (before any
+    work)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise HarnessError(f"output folder {out} is an existing file")
@@ -43,8 +42,9 @@ def merged_document(table: CrossDeviceTable, argv: List[str]) -> Dict[str, Any]:
 
     return {"schema": SCHEMA_VERSION, "kind": "merged", "command": argv,
             "merged_from": [d.source for d in table.devices],
-            "columns": [{"label": d.label, "device": d.name, "precision": d.precision, "batch": d.batch,
-                         "backend": d.backend, "backend_version": d.backend_version, "source": d.source,
+            "columns": [{"label": d.label, "device": d.name, "precision": d.precision,
+                         "batch": d.batch, "backend": d.backend,
+                         "backend_version": d.backend_version, "source": d.source,
                          "complete": d.results.complete}
                         for d in table.devices],
             "table": csv_records(table),
@@ -52,7 +52,8 @@ def merged_document(table: CrossDeviceTable, argv: List[str]) -> Dict[str, Any]:
 
 
 def remove_stale_plots(out: Path) -> List[Path]:
-    """Delete plots an earlier report left in ``out`` (a report without plots must not show old ones)."""
+    """Delete plots an earlier report left in ``out``: a report without plots must not show old
+    ones."""
     removed = [path for path in plot_paths(out) if path.is_file()]
     for path in removed:
         path.unlink()
@@ -85,7 +86,7 @@ def write_report(documents: List[Results], out: Path, argv: List[str], plots: bo
         for device in table.devices:
             if device.backend == "onnxruntime":
                 name = device.label.replace(" ", "-")
-                text = layers_markdown(device.results.to_dict())
+                text = layers_markdown(device.results)
                 written.append(write_text_atomic(out / f"layers-{name}.md", text))
     removed: List[Path] = []
     if plots:
@@ -98,7 +99,8 @@ def write_report(documents: List[Results], out: Path, argv: List[str], plots: bo
 
 
 def write_papers(results: Results, out: Path) -> List[Path]:
-    """The papers' claimed-against-measured table as Markdown, CSV, a LaTeX fragment and a document."""
+    """The papers' claimed-against-measured table as Markdown, CSV, a LaTeX fragment and a
+    document."""
     from harness.papers import claims_csv, claims_latex, claims_table
     from harness.report.latex import standalone
 
@@ -118,7 +120,8 @@ def report_warnings(documents: List[Results], stale: Optional[List[Path]] = None
 
 
 def write_bench_tables(results: Results, out: Path) -> List[Path]:
-    """The tables of one bench run (``report.table``): report.md and report.csv beside its results.json."""
+    """The tables of one bench run (``report.table``): report.md and report.csv beside its
+    results.json."""
     from harness.report.table import to_csv, to_markdown
 
     return [write_text_atomic(out / "report.md", to_markdown(results)),

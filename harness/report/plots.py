@@ -1,9 +1,9 @@
 """Plots of a cross-device table (matplotlib, Agg): PNG and SVG of each.
 
-Devices share one y-range so that a fast and a slow device do not look alike; a missing measurement is marked
-"n/a", never drawn as a zero-height bar; baselines and variants are told apart by marker and colour, with a
-legend; a Pareto front is drawn only where it joins two points or more; point labels are placed so that they do
-not overlap.
+Devices share one y-range so that a fast and a slow device do not look alike; a missing
+measurement is marked "n/a", never drawn as a zero-height bar; baselines and variants are told
+apart by marker and colour, with a legend; a Pareto front is drawn only where it joins two points
+or more; point labels are placed so that they do not overlap.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ PLOT_STEMS = ("latency", "latency_vs_flops", "speedup")
 PLOT_EXTENSIONS = ("png", "svg")
 BASELINE_COLOUR, VARIANT_COLOUR = "tab:gray", "tab:blue"
 # label offsets in points, tried in order until one overlaps no label or point already placed
-LABEL_OFFSETS = [(4, 4), (4, -10), (-4, 4), (-4, -10), (4, 14), (4, -20), (-4, 14), (-4, -20), (8, 24),
-                 (8, -30)]
+LABEL_OFFSETS = [(4, 4), (4, -10), (-4, 4), (-4, -10), (4, 14), (4, -20), (-4, 14), (-4, -20),
+                 (8, 24), (8, -30)]
 
 
 def plot_paths(out_dir: Path) -> List[Path]:
@@ -48,9 +48,10 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]
 def _kind_legend(ax, extra: Sequence = ()) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="black",
-                      label="baseline"),
-               Line2D([], [], marker="^", linestyle="", color="black", label="compressed variant"), *extra]
+    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor="white",
+                      markeredgecolor="black", label="baseline"),
+               Line2D([], [], marker="^", linestyle="", color="black", label="compressed variant"),
+               *extra]
     ax.legend(handles=handles, fontsize=7, loc="best")
 
 
@@ -58,7 +59,8 @@ def _latency_bars(plt, table: CrossDeviceTable, labels: List[str]):
     from matplotlib.patches import Patch
 
     n = len(table.devices)
-    fig, axes = plt.subplots(1, n, figsize=(max(6, 0.5 * len(labels)) * n, 4), squeeze=False, sharey=True)
+    size = (max(6, 0.5 * len(labels)) * n, 4)
+    fig, axes = plt.subplots(1, n, figsize=size, squeeze=False, sharey=True)
     for ax, device in zip(axes[0], table.devices):
         for x, row in enumerate(table.rows):
             cell = table.cells.get((row, device.label))
@@ -84,32 +86,34 @@ def _overlaps(box, boxes) -> bool:
 
 
 def _place_labels(ax, named: List[Tuple[str, float, float]]) -> None:
-    """Annotate points with their names, each at the first offset that overlaps nothing placed before."""
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
+    """Annotate points with their names, each at the first offset that overlaps nothing placed
+    before."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
     taken = []
     for _, x, y in named:  # the points themselves, as small boxes in display coordinates
         px, py = ax.transData.transform((x, y))
-        from matplotlib.transforms import Bbox
-
         taken.append(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
     for name, x, y in named:
         for dx, dy in LABEL_OFFSETS:
-            text = ax.annotate(name, (x, y), fontsize=6, xytext=(dx, dy), textcoords="offset points",
-                               ha="left" if dx >= 0 else "right")
+            text = ax.annotate(name, (x, y), fontsize=6, xytext=(dx, dy),
+                               textcoords="offset points", ha="left" if dx >= 0 else "right")
             box = text.get_window_extent(renderer)
             if not _overlaps(box, taken):
                 taken.append(box)
                 break
             text.remove()
         else:  # nowhere free: point at the label from further out
-            text = ax.annotate(name, (x, y), fontsize=6, xytext=(12, 36), textcoords="offset points",
+            text = ax.annotate(name, (x, y), fontsize=6, xytext=(12, 36),
+                               textcoords="offset points",
                                arrowprops={"arrowstyle": "-", "linewidth": 0.5})
             taken.append(text.get_window_extent(renderer))
 
 
 def _latency_vs_flops(plt, table: CrossDeviceTable):
-    """Per device: every deployed graph, each model in its colour with the Pareto front of its variants."""
+    """Per device: every deployed graph, each model in its colour with the Pareto front of its
+    variants."""
     from matplotlib.lines import Line2D
 
     n = len(table.devices)
@@ -128,11 +132,12 @@ def _latency_vs_flops(plt, table: CrossDeviceTable):
             colour = colours(k % 10)
             for variant, x, y in named:
                 baseline = variant == "baseline"
-                ax.scatter([x], [y], marker="o" if baseline else "^", s=24, zorder=3, edgecolors=colour,
-                           facecolors="white" if baseline else colour)
+                ax.scatter([x], [y], marker="o" if baseline else "^", s=24, zorder=3,
+                           edgecolors=colour, facecolors="white" if baseline else colour)
             front = pareto_front([(x, y) for _, x, y in named])
             if len(front) > 1:
-                ax.plot([p[0] for p in front], [p[1] for p in front], color=colour, linewidth=1, zorder=2)
+                ax.plot([p[0] for p in front], [p[1] for p in front], color=colour, linewidth=1,
+                        zorder=2)
             points[(ax, model)] = named
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -160,11 +165,12 @@ def _speedups(plt, table: CrossDeviceTable):
             cell = table.cells.get((row, device.label))
             position = x + i * width
             if cell is None or cell.speedup is None:
-                ax.text(position, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=7)
+                ax.text(position, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center",
+                        fontsize=7)
                 continue
             s = cell.speedup
-            ax.bar(position, s.ratio, width, yerr=[[s.ratio - s.low], [s.high - s.ratio]], capsize=3,
-                   color=colours(i % 10), label=device.label if x == 0 else None)
+            ax.bar(position, s.ratio, width, yerr=[[s.ratio - s.low], [s.high - s.ratio]],
+                   capsize=3, color=colours(i % 10), label=device.label if x == 0 else None)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))])
     ax.set_xticklabels([f"{m}/{v}" for m, v in variants], rotation=45, ha="right", fontsize=8)
@@ -176,7 +182,8 @@ def _speedups(plt, table: CrossDeviceTable):
 
 
 def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
-    """Latency bars with CI whiskers, latency vs FLOPs with Pareto fronts, speed-ups across devices."""
+    """Latency bars with CI whiskers, latency vs FLOPs with Pareto fronts, speed-ups across
+    devices."""
     import matplotlib
 
     matplotlib.use("Agg")
