@@ -1,5 +1,6 @@
-"""LaTeX for papers: fragments that \\input into a two-column article and compile, narrow enough for a column;
-papers' table; partial runs flagged. Built from a recorded results file (see tests/test_results.py)."""
+"""LaTeX for papers: fragments that \\input into a two-column article and compile, a layout narrow
+enough for a column, the papers' table, partial runs flagged. Built from a recorded results file
+(see tests/test_results.py)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def _two_devices(tmp_path: Path) -> list:
 
 def _pdflatex(folder: Path, name: str) -> str:
     """Compile ``name`` in ``folder``; returns the log (fails the test on an error)."""
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", name], cwd=folder,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", name],
+                          cwd=folder, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (folder / name.replace(".tex", ".pdf")).stat().st_size > 1000
     return (folder / name.replace(".tex", ".log")).read_text(errors="replace")
@@ -61,15 +62,18 @@ def test_report_fragments_and_document(tmp_path):
     write_report(_two_devices(tmp_path), out, ["test"], plots=False)
     full, narrow = (out / "report.tex").read_text(), (out / "report-narrow.tex").read_text()
     for fragment in (full, narrow):
-        assert r"\documentclass" not in fragment and r"\pm" not in fragment and "-0.0" not in fragment
+        assert r"\documentclass" not in fragment and r"\pm" not in fragment
+        assert "-0.0" not in fragment
     assert r"\begin{table*}" in full and r"\begin{table}" in narrow
     baseline = next(line for line in full.splitlines() if line.startswith("lenet5 & baseline"))
-    assert baseline.split(" & ")[3] == "--" and baseline.split(" & ")[5] == "--"   # no reduction of itself
+    cells = baseline.split(" & ")
+    assert cells[3] == "--" and cells[5] == "--"   # a baseline has no reduction against itself
     results = read_results(RECORDED)
     ci = results.comparison("lenet5", "dc-fc").speedup
     assert f"[{ci.low:.2f}, {ci.high:.2f}]" in full   # the interval itself, asymmetric as it is
     if not shutil.which("pdflatex"):
-        pytest.skip("pdflatex not installed (Debian: texlive-latex-recommended); structure checked only")
+        pytest.skip("pdflatex not installed (Debian: texlive-latex-recommended); structure "
+                    "checked only")
     (out / "paper.tex").write_text(PAPER % "\\input{report.tex}\n\\input{report-narrow.tex}")
     log = _pdflatex(out, "paper.tex")
     assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
@@ -77,9 +81,12 @@ def test_report_fragments_and_document(tmp_path):
 
 
 def _natural_width(out: Path, fragment: str) -> tuple:
-    """The width of a fragment's tabular as typeset, and the column width of a two-column article (pt)."""
-    tabular = fragment[fragment.index(r"\begin{tabular}"):fragment.rindex(r"\end{tabular}") + len(r"\end{tabular}")]
-    measure = "\\small\\setlength{\\tabcolsep}{4pt}\\sbox0{%s}\\typeout{WIDTH=\\the\\wd0;COLUMN=\\the\\columnwidth;}"
+    """The width of a fragment's tabular as typeset, and the column width of a two-column article
+    (pt)."""
+    end = r"\end{tabular}"
+    tabular = fragment[fragment.index(r"\begin{tabular}"):fragment.rindex(end) + len(end)]
+    measure = ("\\small\\setlength{\\tabcolsep}{4pt}\\sbox0{%s}"
+               "\\typeout{WIDTH=\\the\\wd0;COLUMN=\\the\\columnwidth;}")
     (out / "measure.tex").write_text(PAPER % (measure % tabular))
     found = re.search(r"WIDTH=([0-9.]+)pt;COLUMN=([0-9.]+)pt;", _pdflatex(out, "measure.tex"))
     return float(found.group(1)), float(found.group(2))
@@ -93,13 +100,14 @@ def test_narrow_layout_fits_a_portrait_column(tmp_path):
     narrow, column = _natural_width(out, (out / "report-narrow.tex").read_text())
     assert narrow <= column   # unscaled, in one column of a two-column paper
     full, _ = _natural_width(out, (out / "report.tex").read_text())
-    assert full > column      # why the full table is a table* (both columns), scaled only when too wide
+    assert full > column      # why the full one is a table* (both columns), scaled if too wide
 
 
 def test_papers_table_compiles(tmp_path):
     out = tmp_path / "papers"
     written = write_papers(read_results(RECORDED), out)
-    assert {p.name for p in written} == {"papers.md", "papers.csv", "papers.tex", "papers-standalone.tex"}
+    names = {"papers.md", "papers.csv", "papers.tex", "papers-standalone.tex"}
+    assert {p.name for p in written} == names
     tex = (out / "papers.tex").read_text()
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == len(CLAIMS) and r"\toprule" in tex and r"\documentclass" not in tex

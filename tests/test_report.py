@@ -190,19 +190,30 @@ def test_plots_draw_no_stubs_no_lone_fronts_and_no_overlapping_labels():
     assert [len(ax.patches) for ax in axes] == present           # a missing graph has no bar at all
     assert axes[0].get_ylim() == axes[1].get_ylim()                # one scale for every device
     assert "n/a" in [t.get_text() for t in axes[1].texts]
-    assert {t.get_text() for t in axes[0].get_legend().get_texts()} == {"baseline", "compressed variant"}
+    legend = {t.get_text() for t in axes[0].get_legend().get_texts()}
+    assert legend == {"baseline", "compressed variant"}
     speed = _speedups(plt, table)
     assert len(speed.axes[0].patches) == 3 and "n/a" in [t.get_text() for t in speed.axes[0].texts]
     assert all(p.get_height() > 0 for p in speed.axes[0].patches)
     scatter = _latency_vs_flops(plt, table)
     renderer = scatter.canvas.get_renderer()
-    for ax in scatter.axes:
+    for ax, count in zip(scatter.axes, present):
         assert all(len(line.get_xdata()) >= 2 for line in ax.get_lines())   # no one-point "front"
         boxes = [t.get_window_extent(renderer) for t in ax.texts]
-        assert len(boxes) == len({p for p in table.rows if (p, table.devices[scatter.axes.index(ax)].label)
-                                  in table.cells})
+        assert len(boxes) == count   # every point labelled
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     legend = {t.get_text() for t in scatter.axes[-1].get_legend().get_texts()}
     assert {"baseline", "compressed variant", "lenet5"} <= legend
     for fig in (bars, speed, scatter):
         plt.close(fig)
+
+
+def test_output_folder_is_checked_before_any_work(tmp_path, capsys):
+    recorded = Path(__file__).resolve().parent / "data" / "results_schema1_lenet5.json"
+    occupied = tmp_path / "occupied"
+    occupied.write_text("not a folder")
+    for out, message in [(occupied, "is an existing file"), (occupied / "report", "lies under the file")]:
+        assert main(["report", str(recorded), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert occupied.read_text() == "not a folder"

@@ -1,4 +1,5 @@
-"""The typed results model: schema 1 read and upgraded, schema 2 written, malformed files refused by field."""
+"""The typed results model: schema 1 read and upgraded, schema 2 written, malformed files refused
+with the file and the field."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_schema_1_is_read_and_upgraded(tmp_path):
         assert run.series_ms["latency_ms"] == stored["series_ms"]["latency_ms"]
         assert run.stats.median == stored["stats"]["median"]
         assert run.stats.other["p90"] == stored["stats"]["p90"]
-        assert run.extra["block_ends"] == stored["block_ends"]   # keys the model does not name are kept
+        assert run.extra["block_ends"] == stored["block_ends"]  # unknown keys kept
     found = results.comparison("lenet5", "dc-fc")
     stored = next(c for c in raw["comparisons"] if c["kind"] == "vs_baseline")
     assert (found.speedup.ratio, found.speedup.low, found.speedup.high) == (
@@ -142,7 +143,8 @@ def test_one_formatter_for_ratios_and_intervals():
     ci = results.comparison("lenet5", "dc-fc").speedup
     text = format_ratio(ci)
     assert text == ci.format() == f"{ci.ratio:.2f}x [{ci.low:.2f}, {ci.high:.2f}]"
-    assert format_ratio(ci, latex=True).startswith("$") and "\\times" in format_ratio(ci, latex=True)
+    latex = format_ratio(ci, latex=True)
+    assert latex.startswith("$") and "\\times" in latex
     assert format_ratio(None, missing="n/a") == "n/a"
     # an asymmetric interval keeps both ends; ends that would print alike get more decimals
     assert RatioCI(1.0, 0.95, 1.20).format() == "1.00x [0.95, 1.20]"
