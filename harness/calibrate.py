@@ -1,10 +1,11 @@
 """Calibrate the fold cost model on a device: conv micro-benchmarks, per-layer overhead, a fitted model.
 
-``harness calibrate`` times single convolutions across kernel sizes, strides, dense and depthwise, channel
-counts and spatial sizes (built and timed as ``harness lut`` builds and times spans), chains of k tiny convs
-(the per-call cost is the intercept in k) and element-wise Adds; then fits ``fixed[class] +
-seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes`` (a class: dense or depthwise, kernel size,
-stride) by non-negative least squares on relative errors. The calibration is a JSON file beside the profile,
+``harness calibrate`` times convolutions across kernel sizes, dense and depthwise, channel counts and spatial
+sizes, and element-wise Adds, each as the marginal cost of one more layer inside a graph (a pattern timed once
+and three times in a row, interleaved: what a backend does at a graph's edges, such as ONNX Runtime's layout
+conversions, and the per-call cost cancel); then fits ``fixed[class] + seconds_per_flop[class] * FLOPs +
+seconds_per_byte * bytes`` (a class: dense or depthwise, kernel size, stride) by non-negative least squares on
+relative errors. The calibration is a JSON file beside the profile,
 with its provenance (device state, versions, date, timing settings), its measured points and how well the fit
 reproduces them.
 
@@ -34,36 +35,36 @@ from harness.fold.cost import (
     conv_class,
 )
 from harness.geometry import conv_output_size
-from harness.lut import Entry, Span, span_model
+from harness.lut import Entry, Span
 from harness.profiles import Profile, TimingSettings, calibration_path
 
 SCHEMA = 1
-# (in channels, out channels, spatial size) of the dense convs, and (channels, spatial size) of the depthwise
-DENSE_SHAPES = ((16, 16, 32), (64, 64, 56), (64, 64, 28), (128, 128, 14), (256, 256, 7), (64, 256, 14),
-                (256, 64, 14))
-DENSE_CLASSES = ((1, 1), (3, 1), (5, 1), (7, 1), (1, 2), (3, 2))  # (kernel, stride)
+# (in channels, out channels, spatial size) of the dense convs, and (channels, spatial size) of the depthwise ones
+DENSE_SHAPES = ((16, 16, 32), (32, 32, 16), (64, 64, 8), (64, 64, 56), (64, 64, 28), (128, 128, 14),
+                (256, 256, 7), (64, 256, 14))
+DENSE_KERNELS = (1, 3, 5, 7)
 DEPTHWISE_SHAPES = ((32, 56), (144, 28), (384, 14), (960, 7))
-DEPTHWISE_CLASSES = ((3, 1), (5, 1), (7, 1), (3, 2))
-CHAIN_LENGTHS = (1, 4, 16)  # tiny 1x1 convs in a row: the slope is the per-layer overhead
+DEPTHWISE_KERNELS = (3, 5, 7)
 ADD_SHAPES = ((16, 32, 32), (64, 56, 56), (256, 14, 14), (32, 112, 112))
+REPEATS = (1, 3)  # each pattern is timed once and three times in a row: the marginal cost is half the difference
 
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """One micro-benchmark: what it is (``kind``: conv, chain or add) and the numbers the fit needs."""
+    """One micro-benchmark: a pattern of convs (``conv``: one conv, or a conv and its transpose when the channel
+    count changes, so that the pattern can repeat) or an element-wise Add, and the sums the fit needs."""
 
     key: str
     kind: str
+    pattern: Tuple[Span, ...] = ()
+    shape: Tuple[int, ...] = ()
     flops: int = 0
     nbytes: int = 0
     conv_class: str = ""
-    layers: int = 1
-    span: Optional[Span] = None
-    shape: Tuple[int, ...] = ()
 
 
 def _span_geometry(span: Span) -> ConvGeometry:
-    """The geometry of the conv ``span_model`` builds for a span (centred padding)."""
+    """The geometry of a span's conv with centred padding."""
     n, c, h, w = span.in_shape
     pad = (span.kernel - 1) // 2
     out = (n, span.out_ch, conv_output_size(h, span.kernel, span.stride, 2 * pad),
@@ -71,10 +72,12 @@ def _span_geometry(span: Span) -> ConvGeometry:
     return ConvGeometry(span.in_shape, out, (span.kernel, span.kernel), c if span.is_dw else 1, stride=span.stride)
 
 
-def _conv_point(span: Span) -> Point:
-    geometry = _span_geometry(span)
-    return Point(f"conv-{span.key}", "conv", geometry.flops, geometry.bytes_moved(),
-                 conv_class(span.is_dw, span.kernel, span.stride), span=span)
+def _conv_point(pattern: Tuple[Span, ...]) -> Point:
+    geometries = [_span_geometry(span) for span in pattern]
+    first = pattern[0]
+    return Point("conv-" + "+".join(span.key for span in pattern), "conv", pattern,
+                 flops=sum(g.flops for g in geometries), nbytes=sum(g.bytes_moved() for g in geometries),
+                 conv_class=conv_class(first.is_dw, first.kernel, first.stride))
 
 
 def micro_benchmarks(batch: int = 1, quick: bool = False) -> List[Point]:
@@ -82,109 +85,113 @@ def micro_benchmarks(batch: int = 1, quick: bool = False) -> List[Point]:
     dense = DENSE_SHAPES[::3] if quick else DENSE_SHAPES
     depthwise = DEPTHWISE_SHAPES[::3] if quick else DEPTHWISE_SHAPES
     points = []
-    for kernel, stride in DENSE_CLASSES:
+    for kernel in DENSE_KERNELS:
         for c_in, c_out, size in dense:
-            points.append(_conv_point(Span(0, 0, (batch, c_in, size, size), c_out, kernel, stride, False)))
-    for kernel, stride in DEPTHWISE_CLASSES:
+            forward = Span(0, 0, (batch, c_in, size, size), c_out, kernel, 1, False)
+            back = Span(0, 0, (batch, c_out, size, size), c_in, kernel, 1, False)
+            points.append(_conv_point((forward,) if c_in == c_out else (forward, back)))
+    for kernel in DEPTHWISE_KERNELS:
         for channels, size in depthwise:
-            points.append(_conv_point(Span(0, 0, (batch, channels, size, size), channels, kernel, stride, True)))
-    for layers in CHAIN_LENGTHS:
-        points.append(Point(f"chain-{layers}-n{batch}", "chain", layers=layers, shape=(batch, 8, 8, 8)))
+            points.append(_conv_point((Span(0, 0, (batch, channels, size, size), channels, kernel, 1, True),)))
     for shape in ADD_SHAPES[:2] if quick else ADD_SHAPES:
         full = (batch,) + shape
-        points.append(Point("add-" + "x".join(map(str, full)), "add", nbytes=3 * 4 * int(np.prod(full)),
-                            shape=full))
+        points.append(Point("add-" + "x".join(map(str, full)), "add", shape=full,
+                            nbytes=3 * 4 * int(np.prod(full))))
     return points
 
 
-def _model(nodes, inputs, outputs, initializers, name: str) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, name, inputs, outputs, initializers)
+def point_model(point: Point, repeats: int) -> onnx.ModelProto:
+    """The pattern of a micro-benchmark ``repeats`` times in a row, as one ONNX graph. Weights keep the
+    activations' scale (no denormals), there is no activation between convs (it would fuse into them anyway)."""
+    rng = np.random.default_rng(0)
+    nodes, inits, current = [], [], "input"
+    shape = point.pattern[0].in_shape if point.kind == "conv" else point.shape
+    for r in range(repeats):
+        if point.kind == "add":
+            inits.append(numpy_helper.from_array(np.full(shape, 0.5, np.float32), f"c{r}"))
+            nodes.append(helper.make_node("Add", [current, f"c{r}"], [f"x{r}"]))
+            current = f"x{r}"
+            continue
+        for i, span in enumerate(point.pattern):
+            groups = span.in_shape[1] if span.is_dw else 1
+            fan_in = span.in_shape[1] // groups * span.kernel ** 2
+            weight = rng.standard_normal((span.out_ch, span.in_shape[1] // groups, span.kernel, span.kernel))
+            name = f"w{r}_{i}"
+            inits.append(numpy_helper.from_array((weight / np.sqrt(fan_in)).astype(np.float32), name))
+            nodes.append(helper.make_node("Conv", [current, name], [f"x{r}_{i}"], kernel_shape=[span.kernel] * 2,
+                                          pads=[(span.kernel - 1) // 2] * 4, group=groups))
+            current = f"x{r}_{i}"
+    out_shape = shape if point.kind == "add" else _span_geometry(point.pattern[-1]).out_shape
+    graph = helper.make_graph(nodes, point.key, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, out_shape)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
 
 
-def chain_model(layers: int, shape: Tuple[int, int, int, int]) -> onnx.ModelProto:
-    """``layers`` tiny 1x1 convs in a row: almost no arithmetic, so its latency is call + layers x overhead."""
-    channels = shape[1]
-    rng = np.random.default_rng(0)
-    nodes, inits, current = [], [], "input"
-    for i in range(layers):
-        weight = rng.standard_normal((channels, channels, 1, 1)).astype(np.float32) * 0.1
-        inits.append(numpy_helper.from_array(weight, f"w{i}"))
-        nodes.append(helper.make_node("Conv", [current, f"w{i}"], [f"x{i}"], kernel_shape=[1, 1]))
-        current = f"x{i}"
-    nodes.append(helper.make_node("Identity", [current], ["output"]))
-    return _model(nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
-                  [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))], inits, "chain")
+def measure_point(point: Point, runner_factory: Callable[[Path], Any], settings: TimingSettings,
+                  workdir: Path) -> Entry:
+    """The marginal cost of one repetition of the pattern (ms), inside a graph: layout conversions at the graph's
+    edges and the per-call cost cancel in the difference between three repetitions and one."""
+    from harness import timing
+    from harness.backends.base import open_runners
+    from harness.onnx_io import save_model
 
-
-def add_model(shape: Tuple[int, ...]) -> onnx.ModelProto:
-    """One element-wise Add of the input and a constant of the same shape (a residual Add's traffic)."""
-    other = numpy_helper.from_array(np.ones(shape, np.float32), "other")
-    return _model([helper.make_node("Add", ["input", "other"], ["output"])],
-                  [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
-                  [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))], [other], "add")
-
-
-def point_model(point: Point) -> onnx.ModelProto:
-    """The ONNX model a micro-benchmark times."""
-    if point.kind == "conv":
-        return span_model(point.span, activation=False)  # type: ignore[arg-type]
-    if point.kind == "chain":
-        return chain_model(point.layers, point.shape)  # type: ignore[arg-type]
-    return add_model(point.shape)
+    runners = {str(r): runner_factory(save_model(point_model(point, r), workdir / f"{point.key}-{r}.onnx"))
+               for r in REPEATS}
+    with open_runners(runners):
+        measured = timing.measure_interleaved(runners, settings)
+    low, high = (measured[str(r)].stats() for r in REPEATS)
+    spread = float(np.hypot(low.median_ci_high - low.median_ci_low, high.median_ci_high - high.median_ci_low)) / 4
+    return Entry((high.median - low.median) / (REPEATS[1] - REPEATS[0]), spread, min(low.n, high.n))
 
 
 def calibration_timing(settings: TimingSettings) -> TimingSettings:
-    """The profile's protocol, shortened for micro-benchmarks (each is one small graph, timed alone)."""
+    """The profile's protocol, shortened for micro-benchmarks (small graphs, timed two at a time)."""
     return dataclasses.replace(settings, warmup_s=min(settings.warmup_s, 0.3),
                                min_duration_s=min(settings.min_duration_s, 0.4),
                                max_duration_s=min(settings.max_duration_s, 1.5),
                                min_iterations=min(settings.min_iterations, 20), target_ci=max(settings.target_ci, 0.02))
 
 
-def _nnls_relative(columns: np.ndarray, measured: np.ndarray, target: np.ndarray) -> np.ndarray:
+def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """Non-negative least squares on errors relative to ``measured`` (columns scaled for conditioning)."""
     scale = columns.max(axis=0)
     scale[scale == 0] = 1.0
-    solution, _ = nnls(columns / scale / measured[:, None], target / measured)
+    weights = 1.0 / np.maximum(measured, 1e-7)
+    solution, _ = nnls(columns / scale * weights[:, None], measured * weights)
     return solution / scale
 
 
 def fit(points: List[Point], entries: Dict[str, Entry]) -> Tuple[CalibratedCostModel, Dict[str, Any]]:
-    """Fit the cost model to measured points (times in ms); returns it and its quality on those points.
-
-    The per-call cost (session, copies) is the intercept of the chain lengths' latencies and is taken out of every
-    point; the slope is the per-layer overhead of a trivial conv, recorded for reference.
-    """
-    chains = [(p.layers, entries[p.key].time / 1e3) for p in points if p.kind == "chain"]
-    if len(chains) < 2:
-        raise HarnessError("calibration needs chains of at least two lengths to separate per-call costs")
-    slope, call = np.polyfit([k for k, _ in chains], [t for _, t in chains], 1)
-    call = max(float(call), 0.0)
+    """Fit the cost model to the measured marginal costs (ms); returns it and its error on those points."""
     convs = [p for p in points if p.kind == "conv"]
     classes = sorted({p.conv_class for p in convs})
     measured = np.array([entries[p.key].time / 1e3 for p in convs])
     columns = np.zeros((len(convs), 2 * len(classes) + 1))
     for row, p in enumerate(convs):
         index = classes.index(p.conv_class)
-        columns[row, index] = 1.0
+        columns[row, index] = len(p.pattern)
         columns[row, len(classes) + index] = p.flops
         columns[row, -1] = p.nbytes
-    solution = _nnls_relative(columns, measured, np.maximum(measured - call, 0.0))
+    solution = _nnls_relative(columns, measured)
     adds = [p for p in points if p.kind == "add"]
     add_times = np.array([entries[p.key].time / 1e3 for p in adds])
-    add_fit = _nnls_relative(np.array([[1.0, p.nbytes] for p in adds]), add_times, np.maximum(add_times - call, 0))
+    add_fit = _nnls_relative(np.array([[1.0, p.nbytes] for p in adds]), add_times)
     model = CalibratedCostModel(dict(zip(classes, map(float, solution[:len(classes)]))),
                                 dict(zip(classes, map(float, solution[len(classes):-1]))), float(solution[-1]),
                                 float(add_fit[0]), float(add_fit[1]))
-    predicted = np.array([model.conv_cost(_span_geometry(p.span)) for p in convs]) + call  # type: ignore
-    errors = np.abs(predicted - measured) / measured
+    errors = np.abs(np.array([predict(model, p) for p in convs]) - measured) / np.maximum(measured, 1e-7)
     quality = {"conv_points": len(convs), "median_abs_rel_error": float(np.median(errors)),
-               "p90_abs_rel_error": float(np.quantile(errors, 0.9)), "max_abs_rel_error": float(np.max(errors)),
-               "per_call_s": call, "trivial_layer_overhead_s": max(float(slope), 0.0)}
+               "p90_abs_rel_error": float(np.quantile(errors, 0.9)), "max_abs_rel_error": float(np.max(errors))}
     return model, quality
+
+
+def predict(model: CostModel, point: Point) -> float:
+    """What ``model`` says one repetition of a micro-benchmark costs, in seconds."""
+    if point.kind == "add":
+        return model.elementwise_cost(point.nbytes)
+    return sum(model.conv_cost(_span_geometry(span)) for span in point.pattern)
 
 
 def calibration_record(profile: Profile, backend: str, precision: str, batch: int, points: List[Point],
@@ -196,9 +203,9 @@ def calibration_record(profile: Profile, backend: str, precision: str, batch: in
     for p in points:
         row = {"key": p.key, "kind": p.kind, "time_ms": entries[p.key].time, "stdev_ms": entries[p.key].stdev,
                "n": entries[p.key].n, "flops": p.flops, "bytes": p.nbytes}
+        row["predicted_ms"] = predict(model, p) * 1e3
         if p.kind == "conv":
-            row.update(conv_class=p.conv_class, predicted_ms=(model.conv_cost(_span_geometry(p.span))
-                                                               + quality["per_call_s"]) * 1e3)
+            row["conv_class"] = p.conv_class
         rows.append(row)
     return {"schema": SCHEMA, "kind": "harness calibration", "profile": profile.name, "backend": backend,
             "precision": precision, "batch": batch,

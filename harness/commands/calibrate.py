@@ -6,13 +6,13 @@ from pathlib import Path
 
 from harness.commands import add_command
 
-DESCRIPTION = """Time single convolutions on the device (dense and depthwise; kernels 1-7; strides 1 and 2; several
-channel counts and spatial sizes), chains of tiny convs (per-layer overhead) and element-wise Adds, with a
-shortened measurement protocol; fit the cost model `fold --merge auto` uses (a FLOP rate per kind of conv, a
-bandwidth term, the per-layer overhead) and write it beside the profile as
-<profile>.<backend>.<precision>.calibration.json, with the measured points, the fit's error on them and the
-provenance (device state, versions, date). Commit that file with the profile. Interrupted runs resume from
-<output>.progress.jsonl (only measurements made with the same device, backend, settings and versions)."""
+DESCRIPTION = """Time convolutions on the device (dense and depthwise; kernels 1-7; several channel counts and
+spatial sizes) and element-wise Adds, each as the marginal cost of one more layer inside a graph (timed once and
+three times in a row, interleaved), with a shortened measurement protocol; fit the cost model that
+`fold --merge auto` uses (a fixed cost and a FLOP rate per kind of conv, a bandwidth term) and write it beside the
+profile as <profile>.<backend>.<precision>.calibration.json, with the measured points, the fit's error on them
+and the provenance (device state, versions, date). Commit that file with the profile. Interrupted runs resume
+from <output>.progress.jsonl (only measurements made with the same device, backend, settings and versions)."""
 
 
 def register(subparsers) -> None:
@@ -33,18 +33,18 @@ def run(args) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from harness import envinfo, timing
+    from harness import envinfo
     from harness.backends import get_runner_class
     from harness.calibrate import (
         calibration_record,
         calibration_timing,
+        measure_point,
         micro_benchmarks,
-        point_model,
         run_calibration,
     )
     from harness.errors import HarnessError
     from harness.lut import Entry, measurement_context
-    from harness.onnx_io import save_model, write_text_atomic
+    from harness.onnx_io import write_text_atomic
     from harness.profiles import calibration_path, load_profile, with_backend
 
     profile = with_backend(load_profile(args.device), args.backend)
@@ -64,10 +64,8 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
 
         def measure(point) -> Entry:
-            path = save_model(point_model(point), Path(tmp) / f"{point.key}.onnx")
-            with runner_class(path, profile, precision, batch) as runner:
-                stats = timing.measure_interleaved({point.key: runner}, settings)[point.key].stats()
-            return Entry(stats.median, stats.std, stats.n)
+            return measure_point(point, lambda path: runner_class(path, profile, precision, batch), settings,
+                                 Path(tmp))
 
         columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns) as progress:
@@ -85,9 +83,9 @@ def run(args) -> int:
         print(f"{ignored} saved measurements of another device, backend, settings or version were not reused")
     print(f"{len(points)} micro-benchmarks ({measured} measured now) on {profile.name}/{profile.backend}/"
           f"{precision}, batch {batch}")
-    print(f"  per call {quality['per_call_s'] * 1e6:.1f} us, per trivial layer "
-          f"{quality['trivial_layer_overhead_s'] * 1e6:.2f} us; fit error on the convs: median "
-          f"{quality['median_abs_rel_error']:.1%}, p90 {quality['p90_abs_rel_error']:.1%}")
+    print(f"  fit error on the convs' marginal costs: median {quality['median_abs_rel_error']:.1%}, p90 "
+          f"{quality['p90_abs_rel_error']:.1%}; element-wise: {fit['elementwise_overhead_s'] * 1e6:.1f} us + "
+          f"{fit['elementwise_seconds_per_byte'] * 1e12:.1f} ps/byte")
     for name, seconds in sorted(fit["seconds_per_flop"].items()):
         rate = f"{1e-9 / seconds:8.1f} GFLOP/s" if seconds else "   (no FLOP term)"
         print(f"  {name:<12} fixed {fit['fixed_s'][name] * 1e6:7.1f} us, {rate}")
