@@ -13,6 +13,7 @@ from harness.graph_stats import count_flops, count_params
 from harness.onnx_io import load_model
 from harness.papers import CLAIMS, suite_models
 from harness.profiles import load_profile
+from harness.results import RatioCI
 from harness.zoo import build_model, list_variants
 
 
@@ -68,5 +69,9 @@ def test_suite_on_lenet5_writes_claims_and_reports(tmp_path, fast_profile, capsy
     assert float(measured["speedup_ci_low"]) <= float(measured["speedup"]) <= float(measured["speedup_ci_high"])
     for name in ("report.md", "report.csv", "report.tex", "results.json", "latency.png", "speedup.svg"):
         assert (out / "report" / name).stat().st_size > 0
+    tex = (out / "papers.tex").read_text()   # the table people paste: booktabs, with our interval
+    ours = RatioCI(*(float(measured[k]) for k in ("speedup", "speedup_ci_low", "speedup_ci_high")))
+    assert r"\toprule" in tex and "PSM & lenet5 & psm-20x" in tex and ours.parts()[1] in tex
+    assert r"\begin{document}" in (out / "papers-standalone.tex").read_text()
     assert main(["suite", "papers", "--device", str(fast_profile), "--models", "alexnet"]) == 2
     assert "not in the papers' suite" in capsys.readouterr().err
