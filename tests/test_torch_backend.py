@@ -96,3 +96,28 @@ def test_cuda_graph_replay_matches_eager_and_is_timed(head, tmp_path, batch):
                                    atol=1e-4)
         assert all(graphed.measure_once()["latency_ms"] > 0 for _ in range(5))
         assert graphed.describe()["cudnn_benchmark"] is True
+
+
+def test_bench_runs_any_profile_on_the_torch_backend(tmp_path, fast_profile, capsys):
+    """Issue 13: `harness bench --device X --backend torch`; a GPU profile without CUDA is refused, not faked."""
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "--device", str(fast_profile), "--backend", "torch", "--models", "lenet5",
+                 "--out", str(out)]) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {r["backend"]["backend"] for r in runs} == {"torch"} and all(r["backend"]["device"] == "cpu"
+                                                                         for r in runs)
+    capsys.readouterr()
+    h100 = yaml.safe_load((Path(__file__).resolve().parent.parent / "device_profiles" / "h100.yaml").read_text())
+    h100["timing"] = yaml.safe_load(fast_profile.read_text())["timing"]
+    (tmp_path / "h100.yaml").write_text(yaml.safe_dump(h100))
+    code = main(["bench", "--device", str(tmp_path / "h100.yaml"), "--backend", "torch", "--models", "lenet5",
+                 "--out", str(tmp_path / "gpu")])
+    if CUDA:
+        assert code == 0
+    else:
+        assert code == 2 and "sees no CUDA device" in capsys.readouterr().err
+    assert main(["bench", "--device", str(fast_profile), "--backend", "tflite", "--models", "lenet5"]) == 2

@@ -35,7 +35,7 @@ def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch on the GPU when there is one (the profile's kind is gpu or jetson), else on the CPU.
+    """PyTorch on the GPU for gpu and jetson profiles (refused where torch sees no CUDA), on the CPU for cpu ones.
 
     The profile's ``torch`` section selects ``cuda_graph`` (capture the forward pass once into a CUDA graph with a
     static input and output buffer, after a warm-up on a side stream, then time its replay with CUDA events) and
@@ -50,7 +50,10 @@ class TorchRunner(Runner):
         if precision not in DTYPES:
             raise HarnessError(f"the torch backend runs fp32 or fp16, not {precision}")
         self.cuda_graph = profile.torch.cuda_graph if cuda_graph is None else cuda_graph
-        self.device = torch.device("cuda" if profile.kind != "cpu" and torch.cuda.is_available() else "cpu")
+        if profile.kind != "cpu" and not torch.cuda.is_available():
+            raise HarnessError(f"profile {profile.name!r} is for a {profile.kind}, but torch {torch.__version__} sees "
+                               f"no CUDA device: install a CUDA build of torch there, or time on a cpu profile")
+        self.device = torch.device("cpu" if profile.kind == "cpu" else "cuda")
         self.graph = None
 
     def _activate_impl(self) -> None:
