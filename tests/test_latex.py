@@ -132,3 +132,20 @@ def test_partial_results_carry_a_visible_warning(tmp_path, capsys):
     assert "Warning: partial results" in (out / "report.md").read_text()
     assert "Partial results" in (out / "report.tex").read_text()
     assert "Partial results" in claims_latex(read_results(path))
+
+
+def test_long_labels_and_three_columns_still_fit(tmp_path):
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex not installed (Debian: texlive-latex-recommended)")
+    documents = _two_devices(tmp_path)
+    data = documents[0].to_dict()   # the same device again at FP16, batch 8: a longer column label
+    for run in data["runs"]:
+        run["precision"], run["batch"] = "fp16", 8
+        run["input_shape"] = [8] + run["input_shape"][1:]
+    documents.append(parse_results(data, str(tmp_path / "fp16.json")))
+    out = tmp_path / "report"
+    write_report(documents, out, ["test"], plots=False)
+    assert "recorded-host fp16 b8" in (out / "report-narrow.tex").read_text()
+    (out / "paper.tex").write_text(PAPER % "\\input{report.tex}\n\\input{report-narrow.tex}")
+    log = _pdflatex(out, "paper.tex")
+    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)

@@ -1,8 +1,8 @@
 """LaTeX people paste into papers: booktabs tables as includable fragments, and a document that
 compiles as-is.
 
-A fragment is one float (``table`` or ``table*``) and needs only ``\\usepackage{booktabs}``
-(``graphicx`` too where a wide table may be scaled) in the paper's preamble:
+A fragment is one float (``table`` or ``table*``) and needs ``\\usepackage{booktabs}`` and
+``\\usepackage{graphicx}`` (to scale a table down where it would overrun) in the paper's preamble:
 ``\\input{report.tex}``. The standalone document holds the same floats. Intervals print as
 ``[low, high]``, never as a +- half-width: bootstrap intervals of a ratio are asymmetric.
 """
@@ -72,14 +72,14 @@ def fit_to_width(tabular: List[str]) -> List[str]:
 def float_fragment(tabular: List[str], caption: str, label: str, comments: Sequence[str], name: str,
                    wide: bool) -> str:
     """One booktabs float, ready for ``\\input``: a wide one is a ``table*`` (both columns of a
-    two-column paper) scaled down only where it would overrun the page."""
+    two-column paper), a narrow one a ``table`` (one column); either is scaled down only where it
+    would overrun its width (long device labels, many devices)."""
     env = "table*" if wide else "table"
-    packages = r"\usepackage{booktabs}" + (r" and \usepackage{graphicx}" if wide else "")
-    note = f"% Needs {packages} in the preamble; include with \\input{{{name}}}."
-    body = fit_to_width(tabular) if wide else tabular
+    note = (r"% Needs \usepackage{booktabs} and \usepackage{graphicx} in the preamble; include "
+            f"with \\input{{{name}}}.")
     lines = [*comments, note, f"\\begin{{{env}}}[t]", r"\centering", r"\small",
              r"\setlength{\tabcolsep}{4pt}", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
-             *body, f"\\end{{{env}}}"]
+             *fit_to_width(tabular), f"\\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 
