@@ -76,9 +76,6 @@ class RatioCI:
         """``1.23x [1.10, 1.41]`` (``$1.23{\\times}$ [1.10, 1.41]`` in LaTeX)."""
         return " ".join(self.parts(decimals, latex))
 
-    def __str__(self) -> str:
-        return self.format()
-
 
 def format_ratio(ci: Optional[RatioCI], latex: bool = False, missing: str = "") -> str:
     """A speed-up and its interval, or ``missing`` where there is none."""
@@ -404,8 +401,3 @@ def write_results(results: Union[Results, Dict[str, Any]], path: Path) -> Path:
     """Write a results file atomically, always as schema 2 (a dict goes through the reader)."""
     results = as_results(results, f"results for {path}")
     return write_text_atomic(path, json.dumps(results.to_dict(), indent=1) + "\n")
-
-
-def run_by_id(results: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """Runs of a results dict keyed by their id."""
-    return {run["id"]: run for run in results["runs"]}
