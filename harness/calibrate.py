@@ -164,7 +164,8 @@ def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
 
 
 def fit(points: List[Point], entries: Dict[str, Entry]) -> Tuple[CalibratedCostModel, Dict[str, Any]]:
-    """Fit the cost model to the measured marginal costs (ms); returns it and its error on those points."""
+    """Fit the cost model to the measured marginal costs (ms); returns it and the formula's error on those points
+    (the model also keeps each point's residual ratio, so measured shapes are priced as measured)."""
     convs = [p for p in points if p.kind == "conv"]
     classes = sorted({p.conv_class for p in convs})
     measured = np.array([entries[p.key].time / 1e3 for p in convs])
@@ -181,17 +182,24 @@ def fit(points: List[Point], entries: Dict[str, Entry]) -> Tuple[CalibratedCostM
     model = CalibratedCostModel(dict(zip(classes, map(float, solution[:len(classes)]))),
                                 dict(zip(classes, map(float, solution[len(classes):-1]))), float(solution[-1]),
                                 float(add_fit[0]), float(add_fit[1]))
-    errors = np.abs(np.array([predict(model, p) for p in convs]) - measured) / np.maximum(measured, 1e-7)
+    fitted = np.array([predict(model, p) for p in convs])
+    errors = np.abs(fitted - measured) / np.maximum(measured, 1e-7)
     quality = {"conv_points": len(convs), "median_abs_rel_error": float(np.median(errors)),
                "p90_abs_rel_error": float(np.quantile(errors, 0.9)), "max_abs_rel_error": float(np.max(errors))}
+    for p, seconds, predicted in zip(convs, measured, fitted):  # what the formula misses, kept per shape
+        for span in p.pattern if seconds > 0 and predicted > 0 else ():
+            model.corrections.append((p.conv_class, span.in_shape[1], span.out_ch, span.in_shape[2],
+                                      float(seconds / predicted)))
     return model, quality
 
 
-def predict(model: CostModel, point: Point) -> float:
-    """What ``model`` says one repetition of a micro-benchmark costs, in seconds."""
+def predict(model: CostModel, point: Point, fitted_only: bool = False) -> float:
+    """What ``model`` says one repetition of a micro-benchmark costs, in seconds (``fitted_only``: a calibrated
+    model's formula without its per-shape corrections)."""
     if point.kind == "add":
         return model.elementwise_cost(point.nbytes)
-    return sum(model.conv_cost(_span_geometry(span)) for span in point.pattern)
+    price = model.fitted_cost if fitted_only and isinstance(model, CalibratedCostModel) else model.conv_cost
+    return sum(price(_span_geometry(span)) for span in point.pattern)
 
 
 def calibration_record(profile: Profile, backend: str, precision: str, batch: int, points: List[Point],
@@ -204,6 +212,7 @@ def calibration_record(profile: Profile, backend: str, precision: str, batch: in
         row = {"key": p.key, "kind": p.kind, "time_ms": entries[p.key].time, "stdev_ms": entries[p.key].stdev,
                "n": entries[p.key].n, "flops": p.flops, "bytes": p.nbytes}
         row["predicted_ms"] = predict(model, p) * 1e3
+        row["fitted_ms"] = predict(model, p, fitted_only=True) * 1e3
         if p.kind == "conv":
             row["conv_class"] = p.conv_class
         rows.append(row)

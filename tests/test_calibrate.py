@@ -42,9 +42,16 @@ def test_fit_recovers_the_model_that_generated_the_measurements():
         assert model.seconds_per_flop[name] == pytest.approx(truth.seconds_per_flop[name], rel=1e-3)
         assert model.fixed_s[name] == pytest.approx(truth.fixed_s[name], rel=1e-2, abs=1e-7)
     assert model.elementwise_seconds_per_byte == pytest.approx(truth.elementwise_seconds_per_byte, rel=1e-3)
-    noisy, quality = fit(micro_benchmarks(1), _entries(truth, noise=0.03))
+    entries = _entries(truth, noise=0.03)
+    noisy, quality = fit(micro_benchmarks(1), entries)
     assert 0.005 < quality["median_abs_rel_error"] < 0.05  # 3% noise shows up as about 2% median error
     assert noisy.seconds_per_flop["dw-k3-s1"] > 4 * noisy.seconds_per_flop["dense-k3-s1"]
+    for point in (p for p in micro_benchmarks(1) if p.kind == "conv" and len(p.pattern) == 1):
+        assert predict(noisy, point) * 1e3 == pytest.approx(entries[point.key].time, rel=1e-9)  # as measured
+    between = ConvGeometry((1, 24, 24, 24), (1, 24, 24, 24), (3, 3), 1)  # between two calibrated shapes
+    assert noisy.conv_cost(between) != noisy.fitted_cost(between)
+    far = ConvGeometry((1, 1024, 3, 3), (1, 1024, 3, 3), (3, 3), 1)  # no calibrated shape near: the formula
+    assert noisy.conv_cost(far) == noisy.fitted_cost(far)
 
 
 def test_patterns_repeat_and_change_no_shape():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from harness.profiles import Profile
 
@@ -144,7 +144,9 @@ class CalibratedCostModel(CostModel):
     ``fixed_s[class] + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes``: a fixed cost and a FLOP
     rate per kind of conv (dense or depthwise, kernel size, stride), so that depthwise convs, large kernels and
     each kernel's dispatch cost are priced as measured. A class not calibrated uses the nearest kernel size of the
-    same kind and stride.
+    same kind and stride. ``corrections`` keep what the fit missed at each calibrated shape (measured / fitted,
+    per class, input and output channels and spatial size): a conv within a factor of two of one in each of those
+    is scaled by the nearest one's ratio, so a shape that was measured is priced as measured.
     """
 
     fixed_s: Dict[str, float]
@@ -153,6 +155,7 @@ class CalibratedCostModel(CostModel):
     elementwise_overhead_s: float
     elementwise_seconds_per_byte: float
     name: str = "calibrated"
+    corrections: List[Tuple[str, int, int, int, float]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_dict(cls, fit: Dict[str, Any], name: str) -> CalibratedCostModel:
@@ -160,13 +163,15 @@ class CalibratedCostModel(CostModel):
         return cls({str(k): float(v) for k, v in dict(fit["fixed_s"]).items()},
                    {str(k): float(v) for k, v in dict(fit["seconds_per_flop"]).items()},
                    float(fit["seconds_per_byte"]), float(fit["elementwise_overhead_s"]),
-                   float(fit["elementwise_seconds_per_byte"]), name)
+                   float(fit["elementwise_seconds_per_byte"]), name,
+                   [(str(c), int(i), int(o), int(h), float(r)) for c, i, o, h, r in fit.get("corrections", [])])
 
     def to_dict(self) -> Dict[str, Any]:
         """The ``fit`` block of a calibration file."""
         return {"fixed_s": dict(self.fixed_s), "seconds_per_flop": dict(self.seconds_per_flop),
                 "seconds_per_byte": self.seconds_per_byte, "elementwise_overhead_s": self.elementwise_overhead_s,
-                "elementwise_seconds_per_byte": self.elementwise_seconds_per_byte}
+                "elementwise_seconds_per_byte": self.elementwise_seconds_per_byte,
+                "corrections": [list(c) for c in self.corrections]}
 
     def nearest_class(self, depthwise: bool, kernel: int, stride: int) -> str:
         """The class itself when calibrated, else the nearest kernel size of the same kind and stride."""
@@ -178,11 +183,33 @@ class CalibratedCostModel(CostModel):
         same_stride = [k for k in candidates if k.endswith(f"-s{min(stride, 2)}")] or candidates
         return min(same_stride, key=lambda k: (abs(int(k.split("-")[1][1:]) - kernel), -int(k.split("-")[1][1:])))
 
-    def conv_cost(self, geometry: ConvGeometry) -> float:
-        depthwise = geometry.groups > 1 and geometry.groups == geometry.in_shape[1] == geometry.out_shape[1]
-        name = self.nearest_class(depthwise, max(geometry.taps), geometry.stride)
+    def fitted_cost(self, geometry: ConvGeometry) -> float:
+        """The fitted formula alone, without the correction of the nearest calibrated shape."""
+        name = self._class_of(geometry)
         return (self.fixed_s[name] + self.seconds_per_flop[name] * geometry.flops
                 + self.seconds_per_byte * geometry.bytes_moved())
+
+    def _class_of(self, geometry: ConvGeometry) -> str:
+        depthwise = geometry.groups > 1 and geometry.groups == geometry.in_shape[1] == geometry.out_shape[1]
+        return self.nearest_class(depthwise, max(geometry.taps), geometry.stride)
+
+    def correction(self, geometry: ConvGeometry) -> float:
+        """measured / fitted at the nearest calibrated shape of the class (within a factor 2 per axis), else 1."""
+        import math
+
+        name = self._class_of(geometry)
+        here = (geometry.in_shape[1], geometry.out_shape[1], geometry.in_shape[2])
+        best, ratio = 3.0, 1.0
+        for cls_name, c_in, c_out, size, r in self.corrections:
+            if cls_name != name:
+                continue
+            steps = [abs(math.log2(a / b)) for a, b in zip(here, (c_in, c_out, size))]
+            if max(steps) <= 1.0 and sum(steps) < best:
+                best, ratio = sum(steps), r
+        return ratio
+
+    def conv_cost(self, geometry: ConvGeometry) -> float:
+        return self.fitted_cost(geometry) * self.correction(geometry)
 
     def elementwise_cost(self, nbytes: int) -> float:
         return self.elementwise_overhead_s + self.elementwise_seconds_per_byte * nbytes
