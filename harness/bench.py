@@ -44,6 +44,8 @@ class BenchOptions:
     verify: bool = True
     batch: int = 1
     precision: str = "fp32"
+    # graphs exported and folded elsewhere (a remote device times what the workstation prepared)
+    prepared: Optional[Dict[str, List[_Config]]] = None
 
 
 @dataclasses.dataclass
@@ -166,7 +168,8 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
                 progress.update(_task, completed=_done["value"], stage=stage)
 
             progress.update(task, stage="export")
-            configs = _prepare_model(source, variants, options, cost_model, advance)
+            configs = (options.prepared[source.name] if options.prepared is not None
+                       else _prepare_model(source, variants, options, cost_model, advance))
             runners = {c.run_id: runner_class(c.onnx_path, profile, options.precision,
                                               resolve_batch(c.onnx_path, options.batch)) for c in configs}
             with open_runners(runners), contextlib.ExitStack() as held:
@@ -194,6 +197,13 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
     write_results(results, results_path)
     write_bench_tables(as_results(results, str(results_path)), options.out_dir)
     return results
+
+
+def prepare_suite(options: BenchOptions) -> Dict[str, List[_Config]]:
+    """Export and fold every model of the suite without timing (for a device that times them)."""
+    cost_model, _ = cost_model_for(options.profile, options.precision)
+    return {source.name: _prepare_model(source, variants, options, cost_model, lambda *_: None)
+            for source, variants in options.sources}
 
 
 def resolve_suite(models: List[str], variants: str, factory_shape: Optional[str],

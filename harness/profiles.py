@@ -110,6 +110,9 @@ class Remote:
     port: int = 22
     python: str = "python3"
     workdir: str = "~/harness"
+    profile: Optional[str] = None  # the profile the device loads (default: this profile's name)
+    identity: Optional[str] = None  # ssh -i key file (default: ssh's own)
+    known_hosts: Optional[str] = None  # UserKnownHostsFile (default: ssh's own); keys are always checked
 
 
 @dataclasses.dataclass

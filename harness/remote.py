@@ -1,68 +1,320 @@
-"""Run build and time on a device over SSH (the system ``ssh``/``scp``), e.g. a Jetson on the bench.
+"""Benchmark on devices over SSH (the system ``ssh``/``scp``): one device, or a fleet in parallel.
 
-Host keys are checked (``BatchMode``, ``StrictHostKeyChecking=yes``: an unknown host is refused, not trusted).
-No local shell is used; the remote command is built from ``shlex.quote``-d arguments, since ssh hands the
-remote side one command string. The device needs harness installed at ``remote.workdir`` (Python 3.8, no torch).
+Host keys are checked (``BatchMode``, ``StrictHostKeyChecking=yes``: an unknown host is refused, not
+trusted). No local shell is used; the remote command is built from ``shlex.quote``-d arguments, since
+ssh hands the remote side one command string. The device needs harness installed (Python 3.8, no
+torch); ``remote.workdir`` is where it runs, and where its engine cache (``engines/``) stays.
+
+A fleet run (``harness bench --device a,b``) exports and folds on the workstation, ships each device
+its ONNX files and a manifest (``harness-jobs/<job>/``), runs ``harness bench --manifest`` there with
+the device's own profile under a device lock, brings ``results.json`` back, and merges the devices'
+results into one report. The lock is ``fcntl.flock`` on ``<workdir>/.harness.lock`` taken by the
+device-side process: the kernel releases it when that process ends, however it ends, so a lock is
+never stale; the file says who holds it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import json
+import os
 import shlex
+import socket
 import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
 from harness.profiles import Profile
+
+LOCK_NAME = ".harness.lock"
+JOBS_DIR = "harness-jobs"
+MANIFEST_VERSION = 1
+
+
+def quote_remote_path(path: str) -> str:
+    """A remote path for a shell command line: quoted, with a leading ``~`` kept as ``$HOME``."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
 
 
 class RemoteDevice:
     """An SSH target from a profile's ``remote`` section."""
 
-    def __init__(self, profile: Profile, identity: Optional[Path] = None, known_hosts: Optional[Path] = None,
-                 timeout_s: float = 600.0) -> None:
+    def __init__(self, profile: Profile, identity: Optional[Path] = None,
+                 known_hosts: Optional[Path] = None, timeout_s: float = 600.0) -> None:
         remote = profile.remote
         if not remote.host:
             raise HarnessError(f"profile {profile.name!r} has no remote.host")
         self.profile, self.remote, self.timeout_s = profile, remote, timeout_s
         self.target = f"{remote.user}@{remote.host}" if remote.user else remote.host
-        self.options = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]
+        self.options = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                        "-o", "ConnectTimeout=10"]
+        identity = identity or remote.identity
+        known_hosts = known_hosts or remote.known_hosts
         if identity:
             self.options += ["-i", str(identity)]
         if known_hosts:
             self.options += ["-o", f"UserKnownHostsFile={known_hosts}"]
 
-    def _call(self, argv: List[str], what: str) -> str:
+    @property
+    def device_profile(self) -> str:
+        """The profile the device loads: ``remote.profile``, else this profile's name."""
+        return self.remote.profile or self.profile.name
+
+    def _call(self, argv: List[str], what: str, timeout_s: Optional[float] = None) -> str:
+        timeout_s = timeout_s or self.timeout_s
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise HarnessError(f"{what} on {self.target} timed out after {self.timeout_s:g} s") from None
+            raise HarnessError(f"{what} on {self.target} timed out after {timeout_s:g} s") from None
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise HarnessError(f"{what} on {self.target} failed: {last}")
         return proc.stdout
 
-    def run(self, args: Sequence[str]) -> str:
+    def run(self, args: Sequence[str], timeout_s: Optional[float] = None) -> str:
         """Run a command in the remote workdir; arguments are quoted, never interpreted by a shell."""
-        command = f"cd {shlex.quote(self.remote.workdir)} && " + " ".join(shlex.quote(a) for a in args)
+        command = (f"cd {quote_remote_path(self.remote.workdir)} && "
+                   + " ".join(shlex.quote(a) for a in args))
         return self._call(["ssh", "-p", str(self.remote.port), *self.options, self.target, command],
-                          "remote command")
+                          "remote command", timeout_s)
 
-    def put(self, local: Path, remote_name: str) -> str:
-        """Copy a file into the remote workdir; returns its remote path (relative to the workdir)."""
-        destination = f"{self.target}:{self.remote.workdir.rstrip('/')}/{remote_name}"
-        self._call(["scp", "-q", "-P", str(self.remote.port), *self.options, str(local), destination], "upload")
-        return remote_name
+    def _remote(self, name: str) -> str:
+        return f"{self.target}:{self.remote.workdir.rstrip('/')}/{name}"
+
+    def put(self, local: Sequence[Path], remote_dir: str) -> None:
+        """Copy files into a folder (relative to the workdir) that exists on the device."""
+        self._call(["scp", "-q", "-P", str(self.remote.port), *self.options, *map(str, local),
+                    self._remote(remote_dir.rstrip("/") + "/")], "upload")
 
     def get(self, remote_name: str, local: Path) -> Path:
         """Copy a file from the remote workdir."""
-        source = f"{self.target}:{self.remote.workdir.rstrip('/')}/{remote_name}"
-        self._call(["scp", "-q", "-P", str(self.remote.port), *self.options, source, str(local)], "download")
+        self._call(["scp", "-q", "-P", str(self.remote.port), *self.options,
+                    self._remote(remote_name), str(local)], "download")
         return local
 
     def time(self, onnx_files: Sequence[Path], out: Path, device: Optional[str] = None) -> Path:
-        """Upload ONNX files, run ``harness time`` on the device with its own profile, bring the JSON back."""
-        names = [self.put(path, f"harness-{path.name}") for path in onnx_files]
-        self.run([self.remote.python, "-m", "harness.cli", "time", *names, "--device", device or self.profile.name,
-                  "--local", "--json", "harness-times.json"])
-        return self.get("harness-times.json", out)
+        """Upload ONNX files, run ``harness time`` on the device with its own profile, bring the
+        JSON back."""
+        job = _job_dir()
+        self.run(["mkdir", "-p", job])
+        try:
+            self.put(onnx_files, job)
+            names = [f"{job}/{path.name}" for path in onnx_files]
+            self.run([self.remote.python, "-m", "harness.cli", "time", *names,
+                      "--device", device or self.device_profile, "--local",
+                      "--json", f"{job}/times.json"])
+            return self.get(f"{job}/times.json", out)
+        finally:
+            self._clean(job)
+
+    def bench(self, manifest: Path, onnx_files: Sequence[Path], out_dir: Path,
+              lock_timeout_s: float) -> Path:
+        """Time a prepared suite on the device under its lock; returns the local results.json."""
+        job = _job_dir()
+        self.run(["mkdir", "-p", job])
+        try:
+            self.put([manifest, *onnx_files], job)
+            self.run([self.remote.python, "-m", "harness.cli", "bench", "--device",
+                      self.device_profile, "--manifest", f"{job}/{manifest.name}",
+                      "--out", f"{job}/out", "--lock", LOCK_NAME,
+                      "--lock-timeout", f"{lock_timeout_s:g}"],
+                     timeout_s=self.timeout_s + lock_timeout_s)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            return self.get(f"{job}/out/results.json", out_dir / "results.json")
+        finally:
+            self._clean(job)
+
+    def _clean(self, job: str) -> None:
+        """Remove a job's uploads from the device (best effort: the results are already back)."""
+        try:
+            self.run(["rm", "-rf", job], timeout_s=60)
+        except HarnessError as exc:
+            print(f"warning: {self.profile.name}: could not remove {job}: {exc}", file=sys.stderr)
+
+
+def _job_dir() -> str:
+    return f"{JOBS_DIR}/{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class DeviceLock:
+    """One benchmark at a time on a device: an exclusive ``flock`` on a file, with its owner.
+
+    Taken by the process that times (on the device); released when it ends, however it ends.
+    """
+
+    def __init__(self, path: Path, timeout_s: float, owner: str = "",
+                 poll_s: float = 0.5) -> None:
+        self.path, self.timeout_s, self.poll_s = Path(path), timeout_s, poll_s
+        self.owner = owner or f"{socket.gethostname()} pid {os.getpid()}"
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> DeviceLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise HarnessError(f"device busy: {self.path} is held by {holder} "
+                                       f"(waited {self.timeout_s:g} s)") from None
+                time.sleep(self.poll_s)
+        os.ftruncate(fd, 0)
+        since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        os.pwrite(fd, f"{self.owner}, since {since}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> List[Path]:
+    """The prepared suite for a device: sources, graphs (ONNX file names) and settings; returns
+    the ONNX files to ship beside it."""
+    models, files = [], []
+    for source, variants in options.sources:
+        graphs = []
+        for config in prepared[source.name]:
+            files.append(config.onnx_path)
+            graphs.append({"run_id": config.run_id, "variant": config.variant,
+                           "folded": config.folded, "file": config.onnx_path.name,
+                           "info": config.info})
+        models.append({"kind": source.kind, "name": source.name, "reference": source.reference,
+                       "variants": variants, "graphs": graphs})
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        raise HarnessError("two prepared graphs share a file name; rename the models")
+    manifest = {"manifest": MANIFEST_VERSION, "merge": options.merge, "verify": options.verify,
+                "batch": options.batch, "precision": options.precision, "models": models}
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return files
+
+
+def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
+    """BenchOptions for a prepared suite (device side); ONNX files lie beside the manifest."""
+    from harness.bench import BenchOptions, _Config
+    from harness.export import ModelSource
+
+    try:
+        data = json.loads(Path(path).read_text())
+        if data.get("manifest") != MANIFEST_VERSION:
+            raise HarnessError(f"{path}: manifest version {data.get('manifest')!r}, this harness "
+                               f"reads {MANIFEST_VERSION}")
+        sources, prepared = [], {}
+        for model in data["models"]:
+            source = ModelSource(model["kind"], model["name"], reference=model["reference"])
+            sources.append((source, list(model["variants"])))
+            prepared[source.name] = [
+                _Config(g["run_id"], g["variant"], bool(g["folded"]), path.parent / g["file"],
+                        dict(g["info"])) for g in model["graphs"]]
+        return BenchOptions(sources, profile, out_dir, merge=data["merge"],
+                            verify=bool(data["verify"]), batch=int(data["batch"]),
+                            precision=str(data["precision"]), prepared=prepared)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(f"{path} is not a readable bench manifest ({exc!r:.120})") from None
+
+
+@dataclasses.dataclass
+class DeviceOutcome:
+    """What became of one device of a fleet run."""
+
+    device: str
+    out_dir: Path
+    results: Optional[Path] = None
+    error: Optional[str] = None
+
+
+def _prepare_remote(options: Any, log: Callable[[str], None]) -> Tuple[Path, List[Path]]:
+    """Export and fold here for the device of ``options.profile``; the manifest and its files."""
+    from harness.bench import prepare_suite
+
+    log(f"{options.profile.name}: exporting and folding")
+    prepared = prepare_suite(options)
+    manifest = options.out_dir / "manifest.json"
+    return manifest, write_manifest(options, prepared, manifest)
+
+
+def _time_remote(options: Any, manifest: Path, files: List[Path], lock_timeout_s: float,
+                 log: Callable[[str], None]) -> DeviceOutcome:
+    """Ship a prepared suite, time it on the device, bring results.json back and tabulate it."""
+    from harness.report.pipeline import write_bench_tables
+    from harness.results import read_results
+
+    device = RemoteDevice(options.profile)
+    log(f"{options.profile.name}: timing on {device.target} (profile {device.device_profile})")
+    results_path = device.bench(manifest, files, options.out_dir, lock_timeout_s)
+    write_bench_tables(read_results(results_path), options.out_dir)
+    log(f"{options.profile.name}: results back in {results_path}")
+    return DeviceOutcome(options.profile.name, options.out_dir, results_path)
+
+
+def run_fleet(jobs: List[Any], lock_timeout_s: float, run_local: Callable[[Any], Path],
+              log: Callable[[str], None]) -> List[DeviceOutcome]:
+    """Bench every device: remote ones in parallel (one thread each, once exported and folded
+    here, one after the other), local ones here meanwhile.
+
+    A device's failure is recorded in its outcome; the other devices carry on.
+    """
+    outcomes: Dict[str, DeviceOutcome] = {}
+    timing: Dict[str, Any] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+        for options in jobs:
+            if not options.profile.remote.host:
+                continue
+            try:
+                manifest, files = _prepare_remote(options, log)
+            except Exception as exc:  # noqa: BLE001 -- reported per device, others carry on
+                outcomes[options.profile.name] = _failure(options, exc)
+                continue
+            timing[options.profile.name] = pool.submit(_time_remote, options, manifest, files,
+                                                       lock_timeout_s, log)
+        for options in jobs:
+            if not options.profile.remote.host:
+                outcomes[options.profile.name] = _guarded(options, lambda o=options: DeviceOutcome(
+                    o.profile.name, o.out_dir, run_local(o)))
+        for options in jobs:
+            if options.profile.name in timing:
+                outcomes[options.profile.name] = _guarded(options,
+                                                          timing[options.profile.name].result)
+    return [outcomes[o.profile.name] for o in jobs]
+
+
+def _failure(options: Any, exc: BaseException) -> DeviceOutcome:
+    message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+    return DeviceOutcome(options.profile.name, options.out_dir, error=message)
+
+
+def _guarded(options: Any, call: Callable[[], DeviceOutcome]) -> DeviceOutcome:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 -- a device's crash must not lose the others' results
+        return _failure(options, exc)
+
+
+def fleet_summary(outcomes: List[DeviceOutcome]) -> Tuple[List[Path], List[str]]:
+    """The results files that came back and one line per failed device."""
+    done = [o.results for o in outcomes if o.results is not None]
+    failed = [f"{o.device}: {o.error}" for o in outcomes if o.error is not None]
+    return done, failed

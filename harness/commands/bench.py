@@ -12,13 +12,20 @@ graph on the device profile's backend (interleaved, with confidence intervals), 
 samples, environment), report.md and report.csv.
 
 Models are zoo names (see --list), ONNX files, or package.module:factory callables returning an nn.Module
-(give --input-shape). By default each zoo model runs its baseline and its first compressed variant."""
+(give --input-shape). By default each zoo model runs its baseline and its first compressed variant.
+
+Devices: --device a,b,c benches several profiles at once. A profile with a `remote:` section is a device
+reached over SSH: export and fold run here, the ONNX files are shipped, the device builds and times them
+with its own profile under a device lock (one benchmark at a time; engines stay cached there), and its
+results.json comes back into OUT/<device>/. Remote devices run in parallel; a device that fails is
+reported (exit 2) without losing the others' results; OUT/fleet-report/ merges the devices that finished."""
 
 
 def register(subparsers) -> None:
     parser = add_command(subparsers, "bench", "export, fold, time and report a suite of models", DESCRIPTION,
                          "harness bench --device host --models resnet56,lenet5 --out results/host")
-    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    parser.add_argument("--device", default="host",
+                        help="device profile name or YAML path, or several, comma-separated (default: host)")
     parser.add_argument("--models", default=None,
                         help="comma-separated zoo names, .onnx paths or module:factory (default: the whole zoo)")
     parser.add_argument("--variants", default="first",
@@ -30,10 +37,18 @@ def register(subparsers) -> None:
     parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
                         help="which linear conv chains to merge: cost-model choice (auto), every exact one, none")
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check of folded graphs")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<device>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: results/<device>; several devices: OUT/<device>/ "
+                             "and OUT/fleet-report/ under results/)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse to run when the device state differs from the profile (power mode, clocks)")
     parser.add_argument("--list", action="store_true", help="list the zoo models and their variants, then exit")
+    parser.add_argument("--lock-timeout", type=float, default=3600.0,
+                        help="seconds to wait for a busy remote device's lock (default: 3600)")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="(run on the device by a remote bench) time the suite a workstation prepared")
+    parser.add_argument("--lock", type=Path, default=None,
+                        help="(with --manifest) hold this lock file while timing: one benchmark at a time")
     parser.set_defaults(func=run)
 
 
@@ -48,23 +63,118 @@ def run(args) -> int:
             print(f"{name:<12} {'x'.join(map(str, entry.input_shape)):<10} {entry.description:<28} "
                   f"variants: {', '.join(list_variants(name))}")
         return 0
-    profile = with_backend(load_profile(args.device), args.backend)
+    if args.lock_timeout < 0:
+        raise HarnessError("--lock-timeout must not be negative")
+    names = [d.strip() for d in args.device.split(",") if d.strip()]
+    if not names or len(set(names)) != len(names):
+        raise HarnessError("--device names no device, or one twice")
+    profiles = [with_backend(load_profile(name), args.backend) for name in names]
+    if len({p.name for p in profiles}) != len(profiles):
+        raise HarnessError("two --device profiles have the same name; their results would collide")
+    if args.manifest:
+        return _run_manifest(args, profiles)
+    if len(profiles) > 1 or profiles[0].remote.host:
+        return _run_fleet(args, profiles)
+    profile = profiles[0]
+    options = _options(args, profile, args.out or Path("results") / profile.name)
+    _check_local(args, profile)
+    from harness.bench import print_summary, run_bench
+
+    results = run_bench(options, ["harness"] + sys.argv[1:])
+    print_summary(results, options.out_dir)
+    return 0
+
+
+def _check_local(args, profile) -> None:
     if args.strict:
         from harness.envinfo import capture_environment, enforce_expectations
 
         enforce_expectations(capture_environment(profile), profile, strict=True)
+
+
+def _batch(args, profile) -> int:
+    from harness.errors import HarnessError
+
     batch = args.batch if args.batch is not None else profile.batch_sizes[0]
     if batch < 1:
         raise HarnessError("--batch must be a positive integer")
-    from harness.bench import DEFAULT_MODELS, BenchOptions, print_summary, resolve_suite, run_bench
+    return batch
 
+
+def _options(args, profile, out_dir: Path):
+    """BenchOptions for one device: the suite resolved (bad names fail before any work)."""
+    from harness.bench import DEFAULT_MODELS, BenchOptions, resolve_suite
+    from harness.errors import HarnessError
+    from harness.report.pipeline import check_output_dir
+
+    check_output_dir(out_dir)
+    batch = _batch(args, profile)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(DEFAULT_MODELS)
     if not models:
         raise HarnessError("--models is empty")
     suite = resolve_suite(models, args.variants, args.input_shape, batch)
-    out_dir = args.out or Path("results") / profile.name
-    options = BenchOptions(suite, profile, out_dir, merge=args.merge, verify=not args.no_verify, batch=batch,
-                           precision=profile.precisions[0])
-    results = run_bench(options, ["harness"] + sys.argv[1:])
-    print_summary(results, out_dir)
+    return BenchOptions(suite, profile, out_dir, merge=args.merge, verify=not args.no_verify, batch=batch,
+                        precision=profile.precisions[0])
+
+
+def _run_manifest(args, profiles) -> int:
+    """Device side of a remote bench: time what the workstation prepared, under the device lock."""
+    import contextlib
+
+    from harness.bench import run_bench
+    from harness.errors import HarnessError
+    from harness.remote import DeviceLock, read_manifest
+
+    if len(profiles) != 1 or args.models:
+        raise HarnessError("--manifest takes one --device and no --models")
+    out_dir = args.out or Path("results") / profiles[0].name
+    options = read_manifest(args.manifest, profiles[0], out_dir)
+    lock = DeviceLock(args.lock, args.lock_timeout, f"job {args.manifest.parent.name}") if args.lock \
+        else contextlib.nullcontext()
+    with lock:
+        _check_local(args, profiles[0])
+        run_bench(options, ["harness"] + sys.argv[1:])
+    print(f"wrote {out_dir / 'results.json'}")
+    return 0
+
+
+def _run_fleet(args, profiles) -> int:
+    """Several devices (or one remote): parallel per device, failures reported, results merged."""
+    from harness.bench import run_bench
+    from harness.errors import HarnessError
+    from harness.remote import fleet_summary, run_fleet
+    from harness.report.pipeline import check_output_dir, report_warnings, write_report
+    from harness.results import read_results
+
+    root = args.out or Path("results")
+    if len(profiles) == 1:  # one remote device: laid out as a local bench
+        jobs, report_dir = [_options(args, profiles[0], args.out or root / profiles[0].name)], None
+    else:
+        jobs, report_dir = [_options(args, p, root / p.name) for p in profiles], root / "fleet-report"
+    if report_dir:
+        check_output_dir(report_dir)
+    argv = ["harness"] + sys.argv[1:]
+
+    def run_local(options) -> Path:
+        _check_local(args, options.profile)
+        run_bench(options, argv)
+        return options.out_dir / "results.json"
+
+    outcomes = run_fleet(jobs, args.lock_timeout, run_local, lambda line: print(line, file=sys.stderr))
+    done, failed = fleet_summary(outcomes)
+    for outcome in outcomes:
+        print(f"{outcome.device}: " + (f"wrote {outcome.results}" if outcome.results else "FAILED"))
+    if report_dir and done:
+        documents = [read_results(path) for path in done]
+        markdown, written, _ = write_report(documents, report_dir, argv)
+        print(markdown.split("\n## Provenance")[0])
+        for line in report_warnings(documents):
+            print(line, file=sys.stderr)
+        print(f"wrote {report_dir} ({len(written)} files, {len(done)} of {len(outcomes)} devices)")
+    if failed:
+        for line in failed:
+            print(f"error: {line}", file=sys.stderr)
+        raise HarnessError(f"{len(failed)} of {len(outcomes)} devices failed "
+                           f"({', '.join(line.split(':')[0] for line in failed)}); "
+                           f"the others' results are kept")
     return 0
