@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="CSV table to write")
     parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    parser.add_argument("--backend", default=None, help="backend to measure on (default: the profile's)")
     parser.add_argument("--max-span", type=int, default=4, help="longest span in convs (default: 4)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
     parser.add_argument("--input-shape", default=None, help="input shape without batch for factories")
@@ -49,11 +50,11 @@ def run(args) -> int:
         write_tables,
     )
     from harness.onnx_io import save_model, write_text_atomic
-    from harness.profiles import load_profile
+    from harness.profiles import load_profile, with_backend
 
     if args.max_span < 1:
         raise HarnessError("--max-span must be at least 1")
-    profile = load_profile(args.device)
+    profile = with_backend(load_profile(args.device), args.backend)
     batch = args.batch or profile.batch_sizes[0]
     runner_class = get_runner_class(profile.backend)
     source = resolve_source(args.model, args.input_shape)
