@@ -1,15 +1,19 @@
 """The ``harness`` command line: one sub-command per stage, each in ``harness/commands/<name>.py``.
 
 Every command module has ``register(subparsers)``, which adds its parser and sets ``func`` to its entry point.
-User mistakes raise ``HarnessError``: one line on stderr, exit code 2, no traceback.
+User mistakes raise ``HarnessError``: one line on stderr, exit code 2, no traceback. So do argument errors, output
+paths that cannot be written (checked before any work), OSError while reading or writing, and anything user code
+(a model factory) raises, ``SystemExit`` included; Ctrl-C exits with 130. An unexpected exception is a bug: one
+line saying so, exit 2 (``HARNESS_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from harness import __version__
 from harness.errors import HarnessError
@@ -18,9 +22,17 @@ COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "su
             "profiles", "env", "calibrate")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are HarnessErrors: one line, exit 2, like every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise instead of printing the usage and exiting (``main`` prints the one line)."""
+        raise HarnessError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harness",
         description="Benchmark compressed CNNs on edge devices: export, fold, build, time, report.",
         epilog="Example: harness bench --device host --models resnet56,lenet5",
@@ -33,11 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Check every output path the command declared with ``add_output``, before it does any work."""
+    from harness.outputs import check_output
+
+    for dest, kind, flag in getattr(args, "output_checks", None) or []:
+        if getattr(args, dest, None) is not None:
+            check_output(getattr(args, dest), kind, flag)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # --help and --version exit here (SystemExit 0)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -45,6 +75,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a disk that fills up, a folder removed or made read-only while running
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot read or write{where}: {exc.strerror or _first_line(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        print(f"error: stopped by SystemExit({exc.code!r}) from the code it ran (a model factory?)",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("HARNESS_TRACEBACK"):
+            raise
+        print(f"error: internal error, please report it: {type(exc).__name__}: {_first_line(exc)} "
+              f"(HARNESS_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

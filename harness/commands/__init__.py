@@ -1,11 +1,74 @@
-"""One module per CLI sub-command; each exposes ``register(subparsers)``."""
+"""One module per CLI sub-command; each exposes ``register(subparsers)``.
+
+The arguments several commands share (``--device``, ``-o/--out``, ``--batch``, ``--precision`` and every
+other output path) are declared here once, so that they parse, check and read the same everywhere. Output
+paths declared with ``add_output`` are checked by ``harness.cli`` before the command does any work.
+"""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.outputs import FILE, FOLDER
+from harness.profiles import PRECISIONS
+
+OUTPUT_FLAGS = ("-o", "--out", "--output")
 
 
-def add_command(subparsers, name: str, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+def add_command(subparsers, name: str, summary: str, description: str,
+                example: str) -> argparse.ArgumentParser:
     """Add a sub-command whose ``--help`` says what it does and shows an example."""
     return subparsers.add_parser(
         name, help=summary, description=description, epilog=f"Example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (``--batch 0`` is refused while parsing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "host", purpose: str = "",
+               several: bool = False) -> None:
+    """``--device``: a profile name from device_profiles/ or a YAML path (``several``: comma-separated)."""
+    what = "device profile name or YAML path" + (", or several, comma-separated" if several else "")
+    parser.add_argument("--device", default=default,
+                        help=f"{what}{'; ' + purpose if purpose else ''} (default: {default})")
+
+
+def add_batch(parser: argparse.ArgumentParser, default: Optional[int] = None, help: str = "") -> None:
+    """``--batch``: a positive integer; by default the profile's first batch size."""
+    shown = f"default: {default}" if default is not None else "default: the profile's first"
+    parser.add_argument("--batch", type=positive_int, default=default,
+                        help=f"{help or 'batch size'} ({shown})")
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """``--precision``: fp32, fp16 or int8; by default the profile's first precision."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="fp32, fp16 or int8 (default: the profile's first)")
+
+
+def add_output(parser: argparse.ArgumentParser, *flags: str, kind: str = FILE, help: str,
+               **kwargs: Any) -> None:
+    """Declare an output path, checked before any work (see ``harness.outputs.check_output``).
+
+    Without ``flags`` it is ``-o/--out/--output`` (the same spelling in every command); ``kind`` is
+    ``harness.outputs.FILE`` or ``FOLDER``; other keyword arguments go to ``add_argument`` (``dest``,
+    ``default``, ``required``).
+    """
+    if kind not in (FILE, FOLDER):
+        raise ValueError(f"kind must be {FILE!r} or {FOLDER!r}")
+    action = parser.add_argument(*(flags or OUTPUT_FLAGS), type=Path, help=help, **kwargs)
+    checks = list(parser.get_default("output_checks") or [])
+    checks.append((action.dest, kind, "/".join(action.option_strings)))
+    parser.set_defaults(output_checks=checks)

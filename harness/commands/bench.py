@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import FOLDER, add_batch, add_command, add_device, add_output
 
 DESCRIPTION = """Export each model and its compressed variants to ONNX, fold the layers left linear, time every
 graph on the device profile's backend (interleaved, with confidence intervals), and write results.json (raw
@@ -24,22 +24,22 @@ reported (exit 2) without losing the others' results; OUT/fleet-report/ merges t
 def register(subparsers) -> None:
     parser = add_command(subparsers, "bench", "export, fold, time and report a suite of models", DESCRIPTION,
                          "harness bench --device host --models resnet56,lenet5 --out results/host")
-    parser.add_argument("--device", default="host",
-                        help="device profile name or YAML path, or several, comma-separated (default: host)")
+    add_device(parser, several=True)
     parser.add_argument("--models", default=None,
-                        help="comma-separated zoo names, .onnx paths or module:factory (default: the whole zoo)")
+                        help="comma-separated zoo names, .onnx paths or module:factory "
+                             "(default: the default suite, marked in --list)")
     parser.add_argument("--variants", default="first",
                         help="'first' (baseline + first variant, default), 'all', or comma-separated variant names")
     parser.add_argument("--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32")
     parser.add_argument("--backend", default=None,
                         help="run on this backend instead of the profile's (onnxruntime, tensorrt, trtexec, torch)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
+    add_batch(parser)
     parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
                         help="which linear conv chains to merge: cost-model choice (auto), every exact one, none")
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check of folded graphs")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: results/<device>; several devices: OUT/<device>/ "
-                             "and OUT/fleet-report/ under results/)")
+    add_output(parser, kind=FOLDER, dest="out", default=None,
+               help="output folder (default: results/<device>; several devices: OUT/<device>/ "
+                    "and OUT/fleet-report/ under results/)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse to run when the device state differs from the profile (power mode, clocks)")
     parser.add_argument("--list", action="store_true", help="list the zoo models and their variants, then exit")
@@ -57,11 +57,13 @@ def run(args) -> int:
     from harness.profiles import load_profile, with_backend
 
     if args.list:
+        from harness.bench import DEFAULT_MODELS
         from harness.zoo import ZOO, list_variants
 
         for name, entry in ZOO.items():
             print(f"{name:<12} {'x'.join(map(str, entry.input_shape)):<10} {entry.description:<28} "
-                  f"variants: {', '.join(list_variants(name))}")
+                  f"variants: {', '.join(list_variants(name))}"
+                  + ("  (default suite)" if name in DEFAULT_MODELS else ""))
         return 0
     if args.lock_timeout < 0:
         raise HarnessError("--lock-timeout must not be negative")
@@ -109,7 +111,8 @@ def _options(args, profile, out_dir: Path):
 
     check_output_dir(out_dir)
     batch = _batch(args, profile)
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(DEFAULT_MODELS)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None \
+        else list(DEFAULT_MODELS)
     if not models:
         raise HarnessError("--models is empty")
     suite = resolve_suite(models, args.variants, args.input_shape, batch)

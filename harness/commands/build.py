@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import add_batch, add_command, add_device, add_precision
 
 DESCRIPTION = """Build a TensorRT engine from an ONNX file with the device profile's settings (precision,
 workspace, optimisation level, DLA and GPU fallback, timing cache) into the engine cache engines/, keyed by the
@@ -16,9 +16,9 @@ def register(subparsers) -> None:
     parser = add_command(subparsers, "build", "build a cached TensorRT engine (or --explain the trtexec line)",
                          DESCRIPTION, "harness build model.onnx --device xavier --precision fp16 --explain")
     parser.add_argument("onnx", type=Path, help="ONNX model")
-    parser.add_argument("--device", default="xavier", help="device profile name or YAML path (default: xavier)")
-    parser.add_argument("--precision", default=None, help="fp32, fp16 or int8 (default: the profile's first)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
+    add_device(parser, default="xavier")
+    add_precision(parser)
+    add_batch(parser)
     parser.add_argument("--explain", action="store_true", help="print the equivalent trtexec command and exit")
     parser.add_argument("--tensorrt-version", default=None,
                         help="TensorRT version to explain for (default: the installed one, else the profile's "

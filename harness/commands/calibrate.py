@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import add_batch, add_command, add_device, add_output
 
 DESCRIPTION = """Time convolutions on the device (dense and depthwise; kernels 1-7; several channel counts and
 spatial sizes) and element-wise Adds, each as the marginal cost of one more layer inside a graph (timed once and
@@ -18,11 +18,11 @@ from <output>.progress.jsonl (only measurements made with the same device, backe
 def register(subparsers) -> None:
     parser = add_command(subparsers, "calibrate", "fit the merge cost model to micro-benchmarks on a device",
                          DESCRIPTION, "harness calibrate --device host")
-    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    add_device(parser)
     parser.add_argument("--backend", default=None, help="backend to calibrate (default: the profile's)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
-    parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="calibration file to write (default: beside the profile, where fold finds it)")
+    add_batch(parser)
+    add_output(parser, dest="output", default=None,
+               help="calibration file to write (default: beside the profile, where fold finds it)")
     parser.add_argument("--quick", action="store_true", help="a third of the grid: a first look, not for use")
     parser.set_defaults(func=run)
 
@@ -42,18 +42,15 @@ def run(args) -> int:
         micro_benchmarks,
         run_calibration,
     )
-    from harness.errors import HarnessError
     from harness.lut import Entry, measurement_context
-    from harness.onnx_io import write_text_atomic
+    from harness.outputs import FILE, check_output, write_measured
     from harness.profiles import calibration_path, load_profile, with_backend
 
     profile = with_backend(load_profile(args.device), args.backend)
     precision = profile.precisions[0]
     batch = args.batch if args.batch is not None else profile.batch_sizes[0]
-    if batch < 1:
-        raise HarnessError("--batch must be a positive integer")
     output = args.output or calibration_path(profile, profile.backend, precision)
-    _check_output(output)
+    check_output(output, FILE, "-o")  # the default path too, before measuring anything
     output.parent.mkdir(parents=True, exist_ok=True)
     runner_class = get_runner_class(profile.backend)
     settings = calibration_timing(profile.timing)
@@ -76,7 +73,7 @@ def run(args) -> int:
     record = calibration_record(profile, profile.backend, precision, batch, points, entries, context, environment,
                                 settings)
     record["measured_this_run"] = measured
-    write_text_atomic(output, json.dumps(record, indent=1) + "\n")
+    write_measured(output, json.dumps(record, indent=1) + "\n")
     progress_path.unlink()
     quality, fit = record["quality"], record["fit"]
     if ignored:
@@ -91,16 +88,3 @@ def run(args) -> int:
         print(f"  {name:<12} fixed {fit['fixed_s'][name] * 1e6:7.1f} us, {rate}")
     print(f"wrote {output}")
     return 0
-
-
-def _check_output(path: Path) -> None:
-    """Refuse, before measuring anything, an output that is a folder or lies where nothing can be written."""
-    import os
-
-    from harness.errors import HarnessError
-
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise HarnessError(f"cannot write the calibration to {path}: choose another -o")

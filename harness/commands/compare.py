@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import add_command, add_output
 
 DESCRIPTION = """Compare two results files of the same suite on the same device (from `harness bench`). For each
 graph: the change in median latency with a 95% bootstrap interval, and a verdict: slower when the whole interval
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("base", type=Path, help="results.json of the reference run")
     parser.add_argument("new", type=Path, help="results.json of the run to judge")
     parser.add_argument("--threshold", default="5%", help="slowdown tolerated, e.g. 5%% or 0.05 (default 5%%)")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the table here (PR comment)")
+    add_output(parser, "--markdown", help="also write the table here (PR comment)")
     parser.set_defaults(func=run)
 
 

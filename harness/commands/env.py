@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.commands import add_command
+from harness.commands import add_command, add_device
 
 
 def register(subparsers) -> None:
@@ -13,7 +13,7 @@ def register(subparsers) -> None:
         "on a desktop GPU its name, driver, clocks, temperature and throttle reasons (NVML); library versions and "
         "the harness git SHA. Differences from what the device profile expects are listed; --strict makes them "
         "an error.", "harness env --device xavier --json")
-    parser.add_argument("--device", default="host", help="device profile to check against (default: host)")
+    add_device(parser, purpose="the state is checked against it")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     parser.add_argument("--strict", action="store_true", help="exit 2 when the state differs from the profile")
     parser.set_defaults(func=run)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from harness.commands import add_command
+from harness.commands import add_batch, add_command, add_output
 
 
 def register(subparsers) -> None:
@@ -15,10 +13,10 @@ def register(subparsers) -> None:
         "Conv/Gemm/MatMul), parameters and node counts.",
         "harness export resnet56 --variant dc-all -o resnet56-dc-all.onnx")
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    add_output(parser, dest="output", required=True, help="ONNX file to write")
     parser.add_argument("--variant", default="baseline", help="zoo variant (default: baseline)")
     parser.add_argument("--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32")
-    parser.add_argument("--batch", type=int, default=1, help="static batch size (default: 1)")
+    add_batch(parser, default=1, help="static batch size")
     parser.set_defaults(func=run)
 
 
@@ -29,8 +27,6 @@ def run(args) -> int:
     from harness.export import materialize, resolve_source
     from harness.graph_stats import count_flops, count_params, op_histogram
 
-    if args.batch < 1:
-        raise HarnessError("--batch must be a positive integer")
     source = resolve_source(args.model, args.input_shape)
     if source.kind == "zoo":
         from harness.zoo import variant_spec

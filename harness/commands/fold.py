@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import add_command, add_device, add_output
 
 DESCRIPTION = """Fold an ONNX model with graph surgery: BatchNorm into convs, identity-like nodes removed, chains
 of convs with nothing nonlinear between them merged into one conv (exact chains only: a padded inner conv is
@@ -18,8 +18,8 @@ def register(subparsers) -> None:
     parser = add_command(subparsers, "fold", "merge linear layers into single convs (exact, verified)",
                          DESCRIPTION, "harness fold resnet56-dc-all.onnx -o folded.onnx --device host --merge auto")
     parser.add_argument("onnx", type=Path, help="ONNX model to fold (static shapes)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="folded ONNX file to write")
-    parser.add_argument("--device", default="host", help="device profile whose cost model decides (default: host)")
+    add_output(parser, dest="output", required=True, help="folded ONNX file to write")
+    add_device(parser, purpose="its cost model decides")
     parser.add_argument("--backend", default=None,
                         help="backend whose calibration decides (default: the profile's; see harness calibrate)")
     parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("--measure", action="store_true",
                         help="also time the folded graph and compare it with the table's prediction (with --cost)")
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check (not recommended)")
-    parser.add_argument("--report", type=Path, default=None, help="also write the fold report as JSON")
+    add_output(parser, "--report", help="also write the fold report as JSON")
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import add_batch, add_command, add_device, add_output
 
 DESCRIPTION = """Enumerate the spans of a model's conv chains that depth compression could merge into one conv,
 build each merged conv (+ ReLU) at its real input shape, and time it on the device profile's backend with the
@@ -18,11 +18,11 @@ def register(subparsers) -> None:
     parser = add_command(subparsers, "lut", "measure a latency lookup table of mergeable conv spans", DESCRIPTION,
                          "harness lut mobilenetv2 --device host --max-span 3 -o tables/mbv2-host.csv")
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="CSV table to write")
-    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    add_output(parser, dest="output", required=True, help="CSV table to write")
+    add_device(parser)
     parser.add_argument("--backend", default=None, help="backend to measure on (default: the profile's)")
     parser.add_argument("--max-span", type=int, default=4, help="longest span in convs (default: 4)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's first)")
+    add_batch(parser)
     parser.add_argument("--input-shape", default=None, help="input shape without batch for factories")
     parser.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import add_command, add_device, add_output
 
 DESCRIPTION = """Solve the depth-compression choice with a dynamic program: cut each conv chain of the model into
 segments, each merged into one conv, maximising the total importance while the table latency of the chains stays
@@ -23,9 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("--table", type=Path, required=True, help="latency table from `harness lut`")
     parser.add_argument("--importance", type=Path, required=True, help="CSV st,end,importance from your training")
     parser.add_argument("--budget-ms", type=float, required=True, help="latency budget for the conv chains (ms)")
-    parser.add_argument("--device", default="host", help="device the table was measured on (recorded)")
+    add_device(parser, purpose="the one the table was measured on (recorded in the plan)")
     parser.add_argument("--input-shape", default=None, help="input shape without batch for factories")
-    parser.add_argument("-o", "--output", type=Path, default=None, help="JSON plan to write")
+    add_output(parser, dest="output", default=None, help="JSON plan to write")
     parser.set_defaults(func=run)
 
 

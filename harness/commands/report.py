@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import FOLDER, add_command, add_output
 
 
 def register(subparsers) -> None:
@@ -25,8 +25,8 @@ def register(subparsers) -> None:
         "harness report results/xavier/results.json results/host/results.json -o report/")
     parser.add_argument("results", nargs="+", type=Path,
                         help="results.json files, one per device and setting")
-    parser.add_argument("-o", "--out", type=Path, default=Path("report"),
-                        help="output folder (default: report)")
+    add_output(parser, kind=FOLDER, dest="out", default=Path("report"),
+               help="output folder (default: report)")
     parser.add_argument("--no-plots", action="store_true",
                         help="skip the plots (and remove plots an earlier report left there)")
     parser.add_argument("--layers", action="store_true",

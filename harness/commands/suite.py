@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command
+from harness.commands import FOLDER, add_command, add_device, add_output
 
 
 def register(subparsers) -> None:
@@ -21,10 +21,9 @@ def register(subparsers) -> None:
         "plots).",
         "harness suite papers --device host -o report/papers")
     parser.add_argument("name", choices=("papers",), help="the suite to run")
-    parser.add_argument("--device", default="host",
-                        help="device profile name or YAML path (default: host)")
-    parser.add_argument("-o", "--out", type=Path, default=None,
-                        help="output folder (default: report/papers-<device>)")
+    add_device(parser)
+    add_output(parser, kind=FOLDER, dest="out", default=None,
+               help="output folder (default: report/papers-<device>)")
     parser.add_argument("--models", default=None,
                         help="comma-separated subset of the suite's models (default: all), "
                              "e.g. lenet5,resnet56")

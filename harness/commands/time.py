@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from harness.commands import add_command
+from harness.commands import add_batch, add_command, add_device, add_output
 from harness.profiles import Profile
 
 
@@ -20,13 +20,13 @@ def register(subparsers) -> None:
         "On a GPU with nvidia-ml-py the SM clock, power and throttle reasons are recorded after every block.",
         "harness time base.onnx folded.onnx --device host --json timings.json")
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
-    parser.add_argument("--device", default="host", help="device profile name or YAML path (default: host)")
+    add_device(parser)
     parser.add_argument("--backend", default=None, help="run on this backend instead of the profile's")
-    parser.add_argument("--batch", type=int, default=None,
-                        help="batch size (default: the profile's first; e.g. 128 for throughput next to latency)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="also write everything measured here: samples, blocks, device state per block, "
-                             "settings, environment")
+    add_batch(parser, help="batch size, e.g. 128 for throughput next to latency")
+    add_output(parser, "--json",
+               help="also write everything measured here: samples, blocks, device state per block, "
+                    "settings, environment (checked before timing; kept in a temporary file when "
+                    "it cannot be written)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse (exit 2) when the device state differs from the profile or moved during the "
                              "run (the JSON is still written)")
@@ -37,31 +37,15 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_json_path(path: Path) -> None:
-    """Refuse, before measuring, a --json path that cannot be written (measurements must not be lost)."""
-    import os
-
-    from harness.errors import HarnessError
-
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise HarnessError(f"cannot write --json {path}: choose another path")
-
-
 def run(args) -> int:
     from harness.errors import HarnessError
-    from harness.onnx_io import load_model, write_text_atomic
+    from harness.onnx_io import load_model
+    from harness.outputs import write_measured
     from harness.profiles import load_profile, with_backend
 
     profile = with_backend(load_profile(args.device), args.backend)
     if len(set(args.onnx)) != len(args.onnx):
         raise HarnessError("the same ONNX file is named twice")
-    if args.batch is not None and args.batch < 1:
-        raise HarnessError("--batch must be a positive integer")
-    if args.json:
-        _check_json_path(args.json)
     for path in args.onnx:
         load_model(path)  # clear errors for missing, corrupt or unsafe files before timing anything
     if profile.remote.host and not args.local:  # on the device itself, over SSH, with its own profile copy
@@ -78,7 +62,7 @@ def run(args) -> int:
             print(f"{name} on {profile.remote.host}: median {s['median']:.3f} ms [{s['median_ci_low']:.3f}, "
                   f"{s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 {s['p99']:.3f}, n={s['n']}")
         if args.json:
-            write_text_atomic(args.json, text)
+            write_measured(args.json, text)
         return 0
     if args.trtexec:
         return _time_with_trtexec(args, profile)
@@ -86,7 +70,7 @@ def run(args) -> int:
     problems = report["device"]["warnings"] + [f"{name}: {w}" for name, entry in report["runs"].items()
                                                for w in entry["warnings"]]
     if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
+        write_measured(args.json, json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.strict and problems:
         raise HarnessError("--strict: the device was not in a state to measure: " + "; ".join(problems)
@@ -156,7 +140,8 @@ def _time_with_trtexec(args, profile) -> int:
     import json
 
     from harness.backends.trtexec import run_trtexec
-    from harness.onnx_io import load_model, write_text_atomic
+    from harness.onnx_io import load_model
+    from harness.outputs import write_measured
     from harness.timing import summarize
 
     report = {}
@@ -171,5 +156,5 @@ def _time_with_trtexec(args, profile) -> int:
               f"{stats.p99:.3f}; GPU compute median {compute.median:.3f} ms; n={stats.n}")
         report[str(path)] = {"trtexec": run["command"], "tensorrt": run["tensorrt"], "series_ms": run["series_ms"]}
     if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
+        write_measured(args.json, json.dumps(report, indent=1) + "\n")
     return 0

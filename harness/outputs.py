@@ -1,0 +1,84 @@
+"""Output paths: checked before any work starts, and measured data never lost when a write fails.
+
+Runs on the device too: Python 3.8 compatible, no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+from harness.errors import HarnessError
+
+FILE = "file"
+FOLDER = "folder"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or its closest ancestor that exists (``Path('.')`` for a relative path)."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the one check that also holds for root, /sys and /proc."""
+    fd, probe = tempfile.mkstemp(prefix=".harness-probe-", dir=str(folder))
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output(path: PathLike, kind: str = FILE, flag: str = "-o") -> None:
+    """Refuse, with one line naming ``flag``, an output that cannot be written where it is asked for.
+
+    ``kind`` is ``FILE`` or ``FOLDER``. Refused: a folder where a file is needed (or an existing file where a
+    folder is), a path under an existing file, and a path whose nearest existing folder does not take a new
+    file (checked by creating and removing one). Nothing is created.
+    """
+    path = Path(path)
+    if kind == FILE and path.is_dir():
+        raise HarnessError(f"{flag} {path} is a folder; give a file path")
+    if kind == FOLDER and os.path.lexists(path) and not path.is_dir():
+        raise HarnessError(f"{flag} {path} is an existing file; give a folder")
+    ancestor = _nearest_existing(path.parent if kind == FILE else path)
+    if not ancestor.is_dir():
+        raise HarnessError(f"{flag} {path} lies under the file {ancestor}")
+    try:
+        _probe_writable(ancestor)
+    except OSError as exc:
+        raise HarnessError(f"{flag} {path} cannot be written: {ancestor} does not take new files "
+                           f"({exc.strerror or type(exc).__name__})") from None
+
+
+def save_fallback(text: str, name: str) -> Path:
+    """Write ``text`` to a new file in the temporary folder (else the working folder); returns its path."""
+    stem, suffix = os.path.splitext(os.path.basename(name) or "output")
+    for folder in (tempfile.gettempdir(), os.getcwd()):
+        try:
+            fd, fallback = tempfile.mkstemp(prefix=f"harness-{stem}-", suffix=suffix, dir=folder)
+        except OSError:
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        return Path(fallback)
+    raise HarnessError(f"could not write {name} anywhere (neither {tempfile.gettempdir()} nor "
+                       f"{os.getcwd()} takes new files): its contents are lost")
+
+
+def write_measured(path: PathLike, text: str) -> Path:
+    """Write measured data atomically to ``path``; if that fails, save it elsewhere and say where.
+
+    Raises ``HarnessError`` naming the fallback file when ``path`` could not be written, so that the
+    command exits 2 with the measurements kept.
+    """
+    from harness.onnx_io import write_text_atomic
+
+    try:
+        return write_text_atomic(path, text)
+    except OSError as exc:
+        fallback = save_fallback(text, Path(path).name)
+        raise HarnessError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); the measured "
+                           f"data were saved to {fallback}") from None
