@@ -20,6 +20,8 @@ PROFILE_DIR = Path(os.environ.get("HARNESS_PROFILE_DIR", Path(__file__).resolve(
 KINDS = ("cpu", "gpu", "jetson")
 BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
+# ONNX Runtime's GraphOptimizationLevel values as the onnxruntime backend names them (ORT_DISABLE_ALL, ...)
+ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
 @dataclasses.dataclass
@@ -186,7 +188,9 @@ def _build(cls: Any, data: Any, where: str) -> Any:
 def _check_choices(profile: Profile, where: str) -> None:
     checks = [("kind", [profile.kind], KINDS), ("backend", [profile.backend], BACKENDS),
               ("timing.stop_on", [profile.timing.stop_on], ("speedup", "median")),
-              ("precisions", profile.precisions, PRECISIONS)]
+              ("precisions", profile.precisions, PRECISIONS),
+              ("onnxruntime.graph_optimization_level", [profile.onnxruntime.graph_optimization_level],
+               ORT_OPTIMIZATION_LEVELS)]
     for key, values, allowed in checks:
         for value in values:
             if value not in allowed:
@@ -201,10 +205,36 @@ def _check_choices(profile: Profile, where: str) -> None:
     if trt.max_batch is not None and trt.max_batch < max(profile.batch_sizes):
         raise HarnessError(f"{where}.tensorrt.max_batch: {trt.max_batch} is below the largest batch size "
                            f"{max(profile.batch_sizes)}")
+    ort = profile.onnxruntime
+    if ort.intra_op_threads < 0 or ort.inter_op_threads < 0:
+        raise HarnessError(f"{where}.onnxruntime: thread counts must be >= 0 (0: one per available core)")
+    if not 0 < profile.remote.port < 65536:
+        raise HarnessError(f"{where}.remote.port: {profile.remote.port} is not a TCP port")
     t = profile.timing
+    if t.warmup_s < 0 or t.block_iterations < 1 or t.block_warmup < 0 or t.block_s <= 0:
+        raise HarnessError(f"{where}.timing: need warmup_s >= 0, block_iterations >= 1, block_warmup >= 0 "
+                           f"and block_s > 0")
     if t.min_iterations < 1 or t.max_duration_s < t.min_duration_s or not 0 < t.target_ci < 1:
         raise HarnessError(f"{where}.timing: need min_iterations >= 1, max_duration_s >= min_duration_s "
                            f"and 0 < target_ci < 1")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a mapping that names a key twice (plain yaml keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        """The mapping, after checking that no key of ``node`` repeats."""
+        lines: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict)):
+                continue  # yaml's own constructor refuses unhashable keys with its message
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {lines[key]} and {line})", key_node.start_mark)
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_profile_file(path: Path) -> Profile:
@@ -212,7 +242,7 @@ def load_profile_file(path: Path) -> Profile:
     if not path.is_file():
         raise HarnessError(f"device profile file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

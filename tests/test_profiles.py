@@ -56,6 +56,11 @@ def _broken(tmp_path: Path, edit) -> Path:
     (lambda d: d["tensorrt"].update(dla_core=-1), "tensorrt.dla_core"),
     (lambda d: d["tensorrt"].update(max_batch=1) or d.update(batch_sizes=[1, 8]), "tensorrt.max_batch"),
     (lambda d: d["tensorrt"].update(builder_optimization_level=9), "builder_optimization_level"),
+    (lambda d: d.setdefault("onnxruntime", {}).update(graph_optimization_level="disabled"),
+     "onnxruntime.graph_optimization_level: 'disabled' is not one of disable, basic, extended, all"),
+    (lambda d: d.setdefault("onnxruntime", {}).update(intra_op_threads=-2), "thread counts must be >= 0"),
+    (lambda d: d["timing"].update(block_iterations=0), "block_iterations >= 1"),
+    (lambda d: d.setdefault("remote", {}).update(port=70000), "remote.port: 70000 is not a TCP port"),
 ])
 def test_profile_errors_name_the_file_and_the_key(tmp_path, edit, message):
     path = _broken(tmp_path, edit)
@@ -80,3 +85,36 @@ def test_unknown_device_lists_the_known_ones():
         load_profile("tx2")
     with pytest.raises(HarnessError, match="does not exist"):
         load_profile("nowhere/profile.yaml")
+
+
+def test_the_profile_levels_are_the_ones_the_onnxruntime_backend_maps():
+    from harness.backends.onnxruntime import _OPT_LEVELS
+    from harness.profiles import ORT_OPTIMIZATION_LEVELS
+
+    assert tuple(_OPT_LEVELS) == ORT_OPTIMIZATION_LEVELS
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
+    text = (PROFILE_DIR / "host.yaml").read_text()
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "\ntiming:\n  warmup_s: 0.1\n")
+    lines = text.splitlines()
+    first = 1 + next(i for i, line in enumerate(lines) if line.startswith("timing:"))
+    with pytest.raises(HarnessError) as info:
+        load_profile(str(path))
+    message = str(info.value)
+    assert str(path) in message and f"key 'timing' appears twice (lines {first} and " in message
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("\n".join(lines[:first] + ["  warmup_s: 1.0", "  warmup_s: 2.0"] + lines[first:]))
+    with pytest.raises(HarnessError, match="key 'warmup_s' appears twice"):
+        load_profile(str(nested))
+
+
+def test_profiles_show_refuses_a_bad_level_naming_the_file_and_key(tmp_path, capsys):
+    from harness.cli import main
+
+    path = _broken(tmp_path, lambda d: d.setdefault("onnxruntime", {}).update(
+        graph_optimization_level="disabled"))
+    assert main(["profiles", "show", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}.onnxruntime.graph_optimization_level")
