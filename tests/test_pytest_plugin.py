@@ -36,3 +36,52 @@ def test_plugin_autosaves_extra_info_and_gates_on_compare(pytester, fast_profile
     slower = pytester.runpytest_subprocess(*common, "--benchmark-compare", "--benchmark-compare-fail=median:5%")
     assert slower.ret != 0
     assert "Performance has regressed" in slower.stdout.str() + slower.stderr.str()
+
+
+USAGE_FILE = """
+import pytest
+from harness.errors import HarnessError
+
+def test_zoo_variant(harness_latency):
+    assert harness_latency("resnet20", variant="dc-1x1").n == 100
+
+def test_factory_with_its_shape(harness_latency):
+    assert harness_latency("user_models:tiny", input_shape=(3, 16, 16), rounds=30).n == 30
+
+def test_unknown_variant(harness_latency):
+    with pytest.raises(HarnessError, match="unknown variant"):
+        harness_latency("resnet20", variant="dc-nope")
+"""
+
+
+def test_variants_factories_and_enough_rounds_for_p99(pytester, fast_profile, monkeypatch):
+    pytester.makepyfile(test_usage=USAGE_FILE)
+    pytester.makepyfile(user_models="import torch\n\ndef tiny():\n"
+                                    "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n")
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    storage = pytester.path / "bench"
+    result = pytester.runpytest_subprocess(f"--harness-device={fast_profile}", "-p", "no:cacheprovider",
+                                           f"--benchmark-storage=file://{storage}", "--benchmark-autosave")
+    result.assert_outcomes(passed=3)
+    saved = sorted(storage.rglob("*.json"))
+    benches = {b["name"]: b for b in json.loads(saved[0].read_text())["benchmarks"]}
+    zoo = benches["test_zoo_variant"]
+    # the fast profile asks for 10 rounds; p99 needs 100 to be anything but the maximum
+    assert zoo["stats"]["rounds"] == 100 and zoo["extra_info"]["variant"] == "dc-1x1"
+    assert zoo["extra_info"]["percentiles_at_maximum"] == [] and "percentile_note" not in zoo["extra_info"]
+    assert zoo["extra_info"]["device_latency_ms"]["n"] == 100
+    factory = benches["test_factory_with_its_shape"]["extra_info"]
+    assert factory["model"] == "user_models:tiny" and factory["percentiles_at_maximum"] == ["p99"]
+    assert "30 rounds p99 equal the maximum" in factory["percentile_note"]
+
+
+def test_percentiles_at_the_maximum_agree_with_the_nearest_rank_used():
+    from harness.pytest_plugin import REPORTED_PERCENTILES, percentiles_at_maximum, rounds_for_percentiles
+    from harness.timing import nearest_rank
+
+    for n in range(1, 260):
+        samples = list(range(n))  # distinct values: a percentile is the maximum only by rank
+        at_max = [f"p{p}" for p in REPORTED_PERCENTILES if nearest_rank(samples, p) == n - 1]
+        assert percentiles_at_maximum(n) == at_max, n
+    needed = rounds_for_percentiles()
+    assert percentiles_at_maximum(needed) == [] and percentiles_at_maximum(needed - 1) == ["p99"]
