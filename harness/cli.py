@@ -19,7 +19,7 @@ from harness import __version__
 from harness.errors import HarnessError
 
 COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "suite", "lut", "plan",
-            "profiles", "env", "calibrate")
+            "profiles", "env", "calibrate", "history")
 
 
 class _Parser(argparse.ArgumentParser):

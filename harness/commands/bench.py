@@ -7,48 +7,60 @@ from pathlib import Path
 
 from harness.commands import FOLDER, add_batch, add_command, add_device, add_output
 
-DESCRIPTION = """Export each model and its compressed variants to ONNX, fold the layers left linear, time every
-graph on the device profile's backend (interleaved, with confidence intervals), and write results.json (raw
-samples, environment), report.md and report.csv.
+DESCRIPTION = """Export each model and its compressed variants to ONNX, fold the layers left
+linear, time every graph on the device profile's backend (interleaved, with confidence intervals),
+and write results.json (raw samples, environment), report.md and report.csv.
 
-Models are zoo names (see --list), ONNX files, or package.module:factory callables returning an nn.Module
-(give --input-shape). By default each zoo model runs its baseline and its first compressed variant.
+Models are zoo names (see --list), ONNX files, or package.module:factory callables returning an
+nn.Module (give --input-shape). By default each zoo model runs its baseline and its first
+compressed variant.
 
-Devices: --device a,b,c benches several profiles at once. A profile with a `remote:` section is a device
-reached over SSH: export and fold run here, the ONNX files are shipped, the device builds and times them
-with its own profile under a device lock (one benchmark at a time; engines stay cached there), and its
-results.json comes back into OUT/<device>/. Remote devices run in parallel; a device that fails is
-reported (exit 2) without losing the others' results; OUT/fleet-report/ merges the devices that finished."""
+Devices: --device a,b,c benches several profiles at once. A profile with a `remote:` section is a
+device reached over SSH: export and fold run here, the ONNX files are shipped, the device builds
+and times them with its own profile under a device lock (one benchmark at a time; engines stay
+cached there), and its results.json comes back into OUT/<device>/. Remote devices run in parallel;
+a device that fails is reported (exit 2) without losing the others' results; OUT/fleet-report/
+merges the devices that finished (OUT defaults to results/)."""
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "bench", "export, fold, time and report a suite of models", DESCRIPTION,
+    parser = add_command(subparsers, "bench", "export, fold, time and report a suite of models",
+                         DESCRIPTION,
                          "harness bench --device host --models resnet56,lenet5 --out results/host")
     add_device(parser, several=True)
     parser.add_argument("--models", default=None,
                         help="comma-separated zoo names, .onnx paths or module:factory "
                              "(default: the default suite, marked in --list)")
     parser.add_argument("--variants", default="first",
-                        help="'first' (baseline + first variant, default), 'all', or comma-separated variant names")
-    parser.add_argument("--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32")
+                        help="'first' (baseline + first variant, default), 'all', or "
+                             "comma-separated variant names")
+    parser.add_argument("--input-shape", default=None,
+                        help="input shape without batch for factories, e.g. 3x32x32")
     parser.add_argument("--backend", default=None,
-                        help="run on this backend instead of the profile's (onnxruntime, tensorrt, trtexec, torch)")
+                        help="run on this backend instead of the profile's "
+                             "(onnxruntime, tensorrt, trtexec, torch)")
     add_batch(parser)
     parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
-                        help="which linear conv chains to merge: cost-model choice (auto), every exact one, none")
-    parser.add_argument("--no-verify", action="store_true", help="skip the numerical check of folded graphs")
+                        help="which linear conv chains to merge: cost-model choice (auto), "
+                             "every exact one, none")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the numerical check of folded graphs")
     add_output(parser, kind=FOLDER, dest="out", default=None,
                help="output folder (default: results/<device>; several devices: OUT/<device>/ "
                     "and OUT/fleet-report/ under results/)")
     parser.add_argument("--strict", action="store_true",
-                        help="refuse to run when the device state differs from the profile (power mode, clocks)")
-    parser.add_argument("--list", action="store_true", help="list the zoo models and their variants, then exit")
+                        help="refuse to run when the device state differs from the profile "
+                             "(power mode, clocks)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the zoo models and their variants, then exit")
     parser.add_argument("--lock-timeout", type=float, default=3600.0,
                         help="seconds to wait for a busy remote device's lock (default: 3600)")
     parser.add_argument("--manifest", type=Path, default=None,
-                        help="(run on the device by a remote bench) time the suite a workstation prepared")
+                        help="(run on the device by a remote bench) time the suite a "
+                             "workstation prepared")
     parser.add_argument("--lock", type=Path, default=None,
-                        help="(with --manifest) hold this lock file while timing: one benchmark at a time")
+                        help="(with --manifest) hold this lock file while timing: one benchmark "
+                             "at a time")
     parser.set_defaults(func=run)
 
 
@@ -94,15 +106,6 @@ def _check_local(args, profile) -> None:
         enforce_expectations(capture_environment(profile), profile, strict=True)
 
 
-def _batch(args, profile) -> int:
-    from harness.errors import HarnessError
-
-    batch = args.batch if args.batch is not None else profile.batch_sizes[0]
-    if batch < 1:
-        raise HarnessError("--batch must be a positive integer")
-    return batch
-
-
 def _options(args, profile, out_dir: Path):
     """BenchOptions for one device: the suite resolved (bad names fail before any work)."""
     from harness.bench import DEFAULT_MODELS, BenchOptions, resolve_suite
@@ -110,14 +113,14 @@ def _options(args, profile, out_dir: Path):
     from harness.report.pipeline import check_output_dir
 
     check_output_dir(out_dir)
-    batch = _batch(args, profile)
+    batch = args.batch or profile.batch_sizes[0]  # --batch is a positive int when given
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None \
         else list(DEFAULT_MODELS)
     if not models:
         raise HarnessError("--models is empty")
     suite = resolve_suite(models, args.variants, args.input_shape, batch)
-    return BenchOptions(suite, profile, out_dir, merge=args.merge, verify=not args.no_verify, batch=batch,
-                        precision=profile.precisions[0])
+    return BenchOptions(suite, profile, out_dir, merge=args.merge, verify=not args.no_verify,
+                        batch=batch, precision=profile.precisions[0])
 
 
 def _run_manifest(args, profiles) -> int:
@@ -132,8 +135,9 @@ def _run_manifest(args, profiles) -> int:
         raise HarnessError("--manifest takes one --device and no --models")
     out_dir = args.out or Path("results") / profiles[0].name
     options = read_manifest(args.manifest, profiles[0], out_dir)
-    lock = DeviceLock(args.lock, args.lock_timeout, f"job {args.manifest.parent.name}") if args.lock \
-        else contextlib.nullcontext()
+    owner = f"job {args.manifest.parent.name}"
+    lock = (DeviceLock(args.lock, args.lock_timeout, owner) if args.lock
+            else contextlib.nullcontext())
     with lock:
         _check_local(args, profiles[0])
         run_bench(options, ["harness"] + sys.argv[1:])
@@ -151,9 +155,11 @@ def _run_fleet(args, profiles) -> int:
 
     root = args.out or Path("results")
     if len(profiles) == 1:  # one remote device: laid out as a local bench
-        jobs, report_dir = [_options(args, profiles[0], args.out or root / profiles[0].name)], None
+        jobs = [_options(args, profiles[0], args.out or root / profiles[0].name)]
+        report_dir = None
     else:
-        jobs, report_dir = [_options(args, p, root / p.name) for p in profiles], root / "fleet-report"
+        jobs = [_options(args, p, root / p.name) for p in profiles]
+        report_dir = root / "fleet-report"
     if report_dir:
         check_output_dir(report_dir)
     argv = ["harness"] + sys.argv[1:]
@@ -163,7 +169,8 @@ def _run_fleet(args, profiles) -> int:
         run_bench(options, argv)
         return options.out_dir / "results.json"
 
-    outcomes = run_fleet(jobs, args.lock_timeout, run_local, lambda line: print(line, file=sys.stderr))
+    outcomes = run_fleet(jobs, args.lock_timeout, run_local,
+                         lambda line: print(line, file=sys.stderr))
     done, failed = fleet_summary(outcomes)
     for outcome in outcomes:
         print(f"{outcome.device}: " + (f"wrote {outcome.results}" if outcome.results else "FAILED"))

@@ -1,35 +1,102 @@
-"""``harness compare``: CI regression gating on latency between two results files."""
+"""``harness compare``: CI regression gating on latency, against a baseline file or the history."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from harness.commands import add_command, add_output
 
-DESCRIPTION = """Compare two results files of the same suite on the same device (from `harness bench`). For each
-graph: the change in median latency with a 95% bootstrap interval, and a verdict: slower when the whole interval
-lies above +THRESHOLD, faster when below -THRESHOLD, same otherwise. Exit status: 0 when nothing is slower, 1
-when something is, 2 when the files cannot be compared (different devices, models, shapes, schema)."""
+DESCRIPTION = """Compare two results files of the same suite on the same device (from `harness
+bench`). For each graph: the change in median latency with a 95% bootstrap interval, and a
+verdict: slower when the whole interval lies above +THRESHOLD, faster when below -THRESHOLD, same
+otherwise. The threshold is a percentage: 5 and 5% both mean 5%; a bare number below 1 (0.05) is
+refused as ambiguous.
+
+With --against-history, one results file is judged against its series in the history store
+(`harness history`): slower when it makes a significant step up from the series' last level (each
+point weighed by its own interval; no threshold).
+
+Loud warnings (not a failure): a run that did not complete, backend settings or library versions
+that differ between the two runs. Exit status: 0 when nothing is slower, 1 when something is, 2 on
+any input or output problem (a missing or malformed file, files that cannot be compared, an
+unwritable --markdown/--junit)."""
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "compare", "compare two results files; exit 1 on a latency regression",
-                         DESCRIPTION, "harness compare baseline/results.json results/host/results.json "
-                         "--threshold 5% --markdown comment.md")
-    parser.add_argument("base", type=Path, help="results.json of the reference run")
-    parser.add_argument("new", type=Path, help="results.json of the run to judge")
-    parser.add_argument("--threshold", default="5%", help="slowdown tolerated, e.g. 5%% or 0.05 (default 5%%)")
-    add_output(parser, "--markdown", help="also write the table here (PR comment)")
+    parser = add_command(subparsers, "compare",
+                         "compare results with a baseline or the history; exit 1 on a regression",
+                         DESCRIPTION, "harness compare baseline/results.json "
+                         "results/host/results.json --threshold 5% --markdown comment.md --github")
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="BASE NEW: results.json of the reference run and of the run to judge "
+                             "(with --against-history: NEW only)")
+    parser.add_argument("--threshold", default="5%",
+                        help="slowdown tolerated, in percent: 5%% or 5 (default 5%%)")
+    parser.add_argument("--against-history", action="store_true",
+                        help="judge NEW against its series in the history store instead")
+    parser.add_argument("--history", type=Path, default=None,
+                        help="the history store (default: results/history.sqlite)")
+    add_output(parser, "--markdown", help="also write the table here (PR comment, job summary)")
+    add_output(parser, "--junit", help="also write JUnit XML here: a failed test per regression")
+    parser.add_argument("--github", action="store_true",
+                        help="also print GitHub Actions annotations (::error per regression, "
+                             "::warning per warning)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from harness.compare import compare_files, parse_threshold
-    from harness.onnx_io import write_text_atomic
+    from harness.compare import compare_files, parse_threshold, to_github, to_junit, to_markdown
+    from harness.errors import HarnessError
+    from harness.outputs import write_measured
 
-    threshold = parse_threshold(args.threshold)
-    changes, markdown = compare_files(args.base, args.new, threshold)
+    if args.against_history:
+        if len(args.results) != 1:
+            raise HarnessError("--against-history takes one results file (NEW)")
+        comparison = _against_history(args)
+    else:
+        if len(args.results) != 2:
+            raise HarnessError(f"give two results files, BASE and NEW (got {len(args.results)}), "
+                               "or one with --against-history")
+        comparison = compare_files(args.results[0], args.results[1],
+                                   parse_threshold(args.threshold))
+    markdown = to_markdown(comparison)
     print(markdown, end="")
+    for warning in comparison.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.github:
+        print(to_github(comparison, str(args.results[-1])), end="")
     if args.markdown:
-        write_text_atomic(args.markdown, markdown)
-    return 1 if any(c.verdict == "slower" for c in changes) else 0
+        write_measured(args.markdown, markdown)
+    if args.junit:
+        write_measured(args.junit, to_junit(comparison))
+    return 1 if comparison.slower else 0
+
+
+def _against_history(args):
+    """The new file's graphs judged against their series (same device, graph, precision, batch
+    and environment) in the history store."""
+    from harness.compare import Change, Comparison
+    from harness.history import DEFAULT_PATH, History, judge_new, points_of, series_of
+    from harness.results import read_results
+
+    new = read_results(args.results[0])
+    with History(args.history or DEFAULT_PATH, create=False) as history:
+        stored = series_of(history.points(new.device_name))
+    changes, warnings = [], []
+    if new.complete is False:
+        warnings.append(f"{new.source} did not complete (complete: false): its numbers are partial")
+    for point, _ in points_of(new, "new"):
+        label = f"{point.model}/{point.variant}{'/folded' if point.folded else ''}"
+        past = [p for p in stored.get(point.series, []) if p.created != point.created]
+        if len(past) < 2:
+            warnings.append(f"{label}: {len(past)} earlier run(s) of this graph in this "
+                            "environment in the history: not judged")
+            continue
+        level, step = judge_new(past, point)
+        verdict = "same" if step is None else ("slower" if step.kind == "regression" else "faster")
+        changes.append(Change(point.model, point.variant, point.folded, level, point.median_ms,
+                              point.median_ms / level, point.ci_low_ms / level,
+                              point.ci_high_ms / level, verdict))
+    return Comparison(changes, warnings, new.device_name, 0.0,
+                      "a significant step against the history (no threshold)")

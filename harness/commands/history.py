@@ -1,0 +1,152 @@
+"""``harness history``: keep every bench result in a SQLite store; show a trend with its steps."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from harness.commands import add_command
+
+DESCRIPTION = """Latency history across commits, in a SQLite file (default results/history.sqlite).
+
+  add RESULTS...   store every graph of results.json files, keyed by device, model, variant,
+                   precision, batch, git commit (--commit, else $GITHUB_SHA, else the harness
+                   checkout's commit recorded in the file) and environment (backend settings
+                   and versions, processor). Each file is one transaction; adding a file twice
+                   adds nothing.
+  show             print each series' trend of one device (and model) with the steps found, and
+                   write a plot (--plot, PNG).
+
+Steps are found by a piecewise-constant fit that weighs each point by its own 95% interval,
+widened by the run-to-run scatter, and keeps a step only when it is significant (see
+harness/history.py); `harness compare --against-history` gates a new run on it."""
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "history",
+                         "latency history in SQLite: add results, show trends",
+                         DESCRIPTION, "harness history add results/xavier/results.json && "
+                         "harness history show --device xavier --model resnet56")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    add = actions.add_parser("add", help="store results files in the history",
+                             description="Store every graph of results files in the history.")
+    add.add_argument("results", nargs="+", type=Path, help="results.json files")
+    add.add_argument("--commit", default=None,
+                     help="the commit benchmarked (default: $GITHUB_SHA, else the file's git_sha)")
+    show = actions.add_parser("show", help="trend and steps of a device's series, with a plot",
+                              description="Print the trend of each series and write a plot.")
+    show.add_argument("--device", required=True, help="the device profile's name")
+    show.add_argument("--model", default=None, help="one model (default: every model)")
+    show.add_argument("--plot", type=Path, default=None,
+                      help="PNG to write (default: results/history-<device>[-<model>].png)")
+    for sub in (add, show):
+        sub.add_argument("--history", type=Path, default=None,
+                         help="the SQLite file (default: results/history.sqlite)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from harness.history import DEFAULT_PATH
+
+    path = args.history or DEFAULT_PATH
+    return _add(args, path) if args.action == "add" else _show(args, path)
+
+
+def commit_for(results, commit: Optional[str]) -> str:
+    """The commit a results file measured: given, else $GITHUB_SHA, else its recorded git_sha."""
+    return (commit or os.environ.get("GITHUB_SHA")
+            or str(results.environment_before.get("git_sha") or "unknown"))
+
+
+def _add(args, path: Path) -> int:
+    from harness.history import History
+    from harness.outputs import check_output
+    from harness.results import read_results
+
+    documents = [read_results(p) for p in args.results]  # all valid before anything is written
+    check_output(path, flag="--history")
+    with History(path) as history:
+        for results in documents:
+            commit = commit_for(results, args.commit)
+            added, present = history.add(results, commit)
+            note = f", {present} already there" if present else ""
+            print(f"{results.source}: {added} point(s) added to {path} "
+                  f"({results.device_name}, commit {commit[:12]}{note})")
+            if results.complete is False:
+                print(f"warning: {results.source} did not complete (complete: false): "
+                      "its points are partial", file=sys.stderr)
+    return 0
+
+
+def _show(args, path: Path) -> int:
+    from harness.errors import HarnessError
+    from harness.history import History, detect_steps, series_of
+    from harness.outputs import check_output
+
+    suffix = f"-{args.model}" if args.model else ""
+    plot = args.plot or Path("results") / f"history-{args.device}{suffix}.png"
+    check_output(plot, flag="--plot")
+    with History(path, create=False) as history:
+        points = history.points(args.device, args.model)
+    if not points:
+        what = f"device {args.device!r}" + (f", model {args.model!r}" if args.model else "")
+        raise HarnessError(f"{path} holds no results of {what}")
+    groups = series_of(points)
+    found = {}
+    for key, series in groups.items():
+        steps = detect_steps(series)
+        found[key] = steps
+        _print_series(key, series, steps)
+    _plot(groups, found, plot, f"{args.device}{' ' + args.model if args.model else ''}")
+    print(f"wrote {plot}")
+    return 0
+
+
+def _print_series(key, series, steps) -> None:
+    device, model, variant, folded, precision, batch, environment = key
+    graph = f"{model}/{variant}{'/folded' if folded else ''}"
+    print(f"\n{device} {graph} ({precision}, batch {batch}, environment {environment}): "
+          f"{len(series)} run(s)")
+    at = {step.index: step for step in steps}
+    for i, point in enumerate(series):
+        step = at.get(i)
+        mark = (f"  <- {step.kind} {step.change:+.1%} (z = {step.z:.1f})" if step else "")
+        print(f"  {point.created:<25} {point.git_commit[:12]:<12} {point.median_ms:9.4f} ms "
+              f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}]{mark}")
+    if not steps:
+        print("  no significant step")
+
+
+def _plot(groups, found, out: Path, title: str) -> None:
+    """Each series' medians with their intervals, and the steps found; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for key, series in groups.items():
+        label = f"{key[1]}/{key[2]}{'/folded' if key[3] else ''} ({key[4]}, b{key[5]})"
+        x = list(range(len(series)))
+        y = [p.median_ms for p in series]
+        err = [[p.median_ms - p.ci_low_ms for p in series],
+               [p.ci_high_ms - p.median_ms for p in series]]
+        ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1, label=label)
+        for step in found[key]:
+            color = "tab:red" if step.kind == "regression" else "tab:green"
+            ax.axvline(step.index - 0.5, color=color, ls="--", lw=1)
+            ax.annotate(f"{step.change:+.1%}", (step.index - 0.5, step.after_ms), color=color,
+                        fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("run (oldest first)")
+    ax.set_ylabel("median latency, ms (95% CI)")
+    ax.set_title(f"latency history: {title} (dashed: steps found; red: regression)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, out)
