@@ -24,6 +24,7 @@ from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
 from harness.graph_stats import count_flops, count_params, op_histogram
 from harness.onnx_io import save_model
+from harness.precision import check_graph_precision
 from harness.profiles import Profile
 from harness.report.pipeline import write_bench_tables
 from harness.results import as_results, new_results, write_results
@@ -75,7 +76,9 @@ def _prepare_model(source: ModelSource, variants: List[str], options: BenchOptio
     configs = []
     for variant, (path, model) in exported.items():
         info = _graph_info(model)
-        info["onnx"] = str(path)
+        what = source.reference if source.kind == "onnx" else f"{source.name}/{variant}"
+        info.update(onnx=str(path),
+                    graph_precision=check_graph_precision(model, options.precision, what))
         configs.append(_Config(f"{source.name}/{variant}", variant, False, path, info))
         folded = fold_model(model, merge=options.merge, cost_model=cost_model)
         if folded.report.changed:
@@ -84,6 +87,7 @@ def _prepare_model(source: ModelSource, variants: List[str], options: BenchOptio
             save_model(folded.model, folded_path)
             folded_info = _graph_info(folded.model)
             folded_info.update(onnx=str(folded_path), fold=folded.report.to_dict(),
+                               graph_precision=info["graph_precision"],
                                verification=verification.to_dict() if verification else None)
             configs.append(_Config(f"{source.name}/{variant}/folded", variant, True, folded_path, folded_info))
         else:

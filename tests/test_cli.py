@@ -64,6 +64,7 @@ def test_bench_end_to_end(tmp_path, fast_profile, capsys):
     assert base["backend"]["intra_op_threads"] == 1
     assert base["stats"]["n"] == len(base["series_ms"]["latency_ms"]) >= 10
     assert base["flops"] > 0 and base["params"] > 0
+    assert {r["graph_precision"] for r in results["runs"]} == {"fp32"}
     folded = runs[variant["folded_run"]]
     assert folded["nodes"]["Conv"] < variant["nodes"]["Conv"]
     assert folded["verification"]["max_rel_error"] < 1e-4
@@ -155,3 +156,47 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown device 'nope'") and "Traceback" not in proc.stderr
+
+
+# --- precision of the graph itself ------------------------------------------------------------------------------
+
+def _conv_model(weight_type: int, input_type: int, quantized: bool = False) -> onnx.ModelProto:
+    """A one-conv graph whose weights and input have the given ONNX element types."""
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(weight_type)
+    weights = numpy_helper.from_array(np.ones((4, 3, 3, 3), dtype), "w")
+    nodes = [onnx.helper.make_node("Conv", ["xc" if input_type != weight_type else "x", "w"], ["y"])]
+    if input_type != weight_type:
+        nodes.insert(0, onnx.helper.make_node("Cast", ["x"], ["xc"], to=weight_type))
+    if quantized:
+        scale = numpy_helper.from_array(np.array(0.1, dtype), "s")
+        zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+        nodes = [onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                 onnx.helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+                 onnx.helper.make_node("Conv", ["dq", "w"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", input_type, [1, 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", weight_type, [1, 4, 6, 6])],
+        [weights] + ([scale, zero] if quantized else []))
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_graph_precision_comes_from_the_graph():
+    from harness.precision import graph_precision
+
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert graph_precision(_conv_model(float32, float32)) == "fp32"
+    assert graph_precision(_conv_model(float16, float16)) == "fp16"
+    assert graph_precision(_conv_model(float16, float32)) == "fp16"  # fp32 I/O, fp16 weights (keep_io_types)
+    assert graph_precision(_conv_model(float32, float32, quantized=True)) == "int8"
+
+
+def test_an_fp16_graph_is_not_timed_as_fp32(tmp_path, fast_profile, capsys):
+    model = tmp_path / "half.onnx"
+    onnx.save(_conv_model(onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT16), str(model))
+    for argv in (["time", model, "--device", fast_profile, "--json", tmp_path / "t.json"],
+                 ["bench", "--models", model, "--device", fast_profile, "--out", tmp_path / "out"]):
+        code, _, err = run_cli(capsys, *argv)
+        last = err.strip().splitlines()[-1]  # after bench's progress bar
+        assert code == 2 and last.startswith(f"error: {model} computes in fp16"), err
+        assert "profile runs and records fp32" in last and "Traceback" not in err
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "out" / "results.json").exists()

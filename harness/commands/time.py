@@ -41,13 +41,14 @@ def run(args) -> int:
     from harness.errors import HarnessError
     from harness.onnx_io import load_model
     from harness.outputs import write_measured
+    from harness.precision import check_graph_precision
     from harness.profiles import load_profile, with_backend
 
     profile = with_backend(load_profile(args.device), args.backend)
     if len(set(args.onnx)) != len(args.onnx):
         raise HarnessError("the same ONNX file is named twice")
-    for path in args.onnx:
-        load_model(path)  # clear errors for missing, corrupt or unsafe files before timing anything
+    for path in args.onnx:  # clear errors for missing, corrupt, unsafe or mislabelled files before timing
+        check_graph_precision(load_model(path), profile.precisions[0], str(path))
     if profile.remote.host and not args.local:  # on the device itself, over SSH, with its own profile copy
         import tempfile
 
