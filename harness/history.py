@@ -308,3 +308,37 @@ def judge_new(history: Sequence[Point], new: Point,
     steps = detect_steps([*history, new], z)
     last = steps[-1] if steps else None
     return level, (last if last is not None and last.index == len(history) else None)
+
+
+def series_label(key: Tuple[Any, ...]) -> str:
+    """``model/variant[/folded] (precision, batch b)`` of a series key."""
+    _, model, variant, folded, precision, batch, _ = key
+    return f"{model}/{variant}{'/folded' if folded else ''} ({precision}, batch {batch})"
+
+
+def to_markdown(device: str, groups: Dict[Tuple[Any, ...], List[Point]],
+                found: Dict[Tuple[Any, ...], List[Step]], last: int = 30) -> str:
+    """A job-summary section: per series the steps found, the latest runs as a table, and a
+    Mermaid line chart of the medians (GitHub renders it)."""
+    lines = [f"## Latency history on `{device}`", ""]
+    for key, points in groups.items():
+        shown = points[-last:]
+        offset = len(points) - len(shown)
+        steps = found.get(key, [])
+        lines += [f"### {series_label(key)}", ""]
+        lines += [f"- {s.kind} of {s.change:+.1%} at `{points[s.index].git_commit[:12]}` "
+                  f"(z = {s.z:.1f})" for s in steps] or ["- no significant step"]
+        lines += ["", "```mermaid", "xychart-beta",
+                  f'    title "{series_label(key)}"',
+                  "    x-axis [" + ", ".join(f'"{p.git_commit[:7]}"' for p in shown) + "]",
+                  '    y-axis "median latency (ms)"',
+                  "    line [" + ", ".join(f"{p.median_ms:.4g}" for p in shown) + "]", "```", "",
+                  "| run | commit | median ms [95% CI] | step |", "|---|---|---|---|"]
+        at = {s.index: s for s in steps}
+        for i, point in enumerate(shown, start=offset):
+            step = at.get(i)
+            mark = f"{step.kind} {step.change:+.1%}" if step else ""
+            lines.append(f"| {point.created} | `{point.git_commit[:12]}` | {point.median_ms:.4f} "
+                         f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}] | {mark} |")
+        lines.append("")
+    return "\n".join(lines)

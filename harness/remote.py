@@ -1,16 +1,17 @@
 """Benchmark on devices over SSH (the system ``ssh``/``scp``): one device, or a fleet in parallel.
 
-Host keys are checked (``BatchMode``, ``StrictHostKeyChecking=yes``: an unknown host is refused, not
-trusted). No local shell is used; the remote command is built from ``shlex.quote``-d arguments, since
-ssh hands the remote side one command string. The device needs harness installed (Python 3.8, no
-torch); ``remote.workdir`` is where it runs, and where its engine cache (``engines/``) stays.
+Host keys are checked (``BatchMode``, ``StrictHostKeyChecking=yes``: an unknown host is refused,
+not trusted). No local shell is used; the remote command is built from ``shlex.quote``-d
+arguments, since ssh hands the remote side one command string. The device needs harness installed
+(Python 3.8, no torch); ``remote.workdir`` is where it runs, and where its engine cache
+(``engines/``) stays.
 
-A fleet run (``harness bench --device a,b``) exports and folds on the workstation, ships each device
-its ONNX files and a manifest (``harness-jobs/<job>/``), runs ``harness bench --manifest`` there with
-the device's own profile under a device lock, brings ``results.json`` back, and merges the devices'
-results into one report. The lock is ``fcntl.flock`` on ``<workdir>/.harness.lock`` taken by the
-device-side process: the kernel releases it when that process ends, however it ends, so a lock is
-never stale; the file says who holds it.
+A fleet run (``harness bench --device a,b``) exports and folds on the workstation, ships each
+device its ONNX files and a manifest (``harness-jobs/<job>/``), runs ``harness bench --manifest``
+there with the device's own profile under a device lock, brings ``results.json`` back, and merges
+the devices' results into one report. The lock is ``fcntl.flock`` on ``<workdir>/.harness.lock``
+taken by the device-side process: the kernel releases it when that process ends, however it ends,
+so a lock is never stale; the file says who holds it.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class RemoteDevice:
         return proc.stdout
 
     def run(self, args: Sequence[str], timeout_s: Optional[float] = None) -> str:
-        """Run a command in the remote workdir; arguments are quoted, never interpreted by a shell."""
+        """Run a command in the remote workdir; arguments are quoted, never interpreted by a
+        shell."""
         command = (f"cd {quote_remote_path(self.remote.workdir)} && "
                    + " ".join(shlex.quote(a) for a in args))
         return self._call(["ssh", "-p", str(self.remote.port), *self.options, self.target, command],

@@ -108,11 +108,15 @@ def test_add_is_keyed_and_idempotent_and_show_plots(tmp_path, capsys, monkeypatc
         assert con.execute("PRAGMA user_version").fetchone()[0] == 1
         commits = {r[0] for r in con.execute("SELECT DISTINCT git_commit FROM points")}
     assert commits == {"abc123", "unknown"}  # the rest: no --commit, $GITHUB_SHA or git_sha
+    summary = tmp_path / "summary.md"
     assert main(["history", "show", "--device", "xavier", "--model", "resnet20",
-                 "--history", str(db), "--plot", str(plot)]) == 0
+                 "--history", str(db), "--plot", str(plot), "--markdown", str(summary)]) == 0
     out = capsys.readouterr().out
-    assert "xavier resnet20/dc-1x1" in out and "<- regression +1" in out
+    assert "xavier resnet20/dc-1x1 (fp32, batch 1)" in out and "<- regression +1" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = summary.read_text()
+    assert markdown.count("```mermaid\nxychart-beta") == 2 and "- regression of +1" in markdown
+    assert markdown.count("| 2026-01-01T") == 24
 
 
 def test_another_environment_starts_another_series(tmp_path):

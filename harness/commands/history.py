@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from harness.commands import add_command
+from harness.commands import add_command, add_output
 
 DESCRIPTION = """Latency history across commits, in a SQLite file (default results/history.sqlite).
 
@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     show.add_argument("--model", default=None, help="one model (default: every model)")
     show.add_argument("--plot", type=Path, default=None,
                       help="PNG to write (default: results/history-<device>[-<model>].png)")
+    add_output(show, "--markdown",
+               help="also write a Markdown section (steps, tables, Mermaid charts) here, e.g. "
+                    "for $GITHUB_STEP_SUMMARY")
     for sub in (add, show):
         sub.add_argument("--history", type=Path, default=None,
                          help="the SQLite file (default: results/history.sqlite)")
@@ -83,7 +86,7 @@ def _add(args, path: Path) -> int:
 
 def _show(args, path: Path) -> int:
     from harness.errors import HarnessError
-    from harness.history import History, detect_steps, series_of
+    from harness.history import History, detect_steps, series_of, to_markdown
     from harness.outputs import check_output
 
     suffix = f"-{args.model}" if args.model else ""
@@ -102,14 +105,17 @@ def _show(args, path: Path) -> int:
         _print_series(key, series, steps)
     _plot(groups, found, plot, f"{args.device}{' ' + args.model if args.model else ''}")
     print(f"wrote {plot}")
+    if args.markdown:
+        from harness.onnx_io import write_text_atomic
+
+        print(f"wrote {write_text_atomic(args.markdown, to_markdown(args.device, groups, found))}")
     return 0
 
 
 def _print_series(key, series, steps) -> None:
-    device, model, variant, folded, precision, batch, environment = key
-    graph = f"{model}/{variant}{'/folded' if folded else ''}"
-    print(f"\n{device} {graph} ({precision}, batch {batch}, environment {environment}): "
-          f"{len(series)} run(s)")
+    from harness.history import series_label
+
+    print(f"\n{key[0]} {series_label(key)}, environment {key[6]}: {len(series)} run(s)")
     at = {step.index: step for step in steps}
     for i, point in enumerate(series):
         step = at.get(i)
@@ -127,9 +133,11 @@ def _plot(groups, found, out: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from harness.history import series_label
+
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for key, series in groups.items():
-        label = f"{key[1]}/{key[2]}{'/folded' if key[3] else ''} ({key[4]}, b{key[5]})"
+        label = series_label(key)
         x = list(range(len(series)))
         y = [p.median_ms for p in series]
         err = [[p.median_ms - p.ci_low_ms for p in series],
