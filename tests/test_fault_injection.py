@@ -1,0 +1,264 @@
+"""Fault injection: every command, run in-process through ``harness.cli.main``, against output paths that cannot
+be written (/sys and /proc, which refuse new files even to root; paths under a file; a folder where a file goes
+and the reverse) and against malformed input (garbage ONNX, truncated and empty JSON, empty files, broken
+profiles, impossible arguments). Each must end with exit 2 (130 for Ctrl-C) and one ``error:`` line, never a
+traceback, never an internal error, and write nothing where it was refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import yaml
+
+from harness.cli import COMMANDS, main
+
+DATA = Path(__file__).resolve().parent / "data"
+PROFILES = Path(__file__).resolve().parent.parent / "device_profiles"
+# commands that draw a progress bar on stderr before the error; every other one writes only the error line
+PROGRESS_COMMANDS = {"bench", "suite", "lut", "calibrate"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Dict[str, Path]:
+    """Good and broken inputs, made once: a real LeNet-5 ONNX, a recorded results file, broken copies."""
+    tmp = tmp_path_factory.mktemp("faults")
+    assert main(["export", "lenet5", "-o", str(tmp / "lenet.onnx")]) == 0
+    profile = yaml.safe_load((PROFILES / "host.yaml").read_text())
+    profile["timing"] = {"warmup_s": 0.01, "min_iterations": 5, "min_duration_s": 0.02,
+                         "max_duration_s": 0.2, "target_ci": 0.5, "block_iterations": 5, "block_s": 0.01}
+    (tmp / "fast.yaml").write_text(yaml.safe_dump(profile))
+    (tmp / "badlevel.yaml").write_text(yaml.safe_dump(
+        {**profile, "onnxruntime": {"graph_optimization_level": "disabled"}}))
+    (tmp / "twice.yaml").write_text(yaml.safe_dump(profile) + "timing:\n  warmup_s: 0.1\n")
+    results = json.loads((DATA / "results_schema1_lenet5.json").read_text())
+    shutil.copy(DATA / "results_schema1_lenet5.json", tmp / "results.json")
+    text = (tmp / "results.json").read_text()
+    (tmp / "truncated.json").write_text(text[: len(text) // 2])
+    no_series = json.loads(json.dumps(results))
+    del no_series["runs"][0]["series_ms"]
+    (tmp / "no_series.json").write_text(json.dumps(no_series))
+    bad_stats = json.loads(json.dumps(results))
+    bad_stats["runs"][0]["stats"] = "fast"
+    (tmp / "bad_stats.json").write_text(json.dumps(bad_stats))
+    (tmp / "garbage.onnx").write_bytes(b"\x08\x07 not a protobuf \xff\xfe" * 20)
+    for name in ("empty.onnx", "empty.json", "empty.yaml", "empty.csv"):
+        (tmp / name).write_bytes(b"")
+    (tmp / "table.csv").write_text("id,st,end,time,stdev\n0,0,0,0.1,0.0\n")
+    (tmp / "rows.csv").write_text("st,end,importance\n0,zero,1\n")
+    (tmp / "importance.csv").write_text("st,end,importance\n0,0,1.0\n")
+    (tmp / "notadb.sqlite").write_bytes(b"this is not a SQLite file" * 40)
+    (tmp / "afile.txt").write_text("occupied")
+    (tmp / "adir").mkdir()
+    (tmp / "user_faults.py").write_text(textwrap.dedent("""
+        import sys
+        def exits():
+            sys.exit(3)
+        def interrupted():
+            raise KeyboardInterrupt
+        def raises_oserror():
+            open("/nonexistent-harness-dir/weights.pt")
+    """))
+    return {"tmp": tmp, "onnx": tmp / "lenet.onnx", "fast": tmp / "fast.yaml", "results": tmp / "results.json"}
+
+
+def _run(capsys, argv: List[str]):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_error_line(command: str, code: int, err: str, expected_code: int = 2) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert code == expected_code, err
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert "internal error" not in errors[0], err
+    if command not in PROGRESS_COMMANDS:
+        assert len(lines) == 1, err
+    return errors[0]
+
+
+# --- outputs that cannot be written ------------------------------------------------------------------------------
+
+FILE_FAULTS = {"sys": "/sys/harness-fault/{name}", "proc": "/proc/harness-fault/{name}",
+               "under a file": "{tmp}/afile.txt/{name}", "a folder": "{tmp}/adir"}
+FOLDER_FAULTS = {"sys": "/sys/harness-fault", "proc": "/proc/harness-fault/out",
+                 "under a file": "{tmp}/afile.txt/out", "a file": "{tmp}/afile.txt"}
+
+# command -> (arguments before the output flag, the output flag, file or folder, the file name used)
+OUTPUTS = {
+    "bench": (["bench", "--device", "{fast}", "--models", "lenet5"], "--out", "folder", ""),
+    "export": (["export", "lenet5"], "-o", "file", "x.onnx"),
+    "fold": (["fold", "{onnx}"], "-o", "file", "f.onnx"),
+    "fold --report": (["fold", "{onnx}", "-o", "{tmp}/fold-out/f.onnx"], "--report", "file", "r.json"),
+    "time": (["time", "{onnx}", "--device", "{fast}"], "--json", "file", "t.json"),
+    "compare": (["compare", "{results}", "{results}"], "--markdown", "file", "c.md"),
+    "report": (["report", "{results}"], "-o", "folder", ""),
+    "suite": (["suite", "papers", "--device", "{fast}", "--models", "lenet5"], "-o", "folder", ""),
+    "lut": (["lut", "lenet5", "--device", "{fast}", "--max-span", "1"], "-o", "file", "t.csv"),
+    "plan": (["plan", "lenet5", "--table", "{tmp}/table.csv", "--importance", "{tmp}/importance.csv",
+              "--budget-ms", "10"], "-o", "file", "p.json"),
+    "calibrate": (["calibrate", "--device", "{fast}", "--quick"], "-o", "file", "c.json"),
+    "history": (["history", "show", "--device", "fast", "--history", "{tmp}/h.sqlite"], "--markdown",
+                "file", "h.md"),
+}
+OUTPUT_CASES = [(name, fault) for name, (_, _, kind, _) in OUTPUTS.items()
+                for fault in (FILE_FAULTS if kind == "file" else FOLDER_FAULTS)]
+
+
+@pytest.mark.parametrize("name,fault", OUTPUT_CASES, ids=[f"{n}-{f}" for n, f in OUTPUT_CASES])
+def test_unwritable_output_is_refused_before_any_work(name, fault, files, capsys):
+    argv, flag, kind, filename = OUTPUTS[name]
+    target = (FILE_FAULTS if kind == "file" else FOLDER_FAULTS)[fault].format(tmp=files["tmp"], name=filename)
+    before = sorted(p.name for p in files["tmp"].iterdir())
+    code, out, err = _run(capsys, [a.format(**files) for a in argv] + [flag, target])
+    line = _assert_one_error_line(argv[0], code, err)
+    assert target in line and flag in line, line
+    assert not out, "the command did work before refusing its output"
+    assert sorted(p.name for p in files["tmp"].iterdir()) == before  # nothing written beside the inputs
+    if fault in ("a folder", "a file"):
+        assert Path(target).is_dir() == (fault == "a folder")  # left as it was
+
+
+# --- malformed input ---------------------------------------------------------------------------------------------
+
+BAD_INPUT = {
+    "bench garbage onnx": ["bench", "--device", "{fast}", "--models", "{tmp}/garbage.onnx", "--out", "{tmp}/o"],
+    "bench empty onnx": ["bench", "--device", "{fast}", "--models", "{tmp}/empty.onnx", "--out", "{tmp}/o"],
+    "bench empty models": ["bench", "--device", "{fast}", "--models", "", "--out", "{tmp}/o"],
+    "bench empty profile": ["bench", "--device", "{tmp}/empty.yaml", "--models", "lenet5", "--out", "{tmp}/o"],
+    "bench batch 0": ["bench", "--device", "{fast}", "--models", "lenet5", "--batch", "0"],
+    "export garbage": ["export", "{tmp}/garbage.onnx", "-o", "{tmp}/o/x.onnx"],
+    "export empty": ["export", "{tmp}/empty.onnx", "-o", "{tmp}/o/x.onnx"],
+    "export batch 0": ["export", "lenet5", "--batch", "0", "-o", "{tmp}/o/x.onnx"],
+    "export factory exits": ["export", "user_faults:exits", "--input-shape", "3x8x8", "-o", "{tmp}/o/x.onnx"],
+    "export factory oserror": ["export", "user_faults:raises_oserror", "--input-shape", "3x8x8", "-o",
+                               "{tmp}/o/x.onnx"],
+    "fold garbage": ["fold", "{tmp}/garbage.onnx", "-o", "{tmp}/o/f.onnx"],
+    "fold empty": ["fold", "{tmp}/empty.onnx", "-o", "{tmp}/o/f.onnx"],
+    "fold empty cost table": ["fold", "{onnx}", "-o", "{tmp}/o/f.onnx", "--cost", "{tmp}/empty.csv"],
+    "fold twice-keyed profile": ["fold", "{onnx}", "-o", "{tmp}/o/f.onnx", "--device", "{tmp}/twice.yaml"],
+    "time garbage": ["time", "{tmp}/garbage.onnx", "--device", "{fast}"],
+    "time empty": ["time", "{tmp}/empty.onnx", "--device", "{fast}"],
+    "time bad level": ["time", "{onnx}", "--device", "{tmp}/badlevel.yaml"],
+    "time batch 0": ["time", "{onnx}", "--device", "{fast}", "--batch", "0"],
+    "build garbage": ["build", "{tmp}/garbage.onnx", "--explain"],
+    "build empty profile": ["build", "{onnx}", "--device", "{tmp}/empty.yaml", "--explain"],
+    "build batch 0": ["build", "{onnx}", "--batch", "0", "--explain"],
+    "build precision": ["build", "{onnx}", "--precision", "fp8", "--explain"],
+    "compare truncated": ["compare", "{tmp}/truncated.json", "{results}"],
+    "compare empty": ["compare", "{results}", "{tmp}/empty.json"],
+    "compare no series": ["compare", "{results}", "{tmp}/no_series.json"],
+    "compare stats not an object": ["compare", "{tmp}/bad_stats.json", "{results}"],
+    "compare onnx as results": ["compare", "{results}", "{tmp}/garbage.onnx"],
+    "compare bad threshold": ["compare", "{results}", "{results}", "--threshold", "lots"],
+    "report truncated": ["report", "{tmp}/truncated.json", "-o", "{tmp}/o"],
+    "report empty": ["report", "{tmp}/empty.json", "-o", "{tmp}/o"],
+    "report no series": ["report", "{tmp}/no_series.json", "-o", "{tmp}/o"],
+    "report stats not an object": ["report", "{tmp}/bad_stats.json", "-o", "{tmp}/o"],
+    "suite empty profile": ["suite", "papers", "--device", "{tmp}/empty.yaml", "-o", "{tmp}/o"],
+    "suite unknown model": ["suite", "papers", "--device", "{fast}", "--models", "nope", "-o", "{tmp}/o"],
+    "lut garbage": ["lut", "{tmp}/garbage.onnx", "--device", "{fast}", "-o", "{tmp}/o/t.csv"],
+    "lut batch 0": ["lut", "lenet5", "--device", "{fast}", "--batch", "0", "-o", "{tmp}/o/t.csv"],
+    "lut bad level": ["lut", "lenet5", "--device", "{tmp}/badlevel.yaml", "-o", "{tmp}/o/t.csv"],
+    "plan empty table": ["plan", "lenet5", "--table", "{tmp}/empty.csv", "--importance", "{tmp}/rows.csv",
+                         "--budget-ms", "1"],
+    "plan malformed importance": ["plan", "lenet5", "--table", "{tmp}/table.csv", "--importance",
+                                  "{tmp}/rows.csv", "--budget-ms", "1"],
+    "plan garbage model": ["plan", "{tmp}/garbage.onnx", "--table", "{tmp}/table.csv", "--importance",
+                           "{tmp}/importance.csv", "--budget-ms", "1"],
+    "time a folder": ["time", "{tmp}/adir", "--device", "{fast}"],
+    "fold a folder": ["fold", "{tmp}/adir", "-o", "{tmp}/o/f.onnx"],
+    "compare a folder": ["compare", "{tmp}/adir", "{results}"],
+    "report a folder": ["report", "{tmp}/adir", "-o", "{tmp}/o"],
+    "history add a folder": ["history", "add", "{tmp}/adir", "--history", "{tmp}/o/h.sqlite"],
+    "bench profile is a folder": ["bench", "--device", "{tmp}/adir/", "--models", "lenet5", "--out", "{tmp}/o"],
+    "profiles show empty": ["profiles", "show", "{tmp}/empty.yaml"],
+    "profiles show twice-keyed": ["profiles", "show", "{tmp}/twice.yaml"],
+    "profiles show bad level": ["profiles", "show", "{tmp}/badlevel.yaml"],
+    "profiles unknown action": ["profiles", "delete"],
+    "env empty profile": ["env", "--device", "{tmp}/empty.yaml"],
+    "env twice-keyed profile": ["env", "--device", "{tmp}/twice.yaml"],
+    "calibrate empty profile": ["calibrate", "--device", "{tmp}/empty.yaml", "-o", "{tmp}/o/c.json"],
+    "calibrate batch 0": ["calibrate", "--device", "{fast}", "--batch", "0", "-o", "{tmp}/o/c.json"],
+    "history add truncated": ["history", "add", "{tmp}/truncated.json", "--history", "{tmp}/o/h.sqlite"],
+    "history add empty": ["history", "add", "{tmp}/empty.json", "--history", "{tmp}/o/h.sqlite"],
+    "history show not a database": ["history", "show", "--device", "host", "--history",
+                                    "{tmp}/notadb.sqlite", "--plot", "{tmp}/o/h.png"],
+    "unknown command": ["frobnicate"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_malformed_input_ends_in_one_error_line(case, files, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(files["tmp"]))
+    argv = [a.format(**files) for a in BAD_INPUT[case]]
+    code, _, err = _run(capsys, argv)
+    _assert_one_error_line(argv[0], code, err)
+    written = [p for p in (files["tmp"] / "o").rglob("*") if not p.is_dir()]
+    shutil.rmtree(files["tmp"] / "o", ignore_errors=True)
+    assert not written, f"a refused command left output behind: {written}"
+
+
+def test_ctrl_c_in_user_code_exits_130(files, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(files["tmp"]))
+    code, _, err = _run(capsys, ["export", "user_faults:interrupted", "--input-shape", "3x8x8", "-o",
+                                 files["tmp"] / "o" / "x.onnx"])
+    assert code == 130 and err.strip() == "interrupted" and "Traceback" not in err
+
+
+def test_every_registered_command_is_injected():
+    covered = {argv[0] for argv, *_ in OUTPUTS.values()} | {argv[0] for argv in BAD_INPUT.values()}
+    assert set(COMMANDS) <= covered, f"add fault cases for {sorted(set(COMMANDS) - covered)}"
+
+
+# --- measured data survives an output that fails after measuring -------------------------------------------------
+
+def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(files, capsys, monkeypatch, tmp_path):
+    """The --json folder passes the check, then is replaced by a file while timing: the samples are kept."""
+    from harness import timing
+
+    out_dir = tmp_path / "timings"
+    out_dir.mkdir()
+    measure = timing.measure_interleaved
+
+    def measure_then_break_the_folder(*args, **kwargs):
+        measured = measure(*args, **kwargs)
+        out_dir.rmdir()
+        out_dir.write_text("something else took this path")
+        return measured
+
+    monkeypatch.setattr(timing, "measure_interleaved", measure_then_break_the_folder)
+    code, _, err = _run(capsys, ["time", files["onnx"], "--device", files["fast"], "--json", out_dir / "t.json"])
+    line = _assert_one_error_line("time", code, err)
+    assert f"cannot write {out_dir / 't.json'}" in line and "saved to " in line
+    kept = Path(line.split("saved to ")[1])
+    try:
+        runs = json.loads(kept.read_text())["runs"]
+        series = runs[str(files["onnx"])]["series_ms"]["latency_ms"]
+        assert len(series) == runs[str(files["onnx"])]["stats"]["n"] >= 5
+    finally:
+        kept.unlink()
+
+
+def test_write_measured_falls_back_to_a_temporary_file():
+    from harness.errors import HarnessError
+    from harness.outputs import write_measured
+
+    with pytest.raises(HarnessError) as info:
+        write_measured("/sys/harness-fault/calibration.json", '{"points": [1, 2]}\n')
+    message = str(info.value)
+    assert message.startswith("cannot write /sys/harness-fault/calibration.json (")
+    kept = Path(message.split("saved to ")[1])
+    try:
+        assert kept.name.startswith("harness-calibration-") and kept.suffix == ".json"
+        assert json.loads(kept.read_text()) == {"points": [1, 2]}
+    finally:
+        kept.unlink()
