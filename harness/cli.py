@@ -1,10 +1,11 @@
 """The ``harness`` command line: one sub-command per stage, each in ``harness/commands/<name>.py``.
 
-Every command module has ``register(subparsers)``, which adds its parser and sets ``func`` to its entry point.
-User mistakes raise ``HarnessError``: one line on stderr, exit code 2, no traceback. So do argument errors, output
-paths that cannot be written (checked before any work), OSError while reading or writing, and anything user code
-(a model factory) raises, ``SystemExit`` included; Ctrl-C exits with 130. An unexpected exception is a bug: one
-line saying so, exit 2 (``HARNESS_TRACEBACK=1`` shows the traceback).
+Every command module has ``register(subparsers)``, which adds its parser and sets ``func`` to its
+entry point. User mistakes raise ``HarnessError``: one line on stderr, exit code 2, no traceback.
+So do argument errors, output paths that cannot be written (checked before any work), OSError while
+reading or writing, and anything user code (a model factory) raises, ``SystemExit`` included;
+Ctrl-C exits with 130. An unexpected exception is a bug: one line saying so, exit 2
+(``HARNESS_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from harness import __version__
 from harness.errors import HarnessError
 
 COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "suite", "lut", "plan",
-            "profiles", "env", "calibrate", "history")
+            "profiles", "env", "calibrate", "history", "verify")
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are HarnessErrors: one line, exit 2, like every other mistake."""
+    """An argument parser whose errors are HarnessErrors: one line, exit 2, as every mistake."""
 
     def error(self, message: str) -> NoReturn:
         """Raise instead of printing the usage and exiting (``main`` prints the one line)."""
@@ -77,7 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except OSError as exc:  # a disk that fills up, a folder removed or made read-only while running
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot read or write{where}: {exc.strerror or _first_line(exc)}", file=sys.stderr)
+        reason = exc.strerror or _first_line(exc)
+        print(f"error: cannot read or write{where}: {reason}", file=sys.stderr)
         return 2
     except SystemExit as exc:
         print(f"error: stopped by SystemExit({exc.code!r}) from the code it ran (a model factory?)",

@@ -1,14 +1,16 @@
-"""Loading and saving ONNX files safely: clear errors for missing, corrupt or unsafe files; atomic writes."""
+"""Loading and saving ONNX files as the runtimes do: what ONNX Runtime accepts is accepted (the strict checker
+only warns), external data stays inside the model's folder, writes are atomic and carry the lowest IR version
+that holds the model's opsets (so that old runtimes, e.g. JetPack's ONNX Runtime and TensorRT 8.5, read them)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, Iterable, List, Optional, Union
 
 import onnx
-from onnx import external_data_helper
+from onnx import TensorProto, external_data_helper, helper
 
 from harness.errors import HarnessError
 
@@ -41,7 +43,12 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
 
 
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file, with its external data, checked by ``onnx.checker`` and shape-inferred."""
+    """Load an ONNX file with its external data; accepted when ``onnx.checker`` or ONNX Runtime accepts it.
+
+    Validity is what the runtimes accept: a model the strict checker refuses (outputs without shapes, an
+    unnamed graph, ...) is loaded when ONNX Runtime loads it. Shapes are inferred leniently: a graph whose
+    shapes onnx cannot infer keeps the shapes it has.
+    """
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"ONNX file {path} does not exist")
@@ -52,15 +59,95 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     if not model.graph.node:
         raise HarnessError(f"{path} holds no graph nodes: is it an ONNX model?")
     check_external_data(model, path.parent)
+    external_data_helper.load_external_data_for_model(model, str(path.parent))
+    problem = checker_problem(model)
+    if problem:
+        runtime_problem = ort_problem(model)
+        if runtime_problem:
+            raise HarnessError(f"{path} is not a valid ONNX model: {problem}; ONNX Runtime refuses it too: "
+                               f"{runtime_problem}")
+    return infer_shapes_lenient(model) if infer_shapes else model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def checker_problem(model: onnx.ModelProto) -> str:
+    """What ``onnx.checker`` finds wrong with the model ('' when it passes)."""
     try:
-        external_data_helper.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model)
-        if infer_shapes:
-            model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HarnessError(f"{path} is not a valid ONNX model: {first}") from None
+    except Exception as exc:  # noqa: BLE001 - ValidationError, and C++ errors surfaced as others
+        return _first_line(exc)
+    return ""
+
+
+def ort_problem(model: onnx.ModelProto) -> str:
+    """Why ONNX Runtime (CPU) refuses to load the model ('' when it loads it)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+        return _first_line(exc)
+    return ""
+
+
+def infer_shapes_lenient(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx shape inference where it can (data propagation on), the model unchanged where it cannot."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is a help, never a reason to refuse a model a runtime runs
+        return model
+
+
+# element types newer than IR 4 (the IR of opset 9): the IR version that introduced each
+_TYPE_IR = {name: ir for ir, names in ((9, ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")),
+                                       (10, ("UINT4", "INT4")), (11, ("FLOAT4E2M1",)),
+                                       (12, ("FLOAT8E8M0", "UINT2", "INT2"))) for name in names}
+
+
+def _element_types(graph: onnx.GraphProto) -> Iterable[int]:
+    for tensor in graph.initializer:
+        yield tensor.data_type
+    for info in list(graph.input) + list(graph.output) + list(graph.value_info):
+        yield info.type.tensor_type.elem_type
+
+
+def lowest_ir_version(model: onnx.ModelProto) -> int:
+    """The lowest IR version that holds the model's opsets and element types (opset 17 -> IR 8)."""
+    ir = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    types = set(_element_types(model.graph))
+    for name, needed in _TYPE_IR.items():
+        if getattr(TensorProto, name, None) in types:
+            ir = max(ir, needed)
+    if model.functions:
+        ir = max(ir, 8)  # model-local functions came with IR 8
+    return ir
+
+
+def with_lowest_ir(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Lower the model's IR version, in place, to the lowest that holds it (never raised: IR 3 graphs list
+    their initializers as inputs, which later IRs read differently); returns the model."""
+    lowest = lowest_ir_version(model)
+    if not model.ir_version or lowest < model.ir_version:
+        model.ir_version = lowest
     return model
+
+
+def make_model(graph: onnx.GraphProto, opset: int = 17,
+               extra_opsets: Optional[Dict[str, int]] = None) -> onnx.ModelProto:
+    """``onnx.helper.make_model`` with the lowest IR version that holds ``opset`` (not the installed onnx's
+    newest, which older ONNX Runtime and TensorRT parsers refuse)."""
+    opsets = [helper.make_opsetid("", opset)]
+    opsets += [helper.make_opsetid(domain, v) for domain, v in (extra_opsets or {}).items()]
+    return with_lowest_ir(helper.make_model(graph, opset_imports=opsets))
 
 
 def _temporary_beside(path: Path) -> str:
@@ -74,8 +161,14 @@ def _temporary_beside(path: Path) -> str:
 
 
 def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
-    """Write a model atomically (a temporary file in the same folder, then a rename)."""
+    """Write a model atomically (a temporary file in the same folder, then a rename), with the lowest IR
+    version that holds its opsets (the model passed in is not modified)."""
     path = Path(path)
+    lowest = lowest_ir_version(model)
+    if not model.ir_version or lowest < model.ir_version:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = with_lowest_ir(copy)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_beside(path)
     try:
@@ -100,3 +193,4 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+

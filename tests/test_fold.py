@@ -230,21 +230,10 @@ def test_zoo_variants_fold_to_the_conv_count_their_spec_implies(model_name, vari
     assert verify_fold(model, result.model, seeds=(0,), batch_sizes=(1,)).max_rel_error < 1e-4
 
 
-def test_bad_graphs_are_refused_clearly(tmp_path):
-    module = nn.Sequential(nn.Conv2d(3, 4, 3))
-    model = _export(module, (3, 8, 8), tmp_path)
-    dynamic = onnx.ModelProto()
-    dynamic.CopyFrom(model)
-    dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-    with pytest.raises(HarnessError, match="dynamic shape"):
-        fold_model(dynamic)
+def test_an_unknown_merge_mode_is_refused_clearly(tmp_path):
+    model = _export(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 8, 8), tmp_path)
     with pytest.raises(HarnessError, match="--merge"):
         fold_model(model, merge="some")
-    old = onnx.ModelProto()
-    old.CopyFrom(model)
-    old.opset_import[0].version = 9
-    with pytest.raises(HarnessError, match="opset 9"):
-        fold_model(old)
 
 
 def test_verification_catches_a_wrong_graph(tmp_path):

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_command, add_device, add_output
+from harness.commands import add_batch, add_command, add_device, add_output
 
 DESCRIPTION = """Fold an ONNX model with graph surgery: BatchNorm into convs, identity-like nodes removed, chains
 of convs with nothing nonlinear between them merged into one conv (exact chains only: a padded inner conv is
 refused, with the reason), residual and parallel branches folded into one conv, linear Gemm chains merged.
 --merge auto lets the device's cost model decide which chains pay off (a roofline of the profile's peaks, or a
 latency table measured with `harness lut` via --cost). The result is checked against the original in ONNX
-Runtime on random inputs (several seeds, batch 1 and 2) unless --no-verify."""
+Runtime on random inputs (several seeds, batch 1 and 2; the outputs and every tensor both graphs share) unless
+--no-verify; a graph ONNX Runtime cannot run is written "not verified: <reason>". Any model ONNX Runtime loads is
+accepted: opsets below 11 are converted (onnx.version_converter), dynamic dimensions are bound from --input-shape
+and --batch (else only the rewrites that need no shapes run), and a model with nothing to fold is written
+unchanged."""
 
 
 def register(subparsers) -> None:
     parser = add_command(subparsers, "fold", "merge linear layers into single convs (exact, verified)",
                          DESCRIPTION, "harness fold resnet56-dc-all.onnx -o folded.onnx --device host --merge auto")
-    parser.add_argument("onnx", type=Path, help="ONNX model to fold (static shapes)")
+    parser.add_argument("onnx", type=Path, help="ONNX model to fold")
     add_output(parser, dest="output", required=True, help="folded ONNX file to write")
     add_device(parser, purpose="its cost model decides")
     parser.add_argument("--backend", default=None,
@@ -29,16 +33,21 @@ def register(subparsers) -> None:
     parser.add_argument("--measure", action="store_true",
                         help="also time the folded graph and compare it with the table's prediction (with --cost)")
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check (not recommended)")
+    parser.add_argument("--input-shape", default=None,
+                        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224")
+    add_batch(parser, help="bind a dynamic batch dim to this size")
     add_output(parser, "--report", help="also write the fold report as JSON")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     import json
+    import time
 
     from harness.calibrate import cost_model_for
     from harness.errors import HarnessError
-    from harness.fold import fold_model, verify_fold
+    from harness.export import parse_shape
+    from harness.fold import bind_shapes, fold_model, verify_fold
     from harness.onnx_io import load_model, save_model, write_text_atomic
     from harness.profiles import load_profile, with_backend
 
@@ -48,14 +57,23 @@ def run(args) -> int:
     if args.measure and not args.cost:
         raise HarnessError("--measure compares against a latency table: give --cost table.csv too")
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost)
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    loading = time.perf_counter()
     model = load_model(args.onnx)
     if args.merge == "auto":
         print(f"cost model: {cost_note}")
-    result = fold_model(model, merge=args.merge, cost_model=cost)
-    if not args.no_verify:
-        result.report.verification = verify_fold(model, result.model).to_dict()
+    started = time.perf_counter()
+    result = fold_model(model, merge=args.merge, cost_model=cost, input_shape=shape, batch=args.batch)
+    verify_s = 0.0
+    if not args.no_verify and result.report.changed:
+        reference, _ = bind_shapes(model, shape, args.batch)
+        verify_started = time.perf_counter()
+        result.report.verification = verify_fold(reference, result.model).to_dict()
+        verify_s = time.perf_counter() - verify_started
     save_model(result.model, args.output)
     print(result.report.to_text())
+    print(f"  time: load {started - loading:.2f} s + fold {result.report.elapsed_s:.2f} s + verification "
+          f"{verify_s:.2f} s + write = {time.perf_counter() - loading:.2f} s in all")
     summary = result.report.to_dict()
     if args.cost:
         predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import onnx
+import onnx.version_converter
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from harness.errors import HarnessError
+from harness.errors import FoldVerificationError, HarnessError
 from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
 from harness.fold.cost import ConvGeometry, CostModel, FlopCountModel, RooflineCostModel, TableCostModel
 from harness.fold.report import FoldReport
@@ -23,37 +24,137 @@ from harness.fold.residual import fold_residuals
 from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
 from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import count_flops, op_histogram
+from harness.onnx_io import checker_problem, infer_shapes_lenient, lowest_ir_version
 
-__all__ = ["fold_model", "verify_fold", "FoldResult", "FoldReport", "VerifyResult", "CostModel",
+__all__ = ["fold_model", "verify_fold", "bind_shapes", "FoldResult", "FoldReport", "VerifyResult", "CostModel",
            "RooflineCostModel", "TableCostModel", "ConvGeometry", "MERGE_MODES"]
 
 MERGE_MODES = ("auto", "all", "none")
 MIN_OPSET = 11
 CHANGES = ("folded", "merged", "removed")
+FOLD_CONSTANT_BYTES = 64 << 20  # larger computed constants stay computed (memory, file size)
+SHAPE_INDEPENDENT = ("BatchNorm folding, identity removal, zero-Pad folding and Gemm chains run; conv chains and "
+                     "residual branches need static shapes")
 
 
 @dataclasses.dataclass
 class FoldResult:
-    """The folded model (checked, shape-inferred) and the report of what was done."""
+    """The folded model (or the input model itself when nothing was folded) and the report of what was done."""
 
     model: onnx.ModelProto
     report: FoldReport
     spans: Dict[str, Tuple[int, int]]  # each Conv left in the folded graph -> (first, last) original conv index
 
 
-def _check_input(model: onnx.ModelProto, merge: str) -> None:
-    if merge not in MERGE_MODES:
-        raise HarnessError(f"--merge must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < MIN_OPSET:
-        raise HarnessError(f"the model uses opset {opset}; folding needs opset {MIN_OPSET} or newer "
-                           f"(convert it with onnx.version_converter.convert_version)")
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
-            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
-            raise HarnessError(f"input {value.name!r} has a dynamic shape {shape}: folding needs static shapes "
-                               f"(export with a fixed batch and image size)")
+def _note(action: str, detail: str) -> Dict[str, Any]:
+    return {"pass": "prepare", "action": action, "nodes": [], "detail": detail}
+
+
+def _main_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], Dict[str, Any]]:
+    """The model converted to opset ``MIN_OPSET`` with onnx.version_converter, or None and why not."""
+    opset = _main_opset(model)
+    try:
+        converted = onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError and C++ errors alike
+        return None, _note("refused", f"opset {opset} could not be converted to opset {MIN_OPSET} "
+                                      f"(onnx.version_converter: {_first_line(exc)}): model left unchanged")
+    converted.ir_version = max(converted.ir_version, lowest_ir_version(converted))
+    return converted, _note("converted", f"opset {opset} converted to opset {MIN_OPSET} with "
+                                         f"onnx.version_converter (folding rewrites opset {MIN_OPSET}+ graphs)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
+    """The graph inputs a caller feeds (inputs that are also initializers are constants with a default)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def _dims(value: onnx.ValueInfoProto) -> List[Any]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in value.type.tensor_type.shape.dim]
+
+
+def dynamic_inputs(model: onnx.ModelProto) -> Dict[str, List[Any]]:
+    """Inputs with a dimension that is not a fixed positive size -> their dims (names or '?' where dynamic)."""
+    found = {}
+    for value in graph_inputs(model):
+        if not value.type.HasField("tensor_type"):
+            continue
+        dims = _dims(value)
+        if not value.type.tensor_type.HasField("shape") or any(isinstance(d, str) for d in dims):
+            found[value.name] = dims if value.type.tensor_type.HasField("shape") else ["unknown rank"]
+    return found
+
+
+def bind_shapes(model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = None,
+                batch: Optional[int] = None) -> Tuple[onnx.ModelProto, List[str]]:
+    """A copy with dynamic input dims bound: the batch (first dim) to ``batch``, the others to ``input_shape``
+    (dims without batch, for single-input models). Returns the copy and what was bound (empty: unchanged)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    bound, params = [], {}
+    inputs = [v for v in graph_inputs(copy) if v.type.HasField("tensor_type")]
+    for value in inputs:
+        shape = value.type.tensor_type.shape
+        if input_shape is not None and len(inputs) == 1 and len(shape.dim) == len(input_shape) + 1:
+            wanted: List[Optional[int]] = [batch] + list(input_shape)
+        elif input_shape is not None and len(inputs) == 1 and not shape.dim:
+            wanted = [batch or 1] + list(input_shape)
+            shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in wanted)
+        else:
+            wanted = [batch] + [None] * (len(shape.dim) - 1) if shape.dim else []
+        for i, (dim, size) in enumerate(zip(shape.dim, wanted)):
+            fixed = dim.HasField("dim_value") and dim.dim_value > 0
+            if fixed and size is not None and i > 0 and dim.dim_value != size:
+                raise HarnessError(f"input {value.name!r} has the fixed shape {_dims(value)}; --input-shape "
+                                   f"{'x'.join(map(str, input_shape or []))} does not match it")
+            if not fixed and size is not None:
+                if dim.dim_param:
+                    params[dim.dim_param] = size
+                dim.Clear()
+                dim.dim_value = size
+                bound.append(f"{value.name}[{i}] = {size}")
+    if not bound:
+        return model, []
+    for value in list(copy.graph.output) + list(copy.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in params:
+                size = params[dim.dim_param]
+                dim.Clear()
+                dim.dim_value = size
+    del copy.graph.value_info[:]  # re-inferred with the bound sizes
+    return copy, bound
+
+
+def _prepare(model: onnx.ModelProto, input_shape: Optional[Sequence[int]], batch: Optional[int]
+             ) -> Tuple[Optional[onnx.ModelProto], List[Dict[str, Any]]]:
+    """The model as the passes need it (opset >= 11, dynamic dims bound where asked, shapes inferred) and the
+    notes saying what was done; None when it cannot be prepared (the notes say why)."""
+    notes = []
+    if _main_opset(model) < MIN_OPSET:
+        converted, note = _convert_opset(model)
+        notes.append(note)
+        if converted is None:
+            return None, notes
+        model = converted
+    model, bound = bind_shapes(model, input_shape, batch)
+    if bound:
+        notes.append(_note("bound", "dynamic dimensions bound: " + ", ".join(bound)))
+    dynamic = dynamic_inputs(model)
+    if dynamic:
+        shown = "; ".join(f"{name} {dims}" for name, dims in dynamic.items())
+        notes.append(_note("limited", f"dynamic input shapes ({shown}): {SHAPE_INDEPENDENT} "
+                                      f"(give --input-shape / --batch to bind them)"))
+    return _infer(model), notes
 
 
 def _shapes_known(model: onnx.ModelProto) -> bool:
@@ -65,12 +166,7 @@ def _shapes_known(model: onnx.ModelProto) -> bool:
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
-    if _shapes_known(model):
-        return model
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except onnx.shape_inference.InferenceError as exc:
-        raise HarnessError(f"shape inference failed, cannot fold: {str(exc).splitlines()[0]}") from None
+    return model if _shapes_known(model) else infer_shapes_lenient(model)
 
 
 def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, List[Dict[str, Any]]]:
@@ -80,7 +176,8 @@ def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, 
     severity = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR
     try:
-        graph.fold_constants(fold_shapes=False, error_ok=True).cleanup()  # shapes: keep a batch-agnostic graph
+        graph.fold_constants(fold_shapes=False, error_ok=True,
+                             size_threshold=FOLD_CONSTANT_BYTES).cleanup()  # shapes: keep a batch-agnostic graph
     finally:
         G_LOGGER.severity = severity
     removed = before - len(graph.nodes)
@@ -94,7 +191,7 @@ def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, 
 
 
 def _with_header(folded: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
-    folded.ir_version = model.ir_version
+    folded.ir_version = max(model.ir_version, lowest_ir_version(model))
     del folded.opset_import[:]
     folded.opset_import.extend(model.opset_import)
     return folded
@@ -122,24 +219,50 @@ def _run_passes(graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, T
     return records
 
 
-def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional[CostModel] = None) -> FoldResult:
-    """Fold a static-shape model; the input model is not modified. ``auto`` needs the device's ``cost_model``
-    (``harness.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost."""
+def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional[CostModel] = None,
+               input_shape: Optional[Sequence[int]] = None, batch: Optional[int] = None) -> FoldResult:
+    """Fold a model; the input model is not modified. ``auto`` needs the device's ``cost_model``
+    (``harness.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost. Opsets below 11 are
+    converted, dynamic dims are bound from ``input_shape`` (without batch) and ``batch`` where given (else only
+    shape-independent rewrites run). Nothing to fold, or a graph a pass cannot handle: the input model comes
+    back unchanged, the report says why."""
     started = time.perf_counter()
-    _check_input(model, merge)
+    if merge not in MERGE_MODES:
+        raise HarnessError(f"--merge must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
     if cost_model is None and merge == "auto":
         raise HarnessError("--merge auto needs a device's cost model (a calibration, a latency table or a roofline)")
-    model = _infer(model)
     cost = cost_model or FlopCountModel()
+    prepared, records = _prepare(model, input_shape, batch)
+    folded, spans = None, {}
+    if prepared is not None:
+        try:
+            folded, spans, found = _fold_graph(prepared, merge, cost)
+            records += found
+        except Exception as exc:  # noqa: BLE001 - a graph no pass foresaw: keep it as it is, say so
+            records.append(_note("refused", f"folding stopped on this graph ({type(exc).__name__}: "
+                                            f"{_first_line(exc)}): model left unchanged (please report it)"))
+    report = FoldReport(merge, cost.name, records, op_histogram(model), op_histogram(folded or model),
+                        count_flops(model), count_flops(folded or model), 0.0)
+    if folded is None or not report.changed:
+        report.nodes_after, report.flops_after = report.nodes_before, report.flops_before
+        report.elapsed_s = time.perf_counter() - started
+        return FoldResult(model, report, {})
+    problem = checker_problem(folded)
+    if problem and not checker_problem(prepared):
+        raise FoldVerificationError(f"the folded graph fails onnx.checker ({problem}); the fold is wrong, "
+                                    f"do not use it (please report this model)")
+    report.elapsed_s = time.perf_counter() - started
+    remaining = {n.name: spans[n.name] for n in folded.graph.node if n.op_type == "Conv" and n.name in spans}
+    return FoldResult(folded, report, remaining)
+
+
+def _fold_graph(model: onnx.ModelProto, merge: str, cost: CostModel
+                ) -> Tuple[onnx.ModelProto, Dict[str, Tuple[int, int]], List[Dict[str, Any]]]:
+    """Run every pass on a prepared model: (folded model, conv spans, records)."""
     graph, records = _fold_constants(gs.import_onnx(model), model)
     for i, node in enumerate(graph.nodes):
         node.name = node.name or f"{node.op}_{i}"
     convs = [n for n in graph.nodes if n.op == "Conv"]
     spans = {n.name: (i, i) for i, n in enumerate(convs)}
     records += _run_passes(graph, merge, cost, spans)
-    folded = _infer(_with_header(gs.export_onnx(graph), model))
-    onnx.checker.check_model(folded)
-    report = FoldReport(merge, cost.name, records, op_histogram(model), op_histogram(folded), count_flops(model),
-                        count_flops(folded), time.perf_counter() - started)
-    remaining = {n.name: spans[n.name] for n in folded.graph.node if n.op_type == "Conv" and n.name in spans}
-    return FoldResult(folded, report, remaining)
+    return _infer(_with_header(gs.export_onnx(graph), model)), spans, records

@@ -51,12 +51,20 @@ class FoldReport:
         ops = sorted(set(self.nodes_before) | set(self.nodes_after))
         lines.append("  nodes: " + ", ".join(f"{op} {self.nodes_before.get(op, 0)}->{self.nodes_after.get(op, 0)}"
                                              for op in ops))
+        if not self.changed:
+            lines.append("  nothing to fold: the model is written unchanged")
         lines.append(f"  FLOPs: {self.flops_before / 1e6:.2f}M -> {self.flops_after / 1e6:.2f}M; "
                      f"{self.count('merged')} merges, {self.count('folded')} folds, {self.count('removed')} removals, "
                      f"{self.count('refused')} refusals")
         if self.verification:
-            v = self.verification
-            lines.append(f"  verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) "
-                         f"over seeds {v['seeds']} and batch sizes {v['batch_sizes']}"
-                         + (f"; {v['note']}" if v.get("note") else ""))
+            lines.append("  " + verification_text(self.verification))
         return "\n".join(lines)
+
+
+def verification_text(v: Dict[str, Any]) -> str:
+    """One line saying how the fold was verified, or why it could not be."""
+    if not v.get("verified", True):
+        return f"not verified: {v['note']}"
+    return (f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) over "
+            f"{v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes {v['batch_sizes']}"
+            + (f"; {v['note']}" if v.get("note") else ""))

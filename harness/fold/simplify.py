@@ -85,6 +85,7 @@ def _fold_bn_into_matmul_add(graph: gs.Graph, add: gs.Node, scale: np.ndarray, s
     if weight is None or weight.ndim != 2 or weight.shape[1] != scale.size or bias.size not in (1, scale.size):
         return False
     name = matmul.name or matmul.outputs[0].name
+    matmul.outputs[0].name += ".bn_folded"  # a new value: never compared with the original's tensor of that name
     matmul.inputs[1] = gs.Constant(f"{name}.folded_weight", (weight.astype(np.float64) * scale).astype(weight.dtype))
     folded_bias = np.broadcast_to(bias.astype(np.float64).reshape(-1), scale.shape) * scale + shift
     add.inputs[1] = gs.Constant(f"{name}.folded_bias", folded_bias.astype(bias.dtype))

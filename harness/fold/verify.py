@@ -1,29 +1,51 @@
-"""Numerical check of a fold: original and folded graphs in ONNX Runtime on seeded random inputs."""
+"""Numerical check of a rewrite: original and candidate graphs in ONNX Runtime on the same seeded inputs.
+
+Outputs alone can let a wrong graph pass: a randomly initialised network's output can barely depend on its
+input. So every tensor the two graphs share by name (the boundaries of each rewrite: a merged conv's output is
+the output of the chain it replaced) is compared too, each relative to its own magnitude, and the check states
+how strongly the compared tensors respond to the input. A comparison in which nothing responds to the input is
+not called verified. A graph ONNX Runtime cannot run (a custom-domain op, a type it does not implement) is
+reported as not verified, with the reason, rather than failing.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from harness.errors import FoldVerificationError
+
+EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
+RESPONSIVE = 1e-3  # a tensor "responds" to the input when two inputs change it by more than this (relative)
+FLOAT_KINDS = "fc"
 
 
 @dataclasses.dataclass
 class VerifyResult:
-    """Largest relative error seen (max |a - b| / max |a| per output), over every seed and batch size."""
+    """Largest relative error seen (max |a - b| / max |a| per tensor), over every seed and batch size."""
 
     max_rel_error: float
     tolerance: float
     seeds: List[int]
     batch_sizes: List[int]
     note: str = ""
+    status: str = EQUIVALENT
+    compared: int = 0  # tensors compared: the outputs and the intermediate tensors both graphs hold
+    worst_tensor: str = ""
+    output_response: float = 0.0  # smallest relative change of an output between two inputs
+    responsive: int = 0  # compared tensors that respond to the input
+
+    @property
+    def verified(self) -> bool:
+        return self.status == EQUIVALENT
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["verified"] = self.verified
+        return data
 
 
 def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
@@ -31,7 +53,8 @@ def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     del copy.graph.value_info[:]
-    for value in list(copy.graph.input) + list(copy.graph.output):
+    initializers = {t.name for t in copy.graph.initializer}
+    for value in [v for v in copy.graph.input if v.name not in initializers] + list(copy.graph.output):
         dims = value.type.tensor_type.shape.dim
         if not dims:
             return None
@@ -43,50 +66,247 @@ def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
         return None
 
 
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _inputs(session: ort.InferenceSession, seed: int) -> Dict[str, np.ndarray]:
+def _node_outputs(model: onnx.ModelProto) -> Dict[str, onnx.ValueInfoProto]:
+    """Typed intermediate tensors written by nodes (graph outputs excluded), by name."""
+    typed = {v.name: v for v in model.graph.value_info if v.type.tensor_type.elem_type}
+    outputs = {o.name for o in model.graph.output}
+    return {name: typed[name] for node in model.graph.node for name in node.output
+            if name in typed and name not in outputs}
+
+
+def _with_outputs(model: onnx.ModelProto, extra: List[onnx.ValueInfoProto]) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.extend(extra)
+    return copy
+
+
+def shared_tensors(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List[str]:
+    """Intermediate float tensors both graphs compute under the same name, type and shape (rewrite
+    boundaries), in the original's order."""
+    mine, theirs = _node_outputs(original), _node_outputs(candidate)
+    shared = []
+    for name, value in mine.items():
+        other = theirs.get(name)
+        kind = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).kind
+        if other is not None and kind in FLOAT_KINDS and other.type == value.type:
+            shared.append(name)
+    return shared
+
+
+def _feed_shape(shape: Sequence[Any]) -> Tuple[int, ...]:
+    """A concrete shape for an input: dynamic dims as 1 (leading) or 16 (others)."""
+    return tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else 16) for i, d in enumerate(shape))
+
+
+def _inputs(session, seed: int) -> Dict[str, np.ndarray]:
+    """Seeded inputs: normal floats, except uniform [0, 1) for rank <= 1 inputs beside higher-rank ones
+    (parameter-like: a variance must not be negative); 0/1 for integers and booleans (valid indices, flags)."""
     rng = np.random.default_rng(seed)
+    args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session.get_inputs()]
+    data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
-    for arg in session.get_inputs():
-        dtype = np.float32 if arg.type == "tensor(float)" else np.dtype(arg.type[7:-1])
-        feeds[arg.name] = rng.standard_normal(arg.shape).astype(dtype)
+    for arg, shape, dtype in args:
+        if dtype.kind == "f":
+            parameter = len(shape) <= 1 < data_rank
+            values = rng.random(shape) if parameter else rng.standard_normal(shape)
+        elif dtype.kind == "O":
+            values = np.array(rng.integers(0, 2, shape).astype(str), dtype=object)
+        else:
+            values = rng.integers(0, 2, shape)
+        feeds[arg.name] = np.asarray(values).astype(dtype)
     return feeds
+
+
+def _input_dtype(type_name: str) -> np.dtype:
+    """numpy dtype of an ONNX Runtime input type such as ``tensor(float)``."""
+    kind = type_name[len("tensor("):-1] if type_name.startswith("tensor(") else type_name
+    return np.dtype({"float": "float32", "double": "float64", "float16": "float16", "bool": "bool",
+                     "string": "object"}.get(kind, kind))
+
+
+def _arrays(value: Any) -> List[np.ndarray]:
+    """An output (tensor, sequence of tensors, map) as a list of arrays."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [a for item in value for a in _arrays(item)]
+    if isinstance(value, dict):
+        return [np.asarray(sorted(value.items(), key=repr), dtype=object)]
+    return [np.asarray(value)]
+
+
+def relative_error(a: Any, b: Any) -> float:
+    """max |a - b| / max |a| over floats (NaN where both are NaN counts as equal); the fraction of differing
+    elements otherwise; inf when shapes or lengths differ."""
+    left, right = _arrays(a), _arrays(b)
+    if len(left) != len(right):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(left, right):
+        if x.shape != y.shape:
+            return float("inf")
+        if x.size == 0:
+            continue
+        if x.dtype.kind not in FLOAT_KINDS or y.dtype.kind not in FLOAT_KINDS:
+            worst = max(worst, float(np.mean(x != y)))
+            continue
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+        same = (x64 == y64) | (np.isnan(x64) & np.isnan(y64))
+        if same.all():
+            continue
+        finite = np.abs(x64[np.isfinite(x64)])
+        scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        diff = np.abs(x64 - y64)[~same]
+        worst = max(worst, float(np.max(diff)) / scale if np.all(np.isfinite(diff)) else float("inf"))
+    return worst
+
+
+def _tolerance(value: Any, rtol: float) -> float:
+    """``rtol``, widened for half-precision tensors (16 ulps of their epsilon)."""
+    arrays = [a for a in _arrays(value) if a.dtype.kind == "f"]
+    return max([rtol] + [16 * float(np.finfo(a.dtype).eps) for a in arrays])
+
+
+class _Pair:
+    """Original and candidate sessions, outputs first, then the shared intermediate tensors."""
+
+    def __init__(self, original: onnx.ModelProto, candidate: onnx.ModelProto, intermediates: bool) -> None:
+        names = shared_tensors(original, candidate) if intermediates else []
+        values = _node_outputs(original)
+        extra = [values[n] for n in names]
+        self.outputs = [o.name for o in original.graph.output]
+        self.names = self.outputs + names
+        self.reference = _session(_with_outputs(original, extra) if extra else original)
+        try:
+            self.candidate = _session(_with_outputs(candidate, extra) if extra else candidate)
+        except Exception as exc:  # noqa: BLE001 - the candidate is what is being checked
+            raise _CandidateFailed(f"ONNX Runtime cannot load the candidate: {_first_line(exc)}") from None
+        candidate_outputs = [o.name for o in candidate.graph.output]
+        if len(candidate_outputs) != len(self.outputs):
+            raise _CandidateFailed(f"the candidate has {len(candidate_outputs)} outputs, the original "
+                                   f"{len(self.outputs)}")
+        self.candidate_names = candidate_outputs + names
+
+
+class _CandidateFailed(Exception):
+    """The candidate cannot be loaded or run where the original can: it is different."""
+
+
+def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds: Sequence[int] = (0, 1, 2),
+                   batch_sizes: Sequence[int] = (1, 2), rtol: float = 1e-4,
+                   intermediates: bool = True) -> VerifyResult:
+    """Compare two graphs meant to compute the same function; never raises for a difference (see ``status``).
+
+    The model's own batch is always checked; the other ``batch_sizes`` where the graph can be re-batched.
+    Tensors both graphs hold under the same name are compared too (``intermediates``). Inputs and outputs are
+    matched by position (names may differ), intermediate tensors by name.
+    """
+    result = VerifyResult(0.0, rtol, list(seeds), [], status=EQUIVALENT)
+    notes: List[str] = []
+    responses: Dict[str, float] = {}
+    own = _batch_of(original)
+    for batch in [own] + [b for b in batch_sizes if b != own]:
+        pair_models = (original, candidate) if batch == own else (
+            with_batch(original, batch), with_batch(candidate, batch))
+        if pair_models[0] is None or pair_models[1] is None:
+            notes.append(f"batch {batch} not checked: the graph has a fixed batch inside")
+            continue
+        try:
+            pair = _Pair(pair_models[0], pair_models[1], intermediates)
+        except _CandidateFailed as exc:
+            return _different(result, str(exc))
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime cannot run the original: nothing to compare with
+            result.status, result.note = NOT_VERIFIED, f"ONNX Runtime cannot load the original: {_first_line(exc)}"
+            return result
+        result.batch_sizes.append(batch)
+        result.compared = max(result.compared, len(pair.names))
+        first: Optional[List[Any]] = None
+        for seed in seeds:
+            feeds = _inputs(pair.reference, seed)
+            try:
+                expected = pair.reference.run(pair.names, feeds)
+            except Exception as exc:  # noqa: BLE001 - NotImplemented for a type, a custom op, ...
+                result.status = NOT_VERIFIED
+                result.note = f"ONNX Runtime cannot run the original: {_first_line(exc)}"
+                return result
+            try:
+                feeds = dict(zip([i.name for i in pair.candidate.get_inputs()], feeds.values()))
+                got = pair.candidate.run(pair.candidate_names, feeds)
+            except Exception as exc:  # noqa: BLE001
+                return _different(result, f"ONNX Runtime cannot run the candidate: {_first_line(exc)}")
+            for name, a, b in zip(pair.names, expected, got):
+                error = relative_error(a, b)
+                if error > result.max_rel_error:
+                    result.max_rel_error, result.worst_tensor = error, name
+                if error > _tolerance(a, rtol):
+                    result.status = DIFFERENT
+            if first is None:
+                first = expected
+            elif batch == result.batch_sizes[0]:
+                for name, a, b in zip(pair.names, first, expected):
+                    responses[name] = max(responses.get(name, 0.0), relative_error(a, b))
+        outputs = pair.outputs
+    if not result.batch_sizes:
+        result.status, result.note = NOT_VERIFIED, "; ".join(notes)
+        return result
+    _judge_response(result, responses, outputs, notes, len(seeds))
+    result.note = "; ".join(notes)
+    return result
+
+
+def _different(result: VerifyResult, why: str) -> VerifyResult:
+    result.status, result.note, result.max_rel_error = DIFFERENT, why, float("inf")
+    return result
+
+
+def _judge_response(result: VerifyResult, responses: Dict[str, float], outputs: List[str], notes: List[str],
+                    seeds: int) -> None:
+    """Refuse to call a comparison verified when nothing it compared responds to the input."""
+    if seeds < 2:
+        notes.append("one seed: how strongly the tensors respond to the input was not measured")
+        return
+    result.responsive = sum(1 for r in responses.values() if r > RESPONSIVE)
+    result.output_response = min((responses.get(o, 0.0) for o in outputs), default=0.0)
+    if result.output_response <= RESPONSIVE:
+        inner = result.responsive - sum(responses.get(o, 0.0) > RESPONSIVE for o in outputs)
+        notes.append(f"an output barely responds to the input (relative change {result.output_response:.2g} "
+                     f"between two inputs); {inner} intermediate tensors that do were compared")
+    if result.status == EQUIVALENT and result.responsive == 0:
+        result.status = NOT_VERIFIED
+        notes.insert(0, "no compared tensor responds to the input (a wrong graph could pass this comparison)")
 
 
 def verify_fold(original: onnx.ModelProto, folded: onnx.ModelProto, seeds: Sequence[int] = (0, 1, 2),
                 batch_sizes: Sequence[int] = (1, 2), rtol: float = 1e-4) -> VerifyResult:
-    """Run both graphs on the same inputs; raise ``FoldVerificationError`` above ``rtol``."""
-    worst, used, notes = 0.0, [], []
-    for batch in batch_sizes:
-        pair = (original, folded) if batch == _batch_of(original) else (with_batch(original, batch),
-                                                                        with_batch(folded, batch))
-        if pair[0] is None or pair[1] is None:
-            notes.append(f"batch {batch} not checked: the graph has a fixed batch inside")
-            continue
-        used.append(batch)
-        reference, candidate = _session(pair[0]), _session(pair[1])
-        names = [o.name for o in reference.get_outputs()]
-        for seed in seeds:
-            feeds = _inputs(reference, seed)
-            for a, b in zip(reference.run(names, feeds), candidate.run(names, feeds)):
-                scale = float(np.max(np.abs(a))) or 1.0
-                error = float(np.max(np.abs(a.astype(np.float64) - b))) / scale
-                if not np.isfinite(error):
-                    error = float("inf")
-                worst = max(worst, error)
-    result = VerifyResult(worst, rtol, list(seeds), used, "; ".join(notes))
-    if worst > rtol:
-        raise FoldVerificationError(f"folded graph differs from the original: max relative error {worst:.3g} "
-                                    f"> {rtol:g}; the fold is wrong, do not use it (please report this model)")
+    """Compare a fold with its original; raise ``FoldVerificationError`` when they differ. A comparison that
+    cannot run (ONNX Runtime refuses the original) returns ``status == "not verified"`` with the reason."""
+    result = compare_models(original, folded, seeds, batch_sizes, rtol)
+    if result.status == DIFFERENT:
+        where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
+        raise FoldVerificationError(f"folded graph differs from the original: max relative error "
+                                    f"{result.max_rel_error:.3g}{where} > {rtol:g}"
+                                    + (f" ({result.note})" if result.note else "")
+                                    + "; the fold is wrong, do not use it (please report this model)")
     return result
 
 
 def _batch_of(model: onnx.ModelProto) -> int:
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return dims[0].dim_value if dims else 1
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    return dims[0].dim_value if dims and dims[0].dim_value > 0 else 1

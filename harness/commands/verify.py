@@ -1,0 +1,78 @@
+"""``harness verify``: do two ONNX graphs compute the same function? For graphs folded by hand or by other tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.commands import add_batch, add_command, add_output
+
+DESCRIPTION = """Run ORIGINAL and CANDIDATE in ONNX Runtime on the same seeded random inputs (several seeds, the
+model's batch and batch 2 where the graph can be re-batched) and compare the outputs and every intermediate
+tensor both graphs hold under the same name (the boundaries of each rewrite), each relative to its own magnitude.
+A comparison in which no compared tensor responds to the input is not called equivalent.
+
+Exit status: 0 equivalent (max relative error within --rtol), 1 different, 2 bad input (a missing or invalid
+file, different inputs, a graph ONNX Runtime cannot run: nothing could be compared)."""
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "verify", "check that two ONNX graphs compute the same (exit 1 if not)",
+                         DESCRIPTION, "harness verify model.onnx model-folded.onnx")
+    parser.add_argument("original", type=Path, help="the reference ONNX model")
+    parser.add_argument("candidate", type=Path, help="the rewritten ONNX model to check against it")
+    parser.add_argument("--rtol", type=float, default=1e-4,
+                        help="largest relative error (max |a - b| / max |a| per tensor) accepted (default 1e-4)")
+    parser.add_argument("--seeds", type=int, default=3, help="how many random inputs (default 3)")
+    parser.add_argument("--input-shape", default=None,
+                        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224")
+    add_batch(parser, help="bind a dynamic batch dim to this size")
+    parser.add_argument("--outputs-only", action="store_true",
+                        help="compare the graph outputs only, not the tensors both graphs share")
+    add_output(parser, "--json", help="also write the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    from harness.errors import HarnessError
+    from harness.export import parse_shape
+    from harness.fold import bind_shapes
+    from harness.fold.report import verification_text
+    from harness.fold.verify import DIFFERENT, NOT_VERIFIED, compare_models
+    from harness.onnx_io import load_model, write_text_atomic
+
+    if not args.rtol > 0 or args.seeds < 1:
+        raise HarnessError("--rtol must be positive and --seeds at least 1")
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    original, _ = bind_shapes(load_model(args.original), shape, args.batch)
+    candidate, _ = bind_shapes(load_model(args.candidate), shape, args.batch)
+    _check_interfaces(original, candidate)
+    result = compare_models(original, candidate, seeds=tuple(range(args.seeds)), rtol=args.rtol,
+                            intermediates=not args.outputs_only)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
+    if result.status == NOT_VERIFIED:
+        raise HarnessError(f"cannot verify {args.candidate} against {args.original}: {result.note}")
+    if result.status == DIFFERENT:
+        where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
+        print(f"different: max relative error {result.max_rel_error:.3g}{where} > {args.rtol:g}"
+              + (f" ({result.note})" if result.note else ""))
+        return 1
+    print(verification_text(result.to_dict()))
+    print(f"equivalent: {args.candidate} computes what {args.original} computes")
+    return 0
+
+
+def _check_interfaces(original, candidate) -> None:
+    """Refuse graphs whose inputs or outputs differ in number or element type (exit 2: not comparable)."""
+    from harness.errors import HarnessError
+    from harness.fold import graph_inputs
+
+    for what, mine, theirs in (("inputs", graph_inputs(original), graph_inputs(candidate)),
+                               ("outputs", list(original.graph.output), list(candidate.graph.output))):
+        if len(mine) != len(theirs):
+            raise HarnessError(f"the graphs have different {what}: {len(mine)} against {len(theirs)}")
+        for a, b in zip(mine, theirs):
+            if a.type.tensor_type.elem_type != b.type.tensor_type.elem_type:
+                raise HarnessError(f"{what} {a.name!r} and {b.name!r} have different element types")
