@@ -120,8 +120,9 @@ class RemoteDevice:
             self._clean(job)
 
     def bench(self, manifest: Path, onnx_files: Sequence[Path], out_dir: Path,
-              lock_timeout_s: float) -> Path:
-        """Time a prepared suite on the device under its lock; returns the local results.json."""
+              lock_timeout_s: float, extra_args: Sequence[str] = ()) -> Path:
+        """Time a prepared suite on the device under its lock (``extra_args`` go to its ``harness
+        bench``); returns the local results.json."""
         job = _job_dir()
         self.run(["mkdir", "-p", job])
         try:
@@ -129,7 +130,7 @@ class RemoteDevice:
             self.run([self.remote.python, "-m", "harness.cli", "bench", "--device",
                       self.device_profile, "--manifest", f"{job}/{manifest.name}",
                       "--out", f"{job}/out", "--lock", LOCK_NAME,
-                      "--lock-timeout", f"{lock_timeout_s:g}"],
+                      "--lock-timeout", f"{lock_timeout_s:g}", *extra_args],
                      timeout_s=self.timeout_s + lock_timeout_s)
             out_dir.mkdir(parents=True, exist_ok=True)
             return self.get(f"{job}/out/results.json", out_dir / "results.json")
@@ -259,21 +260,23 @@ def _prepare_remote(options: Any, log: Callable[[str], None]) -> Tuple[Path, Lis
 
 
 def _time_remote(options: Any, manifest: Path, files: List[Path], lock_timeout_s: float,
-                 log: Callable[[str], None]) -> DeviceOutcome:
-    """Ship a prepared suite, time it on the device, bring results.json back and tabulate it."""
+                 log: Callable[[str], None], strict: bool) -> DeviceOutcome:
+    """Ship a prepared suite, time it on the device (on the backend chosen here, ``--strict``
+    passed on), bring results.json back and tabulate it."""
     from harness.report.pipeline import write_bench_tables
     from harness.results import read_results
 
     device = RemoteDevice(options.profile)
     log(f"{options.profile.name}: timing on {device.target} (profile {device.device_profile})")
-    results_path = device.bench(manifest, files, options.out_dir, lock_timeout_s)
+    extra = ["--backend", options.profile.backend] + (["--strict"] if strict else [])
+    results_path = device.bench(manifest, files, options.out_dir, lock_timeout_s, extra)
     write_bench_tables(read_results(results_path), options.out_dir)
     log(f"{options.profile.name}: results back in {results_path}")
     return DeviceOutcome(options.profile.name, options.out_dir, results_path)
 
 
 def run_fleet(jobs: List[Any], lock_timeout_s: float, run_local: Callable[[Any], Path],
-              log: Callable[[str], None]) -> List[DeviceOutcome]:
+              log: Callable[[str], None], strict: bool = False) -> List[DeviceOutcome]:
     """Bench every device: remote ones in parallel (one thread each, once exported and folded
     here, one after the other), local ones here meanwhile.
 
@@ -291,7 +294,7 @@ def run_fleet(jobs: List[Any], lock_timeout_s: float, run_local: Callable[[Any],
                 outcomes[options.profile.name] = _failure(options, exc)
                 continue
             timing[options.profile.name] = pool.submit(_time_remote, options, manifest, files,
-                                                       lock_timeout_s, log)
+                                                       lock_timeout_s, log, strict)
         for options in jobs:
             if not options.profile.remote.host:
                 outcomes[options.profile.name] = _guarded(options, lambda o=options: DeviceOutcome(

@@ -165,6 +165,9 @@ def test_fleet_bench_two_devices_in_parallel_one_broken(sshds, tmp_path, fast_pr
     for name in ("dev-a", "dev-b"):
         results = read_results(out / name / "results.json")
         assert results.device_name == name and results.complete
+        command = results.command  # timed on the device, by the device's harness, under its lock
+        assert command[command.index("--manifest") - 2:command.index("--manifest")] == [
+            "--device", f"{name}.yaml"] and "--lock" in command and "--backend" in command
         assert {run.label for run in results.runs} >= {"lenet5/baseline"}
         assert all(run.stats.median > 0 for run in results.runs)
         assert results.runs[0].extra["source"]["kind"] == "zoo"

@@ -170,7 +170,7 @@ def _run_fleet(args, profiles) -> int:
         return options.out_dir / "results.json"
 
     outcomes = run_fleet(jobs, args.lock_timeout, run_local,
-                         lambda line: print(line, file=sys.stderr))
+                         lambda line: print(line, file=sys.stderr), args.strict)
     done, failed = fleet_summary(outcomes)
     for outcome in outcomes:
         print(f"{outcome.device}: " + (f"wrote {outcome.results}" if outcome.results else "FAILED"))
