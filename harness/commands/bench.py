@@ -147,6 +147,8 @@ def _run_manifest(args, profiles) -> int:
 
 def _run_fleet(args, profiles) -> int:
     """Several devices (or one remote): parallel per device, failures reported, results merged."""
+    import threading
+
     from harness.bench import run_bench
     from harness.errors import HarnessError
     from harness.remote import fleet_summary, run_fleet
@@ -169,11 +171,17 @@ def _run_fleet(args, profiles) -> int:
         run_bench(options, argv)
         return options.out_dir / "results.json"
 
-    outcomes = run_fleet(jobs, args.lock_timeout, run_local,
-                         lambda line: print(line, file=sys.stderr), args.strict)
+    printing = threading.Lock()
+
+    def log(line: str) -> None:  # from the devices' threads: whole lines, never interleaved
+        with printing:
+            print(line, file=sys.stderr, flush=True)
+
+    outcomes = run_fleet(jobs, args.lock_timeout, run_local, log, args.strict)
     done, failed = fleet_summary(outcomes)
     for outcome in outcomes:
-        print(f"{outcome.device}: " + (f"wrote {outcome.results}" if outcome.results else "FAILED"))
+        print(f"{outcome.device}: " + (f"wrote {outcome.results}" if outcome.results
+                                       else "failed (the error is below)"))
     if report_dir and done:
         documents = [read_results(path) for path in done]
         markdown, written, _ = write_report(documents, report_dir, argv)
