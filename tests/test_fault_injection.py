@@ -1,13 +1,15 @@
-"""Fault injection: every command, run in-process through ``harness.cli.main``, against output paths that cannot
-be written (/sys and /proc, which refuse new files even to root; paths under a file; a folder where a file goes
-and the reverse) and against malformed input (garbage ONNX, truncated and empty JSON, empty files, broken
-profiles, impossible arguments). Each must end with exit 2 (130 for Ctrl-C) and one ``error:`` line, never a
-traceback, never an internal error, and write nothing where it was refused.
+"""Fault injection: every command, run in-process through ``harness.cli.main``, against output
+paths that cannot be written (/sys and /proc, which refuse new files even to root; paths under a
+file; a folder where a file goes and the reverse) and against malformed input (garbage ONNX,
+truncated and empty JSON, empty files, broken profiles, impossible arguments). Each must end with
+exit 2 (130 for Ctrl-C) and one ``error:`` line, never a traceback, never an internal error, and
+write nothing where it was refused.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import textwrap
 from pathlib import Path
@@ -20,18 +22,20 @@ from harness.cli import COMMANDS, main
 
 DATA = Path(__file__).resolve().parent / "data"
 PROFILES = Path(__file__).resolve().parent.parent / "device_profiles"
-# commands that draw a progress bar on stderr before the error; every other one writes only the error line
+# commands that draw a progress bar on stderr before the error; the others write only the error line
 PROGRESS_COMMANDS = {"bench", "suite", "lut", "calibrate"}
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Dict[str, Path]:
-    """Good and broken inputs, made once: a real LeNet-5 ONNX, a recorded results file, broken copies."""
+    """Good and broken inputs, made once: a real LeNet-5 ONNX, a recorded results file, and broken
+    copies."""
     tmp = tmp_path_factory.mktemp("faults")
     assert main(["export", "lenet5", "-o", str(tmp / "lenet.onnx")]) == 0
     profile = yaml.safe_load((PROFILES / "host.yaml").read_text())
     profile["timing"] = {"warmup_s": 0.01, "min_iterations": 5, "min_duration_s": 0.02,
-                         "max_duration_s": 0.2, "target_ci": 0.5, "block_iterations": 5, "block_s": 0.01}
+                         "max_duration_s": 0.2, "target_ci": 0.5, "block_iterations": 5,
+                         "block_s": 0.01}
     (tmp / "fast.yaml").write_text(yaml.safe_dump(profile))
     (tmp / "badlevel.yaml").write_text(yaml.safe_dump(
         {**profile, "onnxruntime": {"graph_optimization_level": "disabled"}}))
@@ -64,7 +68,12 @@ def files(tmp_path_factory) -> Dict[str, Path]:
         def raises_oserror():
             open("/nonexistent-harness-dir/weights.pt")
     """))
-    return {"tmp": tmp, "onnx": tmp / "lenet.onnx", "fast": tmp / "fast.yaml", "results": tmp / "results.json"}
+    return {"tmp": tmp, "onnx": tmp / "lenet.onnx", "fast": tmp / "fast.yaml",
+            "results": tmp / "results.json"}
+
+
+def _argv(line: str, files: Dict[str, Path]) -> List[str]:
+    return [word.format(**files) for word in shlex.split(line)]
 
 
 def _run(capsys, argv: List[str]):
@@ -85,7 +94,7 @@ def _assert_one_error_line(command: str, code: int, err: str, expected_code: int
     return errors[0]
 
 
-# --- outputs that cannot be written ------------------------------------------------------------------------------
+# --- outputs that cannot be written ---------------------------------------------------------------
 
 FILE_FAULTS = {"sys": "/sys/harness-fault/{name}", "proc": "/proc/harness-fault/{name}",
                "under a file": "{tmp}/afile.txt/{name}", "a folder": "{tmp}/adir"}
@@ -94,20 +103,21 @@ FOLDER_FAULTS = {"sys": "/sys/harness-fault", "proc": "/proc/harness-fault/out",
 
 # command -> (arguments before the output flag, the output flag, file or folder, the file name used)
 OUTPUTS = {
-    "bench": (["bench", "--device", "{fast}", "--models", "lenet5"], "--out", "folder", ""),
-    "export": (["export", "lenet5"], "-o", "file", "x.onnx"),
-    "fold": (["fold", "{onnx}"], "-o", "file", "f.onnx"),
-    "fold --report": (["fold", "{onnx}", "-o", "{tmp}/fold-out/f.onnx"], "--report", "file", "r.json"),
-    "time": (["time", "{onnx}", "--device", "{fast}"], "--json", "file", "t.json"),
-    "compare": (["compare", "{results}", "{results}"], "--markdown", "file", "c.md"),
-    "report": (["report", "{results}"], "-o", "folder", ""),
-    "suite": (["suite", "papers", "--device", "{fast}", "--models", "lenet5"], "-o", "folder", ""),
-    "lut": (["lut", "lenet5", "--device", "{fast}", "--max-span", "1"], "-o", "file", "t.csv"),
-    "plan": (["plan", "lenet5", "--table", "{tmp}/table.csv", "--importance", "{tmp}/importance.csv",
-              "--budget-ms", "10"], "-o", "file", "p.json"),
-    "calibrate": (["calibrate", "--device", "{fast}", "--quick"], "-o", "file", "c.json"),
-    "history": (["history", "show", "--device", "fast", "--history", "{tmp}/h.sqlite"], "--markdown",
-                "file", "h.md"),
+    "bench": ("bench --device {fast} --models lenet5", "--out", "folder", ""),
+    "export": ("export lenet5", "-o", "file", "x.onnx"),
+    "fold": ("fold {onnx}", "-o", "file", "f.onnx"),
+    "fold --report": ("fold {onnx} -o {tmp}/fold-out/f.onnx", "--report", "file", "r.json"),
+    "time": ("time {onnx} --device {fast}", "--json", "file", "t.json"),
+    "compare": ("compare {results} {results}", "--markdown", "file", "c.md"),
+    "report": ("report {results}", "-o", "folder", ""),
+    "suite": ("suite papers --device {fast} --models lenet5", "-o", "folder", ""),
+    "lut": ("lut lenet5 --device {fast} --max-span 1", "-o", "file", "t.csv"),
+    "plan": ("plan lenet5 --table {tmp}/table.csv --importance {tmp}/importance.csv --budget-ms 9",
+             "-o", "file", "p.json"),
+    "calibrate": ("calibrate --device {fast} --quick", "-o", "file", "c.json"),
+    "history": ("history show --device fast --history {tmp}/h.sqlite", "--markdown", "file",
+                "h.md"),
+    "verify": ("verify {onnx} {onnx}", "--json", "file", "v.json"),
 }
 OUTPUT_CASES = [(name, fault) for name, (_, _, kind, _) in OUTPUTS.items()
                 for fault in (FILE_FAULTS if kind == "file" else FOLDER_FAULTS)]
@@ -115,91 +125,99 @@ OUTPUT_CASES = [(name, fault) for name, (_, _, kind, _) in OUTPUTS.items()
 
 @pytest.mark.parametrize("name,fault", OUTPUT_CASES, ids=[f"{n}-{f}" for n, f in OUTPUT_CASES])
 def test_unwritable_output_is_refused_before_any_work(name, fault, files, capsys):
-    argv, flag, kind, filename = OUTPUTS[name]
-    target = (FILE_FAULTS if kind == "file" else FOLDER_FAULTS)[fault].format(tmp=files["tmp"], name=filename)
+    line, flag, kind, filename = OUTPUTS[name]
+    faults = FILE_FAULTS if kind == "file" else FOLDER_FAULTS
+    target = faults[fault].format(tmp=files["tmp"], name=filename)
+    argv = _argv(line, files)
     before = sorted(p.name for p in files["tmp"].iterdir())
-    code, out, err = _run(capsys, [a.format(**files) for a in argv] + [flag, target])
-    line = _assert_one_error_line(argv[0], code, err)
-    assert target in line and flag in line, line
+    code, out, err = _run(capsys, argv + [flag, target])
+    error = _assert_one_error_line(argv[0], code, err)
+    assert target in error and flag in error, error
     assert not out, "the command did work before refusing its output"
-    assert sorted(p.name for p in files["tmp"].iterdir()) == before  # nothing written beside the inputs
+    assert sorted(p.name for p in files["tmp"].iterdir()) == before  # nothing new beside the inputs
     if fault in ("a folder", "a file"):
         assert Path(target).is_dir() == (fault == "a folder")  # left as it was
 
 
-# --- malformed input ---------------------------------------------------------------------------------------------
+# --- malformed input ------------------------------------------------------------------------------
 
-BAD_INPUT = {
-    "bench garbage onnx": ["bench", "--device", "{fast}", "--models", "{tmp}/garbage.onnx", "--out", "{tmp}/o"],
-    "bench empty onnx": ["bench", "--device", "{fast}", "--models", "{tmp}/empty.onnx", "--out", "{tmp}/o"],
-    "bench empty models": ["bench", "--device", "{fast}", "--models", "", "--out", "{tmp}/o"],
-    "bench empty profile": ["bench", "--device", "{tmp}/empty.yaml", "--models", "lenet5", "--out", "{tmp}/o"],
-    "bench batch 0": ["bench", "--device", "{fast}", "--models", "lenet5", "--batch", "0"],
-    "export garbage": ["export", "{tmp}/garbage.onnx", "-o", "{tmp}/o/x.onnx"],
-    "export empty": ["export", "{tmp}/empty.onnx", "-o", "{tmp}/o/x.onnx"],
-    "export batch 0": ["export", "lenet5", "--batch", "0", "-o", "{tmp}/o/x.onnx"],
-    "export factory exits": ["export", "user_faults:exits", "--input-shape", "3x8x8", "-o", "{tmp}/o/x.onnx"],
-    "export factory oserror": ["export", "user_faults:raises_oserror", "--input-shape", "3x8x8", "-o",
-                               "{tmp}/o/x.onnx"],
-    "fold garbage": ["fold", "{tmp}/garbage.onnx", "-o", "{tmp}/o/f.onnx"],
-    "fold empty": ["fold", "{tmp}/empty.onnx", "-o", "{tmp}/o/f.onnx"],
-    "fold empty cost table": ["fold", "{onnx}", "-o", "{tmp}/o/f.onnx", "--cost", "{tmp}/empty.csv"],
-    "fold twice-keyed profile": ["fold", "{onnx}", "-o", "{tmp}/o/f.onnx", "--device", "{tmp}/twice.yaml"],
-    "time garbage": ["time", "{tmp}/garbage.onnx", "--device", "{fast}"],
-    "time empty": ["time", "{tmp}/empty.onnx", "--device", "{fast}"],
-    "time bad level": ["time", "{onnx}", "--device", "{tmp}/badlevel.yaml"],
-    "time batch 0": ["time", "{onnx}", "--device", "{fast}", "--batch", "0"],
-    "build garbage": ["build", "{tmp}/garbage.onnx", "--explain"],
-    "build empty profile": ["build", "{onnx}", "--device", "{tmp}/empty.yaml", "--explain"],
-    "build batch 0": ["build", "{onnx}", "--batch", "0", "--explain"],
-    "build precision": ["build", "{onnx}", "--precision", "fp8", "--explain"],
-    "compare truncated": ["compare", "{tmp}/truncated.json", "{results}"],
-    "compare empty": ["compare", "{results}", "{tmp}/empty.json"],
-    "compare no series": ["compare", "{results}", "{tmp}/no_series.json"],
-    "compare stats not an object": ["compare", "{tmp}/bad_stats.json", "{results}"],
-    "compare onnx as results": ["compare", "{results}", "{tmp}/garbage.onnx"],
-    "compare bad threshold": ["compare", "{results}", "{results}", "--threshold", "lots"],
-    "report truncated": ["report", "{tmp}/truncated.json", "-o", "{tmp}/o"],
-    "report empty": ["report", "{tmp}/empty.json", "-o", "{tmp}/o"],
-    "report no series": ["report", "{tmp}/no_series.json", "-o", "{tmp}/o"],
-    "report stats not an object": ["report", "{tmp}/bad_stats.json", "-o", "{tmp}/o"],
-    "suite empty profile": ["suite", "papers", "--device", "{tmp}/empty.yaml", "-o", "{tmp}/o"],
-    "suite unknown model": ["suite", "papers", "--device", "{fast}", "--models", "nope", "-o", "{tmp}/o"],
-    "lut garbage": ["lut", "{tmp}/garbage.onnx", "--device", "{fast}", "-o", "{tmp}/o/t.csv"],
-    "lut batch 0": ["lut", "lenet5", "--device", "{fast}", "--batch", "0", "-o", "{tmp}/o/t.csv"],
-    "lut bad level": ["lut", "lenet5", "--device", "{tmp}/badlevel.yaml", "-o", "{tmp}/o/t.csv"],
-    "plan empty table": ["plan", "lenet5", "--table", "{tmp}/empty.csv", "--importance", "{tmp}/rows.csv",
-                         "--budget-ms", "1"],
-    "plan malformed importance": ["plan", "lenet5", "--table", "{tmp}/table.csv", "--importance",
-                                  "{tmp}/rows.csv", "--budget-ms", "1"],
-    "plan garbage model": ["plan", "{tmp}/garbage.onnx", "--table", "{tmp}/table.csv", "--importance",
-                           "{tmp}/importance.csv", "--budget-ms", "1"],
-    "time a folder": ["time", "{tmp}/adir", "--device", "{fast}"],
-    "fold a folder": ["fold", "{tmp}/adir", "-o", "{tmp}/o/f.onnx"],
-    "compare a folder": ["compare", "{tmp}/adir", "{results}"],
-    "report a folder": ["report", "{tmp}/adir", "-o", "{tmp}/o"],
-    "history add a folder": ["history", "add", "{tmp}/adir", "--history", "{tmp}/o/h.sqlite"],
-    "bench profile is a folder": ["bench", "--device", "{tmp}/adir/", "--models", "lenet5", "--out", "{tmp}/o"],
-    "profiles show empty": ["profiles", "show", "{tmp}/empty.yaml"],
-    "profiles show twice-keyed": ["profiles", "show", "{tmp}/twice.yaml"],
-    "profiles show bad level": ["profiles", "show", "{tmp}/badlevel.yaml"],
-    "profiles unknown action": ["profiles", "delete"],
-    "env empty profile": ["env", "--device", "{tmp}/empty.yaml"],
-    "env twice-keyed profile": ["env", "--device", "{tmp}/twice.yaml"],
-    "calibrate empty profile": ["calibrate", "--device", "{tmp}/empty.yaml", "-o", "{tmp}/o/c.json"],
-    "calibrate batch 0": ["calibrate", "--device", "{fast}", "--batch", "0", "-o", "{tmp}/o/c.json"],
-    "history add truncated": ["history", "add", "{tmp}/truncated.json", "--history", "{tmp}/o/h.sqlite"],
-    "history add empty": ["history", "add", "{tmp}/empty.json", "--history", "{tmp}/o/h.sqlite"],
-    "history show not a database": ["history", "show", "--device", "host", "--history",
-                                    "{tmp}/notadb.sqlite", "--plot", "{tmp}/o/h.png"],
-    "unknown command": ["frobnicate"],
+BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled in)
+    "bench garbage onnx": "bench --device {fast} --models {tmp}/garbage.onnx --out {tmp}/o",
+    "bench empty onnx": "bench --device {fast} --models {tmp}/empty.onnx --out {tmp}/o",
+    "bench empty models": "bench --device {fast} --models '' --out {tmp}/o",
+    "bench empty profile": "bench --device {tmp}/empty.yaml --models lenet5 --out {tmp}/o",
+    "bench batch 0": "bench --device {fast} --models lenet5 --batch 0",
+    "export garbage": "export {tmp}/garbage.onnx -o {tmp}/o/x.onnx",
+    "export empty": "export {tmp}/empty.onnx -o {tmp}/o/x.onnx",
+    "export batch 0": "export lenet5 --batch 0 -o {tmp}/o/x.onnx",
+    "export factory exits": "export user_faults:exits --input-shape 3x8x8 -o {tmp}/o/x.onnx",
+    "export factory oserror":
+        "export user_faults:raises_oserror --input-shape 3x8x8 -o {tmp}/o/x.onnx",
+    "fold garbage": "fold {tmp}/garbage.onnx -o {tmp}/o/f.onnx",
+    "fold empty": "fold {tmp}/empty.onnx -o {tmp}/o/f.onnx",
+    "fold empty cost table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/empty.csv",
+    "fold twice-keyed profile": "fold {onnx} -o {tmp}/o/f.onnx --device {tmp}/twice.yaml",
+    "time garbage": "time {tmp}/garbage.onnx --device {fast}",
+    "time empty": "time {tmp}/empty.onnx --device {fast}",
+    "time bad level": "time {onnx} --device {tmp}/badlevel.yaml",
+    "time batch 0": "time {onnx} --device {fast} --batch 0",
+    "build garbage": "build {tmp}/garbage.onnx --explain",
+    "build empty profile": "build {onnx} --device {tmp}/empty.yaml --explain",
+    "build batch 0": "build {onnx} --batch 0 --explain",
+    "build precision": "build {onnx} --precision fp8 --explain",
+    "compare truncated": "compare {tmp}/truncated.json {results}",
+    "compare empty": "compare {results} {tmp}/empty.json",
+    "compare no series": "compare {results} {tmp}/no_series.json",
+    "compare stats not an object": "compare {tmp}/bad_stats.json {results}",
+    "compare onnx as results": "compare {results} {tmp}/garbage.onnx",
+    "compare bad threshold": "compare {results} {results} --threshold lots",
+    "report truncated": "report {tmp}/truncated.json -o {tmp}/o",
+    "report empty": "report {tmp}/empty.json -o {tmp}/o",
+    "report no series": "report {tmp}/no_series.json -o {tmp}/o",
+    "report stats not an object": "report {tmp}/bad_stats.json -o {tmp}/o",
+    "suite empty profile": "suite papers --device {tmp}/empty.yaml -o {tmp}/o",
+    "suite unknown model": "suite papers --device {fast} --models nope -o {tmp}/o",
+    "lut garbage": "lut {tmp}/garbage.onnx --device {fast} -o {tmp}/o/t.csv",
+    "lut batch 0": "lut lenet5 --device {fast} --batch 0 -o {tmp}/o/t.csv",
+    "lut bad level": "lut lenet5 --device {tmp}/badlevel.yaml -o {tmp}/o/t.csv",
+    "plan empty table":
+        "plan lenet5 --table {tmp}/empty.csv --importance {tmp}/rows.csv --budget-ms 1",
+    "plan malformed importance":
+        "plan lenet5 --table {tmp}/table.csv --importance {tmp}/rows.csv --budget-ms 1",
+    "plan garbage model":
+        "plan {tmp}/garbage.onnx --table {tmp}/table.csv --importance {tmp}/importance.csv"
+        " --budget-ms 1",
+    "time a folder": "time {tmp}/adir --device {fast}",
+    "fold a folder": "fold {tmp}/adir -o {tmp}/o/f.onnx",
+    "compare a folder": "compare {tmp}/adir {results}",
+    "report a folder": "report {tmp}/adir -o {tmp}/o",
+    "history add a folder": "history add {tmp}/adir --history {tmp}/o/h.sqlite",
+    "bench profile is a folder": "bench --device {tmp}/adir/ --models lenet5 --out {tmp}/o",
+    "profiles show empty": "profiles show {tmp}/empty.yaml",
+    "profiles show twice-keyed": "profiles show {tmp}/twice.yaml",
+    "profiles show bad level": "profiles show {tmp}/badlevel.yaml",
+    "profiles unknown action": "profiles delete",
+    "env empty profile": "env --device {tmp}/empty.yaml",
+    "env twice-keyed profile": "env --device {tmp}/twice.yaml",
+    "calibrate empty profile": "calibrate --device {tmp}/empty.yaml -o {tmp}/o/c.json",
+    "calibrate batch 0": "calibrate --device {fast} --batch 0 -o {tmp}/o/c.json",
+    "history add truncated": "history add {tmp}/truncated.json --history {tmp}/o/h.sqlite",
+    "history add empty": "history add {tmp}/empty.json --history {tmp}/o/h.sqlite",
+    "history show not a database":
+        "history show --device host --history {tmp}/notadb.sqlite --plot {tmp}/o/h.png",
+    "verify garbage": "verify {onnx} {tmp}/garbage.onnx",
+    "verify empty": "verify {tmp}/empty.onnx {onnx}",
+    "verify a folder": "verify {onnx} {tmp}/adir",
+    "verify batch 0": "verify {onnx} {onnx} --batch 0",
+    "verify bad shape": "verify {onnx} {onnx} --input-shape 3xbig",
+    "unknown command": "frobnicate",
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_malformed_input_ends_in_one_error_line(case, files, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(files["tmp"]))
-    argv = [a.format(**files) for a in BAD_INPUT[case]]
+    argv = _argv(BAD_INPUT[case], files)
     code, _, err = _run(capsys, argv)
     _assert_one_error_line(argv[0], code, err)
     written = [p for p in (files["tmp"] / "o").rglob("*") if not p.is_dir()]
@@ -209,20 +227,22 @@ def test_malformed_input_ends_in_one_error_line(case, files, capsys, monkeypatch
 
 def test_ctrl_c_in_user_code_exits_130(files, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(files["tmp"]))
-    code, _, err = _run(capsys, ["export", "user_faults:interrupted", "--input-shape", "3x8x8", "-o",
-                                 files["tmp"] / "o" / "x.onnx"])
+    argv = _argv("export user_faults:interrupted --input-shape 3x8x8 -o {tmp}/o/x.onnx", files)
+    code, _, err = _run(capsys, argv)
     assert code == 130 and err.strip() == "interrupted" and "Traceback" not in err
 
 
 def test_every_registered_command_is_injected():
-    covered = {argv[0] for argv, *_ in OUTPUTS.values()} | {argv[0] for argv in BAD_INPUT.values()}
+    lines = [line for line, *_ in OUTPUTS.values()] + list(BAD_INPUT.values())
+    covered = {shlex.split(line)[0] for line in lines}
     assert set(COMMANDS) <= covered, f"add fault cases for {sorted(set(COMMANDS) - covered)}"
 
 
-# --- measured data survives an output that fails after measuring -------------------------------------------------
+# --- measured data survives an output that fails after measuring ----------------------------------
 
-def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(files, capsys, monkeypatch, tmp_path):
-    """The --json folder passes the check, then is replaced by a file while timing: the samples are kept."""
+def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(files, capsys, monkeypatch,
+                                                                       tmp_path):
+    """The --json folder passes the check, then turns into a file while timing: samples kept."""
     from harness import timing
 
     out_dir = tmp_path / "timings"
@@ -236,7 +256,8 @@ def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(files, ca
         return measured
 
     monkeypatch.setattr(timing, "measure_interleaved", measure_then_break_the_folder)
-    code, _, err = _run(capsys, ["time", files["onnx"], "--device", files["fast"], "--json", out_dir / "t.json"])
+    code, _, err = _run(capsys, ["time", files["onnx"], "--device", files["fast"],
+                                 "--json", out_dir / "t.json"])
     line = _assert_one_error_line("time", code, err)
     assert f"cannot write {out_dir / 't.json'}" in line and "saved to " in line
     kept = Path(line.split("saved to ")[1])
