@@ -25,18 +25,18 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _probe_writable(folder: Path) -> None:
-    """Create and remove a file in ``folder``: the one check that also holds for root, /sys and /proc."""
+    """Create and remove a file in ``folder``: a check that holds for root, /sys and /proc too."""
     fd, probe = tempfile.mkstemp(prefix=".harness-probe-", dir=str(folder))
     os.close(fd)
     os.unlink(probe)
 
 
 def check_output(path: PathLike, kind: str = FILE, flag: str = "-o") -> None:
-    """Refuse, with one line naming ``flag``, an output that cannot be written where it is asked for.
+    """Refuse, with one line naming ``flag``, an output that cannot be written where asked.
 
-    ``kind`` is ``FILE`` or ``FOLDER``. Refused: a folder where a file is needed (or an existing file where a
-    folder is), a path under an existing file, and a path whose nearest existing folder does not take a new
-    file (checked by creating and removing one). Nothing is created.
+    ``kind`` is ``FILE`` or ``FOLDER``. Refused: a folder where a file is needed (or an existing
+    file where a folder is), a path under an existing file, and a path whose nearest existing
+    folder does not take a new file (checked by creating and removing one). Nothing is created.
     """
     path = Path(path)
     if kind == FILE and path.is_dir():
@@ -54,7 +54,7 @@ def check_output(path: PathLike, kind: str = FILE, flag: str = "-o") -> None:
 
 
 def save_fallback(text: str, name: str) -> Path:
-    """Write ``text`` to a new file in the temporary folder (else the working folder); returns its path."""
+    """Write ``text`` to a new file in the temporary folder (else the working folder); its path."""
     stem, suffix = os.path.splitext(os.path.basename(name) or "output")
     for folder in (tempfile.gettempdir(), os.getcwd()):
         try:
@@ -80,5 +80,6 @@ def write_measured(path: PathLike, text: str) -> Path:
         return write_text_atomic(path, text)
     except OSError as exc:
         fallback = save_fallback(text, Path(path).name)
-        raise HarnessError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); the measured "
-                           f"data were saved to {fallback}") from None
+        reason = exc.strerror or type(exc).__name__
+        raise HarnessError(f"cannot write {path} ({reason}); the measured data were saved to "
+                           f"{fallback}") from None

@@ -1,5 +1,5 @@
-"""The precision a graph computes in, read from its declared types, so that no run is labelled with a
-precision its graph does not have (an all-fp16 graph recorded as ``fp32``).
+"""The precision a graph computes in, read from its declared types, so that no run is labelled
+with a precision its graph does not have (an all-fp16 graph recorded as ``fp32``).
 
 Runs on the device too: Python 3.8 compatible, no torch.
 """

@@ -1,8 +1,9 @@
 """One module per CLI sub-command; each exposes ``register(subparsers)``.
 
-The arguments several commands share (``--device``, ``-o/--out``, ``--batch``, ``--precision`` and every
-other output path) are declared here once, so that they parse, check and read the same everywhere. Output
-paths declared with ``add_output`` are checked by ``harness.cli`` before the command does any work.
+The arguments several commands share (``--device``, ``-o/--out``, ``--batch``, ``--precision`` and
+every other output path) are declared here once, so that they parse, check and read the same
+everywhere. Output paths declared with ``add_output`` are checked by ``harness.cli`` before the
+command does any work.
 """
 
 from __future__ import annotations
@@ -39,13 +40,16 @@ def positive_int(text: str) -> int:
 
 def add_device(parser: argparse.ArgumentParser, default: str = "host", purpose: str = "",
                several: bool = False) -> None:
-    """``--device``: a profile name from device_profiles/ or a YAML path (``several``: comma-separated)."""
-    what = "device profile name or YAML path" + (", or several, comma-separated" if several else "")
+    """``--device``: a profile name from device_profiles/ or a YAML path (``several``: a list)."""
+    what = "device profile name or YAML path"
+    if several:
+        what += ", or several, comma-separated"
     parser.add_argument("--device", default=default,
                         help=f"{what}{'; ' + purpose if purpose else ''} (default: {default})")
 
 
-def add_batch(parser: argparse.ArgumentParser, default: Optional[int] = None, help: str = "") -> None:
+def add_batch(parser: argparse.ArgumentParser, default: Optional[int] = None,
+              help: str = "") -> None:
     """``--batch``: a positive integer; by default the profile's first batch size."""
     shown = f"default: {default}" if default is not None else "default: the profile's first"
     parser.add_argument("--batch", type=positive_int, default=default,
@@ -63,8 +67,8 @@ def add_output(parser: argparse.ArgumentParser, *flags: str, kind: str = FILE, h
     """Declare an output path, checked before any work (see ``harness.outputs.check_output``).
 
     Without ``flags`` it is ``-o/--out/--output`` (the same spelling in every command); ``kind`` is
-    ``harness.outputs.FILE`` or ``FOLDER``; other keyword arguments go to ``add_argument`` (``dest``,
-    ``default``, ``required``).
+    ``harness.outputs.FILE`` or ``FOLDER``; other keyword arguments go to ``add_argument``
+    (``dest``, ``default``, ``required``).
     """
     if kind not in (FILE, FOLDER):
         raise ValueError(f"kind must be {FILE!r} or {FOLDER!r}")
