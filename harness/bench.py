@@ -144,6 +144,20 @@ def _run_entry(source: ModelSource, config: _Config, runner_info: Dict[str, Any]
     }
 
 
+def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
+    """Write results.json; when its folder no longer takes it, keep the measurements elsewhere."""
+    import json
+
+    from harness.outputs import save_fallback
+
+    try:
+        write_results(results, path)
+    except OSError as exc:
+        kept = save_fallback(json.dumps(results, indent=1, default=str) + "\n", path.name)
+        raise HarnessError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); the "
+                           f"measured data were saved to {kept}") from None
+
+
 def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console] = None) -> Dict[str, Any]:
     """Run the suite; writes results.json, report.md and report.csv into ``options.out_dir``."""
     console = console or Console(stderr=True)
@@ -194,11 +208,11 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
                                                       configs))
             results["comparisons"] += _comparisons(source, configs, measured)
             progress.update(task, completed=100, stage="done")
-            write_results(results, results_path)
+            _write_or_keep(results, results_path)
     results["device"]["environment_after"] = envinfo.capture_environment(profile)
     results["device"]["warnings"] += envinfo.state_changes(environment, results["device"]["environment_after"])
     results["complete"] = True
-    write_results(results, results_path)
+    _write_or_keep(results, results_path)
     write_bench_tables(as_results(results, str(results_path)), options.out_dir)
     return results
 

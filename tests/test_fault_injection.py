@@ -283,3 +283,31 @@ def test_write_measured_falls_back_to_a_temporary_file():
         assert json.loads(kept.read_text()) == {"points": [1, 2]}
     finally:
         kept.unlink()
+
+
+def test_bench_keeps_its_measurements_when_the_out_folder_breaks_mid_run(files, capsys, monkeypatch,
+                                                                         tmp_path):
+    """The --out folder is moved away and a file takes its place while timing: samples kept."""
+    from harness import timing
+
+    out_dir = tmp_path / "bench"
+    measure = timing.measure_interleaved
+
+    def measure_then_break_the_folder(*args, **kwargs):
+        measured = measure(*args, **kwargs)
+        out_dir.rename(tmp_path / "moved")
+        out_dir.write_text("something else took this path")
+        return measured
+
+    monkeypatch.setattr(timing, "measure_interleaved", measure_then_break_the_folder)
+    code, _, err = _run(capsys, ["bench", "--device", files["fast"], "--models", "lenet5",
+                                 "--out", out_dir])
+    line = _assert_one_error_line("bench", code, err)
+    assert f"cannot write {out_dir / 'results.json'}" in line and "saved to " in line
+    kept = Path(line.split("saved to ")[1])
+    try:
+        runs = json.loads(kept.read_text())["runs"]
+        assert {run["id"] for run in runs} >= {"lenet5/baseline", "lenet5/dc-fc"}
+        assert all(len(run["series_ms"]["latency_ms"]) == run["stats"]["n"] >= 5 for run in runs)
+    finally:
+        kept.unlink()
