@@ -51,17 +51,25 @@ def _start_sshd(root: Path, user_key: Path, known_hosts: Path) -> Dict:
         "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         "Subsystem sftp internal-sftp\n"
         f"SetEnv PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin\n")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder, as root
+    except OSError:
+        pass
+    log = root / "sshd.log"
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log.open("w"))
     host_key = (root / "host.pub").read_text().split()
     with known_hosts.open("a") as f:
         f.write(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    for _ in range(50):
+    for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return {"port": port, "proc": proc}
+        if proc.poll() is not None:
+            break
         time.sleep(0.1)
-    return {"port": port, "proc": proc}
+    proc.kill()
+    proc.wait(10)
+    pytest.skip(f"sshd could not start here: {log.read_text().strip()[-300:] or 'no message'}")
 
 
 @pytest.fixture
@@ -74,11 +82,15 @@ def sshds(tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(user)], check=True)
     known = keys / "known_hosts"
     known.write_text("")
-    servers = [_start_sshd(tmp_path / f"sshd-{i}", user, known) for i in range(2)]
-    yield {"ports": [s["port"] for s in servers], "identity": user, "known_hosts": known}
-    for server in servers:
-        server["proc"].terminate()
-        server["proc"].wait(timeout=10)
+    servers: List[Dict] = []
+    try:
+        for i in range(2):
+            servers.append(_start_sshd(tmp_path / f"sshd-{i}", user, known))
+        yield {"ports": [s["port"] for s in servers], "identity": user, "known_hosts": known}
+    finally:  # also when the second one could not start
+        for server in servers:
+            server["proc"].terminate()
+            server["proc"].wait(timeout=10)
 
 
 def _device(tmp_path: Path, fast_profile: Path, name: str, port: int, sshds: Dict,
