@@ -200,3 +200,67 @@ def test_an_fp16_graph_is_not_timed_as_fp32(tmp_path, fast_profile, capsys):
         assert code == 2 and last.startswith(f"error: {model} computes in fp16"), err
         assert "profile runs and records fp32" in last and "Traceback" not in err
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "out" / "results.json").exists()
+
+
+# --- the shared arguments ---------------------------------------------------------------------------------------
+
+def _parsers():
+    """(name, parser) of every command and sub-action, as registered."""
+    import argparse
+
+    from harness.cli import build_parser
+
+    found, todo = [], [("", build_parser())]
+    while todo:
+        name, parser = todo.pop()
+        found.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {sub}".strip(), p) for sub, p in action.choices.items()]
+    return found
+
+
+def test_shared_arguments_parse_and_read_the_same_in_every_command():
+    from harness.commands import OUTPUT_FLAGS, positive_int
+
+    seen = set()
+    for name, parser in _parsers():
+        checked = {dest for dest, *_ in parser.get_default("output_checks") or []}
+        for action in parser._actions:
+            if action.dest == "batch":
+                assert action.type is positive_int, name
+            if action.dest == "device" and name != "history show":  # a name in the history store
+                assert action.help.startswith("device profile name or YAML path"), name
+            if set(action.option_strings) & set(OUTPUT_FLAGS):
+                assert tuple(action.option_strings) == OUTPUT_FLAGS and action.dest in checked, name
+            if action.dest in ("json", "markdown", "report", "junit") and action.type is Path:
+                assert action.dest in checked, (name, action.dest)
+            seen.add(action.dest)
+    assert {"batch", "device", "precision", "out", "output"} <= seen
+
+
+def test_batch_zero_is_refused_while_parsing(capsys):
+    code, out, err = run_cli(capsys, "time", "missing.onnx", "--batch", "0")
+    assert code == 2 and not out
+    assert err == "error: harness time: argument --batch: expected a positive integer, got 0 " \
+                  "(see harness time --help)\n"
+
+
+def test_list_marks_the_default_suite_and_empty_models_is_an_error(tmp_path, capsys):
+    from harness.bench import DEFAULT_MODELS
+    from harness.zoo import ZOO
+
+    code, out, _ = run_cli(capsys, "bench", "--list")
+    marked = {line.split()[0] for line in out.splitlines() if line.endswith("(default suite)")}
+    assert code == 0 and marked == set(DEFAULT_MODELS) and set(ZOO) - marked  # not the whole zoo
+    code, _, err = run_cli(capsys, "bench", "--models", "", "--out", tmp_path / "o")
+    assert code == 2 and err == "error: --models is empty\n" and not (tmp_path / "o").exists()
+
+
+def test_systemexit_and_unexpected_errors_in_user_code_end_in_one_line(bad_inputs, capsys):
+    (bad_inputs / "exiting.py").write_text("import sys\n\ndef model():\n    sys.exit(3)\n")
+    code, out, err = run_cli(capsys, "export", "exiting:model", "--input-shape", "3x8x8",
+                             "-o", bad_inputs / "x.onnx")
+    assert code == 2 and err == "error: stopped by SystemExit(3) from the code it ran " \
+                                "(a model factory?)\n"
+    assert not (bad_inputs / "x.onnx").exists()

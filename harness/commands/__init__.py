@@ -49,9 +49,9 @@ def add_device(parser: argparse.ArgumentParser, default: str = "host", purpose: 
 
 
 def add_batch(parser: argparse.ArgumentParser, default: Optional[int] = None,
-              help: str = "") -> None:
-    """``--batch``: a positive integer; by default the profile's first batch size."""
-    shown = f"default: {default}" if default is not None else "default: the profile's first"
+              help: str = "", default_text: str = "the profile's first") -> None:
+    """``--batch``: a positive integer; ``default_text`` says what None stands for."""
+    shown = f"default: {default if default is not None else default_text}"
     parser.add_argument("--batch", type=positive_int, default=default,
                         help=f"{help or 'batch size'} ({shown})")
 

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check (not recommended)")
     parser.add_argument("--input-shape", default=None,
                         help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224")
-    add_batch(parser, help="bind a dynamic batch dim to this size")
+    add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
     add_output(parser, "--report", help="also write the fold report as JSON")
     parser.set_defaults(func=run)
 

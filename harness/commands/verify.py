@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="how many random inputs (default 3)")
     parser.add_argument("--input-shape", default=None,
                         help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224")
-    add_batch(parser, help="bind a dynamic batch dim to this size")
+    add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
     parser.add_argument("--outputs-only", action="store_true",
                         help="compare the graph outputs only, not the tensors both graphs share")
     add_output(parser, "--json", help="also write the result as JSON")
