@@ -1,4 +1,5 @@
-"""The CLI end to end on tiny real models, and every kind of bad input: one line on stderr, exit 2, no files."""
+"""The CLI end to end on tiny real models, and every kind of bad input: one line on stderr, exit 2,
+no files."""
 
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ def test_export_then_time(tmp_path, fast_profile, capsys):
     onnx_path = tmp_path / "lenet.onnx"
     code, out, _ = run_cli(capsys, "export", "lenet5", "-o", onnx_path)
     assert code == 0 and onnx_path.is_file()
-    # LeNet-5: conv1 6x28x28x25, conv2 16x10x10x150, fc 400x120 + 120x84 + 84x10 multiply-accumulates
+    # LeNet-5 MACs: conv1 6x28x28x25, conv2 16x10x10x150, fc 400x120 + 120x84 + 84x10
     macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
     assert f"{2 * macs / 1e6:.2f} MFLOPs" in out
-    code, out, _ = run_cli(capsys, "export", "lenet5", "--variant", "dc-fc", "-o", tmp_path / "dc.onnx")
+    code, out, _ = run_cli(capsys, "export", "lenet5", "--variant", "dc-fc",
+                           "-o", tmp_path / "dc.onnx")
     assert code == 0
     timings = tmp_path / "t.json"
-    code, out, _ = run_cli(capsys, "time", onnx_path, tmp_path / "dc.onnx", "--device", fast_profile,
+    code, out, _ = run_cli(capsys, "time", onnx_path, tmp_path / "dc.onnx",
+                           "--device", fast_profile,
                            "--json", timings)
     assert code == 0 and "speed-up" in out
     data = json.loads(timings.read_text())["runs"]
@@ -73,15 +76,16 @@ def test_bench_end_to_end(tmp_path, fast_profile, capsys):
     for c in results["comparisons"]:
         assert c["ci_low"] <= c["speedup"] <= c["ci_high"]
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
-    assert [(r["model"], r["variant"]) for r in rows] == [("lenet5", "baseline"), ("lenet5", "dc-fc"),
-                                                          ("resnet20", "baseline"), ("resnet20", "dc-1x1")]
+    assert [(r["model"], r["variant"]) for r in rows] == [
+        ("lenet5", "baseline"), ("lenet5", "dc-fc"),
+        ("resnet20", "baseline"), ("resnet20", "dc-1x1")]
     assert float(rows[3]["median_ms"]) == pytest.approx(variant["stats"]["median"])
     report = (out_dir / "report.md").read_text()
     assert "| resnet20 | dc-1x1 |" in report and "## Provenance" in report
     assert f"wrote {out_dir / 'report.md'}" in out
 
 
-# --- bad input ---------------------------------------------------------------------------------------------------
+# --- bad input ------------------------------------------------------------------------------------
 
 @pytest.fixture
 def bad_inputs(tmp_path: Path, monkeypatch):
@@ -92,10 +96,10 @@ def bad_inputs(tmp_path: Path, monkeypatch):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     weights = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
-    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])],
-                                   [weights])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])], [weights])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     onnx.external_data_helper.set_external_data(model.graph.initializer[0], "../secret.bin")
     model.graph.initializer[0].data_location = onnx.TensorProto.EXTERNAL
@@ -117,13 +121,17 @@ def bad_inputs(tmp_path: Path, monkeypatch):
 
 BAD_CASES = {
     "unknown model": (["bench", "--models", "resnet9000"], "unknown model 'resnet9000'"),
-    "unknown variant": (["bench", "--models", "resnet20", "--variants", "dc-nope"], "unknown variant"),
-    "unknown device": (["bench", "--device", "jetson-tx1", "--models", "lenet5"], "unknown device 'jetson-tx1'"),
+    "unknown variant": (["bench", "--models", "resnet20", "--variants", "dc-nope"],
+                        "unknown variant"),
+    "unknown device": (["bench", "--device", "jetson-tx1", "--models", "lenet5"],
+                       "unknown device 'jetson-tx1'"),
     "missing profile file": (["bench", "--device", "{tmp}/nope.yaml"], "does not exist"),
     "missing file": (["bench", "--models", "{tmp}/missing.onnx"], "does not exist"),
-    "corrupt file": (["export", "{tmp}/garbage.onnx", "-o", "{tmp}/out/x.onnx"], "not a valid ONNX file"),
+    "corrupt file": (["export", "{tmp}/garbage.onnx", "-o", "{tmp}/out/x.onnx"],
+                     "not a valid ONNX file"),
     "not onnx": (["time", "{tmp}/notes.onnx"], "ONNX"),
-    "path traversal": (["export", "{tmp}/model/escape.onnx", "-o", "{tmp}/out/x.onnx"], "outside the model's"),
+    "path traversal": (["export", "{tmp}/model/escape.onnx", "-o", "{tmp}/out/x.onnx"],
+                       "outside the model's"),
     "factory raises": (["bench", "--models", "user_models:broken", "--input-shape", "3x32x32"],
                        "raised RuntimeError: weights file missing"),
     "factory returns junk": (["export", "user_models:not_a_module", "--input-shape", "3x8x8", "-o",
@@ -131,7 +139,8 @@ BAD_CASES = {
     "factory without shape": (["bench", "--models", "user_models:tiny"], "--input-shape"),
     "impossible shape": (["bench", "--models", "user_models:tiny", "--input-shape", "3x2x2"],
                          "cannot run on input shape"),
-    "malformed shape": (["export", "user_models:tiny", "--input-shape", "3xbig", "-o", "{tmp}/out/x.onnx"],
+    "malformed shape": (["export", "user_models:tiny", "--input-shape", "3xbig",
+                         "-o", "{tmp}/out/x.onnx"],
                         "invalid input shape"),
 }
 
@@ -158,13 +167,14 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.stderr.startswith("error: unknown device 'nope'") and "Traceback" not in proc.stderr
 
 
-# --- precision of the graph itself ------------------------------------------------------------------------------
+# --- precision of the graph itself ----------------------------------------------------------------
 
 def _conv_model(weight_type: int, input_type: int, quantized: bool = False) -> onnx.ModelProto:
     """A one-conv graph whose weights and input have the given ONNX element types."""
     dtype = onnx.helper.tensor_dtype_to_np_dtype(weight_type)
     weights = numpy_helper.from_array(np.ones((4, 3, 3, 3), dtype), "w")
-    nodes = [onnx.helper.make_node("Conv", ["xc" if input_type != weight_type else "x", "w"], ["y"])]
+    conv_input = "xc" if input_type != weight_type else "x"
+    nodes = [onnx.helper.make_node("Conv", [conv_input, "w"], ["y"])]
     if input_type != weight_type:
         nodes.insert(0, onnx.helper.make_node("Cast", ["x"], ["xc"], to=weight_type))
     if quantized:
@@ -186,7 +196,8 @@ def test_graph_precision_comes_from_the_graph():
     float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
     assert graph_precision(_conv_model(float32, float32)) == "fp32"
     assert graph_precision(_conv_model(float16, float16)) == "fp16"
-    assert graph_precision(_conv_model(float16, float32)) == "fp16"  # fp32 I/O, fp16 weights (keep_io_types)
+    # fp32 inputs, fp16 weights (a float16 conversion with keep_io_types)
+    assert graph_precision(_conv_model(float16, float32)) == "fp16"
     assert graph_precision(_conv_model(float32, float32, quantized=True)) == "int8"
 
 
@@ -202,7 +213,7 @@ def test_an_fp16_graph_is_not_timed_as_fp32(tmp_path, fast_profile, capsys):
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "out" / "results.json").exists()
 
 
-# --- the shared arguments ---------------------------------------------------------------------------------------
+# --- the shared arguments -------------------------------------------------------------------------
 
 def _parsers():
     """(name, parser) of every command and sub-action, as registered."""

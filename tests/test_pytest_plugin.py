@@ -1,4 +1,5 @@
-"""The pytest plugin end to end in pytester runs: autosave, then compare with a failing threshold."""
+"""The pytest plugin end to end in pytester runs: autosave, then compare with a failing
+threshold; zoo variants, factories, and enough rounds for p99."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def test_model(harness_latency):
 def test_plugin_autosaves_extra_info_and_gates_on_compare(pytester, fast_profile, monkeypatch):
     pytester.makepyfile(test_latency=TEST_FILE)
     storage = pytester.path / "bench"
-    common = [f"--harness-device={fast_profile}", f"--benchmark-storage=file://{storage}", "-p", "no:cacheprovider"]
+    common = [f"--harness-device={fast_profile}", f"--benchmark-storage=file://{storage}",
+              "-p", "no:cacheprovider"]
     first = pytester.runpytest_subprocess(*common, "--benchmark-autosave")
     first.assert_outcomes(passed=1)
     saved = sorted(storage.rglob("*.json"))
@@ -29,11 +31,13 @@ def test_plugin_autosaves_extra_info_and_gates_on_compare(pytester, fast_profile
     latency = extra["device_latency_ms"]
     assert latency["p90"] <= latency["p99"] and latency["median_ci"][0] <= latency["median"]
     assert bench["stats"]["rounds"] >= 10
-    ok = pytester.runpytest_subprocess(*common, "--benchmark-compare", "--benchmark-compare-fail=median:500%")
+    ok = pytester.runpytest_subprocess(*common, "--benchmark-compare",
+                                       "--benchmark-compare-fail=median:500%")
     ok.assert_outcomes(passed=1)
-    # a regression: the same test now times a model with ~200x the work, and the 5% gate must fail the run
+    # a regression: the same test now times a model with ~200x the work; the 5% gate must fail
     monkeypatch.setenv("MODEL", "resnet56")
-    slower = pytester.runpytest_subprocess(*common, "--benchmark-compare", "--benchmark-compare-fail=median:5%")
+    slower = pytester.runpytest_subprocess(*common, "--benchmark-compare",
+                                           "--benchmark-compare-fail=median:5%")
     assert slower.ret != 0
     assert "Performance has regressed" in slower.stdout.str() + slower.stderr.str()
 
@@ -56,19 +60,21 @@ def test_unknown_variant(harness_latency):
 
 def test_variants_factories_and_enough_rounds_for_p99(pytester, fast_profile, monkeypatch):
     pytester.makepyfile(test_usage=USAGE_FILE)
-    pytester.makepyfile(user_models="import torch\n\ndef tiny():\n"
-                                    "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n")
+    pytester.makepyfile(user_models="import torch\n\ndef tiny():\n    return torch.nn.Sequential("
+                                    "torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n")
     monkeypatch.setenv("PYTHONPATH", str(pytester.path))
     storage = pytester.path / "bench"
-    result = pytester.runpytest_subprocess(f"--harness-device={fast_profile}", "-p", "no:cacheprovider",
-                                           f"--benchmark-storage=file://{storage}", "--benchmark-autosave")
+    result = pytester.runpytest_subprocess(f"--harness-device={fast_profile}", "-p",
+                                           "no:cacheprovider", f"--benchmark-storage=file://{storage}",
+                                           "--benchmark-autosave")
     result.assert_outcomes(passed=3)
     saved = sorted(storage.rglob("*.json"))
     benches = {b["name"]: b for b in json.loads(saved[0].read_text())["benchmarks"]}
     zoo = benches["test_zoo_variant"]
     # the fast profile asks for 10 rounds; p99 needs 100 to be anything but the maximum
     assert zoo["stats"]["rounds"] == 100 and zoo["extra_info"]["variant"] == "dc-1x1"
-    assert zoo["extra_info"]["percentiles_at_maximum"] == [] and "percentile_note" not in zoo["extra_info"]
+    extra = zoo["extra_info"]
+    assert extra["percentiles_at_maximum"] == [] and "percentile_note" not in extra
     assert zoo["extra_info"]["device_latency_ms"]["n"] == 100
     factory = benches["test_factory_with_its_shape"]["extra_info"]
     assert factory["model"] == "user_models:tiny" and factory["percentiles_at_maximum"] == ["p99"]
@@ -76,7 +82,11 @@ def test_variants_factories_and_enough_rounds_for_p99(pytester, fast_profile, mo
 
 
 def test_percentiles_at_the_maximum_agree_with_the_nearest_rank_used():
-    from harness.pytest_plugin import REPORTED_PERCENTILES, percentiles_at_maximum, rounds_for_percentiles
+    from harness.pytest_plugin import (
+        REPORTED_PERCENTILES,
+        percentiles_at_maximum,
+        rounds_for_percentiles,
+    )
     from harness.timing import nearest_rank
 
     for n in range(1, 260):
