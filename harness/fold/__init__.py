@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import onnx
 import onnx.version_converter
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from harness.errors import FoldVerificationError, HarnessError
@@ -175,6 +176,7 @@ def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, 
     before = len(graph.nodes)
     severity = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR
+    ort.set_default_logger_severity(3)  # graphsurgeon evaluates constants with ONNX Runtime: errors only
     try:
         graph.fold_constants(fold_shapes=False, error_ok=True,
                              size_threshold=FOLD_CONSTANT_BYTES).cleanup()  # shapes: keep a batch-agnostic graph

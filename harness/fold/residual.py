@@ -103,9 +103,10 @@ def _align(branches: List[_Branch], size_in: Tuple[int, int]) -> Tuple[Optional[
 
 
 def fold_residuals(graph: gs.Graph) -> List[Record]:
-    """Fold ``Add`` nodes whose two inputs are conv/bn/identity branches of the same tensor into one Conv."""
+    """Fold ``Add`` (and two-input ``Sum``) nodes whose inputs are conv/bn/identity branches of the same tensor
+    into one Conv."""
     records = []
-    for add in [n for n in graph.nodes if n.op == "Add" and len(n.inputs) == 2 and n.outputs]:
+    for add in [n for n in graph.nodes if n.op in ("Add", "Sum") and len(n.inputs) == 2 and n.outputs]:
         found = [_branch(graph, t, add) for t in add.inputs]
         sources = {id(x) for x, _ in found}
         convs = [b for _, b in found if b is not None and b.kind.startswith("conv")]

@@ -135,8 +135,8 @@ def remove_identities(graph: gs.Graph) -> List[Record]:
             continue
         reason = _identity_like(node)
         if reason:
-            if len(node.outputs) > 1:
-                node.outputs[1:] = []
+            while len(node.outputs) > 1:  # an unread Dropout mask (slice assignment breaks graphsurgeon's links)
+                node.outputs.pop()
             if bypass(graph, node):
                 records.append({"pass": "remove_identities", "action": "removed", "nodes": [node.name],
                                 "detail": reason})
