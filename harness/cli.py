@@ -50,9 +50,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Check every output path the command declared with ``add_output``, before it does any work."""
     from harness.outputs import check_output
 
-    for dest, kind, flag in getattr(args, "output_checks", None) or []:
+    checks = getattr(args, "output_checks", None) or []
+    outputs = {dest for dest, *_ in checks}
+    inputs = [value for dest, value in vars(args).items() if dest not in outputs]
+    for dest, kind, flag in checks:
         if getattr(args, dest, None) is not None:
-            check_output(getattr(args, dest), kind, flag)
+            check_output(getattr(args, dest), kind, flag, inputs)
 
 
 def _first_line(exc: BaseException) -> str:

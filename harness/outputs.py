@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Any, Iterable, Union
 
 from harness.errors import HarnessError
 
@@ -31,18 +31,32 @@ def _probe_writable(folder: Path) -> None:
     os.unlink(probe)
 
 
-def check_output(path: PathLike, kind: str = FILE, flag: str = "-o") -> None:
+def _input_files(values: Iterable[Any]) -> Iterable[Path]:
+    """The existing files among argument values (paths or strings, or lists of them)."""
+    for value in values:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, Path)) and item and os.path.isfile(item):
+                yield Path(item)
+
+
+def check_output(path: PathLike, kind: str = FILE, flag: str = "-o",
+                 inputs: Iterable[Any] = ()) -> None:
     """Refuse, with one line naming ``flag``, an output that cannot be written where asked.
 
     ``kind`` is ``FILE`` or ``FOLDER``. Refused: a folder where a file is needed (or an existing
-    file where a folder is), a path under an existing file, and a path whose nearest existing
-    folder does not take a new file (checked by creating and removing one). Nothing is created.
+    file where a folder is), a path under an existing file, a path whose nearest existing folder
+    does not take a new file (checked by creating and removing one), and a file that is one of
+    ``inputs`` (the command's other argument values). Nothing is created.
     """
     path = Path(path)
     if kind == FILE and path.is_dir():
         raise HarnessError(f"{flag} {path} is a folder; give a file path")
     if kind == FOLDER and os.path.lexists(path) and not path.is_dir():
         raise HarnessError(f"{flag} {path} is an existing file; give a folder")
+    if kind == FILE and path.is_file():
+        for source in _input_files(inputs):
+            if os.path.samefile(source, path):
+                raise HarnessError(f"{flag} {path} is also an input: writing it would destroy it")
     ancestor = _nearest_existing(path.parent if kind == FILE else path)
     if not ancestor.is_dir():
         raise HarnessError(f"{flag} {path} lies under the file {ancestor}")

@@ -311,3 +311,27 @@ def test_bench_keeps_its_measurements_when_the_out_folder_breaks_mid_run(files, 
         assert all(len(run["series_ms"]["latency_ms"]) == run["stats"]["n"] >= 5 for run in runs)
     finally:
         kept.unlink()
+
+
+OVERWRITES_AN_INPUT = {
+    "compare": "compare {results} {tmp}/copy.json --markdown {tmp}/copy.json",
+    "time": "time {tmp}/copy.onnx --device {fast} --json {tmp}/copy.onnx",
+    "export": "export {tmp}/copy.onnx -o {tmp}/copy.onnx",
+    "fold": "fold {onnx} -o {tmp}/f.onnx --report {onnx}",
+    "verify": "verify {onnx} {tmp}/copy.onnx --json {tmp}/copy.onnx",
+    "plan": "plan lenet5 --table {tmp}/table.csv --importance {tmp}/importance.csv --budget-ms 9"
+            " -o {tmp}/table.csv",
+}
+
+
+@pytest.mark.parametrize("case", list(OVERWRITES_AN_INPUT))
+def test_an_output_that_is_an_input_is_refused(case, files, capsys):
+    shutil.copy(files["results"], files["tmp"] / "copy.json")
+    shutil.copy(files["onnx"], files["tmp"] / "copy.onnx")
+    argv = _argv(OVERWRITES_AN_INPUT[case], files)
+    target = Path(argv[-1])
+    before = target.read_bytes()
+    code, out, err = _run(capsys, argv)
+    line = _assert_one_error_line(argv[0], code, err)
+    assert line.endswith(f"{target} is also an input: writing it would destroy it") and not out
+    assert target.read_bytes() == before
