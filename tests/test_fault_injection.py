@@ -118,6 +118,8 @@ OUTPUTS = {
     "history": ("history show --device fast --history {tmp}/h.sqlite", "--markdown", "file",
                 "h.md"),
     "verify": ("verify {onnx} {onnx}", "--json", "file", "v.json"),
+    "history --plot": ("history show --device fast --history {tmp}/h.sqlite", "--plot", "file",
+                       "h.png"),
 }
 OUTPUT_CASES = [(name, fault) for name, (_, _, kind, _) in OUTPUTS.items()
                 for fault in (FILE_FAULTS if kind == "file" else FOLDER_FAULTS)]
