@@ -275,3 +275,13 @@ def test_systemexit_and_unexpected_errors_in_user_code_end_in_one_line(bad_input
     assert code == 2 and err == "error: stopped by SystemExit(3) from the code it ran " \
                                 "(a model factory?)\n"
     assert not (bad_inputs / "x.onnx").exists()
+
+
+def test_build_on_a_profile_without_tensorrt_says_so_not_that_tensorrt_is_missing(tmp_path, capsys):
+    model = tmp_path / "lenet.onnx"
+    assert main(["export", "lenet5", "-o", str(model)]) == 0
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "build", model, "--device", "host")
+    assert code == 2
+    assert err.startswith("error: profile host runs on onnxruntime, which builds no engine")
+    assert "install" not in err

@@ -37,6 +37,12 @@ def run(args) -> int:
     if args.explain:
         print(explain(args.onnx, profile, precision, batch, args.tensorrt_version))
         return 0
+    if profile.backend not in ("tensorrt", "trtexec"):
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"profile {profile.name} runs on {profile.backend}, which builds no "
+                           f"engine: build is for TensorRT profiles (e.g. --device xavier); "
+                           f"`harness time` runs this one as it is")
     from harness.backends import get_runner_class
 
     runner_class = get_runner_class("tensorrt")  # HarnessError naming what to install when TensorRT is missing
