@@ -82,7 +82,7 @@ def test_the_nine_model_zoo_graphs_bench(fast_profile, tmp_path):
     timed = {run["model"] for run in results["runs"]}
     assert timed == {m.name for m in light}
     for run in results["runs"]:
-        samples = np.asarray(run["series_ms"], dtype=float)
+        samples = np.asarray(run["series_ms"]["latency_ms"], dtype=float)
         assert samples.size >= 3 and np.all(samples > 0)
 
 
