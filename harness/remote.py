@@ -9,9 +9,10 @@ arguments, since ssh hands the remote side one command string. The device needs 
 A fleet run (``harness bench --device a,b``) exports and folds on the workstation, ships each
 device its ONNX files and a manifest (``harness-jobs/<job>/``), runs ``harness bench --manifest``
 there with the device's own profile under a device lock, brings ``results.json`` back, and merges
-the devices' results into one report. The lock is ``fcntl.flock`` on ``<workdir>/.harness.lock``
-taken by the device-side process: the kernel releases it when that process ends, however it ends,
-so a lock is never stale; the file says who holds it.
+the devices' results into one report. Remote ``bench`` and ``time`` run on the device through
+``python -m harness.remote`` (``main`` below), which takes ``fcntl.flock`` on
+``<workdir>/.harness.lock`` and then execs the harness command holding it: the kernel releases the
+lock when that process ends, however it ends, so a lock is never stale; the file says who holds it.
 """
 
 from __future__ import annotations
@@ -104,17 +105,24 @@ class RemoteDevice:
                     self._remote(remote_name), str(local)], "download")
         return local
 
-    def time(self, onnx_files: Sequence[Path], out: Path, device: Optional[str] = None) -> Path:
-        """Upload ONNX files, run ``harness time`` on the device with its own profile, bring the
-        JSON back."""
+    def locked(self, job: str, lock_timeout_s: float, args: Sequence[str]) -> List[str]:
+        """``args`` run on the device holding its lock (``python -m harness.remote``)."""
+        return [self.remote.python, "-m", "harness.remote", LOCK_NAME, f"{lock_timeout_s:g}",
+                f"job {job.rsplit('/', 1)[-1]}", "--", *args]
+
+    def time(self, onnx_files: Sequence[Path], out: Path, device: Optional[str] = None,
+             lock_timeout_s: float = 3600.0) -> Path:
+        """Upload ONNX files, run ``harness time`` on the device with its own profile under its
+        lock, bring the JSON back."""
         job = _job_dir()
         self.run(["mkdir", "-p", job])
         try:
             self.put(onnx_files, job)
             names = [f"{job}/{path.name}" for path in onnx_files]
-            self.run([self.remote.python, "-m", "harness.cli", "time", *names,
-                      "--device", device or self.device_profile, "--local",
-                      "--json", f"{job}/times.json"])
+            self.run(self.locked(job, lock_timeout_s, [
+                self.remote.python, "-m", "harness.cli", "time", *names,
+                "--device", device or self.device_profile, "--local",
+                "--json", f"{job}/times.json"]), timeout_s=self.timeout_s + lock_timeout_s)
             return self.get(f"{job}/times.json", out)
         finally:
             self._clean(job)
@@ -127,11 +135,10 @@ class RemoteDevice:
         self.run(["mkdir", "-p", job])
         try:
             self.put([manifest, *onnx_files], job)
-            self.run([self.remote.python, "-m", "harness.cli", "bench", "--device",
-                      self.device_profile, "--manifest", f"{job}/{manifest.name}",
-                      "--out", f"{job}/out", "--lock", LOCK_NAME,
-                      "--lock-timeout", f"{lock_timeout_s:g}", *extra_args],
-                     timeout_s=self.timeout_s + lock_timeout_s)
+            self.run(self.locked(job, lock_timeout_s, [
+                self.remote.python, "-m", "harness.cli", "bench", "--device",
+                self.device_profile, "--manifest", f"{job}/{manifest.name}", "--out",
+                f"{job}/out", *extra_args]), timeout_s=self.timeout_s + lock_timeout_s)
             out_dir.mkdir(parents=True, exist_ok=True)
             return self.get(f"{job}/out/results.json", out_dir / "results.json")
         finally:
@@ -152,7 +159,8 @@ def _job_dir() -> str:
 class DeviceLock:
     """One benchmark at a time on a device: an exclusive ``flock`` on a file, with its owner.
 
-    Taken by the process that times (on the device); released when it ends, however it ends.
+    Taken on the device (``python -m harness.remote`` hands it to the command it becomes);
+    released when the holding process ends, however it ends.
     """
 
     def __init__(self, path: Path, timeout_s: float, owner: str = "",
@@ -182,6 +190,17 @@ class DeviceLock:
         os.pwrite(fd, f"{self.owner}, since {since}\n".encode(), 0)
         self._fd = fd
         return self
+
+    def exec_holding(self, argv: Sequence[str]) -> None:
+        """Become ``argv`` (``os.execvp``) with the lock held: it is released when that process
+        ends, as with util-linux ``flock``."""
+        if self._fd is None:
+            raise HarnessError("the device lock is not held")
+        os.set_inheritable(self._fd, True)
+        try:
+            os.execvp(argv[0], list(argv))
+        except OSError as exc:
+            raise HarnessError(f"cannot run {argv[0]} on the device: {exc.strerror}") from None
 
     def __exit__(self, *exc_info: Any) -> None:
         import fcntl
@@ -323,3 +342,28 @@ def fleet_summary(outcomes: List[DeviceOutcome]) -> Tuple[List[Path], List[str]]
     done = [o.results for o in outcomes if o.results is not None]
     failed = [f"{o.device}: {o.error}" for o in outcomes if o.error is not None]
     return done, failed
+
+
+USAGE = "python -m harness.remote LOCK_FILE TIMEOUT_S OWNER -- COMMAND [ARG...]"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Device side: run COMMAND holding the device lock (waiting up to TIMEOUT_S for it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(argv) < 5 or argv[3] != "--":
+            raise HarnessError(f"usage: {USAGE}")
+        try:
+            timeout_s = float(argv[1])
+        except ValueError:
+            raise HarnessError(f"TIMEOUT_S {argv[1]!r} is not a number (usage: {USAGE})") from None
+        with DeviceLock(Path(argv[0]), timeout_s, argv[2]) as lock:
+            lock.exec_holding(argv[4:])  # on success this process is COMMAND, lock and all
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0  # not reached: exec replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

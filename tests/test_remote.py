@@ -145,6 +145,29 @@ def test_device_lock_is_exclusive_names_its_owner_and_frees_on_exit(tmp_path):
         assert lock.read_text().startswith("second job, since ")
 
 
+def test_a_command_run_under_the_lock_holds_it_until_it_ends(tmp_path):
+    lock, started = tmp_path / LOCK_NAME, tmp_path / "started"
+    script = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(2)"
+    holder = subprocess.Popen([sys.executable, "-m", "harness.remote", str(lock), "5",
+                               "job 7 on bench-host", "--", sys.executable, "-c", script])
+    try:
+        for _ in range(300):
+            if started.exists() or holder.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert started.exists()  # the command runs as the process that holds the lock
+        with pytest.raises(HarnessError, match="held by job 7 on bench-host, since "):
+            with DeviceLock(lock, timeout_s=0.2, poll_s=0.05):
+                pass
+    finally:
+        assert holder.wait(30) == 0
+    with DeviceLock(lock, timeout_s=1):
+        pass
+    usage = subprocess.run([sys.executable, "-m", "harness.remote", str(lock), "soon", "x", "--",
+                            "true"], capture_output=True, text=True)
+    assert usage.returncode == 2 and usage.stderr.startswith("error: TIMEOUT_S 'soon'")
+
+
 @pytest.mark.ssh
 @needs_sshd
 def test_time_on_a_remote_device_over_ssh(sshds, tmp_path, fast_profile):
@@ -179,7 +202,8 @@ def test_fleet_bench_two_devices_in_parallel_one_broken(sshds, tmp_path, fast_pr
         assert results.device_name == name and results.complete
         command = results.command  # timed on the device, by the device's harness, under its lock
         assert command[command.index("--manifest") - 2:command.index("--manifest")] == [
-            "--device", f"{name}.yaml"] and "--lock" in command and "--backend" in command
+            "--device", f"{name}.yaml"] and "--backend" in command
+        assert (tmp_path / f"device-{name}" / LOCK_NAME).read_text().startswith("job ")
         assert {run.label for run in results.runs} >= {"lenet5/baseline"}
         assert all(run.stats.median > 0 for run in results.runs)
         assert results.runs[0].extra["source"]["kind"] == "zoo"

@@ -56,11 +56,8 @@ def register(subparsers) -> None:
     parser.add_argument("--lock-timeout", type=float, default=3600.0,
                         help="seconds to wait for a busy remote device's lock (default: 3600)")
     parser.add_argument("--manifest", type=Path, default=None,
-                        help="(run on the device by a remote bench) time the suite a "
-                             "workstation prepared")
-    parser.add_argument("--lock", type=Path, default=None,
-                        help="(with --manifest) hold this lock file while timing: one benchmark "
-                             "at a time")
+                        help="(run on the device by a remote bench, under its lock) time the "
+                             "suite a workstation prepared")
     parser.set_defaults(func=run)
 
 
@@ -124,23 +121,18 @@ def _options(args, profile, out_dir: Path):
 
 
 def _run_manifest(args, profiles) -> int:
-    """Device side of a remote bench: time what the workstation prepared, under the device lock."""
-    import contextlib
-
+    """Device side of a remote bench: time what the workstation prepared (the workstation runs
+    it under the device lock, ``python -m harness.remote``)."""
     from harness.bench import run_bench
     from harness.errors import HarnessError
-    from harness.remote import DeviceLock, read_manifest
+    from harness.remote import read_manifest
 
     if len(profiles) != 1 or args.models:
         raise HarnessError("--manifest takes one --device and no --models")
     out_dir = args.out or Path("results") / profiles[0].name
     options = read_manifest(args.manifest, profiles[0], out_dir)
-    owner = f"job {args.manifest.parent.name}"
-    lock = (DeviceLock(args.lock, args.lock_timeout, owner) if args.lock
-            else contextlib.nullcontext())
-    with lock:
-        _check_local(args, profiles[0])
-        run_bench(options, ["harness"] + sys.argv[1:])
+    _check_local(args, profiles[0])
+    run_bench(options, ["harness"] + sys.argv[1:])
     print(f"wrote {out_dir / 'results.json'}")
     return 0
 
