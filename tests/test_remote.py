@@ -250,3 +250,37 @@ def test_arguments_are_quoted_not_interpreted(sshds, tmp_path, fast_profile):
     out = device.run(["echo", "$(touch pwned); rm -rf ~"])
     assert out.strip() == "$(touch pwned); rm -rf ~"
     assert not (tmp_path / "device-dev-a" / "pwned").exists()
+
+
+NO_TORCH = """import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError("no torch on this device")
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def test_the_device_times_a_prepared_suite_without_torch(tmp_path, fast_profile):
+    """What a device runs (``bench --manifest``) imports no torch: JetPack 5.1 has none."""
+    from harness.bench import BenchOptions, prepare_suite, resolve_suite
+    from harness.remote import write_manifest
+
+    options = BenchOptions(resolve_suite(["lenet5"], "first", None), load_profile(str(
+        fast_profile)), tmp_path / "prepared")
+    manifest = tmp_path / "prepared" / "manifest.json"
+    files = write_manifest(options, prepare_suite(options), manifest)
+    device = tmp_path / "device"
+    device.mkdir()
+    for path in [manifest, *files]:
+        shutil.copy(path, device / path.name)  # what scp ships
+    argv = ["bench", "--device", str(fast_profile), "--manifest", str(device / "manifest.json"),
+            "--out", str(device / "out")]
+    code = NO_TORCH + f"from harness.cli import main\nsys.exit(main({argv!r}))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = read_results(device / "out" / "results.json")
+    assert {run.id for run in results.runs} == {c.run_id for c in
+                                                prepare_suite(options)["lenet5"]}
+    assert all(run.extra["source"]["kind"] == "zoo" and run.flops for run in results.runs)
