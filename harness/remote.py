@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
+from harness.onnx_io import write_text_atomic
 from harness.profiles import Profile
 
 LOCK_NAME = ".harness.lock"
@@ -140,7 +141,10 @@ class RemoteDevice:
                 self.device_profile, "--manifest", f"{job}/{manifest.name}", "--out",
                 f"{job}/out", *extra_args]), timeout_s=self.timeout_s + lock_timeout_s)
             out_dir.mkdir(parents=True, exist_ok=True)
-            return self.get(f"{job}/out/results.json", out_dir / "results.json")
+            results = out_dir / "results.json"  # complete or absent: fetched beside it, renamed
+            os.replace(self.get(f"{job}/out/results.json", out_dir / ".results.json.part"),
+                       results)
+            return results
         finally:
             self._clean(job)
 
@@ -230,7 +234,7 @@ def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> 
         raise HarnessError("two prepared graphs share a file name; rename the models")
     manifest = {"manifest": MANIFEST_VERSION, "merge": options.merge, "verify": options.verify,
                 "batch": options.batch, "precision": options.precision, "models": models}
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
     return files
 
 
