@@ -122,12 +122,15 @@ class History:
             raise HarnessError(f"history {self.path} is not a file")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            self.db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S,
-                                      isolation_level=None)
             self._open()
         except sqlite3.DatabaseError as exc:
+            self.db.close()
             raise HarnessError(f"{self.path} is not a usable harness history ({exc})") from None
+        except BaseException:
+            self.db.close()
+            raise
 
     def _open(self) -> None:
         self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
