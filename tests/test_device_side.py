@@ -121,7 +121,7 @@ def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(tmp_path):  # pragm
     import numpy as np
 
     from harness.backends.onnxruntime import OnnxRuntimeRunner
-    from harness.backends.tensorrt import TensorRTRunner
+    from harness.backends.trt.runner import TensorRTRunner
 
     model = tmp_path / "m.onnx"
     assert main(["export", "resnet20", "-o", str(model)]) == 0

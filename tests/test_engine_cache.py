@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from harness.engine_cache import BuildSettings, EngineCache, engine_identity, engine_key
+from harness.backends.trt.cache import BuildSettings, EngineCache, engine_identity, engine_key
 from harness.errors import HarnessError
 from harness.profiles import load_profile
 

@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from harness.engine_cache import BuildSettings
+from harness.backends.trt.cache import BuildSettings
 from harness.errors import HarnessError
 from harness.profiles import load_profile
 
@@ -23,17 +23,17 @@ TENSORRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.f
 
 @pytest.fixture(scope="module")
 def trt_backend():
-    """harness.backends.tensorrt, importable for its pure functions even where TensorRT is not installed."""
+    """harness.backends.trt.runner, importable for its pure functions even where TensorRT is not installed."""
     if TENSORRT:
-        return importlib.import_module("harness.backends.tensorrt")
-    names = ("tensorrt", "pycuda", "pycuda.driver", "harness.backends.tensorrt")
+        return importlib.import_module("harness.backends.trt.runner")
+    names = ("tensorrt", "pycuda", "pycuda.driver", "harness.backends.trt.runner")
     saved = {name: sys.modules.get(name) for name in names}
     pycuda, driver = types.ModuleType("pycuda"), types.ModuleType("pycuda.driver")
     pycuda.driver = driver
     sys.modules.update({"tensorrt": types.ModuleType("tensorrt"), "pycuda": pycuda, "pycuda.driver": driver})
-    sys.modules.pop("harness.backends.tensorrt", None)
+    sys.modules.pop("harness.backends.trt.runner", None)
     try:
-        return importlib.import_module("harness.backends.tensorrt")
+        return importlib.import_module("harness.backends.trt.runner")
     finally:
         for name, module in saved.items():
             if module is None:
@@ -42,7 +42,7 @@ def trt_backend():
                 sys.modules[name] = module
         import harness.backends
 
-        if saved["harness.backends.tensorrt"] is None and hasattr(harness.backends, "tensorrt"):
+        if saved["harness.backends.trt.runner"] is None and hasattr(harness.backends, "tensorrt"):
             delattr(harness.backends, "tensorrt")
 
 
@@ -158,9 +158,9 @@ def test_missing_tensorrt_says_what_to_install():
 @pytest.mark.skipif(not TENSORRT, reason="TensorRT not installed (needs tensorrt + pycuda on an NVIDIA GPU)")
 def test_real_build_is_cached_and_matches_onnxruntime(tmp_path):  # pragma: no cover - needs a GPU
     from harness.backends.onnxruntime import OnnxRuntimeRunner
-    from harness.backends.tensorrt import TensorRTRunner
+    from harness.backends.trt.cache import EngineCache
+    from harness.backends.trt.runner import TensorRTRunner
     from harness.cli import main
-    from harness.engine_cache import EngineCache
 
     model = tmp_path / "m.onnx"
     assert main(["export", "resnet20", "-o", str(model)]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.backends.trtexec import (
+from harness.backends.trt.trtexec import (
     effective_settings,
     parse_export_output,
     parse_export_times,
@@ -125,7 +125,7 @@ def test_trtexec_backend_without_trtexec_says_where_it_lives(tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not TRTEXEC, reason="trtexec not installed (needs TensorRT and an NVIDIA GPU)")
 def test_trtexec_backend_times_a_real_model(tmp_path):  # pragma: no cover - needs a GPU
-    from harness.backends.trtexec import TrtexecRunner
+    from harness.backends.trt.trtexec import TrtexecRunner
     from harness.cli import main
 
     model = tmp_path / "m.onnx"

@@ -13,11 +13,11 @@ __all__ = ["BACKENDS", "LATENCY", "Runner", "get_runner_class"]
 # backend name -> (module, class, how to install what it needs)
 BACKENDS: Dict[str, tuple] = {
     "onnxruntime": ("harness.backends.onnxruntime", "OnnxRuntimeRunner", "pip install onnxruntime"),
-    "tensorrt": ("harness.backends.tensorrt", "TensorRTRunner",
+    "tensorrt": ("harness.backends.trt.runner", "TensorRTRunner",
                  "pip install '.[tensorrt]' on a desktop GPU, or on a Jetson use JetPack's TensorRT "
                  "(sudo apt install python3-libnvinfer) and pip install pycuda"),
     "torch": ("harness.backends.torch_backend", "TorchRunner", "pip install torch"),
-    "trtexec": ("harness.backends.trtexec", "TrtexecRunner",
+    "trtexec": ("harness.backends.trt.trtexec", "TrtexecRunner",
                 "trtexec ships with TensorRT: /usr/src/tensorrt/bin/trtexec on a Jetson (JetPack), the TensorRT "
                 "tar/deb packages' bin/ on a desktop"),
 }

@@ -60,8 +60,8 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
     """The trtexec line equivalent to ``harness build`` + ``harness time`` with this profile, and its settings."""
     import shlex
 
-    from harness.backends.trtexec import effective_settings, trtexec_command
-    from harness.engine_cache import ENGINE_DIR, BuildSettings
+    from harness.backends.trt.cache import ENGINE_DIR, BuildSettings
+    from harness.backends.trt.trtexec import effective_settings, trtexec_command
     from harness.onnx_io import input_shapes
 
     version = version or _installed_tensorrt() or profile.expect.tensorrt or "8.5.2"

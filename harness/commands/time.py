@@ -140,7 +140,7 @@ def _time_with_trtexec(args, profile) -> int:
     """Each file through trtexec with the profile's settings; statistics from its per-query records."""
     import json
 
-    from harness.backends.trtexec import run_trtexec
+    from harness.backends.trt.trtexec import run_trtexec
     from harness.onnx_io import load_model
     from harness.outputs import write_measured
     from harness.timing import summarize

@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.backends.base import Runner
-from harness.engine_cache import BuildSettings
+from harness.backends.trt.cache import BuildSettings
+from harness.backends.trt.versions import trtexec_defaults, version_tuple
 from harness.errors import HarnessError
 from harness.onnx_io import Dim, input_shapes
 from harness.profiles import Profile
@@ -29,17 +30,6 @@ from harness.profiles import Profile
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 SERIES = ("latency_ms", "gpu_compute_ms", "enqueue_ms", "h2d_ms", "d2h_ms")
 TIMING_FLAGS = ("--warmUp=", "--duration=", "--iterations=", "--percentile=")
-
-
-def version_tuple(version: str) -> Tuple[int, ...]:
-    """'8.5.2.2' -> (8, 5, 2, 2)."""
-    return tuple(int(p) for p in re.findall(r"\d+", version)[:4])
-
-
-def trtexec_defaults(version: str) -> Dict[str, bool]:
-    """trtexec's own defaults for what changes a latency figure, by TensorRT version."""
-    new = version_tuple(version) >= (11,)
-    return {"cuda_graph": new, "spin_wait": new, "data_transfers": not new}
 
 
 def is_dynamic(dim: Dim) -> bool:

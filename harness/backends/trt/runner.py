@@ -23,8 +23,8 @@ import pycuda.driver as cuda
 # isort: on
 
 from harness.backends.base import LATENCY, Runner
-from harness.backends.trtexec import version_tuple
-from harness.engine_cache import BuildSettings, EngineCache, engine_identity, file_sha256
+from harness.backends.trt.cache import BuildSettings, EngineCache, engine_identity, file_sha256
+from harness.backends.trt.versions import version_tuple
 from harness.errors import HarnessError
 from harness.profiles import Profile
 
