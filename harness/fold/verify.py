@@ -37,6 +37,7 @@ class VerifyResult:
     worst_tensor: str = ""
     output_response: float = 0.0  # smallest relative change of an output between two inputs
     responsive: int = 0  # compared tensors that respond to the input
+    local_checks: int = 0  # rewritten nodes compared with the subgraph they replaced, on random inputs
 
     @property
     def verified(self) -> bool:
@@ -264,9 +265,86 @@ def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds:
     if not result.batch_sizes:
         result.status, result.note = NOT_VERIFIED, "; ".join(notes)
         return result
+    if intermediates:
+        _check_locally(original, candidate, result, notes, seeds[0])
     _judge_response(result, responses, outputs, notes, len(seeds))
     result.note = "; ".join(notes)
     return result
+
+
+def changed_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List[onnx.NodeProto]:
+    """Candidate nodes with constant inputs (weights) that are not the original's node writing the same
+    outputs with the same op, inputs, attributes and weight values: the rewrites."""
+    weights = {t.name: t for t in original.graph.initializer}
+    theirs = {t.name: t for t in candidate.graph.initializer}
+    twins = {tuple(n.output): n for n in original.graph.node}
+    changed = []
+    for node in candidate.graph.node:
+        constants = [name for name in node.input if name in theirs]
+        if not constants:
+            continue
+        twin = twins.get(tuple(node.output))
+        if twin is not None and twin.op_type == node.op_type and list(twin.input) == list(node.input) \
+                and list(twin.attribute) == list(node.attribute) \
+                and all(weights.get(name) == theirs[name] for name in constants):
+            continue
+        changed.append(node)
+    return changed
+
+
+def _static_shape(model: onnx.ModelProto, name: str) -> Optional[Tuple[int, ...]]:
+    for value in list(model.graph.input) + list(model.graph.value_info):
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim
+            if all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+                return tuple(d.dim_value for d in dims)
+    return None
+
+
+def _check_locally(original: onnx.ModelProto, candidate: onnx.ModelProto, result: VerifyResult,
+                   notes: List[str], seed: int) -> None:
+    """Compare each rewritten node with the part of the original between the same tensors, on random normal
+    inputs of the boundary tensors (every channel excited, whatever the network feeds it)."""
+    import onnx.utils
+
+    changed = changed_nodes(original, candidate)
+    if not changed:
+        return
+    known = {v.name for v in original.graph.input} | {o for n in original.graph.node for o in n.output}
+    weights = {t.name for t in candidate.graph.initializer}
+    extractors: List[Any] = []
+    skipped = 0
+    rng = np.random.default_rng(seed)
+    for node in changed:
+        inputs = [name for name in node.input if name and name not in weights]
+        outputs = [name for name in node.output if name]
+        shapes = [_static_shape(candidate, name) for name in inputs]
+        if not inputs or any(s is None for s in shapes) or any(n not in known for n in inputs + outputs):
+            skipped += 1
+            continue
+        try:
+            if not extractors:
+                extractors = [onnx.utils.Extractor(original), onnx.utils.Extractor(candidate)]
+            parts = [e.extract_model(inputs, outputs) for e in extractors]
+            feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in zip(inputs, shapes)}
+            expected = _session(parts[0]).run(outputs, feeds)
+        except Exception:  # noqa: BLE001 - a boundary the original cannot be cut at (checked globally only)
+            skipped += 1
+            continue
+        try:
+            got = _session(parts[1]).run(outputs, feeds)
+        except Exception as exc:  # noqa: BLE001
+            _different(result, f"ONNX Runtime cannot run rewritten node {node.name}: {_first_line(exc)}")
+            return
+        result.local_checks += 1
+        for name, a, b in zip(outputs, expected, got):
+            error = relative_error(a, b)
+            if error > result.max_rel_error:
+                result.max_rel_error, result.worst_tensor = error, f"{name} (local check of {node.name})"
+            if error > _tolerance(a, result.tolerance):
+                result.status = DIFFERENT
+    notes.append(f"{result.local_checks} rewritten nodes checked against the original subgraph they replaced"
+                 + (f" ({skipped} could not be cut out)" if skipped else ""))
 
 
 def _different(result: VerifyResult, why: str) -> VerifyResult:
