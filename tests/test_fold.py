@@ -18,6 +18,7 @@ from harness.export import export_module
 from harness.fold import RooflineCostModel, fold_model, verify_fold
 from harness.geometry import merged_kernel
 from harness.graph_stats import op_histogram
+from harness.onnx_io import make_model
 
 
 def _export(module: nn.Module, shape, tmp_path: Path, name: str = "m.onnx") -> onnx.ModelProto:
@@ -109,7 +110,7 @@ def _two_branch_graph(pads_b, kernel_b=3, out_b=8) -> onnx.ModelProto:
         [numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "wa"),
          numpy_helper.from_array(rng.standard_normal((4, 4, kernel_b, kernel_b)).astype(np.float32), "wb")])
     del out_b
-    return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    return onnx.shape_inference.infer_shapes(make_model(g, 17))
 
 
 def test_parallel_branches_fold_only_when_their_windows_align():
@@ -175,7 +176,7 @@ def _bn_graph(with_identities: bool) -> onnx.ModelProto:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
                           [numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k)
                            for k, v in inits.items()])
-    return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    return onnx.shape_inference.infer_shapes(make_model(g, 17))
 
 
 def test_batchnorm_and_identity_like_nodes_are_folded_away():

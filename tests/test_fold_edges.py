@@ -16,6 +16,7 @@ from torch import nn
 from harness.export import export_module
 from harness.fold import fold_model, verify_fold
 from harness.graph_stats import op_histogram
+from harness.onnx_io import make_model
 
 RNG = np.random.default_rng(0)
 
@@ -31,7 +32,7 @@ def _attr(node: onnx.NodeProto, name: str):
 def _model(nodes, inputs, outputs, weights, opset: int = 17) -> onnx.ModelProto:
     inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items()]
     graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+    return onnx.shape_inference.infer_shapes(make_model(graph, opset))
 
 
 def _w(*shape) -> np.ndarray:

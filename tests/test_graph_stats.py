@@ -7,11 +7,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.graph_stats import count_flops, count_params, layer_costs, op_histogram
+from harness.onnx_io import make_model
 
 
 def _model(nodes, inputs, outputs, inits):
     graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(a, n) for n, a in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     return onnx.shape_inference.infer_shapes(model)
 
 

@@ -70,7 +70,8 @@ def run(args) -> int:
         verify_started = time.perf_counter()
         result.report.verification = verify_fold(reference, result.model).to_dict()
         verify_s = time.perf_counter() - verify_started
-    save_model(result.model, args.output)
+    # nothing to fold: the file as it was read (no inferred shapes added), else the folded graph
+    save_model(result.model if result.report.changed else load_model(args.onnx, infer_shapes=False), args.output)
     print(result.report.to_text())
     print(f"  time: load {started - loading:.2f} s + fold {result.report.elapsed_s:.2f} s + verification "
           f"{verify_s:.2f} s + write = {time.perf_counter() - loading:.2f} s in all")
