@@ -1,6 +1,7 @@
 """Model sources (zoo name, ``package.module:factory``, ``.onnx`` file) and torch -> ONNX export.
 
-Exports use static shapes and opset 17, then pass ``onnx.checker`` and strict shape inference.
+Exports use static shapes and opset 17, then pass ``onnx.checker`` and strict shape inference, and are written
+with the lowest IR version that holds opset 17 (IR 8), which JetPack's ONNX Runtime and TensorRT 8.5 read.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Optional, Tuple
 import onnx
 
 from harness.errors import HarnessError
-from harness.onnx_io import load_model, save_model
+from harness.onnx_io import load_model, save_model, with_lowest_ir
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -75,6 +76,14 @@ def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource
     return ModelSource("zoo", model, input_shape=ZOO[model].input_shape)
 
 
+def _describe(exc: BaseException) -> str:
+    """``TypeError: message`` on one line; ``SystemExit(3)`` for an exit."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r})"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def load_factory(reference: str):
     """Import ``package.module:factory`` and call it; must return a ``torch.nn.Module``."""
     torch = _torch()
@@ -86,15 +95,15 @@ def load_factory(reference: str):
         sys.path.insert(0, "")  # let users name modules in the current folder
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise HarnessError(f"cannot import {module_name!r} for factory {reference}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise HarnessError(f"cannot import {module_name!r} for factory {reference}: {_describe(exc)}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise HarnessError(f"{module_name} has no callable {attr!r}")
     try:
         built = factory()
-    except Exception as exc:
-        raise HarnessError(f"factory {reference} raised {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # user code: SystemExit(3) is a failure to report, not an exit
+        raise HarnessError(f"factory {reference} raised {_describe(exc)}") from None
     if not isinstance(built, torch.nn.Module):
         raise HarnessError(f"factory {reference} returned {type(built).__name__}, expected a torch.nn.Module")
     return built.eval()
@@ -108,6 +117,8 @@ def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
     try:
         with torch.no_grad():
             module(example)
+    except SystemExit as exc:
+        raise HarnessError(f"the model's forward raised {_describe(exc)}") from None
     except Exception as exc:
         raise HarnessError(f"the model cannot run on input shape {(batch,) + tuple(input_shape)}: "
                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
@@ -133,7 +144,7 @@ def export_module(module, input_shape: Tuple[int, ...], path: Path, batch: int =
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
     model = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(model)
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    model = with_lowest_ir(onnx.shape_inference.infer_shapes(model, strict_mode=True))
     save_model(model, path)
     return model
 

@@ -8,7 +8,8 @@ elements of floating-point initializers. Bytes = the layer's inputs, weights and
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+import warnings
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -75,6 +76,139 @@ def _node_flops(node: onnx.NodeProto, shapes: Dict[str, List[Optional[int]]]) ->
     return 0
 
 
+def _needed(node: onnx.NodeProto) -> List[str]:
+    """The tensors whose shapes a counted node's FLOPs need."""
+    if node.op_type == "Conv" and len(node.input) > 1 and node.output:
+        return [node.output[0], node.input[1]]
+    if node.op_type == "ConvTranspose" and len(node.input) > 1:
+        return [node.input[0], node.input[1]]
+    if node.op_type in ("Gemm", "MatMul") and node.input and node.output:
+        return [node.input[0], node.output[0]]
+    return []
+
+
+def _complete(shape: Optional[List[Optional[int]]]) -> bool:
+    return shape is not None and all(d is not None and d > 0 for d in shape)
+
+
+def _holes(model: onnx.ModelProto, shapes: Dict[str, List[Optional[int]]]) -> List[str]:
+    """Names of counted nodes (Conv, ConvTranspose, Gemm, MatMul) whose shapes are unknown or dynamic."""
+    return [node.name or node.output[0] for node in model.graph.node if node.op_type in COUNTED_OPS
+            and not all(_complete(shapes.get(t)) for t in _needed(node))]
+
+
+@dataclasses.dataclass
+class FlopCount:
+    """FLOPs with where the shapes came from; ``holes`` names counted nodes no shape source could size."""
+
+    total: int
+    holes: List[str]
+    source: str
+    note: str = ""
+
+    def warning(self) -> str:
+        """What the caller must say about this count ('' when it is complete)."""
+        if not self.holes:
+            return ""
+        shown = ", ".join(self.holes[:5]) + (f" and {len(self.holes) - 5} more" if len(self.holes) > 5 else "")
+        return (f"FLOPs incomplete: {len(self.holes)} Conv/Gemm/MatMul nodes have no known shapes and are not "
+                f"counted ({shown})")
+
+
+def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
+    """A copy with a dynamic leading (batch) dim of every input set to 1, and the note saying so."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    dynamic = [v for v in inputs if v.type.tensor_type.shape.dim
+               and not v.type.tensor_type.shape.dim[0].dim_value > 0]
+    if not dynamic:
+        return model, ""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.value_info[:]
+    names = {v.name for v in dynamic}
+    for value in copy.graph.input:
+        if value.name in names:
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.Clear()
+            dim.dim_value = 1
+    return copy, "dynamic batch counted at batch 1 (FLOPs per sample)"
+
+
+def _symbolic_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
+    """Shapes from ONNX Runtime's symbolic shape inference (empty when it cannot run)."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - an op it does not know, an old onnxruntime without the tool
+        return {}
+    return _shapes(inferred) if inferred is not None else {}
+
+
+def observed_shapes(model: onnx.ModelProto, names: Optional[List[str]] = None) -> Dict[str, List[int]]:
+    """The shapes of ``names`` (default: every tensor a FLOP count needs) seen in one ONNX Runtime run on
+    zeros; dynamic input dims are 1. Empty when ONNX Runtime cannot run the model."""
+    import onnxruntime as ort
+
+    wanted = names if names is not None else sorted({t for n in model.graph.node for t in _needed(n)})
+    initializers = {t.name: list(t.dims) for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in wanted
+                             if n not in initializers and n not in outputs)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = {}
+        for arg in session.get_inputs():
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+            kind = arg.type[len("tensor("):-1]
+            feeds[arg.name] = np.zeros(shape, np.float32 if kind == "float" else np.dtype(kind))
+        names_out = [o.name for o in session.get_outputs()]
+        found = dict(zip(names_out, (np.shape(v) for v in session.run(names_out, feeds))))
+    except Exception:  # noqa: BLE001 - a model ONNX Runtime cannot run has no observed shapes
+        return {}
+    shapes = {n: list(found[n]) for n in wanted if n in found}
+    shapes.update({n: initializers[n] for n in wanted if n in initializers})
+    return shapes
+
+
+def flop_count(model: onnx.ModelProto) -> FlopCount:
+    """FLOPs from the most complete shape source: the model's inferred shapes, else ONNX Runtime's symbolic
+    shape inference, else the shapes observed in one ONNX Runtime run; ``holes`` names what none could size."""
+    model, note = batch_one(model)
+    shapes = _shapes(model)
+    source = "onnx shape inference"
+    if _holes(model, shapes):
+        from harness.onnx_io import infer_shapes_lenient
+
+        shapes.update({k: v for k, v in _shapes(infer_shapes_lenient(model)).items() if _complete(v)})
+    if _holes(model, shapes):
+        symbolic = _symbolic_shapes(model)
+        if symbolic:
+            shapes.update({k: v for k, v in symbolic.items() if _complete(v)})
+            source = "ONNX Runtime symbolic shape inference"
+    holes = _holes(model, shapes)
+    if holes:
+        missing = sorted({t for n in model.graph.node if (n.name or (n.output[0] if n.output else "")) in holes
+                          for t in _needed(n)})
+        observed = observed_shapes(model, missing)
+        if observed:
+            shapes.update(observed)
+            source = "shapes observed in one ONNX Runtime run"
+    total = sum(_node_flops(node, shapes) for node in model.graph.node)
+    return FlopCount(total, _holes(model, shapes), source, note)
+
+
+def count_flops_with(model: onnx.ModelProto, shapes: Dict[str, List[int]]) -> int:
+    """FLOPs of the model's counted nodes from the given tensor shapes."""
+    return sum(_node_flops(node, shapes) for node in model.graph.node)
+
+
 def layer_costs(model: onnx.ModelProto) -> List[LayerCost]:
     """Per-node FLOPs and bytes for a shape-inferred model (run ``onnx.shape_inference`` first)."""
     shapes, sizes = _shapes(model), _itemsize(model)
@@ -86,8 +220,12 @@ def layer_costs(model: onnx.ModelProto) -> List[LayerCost]:
 
 
 def count_flops(model: onnx.ModelProto) -> int:
-    """Total FLOPs (2 x MACs of Conv/ConvTranspose/Gemm/MatMul) of a shape-inferred model."""
-    return sum(c.flops for c in layer_costs(model))
+    """Total FLOPs (2 x MACs of Conv/ConvTranspose/Gemm/MatMul), from ``flop_count``; warns (never silently)
+    when some counted nodes have no known shapes."""
+    count = flop_count(model)
+    if count.holes:
+        warnings.warn(count.warning(), stacklevel=2)
+    return count.total
 
 
 def count_params(model: onnx.ModelProto) -> int:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.graph_stats import count_flops, count_params, layer_costs, op_histogram
-from harness.onnx_io import make_model
+from harness.graph_stats import (
+    count_flops,
+    count_flops_with,
+    count_params,
+    flop_count,
+    layer_costs,
+    observed_shapes,
+    op_histogram,
+)
+from harness.onnx_io import load_model, make_model
+from tests.onnx_corpus import corpus
 
 
 def _model(nodes, inputs, outputs, inits):
@@ -50,3 +60,53 @@ def test_gemm_matmul_and_integer_initializers():
     assert count_flops(model) == 2 * (15 * 7) + 2 * (6 * 5)
     assert count_params(model) == 35 + 10
     assert op_histogram(model) == {"Gemm": 1, "MatMul": 1, "Reshape": 1}
+
+
+def test_a_dynamic_batch_is_counted_per_sample_not_as_zero():
+    w = np.zeros((8, 3, 3, 3), np.float32)
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    count = flop_count(model)
+    assert count.total == 2 * (8 * 10 * 10) * (3 * 9) and not count.holes
+    assert "batch 1" in count.note
+
+
+def test_shapes_no_source_can_give_are_a_warning_never_a_silent_zero():
+    # a Reshape to a shape fed at run time: nothing can size the Conv after it before a real input arrives
+    w = np.zeros((4, 3, 1, 1), np.float32)
+    model = _model([helper.make_node("Reshape", ["x", "shape"], ["r"]),
+                    helper.make_node("Conv", ["r", "w"], ["y"], name="the_conv")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300]),
+                    helper.make_tensor_value_info("shape", TensorProto.INT64, [4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    count = flop_count(model)
+    assert count.holes == ["the_conv"] and "the_conv" in count.warning()
+    with pytest.warns(UserWarning, match="FLOPs incomplete"):
+        count_flops(model)
+
+
+def test_shapes_onnx_cannot_infer_are_taken_from_a_real_run():
+    # the same Reshape, its target a constant computed by a node onnx's inference does not evaluate
+    w = np.zeros((4, 3, 1, 1), np.float32)
+    model = _model([helper.make_node("Constant", [], ["s0"], value=numpy_helper.from_array(
+                        np.array([1, 3, 10, 10], np.int64))),
+                    helper.make_node("Sign", ["s0"], ["s1"]),
+                    helper.make_node("Mul", ["s0", "s1"], ["shape"]),
+                    helper.make_node("Reshape", ["x", "shape"], ["r"]),
+                    helper.make_node("Conv", ["r", "w"], ["y"], name="the_conv")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    count = flop_count(model)
+    assert count.total == 2 * (4 * 10 * 10) * 3 and not count.holes
+    assert count.source != "onnx shape inference"
+
+
+def test_flops_of_the_onnx_wheels_model_zoo_graphs_match_shapes_observed_in_onnx_runtime():
+    light = [m for m in corpus() if m.group == "light"]
+    assert len(light) == 9
+    for entry in light:
+        model = load_model(entry.path)
+        count = flop_count(model)
+        observed = count_flops_with(model, observed_shapes(model))
+        assert not count.holes and count.total == observed > 0, entry.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -72,3 +73,39 @@ def test_unknown_names_are_refused():
         build_model("resnet9000")
     with pytest.raises(HarnessError, match="unknown variant"):
         build_model("resnet20", "nope")
+
+
+def test_export_applies_or_refuses_input_shape_and_writes_ir_8(tmp_path: Path, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "r20.onnx"
+    assert main(["export", "resnet20", "--input-shape", "3x48x48", "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 48, 48]
+    assert model.ir_version == 8  # the lowest IR holding opset 17 (TensorRT 8.5, JetPack's ONNX Runtime)
+    assert "3x48x48" in capsys.readouterr().out
+    assert main(["export", "lenet5", "--input-shape", "3x32x32", "-o", str(tmp_path / "l.onnx")]) == 2
+    assert "cannot run on input shape (1, 3, 32, 32)" in capsys.readouterr().err
+    assert main(["export", str(out), "--input-shape", "3x8x8", "-o", str(tmp_path / "c.onnx")]) == 2
+
+
+def test_a_factory_calling_sys_exit_is_one_error_line(tmp_path: Path, capsys, monkeypatch):
+    from harness.cli import main
+
+    (tmp_path / "exiting_factory.py").write_text("import sys\n\ndef build():\n    sys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["export", "exiting_factory:build", "--input-shape", "3x8x8", "-o", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "error: factory exiting_factory:build raised SystemExit(3)"
+
+
+def test_a_dynamic_batch_export_counts_flops_per_sample(tmp_path: Path, capsys):
+    from harness.cli import main
+
+    module = torch.nn.Conv2d(3, 4, 3)
+    path = tmp_path / "dyn.onnx"
+    torch.onnx.export(module, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N"}})
+    assert main(["export", str(path), "-o", str(tmp_path / "copy.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert f"{2 * 4 * 36 * 27 / 1e6:.2f} MFLOPs (dynamic batch counted at batch 1" in out

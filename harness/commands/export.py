@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from harness.commands import add_batch, add_command, add_output
 
 
@@ -15,7 +17,9 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")
     add_output(parser, dest="output", required=True, help="ONNX file to write")
     parser.add_argument("--variant", default="baseline", help="zoo variant (default: baseline)")
-    parser.add_argument("--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32")
+    parser.add_argument("--input-shape", default=None,
+                        help="input shape without batch: required for factories, applied to zoo models, "
+                             "e.g. 3x32x32")
     add_batch(parser, default=1, help="static batch size")
     parser.set_defaults(func=run)
 
@@ -25,17 +29,30 @@ def run(args) -> int:
 
     from harness.errors import HarnessError
     from harness.export import materialize, resolve_source
-    from harness.graph_stats import count_flops, count_params, op_histogram
+    from harness.graph_stats import count_params, flop_count, op_histogram
 
     source = resolve_source(args.model, args.input_shape)
+    if source.kind == "onnx" and args.input_shape:
+        raise HarnessError("--input-shape applies to zoo models and factories; an ONNX file keeps its own "
+                           "shapes (bind its dynamic dims with harness fold --input-shape)")
     if source.kind == "zoo":
+        from harness.export import parse_shape
         from harness.zoo import variant_spec
 
         variant_spec(source.name, args.variant)
+        if args.input_shape:  # applied, not ignored; a shape the model cannot take is refused when exported
+            shape = parse_shape(args.input_shape)
+            print(f"input shape {'x'.join(map(str, shape))} (the zoo's default for {source.name} is "
+                  f"{'x'.join(map(str, source.input_shape or ()))})")
+            source = dataclasses.replace(source, input_shape=shape)
     elif args.variant != "baseline":
         raise HarnessError("--variant applies to zoo models only")
     model = materialize(dataclasses.replace(source, variant=args.variant), args.output, args.batch)
     nodes = ", ".join(f"{op} {n}" for op, n in op_histogram(model).items())
-    print(f"wrote {args.output}: {count_flops(model) / 1e6:.2f} MFLOPs, {count_params(model) / 1e6:.3f} M params; "
-          f"nodes: {nodes}")
+    flops = flop_count(model)
+    print(f"wrote {args.output}: {flops.total / 1e6:.2f} MFLOPs"
+          + (f" ({flops.note})" if flops.note else "")
+          + f", {count_params(model) / 1e6:.3f} M params; nodes: {nodes}")
+    if flops.holes:
+        print(f"warning: {flops.warning()}: the MFLOPs above are a floor", file=sys.stderr)
     return 0

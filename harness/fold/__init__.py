@@ -24,7 +24,7 @@ from harness.fold.report import FoldReport
 from harness.fold.residual import fold_residuals
 from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
 from harness.fold.verify import VerifyResult, verify_fold
-from harness.graph_stats import count_flops, op_histogram
+from harness.graph_stats import flop_count, op_histogram
 from harness.onnx_io import checker_problem, infer_shapes_lenient, lowest_ir_version
 
 __all__ = ["fold_model", "verify_fold", "bind_shapes", "FoldResult", "FoldReport", "VerifyResult", "CostModel",
@@ -243,8 +243,11 @@ def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional
         except Exception as exc:  # noqa: BLE001 - a graph no pass foresaw: keep it as it is, say so
             records.append(_note("refused", f"folding stopped on this graph ({type(exc).__name__}: "
                                             f"{_first_line(exc)}): model left unchanged (please report it)"))
+    before, after = flop_count(model), flop_count(folded or model)
+    if before.holes or after.holes:
+        records.append(_note("warning", (before.warning() or after.warning()) + " (FLOPs below are a floor)"))
     report = FoldReport(merge, cost.name, records, op_histogram(model), op_histogram(folded or model),
-                        count_flops(model), count_flops(folded or model), 0.0)
+                        before.total, after.total, 0.0)
     if folded is None or not report.changed:
         report.nodes_after, report.flops_after = report.nodes_before, report.flops_before
         report.elapsed_s = time.perf_counter() - started
