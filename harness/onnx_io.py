@@ -27,6 +27,16 @@ def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
             for value in model.graph.input if value.name not in initializers}
 
 
+def input_dtypes(path: PathLike) -> Dict[str, "np.dtype"]:
+    """Graph input name -> numpy dtype, initializers excluded."""
+    import numpy as np
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    return {value.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+            for value in model.graph.input if value.name not in initializers}
+
+
 def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
     """Refuse external-data references that point outside the model's own folder (path traversal) or are missing."""
     base = base_dir.resolve()

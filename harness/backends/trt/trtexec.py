@@ -22,9 +22,10 @@ import numpy as np
 
 from harness.backends.base import Runner
 from harness.backends.trt.cache import BuildSettings
-from harness.backends.trt.versions import trtexec_defaults, version_tuple
+from harness.backends.trt.versions import build_only_flag, trtexec_defaults, version_tuple
 from harness.errors import HarnessError
-from harness.onnx_io import Dim, input_shapes
+from harness.onnx_io import Dim, input_dtypes
+from harness.onnx_io import input_shapes as onnx_input_shapes
 from harness.profiles import Profile
 
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
@@ -217,7 +218,7 @@ def run_trtexec(onnx_path: Path, profile: Profile, precision: str, batch: int,
     version = trtexec_version(binary)
     shapes = input_shapes
     if shapes is None:
-        shapes = {input_name: input_shape} if input_shape is not None else input_shapes(onnx_path)
+        shapes = {input_name: input_shape} if input_shape is not None else onnx_input_shapes(onnx_path)
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "times.json"
         cmd = trtexec_command(onnx_path, profile, precision, batch, version, times_path=times, input_shapes=shapes)
@@ -240,13 +241,14 @@ class TrtexecRunner(Runner):
         profile, precision, batch, onnx_path = self.profile, self.precision, self.batch, self.onnx_path
         self.binary = find_trtexec()
         self.version = trtexec_version(self.binary)
-        self.shapes = input_shapes(self.onnx_path)
+        self.shapes = onnx_input_shapes(self.onnx_path)
+        self.dtypes = input_dtypes(self.onnx_path)  # trtexec reads --loadInputs as the tensors' own type
         self.tmp = tempfile.TemporaryDirectory()
         self.engine = Path(self.tmp.name) / "model.engine"
         cmd = trtexec_command(self.onnx_path, profile, precision, batch, self.version, engine_path=self.engine,
                               input_shapes=self.shapes)
         self.build_command = [self.binary] + [a for a in cmd[1:] if not a.startswith(TIMING_FLAGS)]
-        _run(self.build_command + ["--skipInference"], str(onnx_path))
+        _run(self.build_command + [build_only_flag(self.version)], str(onnx_path))
         self.buffer: List[Dict[str, float]] = []
         self.runs = 0
 
@@ -257,14 +259,14 @@ class TrtexecRunner(Runner):
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
         return {name: (tuple(self.batch if is_dynamic(d) else int(d) for d in shape),  # type: ignore[arg-type]
-                       np.dtype(np.float32)) for name, shape in self.shapes.items()}
+                       self.dtypes[name]) for name, shape in self.shapes.items()}
 
     def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         folder = Path(self.tmp.name)
         loads = []
         for i, (name, array) in enumerate(feeds.items()):
             path = folder / f"input{i}.bin"
-            path.write_bytes(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+            path.write_bytes(np.ascontiguousarray(array, dtype=self.dtypes[name]).tobytes())
             loads.append(f"{name}:{path}")
         out = folder / "outputs.json"
         cmd = [a for a in self._command() if not a.startswith(TIMING_FLAGS)]

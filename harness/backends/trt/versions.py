@@ -15,3 +15,9 @@ def trtexec_defaults(version: str) -> Dict[str, bool]:
     """trtexec's own defaults for what changes a latency figure, by TensorRT version."""
     new = version_tuple(version) >= (11,)
     return {"cuda_graph": new, "spin_wait": new, "data_transfers": not new}
+
+
+def build_only_flag(version: str) -> str:
+    """trtexec's "build the engine, skip inference" flag: ``--buildOnly`` up to 8.5 (8.6 renamed it),
+    ``--skipInference`` from 8.6 (8.5's trtexec fails on it as an unknown option)."""
+    return "--buildOnly" if version_tuple(version) < (8, 6) else "--skipInference"
