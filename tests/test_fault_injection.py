@@ -9,6 +9,7 @@ write nothing where it was refused.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import textwrap
@@ -337,3 +338,22 @@ def test_an_output_that_is_an_input_is_refused(case, files, capsys):
     line = _assert_one_error_line(argv[0], code, err)
     assert line.endswith(f"{target} is also an input: writing it would destroy it") and not out
     assert target.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: /sys and /proc "
+                                              "cases above cover it")
+@pytest.mark.parametrize("line", ["export lenet5 -o {tmp}/readonly/x.onnx",
+                                  "time {onnx} --device {fast} --json {tmp}/readonly/new/t.json",
+                                  "report {results} -o {tmp}/readonly/report"])
+def test_a_read_only_folder_is_refused_before_any_work(line, files, capsys):
+    readonly = files["tmp"] / "readonly"
+    readonly.mkdir(exist_ok=True)
+    readonly.chmod(0o500)
+    try:
+        argv = _argv(line, files)
+        code, out, err = _run(capsys, argv)
+        error = _assert_one_error_line(argv[0], code, err)
+        assert "does not take new files (Permission denied)" in error and not out
+        assert not any(readonly.iterdir())
+    finally:
+        readonly.chmod(0o700)
