@@ -20,7 +20,7 @@ from harness import __version__
 from harness.errors import HarnessError
 
 COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "suite", "lut", "plan",
-            "profiles", "env", "calibrate", "history", "verify")
+            "profiles", "env", "calibrate", "history", "verify", "doctor")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -198,7 +198,8 @@ def trtexec_version(binary: str) -> str:
     return version
 
 
-def _run(cmd: List[str], what: str) -> str:
+def run_command(cmd: List[str], what: str) -> str:
+    """Run a trtexec command line; a failure raises HarnessError with its last error lines."""
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         lines = proc.stdout.strip().splitlines()
@@ -223,7 +224,7 @@ def run_trtexec(onnx_path: Path, profile: Profile, precision: str, batch: int,
         times = Path(tmp) / "times.json"
         cmd = trtexec_command(onnx_path, profile, precision, batch, version, times_path=times, input_shapes=shapes)
         cmd[0] = binary
-        output = _run(cmd, str(onnx_path))
+        output = run_command(cmd, str(onnx_path))
         series = parse_export_times(times.read_text())
     return {"series_ms": series, "tensorrt": version, "command": cmd, "summary": parse_summary(output),
             "effective": effective_settings(cmd, version)}
@@ -248,7 +249,7 @@ class TrtexecRunner(Runner):
         cmd = trtexec_command(self.onnx_path, profile, precision, batch, self.version, engine_path=self.engine,
                               input_shapes=self.shapes)
         self.build_command = [self.binary] + [a for a in cmd[1:] if not a.startswith(TIMING_FLAGS)]
-        _run(self.build_command + [build_only_flag(self.version)], str(onnx_path))
+        run_command(self.build_command + [build_only_flag(self.version)], str(onnx_path))
         self.buffer: List[Dict[str, float]] = []
         self.runs = 0
 
@@ -270,14 +271,14 @@ class TrtexecRunner(Runner):
             loads.append(f"{name}:{path}")
         out = folder / "outputs.json"
         cmd = [a for a in self._command() if not a.startswith(TIMING_FLAGS)]
-        _run(cmd + ["--iterations=1", "--duration=0", "--warmUp=0", f"--loadInputs={','.join(loads)}",
+        run_command(cmd + ["--iterations=1", "--duration=0", "--warmUp=0", f"--loadInputs={','.join(loads)}",
                     f"--exportOutput={out}"], str(self.onnx_path))
         return parse_export_output(out.read_text())
 
     def _measure_impl(self) -> Dict[str, float]:
         if not self.buffer:
             times = Path(self.tmp.name) / "times.json"
-            _run(self._command(f"--exportTimes={times}"), str(self.onnx_path))
+            run_command(self._command(f"--exportTimes={times}"), str(self.onnx_path))
             series = parse_export_times(times.read_text())
             self.buffer = [dict(zip(SERIES, values)) for values in zip(*(series[k] for k in SERIES))]
             self.runs += 1
