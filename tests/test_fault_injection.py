@@ -357,3 +357,44 @@ def test_a_read_only_folder_is_refused_before_any_work(line, files, capsys):
         assert not any(readonly.iterdir())
     finally:
         readonly.chmod(0o700)
+
+
+# --- failures inside a command --------------------------------------------------------------------
+
+def test_a_disk_that_fills_up_while_writing_ends_in_one_line(files, capsys, monkeypatch, tmp_path):
+    """ENOSPC from the third file a report writes: one line naming the file, exit 2."""
+    import errno
+
+    from harness.report import pipeline
+
+    written, write = [], pipeline.write_text_atomic
+
+    def write_until_full(path, text):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        written.append(path)
+        return write(path, text)
+
+    monkeypatch.setattr(pipeline, "write_text_atomic", write_until_full)
+    code, _, err = _run(capsys, ["report", files["results"], "-o", tmp_path / "r", "--no-plots"])
+    line = _assert_one_error_line("report", code, err)
+    full = tmp_path / "r" / "report.tex"
+    assert line == f"error: cannot read or write {full}: No space left on device"
+
+
+def test_an_unexpected_exception_is_one_line_unless_the_traceback_is_asked_for(files, capsys,
+                                                                                monkeypatch):
+    """A bug (here a ZeroDivisionError injected into the results reader) is named, not hidden."""
+    from harness import results
+
+    def broken_reader(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(results, "read_results", broken_reader)
+    argv = ["report", files["results"], "-o", files["tmp"] / "o"]
+    code, _, err = _run(capsys, argv)
+    assert code == 2 and err == ("error: internal error, please report it: ZeroDivisionError: "
+                                 "division by zero (HARNESS_TRACEBACK=1 shows the traceback)\n")
+    monkeypatch.setenv("HARNESS_TRACEBACK", "1")
+    with pytest.raises(ZeroDivisionError):
+        main([str(a) for a in argv])
