@@ -119,6 +119,7 @@ OUTPUTS = {
     "history": ("history show --device fast --history {tmp}/h.sqlite", "--markdown", "file",
                 "h.md"),
     "verify": ("verify {onnx} {onnx}", "--json", "file", "v.json"),
+    "doctor": ("doctor --device {fast}", "--json", "file", "d.json"),
     "history --plot": ("history show --device fast --history {tmp}/h.sqlite", "--plot", "file",
                        "h.png"),
 }
@@ -213,6 +214,9 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "verify a folder": "verify {onnx} {tmp}/adir",
     "verify batch 0": "verify {onnx} {onnx} --batch 0",
     "verify bad shape": "verify {onnx} {onnx} --input-shape 3xbig",
+    "doctor empty profile": "doctor --device {tmp}/empty.yaml",
+    "doctor twice-keyed profile": "doctor --device {tmp}/twice.yaml",
+    "doctor precision": "doctor --precision fp8",
     "unknown command": "frobnicate",
 }
 
