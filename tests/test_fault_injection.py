@@ -119,6 +119,7 @@ OUTPUTS = {
     "history": ("history show --device fast --history {tmp}/h.sqlite", "--markdown", "file",
                 "h.md"),
     "verify": ("verify {onnx} {onnx}", "--json", "file", "v.json"),
+    "compare --junit": ("compare {results} {results}", "--junit", "file", "j.xml"),
     "doctor": ("doctor --device {fast}", "--json", "file", "d.json"),
     "history --plot": ("history show --device fast --history {tmp}/h.sqlite", "--plot", "file",
                        "h.png"),
