@@ -6,10 +6,11 @@ from pathlib import Path
 
 from harness.commands import add_batch, add_command, add_output
 
-DESCRIPTION = """Run ORIGINAL and CANDIDATE in ONNX Runtime on the same seeded random inputs (several seeds, the
-model's batch and batch 2 where the graph can be re-batched) and compare the outputs and every intermediate
-tensor both graphs hold under the same name (the boundaries of each rewrite), each relative to its own magnitude.
-A comparison in which no compared tensor responds to the input is not called equivalent.
+DESCRIPTION = """Run ORIGINAL and CANDIDATE in ONNX Runtime on the same seeded random inputs (two seeds, the
+model's own batch; --batches adds re-batched checks) and compare the outputs and every intermediate tensor both
+graphs hold under the same name (the boundaries of each rewrite), each relative to its own magnitude; each
+rewritten node is also compared with the part of the original it replaced, on random inputs of its own. A
+comparison in which no compared tensor responds to the input is not called equivalent.
 
 Exit status: 0 equivalent (max relative error within --rtol), 1 different, 2 bad input (a missing or invalid
 file, different inputs, a graph ONNX Runtime cannot run: nothing could be compared)."""
@@ -22,7 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("candidate", type=Path, help="the rewritten ONNX model to check against it")
     parser.add_argument("--rtol", type=float, default=1e-4,
                         help="largest relative error (max |a - b| / max |a| per tensor) accepted (default 1e-4)")
-    parser.add_argument("--seeds", type=int, default=3, help="how many random inputs (default 3)")
+    parser.add_argument("--seeds", type=int, default=2, help="how many random inputs (default 2)")
+    parser.add_argument("--batches", default="",
+                        help="also check these batch sizes where the graphs can be re-batched, e.g. 2,8")
     parser.add_argument("--input-shape", default=None,
                         help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224")
     add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
@@ -48,8 +51,14 @@ def run(args) -> int:
     original, _ = bind_shapes(load_model(args.original), shape, args.batch)
     candidate, _ = bind_shapes(load_model(args.candidate), shape, args.batch)
     _check_interfaces(original, candidate)
+    try:
+        batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
+    except ValueError:
+        raise HarnessError(f"--batches takes comma-separated sizes, e.g. 2,8, not {args.batches!r}") from None
+    if any(b < 1 for b in batches):
+        raise HarnessError("--batches sizes must be positive")
     result = compare_models(original, candidate, seeds=tuple(range(args.seeds)), rtol=args.rtol,
-                            intermediates=not args.outputs_only)
+                            batch_sizes=batches or (1,), intermediates=not args.outputs_only)
     if args.json:
         write_text_atomic(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
     if result.status == NOT_VERIFIED:

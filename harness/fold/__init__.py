@@ -253,7 +253,7 @@ def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional
         report.elapsed_s = time.perf_counter() - started
         return FoldResult(model, report, {})
     problem = checker_problem(folded)
-    if problem and not checker_problem(prepared):
+    if problem and not checker_problem(prepared):  # the prepared model is checked only then
         raise FoldVerificationError(f"the folded graph fails onnx.checker ({problem}); the fold is wrong, "
                                     f"do not use it (please report this model)")
     report.elapsed_s = time.perf_counter() - started

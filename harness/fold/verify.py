@@ -21,6 +21,10 @@ from harness.errors import FoldVerificationError
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
 RESPONSIVE = 1e-3  # a tensor "responds" to the input when two inputs change it by more than this (relative)
 FLOAT_KINDS = "fc"
+# Two inputs measure how the compared tensors respond; each rewrite is also checked on its own random inputs.
+# The model's own batch is always checked; another batch size re-batches (and re-infers) the whole graph, which
+# costs more than the rest of the check on large models: ask for it with ``batch_sizes``.
+SEEDS, BATCH_SIZES = (0, 1), (1,)
 
 
 @dataclasses.dataclass
@@ -166,15 +170,25 @@ def relative_error(a: Any, b: Any) -> float:
         if x.dtype.kind not in FLOAT_KINDS or y.dtype.kind not in FLOAT_KINDS:
             worst = max(worst, float(np.mean(x != y)))
             continue
-        x64, y64 = x.astype(np.float64), y.astype(np.float64)
-        same = (x64 == y64) | (np.isnan(x64) & np.isnan(y64))
-        if same.all():
-            continue
-        finite = np.abs(x64[np.isfinite(x64)])
-        scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        diff = np.abs(x64 - y64)[~same]
-        worst = max(worst, float(np.max(diff)) / scale if np.all(np.isfinite(diff)) else float("inf"))
+        worst = max(worst, _float_error(x, y))
     return worst
+
+
+def _float_error(x: np.ndarray, y: np.ndarray) -> float:
+    """max |x - y| / max |x| in float32 (float64 for double tensors): precise enough for any tolerance above
+    1e-6, and several times faster than a float64 copy of every tensor."""
+    work = np.float64 if np.float64 in (x.dtype, y.dtype) else np.float32
+    a, b = x.astype(work, copy=False), y.astype(work, copy=False)
+    with np.errstate(all="ignore"):
+        diff = np.abs(a - b)
+        finite = np.isfinite(diff)
+        if not finite.all():
+            same = (a == b) | (np.isnan(a) & np.isnan(b))
+            if not np.all(same | finite):
+                return float("inf")
+            diff = np.where(same, 0, diff)
+        largest = float(np.max(np.abs(a), where=np.isfinite(a), initial=0.0))
+    return float(diff.max()) / (largest if largest > 0 else 1.0)
 
 
 def _tolerance(value: Any, rtol: float) -> float:
@@ -208,8 +222,8 @@ class _CandidateFailed(Exception):
     """The candidate cannot be loaded or run where the original can: it is different."""
 
 
-def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds: Sequence[int] = (0, 1, 2),
-                   batch_sizes: Sequence[int] = (1, 2), rtol: float = 1e-4,
+def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds: Sequence[int] = SEEDS,
+                   batch_sizes: Sequence[int] = BATCH_SIZES, rtol: float = 1e-4,
                    intermediates: bool = True) -> VerifyResult:
     """Compare two graphs meant to compute the same function; never raises for a difference (see ``status``).
 
@@ -369,8 +383,8 @@ def _judge_response(result: VerifyResult, responses: Dict[str, float], outputs: 
         notes.insert(0, "no compared tensor responds to the input (a wrong graph could pass this comparison)")
 
 
-def verify_fold(original: onnx.ModelProto, folded: onnx.ModelProto, seeds: Sequence[int] = (0, 1, 2),
-                batch_sizes: Sequence[int] = (1, 2), rtol: float = 1e-4) -> VerifyResult:
+def verify_fold(original: onnx.ModelProto, folded: onnx.ModelProto, seeds: Sequence[int] = SEEDS,
+                batch_sizes: Sequence[int] = BATCH_SIZES, rtol: float = 1e-4) -> VerifyResult:
     """Compare a fold with its original; raise ``FoldVerificationError`` when they differ. A comparison that
     cannot run (ONNX Runtime refuses the original) returns ``status == "not verified"`` with the reason."""
     result = compare_models(original, folded, seeds, batch_sizes, rtol)
