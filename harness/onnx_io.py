@@ -5,10 +5,12 @@ that holds the model's opsets (so that old runtimes, e.g. JetPack's ONNX Runtime
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
+import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper
 
@@ -27,10 +29,8 @@ def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
             for value in model.graph.input if value.name not in initializers}
 
 
-def input_dtypes(path: PathLike) -> Dict[str, "np.dtype"]:
+def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
     """Graph input name -> numpy dtype, initializers excluded."""
-    import numpy as np
-
     model = onnx.load(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
     return {value.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
@@ -188,6 +188,28 @@ def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def copy_unchanged(source: PathLike, target: PathLike) -> Path:
+    """Write the model of ``source`` to ``target`` unchanged: its very bytes, atomically, when it has no external
+    data and already carries the lowest IR version; else through ``save_model`` (data inlined, IR lowered)."""
+    source, target = Path(source), Path(target)
+    model = onnx.load(str(source), load_external_data=False)
+    external = any(external_data_helper.uses_external_data(t)
+                   for t in external_data_helper._get_all_tensors(model))
+    if external or lowest_ir_version(model) < model.ir_version:
+        check_external_data(model, source.parent)
+        external_data_helper.load_external_data_for_model(model, str(source.parent))
+        return save_model(model, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_beside(target)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:

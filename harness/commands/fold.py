@@ -48,7 +48,7 @@ def run(args) -> int:
     from harness.errors import HarnessError
     from harness.export import parse_shape
     from harness.fold import bind_shapes, fold_model, verify_fold
-    from harness.onnx_io import load_model, save_model, write_text_atomic
+    from harness.onnx_io import copy_unchanged, load_model, save_model, write_text_atomic
     from harness.profiles import load_profile, with_backend
 
     if args.output.resolve() == args.onnx.resolve():
@@ -70,8 +70,10 @@ def run(args) -> int:
         verify_started = time.perf_counter()
         result.report.verification = verify_fold(reference, result.model).to_dict()
         verify_s = time.perf_counter() - verify_started
-    # nothing to fold: the file as it was read (no inferred shapes added), else the folded graph
-    save_model(result.model if result.report.changed else load_model(args.onnx, infer_shapes=False), args.output)
+    if result.report.changed:
+        save_model(result.model, args.output)
+    else:  # nothing to fold: the file as it was (no inferred shapes added)
+        copy_unchanged(args.onnx, args.output)
     print(result.report.to_text())
     print(f"  time: load {started - loading:.2f} s + fold {result.report.elapsed_s:.2f} s + verification "
           f"{verify_s:.2f} s + write = {time.perf_counter() - loading:.2f} s in all")
