@@ -76,14 +76,6 @@ def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource
     return ModelSource("zoo", model, input_shape=ZOO[model].input_shape)
 
 
-def _describe(exc: BaseException) -> str:
-    """``TypeError: message`` on one line; ``SystemExit(3)`` for an exit."""
-    if isinstance(exc, SystemExit):
-        return f"SystemExit({exc.code!r})"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def load_factory(reference: str):
     """Import ``package.module:factory`` and call it; must return a ``torch.nn.Module``."""
     torch = _torch()
@@ -95,15 +87,15 @@ def load_factory(reference: str):
         sys.path.insert(0, "")  # let users name modules in the current folder
     try:
         module = importlib.import_module(module_name)
-    except (Exception, SystemExit) as exc:
-        raise HarnessError(f"cannot import {module_name!r} for factory {reference}: {_describe(exc)}") from None
+    except Exception as exc:
+        raise HarnessError(f"cannot import {module_name!r} for factory {reference}: {exc}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise HarnessError(f"{module_name} has no callable {attr!r}")
     try:
         built = factory()
-    except (Exception, SystemExit) as exc:  # user code: SystemExit(3) is a failure to report, not an exit
-        raise HarnessError(f"factory {reference} raised {_describe(exc)}") from None
+    except Exception as exc:
+        raise HarnessError(f"factory {reference} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(built, torch.nn.Module):
         raise HarnessError(f"factory {reference} returned {type(built).__name__}, expected a torch.nn.Module")
     return built.eval()
@@ -117,8 +109,6 @@ def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
     try:
         with torch.no_grad():
             module(example)
-    except SystemExit as exc:
-        raise HarnessError(f"the model's forward raised {_describe(exc)}") from None
     except Exception as exc:
         raise HarnessError(f"the model cannot run on input shape {(batch,) + tuple(input_shape)}: "
                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None

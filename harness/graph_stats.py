@@ -30,6 +30,8 @@ class LayerCost:
 def _shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
     shapes = {}
     for info in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if not info.type.tensor_type.HasField("shape"):
+            continue  # no shape recorded (not a rank-0 shape): a hole, unless another entry knows it
         dims = info.type.tensor_type.shape.dim
         shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     for init in model.graph.initializer:
