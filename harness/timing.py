@@ -317,7 +317,8 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
         if on_round:
             on_round(min(1.0, slowest / max(settings.min_duration_s, 1e-9)))
         enough = all(_enough(m, settings) for m in results.values())
-        if enough and max(resolutions(results, settings, names[0], 500).values()) <= settings.target_ci:
+        met = enough and max(resolutions(results, settings, names[0], 500).values()) <= settings.target_ci
+        if met:
             reason = f"every {what}'s 95% CI within +/-{settings.target_ci:.1%}"
             break
         if max(m.run_time_s for m in results.values()) >= settings.max_duration_s and all(
@@ -326,7 +327,7 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
             break
     reached = resolutions(results, settings, names[0])
     widest = max(reached.values())
-    if widest > settings.target_ci:
+    if not met and widest > settings.target_ci:
         reason += (f": {what} CIs reach +/-{widest:.1%}, not the target +/-{settings.target_ci:.1%}; differences "
                    f"smaller than that are below what this run resolves")
     for name, m in results.items():
