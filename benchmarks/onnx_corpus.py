@@ -76,7 +76,7 @@ def main() -> None:
         counts = collections.Counter(r[key] for r in rows if key in r)
         lines += [f"| {key} | models |", "|---|---|"] + [f"| {k} | {n} |" for k, n in counts.most_common()] + [""]
     lines += ["Not verified, and why (folding left these graphs unchanged or verification could not run):", ""]
-    lines += [f"- {r['model']}: {r['why']}" for r in rows if "why" in r] + [""]
+    lines += [f"- {r['model']} ({r['outcome']}): {r['why']}" for r in rows if "why" in r] + [""]
     lines += ["Models ONNX Runtime cannot load (skipped, with its reason):", ""]
     lines += [f"- {r['model']}: {r['detail']}" for r in rows if "detail" in r]
     text = "\n".join(lines) + "\n"
