@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import types
 
 import numpy as np
 import pytest
 
 from harness.backends.trt.cache import BuildSettings
+from harness.backends.trt.versions import build_plan
 from harness.errors import HarnessError
 from harness.profiles import load_profile
 
@@ -23,14 +23,16 @@ TENSORRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.f
 
 @pytest.fixture(scope="module")
 def trt_backend():
-    """harness.backends.trt.runner, importable for its pure functions even where TensorRT is not installed."""
+    """harness.backends.trt.runner, imported against the strict TensorRT 8.5 and pycuda doubles where TensorRT
+    is not installed."""
     if TENSORRT:
         return importlib.import_module("harness.backends.trt.runner")
-    names = ("tensorrt", "pycuda", "pycuda.driver", "harness.backends.trt.runner")
+    from tests.fake_tensorrt import make_pycuda, make_tensorrt
+
+    fakes = {"tensorrt": make_tensorrt("8.5"), **make_pycuda()}
+    names = tuple(fakes) + ("harness.backends.trt.runner",)
     saved = {name: sys.modules.get(name) for name in names}
-    pycuda, driver = types.ModuleType("pycuda"), types.ModuleType("pycuda.driver")
-    pycuda.driver = driver
-    sys.modules.update({"tensorrt": types.ModuleType("tensorrt"), "pycuda": pycuda, "pycuda.driver": driver})
+    sys.modules.update(fakes)
     sys.modules.pop("harness.backends.trt.runner", None)
     try:
         return importlib.import_module("harness.backends.trt.runner")
@@ -40,10 +42,6 @@ def trt_backend():
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
-        import harness.backends
-
-        if saved["harness.backends.trt.runner"] is None and hasattr(harness.backends, "tensorrt"):
-            delattr(harness.backends, "tensorrt")
 
 
 def _settings(precision="fp16", batch=1, **tensorrt):
@@ -54,27 +52,26 @@ def _settings(precision="fp16", batch=1, **tensorrt):
     return BuildSettings.from_profile(profile, precision, batch)
 
 
-def test_version_dispatch(trt_backend):
-    assert [trt_backend.execution_api(v) for v in ("8.5.2.2", "8.6.1", "10.0.1", "10.3.0")] == ["v2", "v2", "v3", "v3"]
-    old = trt_backend.build_plan(_settings(), "8.5.2.2")
+def test_version_dispatch():
+    old = build_plan(_settings(), "8.5.2.2")
     assert old["explicit_batch_flag"] and not old["optimization_level"] and old["flags"] == ["FP16"]
     assert any("predates" in note for note in old["notes"])
-    new = trt_backend.build_plan(_settings(), "10.3.0")
+    new = build_plan(_settings(), "10.3.0")
     assert not new["explicit_batch_flag"] and new["optimization_level"] and new["notes"] == []
-    assert trt_backend.build_plan(_settings(), "8.6.1")["optimization_level"]
+    assert build_plan(_settings(), "8.6.1")["optimization_level"]
 
 
-def test_precision_dla_and_int8_plans(trt_backend):
-    assert trt_backend.build_plan(_settings("fp32"), "8.5.2")["flags"] == []
-    int8 = trt_backend.build_plan(_settings("int8"), "10.3.0")
+def test_precision_dla_and_int8_plans():
+    assert build_plan(_settings("fp32"), "8.5.2")["flags"] == []
+    int8 = build_plan(_settings("int8"), "10.3.0")
     assert int8["flags"] == ["INT8", "FP16"]
     assert any("deprecated" in n for n in int8["notes"]) and any("random data" in n for n in int8["notes"])
-    dla = trt_backend.build_plan(_settings(dla_core=1), "8.5.2")
+    dla = build_plan(_settings(dla_core=1), "8.5.2")
     assert dla["flags"] == ["FP16", "GPU_FALLBACK"] and dla["dla_core"] == 1
-    assert "GPU_FALLBACK" not in trt_backend.build_plan(_settings(dla_core=0, gpu_fallback=False), "8.5.2")["flags"]
+    assert "GPU_FALLBACK" not in build_plan(_settings(dla_core=0, gpu_fallback=False), "8.5.2")["flags"]
     with pytest.raises(HarnessError, match="no DLA support"):
-        trt_backend.build_plan(_settings(dla_core=0), "10.8.0")
-    assert trt_backend.build_plan(_settings(dla_core=0), "11.4.1")["dla_core"] == 0
+        build_plan(_settings(dla_core=0), "10.8.0")
+    assert build_plan(_settings(dla_core=0), "11.4.1")["dla_core"] == 0
 
 
 def test_optimisation_profile_shapes(trt_backend):

@@ -243,3 +243,21 @@ def test_bench_with_the_trtexec_backend(version, tmp_path, monkeypatch):
     runs = results["runs"]
     assert runs and all(r["backend"]["backend"] == "trtexec" for r in runs)
     assert all(r["backend"]["version"].startswith(version.split(".")[0]) for r in runs)
+
+
+@pytest.mark.parametrize("version", ["10.13", "11.1"])
+def test_fp16_on_each_version_through_flags_or_an_fp16_graph(version, tmp_path, monkeypatch):
+    binary = install(tmp_path / "bin", version)
+    monkeypatch.setenv("PATH", f"{binary.parent}:{os.environ['PATH']}")
+    model = _conv_model(tmp_path / "m.onnx")
+    profile = load_profile(str(_profile(tmp_path, "trtexec", "fp16")))
+    with TrtexecRunner(model, profile, "fp16", 1) as runner:
+        info = runner.describe()
+        feeds = runner.random_inputs(0)
+        out = runner.infer(feeds)["y"]
+    if version.startswith("11"):  # strongly typed: an FP16 graph, no --fp16 (11 has none)
+        assert "--fp16" not in info["build_command"] and info["built_from"].endswith("-fp16.onnx")
+        assert feeds["x"].dtype == np.float16
+    else:
+        assert "--fp16" in info["build_command"] and info["built_from"] == str(model)
+    assert out.shape == (1, 4, 8, 8)

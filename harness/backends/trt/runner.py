@@ -1,10 +1,21 @@
 """TensorRT backend: build an engine from ONNX per device profile (cached in ``engines/``), run it with pycuda.
 
-Supports TensorRT 8.5 (Jetson AGX Xavier, JetPack 5.1, Python 3.8) and 10.x. Timing follows trtexec: end-to-end
-latency (H2D + GPU compute + D2H) from CUDA events, GPU compute alone and the host's enqueue time, reported
-separately. Needs ``tensorrt`` and ``pycuda`` (``pip install .[tensorrt]``, or JetPack's python3-libnvinfer).
-The decisions that differ between versions are pure functions (``build_plan``, ``execution_api``, ...) so that
-they are tested without a GPU; only ``build_engine`` and ``TensorRTRunner`` touch TensorRT.
+Supports TensorRT 8.5 (Jetson AGX Xavier, JetPack 5.1, Python 3.8), 10.x and 11.x; the version rules live in
+``harness.backends.trt.versions``. One CUDA context per process, shared by every runner: the device's primary
+context, made current by ``pycuda.autoprimaryctx`` (as NVIDIA's 8.5 samples do), never pushed or popped by a
+runner. Every TensorRT and CUDA status is checked: a failed enqueue is an error, never a fast sample.
+
+Timing definitions, as trtexec's (samples/common/sampleReporting.h, ``InferenceTime``):
+- H2D latency: the input copies, from an event before them to an event after them;
+- GPU compute: from the event after the input copies to the event after ``execute_async_v3``;
+- D2H latency: the output copies, from that event to the last one;
+- latency = H2D + GPU compute + D2H (trtexec's ``InferenceTime::latency()``);
+- enqueue: host time spent in ``execute_async_v3``.
+trtexec enqueues queries back to back (and, from 11, by default with CUDA graphs, spin-wait and no data
+transfers); harness times one query at a time with a blocking event sync, so its figures compare with
+trtexec run with ``--noCudaGraph --noSpinWait --includeDataTransfers`` (what ``trtexec_command`` passes).
+Polygraphy is not used to build yet: the builder calls below are ours, checked per version against strict
+doubles of TensorRT 8.5, 10.13 and 11.4 (tests/fake_tensorrt.py).
 """
 
 from __future__ import annotations
@@ -20,46 +31,19 @@ import numpy as np
 # isort: off
 import tensorrt as trt  # before pycuda, so that a machine with neither is told about TensorRT first
 import pycuda.driver as cuda
+import pycuda.autoprimaryctx  # noqa: F401 - the primary context, current for the whole process
 # isort: on
 
 from harness.backends.base import LATENCY, Runner
 from harness.backends.trt.cache import BuildSettings, EngineCache, engine_identity, file_sha256
-from harness.backends.trt.versions import version_tuple
+from harness.backends.trt.versions import RANDOM_CALIBRATION_WARNING, build_plan
 from harness.errors import HarnessError
 from harness.profiles import Profile
 
 log = logging.getLogger(__name__)
-RANDOM_CALIBRATION_WARNING = ("INT8 calibration with random data: the engine's latency is representative, its "
-                              "accuracy is not (set tensorrt.int8_calibration_dir to a folder of .npy inputs)")
 
 
 # --- pure decisions (no TensorRT objects) ----------------------------------------------------------------------
-def execution_api(version: str) -> str:
-    """'v3' (name-based tensors, ``execute_async_v3``) from TensorRT 10; 'v2' (bindings) on 8.x as on JetPack 5.1."""
-    return "v3" if version_tuple(version) >= (10,) else "v2"
-
-
-def build_plan(settings: BuildSettings, version: str) -> Dict[str, Any]:
-    """Which builder calls a TensorRT version gets for these settings, and what to warn about."""
-    v = version_tuple(version)
-    if settings.dla_core is not None and (10, 8) <= v < (11, 4, 1):
-        raise HarnessError(f"TensorRT {version} has no DLA support (dropped after 10.7, back in 11.4.1 for AGX "
-                           f"Orin): build for the GPU (tensorrt.dla_core: null) or use another TensorRT")
-    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[settings.precision]
-    if settings.dla_core is not None and settings.gpu_fallback:
-        flags = flags + ["GPU_FALLBACK"]
-    notes = []
-    if settings.precision == "int8" and v >= (10, 1):
-        notes.append("INT8 calibrators are deprecated from TensorRT 10.1: prefer an ONNX with Q/DQ nodes")
-    if settings.precision == "int8" and (settings.calibration or "").startswith("random:"):
-        notes.append(RANDOM_CALIBRATION_WARNING)
-    if v < (8, 6):
-        notes.append(f"builder_optimization_level {settings.builder_optimization_level} not applied: "
-                     f"TensorRT {version} predates the setting (8.6)")
-    return {"explicit_batch_flag": v < (10,), "optimization_level": v >= (8, 6), "flags": flags,
-            "dla_core": settings.dla_core, "execution_api": execution_api(version), "notes": notes}
-
-
 def profile_shapes(shape: Sequence[int], settings: BuildSettings) -> Optional[Tuple[Tuple[int, ...], ...]]:
     """(min, opt, max) for an input whose batch dimension is dynamic; None when static. DLA: min = opt = max."""
     if all(d >= 0 for d in shape):
@@ -177,6 +161,8 @@ def build_engine(onnx_path: Path, settings: BuildSettings, profile: Profile, tim
         config.builder_optimization_level = settings.builder_optimization_level
     for flag in plan["flags"]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in plan["clear_flags"]:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     if settings.dla_core is not None:
         if settings.dla_core >= builder.num_DLA_cores:
             raise HarnessError(f"DLA core {settings.dla_core} requested, this device has {builder.num_DLA_cores}")
@@ -210,6 +196,12 @@ def build_engine(onnx_path: Path, settings: BuildSettings, profile: Profile, tim
     return bytes(serialized)
 
 
+def _check(ok: Any, what: str) -> None:
+    """TensorRT's Python API reports failures as False/None: turn them into errors."""
+    if ok is False or ok is None:
+        raise HarnessError(f"TensorRT: {what} failed")
+
+
 class TensorRTRunner(Runner):
     """A cached engine with page-locked host buffers, one stream and CUDA events around the device work."""
 
@@ -220,82 +212,68 @@ class TensorRTRunner(Runner):
         super().__init__(onnx_path, profile, precision, batch)
         self.settings = BuildSettings.from_profile(profile, precision, batch)
         self.cache = cache or EngineCache()
+        self.engine = self.context = None
+        self.inputs: List[Tuple[str, np.ndarray, Any]] = []
+        self.outputs: List[Tuple[str, np.ndarray, Any]] = []
 
     def _activate_impl(self) -> None:
-        cuda.init()
         device = cuda.Device(0)
-        self.cuda_context = device.make_context()
-        self._load(device, self.cache)
-
-    def _load(self, device, cache: EngineCache) -> None:
+        self.plan = build_plan(self.settings, trt.__version__)
         capability = "{}.{}".format(*device.compute_capability())
-        onnx_sha = file_sha256(self.onnx_path)
+        built_from = self.onnx_path
+        if self.plan["onnx_precision"] == "fp16":
+            from harness.backends.trt.prepare import fp16_onnx
+
+            built_from = fp16_onnx(self.onnx_path, self.cache.directory / f"{file_sha256(self.onnx_path)[:16]}"
+                                   f"-fp16.onnx")
+        onnx_sha = file_sha256(built_from)
         self.identity = engine_identity(onnx_sha, self.settings, trt.__version__, device.name(), capability)
-        self.timing_cache = (cache.timing_cache_path(self.profile, trt.__version__, capability)
+        self.timing_cache = (self.cache.timing_cache_path(self.profile, trt.__version__, capability)
                              if self.profile.tensorrt.timing_cache else None)
-        calibration = cache.calibration_cache_path(onnx_sha, self.settings)
-        self.engine_path, self.rebuilt = cache.get_or_build(
-            self.identity, lambda: build_engine(self.onnx_path, self.settings, self.profile, self.timing_cache,
+        calibration = self.cache.calibration_cache_path(onnx_sha, self.settings)
+        self.engine_path, self.rebuilt = self.cache.get_or_build(
+            self.identity, lambda: build_engine(built_from, self.settings, self.profile, self.timing_cache,
                                                 calibration),
-            extra={"onnx": str(self.onnx_path), "profile": self.profile.name})
+            extra={"onnx": str(self.onnx_path), "built_from": str(built_from), "profile": self.profile.name})
         if self.rebuilt:
             log.info("built %s (%s)", self.engine_path, self.rebuilt)
-        self.engine = trt.Runtime(_logger()).deserialize_cuda_engine(self.engine_path.read_bytes())
+        runtime = trt.Runtime(_logger())
+        if self.settings.dla_core is not None:
+            runtime.DLA_core = self.settings.dla_core  # the engine runs on the DLA core it was built for
+        self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:  # e.g. a plan from another TensorRT: never run it, rebuild next time
-            cache.discard(self.identity)
-            raise HarnessError(f"TensorRT could not load {self.engine_path}; it was removed, run again to rebuild")
+            self.cache.discard(self.identity)
+            raise HarnessError(f"TensorRT could not load {self.engine_path}; it was removed, run again to "
+                               f"rebuild")
         self.context = self.engine.create_execution_context()
-        self.api = execution_api(trt.__version__)
+        _check(self.context, "create_execution_context")
         self.stream = cuda.Stream()
-        self.inputs, self.outputs = self._allocate()
+        self._allocate()
         self.events = [cuda.Event() for _ in range(4)]
 
-    def _tensors(self) -> List[Tuple[str, bool, Tuple[int, ...], np.dtype]]:
-        """(name, is_input, shape, dtype) per I/O tensor; inputs' dynamic batch set first, then output shapes."""
-        engine, context, found = self.engine, self.context, []
-        if self.api == "v3":
-            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-            inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-            for name in inputs:
-                shape = tuple(engine.get_tensor_shape(name))
-                if any(d < 0 for d in shape):
-                    context.set_input_shape(name, (self.batch,) + shape[1:])
-            for name in names:
-                found.append((name, name in inputs, tuple(context.get_tensor_shape(name)),
-                              np.dtype(trt.nptype(engine.get_tensor_dtype(name)))))
-        else:
-            for i in range(engine.num_bindings):
-                shape = tuple(engine.get_binding_shape(i))
-                if engine.binding_is_input(i) and any(d < 0 for d in shape):
-                    context.set_binding_shape(i, (self.batch,) + shape[1:])
-            for i in range(engine.num_bindings):
-                found.append((engine.get_binding_name(i), engine.binding_is_input(i),
-                              tuple(context.get_binding_shape(i)), np.dtype(trt.nptype(engine.get_binding_dtype(i)))))
-        return found
-
-    def _allocate(self):
-        inputs, outputs = [], []
-        self.bindings: List[int] = []
-        for name, is_input, shape, dtype in self._tensors():
-            host = cuda.pagelocked_empty(shape, dtype)
-            device = cuda.mem_alloc(max(host.nbytes, 1))
-            self.bindings.append(int(device))
-            if self.api == "v3":
-                self.context.set_tensor_address(name, int(device))
-            (inputs if is_input else outputs).append((name, host, device))
+    def _allocate(self) -> None:
+        """Bind every I/O tensor by name (all versions): dynamic batch set, buffers allocated, addresses set."""
+        engine, context = self.engine, self.context
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        for name in inputs:
+            shape = tuple(engine.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                _check(context.set_input_shape(name, (self.batch,) + shape[1:]), f"set_input_shape({name})")
         rng = np.random.default_rng(0)
-        for _, host, _ in inputs:
-            host[...] = rng.standard_normal(host.shape).astype(host.dtype)
-        return inputs, outputs
+        for name in names:
+            shape = tuple(context.get_tensor_shape(name))
+            host = cuda.pagelocked_empty(shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+            device = cuda.mem_alloc(max(host.nbytes, 1))
+            _check(context.set_tensor_address(name, int(device)), f"set_tensor_address({name})")
+            if name in inputs:
+                host[...] = rng.standard_normal(host.shape).astype(host.dtype)
+                self.inputs.append((name, host, device))
+            else:
+                self.outputs.append((name, host, device))
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
         return {name: (tuple(host.shape), host.dtype) for name, host, _ in self.inputs}
-
-    def _execute(self) -> None:
-        if self.api == "v3":
-            self.context.execute_async_v3(self.stream.handle)
-        else:
-            self.context.execute_async_v2(self.bindings, self.stream.handle)
 
     def _run(self) -> Dict[str, float]:
         start, after_h2d, after_compute, end = self.events
@@ -304,15 +282,17 @@ class TensorRTRunner(Runner):
             cuda.memcpy_htod_async(device, host, self.stream)
         after_h2d.record(self.stream)
         enqueue_start = time.perf_counter()
-        self._execute()
+        ok = self.context.execute_async_v3(self.stream.handle)
         enqueue_ms = (time.perf_counter() - enqueue_start) * 1000.0
+        _check(ok, "execute_async_v3")
         after_compute.record(self.stream)
         for _, host, device in self.outputs:
             cuda.memcpy_dtoh_async(host, device, self.stream)
         end.record(self.stream)
         end.synchronize()
-        return {LATENCY: end.time_since(start), "gpu_compute_ms": after_compute.time_since(after_h2d),
-                "h2d_ms": after_h2d.time_since(start), "d2h_ms": end.time_since(after_compute),
+        h2d, compute, d2h = (after_h2d.time_since(start), after_compute.time_since(after_h2d),
+                             end.time_since(after_compute))
+        return {LATENCY: h2d + compute + d2h, "gpu_compute_ms": compute, "h2d_ms": h2d, "d2h_ms": d2h,
                 "enqueue_ms": enqueue_ms}
 
     def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -326,18 +306,16 @@ class TensorRTRunner(Runner):
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
-        info.update(version=trt.__version__, execution_api=self.api, engine=str(self.engine_path),
+        info.update(version=trt.__version__, execution_api="v3", engine=str(self.engine_path),
                     rebuilt=self.rebuilt, gpu=self.identity["gpu"],
                     compute_capability=self.identity["compute_capability"], build=self.identity["build"],
-                    timing_cache=str(self.timing_cache) if self.timing_cache else None,
-                    plan=build_plan(self.settings, trt.__version__))
+                    timing_cache=str(self.timing_cache) if self.timing_cache else None, plan=self.plan,
+                    tf32=self.plan["tf32"], strongly_typed=self.plan["strongly_typed"],
+                    cuda_context="primary (pycuda.autoprimaryctx)")
         return info
 
     def _deactivate_impl(self) -> None:
-        if getattr(self, "cuda_context", None) is None:
-            return
-        for _, _, device in getattr(self, "inputs", []) + getattr(self, "outputs", []):
+        for _, _, device in self.inputs + self.outputs:
             device.free()
+        self.inputs, self.outputs = [], []
         self.context = self.engine = None
-        self.cuda_context.pop()
-        self.cuda_context = None

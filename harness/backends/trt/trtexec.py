@@ -60,10 +60,11 @@ def trtexec_command(onnx_path: Path, profile: Profile, precision: str, batch: in
                     engine_path: Optional[Path] = None, times_path: Optional[Path] = None,
                     input_shapes: Optional[Dict[str, Sequence[Dim]]] = None,
                     timing_cache: Optional[Path] = None, calibration_cache: Optional[Path] = None,
-                    load_engine: Optional[Path] = None) -> List[str]:
+                    load_engine: Optional[Path] = None, typed_graph: bool = False) -> List[str]:
     """The trtexec invocation equivalent to harness's build and timing settings for this TensorRT version.
 
-    With ``load_engine`` the build flags are left out and that engine is timed as it is.
+    With ``load_engine`` the build flags are left out and that engine is timed as it is. ``typed_graph``: the
+    ONNX file's own types carry the precision (an FP16 graph for a strongly typed TensorRT 11).
     """
     settings = BuildSettings.from_profile(profile, precision, batch)
     version = version_tuple(trt_version)
@@ -73,7 +74,7 @@ def trtexec_command(onnx_path: Path, profile: Profile, precision: str, batch: in
         cmd += [f"--loadEngine={load_engine}"] + flags[-1:]  # a loaded dynamic engine needs --shapes only
     else:
         cmd += [f"--onnx={onnx_path}", f"--memPoolSize=workspace:{settings.workspace_mib}"]
-        if precision in ("fp16", "int8"):
+        if precision in ("fp16", "int8") and not (typed_graph and version >= (11,)):
             if version >= (11,):
                 raise HarnessError("TensorRT 11 builds strongly typed networks: export the model in "
                                    f"{precision} (or with Q/DQ nodes) instead of asking trtexec for --{precision}")
@@ -242,20 +243,26 @@ class TrtexecRunner(Runner):
         profile, precision, batch, onnx_path = self.profile, self.precision, self.batch, self.onnx_path
         self.binary = find_trtexec()
         self.version = trtexec_version(self.binary)
-        self.shapes = onnx_input_shapes(self.onnx_path)
-        self.dtypes = input_dtypes(self.onnx_path)  # trtexec reads --loadInputs as the tensors' own type
         self.tmp = tempfile.TemporaryDirectory()
         self.engine = Path(self.tmp.name) / "model.engine"
-        cmd = trtexec_command(self.onnx_path, profile, precision, batch, self.version, engine_path=self.engine,
-                              input_shapes=self.shapes)
+        self.built_from, self.typed_graph = self.onnx_path, False
+        if version_tuple(self.version) >= (11,) and precision == "fp16":  # strongly typed: an FP16 graph
+            from harness.backends.trt.prepare import fp16_onnx
+
+            self.built_from = fp16_onnx(self.onnx_path, Path(self.tmp.name) / "model-fp16.onnx")
+            self.typed_graph = True  # no precision flags: the graph's types are the precision
+        self.shapes = onnx_input_shapes(self.built_from)
+        self.dtypes = input_dtypes(self.built_from)  # trtexec reads --loadInputs as the tensors' own type
+        cmd = trtexec_command(self.built_from, profile, precision, batch, self.version,
+                              engine_path=self.engine, input_shapes=self.shapes, typed_graph=self.typed_graph)
         self.build_command = [self.binary] + [a for a in cmd[1:] if not a.startswith(TIMING_FLAGS)]
         run_command(self.build_command + [build_only_flag(self.version)], str(onnx_path))
         self.buffer: List[Dict[str, float]] = []
         self.runs = 0
 
     def _command(self, *extra: str) -> List[str]:
-        cmd = trtexec_command(self.onnx_path, self.profile, self.precision, self.batch, self.version,
-                              input_shapes=self.shapes, load_engine=self.engine)
+        cmd = trtexec_command(self.built_from, self.profile, self.precision, self.batch, self.version,
+                              input_shapes=self.shapes, load_engine=self.engine, typed_graph=self.typed_graph)
         return [self.binary] + cmd[1:] + list(extra)
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
@@ -286,7 +293,8 @@ class TrtexecRunner(Runner):
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
-        info.update(version=self.version, binary=self.binary, build_command=self.build_command,
+        info.update(version=self.version, binary=self.binary, built_from=str(self.built_from),
+                    build_command=self.build_command,
                     time_command=self._command("--exportTimes=<file>"), trtexec_runs=self.runs,
                     effective=effective_settings(self._command(), self.version))
         return info
