@@ -78,3 +78,28 @@ def test_the_python_module_version_is_read_from_tensorrt(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.5.2.2"))
     assert check_tensorrt().data == {"version": "8.5.2.2"}
+
+
+def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(standin_85, tmp_path, monkeypatch):
+    """With the TensorRT 8.5 and pycuda doubles: every step runs; the numbers are ONNX Runtime's, not GPU's."""
+    import harness.doctor as doctor
+    from harness.envinfo import capture_environment
+    from tests import fake_tensorrt
+
+    for name, module in {"tensorrt": fake_tensorrt.make_tensorrt("8.5"), **fake_tensorrt.make_pycuda()}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "harness.backends.trt.runner", raising=False)
+    monkeypatch.chdir(tmp_path)
+    profile = load_profile("xavier")
+    profile.precisions = ["fp32"]
+    for key, value in {"warmup_s": 0.0, "min_iterations": 20, "min_duration_s": 0.1,
+                       "max_duration_s": 1.0, "target_ci": 0.5}.items():
+        setattr(profile.timing, key, value)
+    checks = {c.name: c for c in doctor.run_doctor(profile, "fp32", capture_environment(profile))}
+    sys.modules.pop("harness.backends.trt.runner", None)
+    assert checks["tensorrt"].status == PASS and checks["cuda binding"].status == PASS
+    assert checks["harness runner"].status == PASS
+    agreement = checks["timing agreement"]
+    assert agreement.status in (PASS, FAIL) and agreement.data["harness_median_ms"] > 0
+    engine = checks["harness runner"].data["engine"]
+    assert f"--loadEngine={engine}" in agreement.data["trtexec_command"]
