@@ -137,6 +137,14 @@ def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
     return copy, "dynamic batch counted at batch 1 (FLOPs per sample)"
 
 
+def _static_inputs(model: onnx.ModelProto) -> bool:
+    """Whether every graph input (initializers aside) has a fully known shape."""
+    initializers = {t.name for t in model.graph.initializer}
+    return all(v.type.tensor_type.HasField("shape") and _complete(
+        [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim])
+        for v in model.graph.input if v.name not in initializers and v.type.HasField("tensor_type"))
+
+
 def _symbolic_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
     """Shapes from ONNX Runtime's symbolic shape inference (empty when it cannot run)."""
     try:
@@ -150,7 +158,8 @@ def _symbolic_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
 
 def observed_shapes(model: onnx.ModelProto, names: Optional[List[str]] = None) -> Dict[str, List[int]]:
     """The shapes of ``names`` (default: every tensor a FLOP count needs) seen in one ONNX Runtime run on
-    zeros; dynamic input dims are 1. Empty when ONNX Runtime cannot run the model."""
+    zeros (give the model static input shapes: a dynamic dim is run as 1). Empty when ONNX Runtime cannot run
+    the model."""
     import onnxruntime as ort
 
     wanted = names if names is not None else sorted({t for n in model.graph.node for t in _needed(n)})
@@ -189,6 +198,10 @@ def flop_count(model: onnx.ModelProto) -> FlopCount:
         from harness.onnx_io import infer_shapes_lenient
 
         shapes.update({k: v for k, v in _shapes(infer_shapes_lenient(model)).items() if _complete(v)})
+    if _holes(model, shapes) and not _static_inputs(model):
+        return FlopCount(count_flops_with(model, shapes), _holes(model, shapes), source,
+                         "; ".join(filter(None, [note, "inputs with dynamic dims besides the batch: the nodes "
+                                                       "they size are holes (bind them to count them)"])))
     if _holes(model, shapes):
         symbolic = _symbolic_shapes(model)
         if symbolic:
