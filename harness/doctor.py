@@ -126,12 +126,15 @@ def tiny_model(path: Path) -> Path:
     return save_model(model, path)
 
 
-def time_with_harness(onnx_path: Path, profile: Profile, precision: str) -> Dict[str, Any]:
+def time_with_harness(onnx_path: Path, profile: Profile, precision: str,
+                      engine_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Build (cached) and time the model with harness's TensorRT runner; GPU compute samples and engine."""
     from harness import timing
     from harness.backends import get_runner_class
+    from harness.backends.trt.cache import EngineCache
 
-    runner = get_runner_class("tensorrt")(onnx_path, profile, precision, 1)
+    cache = EngineCache(engine_dir) if engine_dir is not None else EngineCache()
+    runner = get_runner_class("tensorrt")(onnx_path, profile, precision, 1, cache=cache)
     with runner:
         measured = timing.measure_interleaved({"harness": runner}, profile.timing)["harness"]
         info = runner.describe()
@@ -175,7 +178,8 @@ def compare_medians(ours: List[float], theirs: List[float], tolerance: float = A
 
 
 def run_doctor(profile: Profile, precision: str, environment: Dict[str, Any],
-               progress: Callable[[str], None] = lambda _line: None) -> List[Check]:
+               progress: Callable[[str], None] = lambda _line: None,
+               engine_dir: Optional[Path] = None) -> List[Check]:
     """Every check in order; later checks are skipped, with the reason, when what they need failed."""
     checks = [Check("python", PASS, f"Python {platform.python_version()}")]
     checks += [check_tensorrt(), check_cuda_binding(), check_polygraphy()]
@@ -191,7 +195,7 @@ def run_doctor(profile: Profile, precision: str, environment: Dict[str, Any],
         ours = None
         if runtime_ok:
             try:
-                ours = time_with_harness(model, profile, precision)
+                ours = time_with_harness(model, profile, precision, engine_dir)
                 median = statistics.median(ours["gpu_compute_ms"])
                 checks.append(Check("harness runner", PASS, f"built {ours['engine']}, GPU compute median "
                                     f"{median:.4f} ms", {"engine": ours["engine"], "median_ms": median}))

@@ -95,7 +95,8 @@ def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(standin_85
     for key, value in {"warmup_s": 0.0, "min_iterations": 20, "min_duration_s": 0.1,
                        "max_duration_s": 1.0, "target_ci": 0.5}.items():
         setattr(profile.timing, key, value)
-    checks = {c.name: c for c in doctor.run_doctor(profile, "fp32", capture_environment(profile))}
+    checks = {c.name: c for c in doctor.run_doctor(profile, "fp32", capture_environment(profile),
+                                                    engine_dir=tmp_path / "engines")}
     sys.modules.pop("harness.backends.trt.runner", None)
     assert checks["tensorrt"].status == PASS and checks["cuda binding"].status == PASS
     assert checks["harness runner"].status == PASS

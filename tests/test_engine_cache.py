@@ -105,3 +105,14 @@ def test_timing_and_calibration_cache_paths(tmp_path):
     assert cache.timing_cache_path(xavier, "8.5.2.2", "7.2") == tmp_path / "mine.cache"
     settings = BuildSettings.from_profile(xavier, "fp16", 1)
     assert cache.calibration_cache_path("a" * 64, settings) != cache.calibration_cache_path("b" * 64, settings)
+
+
+def test_engine_folder_is_the_checkouts_engines_folder(monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    import harness.backends.trt.cache as cache
+
+    monkeypatch.delenv("HARNESS_ENGINE_DIR", raising=False)
+    reloaded = importlib.reload(cache)
+    assert reloaded.ENGINE_DIR == Path(__file__).resolve().parent.parent / "engines"

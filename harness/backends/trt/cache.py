@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.profiles import Profile
 
 CACHE_FORMAT = 1  # bump when the identity's layout changes: every older engine then misses
-ENGINE_DIR = Path(os.environ.get("HARNESS_ENGINE_DIR", Path(__file__).resolve().parent.parent / "engines"))
+ENGINE_DIR = Path(os.environ.get("HARNESS_ENGINE_DIR", Path(__file__).resolve().parents[3] / "engines"))
 
 
 @dataclasses.dataclass(frozen=True)
