@@ -73,6 +73,7 @@ def _latency_bars(plt, table: CrossDeviceTable, labels: List[str]):
                    capsize=3, color=colour)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+        ax.set_xlim(-0.6, len(labels) - 0.4)   # room for every slot, measured or not
         ax.set_yscale("log")
         ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
     axes[0][0].set_ylabel("latency, ms (median, 95% CI); same scale for every device")
@@ -86,12 +87,14 @@ def _overlaps(box, boxes) -> bool:
 
 
 def _place_labels(ax, named: List[Tuple[str, float, float]]) -> None:
-    """Annotate points with their names, each at the first offset that overlaps nothing placed
-    before."""
+    """Annotate points with their names, each at the first offset that stays inside the axes and
+    overlaps no point, no legend and no label placed before."""
     from matplotlib.transforms import Bbox
 
     renderer = ax.figure.canvas.get_renderer()
-    taken = []
+    inside = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend else []
     for _, x, y in named:  # the points themselves, as small boxes in display coordinates
         px, py = ax.transData.transform((x, y))
         taken.append(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
@@ -100,7 +103,9 @@ def _place_labels(ax, named: List[Tuple[str, float, float]]) -> None:
             text = ax.annotate(name, (x, y), fontsize=6, xytext=(dx, dy),
                                textcoords="offset points", ha="left" if dx >= 0 else "right")
             box = text.get_window_extent(renderer)
-            if not _overlaps(box, taken):
+            within = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 \
+                and box.y1 <= inside.y1
+            if within and not _overlaps(box, taken):
                 taken.append(box)
                 break
             text.remove()
@@ -172,6 +177,7 @@ def _speedups(plt, table: CrossDeviceTable):
             ax.bar(position, s.ratio, width, yerr=[[s.ratio - s.low], [s.high - s.ratio]],
                    capsize=3, color=colours(i % 10), label=device.label if x == 0 else None)
     ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xlim(-0.6, len(variants) - 1 + (n - 1) * width + 0.6)   # every slot, measured or not
     ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))])
     ax.set_xticklabels([f"{m}/{v}" for m, v in variants], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("speed-up vs baseline (95% CI)")
