@@ -38,6 +38,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check harness tests
+	$(VENV)/bin/ruff format --check --line-length 100 --quiet .
 	$(VENV)/bin/vermin -t=3.8- --no-tips --violations --eval-annotations $(DEVICE_SIDE)
 
 clean:

@@ -71,17 +71,25 @@ def _fold(mode: str) -> Callable[[onnx.ModelProto, Path], Optional[str]]:
         cost = RooflineCostModel.from_profile(load_profile("host"))  # as in the published table
         save_model(fold_model(model, merge=mode, cost_model=cost).model, path)
         return None
+
     return run
 
 
-CONTENDERS = {"harness fold (auto)": _fold("auto"), "harness fold (all)": _fold("all"), "onnxsim": _onnxsim,
-              "onnxslim": _onnxslim, "ORT_ENABLE_ALL": _ort_all}
+CONTENDERS = {
+    "harness fold (auto)": _fold("auto"),
+    "harness fold (all)": _fold("all"),
+    "onnxsim": _onnxsim,
+    "onnxslim": _onnxslim,
+    "ORT_ENABLE_ALL": _ort_all,
+}
 
 
 def compare_model(name: str, variant: str, workdir: Path, profile) -> Dict[str, Dict]:
     """Optimise one variant with every contender and time all the results interleaved."""
-    original = materialize(ModelSource("zoo", name, variant, input_shape=ZOO[name].input_shape),
-                           workdir / f"{name}.onnx")
+    original = materialize(
+        ModelSource("zoo", name, variant, input_shape=ZOO[name].input_shape),
+        workdir / f"{name}.onnx",
+    )
     rows: Dict[str, Dict] = {"unfolded export": {"path": workdir / f"{name}.onnx", "note": ""}}
     for label, optimise in CONTENDERS.items():
         path = workdir / f"{name}-{label.split()[0]}-{label[-4:-1]}.onnx"
@@ -90,27 +98,39 @@ def compare_model(name: str, variant: str, workdir: Path, profile) -> Dict[str, 
             problem = optimise(original, path)
         except Exception as exc:  # a contender failing is a result to report, not a crash
             problem = f"failed: {type(exc).__name__}: {str(exc)[:80]}"
-        rows[label] = {"path": None if problem else path, "note": problem or "",
-                       "optimise_s": time.perf_counter() - started}
-    runners = {label: OnnxRuntimeRunner(row["path"], profile) for label, row in rows.items() if row["path"]}
+        rows[label] = {
+            "path": None if problem else path,
+            "note": problem or "",
+            "optimise_s": time.perf_counter() - started,
+        }
+    runners = {
+        label: OnnxRuntimeRunner(row["path"], profile) for label, row in rows.items() if row["path"]
+    }
     measured = timing.measure_interleaved(runners, profile.timing)
     for label, row in rows.items():
         if row["path"]:
             row["nodes"] = op_histogram(onnx.load(str(row["path"]), load_external_data=False))
             row["stats"] = measured[label].stats()
             if label != "unfolded export":
-                row["speedup"] = timing.measurement_ratio_ci(measured["unfolded export"], measured[label])
+                row["speedup"] = timing.measurement_ratio_ci(
+                    measured["unfolded export"], measured[label]
+                )
     return rows
 
 
 def to_markdown(results: Dict[str, Dict[str, Dict]], profile, elapsed: float) -> str:
-    lines = ["# Graph optimisers on the compressed zoo variants (ONNX Runtime CPU)", "",
-             f"Device profile `{profile.name}`; timing protocol: warm-up {profile.timing.warmup_s} s, interleaved "
-             f"blocks, >= {profile.timing.min_iterations} samples and {profile.timing.min_duration_s} s each. "
-             f"Speed-up = median(unfolded) / median(optimised), 95% bootstrap CI. Sessions use ORT_ENABLE_ALL. "
-             f"Total wall time {elapsed:.0f} s.", "",
-             "| model / variant | graph | nodes | Conv | Add | median ms [95% CI] | speed-up vs unfolded | "
-             "optimise s | note |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Graph optimisers on the compressed zoo variants (ONNX Runtime CPU)",
+        "",
+        f"Device profile `{profile.name}`; timing protocol: warm-up {profile.timing.warmup_s} s, interleaved "
+        f"blocks, >= {profile.timing.min_iterations} samples and {profile.timing.min_duration_s} s each. "
+        f"Speed-up = median(unfolded) / median(optimised), 95% bootstrap CI. Sessions use ORT_ENABLE_ALL. "
+        f"Total wall time {elapsed:.0f} s.",
+        "",
+        "| model / variant | graph | nodes | Conv | Add | median ms [95% CI] | speed-up vs unfolded | "
+        "optimise s | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for model, rows in results.items():
         for label, row in rows.items():
             if not row["path"]:
@@ -121,13 +141,18 @@ def to_markdown(results: Dict[str, Dict[str, Dict]], profile, elapsed: float) ->
             lines.append(
                 f"| {model} | {label} | {sum(nodes.values())} | {nodes.get('Conv', 0)} | {nodes.get('Add', 0)} | "
                 f"{s.median:.3f} [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}] | "
-                + (f"{speed[0]:.2f}x [{speed[1]:.2f}, {speed[2]:.2f}]" if speed else "") + " | "
-                + (f"{row['optimise_s']:.2f}" if "optimise_s" in row else "") + f" | {row['note']} |")
+                + (f"{speed[0]:.2f}x [{speed[1]:.2f}, {speed[2]:.2f}]" if speed else "")
+                + " | "
+                + (f"{row['optimise_s']:.2f}" if "optimise_s" in row else "")
+                + f" | {row['note']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/fold_compare.md"))
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--device", default="host")

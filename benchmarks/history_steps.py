@@ -19,16 +19,36 @@ import numpy as np
 from harness.history import Point, detect_steps
 
 
-def simulate(rng: np.random.Generator, n: int, scatter: float, step_at: Optional[int] = None,
-             step: float = 0.0, within: float = 0.005) -> List[Point]:
+def simulate(
+    rng: np.random.Generator,
+    n: int,
+    scatter: float,
+    step_at: Optional[int] = None,
+    step: float = 0.0,
+    within: float = 0.005,
+) -> List[Point]:
     """One series of ``n`` runs' medians with their 95% intervals."""
     points = []
     for i in range(n):
         level = 1.0 + (step if step_at is not None and i >= step_at else 0.0)
         median = level * np.exp(rng.normal(0, scatter)) * np.exp(rng.normal(0, within))
         half = median * within * 1.96 * np.exp(rng.normal(0, 0.3))
-        points.append(Point("sim", "m", "v", False, "fp32", 1, str(i), "e", f"{i:04d}", median,
-                            median - half, median + half))
+        points.append(
+            Point(
+                "sim",
+                "m",
+                "v",
+                False,
+                "fp32",
+                1,
+                str(i),
+                "e",
+                f"{i:04d}",
+                median,
+                median - half,
+                median + half,
+            )
+        )
     return points
 
 
@@ -45,11 +65,17 @@ def main() -> None:
             rng = np.random.default_rng(args.seed)
             alarms = sum(bool(detect_steps(simulate(rng, n, scatter))) for _ in range(args.series))
             step, at = 0.05 + 2 * scatter, n * 2 // 3
-            found = sum(any(s.kind == "regression" and abs(s.index - at) <= 1
-                            for s in detect_steps(simulate(rng, n, scatter, at, step)))
-                        for _ in range(args.series))
-            print(f"| {scatter:.0%} | {n} | {alarms}/{args.series} | {step:.0%} | "
-                  f"{found}/{args.series} |")
+            found = sum(
+                any(
+                    s.kind == "regression" and abs(s.index - at) <= 1
+                    for s in detect_steps(simulate(rng, n, scatter, at, step))
+                )
+                for _ in range(args.series)
+            )
+            print(
+                f"| {scatter:.0%} | {n} | {alarms}/{args.series} | {step:.0%} | "
+                f"{found}/{args.series} |"
+            )
 
 
 if __name__ == "__main__":

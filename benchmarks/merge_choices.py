@@ -54,13 +54,19 @@ def _zoo_custom(model: str, spec: VariantSpec) -> nn.Module:
 
 def resnet50_linear_tails() -> nn.Module:
     blocks = [f"layer{s}.{b}" for s, n in IMAGENET_RESNET.items() for b in range(n)]
-    return _zoo_custom("resnet50", VariantSpec.make("3x3 -> 1x1 linear in every bottleneck",
-                                                    remove=[f"{b}.act2" for b in blocks]))
+    return _zoo_custom(
+        "resnet50",
+        VariantSpec.make(
+            "3x3 -> 1x1 linear in every bottleneck", remove=[f"{b}.act2" for b in blocks]
+        ),
+    )
 
 
 def mobilenetv2_linear_dw() -> nn.Module:
     removed = ["features.1.act1"] + [f"features.{i}.act2" for i in range(2, 18)]
-    return _zoo_custom("mobilenetv2", VariantSpec.make("every depthwise conv linear", remove=removed))
+    return _zoo_custom(
+        "mobilenetv2", VariantSpec.make("every depthwise conv linear", remove=removed)
+    )
 
 
 class RepBlock(nn.Module):
@@ -68,8 +74,12 @@ class RepBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, relu: bool) -> None:
         super().__init__()
-        self.k3 = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout))
-        self.k1 = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout))
+        self.k3 = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        )
+        self.k1 = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout)
+        )
         self.identity = nn.BatchNorm2d(cout) if cin == cout and stride == 1 else None
         self.act = nn.ReLU() if relu else nn.Identity()
 
@@ -85,9 +95,13 @@ def repvgg_a0_linear_pairs() -> nn.Module:
     cin = 48
     for width, depth in ((48, 2), (96, 4), (192, 14), (1280, 1)):
         for i in range(depth):
-            layers.append(RepBlock(cin, width, 2 if i == 0 else 1, relu=(i % 2 == 1) or i == depth - 1))
+            layers.append(
+                RepBlock(cin, width, 2 if i == 0 else 1, relu=(i % 2 == 1) or i == depth - 1)
+            )
             cin = width
-    module = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000)).eval()
+    module = nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000)
+    ).eval()
     randomize_batchnorm(module, torch.Generator().manual_seed(1))
     return module
 
@@ -117,7 +131,9 @@ def _convs(model: onnx.ModelProto) -> int:
     return sum(1 for n in model.graph.node if n.op_type == "Conv")
 
 
-def compare(name: str, size: int, workdir: Path, profile, calibrated, roofline) -> Dict[str, object]:
+def compare(
+    name: str, size: int, workdir: Path, profile, calibrated, roofline
+) -> Dict[str, object]:
     """Fold one architecture four ways, time the distinct graphs, and compare."""
     build, kind = ARCHITECTURES[name]
     shape = (3, 32, 32) if kind == "cifar" else (3, size, size)
@@ -138,7 +154,10 @@ def compare(name: str, size: int, workdir: Path, profile, calibrated, roofline) 
         by_bytes[key] = merge
         graphs[merge] = save_model(folded, Path(f"{stem}-{merge.replace(' ', '_')}.onnx"))
     runner_class = get_runner_class(profile.backend)
-    runners = {merge: runner_class(path, profile, profile.precisions[0], 1) for merge, path in graphs.items()}
+    runners = {
+        merge: runner_class(path, profile, profile.precisions[0], 1)
+        for merge, path in graphs.items()
+    }
     with open_runners(runners):
         measured = timing.measure_interleaved(runners, profile.timing)
 
@@ -151,53 +170,78 @@ def compare(name: str, size: int, workdir: Path, profile, calibrated, roofline) 
         return timing.measurement_ratio_ci(of(reference), of(subject))
 
     best = min(("none", "all"), key=lambda m: of(m).stats().median)
-    row = {"name": name, "shape": "x".join(map(str, shape)), "info": info, "same_as": same_as, "best": best,
-           "median_ms": {m: of(m).stats().median for m in MERGES},
-           "vs_none": {m: speedup("none", m) for m in MERGES[1:]},
-           "auto_vs_best": speedup(best, "auto"), "stop": of("none").stop_reason}
+    row = {
+        "name": name,
+        "shape": "x".join(map(str, shape)),
+        "info": info,
+        "same_as": same_as,
+        "best": best,
+        "median_ms": {m: of(m).stats().median for m in MERGES},
+        "vs_none": {m: speedup("none", m) for m in MERGES[1:]},
+        "auto_vs_best": speedup(best, "auto"),
+        "stop": of("none").stop_reason,
+    }
     return row
 
 
 def _interval(values: Tuple[float, float, float]) -> str:
     ratio, low, high = values
-    return f"{ratio:.3f} [{low:.3f}, {high:.3f}]" if (low, high) != (1.0, 1.0) or ratio != 1.0 else "1 (same graph)"
+    return (
+        f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
+        if (low, high) != (1.0, 1.0) or ratio != 1.0
+        else "1 (same graph)"
+    )
 
 
 def to_markdown(rows: List[Dict], profile, calibration: Path, calibrated, elapsed: float) -> str:
     """The table for docs/."""
-    lines = ["# Merge choices: auto against none and all", "",
-             f"Generated by `benchmarks/merge_choices.py` on device profile `{profile.name}` ({profile.backend}, "
-             f"{profile.precisions[0]}, batch 1) in {elapsed / 60:.1f} min. Cost model of `auto`: "
-             f"{calibrated.name} (`{calibration.name}`); `auto (roofline)`: the profile's roofline. Timing: the "
-             f"harness protocol, graphs interleaved, stop when every paired speed-up CI is within "
-             f"+/-{profile.timing.target_ci:.0%} or after {profile.timing.max_duration_s:g} s per graph; speed-ups "
-             f"are medians of per-round ratios with 95% bootstrap intervals. Graphs that fold identically are timed "
-             f"once (\"same graph\").", "",
-             "| network (input) | convs none/all/auto/roofline | all vs none | auto vs none | auto (roofline) vs "
-             "none | auto vs best of none/all | auto slower beyond CI? |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Merge choices: auto against none and all",
+        "",
+        f"Generated by `benchmarks/merge_choices.py` on device profile `{profile.name}` ({profile.backend}, "
+        f"{profile.precisions[0]}, batch 1) in {elapsed / 60:.1f} min. Cost model of `auto`: "
+        f"{calibrated.name} (`{calibration.name}`); `auto (roofline)`: the profile's roofline. Timing: the "
+        f"harness protocol, graphs interleaved, stop when every paired speed-up CI is within "
+        f"+/-{profile.timing.target_ci:.0%} or after {profile.timing.max_duration_s:g} s per graph; speed-ups "
+        f"are medians of per-round ratios with 95% bootstrap intervals. Graphs that fold identically are timed "
+        f'once ("same graph").',
+        "",
+        "| network (input) | convs none/all/auto/roofline | all vs none | auto vs none | auto (roofline) vs "
+        "none | auto vs best of none/all | auto slower beyond CI? |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         convs = "/".join(str(row["info"][m]["convs"]) for m in MERGES)
         ratio, low, high = row["auto_vs_best"]
         verdict = "**yes**" if high < 1.0 else "no"
-        lines.append(f"| {row['name']} ({row['shape']}) | {convs} | {_interval(row['vs_none']['all'])} | "
-                     f"{_interval(row['vs_none']['auto'])} | {_interval(row['vs_none']['auto (roofline)'])} | "
-                     f"{_interval(row['auto_vs_best'])} vs {row['best']} | {verdict} |")
+        lines.append(
+            f"| {row['name']} ({row['shape']}) | {convs} | {_interval(row['vs_none']['all'])} | "
+            f"{_interval(row['vs_none']['auto'])} | {_interval(row['vs_none']['auto (roofline)'])} | "
+            f"{_interval(row['auto_vs_best'])} vs {row['best']} | {verdict} |"
+        )
     import json
 
     record = json.loads(calibration.read_text())
     quality = record["quality"]
-    rates = ", ".join(f"{name} {calibrated.fixed_s[name] * 1e6:.0f} us + "
-                      + (f"{1e-9 / rate:.0f} GFLOP/s" if rate else "no FLOP term")
-                      for name, rate in sorted(calibrated.seconds_per_flop.items()))
-    lines += ["", "Speed-up > 1: faster than the reference. \"auto slower beyond CI\": the upper end of auto's "
-              "interval against the better of none and all is below 1.", "",
-              f"Calibration ({record['created']}, {len(record['points'])} micro-benchmarks, marginal cost of one "
-              f"more layer inside a graph; fit error median {quality['median_abs_rel_error']:.1%}, p90 "
-              f"{quality['p90_abs_rel_error']:.1%}): {rates}; element-wise "
-              f"{calibrated.elementwise_overhead_s * 1e6:.1f} us + "
-              f"{calibrated.elementwise_seconds_per_byte * 1e12:.1f} ps/byte.", "",
-              "Stop reasons: " + "; ".join(f"{r['name']}: {r['stop']}" for r in rows), ""]
+    rates = ", ".join(
+        f"{name} {calibrated.fixed_s[name] * 1e6:.0f} us + "
+        + (f"{1e-9 / rate:.0f} GFLOP/s" if rate else "no FLOP term")
+        for name, rate in sorted(calibrated.seconds_per_flop.items())
+    )
+    lines += [
+        "",
+        'Speed-up > 1: faster than the reference. "auto slower beyond CI": the upper end of auto\'s '
+        "interval against the better of none and all is below 1.",
+        "",
+        f"Calibration ({record['created']}, {len(record['points'])} micro-benchmarks, marginal cost of one "
+        f"more layer inside a graph; fit error median {quality['median_abs_rel_error']:.1%}, p90 "
+        f"{quality['p90_abs_rel_error']:.1%}): {rates}; element-wise "
+        f"{calibrated.elementwise_overhead_s * 1e6:.1f} us + "
+        f"{calibrated.elementwise_seconds_per_byte * 1e12:.1f} ps/byte.",
+        "",
+        "Stop reasons: " + "; ".join(f"{r['name']}: {r['stop']}" for r in rows),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -205,8 +249,12 @@ def main(argv: List[str]) -> int:
     """Run the comparison and write the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="host")
-    parser.add_argument("--calibration", type=Path, default=None,
-                        help="calibration file (default: the profile's; measured first when there is none)")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="calibration file (default: the profile's; measured first when there is none)",
+    )
     parser.add_argument("--only", default=None, help="comma-separated subset of the architectures")
     parser.add_argument("--size", type=int, default=128, help="input size of the ImageNet networks")
     parser.add_argument("--max-duration", type=float, default=None, help="time cap per graph (s)")
@@ -214,8 +262,12 @@ def main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     profile = load_profile(args.device)
     if args.max_duration:
-        profile = dataclasses.replace(profile, timing=dataclasses.replace(
-            profile.timing, max_duration_s=max(args.max_duration, profile.timing.min_duration_s)))
+        profile = dataclasses.replace(
+            profile,
+            timing=dataclasses.replace(
+                profile.timing, max_duration_s=max(args.max_duration, profile.timing.min_duration_s)
+            ),
+        )
     calibration = args.calibration or calibration_path(profile)
     if not calibration.is_file():
         print(f"no calibration at {calibration}: measuring one", file=sys.stderr)
@@ -229,11 +281,16 @@ def main(argv: List[str]) -> int:
         for name in names:
             row = compare(name, args.size, Path(tmp), profile, calibrated, roofline)
             rows.append(row)
-            print(f"{name}: all {_interval(row['vs_none']['all'])}, auto {_interval(row['vs_none']['auto'])}, "
-                  f"roofline auto {_interval(row['vs_none']['auto (roofline)'])}; auto vs {row['best']} "
-                  f"{_interval(row['auto_vs_best'])}", flush=True)
-    write_text_atomic(args.output, to_markdown(rows, profile, calibration, calibrated,
-                                               time.perf_counter() - started))
+            print(
+                f"{name}: all {_interval(row['vs_none']['all'])}, auto {_interval(row['vs_none']['auto'])}, "
+                f"roofline auto {_interval(row['vs_none']['auto (roofline)'])}; auto vs {row['best']} "
+                f"{_interval(row['auto_vs_best'])}",
+                flush=True,
+            )
+    write_text_atomic(
+        args.output,
+        to_markdown(rows, profile, calibration, calibrated, time.perf_counter() - started),
+    )
     print(f"wrote {args.output}")
     return 0
 

@@ -32,7 +32,11 @@ def survey(entry) -> dict:
     try:
         model = load_model(entry.path)
     except HarnessError as exc:
-        return {**row, "outcome": "refused at load (ONNX Runtime refuses it too)", "detail": str(exc)[:90]}
+        return {
+            **row,
+            "outcome": "refused at load (ONNX Runtime refuses it too)",
+            "detail": str(exc)[:90],
+        }
     problem = ort_problem(model)
     if problem:
         return {**row, "outcome": "ONNX Runtime cannot load it", "detail": problem[:90]}
@@ -54,11 +58,16 @@ def survey(entry) -> dict:
     session = _session(result.model)
     folded = session.run(None, dict(zip([i.name for i in session.get_inputs()], feeds.values())))
     references = entry.references()
-    matches_ort = bool(references) and all(relative_error(r, o) <= RTOL for r, o in zip(references, original))
+    matches_ort = bool(references) and all(
+        relative_error(r, o) <= RTOL for r, o in zip(references, original)
+    )
     expected = references if matches_ort else original
     same = all(relative_error(e, f) <= RTOL for e, f in zip(expected, folded))
-    row["reference"] = ("same as the stored reference" if matches_ort else "same as ONNX Runtime's original") \
-        if same else "DIFFERENT"
+    row["reference"] = (
+        ("same as the stored reference" if matches_ort else "same as ONNX Runtime's original")
+        if same
+        else "DIFFERENT"
+    )
     return row
 
 
@@ -69,13 +78,24 @@ def main() -> None:
     started = time.perf_counter()
     rows = [survey(entry) for entry in corpus()]
     elapsed = time.perf_counter() - started
-    lines = [f"# harness fold on the onnx wheel's model corpus (onnx {onnx.__version__})", "",
-             f"{len(rows)} models under onnx/backend/test/data/ (light, pytorch-converted, pytorch-operator, "
-             f"simple); `python benchmarks/onnx_corpus.py` in {elapsed:.0f} s. Merge mode `all`.", ""]
+    lines = [
+        f"# harness fold on the onnx wheel's model corpus (onnx {onnx.__version__})",
+        "",
+        f"{len(rows)} models under onnx/backend/test/data/ (light, pytorch-converted, pytorch-operator, "
+        f"simple); `python benchmarks/onnx_corpus.py` in {elapsed:.0f} s. Merge mode `all`.",
+        "",
+    ]
     for key in ("outcome", "verification", "reference"):
         counts = collections.Counter(r[key] for r in rows if key in r)
-        lines += [f"| {key} | models |", "|---|---|"] + [f"| {k} | {n} |" for k, n in counts.most_common()] + [""]
-    lines += ["Not verified, and why (folding left these graphs unchanged or verification could not run):", ""]
+        lines += (
+            [f"| {key} | models |", "|---|---|"]
+            + [f"| {k} | {n} |" for k, n in counts.most_common()]
+            + [""]
+        )
+    lines += [
+        "Not verified, and why (folding left these graphs unchanged or verification could not run):",
+        "",
+    ]
     lines += [f"- {r['model']} ({r['outcome']}): {r['why']}" for r in rows if "why" in r] + [""]
     lines += ["Models ONNX Runtime cannot load (skipped, with its reason):", ""]
     lines += [f"- {r['model']}: {r['detail']}" for r in rows if "detail" in r]

@@ -38,8 +38,10 @@ def overhead(name: str, workdir: Path, runs: int, profile) -> dict:
     options.enable_profiling = True
     options.profile_file_prefix = str(workdir / name)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feeds = {i.name: np.random.default_rng(0).standard_normal(i.shape).astype(np.float32)
-             for i in session.get_inputs()}
+    feeds = {
+        i.name: np.random.default_rng(0).standard_normal(i.shape).astype(np.float32)
+        for i in session.get_inputs()
+    }
     for _ in range(20):
         session.run(None, feeds)
     ours = []
@@ -51,8 +53,14 @@ def overhead(name: str, workdir: Path, runs: int, profile) -> dict:
     model_runs = [e["dur"] / 1000 for e in events if e.get("name") == "model_run"][-runs:]
     ours_med, ort_med = float(np.median(ours)), float(np.median(model_runs))
     diff_us = (ours_med - ort_med) * 1000
-    return {"model": name, "runner_ms": ours_med, "ort_profiler_ms": ort_med, "overhead_us": diff_us,
-            "overhead_pct": diff_us / 1000 / ort_med, "ok": diff_us <= max(20.0, 0.03 * ort_med * 1000)}
+    return {
+        "model": name,
+        "runner_ms": ours_med,
+        "ort_profiler_ms": ort_med,
+        "overhead_us": diff_us,
+        "overhead_pct": diff_us / 1000 / ort_med,
+        "ok": diff_us <= max(20.0, 0.03 * ort_med * 1000),
+    }
 
 
 def repeatability(models: str, workdir: Path) -> list:
@@ -60,10 +68,18 @@ def repeatability(models: str, workdir: Path) -> list:
     found = []
     for attempt in (1, 2):
         out = workdir / f"bench{attempt}"
-        subprocess.run([sys.executable, "-m", "harness.cli", "bench", "--models", models, "--out", str(out)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        found.append({(c["model"], c["variant"], c["kind"]): c
-                      for c in json.loads((out / "results.json").read_text())["comparisons"]})
+        subprocess.run(
+            [sys.executable, "-m", "harness.cli", "bench", "--models", models, "--out", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        found.append(
+            {
+                (c["model"], c["variant"], c["kind"]): c
+                for c in json.loads((out / "results.json").read_text())["comparisons"]
+            }
+        )
     rows = []
     for key, first in found[0].items():
         second = found[1][key]
@@ -73,7 +89,9 @@ def repeatability(models: str, workdir: Path) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/timing_fidelity.md"))
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--bench-models", default="lenet5,resnet20,resnet56,vgg16")
@@ -82,20 +100,33 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         overheads = [overhead(m, Path(tmp), args.runs, profile) for m in MODELS]
         repeat = repeatability(args.bench_models, Path(tmp))
-    lines = ["# Timing fidelity on ONNX Runtime (host CPU)", "",
-             f"## Runner overhead vs ONNX Runtime's profiler ({args.runs} inferences each, same session)", "",
-             "| model | runner median ms | ORT model_run median ms | overhead us | overhead % | within 3% or 20 us |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Timing fidelity on ONNX Runtime (host CPU)",
+        "",
+        f"## Runner overhead vs ONNX Runtime's profiler ({args.runs} inferences each, same session)",
+        "",
+        "| model | runner median ms | ORT model_run median ms | overhead us | overhead % | within 3% or 20 us |",
+        "|---|---|---|---|---|---|",
+    ]
     for o in overheads:
-        lines.append(f"| {o['model']} | {o['runner_ms']:.4f} | {o['ort_profiler_ms']:.4f} | {o['overhead_us']:.1f} "
-                     f"| {o['overhead_pct']:.2%} | {'yes' if o['ok'] else 'NO'} |")
-    lines += ["", f"## Repeatability: `harness bench --models {args.bench_models}` twice in a row", "",
-              "| model | variant | comparison | run 1 | run 2 | intervals overlap |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {o['model']} | {o['runner_ms']:.4f} | {o['ort_profiler_ms']:.4f} | {o['overhead_us']:.1f} "
+            f"| {o['overhead_pct']:.2%} | {'yes' if o['ok'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        f"## Repeatability: `harness bench --models {args.bench_models}` twice in a row",
+        "",
+        "| model | variant | comparison | run 1 | run 2 | intervals overlap |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in repeat:
         a, b = r["first"], r["second"]
-        lines.append(f"| {r['key'][0]} | {r['key'][1]} | {r['key'][2]} | {a['speedup']:.3f}x [{a['ci_low']:.3f}, "
-                     f"{a['ci_high']:.3f}] | {b['speedup']:.3f}x [{b['ci_low']:.3f}, {b['ci_high']:.3f}] | "
-                     f"{'yes' if r['overlap'] else 'NO'} |")
+        lines.append(
+            f"| {r['key'][0]} | {r['key'][1]} | {r['key'][2]} | {a['speedup']:.3f}x [{a['ci_low']:.3f}, "
+            f"{a['ci_high']:.3f}] | {b['speedup']:.3f}x [{b['ci_low']:.3f}, {b['ci_high']:.3f}] | "
+            f"{'yes' if r['overlap'] else 'NO'} |"
+        )
     write_text_atomic(args.output, "\n".join(lines) + "\n")
     print(f"wrote {args.output}")
     return 0

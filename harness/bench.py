@@ -38,7 +38,9 @@ STAGES = (("export", 15), ("fold", 15), ("time", 70))
 class BenchOptions:
     """What to run and how."""
 
-    sources: List[Tuple[ModelSource, List[str]]]  # each source with the variants to run (zoo) or ["baseline"]
+    sources: List[
+        Tuple[ModelSource, List[str]]
+    ]  # each source with the variants to run (zoo) or ["baseline"]
     profile: Profile
     out_dir: Path
     merge: str = "auto"
@@ -61,24 +63,33 @@ class _Config:
 
 
 def _graph_info(model) -> Dict[str, Any]:
-    return {"flops": count_flops(model), "params": count_params(model), "nodes": op_histogram(model)}
+    return {
+        "flops": count_flops(model),
+        "params": count_params(model),
+        "nodes": op_histogram(model),
+    }
 
 
-def _prepare_model(source: ModelSource, variants: List[str], options: BenchOptions, cost_model,
-                   advance) -> List[_Config]:
+def _prepare_model(
+    source: ModelSource, variants: List[str], options: BenchOptions, cost_model, advance
+) -> List[_Config]:
     """Export and fold every variant of one model; returns the graphs to time."""
     onnx_dir = options.out_dir / "onnx"
     exported = {}
     for variant in variants:
         path = onnx_dir / f"{source.name.replace(':', '_')}-{variant}.onnx"
-        exported[variant] = (path, materialize(dataclasses.replace(source, variant=variant), path, options.batch))
+        exported[variant] = (
+            path,
+            materialize(dataclasses.replace(source, variant=variant), path, options.batch),
+        )
         advance("export", 1 / len(variants))
     configs = []
     for variant, (path, model) in exported.items():
         info = _graph_info(model)
         what = source.reference if source.kind == "onnx" else f"{source.name}/{variant}"
-        info.update(onnx=str(path),
-                    graph_precision=check_graph_precision(model, options.precision, what))
+        info.update(
+            onnx=str(path), graph_precision=check_graph_precision(model, options.precision, what)
+        )
         configs.append(_Config(f"{source.name}/{variant}", variant, False, path, info))
         folded = fold_model(model, merge=options.merge, cost_model=cost_model)
         if folded.report.changed:
@@ -86,10 +97,15 @@ def _prepare_model(source: ModelSource, variants: List[str], options: BenchOptio
             folded_path = path.with_suffix(".folded.onnx")
             save_model(folded.model, folded_path)
             folded_info = _graph_info(folded.model)
-            folded_info.update(onnx=str(folded_path), fold=folded.report.to_dict(),
-                               graph_precision=info["graph_precision"],
-                               verification=verification.to_dict() if verification else None)
-            configs.append(_Config(f"{source.name}/{variant}/folded", variant, True, folded_path, folded_info))
+            folded_info.update(
+                onnx=str(folded_path),
+                fold=folded.report.to_dict(),
+                graph_precision=info["graph_precision"],
+                verification=verification.to_dict() if verification else None,
+            )
+            configs.append(
+                _Config(f"{source.name}/{variant}/folded", variant, True, folded_path, folded_info)
+            )
         else:
             info["fold"] = folded.report.to_dict()
         advance("fold", 1 / len(variants))
@@ -102,13 +118,27 @@ def _deployable(configs: List[_Config], variant: str) -> _Config:
     return next((c for c in matching if c.folded), matching[0])
 
 
-def _comparisons(source: ModelSource, configs: List[_Config], measured: Dict[str, timing.Measurement]) -> List[Dict]:
+def _comparisons(
+    source: ModelSource, configs: List[_Config], measured: Dict[str, timing.Measurement]
+) -> List[Dict]:
     found = []
 
     def compare(kind: str, variant: str, reference: _Config, subject: _Config) -> None:
-        ratio, low, high = timing.measurement_ratio_ci(measured[reference.run_id], measured[subject.run_id])
-        found.append({"model": source.name, "variant": variant, "kind": kind, "reference": reference.run_id,
-                      "subject": subject.run_id, "speedup": ratio, "ci_low": low, "ci_high": high})
+        ratio, low, high = timing.measurement_ratio_ci(
+            measured[reference.run_id], measured[subject.run_id]
+        )
+        found.append(
+            {
+                "model": source.name,
+                "variant": variant,
+                "kind": kind,
+                "reference": reference.run_id,
+                "subject": subject.run_id,
+                "speedup": ratio,
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
 
     variants = list(dict.fromkeys(c.variant for c in configs))
     for variant in variants:
@@ -117,19 +147,37 @@ def _comparisons(source: ModelSource, configs: List[_Config], measured: Dict[str
         if folded:
             compare("fold", variant, unfolded, folded)
         if variant != "baseline" and "baseline" in variants:
-            compare("vs_baseline", variant, _deployable(configs, "baseline"), _deployable(configs, variant))
+            compare(
+                "vs_baseline",
+                variant,
+                _deployable(configs, "baseline"),
+                _deployable(configs, variant),
+            )
     return found
 
 
-def _run_entry(source: ModelSource, config: _Config, runner_info: Dict[str, Any],
-               measurement: timing.Measurement, options: BenchOptions, configs: List[_Config]) -> Dict[str, Any]:
+def _run_entry(
+    source: ModelSource,
+    config: _Config,
+    runner_info: Dict[str, Any],
+    measurement: timing.Measurement,
+    options: BenchOptions,
+    configs: List[_Config],
+) -> Dict[str, Any]:
     stats = measurement.stats()
-    folded_twin = next((c.run_id for c in configs if c.variant == config.variant and c.folded), None)
+    folded_twin = next(
+        (c.run_id for c in configs if c.variant == config.variant and c.folded), None
+    )
     return {
-        "id": config.run_id, "model": source.name, "variant": config.variant, "folded": config.folded,
+        "id": config.run_id,
+        "model": source.name,
+        "variant": config.variant,
+        "folded": config.folded,
         "folded_run": None if config.folded else folded_twin,
         "source": {"kind": source.kind, "reference": source.reference or source.name},
-        "backend": runner_info, "precision": options.precision, "batch": options.batch,
+        "backend": runner_info,
+        "precision": options.precision,
+        "batch": options.batch,
         "input_shape": list(runner_info.get("input_shape", [])),
         **config.info,
         "series_ms": measurement.series,
@@ -154,11 +202,15 @@ def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
         write_results(results, path)
     except OSError as exc:
         kept = save_fallback(json.dumps(results, indent=1, default=str) + "\n", path.name)
-        raise HarnessError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); the "
-                           f"measured data were saved to {kept}") from None
+        raise HarnessError(
+            f"cannot write {path} ({exc.strerror or type(exc).__name__}); the "
+            f"measured data were saved to {kept}"
+        ) from None
 
 
-def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console] = None) -> Dict[str, Any]:
+def run_bench(
+    options: BenchOptions, argv: List[str], console: Optional[Console] = None
+) -> Dict[str, Any]:
     """Run the suite; writes results.json, report.md and report.csv into ``options.out_dir``."""
     console = console or Console(stderr=True)
     profile = options.profile
@@ -172,11 +224,18 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
     results_path = options.out_dir / "results.json"
     options.out_dir.mkdir(parents=True, exist_ok=True)
 
-    columns = (TextColumn("{task.fields[model]:<12}"), TextColumn("{task.fields[stage]:<7}"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.fields[model]:<12}"),
+        TextColumn("{task.fields[stage]:<7}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
-        tasks = {src.name: progress.add_task("", total=100, model=src.name, stage="queued")
-                 for src, _ in options.sources}
+        tasks = {
+            src.name: progress.add_task("", total=100, model=src.name, stage="queued")
+            for src, _ in options.sources
+        }
         for source, variants in options.sources:
             task = tasks[source.name]
             done = {"value": 0.0}
@@ -186,10 +245,20 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
                 progress.update(_task, completed=_done["value"], stage=stage)
 
             progress.update(task, stage="export")
-            configs = (options.prepared[source.name] if options.prepared is not None
-                       else _prepare_model(source, variants, options, cost_model, advance))
-            runners = {c.run_id: runner_class(c.onnx_path, profile, options.precision,
-                                              resolve_batch(c.onnx_path, options.batch)) for c in configs}
+            configs = (
+                options.prepared[source.name]
+                if options.prepared is not None
+                else _prepare_model(source, variants, options, cost_model, advance)
+            )
+            runners = {
+                c.run_id: runner_class(
+                    c.onnx_path,
+                    profile,
+                    options.precision,
+                    resolve_batch(c.onnx_path, options.batch),
+                )
+                for c in configs
+            }
             with open_runners(runners), contextlib.ExitStack() as held:
                 progress.update(task, stage="time")
                 base = done["value"]
@@ -197,20 +266,25 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
                 if monitor:
                     held.callback(monitor.close)
                 measured = timing.measure_interleaved(
-                    runners, profile.timing,
+                    runners,
+                    profile.timing,
                     on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f),
-                    monitor=monitor.sample if monitor else None)
+                    monitor=monitor.sample if monitor else None,
+                )
                 for config in configs:
                     runner = runners[config.run_id]
                     info = dict(runner.describe())
                     info["input_shape"] = list(next(iter(runner.input_specs().values()))[0])
-                    results["runs"].append(_run_entry(source, config, info, measured[config.run_id], options,
-                                                      configs))
+                    results["runs"].append(
+                        _run_entry(source, config, info, measured[config.run_id], options, configs)
+                    )
             results["comparisons"] += _comparisons(source, configs, measured)
             progress.update(task, completed=100, stage="done")
             _write_or_keep(results, results_path)
     results["device"]["environment_after"] = envinfo.capture_environment(profile)
-    results["device"]["warnings"] += envinfo.state_changes(environment, results["device"]["environment_after"])
+    results["device"]["warnings"] += envinfo.state_changes(
+        environment, results["device"]["environment_after"]
+    )
     results["complete"] = True
     _write_or_keep(results, results_path)
     write_bench_tables(as_results(results, str(results_path)), options.out_dir)
@@ -220,12 +294,15 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
 def prepare_suite(options: BenchOptions) -> Dict[str, List[_Config]]:
     """Export and fold every model of the suite without timing (for a device that times them)."""
     cost_model, _ = cost_model_for(options.profile, options.precision)
-    return {source.name: _prepare_model(source, variants, options, cost_model, lambda *_: None)
-            for source, variants in options.sources}
+    return {
+        source.name: _prepare_model(source, variants, options, cost_model, lambda *_: None)
+        for source, variants in options.sources
+    }
 
 
-def resolve_suite(models: List[str], variants: str, factory_shape: Optional[str],
-                  batch: int = 1) -> List[Tuple[ModelSource, List[str]]]:
+def resolve_suite(
+    models: List[str], variants: str, factory_shape: Optional[str], batch: int = 1
+) -> List[Tuple[ModelSource, List[str]]]:
     """Resolve ``--models`` and ``--variants`` into sources, failing before any work on a bad name."""
     from harness.export import check_factory, resolve_source
     from harness.zoo import list_variants, variant_spec
@@ -256,7 +333,9 @@ def resolve_suite(models: List[str], variants: str, factory_shape: Optional[str]
     return suite
 
 
-def print_summary(results: Dict[str, Any], out_dir: Path, console: Optional[Console] = None) -> None:
+def print_summary(
+    results: Dict[str, Any], out_dir: Path, console: Optional[Console] = None
+) -> None:
     """The short comparison table and the paths of the report files, on stdout."""
     from rich.table import Table
 

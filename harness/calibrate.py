@@ -40,13 +40,24 @@ from harness.profiles import Profile, TimingSettings, calibration_path
 
 SCHEMA = 1
 # (in channels, out channels, spatial size) of the dense convs, and (channels, spatial size) of the depthwise ones
-DENSE_SHAPES = ((16, 16, 32), (32, 32, 16), (64, 64, 8), (64, 64, 56), (64, 64, 28), (128, 128, 14),
-                (256, 256, 7), (64, 256, 14))
+DENSE_SHAPES = (
+    (16, 16, 32),
+    (32, 32, 16),
+    (64, 64, 8),
+    (64, 64, 56),
+    (64, 64, 28),
+    (128, 128, 14),
+    (256, 256, 7),
+    (64, 256, 14),
+)
 DENSE_KERNELS = (1, 3, 5, 7)
 DEPTHWISE_SHAPES = ((32, 56), (144, 28), (384, 14), (960, 7))
 DEPTHWISE_KERNELS = (3, 5, 7)
 ADD_SHAPES = ((16, 32, 32), (64, 56, 56), (256, 14, 14), (32, 112, 112))
-REPEATS = (1, 3)  # each pattern is timed once and three times in a row: the marginal cost is half the difference
+REPEATS = (
+    1,
+    3,
+)  # each pattern is timed once and three times in a row: the marginal cost is half the difference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,17 +78,28 @@ def _span_geometry(span: Span) -> ConvGeometry:
     """The geometry of a span's conv with centred padding."""
     n, c, h, w = span.in_shape
     pad = (span.kernel - 1) // 2
-    out = (n, span.out_ch, conv_output_size(h, span.kernel, span.stride, 2 * pad),
-           conv_output_size(w, span.kernel, span.stride, 2 * pad))
-    return ConvGeometry(span.in_shape, out, (span.kernel, span.kernel), c if span.is_dw else 1, stride=span.stride)
+    out = (
+        n,
+        span.out_ch,
+        conv_output_size(h, span.kernel, span.stride, 2 * pad),
+        conv_output_size(w, span.kernel, span.stride, 2 * pad),
+    )
+    return ConvGeometry(
+        span.in_shape, out, (span.kernel, span.kernel), c if span.is_dw else 1, stride=span.stride
+    )
 
 
 def _conv_point(pattern: Tuple[Span, ...]) -> Point:
     geometries = [_span_geometry(span) for span in pattern]
     first = pattern[0]
-    return Point("conv-" + "+".join(span.key for span in pattern), "conv", pattern,
-                 flops=sum(g.flops for g in geometries), nbytes=sum(g.bytes_moved() for g in geometries),
-                 conv_class=conv_class(first.is_dw, first.kernel, first.stride))
+    return Point(
+        "conv-" + "+".join(span.key for span in pattern),
+        "conv",
+        pattern,
+        flops=sum(g.flops for g in geometries),
+        nbytes=sum(g.bytes_moved() for g in geometries),
+        conv_class=conv_class(first.is_dw, first.kernel, first.stride),
+    )
 
 
 def micro_benchmarks(batch: int = 1, quick: bool = False) -> List[Point]:
@@ -92,11 +114,19 @@ def micro_benchmarks(batch: int = 1, quick: bool = False) -> List[Point]:
             points.append(_conv_point((forward,) if c_in == c_out else (forward, back)))
     for kernel in DEPTHWISE_KERNELS:
         for channels, size in depthwise:
-            points.append(_conv_point((Span(0, 0, (batch, channels, size, size), channels, kernel, 1, True),)))
+            points.append(
+                _conv_point((Span(0, 0, (batch, channels, size, size), channels, kernel, 1, True),))
+            )
     for shape in ADD_SHAPES[:2] if quick else ADD_SHAPES:
         full = (batch,) + shape
-        points.append(Point("add-" + "x".join(map(str, full)), "add", shape=full,
-                            nbytes=3 * 4 * int(np.prod(full))))
+        points.append(
+            Point(
+                "add-" + "x".join(map(str, full)),
+                "add",
+                shape=full,
+                nbytes=3 * 4 * int(np.prod(full)),
+            )
+        )
     return points
 
 
@@ -114,44 +144,75 @@ def point_model(point: Point, repeats: int) -> onnx.ModelProto:
             continue
         for i, span in enumerate(point.pattern):
             groups = span.in_shape[1] if span.is_dw else 1
-            fan_in = span.in_shape[1] // groups * span.kernel ** 2
-            weight = rng.standard_normal((span.out_ch, span.in_shape[1] // groups, span.kernel, span.kernel))
+            fan_in = span.in_shape[1] // groups * span.kernel**2
+            weight = rng.standard_normal(
+                (span.out_ch, span.in_shape[1] // groups, span.kernel, span.kernel)
+            )
             name = f"w{r}_{i}"
-            inits.append(numpy_helper.from_array((weight / np.sqrt(fan_in)).astype(np.float32), name))
-            nodes.append(helper.make_node("Conv", [current, name], [f"x{r}_{i}"], kernel_shape=[span.kernel] * 2,
-                                          pads=[(span.kernel - 1) // 2] * 4, group=groups))
+            inits.append(
+                numpy_helper.from_array((weight / np.sqrt(fan_in)).astype(np.float32), name)
+            )
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [current, name],
+                    [f"x{r}_{i}"],
+                    kernel_shape=[span.kernel] * 2,
+                    pads=[(span.kernel - 1) // 2] * 4,
+                    group=groups,
+                )
+            )
             current = f"x{r}_{i}"
     out_shape = shape if point.kind == "add" else _span_geometry(point.pattern[-1]).out_shape
-    graph = helper.make_graph(nodes, point.key, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, out_shape)], inits)
+    graph = helper.make_graph(
+        nodes,
+        point.key,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, out_shape)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
 
 
-def measure_point(point: Point, runner_factory: Callable[[Path], Any], settings: TimingSettings,
-                  workdir: Path) -> Entry:
+def measure_point(
+    point: Point, runner_factory: Callable[[Path], Any], settings: TimingSettings, workdir: Path
+) -> Entry:
     """The marginal cost of one repetition of the pattern (ms), inside a graph: layout conversions at the graph's
     edges and the per-call cost cancel in the difference between three repetitions and one."""
     from harness import timing
     from harness.backends.base import open_runners
     from harness.onnx_io import save_model
 
-    runners = {str(r): runner_factory(save_model(point_model(point, r), workdir / f"{point.key}-{r}.onnx"))
-               for r in REPEATS}
+    runners = {
+        str(r): runner_factory(save_model(point_model(point, r), workdir / f"{point.key}-{r}.onnx"))
+        for r in REPEATS
+    }
     with open_runners(runners):
         measured = timing.measure_interleaved(runners, settings)
     low, high = (measured[str(r)].stats() for r in REPEATS)
-    spread = float(np.hypot(low.median_ci_high - low.median_ci_low, high.median_ci_high - high.median_ci_low)) / 4
+    spread = (
+        float(
+            np.hypot(
+                low.median_ci_high - low.median_ci_low, high.median_ci_high - high.median_ci_low
+            )
+        )
+        / 4
+    )
     return Entry((high.median - low.median) / (REPEATS[1] - REPEATS[0]), spread, min(low.n, high.n))
 
 
 def calibration_timing(settings: TimingSettings) -> TimingSettings:
     """The profile's protocol, shortened for micro-benchmarks (small graphs, timed two at a time)."""
-    return dataclasses.replace(settings, warmup_s=min(settings.warmup_s, 0.3),
-                               min_duration_s=min(settings.min_duration_s, 0.4),
-                               max_duration_s=min(settings.max_duration_s, 1.5),
-                               min_iterations=min(settings.min_iterations, 20), target_ci=max(settings.target_ci, 0.02))
+    return dataclasses.replace(
+        settings,
+        warmup_s=min(settings.warmup_s, 0.3),
+        min_duration_s=min(settings.min_duration_s, 0.4),
+        max_duration_s=min(settings.max_duration_s, 1.5),
+        min_iterations=min(settings.min_iterations, 20),
+        target_ci=max(settings.target_ci, 0.02),
+    )
 
 
 def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -163,7 +224,9 @@ def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return solution / scale
 
 
-def fit(points: List[Point], entries: Dict[str, Entry]) -> Tuple[CalibratedCostModel, Dict[str, Any]]:
+def fit(
+    points: List[Point], entries: Dict[str, Entry]
+) -> Tuple[CalibratedCostModel, Dict[str, Any]]:
     """Fit the cost model to the measured marginal costs (ms); returns it and the formula's error on those points
     (the model also keeps each point's residual ratio, so measured shapes are priced as measured)."""
     convs = [p for p in points if p.kind == "conv"]
@@ -179,17 +242,34 @@ def fit(points: List[Point], entries: Dict[str, Entry]) -> Tuple[CalibratedCostM
     adds = [p for p in points if p.kind == "add"]
     add_times = np.array([entries[p.key].time / 1e3 for p in adds])
     add_fit = _nnls_relative(np.array([[1.0, p.nbytes] for p in adds]), add_times)
-    model = CalibratedCostModel(dict(zip(classes, map(float, solution[:len(classes)]))),
-                                dict(zip(classes, map(float, solution[len(classes):-1]))), float(solution[-1]),
-                                float(add_fit[0]), float(add_fit[1]))
+    model = CalibratedCostModel(
+        dict(zip(classes, map(float, solution[: len(classes)]))),
+        dict(zip(classes, map(float, solution[len(classes) : -1]))),
+        float(solution[-1]),
+        float(add_fit[0]),
+        float(add_fit[1]),
+    )
     fitted = np.array([predict(model, p) for p in convs])
     errors = np.abs(fitted - measured) / np.maximum(measured, 1e-7)
-    quality = {"conv_points": len(convs), "median_abs_rel_error": float(np.median(errors)),
-               "p90_abs_rel_error": float(np.quantile(errors, 0.9)), "max_abs_rel_error": float(np.max(errors))}
-    for p, seconds, predicted in zip(convs, measured, fitted):  # what the formula misses, kept per shape
+    quality = {
+        "conv_points": len(convs),
+        "median_abs_rel_error": float(np.median(errors)),
+        "p90_abs_rel_error": float(np.quantile(errors, 0.9)),
+        "max_abs_rel_error": float(np.max(errors)),
+    }
+    for p, seconds, predicted in zip(
+        convs, measured, fitted
+    ):  # what the formula misses, kept per shape
         for span in p.pattern if seconds > 0 and predicted > 0 else ():
-            model.corrections.append((p.conv_class, span.in_shape[1], span.out_ch, span.in_shape[2],
-                                      float(seconds / predicted)))
+            model.corrections.append(
+                (
+                    p.conv_class,
+                    span.in_shape[1],
+                    span.out_ch,
+                    span.in_shape[2],
+                    float(seconds / predicted),
+                )
+            )
     return model, quality
 
 
@@ -198,29 +278,58 @@ def predict(model: CostModel, point: Point, fitted_only: bool = False) -> float:
     model's formula without its per-shape corrections)."""
     if point.kind == "add":
         return model.elementwise_cost(point.nbytes)
-    price = model.fitted_cost if fitted_only and isinstance(model, CalibratedCostModel) else model.conv_cost
+    price = (
+        model.fitted_cost
+        if fitted_only and isinstance(model, CalibratedCostModel)
+        else model.conv_cost
+    )
     return sum(price(_span_geometry(span)) for span in point.pattern)
 
 
-def calibration_record(profile: Profile, backend: str, precision: str, batch: int, points: List[Point],
-                       entries: Dict[str, Entry], context: Dict[str, Any], environment: Dict[str, Any],
-                       settings: TimingSettings) -> Dict[str, Any]:
+def calibration_record(
+    profile: Profile,
+    backend: str,
+    precision: str,
+    batch: int,
+    points: List[Point],
+    entries: Dict[str, Entry],
+    context: Dict[str, Any],
+    environment: Dict[str, Any],
+    settings: TimingSettings,
+) -> Dict[str, Any]:
     """The calibration file's content: the fit, its quality, every measured point and the provenance."""
     model, quality = fit(points, entries)
     rows = []
     for p in points:
-        row = {"key": p.key, "kind": p.kind, "time_ms": entries[p.key].time, "stdev_ms": entries[p.key].stdev,
-               "n": entries[p.key].n, "flops": p.flops, "bytes": p.nbytes}
+        row = {
+            "key": p.key,
+            "kind": p.kind,
+            "time_ms": entries[p.key].time,
+            "stdev_ms": entries[p.key].stdev,
+            "n": entries[p.key].n,
+            "flops": p.flops,
+            "bytes": p.nbytes,
+        }
         row["predicted_ms"] = predict(model, p) * 1e3
         row["fitted_ms"] = predict(model, p, fitted_only=True) * 1e3
         if p.kind == "conv":
             row["conv_class"] = p.conv_class
         rows.append(row)
-    return {"schema": SCHEMA, "kind": "harness calibration", "profile": profile.name, "backend": backend,
-            "precision": precision, "batch": batch,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "fit": model.to_dict(), "quality": quality, "context": context, "timing": dataclasses.asdict(settings),
-            "environment": environment, "points": rows}
+    return {
+        "schema": SCHEMA,
+        "kind": "harness calibration",
+        "profile": profile.name,
+        "backend": backend,
+        "precision": precision,
+        "batch": batch,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "fit": model.to_dict(),
+        "quality": quality,
+        "context": context,
+        "timing": dataclasses.asdict(settings),
+        "environment": environment,
+        "points": rows,
+    }
 
 
 def load_calibration(path: Path) -> CalibratedCostModel:
@@ -229,14 +338,20 @@ def load_calibration(path: Path) -> CalibratedCostModel:
         data = json.loads(Path(path).read_text())
         if data.get("schema") != SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, expected {SCHEMA}")
-        return CalibratedCostModel.from_dict(data["fit"], f"calibration {Path(path).name} "
-                                             f"({data['backend']}, {data['precision']}, {data['created'][:10]})")
+        return CalibratedCostModel.from_dict(
+            data["fit"],
+            f"calibration {Path(path).name} "
+            f"({data['backend']}, {data['precision']}, {data['created'][:10]})",
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise HarnessError(f"{path} is not a usable calibration file ({exc}): run harness calibrate again") from None
+        raise HarnessError(
+            f"{path} is not a usable calibration file ({exc}): run harness calibrate again"
+        ) from None
 
 
-def cost_model_for(profile: Profile, precision: str, table: Optional[Path] = None,
-                   backend: Optional[str] = None) -> Tuple[CostModel, str]:
+def cost_model_for(
+    profile: Profile, precision: str, table: Optional[Path] = None, backend: Optional[str] = None
+) -> Tuple[CostModel, str]:
     """The cost model ``--merge auto`` uses on a device and backend, and a line saying which one and why.
 
     A measured latency table (``--cost``) wins; then the calibration stored beside the profile for this backend
@@ -245,8 +360,10 @@ def cost_model_for(profile: Profile, precision: str, table: Optional[Path] = Non
     roofline = RooflineCostModel.from_profile(profile, precision)
     path = calibration_path(profile, backend, precision)
     base: CostModel = roofline
-    note = (f"no calibration for {profile.name}/{backend or profile.backend}/{precision} ({path.name}): using the "
-            f"roofline of the profile's peaks (run harness calibrate --device {profile.name})")
+    note = (
+        f"no calibration for {profile.name}/{backend or profile.backend}/{precision} ({path.name}): using the "
+        f"roofline of the profile's peaks (run harness calibrate --device {profile.name})"
+    )
     if path.is_file():
         base = load_calibration(path)
         note = f"using {base.name}"
@@ -256,9 +373,13 @@ def cost_model_for(profile: Profile, precision: str, table: Optional[Path] = Non
     return base, note
 
 
-def run_calibration(points: List[Point], measure: Callable[[Point], Entry], progress_path: Path,
-                    context: Dict[str, Any],
-                    on_step: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Entry], int, int]:
+def run_calibration(
+    points: List[Point],
+    measure: Callable[[Point], Entry],
+    progress_path: Path,
+    context: Dict[str, Any],
+    on_step: Optional[Callable[[int, int], None]] = None,
+) -> Tuple[Dict[str, Entry], int, int]:
     """Measure every point not saved before in this context (resumable, as ``harness lut``)."""
     from harness.lut import measure_keyed
 

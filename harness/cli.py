@@ -19,8 +19,24 @@ from typing import List, NoReturn, Optional
 from harness import __version__
 from harness.errors import HarnessError
 
-COMMANDS = ("bench", "export", "fold", "time", "build", "compare", "report", "suite", "lut", "plan",
-            "profiles", "env", "calibrate", "history", "verify", "doctor")
+COMMANDS = (
+    "bench",
+    "export",
+    "fold",
+    "time",
+    "build",
+    "compare",
+    "report",
+    "suite",
+    "lut",
+    "plan",
+    "profiles",
+    "env",
+    "calibrate",
+    "history",
+    "verify",
+    "doctor",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,14 +101,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: cannot read or write{where}: {reason}", file=sys.stderr)
         return 2
     except SystemExit as exc:
-        print(f"error: stopped by SystemExit({exc.code!r}) from the code it ran (a model factory?)",
-              file=sys.stderr)
+        print(
+            f"error: stopped by SystemExit({exc.code!r}) from the code it ran (a model factory?)",
+            file=sys.stderr,
+        )
         return 2
     except Exception as exc:
         if os.environ.get("HARNESS_TRACEBACK"):
             raise
-        print(f"error: internal error, please report it: {type(exc).__name__}: {_first_line(exc)} "
-              f"(HARNESS_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"error: internal error, please report it: {type(exc).__name__}: {_first_line(exc)} "
+            f"(HARNESS_TRACEBACK=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
 
 

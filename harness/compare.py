@@ -29,8 +29,14 @@ from harness.timing import bootstrap_ratio_ci
 
 Key = Tuple[str, str, bool]
 # environment entries whose change makes two runs' latencies incomparable in earnest
-ENVIRONMENT_FIELDS = (("cpu", "model"), ("gpu", "name"), ("libraries", "onnxruntime"),
-                      ("libraries", "tensorrt"), ("libraries", "pycuda"), ("libraries", "torch"))
+ENVIRONMENT_FIELDS = (
+    ("cpu", "model"),
+    ("gpu", "name"),
+    ("libraries", "onnxruntime"),
+    ("libraries", "tensorrt"),
+    ("libraries", "pycuda"),
+    ("libraries", "torch"),
+)
 
 
 def parse_threshold(text: str) -> float:
@@ -43,8 +49,10 @@ def parse_threshold(text: str) -> float:
         raise HarnessError(f"invalid --threshold {text!r}: give a percentage, e.g. 5%")
     value = float(match.group(1))
     if not match.group(2) and 0 < value < 1:
-        raise HarnessError(f"--threshold {text!r} is ambiguous: the threshold is a percentage, "
-                           f"write {value:g}% or {value * 100:g}%")
+        raise HarnessError(
+            f"--threshold {text!r} is ambiguous: the threshold is a percentage, "
+            f"write {value:g}% or {value * 100:g}%"
+        )
     if not 0 <= value < 100:
         raise HarnessError(f"--threshold {text!r} must be at least 0% and below 100%")
     return value / 100.0
@@ -71,9 +79,11 @@ class Change:
 
     def describe(self, rule: str) -> str:
         """One line: the change with its interval, the rule it was judged by, the verdict."""
-        return (f"{self.label}: {self.ratio - 1:+.1%} [{self.ci_low - 1:+.1%}, "
-                f"{self.ci_high - 1:+.1%}] ({self.base_ms:.3f} -> {self.new_ms:.3f} ms), "
-                f"{rule}: {self.verdict}")
+        return (
+            f"{self.label}: {self.ratio - 1:+.1%} [{self.ci_low - 1:+.1%}, "
+            f"{self.ci_high - 1:+.1%}] ({self.base_ms:.3f} -> {self.new_ms:.3f} ms), "
+            f"{rule}: {self.verdict}"
+        )
 
 
 @dataclasses.dataclass
@@ -107,23 +117,31 @@ def _label(key: Key) -> str:
 
 def _check_comparable(base: Results, new: Results) -> None:
     if base.device_name != new.device_name:
-        raise HarnessError(f"the files come from different devices: base {base.device_name!r}, "
-                           f"new {new.device_name!r}")
+        raise HarnessError(
+            f"the files come from different devices: base {base.device_name!r}, "
+            f"new {new.device_name!r}"
+        )
     base_runs, new_runs = _runs(base), _runs(new)
     if set(base_runs) != set(new_runs):
         only_base = sorted(_label(k) for k in set(base_runs) - set(new_runs))
         only_new = sorted(_label(k) for k in set(new_runs) - set(base_runs))
-        raise HarnessError(f"the files hold different models: only in base {only_base or '-'}, "
-                           f"only in new {only_new or '-'}")
+        raise HarnessError(
+            f"the files hold different models: only in base {only_base or '-'}, "
+            f"only in new {only_new or '-'}"
+        )
     for key, run in base_runs.items():
         other = new_runs[key]
         for field in ("input_shape", "batch", "precision"):
             if getattr(run, field) != getattr(other, field):
-                raise HarnessError(f"{_label(key)}: {field} differs (base {getattr(run, field)}, "
-                                   f"new {getattr(other, field)})")
+                raise HarnessError(
+                    f"{_label(key)}: {field} differs (base {getattr(run, field)}, "
+                    f"new {getattr(other, field)})"
+                )
         if run.backend.get("backend") != other.backend.get("backend"):
-            raise HarnessError(f"{_label(key)}: backend differs ({run.backend.get('backend')} vs "
-                               f"{other.backend.get('backend')})")
+            raise HarnessError(
+                f"{_label(key)}: backend differs ({run.backend.get('backend')} vs "
+                f"{other.backend.get('backend')})"
+            )
 
 
 def _differences(base: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
@@ -142,8 +160,10 @@ def comparison_warnings(base: Results, new: Results) -> List[str]:
     warnings = []
     for role, results in (("base", base), ("new", new)):
         if results.complete is False:
-            warnings.append(f"{role} {results.source or results.device_name} did not complete "
-                            f"(complete: false): its numbers are partial")
+            warnings.append(
+                f"{role} {results.source or results.device_name} did not complete "
+                f"(complete: false): its numbers are partial"
+            )
     settings = set()
     new_runs = _runs(new)
     for key, run in _runs(base).items():
@@ -152,9 +172,12 @@ def comparison_warnings(base: Results, new: Results) -> List[str]:
             settings.add("; ".join(changed))
     for line in sorted(settings):
         warnings.append(f"backend settings differ between base and new: {line}")
-    env = [f"{'.'.join(path)} {_nested(base.environment_before, path)!r} -> "
-           f"{_nested(new.environment_before, path)!r}" for path in ENVIRONMENT_FIELDS
-           if _nested(base.environment_before, path) != _nested(new.environment_before, path)]
+    env = [
+        f"{'.'.join(path)} {_nested(base.environment_before, path)!r} -> "
+        f"{_nested(new.environment_before, path)!r}"
+        for path in ENVIRONMENT_FIELDS
+        if _nested(base.environment_before, path) != _nested(new.environment_before, path)
+    ]
     if env:
         warnings.append("the environment differs between base and new: " + "; ".join(env))
     return warnings
@@ -167,47 +190,77 @@ def compare_results(base: Results, new: Results, threshold: float) -> Comparison
     changes = []
     for key, run in _runs(base).items():
         other = new_runs[key]
-        ratio, low, high = bootstrap_ratio_ci(other.series_ms["latency_ms"],
-                                              run.series_ms["latency_ms"],
-                                              numerator_blocks=other.extra.get("block_ends"),
-                                              denominator_blocks=run.extra.get("block_ends"))
+        ratio, low, high = bootstrap_ratio_ci(
+            other.series_ms["latency_ms"],
+            run.series_ms["latency_ms"],
+            numerator_blocks=other.extra.get("block_ends"),
+            denominator_blocks=run.extra.get("block_ends"),
+        )
         verdict = "slower" if low > 1 + threshold else "faster" if high < 1 - threshold else "same"
-        changes.append(Change(key[0], key[1], key[2], run.stats.median, other.stats.median,
-                              ratio, low, high, verdict))
+        changes.append(
+            Change(
+                key[0],
+                key[1],
+                key[2],
+                run.stats.median,
+                other.stats.median,
+                ratio,
+                low,
+                high,
+                verdict,
+            )
+        )
     return Comparison(changes, comparison_warnings(base, new), base.device_name, threshold)
 
 
 def to_markdown(comparison: Comparison) -> str:
     """A table for a pull-request comment or a job summary, warnings first."""
     slower, device = comparison.slower, comparison.device
-    head = (f"**Latency regression** on `{device}`: {len(slower)} of {len(comparison.changes)} "
-            f"graphs slower ({comparison.rule_text})" if slower
-            else f"No latency regression on `{device}` ({comparison.rule_text})")
+    head = (
+        f"**Latency regression** on `{device}`: {len(slower)} of {len(comparison.changes)} "
+        f"graphs slower ({comparison.rule_text})"
+        if slower
+        else f"No latency regression on `{device}` ({comparison.rule_text})"
+    )
     lines = [head, ""]
     lines += [f"> **warning:** {w}" for w in comparison.warnings]
     if comparison.warnings:
         lines.append("")
-    lines += ["| model | variant | graph | base ms | new ms | change [95% CI] | verdict |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| model | variant | graph | base ms | new ms | change [95% CI] | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in comparison.changes:
         mark = {"slower": "🔴 slower", "faster": "🟢 faster", "same": "same"}[c.verdict]
-        lines.append(f"| {c.model} | {c.variant} | {'folded' if c.folded else 'as exported'} | "
-                     f"{c.base_ms:.3f} | {c.new_ms:.3f} | {c.ratio - 1:+.1%} "
-                     f"[{c.ci_low - 1:+.1%}, {c.ci_high - 1:+.1%}] | {mark} |")
+        lines.append(
+            f"| {c.model} | {c.variant} | {'folded' if c.folded else 'as exported'} | "
+            f"{c.base_ms:.3f} | {c.new_ms:.3f} | {c.ratio - 1:+.1%} "
+            f"[{c.ci_low - 1:+.1%}, {c.ci_high - 1:+.1%}] | {mark} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def to_junit(comparison: Comparison, name: str = "harness compare") -> str:
     """JUnit XML: one test case per graph, a failure for each regression (any CI shows which)."""
-    suite = ElementTree.Element("testsuite", name=f"{name} {comparison.device}",
-                                tests=str(len(comparison.changes)),
-                                failures=str(len(comparison.slower)), errors="0", skipped="0")
+    suite = ElementTree.Element(
+        "testsuite",
+        name=f"{name} {comparison.device}",
+        tests=str(len(comparison.changes)),
+        failures=str(len(comparison.slower)),
+        errors="0",
+        skipped="0",
+    )
     for change in comparison.changes:
-        case = ElementTree.SubElement(suite, "testcase", classname=f"latency.{comparison.device}",
-                                      name=change.label, time="0")
+        case = ElementTree.SubElement(
+            suite, "testcase", classname=f"latency.{comparison.device}", name=change.label, time="0"
+        )
         if change.verdict == "slower":
-            failure = ElementTree.SubElement(case, "failure", type="LatencyRegression",
-                                             message=change.describe(comparison.rule_text))
+            failure = ElementTree.SubElement(
+                case,
+                "failure",
+                type="LatencyRegression",
+                message=change.describe(comparison.rule_text),
+            )
             failure.text = change.describe(comparison.rule_text)
         else:
             ElementTree.SubElement(case, "system-out").text = change.describe(comparison.rule_text)
@@ -229,11 +282,15 @@ def to_github(comparison: Comparison, file: str) -> str:
     lines = []
     for change in comparison.slower:
         title = _escape_property(f"latency regression on {comparison.device}: {change.label}")
-        lines.append(f"::error file={_escape_property(file)},title={title}::"
-                     f"{_escape_data(change.describe(comparison.rule_text))}")
+        lines.append(
+            f"::error file={_escape_property(file)},title={title}::"
+            f"{_escape_data(change.describe(comparison.rule_text))}"
+        )
     for warning in comparison.warnings:
-        lines.append(f"::warning file={_escape_property(file)},title=harness compare::"
-                     f"{_escape_data(warning)}")
+        lines.append(
+            f"::warning file={_escape_property(file)},title=harness compare::"
+            f"{_escape_data(warning)}"
+        )
     return "".join(line + "\n" for line in lines)
 
 

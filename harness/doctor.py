@@ -39,7 +39,9 @@ def _module_version(name: str) -> Optional[str]:
     """``name.__version__`` when the module imports, else None."""
     try:
         module = importlib.import_module(name)
-    except Exception:  # a broken install raises more than ImportError (OSError for a missing libnvinfer)
+    except (
+        Exception
+    ):  # a broken install raises more than ImportError (OSError for a missing libnvinfer)
         return None
     return str(getattr(module, "__version__", "unknown"))
 
@@ -48,19 +50,30 @@ def check_tensorrt() -> Check:
     """The TensorRT Python module."""
     version = _module_version("tensorrt")
     if version is None:
-        return Check("tensorrt", FAIL, "not importable: on a Jetson install JetPack's python3-libnvinfer; "
-                                       "on a desktop pip install '.[tensorrt]'")
+        return Check(
+            "tensorrt",
+            FAIL,
+            "not importable: on a Jetson install JetPack's python3-libnvinfer; "
+            "on a desktop pip install '.[tensorrt]'",
+        )
     return Check("tensorrt", PASS, f"TensorRT {version}", {"version": version})
 
 
 def check_cuda_binding() -> Check:
     """pycuda, which the runner uses (its primary context); cuda-python reported when present."""
-    found = {name: _module_version(module) for name, module in
-             (("pycuda", "pycuda"), ("cuda-python", "cuda"))}
+    found = {
+        name: _module_version(module)
+        for name, module in (("pycuda", "pycuda"), ("cuda-python", "cuda"))
+    }
     present = {k: v for k, v in found.items() if v is not None}
     if "pycuda" not in present:
-        return Check("cuda binding", FAIL, "pycuda does not import: pip install pycuda (it builds against "
-                                           "the CUDA toolkit: on a Jetson, JetPack's)", present)
+        return Check(
+            "cuda binding",
+            FAIL,
+            "pycuda does not import: pip install pycuda (it builds against "
+            "the CUDA toolkit: on a Jetson, JetPack's)",
+            present,
+        )
     return Check("cuda binding", PASS, ", ".join(f"{k} {v}" for k, v in present.items()), present)
 
 
@@ -68,7 +81,9 @@ def check_polygraphy() -> Check:
     """NVIDIA's Polygraphy: reported for debugging engines (``polygraphy run``); harness does not need it."""
     version = _module_version("polygraphy")
     if version is None:
-        return Check("polygraphy", WARN, "not installed (optional: pip install polygraphy to debug engines)")
+        return Check(
+            "polygraphy", WARN, "not installed (optional: pip install polygraphy to debug engines)"
+        )
     return Check("polygraphy", PASS, f"Polygraphy {version}", {"version": version})
 
 
@@ -84,8 +99,13 @@ def check_trtexec(tensorrt_version: Optional[str]) -> Check:
         return Check("trtexec", FAIL, str(exc))
     data = {"binary": binary, "version": version}
     if tensorrt_version and version_tuple(version)[:2] != version_tuple(tensorrt_version)[:2]:
-        return Check("trtexec", FAIL, f"trtexec is TensorRT {version} but the Python module is "
-                                      f"{tensorrt_version}: their engines are not interchangeable", data)
+        return Check(
+            "trtexec",
+            FAIL,
+            f"trtexec is TensorRT {version} but the Python module is "
+            f"{tensorrt_version}: their engines are not interchangeable",
+            data,
+        )
     return Check("trtexec", PASS, f"{binary} (TensorRT {version})", data)
 
 
@@ -94,13 +114,21 @@ def check_device_state(profile: Profile, environment: Dict[str, Any]) -> Check:
     from harness.envinfo import check_expectations
 
     gpu, jetson = environment.get("gpu") or {}, environment.get("jetson") or {}
-    facts = {"driver": gpu.get("driver"), "gpu": gpu.get("name"), "l4t": jetson.get("l4t"),
-             "nvpmodel": jetson.get("nvpmodel")}
+    facts = {
+        "driver": gpu.get("driver"),
+        "gpu": gpu.get("name"),
+        "l4t": jetson.get("l4t"),
+        "nvpmodel": jetson.get("nvpmodel"),
+    }
     problems = check_expectations(environment, profile)
     seen = ", ".join(f"{k} {v}" for k, v in facts.items() if v) or "no GPU or Jetson state readable"
     if problems:
-        return Check("device state", WARN, f"{seen}; differs from {profile.name}: " + "; ".join(problems),
-                     {"facts": facts, "problems": problems})
+        return Check(
+            "device state",
+            WARN,
+            f"{seen}; differs from {profile.name}: " + "; ".join(problems),
+            {"facts": facts, "problems": problems},
+        )
     return Check("device state", PASS, f"{seen}; as {profile.name} expects", {"facts": facts})
 
 
@@ -114,20 +142,27 @@ def tiny_model(path: Path) -> Path:
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((32, 3, 3, 3)).astype(np.float32) * 0.1, "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((32, 32, 3, 3)).astype(np.float32) * 0.1, "w2")
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["a"], ["b"]),
-             helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
     graph = helper.make_graph(
-        nodes, "doctor", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(TINY_SHAPE))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 64, 64])], [w1, w2])
+        nodes,
+        "doctor",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(TINY_SHAPE))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 64, 64])],
+        [w1, w2],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7  # the lowest IR that holds opset 13: TensorRT 8.5's parser reads it
     onnx.checker.check_model(model)
     return save_model(model, path)
 
 
-def time_with_harness(onnx_path: Path, profile: Profile, precision: str,
-                      engine_dir: Optional[Path] = None) -> Dict[str, Any]:
+def time_with_harness(
+    onnx_path: Path, profile: Profile, precision: str, engine_dir: Optional[Path] = None
+) -> Dict[str, Any]:
     """Build (cached) and time the model with harness's TensorRT runner; GPU compute samples and engine."""
     from harness import timing
     from harness.backends import get_runner_class
@@ -138,12 +173,16 @@ def time_with_harness(onnx_path: Path, profile: Profile, precision: str,
     with runner:
         measured = timing.measure_interleaved({"harness": runner}, profile.timing)["harness"]
         info = runner.describe()
-    return {"gpu_compute_ms": measured.series.get("gpu_compute_ms", measured.latencies),
-            "engine": info.get("engine"), "describe": info}
+    return {
+        "gpu_compute_ms": measured.series.get("gpu_compute_ms", measured.latencies),
+        "engine": info.get("engine"),
+        "describe": info,
+    }
 
 
-def time_with_trtexec(engine: Path, onnx_path: Path, profile: Profile, precision: str,
-                      trtexec: Dict[str, Any]) -> Dict[str, Any]:
+def time_with_trtexec(
+    engine: Path, onnx_path: Path, profile: Profile, precision: str, trtexec: Dict[str, Any]
+) -> Dict[str, Any]:
     """Time an existing engine with trtexec (``--loadEngine``), with harness's measured-quantity flags."""
     from harness.backends.trt.trtexec import (
         effective_settings,
@@ -155,31 +194,55 @@ def time_with_trtexec(engine: Path, onnx_path: Path, profile: Profile, precision
 
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "times.json"
-        cmd = trtexec_command(onnx_path, profile, precision, 1, trtexec["version"], times_path=times,
-                              input_shapes=input_shapes(onnx_path), load_engine=engine)
+        cmd = trtexec_command(
+            onnx_path,
+            profile,
+            precision,
+            1,
+            trtexec["version"],
+            times_path=times,
+            input_shapes=input_shapes(onnx_path),
+            load_engine=engine,
+        )
         cmd[0] = trtexec["binary"]
         run_command(cmd, str(engine))
         series = parse_export_times(times.read_text())
-    return {"gpu_compute_ms": series["gpu_compute_ms"], "command": cmd,
-            "effective": effective_settings(cmd, trtexec["version"])}
+    return {
+        "gpu_compute_ms": series["gpu_compute_ms"],
+        "command": cmd,
+        "effective": effective_settings(cmd, trtexec["version"]),
+    }
 
 
 def compare_medians(ours: List[float], theirs: List[float], tolerance: float = AGREEMENT) -> Check:
     """Whether two GPU compute series agree: relative difference of medians within ``tolerance``."""
     a, b = statistics.median(ours), statistics.median(theirs)
     difference = abs(a - b) / b if b else float("inf")
-    data = {"harness_median_ms": a, "trtexec_median_ms": b, "relative_difference": difference,
-            "tolerance": tolerance}
+    data = {
+        "harness_median_ms": a,
+        "trtexec_median_ms": b,
+        "relative_difference": difference,
+        "tolerance": tolerance,
+    }
     text = f"GPU compute median harness {a:.4f} ms, trtexec {b:.4f} ms ({difference:+.1%})"
     if difference <= tolerance:
         return Check("timing agreement", PASS, text + f": within {tolerance:.0%}", data)
-    return Check("timing agreement", FAIL, text + f": more than {tolerance:.0%} apart (check that the device "
-                 "is idle with clocks locked, and that both measured the same engine)", data)
+    return Check(
+        "timing agreement",
+        FAIL,
+        text + f": more than {tolerance:.0%} apart (check that the device "
+        "is idle with clocks locked, and that both measured the same engine)",
+        data,
+    )
 
 
-def run_doctor(profile: Profile, precision: str, environment: Dict[str, Any],
-               progress: Callable[[str], None] = lambda _line: None,
-               engine_dir: Optional[Path] = None) -> List[Check]:
+def run_doctor(
+    profile: Profile,
+    precision: str,
+    environment: Dict[str, Any],
+    progress: Callable[[str], None] = lambda _line: None,
+    engine_dir: Optional[Path] = None,
+) -> List[Check]:
     """Every check in order; later checks are skipped, with the reason, when what they need failed."""
     checks = [Check("python", PASS, f"Python {platform.python_version()}")]
     checks += [check_tensorrt(), check_cuda_binding(), check_polygraphy()]
@@ -197,8 +260,14 @@ def run_doctor(profile: Profile, precision: str, environment: Dict[str, Any],
             try:
                 ours = time_with_harness(model, profile, precision, engine_dir)
                 median = statistics.median(ours["gpu_compute_ms"])
-                checks.append(Check("harness runner", PASS, f"built {ours['engine']}, GPU compute median "
-                                    f"{median:.4f} ms", {"engine": ours["engine"], "median_ms": median}))
+                checks.append(
+                    Check(
+                        "harness runner",
+                        PASS,
+                        f"built {ours['engine']}, GPU compute median {median:.4f} ms",
+                        {"engine": ours["engine"], "median_ms": median},
+                    )
+                )
             except HarnessError as exc:
                 checks.append(Check("harness runner", FAIL, str(exc)))
         else:
@@ -211,16 +280,26 @@ def run_doctor(profile: Profile, precision: str, environment: Dict[str, Any],
                 checks[-1].data["trtexec_command"] = theirs["command"]
                 checks[-1].data["trtexec_effective"] = theirs["effective"]
             except HarnessError as exc:
-                checks.append(Check("timing agreement", FAIL, f"trtexec could not time the engine: {exc}"))
+                checks.append(
+                    Check("timing agreement", FAIL, f"trtexec could not time the engine: {exc}")
+                )
         else:
-            checks.append(Check("timing agreement", SKIP, "needs both harness's runner and trtexec"))
+            checks.append(
+                Check("timing agreement", SKIP, "needs both harness's runner and trtexec")
+            )
         progress(f"{checks[-1].status:>4}  {checks[-1].name}: {checks[-1].detail}")
     return checks
 
 
-def doctor_report(profile: Profile, precision: str, checks: List[Check],
-                  environment: Dict[str, Any]) -> Dict[str, Any]:
+def doctor_report(
+    profile: Profile, precision: str, checks: List[Check], environment: Dict[str, Any]
+) -> Dict[str, Any]:
     """The JSON report: verdict, every check, the environment."""
-    return {"schema": 1, "profile": profile.name, "precision": precision,
-            "verdict": FAIL if any(c.status == FAIL for c in checks) else PASS,
-            "checks": [dataclasses.asdict(c) for c in checks], "environment": environment}
+    return {
+        "schema": 1,
+        "profile": profile.name,
+        "precision": precision,
+        "verdict": FAIL if any(c.status == FAIL for c in checks) else PASS,
+        "checks": [dataclasses.asdict(c) for c in checks],
+        "environment": environment,
+    }

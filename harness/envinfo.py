@@ -17,7 +17,16 @@ from harness import __version__
 from harness.errors import HarnessError
 from harness.profiles import Profile
 
-LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "torch", "tensorrt", "pycuda", "scipy")
+LIBRARIES = (
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "onnx-graphsurgeon",
+    "torch",
+    "tensorrt",
+    "pycuda",
+    "scipy",
+)
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -37,10 +46,19 @@ def library_versions() -> Dict[str, Optional[str]]:
 def git_sha(repo: Path = REPO_DIR) -> Optional[str]:
     """The harness checkout's commit, with ``-dirty`` when it has uncommitted changes; None outside git."""
     try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty else "")
@@ -55,8 +73,11 @@ def _read(path: str) -> Optional[str]:
 
 def parse_cpuinfo(text: str) -> Dict[str, Any]:
     """CPU model name and logical CPU count from the text of ``/proc/cpuinfo``."""
-    models: List[str] = [line.split(":", 1)[1].strip() for line in text.splitlines()
-                         if line.lower().startswith(("model name", "hardware"))]
+    models: List[str] = [
+        line.split(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.lower().startswith(("model name", "hardware"))
+    ]
     count = sum(1 for line in text.splitlines() if line.startswith("processor"))
     return {"model": models[0] if models else None, "logical_cpus": count or None}
 
@@ -103,8 +124,12 @@ def parse_jetson_clocks(text: str) -> Dict[str, Any]:
     gpu = clocks.get("gpu")
     locked = bool(gpu) and gpu["min_hz"] == gpu["max_hz"] == gpu["current_hz"]
     mode = re.search(r"NV Power Mode:\s*(\S+)", text)
-    return {"clocks": clocks, "cpu_governors": governors, "locked": locked,
-            "power_mode": mode.group(1) if mode else None}
+    return {
+        "clocks": clocks,
+        "cpu_governors": governors,
+        "locked": locked,
+        "power_mode": mode.group(1) if mode else None,
+    }
 
 
 def parse_tegra_release(text: str) -> Optional[str]:
@@ -124,12 +149,19 @@ def read_thermal(root: Path = Path("/sys/class/thermal")) -> Dict[str, float]:
 
 
 GPU_DEVFREQ = ("gv11b", "ga10b", "gp10b", "gpu")  # Xavier, Orin, TX2 GPU devfreq node names
-EMC_RATE_FILES = ("/sys/kernel/debug/bpmp/debug/clk/emc/rate", "/sys/kernel/debug/clk/emc/clk_rate")  # root only
+EMC_RATE_FILES = (
+    "/sys/kernel/debug/bpmp/debug/clk/emc/rate",
+    "/sys/kernel/debug/clk/emc/clk_rate",
+)  # root only
 
 
 def parse_devfreq(files: Dict[str, str]) -> Dict[str, Any]:
     """A devfreq node's files (cur_freq, min_freq, max_freq in Hz; governor) -> MHz figures and a locked flag."""
-    mhz = {k: int(v.strip()) / 1e6 for k, v in files.items() if k.endswith("_freq") and v.strip().isdigit()}
+    mhz = {
+        k: int(v.strip()) / 1e6
+        for k, v in files.items()
+        if k.endswith("_freq") and v.strip().isdigit()
+    }
     state: Dict[str, Any] = {f"{k[:-5]}_mhz": v for k, v in mhz.items()}
     state["governor"] = files.get("governor", "").strip() or None
     cur, low, high = mhz.get("cur_freq"), mhz.get("min_freq"), mhz.get("max_freq")
@@ -141,7 +173,10 @@ def read_gpu_devfreq(root: Path = Path("/sys/class/devfreq")) -> Optional[Dict[s
     """The integrated GPU's devfreq state (readable without root, unlike ``jetson_clocks --show``)."""
     for node in sorted(root.glob("*")):
         if any(tag in node.name for tag in GPU_DEVFREQ):
-            files = {name: _read(str(node / name)) or "" for name in ("cur_freq", "min_freq", "max_freq", "governor")}
+            files = {
+                name: _read(str(node / name)) or ""
+                for name in ("cur_freq", "min_freq", "max_freq", "governor")
+            }
             return dict(parse_devfreq(files), node=node.name)
     return None
 
@@ -162,9 +197,14 @@ def jetson_state() -> Optional[Dict[str, Any]]:
         return None
     nvpmodel = _run(["nvpmodel", "-q"])
     clocks = _run(["jetson_clocks", "--show"])  # needs root: None when run as a user
-    return {"l4t": parse_tegra_release(release), "nvpmodel": parse_nvpmodel(nvpmodel) if nvpmodel else None,
-            "jetson_clocks": parse_jetson_clocks(clocks) if clocks else None, "gpu_devfreq": read_gpu_devfreq(),
-            "emc_mhz": read_emc_mhz(), "temperatures_c": read_thermal()}
+    return {
+        "l4t": parse_tegra_release(release),
+        "nvpmodel": parse_nvpmodel(nvpmodel) if nvpmodel else None,
+        "jetson_clocks": parse_jetson_clocks(clocks) if clocks else None,
+        "gpu_devfreq": read_gpu_devfreq(),
+        "emc_mhz": read_emc_mhz(),
+        "temperatures_c": read_thermal(),
+    }
 
 
 def jetson_gpu_clock(jetson: Dict[str, Any]) -> Tuple[Optional[float], Optional[bool]]:
@@ -176,9 +216,17 @@ def jetson_gpu_clock(jetson: Dict[str, Any]) -> Tuple[Optional[float], Optional[
     return devfreq.get("cur_mhz"), devfreq.get("locked")
 
 
-THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
-                    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
-                    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
+THROTTLE_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
 
 
 def decode_throttle_reasons(mask: int) -> List[str]:
@@ -187,8 +235,10 @@ def decode_throttle_reasons(mask: int) -> List[str]:
 
 
 def _throttle_mask(pynvml: Any, handle: Any) -> int:
-    getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-        pynvml.nvmlDeviceGetCurrentClocksThrottleReasons  # renamed in NVML 12.x; the old name is deprecated
+    getter = (
+        getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    )  # renamed in NVML 12.x; the old name is deprecated
     return int(getter(handle))
 
 
@@ -253,11 +303,15 @@ class GpuMonitor:
     def sample(self) -> Dict[str, Any]:
         """The device state now; a field NVML cannot read on this GPU is left out."""
         nvml, handle = self.nvml, self.handle
-        readers = {"sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
-                   "mem_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
-                   "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
-                   "temperature_c": lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
-                   "throttle_reasons": lambda: decode_throttle_reasons(_throttle_mask(nvml, handle))}
+        readers = {
+            "sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
+            "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+            "temperature_c": lambda: nvml.nvmlDeviceGetTemperature(
+                handle, nvml.NVML_TEMPERATURE_GPU
+            ),
+            "throttle_reasons": lambda: decode_throttle_reasons(_throttle_mask(nvml, handle)),
+        }
         state: Dict[str, Any] = {}
         for key, read in readers.items():
             try:
@@ -303,18 +357,27 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
     jetson, gpu = env.get("jetson"), env.get("gpu")
     if profile.kind == "jetson":
         if not jetson:
-            problems.append(f"profile {profile.name!r} is for a Jetson, but this is not one (no /etc/nv_tegra_release)")
+            problems.append(
+                f"profile {profile.name!r} is for a Jetson, but this is not one (no /etc/nv_tegra_release)"
+            )
         else:
             mode = (jetson.get("nvpmodel") or {}).get("mode")
             if expect.nvpmodel and mode != expect.nvpmodel:
-                problems.append(f"power mode is {mode!r}, profile expects {expect.nvpmodel!r} (sudo nvpmodel -m 0)")
+                problems.append(
+                    f"power mode is {mode!r}, profile expects {expect.nvpmodel!r} (sudo nvpmodel -m 0)"
+                )
             mhz, locked = jetson_gpu_clock(jetson)
             if expect.jetson_clocks and not locked:
-                problems.append("clocks are not locked (run sudo jetson_clocks before benchmarking)"
-                                if locked is not None else "cannot tell whether clocks are locked "
-                                "(jetson_clocks --show needs root and no GPU devfreq node was readable)")
+                problems.append(
+                    "clocks are not locked (run sudo jetson_clocks before benchmarking)"
+                    if locked is not None
+                    else "cannot tell whether clocks are locked "
+                    "(jetson_clocks --show needs root and no GPU devfreq node was readable)"
+                )
             if expect.gpu_clock_mhz and mhz is not None and abs(mhz - expect.gpu_clock_mhz) > 1:
-                problems.append(f"GPU clock is {mhz:.0f} MHz, profile expects {expect.gpu_clock_mhz} MHz")
+                problems.append(
+                    f"GPU clock is {mhz:.0f} MHz, profile expects {expect.gpu_clock_mhz} MHz"
+                )
             l4t = jetson.get("l4t")
             if expect.l4t and l4t and not l4t.startswith(expect.l4t):
                 problems.append(f"L4T release is {l4t}, profile expects {expect.l4t}")
@@ -322,33 +385,49 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
         if gpu and "error" in gpu:
             problems.append(f"cannot read the GPU's state: {gpu['error']}")
         elif not gpu:
-            problems.append(f"profile {profile.name!r} expects a GPU, but NVML sees none (pip install nvidia-ml-py)")
+            problems.append(
+                f"profile {profile.name!r} expects a GPU, but NVML sees none (pip install nvidia-ml-py)"
+            )
         else:
             if expect.gpu_name and expect.gpu_name.lower() not in gpu["name"].lower():
                 problems.append(f"GPU is {gpu['name']!r}, profile expects {expect.gpu_name!r}")
             if expect.compute_capability and gpu["compute_capability"] != expect.compute_capability:
-                problems.append(f"compute capability {gpu['compute_capability']}, profile expects "
-                                f"{expect.compute_capability}")
-            if any(r not in ("gpu_idle", "applications_clocks_setting") for r in gpu["throttle_reasons"]):
+                problems.append(
+                    f"compute capability {gpu['compute_capability']}, profile expects "
+                    f"{expect.compute_capability}"
+                )
+            if any(
+                r not in ("gpu_idle", "applications_clocks_setting")
+                for r in gpu["throttle_reasons"]
+            ):
                 problems.append(f"GPU is throttling: {', '.join(gpu['throttle_reasons'])}")
     installed = (env.get("libraries") or {}).get("tensorrt")
-    if expect.tensorrt and profile.backend in ("tensorrt", "trtexec") and installed and \
-            not (installed + ".").startswith(expect.tensorrt.rstrip(".") + "."):
+    if (
+        expect.tensorrt
+        and profile.backend in ("tensorrt", "trtexec")
+        and installed
+        and not (installed + ".").startswith(expect.tensorrt.rstrip(".") + ".")
+    ):
         problems.append(f"TensorRT is {installed}, profile expects {expect.tensorrt}")
     return problems
 
 
 def state_changes(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
     """What changed on the device between two captures (power mode, clock locking, throttling, governor)."""
+
     def pick(env: Dict[str, Any], *path: str) -> Any:
         for key in path:
             env = env.get(key) if isinstance(env, dict) else None
         return env
 
-    watched = {"power mode": ("jetson", "nvpmodel", "mode"), "clock locking": ("jetson", "jetson_clocks", "locked"),
-               "GPU throttle reasons": ("gpu", "throttle_reasons"), "GPU SM clock": ("gpu", "sm_clock_mhz"),
-               "Jetson GPU clock": ("jetson", "gpu_devfreq", "cur_mhz"),
-               "CPU governor": ("cpu", "governor")}
+    watched = {
+        "power mode": ("jetson", "nvpmodel", "mode"),
+        "clock locking": ("jetson", "jetson_clocks", "locked"),
+        "GPU throttle reasons": ("gpu", "throttle_reasons"),
+        "GPU SM clock": ("gpu", "sm_clock_mhz"),
+        "Jetson GPU clock": ("jetson", "gpu_devfreq", "cur_mhz"),
+        "CPU governor": ("cpu", "governor"),
+    }
     changes = []
     for label, path in watched.items():
         old, new = pick(before, *path), pick(after, *path)
@@ -361,5 +440,7 @@ def enforce_expectations(env: Dict[str, Any], profile: Profile, strict: bool) ->
     """``check_expectations``, raising HarnessError when ``strict`` and anything differs."""
     problems = check_expectations(env, profile)
     if strict and problems:
-        raise HarnessError(f"device state differs from profile {profile.name!r}: " + "; ".join(problems))
+        raise HarnessError(
+            f"device state differs from profile {profile.name!r}: " + "; ".join(problems)
+        )
     return problems

@@ -29,8 +29,8 @@ INPUT_NAME, OUTPUT_NAME = "input", "output"
 class ModelSource:
     """Where a model comes from: a zoo variant, a user factory, or an ONNX file."""
 
-    kind: str          # "zoo" | "factory" | "onnx"
-    name: str          # display name (zoo model, factory reference, file stem)
+    kind: str  # "zoo" | "factory" | "onnx"
+    name: str  # display name (zoo model, factory reference, file stem)
     variant: str = "baseline"
     reference: str = ""  # factory "pkg.mod:fn" or ONNX path
     input_shape: Optional[Tuple[int, ...]] = None  # without batch, for torch sources
@@ -42,8 +42,10 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise HarnessError("exporting from PyTorch needs torch: pip install 'harness[torch]' "
-                           "(or pass an .onnx file)") from None
+        raise HarnessError(
+            "exporting from PyTorch needs torch: pip install 'harness[torch]' "
+            "(or pass an .onnx file)"
+        ) from None
     return torch
 
 
@@ -55,24 +57,34 @@ def parse_shape(text: str) -> Tuple[int, ...]:
     except ValueError:
         raise HarnessError(f"invalid input shape {text!r}; write it like 3x224x224") from None
     if not shape or any(d <= 0 for d in shape):
-        raise HarnessError(f"invalid input shape {text!r}: every dimension must be a positive integer")
+        raise HarnessError(
+            f"invalid input shape {text!r}: every dimension must be a positive integer"
+        )
     return shape
 
 
 def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource:
     """Interpret a ``--model`` argument: an existing/``.onnx`` path, ``package.module:factory``, or a zoo name."""
-    if model.endswith(".onnx") or Path(model).suffix == ".onnx" or ("/" in model and ":" not in model):
+    if (
+        model.endswith(".onnx")
+        or Path(model).suffix == ".onnx"
+        or ("/" in model and ":" not in model)
+    ):
         return ModelSource("onnx", Path(model).stem, reference=model)
     if ":" in model:
         if not input_shape:
-            raise HarnessError(f"--model {model} is a factory: also give --input-shape, e.g. --input-shape 3x32x32")
+            raise HarnessError(
+                f"--model {model} is a factory: also give --input-shape, e.g. --input-shape 3x32x32"
+            )
         return ModelSource("factory", model, reference=model, input_shape=parse_shape(input_shape))
     _torch()  # the zoo is built with torch
     from harness.zoo import ZOO
 
     if model not in ZOO:
-        raise HarnessError(f"unknown model {model!r}; zoo models: {', '.join(ZOO)} "
-                           f"(or pass path/to/model.onnx or package.module:factory)")
+        raise HarnessError(
+            f"unknown model {model!r}; zoo models: {', '.join(ZOO)} "
+            f"(or pass path/to/model.onnx or package.module:factory)"
+        )
     return ModelSource("zoo", model, input_shape=ZOO[model].input_shape)
 
 
@@ -88,7 +100,9 @@ def load_factory(reference: str):
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise HarnessError(f"cannot import {module_name!r} for factory {reference}: {exc}") from None
+        raise HarnessError(
+            f"cannot import {module_name!r} for factory {reference}: {exc}"
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise HarnessError(f"{module_name} has no callable {attr!r}")
@@ -97,7 +111,9 @@ def load_factory(reference: str):
     except Exception as exc:
         raise HarnessError(f"factory {reference} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(built, torch.nn.Module):
-        raise HarnessError(f"factory {reference} returned {type(built).__name__}, expected a torch.nn.Module")
+        raise HarnessError(
+            f"factory {reference} returned {type(built).__name__}, expected a torch.nn.Module"
+        )
     return built.eval()
 
 
@@ -110,8 +126,10 @@ def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
         with torch.no_grad():
             module(example)
     except Exception as exc:
-        raise HarnessError(f"the model cannot run on input shape {(batch,) + tuple(input_shape)}: "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise HarnessError(
+            f"the model cannot run on input shape {(batch,) + tuple(input_shape)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     return example
 
 
@@ -122,7 +140,9 @@ def check_factory(source: ModelSource, batch: int = 1) -> ModelSource:
     return dataclasses.replace(source, module=module)
 
 
-def export_module(module, input_shape: Tuple[int, ...], path: Path, batch: int = 1) -> onnx.ModelProto:
+def export_module(
+    module, input_shape: Tuple[int, ...], path: Path, batch: int = 1
+) -> onnx.ModelProto:
     """Export an eval-mode module to ONNX at ``path`` (static shapes), checked and shape-inferred."""
     torch = _torch()
 
@@ -130,8 +150,16 @@ def export_module(module, input_shape: Tuple[int, ...], path: Path, batch: int =
     buffer = io.BytesIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, opset_version=OPSET, dynamo=False,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            opset_version=OPSET,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            do_constant_folding=True,
+        )
     model = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(model)
     model = with_lowest_ir(onnx.shape_inference.infer_shapes(model, strict_mode=True))

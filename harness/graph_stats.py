@@ -95,8 +95,11 @@ def _complete(shape: Optional[List[Optional[int]]]) -> bool:
 
 def _holes(model: onnx.ModelProto, shapes: Dict[str, List[Optional[int]]]) -> List[str]:
     """Names of counted nodes (Conv, ConvTranspose, Gemm, MatMul) whose shapes are unknown or dynamic."""
-    return [node.name or node.output[0] for node in model.graph.node if node.op_type in COUNTED_OPS
-            and not all(_complete(shapes.get(t)) for t in _needed(node))]
+    return [
+        node.name or node.output[0]
+        for node in model.graph.node
+        if node.op_type in COUNTED_OPS and not all(_complete(shapes.get(t)) for t in _needed(node))
+    ]
 
 
 @dataclasses.dataclass
@@ -112,17 +115,24 @@ class FlopCount:
         """What the caller must say about this count ('' when it is complete)."""
         if not self.holes:
             return ""
-        shown = ", ".join(self.holes[:5]) + (f" and {len(self.holes) - 5} more" if len(self.holes) > 5 else "")
-        return (f"FLOPs incomplete: {len(self.holes)} Conv/Gemm/MatMul nodes have no known shapes and are not "
-                f"counted ({shown})")
+        shown = ", ".join(self.holes[:5]) + (
+            f" and {len(self.holes) - 5} more" if len(self.holes) > 5 else ""
+        )
+        return (
+            f"FLOPs incomplete: {len(self.holes)} Conv/Gemm/MatMul nodes have no known shapes and are not "
+            f"counted ({shown})"
+        )
 
 
 def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
     """A copy with a dynamic leading (batch) dim of every input set to 1, and the note saying so."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
-    dynamic = [v for v in inputs if v.type.tensor_type.shape.dim
-               and not v.type.tensor_type.shape.dim[0].dim_value > 0]
+    dynamic = [
+        v
+        for v in inputs
+        if v.type.tensor_type.shape.dim and not v.type.tensor_type.shape.dim[0].dim_value > 0
+    ]
     if not dynamic:
         return model, ""
     copy = onnx.ModelProto()
@@ -140,9 +150,14 @@ def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
 def _static_inputs(model: onnx.ModelProto) -> bool:
     """Whether every graph input (initializers aside) has a fully known shape."""
     initializers = {t.name for t in model.graph.initializer}
-    return all(v.type.tensor_type.HasField("shape") and _complete(
-        [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim])
-        for v in model.graph.input if v.name not in initializers and v.type.HasField("tensor_type"))
+    return all(
+        v.type.tensor_type.HasField("shape")
+        and _complete(
+            [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        )
+        for v in model.graph.input
+        if v.name not in initializers and v.type.HasField("tensor_type")
+    )
 
 
 def _symbolic_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
@@ -156,28 +171,37 @@ def _symbolic_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
     return _shapes(inferred) if inferred is not None else {}
 
 
-def observed_shapes(model: onnx.ModelProto, names: Optional[List[str]] = None) -> Dict[str, List[int]]:
+def observed_shapes(
+    model: onnx.ModelProto, names: Optional[List[str]] = None
+) -> Dict[str, List[int]]:
     """The shapes of ``names`` (default: every tensor a FLOP count needs) seen in one ONNX Runtime run on
     zeros (give the model static input shapes: a dynamic dim is run as 1). Empty when ONNX Runtime cannot run
     the model."""
     import onnxruntime as ort
 
-    wanted = names if names is not None else sorted({t for n in model.graph.node for t in _needed(n)})
+    wanted = (
+        names if names is not None else sorted({t for n in model.graph.node for t in _needed(n)})
+    )
     initializers = {t.name: list(t.dims) for t in model.graph.initializer}
     outputs = {o.name for o in model.graph.output}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in wanted
-                             if n not in initializers and n not in outputs)
+    copy.graph.output.extend(
+        onnx.helper.make_empty_tensor_value_info(n)
+        for n in wanted
+        if n not in initializers and n not in outputs
+    )
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            copy.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         feeds = {}
         for arg in session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
-            kind = arg.type[len("tensor("):-1]
+            kind = arg.type[len("tensor(") : -1]
             feeds[arg.name] = np.zeros(shape, np.float32 if kind == "float" else np.dtype(kind))
         names_out = [o.name for o in session.get_outputs()]
         found = dict(zip(names_out, (np.shape(v) for v in session.run(names_out, feeds))))
@@ -197,11 +221,25 @@ def flop_count(model: onnx.ModelProto) -> FlopCount:
     if _holes(model, shapes):
         from harness.onnx_io import infer_shapes_lenient
 
-        shapes.update({k: v for k, v in _shapes(infer_shapes_lenient(model)).items() if _complete(v)})
+        shapes.update(
+            {k: v for k, v in _shapes(infer_shapes_lenient(model)).items() if _complete(v)}
+        )
     if _holes(model, shapes) and not _static_inputs(model):
-        return FlopCount(count_flops_with(model, shapes), _holes(model, shapes), source,
-                         "; ".join(filter(None, [note, "inputs with dynamic dims besides the batch: the nodes "
-                                                       "they size are holes (bind them to count them)"])))
+        return FlopCount(
+            count_flops_with(model, shapes),
+            _holes(model, shapes),
+            source,
+            "; ".join(
+                filter(
+                    None,
+                    [
+                        note,
+                        "inputs with dynamic dims besides the batch: the nodes "
+                        "they size are holes (bind them to count them)",
+                    ],
+                )
+            ),
+        )
     if _holes(model, shapes):
         symbolic = _symbolic_shapes(model)
         if symbolic:
@@ -209,8 +247,14 @@ def flop_count(model: onnx.ModelProto) -> FlopCount:
             source = "ONNX Runtime symbolic shape inference"
     holes = _holes(model, shapes)
     if holes:
-        missing = sorted({t for n in model.graph.node if (n.name or (n.output[0] if n.output else "")) in holes
-                          for t in _needed(n)})
+        missing = sorted(
+            {
+                t
+                for n in model.graph.node
+                if (n.name or (n.output[0] if n.output else "")) in holes
+                for t in _needed(n)
+            }
+        )
         observed = observed_shapes(model, missing)
         if observed:
             shapes.update(observed)
@@ -229,8 +273,14 @@ def layer_costs(model: onnx.ModelProto) -> List[LayerCost]:
     shapes, sizes = _shapes(model), _itemsize(model)
     costs = []
     for node in model.graph.node:
-        moved = sum(_numel(shapes.get(t)) * sizes.get(t, 4) for t in list(node.input) + list(node.output) if t)
-        costs.append(LayerCost(node.name or node.op_type, node.op_type, _node_flops(node, shapes), moved))
+        moved = sum(
+            _numel(shapes.get(t)) * sizes.get(t, 4)
+            for t in list(node.input) + list(node.output)
+            if t
+        )
+        costs.append(
+            LayerCost(node.name or node.op_type, node.op_type, _node_flops(node, shapes), moved)
+        )
     return costs
 
 

@@ -71,8 +71,15 @@ class Point:
     @property
     def series(self) -> Tuple[Any, ...]:
         """The key of the series the point belongs to (everything but the commit and time)."""
-        return (self.device, self.model, self.variant, self.folded, self.precision, self.batch,
-                self.environment)
+        return (
+            self.device,
+            self.model,
+            self.variant,
+            self.folded,
+            self.precision,
+            self.batch,
+            self.environment,
+        )
 
     @property
     def sigma_ms(self) -> float:
@@ -82,13 +89,17 @@ class Point:
 
 def environment_of(run_backend: Dict[str, Any], environment: Dict[str, Any]) -> Dict[str, Any]:
     """What must stay the same for two points to belong to one series."""
+
     def pick(section: str, key: str) -> Any:
         value = environment.get(section)
         return value.get(key) if isinstance(value, dict) else None
 
-    return {"backend": {k: v for k, v in run_backend.items() if k not in ("precision", "batch")},
-            "cpu": pick("cpu", "model"), "gpu": pick("gpu", "name"),
-            "l4t": pick("jetson", "l4t")}
+    return {
+        "backend": {k: v for k, v in run_backend.items() if k not in ("precision", "batch")},
+        "cpu": pick("cpu", "model"),
+        "gpu": pick("gpu", "name"),
+        "l4t": pick("jetson", "l4t"),
+    }
 
 
 def environment_key(environment: Dict[str, Any]) -> str:
@@ -102,11 +113,26 @@ def points_of(results: Results, commit: str) -> List[Tuple[Point, str]]:
     points = []
     for run in results.runs:
         env = environment_of(run.backend, results.environment_before)
-        points.append((Point(results.device_name, run.model, run.variant, run.folded,
-                             run.precision, run.batch, commit, environment_key(env),
-                             results.created, run.stats.median, run.stats.median_ci_low,
-                             run.stats.median_ci_high, run.stats.other.get("n")),
-                       json.dumps(env, sort_keys=True, default=str)))
+        points.append(
+            (
+                Point(
+                    results.device_name,
+                    run.model,
+                    run.variant,
+                    run.folded,
+                    run.precision,
+                    run.batch,
+                    commit,
+                    environment_key(env),
+                    results.created,
+                    run.stats.median,
+                    run.stats.median_ci_low,
+                    run.stats.median_ci_high,
+                    run.stats.other.get("n"),
+                ),
+                json.dumps(env, sort_keys=True, default=str),
+            )
+        )
     return points
 
 
@@ -116,8 +142,10 @@ class History:
     def __init__(self, path: Path, create: bool = True) -> None:
         self.path = Path(path)
         if not create and not self.path.is_file():
-            raise HarnessError(f"history {self.path} does not exist (add results with "
-                               f"`harness history add results.json`)")
+            raise HarnessError(
+                f"history {self.path} does not exist (add results with "
+                f"`harness history add results.json`)"
+            )
         if self.path.exists() and not self.path.is_file():
             raise HarnessError(f"history {self.path} is not a file")
         if create:
@@ -137,16 +165,19 @@ class History:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in self.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {
+                r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
             if version == 0 and not tables:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION or "points" not in tables:
-                raise HarnessError(f"{self.path} has history schema {version}, this harness "
-                                   f"reads schema {SCHEMA_VERSION}")
+                raise HarnessError(
+                    f"{self.path} has history schema {version}, this harness "
+                    f"reads schema {SCHEMA_VERSION}"
+                )
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -172,11 +203,25 @@ class History:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (device, model, variant, folded, precision, batch, git_commit, "
                     "environment, created) DO NOTHING",  # the same run again; other errors fail
-                    (point.device, point.model, point.variant, int(point.folded),
-                     point.precision, point.batch, point.git_commit, point.environment,
-                     point.created, point.median_ms, point.ci_low_ms, point.ci_high_ms, point.n,
-                     None if results.complete is None else int(results.complete), env_json,
-                     results.source))
+                    (
+                        point.device,
+                        point.model,
+                        point.variant,
+                        int(point.folded),
+                        point.precision,
+                        point.batch,
+                        point.git_commit,
+                        point.environment,
+                        point.created,
+                        point.median_ms,
+                        point.ci_low_ms,
+                        point.ci_high_ms,
+                        point.n,
+                        None if results.complete is None else int(results.complete),
+                        env_json,
+                        results.source,
+                    ),
+                )
                 added += cursor.rowcount
             self.db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
@@ -192,9 +237,12 @@ class History:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        query = ("SELECT device, model, variant, folded, precision, batch, git_commit, "
-                 "environment, created, median_ms, ci_low_ms, ci_high_ms, n FROM points"
-                 + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, id")
+        query = (
+            "SELECT device, model, variant, folded, precision, batch, git_commit, "
+            "environment, created, median_ms, ci_low_ms, ci_high_ms, n FROM points"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created, id"
+        )
         return [Point(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in self.db.execute(query, params)]
 
 
@@ -244,8 +292,9 @@ def run_to_run_sigma(values: Sequence[float], sigmas: Sequence[float]) -> float:
     return math.sqrt(max(total - own, 0.0))
 
 
-def fit_levels(values: Sequence[float], sigmas: Sequence[float],
-               penalty: Optional[float] = None) -> List[int]:
+def fit_levels(
+    values: Sequence[float], sigmas: Sequence[float], penalty: Optional[float] = None
+) -> List[int]:
     """Piecewise-constant fit (weighted least squares + a penalty per level) by dynamic
     programming; returns the first index of every level after the first."""
     n = len(values)
@@ -304,8 +353,9 @@ def detect_steps(points: Sequence[Point], z: float = STEP_Z) -> List[Step]:
     return steps
 
 
-def judge_new(history: Sequence[Point], new: Point,
-              z: float = STEP_Z) -> Tuple[float, Optional[Step]]:
+def judge_new(
+    history: Sequence[Point], new: Point, z: float = STEP_Z
+) -> Tuple[float, Optional[Step]]:
     """The level a series' history ends at, and the step the new point makes, if significant."""
     level = _levels(history)[-1][1]
     steps = detect_steps([*history, new], z)
@@ -319,8 +369,12 @@ def series_label(key: Tuple[Any, ...]) -> str:
     return f"{model}/{variant}{'/folded' if folded else ''} ({precision}, batch {batch})"
 
 
-def to_markdown(device: str, groups: Dict[Tuple[Any, ...], List[Point]],
-                found: Dict[Tuple[Any, ...], List[Step]], last: int = 30) -> str:
+def to_markdown(
+    device: str,
+    groups: Dict[Tuple[Any, ...], List[Point]],
+    found: Dict[Tuple[Any, ...], List[Step]],
+    last: int = 30,
+) -> str:
     """A job-summary section: per series the steps found, the latest runs as a table, and a
     Mermaid line chart of the medians (GitHub renders it)."""
     lines = [f"## Latency history on `{device}`", ""]
@@ -329,19 +383,30 @@ def to_markdown(device: str, groups: Dict[Tuple[Any, ...], List[Point]],
         offset = len(points) - len(shown)
         steps = found.get(key, [])
         lines += [f"### {series_label(key)}", ""]
-        lines += [f"- {s.kind} of {s.change:+.1%} at `{points[s.index].git_commit[:12]}` "
-                  f"(z = {s.z:.1f})" for s in steps] or ["- no significant step"]
-        lines += ["", "```mermaid", "xychart-beta",
-                  f'    title "{series_label(key)}"',
-                  "    x-axis [" + ", ".join(f'"{p.git_commit[:7]}"' for p in shown) + "]",
-                  '    y-axis "median latency (ms)"',
-                  "    line [" + ", ".join(f"{p.median_ms:.4g}" for p in shown) + "]", "```", "",
-                  "| run | commit | median ms [95% CI] | step |", "|---|---|---|---|"]
+        lines += [
+            f"- {s.kind} of {s.change:+.1%} at `{points[s.index].git_commit[:12]}` (z = {s.z:.1f})"
+            for s in steps
+        ] or ["- no significant step"]
+        lines += [
+            "",
+            "```mermaid",
+            "xychart-beta",
+            f'    title "{series_label(key)}"',
+            "    x-axis [" + ", ".join(f'"{p.git_commit[:7]}"' for p in shown) + "]",
+            '    y-axis "median latency (ms)"',
+            "    line [" + ", ".join(f"{p.median_ms:.4g}" for p in shown) + "]",
+            "```",
+            "",
+            "| run | commit | median ms [95% CI] | step |",
+            "|---|---|---|---|",
+        ]
         at = {s.index: s for s in steps}
         for i, point in enumerate(shown, start=offset):
             step = at.get(i)
             mark = f"{step.kind} {step.change:+.1%}" if step else ""
-            lines.append(f"| {point.created} | `{point.git_commit[:12]}` | {point.median_ms:.4f} "
-                         f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}] | {mark} |")
+            lines.append(
+                f"| {point.created} | `{point.git_commit[:12]}` | {point.median_ms:.4f} "
+                f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}] | {mark} |"
+            )
         lines.append("")
     return "\n".join(lines)

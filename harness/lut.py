@@ -71,12 +71,17 @@ class Span:
     @property
     def key(self) -> str:
         """What determines the merged conv's latency, as text: spans that share it are timed once."""
-        return "x".join(map(str, self.in_shape)) + f"-o{self.out_ch}-k{self.kernel}-s{self.stride}-dw{int(self.is_dw)}"
+        return (
+            "x".join(map(str, self.in_shape))
+            + f"-o{self.out_ch}-k{self.kernel}-s{self.stride}-dw{int(self.is_dw)}"
+        )
 
 
 def _square(values: List[int], what: str, name: str) -> int:
     if len(set(values)) != 1:
-        raise HarnessError(f"conv {name!r} has a non-square {what} {values}: latency tables need square kernels")
+        raise HarnessError(
+            f"conv {name!r} has a non-square {what} {values}: latency tables need square kernels"
+        )
     return values[0]
 
 
@@ -94,14 +99,22 @@ def conv_layers(model: onnx.ModelProto) -> List[ConvLayer]:
         w = weights.get(node.input[1])
         x = shapes.get(node.input[0])
         if w is None or x is None or len(x) != 4 or not all(x):
-            raise HarnessError(f"conv {node.name!r} needs constant weights and a static 4-D input shape")
+            raise HarnessError(
+                f"conv {node.name!r} needs constant weights and a static 4-D input shape"
+            )
         name = node.name or node.output[0]
-        layers.append(ConvLayer(
-            index=len(layers), name=name, in_shape=tuple(x), out_ch=w[0],
-            kernel=_square(w[2:], "kernel", name),
-            stride=_square(list(attrs.get("strides", [1, 1])), "stride", name),
-            groups=int(attrs.get("group", 1)),
-            dilation=_square(list(attrs.get("dilations", [1, 1])), "dilation", name)))
+        layers.append(
+            ConvLayer(
+                index=len(layers),
+                name=name,
+                in_shape=tuple(x),
+                out_ch=w[0],
+                kernel=_square(w[2:], "kernel", name),
+                stride=_square(list(attrs.get("strides", [1, 1])), "stride", name),
+                groups=int(attrs.get("group", 1)),
+                dilation=_square(list(attrs.get("dilations", [1, 1])), "dilation", name),
+            )
+        )
     return layers
 
 
@@ -128,7 +141,10 @@ def conv_chains(model: onnx.ModelProto) -> List[Chain]:
             tensor, activation = following.output[0], following.name or following.output[0]
             following = only_consumer(tensor)
         if following is not None and following.op_type == "Conv" and following.input[0] == tensor:
-            successors[node.name or node.output[0]] = (following.name or following.output[0], activation)
+            successors[node.name or node.output[0]] = (
+                following.name or following.output[0],
+                activation,
+            )
     heads = set(layers) - {name for name, _ in successors.values()}
     chains = []
     for head in sorted(heads, key=lambda n: layers[n].index):
@@ -151,13 +167,22 @@ def enumerate_spans(chains: Iterable[Chain], max_span: int) -> List[Span]:
         convs = chain.convs
         for i in range(len(convs)):
             for j in range(i, min(len(convs), i + max_span)):
-                part = convs[i:j + 1]
+                part = convs[i : j + 1]
                 if any(c.dilation != 1 for c in part):
                     break
                 stride = int(np.prod([c.stride for c in part]))
                 kernel = merged_kernel([c.kernel for c in part], [c.stride for c in part])
-                spans.append(Span(part[0].index, part[-1].index, part[0].in_shape, part[-1].out_ch, kernel, stride,
-                                  all(c.depthwise for c in part)))
+                spans.append(
+                    Span(
+                        part[0].index,
+                        part[-1].index,
+                        part[0].in_shape,
+                        part[-1].out_ch,
+                        kernel,
+                        stride,
+                        all(c.depthwise for c in part),
+                    )
+                )
     return spans
 
 
@@ -166,20 +191,41 @@ def span_model(span: Span, activation: bool = True, seed: int = 0) -> onnx.Model
     n, c, h, w = span.in_shape
     groups = c if span.is_dw else 1
     rng = np.random.default_rng(seed)
-    weight = rng.standard_normal((span.out_ch, c // groups, span.kernel, span.kernel)).astype(np.float32) * 0.01
+    weight = (
+        rng.standard_normal((span.out_ch, c // groups, span.kernel, span.kernel)).astype(np.float32)
+        * 0.01
+    )
     bias = np.zeros(span.out_ch, np.float32)
     pad = (span.kernel - 1) // 2
     out_h = conv_output_size(h, span.kernel, span.stride, 2 * pad)
     out_w = conv_output_size(w, span.kernel, span.stride, 2 * pad)
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"], kernel_shape=[span.kernel] * 2,
-                              strides=[span.stride] * 2, pads=[pad] * 4, group=groups)]
-    nodes.append(helper.make_node("Relu", ["conv"], ["output"]) if activation
-                 else helper.make_node("Identity", ["conv"], ["output"]))
-    graph = helper.make_graph(nodes, f"span_{span.key}",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, c, h, w])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT,
-                                                             [n, span.out_ch, out_h, out_w])],
-                              [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    nodes = [
+        helper.make_node(
+            "Conv",
+            ["input", "w", "b"],
+            ["conv"],
+            kernel_shape=[span.kernel] * 2,
+            strides=[span.stride] * 2,
+            pads=[pad] * 4,
+            group=groups,
+        )
+    ]
+    nodes.append(
+        helper.make_node("Relu", ["conv"], ["output"])
+        if activation
+        else helper.make_node("Identity", ["conv"], ["output"])
+    )
+    graph = helper.make_graph(
+        nodes,
+        f"span_{span.key}",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, c, h, w])],
+        [
+            helper.make_tensor_value_info(
+                "output", TensorProto.FLOAT, [n, span.out_ch, out_h, out_w]
+            )
+        ],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -201,18 +247,29 @@ def measurement_context(profile, precision: str, batch: int) -> Dict[str, object
 
     from harness.envinfo import cpu_state, library_versions
 
-    settings = {"onnxruntime": dataclasses.asdict(profile.onnxruntime), "tensorrt": dataclasses.asdict(
-        profile.tensorrt)}.get(profile.backend, {})
+    settings = {
+        "onnxruntime": dataclasses.asdict(profile.onnxruntime),
+        "tensorrt": dataclasses.asdict(profile.tensorrt),
+    }.get(profile.backend, {})
     torch_settings = getattr(profile, "torch", None)
     if profile.backend == "torch" and torch_settings is not None:
         settings = dataclasses.asdict(torch_settings)
     versions = library_versions()
-    return {"device": profile.name, "backend": profile.backend, "backend_settings": settings,
-            "precision": precision, "batch": batch, "host": platform.node(),
-            "cpu": cpu_state().get("model"), "versions": {k: versions.get(k) for k in sorted(versions)}}
+    return {
+        "device": profile.name,
+        "backend": profile.backend,
+        "backend_settings": settings,
+        "precision": precision,
+        "batch": batch,
+        "host": platform.node(),
+        "cpu": cpu_state().get("model"),
+        "versions": {k: versions.get(k) for k in sorted(versions)},
+    }
 
 
-def load_progress(path: Path, context: Optional[Dict[str, object]] = None) -> Tuple[Dict[str, Entry], int]:
+def load_progress(
+    path: Path, context: Optional[Dict[str, object]] = None
+) -> Tuple[Dict[str, Entry], int]:
     """Measurements already made in ``context`` (one JSON object per line) and how many lines of another context
     were ignored; a torn last line from a crash is ignored too."""
     found: Dict[str, Entry] = {}
@@ -232,19 +289,26 @@ def load_progress(path: Path, context: Optional[Dict[str, object]] = None) -> Tu
     return found, other
 
 
-def append_progress(path: Path, key: str, entry: Entry, context: Optional[Dict[str, object]] = None) -> None:
+def append_progress(
+    path: Path, key: str, entry: Entry, context: Optional[Dict[str, object]] = None
+) -> None:
     """Record one measurement durably before moving on (fsync), so an interruption loses nothing measured."""
     import os
 
     with path.open("a") as handle:
-        handle.write(json.dumps({"key": key, **dataclasses.asdict(entry), "context": context}) + "\n")
+        handle.write(
+            json.dumps({"key": key, **dataclasses.asdict(entry), "context": context}) + "\n"
+        )
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def measure_keyed(todo: Dict[str, Callable[[], Entry]], progress_path: Path,
-                  context: Optional[Dict[str, object]] = None,
-                  on_step: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Entry], int, int]:
+def measure_keyed(
+    todo: Dict[str, Callable[[], Entry]],
+    progress_path: Path,
+    context: Optional[Dict[str, object]] = None,
+    on_step: Optional[Callable[[int, int], None]] = None,
+) -> Tuple[Dict[str, Entry], int, int]:
     """Run every measurement of ``todo`` (key -> measure) not saved before in this context; returns all entries,
     how many were measured now, and how many saved lines of another context were ignored."""
     done, other = load_progress(progress_path, context)
@@ -258,9 +322,13 @@ def measure_keyed(todo: Dict[str, Callable[[], Entry]], progress_path: Path,
     return done, len(missing), other
 
 
-def measure_spans(spans: List[Span], measure: Callable[[Span], Entry], progress_path: Path,
-                  on_step: Optional[Callable[[int, int], None]] = None,
-                  context: Optional[Dict[str, object]] = None) -> Tuple[Dict[str, Entry], int]:
+def measure_spans(
+    spans: List[Span],
+    measure: Callable[[Span], Entry],
+    progress_path: Path,
+    on_step: Optional[Callable[[int, int], None]] = None,
+    context: Optional[Dict[str, object]] = None,
+) -> Tuple[Dict[str, Entry], int]:
     """Time every distinct span signature not measured before in ``context``; returns all entries and how many
     were timed now."""
     unique: Dict[str, Span] = {}
@@ -273,17 +341,32 @@ def measure_spans(spans: List[Span], measure: Callable[[Span], Entry], progress_
 
 def table_rows(spans: List[Span], entries: Dict[str, Entry]) -> List[Dict[str, object]]:
     """Rows of the latency table in LayerMerge's long layout (the short layout is a subset of its columns)."""
-    return [{"id": i, "st": s.st, "end": s.end, "ker": s.kernel, "str": s.stride, "is_dw": int(s.is_dw),
-             "time": round(entries[s.key].time, 6), "stdev": round(entries[s.key].stdev, 6)}
-            for i, s in enumerate(spans)]
+    return [
+        {
+            "id": i,
+            "st": s.st,
+            "end": s.end,
+            "ker": s.kernel,
+            "str": s.stride,
+            "is_dw": int(s.is_dw),
+            "time": round(entries[s.key].time, 6),
+            "stdev": round(entries[s.key].stdev, 6),
+        }
+        for i, s in enumerate(spans)
+    ]
 
 
 def write_tables(rows: List[Dict[str, object]], path: Path) -> Tuple[Path, Path]:
     """Write ``path`` (``id,st,end,time,stdev``) and ``<stem>_long.csv`` (``id,st,end,ker,str,is_dw,...``)."""
     written = []
-    for columns, target in ((SHORT_COLUMNS, path), (LONG_COLUMNS, path.with_name(path.stem + "_long.csv"))):
+    for columns, target in (
+        (SHORT_COLUMNS, path),
+        (LONG_COLUMNS, path.with_name(path.stem + "_long.csv")),
+    ):
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(
+            buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
         written.append(write_text_atomic(target, buffer.getvalue()))
@@ -307,7 +390,9 @@ def read_table(path: Path) -> Dict[Tuple[int, int], float]:
         reader = csv.DictReader(handle)
         missing = {"st", "end", "time"} - set(reader.fieldnames or [])
         if missing:
-            raise HarnessError(f"{path} is not a latency table: missing columns {', '.join(sorted(missing))}")
+            raise HarnessError(
+                f"{path} is not a latency table: missing columns {', '.join(sorted(missing))}"
+            )
         try:
             return {(int(r["st"]), int(r["end"])): float(r["time"]) for r in reader}
         except (TypeError, ValueError) as exc:

@@ -24,17 +24,25 @@ def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
     """Graph input name -> dims (int, or the dim's name / None when dynamic), initializers excluded."""
     model = onnx.load(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
-    return {value.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                         for d in value.type.tensor_type.shape.dim]
-            for value in model.graph.input if value.name not in initializers}
+    return {
+        value.name: [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value.type.tensor_type.shape.dim
+        ]
+        for value in model.graph.input
+        if value.name not in initializers
+    }
 
 
 def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
     """Graph input name -> numpy dtype, initializers excluded."""
     model = onnx.load(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
-    return {value.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
-            for value in model.graph.input if value.name not in initializers}
+    return {
+        value.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+        for value in model.graph.input
+        if value.name not in initializers
+    }
 
 
 def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
@@ -46,10 +54,14 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
         info = external_data_helper.ExternalDataInfo(tensor)
         target = (base / info.location).resolve()
         if os.path.isabs(info.location) or (target != base and base not in target.parents):
-            raise HarnessError(f"tensor {tensor.name!r} keeps its data at {info.location!r}, outside the model's "
-                               f"folder {base}: refusing to read it (move the data file beside the model)")
+            raise HarnessError(
+                f"tensor {tensor.name!r} keeps its data at {info.location!r}, outside the model's "
+                f"folder {base}: refusing to read it (move the data file beside the model)"
+            )
         if not target.is_file():
-            raise HarnessError(f"tensor {tensor.name!r} keeps its data in {target}, which does not exist")
+            raise HarnessError(
+                f"tensor {tensor.name!r} keeps its data in {target}, which does not exist"
+            )
 
 
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
@@ -65,7 +77,9 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for garbage input
-        raise HarnessError(f"{path} is not a valid ONNX file ({type(exc).__name__}); export it again") from None
+        raise HarnessError(
+            f"{path} is not a valid ONNX file ({type(exc).__name__}); export it again"
+        ) from None
     if not model.graph.node:
         raise HarnessError(f"{path} holds no graph nodes: is it an ONNX model?")
     check_external_data(model, path.parent)
@@ -74,8 +88,10 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     if problem:
         runtime_problem = ort_problem(model)
         if runtime_problem:
-            raise HarnessError(f"{path} is not a valid ONNX model: {problem}; ONNX Runtime refuses it too: "
-                               f"{runtime_problem}")
+            raise HarnessError(
+                f"{path} is not a valid ONNX model: {problem}; ONNX Runtime refuses it too: "
+                f"{runtime_problem}"
+            )
     return infer_shapes_lenient(model) if infer_shapes else model
 
 
@@ -118,9 +134,16 @@ def infer_shapes_lenient(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 # element types newer than IR 4 (the IR of opset 9): the IR version that introduced each
-_TYPE_IR = {name: ir for ir, names in ((9, ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")),
-                                       (10, ("UINT4", "INT4")), (11, ("FLOAT4E2M1",)),
-                                       (12, ("FLOAT8E8M0", "UINT2", "INT2"))) for name in names}
+_TYPE_IR = {
+    name: ir
+    for ir, names in (
+        (9, ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")),
+        (10, ("UINT4", "INT4")),
+        (11, ("FLOAT4E2M1",)),
+        (12, ("FLOAT8E8M0", "UINT2", "INT2")),
+    )
+    for name in names
+}
 
 
 def _element_types(graph: onnx.GraphProto) -> Iterable[int]:
@@ -151,8 +174,9 @@ def with_lowest_ir(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def make_model(graph: onnx.GraphProto, opset: int = 17,
-               extra_opsets: Optional[Dict[str, int]] = None) -> onnx.ModelProto:
+def make_model(
+    graph: onnx.GraphProto, opset: int = 17, extra_opsets: Optional[Dict[str, int]] = None
+) -> onnx.ModelProto:
     """``onnx.helper.make_model`` with the lowest IR version that holds ``opset`` (not the installed onnx's
     newest, which older ONNX Runtime and TensorRT parsers refuse)."""
     opsets = [helper.make_opsetid("", opset)]
@@ -195,8 +219,10 @@ def copy_unchanged(source: PathLike, target: PathLike) -> Path:
     data and already carries the lowest IR version; else through ``save_model`` (data inlined, IR lowered)."""
     source, target = Path(source), Path(target)
     model = onnx.load(str(source), load_external_data=False)
-    external = any(external_data_helper.uses_external_data(t)
-                   for t in external_data_helper._get_all_tensors(model))
+    external = any(
+        external_data_helper.uses_external_data(t)
+        for t in external_data_helper._get_all_tensors(model)
+    )
     if external or lowest_ir_version(model) < model.ir_version:
         check_external_data(model, source.parent)
         external_data_helper.load_external_data_for_model(model, str(source.parent))
@@ -225,4 +251,3 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-

@@ -39,8 +39,9 @@ def _input_files(values: Iterable[Any]) -> Iterable[Path]:
                 yield Path(item)
 
 
-def check_output(path: PathLike, kind: str = FILE, flag: str = "-o",
-                 inputs: Iterable[Any] = ()) -> None:
+def check_output(
+    path: PathLike, kind: str = FILE, flag: str = "-o", inputs: Iterable[Any] = ()
+) -> None:
     """Refuse, with one line naming ``flag``, an output that cannot be written where asked.
 
     ``kind`` is ``FILE`` or ``FOLDER``. Refused: a folder where a file is needed (or an existing
@@ -63,8 +64,10 @@ def check_output(path: PathLike, kind: str = FILE, flag: str = "-o",
     try:
         _probe_writable(ancestor)
     except OSError as exc:
-        raise HarnessError(f"{flag} {path} cannot be written: {ancestor} does not take new files "
-                           f"({exc.strerror or type(exc).__name__})") from None
+        raise HarnessError(
+            f"{flag} {path} cannot be written: {ancestor} does not take new files "
+            f"({exc.strerror or type(exc).__name__})"
+        ) from None
 
 
 def save_fallback(text: str, name: str) -> Path:
@@ -78,8 +81,10 @@ def save_fallback(text: str, name: str) -> Path:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         return Path(fallback)
-    raise HarnessError(f"could not write {name} anywhere (neither {tempfile.gettempdir()} nor "
-                       f"{os.getcwd()} takes new files): its contents are lost")
+    raise HarnessError(
+        f"could not write {name} anywhere (neither {tempfile.gettempdir()} nor "
+        f"{os.getcwd()} takes new files): its contents are lost"
+    )
 
 
 def write_measured(path: PathLike, text: str) -> Path:
@@ -95,5 +100,6 @@ def write_measured(path: PathLike, text: str) -> Path:
     except OSError as exc:
         fallback = save_fallback(text, Path(path).name)
         reason = exc.strerror or type(exc).__name__
-        raise HarnessError(f"cannot write {path} ({reason}); the measured data were saved to "
-                           f"{fallback}") from None
+        raise HarnessError(
+            f"cannot write {path} ({reason}); the measured data were saved to {fallback}"
+        ) from None

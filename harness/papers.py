@@ -30,52 +30,142 @@ class Claim:
     paper: str
     model: str
     variant: str
-    architecture: str               # how faithful the compressed network is, and why
+    architecture: str  # how faithful the compressed network is, and why
     claimed_flops_reduction: Optional[float]
     claimed_params_reduction: Optional[float]
     claimed_speedup: Optional[float]
-    speedup_claim: str              # the claim as published: figure(s) and where they were measured
-    accuracy: str                   # as published (we do not train)
+    speedup_claim: str  # the claim as published: figure(s) and where they were measured
+    accuracy: str  # as published (we do not train)
 
 
 CLAIMS: List[Claim] = [
-    Claim(ELC, "vgg16", "elc-74", "closest faithful: 3x3 convs shrunk to 1x1 and merged into their neighbour "
-          "(pairs with a 1x1 side, as the public code merges), chosen to match the published FLOPs reduction",
-          0.741, None, 2.0, "2x (Jetson AGX Xavier)", "CIFAR-10, as published"),
-    Claim(ELC, "resnet56", "dc-1x1", "closest faithful: every block's 2nd conv -> 1x1, each block merged into one "
-          "3x3 with its shortcut", 0.546, None, 2.0, "2x (Jetson AGX Xavier)", "CIFAR-10, as published"),
-    Claim(CIE, "resnet50", "cie-50", "closest faithful: half of every bottleneck's inner channels kept, uniformly "
-          "(per-layer widths not published)", 0.50, None, None, "(throughput not stated for ResNet-50)",
-          "ImageNet top-1 -0.93%"),
-    Claim(CIE, "vgg19", "cie-graded", "closest faithful: widths graded by stage (full, full, 1/4, 1/8, 1/8) for the "
-          "published 27.23x fewer parameters", None, 1 - 1 / 27.23, 2.46, "2.46x throughput (device not in FACTS)",
-          "CIFAR, -0.24%"),
-    Claim(CIE, "vgg19", "cie-27x", "sensitivity check: the same parameter count from uniform widths (19% of every "
-          "conv): FLOPs fall far more than CIE's", None, 1 - 1 / 27.23, 2.46, "2.46x throughput (device not in "
-          "FACTS)", "CIFAR, -0.24%"),
-    Claim(PSM, "lenet5", "psm-20x", "closest faithful: conv2 keeps 7 of 16 channels and the FC layers merge "
-          "(1/20.8 of the parameters); the paper prunes weights, which dense kernels cannot skip",
-          None, 0.95, 8.0, "8x (device not stated)", "MNIST, no loss, as published"),
-    Claim(LM, "resnet34", "dc-1x1", "closest faithful: identity blocks' 2nd conv -> 1x1 and merged (LayerMerge "
-          "chooses convs and activations to drop by DP over a latency table; its choices are not published)",
-          None, None, 1.50, f"1.25x / 1.50x / 1.72x at LM-71/60/50% ({LM_WHERE})", "LM-60%, as published"),
-    Claim(LM, "mobilenetv2", "dc-ds", "closest faithful: both ReLU6 removed in identity blocks (DepthShrinker-"
-          "style), each merged into one dense 3x3", None, None, 1.42,
-          f"1.42x / 1.65x / 1.84x / 2.05x at LM-55/46/38/33% ({LM_WHERE})", "LM-55%, as published"),
+    Claim(
+        ELC,
+        "vgg16",
+        "elc-74",
+        "closest faithful: 3x3 convs shrunk to 1x1 and merged into their neighbour "
+        "(pairs with a 1x1 side, as the public code merges), chosen to match the published FLOPs reduction",
+        0.741,
+        None,
+        2.0,
+        "2x (Jetson AGX Xavier)",
+        "CIFAR-10, as published",
+    ),
+    Claim(
+        ELC,
+        "resnet56",
+        "dc-1x1",
+        "closest faithful: every block's 2nd conv -> 1x1, each block merged into one "
+        "3x3 with its shortcut",
+        0.546,
+        None,
+        2.0,
+        "2x (Jetson AGX Xavier)",
+        "CIFAR-10, as published",
+    ),
+    Claim(
+        CIE,
+        "resnet50",
+        "cie-50",
+        "closest faithful: half of every bottleneck's inner channels kept, uniformly "
+        "(per-layer widths not published)",
+        0.50,
+        None,
+        None,
+        "(throughput not stated for ResNet-50)",
+        "ImageNet top-1 -0.93%",
+    ),
+    Claim(
+        CIE,
+        "vgg19",
+        "cie-graded",
+        "closest faithful: widths graded by stage (full, full, 1/4, 1/8, 1/8) for the "
+        "published 27.23x fewer parameters",
+        None,
+        1 - 1 / 27.23,
+        2.46,
+        "2.46x throughput (device not in FACTS)",
+        "CIFAR, -0.24%",
+    ),
+    Claim(
+        CIE,
+        "vgg19",
+        "cie-27x",
+        "sensitivity check: the same parameter count from uniform widths (19% of every "
+        "conv): FLOPs fall far more than CIE's",
+        None,
+        1 - 1 / 27.23,
+        2.46,
+        "2.46x throughput (device not in FACTS)",
+        "CIFAR, -0.24%",
+    ),
+    Claim(
+        PSM,
+        "lenet5",
+        "psm-20x",
+        "closest faithful: conv2 keeps 7 of 16 channels and the FC layers merge "
+        "(1/20.8 of the parameters); the paper prunes weights, which dense kernels cannot skip",
+        None,
+        0.95,
+        8.0,
+        "8x (device not stated)",
+        "MNIST, no loss, as published",
+    ),
+    Claim(
+        LM,
+        "resnet34",
+        "dc-1x1",
+        "closest faithful: identity blocks' 2nd conv -> 1x1 and merged (LayerMerge "
+        "chooses convs and activations to drop by DP over a latency table; its choices are not published)",
+        None,
+        None,
+        1.50,
+        f"1.25x / 1.50x / 1.72x at LM-71/60/50% ({LM_WHERE})",
+        "LM-60%, as published",
+    ),
+    Claim(
+        LM,
+        "mobilenetv2",
+        "dc-ds",
+        "closest faithful: both ReLU6 removed in identity blocks (DepthShrinker-"
+        "style), each merged into one dense 3x3",
+        None,
+        None,
+        1.42,
+        f"1.42x / 1.65x / 1.84x / 2.05x at LM-55/46/38/33% ({LM_WHERE})",
+        "LM-55%, as published",
+    ),
 ]
 
 PAPER_KEYS = {ELC: "ELC", CIE: "CIE", PSM: "PSM", LM: "LM"}
-NOTE = ("Claims and accuracies are the papers' own (we do not train: weights are random, so only "
-        "cost and speed are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of "
-        "the deployable graphs (folded where folding changed them), measured here. Baselines are "
-        "the standard architectures; every compressed network is a closest-faithful stand-in (see "
-        "the architecture column and the zoo specs). A speed-up measured on another device, "
-        "precision or batch than the claim's checks only its direction.")
+NOTE = (
+    "Claims and accuracies are the papers' own (we do not train: weights are random, so only "
+    "cost and speed are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of "
+    "the deployable graphs (folded where folding changed them), measured here. Baselines are "
+    "the standard architectures; every compressed network is a closest-faithful stand-in (see "
+    "the architecture column and the zoo specs). A speed-up measured on another device, "
+    "precision or batch than the claim's checks only its direction."
+)
 ResultsLike = Union[Results, Dict[str, Any]]
-CSV_FIELDS = ["paper", "model", "variant", "architecture", "claimed_flops_reduction",
-              "flops_reduction", "claimed_params_reduction", "params_reduction", "claimed_speedup",
-              "speedup_claim", "baseline_ms",
-              "compressed_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "accuracy", "device"]
+CSV_FIELDS = [
+    "paper",
+    "model",
+    "variant",
+    "architecture",
+    "claimed_flops_reduction",
+    "flops_reduction",
+    "claimed_params_reduction",
+    "params_reduction",
+    "claimed_speedup",
+    "speedup_claim",
+    "baseline_ms",
+    "compressed_ms",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "accuracy",
+    "device",
+]
 
 
 def suite_models() -> Dict[str, List[str]]:
@@ -102,20 +192,27 @@ def claim_records(results: ResultsLike) -> List[Dict[str, Any]]:
         both = base is not None and comp is not None
         flops = both and bool(base.flops) and comp.flops is not None
         params = both and bool(base.params) and comp.params is not None
-        records.append({
-            "paper": c.paper, "model": c.model, "variant": c.variant,
-            "architecture": c.architecture,
-            "claimed_flops_reduction": c.claimed_flops_reduction,
-            "flops_reduction": 1 - comp.flops / base.flops if flops else None,
-            "claimed_params_reduction": c.claimed_params_reduction,
-            "params_reduction": 1 - comp.params / base.params if params else None,
-            "claimed_speedup": c.claimed_speedup, "speedup_claim": c.speedup_claim,
-            "baseline_ms": base.stats.median if base else None,
-            "compressed_ms": comp.stats.median if comp else None,
-            "speedup": speed.ratio if speed else None,
-            "speedup_ci_low": speed.low if speed else None,
-            "speedup_ci_high": speed.high if speed else None, "accuracy": c.accuracy,
-            "device": results.device_name})
+        records.append(
+            {
+                "paper": c.paper,
+                "model": c.model,
+                "variant": c.variant,
+                "architecture": c.architecture,
+                "claimed_flops_reduction": c.claimed_flops_reduction,
+                "flops_reduction": 1 - comp.flops / base.flops if flops else None,
+                "claimed_params_reduction": c.claimed_params_reduction,
+                "params_reduction": 1 - comp.params / base.params if params else None,
+                "claimed_speedup": c.claimed_speedup,
+                "speedup_claim": c.speedup_claim,
+                "baseline_ms": base.stats.median if base else None,
+                "compressed_ms": comp.stats.median if comp else None,
+                "speedup": speed.ratio if speed else None,
+                "speedup_ci_low": speed.low if speed else None,
+                "speedup_ci_high": speed.high if speed else None,
+                "accuracy": c.accuracy,
+                "device": results.device_name,
+            }
+        )
     return records
 
 
@@ -136,19 +233,43 @@ def claims_table(results: ResultsLike) -> str:
     results = as_results(results)
     device = results.device_name
     precision, batch = _settings(results)
-    head = ["paper", "model", "variant", "architecture", "FLOPs - claimed", "FLOPs - ours",
-            "params - claimed", "params - ours", "speed-up claimed (where)",
-            "latency ours ms: baseline -> compressed", f"speed-up ours on {device} [95% CI]",
-            "accuracy (paper)"]
+    head = [
+        "paper",
+        "model",
+        "variant",
+        "architecture",
+        "FLOPs - claimed",
+        "FLOPs - ours",
+        "params - claimed",
+        "params - ours",
+        "speed-up claimed (where)",
+        "latency ours ms: baseline -> compressed",
+        f"speed-up ours on {device} [95% CI]",
+        "accuracy (paper)",
+    ]
     rows = []
     for r in claim_records(results):
-        latency = f"{r['baseline_ms']:.3f} -> {r['compressed_ms']:.3f}" \
-            if r["compressed_ms"] is not None and r["baseline_ms"] is not None else ""
-        rows.append([r["paper"], r["model"], r["variant"], r["architecture"],
-                     percent(r["claimed_flops_reduction"]), percent(r["flops_reduction"]),
-                     percent(r["claimed_params_reduction"]), percent(r["params_reduction"]),
-                     r["speedup_claim"], latency, format_ratio(_ratio(r), missing="n/a (not run)"),
-                     r["accuracy"]])
+        latency = (
+            f"{r['baseline_ms']:.3f} -> {r['compressed_ms']:.3f}"
+            if r["compressed_ms"] is not None and r["baseline_ms"] is not None
+            else ""
+        )
+        rows.append(
+            [
+                r["paper"],
+                r["model"],
+                r["variant"],
+                r["architecture"],
+                percent(r["claimed_flops_reduction"]),
+                percent(r["flops_reduction"]),
+                percent(r["claimed_params_reduction"]),
+                percent(r["params_reduction"]),
+                r["speedup_claim"],
+                latency,
+                format_ratio(_ratio(r), missing="n/a (not run)"),
+                r["accuracy"],
+            ]
+        )
     lines = [f"# The papers' comparisons, measured on `{device}` ({precision}, batch {batch})", ""]
     lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
     lines += markdown_table(head, rows)
@@ -164,37 +285,61 @@ def claims_latex(results: ResultsLike, name: str = "papers.tex") -> str:
     precision, batch = _settings(results)
     body = []
     for r in claim_records(results):
-        claimed = "--" if r["claimed_speedup"] is None else \
-            f"${r['claimed_speedup']:.2f}{{\\times}}$"
-        body.append(" & ".join([
-            latex_escape(PAPER_KEYS[r["paper"]]), latex_escape(r["model"]),
-            latex_escape(r["variant"]),
-            latex_percent(r["claimed_flops_reduction"]), latex_percent(r["flops_reduction"]),
-            latex_percent(r["claimed_params_reduction"]), latex_percent(r["params_reduction"]),
-            claimed,
-            ratio_cell(_ratio(r))]) + r" \\")
-    tabular = [r"\begin{tabular}{lllrrrrrr}", r"\toprule",
-               r" & & & \multicolumn{2}{c}{$\Delta$FLOPs} & \multicolumn{2}{c}{$\Delta$Params} & "
-               r"\multicolumn{2}{c}{Speed-up} \\",
-               r"\cmidrule(lr){4-5} \cmidrule(lr){6-7} \cmidrule(lr){8-9}",
-               r"Paper & Model & Variant & claimed & ours & claimed & ours & claimed & ours \\",
-               r"\midrule",
-               *body, r"\bottomrule", r"\end{tabular}"]
-    keys = "; ".join(f"{latex_escape(k)}: {latex_escape(paper.split(': ', 1)[-1])}"
-                     for paper, k in PAPER_KEYS.items())
-    claims = "; ".join(latex_escape(f"{c.model}/{c.variant} {c.speedup_claim}")
-                       for c in CLAIMS if c.claimed_speedup is not None)
+        claimed = (
+            "--" if r["claimed_speedup"] is None else f"${r['claimed_speedup']:.2f}{{\\times}}$"
+        )
+        body.append(
+            " & ".join(
+                [
+                    latex_escape(PAPER_KEYS[r["paper"]]),
+                    latex_escape(r["model"]),
+                    latex_escape(r["variant"]),
+                    latex_percent(r["claimed_flops_reduction"]),
+                    latex_percent(r["flops_reduction"]),
+                    latex_percent(r["claimed_params_reduction"]),
+                    latex_percent(r["params_reduction"]),
+                    claimed,
+                    ratio_cell(_ratio(r)),
+                ]
+            )
+            + r" \\"
+        )
+    tabular = [
+        r"\begin{tabular}{lllrrrrrr}",
+        r"\toprule",
+        r" & & & \multicolumn{2}{c}{$\Delta$FLOPs} & \multicolumn{2}{c}{$\Delta$Params} & "
+        r"\multicolumn{2}{c}{Speed-up} \\",
+        r"\cmidrule(lr){4-5} \cmidrule(lr){6-7} \cmidrule(lr){8-9}",
+        r"Paper & Model & Variant & claimed & ours & claimed & ours & claimed & ours \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    keys = "; ".join(
+        f"{latex_escape(k)}: {latex_escape(paper.split(': ', 1)[-1])}"
+        for paper, k in PAPER_KEYS.items()
+    )
+    claims = "; ".join(
+        latex_escape(f"{c.model}/{c.variant} {c.speedup_claim}")
+        for c in CLAIMS
+        if c.claimed_speedup is not None
+    )
     where = latex_escape(f"{results.device_name} ({precision.upper()}, batch {batch})")
-    caption = (f"Compression papers' claims against our measurements on {where}: reductions of "
-               "FLOPs and parameters of the deployable graphs, speed-up of medians with its 95\\% "
-               f"bootstrap interval below. Claimed speed-ups as published ({claims}). {keys}. "
-               "Compressed networks are closest-faithful stand-ins built from the zoo; accuracies "
-               "are the papers' and not re-measured.")
+    caption = (
+        f"Compression papers' claims against our measurements on {where}: reductions of "
+        "FLOPs and parameters of the deployable graphs, speed-up of medians with its 95\\% "
+        f"bootstrap interval below. Claimed speed-ups as published ({claims}). {keys}. "
+        "Compressed networks are closest-faithful stand-ins built from the zoo; accuracies "
+        "are the papers' and not re-measured."
+    )
     if results.complete is False:
         caption += " \\textbf{Partial results}: the run did not complete."
-    comments = ["% Generated by harness suite papers: claimed (papers) against measured (ours).",
-                f"% {results.device_name}: {results.source}; created {results.created}; "
-                f"command: {' '.join(results.command)}"]
+    comments = [
+        "% Generated by harness suite papers: claimed (papers) against measured (ours).",
+        f"% {results.device_name}: {results.source}; created {results.created}; "
+        f"command: {' '.join(results.command)}",
+    ]
     return float_fragment(tabular, caption, "tab:papers", comments, name, wide=True)
 
 

@@ -48,21 +48,29 @@ def read_importance(path: Path) -> Dict[Segment, float]:
             raise HarnessError(f"{path}: malformed row ({exc})") from None
 
 
-def _options(chain: Sequence[int], latency: Dict[Segment, float],
-             importance: Dict[Segment, float]) -> List[Tuple[Segment, float, float]]:
+def _options(
+    chain: Sequence[int], latency: Dict[Segment, float], importance: Dict[Segment, float]
+) -> List[Tuple[Segment, float, float]]:
     found = []
     for i, st in enumerate(chain):
         for end in chain[i:]:
             seg = (st, end)
             if seg not in latency:
                 continue
-            if seg in importance or st == end:  # a lone conv kept as it is costs no importance by default
+            if (
+                seg in importance or st == end
+            ):  # a lone conv kept as it is costs no importance by default
                 found.append((seg, latency[seg], importance.get(seg, 0.0)))
     return found
 
 
-def plan_chains(chains: Sequence[Sequence[int]], latency: Dict[Segment, float], importance: Dict[Segment, float],
-                budget_ms: float, resolution: int = 2000) -> Optional[Plan]:
+def plan_chains(
+    chains: Sequence[Sequence[int]],
+    latency: Dict[Segment, float],
+    importance: Dict[Segment, float],
+    budget_ms: float,
+    resolution: int = 2000,
+) -> Optional[Plan]:
     """Best segmentation of every chain with total table latency <= ``budget_ms``; None when none fits.
 
     Latencies are rounded up to ``budget_ms / resolution`` steps, so a returned plan never exceeds the budget.
@@ -76,13 +84,17 @@ def plan_chains(chains: Sequence[Sequence[int]], latency: Dict[Segment, float], 
     for chain in chains:
         lacking = [conv for conv in chain if (conv, conv) not in latency]
         if lacking:
-            raise HarnessError(f"the latency table lacks single-conv spans for convs {lacking}: is it for this model?")
+            raise HarnessError(
+                f"the latency table lacks single-conv spans for convs {lacking}: is it for this model?"
+            )
         by_start: Dict[int, List[Tuple[Segment, int, float]]] = {}
         for seg, ms, imp in _options(chain, latency, importance):
             by_start.setdefault(seg[0], []).append((seg, math.ceil(ms / step - 1e-9), imp))
         position = {conv: i for i, conv in enumerate(chain)}
         # chain DP: prefix[i][t] = best (importance, segments) covering chain[:i] with t steps
-        prefix: List[Dict[int, Tuple[float, List[Segment]]]] = [dict() for _ in range(len(chain) + 1)]
+        prefix: List[Dict[int, Tuple[float, List[Segment]]]] = [
+            dict() for _ in range(len(chain) + 1)
+        ]
         prefix[0][0] = (0.0, [])
         for i in range(len(chain)):
             for t, (imp, segs) in prefix[i].items():

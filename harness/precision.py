@@ -12,10 +12,20 @@ import onnx
 
 from harness.errors import HarnessError
 
-FLOAT_PRECISIONS = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
-                    onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.DOUBLE: "fp64"}
-QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "ConvInteger", "MatMulInteger")
+FLOAT_PRECISIONS = {
+    onnx.TensorProto.FLOAT: "fp32",
+    onnx.TensorProto.FLOAT16: "fp16",
+    onnx.TensorProto.BFLOAT16: "bf16",
+    onnx.TensorProto.DOUBLE: "fp64",
+}
+QUANTIZED_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+)
 
 
 def graph_precision(model: onnx.ModelProto) -> str:
@@ -51,8 +61,13 @@ def check_graph_precision(model: onnx.ModelProto, precision: str, what: str) -> 
     """The graph's precision, after refusing a run labelled fp32 whose graph computes otherwise."""
     found = graph_precision(model)
     if precision == "fp32" and found not in ("fp32", "unknown"):
-        other = (f"use a profile whose precisions start with {found} (a TensorRT one)"
-                 if found in ("fp16", "int8") else "convert it to one precision")
-        raise HarnessError(f"{what} computes in {found}, but the profile runs and records fp32: "
-                           f"export it in fp32, or {other}")
+        other = (
+            f"use a profile whose precisions start with {found} (a TensorRT one)"
+            if found in ("fp16", "int8")
+            else "convert it to one precision"
+        )
+        raise HarnessError(
+            f"{what} computes in {found}, but the profile runs and records fp32: "
+            f"export it in fp32, or {other}"
+        )
     return found

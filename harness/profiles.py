@@ -15,7 +15,11 @@ import yaml
 
 from harness.errors import HarnessError
 
-PROFILE_DIR = Path(os.environ.get("HARNESS_PROFILE_DIR", Path(__file__).resolve().parent.parent / "device_profiles"))
+PROFILE_DIR = Path(
+    os.environ.get(
+        "HARNESS_PROFILE_DIR", Path(__file__).resolve().parent.parent / "device_profiles"
+    )
+)
 
 KINDS = ("cpu", "gpu", "jetson")
 BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
@@ -35,7 +39,9 @@ class TimingSettings:
     target_ci: float = 0.01
     block_iterations: int = 10
     block_s: float = 0.1
-    block_warmup: int = 1  # unrecorded inferences at the start of each block (the neighbour's threads settle)
+    block_warmup: int = (
+        1  # unrecorded inferences at the start of each block (the neighbour's threads settle)
+    )
     stop_on: str = "speedup"  # stop when the paired speed-ups' CIs (or, "median", each median's) meet target_ci
 
 
@@ -46,7 +52,9 @@ class OnnxRuntimeSettings:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     graph_optimization_level: str = "all"
-    allow_spinning: bool = True  # ORT's default; the protocol's per-block warm-up absorbs the hand-over
+    allow_spinning: bool = (
+        True  # ORT's default; the protocol's per-block warm-up absorbs the hand-over
+    )
 
 
 @dataclasses.dataclass
@@ -54,15 +62,25 @@ class TensorRTSettings:
     """TensorRT builder settings (workspace, optimisation level, DLA, timing cache)."""
 
     workspace_mib: int = 1024
-    builder_optimization_level: int = 3  # applied from TensorRT 8.6 (the setting does not exist in 8.5)
-    dla_core: Optional[int] = None  # DLA core to build for (Xavier/AGX Orin); needs fp16 or int8 and static shapes
+    builder_optimization_level: int = (
+        3  # applied from TensorRT 8.6 (the setting does not exist in 8.5)
+    )
+    dla_core: Optional[int] = (
+        None  # DLA core to build for (Xavier/AGX Orin); needs fp16 or int8 and static shapes
+    )
     gpu_fallback: bool = True  # layers the DLA cannot run go to the GPU
     timing_cache: bool = True
     timing_cache_file: Optional[str] = None  # default: engines/timing-<tensorrt>-sm<cc>.cache
-    int8_calibration_dir: Optional[str] = None  # folder of .npy input batches; unset = random data, with a warning
+    int8_calibration_dir: Optional[str] = (
+        None  # folder of .npy input batches; unset = random data, with a warning
+    )
     int8_calibration_batches: int = 16  # batches of generated data when no folder is given
-    max_batch: Optional[int] = None  # dynamic-batch ONNX: optimisation profile 1..max_batch (default: max batch_sizes)
-    trtexec_flags: List[str] = dataclasses.field(default_factory=list)  # extra trtexec flags, recorded verbatim
+    max_batch: Optional[int] = (
+        None  # dynamic-batch ONNX: optimisation profile 1..max_batch (default: max batch_sizes)
+    )
+    trtexec_flags: List[str] = dataclasses.field(
+        default_factory=list
+    )  # extra trtexec flags, recorded verbatim
 
 
 @dataclasses.dataclass
@@ -82,7 +100,9 @@ class Expectations:
     nvpmodel: Optional[str] = None
     jetson_clocks: Optional[bool] = None
     cpu_governor: Optional[str] = None
-    gpu_clock_mhz: Optional[int] = None  # Jetson: the GPU clock jetson_clocks pins (e.g. 1377 on AGX Xavier MAXN)
+    gpu_clock_mhz: Optional[int] = (
+        None  # Jetson: the GPU clock jetson_clocks pins (e.g. 1377 on AGX Xavier MAXN)
+    )
     l4t: Optional[str] = None  # Jetson: L4T release prefix, e.g. "R35" (JetPack 5.1)
     tensorrt: Optional[str] = None  # TensorRT version prefix, e.g. "8.5"
 
@@ -114,7 +134,9 @@ class Remote:
     workdir: str = "~/harness"
     profile: Optional[str] = None  # the profile the device loads (default: this profile's name)
     identity: Optional[str] = None  # ssh -i key file (default: ssh's own)
-    known_hosts: Optional[str] = None  # UserKnownHostsFile (default: ssh's own); keys are always checked
+    known_hosts: Optional[str] = (
+        None  # UserKnownHostsFile (default: ssh's own); keys are always checked
+    )
 
 
 @dataclasses.dataclass
@@ -175,7 +197,9 @@ def _build(cls: Any, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise HarnessError(f"{where}: unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(fields))})")
+        raise HarnessError(
+            f"{where}: unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(fields))})"
+        )
     values = {}
     for name, field in fields.items():
         if name in data:
@@ -186,11 +210,17 @@ def _build(cls: Any, data: Any, where: str) -> Any:
 
 
 def _check_choices(profile: Profile, where: str) -> None:
-    checks = [("kind", [profile.kind], KINDS), ("backend", [profile.backend], BACKENDS),
-              ("timing.stop_on", [profile.timing.stop_on], ("speedup", "median")),
-              ("precisions", profile.precisions, PRECISIONS),
-              ("onnxruntime.graph_optimization_level", [profile.onnxruntime.graph_optimization_level],
-               ORT_OPTIMIZATION_LEVELS)]
+    checks = [
+        ("kind", [profile.kind], KINDS),
+        ("backend", [profile.backend], BACKENDS),
+        ("timing.stop_on", [profile.timing.stop_on], ("speedup", "median")),
+        ("precisions", profile.precisions, PRECISIONS),
+        (
+            "onnxruntime.graph_optimization_level",
+            [profile.onnxruntime.graph_optimization_level],
+            ORT_OPTIMIZATION_LEVELS,
+        ),
+    ]
     for key, values, allowed in checks:
         for value in values:
             if value not in allowed:
@@ -199,24 +229,36 @@ def _check_choices(profile: Profile, where: str) -> None:
         raise HarnessError(f"{where}.batch_sizes: expected a non-empty list of positive integers")
     trt = profile.tensorrt
     if trt.workspace_mib < 1 or not 0 <= trt.builder_optimization_level <= 5:
-        raise HarnessError(f"{where}.tensorrt: need workspace_mib >= 1 and 0 <= builder_optimization_level <= 5")
+        raise HarnessError(
+            f"{where}.tensorrt: need workspace_mib >= 1 and 0 <= builder_optimization_level <= 5"
+        )
     if trt.dla_core is not None and trt.dla_core < 0:
-        raise HarnessError(f"{where}.tensorrt.dla_core: expected null or a DLA core number (0 or 1)")
+        raise HarnessError(
+            f"{where}.tensorrt.dla_core: expected null or a DLA core number (0 or 1)"
+        )
     if trt.max_batch is not None and trt.max_batch < max(profile.batch_sizes):
-        raise HarnessError(f"{where}.tensorrt.max_batch: {trt.max_batch} is below the largest batch size "
-                           f"{max(profile.batch_sizes)}")
+        raise HarnessError(
+            f"{where}.tensorrt.max_batch: {trt.max_batch} is below the largest batch size "
+            f"{max(profile.batch_sizes)}"
+        )
     ort = profile.onnxruntime
     if ort.intra_op_threads < 0 or ort.inter_op_threads < 0:
-        raise HarnessError(f"{where}.onnxruntime: thread counts must be >= 0 (0: one per available core)")
+        raise HarnessError(
+            f"{where}.onnxruntime: thread counts must be >= 0 (0: one per available core)"
+        )
     if not 0 < profile.remote.port < 65536:
         raise HarnessError(f"{where}.remote.port: {profile.remote.port} is not a TCP port")
     t = profile.timing
     if t.warmup_s < 0 or t.block_iterations < 1 or t.block_warmup < 0 or t.block_s <= 0:
-        raise HarnessError(f"{where}.timing: need warmup_s >= 0, block_iterations >= 1, block_warmup >= 0 "
-                           f"and block_s > 0")
+        raise HarnessError(
+            f"{where}.timing: need warmup_s >= 0, block_iterations >= 1, block_warmup >= 0 "
+            f"and block_s > 0"
+        )
     if t.min_iterations < 1 or t.max_duration_s < t.min_duration_s or not 0 < t.target_ci < 1:
-        raise HarnessError(f"{where}.timing: need min_iterations >= 1, max_duration_s >= min_duration_s "
-                           f"and 0 < target_ci < 1")
+        raise HarnessError(
+            f"{where}.timing: need min_iterations >= 1, max_duration_s >= min_duration_s "
+            f"and 0 < target_ci < 1"
+        )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -232,7 +274,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if key in lines:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (lines {lines[key]} and {line})", key_node.start_mark)
+                    None,
+                    None,
+                    f"key {key!r} appears twice (lines {lines[key]} and {line})",
+                    key_node.start_mark,
+                )
             lines[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -263,12 +309,16 @@ def with_backend(profile: Profile, backend: Optional[str]) -> Profile:
     return dataclasses.replace(profile, backend=backend)
 
 
-def calibration_path(profile: Profile, backend: Optional[str] = None, precision: Optional[str] = None) -> Path:
+def calibration_path(
+    profile: Profile, backend: Optional[str] = None, precision: Optional[str] = None
+) -> Path:
     """Where ``harness calibrate`` stores a profile's calibration for one backend and precision: beside the
     profile's YAML file (``<profile>.<backend>.<precision>.calibration.json``), to be committed with it."""
     directory = Path(profile.source).parent if profile.source else PROFILE_DIR
-    return directory / (f"{profile.name}.{backend or profile.backend}.{precision or profile.precisions[0]}"
-                        ".calibration.json")
+    return directory / (
+        f"{profile.name}.{backend or profile.backend}.{precision or profile.precisions[0]}"
+        ".calibration.json"
+    )
 
 
 def available_profiles(directory: Path = PROFILE_DIR) -> List[str]:
@@ -285,6 +335,8 @@ def load_profile(name_or_path: str, directory: Path = PROFILE_DIR) -> Profile:
     path = directory / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(available_profiles(directory)) or "none"
-        raise HarnessError(f"unknown device {name_or_path!r}; known devices: {known} "
-                           f"(or pass --device path/to/profile.yaml)")
+        raise HarnessError(
+            f"unknown device {name_or_path!r}; known devices: {known} "
+            f"(or pass --device path/to/profile.yaml)"
+        )
     return load_profile_file(path)

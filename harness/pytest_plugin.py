@@ -36,9 +36,11 @@ REPORTED_PERCENTILES = (90, 95, 99)
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("harness", "edge-device latency with harness")
-    group.addoption("--harness-device", default="host",
-                    help="device profile (name in device_profiles/ or a YAML path) for "
-                         "harness_latency")
+    group.addoption(
+        "--harness-device",
+        default="host",
+        help="device profile (name in device_profiles/ or a YAML path) for harness_latency",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +56,16 @@ def rounds_for_percentiles(percentiles: Sequence[float] = REPORTED_PERCENTILES) 
     return max(int(-(-100 // (100 - p))) for p in percentiles)
 
 
-def percentiles_at_maximum(n: int,
-                           percentiles: Sequence[float] = REPORTED_PERCENTILES) -> List[str]:
+def percentiles_at_maximum(
+    n: int, percentiles: Sequence[float] = REPORTED_PERCENTILES
+) -> List[str]:
     """Names (``p99``) of the nearest-rank percentiles that are the maximum of ``n`` samples."""
     return [f"p{p:g}" for p in percentiles if int((100 - p) * n / 100 + 1e-9) == 0]
 
 
-def _onnx_path(model: Union[str, Path], variant: str, input_shape: Optional[str],
-               workdir: Path) -> Path:
+def _onnx_path(
+    model: Union[str, Path], variant: str, input_shape: Optional[str], workdir: Path
+) -> Path:
     """The ONNX file to time: the file itself, or the zoo variant or factory exported."""
     from harness.errors import HarnessError
     from harness.export import materialize, resolve_source
@@ -92,15 +96,22 @@ def harness_latency(benchmark, harness_profile) -> Callable:
     from harness.backends import LATENCY, get_runner_class
     from harness.backends.base import resolve_batch
 
-    def run(model: Union[str, Path], variant: str = "baseline",
-            input_shape: Union[str, Sequence[int], None] = None, rounds: Optional[int] = None):
+    def run(
+        model: Union[str, Path],
+        variant: str = "baseline",
+        input_shape: Union[str, Sequence[int], None] = None,
+        rounds: Optional[int] = None,
+    ):
         profile = harness_profile
         if rounds is None:
             rounds = max(profile.timing.min_iterations, rounds_for_percentiles())
         if rounds < 1:
             raise ValueError(f"rounds must be positive, got {rounds}")
-        shape = input_shape if input_shape is None or isinstance(input_shape, str) \
+        shape = (
+            input_shape
+            if input_shape is None or isinstance(input_shape, str)
             else "x".join(str(d) for d in input_shape)
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = _onnx_path(model, variant, shape, Path(tmp))
             runner_class = get_runner_class(profile.backend)
@@ -110,26 +121,44 @@ def harness_latency(benchmark, harness_profile) -> Callable:
                 while time.perf_counter() - started < profile.timing.warmup_s:
                     runner.measure_once()
                 samples = []
-                benchmark.pedantic(lambda: samples.append(runner.measure_once()[LATENCY]),
-                                   rounds=rounds, iterations=1, warmup_rounds=1)
+                benchmark.pedantic(
+                    lambda: samples.append(runner.measure_once()[LATENCY]),
+                    rounds=rounds,
+                    iterations=1,
+                    warmup_rounds=1,
+                )
                 backend = runner.describe()
         measured = samples[1:]  # the first call is pedantic's warm-up round
         stats = timing.summarize(measured, batch)
         env = envinfo.capture_environment(profile)
         at_maximum = percentiles_at_maximum(stats.n)
         benchmark.extra_info.update(
-            device=profile.name, backend=backend, model=str(model), variant=variant, batch=batch,
-            device_latency_ms={"median": stats.median,
-                               "median_ci": [stats.median_ci_low, stats.median_ci_high],
-                               "p90": stats.p90, "p95": stats.p95, "p99": stats.p99,
-                               "cov": stats.cov, "n": stats.n},
+            device=profile.name,
+            backend=backend,
+            model=str(model),
+            variant=variant,
+            batch=batch,
+            device_latency_ms={
+                "median": stats.median,
+                "median_ci": [stats.median_ci_low, stats.median_ci_high],
+                "p90": stats.p90,
+                "p95": stats.p95,
+                "p99": stats.p99,
+                "cov": stats.cov,
+                "n": stats.n,
+            },
             percentiles_at_maximum=at_maximum,
-            machine={"cpu": env["cpu"].get("model"), "cores": env["cpu"].get("available_cores"),
-                     "git_sha": env.get("git_sha")})
+            machine={
+                "cpu": env["cpu"].get("model"),
+                "cores": env["cpu"].get("available_cores"),
+                "git_sha": env.get("git_sha"),
+            },
+        )
         if at_maximum:
             benchmark.extra_info["percentile_note"] = (
                 f"with {stats.n} rounds {', '.join(at_maximum)} equal the maximum sample; "
-                f"{rounds_for_percentiles()} rounds resolve every reported percentile")
+                f"{rounds_for_percentiles()} rounds resolve every reported percentile"
+            )
         return stats
 
     return run

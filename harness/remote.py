@@ -51,15 +51,26 @@ def quote_remote_path(path: str) -> str:
 class RemoteDevice:
     """An SSH target from a profile's ``remote`` section."""
 
-    def __init__(self, profile: Profile, identity: Optional[Path] = None,
-                 known_hosts: Optional[Path] = None, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        identity: Optional[Path] = None,
+        known_hosts: Optional[Path] = None,
+        timeout_s: float = 600.0,
+    ) -> None:
         remote = profile.remote
         if not remote.host:
             raise HarnessError(f"profile {profile.name!r} has no remote.host")
         self.profile, self.remote, self.timeout_s = profile, remote, timeout_s
         self.target = f"{remote.user}@{remote.host}" if remote.user else remote.host
-        self.options = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                        "-o", "ConnectTimeout=10"]
+        self.options = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ]
         identity = identity or remote.identity
         known_hosts = known_hosts or remote.known_hosts
         if identity:
@@ -75,8 +86,9 @@ class RemoteDevice:
     def _call(self, argv: List[str], what: str, timeout_s: Optional[float] = None) -> str:
         timeout_s = timeout_s or self.timeout_s
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             raise HarnessError(f"{what} on {self.target} timed out after {timeout_s:g} s") from None
         if proc.returncode != 0:
@@ -87,32 +99,69 @@ class RemoteDevice:
     def run(self, args: Sequence[str], timeout_s: Optional[float] = None) -> str:
         """Run a command in the remote workdir; arguments are quoted, never interpreted by a
         shell."""
-        command = (f"cd {quote_remote_path(self.remote.workdir)} && "
-                   + " ".join(shlex.quote(a) for a in args))
-        return self._call(["ssh", "-p", str(self.remote.port), *self.options, self.target, command],
-                          "remote command", timeout_s)
+        command = f"cd {quote_remote_path(self.remote.workdir)} && " + " ".join(
+            shlex.quote(a) for a in args
+        )
+        return self._call(
+            ["ssh", "-p", str(self.remote.port), *self.options, self.target, command],
+            "remote command",
+            timeout_s,
+        )
 
     def _remote(self, name: str) -> str:
         return f"{self.target}:{self.remote.workdir.rstrip('/')}/{name}"
 
     def put(self, local: Sequence[Path], remote_dir: str) -> None:
         """Copy files into a folder (relative to the workdir) that exists on the device."""
-        self._call(["scp", "-q", "-P", str(self.remote.port), *self.options, *map(str, local),
-                    self._remote(remote_dir.rstrip("/") + "/")], "upload")
+        self._call(
+            [
+                "scp",
+                "-q",
+                "-P",
+                str(self.remote.port),
+                *self.options,
+                *map(str, local),
+                self._remote(remote_dir.rstrip("/") + "/"),
+            ],
+            "upload",
+        )
 
     def get(self, remote_name: str, local: Path) -> Path:
         """Copy a file from the remote workdir."""
-        self._call(["scp", "-q", "-P", str(self.remote.port), *self.options,
-                    self._remote(remote_name), str(local)], "download")
+        self._call(
+            [
+                "scp",
+                "-q",
+                "-P",
+                str(self.remote.port),
+                *self.options,
+                self._remote(remote_name),
+                str(local),
+            ],
+            "download",
+        )
         return local
 
     def locked(self, job: str, lock_timeout_s: float, args: Sequence[str]) -> List[str]:
         """``args`` run on the device holding its lock (``python -m harness.remote``)."""
-        return [self.remote.python, "-m", "harness.remote", LOCK_NAME, f"{lock_timeout_s:g}",
-                f"job {job.rsplit('/', 1)[-1]}", "--", *args]
+        return [
+            self.remote.python,
+            "-m",
+            "harness.remote",
+            LOCK_NAME,
+            f"{lock_timeout_s:g}",
+            f"job {job.rsplit('/', 1)[-1]}",
+            "--",
+            *args,
+        ]
 
-    def time(self, onnx_files: Sequence[Path], out: Path, device: Optional[str] = None,
-             lock_timeout_s: float = 3600.0) -> Path:
+    def time(
+        self,
+        onnx_files: Sequence[Path],
+        out: Path,
+        device: Optional[str] = None,
+        lock_timeout_s: float = 3600.0,
+    ) -> Path:
         """Upload ONNX files, run ``harness time`` on the device with its own profile under its
         lock, bring the JSON back."""
         job = _job_dir()
@@ -120,30 +169,66 @@ class RemoteDevice:
         try:
             self.put(onnx_files, job)
             names = [f"{job}/{path.name}" for path in onnx_files]
-            self.run(self.locked(job, lock_timeout_s, [
-                self.remote.python, "-m", "harness.cli", "time", *names,
-                "--device", device or self.device_profile, "--local",
-                "--json", f"{job}/times.json"]), timeout_s=self.timeout_s + lock_timeout_s)
+            self.run(
+                self.locked(
+                    job,
+                    lock_timeout_s,
+                    [
+                        self.remote.python,
+                        "-m",
+                        "harness.cli",
+                        "time",
+                        *names,
+                        "--device",
+                        device or self.device_profile,
+                        "--local",
+                        "--json",
+                        f"{job}/times.json",
+                    ],
+                ),
+                timeout_s=self.timeout_s + lock_timeout_s,
+            )
             return self.get(f"{job}/times.json", out)
         finally:
             self._clean(job)
 
-    def bench(self, manifest: Path, onnx_files: Sequence[Path], out_dir: Path,
-              lock_timeout_s: float, extra_args: Sequence[str] = ()) -> Path:
+    def bench(
+        self,
+        manifest: Path,
+        onnx_files: Sequence[Path],
+        out_dir: Path,
+        lock_timeout_s: float,
+        extra_args: Sequence[str] = (),
+    ) -> Path:
         """Time a prepared suite on the device under its lock (``extra_args`` go to its ``harness
         bench``); returns the local results.json."""
         job = _job_dir()
         self.run(["mkdir", "-p", job])
         try:
             self.put([manifest, *onnx_files], job)
-            self.run(self.locked(job, lock_timeout_s, [
-                self.remote.python, "-m", "harness.cli", "bench", "--device",
-                self.device_profile, "--manifest", f"{job}/{manifest.name}", "--out",
-                f"{job}/out", *extra_args]), timeout_s=self.timeout_s + lock_timeout_s)
+            self.run(
+                self.locked(
+                    job,
+                    lock_timeout_s,
+                    [
+                        self.remote.python,
+                        "-m",
+                        "harness.cli",
+                        "bench",
+                        "--device",
+                        self.device_profile,
+                        "--manifest",
+                        f"{job}/{manifest.name}",
+                        "--out",
+                        f"{job}/out",
+                        *extra_args,
+                    ],
+                ),
+                timeout_s=self.timeout_s + lock_timeout_s,
+            )
             out_dir.mkdir(parents=True, exist_ok=True)
             results = out_dir / "results.json"  # complete or absent: fetched beside it, renamed
-            os.replace(self.get(f"{job}/out/results.json", out_dir / ".results.json.part"),
-                       results)
+            os.replace(self.get(f"{job}/out/results.json", out_dir / ".results.json.part"), results)
             return results
         finally:
             self._clean(job)
@@ -167,8 +252,7 @@ class DeviceLock:
     released when the holding process ends, however it ends.
     """
 
-    def __init__(self, path: Path, timeout_s: float, owner: str = "",
-                 poll_s: float = 0.5) -> None:
+    def __init__(self, path: Path, timeout_s: float, owner: str = "", poll_s: float = 0.5) -> None:
         self.path, self.timeout_s, self.poll_s = Path(path), timeout_s, poll_s
         self.owner = owner or f"{socket.gethostname()} pid {os.getpid()}"
         self._fd: Optional[int] = None
@@ -186,8 +270,10 @@ class DeviceLock:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
                     os.close(fd)
-                    raise HarnessError(f"device busy: {self.path} is held by {holder} "
-                                       f"(waited {self.timeout_s:g} s)") from None
+                    raise HarnessError(
+                        f"device busy: {self.path} is held by {holder} "
+                        f"(waited {self.timeout_s:g} s)"
+                    ) from None
                 time.sleep(self.poll_s)
         os.ftruncate(fd, 0)
         since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -224,16 +310,35 @@ def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> 
         graphs = []
         for config in prepared[source.name]:
             files.append(config.onnx_path)
-            graphs.append({"run_id": config.run_id, "variant": config.variant,
-                           "folded": config.folded, "file": config.onnx_path.name,
-                           "info": config.info})
-        models.append({"kind": source.kind, "name": source.name, "reference": source.reference,
-                       "variants": variants, "graphs": graphs})
+            graphs.append(
+                {
+                    "run_id": config.run_id,
+                    "variant": config.variant,
+                    "folded": config.folded,
+                    "file": config.onnx_path.name,
+                    "info": config.info,
+                }
+            )
+        models.append(
+            {
+                "kind": source.kind,
+                "name": source.name,
+                "reference": source.reference,
+                "variants": variants,
+                "graphs": graphs,
+            }
+        )
     names = [f.name for f in files]
     if len(set(names)) != len(names):
         raise HarnessError("two prepared graphs share a file name; rename the models")
-    manifest = {"manifest": MANIFEST_VERSION, "merge": options.merge, "verify": options.verify,
-                "batch": options.batch, "precision": options.precision, "models": models}
+    manifest = {
+        "manifest": MANIFEST_VERSION,
+        "merge": options.merge,
+        "verify": options.verify,
+        "batch": options.batch,
+        "precision": options.precision,
+        "models": models,
+    }
     write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
     return files
 
@@ -246,18 +351,34 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
     try:
         data = json.loads(Path(path).read_text())
         if data.get("manifest") != MANIFEST_VERSION:
-            raise HarnessError(f"{path}: manifest version {data.get('manifest')!r}, this harness "
-                               f"reads {MANIFEST_VERSION}")
+            raise HarnessError(
+                f"{path}: manifest version {data.get('manifest')!r}, this harness "
+                f"reads {MANIFEST_VERSION}"
+            )
         sources, prepared = [], {}
         for model in data["models"]:
             source = ModelSource(model["kind"], model["name"], reference=model["reference"])
             sources.append((source, list(model["variants"])))
             prepared[source.name] = [
-                _Config(g["run_id"], g["variant"], bool(g["folded"]), path.parent / g["file"],
-                        dict(g["info"])) for g in model["graphs"]]
-        return BenchOptions(sources, profile, out_dir, merge=data["merge"],
-                            verify=bool(data["verify"]), batch=int(data["batch"]),
-                            precision=str(data["precision"]), prepared=prepared)
+                _Config(
+                    g["run_id"],
+                    g["variant"],
+                    bool(g["folded"]),
+                    path.parent / g["file"],
+                    dict(g["info"]),
+                )
+                for g in model["graphs"]
+            ]
+        return BenchOptions(
+            sources,
+            profile,
+            out_dir,
+            merge=data["merge"],
+            verify=bool(data["verify"]),
+            batch=int(data["batch"]),
+            precision=str(data["precision"]),
+            prepared=prepared,
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"{path} is not a readable bench manifest ({exc!r:.120})") from None
 
@@ -282,8 +403,14 @@ def _prepare_remote(options: Any, log: Callable[[str], None]) -> Tuple[Path, Lis
     return manifest, write_manifest(options, prepared, manifest)
 
 
-def _time_remote(options: Any, manifest: Path, files: List[Path], lock_timeout_s: float,
-                 log: Callable[[str], None], strict: bool) -> DeviceOutcome:
+def _time_remote(
+    options: Any,
+    manifest: Path,
+    files: List[Path],
+    lock_timeout_s: float,
+    log: Callable[[str], None],
+    strict: bool,
+) -> DeviceOutcome:
     """Ship a prepared suite, time it on the device (on the backend chosen here, ``--strict``
     passed on), bring results.json back and tabulate it."""
     from harness.report.pipeline import write_bench_tables
@@ -298,8 +425,13 @@ def _time_remote(options: Any, manifest: Path, files: List[Path], lock_timeout_s
     return DeviceOutcome(options.profile.name, options.out_dir, results_path)
 
 
-def run_fleet(jobs: List[Any], lock_timeout_s: float, run_local: Callable[[Any], Path],
-              log: Callable[[str], None], strict: bool = False) -> List[DeviceOutcome]:
+def run_fleet(
+    jobs: List[Any],
+    lock_timeout_s: float,
+    run_local: Callable[[Any], Path],
+    log: Callable[[str], None],
+    strict: bool = False,
+) -> List[DeviceOutcome]:
     """Bench every device: remote ones in parallel (one thread each, once exported and folded
     here, one after the other), local ones here meanwhile.
 
@@ -316,16 +448,20 @@ def run_fleet(jobs: List[Any], lock_timeout_s: float, run_local: Callable[[Any],
             except Exception as exc:  # noqa: BLE001 -- reported per device, others carry on
                 outcomes[options.profile.name] = _failure(options, exc)
                 continue
-            timing[options.profile.name] = pool.submit(_time_remote, options, manifest, files,
-                                                       lock_timeout_s, log, strict)
+            timing[options.profile.name] = pool.submit(
+                _time_remote, options, manifest, files, lock_timeout_s, log, strict
+            )
         for options in jobs:
             if not options.profile.remote.host:
-                outcomes[options.profile.name] = _guarded(options, lambda o=options: DeviceOutcome(
-                    o.profile.name, o.out_dir, run_local(o)))
+                outcomes[options.profile.name] = _guarded(
+                    options,
+                    lambda o=options: DeviceOutcome(o.profile.name, o.out_dir, run_local(o)),
+                )
         for options in jobs:
             if options.profile.name in timing:
-                outcomes[options.profile.name] = _guarded(options,
-                                                          timing[options.profile.name].result)
+                outcomes[options.profile.name] = _guarded(
+                    options, timing[options.profile.name].result
+                )
     return [outcomes[o.profile.name] for o in jobs]
 
 

@@ -39,8 +39,14 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 CI_LEVEL = 0.95
 COMPARISON_KINDS = ("vs_baseline", "fold")
-KIND_NAMES = {float: "number", int: "integer", str: "string", bool: "boolean", dict: "object",
-              list: "list"}
+KIND_NAMES = {
+    float: "number",
+    int: "integer",
+    str: "string",
+    bool: "boolean",
+    dict: "object",
+    list: "list",
+}
 
 
 def interval_decimals(low: float, high: float, decimals: int, most: int = 6) -> int:
@@ -96,8 +102,15 @@ class _Reader:
             raise self.fail(where, f"is not an object (got {type(data).__name__})")
         return data
 
-    def get(self, data: Dict[str, Any], key: str, where: str, kind: Any, required: bool = True,
-            default: Any = None) -> Any:
+    def get(
+        self,
+        data: Dict[str, Any],
+        key: str,
+        where: str,
+        kind: Any,
+        required: bool = True,
+        default: Any = None,
+    ) -> Any:
         if key not in data or (data[key] is None and not required):
             if required:
                 raise self.fail(f"{where}.{key}", "is missing")
@@ -148,16 +161,36 @@ class Stats:
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form."""
-        return {"median": self.median, "median_ci_low": self.median_ci_low,
-                "median_ci_high": self.median_ci_high, **self.other}
+        return {
+            "median": self.median,
+            "median_ci_low": self.median_ci_low,
+            "median_ci_high": self.median_ci_high,
+            **self.other,
+        }
 
     def format(self, decimals: int = 3) -> str:
         """The median with its 95% CI, ``0.123 [0.120, 0.131]``."""
         return format_interval(self.median, self.median_ci_low, self.median_ci_high, decimals)
 
 
-RUN_FIELDS = ["id", "model", "variant", "folded", "folded_run", "backend", "precision", "batch",
-              "input_shape", "flops", "params", "nodes", "onnx", "series_ms", "stats", "warnings"]
+RUN_FIELDS = [
+    "id",
+    "model",
+    "variant",
+    "folded",
+    "folded_run",
+    "backend",
+    "precision",
+    "batch",
+    "input_shape",
+    "flops",
+    "params",
+    "nodes",
+    "onnx",
+    "series_ms",
+    "stats",
+    "warnings",
+]
 
 
 @dataclasses.dataclass
@@ -191,8 +224,11 @@ class Run:
         series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
         reader.numbers(series, "latency_ms", f"{where}.series_ms")
         return cls(
-            run_id, reader.get(data, "model", where, str), reader.get(data, "variant", where, str),
-            reader.get(data, "folded", where, bool), series,
+            run_id,
+            reader.get(data, "model", where, str),
+            reader.get(data, "variant", where, str),
+            reader.get(data, "folded", where, bool),
+            series,
             Stats.parse(reader.get(data, "stats", where, object), f"{where}.stats", reader),
             reader.get(data, "backend", where, dict, False, {}),
             reader.get(data, "precision", where, str, False, "fp32"),
@@ -203,16 +239,31 @@ class Run:
             reader.get(data, "nodes", where, dict, False, {}),
             reader.get(data, "onnx", where, str, False),
             reader.get(data, "folded_run", where, str, False),
-            reader.get(data, "warnings", where, list, False, []), _extra(data, RUN_FIELDS))
+            reader.get(data, "warnings", where, list, False, []),
+            _extra(data, RUN_FIELDS),
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (unknown keys kept)."""
-        return {"id": self.id, "model": self.model, "variant": self.variant, "folded": self.folded,
-                "folded_run": self.folded_run, "backend": self.backend, "precision": self.precision,
-                "batch": self.batch, "input_shape": self.input_shape, "flops": self.flops,
-                "params": self.params, "nodes": self.nodes, "onnx": self.onnx, **self.extra,
-                "series_ms": self.series_ms, "stats": self.stats.to_dict(),
-                "warnings": self.warnings}
+        return {
+            "id": self.id,
+            "model": self.model,
+            "variant": self.variant,
+            "folded": self.folded,
+            "folded_run": self.folded_run,
+            "backend": self.backend,
+            "precision": self.precision,
+            "batch": self.batch,
+            "input_shape": self.input_shape,
+            "flops": self.flops,
+            "params": self.params,
+            "nodes": self.nodes,
+            "onnx": self.onnx,
+            **self.extra,
+            "series_ms": self.series_ms,
+            "stats": self.stats.to_dict(),
+            "warnings": self.warnings,
+        }
 
     @property
     def label(self) -> str:
@@ -241,22 +292,47 @@ class Comparison:
         if kind not in COMPARISON_KINDS:
             kinds = ", ".join(COMPARISON_KINDS)
             raise reader.fail(f"{where}.kind", f"is {kind!r}, not one of {kinds}")
-        ratio = RatioCI(reader.get(data, "speedup", where, float),
-                        reader.get(data, "ci_low", where, float),
-                        reader.get(data, "ci_high", where, float),
-                        reader.get(data, "ci_level", where, float, False, CI_LEVEL))
-        known = ["model", "variant", "kind", "reference", "subject", "speedup", "ci_low", "ci_high",
-                 "ci_level"]
-        return cls(reader.get(data, "model", where, str), reader.get(data, "variant", where, str),
-                   kind, reader.get(data, "reference", where, str, False, ""),
-                   reader.get(data, "subject", where, str, False, ""), ratio, _extra(data, known))
+        ratio = RatioCI(
+            reader.get(data, "speedup", where, float),
+            reader.get(data, "ci_low", where, float),
+            reader.get(data, "ci_high", where, float),
+            reader.get(data, "ci_level", where, float, False, CI_LEVEL),
+        )
+        known = [
+            "model",
+            "variant",
+            "kind",
+            "reference",
+            "subject",
+            "speedup",
+            "ci_low",
+            "ci_high",
+            "ci_level",
+        ]
+        return cls(
+            reader.get(data, "model", where, str),
+            reader.get(data, "variant", where, str),
+            kind,
+            reader.get(data, "reference", where, str, False, ""),
+            reader.get(data, "subject", where, str, False, ""),
+            ratio,
+            _extra(data, known),
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form."""
-        return {"model": self.model, "variant": self.variant, "kind": self.kind,
-                "reference": self.reference, "subject": self.subject, "speedup": self.speedup.ratio,
-                "ci_low": self.speedup.low, "ci_high": self.speedup.high,
-                "ci_level": self.speedup.level, **self.extra}
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "kind": self.kind,
+            "reference": self.reference,
+            "subject": self.subject,
+            "speedup": self.speedup.ratio,
+            "ci_low": self.speedup.low,
+            "ci_high": self.speedup.high,
+            "ci_level": self.speedup.level,
+            **self.extra,
+        }
 
 
 @dataclasses.dataclass
@@ -286,11 +362,14 @@ class Results:
         """Runs keyed by their id."""
         return {run.id: run for run in self.runs}
 
-    def comparison(self, model: str, variant: str,
-                   kind: str = "vs_baseline") -> Optional[Comparison]:
+    def comparison(
+        self, model: str, variant: str, kind: str = "vs_baseline"
+    ) -> Optional[Comparison]:
         """The comparison of ``kind`` for a model's variant, if measured."""
-        return next((c for c in self.comparisons
-                     if (c.model, c.variant, c.kind) == (model, variant, kind)), None)
+        return next(
+            (c for c in self.comparisons if (c.model, c.variant, c.kind) == (model, variant, kind)),
+            None,
+        )
 
     def deployed(self, run: Run) -> Run:
         """The graph a user would deploy for an unfolded run: its folded twin where folding
@@ -304,15 +383,26 @@ class Results:
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form, schema 2 (a copy: changing it leaves this object as it is)."""
-        device = {"profile": self.profile, "environment_before": self.environment_before,
-                  "environment_after": self.environment_after, "warnings": self.warnings,
-                  **self.device_extra}
-        return copy.deepcopy({
-            "schema": SCHEMA_VERSION, "created": self.created,
-            "harness_version": self.harness_version, "command": self.command,
-            "complete": self.complete, **self.extra, "device": device,
-            "runs": [r.to_dict() for r in self.runs],
-            "comparisons": [c.to_dict() for c in self.comparisons]})
+        device = {
+            "profile": self.profile,
+            "environment_before": self.environment_before,
+            "environment_after": self.environment_after,
+            "warnings": self.warnings,
+            **self.device_extra,
+        }
+        return copy.deepcopy(
+            {
+                "schema": SCHEMA_VERSION,
+                "created": self.created,
+                "harness_version": self.harness_version,
+                "command": self.command,
+                "complete": self.complete,
+                **self.extra,
+                "device": device,
+                "runs": [r.to_dict() for r in self.runs],
+                "comparisons": [c.to_dict() for c in self.comparisons],
+            }
+        )
 
 
 def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
@@ -321,16 +411,21 @@ def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
     schema = data.get("schema")
     if data.get("kind") == "merged" or "merged_from" in data:
         merged = ", ".join(str(p) for p in data.get("merged_from") or [])
-        raise HarnessError(f"{reader.source} is a merged report, not one device's results: pass "
-                           f"the results.json files it was merged from ({merged})")
+        raise HarnessError(
+            f"{reader.source} is a merged report, not one device's results: pass "
+            f"the results.json files it was merged from ({merged})"
+        )
     if schema not in READABLE_SCHEMAS:
         readable = ", ".join(map(str, READABLE_SCHEMAS))
-        raise HarnessError(f"{reader.source} has results schema {schema}, this harness reads "
-                           f"schemas {readable}")
+        raise HarnessError(
+            f"{reader.source} has results schema {schema}, this harness reads schemas {readable}"
+        )
     if schema == 1:
         data = dict(data, schema=2, complete=data.get("complete"))
-        data["comparisons"] = [dict(c, ci_level=CI_LEVEL) if isinstance(c, dict) else c
-                               for c in data.get("comparisons") or []]
+        data["comparisons"] = [
+            dict(c, ci_level=CI_LEVEL) if isinstance(c, dict) else c
+            for c in data.get("comparisons") or []
+        ]
     return data
 
 
@@ -344,26 +439,43 @@ def parse_results(data: Any, source: str = "results") -> Results:
     device = reader.obj(reader.get(data, "device", "", object), "device")
     profile = reader.obj(reader.get(device, "profile", "device", object), "device.profile")
     reader.get(profile, "name", "device.profile", str)
-    runs = [Run.parse(r, f"runs[{i}]", reader)
-            for i, r in enumerate(reader.get(data, "runs", "", list))]
-    comparisons = [Comparison.parse(c, f"comparisons[{i}]", reader)
-                   for i, c in enumerate(reader.get(data, "comparisons", "", list, False, []))]
+    runs = [
+        Run.parse(r, f"runs[{i}]", reader) for i, r in enumerate(reader.get(data, "runs", "", list))
+    ]
+    comparisons = [
+        Comparison.parse(c, f"comparisons[{i}]", reader)
+        for i, c in enumerate(reader.get(data, "comparisons", "", list, False, []))
+    ]
     ids = [r.id for r in runs]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate is not None:
         raise reader.fail("runs", f"hold the id {duplicate!r} twice")
     device_keys = ["profile", "environment_before", "environment_after", "warnings"]
-    top_keys = ["schema", "created", "harness_version", "command", "complete", "device", "runs",
-                "comparisons"]
+    top_keys = [
+        "schema",
+        "created",
+        "harness_version",
+        "command",
+        "complete",
+        "device",
+        "runs",
+        "comparisons",
+    ]
     return Results(
-        str(data.get("created", "")), str(data.get("harness_version", "")),
-        [str(a) for a in reader.get(data, "command", "", list, False, [])], profile, runs,
+        str(data.get("created", "")),
+        str(data.get("harness_version", "")),
+        [str(a) for a in reader.get(data, "command", "", list, False, [])],
+        profile,
+        runs,
         comparisons,
         reader.get(data, "complete", "", bool, False),
         reader.get(device, "environment_before", "device", dict, False, {}),
         reader.get(device, "environment_after", "device", dict, False),
-        reader.get(device, "warnings", "device", list, False, []), _extra(device, device_keys),
-        _extra(data, top_keys), source)
+        reader.get(device, "warnings", "device", list, False, []),
+        _extra(device, device_keys),
+        _extra(data, top_keys),
+        source,
+    )
 
 
 def as_results(data: Union[Results, Dict[str, Any]], source: str = "results") -> Results:
@@ -388,8 +500,9 @@ def load_results(path: Union[str, Path]) -> Dict[str, Any]:
     return read_results(path).to_dict()
 
 
-def new_results(command: List[str], profile: Dict[str, Any],
-                environment: Dict[str, Any]) -> Dict[str, Any]:
+def new_results(
+    command: List[str], profile: Dict[str, Any], environment: Dict[str, Any]
+) -> Dict[str, Any]:
     """An empty results document for one device, marked incomplete until the run ends."""
     from harness import __version__
 

@@ -32,7 +32,9 @@ Monitor = Callable[[], Dict[str, Any]]  # device state now (SM clock, power, thr
 def nearest_rank(sorted_samples: Sequence[float], percent: float) -> float:
     """Percentile by nearest rank, trtexec's convention: ``timings[n - 1 - int((1 - p/100) * n)]``."""
     n = len(sorted_samples)
-    tail = int((100.0 - percent) * n / 100.0 + 1e-9)  # computed so that 90% of 100 is exactly 10, not 9.99..
+    tail = int(
+        (100.0 - percent) * n / 100.0 + 1e-9
+    )  # computed so that 90% of 100 is exactly 10, not 9.99..
     return float(sorted_samples[max(0, n - 1 - tail)])
 
 
@@ -48,8 +50,9 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> Tuple[float
     return float(ordered[max(low - 1, 0)]), float(ordered[min(high, n - 1)])
 
 
-def mlperf_early_stopping(samples: Sequence[float], percentile: float = 90.0,
-                          confidence: float = 0.99) -> Optional[float]:
+def mlperf_early_stopping(
+    samples: Sequence[float], percentile: float = 90.0, confidence: float = 0.99
+) -> Optional[float]:
     """MLPerf SingleStream-style percentile estimate with early stopping.
 
     Discard the k slowest queries, k the largest count for which a binomial test still shows (at ``confidence``)
@@ -82,7 +85,9 @@ def detect_drift(samples: Sequence[float], threshold: float = 0.03) -> Optional[
     change = (last - first) / first
     if p_value < 1e-3 and abs(change) > threshold:
         direction = "slower" if change > 0 else "faster"
-        return f"latency drifted {abs(change):.1%} {direction} during the run (Kendall tau {tau:.2f})"
+        return (
+            f"latency drifted {abs(change):.1%} {direction} during the run (Kendall tau {tau:.2f})"
+        )
     return None
 
 
@@ -108,7 +113,11 @@ class Stats:
     @property
     def ci_halfwidth_rel(self) -> float:
         """Half the median's confidence interval, relative to the median."""
-        return (self.median_ci_high - self.median_ci_low) / 2.0 / self.median if self.median else float("inf")
+        return (
+            (self.median_ci_high - self.median_ci_low) / 2.0 / self.median
+            if self.median
+            else float("inf")
+        )
 
 
 def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:
@@ -121,10 +130,19 @@ def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:
     std = float(values.std())
     low, high = median_ci(ordered)
     return Stats(
-        n=int(values.size), median=float(np.median(values)), mean=mean, min=float(ordered[0]),
-        max=float(ordered[-1]), p90=nearest_rank(ordered, 90), p95=nearest_rank(ordered, 95),
-        p99=nearest_rank(ordered, 99), std=std, cov=std / mean if mean else 0.0, median_ci_low=low,
-        median_ci_high=high, throughput_per_s=batch * 1000.0 / mean if mean else 0.0,
+        n=int(values.size),
+        median=float(np.median(values)),
+        mean=mean,
+        min=float(ordered[0]),
+        max=float(ordered[-1]),
+        p90=nearest_rank(ordered, 90),
+        p95=nearest_rank(ordered, 95),
+        p99=nearest_rank(ordered, 99),
+        std=std,
+        cov=std / mean if mean else 0.0,
+        median_ci_low=low,
+        median_ci_high=high,
+        throughput_per_s=batch * 1000.0 / mean if mean else 0.0,
         mlperf_p90=mlperf_early_stopping(ordered),
     )
 
@@ -136,10 +154,16 @@ def block_medians(samples: Sequence[float], block_ends: Sequence[int]) -> np.nda
     return np.array([np.median(values[a:b]) for a, b in zip(starts, block_ends) if b > a])
 
 
-def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
-                       resamples: int = 2000, seed: int = 0, numerator_blocks: Optional[Sequence[int]] = None,
-                       denominator_blocks: Optional[Sequence[int]] = None,
-                       paired: bool = False) -> Tuple[float, float, float]:
+def bootstrap_ratio_ci(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+    numerator_blocks: Optional[Sequence[int]] = None,
+    denominator_blocks: Optional[Sequence[int]] = None,
+    paired: bool = False,
+) -> Tuple[float, float, float]:
     """Ratio of medians (numerator / denominator) with a percentile-bootstrap confidence interval.
 
     With numerator = baseline latencies and denominator = variant latencies this is the variant's speed-up.
@@ -150,14 +174,21 @@ def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
     """
     a = np.asarray(numerator, dtype=float)
     b = np.asarray(denominator, dtype=float)
-    if numerator_blocks and denominator_blocks and len(numerator_blocks) >= 5 and len(denominator_blocks) >= 5:
+    if (
+        numerator_blocks
+        and denominator_blocks
+        and len(numerator_blocks) >= 5
+        and len(denominator_blocks) >= 5
+    ):
         a_units, b_units = block_medians(a, numerator_blocks), block_medians(b, denominator_blocks)
     else:
         a_units, b_units = a, b
     rng = np.random.default_rng(seed)
     pick_a = rng.integers(0, a_units.size, size=(resamples, a_units.size))
     same_rounds = paired and a_units.size == b_units.size and a_units.size != a.size
-    pick_b = pick_a if same_rounds else rng.integers(0, b_units.size, size=(resamples, b_units.size))
+    pick_b = (
+        pick_a if same_rounds else rng.integers(0, b_units.size, size=(resamples, b_units.size))
+    )
     med_a = np.median(a_units[pick_a], axis=1)
     med_b = np.median(b_units[pick_b], axis=1)
     ratios = med_a / med_b
@@ -167,8 +198,13 @@ def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
     return ratio, min(low, ratio), max(high, ratio)
 
 
-def measurement_ratio_ci(numerator: Measurement, denominator: Measurement, resamples: int = 2000,
-                         confidence: float = 0.95, seed: int = 0) -> Tuple[float, float, float]:
+def measurement_ratio_ci(
+    numerator: Measurement,
+    denominator: Measurement,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Tuple[float, float, float]:
     """Speed-up (numerator / denominator) of two measurements of one interleaved run, with a 95% interval.
 
     Round i ran block i of both back to back, so the ratio of their block medians in that round is free of what
@@ -177,9 +213,12 @@ def measurement_ratio_ci(numerator: Measurement, denominator: Measurement, resam
     """
     rounds = min(len(numerator.block_ends), len(denominator.block_ends))
     if rounds < 5:
-        return bootstrap_ratio_ci(numerator.latencies, denominator.latencies, confidence, resamples, seed)
-    ratios = (block_medians(numerator.latencies, numerator.block_ends[:rounds])
-              / block_medians(denominator.latencies, denominator.block_ends[:rounds]))
+        return bootstrap_ratio_ci(
+            numerator.latencies, denominator.latencies, confidence, resamples, seed
+        )
+    ratios = block_medians(numerator.latencies, numerator.block_ends[:rounds]) / block_medians(
+        denominator.latencies, denominator.block_ends[:rounds]
+    )
     rng = np.random.default_rng(seed)
     medians = np.median(ratios[rng.integers(0, rounds, size=(resamples, rounds))], axis=1)
     alpha = (1.0 - confidence) / 2.0
@@ -198,10 +237,18 @@ def state_warnings(states: Sequence[Dict[str, Any]]) -> List[str]:
     found: List[str] = []
     clocks = [s["sm_clock_mhz"] for s in states if s.get("sm_clock_mhz")]
     if clocks and (max(clocks) - min(clocks)) / max(clocks) > CLOCK_MOVE:
-        found.append(f"SM clock moved between blocks: {min(clocks):.0f}-{max(clocks):.0f} MHz (lock clocks: "
-                     f"nvidia-smi -lgc, or let the GPU settle)")
-    reasons = sorted({r for s in states for r in s.get("throttle_reasons", [])
-                      if r not in ("gpu_idle", "applications_clocks_setting")})
+        found.append(
+            f"SM clock moved between blocks: {min(clocks):.0f}-{max(clocks):.0f} MHz (lock clocks: "
+            f"nvidia-smi -lgc, or let the GPU settle)"
+        )
+    reasons = sorted(
+        {
+            r
+            for s in states
+            for r in s.get("throttle_reasons", [])
+            if r not in ("gpu_idle", "applications_clocks_setting")
+        }
+    )
     if reasons:
         found.append(f"GPU throttled during the run: {', '.join(reasons)}")
     return found
@@ -216,9 +263,15 @@ class Measurement:
     run_time_s: float
     stop_reason: str
     batch: int = 1
-    block_ends: List[int] = dataclasses.field(default_factory=list)  # cumulative sample count after each block
-    block_state: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # device state after each block
-    resolution: Optional[float] = None  # relative CI half-width reached (speed-up vs the reference, or median)
+    block_ends: List[int] = dataclasses.field(
+        default_factory=list
+    )  # cumulative sample count after each block
+    block_state: List[Dict[str, Any]] = dataclasses.field(
+        default_factory=list
+    )  # device state after each block
+    resolution: Optional[float] = (
+        None  # relative CI half-width reached (speed-up vs the reference, or median)
+    )
 
     @property
     def latencies(self) -> List[float]:
@@ -234,7 +287,9 @@ class Measurement:
         found = []
         stats = self.stats()
         if stats.cov > UNSTABLE_COV:
-            found.append(f"unstable: CoV {stats.cov:.1%} > {UNSTABLE_COV:.0%} (lock clocks, close other work)")
+            found.append(
+                f"unstable: CoV {stats.cov:.1%} > {UNSTABLE_COV:.0%} (lock clocks, close other work)"
+            )
         drift = detect_drift(self.latencies)
         if drift:
             found.append(drift)
@@ -245,8 +300,9 @@ def _enough(m: Measurement, settings: TimingSettings) -> bool:
     return len(m.latencies) >= settings.min_iterations and m.run_time_s >= settings.min_duration_s
 
 
-def resolutions(results: Dict[str, Measurement], settings: TimingSettings, reference: str,
-                resamples: int = 2000) -> Dict[str, float]:
+def resolutions(
+    results: Dict[str, Measurement], settings: TimingSettings, reference: str, resamples: int = 2000
+) -> Dict[str, float]:
     """The relative CI half-width each configuration has reached for what is reported: its paired speed-up
     against ``reference`` (``stop_on: speedup``, two or more configurations), else its median."""
     found = {}
@@ -272,9 +328,12 @@ def _settle(runner: Runner, monitor: Monitor, started: float) -> int:
     return runs
 
 
-def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
-                        on_round: Optional[Callable[[float], None]] = None,
-                        monitor: Optional[Monitor] = None) -> Dict[str, Measurement]:
+def measure_interleaved(
+    runners: Dict[str, Runner],
+    settings: TimingSettings,
+    on_round: Optional[Callable[[float], None]] = None,
+    monitor: Optional[Monitor] = None,
+) -> Dict[str, Measurement]:
     """Time several runners in interleaved blocks under one protocol; returns raw samples per runner.
 
     Each block lasts about ``block_s`` (at least ``block_iterations`` inferences), so every configuration gets the
@@ -293,7 +352,9 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
         per_iteration = (time.perf_counter() - start) / warm
         if monitor is not None:
             warm += _settle(runner, monitor, time.perf_counter())
-        block_sizes[name] = max(settings.block_iterations, int(settings.block_s / max(per_iteration, 1e-9)))
+        block_sizes[name] = max(
+            settings.block_iterations, int(settings.block_s / max(per_iteration, 1e-9))
+        )
         results[name] = Measurement({}, warm, 0.0, "", runner.batch)
     names = list(runners)
     what = "speed-up" if settings.stop_on == "speedup" and len(names) > 1 else "median"
@@ -317,19 +378,25 @@ def measure_interleaved(runners: Dict[str, Runner], settings: TimingSettings,
         if on_round:
             on_round(min(1.0, slowest / max(settings.min_duration_s, 1e-9)))
         enough = all(_enough(m, settings) for m in results.values())
-        met = enough and max(resolutions(results, settings, names[0], 500).values()) <= settings.target_ci
+        met = (
+            enough
+            and max(resolutions(results, settings, names[0], 500).values()) <= settings.target_ci
+        )
         if met:
             reason = f"every {what}'s 95% CI within +/-{settings.target_ci:.1%}"
             break
         if max(m.run_time_s for m in results.values()) >= settings.max_duration_s and all(
-                len(m.latencies) >= settings.min_iterations for m in results.values()):
+            len(m.latencies) >= settings.min_iterations for m in results.values()
+        ):
             reason = f"time budget of {settings.max_duration_s:g} s per configuration reached"
             break
     reached = resolutions(results, settings, names[0])
     widest = max(reached.values())
     if not met and widest > settings.target_ci:
-        reason += (f": {what} CIs reach +/-{widest:.1%}, not the target +/-{settings.target_ci:.1%}; differences "
-                   f"smaller than that are below what this run resolves")
+        reason += (
+            f": {what} CIs reach +/-{widest:.1%}, not the target +/-{settings.target_ci:.1%}; differences "
+            f"smaller than that are below what this run resolves"
+        )
     for name, m in results.items():
         m.stop_reason = reason
         m.resolution = reached.get(name)

@@ -23,8 +23,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 SURFACES = Path(__file__).parent / "data" / "trt" / "surfaces"
-VERSIONS = {"8.5": "trt-8.5.3.1.srcbuild.json", "10.13": "trt-10.13.0.35.wheel.json",
-            "11.4": "trt-11.4.0.106.wheel.json"}
+VERSIONS = {
+    "8.5": "trt-8.5.3.1.srcbuild.json",
+    "10.13": "trt-10.13.0.35.wheel.json",
+    "11.4": "trt-11.4.0.106.wheel.json",
+}
 MEMORY: Dict[int, np.ndarray] = {}  # device pointer -> host array standing in for device memory
 CALLS: List[str] = []  # "Class.member" of every call into the double, for tests to inspect
 
@@ -37,7 +40,11 @@ def _arity(signature: Any) -> Optional[range]:
         match = re.match(r"\w+\((.*)\) ->", str(text))
         if not match or "*args" in match.group(1):
             continue
-        params = [p for p in re.split(r",\s*(?![^\[]*\])", match.group(1)) if p and not p.startswith("self")]
+        params = [
+            p
+            for p in re.split(r",\s*(?![^\[]*\])", match.group(1))
+            if p and not p.startswith("self")
+        ]
         required = sum(1 for p in params if "=" not in p)
         counts.update(range(required, len(params) + 1))
     return range(min(counts), max(counts) + 1) if counts else None
@@ -72,8 +79,10 @@ class _Strict:
     def __getattr__(self, name: str) -> Any:
         surface = type(self)._surface
         if name not in surface.get("members", ()):
-            raise AttributeError(f"'tensorrt.{type(self).__name__}' object has no attribute '{name}' "
-                                 f"(not in TensorRT {_module_version(self)})")
+            raise AttributeError(
+                f"'tensorrt.{type(self).__name__}' object has no attribute '{name}' "
+                f"(not in TensorRT {_module_version(self)})"
+            )
         kind = surface.get("kinds", {}).get(name, "method")
         if kind.startswith("property"):
             return self._values.get(name)
@@ -122,22 +131,36 @@ def _network_from_onnx(network, path: str) -> bool:
         for value in values:
             if value.name in initializers:
                 continue
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+            dims = [
+                d.dim_value if d.HasField("dim_value") else -1
+                for d in value.type.tensor_type.shape.dim
+            ]
             half = value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
-            found.append(_Tensor(value.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT))
+            found.append(
+                _Tensor(value.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT)
+            )
         return found
 
-    network._values.update(_onnx=path, _inputs=tensors(model.graph.input), _outputs=tensors(model.graph.output))
+    network._values.update(
+        _onnx=path, _inputs=tensors(model.graph.input), _outputs=tensors(model.graph.output)
+    )
     return True
 
 
 def _serialize(builder, network, config) -> bytes:
     trt = sys.modules["tensorrt"]
-    flags = [name for name, value in vars(trt.BuilderFlag).items()
-             if isinstance(value, _Enum) and config._values.get("_flags", set()) & {int(value)}]
-    plan = {"onnx": network._values["_onnx"], "tensorrt": trt.__version__, "flags": sorted(flags),
-            "profiles": config._values.get("_profiles", []),
-            "strongly_typed": bool(network._values.get("_strongly_typed"))}
+    flags = [
+        name
+        for name, value in vars(trt.BuilderFlag).items()
+        if isinstance(value, _Enum) and config._values.get("_flags", set()) & {int(value)}
+    ]
+    plan = {
+        "onnx": network._values["_onnx"],
+        "tensorrt": trt.__version__,
+        "flags": sorted(flags),
+        "profiles": config._values.get("_profiles", []),
+        "strongly_typed": bool(network._values.get("_strongly_typed")),
+    }
     return json.dumps(plan).encode()
 
 
@@ -155,13 +178,18 @@ def _engine_tensors(engine) -> List[_Tensor]:
         import onnxruntime as ort
 
         trt = sys.modules["tensorrt"]
-        session = ort.InferenceSession(engine._values["_plan"]["onnx"], providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            engine._values["_plan"]["onnx"], providers=["CPUExecutionProvider"]
+        )
         tensors = []
-        for arg, mode in [(a, trt.TensorIOMode.INPUT) for a in session.get_inputs()] + \
-                [(a, trt.TensorIOMode.OUTPUT) for a in session.get_outputs()]:
+        for arg, mode in [(a, trt.TensorIOMode.INPUT) for a in session.get_inputs()] + [
+            (a, trt.TensorIOMode.OUTPUT) for a in session.get_outputs()
+        ]:
             dims = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
             half = arg.type == "tensor(float16)"
-            tensors.append((_Tensor(arg.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT), mode))
+            tensors.append(
+                (_Tensor(arg.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT), mode)
+            )
         engine._values.update(_tensors=tensors, _session=session)
     return engine._values["_tensors"]
 
@@ -193,7 +221,9 @@ def _context_shape(context, name: str):
 def _set_input_shape(context, name: str, shape) -> bool:
     tensor, _mode = _find(context._values["_engine"], name)
     shape = tuple(shape)
-    if len(shape) != len(tensor.shape) or any(t >= 0 and t != s for t, s in zip(tensor.shape, shape)):
+    if len(shape) != len(tensor.shape) or any(
+        t >= 0 and t != s for t, s in zip(tensor.shape, shape)
+    ):
         return False
     context._values["_shapes"][name] = shape
     return True
@@ -214,8 +244,13 @@ def _execute_async_v3(context, stream_handle: int) -> bool:
     tensors = _engine_tensors(engine)
     if any(t.name not in addresses for t, _ in tensors):
         return False
-    feeds = {t.name: MEMORY[addresses[t.name]].view(_NP[int(t.dtype)]).reshape(_context_shape(context, t.name))
-             for t, mode in tensors if mode == trt.TensorIOMode.INPUT}
+    feeds = {
+        t.name: MEMORY[addresses[t.name]]
+        .view(_NP[int(t.dtype)])
+        .reshape(_context_shape(context, t.name))
+        for t, mode in tensors
+        if mode == trt.TensorIOMode.INPUT
+    }
     names = [t.name for t, mode in tensors if mode == trt.TensorIOMode.OUTPUT]
     for name, value in zip(names, session.run(names, feeds)):
         MEMORY[addresses[name]][...] = np.frombuffer(value.tobytes(), dtype=np.uint8)
@@ -231,38 +266,61 @@ def _timing_cache(data: bytes) -> Any:
 _NP = {0: np.float32, 1: np.float16, 2: np.int8, 3: np.int32, 4: np.bool_, 5: np.uint8}
 
 BEHAVIOUR = {
-    "Builder": {"create_network": lambda self, *a: sys.modules["tensorrt"].INetworkDefinition(),
-                "create_builder_config": lambda self: sys.modules["tensorrt"].IBuilderConfig(),
-                "create_optimization_profile": lambda self: sys.modules["tensorrt"].IOptimizationProfile(),
-                "build_serialized_network": _serialize},
-    "INetworkDefinition": {"get_input": lambda self, i: self._values["_inputs"][i],
-                           "get_output": lambda self, i: self._values["_outputs"][i]},
-    "OnnxParser": {"parse_from_file": lambda self, path: _network_from_onnx(self._values["_network"], path)},
-    "IBuilderConfig": {"set_flag": lambda self, f: self._values.setdefault("_flags", set()).add(int(f)),
-                       "clear_flag": lambda self, f: self._values.setdefault("_flags", set()).discard(int(f)),
-                       "get_flag": lambda self, f: int(f) in self._values.get("_flags", set()),
-                       "add_optimization_profile": lambda self, p: self._values.setdefault(
-                           "_profiles", []).append(p._values.get("_shapes", {})) or 0,
-                       "create_timing_cache": lambda self, data: _timing_cache(bytes(data)),
-                       "set_timing_cache": lambda self, cache, ignore: self._values.update(
-                           _timing_cache=cache) or True,
-                       "get_timing_cache": lambda self: self._values.get("_timing_cache")},
+    "Builder": {
+        "create_network": lambda self, *a: sys.modules["tensorrt"].INetworkDefinition(),
+        "create_builder_config": lambda self: sys.modules["tensorrt"].IBuilderConfig(),
+        "create_optimization_profile": lambda self: sys.modules["tensorrt"].IOptimizationProfile(),
+        "build_serialized_network": _serialize,
+    },
+    "INetworkDefinition": {
+        "get_input": lambda self, i: self._values["_inputs"][i],
+        "get_output": lambda self, i: self._values["_outputs"][i],
+    },
+    "OnnxParser": {
+        "parse_from_file": lambda self, path: _network_from_onnx(self._values["_network"], path)
+    },
+    "IBuilderConfig": {
+        "set_flag": lambda self, f: self._values.setdefault("_flags", set()).add(int(f)),
+        "clear_flag": lambda self, f: self._values.setdefault("_flags", set()).discard(int(f)),
+        "get_flag": lambda self, f: int(f) in self._values.get("_flags", set()),
+        "add_optimization_profile": lambda self, p: (
+            self._values.setdefault("_profiles", []).append(p._values.get("_shapes", {})) or 0
+        ),
+        "create_timing_cache": lambda self, data: _timing_cache(bytes(data)),
+        "set_timing_cache": lambda self, cache, ignore: (
+            self._values.update(_timing_cache=cache) or True
+        ),
+        "get_timing_cache": lambda self: self._values.get("_timing_cache"),
+    },
     "ITimingCache": {"serialize": lambda self: self._values["_data"] + b"+"},
-    "IOptimizationProfile": {"set_shape": lambda self, name, lo, opt, hi: self._values.setdefault(
-        "_shapes", {}).update({name: [list(lo), list(opt), list(hi)]})},
+    "IOptimizationProfile": {
+        "set_shape": lambda self, name, lo, opt, hi: self._values.setdefault("_shapes", {}).update(
+            {name: [list(lo), list(opt), list(hi)]}
+        )
+    },
     "Runtime": {"deserialize_cuda_engine": _deserialize},
-    "ICudaEngine": {"get_tensor_name": lambda self, i: _engine_tensors(self)[i][0].name,
-                    "get_tensor_mode": lambda self, name: _find(self, name)[1],
-                    "get_tensor_shape": lambda self, name: _find(self, name)[0].shape,
-                    "get_tensor_dtype": lambda self, name: _find(self, name)[0].dtype,
-                    "create_execution_context": _context},
-    "IExecutionContext": {"set_input_shape": _set_input_shape, "get_tensor_shape": _context_shape,
-                          "set_tensor_address": _set_tensor_address, "execute_async_v3": _execute_async_v3},
+    "ICudaEngine": {
+        "get_tensor_name": lambda self, i: _engine_tensors(self)[i][0].name,
+        "get_tensor_mode": lambda self, name: _find(self, name)[1],
+        "get_tensor_shape": lambda self, name: _find(self, name)[0].shape,
+        "get_tensor_dtype": lambda self, name: _find(self, name)[0].dtype,
+        "create_execution_context": _context,
+    },
+    "IExecutionContext": {
+        "set_input_shape": _set_input_shape,
+        "get_tensor_shape": _context_shape,
+        "set_tensor_address": _set_tensor_address,
+        "execute_async_v3": _execute_async_v3,
+    },
 }
-PROPERTIES = {"INetworkDefinition": {"num_inputs": lambda self: len(self._values["_inputs"]),
-                                     "num_outputs": lambda self: len(self._values["_outputs"])},
-              "ICudaEngine": {"num_io_tensors": lambda self: len(_engine_tensors(self))},
-              "Builder": {"num_DLA_cores": lambda self: 0}}
+PROPERTIES = {
+    "INetworkDefinition": {
+        "num_inputs": lambda self: len(self._values["_inputs"]),
+        "num_outputs": lambda self: len(self._values["_outputs"]),
+    },
+    "ICudaEngine": {"num_io_tensors": lambda self: len(_engine_tensors(self))},
+    "Builder": {"num_DLA_cores": lambda self: 0},
+}
 
 
 def make_tensorrt(version: str) -> types.ModuleType:
@@ -270,7 +328,9 @@ def make_tensorrt(version: str) -> types.ModuleType:
     data = json.loads((SURFACES / VERSIONS[version]).read_text())
     module = types.ModuleType("tensorrt")
     module.__version__ = data["version"]
-    enums = {name: _enum_class(name.split(".")[-1], members) for name, members in data["enums"].items()}
+    enums = {
+        name: _enum_class(name.split(".")[-1], members) for name, members in data["enums"].items()
+    }
     for name, surface in data["classes"].items():
         if name in enums:
             setattr(module, name, enums[name])
@@ -279,7 +339,9 @@ def make_tensorrt(version: str) -> types.ModuleType:
         for prop, getter in PROPERTIES.get(name, {}).items():
             if prop in surface["members"]:
                 namespace[prop] = property(getter)
-        for member in surface["members"]:  # nested enums (ILogger.Severity) and class-level constants
+        for member in surface[
+            "members"
+        ]:  # nested enums (ILogger.Severity) and class-level constants
             nested = enums.get(f"{name}.{member}")
             if nested is not None:
                 namespace[member] = nested
@@ -323,10 +385,14 @@ def make_pycuda() -> Dict[str, types.ModuleType]:
         return _DeviceAllocation(address)
 
     def copy_in(device, host, stream=None) -> None:
-        MEMORY[int(device)][: host.nbytes] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
+        MEMORY[int(device)][: host.nbytes] = np.frombuffer(
+            np.ascontiguousarray(host).tobytes(), np.uint8
+        )
 
     def copy_out(host, device, stream=None) -> None:
-        host[...] = np.frombuffer(MEMORY[int(device)][: host.nbytes].tobytes(), host.dtype).reshape(host.shape)
+        host[...] = np.frombuffer(MEMORY[int(device)][: host.nbytes].tobytes(), host.dtype).reshape(
+            host.shape
+        )
 
     class Stream:
         handle = 7
@@ -365,7 +431,10 @@ def make_pycuda() -> Dict[str, types.ModuleType]:
     driver.init = lambda: None
     driver.Device = Device
     driver.Stream, driver.Event = Stream, Event
-    driver.mem_alloc, driver.pagelocked_empty = mem_alloc, lambda shape, dtype: np.empty(shape, dtype)
+    driver.mem_alloc, driver.pagelocked_empty = (
+        mem_alloc,
+        lambda shape, dtype: np.empty(shape, dtype),
+    )
     driver.memcpy_htod_async, driver.memcpy_dtoh_async = copy_in, copy_out
     driver.memcpy_htod, driver.memcpy_dtoh = copy_in, copy_out
     driver.contexts_made = contexts

@@ -64,9 +64,15 @@ def corpus() -> List[CorpusModel]:
     for group in GROUPS[1:]:
         for folder in sorted(p for p in (DATA / group).iterdir() if (p / "model.onnx").is_file()):
             data = folder / "test_data_set_0"
-            found.append(CorpusModel(group, folder.name, folder / "model.onnx",
-                                     sorted(data.glob("input_*.pb"), key=_index),
-                                     sorted(data.glob("output_*.pb"), key=_index)))
+            found.append(
+                CorpusModel(
+                    group,
+                    folder.name,
+                    folder / "model.onnx",
+                    sorted(data.glob("input_*.pb"), key=_index),
+                    sorted(data.glob("output_*.pb"), key=_index),
+                )
+            )
     return found
 
 

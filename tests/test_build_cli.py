@@ -13,7 +13,10 @@ from onnx import TensorProto, helper
 
 from harness.cli import main
 
-TENSORRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
+TENSORRT = (
+    importlib.util.find_spec("tensorrt") is not None
+    and importlib.util.find_spec("pycuda") is not None
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,9 @@ def lenet(tmp_path_factory):
 def dynamic_model(tmp_path):
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 8, 8])
     y = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, 8, 8])
-    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["out"], name="relu0")], "g", [x], [y])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["out"], name="relu0")], "g", [x], [y]
+    )
     path = tmp_path / "dynamic.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -45,30 +50,66 @@ def test_explain_for_xavier_needs_no_tensorrt(lenet, capsys):
     assert "cuda graph off" in header and "data transfers on" in header
     assert cmd[:4] == ["trtexec", f"--onnx={lenet}", "--memPoolSize=workspace:1024", "--fp16"]
     assert "--timingCacheFile=engines/timing-8.5.2-sm72.cache" in cmd
-    assert "--saveEngine=engines/lenet5-fp16-b1.engine" in cmd and "--exportTimes=lenet5-times.json" in cmd
-    assert not any(a.startswith(("--shapes", "--builderOptimizationLevel")) for a in cmd)  # static model, 8.5
+    assert (
+        "--saveEngine=engines/lenet5-fp16-b1.engine" in cmd
+        and "--exportTimes=lenet5-times.json" in cmd
+    )
+    assert not any(
+        a.startswith(("--shapes", "--builderOptimizationLevel")) for a in cmd
+    )  # static model, 8.5
 
 
 def test_explain_follows_version_precision_and_dynamic_batch(lenet, dynamic_model, capsys):
-    _, cmd = _explain(capsys, str(lenet), "--device", "orin", "--precision", "fp32", "--tensorrt-version", "10.3.0")
+    _, cmd = _explain(
+        capsys,
+        str(lenet),
+        "--device",
+        "orin",
+        "--precision",
+        "fp32",
+        "--tensorrt-version",
+        "10.3.0",
+    )
     assert "--builderOptimizationLevel=3" in cmd and "--fp16" not in cmd
-    _, cmd = _explain(capsys, str(lenet), "--device", "orin", "--precision", "fp32", "--tensorrt-version", "11.1")
+    _, cmd = _explain(
+        capsys, str(lenet), "--device", "orin", "--precision", "fp32", "--tensorrt-version", "11.1"
+    )
     assert {"--noCudaGraph", "--includeDataTransfers", "--noSpinWait"} <= set(cmd)
-    _, cmd = _explain(capsys, str(dynamic_model), "--device", "rtx3090", "--batch", "4", "--tensorrt-version", "10.3")
-    assert {"--minShapes=images:1x3x8x8", "--optShapes=images:4x3x8x8", "--maxShapes=images:4x3x8x8",
-            "--shapes=images:4x3x8x8"} <= set(cmd)
+    _, cmd = _explain(
+        capsys,
+        str(dynamic_model),
+        "--device",
+        "rtx3090",
+        "--batch",
+        "4",
+        "--tensorrt-version",
+        "10.3",
+    )
+    assert {
+        "--minShapes=images:1x3x8x8",
+        "--optShapes=images:4x3x8x8",
+        "--maxShapes=images:4x3x8x8",
+        "--shapes=images:4x3x8x8",
+    } <= set(cmd)
 
 
 def test_explain_refuses_what_cannot_be_built(lenet, capsys):
-    assert main(["build", str(lenet), "--device", "orin", "--tensorrt-version", "11.1", "--explain"]) == 2
+    assert (
+        main(["build", str(lenet), "--device", "orin", "--tensorrt-version", "11.1", "--explain"])
+        == 2
+    )
     assert "strongly typed" in capsys.readouterr().err
-    assert main(["build", str(lenet), "--device", "xavier", "--precision", "int8", "--explain"]) == 2
+    assert (
+        main(["build", str(lenet), "--device", "xavier", "--precision", "int8", "--explain"]) == 2
+    )
     assert "precisions" in capsys.readouterr().err
     assert main(["build", "missing.onnx", "--explain"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(TENSORRT, reason="TensorRT is installed: the missing-backend message does not apply")
+@pytest.mark.skipif(
+    TENSORRT, reason="TensorRT is installed: the missing-backend message does not apply"
+)
 def test_build_without_tensorrt_says_what_is_missing(lenet, capsys):
     assert main(["build", str(lenet), "--device", "xavier"]) == 2
     err = capsys.readouterr().err.strip()
@@ -79,12 +120,24 @@ def test_build_without_tensorrt_says_what_is_missing(lenet, capsys):
 def test_profiles_list_and_show(capsys):
     assert main(["profiles"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert {row.split()[0] for row in rows} >= {"xavier", "xavier-nx", "orin", "orin-nano", "rtx2080ti", "rtx3090",
-                                                 "rtx4090", "a100", "h100", "host"}
+    assert {row.split()[0] for row in rows} >= {
+        "xavier",
+        "xavier-nx",
+        "orin",
+        "orin-nano",
+        "rtx2080ti",
+        "rtx3090",
+        "rtx4090",
+        "a100",
+        "h100",
+        "host",
+    }
     assert any(row.split()[:3] == ["xavier", "jetson", "tensorrt"] for row in rows)
     assert main(["profiles", "show", "xavier"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert shown["expect"]["compute_capability"] == "7.2" and shown["tensorrt"]["timing_cache"] is True
+    assert (
+        shown["expect"]["compute_capability"] == "7.2" and shown["tensorrt"]["timing_cache"] is True
+    )
     assert shown["timing"]["min_iterations"] == 200 and shown["peaks"]["dram_gbps"] == 136.5
     assert main(["profiles", "show", "tx2"]) == 2
     assert "unknown device 'tx2'" in capsys.readouterr().err

@@ -21,8 +21,15 @@ from harness.profiles import calibration_path, load_profile
 
 def _truth() -> CalibratedCostModel:
     """A device with depthwise convs 8x slower per FLOP than dense ones and a dispatch cost per kernel size."""
-    fixed = {"dense-k1-s1": 8e-6, "dense-k3-s1": 20e-6, "dense-k5-s1": 30e-6, "dense-k7-s1": 45e-6,
-             "dw-k3-s1": 10e-6, "dw-k5-s1": 12e-6, "dw-k7-s1": 15e-6}
+    fixed = {
+        "dense-k1-s1": 8e-6,
+        "dense-k3-s1": 20e-6,
+        "dense-k5-s1": 30e-6,
+        "dense-k7-s1": 45e-6,
+        "dw-k3-s1": 10e-6,
+        "dw-k5-s1": 12e-6,
+        "dw-k7-s1": 15e-6,
+    }
     rate = {k: 8e-11 if k.startswith("dw") else 1e-11 for k in fixed}
     return CalibratedCostModel(fixed, rate, 2e-12, 4e-6, 3e-11)
 
@@ -30,8 +37,10 @@ def _truth() -> CalibratedCostModel:
 def _entries(model: CalibratedCostModel, noise: float = 0.0, seed: int = 0):
     """The marginal costs a device that follows ``model`` exactly (plus relative noise) shows on the grid, ms."""
     rng = np.random.default_rng(seed)
-    return {p.key: Entry(predict(model, p) * (1 + noise * rng.standard_normal()) * 1e3, 0.0, 100)
-            for p in micro_benchmarks(1)}
+    return {
+        p.key: Entry(predict(model, p) * (1 + noise * rng.standard_normal()) * 1e3, 0.0, 100)
+        for p in micro_benchmarks(1)
+    }
 
 
 def test_fit_recovers_the_model_that_generated_the_measurements():
@@ -41,43 +50,72 @@ def test_fit_recovers_the_model_that_generated_the_measurements():
     for name in truth.fixed_s:
         assert model.seconds_per_flop[name] == pytest.approx(truth.seconds_per_flop[name], rel=1e-3)
         assert model.fixed_s[name] == pytest.approx(truth.fixed_s[name], rel=1e-2, abs=1e-7)
-    assert model.elementwise_seconds_per_byte == pytest.approx(truth.elementwise_seconds_per_byte, rel=1e-3)
+    assert model.elementwise_seconds_per_byte == pytest.approx(
+        truth.elementwise_seconds_per_byte, rel=1e-3
+    )
     entries = _entries(truth, noise=0.03)
     noisy, quality = fit(micro_benchmarks(1), entries)
-    assert 0.005 < quality["median_abs_rel_error"] < 0.05  # 3% noise shows up as about 2% median error
+    assert (
+        0.005 < quality["median_abs_rel_error"] < 0.05
+    )  # 3% noise shows up as about 2% median error
     assert noisy.seconds_per_flop["dw-k3-s1"] > 4 * noisy.seconds_per_flop["dense-k3-s1"]
     for point in (p for p in micro_benchmarks(1) if p.kind == "conv" and len(p.pattern) == 1):
-        assert predict(noisy, point) * 1e3 == pytest.approx(entries[point.key].time, rel=1e-9)  # as measured
-    between = ConvGeometry((1, 24, 24, 24), (1, 24, 24, 24), (3, 3), 1)  # between two calibrated shapes
+        assert predict(noisy, point) * 1e3 == pytest.approx(
+            entries[point.key].time, rel=1e-9
+        )  # as measured
+    between = ConvGeometry(
+        (1, 24, 24, 24), (1, 24, 24, 24), (3, 3), 1
+    )  # between two calibrated shapes
     assert noisy.conv_cost(between) != noisy.fitted_cost(between)
-    far = ConvGeometry((1, 1024, 3, 3), (1, 1024, 3, 3), (3, 3), 1)  # no calibrated shape near: the formula
+    far = ConvGeometry(
+        (1, 1024, 3, 3), (1, 1024, 3, 3), (3, 3), 1
+    )  # no calibrated shape near: the formula
     assert noisy.conv_cost(far) == noisy.fitted_cost(far)
 
 
 def test_patterns_repeat_and_change_no_shape():
     points = micro_benchmarks(1)
     widening = next(p for p in points if p.kind == "conv" and len(p.pattern) == 2)
-    assert widening.pattern[0].out_ch == widening.pattern[1].in_shape[1] != widening.pattern[0].in_shape[1]
+    assert (
+        widening.pattern[0].out_ch
+        == widening.pattern[1].in_shape[1]
+        != widening.pattern[0].in_shape[1]
+    )
     for point in (widening, next(p for p in points if p.kind == "add")):
         once, thrice = (point_model(point, r) for r in REPEATS)
         ops = [n.op_type for n in thrice.graph.node]
         assert len(ops) == 3 * len(once.graph.node) and len(set(ops)) == 1
-        assert once.graph.input[0].type == once.graph.output[0].type  # a pattern returns to its input shape
+        assert (
+            once.graph.input[0].type == once.graph.output[0].type
+        )  # a pattern returns to its input shape
 
 
 def test_classes_not_calibrated_use_the_nearest_kernel_of_their_kind():
     model = _truth()
     assert model.nearest_class(False, 9, 1) == "dense-k7-s1"
     assert model.nearest_class(True, 4, 1) == "dw-k5-s1"  # ties go to the larger kernel
-    assert model.nearest_class(True, 5, 2) == "dw-k5-s1"  # no strided class calibrated: the same kind's
+    assert (
+        model.nearest_class(True, 5, 2) == "dw-k5-s1"
+    )  # no strided class calibrated: the same kind's
     dense9 = ConvGeometry((1, 64, 14, 14), (1, 64, 14, 14), (9, 9), 1)
-    assert model.conv_cost(dense9) == pytest.approx(45e-6 + 1e-11 * dense9.flops + 2e-12 * dense9.bytes_moved())
+    assert model.conv_cost(dense9) == pytest.approx(
+        45e-6 + 1e-11 * dense9.flops + 2e-12 * dense9.bytes_moved()
+    )
 
 
 def _profile_dir(tmp_path: Path) -> Path:
-    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text())
-    data["timing"] = {"warmup_s": 0.02, "min_iterations": 5, "min_duration_s": 0.02, "max_duration_s": 0.1,
-                      "target_ci": 0.05, "block_iterations": 3, "block_s": 0.01}
+    data = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text()
+    )
+    data["timing"] = {
+        "warmup_s": 0.02,
+        "min_iterations": 5,
+        "min_duration_s": 0.02,
+        "max_duration_s": 0.1,
+        "target_ci": 0.05,
+        "block_iterations": 3,
+        "block_s": 0.01,
+    }
     data["onnxruntime"]["intra_op_threads"] = 1
     (tmp_path / "dev.yaml").write_text(yaml.safe_dump(data))
     return tmp_path / "dev.yaml"
@@ -86,15 +124,30 @@ def _profile_dir(tmp_path: Path) -> Path:
 def test_fold_uses_table_then_calibration_then_roofline(tmp_path):
     profile = load_profile(str(_profile_dir(tmp_path)))
     model, note = cost_model_for(profile, "fp32")
-    assert isinstance(model, RooflineCostModel) and "no calibration" in note and "harness calibrate" in note
-    record = {"schema": 1, "backend": "onnxruntime", "precision": "fp32", "created": "2026-01-01T00:00:00",
-              "fit": _truth().to_dict()}
+    assert (
+        isinstance(model, RooflineCostModel)
+        and "no calibration" in note
+        and "harness calibrate" in note
+    )
+    record = {
+        "schema": 1,
+        "backend": "onnxruntime",
+        "precision": "fp32",
+        "created": "2026-01-01T00:00:00",
+        "fit": _truth().to_dict(),
+    }
     path = calibration_path(profile, "onnxruntime", "fp32")
     assert path.parent == tmp_path and path.name == "dev.onnxruntime.fp32.calibration.json"
     path.write_text(json.dumps(record))
     model, note = cost_model_for(profile, "fp32")
-    assert isinstance(model, CalibratedCostModel) and model.fixed_s == _truth().fixed_s and "calibration" in note
-    other, _ = cost_model_for(profile, "fp32", backend="torch")  # another backend's calibration is not this one
+    assert (
+        isinstance(model, CalibratedCostModel)
+        and model.fixed_s == _truth().fixed_s
+        and "calibration" in note
+    )
+    other, _ = cost_model_for(
+        profile, "fp32", backend="torch"
+    )  # another backend's calibration is not this one
     assert isinstance(other, RooflineCostModel)
     table = tmp_path / "t.csv"
     table.write_text("id,st,end,time,stdev\n0,0,0,0.5,0.01\n")
@@ -124,7 +177,9 @@ def test_calibrate_command_measures_fits_and_fold_uses_it(tmp_path, capsys):
     written = tmp_path / "dev.onnxruntime.fp32.calibration.json"
     assert f"wrote {written}" in out
     record = json.loads(written.read_text())
-    assert record["backend"] == "onnxruntime" and record["environment"]["cpu"]["available_cores"] >= 1
+    assert (
+        record["backend"] == "onnxruntime" and record["environment"]["cpu"]["available_cores"] >= 1
+    )
     assert record["context"]["backend_settings"]["intra_op_threads"] == 1
     assert len(record["points"]) == len(micro_benchmarks(1, quick=True))
     assert all(np.isfinite(p["time_ms"]) and p["n"] >= 5 for p in record["points"])
@@ -134,7 +189,19 @@ def test_calibrate_command_measures_fits_and_fold_uses_it(tmp_path, capsys):
 
     module, shape = build_model("resnet20", "dc-1x1")
     export_module(module, shape, tmp_path / "r.onnx")
-    assert main(["fold", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "f.onnx"), "--device", str(profile_path),
-                 "--no-verify"]) == 0
+    assert (
+        main(
+            [
+                "fold",
+                str(tmp_path / "r.onnx"),
+                "-o",
+                str(tmp_path / "f.onnx"),
+                "--device",
+                str(profile_path),
+                "--no-verify",
+            ]
+        )
+        == 0
+    )
     assert f"cost model: using calibration {written.name}" in capsys.readouterr().out
     load_model(tmp_path / "f.onnx")

@@ -39,13 +39,14 @@ def test_export_then_time(tmp_path, fast_profile, capsys):
     # LeNet-5 MACs: conv1 6x28x28x25, conv2 16x10x10x150, fc 400x120 + 120x84 + 84x10
     macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
     assert f"{2 * macs / 1e6:.2f} MFLOPs" in out
-    code, out, _ = run_cli(capsys, "export", "lenet5", "--variant", "dc-fc",
-                           "-o", tmp_path / "dc.onnx")
+    code, out, _ = run_cli(
+        capsys, "export", "lenet5", "--variant", "dc-fc", "-o", tmp_path / "dc.onnx"
+    )
     assert code == 0
     timings = tmp_path / "t.json"
-    code, out, _ = run_cli(capsys, "time", onnx_path, tmp_path / "dc.onnx",
-                           "--device", fast_profile,
-                           "--json", timings)
+    code, out, _ = run_cli(
+        capsys, "time", onnx_path, tmp_path / "dc.onnx", "--device", fast_profile, "--json", timings
+    )
     assert code == 0 and "speed-up" in out
     data = json.loads(timings.read_text())["runs"]
     assert set(data) == {str(onnx_path), str(tmp_path / "dc.onnx")}
@@ -55,8 +56,9 @@ def test_export_then_time(tmp_path, fast_profile, capsys):
 
 def test_bench_end_to_end(tmp_path, fast_profile, capsys):
     out_dir = tmp_path / "out"
-    code, out, _ = run_cli(capsys, "bench", "--device", fast_profile, "--models", "lenet5,resnet20",
-                           "--out", out_dir)
+    code, out, _ = run_cli(
+        capsys, "bench", "--device", fast_profile, "--models", "lenet5,resnet20", "--out", out_dir
+    )
     assert code == 0
     results = json.loads((out_dir / "results.json").read_text())
     assert results["schema"] == 2 and results["complete"] is True
@@ -77,8 +79,11 @@ def test_bench_end_to_end(tmp_path, fast_profile, capsys):
         assert c["ci_low"] <= c["speedup"] <= c["ci_high"]
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
     assert [(r["model"], r["variant"]) for r in rows] == [
-        ("lenet5", "baseline"), ("lenet5", "dc-fc"),
-        ("resnet20", "baseline"), ("resnet20", "dc-1x1")]
+        ("lenet5", "baseline"),
+        ("lenet5", "dc-fc"),
+        ("resnet20", "baseline"),
+        ("resnet20", "dc-1x1"),
+    ]
     assert float(rows[3]["median_ms"]) == pytest.approx(variant["stats"]["median"])
     report = (out_dir / "report.md").read_text()
     assert "| resnet20 | dc-1x1 |" in report and "## Provenance" in report
@@ -86,6 +91,7 @@ def test_bench_end_to_end(tmp_path, fast_profile, capsys):
 
 
 # --- bad input ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bad_inputs(tmp_path: Path, monkeypatch):
@@ -97,16 +103,20 @@ def bad_inputs(tmp_path: Path, monkeypatch):
     model_dir.mkdir()
     weights = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])], [weights])
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])],
+        [weights],
+    )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     onnx.external_data_helper.set_external_data(model.graph.initializer[0], "../secret.bin")
     model.graph.initializer[0].data_location = onnx.TensorProto.EXTERNAL
     model.graph.initializer[0].ClearField("raw_data")
     (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
     onnx.save(model, str(model_dir / "escape.onnx"))
-    (tmp_path / "user_models.py").write_text(textwrap.dedent("""
+    (tmp_path / "user_models.py").write_text(
+        textwrap.dedent("""
         import torch
         def broken():
             raise RuntimeError("weights file missing")
@@ -114,34 +124,50 @@ def bad_inputs(tmp_path: Path, monkeypatch):
             return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5))
         def not_a_module():
             return 42
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
 
 BAD_CASES = {
     "unknown model": (["bench", "--models", "resnet9000"], "unknown model 'resnet9000'"),
-    "unknown variant": (["bench", "--models", "resnet20", "--variants", "dc-nope"],
-                        "unknown variant"),
-    "unknown device": (["bench", "--device", "jetson-tx1", "--models", "lenet5"],
-                       "unknown device 'jetson-tx1'"),
+    "unknown variant": (
+        ["bench", "--models", "resnet20", "--variants", "dc-nope"],
+        "unknown variant",
+    ),
+    "unknown device": (
+        ["bench", "--device", "jetson-tx1", "--models", "lenet5"],
+        "unknown device 'jetson-tx1'",
+    ),
     "missing profile file": (["bench", "--device", "{tmp}/nope.yaml"], "does not exist"),
     "missing file": (["bench", "--models", "{tmp}/missing.onnx"], "does not exist"),
-    "corrupt file": (["export", "{tmp}/garbage.onnx", "-o", "{tmp}/out/x.onnx"],
-                     "not a valid ONNX file"),
+    "corrupt file": (
+        ["export", "{tmp}/garbage.onnx", "-o", "{tmp}/out/x.onnx"],
+        "not a valid ONNX file",
+    ),
     "not onnx": (["time", "{tmp}/notes.onnx"], "ONNX"),
-    "path traversal": (["export", "{tmp}/model/escape.onnx", "-o", "{tmp}/out/x.onnx"],
-                       "outside the model's"),
-    "factory raises": (["bench", "--models", "user_models:broken", "--input-shape", "3x32x32"],
-                       "raised RuntimeError: weights file missing"),
-    "factory returns junk": (["export", "user_models:not_a_module", "--input-shape", "3x8x8", "-o",
-                              "{tmp}/out/x.onnx"], "expected a torch.nn.Module"),
+    "path traversal": (
+        ["export", "{tmp}/model/escape.onnx", "-o", "{tmp}/out/x.onnx"],
+        "outside the model's",
+    ),
+    "factory raises": (
+        ["bench", "--models", "user_models:broken", "--input-shape", "3x32x32"],
+        "raised RuntimeError: weights file missing",
+    ),
+    "factory returns junk": (
+        ["export", "user_models:not_a_module", "--input-shape", "3x8x8", "-o", "{tmp}/out/x.onnx"],
+        "expected a torch.nn.Module",
+    ),
     "factory without shape": (["bench", "--models", "user_models:tiny"], "--input-shape"),
-    "impossible shape": (["bench", "--models", "user_models:tiny", "--input-shape", "3x2x2"],
-                         "cannot run on input shape"),
-    "malformed shape": (["export", "user_models:tiny", "--input-shape", "3xbig",
-                         "-o", "{tmp}/out/x.onnx"],
-                        "invalid input shape"),
+    "impossible shape": (
+        ["bench", "--models", "user_models:tiny", "--input-shape", "3x2x2"],
+        "cannot run on input shape",
+    ),
+    "malformed shape": (
+        ["export", "user_models:tiny", "--input-shape", "3xbig", "-o", "{tmp}/out/x.onnx"],
+        "invalid input shape",
+    ),
 }
 
 
@@ -161,13 +187,19 @@ def test_bad_input_one_line_exit_2_nothing_written(case, bad_inputs, capsys):
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "bench", "--device", "nope"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "bench", "--device", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown device 'nope'") and "Traceback" not in proc.stderr
 
 
 # --- precision of the graph itself ----------------------------------------------------------------
+
 
 def _conv_model(weight_type: int, input_type: int, quantized: bool = False) -> onnx.ModelProto:
     """A one-conv graph whose weights and input have the given ONNX element types."""
@@ -180,13 +212,18 @@ def _conv_model(weight_type: int, input_type: int, quantized: bool = False) -> o
     if quantized:
         scale = numpy_helper.from_array(np.array(0.1, dtype), "s")
         zero = numpy_helper.from_array(np.array(0, np.int8), "z")
-        nodes = [onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-                 onnx.helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
-                 onnx.helper.make_node("Conv", ["dq", "w"], ["y"])]
+        nodes = [
+            onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            onnx.helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+            onnx.helper.make_node("Conv", ["dq", "w"], ["y"]),
+        ]
     graph = onnx.helper.make_graph(
-        nodes, "g", [onnx.helper.make_tensor_value_info("x", input_type, [1, 3, 8, 8])],
+        nodes,
+        "g",
+        [onnx.helper.make_tensor_value_info("x", input_type, [1, 3, 8, 8])],
         [onnx.helper.make_tensor_value_info("y", weight_type, [1, 4, 6, 6])],
-        [weights] + ([scale, zero] if quantized else []))
+        [weights] + ([scale, zero] if quantized else []),
+    )
     return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
 
 
@@ -204,8 +241,10 @@ def test_graph_precision_comes_from_the_graph():
 def test_an_fp16_graph_is_not_timed_as_fp32(tmp_path, fast_profile, capsys):
     model = tmp_path / "half.onnx"
     onnx.save(_conv_model(onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT16), str(model))
-    for argv in (["time", model, "--device", fast_profile, "--json", tmp_path / "t.json"],
-                 ["bench", "--models", model, "--device", fast_profile, "--out", tmp_path / "out"]):
+    for argv in (
+        ["time", model, "--device", fast_profile, "--json", tmp_path / "t.json"],
+        ["bench", "--models", model, "--device", fast_profile, "--out", tmp_path / "out"],
+    ):
         code, _, err = run_cli(capsys, *argv)
         last = err.strip().splitlines()[-1]  # after bench's progress bar
         assert code == 2 and last.startswith(f"error: {model} computes in fp16"), err
@@ -214,6 +253,7 @@ def test_an_fp16_graph_is_not_timed_as_fp32(tmp_path, fast_profile, capsys):
 
 
 # --- the shared arguments -------------------------------------------------------------------------
+
 
 def _parsers():
     """(name, parser) of every command and sub-action, as registered."""
@@ -253,8 +293,10 @@ def test_shared_arguments_parse_and_read_the_same_in_every_command():
 def test_batch_zero_is_refused_while_parsing(capsys):
     code, out, err = run_cli(capsys, "time", "missing.onnx", "--batch", "0")
     assert code == 2 and not out
-    assert err == "error: harness time: argument --batch: expected a positive integer, got 0 " \
-                  "(see harness time --help)\n"
+    assert (
+        err == "error: harness time: argument --batch: expected a positive integer, got 0 "
+        "(see harness time --help)\n"
+    )
 
 
 def test_list_marks_the_default_suite_and_empty_models_is_an_error(tmp_path, capsys):
@@ -270,10 +312,13 @@ def test_list_marks_the_default_suite_and_empty_models_is_an_error(tmp_path, cap
 
 def test_systemexit_and_unexpected_errors_in_user_code_end_in_one_line(bad_inputs, capsys):
     (bad_inputs / "exiting.py").write_text("import sys\n\ndef model():\n    sys.exit(3)\n")
-    code, out, err = run_cli(capsys, "export", "exiting:model", "--input-shape", "3x8x8",
-                             "-o", bad_inputs / "x.onnx")
-    assert code == 2 and err == "error: stopped by SystemExit(3) from the code it ran " \
-                                "(a model factory?)\n"
+    code, out, err = run_cli(
+        capsys, "export", "exiting:model", "--input-shape", "3x8x8", "-o", bad_inputs / "x.onnx"
+    )
+    assert (
+        code == 2
+        and err == "error: stopped by SystemExit(3) from the code it ran (a model factory?)\n"
+    )
     assert not (bad_inputs / "x.onnx").exists()
 
 

@@ -25,11 +25,20 @@ def _results(path: Path, shifts: dict, device: str = "host", seed: int = 0, batc
     results["complete"] = True  # a finished run (new_results starts incomplete)
     for (model, variant), shift in shifts.items():
         samples = list(shift * rng.lognormal(0.0, 0.03, 400))
-        results["runs"].append({
-            "id": f"{model}/{variant}", "model": model, "variant": variant, "folded": False,
-            "backend": {"backend": "onnxruntime"}, "precision": "fp32", "batch": batch,
-            "input_shape": [1, 3, 8, 8], "series_ms": {"latency_ms": samples},
-            "stats": dataclasses.asdict(summarize(samples))})
+        results["runs"].append(
+            {
+                "id": f"{model}/{variant}",
+                "model": model,
+                "variant": variant,
+                "folded": False,
+                "backend": {"backend": "onnxruntime"},
+                "precision": "fp32",
+                "batch": batch,
+                "input_shape": [1, 3, 8, 8],
+                "series_ms": {"latency_ms": samples},
+                "stats": dataclasses.asdict(summarize(samples)),
+            }
+        )
     write_results(results, path)
     return path
 
@@ -37,8 +46,10 @@ def _results(path: Path, shifts: dict, device: str = "host", seed: int = 0, batc
 GRAPHS = [("resnet20", "baseline"), ("resnet20", "dc-1x1")]
 
 
-@pytest.mark.parametrize("shift,verdict,code", [(1.0, "same", 0), (1.02, "same", 0),
-                                                (1.20, "slower", 1), (0.80, "faster", 0)])
+@pytest.mark.parametrize(
+    "shift,verdict,code",
+    [(1.0, "same", 0), (1.02, "same", 0), (1.20, "slower", 1), (0.80, "faster", 0)],
+)
 def test_verdicts_and_exit_codes(tmp_path, capsys, shift, verdict, code):
     base = _results(tmp_path / "base.json", {g: 1.0 for g in GRAPHS})
     new = _results(tmp_path / "new.json", {GRAPHS[0]: 1.0, GRAPHS[1]: shift}, seed=1)
@@ -89,18 +100,23 @@ def test_incomparable_inputs_exit_2(tmp_path, capsys, case):
     assert expected in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("text,value", [("5%", 0.05), ("5", 0.05), ("0.5%", 0.005), ("0", 0.0),
-                                        ("12.5 %", 0.125)])
+@pytest.mark.parametrize(
+    "text,value", [("5%", 0.05), ("5", 0.05), ("0.5%", 0.005), ("0", 0.0), ("12.5 %", 0.125)]
+)
 def test_threshold_is_a_percentage(text, value):
     assert parse_threshold(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text,message", [("0.05", "ambiguous: the threshold is a percentage, "
-                                                   "write 0.05% or 5%"),
-                                          ("150%", "at least 0% and below 100%"),
-                                          ("100", "at least 0% and below 100%"),
-                                          ("-5%", "invalid --threshold"),
-                                          ("5 %%", "invalid --threshold")])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("0.05", "ambiguous: the threshold is a percentage, write 0.05% or 5%"),
+        ("150%", "at least 0% and below 100%"),
+        ("100", "at least 0% and below 100%"),
+        ("-5%", "invalid --threshold"),
+        ("5 %%", "invalid --threshold"),
+    ],
+)
 def test_ambiguous_or_impossible_thresholds_are_refused(text, message):
     with pytest.raises(HarnessError, match=re.escape(message)):
         parse_threshold(text)
@@ -121,16 +137,19 @@ def _stats_not_object(data):
     data["runs"][0]["stats"] = [1.0, 2.0]
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("no series_ms", "runs[1] (resnet20/dc-1x1).series_ms is missing"),
-    ("stats not an object", "runs[0] (resnet20/baseline).stats is not an object"),
-    ("bad JSON", "is not a JSON results file"),
-    ("missing file", "does not exist"),
-    ("unwritable --markdown", "--markdown"),
-    ("--markdown under a file", "lies under the file"),
-    ("--junit is a folder", "is a folder"),
-    ("one file", "give two results files"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("no series_ms", "runs[1] (resnet20/dc-1x1).series_ms is missing"),
+        ("stats not an object", "runs[0] (resnet20/baseline).stats is not an object"),
+        ("bad JSON", "is not a JSON results file"),
+        ("missing file", "does not exist"),
+        ("unwritable --markdown", "--markdown"),
+        ("--markdown under a file", "lies under the file"),
+        ("--junit is a folder", "is a folder"),
+        ("one file", "give two results files"),
+    ],
+)
 def test_every_input_or_output_problem_exits_2_in_one_line(tmp_path, capsys, case, expected):
     base = _results(tmp_path / "base.json", {g: 1.0 for g in GRAPHS})
     new = _results(tmp_path / "new.json", {g: 1.0 for g in GRAPHS}, seed=1)
@@ -155,8 +174,15 @@ def test_every_input_or_output_problem_exits_2_in_one_line(tmp_path, capsys, cas
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
     flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", err))
-    known = {"--threshold", "--markdown", "--junit", "--github", "--against-history", "--history",
-             "--help"}
+    known = {
+        "--threshold",
+        "--markdown",
+        "--junit",
+        "--github",
+        "--against-history",
+        "--history",
+        "--help",
+    }
     assert flags <= known  # no message names a flag compare does not have (e.g. --model)
 
 
@@ -169,16 +195,24 @@ def _settings(data):
 
 def test_partial_runs_and_different_settings_warn_loudly(tmp_path, capsys):
     base = _results(tmp_path / "base.json", {g: 1.0 for g in GRAPHS})
-    _edit(base, lambda d: [run["backend"].update(intra_op_threads=1, version="1.15.1")
-                           for run in d["runs"]])
+    _edit(
+        base,
+        lambda d: [
+            run["backend"].update(intra_op_threads=1, version="1.15.1") for run in d["runs"]
+        ],
+    )
     new = _edit(_results(tmp_path / "new.json", {g: 1.0 for g in GRAPHS}, seed=1), _settings)
     md = tmp_path / "comment.md"
     assert main(["compare", str(base), str(new), "--markdown", str(md), "--github"]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
     assert any(f"new {new} did not complete (complete: false)" in w for w in warnings)
-    assert any("backend settings differ" in w and "intra_op_threads 1 -> 4" in w
-               and "version '1.15.1' -> '1.16.0'" in w for w in warnings)
+    assert any(
+        "backend settings differ" in w
+        and "intra_op_threads 1 -> 4" in w
+        and "version '1.15.1' -> '1.16.0'" in w
+        for w in warnings
+    )
     assert any("libraries.onnxruntime None -> '1.16.0'" in w for w in warnings)
     assert md.read_text().count("> **warning:**") == len(warnings) == 3
     assert captured.out.count("::warning file=") == 3
@@ -200,5 +234,7 @@ def test_junit_and_github_annotations_name_the_regressed_graph(tmp_path, capsys)
     out = capsys.readouterr().out
     (error,) = [line for line in out.splitlines() if line.startswith("::error")]
     escaped = str(new).replace(",", "%2C")
-    assert error.startswith(f"::error file={escaped},title=latency regression on host%3A "
-                            "resnet20/dc-1x1::resnet20/dc-1x1: +")
+    assert error.startswith(
+        f"::error file={escaped},title=latency regression on host%3A "
+        "resnet20/dc-1x1::resnet20/dc-1x1: +"
+    )

@@ -26,8 +26,18 @@ from harness.errors import HarnessError
 from harness.profiles import available_profiles, load_profile
 
 DATA = Path(__file__).parent / "data"
-EXPECTED_PROFILES = {"xavier", "xavier-nx", "orin", "orin-nano", "rtx2080ti", "rtx3090", "rtx4090", "a100",
-                     "h100", "host"}
+EXPECTED_PROFILES = {
+    "xavier",
+    "xavier-nx",
+    "orin",
+    "orin-nano",
+    "rtx2080ti",
+    "rtx3090",
+    "rtx4090",
+    "a100",
+    "h100",
+    "host",
+}
 
 
 def test_every_shipped_profile_loads():
@@ -37,19 +47,33 @@ def test_every_shipped_profile_loads():
         assert profile.peaks.fp32_tflops > 0 and profile.peaks.dram_gbps > 0
         assert profile.backend in ("onnxruntime", "tensorrt")
     xavier = load_profile("xavier")
-    assert (xavier.expect.compute_capability, xavier.expect.nvpmodel, xavier.peaks.dram_gbps) == ("7.2", "MAXN",
-                                                                                                  136.5)
+    assert (xavier.expect.compute_capability, xavier.expect.nvpmodel, xavier.peaks.dram_gbps) == (
+        "7.2",
+        "MAXN",
+        136.5,
+    )
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda d: d.update(colour="red"), "unknown key 'colour'"),
-    (lambda d: d["timing"].update(min_iterations="many"), "timing.min_iterations: expected an integer"),
-    (lambda d: d.pop("peaks"), "missing required key 'peaks'"),
-    (lambda d: d.update(backend="tflite"), "backend: 'tflite' is not one of"),
-    (lambda d: d["tensorrt"].update(gpu_fallback="yes"), "tensorrt.gpu_fallback: expected true or false"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda d: d.update(colour="red"), "unknown key 'colour'"),
+        (
+            lambda d: d["timing"].update(min_iterations="many"),
+            "timing.min_iterations: expected an integer",
+        ),
+        (lambda d: d.pop("peaks"), "missing required key 'peaks'"),
+        (lambda d: d.update(backend="tflite"), "backend: 'tflite' is not one of"),
+        (
+            lambda d: d["tensorrt"].update(gpu_fallback="yes"),
+            "tensorrt.gpu_fallback: expected true or false",
+        ),
+    ],
+)
 def test_profile_errors_name_the_file_and_the_key(tmp_path, edit, message):
-    data = yaml.safe_load((Path(__file__).parent.parent / "device_profiles" / "xavier.yaml").read_text())
+    data = yaml.safe_load(
+        (Path(__file__).parent.parent / "device_profiles" / "xavier.yaml").read_text()
+    )
     edit(data)
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -76,16 +100,32 @@ def test_jetson_state_parsers_on_real_outputs(tmp_path):
 
 def test_expectations_flag_an_unprepared_jetson():
     xavier = load_profile("xavier")
-    unlocked = {"cpu": {}, "gpu": None, "jetson": {
-        "nvpmodel": {"mode": "MODE_30W_ALL", "id": 3},
-        "jetson_clocks": parse_jetson_clocks((DATA / "jetson_clocks_show_xavier_default.txt").read_text())}}
+    unlocked = {
+        "cpu": {},
+        "gpu": None,
+        "jetson": {
+            "nvpmodel": {"mode": "MODE_30W_ALL", "id": 3},
+            "jetson_clocks": parse_jetson_clocks(
+                (DATA / "jetson_clocks_show_xavier_default.txt").read_text()
+            ),
+        },
+    }
     problems = check_expectations(unlocked, xavier)
     assert any("MODE_30W_ALL" in p for p in problems) and any("not locked" in p for p in problems)
-    ready = {"cpu": {}, "gpu": None, "jetson": {
-        "nvpmodel": {"mode": "MAXN", "id": 0},
-        "jetson_clocks": parse_jetson_clocks((DATA / "jetson_clocks_show_xavier_locked.txt").read_text())}}
+    ready = {
+        "cpu": {},
+        "gpu": None,
+        "jetson": {
+            "nvpmodel": {"mode": "MAXN", "id": 0},
+            "jetson_clocks": parse_jetson_clocks(
+                (DATA / "jetson_clocks_show_xavier_locked.txt").read_text()
+            ),
+        },
+    }
     assert check_expectations(ready, xavier) == []
-    assert any("not one" in p for p in check_expectations({"cpu": {}, "jetson": None, "gpu": None}, xavier))
+    assert any(
+        "not one" in p for p in check_expectations({"cpu": {}, "jetson": None, "gpu": None}, xavier)
+    )
 
 
 def test_cli_profiles_env_and_explain(tmp_path, capsys):
@@ -102,13 +142,20 @@ def test_cli_profiles_env_and_explain(tmp_path, capsys):
     capsys.readouterr()
     assert main(["build", str(model), "--device", "xavier", "--explain"]) == 0
     out = capsys.readouterr().out
-    assert "trtexec --onnx=" in out and "--fp16" in out and "--shapes" not in out  # static model: no shapes
+    assert (
+        "trtexec --onnx=" in out and "--fp16" in out and "--shapes" not in out
+    )  # static model: no shapes
 
 
-TENSORRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
+TENSORRT = (
+    importlib.util.find_spec("tensorrt") is not None
+    and importlib.util.find_spec("pycuda") is not None
+)
 
 
-@pytest.mark.skipif(TENSORRT, reason="TensorRT is installed: the missing-backend message does not apply")
+@pytest.mark.skipif(
+    TENSORRT, reason="TensorRT is installed: the missing-backend message does not apply"
+)
 def test_tensorrt_device_without_tensorrt_says_what_to_install(capsys):
     assert main(["bench", "--device", "xavier", "--models", "lenet5"]) == 2
     err = capsys.readouterr().err
@@ -116,8 +163,12 @@ def test_tensorrt_device_without_tensorrt_says_what_to_install(capsys):
 
 
 @pytest.mark.tensorrt
-@pytest.mark.skipif(not TENSORRT, reason="needs TensorRT and pycuda on an NVIDIA GPU (not on this machine)")
-def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(tmp_path):  # pragma: no cover - needs a GPU
+@pytest.mark.skipif(
+    not TENSORRT, reason="needs TensorRT and pycuda on an NVIDIA GPU (not on this machine)"
+)
+def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(
+    tmp_path,
+):  # pragma: no cover - needs a GPU
     import numpy as np
 
     from harness.backends.onnxruntime import OnnxRuntimeRunner
@@ -126,7 +177,9 @@ def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(tmp_path):  # pragm
     model = tmp_path / "m.onnx"
     assert main(["export", "resnet20", "-o", str(model)]) == 0
     profile = load_profile("rtx3090")
-    with TensorRTRunner(model, profile, "fp32", 1) as trt_runner, OnnxRuntimeRunner(model, load_profile("host")) as ref:
+    with TensorRTRunner(model, profile, "fp32", 1) as trt_runner, OnnxRuntimeRunner(
+        model, load_profile("host")
+    ) as ref:
         feeds = ref.random_inputs(3)
         expected = ref.infer(feeds)["output"]
         actual = next(iter(trt_runner.infer(feeds).values()))
@@ -146,10 +199,16 @@ def test_torch_backend_matches_onnxruntime_on_the_cpu(tmp_path, name, variant):
     assert main(["export", name, "--variant", variant, "-o", str(exported)]) == 0
     assert main(["fold", str(exported), "-o", str(model), "--merge", "all", "--no-verify"]) == 0
     host = load_profile("host")
-    with get_runner_class("torch")(model, host) as torch_runner, OnnxRuntimeRunner(model, host) as reference:
+    with get_runner_class("torch")(model, host) as torch_runner, OnnxRuntimeRunner(
+        model, host
+    ) as reference:
         feeds = reference.random_inputs(1)
-        np.testing.assert_allclose(torch_runner.infer(feeds)["output"], reference.infer(feeds)["output"],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            torch_runner.infer(feeds)["output"],
+            reference.infer(feeds)["output"],
+            rtol=1e-4,
+            atol=1e-5,
+        )
         assert torch_runner.measure_once()["latency_ms"] > 0
         assert torch_runner.describe()["device"] == "cpu"
 
@@ -157,17 +216,29 @@ def test_torch_backend_matches_onnxruntime_on_the_cpu(tmp_path, name, variant):
 def test_state_changes_during_a_run_are_flagged():
     from harness.envinfo import state_changes
 
-    before = {"cpu": {"governor": "performance"}, "gpu": {"throttle_reasons": [], "sm_clock_mhz": 1695},
-              "jetson": None}
-    after = {"cpu": {"governor": "performance"}, "gpu": {"throttle_reasons": ["sw_thermal_slowdown"],
-                                                         "sm_clock_mhz": 1410}, "jetson": None}
+    before = {
+        "cpu": {"governor": "performance"},
+        "gpu": {"throttle_reasons": [], "sm_clock_mhz": 1695},
+        "jetson": None,
+    }
+    after = {
+        "cpu": {"governor": "performance"},
+        "gpu": {"throttle_reasons": ["sw_thermal_slowdown"], "sm_clock_mhz": 1410},
+        "jetson": None,
+    }
     changes = state_changes(before, after)
-    assert len(changes) == 2 and any("throttle" in c for c in changes) and any("1695 -> 1410" in c for c in changes)
+    assert (
+        len(changes) == 2
+        and any("throttle" in c for c in changes)
+        and any("1695 -> 1410" in c for c in changes)
+    )
     assert state_changes(before, before) == []
 
 
-@pytest.mark.skipif(__import__("shutil").which("trtexec") is not None,
-                    reason="trtexec is installed here: the missing-tool message does not apply")
+@pytest.mark.skipif(
+    __import__("shutil").which("trtexec") is not None,
+    reason="trtexec is installed here: the missing-tool message does not apply",
+)
 def test_trtexec_timing_without_trtexec_says_where_it_lives(tmp_path, capsys):
     model = tmp_path / "m.onnx"
     assert main(["export", "lenet5", "-o", str(model)]) == 0

@@ -32,7 +32,9 @@ def test_doctor_without_tensorrt_says_what_is_missing_and_exits_1(standin_85, tm
     assert "verdict: FAIL" in text and "python3-libnvinfer" in text
     report = json.loads(out.read_text())
     checks = {c["name"]: c for c in report["checks"]}
-    assert checks["trtexec"]["status"] == PASS and checks["trtexec"]["data"]["version"].startswith("8.5")
+    assert checks["trtexec"]["status"] == PASS and checks["trtexec"]["data"]["version"].startswith(
+        "8.5"
+    )
     assert checks["tensorrt"]["status"] == FAIL
     assert checks["timing agreement"]["status"] == "skip"
     assert report["verdict"] == FAIL and report["environment"]["profile"] == "xavier"
@@ -54,12 +56,19 @@ def test_trtexec_of_another_tensorrt_than_the_python_module_fails(standin_85, mo
 def test_the_same_engine_is_timed_by_trtexec(standin_85, tmp_path):
     model = tiny_model(tmp_path / "tiny.onnx")
     profile = load_profile("xavier")
-    profile.timing.warmup_s, profile.timing.min_duration_s, profile.timing.min_iterations = 0, 0.2, 5
+    profile.timing.warmup_s, profile.timing.min_duration_s, profile.timing.min_iterations = (
+        0,
+        0.2,
+        5,
+    )
     engine = tmp_path / "tiny.engine"
     build = trtexec_command(model, profile, "fp16", 1, "8.5.2", engine_path=engine)
-    subprocess.run([str(standin_85)] + build[1:] + ["--buildOnly"], check=True, stdout=subprocess.PIPE)
-    timed = time_with_trtexec(engine, model, profile, "fp16",
-                              {"binary": str(standin_85), "version": "8.5.2"})
+    subprocess.run(
+        [str(standin_85)] + build[1:] + ["--buildOnly"], check=True, stdout=subprocess.PIPE
+    )
+    timed = time_with_trtexec(
+        engine, model, profile, "fp16", {"binary": str(standin_85), "version": "8.5.2"}
+    )
     assert f"--loadEngine={engine}" in timed["command"] and len(timed["gpu_compute_ms"]) >= 5
     assert timed["effective"] == {"cuda_graph": False, "spin_wait": False, "data_transfers": True}
 
@@ -80,23 +89,37 @@ def test_the_python_module_version_is_read_from_tensorrt(monkeypatch):
     assert check_tensorrt().data == {"version": "8.5.2.2"}
 
 
-def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(standin_85, tmp_path, monkeypatch):
+def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(
+    standin_85, tmp_path, monkeypatch
+):
     """With the TensorRT 8.5 and pycuda doubles: every step runs; the numbers are ONNX Runtime's, not GPU's."""
     import harness.doctor as doctor
     from harness.envinfo import capture_environment
     from tests import fake_tensorrt
 
-    for name, module in {"tensorrt": fake_tensorrt.make_tensorrt("8.5"), **fake_tensorrt.make_pycuda()}.items():
+    for name, module in {
+        "tensorrt": fake_tensorrt.make_tensorrt("8.5"),
+        **fake_tensorrt.make_pycuda(),
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delitem(sys.modules, "harness.backends.trt.runner", raising=False)
     monkeypatch.chdir(tmp_path)
     profile = load_profile("xavier")
     profile.precisions = ["fp32"]
-    for key, value in {"warmup_s": 0.0, "min_iterations": 20, "min_duration_s": 0.1,
-                       "max_duration_s": 1.0, "target_ci": 0.5}.items():
+    for key, value in {
+        "warmup_s": 0.0,
+        "min_iterations": 20,
+        "min_duration_s": 0.1,
+        "max_duration_s": 1.0,
+        "target_ci": 0.5,
+    }.items():
         setattr(profile.timing, key, value)
-    checks = {c.name: c for c in doctor.run_doctor(profile, "fp32", capture_environment(profile),
-                                                    engine_dir=tmp_path / "engines")}
+    checks = {
+        c.name: c
+        for c in doctor.run_doctor(
+            profile, "fp32", capture_environment(profile), engine_dir=tmp_path / "engines"
+        )
+    }
     sys.modules.pop("harness.backends.trt.runner", None)
     assert checks["tensorrt"].status == PASS and checks["cuda binding"].status == PASS
     assert checks["harness runner"].status == PASS

@@ -13,20 +13,40 @@ from harness.errors import HarnessError
 from harness.profiles import load_profile
 
 
-def _identity(profile_name="xavier", precision="fp16", batch=1, onnx="a" * 64, trt="8.5.2.2", gpu="Xavier",
-              cc="7.2", **tensorrt):
+def _identity(
+    profile_name="xavier",
+    precision="fp16",
+    batch=1,
+    onnx="a" * 64,
+    trt="8.5.2.2",
+    gpu="Xavier",
+    cc="7.2",
+    **tensorrt,
+):
     profile = load_profile(profile_name)
     profile.tensorrt = dataclasses.replace(profile.tensorrt, **tensorrt)
-    return engine_identity(onnx, BuildSettings.from_profile(profile, precision, batch), trt, gpu, cc)
+    return engine_identity(
+        onnx, BuildSettings.from_profile(profile, precision, batch), trt, gpu, cc
+    )
 
 
 def test_key_is_stable_and_covers_everything_that_changes_the_engine():
     base = _identity()
     assert engine_key(base) == engine_key(_identity()) and len(engine_key(base)) == 64
-    variants = [_identity(onnx="b" * 64), _identity(precision="fp32"), _identity(batch=4), _identity(trt="8.5.1.7"),
-                _identity(trt="10.3.0"), _identity(gpu="Orin"), _identity(cc="8.7"), _identity(workspace_mib=2048),
-                _identity(builder_optimization_level=5), _identity(dla_core=0), _identity(gpu_fallback=False),
-                _identity(max_batch=8)]
+    variants = [
+        _identity(onnx="b" * 64),
+        _identity(precision="fp32"),
+        _identity(batch=4),
+        _identity(trt="8.5.1.7"),
+        _identity(trt="10.3.0"),
+        _identity(gpu="Orin"),
+        _identity(cc="8.7"),
+        _identity(workspace_mib=2048),
+        _identity(builder_optimization_level=5),
+        _identity(dla_core=0),
+        _identity(gpu_fallback=False),
+        _identity(max_batch=8),
+    ]
     keys = {engine_key(v) for v in variants}
     assert len(keys) == len(variants) and engine_key(base) not in keys
 
@@ -67,13 +87,17 @@ def test_store_then_lookup_reuses_only_an_intact_matching_engine(tmp_path):
     assert cache.store(identity, b"plan bytes", {"onnx": "m.onnx"}) == engine
     assert cache.lookup(identity) == (engine, None)
     sidecar = json.loads(engine.with_suffix(".json").read_text())
-    assert sidecar["identity"] == identity and sidecar["bytes"] == 10 and sidecar["onnx"] == "m.onnx"
+    assert (
+        sidecar["identity"] == identity and sidecar["bytes"] == 10 and sidecar["onnx"] == "m.onnx"
+    )
 
     engine.write_bytes(b"plan")  # truncated or replaced
     assert "no longer matches" in cache.lookup(identity)[1]
     cache.store(identity, b"plan bytes")
     recorded = json.loads(engine.with_suffix(".json").read_text())
-    recorded["identity"]["tensorrt"] = "8.5.1.7"  # a sidecar that says something else is never trusted
+    recorded["identity"]["tensorrt"] = (
+        "8.5.1.7"  # a sidecar that says something else is never trusted
+    )
     engine.with_suffix(".json").write_text(json.dumps(recorded))
     assert cache.lookup(identity)[1] == "its sidecar describes a different build (tensorrt)"
     engine.with_suffix(".json").unlink()
@@ -93,18 +117,25 @@ def test_get_or_build_builds_once_and_rebuilds_when_stale(tmp_path):
     assert why == "no cached engine" and path.read_bytes() == b"engine 1"
     assert cache.get_or_build(identity, build) == (path, None) and len(builds) == 1
     path.write_bytes(b"corrupt")
-    assert "no longer matches" in cache.get_or_build(identity, build)[1] and path.read_bytes() == b"engine 2"
+    assert (
+        "no longer matches" in cache.get_or_build(identity, build)[1]
+        and path.read_bytes() == b"engine 2"
+    )
     cache.discard(identity)
     assert not path.exists() and not path.with_suffix(".json").exists()
 
 
 def test_timing_and_calibration_cache_paths(tmp_path):
     cache, xavier = EngineCache(tmp_path), load_profile("xavier")
-    assert cache.timing_cache_path(xavier, "8.5.2.2", "7.2") == tmp_path / "timing-8.5.2.2-sm72.cache"
+    assert (
+        cache.timing_cache_path(xavier, "8.5.2.2", "7.2") == tmp_path / "timing-8.5.2.2-sm72.cache"
+    )
     xavier.tensorrt.timing_cache_file = str(tmp_path / "mine.cache")
     assert cache.timing_cache_path(xavier, "8.5.2.2", "7.2") == tmp_path / "mine.cache"
     settings = BuildSettings.from_profile(xavier, "fp16", 1)
-    assert cache.calibration_cache_path("a" * 64, settings) != cache.calibration_cache_path("b" * 64, settings)
+    assert cache.calibration_cache_path("a" * 64, settings) != cache.calibration_cache_path(
+        "b" * 64, settings
+    )
 
 
 def test_engine_folder_is_the_checkouts_engines_folder(monkeypatch):

@@ -34,12 +34,19 @@ def files(tmp_path_factory) -> Dict[str, Path]:
     tmp = tmp_path_factory.mktemp("faults")
     assert main(["export", "lenet5", "-o", str(tmp / "lenet.onnx")]) == 0
     profile = yaml.safe_load((PROFILES / "host.yaml").read_text())
-    profile["timing"] = {"warmup_s": 0.01, "min_iterations": 5, "min_duration_s": 0.02,
-                         "max_duration_s": 0.2, "target_ci": 0.5, "block_iterations": 5,
-                         "block_s": 0.01}
+    profile["timing"] = {
+        "warmup_s": 0.01,
+        "min_iterations": 5,
+        "min_duration_s": 0.02,
+        "max_duration_s": 0.2,
+        "target_ci": 0.5,
+        "block_iterations": 5,
+        "block_s": 0.01,
+    }
     (tmp / "fast.yaml").write_text(yaml.safe_dump(profile))
-    (tmp / "badlevel.yaml").write_text(yaml.safe_dump(
-        {**profile, "onnxruntime": {"graph_optimization_level": "disabled"}}))
+    (tmp / "badlevel.yaml").write_text(
+        yaml.safe_dump({**profile, "onnxruntime": {"graph_optimization_level": "disabled"}})
+    )
     (tmp / "twice.yaml").write_text(yaml.safe_dump(profile) + "timing:\n  warmup_s: 0.1\n")
     results = json.loads((DATA / "results_schema1_lenet5.json").read_text())
     shutil.copy(DATA / "results_schema1_lenet5.json", tmp / "results.json")
@@ -60,7 +67,8 @@ def files(tmp_path_factory) -> Dict[str, Path]:
     (tmp / "notadb.sqlite").write_bytes(b"this is not a SQLite file" * 40)
     (tmp / "afile.txt").write_text("occupied")
     (tmp / "adir").mkdir()
-    (tmp / "user_faults.py").write_text(textwrap.dedent("""
+    (tmp / "user_faults.py").write_text(
+        textwrap.dedent("""
         import sys
         def exits():
             sys.exit(3)
@@ -68,9 +76,14 @@ def files(tmp_path_factory) -> Dict[str, Path]:
             raise KeyboardInterrupt
         def raises_oserror():
             open("/nonexistent-harness-dir/weights.pt")
-    """))
-    return {"tmp": tmp, "onnx": tmp / "lenet.onnx", "fast": tmp / "fast.yaml",
-            "results": tmp / "results.json"}
+    """)
+    )
+    return {
+        "tmp": tmp,
+        "onnx": tmp / "lenet.onnx",
+        "fast": tmp / "fast.yaml",
+        "results": tmp / "results.json",
+    }
 
 
 def _argv(line: str, files: Dict[str, Path]) -> List[str]:
@@ -97,10 +110,18 @@ def _assert_one_error_line(command: str, code: int, err: str, expected_code: int
 
 # --- outputs that cannot be written ---------------------------------------------------------------
 
-FILE_FAULTS = {"sys": "/sys/harness-fault/{name}", "proc": "/proc/harness-fault/{name}",
-               "under a file": "{tmp}/afile.txt/{name}", "a folder": "{tmp}/adir"}
-FOLDER_FAULTS = {"sys": "/sys/harness-fault", "proc": "/proc/harness-fault/out",
-                 "under a file": "{tmp}/afile.txt/out", "a file": "{tmp}/afile.txt"}
+FILE_FAULTS = {
+    "sys": "/sys/harness-fault/{name}",
+    "proc": "/proc/harness-fault/{name}",
+    "under a file": "{tmp}/afile.txt/{name}",
+    "a folder": "{tmp}/adir",
+}
+FOLDER_FAULTS = {
+    "sys": "/sys/harness-fault",
+    "proc": "/proc/harness-fault/out",
+    "under a file": "{tmp}/afile.txt/out",
+    "a file": "{tmp}/afile.txt",
+}
 
 # command -> (arguments before the output flag, the output flag, file or folder, the file name used)
 OUTPUTS = {
@@ -113,19 +134,34 @@ OUTPUTS = {
     "report": ("report {results}", "-o", "folder", ""),
     "suite": ("suite papers --device {fast} --models lenet5", "-o", "folder", ""),
     "lut": ("lut lenet5 --device {fast} --max-span 1", "-o", "file", "t.csv"),
-    "plan": ("plan lenet5 --table {tmp}/table.csv --importance {tmp}/importance.csv --budget-ms 9",
-             "-o", "file", "p.json"),
+    "plan": (
+        "plan lenet5 --table {tmp}/table.csv --importance {tmp}/importance.csv --budget-ms 9",
+        "-o",
+        "file",
+        "p.json",
+    ),
     "calibrate": ("calibrate --device {fast} --quick", "-o", "file", "c.json"),
-    "history": ("history show --device fast --history {tmp}/h.sqlite", "--markdown", "file",
-                "h.md"),
+    "history": (
+        "history show --device fast --history {tmp}/h.sqlite",
+        "--markdown",
+        "file",
+        "h.md",
+    ),
     "verify": ("verify {onnx} {onnx}", "--json", "file", "v.json"),
     "compare --junit": ("compare {results} {results}", "--junit", "file", "j.xml"),
     "doctor": ("doctor --device {fast}", "--json", "file", "d.json"),
-    "history --plot": ("history show --device fast --history {tmp}/h.sqlite", "--plot", "file",
-                       "h.png"),
+    "history --plot": (
+        "history show --device fast --history {tmp}/h.sqlite",
+        "--plot",
+        "file",
+        "h.png",
+    ),
 }
-OUTPUT_CASES = [(name, fault) for name, (_, _, kind, _) in OUTPUTS.items()
-                for fault in (FILE_FAULTS if kind == "file" else FOLDER_FAULTS)]
+OUTPUT_CASES = [
+    (name, fault)
+    for name, (_, _, kind, _) in OUTPUTS.items()
+    for fault in (FILE_FAULTS if kind == "file" else FOLDER_FAULTS)
+]
 
 
 @pytest.mark.parametrize("name,fault", OUTPUT_CASES, ids=[f"{n}-{f}" for n, f in OUTPUT_CASES])
@@ -156,8 +192,7 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "export empty": "export {tmp}/empty.onnx -o {tmp}/o/x.onnx",
     "export batch 0": "export lenet5 --batch 0 -o {tmp}/o/x.onnx",
     "export factory exits": "export user_faults:exits --input-shape 3x8x8 -o {tmp}/o/x.onnx",
-    "export factory oserror":
-        "export user_faults:raises_oserror --input-shape 3x8x8 -o {tmp}/o/x.onnx",
+    "export factory oserror": "export user_faults:raises_oserror --input-shape 3x8x8 -o {tmp}/o/x.onnx",
     "fold garbage": "fold {tmp}/garbage.onnx -o {tmp}/o/f.onnx",
     "fold empty": "fold {tmp}/empty.onnx -o {tmp}/o/f.onnx",
     "fold empty cost table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/empty.csv",
@@ -185,13 +220,10 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "lut garbage": "lut {tmp}/garbage.onnx --device {fast} -o {tmp}/o/t.csv",
     "lut batch 0": "lut lenet5 --device {fast} --batch 0 -o {tmp}/o/t.csv",
     "lut bad level": "lut lenet5 --device {tmp}/badlevel.yaml -o {tmp}/o/t.csv",
-    "plan empty table":
-        "plan lenet5 --table {tmp}/empty.csv --importance {tmp}/rows.csv --budget-ms 1",
-    "plan malformed importance":
-        "plan lenet5 --table {tmp}/table.csv --importance {tmp}/rows.csv --budget-ms 1",
-    "plan garbage model":
-        "plan {tmp}/garbage.onnx --table {tmp}/table.csv --importance {tmp}/importance.csv"
-        " --budget-ms 1",
+    "plan empty table": "plan lenet5 --table {tmp}/empty.csv --importance {tmp}/rows.csv --budget-ms 1",
+    "plan malformed importance": "plan lenet5 --table {tmp}/table.csv --importance {tmp}/rows.csv --budget-ms 1",
+    "plan garbage model": "plan {tmp}/garbage.onnx --table {tmp}/table.csv --importance {tmp}/importance.csv"
+    " --budget-ms 1",
     "time a folder": "time {tmp}/adir --device {fast}",
     "fold a folder": "fold {tmp}/adir -o {tmp}/o/f.onnx",
     "compare a folder": "compare {tmp}/adir {results}",
@@ -208,8 +240,7 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "calibrate batch 0": "calibrate --device {fast} --batch 0 -o {tmp}/o/c.json",
     "history add truncated": "history add {tmp}/truncated.json --history {tmp}/o/h.sqlite",
     "history add empty": "history add {tmp}/empty.json --history {tmp}/o/h.sqlite",
-    "history show not a database":
-        "history show --device host --history {tmp}/notadb.sqlite --plot {tmp}/o/h.png",
+    "history show not a database": "history show --device host --history {tmp}/notadb.sqlite --plot {tmp}/o/h.png",
     "verify garbage": "verify {onnx} {tmp}/garbage.onnx",
     "verify empty": "verify {tmp}/empty.onnx {onnx}",
     "verify a folder": "verify {onnx} {tmp}/adir",
@@ -248,8 +279,10 @@ def test_every_registered_command_is_injected():
 
 # --- measured data survives an output that fails after measuring ----------------------------------
 
-def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(files, capsys, monkeypatch,
-                                                                       tmp_path):
+
+def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(
+    files, capsys, monkeypatch, tmp_path
+):
     """The --json folder passes the check, then turns into a file while timing: samples kept."""
     from harness import timing
 
@@ -264,8 +297,9 @@ def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(files, ca
         return measured
 
     monkeypatch.setattr(timing, "measure_interleaved", measure_then_break_the_folder)
-    code, _, err = _run(capsys, ["time", files["onnx"], "--device", files["fast"],
-                                 "--json", out_dir / "t.json"])
+    code, _, err = _run(
+        capsys, ["time", files["onnx"], "--device", files["fast"], "--json", out_dir / "t.json"]
+    )
     line = _assert_one_error_line("time", code, err)
     assert f"cannot write {out_dir / 't.json'}" in line and "saved to " in line
     kept = Path(line.split("saved to ")[1])
@@ -293,8 +327,9 @@ def test_write_measured_falls_back_to_a_temporary_file():
         kept.unlink()
 
 
-def test_bench_keeps_its_measurements_when_the_out_folder_breaks_mid_run(files, capsys, monkeypatch,
-                                                                         tmp_path):
+def test_bench_keeps_its_measurements_when_the_out_folder_breaks_mid_run(
+    files, capsys, monkeypatch, tmp_path
+):
     """The --out folder is moved away and a file takes its place while timing: samples kept."""
     from harness import timing
 
@@ -308,8 +343,9 @@ def test_bench_keeps_its_measurements_when_the_out_folder_breaks_mid_run(files, 
         return measured
 
     monkeypatch.setattr(timing, "measure_interleaved", measure_then_break_the_folder)
-    code, _, err = _run(capsys, ["bench", "--device", files["fast"], "--models", "lenet5",
-                                 "--out", out_dir])
+    code, _, err = _run(
+        capsys, ["bench", "--device", files["fast"], "--models", "lenet5", "--out", out_dir]
+    )
     line = _assert_one_error_line("bench", code, err)
     assert f"cannot write {out_dir / 'results.json'}" in line and "saved to " in line
     kept = Path(line.split("saved to ")[1])
@@ -328,7 +364,7 @@ OVERWRITES_AN_INPUT = {
     "fold": "fold {onnx} -o {tmp}/f.onnx --report {onnx}",
     "verify": "verify {onnx} {tmp}/copy.onnx --json {tmp}/copy.onnx",
     "plan": "plan lenet5 --table {tmp}/table.csv --importance {tmp}/importance.csv --budget-ms 9"
-            " -o {tmp}/table.csv",
+    " -o {tmp}/table.csv",
 }
 
 
@@ -345,11 +381,18 @@ def test_an_output_that_is_an_input_is_refused(case, files, capsys):
     assert target.read_bytes() == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: /sys and /proc "
-                                              "cases above cover it")
-@pytest.mark.parametrize("line", ["export lenet5 -o {tmp}/readonly/x.onnx",
-                                  "time {onnx} --device {fast} --json {tmp}/readonly/new/t.json",
-                                  "report {results} -o {tmp}/readonly/report"])
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root writes into read-only folders: /sys and /proc cases above cover it",
+)
+@pytest.mark.parametrize(
+    "line",
+    [
+        "export lenet5 -o {tmp}/readonly/x.onnx",
+        "time {onnx} --device {fast} --json {tmp}/readonly/new/t.json",
+        "report {results} -o {tmp}/readonly/report",
+    ],
+)
 def test_a_read_only_folder_is_refused_before_any_work(line, files, capsys):
     readonly = files["tmp"] / "readonly"
     readonly.mkdir(exist_ok=True)
@@ -365,6 +408,7 @@ def test_a_read_only_folder_is_refused_before_any_work(line, files, capsys):
 
 
 # --- failures inside a command --------------------------------------------------------------------
+
 
 def test_a_disk_that_fills_up_while_writing_ends_in_one_line(files, capsys, monkeypatch, tmp_path):
     """ENOSPC from the third file a report writes: one line naming the file, exit 2."""
@@ -387,8 +431,9 @@ def test_a_disk_that_fills_up_while_writing_ends_in_one_line(files, capsys, monk
     assert line == f"error: cannot read or write {full}: No space left on device"
 
 
-def test_an_unexpected_exception_is_one_line_unless_the_traceback_is_asked_for(files, capsys,
-                                                                                monkeypatch):
+def test_an_unexpected_exception_is_one_line_unless_the_traceback_is_asked_for(
+    files, capsys, monkeypatch
+):
     """A bug (here a ZeroDivisionError injected into the results reader) is named, not hidden."""
     from harness import results
 
@@ -398,8 +443,10 @@ def test_an_unexpected_exception_is_one_line_unless_the_traceback_is_asked_for(f
     monkeypatch.setattr(results, "read_results", broken_reader)
     argv = ["report", files["results"], "-o", files["tmp"] / "o"]
     code, _, err = _run(capsys, argv)
-    assert code == 2 and err == ("error: internal error, please report it: ZeroDivisionError: "
-                                 "division by zero (HARNESS_TRACEBACK=1 shows the traceback)\n")
+    assert code == 2 and err == (
+        "error: internal error, please report it: ZeroDivisionError: "
+        "division by zero (HARNESS_TRACEBACK=1 shows the traceback)\n"
+    )
     monkeypatch.setenv("HARNESS_TRACEBACK", "1")
     with pytest.raises(ZeroDivisionError):
         main([str(a) for a in argv])

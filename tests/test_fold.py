@@ -37,8 +37,17 @@ class LinearChain(nn.Module):
         merged = merged_kernel(kernels, strides)
         layers = []
         for i, (k, s, g) in enumerate(zip(kernels, strides, groups)):
-            layers.append(nn.Conv2d(channels[i], channels[i + 1], k, s, (merged - 1) // 2 if i == 0 else 0,
-                                    groups=g, bias=bias))
+            layers.append(
+                nn.Conv2d(
+                    channels[i],
+                    channels[i + 1],
+                    k,
+                    s,
+                    (merged - 1) // 2 if i == 0 else 0,
+                    groups=g,
+                    bias=bias,
+                )
+            )
             if bn:
                 layers.append(nn.BatchNorm2d(channels[i + 1]))
         self.body = nn.Sequential(*layers)
@@ -62,13 +71,28 @@ def chains(draw):
     else:
         channels = [width] + [draw(st.sampled_from([4, 8, 12])) for _ in range(depth - 1)]
         channels.append(width if residual else draw(st.sampled_from([4, 8])))
-        groups = [draw(st.sampled_from([g for g in (1, 2, 4) if channels[i] % g == 0 and channels[i + 1] % g == 0]))
-                  for i in range(depth)]
-    return dict(channels=channels, kernels=kernels, strides=strides, groups=groups, bias=draw(st.booleans()),
-                bn=draw(st.booleans()), residual=residual)
+        groups = [
+            draw(
+                st.sampled_from(
+                    [g for g in (1, 2, 4) if channels[i] % g == 0 and channels[i + 1] % g == 0]
+                )
+            )
+            for i in range(depth)
+        ]
+    return dict(
+        channels=channels,
+        kernels=kernels,
+        strides=strides,
+        groups=groups,
+        bias=draw(st.booleans()),
+        bn=draw(st.booleans()),
+        residual=residual,
+    )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=chains())
 def test_random_linear_chains_fold_exactly_into_one_conv(spec, tmp_path):
     torch.manual_seed(0)
@@ -82,10 +106,16 @@ def test_random_linear_chains_fold_exactly_into_one_conv(spec, tmp_path):
     result = fold_model(model, merge="all")
     assert _convs(result.model) == 1
     assert op_histogram(result.model).get("Add", 0) == 0
-    if spec["groups"] == [spec["channels"][0]] * len(spec["groups"]):  # depthwise o depthwise stays depthwise
+    if spec["groups"] == [spec["channels"][0]] * len(
+        spec["groups"]
+    ):  # depthwise o depthwise stays depthwise
         assert result.model.graph.node[0].attribute and any(
-            a.name == "group" and a.i == spec["channels"][0] for a in result.model.graph.node[0].attribute)
-    verification = verify_fold(model, result.model, batch_sizes=(1, 2))  # batch 2 as well: small graphs
+            a.name == "group" and a.i == spec["channels"][0]
+            for a in result.model.graph.node[0].attribute
+        )
+    verification = verify_fold(
+        model, result.model, batch_sizes=(1, 2)
+    )  # batch 2 as well: small graphs
     assert verification.max_rel_error < 1e-4 and verification.batch_sizes == [1, 2]
 
 
@@ -102,13 +132,21 @@ def test_padded_inner_conv_is_refused_with_its_reason(tmp_path):
 def _two_branch_graph(pads_b, kernel_b=3, out_b=8) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     g = helper.make_graph(
-        [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
-         helper.make_node("Conv", ["x", "wb"], ["b"], pads=pads_b),
-         helper.make_node("Add", ["a", "b"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [
+            helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["x", "wb"], ["b"], pads=pads_b),
+            helper.make_node("Add", ["a", "b"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "wa"),
-         numpy_helper.from_array(rng.standard_normal((4, 4, kernel_b, kernel_b)).astype(np.float32), "wb")])
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "wa"),
+            numpy_helper.from_array(
+                rng.standard_normal((4, 4, kernel_b, kernel_b)).astype(np.float32), "wb"
+            ),
+        ],
+    )
     del out_b
     return onnx.shape_inference.infer_shapes(make_model(g, 17))
 
@@ -118,10 +156,14 @@ def test_parallel_branches_fold_only_when_their_windows_align():
     result = fold_model(aligned, merge="all")
     assert op_histogram(result.model) == {"Conv": 1}
     verify_fold(aligned, result.model)
-    shifted = _two_branch_graph([2, 0, 0, 2])  # b looks at a shifted window: one 4x4 window covers both
+    shifted = _two_branch_graph(
+        [2, 0, 0, 2]
+    )  # b looks at a shifted window: one 4x4 window covers both
     result = fold_model(shifted, merge="all")
     assert op_histogram(result.model) == {"Conv": 1}
-    assert [a.ints for a in result.model.graph.node[0].attribute if a.name == "kernel_shape"] == [[4, 4]]
+    assert [a.ints for a in result.model.graph.node[0].attribute if a.name == "kernel_shape"] == [
+        [4, 4]
+    ]
     verify_fold(shifted, result.model)
     broadcast = _two_branch_graph([0, 0, 0, 0], kernel_b=8)  # 8x8 + 1x1 outputs: a broadcasting Add
     result = fold_model(broadcast, merge="all")
@@ -148,7 +190,9 @@ def test_repvgg_block_folds_into_one_conv(tmp_path):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     model = _export(module, (8, 12, 12), tmp_path)
-    assert op_histogram(model).get("BatchNormalization") == 1  # the identity branch's BN survives export
+    assert (
+        op_histogram(model).get("BatchNormalization") == 1
+    )  # the identity branch's BN survives export
     result = fold_model(model, merge="all")
     assert op_histogram(result.model) == {"Conv": 1, "Relu": 1}
     assert verify_fold(model, result.model).max_rel_error < 1e-4
@@ -156,26 +200,45 @@ def test_repvgg_block_folds_into_one_conv(tmp_path):
 
 def _bn_graph(with_identities: bool) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
-    inits = {"w": rng.standard_normal((4, 3, 3, 3)), "scale": rng.uniform(0.5, 1.5, 4),
-             "bias": rng.standard_normal(4), "mean": rng.standard_normal(4), "var": rng.uniform(0.5, 2, 4),
-             "one": np.ones(1), "zero": np.zeros(1), "shape": np.array([1, 4, 8, 8])}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], epsilon=1e-3)]
+    inits = {
+        "w": rng.standard_normal((4, 3, 3, 3)),
+        "scale": rng.uniform(0.5, 1.5, 4),
+        "bias": rng.standard_normal(4),
+        "mean": rng.standard_normal(4),
+        "var": rng.uniform(0.5, 2, 4),
+        "one": np.ones(1),
+        "zero": np.zeros(1),
+        "shape": np.array([1, 4, 8, 8]),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], epsilon=1e-3
+        ),
+    ]
     last = "b"
     if with_identities:
-        nodes += [helper.make_node("Identity", ["b"], ["i1"]),
-                  helper.make_node("Dropout", ["i1"], ["i2"]),
-                  helper.make_node("Mul", ["i2", "one"], ["i3"]),
-                  helper.make_node("Add", ["zero", "i3"], ["i4"]),
-                  helper.make_node("Reshape", ["i4", "shape"], ["i5"]),
-                  helper.make_node("Transpose", ["i5"], ["t1"], perm=[0, 2, 3, 1]),
-                  helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 3, 1, 2])]
+        nodes += [
+            helper.make_node("Identity", ["b"], ["i1"]),
+            helper.make_node("Dropout", ["i1"], ["i2"]),
+            helper.make_node("Mul", ["i2", "one"], ["i3"]),
+            helper.make_node("Add", ["zero", "i3"], ["i4"]),
+            helper.make_node("Reshape", ["i4", "shape"], ["i5"]),
+            helper.make_node("Transpose", ["i5"], ["t1"], perm=[0, 2, 3, 1]),
+            helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 3, 1, 2]),
+        ]
         last = "t2"
     nodes.append(helper.make_node("Relu", [last], ["y"]))
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-                          [numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k)
-                           for k, v in inits.items()])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [
+            numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k)
+            for k, v in inits.items()
+        ],
+    )
     return onnx.shape_inference.infer_shapes(make_model(g, 17))
 
 
@@ -184,8 +247,14 @@ def test_batchnorm_and_identity_like_nodes_are_folded_away():
     result = fold_model(model, merge="none")
     assert op_histogram(result.model) == {"Conv": 1, "Relu": 1}
     reasons = {r["detail"] for r in result.report.records if r["action"] == "removed"}
-    assert {"Identity", "Dropout (inference)", "Mul by 1", "Add of 0", "Reshape to the same shape",
-            "Transpose pair that cancels"} <= reasons
+    assert {
+        "Identity",
+        "Dropout (inference)",
+        "Mul by 1",
+        "Add of 0",
+        "Reshape to the same shape",
+        "Transpose pair that cancels",
+    } <= reasons
     assert verify_fold(model, result.model).max_rel_error < 1e-5
 
 
@@ -214,14 +283,23 @@ def test_auto_declines_a_merge_that_does_not_pay(tmp_path):
     assert _convs(fold_model(model, merge="all", cost_model=compute_bound).model) == 1
 
 
-@pytest.mark.parametrize("model_name,variant,expected_convs", [
-    ("resnet20", "dc-1x1", 10),      # stem + one conv per block (9)
-    ("resnet56", "dc-1x1", 28),      # stem + 27
-    ("vgg16", "dc-1x1", 8),          # 13 convs, 5 pairs merged
-    ("mobilenetv2", "dc-ds", 25),    # 52 - 2 x 10 collapsed blocks - 7 linear bottleneck -> expand merges
-    ("resnet34", "dc-1x1", 24),      # 36 - 12 identity blocks each losing one conv
-])
-def test_zoo_variants_fold_to_the_conv_count_their_spec_implies(model_name, variant, expected_convs, tmp_path):
+@pytest.mark.parametrize(
+    "model_name,variant,expected_convs",
+    [
+        ("resnet20", "dc-1x1", 10),  # stem + one conv per block (9)
+        ("resnet56", "dc-1x1", 28),  # stem + 27
+        ("vgg16", "dc-1x1", 8),  # 13 convs, 5 pairs merged
+        (
+            "mobilenetv2",
+            "dc-ds",
+            25,
+        ),  # 52 - 2 x 10 collapsed blocks - 7 linear bottleneck -> expand merges
+        ("resnet34", "dc-1x1", 24),  # 36 - 12 identity blocks each losing one conv
+    ],
+)
+def test_zoo_variants_fold_to_the_conv_count_their_spec_implies(
+    model_name, variant, expected_convs, tmp_path
+):
     from harness.zoo import build_model
 
     module, shape = build_model(model_name, variant)
@@ -257,8 +335,13 @@ def test_unknown_ops_and_other_opsets_pass_through(tmp_path):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), (torch.randn(1, 3, 8, 8),), str(path), opset_version=opset,
-                              dynamo=False)
+            torch.onnx.export(
+                module.eval(),
+                (torch.randn(1, 3, 8, 8),),
+                str(path),
+                opset_version=opset,
+                dynamo=False,
+            )
         model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
         result = fold_model(model, merge="all")
         assert _convs(result.model) == 1
@@ -270,10 +353,16 @@ def test_fold_cli(tmp_path, capsys):
     from harness.cli import main
 
     source = tmp_path / "in.onnx"
-    _export(nn.Sequential(nn.Conv2d(3, 8, 3, padding=2), nn.Conv2d(8, 8, 3), nn.ReLU()), (3, 16, 16), tmp_path,
-            "in.onnx")
+    _export(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=2), nn.Conv2d(8, 8, 3), nn.ReLU()),
+        (3, 16, 16),
+        tmp_path,
+        "in.onnx",
+    )
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
-    assert main(["fold", str(source), "-o", str(out), "--merge", "all", "--report", str(report)]) == 0
+    assert (
+        main(["fold", str(source), "-o", str(out), "--merge", "all", "--report", str(report)]) == 0
+    )
     text = capsys.readouterr().out
     assert "[merged]" in text and "verified: max relative error" in text and "Conv 2->1" in text
     assert _convs(onnx.load(str(out))) == 1
@@ -285,19 +374,34 @@ def test_fold_cli(tmp_path, capsys):
     assert main(["fold", str(source), "-o", str(source)]) == 2
 
 
-@pytest.mark.parametrize("merged_ms,merged_kernel,expected_convs,mismatches", [
-    (0.05, 5, 1, 0),  # the table says the merged 5x5 is cheaper than the two 3x3: merge
-    (5.0, 5, 2, 0),   # the table says it is dearer: keep both
-    (0.05, 7, 2, 1),  # the row was measured for another kernel: not trusted, the roofline prices it (1.6 ms)
-])
-def test_measured_table_drives_the_merge_choice(tmp_path, merged_ms, merged_kernel, expected_convs, mismatches):
+@pytest.mark.parametrize(
+    "merged_ms,merged_kernel,expected_convs,mismatches",
+    [
+        (0.05, 5, 1, 0),  # the table says the merged 5x5 is cheaper than the two 3x3: merge
+        (5.0, 5, 2, 0),  # the table says it is dearer: keep both
+        (
+            0.05,
+            7,
+            2,
+            1,
+        ),  # the row was measured for another kernel: not trusted, the roofline prices it (1.6 ms)
+    ],
+)
+def test_measured_table_drives_the_merge_choice(
+    tmp_path, merged_ms, merged_kernel, expected_convs, mismatches
+):
     from harness.fold import TableCostModel
 
-    model = _export(nn.Sequential(nn.Conv2d(64, 64, 3, padding=2), nn.Conv2d(64, 64, 3), nn.ReLU()),
-                    (64, 28, 28), tmp_path)
+    model = _export(
+        nn.Sequential(nn.Conv2d(64, 64, 3, padding=2), nn.Conv2d(64, 64, 3), nn.ReLU()),
+        (64, 28, 28),
+        tmp_path,
+    )
     table = tmp_path / "t_long.csv"
-    table.write_text("id,st,end,ker,str,is_dw,time,stdev\n0,0,0,3,1,0,0.1,0.01\n1,1,1,3,1,0,0.1,0.01\n"
-                     f"2,0,1,{merged_kernel},1,0,{merged_ms},0.01\n")
+    table.write_text(
+        "id,st,end,ker,str,is_dw,time,stdev\n0,0,0,3,1,0,0.1,0.01\n1,1,1,3,1,0,0.1,0.01\n"
+        f"2,0,1,{merged_kernel},1,0,{merged_ms},0.01\n"
+    )
     compute_bound = RooflineCostModel(peak_flops=1e11, bandwidth=1e12, overhead_s=1e-7)
     cost = TableCostModel.from_csv(table, fallback=compute_bound)
     result = fold_model(model, merge="auto", cost_model=cost)

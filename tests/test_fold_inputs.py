@@ -30,8 +30,12 @@ def _graph(nodes, inputs, outputs, weights=None, value_info=None):
 
 
 def _bn_inputs(prefix: str, channels: int) -> dict:
-    return {f"{prefix}_s": _w(channels) + 2, f"{prefix}_b": _w(channels), f"{prefix}_m": _w(channels),
-            f"{prefix}_v": np.abs(_w(channels)) + 0.5}
+    return {
+        f"{prefix}_s": _w(channels) + 2,
+        f"{prefix}_b": _w(channels),
+        f"{prefix}_m": _w(channels),
+        f"{prefix}_v": np.abs(_w(channels)) + 0.5,
+    }
 
 
 def _bn(x: str, prefix: str, y: str) -> onnx.NodeProto:
@@ -48,12 +52,16 @@ def _y(name="y", dtype=TensorProto.FLOAT):
 
 def _conv_bn_model(opset: int = 17, batch="N") -> onnx.ModelProto:
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), _bn("c", "bn", "y")]
-    graph = _graph(nodes, [_x((batch, 3, 8, 8))], [_y()], {"w": _w(4, 3, 3, 3), **_bn_inputs("bn", 4)})
+    graph = _graph(
+        nodes, [_x((batch, 3, 8, 8))], [_y()], {"w": _w(4, 3, 3, 3), **_bn_inputs("bn", 4)}
+    )
     return make_model(graph, opset)
 
 
 def test_constant_nodes_with_tensor_attributes_fold():
-    weight = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(_w(4, 3, 3, 3), "wv"))
+    weight = helper.make_node(
+        "Constant", [], ["w"], value=numpy_helper.from_array(_w(4, 3, 3, 3), "wv")
+    )
     nodes = [weight, helper.make_node("Conv", ["x", "w"], ["c"]), _bn("c", "bn", "y")]
     model = make_model(_graph(nodes, [_x()], [_y()], _bn_inputs("bn", 4)))
     result = fold_model(model, merge="all")
@@ -63,31 +71,46 @@ def test_constant_nodes_with_tensor_attributes_fold():
 
 def test_shared_initializers_and_initializers_listed_as_inputs():
     w = _w(3, 3, 1, 1)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["a"]), _bn("a", "bn", "y1"),
-             helper.make_node("Conv", ["x", "w"], ["y2"])]  # one weight read by two convs
-    inputs = [_x(), helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 3, 1, 1])]  # an IR-3 habit
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"]),
+        _bn("a", "bn", "y1"),
+        helper.make_node("Conv", ["x", "w"], ["y2"]),
+    ]  # one weight read by two convs
+    inputs = [
+        _x(),
+        helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 3, 1, 1]),
+    ]  # an IR-3 habit
     model = make_model(_graph(nodes, inputs, [_y("y1"), _y("y2")], {"w": w, **_bn_inputs("bn", 3)}))
     result = fold_model(model, merge="all")
     assert op_histogram(result.model) == {"Conv": 2}
     assert verify_fold(model, result.model).verified
     untouched = next(n for n in result.model.graph.node if n.output[0] == "y2")
     values = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
-    assert np.array_equal(values[untouched.input[1]], w)  # the other reader still sees the original weight
+    assert np.array_equal(
+        values[untouched.input[1]], w
+    )  # the other reader still sees the original weight
 
 
 def test_subgraphs_are_left_alone_and_several_outputs_kept():
     then = helper.make_graph([helper.make_node("Identity", ["c"], ["t"])], "then", [], [_y("t")])
     other = helper.make_graph([helper.make_node("Neg", ["c"], ["e"])], "else", [], [_y("e")])
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c0"]), _bn("c0", "bn", "c"),
-             helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["cond"]),
-             helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other),
-             helper.make_node("Dropout", ["c"], ["y2"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c0"]),
+        _bn("c0", "bn", "c"),
+        helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other),
+        helper.make_node("Dropout", ["c"], ["y2"]),
+    ]
     weights = {"w": _w(3, 3, 1, 1), "zero": np.zeros((), np.float32), **_bn_inputs("bn", 3)}
     model = make_model(_graph(nodes, [_x()], [_y(), _y("y2")], weights))
     result = fold_model(model, merge="all")
     histogram = op_histogram(result.model)
-    assert histogram["If"] == 1 and "BatchNormalization" not in histogram and "Dropout" not in histogram
+    assert (
+        histogram["If"] == 1
+        and "BatchNormalization" not in histogram
+        and "Dropout" not in histogram
+    )
     assert [o.name for o in result.model.graph.output] == ["y", "y2"]
     assert verify_fold(model, result.model).verified
 
@@ -109,8 +132,11 @@ def test_other_float_dtypes_fold_and_verify_or_say_why_not(dtype):
 
 def test_verification_that_cannot_run_says_why(tmp_path, capsys):
     # a custom-domain op ONNX Runtime does not know, after a BatchNorm that folds
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), _bn("c", "bn", "d"),
-             helper.make_node("Mystery", ["d"], ["y"], domain="com.example")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        _bn("c", "bn", "d"),
+        helper.make_node("Mystery", ["d"], ["y"], domain="com.example"),
+    ]
     graph = _graph(nodes, [_x()], [_x(name="y")], {"w": _w(3, 3, 1, 1), **_bn_inputs("bn", 3)})
     model = make_model(graph, extra_opsets={"com.example": 1})
     path = tmp_path / "custom.onnx"
@@ -120,12 +146,18 @@ def test_verification_that_cannot_run_says_why(tmp_path, capsys):
     assert verification.status == NOT_VERIFIED and "cannot load the original" in verification.note
     assert main(["fold", str(path), "-o", str(tmp_path / "f.onnx"), "--merge", "all"]) == 0
     out = capsys.readouterr().out
-    assert "not verified: ONNX Runtime cannot load the original" in out and (tmp_path / "f.onnx").is_file()
+    assert (
+        "not verified: ONNX Runtime cannot load the original" in out
+        and (tmp_path / "f.onnx").is_file()
+    )
 
 
 def test_bf16_matmul_is_not_verified_rather_than_a_traceback():
     bf16 = TensorProto.BFLOAT16
-    nodes = [helper.make_node("Identity", ["x"], ["i"]), helper.make_node("MatMul", ["i", "w"], ["y"])]
+    nodes = [
+        helper.make_node("Identity", ["x"], ["i"]),
+        helper.make_node("MatMul", ["i", "w"], ["y"]),
+    ]
     w = helper.make_tensor("w", bf16, [4, 4], _w(16))
     graph = helper.make_graph(nodes, "g", [_x((2, 4), dtype=bf16)], [_y(dtype=bf16)], [w])
     model = make_model(graph)
@@ -165,7 +197,12 @@ def test_dynamic_dims_are_bound_or_only_shape_independent_passes_run():
     assert op_histogram(limited.model) == {"Conv": 1}  # BatchNorm folding needs no shapes
     bound = fold_model(model, merge="all", batch=2)
     assert any("x[0] = 2" in r["detail"] for r in bound.report.records if r["action"] == "bound")
-    assert [d.dim_value for d in bound.model.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 8, 8]
+    assert [d.dim_value for d in bound.model.graph.input[0].type.tensor_type.shape.dim] == [
+        2,
+        3,
+        8,
+        8,
+    ]
     reference, _ = bind_shapes(model, None, 2)
     assert verify_fold(reference, bound.model).verified
     with pytest.raises(Exception, match="does not match"):
@@ -173,21 +210,30 @@ def test_dynamic_dims_are_bound_or_only_shape_independent_passes_run():
 
 
 def test_everything_harness_writes_has_the_lowest_ir_version(tmp_path):
-    model = helper.make_model(_graph([helper.make_node("Relu", ["x"], ["y"])], [_x()], [_y()]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        _graph([helper.make_node("Relu", ["x"], ["y"])], [_x()], [_y()]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     assert model.ir_version > 8  # what the installed onnx writes by default
     path = save_model(model, tmp_path / "m.onnx")
     assert onnx.load(str(path)).ir_version == 8 == lowest_ir_version(model)
     assert model.ir_version > 8  # the caller's model is not modified
-    assert make_model(_graph([helper.make_node("Relu", ["x"], ["y"])], [_x()], [_y()]), 13).ir_version == 7
+    assert (
+        make_model(_graph([helper.make_node("Relu", ["x"], ["y"])], [_x()], [_y()]), 13).ir_version
+        == 7
+    )
     folded = fold_model(_conv_bn_model(batch=1), merge="all").model
     assert folded.ir_version == 8
 
 
 def test_a_model_the_strict_checker_refuses_but_onnx_runtime_runs_is_accepted(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), _bn("c", "bn", "y")]
-    graph = _graph(nodes, [_x()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                   {"w": _w(3, 3, 1, 1), **_bn_inputs("bn", 3)})
+    graph = _graph(
+        nodes,
+        [_x()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": _w(3, 3, 1, 1), **_bn_inputs("bn", 3)},
+    )
     graph.name = ""  # the checker wants a graph name; runtimes do not care
     model = make_model(graph)
     path = tmp_path / "unnamed.onnx"

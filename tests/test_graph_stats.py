@@ -21,7 +21,9 @@ from tests.onnx_corpus import corpus
 
 
 def _model(nodes, inputs, outputs, inits):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    graph = helper.make_graph(
+        nodes, "g", inputs, outputs, [numpy_helper.from_array(a, n) for n, a in inits.items()]
+    )
     model = make_model(graph, 17)
     return onnx.shape_inference.infer_shapes(model)
 
@@ -30,9 +32,12 @@ def test_conv_flops_and_params_by_hand():
     # 3->8 channels, 3x3 kernel, stride 1, pad 1 on 2x3x10x10: each of 2*8*10*10 outputs does 3*9 MACs.
     w = np.zeros((8, 3, 3, 3), np.float32)
     b = np.zeros(8, np.float32)
-    model = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 10, 10])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w, "b": b})
+    model = _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": w, "b": b},
+    )
     assert count_flops(model) == 2 * (2 * 8 * 10 * 10) * (3 * 9)
     assert count_params(model) == 8 * 3 * 9 + 8
     cost = layer_costs(model)[0]
@@ -42,21 +47,29 @@ def test_conv_flops_and_params_by_hand():
 def test_grouped_strided_conv_flops():
     # depthwise 3x3 stride 2 on 1x4x8x8 -> 1x4x4x4, one input channel per group: 64 outputs x 9 MACs.
     w = np.zeros((4, 1, 3, 3), np.float32)
-    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], group=4, strides=[2, 2], pads=[1, 1, 1, 1])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    model = _model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=4, strides=[2, 2], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": w},
+    )
     assert count_flops(model) == 2 * 64 * 9
 
 
 def test_gemm_matmul_and_integer_initializers():
-    w = np.zeros((5, 7), np.float32)       # Gemm with transB: 3x7 @ (5x7)^T -> 3x5, 7 MACs each
-    m = np.zeros((5, 2), np.float32)       # MatMul 3x5 @ 5x2 -> 3x2, 5 MACs each
-    shape = np.array([3, 2], np.int64)     # not a parameter
-    model = _model([helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
-                    helper.make_node("MatMul", ["h", "m"], ["y0"]),
-                    helper.make_node("Reshape", ["y0", "shape"], ["y"])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 7])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w, "m": m, "shape": shape})
+    w = np.zeros((5, 7), np.float32)  # Gemm with transB: 3x7 @ (5x7)^T -> 3x5, 7 MACs each
+    m = np.zeros((5, 2), np.float32)  # MatMul 3x5 @ 5x2 -> 3x2, 5 MACs each
+    shape = np.array([3, 2], np.int64)  # not a parameter
+    model = _model(
+        [
+            helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
+            helper.make_node("MatMul", ["h", "m"], ["y0"]),
+            helper.make_node("Reshape", ["y0", "shape"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": w, "m": m, "shape": shape},
+    )
     assert count_flops(model) == 2 * (15 * 7) + 2 * (6 * 5)
     assert count_params(model) == 35 + 10
     assert op_histogram(model) == {"Gemm": 1, "MatMul": 1, "Reshape": 1}
@@ -64,9 +77,12 @@ def test_gemm_matmul_and_integer_initializers():
 
 def test_a_dynamic_batch_is_counted_per_sample_not_as_zero():
     w = np.zeros((8, 3, 3, 3), np.float32)
-    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    model = _model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": w},
+    )
     count = flop_count(model)
     assert count.total == 2 * (8 * 10 * 10) * (3 * 9) and not count.holes
     assert "batch 1" in count.note
@@ -75,11 +91,18 @@ def test_a_dynamic_batch_is_counted_per_sample_not_as_zero():
 def test_shapes_no_source_can_give_are_a_warning_never_a_silent_zero():
     # a Reshape to a shape fed at run time: nothing can size the Conv after it before a real input arrives
     w = np.zeros((4, 3, 1, 1), np.float32)
-    model = _model([helper.make_node("Reshape", ["x", "shape"], ["r"]),
-                    helper.make_node("Conv", ["r", "w"], ["y"], name="the_conv")],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300]),
-                    helper.make_tensor_value_info("shape", TensorProto.INT64, [4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    model = _model(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"]),
+            helper.make_node("Conv", ["r", "w"], ["y"], name="the_conv"),
+        ],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": w},
+    )
     count = flop_count(model)
     assert count.holes == ["the_conv"] and "the_conv" in count.warning()
     with pytest.warns(UserWarning, match="FLOPs incomplete"):
@@ -89,14 +112,23 @@ def test_shapes_no_source_can_give_are_a_warning_never_a_silent_zero():
 def test_shapes_onnx_cannot_infer_are_taken_from_a_real_run():
     # the same Reshape, its target a constant computed by a node onnx's inference does not evaluate
     w = np.zeros((4, 3, 1, 1), np.float32)
-    model = _model([helper.make_node("Constant", [], ["s0"], value=numpy_helper.from_array(
-                        np.array([1, 3, 10, 10], np.int64))),
-                    helper.make_node("Sign", ["s0"], ["s1"]),
-                    helper.make_node("Mul", ["s0", "s1"], ["shape"]),
-                    helper.make_node("Reshape", ["x", "shape"], ["r"]),
-                    helper.make_node("Conv", ["r", "w"], ["y"], name="the_conv")],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": w})
+    model = _model(
+        [
+            helper.make_node(
+                "Constant",
+                [],
+                ["s0"],
+                value=numpy_helper.from_array(np.array([1, 3, 10, 10], np.int64)),
+            ),
+            helper.make_node("Sign", ["s0"], ["s1"]),
+            helper.make_node("Mul", ["s0", "s1"], ["shape"]),
+            helper.make_node("Reshape", ["x", "shape"], ["r"]),
+            helper.make_node("Conv", ["r", "w"], ["y"], name="the_conv"),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": w},
+    )
     count = flop_count(model)
     assert count.total == 2 * (4 * 10 * 10) * 3 and not count.holes
     assert count.source != "onnx shape inference"

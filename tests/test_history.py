@@ -21,8 +21,7 @@ from harness.timing import summarize
 GRAPHS = [("resnet20", "baseline"), ("resnet20", "dc-1x1")]
 
 
-def _run(path: Path, day: int, levels: dict, rng, device: str = "xavier",
-         threads: int = 2) -> Path:
+def _run(path: Path, day: int, levels: dict, rng, device: str = "xavier", threads: int = 2) -> Path:
     """One bench run: 300 log-normal samples per graph (3% spread) around its level, with 1.5%
     run-to-run drift that a single run's interval cannot see."""
     results = new_results(["test"], {"name": device}, {"cpu": {"model": "test cpu"}})
@@ -31,22 +30,38 @@ def _run(path: Path, day: int, levels: dict, rng, device: str = "xavier",
     for (model, variant), level in levels.items():
         drift = float(np.exp(rng.normal(0.0, 0.015)))
         samples = list(level * drift * rng.lognormal(0.0, 0.03, 300))
-        results["runs"].append({
-            "id": f"{model}/{variant}", "model": model, "variant": variant, "folded": False,
-            "backend": {"backend": "onnxruntime", "intra_op_threads": threads},
-            "precision": "fp32", "batch": 1, "input_shape": [1, 3, 32, 32],
-            "series_ms": {"latency_ms": samples}, "stats": dataclasses.asdict(summarize(samples))})
+        results["runs"].append(
+            {
+                "id": f"{model}/{variant}",
+                "model": model,
+                "variant": variant,
+                "folded": False,
+                "backend": {"backend": "onnxruntime", "intra_op_threads": threads},
+                "precision": "fp32",
+                "batch": 1,
+                "input_shape": [1, 3, 32, 32],
+                "series_ms": {"latency_ms": samples},
+                "stats": dataclasses.asdict(summarize(samples)),
+            }
+        )
     write_results(results, path)
     return path
 
 
-def _series(folder: Path, n: int, seed: int, step_at: int = -1, step: float = 1.0,
-            start: int = 0) -> List[Path]:
+def _series(
+    folder: Path, n: int, seed: int, step_at: int = -1, step: float = 1.0, start: int = 0
+) -> List[Path]:
     rng = np.random.default_rng(seed)
     folder.mkdir(exist_ok=True)
-    return [_run(folder / f"run{start + i}.json", start + i,
-                 {GRAPHS[0]: 2.0, GRAPHS[1]: 1.0 * (step if 0 <= step_at <= i else 1.0)}, rng)
-            for i in range(n)]
+    return [
+        _run(
+            folder / f"run{start + i}.json",
+            start + i,
+            {GRAPHS[0]: 2.0, GRAPHS[1]: 1.0 * (step if 0 <= step_at <= i else 1.0)},
+            rng,
+        )
+        for i in range(n)
+    ]
 
 
 def _add(db: Path, paths: List[Path]) -> None:
@@ -82,13 +97,21 @@ def test_each_point_is_weighed_by_its_own_interval(tmp_path):
     db = tmp_path / "h.sqlite"
     _add(db, _series(tmp_path / "runs", 16, seed=7))
     with History(db, create=False) as history:
-        (points,) = [p for k, p in series_of(history.points("xavier")).items()
-                     if k[2] == "dc-1x1"]
-    jumped = [dataclasses.replace(p, median_ms=p.median_ms * 1.06, ci_low_ms=p.ci_low_ms * 1.06,
-                                  ci_high_ms=p.ci_high_ms * 1.06) for p in points[10:]]
+        (points,) = [p for k, p in series_of(history.points("xavier")).items() if k[2] == "dc-1x1"]
+    jumped = [
+        dataclasses.replace(
+            p,
+            median_ms=p.median_ms * 1.06,
+            ci_low_ms=p.ci_low_ms * 1.06,
+            ci_high_ms=p.ci_high_ms * 1.06,
+        )
+        for p in points[10:]
+    ]
     assert [s.index for s in detect_steps(points[:10] + jumped)] == [10]
-    vague = [dataclasses.replace(p, ci_low_ms=p.median_ms * 0.5, ci_high_ms=p.median_ms * 1.5)
-             for p in points[:10] + jumped]
+    vague = [
+        dataclasses.replace(p, ci_low_ms=p.median_ms * 0.5, ci_high_ms=p.median_ms * 1.5)
+        for p in points[:10] + jumped
+    ]
     assert detect_steps(vague) == []
 
 
@@ -109,8 +132,25 @@ def test_add_is_keyed_and_idempotent_and_show_plots(tmp_path, capsys, monkeypatc
         commits = {r[0] for r in con.execute("SELECT DISTINCT git_commit FROM points")}
     assert commits == {"abc123", "unknown"}  # the rest: no --commit, $GITHUB_SHA or git_sha
     summary = tmp_path / "summary.md"
-    assert main(["history", "show", "--device", "xavier", "--model", "resnet20",
-                 "--history", str(db), "--plot", str(plot), "--markdown", str(summary)]) == 0
+    assert (
+        main(
+            [
+                "history",
+                "show",
+                "--device",
+                "xavier",
+                "--model",
+                "resnet20",
+                "--history",
+                str(db),
+                "--plot",
+                str(plot),
+                "--markdown",
+                str(summary),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "xavier resnet20/dc-1x1 (fp32, batch 1)" in out and "<- regression +1" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -122,8 +162,13 @@ def test_add_is_keyed_and_idempotent_and_show_plots(tmp_path, capsys, monkeypatc
 def test_another_environment_starts_another_series(tmp_path):
     db = tmp_path / "h.sqlite"
     rng = np.random.default_rng(0)
-    _add(db, [_run(tmp_path / "a.json", 0, {GRAPHS[0]: 1.0}, rng, threads=2),
-              _run(tmp_path / "b.json", 1, {GRAPHS[0]: 1.0}, rng, threads=4)])
+    _add(
+        db,
+        [
+            _run(tmp_path / "a.json", 0, {GRAPHS[0]: 1.0}, rng, threads=2),
+            _run(tmp_path / "b.json", 1, {GRAPHS[0]: 1.0}, rng, threads=4),
+        ],
+    )
     with History(db, create=False) as history:
         assert len(series_of(history.points("xavier"))) == 2
 
@@ -132,8 +177,9 @@ def test_a_failed_add_adds_nothing(tmp_path):
     db = tmp_path / "h.sqlite"
     (path,) = _series(tmp_path / "runs", 1, seed=0)
     results = read_results(path)
-    broken = dataclasses.replace(results.runs[1], stats=dataclasses.replace(
-        results.runs[1].stats, median=None))  # NOT NULL: the second row fails
+    broken = dataclasses.replace(
+        results.runs[1], stats=dataclasses.replace(results.runs[1].stats, median=None)
+    )  # NOT NULL: the second row fails
     with History(db) as history:
         with pytest.raises(HarnessError, match="nothing was added"):
             history.add(dataclasses.replace(results, runs=[results.runs[0], broken]), "c1")
@@ -152,8 +198,10 @@ def test_two_writer_processes_lose_nothing(tmp_path):
     first = _series(tmp_path / "a", 15, seed=1)
     second = _series(tmp_path / "b", 15, seed=2, start=100)
     context = multiprocessing.get_context("spawn")
-    writers = [context.Process(target=_writer, args=(str(db), list(map(str, paths)), commit))
-               for paths, commit in ((first, "a"), (second, "b"))]
+    writers = [
+        context.Process(target=_writer, args=(str(db), list(map(str, paths)), commit))
+        for paths, commit in ((first, "a"), (second, "b"))
+    ]
     for writer in writers:
         writer.start()
     for writer in writers:
@@ -165,10 +213,13 @@ def test_two_writer_processes_lose_nothing(tmp_path):
     assert {p.git_commit for p in points} == {"a", "b"}
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"this is not a database at all" * 100, "is not a usable harness history"),
-    (None, "has history schema 99, this harness reads schema 1"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"this is not a database at all" * 100, "is not a usable harness history"),
+        (None, "has history schema 99, this harness reads schema 1"),
+    ],
+)
 def test_corrupt_or_newer_store_is_refused_untouched(tmp_path, capsys, content, message):
     db = tmp_path / "h.sqlite"
     if content is None:
@@ -192,11 +243,33 @@ def test_compare_against_history_gates_on_a_step(tmp_path, capsys):
     slower = _run(tmp_path / "slower.json", 501, {GRAPHS[0]: 2.0, GRAPHS[1]: 1.15}, rng)
     junit = tmp_path / "junit.xml"
     assert main(["compare", str(same), "--against-history", "--history", str(db)]) == 0
-    assert main(["compare", str(slower), "--against-history", "--history", str(db),
-                 "--junit", str(junit)]) == 1
+    assert (
+        main(
+            [
+                "compare",
+                str(slower),
+                "--against-history",
+                "--history",
+                str(db),
+                "--junit",
+                str(junit),
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "| dc-1x1 |" in line and "slower" in line)
     assert "+1" in row  # about +15%
     assert 'failures="1"' in junit.read_text()
-    assert main(["compare", str(slower), "--against-history",
-                 "--history", str(tmp_path / "none.sqlite")]) == 2
+    assert (
+        main(
+            [
+                "compare",
+                str(slower),
+                "--against-history",
+                "--history",
+                str(tmp_path / "none.sqlite"),
+            ]
+        )
+        == 2
+    )

@@ -36,15 +36,22 @@ def _two_devices(tmp_path: Path) -> list:
     data = first.to_dict()
     data["device"]["profile"]["name"] = "slower-host"
     for run in data["runs"]:
-        run["stats"] = {k: v * 1.5 if k.startswith(("median", "p9", "mean", "min", "max")) else v
-                        for k, v in run["stats"].items()}
+        run["stats"] = {
+            k: v * 1.5 if k.startswith(("median", "p9", "mean", "min", "max")) else v
+            for k, v in run["stats"].items()
+        }
     return [first, parse_results(data, str(tmp_path / "slower.json"))]
 
 
 def _pdflatex(folder: Path, name: str) -> str:
     """Compile ``name`` in ``folder``; returns the log (fails the test on an error)."""
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", name],
-                          cwd=folder, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (folder / name.replace(".tex", ".pdf")).stat().st_size > 1000
     return (folder / name.replace(".tex", ".log")).read_text(errors="replace")
@@ -53,7 +60,7 @@ def _pdflatex(folder: Path, name: str) -> str:
 def test_numbers_print_as_intervals_without_negative_zero():
     assert latex_percent(-0.00001) == "0.0\\%" and latex_percent(-0.167) == "$-$16.7\\%"
     assert latex_percent(None) == "--"
-    cell = latency_cell(0.02889, 0.028861, 0.028923)   # ends alike at 3 decimals: more are printed
+    cell = latency_cell(0.02889, 0.028861, 0.028923)  # ends alike at 3 decimals: more are printed
     assert "0.02889" in cell and "[0.02886, 0.02892]" in cell
 
 
@@ -67,13 +74,14 @@ def test_report_fragments_and_document(tmp_path):
     assert r"\begin{table*}" in full and r"\begin{table}" in narrow
     baseline = next(line for line in full.splitlines() if line.startswith("lenet5 & baseline"))
     cells = baseline.split(" & ")
-    assert cells[3] == "--" and cells[5] == "--"   # a baseline has no reduction against itself
+    assert cells[3] == "--" and cells[5] == "--"  # a baseline has no reduction against itself
     results = read_results(RECORDED)
     ci = results.comparison("lenet5", "dc-fc").speedup
-    assert f"[{ci.low:.2f}, {ci.high:.2f}]" in full   # the interval itself, asymmetric as it is
+    assert f"[{ci.low:.2f}, {ci.high:.2f}]" in full  # the interval itself, asymmetric as it is
     if not shutil.which("pdflatex"):
-        pytest.skip("pdflatex not installed (Debian: texlive-latex-recommended); structure "
-                    "checked only")
+        pytest.skip(
+            "pdflatex not installed (Debian: texlive-latex-recommended); structure checked only"
+        )
     (out / "paper.tex").write_text(PAPER % "\\input{report.tex}\n\\input{report-narrow.tex}")
     log = _pdflatex(out, "paper.tex")
     assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
@@ -84,9 +92,11 @@ def _natural_width(out: Path, fragment: str) -> tuple:
     """The width of a fragment's tabular as typeset, and the column width of a two-column article
     (pt)."""
     end = r"\end{tabular}"
-    tabular = fragment[fragment.index(r"\begin{tabular}"):fragment.rindex(end) + len(end)]
-    measure = ("\\small\\setlength{\\tabcolsep}{4pt}\\sbox0{%s}"
-               "\\typeout{WIDTH=\\the\\wd0;COLUMN=\\the\\columnwidth;}")
+    tabular = fragment[fragment.index(r"\begin{tabular}") : fragment.rindex(end) + len(end)]
+    measure = (
+        "\\small\\setlength{\\tabcolsep}{4pt}\\sbox0{%s}"
+        "\\typeout{WIDTH=\\the\\wd0;COLUMN=\\the\\columnwidth;}"
+    )
     (out / "measure.tex").write_text(PAPER % (measure % tabular))
     found = re.search(r"WIDTH=([0-9.]+)pt;COLUMN=([0-9.]+)pt;", _pdflatex(out, "measure.tex"))
     return float(found.group(1)), float(found.group(2))
@@ -98,9 +108,9 @@ def test_narrow_layout_fits_a_portrait_column(tmp_path):
     out = tmp_path / "report"
     write_report(_two_devices(tmp_path), out, ["test"], plots=False)
     narrow, column = _natural_width(out, (out / "report-narrow.tex").read_text())
-    assert narrow <= column   # unscaled, in one column of a two-column paper
+    assert narrow <= column  # unscaled, in one column of a two-column paper
     full, _ = _natural_width(out, (out / "report.tex").read_text())
-    assert full > column      # why the full one is a table* (both columns), scaled if too wide
+    assert full > column  # why the full one is a table* (both columns), scaled if too wide
 
 
 def test_papers_table_compiles(tmp_path):
@@ -112,7 +122,7 @@ def test_papers_table_compiles(tmp_path):
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == len(CLAIMS) and r"\toprule" in tex and r"\documentclass" not in tex
     psm = next(line for line in body if line.startswith("PSM & lenet5 & psm-20x"))
-    assert "95.0\\%" in psm and "95.2\\%" in psm   # claimed 1/20 of the parameters, ours measured
+    assert "95.0\\%" in psm and "95.2\\%" in psm  # claimed 1/20 of the parameters, ours measured
     if not shutil.which("pdflatex"):
         pytest.skip("pdflatex not installed (Debian: texlive-latex-recommended)")
     assert "Overfull \\hbox" not in _pdflatex(out, "papers-standalone.tex")
@@ -138,7 +148,7 @@ def test_long_labels_and_three_columns_still_fit(tmp_path):
     if not shutil.which("pdflatex"):
         pytest.skip("pdflatex not installed (Debian: texlive-latex-recommended)")
     documents = _two_devices(tmp_path)
-    data = documents[0].to_dict()   # the same device again at FP16, batch 8: a longer column label
+    data = documents[0].to_dict()  # the same device again at FP16, batch 8: a longer column label
     for run in data["runs"]:
         run["precision"], run["batch"] = "fp16", 8
         run["input_shape"] = [8] + run["input_shape"][1:]

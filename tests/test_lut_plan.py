@@ -51,14 +51,18 @@ def branchy(tmp_path: Path):
 def test_chains_and_spans_have_the_known_answer(branchy):
     chains = conv_chains(branchy)
     assert [[c.index for c in ch.convs] for ch in chains] == [[0, 1, 2], [3, 4]]
-    assert chains[0].activations[0] is not None and chains[0].activations[1] is None  # relu, then nothing
+    assert (
+        chains[0].activations[0] is not None and chains[0].activations[1] is None
+    )  # relu, then nothing
     spans = {(s.st, s.end): s for s in enumerate_spans(chains, max_span=3)}
     assert set(spans) == {(0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2), (3, 3), (4, 4), (3, 4)}
     assert (spans[(0, 1)].kernel, spans[(0, 1)].stride) == (5, 2)
     assert (spans[(0, 2)].kernel, spans[(0, 2)].out_ch) == (5, 16)
     assert spans[(3, 4)].is_dw and spans[(3, 4)].kernel == 5 and not spans[(1, 2)].is_dw
     assert spans[(3, 3)].key == spans[(4, 4)].key  # same shape: timed once
-    assert {(s.st, s.end) for s in enumerate_spans(chains, max_span=1)} == {(i, i) for i in range(5)}
+    assert {(s.st, s.end) for s in enumerate_spans(chains, max_span=1)} == {
+        (i, i) for i in range(5)
+    }
 
 
 def test_tables_round_trip_and_resume_after_interruption(branchy, tmp_path):
@@ -101,15 +105,26 @@ def test_resume_with_another_context_reuses_nothing(branchy, tmp_path):
     """Issue 16: a run resumed with another profile (threads, device, versions) must measure everything again."""
     spans = enumerate_spans(conv_chains(branchy), 2)
     progress = tmp_path / "t.progress.jsonl"
-    first = {"device": "host", "backend": "onnxruntime", "backend_settings": {"intra_op_threads": 1}}
+    first = {
+        "device": "host",
+        "backend": "onnxruntime",
+        "backend_settings": {"intra_op_threads": 1},
+    }
     entries, now = measure_spans(spans, lambda s: Entry(0.5, 0.01, 30), progress, context=first)
     assert now == len(entries) == len({s.key for s in spans})
     second = dict(first, backend_settings={"intra_op_threads": 2})
-    assert load_progress(progress, second) == ({}, now)  # the first context's lines are ignored, and counted
-    again, measured = measure_spans(spans, lambda s: Entry(0.25, 0.01, 30), progress, context=second)
+    assert load_progress(progress, second) == (
+        {},
+        now,
+    )  # the first context's lines are ignored, and counted
+    again, measured = measure_spans(
+        spans, lambda s: Entry(0.25, 0.01, 30), progress, context=second
+    )
     assert measured == now and {e.time for e in again.values()} == {0.25}
     kept, ignored = load_progress(progress, first)
-    assert {e.time for e in kept.values()} == {0.5} and ignored == now  # neither context sees the other's
+    assert {e.time for e in kept.values()} == {
+        0.5
+    } and ignored == now  # neither context sees the other's
 
 
 def test_read_table_rejects_other_csvs(tmp_path):
@@ -130,6 +145,7 @@ def _brute_force(chains, latency, importance, budget):
             segs.append((chain[start], chain[-1]))
             if all(s in latency and (s in importance or s[0] == s[1]) for s in segs):
                 yield segs
+
     best = None
     for combo in itertools.product(*[list(segmentations(c)) for c in chains]):
         segs = [s for part in combo for s in part]
@@ -152,7 +168,9 @@ def test_plan_dp_matches_brute_force(seed):
     for chain in chains:
         for i, j in itertools.combinations_with_replacement(range(len(chain)), 2):
             seg = (chain[i], chain[j])
-            latency[seg] = round(rng.uniform(0.2, 1.0) * (1 + 0.3 * (j - i)) / (1 + 0.5 * (j - i)), 3)
+            latency[seg] = round(
+                rng.uniform(0.2, 1.0) * (1 + 0.3 * (j - i)) / (1 + 0.5 * (j - i)), 3
+            )
             if i != j:
                 importance[seg] = -round(rng.uniform(0, 1), 3)  # merging costs accuracy
     total = sum(latency[(c, c)] for chain in chains for c in chain)
@@ -168,18 +186,39 @@ def test_plan_dp_matches_brute_force(seed):
 
 def test_plan_command_end_to_end(tmp_path, fast_profile, capsys):
     table = tmp_path / "r20.csv"
-    assert main(["lut", "resnet20", "--device", str(fast_profile), "--max-span", "2", "-o", str(table)]) == 0
+    assert (
+        main(
+            ["lut", "resnet20", "--device", str(fast_profile), "--max-span", "2", "-o", str(table)]
+        )
+        == 0
+    )
     meta = json.loads(table.with_suffix(".json").read_text())
-    assert meta["spans"] > meta["unique_signatures"] and not (tmp_path / "r20.csv.progress.jsonl").exists()
+    assert (
+        meta["spans"] > meta["unique_signatures"]
+        and not (tmp_path / "r20.csv.progress.jsonl").exists()
+    )
     rows = read_table(table)
     importance = tmp_path / "imp.csv"
-    importance.write_text("st,end,importance\n" + "".join(f"{st},{end},-0.01\n" for st, end in rows if end > st))
+    importance.write_text(
+        "st,end,importance\n" + "".join(f"{st},{end},-0.01\n" for st, end in rows if end > st)
+    )
     singles = sum(ms for (st, end), ms in rows.items() if st == end)
     plan_path = tmp_path / "plan.json"
-    argv = ["plan", "resnet20", "--table", str(table), "--importance", str(importance), "-o", str(plan_path)]
+    argv = [
+        "plan",
+        "resnet20",
+        "--table",
+        str(table),
+        "--importance",
+        str(importance),
+        "-o",
+        str(plan_path),
+    ]
     assert main(argv + ["--budget-ms", str(singles * 1.02)]) == 0
     plan = json.loads(plan_path.read_text())
-    assert plan["merged_segments"] == [] and plan["predicted_latency_ms"] <= singles * 1.02  # merging costs
+    assert (
+        plan["merged_segments"] == [] and plan["predicted_latency_ms"] <= singles * 1.02
+    )  # merging costs
     pairs = [(st, end) for st, end in rows if end == st + 1]
     saving = sum(max(0.0, rows[(st, st)] + rows[(end, end)] - rows[(st, end)]) for st, end in pairs)
     if saving > 0:  # some merged pair is faster than its two convs: a tighter budget must merge

@@ -46,8 +46,12 @@ def test_every_model_onnx_runtime_loads_folds_and_keeps_its_outputs(entry):
     if problem:
         pytest.skip(f"ONNX Runtime refuses it: {problem}")
     result = fold_model(model, merge="all")  # never raises on a model ONNX Runtime loads
-    assert result.report.changed or result.model is model  # nothing to fold: the very same model back
-    if entry.group != "light":  # the large model-zoo graphs are checked on their reference input below
+    assert (
+        result.report.changed or result.model is model
+    )  # nothing to fold: the very same model back
+    if (
+        entry.group != "light"
+    ):  # the large model-zoo graphs are checked on their reference input below
         verification = verify_fold(model, result.model)
         assert verification.verified or verification.status == NOT_VERIFIED
     feeds = entry.feeds(model)
@@ -59,24 +63,47 @@ def test_every_model_onnx_runtime_loads_folds_and_keeps_its_outputs(entry):
     folded = _run(result.model, feeds)
     assert len(folded) == len(original)
     # against the stored reference where ONNX Runtime reproduces it, else against ONNX Runtime's own result
-    expected = references if references and all(
-        relative_error(r, o) <= RTOL for r, o in zip(references, original)) else original
+    expected = (
+        references
+        if references and all(relative_error(r, o) <= RTOL for r, o in zip(references, original))
+        else original
+    )
     for want, got in zip(expected, folded):
         assert relative_error(want, got) <= RTOL
 
 
 @pytest.mark.slow
 def test_the_nine_model_zoo_graphs_bench(fast_profile, tmp_path):
-    profile = yaml.safe_load(fast_profile.read_text())  # VGG-19 is 40 GFLOPs: few iterations, short blocks
-    profile["timing"].update(min_iterations=3, min_duration_s=0.0, max_duration_s=0.3, warmup_s=0.0,
-                             block_iterations=1, block_s=0.001)
+    profile = yaml.safe_load(
+        fast_profile.read_text()
+    )  # VGG-19 is 40 GFLOPs: few iterations, short blocks
+    profile["timing"].update(
+        min_iterations=3,
+        min_duration_s=0.0,
+        max_duration_s=0.3,
+        warmup_s=0.0,
+        block_iterations=1,
+        block_s=0.001,
+    )
     fast_profile.write_text(yaml.safe_dump(profile))
     light = [m for m in MODELS if m.group == "light"]
     paths = ",".join(str(m.path) for m in light)
     out = tmp_path / "bench"
     # verification is the corpus test's job above; here: export (copy), fold and time each one
-    code = main(["bench", "--device", str(fast_profile), "--models", paths, "--merge", "all", "--no-verify",
-                 "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "--device",
+            str(fast_profile),
+            "--models",
+            paths,
+            "--merge",
+            "all",
+            "--no-verify",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     timed = {run["model"] for run in results["runs"]}

@@ -28,16 +28,21 @@ def test_every_claim_names_a_zoo_variant():
 def _deployed_cost(model: str, variant: str, tmp_path):
     module, shape = build_model(model, variant)
     export_module(module, shape, tmp_path / f"{model}-{variant}.onnx")
-    host = RooflineCostModel.from_profile(load_profile("host"))  # what bench --device host folds with
+    host = RooflineCostModel.from_profile(
+        load_profile("host")
+    )  # what bench --device host folds with
     graph = fold_model(load_model(tmp_path / f"{model}-{variant}.onnx"), cost_model=host).model
     return count_flops(graph), count_params(graph)
 
 
-@pytest.mark.parametrize("model,variant,flops,params", [
-    ("vgg16", "elc-74", 0.753, None),       # published -74.1%
-    ("vgg19", "cie-graded", 0.721, 0.963),  # published 27.23x fewer parameters
-    ("lenet5", "psm-20x", None, 0.952),     # published 1/20 of the size
-])
+@pytest.mark.parametrize(
+    "model,variant,flops,params",
+    [
+        ("vgg16", "elc-74", 0.753, None),  # published -74.1%
+        ("vgg19", "cie-graded", 0.721, 0.963),  # published 27.23x fewer parameters
+        ("lenet5", "psm-20x", None, 0.952),  # published 1/20 of the size
+    ],
+)
 def test_paper_variants_reach_the_published_reductions(model, variant, flops, params, tmp_path):
     base_flops, base_params = _deployed_cost(model, "baseline", tmp_path)
     ours_flops, ours_params = _deployed_cost(model, variant, tmp_path)
@@ -56,20 +61,40 @@ def test_lenet5_width_pruning_is_backward_compatible():
 
 def test_suite_on_lenet5_writes_claims_and_reports(tmp_path, fast_profile, capsys):
     out = tmp_path / "papers"
-    assert main(["suite", "papers", "--device", str(fast_profile), "--models", "lenet5", "-o", str(out)]) == 0
+    assert (
+        main(
+            ["suite", "papers", "--device", str(fast_profile), "--models", "lenet5", "-o", str(out)]
+        )
+        == 0
+    )
     table = (out / "papers.md").read_text()
     row = next(line for line in table.splitlines() if "| lenet5 | psm-20x |" in line)
     cells = [c.strip() for c in row.split("|")]
-    assert cells[7:9] == ["95.0%", "95.2%"]                  # params: claimed 1/20, ours 61,706 -> 2,973
-    assert " -> " in cells[10] and "x [" in cells[11]       # our latencies and speed-up with its interval
-    assert "| resnet50 | cie-50 |" in table and "n/a (not run)" in table  # unrun claims listed, not invented
+    assert cells[7:9] == ["95.0%", "95.2%"]  # params: claimed 1/20, ours 61,706 -> 2,973
+    assert (
+        " -> " in cells[10] and "x [" in cells[11]
+    )  # our latencies and speed-up with its interval
+    assert (
+        "| resnet50 | cie-50 |" in table and "n/a (not run)" in table
+    )  # unrun claims listed, not invented
     records = list(csv.DictReader((out / "papers.csv").open()))
     assert len(records) == len(CLAIMS)
     measured = next(r for r in records if r["variant"] == "psm-20x")
-    assert float(measured["speedup_ci_low"]) <= float(measured["speedup"]) <= float(measured["speedup_ci_high"])
-    for name in ("report.md", "report.csv", "report.tex", "results.json", "latency.png", "speedup.svg"):
+    assert (
+        float(measured["speedup_ci_low"])
+        <= float(measured["speedup"])
+        <= float(measured["speedup_ci_high"])
+    )
+    for name in (
+        "report.md",
+        "report.csv",
+        "report.tex",
+        "results.json",
+        "latency.png",
+        "speedup.svg",
+    ):
         assert (out / "report" / name).stat().st_size > 0
-    tex = (out / "papers.tex").read_text()   # the table people paste: booktabs, with our interval
+    tex = (out / "papers.tex").read_text()  # the table people paste: booktabs, with our interval
     ours = RatioCI(*(float(measured[k]) for k in ("speedup", "speedup_ci_low", "speedup_ci_high")))
     assert r"\toprule" in tex and "PSM & lenet5 & psm-20x" in tex and ours.parts()[1] in tex
     assert r"\begin{document}" in (out / "papers-standalone.tex").read_text()

@@ -12,8 +12,18 @@ import yaml
 from harness.errors import HarnessError
 from harness.profiles import PROFILE_DIR, available_profiles, load_profile
 
-SHIPPED = ("xavier", "xavier-nx", "orin", "orin-nano", "rtx2080ti", "rtx3090", "rtx4090", "a100",
-           "h100", "host")
+SHIPPED = (
+    "xavier",
+    "xavier-nx",
+    "orin",
+    "orin-nano",
+    "rtx2080ti",
+    "rtx3090",
+    "rtx4090",
+    "a100",
+    "h100",
+    "host",
+)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -30,8 +40,12 @@ def test_every_shipped_profile_loads_and_cites_its_peaks(name):
 
 def test_xavier_is_jetpack_51_maxn_with_locked_clocks():
     xavier = load_profile("xavier")
-    assert (xavier.kind, xavier.backend, xavier.expect.nvpmodel, xavier.expect.jetson_clocks) == \
-        ("jetson", "tensorrt", "MAXN", True)
+    assert (xavier.kind, xavier.backend, xavier.expect.nvpmodel, xavier.expect.jetson_clocks) == (
+        "jetson",
+        "tensorrt",
+        "MAXN",
+        True,
+    )
     expect = xavier.expect
     assert (expect.compute_capability, expect.l4t, expect.tensorrt) == ("7.2", "R35", "8.5")
     assert xavier.expect.gpu_clock_mhz == 1377 and xavier.peaks.dram_gbps == 136.5
@@ -45,33 +59,53 @@ def _broken(tmp_path: Path, edit) -> Path:
     return path
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda d: d.update(colour="red"), "unknown key 'colour'"),
-    (lambda d: d["tensorrt"].update(workspace="1G"), "tensorrt: unknown key 'workspace'"),
-    (lambda d: d["timing"].update(min_iterations="many"),
-     "timing.min_iterations: expected an integer"),
-    (lambda d: d["peaks"].update(fp32_tflops="fast"), "peaks.fp32_tflops"),
-    (lambda d: d["tensorrt"].update(gpu_fallback="yes"),
-     "tensorrt.gpu_fallback: expected true or false"),
-    (lambda d: d["tensorrt"].update(trtexec_flags="--useSpinWait"),
-     "tensorrt.trtexec_flags: expected a list"),
-    (lambda d: d.pop("peaks"), "missing required key 'peaks'"),
-    (lambda d: d["peaks"].pop("dram_gbps"), "peaks: missing required key 'dram_gbps'"),
-    (lambda d: d.update(backend="tflite"), "backend: 'tflite' is not one of"),
-    (lambda d: d.update(precisions=["fp8"]), "precisions: 'fp8' is not one of"),
-    (lambda d: d["tensorrt"].update(dla_core=-1), "tensorrt.dla_core"),
-    (lambda d: d["tensorrt"].update(max_batch=1) or d.update(batch_sizes=[1, 8]),
-     "tensorrt.max_batch"),
-    (lambda d: d["tensorrt"].update(builder_optimization_level=9), "builder_optimization_level"),
-    (lambda d: d.setdefault("onnxruntime", {}).update(graph_optimization_level="disabled"),
-     "onnxruntime.graph_optimization_level: 'disabled' is not one of disable, basic, extended, "
-     "all"),
-    (lambda d: d.setdefault("onnxruntime", {}).update(intra_op_threads=-2),
-     "thread counts must be >= 0"),
-    (lambda d: d["timing"].update(block_iterations=0), "block_iterations >= 1"),
-    (lambda d: d.setdefault("remote", {}).update(port=70000),
-     "remote.port: 70000 is not a TCP port"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda d: d.update(colour="red"), "unknown key 'colour'"),
+        (lambda d: d["tensorrt"].update(workspace="1G"), "tensorrt: unknown key 'workspace'"),
+        (
+            lambda d: d["timing"].update(min_iterations="many"),
+            "timing.min_iterations: expected an integer",
+        ),
+        (lambda d: d["peaks"].update(fp32_tflops="fast"), "peaks.fp32_tflops"),
+        (
+            lambda d: d["tensorrt"].update(gpu_fallback="yes"),
+            "tensorrt.gpu_fallback: expected true or false",
+        ),
+        (
+            lambda d: d["tensorrt"].update(trtexec_flags="--useSpinWait"),
+            "tensorrt.trtexec_flags: expected a list",
+        ),
+        (lambda d: d.pop("peaks"), "missing required key 'peaks'"),
+        (lambda d: d["peaks"].pop("dram_gbps"), "peaks: missing required key 'dram_gbps'"),
+        (lambda d: d.update(backend="tflite"), "backend: 'tflite' is not one of"),
+        (lambda d: d.update(precisions=["fp8"]), "precisions: 'fp8' is not one of"),
+        (lambda d: d["tensorrt"].update(dla_core=-1), "tensorrt.dla_core"),
+        (
+            lambda d: d["tensorrt"].update(max_batch=1) or d.update(batch_sizes=[1, 8]),
+            "tensorrt.max_batch",
+        ),
+        (
+            lambda d: d["tensorrt"].update(builder_optimization_level=9),
+            "builder_optimization_level",
+        ),
+        (
+            lambda d: d.setdefault("onnxruntime", {}).update(graph_optimization_level="disabled"),
+            "onnxruntime.graph_optimization_level: 'disabled' is not one of disable, basic, extended, "
+            "all",
+        ),
+        (
+            lambda d: d.setdefault("onnxruntime", {}).update(intra_op_threads=-2),
+            "thread counts must be >= 0",
+        ),
+        (lambda d: d["timing"].update(block_iterations=0), "block_iterations >= 1"),
+        (
+            lambda d: d.setdefault("remote", {}).update(port=70000),
+            "remote.port: 70000 is not a TCP port",
+        ),
+    ],
+)
 def test_profile_errors_name_the_file_and_the_key(tmp_path, edit, message):
     path = _broken(tmp_path, edit)
     with pytest.raises(HarnessError) as info:
@@ -81,8 +115,9 @@ def test_profile_errors_name_the_file_and_the_key(tmp_path, edit, message):
 
 def test_a_dropped_in_profile_and_its_new_fields(tmp_path):
     data = yaml.safe_load((PROFILE_DIR / "xavier.yaml").read_text())
-    data["tensorrt"].update(dla_core=0, int8_calibration_dir="calib", max_batch=8,
-                            trtexec_flags=["--useSpinWait"])
+    data["tensorrt"].update(
+        dla_core=0, int8_calibration_dir="calib", max_batch=8, trtexec_flags=["--useSpinWait"]
+    )
     data["precisions"] = ["fp16", "int8"]
     (tmp_path / "xavier-dla.yaml").write_text(yaml.safe_dump(data))
     assert "xavier-dla" in available_profiles(tmp_path)
@@ -126,8 +161,10 @@ def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
 def test_profiles_show_refuses_a_bad_level_naming_the_file_and_key(tmp_path, capsys):
     from harness.cli import main
 
-    path = _broken(tmp_path, lambda d: d.setdefault("onnxruntime", {}).update(
-        graph_optimization_level="disabled"))
+    path = _broken(
+        tmp_path,
+        lambda d: d.setdefault("onnxruntime", {}).update(graph_optimization_level="disabled"),
+    )
     assert main(["profiles", "show", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     key = f"error: {path}.onnxruntime.graph_optimization_level"

@@ -19,8 +19,12 @@ def test_model(harness_latency):
 def test_plugin_autosaves_extra_info_and_gates_on_compare(pytester, fast_profile, monkeypatch):
     pytester.makepyfile(test_latency=TEST_FILE)
     storage = pytester.path / "bench"
-    common = [f"--harness-device={fast_profile}", f"--benchmark-storage=file://{storage}",
-              "-p", "no:cacheprovider"]
+    common = [
+        f"--harness-device={fast_profile}",
+        f"--benchmark-storage=file://{storage}",
+        "-p",
+        "no:cacheprovider",
+    ]
     first = pytester.runpytest_subprocess(*common, "--benchmark-autosave")
     first.assert_outcomes(passed=1)
     saved = sorted(storage.rglob("*.json"))
@@ -31,13 +35,15 @@ def test_plugin_autosaves_extra_info_and_gates_on_compare(pytester, fast_profile
     latency = extra["device_latency_ms"]
     assert latency["p90"] <= latency["p99"] and latency["median_ci"][0] <= latency["median"]
     assert bench["stats"]["rounds"] >= 10
-    ok = pytester.runpytest_subprocess(*common, "--benchmark-compare",
-                                       "--benchmark-compare-fail=median:500%")
+    ok = pytester.runpytest_subprocess(
+        *common, "--benchmark-compare", "--benchmark-compare-fail=median:500%"
+    )
     ok.assert_outcomes(passed=1)
     # a regression: the same test now times a model with ~200x the work; the 5% gate must fail
     monkeypatch.setenv("MODEL", "resnet56")
-    slower = pytester.runpytest_subprocess(*common, "--benchmark-compare",
-                                           "--benchmark-compare-fail=median:5%")
+    slower = pytester.runpytest_subprocess(
+        *common, "--benchmark-compare", "--benchmark-compare-fail=median:5%"
+    )
     assert slower.ret != 0
     assert "Performance has regressed" in slower.stdout.str() + slower.stderr.str()
 
@@ -60,13 +66,19 @@ def test_unknown_variant(harness_latency):
 
 def test_variants_factories_and_enough_rounds_for_p99(pytester, fast_profile, monkeypatch):
     pytester.makepyfile(test_usage=USAGE_FILE)
-    pytester.makepyfile(user_models="import torch\n\ndef tiny():\n    return torch.nn.Sequential("
-                                    "torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n")
+    pytester.makepyfile(
+        user_models="import torch\n\ndef tiny():\n    return torch.nn.Sequential("
+        "torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(pytester.path))
     storage = pytester.path / "bench"
-    result = pytester.runpytest_subprocess(f"--harness-device={fast_profile}", "-p",
-                                           "no:cacheprovider", f"--benchmark-storage=file://{storage}",
-                                           "--benchmark-autosave")
+    result = pytester.runpytest_subprocess(
+        f"--harness-device={fast_profile}",
+        "-p",
+        "no:cacheprovider",
+        f"--benchmark-storage=file://{storage}",
+        "--benchmark-autosave",
+    )
     result.assert_outcomes(passed=3)
     saved = sorted(storage.rglob("*.json"))
     benches = {b["name"]: b for b in json.loads(saved[0].read_text())["benchmarks"]}

@@ -25,8 +25,9 @@ from harness.remote import LOCK_NAME, DeviceLock, RemoteDevice, quote_remote_pat
 from harness.results import read_results
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
-needs_sshd = pytest.mark.skipif(not SSHD or not shutil.which("ssh"),
-                                reason="needs openssh-server (sshd) and ssh")
+needs_sshd = pytest.mark.skipif(
+    not SSHD or not shutil.which("ssh"), reason="needs openssh-server (sshd) and ssh"
+)
 
 
 def _free_port() -> int:
@@ -38,8 +39,9 @@ def _free_port() -> int:
 def _start_sshd(root: Path, user_key: Path, known_hosts: Path) -> Dict:
     """A throwaway sshd on 127.0.0.1 accepting ``user_key``; its host key goes into known_hosts."""
     root.mkdir()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host")],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host")], check=True
+    )
     authorized = root / "authorized_keys"
     shutil.copy(f"{user_key}.pub", authorized)
     os.chmod(authorized, 0o600)
@@ -50,7 +52,8 @@ def _start_sshd(root: Path, user_key: Path, known_hosts: Path) -> Dict:
         f"AuthorizedKeysFile {authorized}\nPasswordAuthentication no\nPidFile {root / 'pid'}\n"
         "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         "Subsystem sftp internal-sftp\n"
-        f"SetEnv PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin\n")
+        f"SetEnv PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin\n"
+    )
     try:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder, as root
     except OSError:
@@ -93,8 +96,9 @@ def sshds(tmp_path):
             server["proc"].wait(timeout=10)
 
 
-def _device(tmp_path: Path, fast_profile: Path, name: str, port: int, sshds: Dict,
-            timing: Dict = None) -> Path:
+def _device(
+    tmp_path: Path, fast_profile: Path, name: str, port: int, sshds: Dict, timing: Dict = None
+) -> Path:
     """A device's workdir holding its own profile, and the workstation's profile naming it."""
     workdir = tmp_path / f"device-{name}"
     workdir.mkdir()
@@ -102,22 +106,38 @@ def _device(tmp_path: Path, fast_profile: Path, name: str, port: int, sshds: Dic
     data["name"] = name
     data["timing"].update(timing or {})
     (workdir / f"{name}.yaml").write_text(yaml.safe_dump(data))
-    data["remote"] = {"host": "127.0.0.1", "port": port, "python": sys.executable,
-                      "workdir": str(workdir), "profile": f"{name}.yaml",
-                      "identity": str(sshds["identity"]), "known_hosts": str(sshds["known_hosts"])}
+    data["remote"] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "python": sys.executable,
+        "workdir": str(workdir),
+        "profile": f"{name}.yaml",
+        "identity": str(sshds["identity"]),
+        "known_hosts": str(sshds["known_hosts"]),
+    }
     path = tmp_path / "workstation" / f"{name}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-@pytest.mark.parametrize("path,quoted", [("~", '"$HOME"'), ("~/harness", '"$HOME"/harness'),
-                                         ("~/my dir", '"$HOME"/\'my dir\''),
-                                         ("/opt/h; rm -rf /", "'/opt/h; rm -rf /'")])
+@pytest.mark.parametrize(
+    "path,quoted",
+    [
+        ("~", '"$HOME"'),
+        ("~/harness", '"$HOME"/harness'),
+        ("~/my dir", "\"$HOME\"/'my dir'"),
+        ("/opt/h; rm -rf /", "'/opt/h; rm -rf /'"),
+    ],
+)
 def test_remote_paths_are_quoted_with_home_expanded(path, quoted):
     assert quote_remote_path(path) == quoted
-    out = subprocess.run(["sh", "-c", f"printf %s {quote_remote_path(path)}"],
-                         capture_output=True, text=True, env={"HOME": "/home/u"}).stdout
+    out = subprocess.run(
+        ["sh", "-c", f"printf %s {quote_remote_path(path)}"],
+        capture_output=True,
+        text=True,
+        env={"HOME": "/home/u"},
+    ).stdout
     assert out == path.replace("~", "/home/u", 1)
 
 
@@ -148,8 +168,20 @@ def test_device_lock_is_exclusive_names_its_owner_and_frees_on_exit(tmp_path):
 def test_a_command_run_under_the_lock_holds_it_until_it_ends(tmp_path):
     lock, started = tmp_path / LOCK_NAME, tmp_path / "started"
     script = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(2)"
-    holder = subprocess.Popen([sys.executable, "-m", "harness.remote", str(lock), "5",
-                               "job 7 on bench-host", "--", sys.executable, "-c", script])
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.remote",
+            str(lock),
+            "5",
+            "job 7 on bench-host",
+            "--",
+            sys.executable,
+            "-c",
+            script,
+        ]
+    )
     try:
         for _ in range(300):
             if started.exists() or holder.poll() is not None:
@@ -163,8 +195,11 @@ def test_a_command_run_under_the_lock_holds_it_until_it_ends(tmp_path):
         assert holder.wait(30) == 0
     with DeviceLock(lock, timeout_s=1):
         pass
-    usage = subprocess.run([sys.executable, "-m", "harness.remote", str(lock), "soon", "x", "--",
-                            "true"], capture_output=True, text=True)
+    usage = subprocess.run(
+        [sys.executable, "-m", "harness.remote", str(lock), "soon", "x", "--", "true"],
+        capture_output=True,
+        text=True,
+    )
     assert usage.returncode == 2 and usage.stderr.startswith("error: TIMEOUT_S 'soon'")
 
 
@@ -186,23 +221,30 @@ def test_time_on_a_remote_device_over_ssh(sshds, tmp_path, fast_profile):
 @needs_sshd
 def test_fleet_bench_two_devices_in_parallel_one_broken(sshds, tmp_path, fast_profile, capsys):
     slow = {"min_duration_s": 1.0, "max_duration_s": 1.5}  # each device times for >= 3 s
-    profiles = [_device(tmp_path, fast_profile, f"dev-{c}", port, sshds, slow)
-                for c, port in zip("ab", sshds["ports"])]
+    profiles = [
+        _device(tmp_path, fast_profile, f"dev-{c}", port, sshds, slow)
+        for c, port in zip("ab", sshds["ports"])
+    ]
     broken = _device(tmp_path, fast_profile, "dev-c", _free_port(), sshds)  # nothing listens
     out = tmp_path / "fleet"
     devices = ",".join(map(str, [*profiles, broken]))
     assert main(["bench", "--device", devices, "--models", "lenet5", "--out", str(out)]) == 2
     captured = capsys.readouterr()
-    assert "dev-c: upload on 127.0.0.1 failed" in captured.err or "dev-c: remote command" in \
-        captured.err
+    assert (
+        "dev-c: upload on 127.0.0.1 failed" in captured.err
+        or "dev-c: remote command" in captured.err
+    )
     assert "1 of 3 devices failed (dev-c); the others' results are kept" in captured.err
     windows: List = []
     for name in ("dev-a", "dev-b"):
         results = read_results(out / name / "results.json")
         assert results.device_name == name and results.complete
         command = results.command  # timed on the device, by the device's harness, under its lock
-        assert command[command.index("--manifest") - 2:command.index("--manifest")] == [
-            "--device", f"{name}.yaml"] and "--backend" in command
+        assert (
+            command[command.index("--manifest") - 2 : command.index("--manifest")]
+            == ["--device", f"{name}.yaml"]
+            and "--backend" in command
+        )
         assert (tmp_path / f"device-{name}" / LOCK_NAME).read_text().startswith("job ")
         assert {run.label for run in results.runs} >= {"lenet5/baseline"}
         assert all(run.stats.median > 0 for run in results.runs)
@@ -210,8 +252,9 @@ def test_fleet_bench_two_devices_in_parallel_one_broken(sshds, tmp_path, fast_pr
         assert results.comparison("lenet5", results.runs[-1].variant) is not None
         assert (out / name / "report.md").is_file()
         assert not list((tmp_path / f"device-{name}" / "harness-jobs").iterdir())
-        windows.append((results.environment_before["captured_at"],
-                        results.environment_after["captured_at"]))
+        windows.append(
+            (results.environment_before["captured_at"], results.environment_after["captured_at"])
+        )
     (a_start, a_end), (b_start, b_end) = windows
     assert a_start < b_end and b_start < a_end  # the two devices timed at the same time
     merged = (out / "fleet-report" / "report.md").read_text()
@@ -224,8 +267,19 @@ def test_a_busy_device_is_waited_for_then_refused(sshds, tmp_path, fast_profile,
     profile = _device(tmp_path, fast_profile, "dev-a", sshds["ports"][0], sshds)
     lock = tmp_path / "device-dev-a" / LOCK_NAME
     with DeviceLock(lock, timeout_s=1, owner="ci job 41"):
-        code = main(["bench", "--device", str(profile), "--models", "lenet5",
-                     "--out", str(tmp_path / "out"), "--lock-timeout", "1"])
+        code = main(
+            [
+                "bench",
+                "--device",
+                str(profile),
+                "--models",
+                "lenet5",
+                "--out",
+                str(tmp_path / "out"),
+                "--lock-timeout",
+                "1",
+            ]
+        )
     assert code == 2
     err = capsys.readouterr().err
     assert "device busy" in err and "held by ci job 41" in err
@@ -266,21 +320,29 @@ def test_the_device_times_a_prepared_suite_without_torch(tmp_path, fast_profile)
     from harness.bench import BenchOptions, prepare_suite, resolve_suite
     from harness.remote import write_manifest
 
-    options = BenchOptions(resolve_suite(["lenet5"], "first", None), load_profile(str(
-        fast_profile)), tmp_path / "prepared")
+    options = BenchOptions(
+        resolve_suite(["lenet5"], "first", None),
+        load_profile(str(fast_profile)),
+        tmp_path / "prepared",
+    )
     manifest = tmp_path / "prepared" / "manifest.json"
     files = write_manifest(options, prepare_suite(options), manifest)
     device = tmp_path / "device"
     device.mkdir()
     for path in [manifest, *files]:
         shutil.copy(path, device / path.name)  # what scp ships
-    argv = ["bench", "--device", str(fast_profile), "--manifest", str(device / "manifest.json"),
-            "--out", str(device / "out")]
+    argv = [
+        "bench",
+        "--device",
+        str(fast_profile),
+        "--manifest",
+        str(device / "manifest.json"),
+        "--out",
+        str(device / "out"),
+    ]
     code = NO_TORCH + f"from harness.cli import main\nsys.exit(main({argv!r}))\n"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = read_results(device / "out" / "results.json")
-    assert {run.id for run in results.runs} == {c.run_id for c in
-                                                prepare_suite(options)["lenet5"]}
+    assert {run.id for run in results.runs} == {c.run_id for c in prepare_suite(options)["lenet5"]}
     assert all(run.extra["source"]["kind"] == "zoo" and run.flops for run in results.runs)

@@ -20,7 +20,9 @@ def two_devices(tmp_path_factory):
     from tests.conftest import FAST_TIMING
 
     root = tmp_path_factory.mktemp("devices")
-    host = yaml.safe_load((Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text())
+    host = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text()
+    )
     host["timing"] = dict(FAST_TIMING)
     host["onnxruntime"]["intra_op_threads"] = 1
     paths = []
@@ -28,7 +30,20 @@ def two_devices(tmp_path_factory):
         profile = root / f"{name}.yaml"
         profile.write_text(yaml.safe_dump(host))
         out = root / name
-        assert main(["bench", "--device", str(profile), "--models", "lenet5,resnet20", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "--device",
+                    str(profile),
+                    "--models",
+                    "lenet5,resnet20",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         paths.append(out / "results.json")
     return paths
 
@@ -39,13 +54,26 @@ def test_report_merges_devices_into_tables_and_plots(two_devices, tmp_path, caps
     md = (out / "report.md").read_text()
     assert "cpu-a ms [95% CI]" in md and "cpu-b speed-up" in md and "## Provenance" in md
     # trained (unfolded) 0.044 GFLOPs, deployed (folded) 0.039: -52.7% against the baseline's deployed graph
-    assert re.search(r"\| resnet20 \| dc-1x1 \| 0\.044 \| 0\.039 \| 52\.7% \| 0\.124 \| 54\.5% \|", md)
+    assert re.search(
+        r"\| resnet20 \| dc-1x1 \| 0\.044 \| 0\.039 \| 52\.7% \| 0\.124 \| 54\.5% \|", md
+    )
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["model"], r["variant"], r["device"]) for r in rows} == {
-        (m, v, d) for m, v in [("lenet5", "baseline"), ("lenet5", "dc-fc"), ("resnet20", "baseline"),
-                               ("resnet20", "dc-1x1")] for d in ("cpu-a", "cpu-b")}
+        (m, v, d)
+        for m, v in [
+            ("lenet5", "baseline"),
+            ("lenet5", "dc-fc"),
+            ("resnet20", "baseline"),
+            ("resnet20", "dc-1x1"),
+        ]
+        for d in ("cpu-a", "cpu-b")
+    }
     variant = next(r for r in rows if r["variant"] == "dc-1x1" and r["device"] == "cpu-a")
-    assert float(variant["speedup_ci_low"]) <= float(variant["speedup"]) <= float(variant["speedup_ci_high"])
+    assert (
+        float(variant["speedup_ci_low"])
+        <= float(variant["speedup"])
+        <= float(variant["speedup_ci_high"])
+    )
     assert 0 < float(variant["efficiency"])
     merged = json.loads((out / "results.json").read_text())
     assert set(merged["devices"]) == {"cpu-a", "cpu-b"}
@@ -62,7 +90,7 @@ def test_latex_table_is_well_formed(two_devices, tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, two_devices), "-o", str(out), "--no-plots"]) == 0
     tex = (out / "report.tex").read_text()
-    assert r"\documentclass" not in tex and r"\begin{document}" not in tex   # a fragment to \input
+    assert r"\documentclass" not in tex and r"\begin{document}" not in tex  # a fragment to \input
     for env in ("table*", "tabular"):
         assert tex.count(rf"\begin{{{env}}}") == tex.count(rf"\end{{{env}}}") >= 1
     assert tex.count("{") == tex.count("}")
@@ -71,14 +99,16 @@ def test_latex_table_is_well_formed(two_devices, tmp_path):
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == 4 and all(line.count(" & ") == columns - 1 for line in body)
     assert r"\pm" not in tex and "booktabs" in tex and "batch 1" in tex and "-0.0" not in tex
-    assert tex.count(r"\cmidrule") == 2   # two device column groups
+    assert tex.count(r"\cmidrule") == 2  # two device column groups
     document = (out / "report-standalone.tex").read_text()
     assert document.count(r"\begin{document}") == 1 and tex in document
     assert (out / "report-narrow.tex").read_text() in document
 
 
 def test_incomparable_files_are_refused(two_devices, tmp_path, capsys):
-    assert main(["report", str(two_devices[0]), str(two_devices[0]), "-o", str(tmp_path / "r")]) == 2
+    assert (
+        main(["report", str(two_devices[0]), str(two_devices[0]), "-o", str(tmp_path / "r")]) == 2
+    )
     assert "appears in two files" in capsys.readouterr().err
     data = json.loads(two_devices[1].read_text())
     for run in data["runs"]:
@@ -102,8 +132,11 @@ def test_per_layer_view_before_and_after_folding(two_devices, tmp_path):
     text = (out / "layers-cpu-a.md").read_text()
     assert "## resnet20/dc-1x1 (" in text and "## resnet20/dc-1x1/folded (" in text
     section = text.split("## resnet20/dc-1x1/folded")[1].split("##")[0]
-    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in section.splitlines()
-              if line.startswith("| ") and line.endswith("% |")]
+    shares = [
+        float(line.rsplit("|", 2)[1].strip().rstrip("%"))
+        for line in section.splitlines()
+        if line.startswith("| ") and line.endswith("% |")
+    ]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
 
 
@@ -122,7 +155,9 @@ def test_same_device_at_other_settings_gets_its_own_column(two_devices, tmp_path
     def fp16_batch8(data):
         for run in data["runs"]:
             run["precision"], run["batch"] = "fp16", 8
-            run["input_shape"] = [8] + run["input_shape"][1:]   # another batch: same samples, comparable
+            run["input_shape"] = [8] + run["input_shape"][
+                1:
+            ]  # another batch: same samples, comparable
 
     other = _rewrite(two_devices[0], tmp_path / "fp16.json", fp16_batch8)
     out = tmp_path / "report"
@@ -133,7 +168,9 @@ def test_same_device_at_other_settings_gets_its_own_column(two_devices, tmp_path
     merged = json.loads((out / "results.json").read_text())
     assert [c["label"] for c in merged["columns"]] == ["cpu-a fp32 b1", "cpu-a fp16 b8"]
     assert len(merged["table"]) == 8
-    assert main(["report", str(out / "results.json"), "-o", str(tmp_path / "again")]) == 2  # a merged file
+    assert (
+        main(["report", str(out / "results.json"), "-o", str(tmp_path / "again")]) == 2
+    )  # a merged file
 
 
 def test_other_schema_is_refused(two_devices, tmp_path, capsys):
@@ -151,12 +188,19 @@ def test_roofline_falls_back_to_flops_when_onnx_is_gone(two_devices, tmp_path):
     other = _rewrite(two_devices[1], tmp_path / "gone.json", forget_onnx)
     out = tmp_path / "report"
     assert main(["report", str(two_devices[0]), str(other), "-o", str(out), "--no-plots"]) == 0
-    rows = {(r["device"], r["model"], r["variant"]): r for r in csv.DictReader((out / "report.csv").open())}
+    rows = {
+        (r["device"], r["model"], r["variant"]): r
+        for r in csv.DictReader((out / "report.csv").open())
+    }
     kept, gone = rows[("cpu-a", "resnet20", "baseline")], rows[("cpu-b", "resnet20", "baseline")]
     assert kept["roofline_basis"] == "per layer" and gone["roofline_basis"].startswith("flops only")
     flops = int(gone["flops"])
-    assert float(gone["roofline_floor_ms"]) == pytest.approx(1000 * flops / 0.16e12)  # host peak 0.16 TFLOPS
-    assert float(kept["roofline_floor_ms"]) > float(gone["roofline_floor_ms"])  # the memory term counts
+    assert float(gone["roofline_floor_ms"]) == pytest.approx(
+        1000 * flops / 0.16e12
+    )  # host peak 0.16 TFLOPS
+    assert float(kept["roofline_floor_ms"]) > float(
+        gone["roofline_floor_ms"]
+    )  # the memory term counts
     assert "floor from total FLOPs over peak only" in (out / "report.md").read_text()
     assert r"$^\dagger$" in (out / "report.tex").read_text()
 
@@ -187,8 +231,8 @@ def test_plots_draw_no_stubs_no_lone_fronts_and_no_overlapping_labels():
     assert present == [3, 2]
     bars = _latency_bars(plt, table, [f"{m}/{v}" for m, v in table.rows])
     axes = bars.axes
-    assert [len(ax.patches) for ax in axes] == present           # a missing graph has no bar at all
-    assert axes[0].get_ylim() == axes[1].get_ylim()                # one scale for every device
+    assert [len(ax.patches) for ax in axes] == present  # a missing graph has no bar at all
+    assert axes[0].get_ylim() == axes[1].get_ylim()  # one scale for every device
     assert "n/a" in [t.get_text() for t in axes[1].texts]
     legend = {t.get_text() for t in axes[0].get_legend().get_texts()}
     assert legend == {"baseline", "compressed variant"}
@@ -198,10 +242,10 @@ def test_plots_draw_no_stubs_no_lone_fronts_and_no_overlapping_labels():
     scatter = _latency_vs_flops(plt, table)
     renderer = scatter.canvas.get_renderer()
     for ax, count in zip(scatter.axes, present):
-        assert all(len(line.get_xdata()) >= 2 for line in ax.get_lines())   # no one-point "front"
+        assert all(len(line.get_xdata()) >= 2 for line in ax.get_lines())  # no one-point "front"
         boxes = [t.get_window_extent(renderer) for t in ax.texts]
-        assert len(boxes) == count   # every point labelled
-        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        assert len(boxes) == count  # every point labelled
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     legend = {t.get_text() for t in scatter.axes[-1].get_legend().get_texts()}
     assert {"baseline", "compressed variant", "lenet5"} <= legend
     for fig in (bars, speed, scatter):
@@ -212,7 +256,10 @@ def test_output_folder_is_checked_before_any_work(tmp_path, capsys):
     recorded = Path(__file__).resolve().parent / "data" / "results_schema1_lenet5.json"
     occupied = tmp_path / "occupied"
     occupied.write_text("not a folder")
-    for out, message in [(occupied, "is an existing file"), (occupied / "report", "lies under the file")]:
+    for out, message in [
+        (occupied, "is an existing file"),
+        (occupied / "report", "lies under the file"),
+    ]:
         assert main(["report", str(recorded), "-o", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err

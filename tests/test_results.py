@@ -49,7 +49,10 @@ def test_schema_1_is_read_and_upgraded(tmp_path):
     found = results.comparison("lenet5", "dc-fc")
     stored = next(c for c in raw["comparisons"] if c["kind"] == "vs_baseline")
     assert (found.speedup.ratio, found.speedup.low, found.speedup.high) == (
-        stored["speedup"], stored["ci_low"], stored["ci_high"])
+        stored["speedup"],
+        stored["ci_low"],
+        stored["ci_high"],
+    )
     assert found.speedup.level == 0.95
     assert results.deployed(results.run_by_id()["lenet5/dc-fc"]).id == "lenet5/dc-fc/folded"
     # written back as schema 2; reading that again gives the same document
@@ -99,16 +102,19 @@ def _runs_object(d):
     d["runs"] = {"a": 1}
 
 
-@pytest.mark.parametrize("change,field", [
-    (_drop_series, "runs[1] (lenet5/dc-fc).series_ms is missing"),
-    (_stats_list, "runs[0] (lenet5/baseline).stats is not an object"),
-    (_median_text, "runs[2] (lenet5/dc-fc/folded).stats.median is not a number"),
-    (_empty_samples, "series_ms.latency_ms is not a non-empty list of numbers"),
-    (_no_device_name, "device.profile.name is missing"),
-    (_bad_kind, "comparisons[0].kind is 'versus'"),
-    (_twice, "runs hold the id 'lenet5/baseline' twice"),
-    (_runs_object, "runs is not a list"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (_drop_series, "runs[1] (lenet5/dc-fc).series_ms is missing"),
+        (_stats_list, "runs[0] (lenet5/baseline).stats is not an object"),
+        (_median_text, "runs[2] (lenet5/dc-fc/folded).stats.median is not a number"),
+        (_empty_samples, "series_ms.latency_ms is not a non-empty list of numbers"),
+        (_no_device_name, "device.profile.name is missing"),
+        (_bad_kind, "comparisons[0].kind is 'versus'"),
+        (_twice, "runs hold the id 'lenet5/baseline' twice"),
+        (_runs_object, "runs is not a list"),
+    ],
+)
 def test_malformed_files_name_the_file_and_field(tmp_path, capsys, change, field):
     data = _recorded()
     change(data)
@@ -127,10 +133,11 @@ def test_malformed_files_name_the_file_and_field(tmp_path, capsys, change, field
 
 
 def test_other_files_are_refused(tmp_path):
-    for data, message in [({"schema": 3, "runs": []}, "results schema 3"),
-                          ({"hello": 1}, "not a harness results file"),
-                          ({"schema": 2, "kind": "merged", "runs": [], "merged_from": ["a.json"]},
-                           "merged report")]:
+    for data, message in [
+        ({"schema": 3, "runs": []}, "results schema 3"),
+        ({"hello": 1}, "not a harness results file"),
+        ({"schema": 2, "kind": "merged", "runs": [], "merged_from": ["a.json"]}, "merged report"),
+    ]:
         with pytest.raises(HarnessError, match=message):
             read_results(_write(tmp_path, data))
     (tmp_path / "broken.json").write_text("{")

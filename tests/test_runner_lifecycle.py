@@ -59,13 +59,21 @@ def test_constructor_loads_nothing_and_inactive_runner_refuses_work(tmp_path):
 
 def test_open_runners_deactivates_every_activated_runner_when_a_later_one_fails(tmp_path):
     log: list = []
-    runners = {name: _Recording(_relu_model(tmp_path / f"{name}.onnx", 1), log, fail=(name == "c"))
-               for name in "abc"}
+    runners = {
+        name: _Recording(_relu_model(tmp_path / f"{name}.onnx", 1), log, fail=(name == "c"))
+        for name in "abc"
+    }
     with pytest.raises(HarnessError, match="on purpose"):
         with open_runners(runners):
             pytest.fail("the body must not run when an activation fails")
-    assert log == [("activate", "a.onnx"), ("activate", "b.onnx"), ("activate", "c.onnx"),
-                   ("deactivate", "c.onnx"), ("deactivate", "b.onnx"), ("deactivate", "a.onnx")]
+    assert log == [
+        ("activate", "a.onnx"),
+        ("activate", "b.onnx"),
+        ("activate", "c.onnx"),
+        ("deactivate", "c.onnx"),
+        ("deactivate", "b.onnx"),
+        ("deactivate", "a.onnx"),
+    ]
     assert not any(r.is_active for r in runners.values())
 
 
@@ -75,8 +83,10 @@ def test_open_runners_deactivates_all_when_the_body_fails(tmp_path):
     with pytest.raises(RuntimeError):
         with open_runners(runners):
             raise RuntimeError("timing failed")
-    assert [entry for entry in log if entry[0] == "deactivate"] == [("deactivate", "b.onnx"),
-                                                                    ("deactivate", "a.onnx")]
+    assert [entry for entry in log if entry[0] == "deactivate"] == [
+        ("deactivate", "b.onnx"),
+        ("deactivate", "a.onnx"),
+    ]
 
 
 def test_batch_is_resolved_once_for_static_and_dynamic_models(tmp_path):

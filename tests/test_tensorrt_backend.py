@@ -18,7 +18,10 @@ from harness.backends.trt.versions import build_plan
 from harness.errors import HarnessError
 from harness.profiles import load_profile
 
-TENSORRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
+TENSORRT = (
+    importlib.util.find_spec("tensorrt") is not None
+    and importlib.util.find_spec("pycuda") is not None
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +68,15 @@ def test_precision_dla_and_int8_plans():
     assert build_plan(_settings("fp32"), "8.5.2")["flags"] == []
     int8 = build_plan(_settings("int8"), "10.3.0")
     assert int8["flags"] == ["INT8", "FP16"]
-    assert any("deprecated" in n for n in int8["notes"]) and any("random data" in n for n in int8["notes"])
+    assert any("deprecated" in n for n in int8["notes"]) and any(
+        "random data" in n for n in int8["notes"]
+    )
     dla = build_plan(_settings(dla_core=1), "8.5.2")
     assert dla["flags"] == ["FP16", "GPU_FALLBACK"] and dla["dla_core"] == 1
-    assert "GPU_FALLBACK" not in build_plan(_settings(dla_core=0, gpu_fallback=False), "8.5.2")["flags"]
+    assert (
+        "GPU_FALLBACK"
+        not in build_plan(_settings(dla_core=0, gpu_fallback=False), "8.5.2")["flags"]
+    )
     with pytest.raises(HarnessError, match="no DLA support"):
         build_plan(_settings(dla_core=0), "10.8.0")
     assert build_plan(_settings(dla_core=0), "11.4.1")["dla_core"] == 0
@@ -76,9 +84,15 @@ def test_precision_dla_and_int8_plans():
 
 def test_optimisation_profile_shapes(trt_backend):
     assert trt_backend.profile_shapes((1, 3, 32, 32), _settings()) is None
-    assert trt_backend.profile_shapes((-1, 3, 32, 32), _settings(batch=4, max_batch=16)) == \
-        ((1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 32, 32))
-    assert trt_backend.profile_shapes((-1, 3, 32, 32), _settings(batch=2, dla_core=0)) == ((2, 3, 32, 32),) * 3
+    assert trt_backend.profile_shapes((-1, 3, 32, 32), _settings(batch=4, max_batch=16)) == (
+        (1, 3, 32, 32),
+        (4, 3, 32, 32),
+        (16, 3, 32, 32),
+    )
+    assert (
+        trt_backend.profile_shapes((-1, 3, 32, 32), _settings(batch=2, dla_core=0))
+        == ((2, 3, 32, 32),) * 3
+    )
     with pytest.raises(HarnessError, match="beyond the batch"):
         trt_backend.profile_shapes((1, 3, -1, -1), _settings())
 
@@ -108,11 +122,21 @@ class _Error10(_Error85):
 
 def test_parser_errors_name_the_nodes(trt_backend):
     names = ["Conv_0", "Relu_1", "Foo_2"]
-    text = trt_backend.describe_parser_errors([_Error85(2, "No importer registered for op: Foo"),
-                                              _Error85(-1, "ModelImporter.cpp:726: Failed to parse ONNX model")], names)
-    assert text == ("node Foo_2: No importer registered for op: Foo; "
-                    "model: ModelImporter.cpp:726: Failed to parse ONNX model")
-    assert trt_backend.describe_parser_errors([_Error10(7, "bad pads")], []) == "node conv_7 (Conv): bad pads"
+    text = trt_backend.describe_parser_errors(
+        [
+            _Error85(2, "No importer registered for op: Foo"),
+            _Error85(-1, "ModelImporter.cpp:726: Failed to parse ONNX model"),
+        ],
+        names,
+    )
+    assert text == (
+        "node Foo_2: No importer registered for op: Foo; "
+        "model: ModelImporter.cpp:726: Failed to parse ONNX model"
+    )
+    assert (
+        trt_backend.describe_parser_errors([_Error10(7, "bad pads")], [])
+        == "node conv_7 (Conv): bad pads"
+    )
     assert trt_backend.describe_parser_errors([_Error85(9, "x")], names) == "node #9: x"
 
 
@@ -142,17 +166,23 @@ def test_calibration_batches_from_npy_or_random_with_a_warning(trt_backend, tmp_
     assert len(generated) == 5 and np.array_equal(generated[0], again[0])  # seeded
 
 
-@pytest.mark.skipif(TENSORRT, reason="TensorRT is installed: the missing-backend message does not apply")
+@pytest.mark.skipif(
+    TENSORRT, reason="TensorRT is installed: the missing-backend message does not apply"
+)
 def test_missing_tensorrt_says_what_to_install():
     from harness.backends import get_runner_class
 
-    with pytest.raises(HarnessError, match=r"backend 'tensorrt' is not available.*python3-libnvinfer"):
+    with pytest.raises(
+        HarnessError, match=r"backend 'tensorrt' is not available.*python3-libnvinfer"
+    ):
         get_runner_class("tensorrt")
 
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@pytest.mark.skipif(not TENSORRT, reason="TensorRT not installed (needs tensorrt + pycuda on an NVIDIA GPU)")
+@pytest.mark.skipif(
+    not TENSORRT, reason="TensorRT not installed (needs tensorrt + pycuda on an NVIDIA GPU)"
+)
 def test_real_build_is_cached_and_matches_onnxruntime(tmp_path):  # pragma: no cover - needs a GPU
     from harness.backends.onnxruntime import OnnxRuntimeRunner
     from harness.backends.trt.cache import EngineCache
@@ -162,12 +192,17 @@ def test_real_build_is_cached_and_matches_onnxruntime(tmp_path):  # pragma: no c
     model = tmp_path / "m.onnx"
     assert main(["export", "resnet20", "-o", str(model)]) == 0
     profile, cache = load_profile("rtx3090"), EngineCache(tmp_path / "engines")
-    with TensorRTRunner(model, profile, "fp32", 1, cache=cache) as runner, \
-            OnnxRuntimeRunner(model, load_profile("host")) as reference:
+    with TensorRTRunner(model, profile, "fp32", 1, cache=cache) as runner, OnnxRuntimeRunner(
+        model, load_profile("host")
+    ) as reference:
         assert runner.describe()["rebuilt"] == "no cached engine"
         feeds = reference.random_inputs(3)
-        np.testing.assert_allclose(next(iter(runner.infer(feeds).values())), reference.infer(feeds)["output"],
-                                   rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            next(iter(runner.infer(feeds).values())),
+            reference.infer(feeds)["output"],
+            rtol=1e-3,
+            atol=1e-3,
+        )
         timings = runner.measure_once()
         assert timings["latency_ms"] >= timings["gpu_compute_ms"] > 0 and timings["enqueue_ms"] > 0
     with TensorRTRunner(model, profile, "fp32", 1, cache=cache) as again:

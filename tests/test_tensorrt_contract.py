@@ -39,13 +39,21 @@ def trt_runner(request, monkeypatch):
 
 def _model(path, batch=1):
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2, "w")
+    weight = numpy_helper.from_array(
+        rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2, "w"
+    )
     bias = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["y"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8, 16, 16])], [weight, bias])
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8, 16, 16])],
+        [weight, bias],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     onnx.save(model, str(path))
@@ -65,16 +73,23 @@ def _reference(path, feeds):
 def test_fp32_build_run_and_read_back_on_each_version(trt_runner, tmp_path):
     version, module = trt_runner
     model = _model(tmp_path / "m.onnx")
-    runner = module.TensorRTRunner(model, _profile("fp32"), "fp32", 1, cache=EngineCache(tmp_path / "e"))
+    runner = module.TensorRTRunner(
+        model, _profile("fp32"), "fp32", 1, cache=EngineCache(tmp_path / "e")
+    )
     with runner:
         feeds = runner.random_inputs(1)
-        np.testing.assert_allclose(runner.infer(feeds)["y"], _reference(model, feeds), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            runner.infer(feeds)["y"], _reference(model, feeds), rtol=1e-5, atol=1e-5
+        )
         sample = runner.measure_once()
-        assert sample["latency_ms"] == pytest.approx(sample["h2d_ms"] + sample["gpu_compute_ms"]
-                                                     + sample["d2h_ms"])
+        assert sample["latency_ms"] == pytest.approx(
+            sample["h2d_ms"] + sample["gpu_compute_ms"] + sample["d2h_ms"]
+        )
         info = runner.describe()
         addresses = [int(device) for _, _, device in runner.inputs + runner.outputs]
-    assert addresses and not any(a in fake_tensorrt.MEMORY for a in addresses)  # freed on deactivate
+    assert addresses and not any(
+        a in fake_tensorrt.MEMORY for a in addresses
+    )  # freed on deactivate
     assert info["tf32"] is False and info["execution_api"] == "v3"
     assert "IBuilderConfig.clear_flag" in fake_tensorrt.CALLS  # fp32 means FP32: TF32 cleared
     assert "IExecutionContext.execute_async_v3" in fake_tensorrt.CALLS
@@ -84,7 +99,9 @@ def test_fp32_build_run_and_read_back_on_each_version(trt_runner, tmp_path):
 def test_fp16_uses_builder_flags_before_11_and_an_fp16_graph_on_11(trt_runner, tmp_path):
     version, module = trt_runner
     model = _model(tmp_path / "m.onnx")
-    runner = module.TensorRTRunner(model, _profile("fp16"), "fp16", 1, cache=EngineCache(tmp_path / "e"))
+    runner = module.TensorRTRunner(
+        model, _profile("fp16"), "fp16", 1, cache=EngineCache(tmp_path / "e")
+    )
     with runner:
         feeds = runner.random_inputs(2)
         dtype = runner.input_specs()["x"][1]
@@ -104,25 +121,36 @@ def test_int8_on_11_is_refused_with_what_to_do(trt_runner, tmp_path):
     version, module = trt_runner
     if not version.startswith("11"):
         pytest.skip("8.5 and 10.x build INT8 with a calibrator")
-    runner = module.TensorRTRunner(_model(tmp_path / "m.onnx"), _profile("int8"), "int8", 1,
-                                   cache=EngineCache(tmp_path / "e"))
+    runner = module.TensorRTRunner(
+        _model(tmp_path / "m.onnx"), _profile("int8"), "int8", 1, cache=EngineCache(tmp_path / "e")
+    )
     with pytest.raises(HarnessError, match="Q/DQ"):
         runner.activate()
     assert not runner.is_active
 
 
-def test_two_runners_share_the_primary_context_and_a_failed_enqueue_is_an_error(trt_runner, tmp_path,
-                                                                                monkeypatch):
+def test_two_runners_share_the_primary_context_and_a_failed_enqueue_is_an_error(
+    trt_runner, tmp_path, monkeypatch
+):
     _version, module = trt_runner
     cache = EngineCache(tmp_path / "e")
-    runners = {name: module.TensorRTRunner(_model(tmp_path / f"{name}.onnx"), _profile("fp32"), "fp32", 1,
-                                           cache=cache) for name in ("a", "b")}
+    runners = {
+        name: module.TensorRTRunner(
+            _model(tmp_path / f"{name}.onnx"), _profile("fp32"), "fp32", 1, cache=cache
+        )
+        for name in ("a", "b")
+    }
     with open_runners(runners):
         runners["a"].measure_once()
         runners["b"].measure_once()
-        assert sys.modules["pycuda.driver"].contexts_made == ["primary"]  # one context, no make_context
-        monkeypatch.setitem(sys.modules["tensorrt"].IExecutionContext._behaviour, "execute_async_v3",
-                            lambda self, handle: False)
+        assert sys.modules["pycuda.driver"].contexts_made == [
+            "primary"
+        ]  # one context, no make_context
+        monkeypatch.setitem(
+            sys.modules["tensorrt"].IExecutionContext._behaviour,
+            "execute_async_v3",
+            lambda self, handle: False,
+        )
         with pytest.raises(HarnessError, match="execute_async_v3 failed"):
             runners["a"].measure_once()
 
@@ -140,10 +168,14 @@ def test_an_engine_of_another_version_is_rebuilt_not_run(trt_runner, tmp_path):
 def test_dynamic_batch_is_bound_by_name(trt_runner, tmp_path):
     _version, module = trt_runner
     model = _model(tmp_path / "dyn.onnx", batch="N")
-    with module.TensorRTRunner(model, _profile("fp32"), "fp32", 4, cache=EngineCache(tmp_path / "e")) as r:
+    with module.TensorRTRunner(
+        model, _profile("fp32"), "fp32", 4, cache=EngineCache(tmp_path / "e")
+    ) as r:
         assert r.input_specs()["x"][0] == (4, 3, 16, 16)
         feeds = r.random_inputs(0)
-        np.testing.assert_allclose(r.infer(feeds)["y"], _reference(model, feeds), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            r.infer(feeds)["y"], _reference(model, feeds), rtol=1e-5, atol=1e-5
+        )
     assert "IOptimizationProfile.set_shape" in fake_tensorrt.CALLS
     assert "IExecutionContext.set_input_shape" in fake_tensorrt.CALLS
 
@@ -152,9 +184,13 @@ def test_the_doubles_are_as_strict_as_the_recorded_surfaces():
     eleven, ten, old = (fake_tensorrt.make_tensorrt(v) for v in ("11.4", "10.13", "8.5"))
     with pytest.raises(AttributeError):
         eleven.BuilderFlag.FP16  # noqa: B018 - TensorRT 11 is strongly typed
-    assert not hasattr(eleven, "IInt8EntropyCalibrator2") and hasattr(old, "IInt8EntropyCalibrator2")
+    assert not hasattr(eleven, "IInt8EntropyCalibrator2") and hasattr(
+        old, "IInt8EntropyCalibrator2"
+    )
     with pytest.raises(AttributeError):
         ten.IExecutionContext().execute_async_v2  # noqa: B018 - bindings are gone from 10
     assert int(old.BuilderFlag.TF32) == 7 and int(ten.BuilderFlag.TF32) == 6  # values from the data
     with pytest.raises(TypeError):
-        ten.IExecutionContext().set_tensor_address("x")  # the recorded signature takes a name and an address
+        ten.IExecutionContext().set_tensor_address(
+            "x"
+        )  # the recorded signature takes a name and an address

@@ -63,7 +63,9 @@ def test_bootstrap_speedup_interval_coverage():
 
 
 def test_mlperf_early_stopping_rule():
-    assert timing.mlperf_early_stopping(list(range(43))) is None  # 0.9^43 > 1%: not even k = 0 passes
+    assert (
+        timing.mlperf_early_stopping(list(range(43))) is None
+    )  # 0.9^43 > 1%: not even k = 0 passes
     ordered = list(range(1, 1025))
     estimate = timing.mlperf_early_stopping(ordered)
     # with 1024 queries the estimate lies above the plain p90 (it is a conservative bound) but below p95
@@ -85,7 +87,9 @@ def two_models(tmp_path: Path):
     from harness.export import export_module
 
     small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)).eval()
-    large = torch.nn.Sequential(*[torch.nn.Conv2d(3 if i == 0 else 32, 32, 3, padding=1) for i in range(4)]).eval()
+    large = torch.nn.Sequential(
+        *[torch.nn.Conv2d(3 if i == 0 else 32, 32, 3, padding=1) for i in range(4)]
+    ).eval()
     export_module(small, (3, 32, 32), tmp_path / "small.onnx")
     export_module(large, (3, 32, 32), tmp_path / "large.onnx")
     return tmp_path / "small.onnx", tmp_path / "large.onnx"
@@ -93,8 +97,15 @@ def two_models(tmp_path: Path):
 
 def test_interleaved_measurement_meets_minimums(two_models, fast_profile):
     profile = load_profile(str(fast_profile))
-    settings = TimingSettings(warmup_s=0.05, min_iterations=20, min_duration_s=0.2, max_duration_s=1.0,
-                              target_ci=0.5, block_iterations=5, block_s=0.02)
+    settings = TimingSettings(
+        warmup_s=0.05,
+        min_iterations=20,
+        min_duration_s=0.2,
+        max_duration_s=1.0,
+        target_ci=0.5,
+        block_iterations=5,
+        block_s=0.02,
+    )
     runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
     fractions = []
     with open_runners(runners):
@@ -111,13 +122,22 @@ def test_interleaved_measurement_meets_minimums(two_models, fast_profile):
 
 def test_time_budget_stops_sampling(two_models, fast_profile):
     profile = load_profile(str(fast_profile))
-    settings = TimingSettings(warmup_s=0.0, min_iterations=5, min_duration_s=0.05, max_duration_s=0.3,
-                              target_ci=1e-6, block_iterations=5, block_s=0.02)
+    settings = TimingSettings(
+        warmup_s=0.0,
+        min_iterations=5,
+        min_duration_s=0.05,
+        max_duration_s=0.3,
+        target_ci=1e-6,
+        block_iterations=5,
+        block_s=0.02,
+    )
     runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
     with open_runners(runners):
         measured = timing.measure_interleaved(runners, settings)
     assert all("budget" in m.stop_reason for m in measured.values())
-    assert max(m.run_time_s for m in measured.values()) < 0.3 + 0.5  # one block past the budget at most
+    assert (
+        max(m.run_time_s for m in measured.values()) < 0.3 + 0.5
+    )  # one block past the budget at most
 
 
 def test_block_bootstrap_covers_drift_between_blocks():
@@ -133,8 +153,9 @@ def test_block_bootstrap_covers_drift_between_blocks():
         base = true_ratio * np.exp(offsets_a + rng.normal(0, 0.01, blocks * size))
         new = np.exp(offsets_b + rng.normal(0, 0.01, blocks * size))
         ends = list(range(size, blocks * size + 1, size))
-        _, low, high = timing.bootstrap_ratio_ci(base, new, resamples=400, seed=seed, numerator_blocks=ends,
-                                                 denominator_blocks=ends)
+        _, low, high = timing.bootstrap_ratio_ci(
+            base, new, resamples=400, seed=seed, numerator_blocks=ends, denominator_blocks=ends
+        )
         hits_blocks += low <= true_ratio <= high
         _, low, high = timing.bootstrap_ratio_ci(base, new, resamples=400, seed=seed)
         hits_samples += low <= true_ratio <= high
@@ -150,21 +171,28 @@ def test_paired_rounds_cancel_drift_common_to_both():
     base = 1.5 * np.exp(common + rng.normal(0, 0.01, blocks * size))
     new = np.exp(common + rng.normal(0, 0.01, blocks * size))
     ends = list(range(size, blocks * size + 1, size))
-    _, low_p, high_p = timing.bootstrap_ratio_ci(base, new, numerator_blocks=ends, denominator_blocks=ends,
-                                                 paired=True)
-    _, low_u, high_u = timing.bootstrap_ratio_ci(base, new, numerator_blocks=ends, denominator_blocks=ends)
+    _, low_p, high_p = timing.bootstrap_ratio_ci(
+        base, new, numerator_blocks=ends, denominator_blocks=ends, paired=True
+    )
+    _, low_u, high_u = timing.bootstrap_ratio_ci(
+        base, new, numerator_blocks=ends, denominator_blocks=ends
+    )
     assert low_p <= 1.5 <= high_p
     assert (high_p - low_p) < (high_u - low_u) / 3
 
 
 def _rounds(rng, ratio: float, rounds: int = 40, per_block: int = 30):
     """Interleaved blocks where load from other processes changes from round to round (common to both)."""
-    load = rng.lognormal(0.0, 0.3, rounds)  # a shared 2-core machine: +-30% from one round to the next
+    load = rng.lognormal(
+        0.0, 0.3, rounds
+    )  # a shared 2-core machine: +-30% from one round to the next
     a = [load[i] * ratio * rng.lognormal(0, 0.05, per_block) for i in range(rounds)]
     b = [load[i] * rng.lognormal(0, 0.05, per_block) for i in range(rounds)]
     ends = list(range(per_block, per_block * rounds + 1, per_block))
-    return (timing.Measurement({"latency_ms": list(np.concatenate(a))}, 1, 1.0, "", block_ends=ends),
-            timing.Measurement({"latency_ms": list(np.concatenate(b))}, 1, 1.0, "", block_ends=ends))
+    return (
+        timing.Measurement({"latency_ms": list(np.concatenate(a))}, 1, 1.0, "", block_ends=ends),
+        timing.Measurement({"latency_ms": list(np.concatenate(b))}, 1, 1.0, "", block_ends=ends),
+    )
 
 
 def test_per_round_ratios_cancel_shared_load_and_keep_coverage():
@@ -175,18 +203,35 @@ def test_per_round_ratios_cancel_shared_load_and_keep_coverage():
         ratio, low, high = timing.measurement_ratio_ci(a, b, resamples=500)
         hits += low <= 1.2 <= high
         widths.append(timing.ratio_halfwidth(ratio, low, high))
-        old = timing.bootstrap_ratio_ci(a.latencies, b.latencies, resamples=500, numerator_blocks=a.block_ends,
-                                        denominator_blocks=b.block_ends, paired=True)
+        old = timing.bootstrap_ratio_ci(
+            a.latencies,
+            b.latencies,
+            resamples=500,
+            numerator_blocks=a.block_ends,
+            denominator_blocks=b.block_ends,
+            paired=True,
+        )
         old_widths.append(timing.ratio_halfwidth(*old))
     assert hits >= 90  # nominal 95%
-    assert np.median(widths) * 3 < np.median(old_widths)  # the ratio of pooled medians keeps the shared load
+    assert np.median(widths) * 3 < np.median(
+        old_widths
+    )  # the ratio of pooled medians keeps the shared load
 
 
-def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(two_models, fast_profile):
+def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(
+    two_models, fast_profile
+):
     profile = load_profile(str(fast_profile))
     runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
-    loose = TimingSettings(warmup_s=0.02, min_iterations=10, min_duration_s=0.1, max_duration_s=3.0,
-                           target_ci=0.5, block_iterations=3, block_s=0.01)
+    loose = TimingSettings(
+        warmup_s=0.02,
+        min_iterations=10,
+        min_duration_s=0.1,
+        max_duration_s=3.0,
+        target_ci=0.5,
+        block_iterations=3,
+        block_s=0.01,
+    )
     strict = dataclasses.replace(loose, max_duration_s=0.15, target_ci=1e-4)
     states = []
 
@@ -198,32 +243,61 @@ def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(two_m
         met = timing.measure_interleaved(runners, loose, monitor=monitor)
         capped = timing.measure_interleaved(runners, strict)
     assert "every speed-up's 95% CI within +/-50.0%" in met["large"].stop_reason
-    assert met["small"].resolution is None and met["large"].resolution <= 0.5  # the reference has no speed-up
-    assert len(met["large"].block_state) == len(met["large"].block_ends) and met["large"].warnings() is not None
+    assert (
+        met["small"].resolution is None and met["large"].resolution <= 0.5
+    )  # the reference has no speed-up
+    assert (
+        len(met["large"].block_state) == len(met["large"].block_ends)
+        and met["large"].warnings() is not None
+    )
     assert "below what this run resolves" in capped["large"].stop_reason
     assert capped["large"].resolution > 1e-4
     with OnnxRuntimeRunner(two_models[0], profile) as alone:
-        per_median = timing.measure_interleaved({"small": alone}, dataclasses.replace(loose, stop_on="median"))
+        per_median = timing.measure_interleaved(
+            {"small": alone}, dataclasses.replace(loose, stop_on="median")
+        )
     assert "every median's" in per_median["small"].stop_reason
 
 
-def test_time_json_is_complete_enough_to_recompute_the_speedups(two_models, fast_profile, tmp_path, capsys):
+def test_time_json_is_complete_enough_to_recompute_the_speedups(
+    two_models, fast_profile, tmp_path, capsys
+):
     import json
 
     from harness.cli import main
 
     out = tmp_path / "t.json"
-    assert main(["time", *map(str, two_models), "--device", str(fast_profile), "--json", str(out)]) == 0
+    assert (
+        main(["time", *map(str, two_models), "--device", str(fast_profile), "--json", str(out)])
+        == 0
+    )
     assert "stopped:" in capsys.readouterr().out
     record = json.loads(out.read_text())
     assert record["settings"]["stop_on"] == "speedup" and record["device"]["environment"]["cpu"]
     assert record["profile"]["name"] == "fast" and record["reference"] == str(two_models[0])
     runs = record["runs"]
     for entry in runs.values():
-        assert entry["block_ends"][-1] == len(entry["series_ms"]["latency_ms"]) == entry["stats"]["n"]
+        assert (
+            entry["block_ends"][-1] == len(entry["series_ms"]["latency_ms"]) == entry["stats"]["n"]
+        )
         assert entry["backend"]["intra_op_threads"] == 1 and entry["stop_reason"]
-    rebuilt = {name: timing.Measurement(e["series_ms"], e["warmup_iterations"], e["run_time_s"], e["stop_reason"],
-                                        block_ends=e["block_ends"]) for name, e in runs.items()}
-    ratio, low, high = timing.measurement_ratio_ci(rebuilt[str(two_models[0])], rebuilt[str(two_models[1])])
-    assert runs[str(two_models[1])]["speedup"] == {"value": ratio, "ci_low": low, "ci_high": high,
-                                                   "reference": str(two_models[0]), "paired": True}
+    rebuilt = {
+        name: timing.Measurement(
+            e["series_ms"],
+            e["warmup_iterations"],
+            e["run_time_s"],
+            e["stop_reason"],
+            block_ends=e["block_ends"],
+        )
+        for name, e in runs.items()
+    }
+    ratio, low, high = timing.measurement_ratio_ci(
+        rebuilt[str(two_models[0])], rebuilt[str(two_models[1])]
+    )
+    assert runs[str(two_models[1])]["speedup"] == {
+        "value": ratio,
+        "ci_low": low,
+        "ci_high": high,
+        "reference": str(two_models[0]),
+        "paired": True,
+    }

@@ -40,7 +40,9 @@ def head(tmp_path: Path) -> Path:
 
 
 def _profile(tmp_path: Path, kind: str = "cpu", **torch_settings) -> Path:
-    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text())
+    data = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text()
+    )
     data.update(kind=kind, backend="torch", torch=torch_settings)
     path = tmp_path / f"torch-{kind}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -53,8 +55,11 @@ def test_interpreter_never_reads_device_values_back(head):
     import onnx
 
     module = OnnxModule(onnx.load(str(head))).eval().to("meta")
-    assert all(not c.is_floating_point() and c.device.type == "cpu" for c in module.constants.values()
-               if not c.is_floating_point())
+    assert all(
+        not c.is_floating_point() and c.device.type == "cpu"
+        for c in module.constants.values()
+        if not c.is_floating_point()
+    )
     out = module(torch.empty(2, 3, 16, 16, device="meta"))
     assert tuple(out.shape) == (2, 5) and out.device.type == "meta"
 
@@ -84,16 +89,23 @@ def test_cpu_runner_records_its_settings_and_refuses_cuda_graphs(head, tmp_path)
 @pytest.mark.skipif(not CUDA, reason=NO_GPU)
 @pytest.mark.parametrize("batch", [1, 128])  # latency and LayerMerge's throughput setting
 def test_cuda_graph_replay_matches_eager_and_is_timed(head, tmp_path, batch):
-    profile = load_profile(str(_profile(tmp_path, kind="gpu", cuda_graph=True, cudnn_benchmark=True)))
-    with TorchRunner(head, profile, batch=batch) as graphed, TorchRunner(head, profile, batch=batch,
-                                                                          cuda_graph=False) as eager:
+    profile = load_profile(
+        str(_profile(tmp_path, kind="gpu", cuda_graph=True, cudnn_benchmark=True))
+    )
+    with TorchRunner(head, profile, batch=batch) as graphed, TorchRunner(
+        head, profile, batch=batch, cuda_graph=False
+    ) as eager:
         assert graphed.graph is not None and graphed.describe()["cuda_graph"] is True
         feeds = eager.random_inputs(seed=1)
-        np.testing.assert_allclose(graphed.infer(feeds)["output"], eager.infer(feeds)["output"], rtol=1e-3,
-                                   atol=1e-4)
-        other = eager.random_inputs(seed=2)  # a new input goes through the static buffer, not a stale one
-        np.testing.assert_allclose(graphed.infer(other)["output"], eager.infer(other)["output"], rtol=1e-3,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            graphed.infer(feeds)["output"], eager.infer(feeds)["output"], rtol=1e-3, atol=1e-4
+        )
+        other = eager.random_inputs(
+            seed=2
+        )  # a new input goes through the static buffer, not a stale one
+        np.testing.assert_allclose(
+            graphed.infer(other)["output"], eager.infer(other)["output"], rtol=1e-3, atol=1e-4
+        )
         assert all(graphed.measure_once()["latency_ms"] > 0 for _ in range(5))
         assert graphed.describe()["cudnn_benchmark"] is True
 
@@ -105,19 +117,50 @@ def test_bench_runs_any_profile_on_the_torch_backend(tmp_path, fast_profile, cap
     from harness.cli import main
 
     out = tmp_path / "out"
-    assert main(["bench", "--device", str(fast_profile), "--backend", "torch", "--models", "lenet5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--device",
+                str(fast_profile),
+                "--backend",
+                "torch",
+                "--models",
+                "lenet5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     runs = json.loads((out / "results.json").read_text())["runs"]
-    assert {r["backend"]["backend"] for r in runs} == {"torch"} and all(r["backend"]["device"] == "cpu"
-                                                                         for r in runs)
+    assert {r["backend"]["backend"] for r in runs} == {"torch"} and all(
+        r["backend"]["device"] == "cpu" for r in runs
+    )
     capsys.readouterr()
-    h100 = yaml.safe_load((Path(__file__).resolve().parent.parent / "device_profiles" / "h100.yaml").read_text())
+    h100 = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "device_profiles" / "h100.yaml").read_text()
+    )
     h100["timing"] = yaml.safe_load(fast_profile.read_text())["timing"]
     (tmp_path / "h100.yaml").write_text(yaml.safe_dump(h100))
-    code = main(["bench", "--device", str(tmp_path / "h100.yaml"), "--backend", "torch", "--models", "lenet5",
-                 "--out", str(tmp_path / "gpu")])
+    code = main(
+        [
+            "bench",
+            "--device",
+            str(tmp_path / "h100.yaml"),
+            "--backend",
+            "torch",
+            "--models",
+            "lenet5",
+            "--out",
+            str(tmp_path / "gpu"),
+        ]
+    )
     if CUDA:
         assert code == 0
     else:
         assert code == 2 and "sees no CUDA device" in capsys.readouterr().err
-    assert main(["bench", "--device", str(fast_profile), "--backend", "tflite", "--models", "lenet5"]) == 2
+    assert (
+        main(["bench", "--device", str(fast_profile), "--backend", "tflite", "--models", "lenet5"])
+        == 2
+    )

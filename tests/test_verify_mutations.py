@@ -30,7 +30,9 @@ def _export(name: str, variant: str, tmp_path: Path) -> onnx.ModelProto:
 def _rewritten_convs(model: onnx.ModelProto, result) -> list:
     """Convs and Gemms of the folded graph that a pass wrote (merged, BatchNorm folded, residual folded), in
     graph order; then the other convs (a pad shifted anywhere must be caught too)."""
-    written = {r.get("result") for r in result.report.records if r["action"] in ("merged", "folded")}
+    written = {
+        r.get("result") for r in result.report.records if r["action"] in ("merged", "folded")
+    }
     nodes = [n for n in result.model.graph.node if n.op_type in ("Conv", "Gemm")]
     return [n for n in nodes if n.name not in written] + [n for n in nodes if n.name in written]
 
@@ -55,19 +57,31 @@ def shift_pad(model: onnx.ModelProto, conv: onnx.NodeProto) -> None:
     """Move one row of padding from the bottom to the top (the output keeps its shape, shifted by one row)."""
     pads = next(a for a in conv.attribute if a.name == "pads")
     top, left, bottom, right = pads.ints
-    pads.CopyFrom(helper.make_attribute("pads", [top + 1, left, bottom - 1, right] if bottom > 0
-                                        else [top - 1, left, bottom + 1, right]))
+    pads.CopyFrom(
+        helper.make_attribute(
+            "pads",
+            [top + 1, left, bottom - 1, right]
+            if bottom > 0
+            else [top - 1, left, bottom + 1, right],
+        )
+    )
 
 
 MUTATIONS: Dict[str, Callable[[onnx.ModelProto, onnx.NodeProto], None]] = {
-    "corrupt_weight": corrupt_weight, "drop_bias": drop_bias, "shift_pad": shift_pad}
+    "corrupt_weight": corrupt_weight,
+    "drop_bias": drop_bias,
+    "shift_pad": shift_pad,
+}
 
 
 def _target(model: onnx.ModelProto, convs: list, mutation: str) -> onnx.NodeProto:
     """The deepest rewritten conv the mutation changes: with a non-zero bias, or with padding to shift."""
     for conv in reversed(convs):
         if mutation == "drop_bias":
-            if len(conv.input) > 2 and np.abs(numpy_helper.to_array(_initializer(model, conv.input[2]))).max() > 0:
+            if (
+                len(conv.input) > 2
+                and np.abs(numpy_helper.to_array(_initializer(model, conv.input[2]))).max() > 0
+            ):
                 return conv
         elif mutation == "shift_pad":
             pads = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
@@ -94,8 +108,14 @@ def test_every_mutation_of_a_fold_is_caught_on_every_zoo_model(name, variant, tm
         mutant = onnx.ModelProto()
         mutant.CopyFrom(result.model)
         try:
-            conv = _target(mutant, sorted((n for n in mutant.graph.node if n.name in names),
-                                          key=lambda n: names.index(n.name)), mutation)
+            conv = _target(
+                mutant,
+                sorted(
+                    (n for n in mutant.graph.node if n.name in names),
+                    key=lambda n: names.index(n.name),
+                ),
+                mutation,
+            )
         except LookupError:
             assert name == "lenet5" and mutation == "shift_pad"  # LeNet-5's convs do not pad
             continue
@@ -113,8 +133,12 @@ def test_a_zeroed_merged_conv_deep_in_mobilenetv2_is_caught(tmp_path):
     conv = _rewritten_convs(original, result)[-1]
     mutant = onnx.ModelProto()
     mutant.CopyFrom(result.model)
-    weight = _initializer(mutant, next(n for n in mutant.graph.node if n.name == conv.name).input[1])
-    weight.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(weight)), weight.name))
+    weight = _initializer(
+        mutant, next(n for n in mutant.graph.node if n.name == conv.name).input[1]
+    )
+    weight.CopyFrom(
+        numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(weight)), weight.name)
+    )
     with pytest.raises(FoldVerificationError, match="at tensor"):
         verify_fold(original, mutant)
 
@@ -128,12 +152,24 @@ def test_harness_verify_exit_codes(tmp_path, capsys):
     mutant = onnx.ModelProto()
     mutant.CopyFrom(result.model)
     names = [n.name for n in _rewritten_convs(original, result)]
-    drop_bias(mutant, _target(mutant, [n for n in mutant.graph.node if n.name in names], "drop_bias"))
+    drop_bias(
+        mutant, _target(mutant, [n for n in mutant.graph.node if n.name in names], "drop_bias")
+    )
     save_model(mutant, paths["mutant"])
     assert main(["verify", str(paths["original"]), str(paths["folded"])]) == 0
     assert "equivalent" in capsys.readouterr().out
-    assert main(["verify", str(paths["original"]), str(paths["mutant"]), "--json",
-                 str(tmp_path / "v.json")]) == 1
+    assert (
+        main(
+            [
+                "verify",
+                str(paths["original"]),
+                str(paths["mutant"]),
+                "--json",
+                str(tmp_path / "v.json"),
+            ]
+        )
+        == 1
+    )
     assert "different" in capsys.readouterr().out and (tmp_path / "v.json").is_file()
     assert main(["verify", str(paths["original"]), str(tmp_path / "missing.onnx")]) == 2
     other = tmp_path / "other.onnx"

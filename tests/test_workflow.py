@@ -21,9 +21,19 @@ pytest.importorskip("check_jsonschema", reason="needs check-jsonschema (the dev 
 
 
 def _check(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                           "vendor.github-workflows", str(path)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _workflow() -> dict:
@@ -39,8 +49,11 @@ def test_the_fleet_workflow_passes_githubs_workflow_schema():
 def test_the_schema_check_catches_a_broken_workflow(tmp_path, breakage):
     text = WORKFLOW.read_text()
     if breakage == "step with uses and run":
-        text = text.replace("      - uses: actions/checkout@v4\n",
-                            "      - uses: actions/checkout@v4\n        run: echo both\n", 1)
+        text = text.replace(
+            "      - uses: actions/checkout@v4\n",
+            "      - uses: actions/checkout@v4\n        run: echo both\n",
+            1,
+        )
     elif breakage == "no runs-on":
         text = re.sub(r"\n    runs-on: .*\n", "\n", text, count=1)
     else:
@@ -65,8 +78,10 @@ def test_one_job_per_device_label_with_gate_summary_and_artifacts():
     assert "default_branch" in download["branch"]
     summary = steps["Job summary (table + trend chart)"]["run"]
     assert summary.count("$GITHUB_STEP_SUMMARY") == 2
-    assert steps["Fail on regression (exit 1) or bad input (exit 2)"]["if"] == \
-        "steps.compare.outputs.status != '0'"
+    assert (
+        steps["Fail on regression (exit 1) or bad input (exit 2)"]["if"]
+        == "steps.compare.outputs.status != '0'"
+    )
 
 
 def _harness_commands() -> List[List[str]]:

@@ -24,7 +24,9 @@ def test_export_round_trip(model: str, variant: str, tmp_path: Path):
     path = tmp_path / "m.onnx"
     exported = export_module(module, shape, path)
     assert exported.opset_import[0].version >= 17
-    assert all(d.dim_value > 0 for d in exported.graph.input[0].type.tensor_type.shape.dim)  # static shapes
+    assert all(
+        d.dim_value > 0 for d in exported.graph.input[0].type.tensor_type.shape.dim
+    )  # static shapes
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = module(x).numpy()
@@ -65,7 +67,9 @@ def test_width_pruning_reaches_the_published_parameter_reduction():
     for variant in ("baseline", "cie-27x"):
         module, shape = build_model("vgg19", variant)
         counts[variant] = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    assert 26 < counts["baseline"] / counts["cie-27x"] < 29  # CIE: 27.23x fewer parameters on VGG-19
+    assert (
+        26 < counts["baseline"] / counts["cie-27x"] < 29
+    )  # CIE: 27.23x fewer parameters on VGG-19
 
 
 def test_unknown_names_are_refused():
@@ -82,9 +86,13 @@ def test_export_applies_or_refuses_input_shape_and_writes_ir_8(tmp_path: Path, c
     assert main(["export", "resnet20", "--input-shape", "3x48x48", "-o", str(out)]) == 0
     model = onnx.load(str(out))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 48, 48]
-    assert model.ir_version == 8  # the lowest IR holding opset 17 (TensorRT 8.5, JetPack's ONNX Runtime)
+    assert (
+        model.ir_version == 8
+    )  # the lowest IR holding opset 17 (TensorRT 8.5, JetPack's ONNX Runtime)
     assert "3x48x48" in capsys.readouterr().out
-    assert main(["export", "lenet5", "--input-shape", "3x32x32", "-o", str(tmp_path / "l.onnx")]) == 2
+    assert (
+        main(["export", "lenet5", "--input-shape", "3x32x32", "-o", str(tmp_path / "l.onnx")]) == 2
+    )
     assert "cannot run on input shape (1, 3, 32, 32)" in capsys.readouterr().err
     assert main(["export", str(out), "--input-shape", "3x8x8", "-o", str(tmp_path / "c.onnx")]) == 2
 
@@ -94,7 +102,16 @@ def test_a_factory_calling_sys_exit_is_one_error_line(tmp_path: Path, capsys, mo
 
     (tmp_path / "exiting_factory.py").write_text("import sys\n\ndef build():\n    sys.exit(3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    code = main(["export", "exiting_factory:build", "--input-shape", "3x8x8", "-o", str(tmp_path / "x.onnx")])
+    code = main(
+        [
+            "export",
+            "exiting_factory:build",
+            "--input-shape",
+            "3x8x8",
+            "-o",
+            str(tmp_path / "x.onnx"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "SystemExit(3)" in err and "Traceback" not in err
 
@@ -104,8 +121,14 @@ def test_a_dynamic_batch_export_counts_flops_per_sample(tmp_path: Path, capsys):
 
     module = torch.nn.Conv2d(3, 4, 3)
     path = tmp_path / "dyn.onnx"
-    torch.onnx.export(module, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "N"}})
+    torch.onnx.export(
+        module,
+        (torch.randn(1, 3, 8, 8),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "N"}},
+    )
     assert main(["export", str(path), "-o", str(tmp_path / "copy.onnx")]) == 0
     out = capsys.readouterr().out
     assert f"{2 * 4 * 36 * 27 / 1e6:.2f} MFLOPs (dynamic batch counted at batch 1" in out

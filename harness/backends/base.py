@@ -30,7 +30,9 @@ class Runner(abc.ABC):
 
     backend_name = "base"
 
-    def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1) -> None:
+    def __init__(
+        self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1
+    ) -> None:
         self.onnx_path = Path(onnx_path)
         self.profile = profile
         self.precision = precision
@@ -88,15 +90,19 @@ class Runner(abc.ABC):
 
     def _require_active(self) -> None:
         if not self.is_active:
-            raise HarnessError(f"{self.backend_name} runner for {self.onnx_path} is not active: use "
-                               f"`with runner:` or runner.activate()")
+            raise HarnessError(
+                f"{self.backend_name} runner for {self.onnx_path} is not active: use "
+                f"`with runner:` or runner.activate()"
+            )
 
     # --- shared behaviour ----------------------------------------------------------------------------------
     def random_inputs(self, seed: int = 0) -> Dict[str, np.ndarray]:
         """Seeded random inputs matching the model's input specs."""
         rng = np.random.default_rng(seed)
-        return {name: rng.standard_normal(shape).astype(dtype)
-                for name, (shape, dtype) in self.input_specs().items()}
+        return {
+            name: rng.standard_normal(shape).astype(dtype)
+            for name, (shape, dtype) in self.input_specs().items()
+        }
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Validate ``feeds`` against the input specs, then run once."""
@@ -107,8 +113,9 @@ class Runner(abc.ABC):
             raise HarnessError(f"missing model inputs: {', '.join(missing)}")
         for name, (shape, _dtype) in specs.items():
             if tuple(feeds[name].shape) != tuple(shape):
-                raise HarnessError(f"input {name!r} has shape {tuple(feeds[name].shape)}, "
-                                   f"expected {tuple(shape)}")
+                raise HarnessError(
+                    f"input {name!r} has shape {tuple(feeds[name].shape)}, expected {tuple(shape)}"
+                )
         return self._infer_impl(feeds)
 
     def measure_once(self) -> Dict[str, float]:
@@ -142,6 +149,8 @@ def resolve_batch(onnx_path: Path, batch: int) -> int:
         return batch
     if static != {batch}:
         fixed = ", ".join(str(d) for d in sorted(static))
-        raise HarnessError(f"{onnx_path} has a fixed batch of {fixed}, not {batch}: export it at batch {batch} "
-                           f"or with a dynamic batch dimension")
+        raise HarnessError(
+            f"{onnx_path} has a fixed batch of {fixed}, not {batch}: export it at batch {batch} "
+            f"or with a dynamic batch dimension"
+        )
     return batch

@@ -38,8 +38,13 @@ def _gemm(a, b, c=None, *, transA=0, transB=0, alpha=1.0, beta=1.0, **_):
 
 
 def _maxpool(x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0, **_):
-    return F.max_pool2d(x, tuple(kernel_shape), tuple(strides or kernel_shape), (pads[0], pads[1]),
-                        ceil_mode=bool(ceil_mode))
+    return F.max_pool2d(
+        x,
+        tuple(kernel_shape),
+        tuple(strides or kernel_shape),
+        (pads[0], pads[1]),
+        ceil_mode=bool(ceil_mode),
+    )
 
 
 def _clip(x, *, min=None, max=None, **_):  # noqa: A002 - ONNX's attribute names; bounds resolved at load
@@ -51,9 +56,16 @@ def _batchnorm(x, scale, bias, mean, var, *, epsilon=1e-5, **_):
 
 
 OPS: Dict[str, Callable] = {
-    "Conv": _conv, "Gemm": _gemm, "MaxPool": _maxpool, "Clip": _clip, "BatchNormalization": _batchnorm,
-    "Relu": lambda x, **_: torch.relu(x), "Add": lambda a, b, **_: a + b, "Mul": lambda a, b, **_: a * b,
-    "MatMul": lambda a, b, **_: a @ b, "Identity": lambda x, **_: x,
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MaxPool": _maxpool,
+    "Clip": _clip,
+    "BatchNormalization": _batchnorm,
+    "Relu": lambda x, **_: torch.relu(x),
+    "Add": lambda a, b, **_: a + b,
+    "Mul": lambda a, b, **_: a * b,
+    "MatMul": lambda a, b, **_: a @ b,
+    "Identity": lambda x, **_: x,
     "GlobalAveragePool": lambda x, **_: x.mean(dim=(2, 3), keepdim=True),
     "Flatten": lambda x, *, axis=1, **_: torch.flatten(x, axis),
     "Reshape": lambda x, shape, **_: torch.reshape(x, [int(d) for d in shape.tolist()]),
@@ -67,17 +79,22 @@ class OnnxModule(torch.nn.Module):
         super().__init__()
         unsupported = sorted({n.op_type for n in model.graph.node} - set(OPS) - {"Constant"})
         if unsupported:
-            raise HarnessError(f"the torch backend's interpreter lacks {', '.join(unsupported)}: "
-                               f"pip install onnx2torch (needs torchvision) for full ONNX coverage")
+            raise HarnessError(
+                f"the torch backend's interpreter lacks {', '.join(unsupported)}: "
+                f"pip install onnx2torch (needs torchvision) for full ONNX coverage"
+            )
         self.constants: Dict[str, torch.Tensor] = {}
         for init in model.graph.initializer:
             self.constants[init.name] = torch.from_numpy(numpy_helper.to_array(init).copy())
         for node in model.graph.node:
             if node.op_type == "Constant":
                 self.constants[node.output[0]] = torch.from_numpy(
-                    numpy_helper.to_array(_attrs(node)["value"]).copy())
+                    numpy_helper.to_array(_attrs(node)["value"]).copy()
+                )
         self.nodes = [self._resolved(n) for n in model.graph.node if n.op_type != "Constant"]
-        self.input_names: List[str] = [i.name for i in model.graph.input if i.name not in self.constants]
+        self.input_names: List[str] = [
+            i.name for i in model.graph.input if i.name not in self.constants
+        ]
         self.output_names = [o.name for o in model.graph.output]
 
     def _resolved(self, node: onnx.NodeProto) -> Tuple[str, List[str], str, Dict[str, object]]:
@@ -86,16 +103,22 @@ class OnnxModule(torch.nn.Module):
         if node.op_type == "Clip":
             for name, key in zip(inputs[1:], ("min", "max")):
                 if name and name not in self.constants:
-                    raise HarnessError(f"Clip {node.name!r} has a computed bound {name!r}: the interpreter needs "
-                                       f"constant bounds (pip install onnx2torch)")
+                    raise HarnessError(
+                        f"Clip {node.name!r} has a computed bound {name!r}: the interpreter needs "
+                        f"constant bounds (pip install onnx2torch)"
+                    )
                 if name:
                     attrs[key] = float(self.constants[name])
             inputs = inputs[:1]
         return node.op_type, inputs, node.output[0], attrs
 
-    def to(self, *args, **kwargs):  # floating constants go with the module; integer ones (shapes) stay on the CPU
-        self.constants = {k: v.to(*args, **kwargs) if v.is_floating_point() else v
-                          for k, v in self.constants.items()}
+    def to(
+        self, *args, **kwargs
+    ):  # floating constants go with the module; integer ones (shapes) stay on the CPU
+        self.constants = {
+            k: v.to(*args, **kwargs) if v.is_floating_point() else v
+            for k, v in self.constants.items()
+        }
         return super().to(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,14 +33,18 @@ def available_cores() -> int:
 def session_options(settings: OnnxRuntimeSettings) -> ort.SessionOptions:
     """Session options from a profile's ``onnxruntime`` section (threads, optimisation level, spinning)."""
     if settings.graph_optimization_level not in _OPT_LEVELS:
-        raise HarnessError(f"onnxruntime.graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}")
+        raise HarnessError(
+            f"onnxruntime.graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads or available_cores()
     options.inter_op_num_threads = settings.inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
+    )
     return options
 
 
@@ -49,7 +53,9 @@ class OnnxRuntimeRunner(Runner):
 
     backend_name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1) -> None:
+    def __init__(
+        self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1
+    ) -> None:
         super().__init__(onnx_path, profile, precision, batch)
         if precision != "fp32":
             raise HarnessError(f"the onnxruntime backend runs fp32 models only, not {precision}")
@@ -60,17 +66,23 @@ class OnnxRuntimeRunner(Runner):
         options = session_options(self.profile.onnxruntime)
         self.intra_op_threads = options.intra_op_num_threads
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise HarnessError(f"ONNX Runtime cannot load {onnx_path}: {str(exc).splitlines()[0]}") from None
+            raise HarnessError(
+                f"ONNX Runtime cannot load {onnx_path}: {str(exc).splitlines()[0]}"
+            ) from None
         self._specs = {}
         for arg in self.session.get_inputs():
             shape = list(arg.shape)
             if shape and not isinstance(shape[0], int):
                 shape[0] = self.batch  # a dynamic batch: the caller resolved it
             if any(not isinstance(d, int) for d in shape):
-                raise HarnessError(f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}; "
-                                   f"export with static shapes")
+                raise HarnessError(
+                    f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}; "
+                    f"export with static shapes"
+                )
             dtype = np.dtype(np.float32 if arg.type == "tensor(float)" else arg.type[7:-1])
             self._specs[arg.name] = (tuple(shape), dtype)
         self._feeds = self.random_inputs()
@@ -92,9 +104,12 @@ class OnnxRuntimeRunner(Runner):
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
-        info.update(version=ort.__version__, provider="CPUExecutionProvider",
-                    intra_op_threads=self.intra_op_threads,
-                    inter_op_threads=self.profile.onnxruntime.inter_op_threads,
-                    graph_optimization_level=self.profile.onnxruntime.graph_optimization_level,
-                    allow_spinning=self.profile.onnxruntime.allow_spinning)
+        info.update(
+            version=ort.__version__,
+            provider="CPUExecutionProvider",
+            intra_op_threads=self.intra_op_threads,
+            inter_op_threads=self.profile.onnxruntime.inter_op_threads,
+            graph_optimization_level=self.profile.onnxruntime.graph_optimization_level,
+            allow_spinning=self.profile.onnxruntime.allow_spinning,
+        )
         return info

@@ -44,15 +44,23 @@ class TorchRunner(Runner):
 
     backend_name = "torch"
 
-    def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1,
-                 cuda_graph: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        onnx_path: Path,
+        profile: Profile,
+        precision: str = "fp32",
+        batch: int = 1,
+        cuda_graph: Optional[bool] = None,
+    ) -> None:
         super().__init__(onnx_path, profile, precision, batch)
         if precision not in DTYPES:
             raise HarnessError(f"the torch backend runs fp32 or fp16, not {precision}")
         self.cuda_graph = profile.torch.cuda_graph if cuda_graph is None else cuda_graph
         if profile.kind != "cpu" and not torch.cuda.is_available():
-            raise HarnessError(f"profile {profile.name!r} is for a {profile.kind}, but torch {torch.__version__} sees "
-                               f"no CUDA device: install a CUDA build of torch there, or time on a cpu profile")
+            raise HarnessError(
+                f"profile {profile.name!r} is for a {profile.kind}, but torch {torch.__version__} sees "
+                f"no CUDA device: install a CUDA build of torch there, or time on a cpu profile"
+            )
         self.device = torch.device("cpu" if profile.kind == "cpu" else "cuda")
         self.graph = None
 
@@ -60,19 +68,26 @@ class TorchRunner(Runner):
         model = onnx.load(str(self.onnx_path))
         dims = model.graph.input[0].type.tensor_type.shape.dim
         self.input_name = model.graph.input[0].name
-        self.shape = (self.batch,) + tuple(d.dim_value for d in dims)[1:]  # batch resolved by the caller
+        self.shape = (self.batch,) + tuple(d.dim_value for d in dims)[
+            1:
+        ]  # batch resolved by the caller
         dtype = DTYPES[self.precision]
         self.module = _to_module(model).eval().to(self.device, dtype)
         self.static_input = torch.randn(self.shape, device=self.device, dtype=dtype)
         self.static_output = None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.profile.torch.cudnn_benchmark
-            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start, self.end = (
+                torch.cuda.Event(enable_timing=True),
+                torch.cuda.Event(enable_timing=True),
+            )
             if self.cuda_graph:
                 self.graph = self._capture()
         elif self.cuda_graph:
-            raise HarnessError("cuda_graph: true needs a CUDA GPU and a CUDA build of torch; this runner is on "
-                               "the CPU (set torch.cuda_graph: false, or use a gpu profile on a GPU)")
+            raise HarnessError(
+                "cuda_graph: true needs a CUDA GPU and a CUDA build of torch; this runner is on "
+                "the CPU (set torch.cuda_graph: false, or use a gpu profile on a GPU)"
+            )
 
     def _deactivate_impl(self) -> None:
         self.graph = self.module = self.static_input = self.static_output = None
@@ -92,8 +107,10 @@ class TorchRunner(Runner):
             with torch.cuda.graph(graph), torch.no_grad():
                 self.static_output = self.module(self.static_input)
         except RuntimeError as exc:
-            raise HarnessError(f"CUDA graph capture of {self.onnx_path} failed ({str(exc).splitlines()[0]}): "
-                               f"set torch.cuda_graph: false in the profile") from None
+            raise HarnessError(
+                f"CUDA graph capture of {self.onnx_path} failed ({str(exc).splitlines()[0]}): "
+                f"set torch.cuda_graph: false in the profile"
+            ) from None
         torch.cuda.synchronize()
         return graph
 
@@ -128,8 +145,14 @@ class TorchRunner(Runner):
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
-        info.update(version=torch.__version__, device=str(self.device), cuda_graph=self.graph is not None,
-                    cudnn_benchmark=bool(torch.backends.cudnn.benchmark) if self.device.type == "cuda" else None,
-                    threads=torch.get_num_threads(),
-                    gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None)
+        info.update(
+            version=torch.__version__,
+            device=str(self.device),
+            cuda_graph=self.graph is not None,
+            cudnn_benchmark=bool(torch.backends.cudnn.benchmark)
+            if self.device.type == "cuda"
+            else None,
+            threads=torch.get_num_threads(),
+            gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+        )
         return info

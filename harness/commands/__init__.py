@@ -18,11 +18,15 @@ from harness.profiles import PRECISIONS
 OUTPUT_FLAGS = ("-o", "--out", "--output")
 
 
-def add_command(subparsers, name: str, summary: str, description: str,
-                example: str) -> argparse.ArgumentParser:
+def add_command(
+    subparsers, name: str, summary: str, description: str, example: str
+) -> argparse.ArgumentParser:
     """Add a sub-command whose ``--help`` says what it does and shows an example."""
     return subparsers.add_parser(
-        name, help=summary, description=description, epilog=f"Example:\n  {example}",
+        name,
+        help=summary,
+        description=description,
+        epilog=f"Example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -38,32 +42,46 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_device(parser: argparse.ArgumentParser, default: str = "host", purpose: str = "",
-               several: bool = False) -> None:
+def add_device(
+    parser: argparse.ArgumentParser, default: str = "host", purpose: str = "", several: bool = False
+) -> None:
     """``--device``: a profile name from device_profiles/ or a YAML path (``several``: a list)."""
     what = "device profile name or YAML path"
     if several:
         what += ", or several, comma-separated"
-    parser.add_argument("--device", default=default,
-                        help=f"{what}{'; ' + purpose if purpose else ''} (default: {default})")
+    parser.add_argument(
+        "--device",
+        default=default,
+        help=f"{what}{'; ' + purpose if purpose else ''} (default: {default})",
+    )
 
 
-def add_batch(parser: argparse.ArgumentParser, default: Optional[int] = None,
-              help: str = "", default_text: str = "the profile's first") -> None:
+def add_batch(
+    parser: argparse.ArgumentParser,
+    default: Optional[int] = None,
+    help: str = "",
+    default_text: str = "the profile's first",
+) -> None:
     """``--batch``: a positive integer; ``default_text`` says what None stands for."""
     shown = f"default: {default if default is not None else default_text}"
-    parser.add_argument("--batch", type=positive_int, default=default,
-                        help=f"{help or 'batch size'} ({shown})")
+    parser.add_argument(
+        "--batch", type=positive_int, default=default, help=f"{help or 'batch size'} ({shown})"
+    )
 
 
 def add_precision(parser: argparse.ArgumentParser) -> None:
     """``--precision``: fp32, fp16 or int8; by default the profile's first precision."""
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="fp32, fp16 or int8 (default: the profile's first)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="fp32, fp16 or int8 (default: the profile's first)",
+    )
 
 
-def add_output(parser: argparse.ArgumentParser, *flags: str, kind: str = FILE, help: str,
-               **kwargs: Any) -> None:
+def add_output(
+    parser: argparse.ArgumentParser, *flags: str, kind: str = FILE, help: str, **kwargs: Any
+) -> None:
     """Declare an output path, checked before any work (see ``harness.outputs.check_output``).
 
     Without ``flags`` it is ``-o/--out/--output`` (the same spelling in every command); ``kind`` is

@@ -24,40 +24,72 @@ merges the devices that finished (OUT defaults to results/)."""
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "bench", "export, fold, time and report a suite of models",
-                         DESCRIPTION,
-                         "harness bench --device host --models resnet56,lenet5 --out results/host")
+    parser = add_command(
+        subparsers,
+        "bench",
+        "export, fold, time and report a suite of models",
+        DESCRIPTION,
+        "harness bench --device host --models resnet56,lenet5 --out results/host",
+    )
     add_device(parser, several=True)
-    parser.add_argument("--models", default=None,
-                        help="comma-separated zoo names, .onnx paths or module:factory "
-                             "(default: the default suite, marked in --list)")
-    parser.add_argument("--variants", default="first",
-                        help="'first' (baseline + first variant, default), 'all', or "
-                             "comma-separated variant names")
-    parser.add_argument("--input-shape", default=None,
-                        help="input shape without batch for factories, e.g. 3x32x32")
-    parser.add_argument("--backend", default=None,
-                        help="run on this backend instead of the profile's "
-                             "(onnxruntime, tensorrt, trtexec, torch)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated zoo names, .onnx paths or module:factory "
+        "(default: the default suite, marked in --list)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="first",
+        help="'first' (baseline + first variant, default), 'all', or comma-separated variant names",
+    )
+    parser.add_argument(
+        "--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32"
+    )
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="run on this backend instead of the profile's (onnxruntime, tensorrt, trtexec, torch)",
+    )
     add_batch(parser)
-    parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
-                        help="which linear conv chains to merge: cost-model choice (auto), "
-                             "every exact one, none")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip the numerical check of folded graphs")
-    add_output(parser, kind=FOLDER, dest="out", default=None,
-               help="output folder (default: results/<device>; several devices: OUT/<device>/ "
-                    "and OUT/fleet-report/ under results/)")
-    parser.add_argument("--strict", action="store_true",
-                        help="refuse to run when the device state differs from the profile "
-                             "(power mode, clocks)")
-    parser.add_argument("--list", action="store_true",
-                        help="list the zoo models and their variants, then exit")
-    parser.add_argument("--lock-timeout", type=float, default=3600.0,
-                        help="seconds to wait for a busy remote device's lock (default: 3600)")
-    parser.add_argument("--manifest", type=Path, default=None,
-                        help="(run on the device by a remote bench, under its lock) time the "
-                             "suite a workstation prepared")
+    parser.add_argument(
+        "--merge",
+        choices=("auto", "all", "none"),
+        default="auto",
+        help="which linear conv chains to merge: cost-model choice (auto), every exact one, none",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the numerical check of folded graphs"
+    )
+    add_output(
+        parser,
+        kind=FOLDER,
+        dest="out",
+        default=None,
+        help="output folder (default: results/<device>; several devices: OUT/<device>/ "
+        "and OUT/fleet-report/ under results/)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to run when the device state differs from the profile (power mode, clocks)",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the zoo models and their variants, then exit"
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds to wait for a busy remote device's lock (default: 3600)",
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="(run on the device by a remote bench, under its lock) time the "
+        "suite a workstation prepared",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,9 +102,11 @@ def run(args) -> int:
         from harness.zoo import ZOO, list_variants
 
         for name, entry in ZOO.items():
-            print(f"{name:<12} {'x'.join(map(str, entry.input_shape)):<10} {entry.description:<28} "
-                  f"variants: {', '.join(list_variants(name))}"
-                  + ("  (default suite)" if name in DEFAULT_MODELS else ""))
+            print(
+                f"{name:<12} {'x'.join(map(str, entry.input_shape)):<10} {entry.description:<28} "
+                f"variants: {', '.join(list_variants(name))}"
+                + ("  (default suite)" if name in DEFAULT_MODELS else "")
+            )
         return 0
     if args.lock_timeout < 0:
         raise HarnessError("--lock-timeout must not be negative")
@@ -111,13 +145,23 @@ def _options(args, profile, out_dir: Path):
 
     check_output_dir(out_dir)
     batch = args.batch or profile.batch_sizes[0]  # --batch is a positive int when given
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None \
+    models = (
+        [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.models is not None
         else list(DEFAULT_MODELS)
+    )
     if not models:
         raise HarnessError("--models is empty")
     suite = resolve_suite(models, args.variants, args.input_shape, batch)
-    return BenchOptions(suite, profile, out_dir, merge=args.merge, verify=not args.no_verify,
-                        batch=batch, precision=profile.precisions[0])
+    return BenchOptions(
+        suite,
+        profile,
+        out_dir,
+        merge=args.merge,
+        verify=not args.no_verify,
+        batch=batch,
+        precision=profile.precisions[0],
+    )
 
 
 def _run_manifest(args, profiles) -> int:
@@ -172,8 +216,10 @@ def _run_fleet(args, profiles) -> int:
     outcomes = run_fleet(jobs, args.lock_timeout, run_local, log, args.strict)
     done, failed = fleet_summary(outcomes)
     for outcome in outcomes:
-        print(f"{outcome.device}: " + (f"wrote {outcome.results}" if outcome.results
-                                       else "failed (the error is below)"))
+        print(
+            f"{outcome.device}: "
+            + (f"wrote {outcome.results}" if outcome.results else "failed (the error is below)")
+        )
     if report_dir and done:
         documents = [read_results(path) for path in done]
         markdown, written, _ = write_report(documents, report_dir, argv)
@@ -184,7 +230,9 @@ def _run_fleet(args, profiles) -> int:
     if failed:
         for line in failed:
             print(f"error: {line}", file=sys.stderr)
-        raise HarnessError(f"{len(failed)} of {len(outcomes)} devices failed "
-                           f"({', '.join(line.split(':')[0] for line in failed)}); "
-                           f"the others' results are kept")
+        raise HarnessError(
+            f"{len(failed)} of {len(outcomes)} devices failed "
+            f"({', '.join(line.split(':')[0] for line in failed)}); "
+            f"the others' results are kept"
+        )
     return 0

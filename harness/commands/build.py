@@ -13,16 +13,26 @@ ONNX file's hash, the settings, the TensorRT version and the GPU; a stale or mis
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "build", "build a cached TensorRT engine (or --explain the trtexec line)",
-                         DESCRIPTION, "harness build model.onnx --device xavier --precision fp16 --explain")
+    parser = add_command(
+        subparsers,
+        "build",
+        "build a cached TensorRT engine (or --explain the trtexec line)",
+        DESCRIPTION,
+        "harness build model.onnx --device xavier --precision fp16 --explain",
+    )
     parser.add_argument("onnx", type=Path, help="ONNX model")
     add_device(parser, default="xavier")
     add_precision(parser)
     add_batch(parser)
-    parser.add_argument("--explain", action="store_true", help="print the equivalent trtexec command and exit")
-    parser.add_argument("--tensorrt-version", default=None,
-                        help="TensorRT version to explain for (default: the installed one, else the profile's "
-                             "expect.tensorrt, else 8.5.2 as on JetPack 5.1)")
+    parser.add_argument(
+        "--explain", action="store_true", help="print the equivalent trtexec command and exit"
+    )
+    parser.add_argument(
+        "--tensorrt-version",
+        default=None,
+        help="TensorRT version to explain for (default: the installed one, else the profile's "
+        "expect.tensorrt, else 8.5.2 as on JetPack 5.1)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -40,17 +50,23 @@ def run(args) -> int:
     if profile.backend not in ("tensorrt", "trtexec"):
         from harness.errors import HarnessError
 
-        raise HarnessError(f"profile {profile.name} runs on {profile.backend}, which builds no "
-                           f"engine: build is for TensorRT profiles (e.g. --device xavier); "
-                           f"`harness time` runs this one as it is")
+        raise HarnessError(
+            f"profile {profile.name} runs on {profile.backend}, which builds no "
+            f"engine: build is for TensorRT profiles (e.g. --device xavier); "
+            f"`harness time` runs this one as it is"
+        )
     from harness.backends import get_runner_class
 
-    runner_class = get_runner_class("tensorrt")  # HarnessError naming what to install when TensorRT is missing
+    runner_class = get_runner_class(
+        "tensorrt"
+    )  # HarnessError naming what to install when TensorRT is missing
     with runner_class(args.onnx, profile, precision, batch) as runner:
         info = runner.describe()
         state = f"built ({info['rebuilt']})" if info.get("rebuilt") else "cached, reused"
-        print(f"engine {info['engine']} for {profile.name} ({precision}, batch {batch}, TensorRT "
-              f"{info['version']}, {info['gpu']}): {state}")
+        print(
+            f"engine {info['engine']} for {profile.name} ({precision}, batch {batch}, TensorRT "
+            f"{info['version']}, {info['gpu']}): {state}"
+        )
         for note in info["plan"]["notes"]:
             print(f"note: {note}")
     return 0
@@ -68,18 +84,31 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
     capability = (profile.expect.compute_capability or "").replace(".", "")
     engines = Path(ENGINE_DIR.name)  # relative, as a user would type it from the checkout
     timing_cache = engines / f"timing-{version}-sm{capability or 'XX'}.cache"
-    cmd = trtexec_command(onnx_path, profile, precision, batch, version,
-                          engine_path=engines / f"{onnx_path.stem}-{precision}-b{batch}.engine",
-                          times_path=Path(f"{onnx_path.stem}-times.json"), input_shapes=input_shapes(onnx_path),
-                          timing_cache=timing_cache)
+    cmd = trtexec_command(
+        onnx_path,
+        profile,
+        precision,
+        batch,
+        version,
+        engine_path=engines / f"{onnx_path.stem}-{precision}-b{batch}.engine",
+        times_path=Path(f"{onnx_path.stem}-times.json"),
+        input_shapes=input_shapes(onnx_path),
+        timing_cache=timing_cache,
+    )
     settings = effective_settings(cmd, version)
-    lines = [f"# TensorRT {version}, device {profile.name}, {precision}, batch {batch}; measured: "
-             + ", ".join(f"{k.replace('_', ' ')} {'on' if v else 'off'}" for k, v in settings.items())]
+    lines = [
+        f"# TensorRT {version}, device {profile.name}, {precision}, batch {batch}; measured: "
+        + ", ".join(f"{k.replace('_', ' ')} {'on' if v else 'off'}" for k, v in settings.items())
+    ]
     if precision == "int8":
-        lines.append("# without --calib trtexec uses placeholder INT8 scales: latency is representative, "
-                     "accuracy is not")
+        lines.append(
+            "# without --calib trtexec uses placeholder INT8 scales: latency is representative, "
+            "accuracy is not"
+        )
     if BuildSettings.from_profile(profile, precision, batch).dla_core is not None:
-        lines.append("# DLA: layers it cannot run fall back to the GPU (--allowGPUFallback); check the build log")
+        lines.append(
+            "# DLA: layers it cannot run fall back to the GPU (--allowGPUFallback); check the build log"
+        )
     lines.append(" ".join(shlex.quote(part) for part in cmd))
     return "\n".join(lines)
 

@@ -16,14 +16,27 @@ from <output>.progress.jsonl (only measurements made with the same device, backe
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "calibrate", "fit the merge cost model to micro-benchmarks on a device",
-                         DESCRIPTION, "harness calibrate --device host")
+    parser = add_command(
+        subparsers,
+        "calibrate",
+        "fit the merge cost model to micro-benchmarks on a device",
+        DESCRIPTION,
+        "harness calibrate --device host",
+    )
     add_device(parser)
-    parser.add_argument("--backend", default=None, help="backend to calibrate (default: the profile's)")
+    parser.add_argument(
+        "--backend", default=None, help="backend to calibrate (default: the profile's)"
+    )
     add_batch(parser)
-    add_output(parser, dest="output", default=None,
-               help="calibration file to write (default: beside the profile, where fold finds it)")
-    parser.add_argument("--quick", action="store_true", help="a third of the grid: a first look, not for use")
+    add_output(
+        parser,
+        dest="output",
+        default=None,
+        help="calibration file to write (default: beside the profile, where fold finds it)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a third of the grid: a first look, not for use"
+    )
     parser.set_defaults(func=run)
 
 
@@ -31,7 +44,13 @@ def run(args) -> int:
     import json
     import tempfile
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from harness import envinfo
     from harness.backends import get_runner_class
@@ -61,28 +80,48 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
 
         def measure(point) -> Entry:
-            return measure_point(point, lambda path: runner_class(path, profile, precision, batch), settings,
-                                 Path(tmp))
+            return measure_point(
+                point,
+                lambda path: runner_class(path, profile, precision, batch),
+                settings,
+                Path(tmp),
+            )
 
-        columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("calibrating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns) as progress:
             task = progress.add_task("", total=None)
             entries, measured, ignored = run_calibration(
-                points, measure, progress_path, context,
-                on_step=lambda done, total: progress.update(task, completed=done, total=total))
-    record = calibration_record(profile, profile.backend, precision, batch, points, entries, context, environment,
-                                settings)
+                points,
+                measure,
+                progress_path,
+                context,
+                on_step=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    record = calibration_record(
+        profile, profile.backend, precision, batch, points, entries, context, environment, settings
+    )
     record["measured_this_run"] = measured
     write_measured(output, json.dumps(record, indent=1) + "\n")
     progress_path.unlink()
     quality, fit = record["quality"], record["fit"]
     if ignored:
-        print(f"{ignored} saved measurements of another device, backend, settings or version were not reused")
-    print(f"{len(points)} micro-benchmarks ({measured} measured now) on {profile.name}/{profile.backend}/"
-          f"{precision}, batch {batch}")
-    print(f"  fit error on the convs' marginal costs: median {quality['median_abs_rel_error']:.1%}, p90 "
-          f"{quality['p90_abs_rel_error']:.1%}; element-wise: {fit['elementwise_overhead_s'] * 1e6:.1f} us + "
-          f"{fit['elementwise_seconds_per_byte'] * 1e12:.1f} ps/byte")
+        print(
+            f"{ignored} saved measurements of another device, backend, settings or version were not reused"
+        )
+    print(
+        f"{len(points)} micro-benchmarks ({measured} measured now) on {profile.name}/{profile.backend}/"
+        f"{precision}, batch {batch}"
+    )
+    print(
+        f"  fit error on the convs' marginal costs: median {quality['median_abs_rel_error']:.1%}, p90 "
+        f"{quality['p90_abs_rel_error']:.1%}; element-wise: {fit['elementwise_overhead_s'] * 1e6:.1f} us + "
+        f"{fit['elementwise_seconds_per_byte'] * 1e12:.1f} ps/byte"
+    )
     for name, seconds in sorted(fit["seconds_per_flop"].items()):
         rate = f"{1e-9 / seconds:8.1f} GFLOP/s" if seconds else "   (no FLOP term)"
         print(f"  {name:<12} fixed {fit['fixed_s'][name] * 1e6:7.1f} us, {rate}")

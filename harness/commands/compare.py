@@ -24,24 +24,43 @@ unwritable --markdown/--junit)."""
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "compare",
-                         "compare results with a baseline or the history; exit 1 on a regression",
-                         DESCRIPTION, "harness compare baseline/results.json "
-                         "results/host/results.json --threshold 5% --markdown comment.md --github")
-    parser.add_argument("results", nargs="+", type=Path,
-                        help="BASE NEW: results.json of the reference run and of the run to judge "
-                             "(with --against-history: NEW only)")
-    parser.add_argument("--threshold", default="5%",
-                        help="slowdown tolerated, in percent: 5%% or 5 (default 5%%)")
-    parser.add_argument("--against-history", action="store_true",
-                        help="judge NEW against its series in the history store instead")
-    parser.add_argument("--history", type=Path, default=None,
-                        help="the history store (default: results/history.sqlite)")
+    parser = add_command(
+        subparsers,
+        "compare",
+        "compare results with a baseline or the history; exit 1 on a regression",
+        DESCRIPTION,
+        "harness compare baseline/results.json "
+        "results/host/results.json --threshold 5% --markdown comment.md --github",
+    )
+    parser.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        help="BASE NEW: results.json of the reference run and of the run to judge "
+        "(with --against-history: NEW only)",
+    )
+    parser.add_argument(
+        "--threshold", default="5%", help="slowdown tolerated, in percent: 5%% or 5 (default 5%%)"
+    )
+    parser.add_argument(
+        "--against-history",
+        action="store_true",
+        help="judge NEW against its series in the history store instead",
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        help="the history store (default: results/history.sqlite)",
+    )
     add_output(parser, "--markdown", help="also write the table here (PR comment, job summary)")
     add_output(parser, "--junit", help="also write JUnit XML here: a failed test per regression")
-    parser.add_argument("--github", action="store_true",
-                        help="also print GitHub Actions annotations (::error per regression, "
-                             "::warning per warning)")
+    parser.add_argument(
+        "--github",
+        action="store_true",
+        help="also print GitHub Actions annotations (::error per regression, "
+        "::warning per warning)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,10 +75,13 @@ def run(args) -> int:
         comparison = _against_history(args)
     else:
         if len(args.results) != 2:
-            raise HarnessError(f"give two results files, BASE and NEW (got {len(args.results)}), "
-                               "or one with --against-history")
-        comparison = compare_files(args.results[0], args.results[1],
-                                   parse_threshold(args.threshold))
+            raise HarnessError(
+                f"give two results files, BASE and NEW (got {len(args.results)}), "
+                "or one with --against-history"
+            )
+        comparison = compare_files(
+            args.results[0], args.results[1], parse_threshold(args.threshold)
+        )
     markdown = to_markdown(comparison)
     print(markdown, end="")
     for warning in comparison.warnings:
@@ -90,13 +112,30 @@ def _against_history(args):
         label = f"{point.model}/{point.variant}{'/folded' if point.folded else ''}"
         past = [p for p in stored.get(point.series, []) if p.created != point.created]
         if len(past) < 2:
-            warnings.append(f"{label}: {len(past)} earlier run(s) of this graph in this "
-                            "environment in the history: not judged")
+            warnings.append(
+                f"{label}: {len(past)} earlier run(s) of this graph in this "
+                "environment in the history: not judged"
+            )
             continue
         level, step = judge_new(past, point)
         verdict = "same" if step is None else ("slower" if step.kind == "regression" else "faster")
-        changes.append(Change(point.model, point.variant, point.folded, level, point.median_ms,
-                              point.median_ms / level, point.ci_low_ms / level,
-                              point.ci_high_ms / level, verdict))
-    return Comparison(changes, warnings, new.device_name, 0.0,
-                      "a significant step against the history (no threshold)")
+        changes.append(
+            Change(
+                point.model,
+                point.variant,
+                point.folded,
+                level,
+                point.median_ms,
+                point.median_ms / level,
+                point.ci_low_ms / level,
+                point.ci_high_ms / level,
+                verdict,
+            )
+        )
+    return Comparison(
+        changes,
+        warnings,
+        new.device_name,
+        0.0,
+        "a significant step against the history (no threshold)",
+    )

@@ -12,8 +12,13 @@ Exit 0: every check passed (warnings allowed); 1: a check failed; 2: bad input."
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "doctor", "check that the TensorRT path works on this device",
-                         DESCRIPTION, "harness doctor --device xavier --json doctor.json")
+    parser = add_command(
+        subparsers,
+        "doctor",
+        "check that the TensorRT path works on this device",
+        DESCRIPTION,
+        "harness doctor --device xavier --json doctor.json",
+    )
     add_device(parser, default="xavier", purpose="its expectations are checked")
     add_precision(parser)
     add_output(parser, "--json", help="also write the report as JSON here")

@@ -7,15 +7,21 @@ from harness.commands import add_command, add_device
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "env", "print the captured device state (versions, clocks, power mode, temperatures)",
+        subparsers,
+        "env",
+        "print the captured device state (versions, clocks, power mode, temperatures)",
         "Capture the machine's state as every results file records it: CPU, cores and governor; on a Jetson the "
         "power mode (nvpmodel), clock locking (jetson_clocks), GPU/EMC frequencies, temperatures and L4T release; "
         "on a desktop GPU its name, driver, clocks, temperature and throttle reasons (NVML); library versions and "
         "the harness git SHA. Differences from what the device profile expects are listed; --strict makes them "
-        "an error.", "harness env --device xavier --json")
+        "an error.",
+        "harness env --device xavier --json",
+    )
     add_device(parser, purpose="the state is checked against it")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
-    parser.add_argument("--strict", action="store_true", help="exit 2 when the state differs from the profile")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 2 when the state differs from the profile"
+    )
     parser.set_defaults(func=run)
 
 

@@ -9,17 +9,23 @@ from harness.commands import add_batch, add_command, add_output
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "export", "export a model to ONNX and count its FLOPs and parameters",
+        subparsers,
+        "export",
+        "export a model to ONNX and count its FLOPs and parameters",
         "Export a zoo model variant or a package.module:factory to ONNX (opset 17, static shapes, checked and "
         "shape-inferred), or check an existing ONNX file, and print its FLOPs (2 x multiply-accumulates of "
         "Conv/Gemm/MatMul), parameters and node counts.",
-        "harness export resnet56 --variant dc-all -o resnet56-dc-all.onnx")
+        "harness export resnet56 --variant dc-all -o resnet56-dc-all.onnx",
+    )
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")
     add_output(parser, dest="output", required=True, help="ONNX file to write")
     parser.add_argument("--variant", default="baseline", help="zoo variant (default: baseline)")
-    parser.add_argument("--input-shape", default=None,
-                        help="input shape without batch: required for factories, applied to zoo models, "
-                             "e.g. 3x32x32")
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help="input shape without batch: required for factories, applied to zoo models, "
+        "e.g. 3x32x32",
+    )
     add_batch(parser, default=1, help="static batch size")
     parser.set_defaults(func=run)
 
@@ -33,26 +39,34 @@ def run(args) -> int:
 
     source = resolve_source(args.model, args.input_shape)
     if source.kind == "onnx" and args.input_shape:
-        raise HarnessError("--input-shape applies to zoo models and factories; an ONNX file keeps its own "
-                           "shapes (bind its dynamic dims with harness fold --input-shape)")
+        raise HarnessError(
+            "--input-shape applies to zoo models and factories; an ONNX file keeps its own "
+            "shapes (bind its dynamic dims with harness fold --input-shape)"
+        )
     if source.kind == "zoo":
         from harness.export import parse_shape
         from harness.zoo import variant_spec
 
         variant_spec(source.name, args.variant)
-        if args.input_shape:  # applied, not ignored; a shape the model cannot take is refused when exported
+        if (
+            args.input_shape
+        ):  # applied, not ignored; a shape the model cannot take is refused when exported
             shape = parse_shape(args.input_shape)
-            print(f"input shape {'x'.join(map(str, shape))} (the zoo's default for {source.name} is "
-                  f"{'x'.join(map(str, source.input_shape or ()))})")
+            print(
+                f"input shape {'x'.join(map(str, shape))} (the zoo's default for {source.name} is "
+                f"{'x'.join(map(str, source.input_shape or ()))})"
+            )
             source = dataclasses.replace(source, input_shape=shape)
     elif args.variant != "baseline":
         raise HarnessError("--variant applies to zoo models only")
     model = materialize(dataclasses.replace(source, variant=args.variant), args.output, args.batch)
     nodes = ", ".join(f"{op} {n}" for op, n in op_histogram(model).items())
     flops = flop_count(model)
-    print(f"wrote {args.output}: {flops.total / 1e6:.2f} MFLOPs"
-          + (f" ({flops.note})" if flops.note else "")
-          + f", {count_params(model) / 1e6:.3f} M params; nodes: {nodes}")
+    print(
+        f"wrote {args.output}: {flops.total / 1e6:.2f} MFLOPs"
+        + (f" ({flops.note})" if flops.note else "")
+        + f", {count_params(model) / 1e6:.3f} M params; nodes: {nodes}"
+    )
     if flops.holes:
         print(f"warning: {flops.warning()}: the MFLOPs above are a floor", file=sys.stderr)
     return 0

@@ -19,22 +19,46 @@ unchanged."""
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "fold", "merge linear layers into single convs (exact, verified)",
-                         DESCRIPTION, "harness fold resnet56-dc-all.onnx -o folded.onnx --device host --merge auto")
+    parser = add_command(
+        subparsers,
+        "fold",
+        "merge linear layers into single convs (exact, verified)",
+        DESCRIPTION,
+        "harness fold resnet56-dc-all.onnx -o folded.onnx --device host --merge auto",
+    )
     parser.add_argument("onnx", type=Path, help="ONNX model to fold")
     add_output(parser, dest="output", required=True, help="folded ONNX file to write")
     add_device(parser, purpose="its cost model decides")
-    parser.add_argument("--backend", default=None,
-                        help="backend whose calibration decides (default: the profile's; see harness calibrate)")
-    parser.add_argument("--merge", choices=("auto", "all", "none"), default="auto",
-                        help="merge chains the cost model favours (auto), every exact chain (all), or none")
-    parser.add_argument("--cost", type=Path, default=None,
-                        help="latency table from `harness lut` to use as the cost model instead of the roofline")
-    parser.add_argument("--measure", action="store_true",
-                        help="also time the folded graph and compare it with the table's prediction (with --cost)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the numerical check (not recommended)")
-    parser.add_argument("--input-shape", default=None,
-                        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="backend whose calibration decides (default: the profile's; see harness calibrate)",
+    )
+    parser.add_argument(
+        "--merge",
+        choices=("auto", "all", "none"),
+        default="auto",
+        help="merge chains the cost model favours (auto), every exact chain (all), or none",
+    )
+    parser.add_argument(
+        "--cost",
+        type=Path,
+        default=None,
+        help="latency table from `harness lut` to use as the cost model instead of the roofline",
+    )
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="also time the folded graph and compare it with the table's prediction (with --cost)",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the numerical check (not recommended)"
+    )
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224",
+    )
     add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
     add_output(parser, "--report", help="also write the fold report as JSON")
     parser.set_defaults(func=run)
@@ -63,7 +87,9 @@ def run(args) -> int:
     if args.merge == "auto":
         print(f"cost model: {cost_note}")
     started = time.perf_counter()
-    result = fold_model(model, merge=args.merge, cost_model=cost, input_shape=shape, batch=args.batch)
+    result = fold_model(
+        model, merge=args.merge, cost_model=cost, input_shape=shape, batch=args.batch
+    )
     verify_s = 0.0
     if not args.no_verify and result.report.changed:
         reference, _ = bind_shapes(model, shape, args.batch)
@@ -75,25 +101,36 @@ def run(args) -> int:
     else:  # nothing to fold: the file as it was (no inferred shapes added)
         copy_unchanged(args.onnx, args.output)
     print(result.report.to_text())
-    print(f"  time: load {started - loading:.2f} s + fold {result.report.elapsed_s:.2f} s + verification "
-          f"{verify_s:.2f} s + write = {time.perf_counter() - loading:.2f} s in all")
+    print(
+        f"  time: load {started - loading:.2f} s + fold {result.report.elapsed_s:.2f} s + verification "
+        f"{verify_s:.2f} s + write = {time.perf_counter() - loading:.2f} s in all"
+    )
     summary = result.report.to_dict()
     if args.cost:
         predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())
         missing = sum(1 for span in result.spans.values() if span not in cost.table)
-        summary["table_prediction_ms"] = {"convs_sum": predicted, "convs_not_in_table": missing,
-                                          "spans_measured_for_another_kernel": cost.mismatches}
-        print(f"  table prediction for the folded convs: {predicted:.3f} ms"
-              + (f" ({missing} convs not in the table)" if missing else ""))
+        summary["table_prediction_ms"] = {
+            "convs_sum": predicted,
+            "convs_not_in_table": missing,
+            "spans_measured_for_another_kernel": cost.mismatches,
+        }
+        print(
+            f"  table prediction for the folded convs: {predicted:.3f} ms"
+            + (f" ({missing} convs not in the table)" if missing else "")
+        )
         if cost.mismatches:
-            print(f"  warning: {cost.mismatches} table spans were measured with another kernel or stride (a table "
-                  f"of another variant?): the roofline priced those; measure the table on this architecture")
+            print(
+                f"  warning: {cost.mismatches} table spans were measured with another kernel or stride (a table "
+                f"of another variant?): the roofline priced those; measure the table on this architecture"
+            )
         if args.measure:
             measured = _measure(args.output, profile)
             error = (predicted - measured) / measured
             summary["table_prediction_ms"].update(measured_network=measured, error=error)
-            print(f"  measured whole folded network: {measured:.3f} ms (median); prediction error {error:+.1%} "
-                  f"(the table covers convs only)")
+            print(
+                f"  measured whole folded network: {measured:.3f} ms (median); prediction error {error:+.1%} "
+                f"(the table covers convs only)"
+            )
     if args.report:
         write_text_atomic(args.report, json.dumps(summary, indent=1) + "\n")
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
@@ -108,4 +145,6 @@ def _measure(path: Path, profile) -> float:
 
     batch = resolve_batch(path, profile.batch_sizes[0])
     with get_runner_class(profile.backend)(path, profile, profile.precisions[0], batch) as runner:
-        return timing.measure_interleaved({"folded": runner}, profile.timing)["folded"].stats().median
+        return (
+            timing.measure_interleaved({"folded": runner}, profile.timing)["folded"].stats().median
+        )

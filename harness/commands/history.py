@@ -25,29 +25,53 @@ harness/history.py); `harness compare --against-history` gates a new run on it."
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "history",
-                         "latency history in SQLite: add results, show trends",
-                         DESCRIPTION, "harness history add results/xavier/results.json && "
-                         "harness history show --device xavier --model resnet56")
+    parser = add_command(
+        subparsers,
+        "history",
+        "latency history in SQLite: add results, show trends",
+        DESCRIPTION,
+        "harness history add results/xavier/results.json && "
+        "harness history show --device xavier --model resnet56",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    add = actions.add_parser("add", help="store results files in the history",
-                             description="Store every graph of results files in the history.")
+    add = actions.add_parser(
+        "add",
+        help="store results files in the history",
+        description="Store every graph of results files in the history.",
+    )
     add.add_argument("results", nargs="+", type=Path, help="results.json files")
-    add.add_argument("--commit", default=None,
-                     help="the commit benchmarked (default: $GITHUB_SHA, else the file's git_sha)")
-    show = actions.add_parser("show", help="trend and steps of a device's series, with a plot",
-                              description="Print the trend of each series and write a plot.")
+    add.add_argument(
+        "--commit",
+        default=None,
+        help="the commit benchmarked (default: $GITHUB_SHA, else the file's git_sha)",
+    )
+    show = actions.add_parser(
+        "show",
+        help="trend and steps of a device's series, with a plot",
+        description="Print the trend of each series and write a plot.",
+    )
     show.add_argument("--device", required=True, help="the device profile's name")
     show.add_argument("--model", default=None, help="one model (default: every model)")
-    show.add_argument("--plot", type=Path, default=None,
-                      help="PNG to write (default: results/history-<device>[-<model>].png)")
-    add_output(show, "--markdown",
-               help="also write a Markdown section (steps, tables, Mermaid charts) here, e.g. "
-                    "for $GITHUB_STEP_SUMMARY")
+    show.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="PNG to write (default: results/history-<device>[-<model>].png)",
+    )
+    add_output(
+        show,
+        "--markdown",
+        help="also write a Markdown section (steps, tables, Mermaid charts) here, e.g. "
+        "for $GITHUB_STEP_SUMMARY",
+    )
     for sub in (add, show):
-        sub.add_argument("--history", type=Path, default=None,
-                         help="the SQLite file (default: results/history.sqlite)")
+        sub.add_argument(
+            "--history",
+            type=Path,
+            default=None,
+            help="the SQLite file (default: results/history.sqlite)",
+        )
     parser.set_defaults(func=run)
 
 
@@ -60,8 +84,11 @@ def run(args) -> int:
 
 def commit_for(results, commit: Optional[str]) -> str:
     """The commit a results file measured: given, else $GITHUB_SHA, else its recorded git_sha."""
-    return (commit or os.environ.get("GITHUB_SHA")
-            or str(results.environment_before.get("git_sha") or "unknown"))
+    return (
+        commit
+        or os.environ.get("GITHUB_SHA")
+        or str(results.environment_before.get("git_sha") or "unknown")
+    )
 
 
 def _add(args, path: Path) -> int:
@@ -76,11 +103,16 @@ def _add(args, path: Path) -> int:
             commit = commit_for(results, args.commit)
             added, present = history.add(results, commit)
             note = f", {present} already there" if present else ""
-            print(f"{results.source}: {added} point(s) added to {path} "
-                  f"({results.device_name}, commit {commit[:12]}{note})")
+            print(
+                f"{results.source}: {added} point(s) added to {path} "
+                f"({results.device_name}, commit {commit[:12]}{note})"
+            )
             if results.complete is False:
-                print(f"warning: {results.source} did not complete (complete: false): "
-                      "its points are partial", file=sys.stderr)
+                print(
+                    f"warning: {results.source} did not complete (complete: false): "
+                    "its points are partial",
+                    file=sys.stderr,
+                )
     return 0
 
 
@@ -119,9 +151,11 @@ def _print_series(key, series, steps) -> None:
     at = {step.index: step for step in steps}
     for i, point in enumerate(series):
         step = at.get(i)
-        mark = (f"  <- {step.kind} {step.change:+.1%} (z = {step.z:.1f})" if step else "")
-        print(f"  {point.created:<25} {point.git_commit[:12]:<12} {point.median_ms:9.4f} ms "
-              f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}]{mark}")
+        mark = f"  <- {step.kind} {step.change:+.1%} (z = {step.z:.1f})" if step else ""
+        print(
+            f"  {point.created:<25} {point.git_commit[:12]:<12} {point.median_ms:9.4f} ms "
+            f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}]{mark}"
+        )
     if not steps:
         print("  no significant step")
 
@@ -140,14 +174,22 @@ def _plot(groups, found, out: Path, title: str) -> None:
         label = series_label(key)
         x = list(range(len(series)))
         y = [p.median_ms for p in series]
-        err = [[p.median_ms - p.ci_low_ms for p in series],
-               [p.ci_high_ms - p.median_ms for p in series]]
+        err = [
+            [p.median_ms - p.ci_low_ms for p in series],
+            [p.ci_high_ms - p.median_ms for p in series],
+        ]
         ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1, label=label)
         for step in found[key]:
             color = "tab:red" if step.kind == "regression" else "tab:green"
             ax.axvline(step.index - 0.5, color=color, ls="--", lw=1)
-            ax.annotate(f"{step.change:+.1%}", (step.index - 0.5, step.after_ms), color=color,
-                        fontsize=8, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                f"{step.change:+.1%}",
+                (step.index - 0.5, step.after_ms),
+                color=color,
+                fontsize=8,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xlabel("run (oldest first)")
     ax.set_ylabel("median latency, ms (95% CI)")
     ax.set_title(f"latency history: {title} (dashed: steps found; red: regression)")

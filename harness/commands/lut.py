@@ -15,15 +15,28 @@ are kept in TABLE.progress.jsonl until the table is complete."""
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "lut", "measure a latency lookup table of mergeable conv spans", DESCRIPTION,
-                         "harness lut mobilenetv2 --device host --max-span 3 -o tables/mbv2-host.csv")
-    parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)")
+    parser = add_command(
+        subparsers,
+        "lut",
+        "measure a latency lookup table of mergeable conv spans",
+        DESCRIPTION,
+        "harness lut mobilenetv2 --device host --max-span 3 -o tables/mbv2-host.csv",
+    )
+    parser.add_argument(
+        "model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)"
+    )
     add_output(parser, dest="output", required=True, help="CSV table to write")
     add_device(parser)
-    parser.add_argument("--backend", default=None, help="backend to measure on (default: the profile's)")
-    parser.add_argument("--max-span", type=int, default=4, help="longest span in convs (default: 4)")
+    parser.add_argument(
+        "--backend", default=None, help="backend to measure on (default: the profile's)"
+    )
+    parser.add_argument(
+        "--max-span", type=int, default=4, help="longest span in convs (default: 4)"
+    )
     add_batch(parser)
-    parser.add_argument("--input-shape", default=None, help="input shape without batch for factories")
+    parser.add_argument(
+        "--input-shape", default=None, help="input shape without batch for factories"
+    )
     parser.set_defaults(func=run)
 
 
@@ -33,7 +46,13 @@ def run(args) -> int:
     import tempfile
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from harness import envinfo, timing
     from harness.backends import get_runner_class
@@ -75,22 +94,42 @@ def run(args) -> int:
         progress_path = args.output.with_name(args.output.name + ".progress.jsonl")
         context = measurement_context(profile, profile.precisions[0], batch)
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        columns = (TextColumn("timing spans"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("timing spans"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns) as progress:
             task = progress.add_task("", total=None)
             entries, measured_now = measure_spans(
-                spans, measure, progress_path,
-                on_step=lambda done, total: progress.update(task, completed=done, total=total), context=context)
+                spans,
+                measure,
+                progress_path,
+                on_step=lambda done, total: progress.update(task, completed=done, total=total),
+                context=context,
+            )
     short_path, long_path = write_tables(table_rows(spans, entries), args.output)
     unique = len({s.key for s in spans})
-    meta = {"model": args.model, "batch": batch, "max_span": args.max_span, "spans": len(spans),
-            "unique_signatures": unique, "measured_this_run": measured_now,
-            "measurements_saved_by_signature_cache": len(spans) - unique,
-            "wall_time_s": round(time.perf_counter() - started, 1), "profile": profile.to_dict(), "context": context,
-            "timing": dataclasses.asdict(profile.timing), "environment": envinfo.capture_environment(profile)}
+    meta = {
+        "model": args.model,
+        "batch": batch,
+        "max_span": args.max_span,
+        "spans": len(spans),
+        "unique_signatures": unique,
+        "measured_this_run": measured_now,
+        "measurements_saved_by_signature_cache": len(spans) - unique,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "profile": profile.to_dict(),
+        "context": context,
+        "timing": dataclasses.asdict(profile.timing),
+        "environment": envinfo.capture_environment(profile),
+    }
     write_text_atomic(args.output.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     progress_path.unlink()
-    print(f"{len(spans)} spans, {unique} distinct shapes timed ({len(spans) - unique} measurements saved), "
-          f"{measured_now} measured in this run")
+    print(
+        f"{len(spans)} spans, {unique} distinct shapes timed ({len(spans) - unique} measurements saved), "
+        f"{measured_now} measured in this run"
+    )
     print(f"wrote {short_path}\nwrote {long_path}\nwrote {args.output.with_suffix('.json')}")
     return 0

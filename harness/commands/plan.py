@@ -16,15 +16,29 @@ Writes a JSON plan: the segments, the ONNX activation nodes to remove, predicted
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "plan", "choose which activations to remove under a latency budget",
-                         DESCRIPTION, "harness plan resnet34 --table lut.csv --importance imp.csv --budget-ms 40 "
-                         "-o plan.json")
-    parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)")
-    parser.add_argument("--table", type=Path, required=True, help="latency table from `harness lut`")
-    parser.add_argument("--importance", type=Path, required=True, help="CSV st,end,importance from your training")
-    parser.add_argument("--budget-ms", type=float, required=True, help="latency budget for the conv chains (ms)")
+    parser = add_command(
+        subparsers,
+        "plan",
+        "choose which activations to remove under a latency budget",
+        DESCRIPTION,
+        "harness plan resnet34 --table lut.csv --importance imp.csv --budget-ms 40 -o plan.json",
+    )
+    parser.add_argument(
+        "model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)"
+    )
+    parser.add_argument(
+        "--table", type=Path, required=True, help="latency table from `harness lut`"
+    )
+    parser.add_argument(
+        "--importance", type=Path, required=True, help="CSV st,end,importance from your training"
+    )
+    parser.add_argument(
+        "--budget-ms", type=float, required=True, help="latency budget for the conv chains (ms)"
+    )
     add_device(parser, purpose="the one the table was measured on (recorded in the plan)")
-    parser.add_argument("--input-shape", default=None, help="input shape without batch for factories")
+    parser.add_argument(
+        "--input-shape", default=None, help="input shape without batch for factories"
+    )
     add_output(parser, dest="output", default=None, help="JSON plan to write")
     parser.set_defaults(func=run)
 
@@ -42,25 +56,44 @@ def run(args) -> int:
     latency = read_table(args.table)
     importance = read_importance(args.importance)
     with tempfile.TemporaryDirectory() as tmp:
-        chains = conv_chains(materialize(resolve_source(args.model, args.input_shape), Path(tmp) / "m.onnx"))
-    plan = plan_chains([[c.index for c in chain.convs] for chain in chains], latency, importance, args.budget_ms)
+        chains = conv_chains(
+            materialize(resolve_source(args.model, args.input_shape), Path(tmp) / "m.onnx")
+        )
+    plan = plan_chains(
+        [[c.index for c in chain.convs] for chain in chains], latency, importance, args.budget_ms
+    )
     if plan is None:
-        floor = sum(min(ms for (st, end), ms in latency.items() if st == c.convs[0].index) for c in chains)
-        raise HarnessError(f"no plan fits in {args.budget_ms} ms (rough floor of this table: {floor:.3f} ms)")
+        floor = sum(
+            min(ms for (st, end), ms in latency.items() if st == c.convs[0].index) for c in chains
+        )
+        raise HarnessError(
+            f"no plan fits in {args.budget_ms} ms (rough floor of this table: {floor:.3f} ms)"
+        )
     activation_of = {}
     for chain in chains:
         for conv, activation in zip(chain.convs[:-1], chain.activations):
             activation_of[conv.index] = activation
-    remove = [activation_of[i] for st, end in plan.merged for i in range(st, end) if activation_of.get(i)]
-    result = {"model": args.model, "device": args.device, "budget_ms": args.budget_ms,
-              "predicted_latency_ms": plan.latency_ms, "importance": plan.importance,
-              "segments": plan.segments, "merged_segments": plan.merged, "remove_activations": remove,
-              "note": "importance numbers come from the user's table, not from harness"}
+    remove = [
+        activation_of[i] for st, end in plan.merged for i in range(st, end) if activation_of.get(i)
+    ]
+    result = {
+        "model": args.model,
+        "device": args.device,
+        "budget_ms": args.budget_ms,
+        "predicted_latency_ms": plan.latency_ms,
+        "importance": plan.importance,
+        "segments": plan.segments,
+        "merged_segments": plan.merged,
+        "remove_activations": remove,
+        "note": "importance numbers come from the user's table, not from harness",
+    }
     text = json.dumps(result, indent=1)
     if args.output:
         write_text_atomic(args.output, text + "\n")
-    print(f"plan: {len(plan.merged)} merged segments, predicted {plan.latency_ms:.3f} ms "
-          f"(budget {args.budget_ms} ms), importance {plan.importance:.4g}")
+    print(
+        f"plan: {len(plan.merged)} merged segments, predicted {plan.latency_ms:.3f} ms "
+        f"(budget {args.budget_ms} ms), importance {plan.importance:.4g}"
+    )
     for st, end in plan.merged:
         print(f"  merge convs {st}..{end}")
     if args.output:

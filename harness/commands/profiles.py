@@ -7,10 +7,14 @@ from harness.commands import add_command
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "profiles", "list device profiles or show one resolved",
+        subparsers,
+        "profiles",
+        "list device profiles or show one resolved",
         "List the device profiles in device_profiles/ (name, kind, backend, description), or print one with every "
         "default filled in. Add your own by dropping a YAML file there, or pass --device path/to/profile.yaml to "
-        "any command.", "harness profiles show xavier")
+        "any command.",
+        "harness profiles show xavier",
+    )
     parser.add_argument("action", nargs="?", choices=("list", "show"), default="list")
     parser.add_argument("name", nargs="?", help="profile name or YAML path (for show)")
     parser.set_defaults(func=run)

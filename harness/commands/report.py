@@ -10,7 +10,8 @@ from harness.commands import FOLDER, add_command, add_output
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "report",
+        subparsers,
+        "report",
         "merge results from several devices into tables (md, csv, tex) and plots",
         "Merge results.json files (one per device and setting) into one comparison: per model and "
         "variant the FLOPs and parameters with their reductions, and per device the latency with "
@@ -22,16 +23,28 @@ def register(subparsers) -> None:
         "same settings twice, different input shapes for a model, mixed precisions or batch sizes "
         "in one file, a malformed file, another results schema) are refused before anything is "
         "written; a run that did not complete is reported with a warning.",
-        "harness report results/xavier/results.json results/host/results.json -o report/")
-    parser.add_argument("results", nargs="+", type=Path,
-                        help="results.json files, one per device and setting")
-    add_output(parser, kind=FOLDER, dest="out", default=Path("report"),
-               help="output folder (default: report)")
-    parser.add_argument("--no-plots", action="store_true",
-                        help="skip the plots (and remove plots an earlier report left there)")
-    parser.add_argument("--layers", action="store_true",
-                        help="also profile each ONNX Runtime graph per layer on this machine "
-                             "(layers-<device>.md)")
+        "harness report results/xavier/results.json results/host/results.json -o report/",
+    )
+    parser.add_argument(
+        "results", nargs="+", type=Path, help="results.json files, one per device and setting"
+    )
+    add_output(
+        parser,
+        kind=FOLDER,
+        dest="out",
+        default=Path("report"),
+        help="output folder (default: report)",
+    )
+    parser.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="skip the plots (and remove plots an earlier report left there)",
+    )
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="also profile each ONNX Runtime graph per layer on this machine (layers-<device>.md)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -41,8 +54,9 @@ def run(args) -> int:
 
     check_output_dir(args.out)
     documents = [read_results(path) for path in args.results]
-    markdown, written, removed = write_report(documents, args.out, ["harness"] + sys.argv[1:],
-                                              not args.no_plots, args.layers)
+    markdown, written, removed = write_report(
+        documents, args.out, ["harness"] + sys.argv[1:], not args.no_plots, args.layers
+    )
     print(markdown.split("\n## Provenance")[0])
     for line in report_warnings(documents, removed):
         print(line, file=sys.stderr)

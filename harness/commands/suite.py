@@ -10,7 +10,9 @@ from harness.commands import FOLDER, add_command, add_device, add_output
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "suite", "run the papers' suite: claimed against measured",
+        subparsers,
+        "suite",
+        "run the papers' suite: claimed against measured",
         "Rebuild the baseline and compressed architecture of each comparison the compression "
         "papers make (layer compression without pruning, cross-layer importance pruning, pruning + "
         "stream merging, LayerMerge) from the zoo, fold, time on the device, and write papers.md, "
@@ -19,14 +21,22 @@ def register(subparsers) -> None:
         "papers'; FLOPs, parameters and latencies are ours. Also writes results.json and the bench "
         "tables, and in report/ what harness report writes (md, csv, booktabs tex, roofline, "
         "plots).",
-        "harness suite papers --device host -o report/papers")
+        "harness suite papers --device host -o report/papers",
+    )
     parser.add_argument("name", choices=("papers",), help="the suite to run")
     add_device(parser)
-    add_output(parser, kind=FOLDER, dest="out", default=None,
-               help="output folder (default: report/papers-<device>)")
-    parser.add_argument("--models", default=None,
-                        help="comma-separated subset of the suite's models (default: all), "
-                             "e.g. lenet5,resnet56")
+    add_output(
+        parser,
+        kind=FOLDER,
+        dest="out",
+        default=None,
+        help="output folder (default: report/papers-<device>)",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated subset of the suite's models (default: all), e.g. lenet5,resnet56",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,15 +57,17 @@ def run(args) -> int:
         chosen = [m for m in args.models.split(",") if m]
         unknown = [m for m in chosen if m not in needed]
         if unknown:
-            raise HarnessError(f"{unknown[0]!r} is not in the papers' suite; its models: "
-                               f"{', '.join(needed)}")
+            raise HarnessError(
+                f"{unknown[0]!r} is not in the papers' suite; its models: {', '.join(needed)}"
+            )
         needed = {m: needed[m] for m in chosen}
     suite = [(resolve_source(model), variants) for model, variants in needed.items()]
     out = args.out or Path("report") / f"papers-{profile.name}"
     pipeline.check_output_dir(out)
     argv = ["harness"] + sys.argv[1:]
-    options = BenchOptions(suite, profile, out, batch=profile.batch_sizes[0],
-                           precision=profile.precisions[0])
+    options = BenchOptions(
+        suite, profile, out, batch=profile.batch_sizes[0], precision=profile.precisions[0]
+    )
     print_summary(run_bench(options, argv), out)
     results = read_results(out / "results.json")
     written = pipeline.write_papers(results, out)

@@ -12,28 +12,45 @@ from harness.profiles import Profile
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "time", "time one or more ONNX files (interleaved) and print their statistics",
+        subparsers,
+        "time",
+        "time one or more ONNX files (interleaved) and print their statistics",
         "Time ONNX files on the profile's backend with the measurement protocol: warm-up, interleaved blocks, "
         "median with its 95% CI, mean, p90/p95/p99, std, CoV, throughput. With two or more files, the speed-up "
         "of each against the first is given with a paired bootstrap 95% interval, and sampling continues until "
         "those intervals meet the profile's target_ci or its time cap (then the resolution reached is printed). "
         "On a GPU with nvidia-ml-py the SM clock, power and throttle reasons are recorded after every block.",
-        "harness time base.onnx folded.onnx --device host --json timings.json")
+        "harness time base.onnx folded.onnx --device host --json timings.json",
+    )
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
     add_device(parser)
-    parser.add_argument("--backend", default=None, help="run on this backend instead of the profile's")
+    parser.add_argument(
+        "--backend", default=None, help="run on this backend instead of the profile's"
+    )
     add_batch(parser, help="batch size, e.g. 128 for throughput next to latency")
-    add_output(parser, "--json",
-               help="also write everything measured here: samples, blocks, device state per block, "
-                    "settings, environment (checked before timing; kept in a temporary file when "
-                    "it cannot be written)")
-    parser.add_argument("--strict", action="store_true",
-                        help="refuse (exit 2) when the device state differs from the profile or moved during the "
-                             "run (the JSON is still written)")
-    parser.add_argument("--local", action="store_true",
-                        help="time on this machine even when the profile names a remote device")
-    parser.add_argument("--trtexec", action="store_true",
-                        help="time each file with NVIDIA's trtexec instead (its --exportTimes, one file at a time)")
+    add_output(
+        parser,
+        "--json",
+        help="also write everything measured here: samples, blocks, device state per block, "
+        "settings, environment (checked before timing; kept in a temporary file when "
+        "it cannot be written)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) when the device state differs from the profile or moved during the "
+        "run (the JSON is still written)",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="time on this machine even when the profile names a remote device",
+    )
+    parser.add_argument(
+        "--trtexec",
+        action="store_true",
+        help="time each file with NVIDIA's trtexec instead (its --exportTimes, one file at a time)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,9 +64,13 @@ def run(args) -> int:
     profile = with_backend(load_profile(args.device), args.backend)
     if len(set(args.onnx)) != len(args.onnx):
         raise HarnessError("the same ONNX file is named twice")
-    for path in args.onnx:  # clear errors for missing, corrupt, unsafe or mislabelled files before timing
+    for (
+        path
+    ) in args.onnx:  # clear errors for missing, corrupt, unsafe or mislabelled files before timing
         check_graph_precision(load_model(path), profile.precisions[0], str(path))
-    if profile.remote.host and not args.local:  # on the device itself, over SSH, with its own profile copy
+    if (
+        profile.remote.host and not args.local
+    ):  # on the device itself, over SSH, with its own profile copy
         import tempfile
 
         from harness.remote import RemoteDevice
@@ -60,27 +81,34 @@ def run(args) -> int:
         data = json.loads(text)
         for name, entry in data.get("runs", data).items():
             s = entry["stats"]
-            print(f"{name} on {profile.remote.host}: median {s['median']:.3f} ms [{s['median_ci_low']:.3f}, "
-                  f"{s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 {s['p99']:.3f}, n={s['n']}")
+            print(
+                f"{name} on {profile.remote.host}: median {s['median']:.3f} ms [{s['median_ci_low']:.3f}, "
+                f"{s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 {s['p99']:.3f}, n={s['n']}"
+            )
         if args.json:
             write_measured(args.json, text)
         return 0
     if args.trtexec:
         return _time_with_trtexec(args, profile)
     report = time_files(args.onnx, profile, args.batch, args.strict)
-    problems = report["device"]["warnings"] + [f"{name}: {w}" for name, entry in report["runs"].items()
-                                               for w in entry["warnings"]]
+    problems = report["device"]["warnings"] + [
+        f"{name}: {w}" for name, entry in report["runs"].items() for w in entry["warnings"]
+    ]
     if args.json:
         write_measured(args.json, json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.strict and problems:
-        raise HarnessError("--strict: the device was not in a state to measure: " + "; ".join(problems)
-                           + (f" (measurements kept in {args.json})" if args.json else ""))
+        raise HarnessError(
+            "--strict: the device was not in a state to measure: "
+            + "; ".join(problems)
+            + (f" (measurements kept in {args.json})" if args.json else "")
+        )
     return 0
 
 
-def time_files(paths: List[Path], profile: Profile, batch: Optional[int] = None,
-               strict: bool = False) -> Dict[str, Any]:
+def time_files(
+    paths: List[Path], profile: Profile, batch: Optional[int] = None, strict: bool = False
+) -> Dict[str, Any]:
     """Time ONNX files interleaved and print one line each; returns the complete record (as ``--json``)."""
     import dataclasses
     import sys
@@ -93,15 +121,21 @@ def time_files(paths: List[Path], profile: Profile, batch: Optional[int] = None,
     device_warnings = envinfo.enforce_expectations(environment, profile, strict)
     batch = batch or profile.batch_sizes[0]
     runner_class = get_runner_class(profile.backend)
-    runners = {str(p): runner_class(p, profile, profile.precisions[0], resolve_batch(p, batch)) for p in paths}
+    runners = {
+        str(p): runner_class(p, profile, profile.precisions[0], resolve_batch(p, batch))
+        for p in paths
+    }
     monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
     try:
         with open_runners(runners):
-            measured = timing.measure_interleaved(runners, profile.timing,
-                                                  monitor=monitor.sample if monitor else None)
+            measured = timing.measure_interleaved(
+                runners, profile.timing, monitor=monitor.sample if monitor else None
+            )
             backends = {name: runner.describe() for name, runner in runners.items()}
-            shapes = {name: {k: list(v[0]) for k, v in runner.input_specs().items()}
-                      for name, runner in runners.items()}
+            shapes = {
+                name: {k: list(v[0]) for k, v in runner.input_specs().items()}
+                for name, runner in runners.items()
+            }
     finally:
         if monitor:
             monitor.close()
@@ -111,18 +145,34 @@ def time_files(paths: List[Path], profile: Profile, batch: Optional[int] = None,
     runs = {}
     for name, m in measured.items():
         s = m.stats()
-        line = (f"{name}: median {s.median:.3f} ms [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}], mean "
-                f"{s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, {s.throughput_per_s:.1f}/s, "
-                f"n={s.n}")
-        entry = {"backend": backends[name], "inputs": shapes[name], "stats": dataclasses.asdict(s),
-                 "series_ms": m.series, "block_ends": m.block_ends, "block_state": m.block_state,
-                 "warmup_iterations": m.warmup_iterations, "run_time_s": m.run_time_s,
-                 "stop_reason": m.stop_reason, "resolution": m.resolution, "warnings": m.warnings()}
+        line = (
+            f"{name}: median {s.median:.3f} ms [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}], mean "
+            f"{s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, {s.throughput_per_s:.1f}/s, "
+            f"n={s.n}"
+        )
+        entry = {
+            "backend": backends[name],
+            "inputs": shapes[name],
+            "stats": dataclasses.asdict(s),
+            "series_ms": m.series,
+            "block_ends": m.block_ends,
+            "block_state": m.block_state,
+            "warmup_iterations": m.warmup_iterations,
+            "run_time_s": m.run_time_s,
+            "stop_reason": m.stop_reason,
+            "resolution": m.resolution,
+            "warnings": m.warnings(),
+        }
         if m is not reference:
             ratio, low, high = timing.measurement_ratio_ci(reference, m)
             line += f"; speed-up {ratio:.3f}x [{low:.3f}, {high:.3f}]"
-            entry["speedup"] = {"value": ratio, "ci_low": low, "ci_high": high, "reference": str(paths[0]),
-                                "paired": True}
+            entry["speedup"] = {
+                "value": ratio,
+                "ci_low": low,
+                "ci_high": high,
+                "reference": str(paths[0]),
+                "paired": True,
+            }
         print(line)
         for warning in m.warnings():
             print(f"  warning: {warning}")
@@ -130,10 +180,21 @@ def time_files(paths: List[Path], profile: Profile, batch: Optional[int] = None,
     print(f"stopped: {reference.stop_reason}")
     for warning in device_warnings:
         print(f"warning: {warning}")
-    return {"schema": 1, "kind": "harness time", "argv": ["harness"] + sys.argv[1:], "reference": str(paths[0]),
-            "profile": profile.to_dict(), "settings": dataclasses.asdict(profile.timing), "batch": batch,
-            "device": {"environment": environment, "environment_after": after, "warnings": device_warnings},
-            "runs": runs}
+    return {
+        "schema": 1,
+        "kind": "harness time",
+        "argv": ["harness"] + sys.argv[1:],
+        "reference": str(paths[0]),
+        "profile": profile.to_dict(),
+        "settings": dataclasses.asdict(profile.timing),
+        "batch": batch,
+        "device": {
+            "environment": environment,
+            "environment_after": after,
+            "warnings": device_warnings,
+        },
+        "runs": runs,
+    }
 
 
 def _time_with_trtexec(args, profile) -> int:
@@ -149,13 +210,25 @@ def _time_with_trtexec(args, profile) -> int:
     for path in args.onnx:
         model = load_model(path)
         dims = model.graph.input[0].type.tensor_type.shape.dim
-        run = run_trtexec(path, profile, profile.precisions[0], profile.batch_sizes[0],
-                          tuple(d.dim_value for d in dims), model.graph.input[0].name)
+        run = run_trtexec(
+            path,
+            profile,
+            profile.precisions[0],
+            profile.batch_sizes[0],
+            tuple(d.dim_value for d in dims),
+            model.graph.input[0].name,
+        )
         stats = summarize(run["series_ms"]["latency_ms"], profile.batch_sizes[0])
         compute = summarize(run["series_ms"]["gpu_compute_ms"])
-        print(f"{path} (trtexec, TensorRT {run['tensorrt']}): latency median {stats.median:.3f} ms, p99 "
-              f"{stats.p99:.3f}; GPU compute median {compute.median:.3f} ms; n={stats.n}")
-        report[str(path)] = {"trtexec": run["command"], "tensorrt": run["tensorrt"], "series_ms": run["series_ms"]}
+        print(
+            f"{path} (trtexec, TensorRT {run['tensorrt']}): latency median {stats.median:.3f} ms, p99 "
+            f"{stats.p99:.3f}; GPU compute median {compute.median:.3f} ms; n={stats.n}"
+        )
+        report[str(path)] = {
+            "trtexec": run["command"],
+            "tensorrt": run["tensorrt"],
+            "series_ms": run["series_ms"],
+        }
     if args.json:
         write_measured(args.json, json.dumps(report, indent=1) + "\n")
     return 0

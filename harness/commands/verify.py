@@ -17,20 +17,38 @@ file, different inputs, a graph ONNX Runtime cannot run: nothing could be compar
 
 
 def register(subparsers) -> None:
-    parser = add_command(subparsers, "verify", "check that two ONNX graphs compute the same (exit 1 if not)",
-                         DESCRIPTION, "harness verify model.onnx model-folded.onnx")
+    parser = add_command(
+        subparsers,
+        "verify",
+        "check that two ONNX graphs compute the same (exit 1 if not)",
+        DESCRIPTION,
+        "harness verify model.onnx model-folded.onnx",
+    )
     parser.add_argument("original", type=Path, help="the reference ONNX model")
     parser.add_argument("candidate", type=Path, help="the rewritten ONNX model to check against it")
-    parser.add_argument("--rtol", type=float, default=1e-4,
-                        help="largest relative error (max |a - b| / max |a| per tensor) accepted (default 1e-4)")
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-4,
+        help="largest relative error (max |a - b| / max |a| per tensor) accepted (default 1e-4)",
+    )
     parser.add_argument("--seeds", type=int, default=2, help="how many random inputs (default 2)")
-    parser.add_argument("--batches", default="",
-                        help="also check these batch sizes where the graphs can be re-batched, e.g. 2,8")
-    parser.add_argument("--input-shape", default=None,
-                        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224")
+    parser.add_argument(
+        "--batches",
+        default="",
+        help="also check these batch sizes where the graphs can be re-batched, e.g. 2,8",
+    )
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224",
+    )
     add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
-    parser.add_argument("--outputs-only", action="store_true",
-                        help="compare the graph outputs only, not the tensors both graphs share")
+    parser.add_argument(
+        "--outputs-only",
+        action="store_true",
+        help="compare the graph outputs only, not the tensors both graphs share",
+    )
     add_output(parser, "--json", help="also write the result as JSON")
     parser.set_defaults(func=run)
 
@@ -54,19 +72,29 @@ def run(args) -> int:
     try:
         batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
     except ValueError:
-        raise HarnessError(f"--batches takes comma-separated sizes, e.g. 2,8, not {args.batches!r}") from None
+        raise HarnessError(
+            f"--batches takes comma-separated sizes, e.g. 2,8, not {args.batches!r}"
+        ) from None
     if any(b < 1 for b in batches):
         raise HarnessError("--batches sizes must be positive")
-    result = compare_models(original, candidate, seeds=tuple(range(args.seeds)), rtol=args.rtol,
-                            batch_sizes=batches or (1,), intermediates=not args.outputs_only)
+    result = compare_models(
+        original,
+        candidate,
+        seeds=tuple(range(args.seeds)),
+        rtol=args.rtol,
+        batch_sizes=batches or (1,),
+        intermediates=not args.outputs_only,
+    )
     if args.json:
         write_text_atomic(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
     if result.status == NOT_VERIFIED:
         raise HarnessError(f"cannot verify {args.candidate} against {args.original}: {result.note}")
     if result.status == DIFFERENT:
         where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
-        print(f"different: max relative error {result.max_rel_error:.3g}{where} > {args.rtol:g}"
-              + (f" ({result.note})" if result.note else ""))
+        print(
+            f"different: max relative error {result.max_rel_error:.3g}{where} > {args.rtol:g}"
+            + (f" ({result.note})" if result.note else "")
+        )
         return 1
     print(verification_text(result.to_dict()))
     print(f"equivalent: {args.candidate} computes what {args.original} computes")
@@ -78,10 +106,14 @@ def _check_interfaces(original, candidate) -> None:
     from harness.errors import HarnessError
     from harness.fold import graph_inputs
 
-    for what, mine, theirs in (("inputs", graph_inputs(original), graph_inputs(candidate)),
-                               ("outputs", list(original.graph.output), list(candidate.graph.output))):
+    for what, mine, theirs in (
+        ("inputs", graph_inputs(original), graph_inputs(candidate)),
+        ("outputs", list(original.graph.output), list(candidate.graph.output)),
+    ):
         if len(mine) != len(theirs):
-            raise HarnessError(f"the graphs have different {what}: {len(mine)} against {len(theirs)}")
+            raise HarnessError(
+                f"the graphs have different {what}: {len(mine)} against {len(theirs)}"
+            )
         for a, b in zip(mine, theirs):
             if a.type.tensor_type.elem_type != b.type.tensor_type.elem_type:
                 raise HarnessError(f"{what} {a.name!r} and {b.name!r} have different element types")

@@ -19,7 +19,13 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from harness.errors import FoldVerificationError, HarnessError
 from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
-from harness.fold.cost import ConvGeometry, CostModel, FlopCountModel, RooflineCostModel, TableCostModel
+from harness.fold.cost import (
+    ConvGeometry,
+    CostModel,
+    FlopCountModel,
+    RooflineCostModel,
+    TableCostModel,
+)
 from harness.fold.report import FoldReport
 from harness.fold.residual import fold_residuals
 from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
@@ -27,15 +33,28 @@ from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import flop_count, op_histogram
 from harness.onnx_io import checker_problem, infer_shapes_lenient, lowest_ir_version
 
-__all__ = ["fold_model", "verify_fold", "bind_shapes", "FoldResult", "FoldReport", "VerifyResult", "CostModel",
-           "RooflineCostModel", "TableCostModel", "ConvGeometry", "MERGE_MODES"]
+__all__ = [
+    "fold_model",
+    "verify_fold",
+    "bind_shapes",
+    "FoldResult",
+    "FoldReport",
+    "VerifyResult",
+    "CostModel",
+    "RooflineCostModel",
+    "TableCostModel",
+    "ConvGeometry",
+    "MERGE_MODES",
+]
 
 MERGE_MODES = ("auto", "all", "none")
 MIN_OPSET = 11
 CHANGES = ("folded", "merged", "removed")
 FOLD_CONSTANT_BYTES = 64 << 20  # larger computed constants stay computed (memory, file size)
-SHAPE_INDEPENDENT = ("BatchNorm folding, identity removal, zero-Pad folding and Gemm chains run; conv chains and "
-                     "residual branches need static shapes")
+SHAPE_INDEPENDENT = (
+    "BatchNorm folding, identity removal, zero-Pad folding and Gemm chains run; conv chains and "
+    "residual branches need static shapes"
+)
 
 
 @dataclasses.dataclass
@@ -44,7 +63,9 @@ class FoldResult:
 
     model: onnx.ModelProto
     report: FoldReport
-    spans: Dict[str, Tuple[int, int]]  # each Conv left in the folded graph -> (first, last) original conv index
+    spans: Dict[
+        str, Tuple[int, int]
+    ]  # each Conv left in the folded graph -> (first, last) original conv index
 
 
 def _note(action: str, detail: str) -> Dict[str, Any]:
@@ -61,11 +82,17 @@ def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], D
     try:
         converted = onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError and C++ errors alike
-        return None, _note("refused", f"opset {opset} could not be converted to opset {MIN_OPSET} "
-                                      f"(onnx.version_converter: {_first_line(exc)}): model left unchanged")
+        return None, _note(
+            "refused",
+            f"opset {opset} could not be converted to opset {MIN_OPSET} "
+            f"(onnx.version_converter: {_first_line(exc)}): model left unchanged",
+        )
     converted.ir_version = max(converted.ir_version, lowest_ir_version(converted))
-    return converted, _note("converted", f"opset {opset} converted to opset {MIN_OPSET} with "
-                                         f"onnx.version_converter (folding rewrites opset {MIN_OPSET}+ graphs)")
+    return converted, _note(
+        "converted",
+        f"opset {opset} converted to opset {MIN_OPSET} with "
+        f"onnx.version_converter (folding rewrites opset {MIN_OPSET}+ graphs)",
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -80,8 +107,10 @@ def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
 
 
 def _dims(value: onnx.ValueInfoProto) -> List[Any]:
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-            for d in value.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
 
 
 def dynamic_inputs(model: onnx.ModelProto) -> Dict[str, List[Any]]:
@@ -92,12 +121,15 @@ def dynamic_inputs(model: onnx.ModelProto) -> Dict[str, List[Any]]:
             continue
         dims = _dims(value)
         if not value.type.tensor_type.HasField("shape") or any(isinstance(d, str) for d in dims):
-            found[value.name] = dims if value.type.tensor_type.HasField("shape") else ["unknown rank"]
+            found[value.name] = (
+                dims if value.type.tensor_type.HasField("shape") else ["unknown rank"]
+            )
     return found
 
 
-def bind_shapes(model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = None,
-                batch: Optional[int] = None) -> Tuple[onnx.ModelProto, List[str]]:
+def bind_shapes(
+    model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = None, batch: Optional[int] = None
+) -> Tuple[onnx.ModelProto, List[str]]:
     """A copy with dynamic input dims bound: the batch (first dim) to ``batch``, the others to ``input_shape``
     (dims without batch, for single-input models). Returns the copy and what was bound (empty: unchanged)."""
     copy = onnx.ModelProto()
@@ -116,8 +148,10 @@ def bind_shapes(model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = N
         for i, (dim, size) in enumerate(zip(shape.dim, wanted)):
             fixed = dim.HasField("dim_value") and dim.dim_value > 0
             if fixed and size is not None and i > 0 and dim.dim_value != size:
-                raise HarnessError(f"input {value.name!r} has the fixed shape {_dims(value)}; --input-shape "
-                                   f"{'x'.join(map(str, input_shape or []))} does not match it")
+                raise HarnessError(
+                    f"input {value.name!r} has the fixed shape {_dims(value)}; --input-shape "
+                    f"{'x'.join(map(str, input_shape or []))} does not match it"
+                )
             if not fixed and size is not None:
                 if dim.dim_param:
                     params[dim.dim_param] = size
@@ -136,8 +170,9 @@ def bind_shapes(model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = N
     return copy, bound
 
 
-def _prepare(model: onnx.ModelProto, input_shape: Optional[Sequence[int]], batch: Optional[int]
-             ) -> Tuple[Optional[onnx.ModelProto], List[Dict[str, Any]]]:
+def _prepare(
+    model: onnx.ModelProto, input_shape: Optional[Sequence[int]], batch: Optional[int]
+) -> Tuple[Optional[onnx.ModelProto], List[Dict[str, Any]]]:
     """The model as the passes need it (opset >= 11, dynamic dims bound where asked, shapes inferred) and the
     notes saying what was done; None when it cannot be prepared (the notes say why)."""
     notes = []
@@ -153,16 +188,24 @@ def _prepare(model: onnx.ModelProto, input_shape: Optional[Sequence[int]], batch
     dynamic = dynamic_inputs(model)
     if dynamic:
         shown = "; ".join(f"{name} {dims}" for name, dims in dynamic.items())
-        notes.append(_note("limited", f"dynamic input shapes ({shown}): {SHAPE_INDEPENDENT} "
-                                      f"(give --input-shape / --batch to bind them)"))
+        notes.append(
+            _note(
+                "limited",
+                f"dynamic input shapes ({shown}): {SHAPE_INDEPENDENT} "
+                f"(give --input-shape / --batch to bind them)",
+            )
+        )
     return _infer(model), notes
 
 
 def _shapes_known(model: onnx.ModelProto) -> bool:
     """Whether every node output already has a recorded shape (shape inference can be skipped: it is slow on
     large models, since it serialises all their weights)."""
-    known = {v.name for v in list(model.graph.value_info) + list(model.graph.output) if v.type.tensor_type.HasField(
-        "shape")}
+    known = {
+        v.name
+        for v in list(model.graph.value_info) + list(model.graph.output)
+        if v.type.tensor_type.HasField("shape")
+    }
     return all(out in known for node in model.graph.node for out in node.output if out)
 
 
@@ -170,16 +213,21 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     return model if _shapes_known(model) else infer_shapes_lenient(model)
 
 
-def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, List[Dict[str, Any]]]:
+def _fold_constants(
+    graph: gs.Graph, model: onnx.ModelProto
+) -> Tuple[gs.Graph, List[Dict[str, Any]]]:
     """Evaluate constant subgraphs (an exporter's computed Pad amounts, Constant-node weights), then infer the shapes
     they hid; a no-op, and cheap, on graphs that hold none."""
     before = len(graph.nodes)
     severity = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR
-    ort.set_default_logger_severity(3)  # graphsurgeon evaluates constants with ONNX Runtime: errors only
+    ort.set_default_logger_severity(
+        3
+    )  # graphsurgeon evaluates constants with ONNX Runtime: errors only
     try:
-        graph.fold_constants(fold_shapes=False, error_ok=True,
-                             size_threshold=FOLD_CONSTANT_BYTES).cleanup()  # shapes: keep a batch-agnostic graph
+        graph.fold_constants(
+            fold_shapes=False, error_ok=True, size_threshold=FOLD_CONSTANT_BYTES
+        ).cleanup()  # shapes: keep a batch-agnostic graph
     finally:
         G_LOGGER.severity = severity
     removed = before - len(graph.nodes)
@@ -188,8 +236,14 @@ def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, 
     exported = _with_header(gs.export_onnx(graph), model)
     del exported.graph.value_info[:]
     graph = gs.import_onnx(_infer(exported))
-    return graph, [{"pass": "fold_constants", "action": "folded", "nodes": [],
-                    "detail": f"{removed} nodes of constant subgraphs evaluated into constants"}]
+    return graph, [
+        {
+            "pass": "fold_constants",
+            "action": "folded",
+            "nodes": [],
+            "detail": f"{removed} nodes of constant subgraphs evaluated into constants",
+        }
+    ]
 
 
 def _with_header(folded: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
@@ -199,10 +253,14 @@ def _with_header(folded: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelP
     return folded
 
 
-def _run_passes(graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, Tuple[int, int]]) -> List[Dict]:
+def _run_passes(
+    graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, Tuple[int, int]]
+) -> List[Dict]:
     records: List[Dict[str, Any]] = []
     seen = set()
-    for _ in range(20):  # each round can expose new chains (a folded residual next to a linear conv)
+    for _ in range(
+        20
+    ):  # each round can expose new chains (a folded residual next to a linear conv)
         found = fold_batchnorm(graph) + remove_identities(graph) + fold_zero_pads(graph)
         if merge != "none":
             found += merge_conv_chains(graph, merge, cost, spans)
@@ -221,8 +279,13 @@ def _run_passes(graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, T
     return records
 
 
-def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional[CostModel] = None,
-               input_shape: Optional[Sequence[int]] = None, batch: Optional[int] = None) -> FoldResult:
+def fold_model(
+    model: onnx.ModelProto,
+    merge: str = "auto",
+    cost_model: Optional[CostModel] = None,
+    input_shape: Optional[Sequence[int]] = None,
+    batch: Optional[int] = None,
+) -> FoldResult:
     """Fold a model; the input model is not modified. ``auto`` needs the device's ``cost_model``
     (``harness.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost. Opsets below 11 are
     converted, dynamic dims are bound from ``input_shape`` (without batch) and ``batch`` where given (else only
@@ -232,7 +295,9 @@ def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional
     if merge not in MERGE_MODES:
         raise HarnessError(f"--merge must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
     if cost_model is None and merge == "auto":
-        raise HarnessError("--merge auto needs a device's cost model (a calibration, a latency table or a roofline)")
+        raise HarnessError(
+            "--merge auto needs a device's cost model (a calibration, a latency table or a roofline)"
+        )
     cost = cost_model or FlopCountModel()
     prepared, records = _prepare(model, input_shape, batch)
     folded, spans = None, {}
@@ -241,28 +306,48 @@ def fold_model(model: onnx.ModelProto, merge: str = "auto", cost_model: Optional
             folded, spans, found = _fold_graph(prepared, merge, cost)
             records += found
         except Exception as exc:  # noqa: BLE001 - a graph no pass foresaw: keep it as it is, say so
-            records.append(_note("refused", f"folding stopped on this graph ({type(exc).__name__}: "
-                                            f"{_first_line(exc)}): model left unchanged (please report it)"))
+            records.append(
+                _note(
+                    "refused",
+                    f"folding stopped on this graph ({type(exc).__name__}: "
+                    f"{_first_line(exc)}): model left unchanged (please report it)",
+                )
+            )
     before, after = flop_count(model), flop_count(folded or model)
     if before.holes or after.holes:
-        records.append(_note("warning", (before.warning() or after.warning()) + " (FLOPs below are a floor)"))
-    report = FoldReport(merge, cost.name, records, op_histogram(model), op_histogram(folded or model),
-                        before.total, after.total, 0.0)
+        records.append(
+            _note("warning", (before.warning() or after.warning()) + " (FLOPs below are a floor)")
+        )
+    report = FoldReport(
+        merge,
+        cost.name,
+        records,
+        op_histogram(model),
+        op_histogram(folded or model),
+        before.total,
+        after.total,
+        0.0,
+    )
     if folded is None or not report.changed:
         report.nodes_after, report.flops_after = report.nodes_before, report.flops_before
         report.elapsed_s = time.perf_counter() - started
         return FoldResult(model, report, {})
     problem = checker_problem(folded)
     if problem and not checker_problem(prepared):  # the prepared model is checked only then
-        raise FoldVerificationError(f"the folded graph fails onnx.checker ({problem}); the fold is wrong, "
-                                    f"do not use it (please report this model)")
+        raise FoldVerificationError(
+            f"the folded graph fails onnx.checker ({problem}); the fold is wrong, "
+            f"do not use it (please report this model)"
+        )
     report.elapsed_s = time.perf_counter() - started
-    remaining = {n.name: spans[n.name] for n in folded.graph.node if n.op_type == "Conv" and n.name in spans}
+    remaining = {
+        n.name: spans[n.name] for n in folded.graph.node if n.op_type == "Conv" and n.name in spans
+    }
     return FoldResult(folded, report, remaining)
 
 
-def _fold_graph(model: onnx.ModelProto, merge: str, cost: CostModel
-                ) -> Tuple[onnx.ModelProto, Dict[str, Tuple[int, int]], List[Dict[str, Any]]]:
+def _fold_graph(
+    model: onnx.ModelProto, merge: str, cost: CostModel
+) -> Tuple[onnx.ModelProto, Dict[str, Tuple[int, int]], List[Dict[str, Any]]]:
     """Run every pass on a prepared model: (folded model, conv spans, records)."""
     graph, records = _fold_constants(gs.import_onnx(model), model)
     for i, node in enumerate(graph.nodes):

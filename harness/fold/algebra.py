@@ -10,8 +10,9 @@ from typing import Optional, Tuple
 import numpy as np
 
 
-def bn_scale_shift(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
-                   eps: float) -> Tuple[np.ndarray, np.ndarray]:
+def bn_scale_shift(
+    gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float
+) -> Tuple[np.ndarray, np.ndarray]:
     """BatchNorm as ``y = scale * x + shift`` per channel."""
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     return scale, beta.astype(np.float64) - mean.astype(np.float64) * scale
@@ -53,7 +54,9 @@ def to_dense(weight: np.ndarray, groups: int) -> np.ndarray:
     o_per = o // groups
     dense = np.zeros((o, i_per * groups, kh, kw), weight.dtype)
     for g in range(groups):
-        dense[g * o_per:(g + 1) * o_per, g * i_per:(g + 1) * i_per] = weight[g * o_per:(g + 1) * o_per]
+        dense[g * o_per : (g + 1) * o_per, g * i_per : (g + 1) * i_per] = weight[
+            g * o_per : (g + 1) * o_per
+        ]
     return dense
 
 
@@ -61,9 +64,13 @@ def largest_groups(dense: np.ndarray) -> int:
     """The largest group count whose block-diagonal structure holds every non-zero of a dense kernel."""
     o, i = dense.shape[:2]
     nonzero = np.any(dense != 0, axis=(2, 3))
-    if nonzero[0, i - 1] or nonzero[o - 1, 0]:  # a corner block is off-diagonal for every group count > 1
+    if (
+        nonzero[0, i - 1] or nonzero[o - 1, 0]
+    ):  # a corner block is off-diagonal for every group count > 1
         return 1
-    for g in sorted((g for g in range(1, min(o, i) + 1) if o % g == 0 and i % g == 0), reverse=True):
+    for g in sorted(
+        (g for g in range(1, min(o, i) + 1) if o % g == 0 and i % g == 0), reverse=True
+    ):
         if g == 1:
             return 1
         mask = np.kron(np.eye(g, dtype=bool), np.ones((o // g, i // g), dtype=bool))
@@ -78,7 +85,9 @@ def to_grouped(dense: np.ndarray, groups: int) -> np.ndarray:
         return dense
     o, i = dense.shape[:2]
     o_per, i_per = o // groups, i // groups
-    return np.concatenate([dense[g * o_per:(g + 1) * o_per, g * i_per:(g + 1) * i_per] for g in range(groups)])
+    return np.concatenate(
+        [dense[g * o_per : (g + 1) * o_per, g * i_per : (g + 1) * i_per] for g in range(groups)]
+    )
 
 
 def _compose_batched(w1: np.ndarray, w2: np.ndarray, stride1: Tuple[int, int]) -> np.ndarray:
@@ -92,11 +101,13 @@ def _compose_batched(w1: np.ndarray, w2: np.ndarray, stride1: Tuple[int, int]) -
     for a in range(k2h):
         for b in range(k2w):
             part = np.matmul(np.ascontiguousarray(w2[..., a, b]), flat).reshape(g, o, x, k1h, k1w)
-            merged[:, :, :, a * sh:a * sh + k1h, b * sw:b * sw + k1w] += part
+            merged[:, :, :, a * sh : a * sh + k1h, b * sw : b * sw + k1w] += part
     return merged
 
 
-def _composed_bias(w2: np.ndarray, groups2: int, b1: Optional[np.ndarray], b2: Optional[np.ndarray]) -> np.ndarray:
+def _composed_bias(
+    w2: np.ndarray, groups2: int, b1: Optional[np.ndarray], b2: Optional[np.ndarray]
+) -> np.ndarray:
     """``b2 + sum_{m,a,b} W2[o, m, a, b] * b1[m]`` with conv2 grouped (m ranges over o's group)."""
     o, m_per = w2.shape[:2]
     bias = np.zeros(o) if b2 is None else b2.astype(np.float64).copy()
@@ -106,8 +117,15 @@ def _composed_bias(w2: np.ndarray, groups2: int, b1: Optional[np.ndarray], b2: O
     return bias
 
 
-def compose(w1: np.ndarray, b1: Optional[np.ndarray], stride1: Tuple[int, int], w2: np.ndarray,
-            b2: Optional[np.ndarray], groups1: int = 1, groups2: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+def compose(
+    w1: np.ndarray,
+    b1: Optional[np.ndarray],
+    stride1: Tuple[int, int],
+    w2: np.ndarray,
+    b2: Optional[np.ndarray],
+    groups1: int = 1,
+    groups2: int = 1,
+) -> Tuple[np.ndarray, np.ndarray]:
     """The dense kernel and bias of conv2(conv1(x)) as one conv, conv2 unpadded (dilations already expanded).
 
     ``K = k1 + (k2 - 1) * s1``; ``W[o, i, a*s1 + u, b*s1 + v] += sum_m W2[o, m, a, b] * W1[m, i, u, v]``;
@@ -122,7 +140,9 @@ def compose(w1: np.ndarray, b1: Optional[np.ndarray], stride1: Tuple[int, int], 
     bias = _composed_bias(w2, groups2, b1, b2)
     if groups2 > 1:  # batch over conv2's groups, conv1 dense
         dense1 = to_dense(w1, groups1).reshape(groups2, m // groups2, i_per1 * groups1, k1h, k1w)
-        merged = _compose_batched(dense1, w2.reshape(groups2, o // groups2, m_per2, k2h, k2w), stride1)
+        merged = _compose_batched(
+            dense1, w2.reshape(groups2, o // groups2, m_per2, k2h, k2w), stride1
+        )
         return merged.reshape(o, i_per1 * groups1, *merged.shape[3:]), bias
     # batch over conv1's groups (one batch when dense): each input block gets its own slice of conv2
     m_per1 = m // groups1
@@ -132,14 +152,23 @@ def compose(w1: np.ndarray, b1: Optional[np.ndarray], stride1: Tuple[int, int], 
     return merged.reshape(o, i_per1 * groups1, *merged.shape[3:]), bias
 
 
-def compose_grouped(w1: np.ndarray, b1: Optional[np.ndarray], stride1: Tuple[int, int], w2: np.ndarray,
-                    b2: Optional[np.ndarray], groups: int) -> Tuple[np.ndarray, np.ndarray]:
+def compose_grouped(
+    w1: np.ndarray,
+    b1: Optional[np.ndarray],
+    stride1: Tuple[int, int],
+    w2: np.ndarray,
+    b2: Optional[np.ndarray],
+    groups: int,
+) -> Tuple[np.ndarray, np.ndarray]:
     """Like ``compose`` for two convs with the same group count: composed group by group, result grouped."""
     w1 = w1.astype(np.float64)
     w2 = w2.astype(np.float64)
     (m, i_per, k1h, k1w), (o, m_per, k2h, k2w) = w1.shape, w2.shape
-    merged = _compose_batched(w1.reshape(groups, m // groups, i_per, k1h, k1w),
-                              w2.reshape(groups, o // groups, m_per, k2h, k2w), stride1)
+    merged = _compose_batched(
+        w1.reshape(groups, m // groups, i_per, k1h, k1w),
+        w2.reshape(groups, o // groups, m_per, k2h, k2w),
+        stride1,
+    )
     return merged.reshape(o, i_per, *merged.shape[3:]), _composed_bias(w2, groups, b1, b2)
 
 
@@ -147,7 +176,7 @@ def place_kernel(weight: np.ndarray, size: Tuple[int, int], offset: Tuple[int, i
     """A kernel zero-padded to ``size``, its taps starting at ``offset``."""
     o, i, kh, kw = weight.shape
     placed = np.zeros((o, i, size[0], size[1]), np.float64)
-    placed[:, :, offset[0]:offset[0] + kh, offset[1]:offset[1] + kw] = weight
+    placed[:, :, offset[0] : offset[0] + kh, offset[1] : offset[1] + kw] = weight
     return placed
 
 

@@ -15,7 +15,15 @@ import onnx_graphsurgeon as gs
 
 from harness.fold import algebra
 from harness.fold.cost import ConvGeometry, CostModel
-from harness.fold.graph import ConvView, constant, conv_view, node_names, set_inputs, sole_consumer, write_conv
+from harness.fold.graph import (
+    ConvView,
+    constant,
+    conv_view,
+    node_names,
+    set_inputs,
+    sole_consumer,
+    write_conv,
+)
 from harness.geometry import merged_kernel
 
 Record = Dict[str, Any]
@@ -31,8 +39,10 @@ def _shape4(tensor: gs.Tensor) -> Optional[Tuple[int, int, int, int]]:
 
 def _refusal(first: ConvView, second: ConvView) -> str:
     if any(second.pads):
-        return (f"{second.name} pads its input by {list(second.pads)}: the merged conv would see zeros where "
-                f"{first.name} produces its bias at the borders (move the padding to the chain's first conv)")
+        return (
+            f"{second.name} pads its input by {list(second.pads)}: the merged conv would see zeros where "
+            f"{first.name} produces its bias at the borders (move the padding to the chain's first conv)"
+        )
     if _shape4(first.node.inputs[0]) is None or _shape4(second.node.outputs[0]) is None:
         return "tensor shapes are not static (export with static shapes)"
     return ""
@@ -46,8 +56,12 @@ def find_chains(graph: gs.Graph) -> List[List[ConvView]]:
         if view is None:
             continue
         reader = sole_consumer(graph, view.node.outputs[0])
-        if reader is not None and reader.op == "Conv" and reader.inputs[0] is view.node.outputs[0] \
-                and views.get(id(reader)) is not None:
+        if (
+            reader is not None
+            and reader.op == "Conv"
+            and reader.inputs[0] is view.node.outputs[0]
+            and views.get(id(reader)) is not None
+        ):
             followers[node_id] = views[id(reader)]
     followed = {id(v.node) for v in followers.values()}
     chains = []
@@ -74,9 +88,15 @@ def blocked_edges(graph: gs.Graph) -> List[Record]:
         for reader in readers:
             others = [r.name or r.op for r in out.outputs if r is not reader]
             others += ["a graph output"] if out in graph.outputs else []
-            records.append({"pass": "merge_conv_chains", "action": "refused", "nodes": [node.name, reader.name],
-                            "detail": f"{node.name}'s output is also read by {', '.join(others)}: merging into "
-                                      f"{reader.name} would compute it twice (multiple consumers)"})
+            records.append(
+                {
+                    "pass": "merge_conv_chains",
+                    "action": "refused",
+                    "nodes": [node.name, reader.name],
+                    "detail": f"{node.name}'s output is also read by {', '.join(others)}: merging into "
+                    f"{reader.name} would compute it twice (multiple consumers)",
+                }
+            )
     return records
 
 
@@ -84,15 +104,24 @@ def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
     """The geometry of a run of convs once merged into one conv."""
     kernels = [v.effective_kernel for v in run]
     strides = [v.strides for v in run]
-    kernel = (merged_kernel([k[0] for k in kernels], [s[0] for s in strides]),
-              merged_kernel([k[1] for k in kernels], [s[1] for s in strides]))
+    kernel = (
+        merged_kernel([k[0] for k in kernels], [s[0] for s in strides]),
+        merged_kernel([k[1] for k in kernels], [s[1] for s in strides]),
+    )
     groups = run[0].groups if len({v.groups for v in run}) == 1 else 1
     span = (spans.get(run[0].name, (-1, -1))[0], spans.get(run[-1].name, (-1, -1))[1])
     stride = 1
     for s in strides:
         stride *= s[0]
-    return ConvGeometry(_shape4(run[0].node.inputs[0]), _shape4(run[-1].node.outputs[0]), kernel, groups,
-                        span if min(span) >= 0 else None, stride, (_tap_step(run, 0), _tap_step(run, 1)))
+    return ConvGeometry(
+        _shape4(run[0].node.inputs[0]),
+        _shape4(run[-1].node.outputs[0]),
+        kernel,
+        groups,
+        span if min(span) >= 0 else None,
+        stride,
+        (_tap_step(run, 0), _tap_step(run, 1)),
+    )
 
 
 def _tap_step(run: List[ConvView], axis: int) -> int:
@@ -125,8 +154,15 @@ def merge_run(run: List[ConvView]) -> ConvView:
         weight = algebra.to_grouped(weight, groups)
     weight, dilations = algebra.recover_dilation(weight)
     last.node.inputs[0] = first.node.inputs[0]
-    write_conv(last, weight, np.zeros(weight.shape[0]) if bias is None else bias, stride, first.pads, groups,
-               dilations)
+    write_conv(
+        last,
+        weight,
+        np.zeros(weight.shape[0]) if bias is None else bias,
+        stride,
+        first.pads,
+        groups,
+        dilations,
+    )
     return conv_view(last.node)  # type: ignore
 
 
@@ -139,8 +175,9 @@ def _residual_saving(graph: gs.Graph, run: List[ConvView], cost: CostModel) -> f
     return cost.elementwise_cost(3 * 4 * int(np.prod(shape))) if shape else 0.0
 
 
-def best_segments(run: List[ConvView], spans: Spans, cost: CostModel, saving: float) -> Tuple[List[Tuple[int, int]],
-                                                                                              float, float]:
+def best_segments(
+    run: List[ConvView], spans: Spans, cost: CostModel, saving: float
+) -> Tuple[List[Tuple[int, int]], float, float]:
     """Minimum-cost split of a run into merged segments (DP over split points); (segments, cost, unmerged cost)."""
     n = len(run)
     best = [0.0] + [float("inf")] * n
@@ -168,8 +205,14 @@ def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans)
         for first, second in zip(chain, chain[1:]):
             reason = _refusal(first, second)
             if reason:
-                records.append({"pass": "merge_conv_chains", "action": "refused",
-                                "nodes": [first.name, second.name], "detail": reason})
+                records.append(
+                    {
+                        "pass": "merge_conv_chains",
+                        "action": "refused",
+                        "nodes": [first.name, second.name],
+                        "detail": reason,
+                    }
+                )
                 runs.append(current)
                 current = [second]
             else:
@@ -182,14 +225,20 @@ def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans)
             else:
                 segments, chosen, unmerged = best_segments(run, spans, cost, saving)
                 whole = cost.conv_cost(segment_geometry(run, spans)) - saving
-                records.append({
-                    "pass": "merge_conv_chains", "action": "planned", "nodes": [v.name for v in run],
-                    "detail": f"{cost.name}: segments {[[i, j] for i, j in segments]} estimated "
-                              f"{chosen * 1e6:.1f} us; all unmerged {unmerged * 1e6:.1f} us; all merged "
-                              f"{whole * 1e6:.1f} us" + (" (incl. the residual Add it removes)" if saving else "")})
+                records.append(
+                    {
+                        "pass": "merge_conv_chains",
+                        "action": "planned",
+                        "nodes": [v.name for v in run],
+                        "detail": f"{cost.name}: segments {[[i, j] for i, j in segments]} estimated "
+                        f"{chosen * 1e6:.1f} us; all unmerged {unmerged * 1e6:.1f} us; all merged "
+                        f"{whole * 1e6:.1f} us"
+                        + (" (incl. the residual Add it removes)" if saving else ""),
+                    }
+                )
             for i, j in segments:
                 if j > i:
-                    records.append(_merge_record(run[i:j + 1], spans, cost))
+                    records.append(_merge_record(run[i : j + 1], spans, cost))
     return records
 
 
@@ -200,24 +249,43 @@ def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> Record
     cost_after = cost.conv_cost(merged_geometry) * 1e6
     before = [v.describe() for v in part]
     merged = merge_run(part)
-    spans[merged.name] = (spans.get(part[0].name, (-1, -1))[0], spans.get(part[-1].name, (-1, -1))[1])
-    return {"pass": "merge_conv_chains", "action": "merged", "nodes": [v.name for v in part],
-            "result": merged.name, "before": before, "after": merged.describe(),
-            "flops_before": sum(g.flops for g in singles), "flops_after": merged_geometry.flops,
-            "cost_before_us": round(cost_before, 3), "cost_after_us": round(cost_after, 3),
-            "detail": f"{len(part)} convs -> one {merged.describe()}"}
+    spans[merged.name] = (
+        spans.get(part[0].name, (-1, -1))[0],
+        spans.get(part[-1].name, (-1, -1))[1],
+    )
+    return {
+        "pass": "merge_conv_chains",
+        "action": "merged",
+        "nodes": [v.name for v in part],
+        "result": merged.name,
+        "before": before,
+        "after": merged.describe(),
+        "flops_before": sum(g.flops for g in singles),
+        "flops_after": merged_geometry.flops,
+        "cost_before_us": round(cost_before, 3),
+        "cost_after_us": round(cost_after, 3),
+        "detail": f"{len(part)} convs -> one {merged.describe()}",
+    }
 
 
 def _plain_gemm(node: gs.Node) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """(B as K x N, bias as N) of a Gemm computing x @ B + c, else None."""
-    if node.op != "Gemm" or node.attrs.get("transA", 0) or node.attrs.get("alpha", 1.0) != 1.0 \
-            or node.attrs.get("beta", 1.0) != 1.0:
+    if (
+        node.op != "Gemm"
+        or node.attrs.get("transA", 0)
+        or node.attrs.get("alpha", 1.0) != 1.0
+        or node.attrs.get("beta", 1.0) != 1.0
+    ):
         return None
     weight = constant(node.inputs[1])
     if weight is None or weight.ndim != 2:
         return None
     matrix = weight.T if node.attrs.get("transB", 0) else weight
-    bias = constant(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(matrix.shape[1], matrix.dtype)
+    bias = (
+        constant(node.inputs[2])
+        if len(node.inputs) > 2
+        else np.zeros(matrix.shape[1], matrix.dtype)
+    )
     if bias is None:
         return None
     return matrix.astype(np.float64), np.broadcast_to(bias.astype(np.float64), (matrix.shape[1],))
@@ -238,17 +306,36 @@ def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[Record]:
             continue
         (m1, c1), (m2, c2) = a, b
         if mode == "auto" and m1.shape[0] * m2.shape[1] > m1.size + m2.size:
-            records.append({"pass": "merge_gemm_chains", "action": "kept", "nodes": node_names([first, second]),
-                            "detail": "merging would raise the multiply-accumulates"})
+            records.append(
+                {
+                    "pass": "merge_gemm_chains",
+                    "action": "kept",
+                    "nodes": node_names([first, second]),
+                    "detail": "merging would raise the multiply-accumulates",
+                }
+            )
             continue
         dtype = constant(second.inputs[1]).dtype
         name = second.name or second.outputs[0].name
-        set_inputs(second, [first.inputs[0], gs.Constant(f"{name}.folded_weight", (m1 @ m2).astype(dtype)),
-                            gs.Constant(f"{name}.folded_bias", (c1 @ m2 + c2).astype(dtype))])
+        set_inputs(
+            second,
+            [
+                first.inputs[0],
+                gs.Constant(f"{name}.folded_weight", (m1 @ m2).astype(dtype)),
+                gs.Constant(f"{name}.folded_bias", (c1 @ m2 + c2).astype(dtype)),
+            ],
+        )
         second.attrs["transB"] = 0
-        records.append({"pass": "merge_gemm_chains", "action": "merged", "nodes": node_names([first, second]),
-                        "result": name, "flops_before": 2 * (m1.size + m2.size),
-                        "flops_after": 2 * m1.shape[0] * m2.shape[1],
-                        "detail": f"Gemm {m1.shape[0]}->{m1.shape[1]}->{m2.shape[1]} -> one Gemm "
-                                  f"{m1.shape[0]}->{m2.shape[1]}"})
+        records.append(
+            {
+                "pass": "merge_gemm_chains",
+                "action": "merged",
+                "nodes": node_names([first, second]),
+                "result": name,
+                "flops_before": 2 * (m1.size + m2.size),
+                "flops_after": 2 * m1.shape[0] * m2.shape[1],
+                "detail": f"Gemm {m1.shape[0]}->{m1.shape[1]}->{m2.shape[1]} -> one Gemm "
+                f"{m1.shape[0]}->{m2.shape[1]}",
+            }
+        )
     return records

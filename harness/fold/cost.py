@@ -25,12 +25,18 @@ class ConvGeometry:
     groups: int
     span: Optional[Tuple[int, int]] = None  # (first, last) original conv index when known
     stride: int = 1
-    dilation: Tuple[int, int] = (1, 1)  # taps every d pixels inside the kernel's extent (``kernel``)
+    dilation: Tuple[int, int] = (
+        1,
+        1,
+    )  # taps every d pixels inside the kernel's extent (``kernel``)
 
     @property
     def taps(self) -> Tuple[int, int]:
         """Kernel taps per axis (the extent ``kernel`` once its dilation is taken out)."""
-        return ((self.kernel[0] - 1) // self.dilation[0] + 1, (self.kernel[1] - 1) // self.dilation[1] + 1)
+        return (
+            (self.kernel[0] - 1) // self.dilation[0] + 1,
+            (self.kernel[1] - 1) // self.dilation[1] + 1,
+        )
 
     @property
     def flops(self) -> int:
@@ -76,11 +82,18 @@ class RooflineCostModel(CostModel):
     @classmethod
     def from_profile(cls, profile: Profile, precision: str = "fp32") -> RooflineCostModel:
         peaks = profile.peaks
-        return cls(peaks.tflops(precision) * 1e12, peaks.dram_gbps * 1e9, peaks.layer_overhead_us * 1e-6,
-                   f"roofline of {profile.name} ({precision})")
+        return cls(
+            peaks.tflops(precision) * 1e12,
+            peaks.dram_gbps * 1e9,
+            peaks.layer_overhead_us * 1e-6,
+            f"roofline of {profile.name} ({precision})",
+        )
 
     def conv_cost(self, geometry: ConvGeometry) -> float:
-        return max(geometry.flops / self.peak_flops, geometry.bytes_moved() / self.bandwidth) + self.overhead_s
+        return (
+            max(geometry.flops / self.peak_flops, geometry.bytes_moved() / self.bandwidth)
+            + self.overhead_s
+        )
 
     def elementwise_cost(self, nbytes: int) -> float:
         return nbytes / self.bandwidth + self.overhead_s
@@ -97,9 +110,15 @@ class TableCostModel(CostModel):
     table: Dict[Tuple[int, int], float]  # (st, end) -> ms
     fallback: CostModel
     name: str = "measured table"
-    geometry: Dict[Tuple[int, int], Tuple[int, int]] = dataclasses.field(default_factory=dict)  # -> (ker, str)
-    missing: Set[Tuple[int, int]] = dataclasses.field(default_factory=set)  # spans priced by the fallback
-    mismatched: Set[Tuple[int, int]] = dataclasses.field(default_factory=set)  # ... because geometry differed
+    geometry: Dict[Tuple[int, int], Tuple[int, int]] = dataclasses.field(
+        default_factory=dict
+    )  # -> (ker, str)
+    missing: Set[Tuple[int, int]] = dataclasses.field(
+        default_factory=set
+    )  # spans priced by the fallback
+    mismatched: Set[Tuple[int, int]] = dataclasses.field(
+        default_factory=set
+    )  # ... because geometry differed
 
     @property
     def mismatches(self) -> int:
@@ -110,7 +129,9 @@ class TableCostModel(CostModel):
     def from_csv(cls, path: Path, fallback: CostModel) -> TableCostModel:
         from harness.lut import read_geometry, read_table
 
-        return cls(read_table(path), fallback, f"measured table {Path(path).name}", read_geometry(path))
+        return cls(
+            read_table(path), fallback, f"measured table {Path(path).name}", read_geometry(path)
+        )
 
     def covers(self, geometry: ConvGeometry) -> bool:
         """Whether the table has this span, measured with this kernel and stride (when the table says)."""
@@ -160,18 +181,29 @@ class CalibratedCostModel(CostModel):
     @classmethod
     def from_dict(cls, fit: Dict[str, Any], name: str) -> CalibratedCostModel:
         """The model from the ``fit`` block of a calibration file."""
-        return cls({str(k): float(v) for k, v in dict(fit["fixed_s"]).items()},
-                   {str(k): float(v) for k, v in dict(fit["seconds_per_flop"]).items()},
-                   float(fit["seconds_per_byte"]), float(fit["elementwise_overhead_s"]),
-                   float(fit["elementwise_seconds_per_byte"]), name,
-                   [(str(c), int(i), int(o), int(h), float(r)) for c, i, o, h, r in fit.get("corrections", [])])
+        return cls(
+            {str(k): float(v) for k, v in dict(fit["fixed_s"]).items()},
+            {str(k): float(v) for k, v in dict(fit["seconds_per_flop"]).items()},
+            float(fit["seconds_per_byte"]),
+            float(fit["elementwise_overhead_s"]),
+            float(fit["elementwise_seconds_per_byte"]),
+            name,
+            [
+                (str(c), int(i), int(o), int(h), float(r))
+                for c, i, o, h, r in fit.get("corrections", [])
+            ],
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         """The ``fit`` block of a calibration file."""
-        return {"fixed_s": dict(self.fixed_s), "seconds_per_flop": dict(self.seconds_per_flop),
-                "seconds_per_byte": self.seconds_per_byte, "elementwise_overhead_s": self.elementwise_overhead_s,
-                "elementwise_seconds_per_byte": self.elementwise_seconds_per_byte,
-                "corrections": [list(c) for c in self.corrections]}
+        return {
+            "fixed_s": dict(self.fixed_s),
+            "seconds_per_flop": dict(self.seconds_per_flop),
+            "seconds_per_byte": self.seconds_per_byte,
+            "elementwise_overhead_s": self.elementwise_overhead_s,
+            "elementwise_seconds_per_byte": self.elementwise_seconds_per_byte,
+            "corrections": [list(c) for c in self.corrections],
+        }
 
     def nearest_class(self, depthwise: bool, kernel: int, stride: int) -> str:
         """The class itself when calibrated, else the nearest kernel size of the same kind and stride."""
@@ -179,18 +211,28 @@ class CalibratedCostModel(CostModel):
         if exact in self.seconds_per_flop:
             return exact
         kind = "dw" if depthwise else "dense"
-        candidates = [k for k in self.seconds_per_flop if k.startswith(kind + "-")] or list(self.seconds_per_flop)
+        candidates = [k for k in self.seconds_per_flop if k.startswith(kind + "-")] or list(
+            self.seconds_per_flop
+        )
         same_stride = [k for k in candidates if k.endswith(f"-s{min(stride, 2)}")] or candidates
-        return min(same_stride, key=lambda k: (abs(int(k.split("-")[1][1:]) - kernel), -int(k.split("-")[1][1:])))
+        return min(
+            same_stride,
+            key=lambda k: (abs(int(k.split("-")[1][1:]) - kernel), -int(k.split("-")[1][1:])),
+        )
 
     def fitted_cost(self, geometry: ConvGeometry) -> float:
         """The fitted formula alone, without the correction of the nearest calibrated shape."""
         name = self._class_of(geometry)
-        return (self.fixed_s[name] + self.seconds_per_flop[name] * geometry.flops
-                + self.seconds_per_byte * geometry.bytes_moved())
+        return (
+            self.fixed_s[name]
+            + self.seconds_per_flop[name] * geometry.flops
+            + self.seconds_per_byte * geometry.bytes_moved()
+        )
 
     def _class_of(self, geometry: ConvGeometry) -> str:
-        depthwise = geometry.groups > 1 and geometry.groups == geometry.in_shape[1] == geometry.out_shape[1]
+        depthwise = (
+            geometry.groups > 1 and geometry.groups == geometry.in_shape[1] == geometry.out_shape[1]
+        )
         return self.nearest_class(depthwise, max(geometry.taps), geometry.stride)
 
     def correction(self, geometry: ConvGeometry) -> float:

@@ -101,8 +101,14 @@ class ConvView:
     def describe(self) -> str:
         """e.g. ``3x3 s2 p1 g1 16->32``."""
         kh, kw = self.kernel
-        pad = self.pads[0] if len(set(self.pads)) == 1 else "(" + ",".join(map(str, self.pads)) + ")"
-        stride = self.strides[0] if self.strides[0] == self.strides[1] else f"({self.strides[0]},{self.strides[1]})"
+        pad = (
+            self.pads[0] if len(set(self.pads)) == 1 else "(" + ",".join(map(str, self.pads)) + ")"
+        )
+        stride = (
+            self.strides[0]
+            if self.strides[0] == self.strides[1]
+            else f"({self.strides[0]},{self.strides[1]})"
+        )
         dil = "" if self.dilations == (1, 1) else f" d{self.dilations[0]}"
         return f"{kh}x{kw} s{stride} p{pad}{dil} g{self.groups} {self.in_channels}->{self.out_channels}"
 
@@ -113,7 +119,11 @@ def conv_view(node: gs.Node) -> Optional[ConvView]:
         return None
     weight = constant(node.inputs[1])
     bias = constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    if weight is None or weight.ndim != 4 or (len(node.inputs) > 2 and node.inputs[2].name and bias is None):
+    if (
+        weight is None
+        or weight.ndim != 4
+        or (len(node.inputs) > 2 and node.inputs[2].name and bias is None)
+    ):
         return None
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
     if isinstance(auto_pad, bytes):
@@ -121,20 +131,44 @@ def conv_view(node: gs.Node) -> Optional[ConvView]:
     if auto_pad not in ("NOTSET", "VALID"):
         return None
     pads = tuple(node.attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else (0, 0, 0, 0)
-    return ConvView(node, weight, bias, tuple(node.attrs.get("strides", [1, 1])), pads,  # type: ignore
-                    tuple(node.attrs.get("dilations", [1, 1])), int(node.attrs.get("group", 1)))  # type: ignore
+    return ConvView(
+        node,
+        weight,
+        bias,
+        tuple(node.attrs.get("strides", [1, 1])),
+        pads,  # type: ignore
+        tuple(node.attrs.get("dilations", [1, 1])),
+        int(node.attrs.get("group", 1)),
+    )  # type: ignore
 
 
-def write_conv(view: ConvView, weight: np.ndarray, bias: np.ndarray, strides: Tuple[int, int],
-               pads: Tuple[int, int, int, int], groups: int, dilations: Tuple[int, int] = (1, 1)) -> None:
+def write_conv(
+    view: ConvView,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    strides: Tuple[int, int],
+    pads: Tuple[int, int, int, int],
+    groups: int,
+    dilations: Tuple[int, int] = (1, 1),
+) -> None:
     """Give a Conv node new weights and attributes (weights stored in the node's original dtype)."""
     dtype = view.weight.dtype
     name = view.name
-    set_inputs(view.node, [view.node.inputs[0],
-                           gs.Constant(f"{name}.folded_weight", np.ascontiguousarray(weight.astype(dtype))),
-                           gs.Constant(f"{name}.folded_bias", np.ascontiguousarray(bias.astype(dtype)))])
-    view.node.attrs.update(kernel_shape=list(weight.shape[2:]), strides=list(strides), pads=list(pads),
-                           dilations=list(dilations), group=int(groups))
+    set_inputs(
+        view.node,
+        [
+            view.node.inputs[0],
+            gs.Constant(f"{name}.folded_weight", np.ascontiguousarray(weight.astype(dtype))),
+            gs.Constant(f"{name}.folded_bias", np.ascontiguousarray(bias.astype(dtype))),
+        ],
+    )
+    view.node.attrs.update(
+        kernel_shape=list(weight.shape[2:]),
+        strides=list(strides),
+        pads=list(pads),
+        dilations=list(dilations),
+        group=int(groups),
+    )
     view.node.attrs.pop("auto_pad", None)
 
 

@@ -35,7 +35,9 @@ class FoldReport:
 
     def to_text(self) -> str:
         """A reviewer-readable account of the fold."""
-        lines = [f"fold (merge={self.merge}, cost model: {self.cost_model}) in {self.elapsed_s:.2f} s"]
+        lines = [
+            f"fold (merge={self.merge}, cost model: {self.cost_model}) in {self.elapsed_s:.2f} s"
+        ]
         for record in self.records:
             nodes = ", ".join(n for n in record["nodes"] if n)
             line = f"  [{record['action']}] {record['pass']}" + (f": {nodes}" if nodes else "")
@@ -49,13 +51,19 @@ class FoldReport:
                 line += f"; estimated {record['cost_before_us']:.1f} us -> {record['cost_after_us']:.1f} us"
             lines.append(line)
         ops = sorted(set(self.nodes_before) | set(self.nodes_after))
-        lines.append("  nodes: " + ", ".join(f"{op} {self.nodes_before.get(op, 0)}->{self.nodes_after.get(op, 0)}"
-                                             for op in ops))
+        lines.append(
+            "  nodes: "
+            + ", ".join(
+                f"{op} {self.nodes_before.get(op, 0)}->{self.nodes_after.get(op, 0)}" for op in ops
+            )
+        )
         if not self.changed:
             lines.append("  nothing to fold: the model is written unchanged")
-        lines.append(f"  FLOPs: {self.flops_before / 1e6:.2f}M -> {self.flops_after / 1e6:.2f}M; "
-                     f"{self.count('merged')} merges, {self.count('folded')} folds, {self.count('removed')} removals, "
-                     f"{self.count('refused')} refusals")
+        lines.append(
+            f"  FLOPs: {self.flops_before / 1e6:.2f}M -> {self.flops_after / 1e6:.2f}M; "
+            f"{self.count('merged')} merges, {self.count('folded')} folds, {self.count('removed')} removals, "
+            f"{self.count('refused')} refusals"
+        )
         if self.verification:
             lines.append("  " + verification_text(self.verification))
         return "\n".join(lines)
@@ -65,6 +73,8 @@ def verification_text(v: Dict[str, Any]) -> str:
     """One line saying how the fold was verified, or why it could not be."""
     if not v.get("verified", True):
         return f"not verified: {v['note']}"
-    return (f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) over "
-            f"{v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes {v['batch_sizes']}"
-            + (f"; {v['note']}" if v.get("note") else ""))
+    return (
+        f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) over "
+        f"{v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes {v['batch_sizes']}"
+        + (f"; {v['note']}" if v.get("note") else "")
+    )

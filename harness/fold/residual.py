@@ -27,9 +27,17 @@ class _Branch:
     large kernels to float64 for each of them would dominate the fold time on big models.
     """
 
-    def __init__(self, kind: str, make: Callable[[], Tuple[np.ndarray, np.ndarray]], size: Tuple[int, int],
-                 pads: Tuple[int, int, int, int], strides: Tuple[int, int], node: Optional[gs.Node],
-                 out_channels: int, in_channels: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        make: Callable[[], Tuple[np.ndarray, np.ndarray]],
+        size: Tuple[int, int],
+        pads: Tuple[int, int, int, int],
+        strides: Tuple[int, int],
+        node: Optional[gs.Node],
+        out_channels: int,
+        in_channels: int,
+    ) -> None:
         self.kind, self.size, self.pads, self.strides, self.node = kind, size, pads, strides, node
         self.out_channels, self.in_channels = out_channels, in_channels
         self._make, self._made = make, None
@@ -48,7 +56,9 @@ class _Branch:
         return self._dense()[1]
 
 
-def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[gs.Tensor], Optional[_Branch]]:
+def _branch(
+    graph: gs.Graph, tensor: gs.Tensor, add: gs.Node
+) -> Tuple[Optional[gs.Tensor], Optional[_Branch]]:
     """(x, branch) when ``tensor`` is conv(x) or bn(x) read only by ``add``; (tensor, None) otherwise."""
     node = producer(tensor)
     if node is None or sole_consumer(graph, tensor) is not add:
@@ -60,11 +70,21 @@ def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[
 
         def dense_conv(view=view):
             weight = algebra.dilate_kernel(view.weight.astype(np.float64), view.dilations)
-            bias = np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
+            bias = (
+                np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
+            )
             return algebra.to_dense(weight, view.groups), bias
 
-        return node.inputs[0], _Branch(f"conv {view.describe()}", dense_conv, view.effective_kernel, view.pads,
-                                       view.strides, node, view.out_channels, view.in_channels)
+        return node.inputs[0], _Branch(
+            f"conv {view.describe()}",
+            dense_conv,
+            view.effective_kernel,
+            view.pads,
+            view.strides,
+            node,
+            view.out_channels,
+            view.in_channels,
+        )
     if node.op == "BatchNormalization":
         params = bn_params(node)
         if params is None:
@@ -76,29 +96,43 @@ def _branch(graph: gs.Graph, tensor: gs.Tensor, add: gs.Node) -> Tuple[Optional[
             weight[np.arange(scale.size), np.arange(scale.size), 0, 0] = scale
             return weight, shift
 
-        return node.inputs[0], _Branch("batchnorm", dense_bn, (1, 1), (0, 0, 0, 0), (1, 1), node, scale.size,
-                                       scale.size)
+        return node.inputs[0], _Branch(
+            "batchnorm", dense_bn, (1, 1), (0, 0, 0, 0), (1, 1), node, scale.size, scale.size
+        )
     return tensor, None
 
 
-def _align(branches: List[_Branch], size_in: Tuple[int, int]) -> Tuple[Optional[str], Tuple[int, int],
-                                                                       Tuple[int, int, int, int]]:
+def _align(
+    branches: List[_Branch], size_in: Tuple[int, int]
+) -> Tuple[Optional[str], Tuple[int, int], Tuple[int, int, int, int]]:
     """(refusal reason or None, merged kernel size, merged pads): one window covering every branch's window."""
     if len({b.strides for b in branches}) != 1:
         return "the branches have different strides", (0, 0), (0, 0, 0, 0)
     if len({b.out_channels for b in branches}) != 1:
-        return "the branches have different channel counts (a broadcasting Add)", (0, 0), (0, 0, 0, 0)
+        return (
+            "the branches have different channel counts (a broadcasting Add)",
+            (0, 0),
+            (0, 0, 0, 0),
+        )
     stride = branches[0].strides
     begin = tuple(max(b.pads[d] for b in branches) for d in (0, 1))
     size = tuple(max(begin[d] - b.pads[d] + b.size[d] for b in branches) for d in (0, 1))
-    end = tuple(max(0, max(b.pads[d] + b.pads[2 + d] - b.size[d] for b in branches)
-                    - begin[d] + size[d]) for d in (0, 1))
+    end = tuple(
+        max(0, max(b.pads[d] + b.pads[2 + d] - b.size[d] for b in branches) - begin[d] + size[d])
+        for d in (0, 1)
+    )
     for d in (0, 1):
         merged_out = conv_output_size(size_in[d], size[d], stride[d], begin[d] + end[d])
-        outs = {conv_output_size(size_in[d], b.size[d], stride[d], b.pads[d] + b.pads[2 + d])
-                for b in branches}
+        outs = {
+            conv_output_size(size_in[d], b.size[d], stride[d], b.pads[d] + b.pads[2 + d])
+            for b in branches
+        }
         if outs != {merged_out}:
-            return "the branches' outputs differ in shape or window (a broadcasting Add?)", size, (0,) * 4
+            return (
+                "the branches' outputs differ in shape or window (a broadcasting Add?)",
+                size,
+                (0,) * 4,
+            )
     return None, size, (begin[0], begin[1], end[0], end[1])  # type: ignore
 
 
@@ -106,7 +140,9 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
     """Fold ``Add`` (and two-input ``Sum``) nodes whose inputs are conv/bn/identity branches of the same tensor
     into one Conv."""
     records = []
-    for add in [n for n in graph.nodes if n.op in ("Add", "Sum") and len(n.inputs) == 2 and n.outputs]:
+    for add in [
+        n for n in graph.nodes if n.op in ("Add", "Sum") and len(n.inputs) == 2 and n.outputs
+    ]:
         found = [_branch(graph, t, add) for t in add.inputs]
         sources = {id(x) for x, _ in found}
         convs = [b for _, b in found if b is not None and b.kind.startswith("conv")]
@@ -121,8 +157,16 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
                     branches = None
                     reason = "identity shortcut around a strided or channel-changing conv"
                     break
-                branch = _Branch("identity", lambda c=channels: (algebra.identity_kernel(c, 1), np.zeros(c)),
-                                 (1, 1), (0,) * 4, (1, 1), None, channels, channels)
+                branch = _Branch(
+                    "identity",
+                    lambda c=channels: (algebra.identity_kernel(c, 1), np.zeros(c)),
+                    (1, 1),
+                    (0,) * 4,
+                    (1, 1),
+                    None,
+                    channels,
+                    channels,
+                )
             branches.append(branch)
         if branches is not None:
             shape = x.shape
@@ -131,10 +175,14 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
             reason, size, pads = _align(branches, (shape[2], shape[3]))
         names = [b.node.name for _, b in found if b is not None and b.node is not None] + [add.name]
         if reason:
-            records.append({"pass": "fold_residuals", "action": "refused", "nodes": names, "detail": reason})
+            records.append(
+                {"pass": "fold_residuals", "action": "refused", "nodes": names, "detail": reason}
+            )
             continue
-        weight = sum(algebra.place_kernel(b.weight, size, (pads[0] - b.pads[0], pads[1] - b.pads[1]))
-                     for b in branches)
+        weight = sum(
+            algebra.place_kernel(b.weight, size, (pads[0] - b.pads[0], pads[1] - b.pads[1]))
+            for b in branches
+        )
         bias = sum(b.bias for b in branches)
         groups = algebra.largest_groups(weight)
         weight, dilations = algebra.recover_dilation(algebra.to_grouped(weight, groups))
@@ -146,7 +194,15 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
         add.inputs.clear()
         add.outputs.clear()
         after = conv_view(carrier).describe()
-        records.append({"pass": "fold_residuals", "action": "folded", "nodes": names, "result": carrier.name,
-                        "before": [b.kind for b in branches], "after": after,
-                        "detail": " + ".join(b.kind for b in branches) + f" -> one conv {after}"})
+        records.append(
+            {
+                "pass": "fold_residuals",
+                "action": "folded",
+                "nodes": names,
+                "result": carrier.name,
+                "before": [b.kind for b in branches],
+                "after": after,
+                "detail": " + ".join(b.kind for b in branches) + f" -> one conv {after}",
+            }
+        )
     return records

@@ -8,7 +8,16 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from harness.fold.algebra import bn_scale_shift
-from harness.fold.graph import bypass, constant, conv_view, producer, rewire, set_inputs, sole_consumer, write_conv
+from harness.fold.graph import (
+    bypass,
+    constant,
+    conv_view,
+    producer,
+    rewire,
+    set_inputs,
+    sole_consumer,
+    write_conv,
+)
 
 Record = Dict[str, Any]
 
@@ -36,9 +45,19 @@ def fold_batchnorm(graph: gs.Graph) -> List[Record]:
             view = conv_view(source)
             if view is None:
                 continue
-            bias = np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
+            bias = (
+                np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
+            )
             weight = view.weight.astype(np.float64) * scale[:, None, None, None]
-            write_conv(view, weight, bias * scale + shift, view.strides, view.pads, view.groups, view.dilations)
+            write_conv(
+                view,
+                weight,
+                bias * scale + shift,
+                view.strides,
+                view.pads,
+                view.groups,
+                view.dilations,
+            )
         elif source.op == "Gemm":
             if not _fold_bn_into_gemm(source, scale, shift):
                 continue
@@ -47,17 +66,28 @@ def fold_batchnorm(graph: gs.Graph) -> List[Record]:
         source.outputs[0] = bn.outputs[0]
         bn.inputs.clear()
         bn.outputs.clear()
-        records.append({"pass": "fold_batchnorm", "action": "folded", "nodes": [bn.name, source.name],
-                        "result": source.name, "detail": "BatchNormalization folded into "
-                                  + ("MatMul + Add" if source.op == "Add" else source.op)})
+        records.append(
+            {
+                "pass": "fold_batchnorm",
+                "action": "folded",
+                "nodes": [bn.name, source.name],
+                "result": source.name,
+                "detail": "BatchNormalization folded into "
+                + ("MatMul + Add" if source.op == "Add" else source.op),
+            }
+        )
     return records
 
 
 def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
     """Scale a plain Gemm's output columns; False when the Gemm is not plain (transA, alpha, beta, inputs)."""
     weight = constant(gemm.inputs[1])
-    if weight is None or gemm.attrs.get("transA", 0) or gemm.attrs.get("alpha", 1.0) != 1.0 \
-            or gemm.attrs.get("beta", 1.0) != 1.0:
+    if (
+        weight is None
+        or gemm.attrs.get("transA", 0)
+        or gemm.attrs.get("alpha", 1.0) != 1.0
+        or gemm.attrs.get("beta", 1.0) != 1.0
+    ):
         return False
     bias = constant(gemm.inputs[2]) if len(gemm.inputs) > 2 else np.zeros(scale.shape)
     if bias is None:
@@ -67,26 +97,48 @@ def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> b
     w = w * scale[:, None] if gemm.attrs.get("transB", 0) else w * scale[None, :]
     b = np.broadcast_to(bias.astype(np.float64), scale.shape) * scale + shift
     name = gemm.name or gemm.outputs[0].name
-    set_inputs(gemm, [gemm.inputs[0], gs.Constant(f"{name}.folded_weight", w.astype(dtype)),
-                      gs.Constant(f"{name}.folded_bias", b.astype(dtype))])
+    set_inputs(
+        gemm,
+        [
+            gemm.inputs[0],
+            gs.Constant(f"{name}.folded_weight", w.astype(dtype)),
+            gs.Constant(f"{name}.folded_bias", b.astype(dtype)),
+        ],
+    )
     return True
 
 
-def _fold_bn_into_matmul_add(graph: gs.Graph, add: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+def _fold_bn_into_matmul_add(
+    graph: gs.Graph, add: gs.Node, scale: np.ndarray, shift: np.ndarray
+) -> bool:
     """Fold into ``Add(MatMul(x, W), b)`` on rank-2 tensors (a Linear layer exported as MatMul + Add)."""
     if len(add.inputs) != 2 or add.outputs[0].shape is None or len(add.outputs[0].shape) != 2:
         return False
     if constant(add.inputs[0]) is not None:
         set_inputs(add, [add.inputs[1], add.inputs[0]])
     matmul, bias = producer(add.inputs[0]), constant(add.inputs[1])
-    if matmul is None or matmul.op != "MatMul" or bias is None or sole_consumer(graph, add.inputs[0]) is not add:
+    if (
+        matmul is None
+        or matmul.op != "MatMul"
+        or bias is None
+        or sole_consumer(graph, add.inputs[0]) is not add
+    ):
         return False
     weight = constant(matmul.inputs[1])
-    if weight is None or weight.ndim != 2 or weight.shape[1] != scale.size or bias.size not in (1, scale.size):
+    if (
+        weight is None
+        or weight.ndim != 2
+        or weight.shape[1] != scale.size
+        or bias.size not in (1, scale.size)
+    ):
         return False
     name = matmul.name or matmul.outputs[0].name
-    matmul.outputs[0].name += ".bn_folded"  # a new value: never compared with the original's tensor of that name
-    matmul.inputs[1] = gs.Constant(f"{name}.folded_weight", (weight.astype(np.float64) * scale).astype(weight.dtype))
+    matmul.outputs[
+        0
+    ].name += ".bn_folded"  # a new value: never compared with the original's tensor of that name
+    matmul.inputs[1] = gs.Constant(
+        f"{name}.folded_weight", (weight.astype(np.float64) * scale).astype(weight.dtype)
+    )
     folded_bias = np.broadcast_to(bias.astype(np.float64).reshape(-1), scale.shape) * scale + shift
     add.inputs[1] = gs.Constant(f"{name}.folded_bias", folded_bias.astype(bias.dtype))
     return True
@@ -100,8 +152,12 @@ def _is_constant_value(tensor: gs.Tensor, value: float) -> bool:
 def _same_shape_out(node: gs.Node) -> bool:
     """The node's output has the shape of its first input (a broadcast against a constant does not grow it)."""
     source, result = node.inputs[0], node.outputs[0]
-    return source.shape is not None and result.shape is not None and list(source.shape) == list(result.shape) \
+    return (
+        source.shape is not None
+        and result.shape is not None
+        and list(source.shape) == list(result.shape)
         and all(isinstance(d, int) for d in source.shape)
+    )
 
 
 def _identity_like(node: gs.Node) -> str:
@@ -113,8 +169,12 @@ def _identity_like(node: gs.Node) -> str:
         if training is None or _is_constant_value(training, 0):
             return "Dropout (inference)"
         return ""  # training_mode true or computed: random, not an identity
-    if len(node.inputs) == 2 and node.op in ("Add", "Mul") and constant(node.inputs[0]) is not None \
-            and constant(node.inputs[1]) is None:
+    if (
+        len(node.inputs) == 2
+        and node.op in ("Add", "Mul")
+        and constant(node.inputs[0]) is not None
+        and constant(node.inputs[1]) is None
+    ):
         set_inputs(node, [node.inputs[1], node.inputs[0]])  # commutative: put the constant second
     if len(node.inputs) == 2 and _same_shape_out(node):
         other = node.inputs[1]
@@ -135,11 +195,19 @@ def remove_identities(graph: gs.Graph) -> List[Record]:
             continue
         reason = _identity_like(node)
         if reason:
-            while len(node.outputs) > 1:  # an unread Dropout mask (slice assignment breaks graphsurgeon's links)
+            while (
+                len(node.outputs) > 1
+            ):  # an unread Dropout mask (slice assignment breaks graphsurgeon's links)
                 node.outputs.pop()
             if bypass(graph, node):
-                records.append({"pass": "remove_identities", "action": "removed", "nodes": [node.name],
-                                "detail": reason})
+                records.append(
+                    {
+                        "pass": "remove_identities",
+                        "action": "removed",
+                        "nodes": [node.name],
+                        "detail": reason,
+                    }
+                )
         elif node.op == "Transpose":
             records += _cancel_transposes(graph, node)
     return records
@@ -147,8 +215,13 @@ def remove_identities(graph: gs.Graph) -> List[Record]:
 
 def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[Record]:
     second = sole_consumer(graph, first.outputs[0])
-    if second is None or second.op != "Transpose" or "perm" not in first.attrs or "perm" not in second.attrs \
-            or second.outputs[0] in graph.outputs:
+    if (
+        second is None
+        or second.op != "Transpose"
+        or "perm" not in first.attrs
+        or "perm" not in second.attrs
+        or second.outputs[0] in graph.outputs
+    ):
         return []
     p1, p2 = list(first.attrs["perm"]), list(second.attrs["perm"])
     if [p1[i] for i in p2] != list(range(len(p1))):
@@ -157,8 +230,14 @@ def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[Record]:
     rewire(second.outputs[0], source)
     first.outputs.clear()
     second.outputs.clear()
-    return [{"pass": "remove_identities", "action": "removed", "nodes": [first.name, second.name],
-             "detail": "Transpose pair that cancels"}]
+    return [
+        {
+            "pass": "remove_identities",
+            "action": "removed",
+            "nodes": [first.name, second.name],
+            "detail": "Transpose pair that cancels",
+        }
+    ]
 
 
 def fold_zero_pads(graph: gs.Graph) -> List[Record]:
@@ -171,15 +250,25 @@ def fold_zero_pads(graph: gs.Graph) -> List[Record]:
         if amounts is None or not readers or out in graph.outputs:
             continue
         views = [conv_view(r) for r in readers]
-        if any(v is None or v.node.inputs[0] is not out or v.node.attrs.get("auto_pad", "NOTSET") not in
-               ("NOTSET", b"NOTSET") for v in views):
+        if any(
+            v is None
+            or v.node.inputs[0] is not out
+            or v.node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
+            for v in views
+        ):
             continue
         for view in views:
             pads = [p + a for p, a in zip(view.pads, amounts)]
             view.node.attrs["pads"] = pads
             view.node.inputs[0] = pad.inputs[0]
-        records.append({"pass": "fold_zero_pads", "action": "folded", "nodes": [pad.name] + [v.name for v in views],
-                        "detail": f"zero Pad {amounts} (top, left, bottom, right) moved into the Conv's pads"})
+        records.append(
+            {
+                "pass": "fold_zero_pads",
+                "action": "folded",
+                "nodes": [pad.name] + [v.name for v in views],
+                "detail": f"zero Pad {amounts} (top, left, bottom, right) moved into the Conv's pads",
+            }
+        )
     return records
 
 
@@ -193,12 +282,23 @@ def _spatial_zero_pads(pad: gs.Node):
     else:
         amounts = constant(pad.inputs[1]) if len(pad.inputs) > 1 else None
         fill = pad.inputs[2] if len(pad.inputs) > 2 and pad.inputs[2].name else None
-        value = 0.0 if fill is None else (float(constant(fill).reshape(-1)[0]) if constant(fill) is not None
-                                          and constant(fill).size == 1 else None)
+        value = (
+            0.0
+            if fill is None
+            else (
+                float(constant(fill).reshape(-1)[0])
+                if constant(fill) is not None and constant(fill).size == 1
+                else None
+            )
+        )
         if amounts is None or value is None or (len(pad.inputs) > 3 and pad.inputs[3].name):
             return None  # computed pads, a non-constant fill value, or explicit axes
         amounts = [int(a) for a in amounts.reshape(-1)]
-    if value != 0.0 or len(amounts) != 8 or any(amounts[i] for i in (0, 1, 4, 5)) or min(amounts) < 0:
+    if (
+        value != 0.0
+        or len(amounts) != 8
+        or any(amounts[i] for i in (0, 1, 4, 5))
+        or min(amounts) < 0
+    ):
         return None
     return (amounts[2], amounts[3], amounts[6], amounts[7])
-

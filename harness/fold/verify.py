@@ -19,7 +19,9 @@ import onnx
 from harness.errors import FoldVerificationError
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
-RESPONSIVE = 1e-3  # a tensor "responds" to the input when two inputs change it by more than this (relative)
+RESPONSIVE = (
+    1e-3  # a tensor "responds" to the input when two inputs change it by more than this (relative)
+)
 FLOAT_KINDS = "fc"
 # Two inputs measure how the compared tensors respond; each rewrite is also checked on its own random inputs.
 # The model's own batch is always checked; another batch size re-batches (and re-infers) the whole graph, which
@@ -41,7 +43,9 @@ class VerifyResult:
     worst_tensor: str = ""
     output_response: float = 0.0  # smallest relative change of an output between two inputs
     responsive: int = 0  # compared tensors that respond to the input
-    local_checks: int = 0  # rewritten nodes compared with the subgraph they replaced, on random inputs
+    local_checks: int = (
+        0  # rewritten nodes compared with the subgraph they replaced, on random inputs
+    )
 
     @property
     def verified(self) -> bool:
@@ -59,7 +63,9 @@ def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
     copy.CopyFrom(model)
     del copy.graph.value_info[:]
     initializers = {t.name for t in copy.graph.initializer}
-    for value in [v for v in copy.graph.input if v.name not in initializers] + list(copy.graph.output):
+    for value in [v for v in copy.graph.input if v.name not in initializers] + list(
+        copy.graph.output
+    ):
         dims = value.type.tensor_type.shape.dim
         if not dims:
             return None
@@ -82,15 +88,21 @@ def _session(model: onnx.ModelProto):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _node_outputs(model: onnx.ModelProto) -> Dict[str, onnx.ValueInfoProto]:
     """Typed intermediate tensors written by nodes (graph outputs excluded), by name."""
     typed = {v.name: v for v in model.graph.value_info if v.type.tensor_type.elem_type}
     outputs = {o.name for o in model.graph.output}
-    return {name: typed[name] for node in model.graph.node for name in node.output
-            if name in typed and name not in outputs}
+    return {
+        name: typed[name]
+        for node in model.graph.node
+        for name in node.output
+        if name in typed and name not in outputs
+    }
 
 
 def _with_outputs(model: onnx.ModelProto, extra: List[onnx.ValueInfoProto]) -> onnx.ModelProto:
@@ -115,14 +127,18 @@ def shared_tensors(original: onnx.ModelProto, candidate: onnx.ModelProto) -> Lis
 
 def _feed_shape(shape: Sequence[Any]) -> Tuple[int, ...]:
     """A concrete shape for an input: dynamic dims as 1 (leading) or 16 (others)."""
-    return tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else 16) for i, d in enumerate(shape))
+    return tuple(
+        d if isinstance(d, int) and d > 0 else (1 if i == 0 else 16) for i, d in enumerate(shape)
+    )
 
 
 def _inputs(session, seed: int) -> Dict[str, np.ndarray]:
     """Seeded inputs: normal floats, except uniform [0, 1) for rank <= 1 inputs beside higher-rank ones
     (parameter-like: a variance must not be negative); 0/1 for integers and booleans (valid indices, flags)."""
     rng = np.random.default_rng(seed)
-    args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session.get_inputs()]
+    args = [
+        (arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session.get_inputs()
+    ]
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
     for arg, shape, dtype in args:
@@ -139,9 +155,16 @@ def _inputs(session, seed: int) -> Dict[str, np.ndarray]:
 
 def _input_dtype(type_name: str) -> np.dtype:
     """numpy dtype of an ONNX Runtime input type such as ``tensor(float)``."""
-    kind = type_name[len("tensor("):-1] if type_name.startswith("tensor(") else type_name
-    return np.dtype({"float": "float32", "double": "float64", "float16": "float16", "bool": "bool",
-                     "string": "object"}.get(kind, kind))
+    kind = type_name[len("tensor(") : -1] if type_name.startswith("tensor(") else type_name
+    return np.dtype(
+        {
+            "float": "float32",
+            "double": "float64",
+            "float16": "float16",
+            "bool": "bool",
+            "string": "object",
+        }.get(kind, kind)
+    )
 
 
 def _arrays(value: Any) -> List[np.ndarray]:
@@ -200,7 +223,9 @@ def _tolerance(value: Any, rtol: float) -> float:
 class _Pair:
     """Original and candidate sessions, outputs first, then the shared intermediate tensors."""
 
-    def __init__(self, original: onnx.ModelProto, candidate: onnx.ModelProto, intermediates: bool) -> None:
+    def __init__(
+        self, original: onnx.ModelProto, candidate: onnx.ModelProto, intermediates: bool
+    ) -> None:
         names = shared_tensors(original, candidate) if intermediates else []
         values = _node_outputs(original)
         extra = [values[n] for n in names]
@@ -210,11 +235,15 @@ class _Pair:
         try:
             self.candidate = _session(_with_outputs(candidate, extra) if extra else candidate)
         except Exception as exc:  # noqa: BLE001 - the candidate is what is being checked
-            raise _CandidateFailed(f"ONNX Runtime cannot load the candidate: {_first_line(exc)}") from None
+            raise _CandidateFailed(
+                f"ONNX Runtime cannot load the candidate: {_first_line(exc)}"
+            ) from None
         candidate_outputs = [o.name for o in candidate.graph.output]
         if len(candidate_outputs) != len(self.outputs):
-            raise _CandidateFailed(f"the candidate has {len(candidate_outputs)} outputs, the original "
-                                   f"{len(self.outputs)}")
+            raise _CandidateFailed(
+                f"the candidate has {len(candidate_outputs)} outputs, the original "
+                f"{len(self.outputs)}"
+            )
         self.candidate_names = candidate_outputs + names
 
 
@@ -222,9 +251,14 @@ class _CandidateFailed(Exception):
     """The candidate cannot be loaded or run where the original can: it is different."""
 
 
-def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds: Sequence[int] = SEEDS,
-                   batch_sizes: Sequence[int] = BATCH_SIZES, rtol: float = 1e-4,
-                   intermediates: bool = True) -> VerifyResult:
+def compare_models(
+    original: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    seeds: Sequence[int] = SEEDS,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    rtol: float = 1e-4,
+    intermediates: bool = True,
+) -> VerifyResult:
     """Compare two graphs meant to compute the same function; never raises for a difference (see ``status``).
 
     The model's own batch is always checked; the other ``batch_sizes`` where the graph can be re-batched.
@@ -236,8 +270,11 @@ def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds:
     responses: Dict[str, float] = {}
     own = _batch_of(original)
     for batch in [own] + [b for b in batch_sizes if b != own]:
-        pair_models = (original, candidate) if batch == own else (
-            with_batch(original, batch), with_batch(candidate, batch))
+        pair_models = (
+            (original, candidate)
+            if batch == own
+            else (with_batch(original, batch), with_batch(candidate, batch))
+        )
         if pair_models[0] is None or pair_models[1] is None:
             notes.append(f"batch {batch} not checked: the graph has a fixed batch inside")
             continue
@@ -246,7 +283,10 @@ def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds:
         except _CandidateFailed as exc:
             return _different(result, str(exc))
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime cannot run the original: nothing to compare with
-            result.status, result.note = NOT_VERIFIED, f"ONNX Runtime cannot load the original: {_first_line(exc)}"
+            result.status, result.note = (
+                NOT_VERIFIED,
+                f"ONNX Runtime cannot load the original: {_first_line(exc)}",
+            )
             return result
         result.batch_sizes.append(batch)
         result.compared = max(result.compared, len(pair.names))
@@ -263,7 +303,9 @@ def compare_models(original: onnx.ModelProto, candidate: onnx.ModelProto, seeds:
                 feeds = dict(zip([i.name for i in pair.candidate.get_inputs()], feeds.values()))
                 got = pair.candidate.run(pair.candidate_names, feeds)
             except Exception as exc:  # noqa: BLE001
-                return _different(result, f"ONNX Runtime cannot run the candidate: {_first_line(exc)}")
+                return _different(
+                    result, f"ONNX Runtime cannot run the candidate: {_first_line(exc)}"
+                )
             for name, a, b in zip(pair.names, expected, got):
                 error = relative_error(a, b)
                 if error > result.max_rel_error:
@@ -298,9 +340,13 @@ def changed_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List
         if not constants:
             continue
         twin = twins.get(tuple(node.output))
-        if twin is not None and twin.op_type == node.op_type and list(twin.input) == list(node.input) \
-                and list(twin.attribute) == list(node.attribute) \
-                and all(weights.get(name) == theirs[name] for name in constants):
+        if (
+            twin is not None
+            and twin.op_type == node.op_type
+            and list(twin.input) == list(node.input)
+            and list(twin.attribute) == list(node.attribute)
+            and all(weights.get(name) == theirs[name] for name in constants)
+        ):
             continue
         changed.append(node)
     return changed
@@ -315,8 +361,13 @@ def _static_shape(model: onnx.ModelProto, name: str) -> Optional[Tuple[int, ...]
     return None
 
 
-def _check_locally(original: onnx.ModelProto, candidate: onnx.ModelProto, result: VerifyResult,
-                   notes: List[str], seed: int) -> None:
+def _check_locally(
+    original: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    result: VerifyResult,
+    notes: List[str],
+    seed: int,
+) -> None:
     """Compare each rewritten node with the part of the original between the same tensors, on random normal
     inputs of the boundary tensors (every channel excited, whatever the network feeds it)."""
     import onnx.utils
@@ -324,7 +375,9 @@ def _check_locally(original: onnx.ModelProto, candidate: onnx.ModelProto, result
     changed = changed_nodes(original, candidate)
     if not changed:
         return
-    known = {v.name for v in original.graph.input} | {o for n in original.graph.node for o in n.output}
+    known = {v.name for v in original.graph.input} | {
+        o for n in original.graph.node for o in n.output
+    }
     weights = {t.name for t in candidate.graph.initializer}
     extractors: List[Any] = []
     skipped = 0
@@ -333,14 +386,21 @@ def _check_locally(original: onnx.ModelProto, candidate: onnx.ModelProto, result
         inputs = [name for name in node.input if name and name not in weights]
         outputs = [name for name in node.output if name]
         shapes = [_static_shape(candidate, name) for name in inputs]
-        if not inputs or any(s is None for s in shapes) or any(n not in known for n in inputs + outputs):
+        if (
+            not inputs
+            or any(s is None for s in shapes)
+            or any(n not in known for n in inputs + outputs)
+        ):
             skipped += 1
             continue
         try:
             if not extractors:
                 extractors = [onnx.utils.Extractor(original), onnx.utils.Extractor(candidate)]
             parts = [e.extract_model(inputs, outputs) for e in extractors]
-            feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in zip(inputs, shapes)}
+            feeds = {
+                name: rng.standard_normal(shape).astype(np.float32)
+                for name, shape in zip(inputs, shapes)
+            }
             expected = _session(parts[0]).run(outputs, feeds)
         except Exception:  # noqa: BLE001 - a boundary the original cannot be cut at (checked globally only)
             skipped += 1
@@ -348,17 +408,24 @@ def _check_locally(original: onnx.ModelProto, candidate: onnx.ModelProto, result
         try:
             got = _session(parts[1]).run(outputs, feeds)
         except Exception as exc:  # noqa: BLE001
-            _different(result, f"ONNX Runtime cannot run rewritten node {node.name}: {_first_line(exc)}")
+            _different(
+                result, f"ONNX Runtime cannot run rewritten node {node.name}: {_first_line(exc)}"
+            )
             return
         result.local_checks += 1
         for name, a, b in zip(outputs, expected, got):
             error = relative_error(a, b)
             if error > result.max_rel_error:
-                result.max_rel_error, result.worst_tensor = error, f"{name} (local check of {node.name})"
+                result.max_rel_error, result.worst_tensor = (
+                    error,
+                    f"{name} (local check of {node.name})",
+                )
             if error > _tolerance(a, result.tolerance):
                 result.status = DIFFERENT
-    notes.append(f"{result.local_checks} rewritten nodes checked against the original subgraph they replaced"
-                 + (f" ({skipped} could not be cut out)" if skipped else ""))
+    notes.append(
+        f"{result.local_checks} rewritten nodes checked against the original subgraph they replaced"
+        + (f" ({skipped} could not be cut out)" if skipped else "")
+    )
 
 
 def _different(result: VerifyResult, why: str) -> VerifyResult:
@@ -366,8 +433,13 @@ def _different(result: VerifyResult, why: str) -> VerifyResult:
     return result
 
 
-def _judge_response(result: VerifyResult, responses: Dict[str, float], outputs: List[str], notes: List[str],
-                    seeds: int) -> None:
+def _judge_response(
+    result: VerifyResult,
+    responses: Dict[str, float],
+    outputs: List[str],
+    notes: List[str],
+    seeds: int,
+) -> None:
     """Refuse to call a comparison verified when nothing it compared responds to the input."""
     if seeds < 2:
         notes.append("one seed: how strongly the tensors respond to the input was not measured")
@@ -376,24 +448,35 @@ def _judge_response(result: VerifyResult, responses: Dict[str, float], outputs: 
     result.output_response = min((responses.get(o, 0.0) for o in outputs), default=0.0)
     if result.output_response <= RESPONSIVE:
         inner = result.responsive - sum(responses.get(o, 0.0) > RESPONSIVE for o in outputs)
-        notes.append(f"an output barely responds to the input (relative change {result.output_response:.2g} "
-                     f"between two inputs); {inner} intermediate tensors that do were compared")
+        notes.append(
+            f"an output barely responds to the input (relative change {result.output_response:.2g} "
+            f"between two inputs); {inner} intermediate tensors that do were compared"
+        )
     if result.status == EQUIVALENT and result.responsive == 0:
         result.status = NOT_VERIFIED
-        notes.insert(0, "no compared tensor responds to the input (a wrong graph could pass this comparison)")
+        notes.insert(
+            0, "no compared tensor responds to the input (a wrong graph could pass this comparison)"
+        )
 
 
-def verify_fold(original: onnx.ModelProto, folded: onnx.ModelProto, seeds: Sequence[int] = SEEDS,
-                batch_sizes: Sequence[int] = BATCH_SIZES, rtol: float = 1e-4) -> VerifyResult:
+def verify_fold(
+    original: onnx.ModelProto,
+    folded: onnx.ModelProto,
+    seeds: Sequence[int] = SEEDS,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    rtol: float = 1e-4,
+) -> VerifyResult:
     """Compare a fold with its original; raise ``FoldVerificationError`` when they differ. A comparison that
     cannot run (ONNX Runtime refuses the original) returns ``status == "not verified"`` with the reason."""
     result = compare_models(original, folded, seeds, batch_sizes, rtol)
     if result.status == DIFFERENT:
         where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
-        raise FoldVerificationError(f"folded graph differs from the original: max relative error "
-                                    f"{result.max_rel_error:.3g}{where} > {rtol:g}"
-                                    + (f" ({result.note})" if result.note else "")
-                                    + "; the fold is wrong, do not use it (please report this model)")
+        raise FoldVerificationError(
+            f"folded graph differs from the original: max relative error "
+            f"{result.max_rel_error:.3g}{where} > {rtol:g}"
+            + (f" ({result.note})" if result.note else "")
+            + "; the fold is wrong, do not use it (please report this model)"
+        )
     return result
 
 

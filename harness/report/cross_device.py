@@ -98,8 +98,9 @@ def _rate(peaks: Dict[str, Any], precision: str) -> float:
     return tera * 1e12
 
 
-def roofline_floor_ms(onnx_path: Optional[str], peaks: Dict[str, Any],
-                      precision: str) -> Optional[float]:
+def roofline_floor_ms(
+    onnx_path: Optional[str], peaks: Dict[str, Any], precision: str
+) -> Optional[float]:
     """Sum over layers of max(FLOPs / peak, bytes / bandwidth): no device can run the graph faster.
 
     None when the ONNX file is gone (see ``roofline_cell_floor`` for the FLOPs-only fallback).
@@ -114,8 +115,9 @@ def roofline_floor_ms(onnx_path: Optional[str], peaks: Dict[str, Any],
     return 1000 * sum(max(c.flops / rate, c.bytes / bandwidth) for c in costs)
 
 
-def roofline_cell_floor(run: Run, peaks: Dict[str, Any],
-                        precision: str) -> Tuple[Optional[float], str]:
+def roofline_cell_floor(
+    run: Run, peaks: Dict[str, Any], precision: str
+) -> Tuple[Optional[float], str]:
     """The floor of a run and how it was computed; FLOPs over peak alone when its ONNX file is
     gone."""
     if not peaks:
@@ -132,12 +134,21 @@ def _device(results: Results) -> Device:
         raise HarnessError(f"{results.source} holds no runs")
     settings = {(r.precision, r.batch) for r in results.runs}
     if len(settings) != 1:
-        raise HarnessError(f"{results.source} mixes precisions or batch sizes {sorted(settings)}: "
-                           "one column needs one")
+        raise HarnessError(
+            f"{results.source} mixes precisions or batch sizes {sorted(settings)}: "
+            "one column needs one"
+        )
     precision, batch = settings.pop()
     backend = results.runs[0].backend
-    return Device(results.device_name, precision, batch, backend.get("backend", "?"),
-                  str(backend.get("version", "?")), results, results.source)
+    return Device(
+        results.device_name,
+        precision,
+        batch,
+        backend.get("backend", "?"),
+        str(backend.get("version", "?")),
+        results,
+        results.source,
+    )
 
 
 def _label_columns(devices: List[Device]) -> None:
@@ -146,9 +157,11 @@ def _label_columns(devices: List[Device]) -> None:
     for d in devices:
         key = (d.name, d.precision, d.batch)
         if key in seen:
-            raise HarnessError(f"device {d.name!r} at {d.precision}, batch {d.batch} appears in "
-                               f"two files ({seen[key].source} and {d.source}): merge one run per "
-                               "device and setting")
+            raise HarnessError(
+                f"device {d.name!r} at {d.precision}, batch {d.batch} appears in "
+                f"two files ({seen[key].source} and {d.source}): merge one run per "
+                "device and setting"
+            )
         seen[key] = d
     for d in devices:
         if sum(o.name == d.name for o in devices) > 1:
@@ -163,9 +176,11 @@ def _check_shapes(devices: List[Device]) -> None:
             sample = list(run.input_shape)[1:]
             known = shapes.setdefault(run.model, (sample, d.source))
             if known[0] != sample:
-                raise HarnessError(f"{run.model} was run on samples of shape {sample} in "
-                                   f"{d.source} but {known[0]} in {known[1]}: not comparable in "
-                                   "one row")
+                raise HarnessError(
+                    f"{run.model} was run on samples of shape {sample} in "
+                    f"{d.source} but {known[0]} in {known[1]}: not comparable in "
+                    "one row"
+                )
 
 
 def merge(documents: List[Results]) -> CrossDeviceTable:
@@ -193,6 +208,12 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
             found = device.results.comparison(run.model, run.variant)
             floor, basis = roofline_cell_floor(deployed, peaks, device.precision)
             table.cells[(row, device.label)] = Cell(
-                deployed.stats, found.speedup if found else None, floor, deployed is not run, basis,
-                deployed.flops, deployed.params)
+                deployed.stats,
+                found.speedup if found else None,
+                floor,
+                deployed is not run,
+                basis,
+                deployed.flops,
+                deployed.params,
+            )
     return table

@@ -11,6 +11,7 @@ from harness.results import Results
 
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     """A GitHub table: header, rule, one line per row (``|`` inside cells escaped)."""
+
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
@@ -41,7 +42,9 @@ def partial_warnings(documents: Sequence[Results]) -> List[str]:
         if results.complete is False:
             measured = len({(r.model, r.variant) for r in results.runs})
             name = results.source or results.device_name
-            lines.append(f"{name} did not complete (complete: false): partial results, "
-                         f"{measured} graph(s) of the run measured; rerun it before using these "
-                         "numbers")
+            lines.append(
+                f"{name} did not complete (complete: false): partial results, "
+                f"{measured} graph(s) of the run measured; rerun it before using these "
+                "numbers"
+            )
     return lines

@@ -16,9 +16,18 @@ from harness.report.cross_device import FLOPS_ONLY, Cell, CrossDeviceTable, Row
 from harness.report.formats import partial_warnings, percent
 from harness.results import RatioCI, interval_decimals
 
-LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 FIXED = 6  # model, variant, GFLOPs, FLOPs reduction, params, params reduction
 PER_DEVICE = 3  # latency, speed-up, efficiency
 
@@ -65,30 +74,53 @@ def ratio_cell(ci: Optional[RatioCI]) -> str:
 def fit_to_width(tabular: List[str]) -> List[str]:
     """Scale a tabular down to the line width only where it is wider (needs ``graphicx``), never
     up."""
-    return [r"\sbox0{%", *tabular, "}%",
-            r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}%", r"\else\usebox0\fi"]
+    return [
+        r"\sbox0{%",
+        *tabular,
+        "}%",
+        r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}%",
+        r"\else\usebox0\fi",
+    ]
 
 
-def float_fragment(tabular: List[str], caption: str, label: str, comments: Sequence[str], name: str,
-                   wide: bool) -> str:
+def float_fragment(
+    tabular: List[str], caption: str, label: str, comments: Sequence[str], name: str, wide: bool
+) -> str:
     """One booktabs float, ready for ``\\input``: a wide one is a ``table*`` (both columns of a
     two-column paper), a narrow one a ``table`` (one column); either is scaled down only where it
     would overrun its width (long device labels, many devices)."""
     env = "table*" if wide else "table"
-    note = (r"% Needs \usepackage{booktabs} and \usepackage{graphicx} in the preamble; include "
-            f"with \\input{{{name}}}.")
-    lines = [*comments, note, f"\\begin{{{env}}}[t]", r"\centering", r"\small",
-             r"\setlength{\tabcolsep}{4pt}", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
-             *fit_to_width(tabular), f"\\end{{{env}}}"]
+    note = (
+        r"% Needs \usepackage{booktabs} and \usepackage{graphicx} in the preamble; include "
+        f"with \\input{{{name}}}."
+    )
+    lines = [
+        *comments,
+        note,
+        f"\\begin{{{env}}}[t]",
+        r"\centering",
+        r"\small",
+        r"\setlength{\tabcolsep}{4pt}",
+        f"\\caption{{{caption}}}",
+        f"\\label{{{label}}}",
+        *fit_to_width(tabular),
+        f"\\end{{{env}}}",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def standalone(fragments: Sequence[str], landscape: bool = True) -> str:
     """A document holding ``fragments`` that compiles as-is with pdflatex."""
     geometry = "margin=1.5cm,landscape" if landscape else "margin=2cm"
-    lines = [r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{graphicx}",
-             f"\\usepackage[{geometry}]{{geometry}}", r"\begin{document}", *fragments,
-             r"\end{document}"]
+    lines = [
+        r"\documentclass{article}",
+        r"\usepackage{booktabs}",
+        r"\usepackage{graphicx}",
+        f"\\usepackage[{geometry}]{{geometry}}",
+        r"\begin{document}",
+        *fragments,
+        r"\end{document}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -106,13 +138,20 @@ def _efficiency(cell: Cell) -> str:
 
 def _caption(table: CrossDeviceTable, narrow: bool = False) -> str:
     settings = "; ".join(
-        latex_escape(f"{d.label}: {d.backend} {d.backend_version}, {d.precision.upper()}, "
-                     f"batch {d.batch}") for d in table.devices)
-    text = ("Latency (median ms, 95\\% CI below) of the deployable graph and speed-up against the "
-            "baseline (ratio of medians, 95\\% bootstrap interval below)")
+        latex_escape(
+            f"{d.label}: {d.backend} {d.backend_version}, {d.precision.upper()}, batch {d.batch}"
+        )
+        for d in table.devices
+    )
+    text = (
+        "Latency (median ms, 95\\% CI below) of the deployable graph and speed-up against the "
+        "baseline (ratio of medians, 95\\% bootstrap interval below)"
+    )
     if not narrow:
-        text += (", roofline efficiency (floor / measured); FLOPs and parameters of the deployed "
-                 "graph, reductions against the baseline")
+        text += (
+            ", roofline efficiency (floor / measured); FLOPs and parameters of the deployed "
+            "graph, reductions against the baseline"
+        )
     text += f". {settings}."
     if not narrow and any(c.floor_basis == FLOPS_ONLY for c in table.cells.values()):
         text += " $^\\dagger$ONNX file gone: floor from FLOPs over peak only."
@@ -126,10 +165,12 @@ def _comments(table: CrossDeviceTable) -> List[str]:
     lines = ["% Generated by harness report. Provenance per device column:"]
     for d in table.devices:
         env = d.results.environment_before
-        lines.append(f"% {d.label}: {d.source}; {d.backend} {d.backend_version}; host "
-                     f"{env.get('hostname')}; git {env.get('git_sha')}; created "
-                     f"{d.results.created}; "
-                     f"command: {' '.join(d.results.command)}".replace("\n", " "))
+        lines.append(
+            f"% {d.label}: {d.source}; {d.backend} {d.backend_version}; host "
+            f"{env.get('hostname')}; git {env.get('git_sha')}; created "
+            f"{d.results.created}; "
+            f"command: {' '.join(d.results.command)}".replace("\n", " ")
+        )
     lines += [f"% WARNING: {w}" for w in partial_warnings([d.results for d in table.devices])]
     return lines
 
@@ -137,21 +178,25 @@ def _comments(table: CrossDeviceTable) -> List[str]:
 def _cost_cells(table: CrossDeviceTable, row: Row) -> List[str]:
     flops, params = table.cost(row, "flops"), table.cost(row, "params")
     baseline = row[1] == "baseline"
-    return [latex_amount(flops, 1e9),
-            "--" if baseline else latex_percent(table.reduction(row, "flops")),
-            latex_amount(params, 1e6),
-            "--" if baseline else latex_percent(table.reduction(row, "params"))]
+    return [
+        latex_amount(flops, 1e9),
+        "--" if baseline else latex_percent(table.reduction(row, "flops")),
+        latex_amount(params, 1e6),
+        "--" if baseline else latex_percent(table.reduction(row, "params")),
+    ]
 
 
 def to_latex(table: CrossDeviceTable, name: str = "report.tex") -> str:
     """The full table (every device side by side) as an includable ``table*`` fragment."""
     n = len(table.devices)
     head = ["Model", "Variant", "GFLOPs", "$\\Delta$FLOPs", "Params (M)", "$\\Delta$Params"]
-    head += [f"\\multicolumn{{{PER_DEVICE}}}{{c}}{{{latex_escape(d.label)}}}"
-             for d in table.devices]
+    head += [
+        f"\\multicolumn{{{PER_DEVICE}}}{{c}}{{{latex_escape(d.label)}}}" for d in table.devices
+    ]
     rules = " ".join(
         f"\\cmidrule(lr){{{FIXED + 1 + i * PER_DEVICE}-{FIXED + (i + 1) * PER_DEVICE}}}"
-        for i in range(n))
+        for i in range(n)
+    )
     sub = [""] * FIXED + ["ms", "speed-up", "eff."] * n
     body = []
     for row in table.rows:
@@ -163,11 +208,20 @@ def to_latex(table: CrossDeviceTable, name: str = "report.tex") -> str:
                 continue
             cells += [_latency(cell), ratio_cell(cell.speedup), _efficiency(cell)]
         body.append(" & ".join(cells) + r" \\")
-    tabular = [f"\\begin{{tabular}}{{ll{'r' * (4 + PER_DEVICE * n)}}}", r"\toprule",
-               " & ".join(head) + r" \\", rules, " & ".join(sub) + r" \\", r"\midrule", *body,
-               r"\bottomrule", r"\end{tabular}"]
-    return float_fragment(tabular, _caption(table), "tab:harness", _comments(table), name,
-                          wide=True)
+    tabular = [
+        f"\\begin{{tabular}}{{ll{'r' * (4 + PER_DEVICE * n)}}}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        rules,
+        " & ".join(sub) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    return float_fragment(
+        tabular, _caption(table), "tab:harness", _comments(table), name, wide=True
+    )
 
 
 def to_latex_narrow(table: CrossDeviceTable, name: str = "report-narrow.tex") -> str:
@@ -182,9 +236,24 @@ def to_latex_narrow(table: CrossDeviceTable, name: str = "report-narrow.tex") ->
                 if cell is None:
                     body.append(f"{variant} & {latex_escape(d.label)} & -- & -- \\\\")
                     continue
-                body.append(f"{variant} & {latex_escape(d.label)} & {_latency(cell)} & "
-                            f"{ratio_cell(cell.speedup)} \\\\")
-    tabular = [r"\begin{tabular}{@{}llrr@{}}", r"\toprule", r"Variant & Device & ms & Speed-up \\",
-               r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
-    return float_fragment(tabular, _caption(table, narrow=True), "tab:harness-narrow",
-                          _comments(table), name, wide=False)
+                body.append(
+                    f"{variant} & {latex_escape(d.label)} & {_latency(cell)} & "
+                    f"{ratio_cell(cell.speedup)} \\\\"
+                )
+    tabular = [
+        r"\begin{tabular}{@{}llrr@{}}",
+        r"\toprule",
+        r"Variant & Device & ms & Speed-up \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    return float_fragment(
+        tabular,
+        _caption(table, narrow=True),
+        "tab:harness-narrow",
+        _comments(table),
+        name,
+        wide=False,
+    )

@@ -25,15 +25,17 @@ def profile_layers(onnx_path: str, runs: int = 30) -> List[Layer]:
         options.profile_file_prefix = str(Path(tmp) / "layers")
         options.log_severity_level = 3
         session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        feeds = {i.name: np.random.default_rng(0).standard_normal(i.shape).astype(np.float32)
-                 for i in session.get_inputs()}
+        feeds = {
+            i.name: np.random.default_rng(0).standard_normal(i.shape).astype(np.float32)
+            for i in session.get_inputs()
+        }
         for _ in range(runs):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
     durations: Dict[Tuple[str, str], List[float]] = defaultdict(list)
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            node = event["name"][:-len("_kernel_time")]
+            node = event["name"][: -len("_kernel_time")]
             op = event.get("args", {}).get("op_name", "?")
             durations[(node, op)].append(event["dur"] / 1000.0)
     medians = [(name, op, float(np.median(d))) for (name, op), d in durations.items()]
@@ -42,16 +44,24 @@ def profile_layers(onnx_path: str, runs: int = 30) -> List[Layer]:
 
 def layers_markdown(results: Results, top: int = 5) -> str:
     """Top layers by time of each graph in an ONNX Runtime results file, unfolded next to folded."""
-    lines = [f"# Where the time goes (ONNX Runtime profiler on this machine, top {top} layers per "
-             "graph)", ""]
+    lines = [
+        f"# Where the time goes (ONNX Runtime profiler on this machine, top {top} layers per "
+        "graph)",
+        "",
+    ]
     for run in results.runs:
         if not run.onnx or not Path(run.onnx).is_file():
             continue
         layers = profile_layers(run.onnx)
         total = sum(ms for _, _, ms in layers)
-        lines += [f"## {run.id} ({len(layers)} nodes, {total:.3f} ms in kernels)", "",
-                  "| node | op | ms | share |", "|---|---|---|---|"]
-        lines += [f"| {name} | {op} | {ms:.4f} | {ms / total:.1%} |"
-                  for name, op, ms in layers[:top]]
+        lines += [
+            f"## {run.id} ({len(layers)} nodes, {total:.3f} ms in kernels)",
+            "",
+            "| node | op | ms | share |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {op} | {ms:.4f} | {ms / total:.1%} |" for name, op, ms in layers[:top]
+        ]
         lines.append("")
     return "\n".join(lines)

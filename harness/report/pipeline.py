@@ -40,15 +40,27 @@ def merged_document(table: CrossDeviceTable, argv: List[str]) -> Dict[str, Any]:
     """The merged results.json: each device's full results plus the table's numbers, per column."""
     from harness.report.render import csv_records
 
-    return {"schema": SCHEMA_VERSION, "kind": "merged", "command": argv,
-            "merged_from": [d.source for d in table.devices],
-            "columns": [{"label": d.label, "device": d.name, "precision": d.precision,
-                         "batch": d.batch, "backend": d.backend,
-                         "backend_version": d.backend_version, "source": d.source,
-                         "complete": d.results.complete}
-                        for d in table.devices],
-            "table": csv_records(table),
-            "devices": {d.label: d.results.to_dict() for d in table.devices}}
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": "merged",
+        "command": argv,
+        "merged_from": [d.source for d in table.devices],
+        "columns": [
+            {
+                "label": d.label,
+                "device": d.name,
+                "precision": d.precision,
+                "batch": d.batch,
+                "backend": d.backend,
+                "backend_version": d.backend_version,
+                "source": d.source,
+                "complete": d.results.complete,
+            }
+            for d in table.devices
+        ],
+        "table": csv_records(table),
+        "devices": {d.label: d.results.to_dict() for d in table.devices},
+    }
 
 
 def remove_stale_plots(out: Path) -> List[Path]:
@@ -60,8 +72,9 @@ def remove_stale_plots(out: Path) -> List[Path]:
     return removed
 
 
-def write_report(documents: List[Results], out: Path, argv: List[str], plots: bool = True,
-                 layers: bool = False) -> Tuple[str, List[Path], List[Path]]:
+def write_report(
+    documents: List[Results], out: Path, argv: List[str], plots: bool = True, layers: bool = False
+) -> Tuple[str, List[Path], List[Path]]:
     """Merge ``documents`` and write every report file into ``out``.
 
     Returns the Markdown, the files written and the stale plots removed (``plots=False``).
@@ -73,13 +86,16 @@ def write_report(documents: List[Results], out: Path, argv: List[str], plots: bo
     table = merge(documents)
     markdown = to_markdown(table, argv)
     full, narrow = to_latex(table), to_latex_narrow(table)
-    written = [write_text_atomic(out / "report.md", markdown),
-               write_text_atomic(out / "report.csv", to_csv(table)),
-               write_text_atomic(out / "report.tex", full),
-               write_text_atomic(out / "report-narrow.tex", narrow),
-               write_text_atomic(out / "report-standalone.tex", standalone([full, narrow])),
-               write_text_atomic(out / "results.json",
-                                 json.dumps(merged_document(table, argv), indent=1) + "\n")]
+    written = [
+        write_text_atomic(out / "report.md", markdown),
+        write_text_atomic(out / "report.csv", to_csv(table)),
+        write_text_atomic(out / "report.tex", full),
+        write_text_atomic(out / "report-narrow.tex", narrow),
+        write_text_atomic(out / "report-standalone.tex", standalone([full, narrow])),
+        write_text_atomic(
+            out / "results.json", json.dumps(merged_document(table, argv), indent=1) + "\n"
+        ),
+    ]
     if layers:
         from harness.report.layers import layers_markdown
 
@@ -106,10 +122,12 @@ def write_papers(results: Results, out: Path) -> List[Path]:
 
     check_output_dir(out)
     fragment = claims_latex(results)
-    return [write_text_atomic(out / "papers.md", claims_table(results)),
-            write_text_atomic(out / "papers.csv", claims_csv(results)),
-            write_text_atomic(out / "papers.tex", fragment),
-            write_text_atomic(out / "papers-standalone.tex", standalone([fragment]))]
+    return [
+        write_text_atomic(out / "papers.md", claims_table(results)),
+        write_text_atomic(out / "papers.csv", claims_csv(results)),
+        write_text_atomic(out / "papers.tex", fragment),
+        write_text_atomic(out / "papers-standalone.tex", standalone([fragment])),
+    ]
 
 
 def report_warnings(documents: List[Results], stale: Optional[List[Path]] = None) -> List[str]:
@@ -124,5 +142,7 @@ def write_bench_tables(results: Results, out: Path) -> List[Path]:
     results.json."""
     from harness.report.table import to_csv, to_markdown
 
-    return [write_text_atomic(out / "report.md", to_markdown(results)),
-            write_text_atomic(out / "report.csv", to_csv(results))]
+    return [
+        write_text_atomic(out / "report.md", to_markdown(results)),
+        write_text_atomic(out / "report.csv", to_csv(results)),
+    ]

@@ -17,8 +17,18 @@ PLOT_STEMS = ("latency", "latency_vs_flops", "speedup")
 PLOT_EXTENSIONS = ("png", "svg")
 BASELINE_COLOUR, VARIANT_COLOUR = "tab:gray", "tab:blue"
 # label offsets in points, tried in order until one overlaps no label or point already placed
-LABEL_OFFSETS = [(4, 4), (4, -10), (-4, 4), (-4, -10), (4, 14), (4, -20), (-4, 14), (-4, -20),
-                 (8, 24), (8, -30)]
+LABEL_OFFSETS = [
+    (4, 4),
+    (4, -10),
+    (-4, 4),
+    (-4, -10),
+    (4, 14),
+    (4, -20),
+    (-4, 14),
+    (-4, -20),
+    (8, 24),
+    (8, -30),
+]
 
 
 def plot_paths(out_dir: Path) -> List[Path]:
@@ -48,10 +58,19 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]
 def _kind_legend(ax, extra: Sequence = ()) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor="white",
-                      markeredgecolor="black", label="baseline"),
-               Line2D([], [], marker="^", linestyle="", color="black", label="compressed variant"),
-               *extra]
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            label="baseline",
+        ),
+        Line2D([], [], marker="^", linestyle="", color="black", label="compressed variant"),
+        *extra,
+    ]
     ax.legend(handles=handles, fontsize=7, loc="best")
 
 
@@ -69,16 +88,26 @@ def _latency_bars(plt, table: CrossDeviceTable, labels: List[str]):
                 continue
             s = cell.stats
             colour = BASELINE_COLOUR if row[1] == "baseline" else VARIANT_COLOUR
-            ax.bar(x, s.median, yerr=[[s.median - s.median_ci_low], [s.median_ci_high - s.median]],
-                   capsize=3, color=colour)
+            ax.bar(
+                x,
+                s.median,
+                yerr=[[s.median - s.median_ci_low], [s.median_ci_high - s.median]],
+                capsize=3,
+                color=colour,
+            )
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-        ax.set_xlim(-0.6, len(labels) - 0.4)   # room for every slot, measured or not
+        ax.set_xlim(-0.6, len(labels) - 0.4)  # room for every slot, measured or not
         ax.set_yscale("log")
         ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
     axes[0][0].set_ylabel("latency, ms (median, 95% CI); same scale for every device")
-    axes[0][0].legend(handles=[Patch(color=BASELINE_COLOUR, label="baseline"),
-                               Patch(color=VARIANT_COLOUR, label="compressed variant")], fontsize=7)
+    axes[0][0].legend(
+        handles=[
+            Patch(color=BASELINE_COLOUR, label="baseline"),
+            Patch(color=VARIANT_COLOUR, label="compressed variant"),
+        ],
+        fontsize=7,
+    )
     return fig
 
 
@@ -100,19 +129,34 @@ def _place_labels(ax, named: List[Tuple[str, float, float]]) -> None:
         taken.append(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
     for name, x, y in named:
         for dx, dy in LABEL_OFFSETS:
-            text = ax.annotate(name, (x, y), fontsize=6, xytext=(dx, dy),
-                               textcoords="offset points", ha="left" if dx >= 0 else "right")
+            text = ax.annotate(
+                name,
+                (x, y),
+                fontsize=6,
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha="left" if dx >= 0 else "right",
+            )
             box = text.get_window_extent(renderer)
-            within = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 \
+            within = (
+                inside.x0 <= box.x0
+                and box.x1 <= inside.x1
+                and inside.y0 <= box.y0
                 and box.y1 <= inside.y1
+            )
             if within and not _overlaps(box, taken):
                 taken.append(box)
                 break
             text.remove()
         else:  # nowhere free: point at the label from further out
-            text = ax.annotate(name, (x, y), fontsize=6, xytext=(12, 36),
-                               textcoords="offset points",
-                               arrowprops={"arrowstyle": "-", "linewidth": 0.5})
+            text = ax.annotate(
+                name,
+                (x, y),
+                fontsize=6,
+                xytext=(12, 36),
+                textcoords="offset points",
+                arrowprops={"arrowstyle": "-", "linewidth": 0.5},
+            )
             taken.append(text.get_window_extent(renderer))
 
 
@@ -137,12 +181,24 @@ def _latency_vs_flops(plt, table: CrossDeviceTable):
             colour = colours(k % 10)
             for variant, x, y in named:
                 baseline = variant == "baseline"
-                ax.scatter([x], [y], marker="o" if baseline else "^", s=24, zorder=3,
-                           edgecolors=colour, facecolors="white" if baseline else colour)
+                ax.scatter(
+                    [x],
+                    [y],
+                    marker="o" if baseline else "^",
+                    s=24,
+                    zorder=3,
+                    edgecolors=colour,
+                    facecolors="white" if baseline else colour,
+                )
             front = pareto_front([(x, y) for _, x, y in named])
             if len(front) > 1:
-                ax.plot([p[0] for p in front], [p[1] for p in front], color=colour, linewidth=1,
-                        zorder=2)
+                ax.plot(
+                    [p[0] for p in front],
+                    [p[1] for p in front],
+                    color=colour,
+                    linewidth=1,
+                    zorder=2,
+                )
             points[(ax, model)] = named
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -150,8 +206,11 @@ def _latency_vs_flops(plt, table: CrossDeviceTable):
         ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
     axes[0][0].set_ylabel("latency, ms (median); same scale for every device")
     model_handles = [Line2D([], [], color=colours(k % 10), label=m) for k, m in enumerate(models)]
-    _kind_legend(axes[0][-1], model_handles + [Line2D([], [], color="black", linewidth=1,
-                                                      label="Pareto front (2+ points)")])
+    _kind_legend(
+        axes[0][-1],
+        model_handles
+        + [Line2D([], [], color="black", linewidth=1, label="Pareto front (2+ points)")],
+    )
     fig.tight_layout()
     fig.canvas.draw()  # fixes the axes' limits and transforms before labels are placed
     for ax in axes[0]:
@@ -170,14 +229,27 @@ def _speedups(plt, table: CrossDeviceTable):
             cell = table.cells.get((row, device.label))
             position = x + i * width
             if cell is None or cell.speedup is None:
-                ax.text(position, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center",
-                        fontsize=7)
+                ax.text(
+                    position,
+                    0.02,
+                    "n/a",
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    fontsize=7,
+                )
                 continue
             s = cell.speedup
-            ax.bar(position, s.ratio, width, yerr=[[s.ratio - s.low], [s.high - s.ratio]],
-                   capsize=3, color=colours(i % 10), label=device.label if x == 0 else None)
+            ax.bar(
+                position,
+                s.ratio,
+                width,
+                yerr=[[s.ratio - s.low], [s.high - s.ratio]],
+                capsize=3,
+                color=colours(i % 10),
+                label=device.label if x == 0 else None,
+            )
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xlim(-0.6, len(variants) - 1 + (n - 1) * width + 0.6)   # every slot, measured or not
+    ax.set_xlim(-0.6, len(variants) - 1 + (n - 1) * width + 0.6)  # every slot, measured or not
     ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))])
     ax.set_xticklabels([f"{m}/{v}" for m, v in variants], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("speed-up vs baseline (95% CI)")
@@ -198,9 +270,11 @@ def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = [f"{m}/{v}" for m, v in table.rows]
     written: List[Path] = []
-    for stem, draw in (("latency", lambda: _latency_bars(plt, table, labels)),
-                       ("latency_vs_flops", lambda: _latency_vs_flops(plt, table)),
-                       ("speedup", lambda: _speedups(plt, table))):
+    for stem, draw in (
+        ("latency", lambda: _latency_bars(plt, table, labels)),
+        ("latency_vs_flops", lambda: _latency_vs_flops(plt, table)),
+        ("speedup", lambda: _speedups(plt, table)),
+    ):
         fig = draw()
         written += _save(fig, out_dir, stem)
         plt.close(fig)

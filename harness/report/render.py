@@ -8,11 +8,30 @@ from harness.report.cross_device import FLOPS_ONLY, Cell, CrossDeviceTable
 from harness.report.formats import csv_text, markdown_table, partial_warnings, percent
 from harness.results import format_ratio
 
-CSV_FIELDS = ["model", "variant", "device", "precision", "batch", "flops", "params",
-              "deployed_flops", "deployed_params", "flops_reduction", "params_reduction",
-              "median_ms", "median_ci_low_ms", "median_ci_high_ms", "folded", "speedup",
-              "speedup_ci_low", "speedup_ci_high", "roofline_floor_ms", "roofline_basis",
-              "efficiency", "complete"]
+CSV_FIELDS = [
+    "model",
+    "variant",
+    "device",
+    "precision",
+    "batch",
+    "flops",
+    "params",
+    "deployed_flops",
+    "deployed_params",
+    "flops_reduction",
+    "params_reduction",
+    "median_ms",
+    "median_ci_low_ms",
+    "median_ci_high_ms",
+    "folded",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "roofline_floor_ms",
+    "roofline_basis",
+    "efficiency",
+    "complete",
+]
 EXPLANATION = (
     "Latency: median of end-to-end samples of the deployable graph (folded where folding changed "
     "it), 95% CI from order statistics. Speed-up: baseline median / variant median, 95% bootstrap "
@@ -20,7 +39,8 @@ EXPLANATION = (
     "over peak and bytes over bandwidth, summed); efficiency = floor / measured. FLOPs = 2 x "
     "multiply-accumulates; 'trained' is the unfolded graph, 'deployed' the graph timed (folded "
     "where folding changed it; 'varies' where devices folded it differently). Reductions are of "
-    "the deployed graphs against the model's baseline ('varies': of the unfolded graphs).")
+    "the deployed graphs against the model's baseline ('varies': of the unfolded graphs)."
+)
 
 
 def _floor(cell: Cell) -> str:
@@ -37,19 +57,30 @@ def _reduction(table: CrossDeviceTable, row, what: str) -> str:
 
 def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> str:
     """GitHub-ready table, then how to read it, then provenance per device."""
-    head = ["model", "variant", "GFLOPs trained", "GFLOPs deployed", "FLOPs -",
-            "params (M) deployed", "params -"]
+    head = [
+        "model",
+        "variant",
+        "GFLOPs trained",
+        "GFLOPs deployed",
+        "FLOPs -",
+        "params (M) deployed",
+        "params -",
+    ]
     for d in table.devices:
         head += [f"{d.label} ms [95% CI]", f"{d.label} speed-up", f"{d.label} floor ms (eff.)"]
     rows = []
     for row in table.rows:
         deployed = table.deployed.get(row)
         flops = table.flops[row]
-        cells = [row[0], row[1], f"{flops / 1e9:.3f}" if flops is not None else "n/a",
-                 f"{deployed[0] / 1e9:.3f}" if deployed and deployed[0] is not None else "varies",
-                 _reduction(table, row, "flops"),
-                 f"{deployed[1] / 1e6:.3f}" if deployed and deployed[1] is not None else "varies",
-                 _reduction(table, row, "params")]
+        cells = [
+            row[0],
+            row[1],
+            f"{flops / 1e9:.3f}" if flops is not None else "n/a",
+            f"{deployed[0] / 1e9:.3f}" if deployed and deployed[0] is not None else "varies",
+            _reduction(table, row, "flops"),
+            f"{deployed[1] / 1e6:.3f}" if deployed and deployed[1] is not None else "varies",
+            _reduction(table, row, "params"),
+        ]
         for d in table.devices:
             cell = table.cells.get((row, d.label))
             if cell is None:
@@ -64,13 +95,19 @@ def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> st
         lines += [f"> **Warning: partial results.** {p}" for p in partial] + [""]
     lines += markdown_table(head, rows) + ["", EXPLANATION]
     if any((c.efficiency or 0) > 1 for c in table.cells.values()):
-        lines += ["", "Efficiency above 100%: the measured latency beats the roofline floor, so "
-                  "the profile's peaks are too low for this device (estimates, not vendor "
-                  "figures): correct them for a real roofline."]
+        lines += [
+            "",
+            "Efficiency above 100%: the measured latency beats the roofline floor, so "
+            "the profile's peaks are too low for this device (estimates, not vendor "
+            "figures): correct them for a real roofline.",
+        ]
     if any(c.floor_basis == FLOPS_ONLY for c in table.cells.values()):
-        lines += ["", "\\* The run's ONNX file is gone: floor from total FLOPs over peak only (no "
-                  "memory term), so it is lower than the per-layer floor and the efficiency is "
-                  "understated."]
+        lines += [
+            "",
+            "\\* The run's ONNX file is gone: floor from total FLOPs over peak only (no "
+            "memory term), so it is lower than the per-layer floor and the efficiency is "
+            "understated.",
+        ]
     lines += ["", "## Provenance"]
     if argv:
         lines.append(f"- report command: `{' '.join(argv)}`")
@@ -93,15 +130,18 @@ def provenance(table: CrossDeviceTable) -> List[str]:
             state = f"; L4T {jetson.get('l4t')}, power mode {mode}, clocks {clocks}"
         gpu = env.get("gpu") or {}
         if gpu:
-            state += (f"; GPU {gpu.get('name')}, driver {gpu.get('driver')}, "
-                      f"{gpu.get('temperature_c')} C")
+            state += (
+                f"; GPU {gpu.get('name')}, driver {gpu.get('driver')}, {gpu.get('temperature_c')} C"
+            )
         cpu = env.get("cpu") or {}
-        lines.append(f"- **{d.label}** ({d.source}): {d.backend} {d.backend_version}, "
-                     f"{d.precision}, batch {d.batch}; host {env.get('hostname')} "
-                     f"({cpu.get('model')}, {cpu.get('available_cores')} cores, load "
-                     f"{cpu.get('loadavg')}){state}; harness {d.results.harness_version} git "
-                     f"{env.get('git_sha')}; created {d.results.created}; command "
-                     f"`{' '.join(d.results.command)}`; libraries: {libs}")
+        lines.append(
+            f"- **{d.label}** ({d.source}): {d.backend} {d.backend_version}, "
+            f"{d.precision}, batch {d.batch}; host {env.get('hostname')} "
+            f"({cpu.get('model')}, {cpu.get('available_cores')} cores, load "
+            f"{cpu.get('loadavg')}){state}; harness {d.results.harness_version} git "
+            f"{env.get('git_sha')}; created {d.results.created}; command "
+            f"`{' '.join(d.results.command)}`; libraries: {libs}"
+        )
         warnings = partial_warnings([d.results]) + d.results.warnings
         lines += [f"  - warning: {w}" for w in warnings]
     return lines
@@ -117,11 +157,28 @@ def csv_records(table: CrossDeviceTable) -> List[Dict[str, Any]]:
                 continue
             ci = cell.speedup
             speed = (ci.ratio, ci.low, ci.high) if ci else (None, None, None)
-            values = [row[0], row[1], d.label, d.precision, d.batch, table.flops[row],
-                      table.params[row], cell.flops, cell.params, table.reduction(row, "flops"),
-                      table.reduction(row, "params"), cell.median_ms, cell.stats.median_ci_low,
-                      cell.stats.median_ci_high, cell.folded,
-                      *speed, cell.floor_ms, cell.floor_basis, cell.efficiency, d.results.complete]
+            values = [
+                row[0],
+                row[1],
+                d.label,
+                d.precision,
+                d.batch,
+                table.flops[row],
+                table.params[row],
+                cell.flops,
+                cell.params,
+                table.reduction(row, "flops"),
+                table.reduction(row, "params"),
+                cell.median_ms,
+                cell.stats.median_ci_low,
+                cell.stats.median_ci_high,
+                cell.folded,
+                *speed,
+                cell.floor_ms,
+                cell.floor_basis,
+                cell.efficiency,
+                d.results.complete,
+            ]
             records.append(dict(zip(CSV_FIELDS, values)))
     return records
 

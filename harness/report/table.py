@@ -8,12 +8,38 @@ from typing import Any, Dict, List, Union
 from harness.report.formats import csv_text, markdown_table, partial_warnings
 from harness.results import RatioCI, Results, as_results, format_interval, format_ratio
 
-CSV_FIELDS = ["model", "variant", "flops", "params", "convs", "median_ms", "median_ci_low_ms",
-              "median_ci_high_ms", "p90_ms", "folded_convs", "folded_median_ms", "fold_speedup",
-              "fold_speedup_ci_low", "fold_speedup_ci_high", "speedup", "speedup_ci_low",
-              "speedup_ci_high"]
-MARKDOWN_COLUMNS = ["model", "variant", "GFLOPs", "params (M)", "convs", "latency ms [95% CI]",
-                    "p90 ms", "folded convs", "folded ms", "fold speed-up", "speed-up vs baseline"]
+CSV_FIELDS = [
+    "model",
+    "variant",
+    "flops",
+    "params",
+    "convs",
+    "median_ms",
+    "median_ci_low_ms",
+    "median_ci_high_ms",
+    "p90_ms",
+    "folded_convs",
+    "folded_median_ms",
+    "fold_speedup",
+    "fold_speedup_ci_low",
+    "fold_speedup_ci_high",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+]
+MARKDOWN_COLUMNS = [
+    "model",
+    "variant",
+    "GFLOPs",
+    "params (M)",
+    "convs",
+    "latency ms [95% CI]",
+    "p90 ms",
+    "folded convs",
+    "folded ms",
+    "fold speed-up",
+    "speed-up vs baseline",
+]
 ResultsLike = Union[Results, Dict[str, Any]]
 
 
@@ -27,8 +53,12 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             continue
         folded = results.deployed(run) if run.folded_run else None
         record: Dict[str, Any] = {
-            "model": run.model, "variant": run.variant, "flops": run.flops, "params": run.params,
-            "convs": run.nodes.get("Conv", 0), "median_ms": run.stats.median,
+            "model": run.model,
+            "variant": run.variant,
+            "flops": run.flops,
+            "params": run.params,
+            "convs": run.nodes.get("Conv", 0),
+            "median_ms": run.stats.median,
             "median_ci_low_ms": run.stats.median_ci_low,
             "median_ci_high_ms": run.stats.median_ci_high,
             "p90_ms": run.stats.other.get("p90"),
@@ -59,13 +89,18 @@ def _number(value: Any, scale: float = 1.0) -> str:
 def markdown_cells(record: Dict[str, Any]) -> List[str]:
     """A record formatted as the cells of ``MARKDOWN_COLUMNS``."""
     return [
-        record["model"], record["variant"], _number(record["flops"], 1e9),
-        _number(record["params"], 1e6), str(record["convs"]),
-        format_interval(record["median_ms"], record["median_ci_low_ms"],
-                        record["median_ci_high_ms"]),
+        record["model"],
+        record["variant"],
+        _number(record["flops"], 1e9),
+        _number(record["params"], 1e6),
+        str(record["convs"]),
+        format_interval(
+            record["median_ms"], record["median_ci_low_ms"], record["median_ci_high_ms"]
+        ),
         _number(record["p90_ms"]),
         "" if record["folded_convs"] is None else str(record["folded_convs"]),
-        _number(record["folded_median_ms"]), _ratio(record, "fold_speedup"),
+        _number(record["folded_median_ms"]),
+        _ratio(record, "fold_speedup"),
         _ratio(record, "speedup"),
     ]
 
@@ -95,8 +130,8 @@ def to_markdown(results: ResultsLike) -> str:
         f"- host: {env.get('hostname')}, {env.get('platform')}, Python {env.get('python')}",
         f"- CPU: {cpu.get('model')}, {cpu.get('available_cores')} cores available",
         f"- backend: {', '.join(f'{k}={v}' for k, v in backend.items())}",
-        "- libraries: " + ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items()
-                                    if v),
+        "- libraries: "
+        + ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items() if v),
     ]
     warnings = results.all_warnings()
     if warnings:

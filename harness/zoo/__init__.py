@@ -30,16 +30,43 @@ class ZooEntry:
     description: str
 
 
-ZOO: Dict[str, ZooEntry] = {e.name: e for e in (
-    ZooEntry("lenet5", models.lenet5, (1, 28, 28), "LeNet-5, MNIST 1x28x28"),
-    ZooEntry("resnet20", lambda v: models.resnet_cifar(20, v), (3, 32, 32), "ResNet-20, CIFAR-10"),
-    ZooEntry("resnet56", lambda v: models.resnet_cifar(56, v), (3, 32, 32), "ResNet-56, CIFAR-10"),
-    ZooEntry("vgg16", lambda v: models.vgg_cifar(models.VGG16_STAGES, v), (3, 32, 32), "VGG-16-BN, CIFAR-10"),
-    ZooEntry("vgg19", lambda v: models.vgg_cifar(models.VGG19_STAGES, v), (3, 32, 32), "VGG-19-BN, CIFAR-10"),
-    ZooEntry("mobilenetv2", models.mobilenet_v2, (3, 224, 224), "MobileNetV2-1.0, ImageNet"),
-    ZooEntry("resnet34", lambda v: models.resnet_imagenet(34, v), (3, 224, 224), "ResNet-34, ImageNet"),
-    ZooEntry("resnet50", lambda v: models.resnet_imagenet(50, v), (3, 224, 224), "ResNet-50, ImageNet"),
-)}
+ZOO: Dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry("lenet5", models.lenet5, (1, 28, 28), "LeNet-5, MNIST 1x28x28"),
+        ZooEntry(
+            "resnet20", lambda v: models.resnet_cifar(20, v), (3, 32, 32), "ResNet-20, CIFAR-10"
+        ),
+        ZooEntry(
+            "resnet56", lambda v: models.resnet_cifar(56, v), (3, 32, 32), "ResNet-56, CIFAR-10"
+        ),
+        ZooEntry(
+            "vgg16",
+            lambda v: models.vgg_cifar(models.VGG16_STAGES, v),
+            (3, 32, 32),
+            "VGG-16-BN, CIFAR-10",
+        ),
+        ZooEntry(
+            "vgg19",
+            lambda v: models.vgg_cifar(models.VGG19_STAGES, v),
+            (3, 32, 32),
+            "VGG-19-BN, CIFAR-10",
+        ),
+        ZooEntry("mobilenetv2", models.mobilenet_v2, (3, 224, 224), "MobileNetV2-1.0, ImageNet"),
+        ZooEntry(
+            "resnet34",
+            lambda v: models.resnet_imagenet(34, v),
+            (3, 224, 224),
+            "ResNet-34, ImageNet",
+        ),
+        ZooEntry(
+            "resnet50",
+            lambda v: models.resnet_imagenet(50, v),
+            (3, 224, 224),
+            "ResNet-50, ImageNet",
+        ),
+    )
+}
 
 
 def list_models() -> List[str]:
@@ -55,16 +82,22 @@ def list_variants(model: str) -> List[str]:
 def variant_spec(model: str, variant: str) -> VariantSpec:
     """The spec of one variant (``baseline`` removes nothing)."""
     if model not in ZOO:
-        raise HarnessError(f"unknown model {model!r}; zoo models: {', '.join(ZOO)} "
-                           f"(or pass an .onnx file or package.module:factory)")
+        raise HarnessError(
+            f"unknown model {model!r}; zoo models: {', '.join(ZOO)} "
+            f"(or pass an .onnx file or package.module:factory)"
+        )
     if variant == "baseline":
         return VariantSpec("baseline: every activation kept")
     if variant not in VARIANTS.get(model, {}):
-        raise HarnessError(f"unknown variant {variant!r} of {model}; variants: {', '.join(list_variants(model))}")
+        raise HarnessError(
+            f"unknown variant {variant!r} of {model}; variants: {', '.join(list_variants(model))}"
+        )
     return VARIANTS[model][variant]
 
 
-def build_model(model: str, variant: str = "baseline", seed: int = SEED) -> Tuple[nn.Module, Tuple[int, ...]]:
+def build_model(
+    model: str, variant: str = "baseline", seed: int = SEED
+) -> Tuple[nn.Module, Tuple[int, ...]]:
     """An eval-mode module with seeded random weights, and its input shape without the batch dimension."""
     spec = variant_spec(model, variant)
     entry = ZOO[model]
@@ -73,6 +106,8 @@ def build_model(model: str, variant: str = "baseline", seed: int = SEED) -> Tupl
     module = entry.build(applied)
     unknown = applied.unknown_names()
     if unknown:
-        raise HarnessError(f"variant {variant!r} of {model} names layers the model does not have: {unknown[:3]}")
+        raise HarnessError(
+            f"variant {variant!r} of {model} names layers the model does not have: {unknown[:3]}"
+        )
     randomize_batchnorm(module, torch.Generator().manual_seed(seed + 1))
     return module.eval(), entry.input_shape

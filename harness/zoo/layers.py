@@ -27,13 +27,21 @@ class VariantSpec:
     """A compressed variant as data: which activations go, which kernels shrink, which convs keep fewer channels."""
 
     description: str
-    remove: frozenset = frozenset()          # activation names, e.g. "layer1.0.act1"
-    kernels: Dict[str, int] = dataclasses.field(default_factory=dict)  # conv name -> new kernel size
-    widths: Dict[str, float] = dataclasses.field(default_factory=dict)  # conv name -> fraction of channels kept
+    remove: frozenset = frozenset()  # activation names, e.g. "layer1.0.act1"
+    kernels: Dict[str, int] = dataclasses.field(
+        default_factory=dict
+    )  # conv name -> new kernel size
+    widths: Dict[str, float] = dataclasses.field(
+        default_factory=dict
+    )  # conv name -> fraction of channels kept
 
     @staticmethod
-    def make(description: str, remove: Sequence[str] = (), kernels: Optional[Dict[str, int]] = None,
-             widths: Optional[Dict[str, float]] = None) -> VariantSpec:
+    def make(
+        description: str,
+        remove: Sequence[str] = (),
+        kernels: Optional[Dict[str, int]] = None,
+        widths: Optional[Dict[str, float]] = None,
+    ) -> VariantSpec:
         """Build a spec from plain lists (how the spec tables are written)."""
         return VariantSpec(description, frozenset(remove), dict(kernels or {}), dict(widths or {}))
 
@@ -61,8 +69,11 @@ class Variant:
 
     def unknown_names(self) -> List[str]:
         """Names in the spec that the model does not have (a typo in a spec table)."""
-        return sorted((set(self.spec.remove) - self.activations) | (set(self.spec.kernels) - self.convs)
-                      | (set(self.spec.widths) - self.convs))
+        return sorted(
+            (set(self.spec.remove) - self.activations)
+            | (set(self.spec.kernels) - self.convs)
+            | (set(self.spec.widths) - self.convs)
+        )
 
 
 class ConvChain(nn.Module):
@@ -73,33 +84,53 @@ class ConvChain(nn.Module):
     (as depth-compression methods arrange before fine-tuning) and the output shape is unchanged.
     """
 
-    def __init__(self, prefix: str, specs: Sequence[ConvSpec], variant: Variant,
-                 act: Callable[[], nn.Module], last_act: bool, in_channels: Optional[int] = None,
-                 prunable_output: bool = False) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        specs: Sequence[ConvSpec],
+        variant: Variant,
+        act: Callable[[], nn.Module],
+        last_act: bool,
+        in_channels: Optional[int] = None,
+        prunable_output: bool = False,
+    ) -> None:
         super().__init__()
         specs = self._pruned(prefix, specs, variant, in_channels, prunable_output)
         self.out_channels = specs[-1].out_ch
         kernels = [variant.kernel(f"{prefix}.conv{i + 1}", s.kernel) for i, s in enumerate(specs)]
-        linear_after = [variant.removed(f"{prefix}.act{i + 1}") for i in range(len(specs) - 1)] + [not last_act]
+        linear_after = [variant.removed(f"{prefix}.act{i + 1}") for i in range(len(specs) - 1)] + [
+            not last_act
+        ]
         pads = [(k - 1) // 2 for k in kernels]
         start = 0
         for i in range(len(specs)):
             if i == len(specs) - 1 or not linear_after[i]:
                 if i > start:  # a linear run start..i: move its padding to the first conv
-                    merged = merged_kernel(kernels[start:i + 1], [s.stride for s in specs[start:i + 1]])
-                    pads[start:i + 1] = [(merged - 1) // 2] + [0] * (i - start)
+                    merged = merged_kernel(
+                        kernels[start : i + 1], [s.stride for s in specs[start : i + 1]]
+                    )
+                    pads[start : i + 1] = [(merged - 1) // 2] + [0] * (i - start)
                 start = i + 1
         layers: List[nn.Module] = []
         for i, (spec, k, pad) in enumerate(zip(specs, kernels, pads)):
-            layers.append(nn.Conv2d(spec.in_ch, spec.out_ch, k, spec.stride, pad, groups=spec.groups, bias=False))
+            layers.append(
+                nn.Conv2d(
+                    spec.in_ch, spec.out_ch, k, spec.stride, pad, groups=spec.groups, bias=False
+                )
+            )
             layers.append(nn.BatchNorm2d(spec.out_ch))
             if not linear_after[i]:
                 layers.append(act())
         self.body = nn.Sequential(*layers)
 
     @staticmethod
-    def _pruned(prefix: str, specs: Sequence[ConvSpec], variant: Variant, in_channels: Optional[int],
-                prunable_output: bool) -> List[ConvSpec]:
+    def _pruned(
+        prefix: str,
+        specs: Sequence[ConvSpec],
+        variant: Variant,
+        in_channels: Optional[int],
+        prunable_output: bool,
+    ) -> List[ConvSpec]:
         """Specs after width pruning: a conv's kept outputs are the next one's inputs (depthwise convs follow)."""
         pruned: List[ConvSpec] = []
         current = specs[0].in_ch if in_channels is None else in_channels
@@ -109,10 +140,16 @@ class ConvChain(nn.Module):
             if depthwise:
                 out = current
             elif last and not prunable_output:
-                out = spec.out_ch  # the chain's output feeds a residual or the next block: its width stays
+                out = (
+                    spec.out_ch
+                )  # the chain's output feeds a residual or the next block: its width stays
             else:
                 out = variant.width(f"{prefix}.conv{i + 1}", spec.out_ch)
-            pruned.append(ConvSpec(current, out, spec.kernel, spec.stride, current if depthwise else spec.groups))
+            pruned.append(
+                ConvSpec(
+                    current, out, spec.kernel, spec.stride, current if depthwise else spec.groups
+                )
+            )
             current = out
         return pruned
 
@@ -122,8 +159,10 @@ class ConvChain(nn.Module):
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Sequential:
     """A 'same'-padded Conv+BN with no activation (shortcuts, stems)."""
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, bias=False),
-                         nn.BatchNorm2d(out_ch))
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+    )
 
 
 def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> None:

@@ -30,29 +30,54 @@ def lenet5(variant: Variant) -> nn.Module:
 
     Width pruning may name ``conv1``, ``conv2``, ``fc1`` and ``fc2`` (outputs kept); the classifier keeps 10.
     """
+
     def act(name: str) -> nn.Module:
         return nn.Identity() if variant.removed(name) else nn.ReLU()
+
     c1, c2 = variant.width("conv1", 6), variant.width("conv2", 16)
     f1, f2 = variant.width("fc1", 120), variant.width("fc2", 84)
     return nn.Sequential(
-        nn.Conv2d(1, c1, 5, padding=2), act("conv1.act"), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 5), act("conv2.act"), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(c2 * 5 * 5, f1), act("fc1.act"), nn.Linear(f1, f2), act("fc2.act"), nn.Linear(f2, 10),
+        nn.Conv2d(1, c1, 5, padding=2),
+        act("conv1.act"),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5),
+        act("conv2.act"),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * 5 * 5, f1),
+        act("fc1.act"),
+        nn.Linear(f1, f2),
+        act("fc2.act"),
+        nn.Linear(f2, 10),
     )
 
 
 def _basic_block(prefix: str, in_ch: int, out_ch: int, stride: int, variant: Variant) -> nn.Module:
-    main = ConvChain(prefix, [ConvSpec(in_ch, out_ch, 3, stride), ConvSpec(out_ch, out_ch, 3)], variant,
-                     nn.ReLU, last_act=False)
-    shortcut = nn.Identity() if stride == 1 and in_ch == out_ch else conv_bn(in_ch, out_ch, 1, stride)
+    main = ConvChain(
+        prefix,
+        [ConvSpec(in_ch, out_ch, 3, stride), ConvSpec(out_ch, out_ch, 3)],
+        variant,
+        nn.ReLU,
+        last_act=False,
+    )
+    shortcut = (
+        nn.Identity() if stride == 1 and in_ch == out_ch else conv_bn(in_ch, out_ch, 1, stride)
+    )
     return Residual(main, shortcut, nn.ReLU())
 
 
 def _bottleneck(prefix: str, in_ch: int, width: int, stride: int, variant: Variant) -> nn.Module:
     out_ch = width * 4
-    main = ConvChain(prefix, [ConvSpec(in_ch, width, 1), ConvSpec(width, width, 3, stride),
-                              ConvSpec(width, out_ch, 1)], variant, nn.ReLU, last_act=False)
-    shortcut = nn.Identity() if stride == 1 and in_ch == out_ch else conv_bn(in_ch, out_ch, 1, stride)
+    main = ConvChain(
+        prefix,
+        [ConvSpec(in_ch, width, 1), ConvSpec(width, width, 3, stride), ConvSpec(width, out_ch, 1)],
+        variant,
+        nn.ReLU,
+        last_act=False,
+    )
+    shortcut = (
+        nn.Identity() if stride == 1 and in_ch == out_ch else conv_bn(in_ch, out_ch, 1, stride)
+    )
     return Residual(main, shortcut, nn.ReLU())
 
 
@@ -79,8 +104,15 @@ def vgg_cifar(stages: Sequence[Sequence[int]], variant: Variant) -> nn.Module:
     in_ch = 3
     for s, widths in enumerate(stages):
         specs = [ConvSpec(a, b, 3) for a, b in zip((widths[0],) + tuple(widths[:-1]), widths)]
-        chain = ConvChain(f"stage{s + 1}", specs, variant, nn.ReLU, last_act=True, in_channels=in_ch,
-                          prunable_output=True)
+        chain = ConvChain(
+            f"stage{s + 1}",
+            specs,
+            variant,
+            nn.ReLU,
+            last_act=True,
+            in_channels=in_ch,
+            prunable_output=True,
+        )
         layers += [chain, nn.MaxPool2d(2)]
         in_ch = chain.out_channels
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(in_ch, 10))
@@ -89,8 +121,12 @@ def vgg_cifar(stages: Sequence[Sequence[int]], variant: Variant) -> nn.Module:
 def resnet_imagenet(depth: int, variant: Variant) -> nn.Module:
     """ResNet-18/34 (basic blocks) or ResNet-50 (bottlenecks, stride on the 3x3) for 3x224x224."""
     counts = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}[depth]
-    layers: List[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                               nn.MaxPool2d(3, 2, 1)]
+    layers: List[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     in_ch = 64
     for stage, (count, width) in enumerate(zip(counts, (64, 128, 256, 512))):
         for b in range(count):
@@ -105,24 +141,37 @@ def resnet_imagenet(depth: int, variant: Variant) -> nn.Module:
     return nn.Sequential(*layers, _head(in_ch, 1000))
 
 
-MOBILENETV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                        (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENETV2_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def mobilenet_v2(variant: Variant) -> nn.Module:
     """MobileNetV2 (width 1.0) for 3x224x224; block i is ``features.i`` as in torchvision's numbering."""
-    layers: List[nn.Module] = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()]
+    layers: List[nn.Module] = [
+        nn.Conv2d(3, 32, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU6(),
+    ]
     in_ch, index = 32, 1
     for expand, out_ch, count, first_stride in MOBILENETV2_SETTINGS:
         for b in range(count):
             stride = first_stride if b == 0 else 1
             hidden = in_ch * expand
             specs = [ConvSpec(in_ch, hidden, 1)] if expand != 1 else []
-            specs += [ConvSpec(hidden, hidden, 3, stride, groups=hidden), ConvSpec(hidden, out_ch, 1)]
+            specs += [
+                ConvSpec(hidden, hidden, 3, stride, groups=hidden),
+                ConvSpec(hidden, out_ch, 1),
+            ]
             main = ConvChain(f"features.{index}", specs, variant, nn.ReLU6, last_act=False)
             residual = stride == 1 and in_ch == out_ch
             layers.append(Residual(main, nn.Identity(), nn.Identity()) if residual else main)
             in_ch, index = out_ch, index + 1
     layers += [nn.Conv2d(in_ch, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()]
     return nn.Sequential(*layers, _head(1280, 1000))
-

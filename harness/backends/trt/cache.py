@@ -22,7 +22,9 @@ from harness.errors import HarnessError
 from harness.profiles import Profile
 
 CACHE_FORMAT = 1  # bump when the identity's layout changes: every older engine then misses
-ENGINE_DIR = Path(os.environ.get("HARNESS_ENGINE_DIR", Path(__file__).resolve().parents[3] / "engines"))
+ENGINE_DIR = Path(
+    os.environ.get("HARNESS_ENGINE_DIR", Path(__file__).resolve().parents[3] / "engines")
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +44,29 @@ class BuildSettings:
     def from_profile(cls, profile: Profile, precision: str, batch: int) -> BuildSettings:
         """Resolve and check the build settings of ``profile`` for one precision and batch size."""
         if precision not in profile.precisions:
-            raise HarnessError(f"device {profile.name!r} lists precisions {profile.precisions}, not {precision!r}")
+            raise HarnessError(
+                f"device {profile.name!r} lists precisions {profile.precisions}, not {precision!r}"
+            )
         if batch < 1:
             raise HarnessError(f"batch size must be positive, got {batch}")
         t = profile.tensorrt
         if t.dla_core is not None and precision == "fp32":
-            raise HarnessError(f"device {profile.name!r} builds for DLA core {t.dla_core}, which runs fp16 or int8 "
-                               f"only: choose --precision fp16 (or set tensorrt.dla_core: null)")
+            raise HarnessError(
+                f"device {profile.name!r} builds for DLA core {t.dla_core}, which runs fp16 or int8 "
+                f"only: choose --precision fp16 (or set tensorrt.dla_core: null)"
+            )
         max_batch = max([batch, t.max_batch or 0] + list(profile.batch_sizes))
         calibration = calibration_identity(profile) if precision == "int8" else None
-        return cls(precision, batch, max_batch, t.workspace_mib, t.builder_optimization_level, t.dla_core,
-                   t.gpu_fallback, calibration)
+        return cls(
+            precision,
+            batch,
+            max_batch,
+            t.workspace_mib,
+            t.builder_optimization_level,
+            t.dla_core,
+            t.gpu_fallback,
+            calibration,
+        )
 
 
 def file_sha256(path: Path) -> str:
@@ -78,16 +92,29 @@ def calibration_identity(profile: Profile) -> str:
     return f"npy:{digest.hexdigest()}"
 
 
-def engine_identity(onnx_sha256: str, settings: BuildSettings, tensorrt_version: str, gpu_name: str,
-                    compute_capability: str) -> Dict[str, Any]:
+def engine_identity(
+    onnx_sha256: str,
+    settings: BuildSettings,
+    tensorrt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+) -> Dict[str, Any]:
     """What an engine is built from: hashed into its key and stored beside it."""
-    return {"format": CACHE_FORMAT, "onnx_sha256": onnx_sha256, "build": dataclasses.asdict(settings),
-            "tensorrt": tensorrt_version, "gpu": gpu_name, "compute_capability": compute_capability}
+    return {
+        "format": CACHE_FORMAT,
+        "onnx_sha256": onnx_sha256,
+        "build": dataclasses.asdict(settings),
+        "tensorrt": tensorrt_version,
+        "gpu": gpu_name,
+        "compute_capability": compute_capability,
+    }
 
 
 def engine_key(identity: Dict[str, Any]) -> str:
     """SHA-256 (hex) of the identity's canonical JSON."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -125,27 +152,45 @@ class EngineCache:
             return engine, "its sidecar is missing or unreadable"
         old = recorded.get("identity") if isinstance(recorded, dict) else None
         if old != identity:
-            changed = sorted(k for k in identity if not isinstance(old, dict) or old.get(k) != identity[k])
-            return engine, f"its sidecar describes a different build ({', '.join(changed) or 'format'})"
+            changed = sorted(
+                k for k in identity if not isinstance(old, dict) or old.get(k) != identity[k]
+            )
+            return (
+                engine,
+                f"its sidecar describes a different build ({', '.join(changed) or 'format'})",
+            )
         if recorded.get("engine_sha256") != file_sha256(engine):
-            return engine, "the engine file no longer matches the hash in its sidecar (truncated or replaced)"
+            return (
+                engine,
+                "the engine file no longer matches the hash in its sidecar (truncated or replaced)",
+            )
         return engine, None
 
-    def store(self, identity: Dict[str, Any], plan: bytes, extra: Optional[Dict[str, Any]] = None) -> Path:
+    def store(
+        self, identity: Dict[str, Any], plan: bytes, extra: Optional[Dict[str, Any]] = None
+    ) -> Path:
         """Write an engine and its sidecar (each atomically, engine first); returns the engine path."""
         if not plan:
             raise HarnessError("refusing to cache an empty engine")
         self.directory.mkdir(parents=True, exist_ok=True)
         engine, sidecar = self.paths(identity)
         _write_atomic(engine, plan)
-        record = {"identity": identity, "engine_sha256": hashlib.sha256(plan).hexdigest(), "bytes": len(plan),
-                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        record = {
+            "identity": identity,
+            "engine_sha256": hashlib.sha256(plan).hexdigest(),
+            "bytes": len(plan),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         record.update(extra or {})
         _write_atomic(sidecar, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
         return engine
 
-    def get_or_build(self, identity: Dict[str, Any], build: Callable[[], bytes],
-                     extra: Optional[Dict[str, Any]] = None) -> Tuple[Path, Optional[str]]:
+    def get_or_build(
+        self,
+        identity: Dict[str, Any],
+        build: Callable[[], bytes],
+        extra: Optional[Dict[str, Any]] = None,
+    ) -> Tuple[Path, Optional[str]]:
         """The usable engine for ``identity``, built with ``build()`` when needed: (path, why it was rebuilt)."""
         engine, problem = self.lookup(identity)
         if problem is None:
@@ -158,13 +203,20 @@ class EngineCache:
             if path.exists():
                 path.unlink()
 
-    def timing_cache_path(self, profile: Profile, tensorrt_version: str, compute_capability: str) -> Path:
+    def timing_cache_path(
+        self, profile: Profile, tensorrt_version: str, compute_capability: str
+    ) -> Path:
         """The profile's timing cache file; by default one per TensorRT version and compute capability."""
         if profile.tensorrt.timing_cache_file:
             return Path(profile.tensorrt.timing_cache_file).expanduser()
-        return self.directory / f"timing-{tensorrt_version}-sm{compute_capability.replace('.', '')}.cache"
+        return (
+            self.directory
+            / f"timing-{tensorrt_version}-sm{compute_capability.replace('.', '')}.cache"
+        )
 
     def calibration_cache_path(self, onnx_sha256: str, settings: BuildSettings) -> Path:
         """Where TensorRT's INT8 calibration table for this model, batch and calibration data is kept."""
-        data = hashlib.sha256(f"{onnx_sha256}|{settings.calibration}|{settings.batch}".encode()).hexdigest()
+        data = hashlib.sha256(
+            f"{onnx_sha256}|{settings.calibration}|{settings.batch}".encode()
+        ).hexdigest()
         return self.directory / f"calibration-{data[:24]}.cache"

@@ -23,8 +23,10 @@ def fp16_onnx(onnx_path: Path, out_path: Path, tolerance: float = FP16_TOLERANCE
     try:
         from onnxconverter_common import float16
     except ImportError:
-        raise HarnessError("FP16 on a strongly typed TensorRT needs an FP16 ONNX graph: pip install "
-                           "onnxconverter-common, or export the model in FP16 and run it as fp32") from None
+        raise HarnessError(
+            "FP16 on a strongly typed TensorRT needs an FP16 ONNX graph: pip install "
+            "onnxconverter-common, or export the model in FP16 and run it as fp32"
+        ) from None
     from harness.onnx_io import load_model, save_model
 
     model = load_model(onnx_path)
@@ -32,13 +34,19 @@ def fp16_onnx(onnx_path: Path, out_path: Path, tolerance: float = FP16_TOLERANCE
     save_model(converted, out_path)
     try:
         error = fp16_error(onnx_path, out_path)
-    except Exception as exc:  # ONNX Runtime may lack an FP16 kernel on the CPU: say so, keep the copy
-        raise HarnessError(f"the FP16 copy of {onnx_path} could not be verified in ONNX Runtime "
-                           f"({str(exc).splitlines()[0]})") from None
+    except (
+        Exception
+    ) as exc:  # ONNX Runtime may lack an FP16 kernel on the CPU: say so, keep the copy
+        raise HarnessError(
+            f"the FP16 copy of {onnx_path} could not be verified in ONNX Runtime "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
     if error > tolerance:
         out_path.unlink()
-        raise HarnessError(f"the FP16 copy of {onnx_path} differs from it by {error:.2%} of the output "
-                           f"scale (> {tolerance:.0%}): the model does not survive FP16")
+        raise HarnessError(
+            f"the FP16 copy of {onnx_path} differs from it by {error:.2%} of the output "
+            f"scale (> {tolerance:.0%}): the model does not survive FP16"
+        )
     return out_path
 
 

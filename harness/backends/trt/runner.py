@@ -44,13 +44,17 @@ log = logging.getLogger(__name__)
 
 
 # --- pure decisions (no TensorRT objects) ----------------------------------------------------------------------
-def profile_shapes(shape: Sequence[int], settings: BuildSettings) -> Optional[Tuple[Tuple[int, ...], ...]]:
+def profile_shapes(
+    shape: Sequence[int], settings: BuildSettings
+) -> Optional[Tuple[Tuple[int, ...], ...]]:
     """(min, opt, max) for an input whose batch dimension is dynamic; None when static. DLA: min = opt = max."""
     if all(d >= 0 for d in shape):
         return None
     if any(d < 0 for d in shape[1:]):
-        raise HarnessError(f"input shape {tuple(shape)} is dynamic beyond the batch dimension: export it with "
-                           f"static image sizes")
+        raise HarnessError(
+            f"input shape {tuple(shape)} is dynamic beyond the batch dimension: export it with "
+            f"static image sizes"
+        )
     rest = tuple(shape[1:])
     high = settings.batch if settings.dla_core is not None else settings.max_batch
     low = settings.batch if settings.dla_core is not None else 1
@@ -66,12 +70,18 @@ def describe_parser_errors(errors: Sequence[Any], node_names: Sequence[str]) -> 
         if not name and 0 <= index < len(node_names):
             name = node_names[index]
         op = error.node_operator() if hasattr(error, "node_operator") else ""
-        where = f"node {name or '#' + str(index)}" + (f" ({op})" if op else "") if index >= 0 or name else "model"
+        where = (
+            f"node {name or '#' + str(index)}" + (f" ({op})" if op else "")
+            if index >= 0 or name
+            else "model"
+        )
         parts.append(f"{where}: {error.desc()}")
     return "; ".join(parts) or "no error reported by the parser"
 
 
-def calibration_batches(shape: Sequence[int], data_dir: Optional[str], count: int) -> List[np.ndarray]:
+def calibration_batches(
+    shape: Sequence[int], data_dir: Optional[str], count: int
+) -> List[np.ndarray]:
     """INT8 calibration inputs: every ``.npy`` in ``data_dir`` (each one batch of ``shape``), or, with a warning,
     ``count`` batches of seeded standard-normal data."""
     if data_dir:
@@ -82,7 +92,9 @@ def calibration_batches(shape: Sequence[int], data_dir: Optional[str], count: in
         for path in files:
             array = np.load(str(path))
             if array.size != int(np.prod(shape)):
-                raise HarnessError(f"calibration input {path} has shape {array.shape}, expected {tuple(shape)}")
+                raise HarnessError(
+                    f"calibration input {path} has shape {array.shape}, expected {tuple(shape)}"
+                )
             batches.append(np.ascontiguousarray(array.reshape(shape), dtype=np.float32))
         return batches
     warnings.warn(RANDOM_CALIBRATION_WARNING, stacklevel=2)
@@ -95,8 +107,10 @@ def onnx_node_names(onnx_path: Path) -> List[str]:
     try:
         import onnx
 
-        return [node.name or f"{node.op_type}#{i}"
-                for i, node in enumerate(onnx.load(str(onnx_path), load_external_data=False).graph.node)]
+        return [
+            node.name or f"{node.op_type}#{i}"
+            for i, node in enumerate(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+        ]
     except Exception:  # noqa: BLE001 - names are a courtesy; the parser's own message still stands
         return []
 
@@ -141,20 +155,31 @@ def _calibrator(batches: List[np.ndarray], cache_path: Path):
     return Calibrator()
 
 
-def build_engine(onnx_path: Path, settings: BuildSettings, profile: Profile, timing_cache: Optional[Path],
-                 calibration_cache: Optional[Path] = None) -> bytes:
+def build_engine(
+    onnx_path: Path,
+    settings: BuildSettings,
+    profile: Profile,
+    timing_cache: Optional[Path],
+    calibration_cache: Optional[Path] = None,
+) -> bytes:
     """Parse the ONNX file and build a serialized engine with the given settings (TensorRT 8.5 or 10.x)."""
     plan = build_plan(settings, trt.__version__)
     for note in plan["notes"]:
         log.warning(note)
     builder = trt.Builder(_logger())
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if plan["explicit_batch_flag"] else 0
+    flags = (
+        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        if plan["explicit_batch_flag"]
+        else 0
+    )
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, _logger())
     if not parser.parse_from_file(str(onnx_path)):
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
-        raise HarnessError(f"TensorRT cannot parse {onnx_path}: "
-                           + describe_parser_errors(errors, onnx_node_names(onnx_path)))
+        raise HarnessError(
+            f"TensorRT cannot parse {onnx_path}: "
+            + describe_parser_errors(errors, onnx_node_names(onnx_path))
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     if plan["optimization_level"] and hasattr(config, "builder_optimization_level"):
@@ -165,7 +190,9 @@ def build_engine(onnx_path: Path, settings: BuildSettings, profile: Profile, tim
         config.clear_flag(getattr(trt.BuilderFlag, flag))
     if settings.dla_core is not None:
         if settings.dla_core >= builder.num_DLA_cores:
-            raise HarnessError(f"DLA core {settings.dla_core} requested, this device has {builder.num_DLA_cores}")
+            raise HarnessError(
+                f"DLA core {settings.dla_core} requested, this device has {builder.num_DLA_cores}"
+            )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = settings.dla_core
     optimization_profile = None
@@ -179,17 +206,24 @@ def build_engine(onnx_path: Path, settings: BuildSettings, profile: Profile, tim
         config.add_optimization_profile(optimization_profile)
     if settings.precision == "int8":
         shape = (settings.batch,) + tuple(network.get_input(0).shape)[1:]
-        batches = calibration_batches(shape, profile.tensorrt.int8_calibration_dir,
-                                      profile.tensorrt.int8_calibration_batches)
-        config.int8_calibrator = _calibrator(batches, calibration_cache or Path("calibration.cache"))
+        batches = calibration_batches(
+            shape, profile.tensorrt.int8_calibration_dir, profile.tensorrt.int8_calibration_batches
+        )
+        config.int8_calibrator = _calibrator(
+            batches, calibration_cache or Path("calibration.cache")
+        )
         if optimization_profile is not None:
             config.set_calibration_profile(optimization_profile)
     if timing_cache is not None:
-        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        cache = config.create_timing_cache(
+            timing_cache.read_bytes() if timing_cache.is_file() else b""
+        )
         config.set_timing_cache(cache, False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise HarnessError(f"TensorRT failed to build an engine for {onnx_path} (see its log above)")
+        raise HarnessError(
+            f"TensorRT failed to build an engine for {onnx_path} (see its log above)"
+        )
     if timing_cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
         timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
@@ -207,8 +241,14 @@ class TensorRTRunner(Runner):
 
     backend_name = "tensorrt"
 
-    def __init__(self, onnx_path: Path, profile: Profile, precision: str = "fp16", batch: int = 1,
-                 cache: Optional[EngineCache] = None) -> None:
+    def __init__(
+        self,
+        onnx_path: Path,
+        profile: Profile,
+        precision: str = "fp16",
+        batch: int = 1,
+        cache: Optional[EngineCache] = None,
+    ) -> None:
         super().__init__(onnx_path, profile, precision, batch)
         self.settings = BuildSettings.from_profile(profile, precision, batch)
         self.cache = cache or EngineCache()
@@ -224,27 +264,46 @@ class TensorRTRunner(Runner):
         if self.plan["onnx_precision"] == "fp16":
             from harness.backends.trt.prepare import fp16_onnx
 
-            built_from = fp16_onnx(self.onnx_path, self.cache.directory / f"{file_sha256(self.onnx_path)[:16]}"
-                                   f"-fp16.onnx")
+            built_from = fp16_onnx(
+                self.onnx_path,
+                self.cache.directory / f"{file_sha256(self.onnx_path)[:16]}-fp16.onnx",
+            )
         onnx_sha = file_sha256(built_from)
-        self.identity = engine_identity(onnx_sha, self.settings, trt.__version__, device.name(), capability)
-        self.timing_cache = (self.cache.timing_cache_path(self.profile, trt.__version__, capability)
-                             if self.profile.tensorrt.timing_cache else None)
+        self.identity = engine_identity(
+            onnx_sha, self.settings, trt.__version__, device.name(), capability
+        )
+        self.timing_cache = (
+            self.cache.timing_cache_path(self.profile, trt.__version__, capability)
+            if self.profile.tensorrt.timing_cache
+            else None
+        )
         calibration = self.cache.calibration_cache_path(onnx_sha, self.settings)
         self.engine_path, self.rebuilt = self.cache.get_or_build(
-            self.identity, lambda: build_engine(built_from, self.settings, self.profile, self.timing_cache,
-                                                calibration),
-            extra={"onnx": str(self.onnx_path), "built_from": str(built_from), "profile": self.profile.name})
+            self.identity,
+            lambda: build_engine(
+                built_from, self.settings, self.profile, self.timing_cache, calibration
+            ),
+            extra={
+                "onnx": str(self.onnx_path),
+                "built_from": str(built_from),
+                "profile": self.profile.name,
+            },
+        )
         if self.rebuilt:
             log.info("built %s (%s)", self.engine_path, self.rebuilt)
         runtime = trt.Runtime(_logger())
         if self.settings.dla_core is not None:
-            runtime.DLA_core = self.settings.dla_core  # the engine runs on the DLA core it was built for
+            runtime.DLA_core = (
+                self.settings.dla_core
+            )  # the engine runs on the DLA core it was built for
         self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        if self.engine is None:  # e.g. a plan from another TensorRT: never run it, rebuild next time
+        if (
+            self.engine is None
+        ):  # e.g. a plan from another TensorRT: never run it, rebuild next time
             self.cache.discard(self.identity)
-            raise HarnessError(f"TensorRT could not load {self.engine_path}; it was removed, run again to "
-                               f"rebuild")
+            raise HarnessError(
+                f"TensorRT could not load {self.engine_path}; it was removed, run again to rebuild"
+            )
         self.context = self.engine.create_execution_context()
         _check(self.context, "create_execution_context")
         self.stream = cuda.Stream()
@@ -259,7 +318,10 @@ class TensorRTRunner(Runner):
         for name in inputs:
             shape = tuple(engine.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                _check(context.set_input_shape(name, (self.batch,) + shape[1:]), f"set_input_shape({name})")
+                _check(
+                    context.set_input_shape(name, (self.batch,) + shape[1:]),
+                    f"set_input_shape({name})",
+                )
         rng = np.random.default_rng(0)
         for name in names:
             shape = tuple(context.get_tensor_shape(name))
@@ -290,10 +352,18 @@ class TensorRTRunner(Runner):
             cuda.memcpy_dtoh_async(host, device, self.stream)
         end.record(self.stream)
         end.synchronize()
-        h2d, compute, d2h = (after_h2d.time_since(start), after_compute.time_since(after_h2d),
-                             end.time_since(after_compute))
-        return {LATENCY: h2d + compute + d2h, "gpu_compute_ms": compute, "h2d_ms": h2d, "d2h_ms": d2h,
-                "enqueue_ms": enqueue_ms}
+        h2d, compute, d2h = (
+            after_h2d.time_since(start),
+            after_compute.time_since(after_h2d),
+            end.time_since(after_compute),
+        )
+        return {
+            LATENCY: h2d + compute + d2h,
+            "gpu_compute_ms": compute,
+            "h2d_ms": h2d,
+            "d2h_ms": d2h,
+            "enqueue_ms": enqueue_ms,
+        }
 
     def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         for name, host, _ in self.inputs:
@@ -306,12 +376,20 @@ class TensorRTRunner(Runner):
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
-        info.update(version=trt.__version__, execution_api="v3", engine=str(self.engine_path),
-                    rebuilt=self.rebuilt, gpu=self.identity["gpu"],
-                    compute_capability=self.identity["compute_capability"], build=self.identity["build"],
-                    timing_cache=str(self.timing_cache) if self.timing_cache else None, plan=self.plan,
-                    tf32=self.plan["tf32"], strongly_typed=self.plan["strongly_typed"],
-                    cuda_context="primary (pycuda.autoprimaryctx)")
+        info.update(
+            version=trt.__version__,
+            execution_api="v3",
+            engine=str(self.engine_path),
+            rebuilt=self.rebuilt,
+            gpu=self.identity["gpu"],
+            compute_capability=self.identity["compute_capability"],
+            build=self.identity["build"],
+            timing_cache=str(self.timing_cache) if self.timing_cache else None,
+            plan=self.plan,
+            tf32=self.plan["tf32"],
+            strongly_typed=self.plan["strongly_typed"],
+            cuda_context="primary (pycuda.autoprimaryctx)",
+        )
         return info
 
     def _deactivate_impl(self) -> None:

@@ -44,23 +44,40 @@ def shape_flags(input_shapes: Dict[str, Sequence[Dim]], settings: BuildSettings)
         return []
     for name, shape in input_shapes.items():
         if any(is_dynamic(d) for d in list(shape)[1:]):
-            raise HarnessError(f"input {name!r} has dynamic dimensions besides the batch: {list(shape)}; export "
-                               f"it with static image sizes")
+            raise HarnessError(
+                f"input {name!r} has dynamic dimensions besides the batch: {list(shape)}; export "
+                f"it with static image sizes"
+            )
     dla = settings.dla_core is not None  # DLA needs static shapes: min = opt = max
 
     def spec(batch: int) -> str:
-        return ",".join(f"{name}:" + "x".join(str(d) for d in [batch] + list(shape)[1:])
-                        for name, shape in input_shapes.items())
+        return ",".join(
+            f"{name}:" + "x".join(str(d) for d in [batch] + list(shape)[1:])
+            for name, shape in input_shapes.items()
+        )
 
-    return [f"--minShapes={spec(settings.batch if dla else 1)}", f"--optShapes={spec(settings.batch)}",
-            f"--maxShapes={spec(settings.batch if dla else settings.max_batch)}", f"--shapes={spec(settings.batch)}"]
+    return [
+        f"--minShapes={spec(settings.batch if dla else 1)}",
+        f"--optShapes={spec(settings.batch)}",
+        f"--maxShapes={spec(settings.batch if dla else settings.max_batch)}",
+        f"--shapes={spec(settings.batch)}",
+    ]
 
 
-def trtexec_command(onnx_path: Path, profile: Profile, precision: str, batch: int, trt_version: str = "8.5.2",
-                    engine_path: Optional[Path] = None, times_path: Optional[Path] = None,
-                    input_shapes: Optional[Dict[str, Sequence[Dim]]] = None,
-                    timing_cache: Optional[Path] = None, calibration_cache: Optional[Path] = None,
-                    load_engine: Optional[Path] = None, typed_graph: bool = False) -> List[str]:
+def trtexec_command(
+    onnx_path: Path,
+    profile: Profile,
+    precision: str,
+    batch: int,
+    trt_version: str = "8.5.2",
+    engine_path: Optional[Path] = None,
+    times_path: Optional[Path] = None,
+    input_shapes: Optional[Dict[str, Sequence[Dim]]] = None,
+    timing_cache: Optional[Path] = None,
+    calibration_cache: Optional[Path] = None,
+    load_engine: Optional[Path] = None,
+    typed_graph: bool = False,
+) -> List[str]:
     """The trtexec invocation equivalent to harness's build and timing settings for this TensorRT version.
 
     With ``load_engine`` the build flags are left out and that engine is timed as it is. ``typed_graph``: the
@@ -71,14 +88,20 @@ def trtexec_command(onnx_path: Path, profile: Profile, precision: str, batch: in
     cmd = ["trtexec"]
     flags = shape_flags(input_shapes or {}, settings)
     if load_engine is not None:
-        cmd += [f"--loadEngine={load_engine}"] + flags[-1:]  # a loaded dynamic engine needs --shapes only
+        cmd += [f"--loadEngine={load_engine}"] + flags[
+            -1:
+        ]  # a loaded dynamic engine needs --shapes only
     else:
         cmd += [f"--onnx={onnx_path}", f"--memPoolSize=workspace:{settings.workspace_mib}"]
         if precision in ("fp16", "int8") and not (typed_graph and version >= (11,)):
             if version >= (11,):
-                raise HarnessError("TensorRT 11 builds strongly typed networks: export the model in "
-                                   f"{precision} (or with Q/DQ nodes) instead of asking trtexec for --{precision}")
-            cmd += ["--fp16"] if precision == "fp16" else ["--int8", "--fp16"]  # as the Python builder does
+                raise HarnessError(
+                    "TensorRT 11 builds strongly typed networks: export the model in "
+                    f"{precision} (or with Q/DQ nodes) instead of asking trtexec for --{precision}"
+                )
+            cmd += (
+                ["--fp16"] if precision == "fp16" else ["--int8", "--fp16"]
+            )  # as the Python builder does
             if precision == "int8" and calibration_cache is not None:
                 cmd.append(f"--calib={calibration_cache}")
         if version >= (8, 6):
@@ -93,10 +116,15 @@ def trtexec_command(onnx_path: Path, profile: Profile, precision: str, batch: in
             cmd.append(f"--saveEngine={engine_path}")
         cmd += flags
     timing = profile.timing
-    cmd += [f"--warmUp={int(round(timing.warmup_s * 1000))}",
-            f"--duration={max(1, int(math.ceil(timing.min_duration_s)))}",
-            f"--iterations={timing.min_iterations}", "--percentile=90,95,99"]
-    if version >= (11,):  # pin the measured quantity to harness's: H2D + compute + D2H, no graph, blocking sync
+    cmd += [
+        f"--warmUp={int(round(timing.warmup_s * 1000))}",
+        f"--duration={max(1, int(math.ceil(timing.min_duration_s)))}",
+        f"--iterations={timing.min_iterations}",
+        "--percentile=90,95,99",
+    ]
+    if version >= (
+        11,
+    ):  # pin the measured quantity to harness's: H2D + compute + D2H, no graph, blocking sync
         cmd += ["--noCudaGraph", "--includeDataTransfers", "--noSpinWait"]
     if times_path is not None:
         cmd.append(f"--exportTimes={times_path}")
@@ -106,9 +134,14 @@ def trtexec_command(onnx_path: Path, profile: Profile, precision: str, batch: in
 def effective_settings(cmd: Sequence[str], trt_version: str) -> Dict[str, bool]:
     """CUDA graph, spin-wait and data transfers as in force for ``cmd`` (its flags over the version's defaults)."""
     settings = trtexec_defaults(trt_version)
-    flags = {"--useCudaGraph": ("cuda_graph", True), "--noCudaGraph": ("cuda_graph", False),
-             "--useSpinWait": ("spin_wait", True), "--noSpinWait": ("spin_wait", False),
-             "--noDataTransfers": ("data_transfers", False), "--includeDataTransfers": ("data_transfers", True)}
+    flags = {
+        "--useCudaGraph": ("cuda_graph", True),
+        "--noCudaGraph": ("cuda_graph", False),
+        "--useSpinWait": ("spin_wait", True),
+        "--noSpinWait": ("spin_wait", False),
+        "--noDataTransfers": ("data_transfers", False),
+        "--includeDataTransfers": ("data_transfers", True),
+    }
     for arg in cmd:
         if arg in flags:
             key, value = flags[arg]
@@ -125,9 +158,14 @@ def parse_export_times(text: str) -> Dict[str, List[float]]:
         records = json.loads(text)
     except ValueError as exc:
         raise HarnessError(f"trtexec times file is not JSON ({exc})") from None
-    if not isinstance(records, list) or not records or \
-            not all(isinstance(r, dict) and "latencyMs" in r and "computeMs" in r for r in records):
-        raise HarnessError("trtexec times file holds no per-query records with latencyMs and computeMs")
+    if (
+        not isinstance(records, list)
+        or not records
+        or not all(isinstance(r, dict) and "latencyMs" in r and "computeMs" in r for r in records)
+    ):
+        raise HarnessError(
+            "trtexec times file holds no per-query records with latencyMs and computeMs"
+        )
 
     def pick(record: Dict[str, Any], *keys: str) -> float:
         return float(next((record[k] for k in keys if k in record), 0.0))
@@ -141,7 +179,9 @@ def parse_export_times(text: str) -> Dict[str, List[float]]:
     }
 
 
-_SUMMARY = re.compile(r"\[I\] (Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (.*)$", re.MULTILINE)
+_SUMMARY = re.compile(
+    r"\[I\] (Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (.*)$", re.MULTILINE
+)
 
 
 def parse_summary(output: str) -> Dict[str, Any]:
@@ -151,9 +191,13 @@ def parse_summary(output: str) -> Dict[str, Any]:
     if throughput:
         summary["throughput_qps"] = float(throughput.group(1))
     for name, rest in _SUMMARY.findall(output):
-        summary[name] = {re.sub(r"percentile\((\d+(?:\.\d+)?)%\)", r"p\1", key): float(value)
-                         for key, value in re.findall(r"([\w().%]+) = ([\d.]+) ms", rest)}
-    unstable = re.search(r"\[W\] \* GPU compute time is unstable, with coefficient of variance = ([\d.]+)%", output)
+        summary[name] = {
+            re.sub(r"percentile\((\d+(?:\.\d+)?)%\)", r"p\1", key): float(value)
+            for key, value in re.findall(r"([\w().%]+) = ([\d.]+) ms", rest)
+        }
+    unstable = re.search(
+        r"\[W\] \* GPU compute time is unstable, with coefficient of variance = ([\d.]+)%", output
+    )
     if unstable:
         summary["unstable_cov_percent"] = float(unstable.group(1))
     return summary
@@ -184,15 +228,18 @@ def find_trtexec() -> str:
     """trtexec on PATH or where JetPack puts it."""
     found = shutil.which("trtexec") or (JETSON_TRTEXEC if Path(JETSON_TRTEXEC).is_file() else None)
     if not found:
-        raise HarnessError("trtexec not found: on a Jetson it is /usr/src/tensorrt/bin/trtexec (JetPack); on a "
-                           "desktop it ships with the TensorRT tar/deb packages (put its bin/ on PATH)")
+        raise HarnessError(
+            "trtexec not found: on a Jetson it is /usr/src/tensorrt/bin/trtexec (JetPack); on a "
+            "desktop it ships with the TensorRT tar/deb packages (put its bin/ on PATH)"
+        )
     return found
 
 
 def trtexec_version(binary: str) -> str:
     """The TensorRT version of a trtexec binary, from its banner."""
-    proc = subprocess.run([binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60
+    )
     version = parse_trtexec_version(proc.stdout)
     if not version:
         raise HarnessError(f"cannot tell the TensorRT version of {binary} from its banner")
@@ -209,9 +256,15 @@ def run_command(cmd: List[str], what: str) -> str:
     return proc.stdout
 
 
-def run_trtexec(onnx_path: Path, profile: Profile, precision: str, batch: int,
-                input_shape: Optional[Sequence[Dim]] = None, input_name: str = "input",
-                input_shapes: Optional[Dict[str, Sequence[Dim]]] = None) -> Dict[str, Any]:
+def run_trtexec(
+    onnx_path: Path,
+    profile: Profile,
+    precision: str,
+    batch: int,
+    input_shape: Optional[Sequence[Dim]] = None,
+    input_name: str = "input",
+    input_shapes: Optional[Dict[str, Sequence[Dim]]] = None,
+) -> Dict[str, Any]:
     """Build and time one model with trtexec; returns its series (ms), version, command, summary and settings.
 
     Input shapes come from ``input_shapes``, else ``{input_name: input_shape}``, else the ONNX file.
@@ -220,15 +273,24 @@ def run_trtexec(onnx_path: Path, profile: Profile, precision: str, batch: int,
     version = trtexec_version(binary)
     shapes = input_shapes
     if shapes is None:
-        shapes = {input_name: input_shape} if input_shape is not None else onnx_input_shapes(onnx_path)
+        shapes = (
+            {input_name: input_shape} if input_shape is not None else onnx_input_shapes(onnx_path)
+        )
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "times.json"
-        cmd = trtexec_command(onnx_path, profile, precision, batch, version, times_path=times, input_shapes=shapes)
+        cmd = trtexec_command(
+            onnx_path, profile, precision, batch, version, times_path=times, input_shapes=shapes
+        )
         cmd[0] = binary
         output = run_command(cmd, str(onnx_path))
         series = parse_export_times(times.read_text())
-    return {"series_ms": series, "tensorrt": version, "command": cmd, "summary": parse_summary(output),
-            "effective": effective_settings(cmd, version)}
+    return {
+        "series_ms": series,
+        "tensorrt": version,
+        "command": cmd,
+        "summary": parse_summary(output),
+        "effective": effective_settings(cmd, version),
+    }
 
 
 class TrtexecRunner(Runner):
@@ -240,34 +302,64 @@ class TrtexecRunner(Runner):
     backend_name = "trtexec"
 
     def _activate_impl(self) -> None:
-        profile, precision, batch, onnx_path = self.profile, self.precision, self.batch, self.onnx_path
+        profile, precision, batch, onnx_path = (
+            self.profile,
+            self.precision,
+            self.batch,
+            self.onnx_path,
+        )
         self.binary = find_trtexec()
         self.version = trtexec_version(self.binary)
         self.tmp = tempfile.TemporaryDirectory()
         self.engine = Path(self.tmp.name) / "model.engine"
         self.built_from, self.typed_graph = self.onnx_path, False
-        if version_tuple(self.version) >= (11,) and precision == "fp16":  # strongly typed: an FP16 graph
+        if (
+            version_tuple(self.version) >= (11,) and precision == "fp16"
+        ):  # strongly typed: an FP16 graph
             from harness.backends.trt.prepare import fp16_onnx
 
             self.built_from = fp16_onnx(self.onnx_path, Path(self.tmp.name) / "model-fp16.onnx")
             self.typed_graph = True  # no precision flags: the graph's types are the precision
         self.shapes = onnx_input_shapes(self.built_from)
-        self.dtypes = input_dtypes(self.built_from)  # trtexec reads --loadInputs as the tensors' own type
-        cmd = trtexec_command(self.built_from, profile, precision, batch, self.version,
-                              engine_path=self.engine, input_shapes=self.shapes, typed_graph=self.typed_graph)
+        self.dtypes = input_dtypes(
+            self.built_from
+        )  # trtexec reads --loadInputs as the tensors' own type
+        cmd = trtexec_command(
+            self.built_from,
+            profile,
+            precision,
+            batch,
+            self.version,
+            engine_path=self.engine,
+            input_shapes=self.shapes,
+            typed_graph=self.typed_graph,
+        )
         self.build_command = [self.binary] + [a for a in cmd[1:] if not a.startswith(TIMING_FLAGS)]
         run_command(self.build_command + [build_only_flag(self.version)], str(onnx_path))
         self.buffer: List[Dict[str, float]] = []
         self.runs = 0
 
     def _command(self, *extra: str) -> List[str]:
-        cmd = trtexec_command(self.built_from, self.profile, self.precision, self.batch, self.version,
-                              input_shapes=self.shapes, load_engine=self.engine, typed_graph=self.typed_graph)
+        cmd = trtexec_command(
+            self.built_from,
+            self.profile,
+            self.precision,
+            self.batch,
+            self.version,
+            input_shapes=self.shapes,
+            load_engine=self.engine,
+            typed_graph=self.typed_graph,
+        )
         return [self.binary] + cmd[1:] + list(extra)
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
-        return {name: (tuple(self.batch if is_dynamic(d) else int(d) for d in shape),  # type: ignore[arg-type]
-                       self.dtypes[name]) for name, shape in self.shapes.items()}
+        return {
+            name: (
+                tuple(self.batch if is_dynamic(d) else int(d) for d in shape),  # type: ignore[arg-type]
+                self.dtypes[name],
+            )
+            for name, shape in self.shapes.items()
+        }
 
     def _infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         folder = Path(self.tmp.name)
@@ -278,8 +370,17 @@ class TrtexecRunner(Runner):
             loads.append(f"{name}:{path}")
         out = folder / "outputs.json"
         cmd = [a for a in self._command() if not a.startswith(TIMING_FLAGS)]
-        run_command(cmd + ["--iterations=1", "--duration=0", "--warmUp=0", f"--loadInputs={','.join(loads)}",
-                    f"--exportOutput={out}"], str(self.onnx_path))
+        run_command(
+            cmd
+            + [
+                "--iterations=1",
+                "--duration=0",
+                "--warmUp=0",
+                f"--loadInputs={','.join(loads)}",
+                f"--exportOutput={out}",
+            ],
+            str(self.onnx_path),
+        )
         return parse_export_output(out.read_text())
 
     def _measure_impl(self) -> Dict[str, float]:
@@ -287,16 +388,23 @@ class TrtexecRunner(Runner):
             times = Path(self.tmp.name) / "times.json"
             run_command(self._command(f"--exportTimes={times}"), str(self.onnx_path))
             series = parse_export_times(times.read_text())
-            self.buffer = [dict(zip(SERIES, values)) for values in zip(*(series[k] for k in SERIES))]
+            self.buffer = [
+                dict(zip(SERIES, values)) for values in zip(*(series[k] for k in SERIES))
+            ]
             self.runs += 1
         return self.buffer.pop(0)
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
-        info.update(version=self.version, binary=self.binary, built_from=str(self.built_from),
-                    build_command=self.build_command,
-                    time_command=self._command("--exportTimes=<file>"), trtexec_runs=self.runs,
-                    effective=effective_settings(self._command(), self.version))
+        info.update(
+            version=self.version,
+            binary=self.binary,
+            built_from=str(self.built_from),
+            build_command=self.build_command,
+            time_command=self._command("--exportTimes=<file>"),
+            trtexec_runs=self.runs,
+            effective=effective_settings(self._command(), self.version),
+        )
         return info
 
     def _deactivate_impl(self) -> None:

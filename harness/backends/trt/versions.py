@@ -25,9 +25,11 @@ def build_only_flag(version: str) -> str:
     return "--buildOnly" if version_tuple(version) < (8, 6) else "--skipInference"
 
 
-RANDOM_CALIBRATION_WARNING = ("INT8 calibration with random data: the engine's latency is representative, "
-                              "its accuracy is not (set tensorrt.int8_calibration_dir to a folder of .npy "
-                              "inputs)")
+RANDOM_CALIBRATION_WARNING = (
+    "INT8 calibration with random data: the engine's latency is representative, "
+    "its accuracy is not (set tensorrt.int8_calibration_dir to a folder of .npy "
+    "inputs)"
+)
 
 
 def build_plan(settings: Any, version: str) -> Dict[str, Any]:
@@ -41,13 +43,17 @@ def build_plan(settings: Any, version: str) -> Dict[str, Any]:
     """
     v = version_tuple(version)
     if settings.dla_core is not None and (10, 8) <= v < (11, 4, 1):
-        raise HarnessError(f"TensorRT {version} has no DLA support (dropped after 10.7, back in 11.4.1 for "
-                           f"AGX Orin): build for the GPU (tensorrt.dla_core: null) or use another TensorRT")
+        raise HarnessError(
+            f"TensorRT {version} has no DLA support (dropped after 10.7, back in 11.4.1 for "
+            f"AGX Orin): build for the GPU (tensorrt.dla_core: null) or use another TensorRT"
+        )
     strongly_typed = v >= (11,)
     if strongly_typed and settings.precision == "int8":
-        raise HarnessError(f"TensorRT {version} builds strongly typed networks and has no INT8 calibration: "
-                           "give it an ONNX with Q/DQ nodes (onnxruntime.quantization.quantize_static, "
-                           "QuantFormat.QDQ) and run that graph with precision fp32")
+        raise HarnessError(
+            f"TensorRT {version} builds strongly typed networks and has no INT8 calibration: "
+            "give it an ONNX with Q/DQ nodes (onnxruntime.quantization.quantize_static, "
+            "QuantFormat.QDQ) and run that graph with precision fp32"
+        )
     if strongly_typed:
         flags: List[str] = []
     else:
@@ -56,16 +62,28 @@ def build_plan(settings: Any, version: str) -> Dict[str, Any]:
         flags = flags + ["GPU_FALLBACK"]
     notes = []
     if settings.precision == "int8" and v >= (10, 1):
-        notes.append("INT8 calibrators are deprecated from TensorRT 10.1: prefer an ONNX with Q/DQ nodes")
+        notes.append(
+            "INT8 calibrators are deprecated from TensorRT 10.1: prefer an ONNX with Q/DQ nodes"
+        )
     if settings.precision == "int8" and (settings.calibration or "").startswith("random:"):
         notes.append(RANDOM_CALIBRATION_WARNING)
     if v < (8, 6):
-        notes.append(f"builder_optimization_level {settings.builder_optimization_level} not applied: "
-                     f"TensorRT {version} predates the setting (8.6)")
+        notes.append(
+            f"builder_optimization_level {settings.builder_optimization_level} not applied: "
+            f"TensorRT {version} predates the setting (8.6)"
+        )
     if strongly_typed and settings.precision == "fp16":
-        notes.append(f"TensorRT {version} is strongly typed: built from an FP16 copy of the ONNX graph")
-    return {"explicit_batch_flag": v < (10,), "optimization_level": v >= (8, 6), "flags": flags,
-            "clear_flags": ["TF32"] if settings.precision == "fp32" else [],
-            "tf32": settings.precision != "fp32", "strongly_typed": strongly_typed,
-            "onnx_precision": "fp16" if strongly_typed and settings.precision == "fp16" else "fp32",
-            "dla_core": settings.dla_core, "notes": notes}
+        notes.append(
+            f"TensorRT {version} is strongly typed: built from an FP16 copy of the ONNX graph"
+        )
+    return {
+        "explicit_batch_flag": v < (10,),
+        "optimization_level": v >= (8, 6),
+        "flags": flags,
+        "clear_flags": ["TF32"] if settings.precision == "fp32" else [],
+        "tf32": settings.precision != "fp32",
+        "strongly_typed": strongly_typed,
+        "onnx_precision": "fp16" if strongly_typed and settings.precision == "fp16" else "fp32",
+        "dla_core": settings.dla_core,
+        "notes": notes,
+    }
