@@ -1,6 +1,7 @@
 """Counts of `harness fold` on the onnx wheel's model corpus (onnx/backend/test/data/): how many ONNX Runtime
-loads, how many fold or pass through unchanged, how verification ended, how many keep their reference outputs,
-and how many raise. The same checks as tests/test_onnx_corpus.py, tallied instead of asserted.
+loads, how many fold or pass through unchanged, how verification ended, how many keep their
+reference outputs, and how many raise. The same checks as tests/test_onnx_corpus.py, tallied instead
+of asserted.
 
     python benchmarks/onnx_corpus.py -o docs/onnx_corpus.md
 """
@@ -81,8 +82,9 @@ def main() -> None:
     lines = [
         f"# harness fold on the onnx wheel's model corpus (onnx {onnx.__version__})",
         "",
-        f"{len(rows)} models under onnx/backend/test/data/ (light, pytorch-converted, pytorch-operator, "
-        f"simple); `python benchmarks/onnx_corpus.py` in {elapsed:.0f} s. Merge mode `all`.",
+        f"{len(rows)} models under onnx/backend/test/data/ (light, pytorch-converted, "
+        f"pytorch-operator, simple); `python benchmarks/onnx_corpus.py` in {elapsed:.0f} s. "
+        "Merge mode `all`.",
         "",
     ]
     for key in ("outcome", "verification", "reference"):
@@ -93,7 +95,8 @@ def main() -> None:
             + [""]
         )
     lines += [
-        "Not verified, and why (folding left these graphs unchanged or verification could not run):",
+        "Not verified, and why (folding left these graphs unchanged "
+        "or verification could not run):",
         "",
     ]
     lines += [f"- {r['model']} ({r['outcome']}): {r['why']}" for r in rows if "why" in r] + [""]

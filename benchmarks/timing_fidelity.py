@@ -1,9 +1,10 @@
 """Fidelity of the timing protocol on ONNX Runtime (issue 5), written as a Markdown report.
 
-(a) Overhead: the runner's per-inference timing (perf_counter around ``session.run``, as OnnxRuntimeRunner does)
-    against ONNX Runtime's own profiler (``enable_profiling``, the ``model_run`` events of the same runs).
-(b) Repeatability: the same ``harness bench`` twice in a row; do the per-model speed-ups agree within their
-    stated 95% intervals?
+(a) Overhead: the runner's per-inference timing (perf_counter around ``session.run``, as
+    OnnxRuntimeRunner does) against ONNX Runtime's own profiler (``enable_profiling``, the
+    ``model_run`` events of the same runs).
+(b) Repeatability: the same ``harness bench`` twice in a row; do the per-model speed-ups agree
+    within their stated 95% intervals?
 
     python benchmarks/timing_fidelity.py -o benchmarks/timing_fidelity.md
 """
@@ -103,15 +104,17 @@ def main(argv=None) -> int:
     lines = [
         "# Timing fidelity on ONNX Runtime (host CPU)",
         "",
-        f"## Runner overhead vs ONNX Runtime's profiler ({args.runs} inferences each, same session)",
+        "## Runner overhead vs ONNX Runtime's profiler "
+        f"({args.runs} inferences each, same session)",
         "",
-        "| model | runner median ms | ORT model_run median ms | overhead us | overhead % | within 3% or 20 us |",
+        "| model | runner median ms | ORT model_run median ms | overhead us | overhead % | within "
+        "3% or 20 us |",
         "|---|---|---|---|---|---|",
     ]
     for o in overheads:
         lines.append(
-            f"| {o['model']} | {o['runner_ms']:.4f} | {o['ort_profiler_ms']:.4f} | {o['overhead_us']:.1f} "
-            f"| {o['overhead_pct']:.2%} | {'yes' if o['ok'] else 'NO'} |"
+            f"| {o['model']} | {o['runner_ms']:.4f} | {o['ort_profiler_ms']:.4f} | "
+            f"{o['overhead_us']:.1f} | {o['overhead_pct']:.2%} | {'yes' if o['ok'] else 'NO'} |"
         )
     lines += [
         "",
@@ -123,9 +126,9 @@ def main(argv=None) -> int:
     for r in repeat:
         a, b = r["first"], r["second"]
         lines.append(
-            f"| {r['key'][0]} | {r['key'][1]} | {r['key'][2]} | {a['speedup']:.3f}x [{a['ci_low']:.3f}, "
-            f"{a['ci_high']:.3f}] | {b['speedup']:.3f}x [{b['ci_low']:.3f}, {b['ci_high']:.3f}] | "
-            f"{'yes' if r['overlap'] else 'NO'} |"
+            f"| {r['key'][0]} | {r['key'][1]} | {r['key'][2]} | {a['speedup']:.3f}x "
+            f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] | {b['speedup']:.3f}x [{b['ci_low']:.3f}, "
+            f"{b['ci_high']:.3f}] | {'yes' if r['overlap'] else 'NO'} |"
         )
     write_text_atomic(args.output, "\n".join(lines) + "\n")
     print(f"wrote {args.output}")

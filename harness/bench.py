@@ -1,7 +1,8 @@
 """``harness bench``: export, fold, time and report a suite of models on one device profile.
 
-Every source and the profile are resolved before any work starts, so bad input fails at once and writes nothing.
-The results file is rewritten atomically after each model, marked ``complete`` only at the end.
+Every source and the profile are resolved before any work starts, so bad input fails at once and
+writes nothing. The results file is rewritten atomically after each model, marked ``complete`` only
+at the end.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """What the machine was and was doing during a run: CPU, threads, library versions, git SHA, device state.
 
-Runs on the device: Python 3.8 compatible, no torch import (its version is read from package metadata).
+Runs on the device: Python 3.8 compatible, no torch import (its version is read from package
+metadata).
 """
 
 from __future__ import annotations
@@ -276,7 +277,8 @@ def gpu_state() -> Optional[Dict[str, Any]]:
 
 class GpuMonitor:
     """An NVML handle held for a run, read after every timing block: SM and memory clocks, power, temperature and
-    throttle reasons (``harness.timing`` records them per block and flags a run where they moved)."""
+    throttle reasons (``harness.timing`` records them per block and flags a run where they
+    moved)."""
 
     def __init__(self, nvml: Any, index: int = 0) -> None:
         self.nvml = nvml
@@ -358,13 +360,15 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
     if profile.kind == "jetson":
         if not jetson:
             problems.append(
-                f"profile {profile.name!r} is for a Jetson, but this is not one (no /etc/nv_tegra_release)"
+                f"profile {profile.name!r} is for a Jetson, "
+                "but this is not one (no /etc/nv_tegra_release)"
             )
         else:
             mode = (jetson.get("nvpmodel") or {}).get("mode")
             if expect.nvpmodel and mode != expect.nvpmodel:
                 problems.append(
-                    f"power mode is {mode!r}, profile expects {expect.nvpmodel!r} (sudo nvpmodel -m 0)"
+                    f"power mode is {mode!r}, profile expects {expect.nvpmodel!r} "
+                    "(sudo nvpmodel -m 0)"
                 )
             mhz, locked = jetson_gpu_clock(jetson)
             if expect.jetson_clocks and not locked:
@@ -386,7 +390,8 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
             problems.append(f"cannot read the GPU's state: {gpu['error']}")
         elif not gpu:
             problems.append(
-                f"profile {profile.name!r} expects a GPU, but NVML sees none (pip install nvidia-ml-py)"
+                f"profile {profile.name!r} expects a GPU, "
+                "but NVML sees none (pip install nvidia-ml-py)"
             )
         else:
             if expect.gpu_name and expect.gpu_name.lower() not in gpu["name"].lower():

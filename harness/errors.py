@@ -4,7 +4,8 @@
 class HarnessError(Exception):
     """A problem with the user's input or environment, with what to do about it.
 
-    The CLI catches it, prints ``error: <message>`` to stderr (no traceback) and exits with ``exit_code``.
+    The CLI catches it, prints ``error: <message>`` to stderr (no traceback) and exits with
+    ``exit_code``.
     """
 
     exit_code = 2

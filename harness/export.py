@@ -1,7 +1,8 @@
 """Model sources (zoo name, ``package.module:factory``, ``.onnx`` file) and torch -> ONNX export.
 
-Exports use static shapes and opset 17, then pass ``onnx.checker`` and strict shape inference, and are written
-with the lowest IR version that holds opset 17 (IR 8), which JetPack's ONNX Runtime and TensorRT 8.5 read.
+Exports use static shapes and opset 17, then pass ``onnx.checker`` and strict shape inference, and
+are written with the lowest IR version that holds opset 17 (IR 8), which JetPack's ONNX Runtime and
+TensorRT 8.5 read.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """FLOPs, parameters and bytes moved, counted from the ONNX graph itself (so any ONNX file is counted alike).
 
-Convention: FLOPs = 2 x multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (batch included); bias adds,
-activations, pooling and other element-wise work are not counted (as fvcore and most papers do). Parameters =
-elements of floating-point initializers. Bytes = the layer's inputs, weights and outputs at their stored types.
+Convention: FLOPs = 2 x multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (batch
+included); bias adds, activations, pooling and other element-wise work are not counted (as fvcore
+and most papers do). Parameters = elements of floating-point initializers. Bytes = the layer's
+inputs, weights and outputs at their stored types.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ class FlopCount:
             f" and {len(self.holes) - 5} more" if len(self.holes) > 5 else ""
         )
         return (
-            f"FLOPs incomplete: {len(self.holes)} Conv/Gemm/MatMul nodes have no known shapes and are not "
-            f"counted ({shown})"
+            f"FLOPs incomplete: {len(self.holes)} Conv/Gemm/MatMul nodes have no known shapes and "
+            f"are not counted ({shown})"
         )
 
 
@@ -175,8 +176,8 @@ def observed_shapes(
     model: onnx.ModelProto, names: Optional[List[str]] = None
 ) -> Dict[str, List[int]]:
     """The shapes of ``names`` (default: every tensor a FLOP count needs) seen in one ONNX Runtime run on
-    zeros (give the model static input shapes: a dynamic dim is run as 1). Empty when ONNX Runtime cannot run
-    the model."""
+    zeros (give the model static input shapes: a dynamic dim is run as 1). Empty when ONNX Runtime
+    cannot run the model."""
     import onnxruntime as ort
 
     wanted = (
@@ -214,7 +215,8 @@ def observed_shapes(
 
 def flop_count(model: onnx.ModelProto) -> FlopCount:
     """FLOPs from the most complete shape source: the model's inferred shapes, else ONNX Runtime's symbolic
-    shape inference, else the shapes observed in one ONNX Runtime run; ``holes`` names what none could size."""
+    shape inference, else the shapes observed in one ONNX Runtime run; ``holes`` names what none
+    could size."""
     model, note = batch_one(model)
     shapes = _shapes(model)
     source = "onnx shape inference"

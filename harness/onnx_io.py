@@ -1,6 +1,7 @@
 """Loading and saving ONNX files as the runtimes do: what ONNX Runtime accepts is accepted (the strict checker
-only warns), external data stays inside the model's folder, writes are atomic and carry the lowest IR version
-that holds the model's opsets (so that old runtimes, e.g. JetPack's ONNX Runtime and TensorRT 8.5, read them)."""
+only warns), external data stays inside the model's folder, writes are atomic and carry the lowest
+IR version that holds the model's opsets (so that old runtimes, e.g. JetPack's ONNX Runtime and
+TensorRT 8.5, read them)."""
 
 from __future__ import annotations
 
@@ -67,9 +68,9 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     """Load an ONNX file with its external data; accepted when ``onnx.checker`` or ONNX Runtime accepts it.
 
-    Validity is what the runtimes accept: a model the strict checker refuses (outputs without shapes, an
-    unnamed graph, ...) is loaded when ONNX Runtime loads it. Shapes are inferred leniently: a graph whose
-    shapes onnx cannot infer keeps the shapes it has.
+    Validity is what the runtimes accept: a model the strict checker refuses (outputs without
+    shapes, an unnamed graph, ...) is loaded when ONNX Runtime loads it. Shapes are inferred
+    leniently: a graph whose shapes onnx cannot infer keeps the shapes it has.
     """
     path = Path(path)
     if not path.is_file():
@@ -216,7 +217,8 @@ def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
 
 def copy_unchanged(source: PathLike, target: PathLike) -> Path:
     """Write the model of ``source`` to ``target`` unchanged: its very bytes, atomically, when it has no external
-    data and already carries the lowest IR version; else through ``save_model`` (data inlined, IR lowered)."""
+    data and already carries the lowest IR version; else through ``save_model`` (data inlined, IR
+    lowered)."""
     source, target = Path(source), Path(target)
     model = onnx.load(str(source), load_external_data=False)
     external = any(

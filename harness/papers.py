@@ -43,8 +43,8 @@ CLAIMS: List[Claim] = [
         ELC,
         "vgg16",
         "elc-74",
-        "closest faithful: 3x3 convs shrunk to 1x1 and merged into their neighbour "
-        "(pairs with a 1x1 side, as the public code merges), chosen to match the published FLOPs reduction",
+        "closest faithful: 3x3 convs shrunk to 1x1 and merged into their neighbour (pairs with a "
+        "1x1 side, as the public code merges), chosen to match the published FLOPs reduction",
         0.741,
         None,
         2.0,
@@ -115,8 +115,8 @@ CLAIMS: List[Claim] = [
         LM,
         "resnet34",
         "dc-1x1",
-        "closest faithful: identity blocks' 2nd conv -> 1x1 and merged (LayerMerge "
-        "chooses convs and activations to drop by DP over a latency table; its choices are not published)",
+        "closest faithful: identity blocks' 2nd conv -> 1x1 and merged (LayerMerge chooses convs "
+        "and activations to drop by DP over a latency table; its choices are not published)",
         None,
         None,
         1.50,

@@ -24,7 +24,8 @@ PROFILE_DIR = Path(
 KINDS = ("cpu", "gpu", "jetson")
 BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
-# ONNX Runtime's GraphOptimizationLevel values as the onnxruntime backend names them (ORT_DISABLE_ALL, ...)
+# ONNX Runtime's GraphOptimizationLevel values as the onnxruntime backend names them
+# (ORT_DISABLE_ALL, ...)
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -313,7 +314,8 @@ def calibration_path(
     profile: Profile, backend: Optional[str] = None, precision: Optional[str] = None
 ) -> Path:
     """Where ``harness calibrate`` stores a profile's calibration for one backend and precision: beside the
-    profile's YAML file (``<profile>.<backend>.<precision>.calibration.json``), to be committed with it."""
+    profile's YAML file (``<profile>.<backend>.<precision>.calibration.json``), to be committed with
+    it."""
     directory = Path(profile.source).parent if profile.source else PROFILE_DIR
     return directory / (
         f"{profile.name}.{backend or profile.backend}.{precision or profile.precisions[0]}"

@@ -1,12 +1,13 @@
 """The measurement protocol and its statistics.
 
-Warm-up by time (and, on a GPU with NVML, until the SM clock settles); then baseline and variants are sampled
-interleaved in blocks (A B C, B C A, C A B, ...) so that drift hits all of them alike; each configuration gets at
-least ``min_iterations`` samples and ``min_duration_s`` of its own run time. Sampling stops on what is reported:
-with ``stop_on: speedup`` (the default) when every paired speed-up against the first configuration has a 95%
-interval within ``target_ci``, with ``stop_on: median`` when every median's own interval is; else at
-``max_duration_s``, saying the resolution it reached. A monitor (``harness.envinfo.GpuMonitor``) can record the
-device state after every block. Percentiles are nearest-rank as in trtexec.
+Warm-up by time (and, on a GPU with NVML, until the SM clock settles); then baseline and variants
+are sampled interleaved in blocks (A B C, B C A, C A B, ...) so that drift hits all of them alike;
+each configuration gets at least ``min_iterations`` samples and ``min_duration_s`` of its own run
+time. Sampling stops on what is reported: with ``stop_on: speedup`` (the default) when every paired
+speed-up against the first configuration has a 95% interval within ``target_ci``, with ``stop_on:
+median`` when every median's own interval is; else at ``max_duration_s``, saying the resolution it
+reached. A monitor (``harness.envinfo.GpuMonitor``) can record the device state after every block.
+Percentiles are nearest-rank as in trtexec.
 
 Runs on the device: Python 3.8 compatible, no torch.
 """
@@ -30,7 +31,10 @@ Monitor = Callable[[], Dict[str, Any]]  # device state now (SM clock, power, thr
 
 
 def nearest_rank(sorted_samples: Sequence[float], percent: float) -> float:
-    """Percentile by nearest rank, trtexec's convention: ``timings[n - 1 - int((1 - p/100) * n)]``."""
+    """Percentile by nearest rank, trtexec's convention.
+
+    That is ``timings[n - 1 - int((1 - p/100) * n)]``.
+    """
     n = len(sorted_samples)
     tail = int(
         (100.0 - percent) * n / 100.0 + 1e-9
@@ -39,7 +43,10 @@ def nearest_rank(sorted_samples: Sequence[float], percent: float) -> float:
 
 
 def median_ci(samples: Sequence[float], confidence: float = 0.95) -> Tuple[float, float]:
-    """Distribution-free confidence interval of the median from order statistics (binomial, no normality)."""
+    """Distribution-free confidence interval of the median.
+
+    From order statistics (binomial, no normality assumed).
+    """
     ordered = np.sort(np.asarray(samples, dtype=float))
     n = len(ordered)
     if n < 6:  # too few samples for any order-statistic interval at 95%
@@ -55,14 +62,14 @@ def mlperf_early_stopping(
 ) -> Optional[float]:
     """MLPerf SingleStream-style percentile estimate with early stopping.
 
-    Discard the k slowest queries, k the largest count for which a binomial test still shows (at ``confidence``)
-    that the true percentile lies at or below the slowest remaining query; report that query. None when there are
-    too few samples for even k = 0 (44 at p90, 459 at p99).
+    Discard the k slowest queries, k the largest count for which a binomial test still shows (at
+    ``confidence``) that the true percentile lies at or below the slowest remaining query; report
+    that query. None when there are too few samples for even k = 0 (44 at p90, 459 at p99).
     """
     ordered = np.sort(np.asarray(samples, dtype=float))
     n, tail = len(ordered), 1.0 - percentile / 100.0
     allowed = int(sps.binom.ppf(1.0 - confidence, n, tail))
-    # ppf gives the smallest k with cdf >= 1 - confidence; step back while cdf(k) is still too large.
+    # ppf gives the smallest k with cdf >= 1 - confidence; step back while cdf(k) is too large.
     while allowed >= 0 and sps.binom.cdf(allowed, n, tail) > 1.0 - confidence:
         allowed -= 1
     if allowed < 0:
@@ -71,10 +78,10 @@ def mlperf_early_stopping(
 
 
 def detect_drift(samples: Sequence[float], threshold: float = 0.03) -> Optional[str]:
-    """A description of a significant trend in the samples (thermal throttling, clock changes), else None.
+    """A description of a significant trend in the samples (throttling, clock changes), else None.
 
-    Flags when Kendall's tau against sample order is significant (p < 0.001) and the median of the last quarter
-    differs from the first quarter's by more than ``threshold``.
+    Flags when Kendall's tau against sample order is significant (p < 0.001) and the median of the
+    last quarter differs from the first quarter's by more than ``threshold``.
     """
     values = np.asarray(samples, dtype=float)
     if len(values) < 40:
@@ -121,7 +128,10 @@ class Stats:
 
 
 def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:
-    """Statistics of latency samples in ms; std is the population std (as trtexec), CoV = std / mean."""
+    """Statistics of latency samples in ms.
+
+    std is the population std (as in trtexec), CoV = std / mean.
+    """
     values = np.asarray(samples_ms, dtype=float)
     if values.size == 0:
         raise ValueError("no samples to summarise")
@@ -148,7 +158,10 @@ def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:
 
 
 def block_medians(samples: Sequence[float], block_ends: Sequence[int]) -> np.ndarray:
-    """Median of each timing block (``block_ends`` are the cumulative sample counts after each block)."""
+    """Median of each timing block.
+
+    ``block_ends`` are the cumulative sample counts after each block.
+    """
     values = np.asarray(samples, dtype=float)
     starts = [0] + list(block_ends[:-1])
     return np.array([np.median(values[a:b]) for a, b in zip(starts, block_ends) if b > a])
@@ -166,11 +179,12 @@ def bootstrap_ratio_ci(
 ) -> Tuple[float, float, float]:
     """Ratio of medians (numerator / denominator) with a percentile-bootstrap confidence interval.
 
-    With numerator = baseline latencies and denominator = variant latencies this is the variant's speed-up.
-    Given the timing blocks of both series, whole blocks are resampled (their medians), so that the interval
-    also covers drift between blocks (samples inside one block are not independent); otherwise single samples.
-    ``paired``: block i of both series ran in the same interleaved round, so rounds are resampled together and
-    drift common to both cancels, as the interleaving intends.
+    With numerator = baseline latencies and denominator = variant latencies this is the variant's
+    speed-up. Given the timing blocks of both series, whole blocks are resampled (their medians), so
+    that the interval also covers drift between blocks (samples inside one block are not
+    independent); otherwise single samples. ``paired``: block i of both series ran in the same
+    interleaved round, so rounds are resampled together and drift common to both cancels, as the
+    interleaving intends.
     """
     a = np.asarray(numerator, dtype=float)
     b = np.asarray(denominator, dtype=float)
@@ -205,11 +219,12 @@ def measurement_ratio_ci(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Tuple[float, float, float]:
-    """Speed-up (numerator / denominator) of two measurements of one interleaved run, with a 95% interval.
+    """Speed-up (numerator / denominator) of two measurements of one interleaved run, 95% interval.
 
-    Round i ran block i of both back to back, so the ratio of their block medians in that round is free of what
-    both shared (load from other processes, clock drift): the estimate is the median of those per-round ratios and
-    the interval a percentile bootstrap over rounds. With fewer than 5 rounds, ``bootstrap_ratio_ci`` of samples.
+    Round i ran block i of both back to back, so the ratio of their block medians in that round is
+    free of what both shared (load from other processes, clock drift): the estimate is the median of
+    those per-round ratios and the interval a percentile bootstrap over rounds. With fewer than 5
+    rounds, ``bootstrap_ratio_ci`` of samples.
     """
     rounds = min(len(numerator.block_ends), len(denominator.block_ends))
     if rounds < 5:
@@ -288,7 +303,8 @@ class Measurement:
         stats = self.stats()
         if stats.cov > UNSTABLE_COV:
             found.append(
-                f"unstable: CoV {stats.cov:.1%} > {UNSTABLE_COV:.0%} (lock clocks, close other work)"
+                f"unstable: CoV {stats.cov:.1%} > {UNSTABLE_COV:.0%}"
+                " (lock clocks, close other work)"
             )
         drift = detect_drift(self.latencies)
         if drift:
@@ -303,8 +319,11 @@ def _enough(m: Measurement, settings: TimingSettings) -> bool:
 def resolutions(
     results: Dict[str, Measurement], settings: TimingSettings, reference: str, resamples: int = 2000
 ) -> Dict[str, float]:
-    """The relative CI half-width each configuration has reached for what is reported: its paired speed-up
-    against ``reference`` (``stop_on: speedup``, two or more configurations), else its median."""
+    """The relative CI half-width each configuration has reached for what is reported.
+
+    That is its paired speed-up against ``reference`` (``stop_on: speedup``, two or more
+    configurations), else its median.
+    """
     found = {}
     for name, m in results.items():
         if settings.stop_on == "speedup" and name != reference and len(results) > 1:
@@ -315,7 +334,10 @@ def resolutions(
 
 
 def _settle(runner: Runner, monitor: Monitor, started: float) -> int:
-    """Keep inferring until two consecutive SM-clock readings agree within 1% (at most SETTLE_CAP_S)."""
+    """Keep inferring until two consecutive SM-clock readings agree within 1%.
+
+    Gives up after SETTLE_CAP_S.
+    """
     runs, previous = 0, monitor().get("sm_clock_mhz")
     while time.perf_counter() - started < SETTLE_CAP_S:
         for _ in range(20):
@@ -334,13 +356,14 @@ def measure_interleaved(
     on_round: Optional[Callable[[float], None]] = None,
     monitor: Optional[Monitor] = None,
 ) -> Dict[str, Measurement]:
-    """Time several runners in interleaved blocks under one protocol; returns raw samples per runner.
+    """Time several runners in interleaved blocks under one protocol; raw samples per runner.
 
-    Each block lasts about ``block_s`` (at least ``block_iterations`` inferences), so every configuration gets the
-    same share of wall time whatever its latency; the first ``block_warmup`` inferences of a block are not
-    recorded (the previous configuration's threads may still be spinning down). The first runner is the reference
-    of the speed-ups. ``monitor`` is read after every block (and to wait for clocks to settle after warm-up).
-    ``on_round`` receives the fraction of the minimum duration done.
+    Each block lasts about ``block_s`` (at least ``block_iterations`` inferences), so every
+    configuration gets the same share of wall time whatever its latency; the first ``block_warmup``
+    inferences of a block are not recorded (the previous configuration's threads may still be
+    spinning down). The first runner is the reference of the speed-ups. ``monitor`` is read after
+    every block (and to wait for clocks to settle after warm-up). ``on_round`` receives the fraction
+    of the minimum duration done.
     """
     results: Dict[str, Measurement] = {}
     block_sizes: Dict[str, int] = {}
@@ -394,7 +417,8 @@ def measure_interleaved(
     widest = max(reached.values())
     if not met and widest > settings.target_ci:
         reason += (
-            f": {what} CIs reach +/-{widest:.1%}, not the target +/-{settings.target_ci:.1%}; differences "
+            f": {what} CIs reach +/-{widest:.1%}, "
+            f"not the target +/-{settings.target_ci:.1%}; differences "
             f"smaller than that are below what this run resolves"
         )
     for name, m in results.items():

@@ -31,7 +31,8 @@ class CorpusModel:
 
     def feeds(self, model: onnx.ModelProto) -> dict:
         """Inputs by graph-input name: the stored ones, or for ``light`` models what onnx's backend test
-        feeds them (``arange(n) / n`` in the input's shape, the input their reference outputs were made with)."""
+        feeds them (``arange(n) / n`` in the input's shape, the input their reference outputs were
+        made with)."""
         initializers = {t.name for t in model.graph.initializer}
         names = [v.name for v in model.graph.input if v.name not in initializers]
         if self.inputs:

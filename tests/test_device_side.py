@@ -1,7 +1,7 @@
 """Device profiles, TensorRT settings (cache keys, trtexec lines, result parsing) and device-state parsers.
 
-These are the device-independent parts of the TensorRT path; the real build and run need a GPU and TensorRT and
-skip with that reason here.
+These are the device-independent parts of the TensorRT path; the real build and run need a GPU and
+TensorRT and skip with that reason here.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def _model(nodes, inputs, outputs, inits):
 
 
 def test_conv_flops_and_params_by_hand():
-    # 3->8 channels, 3x3 kernel, stride 1, pad 1 on 2x3x10x10: each of 2*8*10*10 outputs does 3*9 MACs.
+    # 3->8 channels, 3x3 kernel, stride 1, pad 1 on 2x3x10x10:
+    # each of 2*8*10*10 outputs does 3*9 MACs.
     w = np.zeros((8, 3, 3, 3), np.float32)
     b = np.zeros(8, np.float32)
     model = _model(
@@ -45,7 +46,8 @@ def test_conv_flops_and_params_by_hand():
 
 
 def test_grouped_strided_conv_flops():
-    # depthwise 3x3 stride 2 on 1x4x8x8 -> 1x4x4x4, one input channel per group: 64 outputs x 9 MACs.
+    # depthwise 3x3 stride 2 on 1x4x8x8 -> 1x4x4x4, one input channel per group:
+    # 64 outputs x 9 MACs.
     w = np.zeros((4, 1, 3, 3), np.float32)
     model = _model(
         [helper.make_node("Conv", ["x", "w"], ["y"], group=4, strides=[2, 2], pads=[1, 1, 1, 1])],
@@ -89,7 +91,8 @@ def test_a_dynamic_batch_is_counted_per_sample_not_as_zero():
 
 
 def test_shapes_no_source_can_give_are_a_warning_never_a_silent_zero():
-    # a Reshape to a shape fed at run time: nothing can size the Conv after it before a real input arrives
+    # a Reshape to a shape fed at run time: nothing can size the Conv after it before a real
+    # input arrives
     w = np.zeros((4, 3, 1, 1), np.float32)
     model = _model(
         [

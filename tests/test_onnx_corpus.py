@@ -1,6 +1,6 @@
 """The onnx wheel's model corpus (149 models nobody in this project wrote): every model ONNX Runtime loads folds
-(or passes through unchanged) without a traceback and keeps its reference outputs under ONNX Runtime; the nine
-model-zoo graphs of ``light/`` bench."""
+(or passes through unchanged) without a traceback and keeps its reference outputs under ONNX
+Runtime; the nine model-zoo graphs of ``light/`` bench."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_every_model_onnx_runtime_loads_folds_and_keeps_its_outputs(entry):
         pytest.skip(f"ONNX Runtime cannot run the original on its stored input: {exc}")
     folded = _run(result.model, feeds)
     assert len(folded) == len(original)
-    # against the stored reference where ONNX Runtime reproduces it, else against ONNX Runtime's own result
+    # against the stored reference where ONNX Runtime reproduces it,
+    # else against ONNX Runtime's own result
     expected = (
         references
         if references and all(relative_error(r, o) <= RTOL for r, o in zip(references, original))

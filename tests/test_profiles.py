@@ -92,8 +92,8 @@ def _broken(tmp_path: Path, edit) -> Path:
         ),
         (
             lambda d: d.setdefault("onnxruntime", {}).update(graph_optimization_level="disabled"),
-            "onnxruntime.graph_optimization_level: 'disabled' is not one of disable, basic, extended, "
-            "all",
+            "onnxruntime.graph_optimization_level: 'disabled' is not one of disable, basic, "
+            "extended, all",
         ),
         (
             lambda d: d.setdefault("onnxruntime", {}).update(intra_op_threads=-2),

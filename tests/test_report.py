@@ -53,7 +53,8 @@ def test_report_merges_devices_into_tables_and_plots(two_devices, tmp_path, caps
     assert main(["report", *map(str, two_devices), "-o", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "cpu-a ms [95% CI]" in md and "cpu-b speed-up" in md and "## Provenance" in md
-    # trained (unfolded) 0.044 GFLOPs, deployed (folded) 0.039: -52.7% against the baseline's deployed graph
+    # trained (unfolded) 0.044 GFLOPs, deployed (folded) 0.039:
+    # -52.7% against the baseline's deployed graph
     assert re.search(
         r"\| resnet20 \| dc-1x1 \| 0\.044 \| 0\.039 \| 52\.7% \| 0\.124 \| 54\.5% \|", md
     )

@@ -68,7 +68,7 @@ def test_mlperf_early_stopping_rule():
     )  # 0.9^43 > 1%: not even k = 0 passes
     ordered = list(range(1, 1025))
     estimate = timing.mlperf_early_stopping(ordered)
-    # with 1024 queries the estimate lies above the plain p90 (it is a conservative bound) but below p95
+    # with 1024 queries the estimate lies above the plain p90 (a conservative bound) but below p95
     assert timing.nearest_rank(ordered, 90) <= estimate <= timing.nearest_rank(ordered, 95)
 
 

@@ -51,7 +51,8 @@ def _profile(tmp_path: Path, kind: str = "cpu", **torch_settings) -> Path:
 
 def test_interpreter_never_reads_device_values_back(head):
     """A forward pass that reads a device tensor back to the host (``.tolist()``, ``float()``) invalidates CUDA
-    graph capture; on the meta device such a read fails, so a meta forward proves the graph is capture-safe."""
+    graph capture; on the meta device such a read fails, so a meta forward proves the graph is
+    capture-safe."""
     import onnx
 
     module = OnnxModule(onnx.load(str(head))).eval().to("meta")

@@ -23,8 +23,8 @@ BACKENDS: Dict[str, tuple] = {
     "trtexec": (
         "harness.backends.trt.trtexec",
         "TrtexecRunner",
-        "trtexec ships with TensorRT: /usr/src/tensorrt/bin/trtexec on a Jetson (JetPack), the TensorRT "
-        "tar/deb packages' bin/ on a desktop",
+        "trtexec ships with TensorRT: /usr/src/tensorrt/bin/trtexec on a Jetson (JetPack), the "
+        "TensorRT tar/deb packages' bin/ on a desktop",
     ),
 }
 

@@ -1,13 +1,14 @@
 """The backend interface, in the spirit of Polygraphy's runners.
 
-A ``Runner`` is cheap to construct (it only stores what it was given). ``activate()`` does the heavy work
-(build or load, allocate, warm caches) and ``deactivate()`` releases it; ``with runner:`` does both. While
-active it can ``infer`` (outputs for given inputs, for checks), ``measure_once`` (one timed inference on inputs
-already resident where the device needs them) and ``describe`` (what was in force, for the results file).
+A ``Runner`` is cheap to construct (it only stores what it was given). ``activate()`` does the heavy
+work (build or load, allocate, warm caches) and ``deactivate()`` releases it; ``with runner:`` does
+both. While active it can ``infer`` (outputs for given inputs, for checks), ``measure_once`` (one
+timed inference on inputs already resident where the device needs them) and ``describe`` (what was
+in force, for the results file).
 
 A backend implements ``_activate_impl``, ``_deactivate_impl``, ``input_specs``, ``_infer_impl`` and
-``_measure_impl``. The batch is resolved once, by ``resolve_batch``, before any backend sees the model.
-Runs on the device: Python 3.8, no torch.
+``_measure_impl``. The batch is resolved once, by ``resolve_batch``, before any backend sees the
+model. Runs on the device: Python 3.8, no torch.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Runner(abc.ABC):
         self.batch = batch
         self.is_active = False
 
-    # --- what a backend provides -------------------------------------------------------------------------
+    # --- what a backend provides ------------------------------------------------------------------
     @abc.abstractmethod
     def _activate_impl(self) -> None:
         """Load the model and allocate what timing needs; raise HarnessError with the reason on failure."""
@@ -63,7 +64,7 @@ class Runner(abc.ABC):
         """Backend name, version and the settings that affect timing (recorded in results)."""
         return {"backend": self.backend_name, "precision": self.precision, "batch": self.batch}
 
-    # --- the lifecycle ---------------------------------------------------------------------------------------
+    # --- the lifecycle ----------------------------------------------------------------------------
     def activate(self) -> Runner:
         """Load the model; on failure whatever was acquired is released before the error propagates."""
         if self.is_active:
@@ -95,7 +96,7 @@ class Runner(abc.ABC):
                 f"`with runner:` or runner.activate()"
             )
 
-    # --- shared behaviour ----------------------------------------------------------------------------------
+    # --- shared behaviour -------------------------------------------------------------------------
     def random_inputs(self, seed: int = 0) -> Dict[str, np.ndarray]:
         """Seeded random inputs matching the model's input specs."""
         rng = np.random.default_rng(seed)
@@ -136,8 +137,8 @@ def open_runners(runners: Mapping[str, Runner]) -> Iterator[Mapping[str, Runner]
 def resolve_batch(onnx_path: Path, batch: int) -> int:
     """The batch a model will run at: ``batch`` for a dynamic batch dimension; a static one must match it.
 
-    Resolved once, before any backend: a static-batch model timed "at batch 8" would otherwise report eight
-    times its real throughput.
+    Resolved once, before any backend: a static-batch model timed "at batch 8" would otherwise
+    report eight times its real throughput.
     """
     from harness.onnx_io import input_shapes
 

@@ -1,9 +1,10 @@
 """A small ONNX interpreter in PyTorch for the ops harness's own graphs use (zoo exports, folded graphs).
 
-The torch reference backend prefers ``onnx2torch`` when it is installed; it needs torchvision, which the CPU build
-of torch used in CI cannot import, so this covers the common CNN ops without it and names any op it lacks.
-Forward never reads a device tensor back to the host (Clip bounds become numbers at load, integer constants such
-as Reshape's shape stay on the CPU), so that it can be captured into a CUDA graph.
+The torch reference backend prefers ``onnx2torch`` when it is installed; it needs torchvision, which
+the CPU build of torch used in CI cannot import, so this covers the common CNN ops without it and
+names any op it lacks. Forward never reads a device tensor back to the host (Clip bounds become
+numbers at load, integer constants such as Reshape's shape stay on the CPU), so that it can be
+captured into a CUDA graph.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """PyTorch reference backend: the ONNX graph run eagerly as a torch module.
 
-The graph becomes a module through ``onnx2torch`` when installed, else through harness's own small interpreter of
-the CNN ops its graphs use. On CUDA it times with CUDA events around the forward pass, or around the replay of a
-CUDA graph captured from it (profile ``torch: {cuda_graph: true, cudnn_benchmark: true}``); on the CPU with
-``perf_counter``. The ONNX graph is the
+The graph becomes a module through ``onnx2torch`` when installed, else through harness's own small
+interpreter of the CNN ops its graphs use. On CUDA it times with CUDA events around the forward
+pass, or around the replay of a CUDA graph captured from it (profile ``torch: {cuda_graph: true,
+cudnn_benchmark: true}``); on the CPU with ``perf_counter``. The ONNX graph is the
 source of truth so that every backend runs the same (folded) network.
 """
 
@@ -37,9 +37,10 @@ def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
 class TorchRunner(Runner):
     """PyTorch on the GPU for gpu and jetson profiles (refused where torch sees no CUDA), on the CPU for cpu ones.
 
-    The profile's ``torch`` section selects ``cuda_graph`` (capture the forward pass once into a CUDA graph with a
-    static input and output buffer, after a warm-up on a side stream, then time its replay with CUDA events) and
-    ``cudnn_benchmark`` (let cuDNN time its algorithms during warm-up); both are recorded by ``describe``.
+    The profile's ``torch`` section selects ``cuda_graph`` (capture the forward pass once into a
+    CUDA graph with a static input and output buffer, after a warm-up on a side stream, then time
+    its replay with CUDA events) and ``cudnn_benchmark`` (let cuDNN time its algorithms during
+    warm-up); both are recorded by ``describe``.
     """
 
     backend_name = "torch"
@@ -58,8 +59,9 @@ class TorchRunner(Runner):
         self.cuda_graph = profile.torch.cuda_graph if cuda_graph is None else cuda_graph
         if profile.kind != "cpu" and not torch.cuda.is_available():
             raise HarnessError(
-                f"profile {profile.name!r} is for a {profile.kind}, but torch {torch.__version__} sees "
-                f"no CUDA device: install a CUDA build of torch there, or time on a cpu profile"
+                f"profile {profile.name!r} is for a {profile.kind}, but torch {torch.__version__} "
+                "sees no CUDA device: install a CUDA build of torch there, "
+                "or time on a cpu profile"
             )
         self.device = torch.device("cpu" if profile.kind == "cpu" else "cuda")
         self.graph = None

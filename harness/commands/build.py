@@ -107,7 +107,8 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
         )
     if BuildSettings.from_profile(profile, precision, batch).dla_core is not None:
         lines.append(
-            "# DLA: layers it cannot run fall back to the GPU (--allowGPUFallback); check the build log"
+            "# DLA: layers it cannot run fall back to the GPU (--allowGPUFallback); "
+            "check the build log"
         )
     lines.append(" ".join(shlex.quote(part) for part in cmd))
     return "\n".join(lines)

@@ -10,11 +10,11 @@ def register(subparsers) -> None:
         subparsers,
         "env",
         "print the captured device state (versions, clocks, power mode, temperatures)",
-        "Capture the machine's state as every results file records it: CPU, cores and governor; on a Jetson the "
-        "power mode (nvpmodel), clock locking (jetson_clocks), GPU/EMC frequencies, temperatures and L4T release; "
-        "on a desktop GPU its name, driver, clocks, temperature and throttle reasons (NVML); library versions and "
-        "the harness git SHA. Differences from what the device profile expects are listed; --strict makes them "
-        "an error.",
+        "Capture the machine's state as every results file records it: CPU, cores and governor; on "
+        "a Jetson the power mode (nvpmodel), clock locking (jetson_clocks), GPU/EMC frequencies, "
+        "temperatures and L4T release; on a desktop GPU its name, driver, clocks, temperature and "
+        "throttle reasons (NVML); library versions and the harness git SHA. Differences from what "
+        "the device profile expects are listed; --strict makes them an error.",
         "harness env --device xavier --json",
     )
     add_device(parser, purpose="the state is checked against it")

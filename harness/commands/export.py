@@ -12,9 +12,9 @@ def register(subparsers) -> None:
         subparsers,
         "export",
         "export a model to ONNX and count its FLOPs and parameters",
-        "Export a zoo model variant or a package.module:factory to ONNX (opset 17, static shapes, checked and "
-        "shape-inferred), or check an existing ONNX file, and print its FLOPs (2 x multiply-accumulates of "
-        "Conv/Gemm/MatMul), parameters and node counts.",
+        "Export a zoo model variant or a package.module:factory to ONNX (opset 17, static shapes, "
+        "checked and shape-inferred), or check an existing ONNX file, and print its FLOPs (2 x "
+        "multiply-accumulates of Conv/Gemm/MatMul), parameters and node counts.",
         "harness export resnet56 --variant dc-all -o resnet56-dc-all.onnx",
     )
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")

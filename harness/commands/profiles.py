@@ -10,9 +10,9 @@ def register(subparsers) -> None:
         subparsers,
         "profiles",
         "list device profiles or show one resolved",
-        "List the device profiles in device_profiles/ (name, kind, backend, description), or print one with every "
-        "default filled in. Add your own by dropping a YAML file there, or pass --device path/to/profile.yaml to "
-        "any command.",
+        "List the device profiles in device_profiles/ (name, kind, backend, description), or print "
+        "one with every default filled in. Add your own by dropping a YAML file there, or pass "
+        "--device path/to/profile.yaml to any command.",
         "harness profiles show xavier",
     )
     parser.add_argument("action", nargs="?", choices=("list", "show"), default="list")

@@ -15,11 +15,12 @@ def register(subparsers) -> None:
         subparsers,
         "time",
         "time one or more ONNX files (interleaved) and print their statistics",
-        "Time ONNX files on the profile's backend with the measurement protocol: warm-up, interleaved blocks, "
-        "median with its 95% CI, mean, p90/p95/p99, std, CoV, throughput. With two or more files, the speed-up "
-        "of each against the first is given with a paired bootstrap 95% interval, and sampling continues until "
-        "those intervals meet the profile's target_ci or its time cap (then the resolution reached is printed). "
-        "On a GPU with nvidia-ml-py the SM clock, power and throttle reasons are recorded after every block.",
+        "Time ONNX files on the profile's backend with the measurement protocol: warm-up, "
+        "interleaved blocks, median with its 95% CI, mean, p90/p95/p99, std, CoV, throughput. With "
+        "two or more files, the speed-up of each against the first is given with a paired "
+        "bootstrap 95% interval, and sampling continues until those intervals meet the profile's "
+        "target_ci or its time cap (then the resolution reached is printed). On a GPU with "
+        "nvidia-ml-py the SM clock, power and throttle reasons are recorded after every block.",
         "harness time base.onnx folded.onnx --device host --json timings.json",
     )
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
@@ -82,8 +83,9 @@ def run(args) -> int:
         for name, entry in data.get("runs", data).items():
             s = entry["stats"]
             print(
-                f"{name} on {profile.remote.host}: median {s['median']:.3f} ms [{s['median_ci_low']:.3f}, "
-                f"{s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 {s['p99']:.3f}, n={s['n']}"
+                f"{name} on {profile.remote.host}: median {s['median']:.3f} ms "
+                f"[{s['median_ci_low']:.3f}, {s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 "
+                f"{s['p99']:.3f}, n={s['n']}"
             )
         if args.json:
             write_measured(args.json, text)
@@ -146,9 +148,9 @@ def time_files(
     for name, m in measured.items():
         s = m.stats()
         line = (
-            f"{name}: median {s.median:.3f} ms [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}], mean "
-            f"{s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, {s.throughput_per_s:.1f}/s, "
-            f"n={s.n}"
+            f"{name}: median {s.median:.3f} ms [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}], "
+            f"mean {s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, "
+            f"{s.throughput_per_s:.1f}/s, n={s.n}"
         )
         entry = {
             "backend": backends[name],
@@ -221,8 +223,8 @@ def _time_with_trtexec(args, profile) -> int:
         stats = summarize(run["series_ms"]["latency_ms"], profile.batch_sizes[0])
         compute = summarize(run["series_ms"]["gpu_compute_ms"])
         print(
-            f"{path} (trtexec, TensorRT {run['tensorrt']}): latency median {stats.median:.3f} ms, p99 "
-            f"{stats.p99:.3f}; GPU compute median {compute.median:.3f} ms; n={stats.n}"
+            f"{path} (trtexec, TensorRT {run['tensorrt']}): latency median {stats.median:.3f} ms, "
+            f"p99 {stats.p99:.3f}; GPU compute median {compute.median:.3f} ms; n={stats.n}"
         )
         report[str(path)] = {
             "trtexec": run["command"],

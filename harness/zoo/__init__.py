@@ -1,7 +1,8 @@
 """Built-in model zoo: baselines and depth-compressed variants, random weights from a fixed seed.
 
-Variants are data (``harness.zoo.specs``): which activations are removed and which kernels shrink. The layers
-left linear are what ``harness.fold`` merges; padding is arranged so that those merges are exact.
+Variants are data (``harness.zoo.specs``): which activations are removed and which kernels shrink.
+The layers left linear are what ``harness.fold`` merges; padding is arranged so that those merges
+are exact.
 """
 
 from __future__ import annotations

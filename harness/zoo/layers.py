@@ -79,9 +79,10 @@ class Variant:
 class ConvChain(nn.Module):
     """Conv+BN layers, each followed by an activation unless the variant removes it.
 
-    Convolutions joined by removed activations form a linear run; its first conv carries all the run's padding,
-    ``(K - 1) / 2`` for the merged kernel K, and the others none, so that merging the run is exact at the borders
-    (as depth-compression methods arrange before fine-tuning) and the output shape is unchanged.
+    Convolutions joined by removed activations form a linear run; its first conv carries all the
+    run's padding, ``(K - 1) / 2`` for the merged kernel K, and the others none, so that merging the
+    run is exact at the borders (as depth-compression methods arrange before fine-tuning) and the
+    output shape is unchanged.
     """
 
     def __init__(

@@ -28,7 +28,8 @@ def _head(in_ch: int, classes: int) -> nn.Sequential:
 def lenet5(variant: Variant) -> nn.Module:
     """LeNet-5 for 1x28x28 (conv 5x5 x2 with pooling, then three fully connected layers).
 
-    Width pruning may name ``conv1``, ``conv2``, ``fc1`` and ``fc2`` (outputs kept); the classifier keeps 10.
+    Width pruning may name ``conv1``, ``conv2``, ``fc1`` and ``fc2`` (outputs kept); the classifier
+    keeps 10.
     """
 
     def act(name: str) -> nn.Module:
