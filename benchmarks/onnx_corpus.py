@@ -1,7 +1,7 @@
-"""Counts of `harness fold` on the onnx wheel's model corpus (onnx/backend/test/data/): how many ONNX Runtime
-loads, how many fold or pass through unchanged, how verification ended, how many keep their
-reference outputs, and how many raise. The same checks as tests/test_onnx_corpus.py, tallied instead
-of asserted.
+"""Counts of `harness fold` on the onnx wheel's model corpus (onnx/backend/test/data/): how many
+ONNX Runtime loads, how many fold or pass through unchanged, how verification ended, how many keep
+their reference outputs, and how many raise. The same checks as tests/test_onnx_corpus.py, tallied
+instead of asserted.
 
     python benchmarks/onnx_corpus.py -o docs/onnx_corpus.md
 """

@@ -1,4 +1,6 @@
-"""What the machine was and was doing during a run: CPU, threads, library versions, git SHA, device state.
+"""What the machine was and was doing during a run.
+
+CPU, threads, library versions, git SHA, device state.
 
 Runs on the device: Python 3.8 compatible, no torch import (its version is read from package
 metadata).
@@ -45,7 +47,7 @@ def library_versions() -> Dict[str, Optional[str]]:
 
 
 def git_sha(repo: Path = REPO_DIR) -> Optional[str]:
-    """The harness checkout's commit, with ``-dirty`` when it has uncommitted changes; None outside git."""
+    """The harness checkout's commit, ``-dirty`` if it has uncommitted changes; None outside git."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"],
@@ -116,9 +118,12 @@ def parse_nvpmodel(text: str) -> Dict[str, Any]:
 
 
 def parse_jetson_clocks(text: str) -> Dict[str, Any]:
-    """``jetson_clocks --show`` -> GPU/EMC min/max/current Hz, CPU governors, and whether clocks are locked."""
+    """``jetson_clocks --show`` -> GPU/EMC min/max/current Hz, CPU governors, clocks locked?"""
     clocks: Dict[str, Dict[str, int]] = {}
-    pattern = r"^(GPU|EMC|DLA\d_CORE):?\s+(?:Online=\d\s+)?MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)"
+    pattern = (
+        r"^(GPU|EMC|DLA\d_CORE):?\s+(?:Online=\d\s+)?"
+        r"MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)"
+    )
     for name, low, high, current in re.findall(pattern, text, re.MULTILINE):
         clocks[name.lower()] = {"min_hz": int(low), "max_hz": int(high), "current_hz": int(current)}
     governors = sorted(set(re.findall(r"Governor=(\S+)", text)))
@@ -157,7 +162,7 @@ EMC_RATE_FILES = (
 
 
 def parse_devfreq(files: Dict[str, str]) -> Dict[str, Any]:
-    """A devfreq node's files (cur_freq, min_freq, max_freq in Hz; governor) -> MHz figures and a locked flag."""
+    """A devfreq node's files (cur_freq, min_freq, max_freq in Hz; governor) -> MHz, locked flag."""
     mhz = {
         k: int(v.strip()) / 1e6
         for k, v in files.items()
@@ -171,7 +176,7 @@ def parse_devfreq(files: Dict[str, str]) -> Dict[str, Any]:
 
 
 def read_gpu_devfreq(root: Path = Path("/sys/class/devfreq")) -> Optional[Dict[str, Any]]:
-    """The integrated GPU's devfreq state (readable without root, unlike ``jetson_clocks --show``)."""
+    """The integrated GPU's devfreq state (readable without root, unlike ``jetson_clocks``)."""
     for node in sorted(root.glob("*")):
         if any(tag in node.name for tag in GPU_DEVFREQ):
             files = {
@@ -276,9 +281,9 @@ def gpu_state() -> Optional[Dict[str, Any]]:
 
 
 class GpuMonitor:
-    """An NVML handle held for a run, read after every timing block: SM and memory clocks, power, temperature and
-    throttle reasons (``harness.timing`` records them per block and flags a run where they
-    moved)."""
+    """An NVML handle held for a run, read after every timing block: SM and memory clocks, power,
+    temperature and throttle reasons (``harness.timing`` records them per block and flags a run
+    where they moved)."""
 
     def __init__(self, nvml: Any, index: int = 0) -> None:
         self.nvml = nvml
@@ -351,7 +356,7 @@ def capture_environment(profile: Profile) -> Dict[str, Any]:
 
 
 def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
-    """Ways in which the captured state differs from what the profile expects (empty when all is as expected)."""
+    """Ways in which the captured state differs from what the profile expects (empty if none)."""
     expect, problems = profile.expect, []
     governor = expect.cpu_governor
     if governor and env.get("cpu", {}).get("governor") not in (None, governor):
@@ -418,7 +423,10 @@ def check_expectations(env: Dict[str, Any], profile: Profile) -> List[str]:
 
 
 def state_changes(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
-    """What changed on the device between two captures (power mode, clock locking, throttling, governor)."""
+    """What changed on the device between two captures.
+
+    Power mode, clock locking, throttling, governor.
+    """
 
     def pick(env: Dict[str, Any], *path: str) -> Any:
         for key in path:

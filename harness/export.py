@@ -65,7 +65,10 @@ def parse_shape(text: str) -> Tuple[int, ...]:
 
 
 def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource:
-    """Interpret a ``--model`` argument: an existing/``.onnx`` path, ``package.module:factory``, or a zoo name."""
+    """Interpret a ``--model`` argument.
+
+    An existing or ``.onnx`` path, a ``package.module:factory``, or a zoo name.
+    """
     if (
         model.endswith(".onnx")
         or Path(model).suffix == ".onnx"
@@ -119,7 +122,7 @@ def load_factory(reference: str):
 
 
 def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
-    """Run the module once on a random input of the shape; a clear error when the shape is impossible."""
+    """Run the module once on a random input of the shape; a clear error if the shape cannot run."""
     torch = _torch()
 
     example = torch.randn(batch, *input_shape)
@@ -135,7 +138,7 @@ def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
 
 
 def check_factory(source: ModelSource, batch: int = 1) -> ModelSource:
-    """Build a factory source's module and run it once, so that bad input fails before any work starts."""
+    """Build a factory source's module and run it once, so that bad input fails before any work."""
     module = load_factory(source.reference)
     check_runs(module, source.input_shape or (), batch)
     return dataclasses.replace(source, module=module)
@@ -144,7 +147,7 @@ def check_factory(source: ModelSource, batch: int = 1) -> ModelSource:
 def export_module(
     module, input_shape: Tuple[int, ...], path: Path, batch: int = 1
 ) -> onnx.ModelProto:
-    """Export an eval-mode module to ONNX at ``path`` (static shapes), checked and shape-inferred."""
+    """Export an eval-mode module to ONNX at ``path`` (static shapes), checked, shapes inferred."""
     torch = _torch()
 
     example = check_runs(module, input_shape, batch)
@@ -169,7 +172,10 @@ def export_module(
 
 
 def materialize(source: ModelSource, path: Path, batch: int = 1) -> onnx.ModelProto:
-    """Produce the ONNX file for a source at ``path`` (export torch sources; check and copy ONNX files)."""
+    """Produce the ONNX file for a source at ``path``.
+
+    Torch sources are exported; ONNX files are checked and copied.
+    """
     if source.kind == "onnx":
         model = load_model(source.reference)
         save_model(model, path)

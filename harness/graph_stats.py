@@ -1,4 +1,6 @@
-"""FLOPs, parameters and bytes moved, counted from the ONNX graph itself (so any ONNX file is counted alike).
+"""FLOPs, parameters and bytes moved, counted from the ONNX graph itself.
+
+So any ONNX file is counted alike.
 
 Convention: FLOPs = 2 x multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (batch
 included); bias adds, activations, pooling and other element-wise work are not counted (as fvcore
@@ -32,7 +34,8 @@ def _shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
     shapes = {}
     for info in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
         if not info.type.tensor_type.HasField("shape"):
-            continue  # no shape recorded (not a rank-0 shape): a hole, unless another entry knows it
+            # no shape recorded (not a rank-0 shape): a hole, unless another entry knows it
+            continue
         dims = info.type.tensor_type.shape.dim
         shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     for init in model.graph.initializer:
@@ -95,7 +98,7 @@ def _complete(shape: Optional[List[Optional[int]]]) -> bool:
 
 
 def _holes(model: onnx.ModelProto, shapes: Dict[str, List[Optional[int]]]) -> List[str]:
-    """Names of counted nodes (Conv, ConvTranspose, Gemm, MatMul) whose shapes are unknown or dynamic."""
+    """Names of counted nodes (Conv, ConvTranspose, Gemm, MatMul) with unknown or dynamic shapes."""
     return [
         node.name or node.output[0]
         for node in model.graph.node
@@ -105,7 +108,10 @@ def _holes(model: onnx.ModelProto, shapes: Dict[str, List[Optional[int]]]) -> Li
 
 @dataclasses.dataclass
 class FlopCount:
-    """FLOPs with where the shapes came from; ``holes`` names counted nodes no shape source could size."""
+    """FLOPs with where the shapes came from.
+
+    ``holes`` names the counted nodes that no shape source could size.
+    """
 
     total: int
     holes: List[str]
@@ -175,9 +181,9 @@ def _symbolic_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
 def observed_shapes(
     model: onnx.ModelProto, names: Optional[List[str]] = None
 ) -> Dict[str, List[int]]:
-    """The shapes of ``names`` (default: every tensor a FLOP count needs) seen in one ONNX Runtime run on
-    zeros (give the model static input shapes: a dynamic dim is run as 1). Empty when ONNX Runtime
-    cannot run the model."""
+    """The shapes of ``names`` (default: every tensor a FLOP count needs) seen in one ONNX Runtime
+    run on zeros (give the model static input shapes: a dynamic dim is run as 1). Empty when ONNX
+    Runtime cannot run the model."""
     import onnxruntime as ort
 
     wanted = (
@@ -214,9 +220,9 @@ def observed_shapes(
 
 
 def flop_count(model: onnx.ModelProto) -> FlopCount:
-    """FLOPs from the most complete shape source: the model's inferred shapes, else ONNX Runtime's symbolic
-    shape inference, else the shapes observed in one ONNX Runtime run; ``holes`` names what none
-    could size."""
+    """FLOPs from the most complete shape source: the model's inferred shapes, else ONNX Runtime's
+    symbolic shape inference, else the shapes observed in one ONNX Runtime run; ``holes`` names what
+    none could size."""
     model, note = batch_one(model)
     shapes = _shapes(model)
     source = "onnx shape inference"
@@ -287,8 +293,8 @@ def layer_costs(model: onnx.ModelProto) -> List[LayerCost]:
 
 
 def count_flops(model: onnx.ModelProto) -> int:
-    """Total FLOPs (2 x MACs of Conv/ConvTranspose/Gemm/MatMul), from ``flop_count``; warns (never silently)
-    when some counted nodes have no known shapes."""
+    """Total FLOPs (2 x MACs of Conv/ConvTranspose/Gemm/MatMul), from ``flop_count``; warns (never
+    silently) when some counted nodes have no known shapes."""
     count = flop_count(model)
     if count.holes:
         warnings.warn(count.warning(), stacklevel=2)

@@ -1,7 +1,7 @@
-"""Loading and saving ONNX files as the runtimes do: what ONNX Runtime accepts is accepted (the strict checker
-only warns), external data stays inside the model's folder, writes are atomic and carry the lowest
-IR version that holds the model's opsets (so that old runtimes, e.g. JetPack's ONNX Runtime and
-TensorRT 8.5, read them)."""
+"""Loading and saving ONNX files as the runtimes do: what ONNX Runtime accepts is accepted (the
+strict checker only warns), external data stays inside the model's folder, writes are atomic and
+carry the lowest IR version that holds the model's opsets (so that old runtimes, e.g. JetPack's ONNX
+Runtime and TensorRT 8.5, read them)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ Dim = Union[int, str, None]  # a fixed size, a named dynamic dimension, or an un
 
 
 def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
-    """Graph input name -> dims (int, or the dim's name / None when dynamic), initializers excluded."""
+    """Graph input name -> dims (int, or the dim's name / None when dynamic), no initializers."""
     model = onnx.load(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
     return {
@@ -47,7 +47,10 @@ def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
 
 
 def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    """Refuse external-data references that point outside the model's own folder (path traversal) or are missing."""
+    """Refuse external-data references that are missing or point outside the model's own folder.
+
+    The latter would be a path traversal.
+    """
     base = base_dir.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
@@ -66,7 +69,7 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
 
 
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file with its external data; accepted when ``onnx.checker`` or ONNX Runtime accepts it.
+    """Load an ONNX file with its external data, if ``onnx.checker`` or ONNX Runtime accepts it.
 
     Validity is what the runtimes accept: a model the strict checker refuses (outputs without
     shapes, an unnamed graph, ...) is loaded when ONNX Runtime loads it. Shapes are inferred
@@ -127,7 +130,7 @@ def ort_problem(model: onnx.ModelProto) -> str:
 
 
 def infer_shapes_lenient(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx shape inference where it can (data propagation on), the model unchanged where it cannot."""
+    """onnx shape inference where it can (data propagation on), else the model unchanged."""
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - inference is a help, never a reason to refuse a model a runtime runs
@@ -167,8 +170,9 @@ def lowest_ir_version(model: onnx.ModelProto) -> int:
 
 
 def with_lowest_ir(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Lower the model's IR version, in place, to the lowest that holds it (never raised: IR 3 graphs list
-    their initializers as inputs, which later IRs read differently); returns the model."""
+    """Lower the model's IR version, in place, to the lowest that holds it (never raised: IR 3
+    graphs list their initializers as inputs, which later IRs read differently); returns the
+    model."""
     lowest = lowest_ir_version(model)
     if not model.ir_version or lowest < model.ir_version:
         model.ir_version = lowest
@@ -178,15 +182,15 @@ def with_lowest_ir(model: onnx.ModelProto) -> onnx.ModelProto:
 def make_model(
     graph: onnx.GraphProto, opset: int = 17, extra_opsets: Optional[Dict[str, int]] = None
 ) -> onnx.ModelProto:
-    """``onnx.helper.make_model`` with the lowest IR version that holds ``opset`` (not the installed onnx's
-    newest, which older ONNX Runtime and TensorRT parsers refuse)."""
+    """``onnx.helper.make_model`` with the lowest IR version that holds ``opset`` (not the installed
+    onnx's newest, which older ONNX Runtime and TensorRT parsers refuse)."""
     opsets = [helper.make_opsetid("", opset)]
     opsets += [helper.make_opsetid(domain, v) for domain, v in (extra_opsets or {}).items()]
     return with_lowest_ir(helper.make_model(graph, opset_imports=opsets))
 
 
 def _temporary_beside(path: Path) -> str:
-    """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` would give it."""
+    """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` gives."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     os.close(fd)
     umask = os.umask(0)
@@ -196,8 +200,8 @@ def _temporary_beside(path: Path) -> str:
 
 
 def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
-    """Write a model atomically (a temporary file in the same folder, then a rename), with the lowest IR
-    version that holds its opsets (the model passed in is not modified)."""
+    """Write a model atomically (a temporary file in the same folder, then a rename), with the
+    lowest IR version that holds its opsets (the model passed in is not modified)."""
     path = Path(path)
     lowest = lowest_ir_version(model)
     if not model.ir_version or lowest < model.ir_version:
@@ -216,9 +220,9 @@ def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
 
 
 def copy_unchanged(source: PathLike, target: PathLike) -> Path:
-    """Write the model of ``source`` to ``target`` unchanged: its very bytes, atomically, when it has no external
-    data and already carries the lowest IR version; else through ``save_model`` (data inlined, IR
-    lowered)."""
+    """Write the model of ``source`` to ``target`` unchanged: its very bytes, atomically, when it
+    has no external data and already carries the lowest IR version; else through ``save_model``
+    (data inlined, IR lowered)."""
     source, target = Path(source), Path(target)
     model = onnx.load(str(source), load_external_data=False)
     external = any(

@@ -1,4 +1,6 @@
-"""Device profiles: validated YAML files in ``device_profiles/`` describing a target and how to benchmark on it.
+"""Device profiles: validated YAML files in ``device_profiles/``.
+
+Each describes a target and how to benchmark on it.
 
 Runs on the device too: Python 3.8 compatible, no torch.
 """
@@ -40,10 +42,10 @@ class TimingSettings:
     target_ci: float = 0.01
     block_iterations: int = 10
     block_s: float = 0.1
-    block_warmup: int = (
-        1  # unrecorded inferences at the start of each block (the neighbour's threads settle)
-    )
-    stop_on: str = "speedup"  # stop when the paired speed-ups' CIs (or, "median", each median's) meet target_ci
+    # unrecorded inferences at the start of each block (the neighbour's threads settle)
+    block_warmup: int = 1
+    # stop when the paired speed-ups' CIs (or, "median", each median's) meet target_ci
+    stop_on: str = "speedup"
 
 
 @dataclasses.dataclass
@@ -86,7 +88,10 @@ class TensorRTSettings:
 
 @dataclasses.dataclass
 class TorchSettings:
-    """The torch reference backend: replay a captured CUDA graph, let cuDNN pick algorithms by timing them."""
+    """The torch reference backend.
+
+    Replay a captured CUDA graph; let cuDNN pick algorithms by timing them.
+    """
 
     cuda_graph: bool = False
     cudnn_benchmark: bool = True
@@ -110,7 +115,10 @@ class Expectations:
 
 @dataclasses.dataclass
 class Peaks:
-    """Peak rates for a roofline cost model: TFLOPS/TOPS, DRAM GB/s, fixed cost per layer in microseconds."""
+    """Peak rates for a roofline cost model.
+
+    TFLOPS/TOPS, DRAM GB/s, fixed cost per layer in microseconds.
+    """
 
     fp32_tflops: float
     dram_gbps: float
@@ -165,7 +173,7 @@ class Profile:
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Validate (and lightly coerce) ``value`` against a type hint; raise HarnessError naming ``where``."""
+    """Validate (and lightly coerce) ``value`` against a type hint; HarnessError names ``where``."""
     origin = getattr(hint, "__origin__", None)
     if origin is Union:
         options = [h for h in hint.__args__ if h is not type(None)]
@@ -263,7 +271,10 @@ def _check_choices(profile: Profile, where: str) -> None:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml's safe loader, refusing a mapping that names a key twice (plain yaml keeps the last silently)."""
+    """yaml's safe loader, refusing a mapping that names a key twice.
+
+    Plain yaml silently keeps the last.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         """The mapping, after checking that no key of ``node`` repeats."""
@@ -302,7 +313,7 @@ def load_profile_file(path: Path) -> Profile:
 
 
 def with_backend(profile: Profile, backend: Optional[str]) -> Profile:
-    """The profile with its backend replaced (``--backend``), checked; the profile itself when None."""
+    """The profile with its backend replaced (``--backend``), checked; itself when None."""
     if backend is None or backend == profile.backend:
         return profile
     if backend not in BACKENDS:
@@ -313,9 +324,9 @@ def with_backend(profile: Profile, backend: Optional[str]) -> Profile:
 def calibration_path(
     profile: Profile, backend: Optional[str] = None, precision: Optional[str] = None
 ) -> Path:
-    """Where ``harness calibrate`` stores a profile's calibration for one backend and precision: beside the
-    profile's YAML file (``<profile>.<backend>.<precision>.calibration.json``), to be committed with
-    it."""
+    """Where ``harness calibrate`` stores a profile's calibration for one backend and precision:
+    beside the profile's YAML file (``<profile>.<backend>.<precision>.calibration.json``), to be
+    committed with it."""
     directory = Path(profile.source).parent if profile.source else PROFILE_DIR
     return directory / (
         f"{profile.name}.{backend or profile.backend}.{precision or profile.precisions[0]}"

@@ -1,5 +1,5 @@
-"""The ONNX models the onnx wheel ships under ``onnx/backend/test/data/`` (a corpus nobody in this project wrote),
-with the inputs and reference outputs stored beside them."""
+"""The ONNX models the onnx wheel ships under ``onnx/backend/test/data/`` (a corpus nobody in this
+project wrote), with the inputs and reference outputs stored beside them."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class CorpusModel:
         return f"{self.group}/{self.name}"
 
     def feeds(self, model: onnx.ModelProto) -> dict:
-        """Inputs by graph-input name: the stored ones, or for ``light`` models what onnx's backend test
-        feeds them (``arange(n) / n`` in the input's shape, the input their reference outputs were
-        made with)."""
+        """Inputs by graph-input name: the stored ones, or for ``light`` models what onnx's backend
+        test feeds them (``arange(n) / n`` in the input's shape, the input their reference outputs
+        were made with)."""
         initializers = {t.name for t in model.graph.initializer}
         names = [v.name for v in model.graph.input if v.name not in initializers]
         if self.inputs:

@@ -228,9 +228,9 @@ def test_capture_on_this_machine_is_json():
 
 
 class StandInNvml:
-    """A stand-in for pynvml with its real function names and constant values (checked against nvidia-ml-py
-    below when it is installed): a GPU whose SM clock ramps up from idle and which reports a power
-    cap once."""
+    """A stand-in for pynvml with its real function names and constant values (checked against
+    nvidia-ml-py below when it is installed): a GPU whose SM clock ramps up from idle and which
+    reports a power cap once."""
 
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
 

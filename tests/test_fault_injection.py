@@ -192,7 +192,9 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "export empty": "export {tmp}/empty.onnx -o {tmp}/o/x.onnx",
     "export batch 0": "export lenet5 --batch 0 -o {tmp}/o/x.onnx",
     "export factory exits": "export user_faults:exits --input-shape 3x8x8 -o {tmp}/o/x.onnx",
-    "export factory oserror": "export user_faults:raises_oserror --input-shape 3x8x8 -o {tmp}/o/x.onnx",
+    "export factory oserror": (
+        "export user_faults:raises_oserror --input-shape 3x8x8 -o {tmp}/o/x.onnx"
+    ),
     "fold garbage": "fold {tmp}/garbage.onnx -o {tmp}/o/f.onnx",
     "fold empty": "fold {tmp}/empty.onnx -o {tmp}/o/f.onnx",
     "fold empty cost table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/empty.csv",
@@ -220,10 +222,16 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "lut garbage": "lut {tmp}/garbage.onnx --device {fast} -o {tmp}/o/t.csv",
     "lut batch 0": "lut lenet5 --device {fast} --batch 0 -o {tmp}/o/t.csv",
     "lut bad level": "lut lenet5 --device {tmp}/badlevel.yaml -o {tmp}/o/t.csv",
-    "plan empty table": "plan lenet5 --table {tmp}/empty.csv --importance {tmp}/rows.csv --budget-ms 1",
-    "plan malformed importance": "plan lenet5 --table {tmp}/table.csv --importance {tmp}/rows.csv --budget-ms 1",
-    "plan garbage model": "plan {tmp}/garbage.onnx --table {tmp}/table.csv --importance {tmp}/importance.csv"
-    " --budget-ms 1",
+    "plan empty table": (
+        "plan lenet5 --table {tmp}/empty.csv --importance {tmp}/rows.csv --budget-ms 1"
+    ),
+    "plan malformed importance": (
+        "plan lenet5 --table {tmp}/table.csv --importance {tmp}/rows.csv --budget-ms 1"
+    ),
+    "plan garbage model": (
+        "plan {tmp}/garbage.onnx --table {tmp}/table.csv --importance {tmp}/importance.csv"
+        " --budget-ms 1"
+    ),
     "time a folder": "time {tmp}/adir --device {fast}",
     "fold a folder": "fold {tmp}/adir -o {tmp}/o/f.onnx",
     "compare a folder": "compare {tmp}/adir {results}",
@@ -240,7 +248,9 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "calibrate batch 0": "calibrate --device {fast} --batch 0 -o {tmp}/o/c.json",
     "history add truncated": "history add {tmp}/truncated.json --history {tmp}/o/h.sqlite",
     "history add empty": "history add {tmp}/empty.json --history {tmp}/o/h.sqlite",
-    "history show not a database": "history show --device host --history {tmp}/notadb.sqlite --plot {tmp}/o/h.png",
+    "history show not a database": (
+        "history show --device host --history {tmp}/notadb.sqlite --plot {tmp}/o/h.png"
+    ),
     "verify garbage": "verify {onnx} {tmp}/garbage.onnx",
     "verify empty": "verify {tmp}/empty.onnx {onnx}",
     "verify a folder": "verify {onnx} {tmp}/adir",

@@ -1,6 +1,6 @@
-"""The onnx wheel's model corpus (149 models nobody in this project wrote): every model ONNX Runtime loads folds
-(or passes through unchanged) without a traceback and keeps its reference outputs under ONNX
-Runtime; the nine model-zoo graphs of ``light/`` bench."""
+"""The onnx wheel's model corpus (149 models nobody in this project wrote): every model ONNX Runtime
+loads folds (or passes through unchanged) without a traceback and keeps its reference outputs under
+ONNX Runtime; the nine model-zoo graphs of ``light/`` bench."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The Runner lifecycle: cheap constructors, activate/deactivate, every runner closed on any failure, and the
-batch resolved once before any backend."""
+"""The Runner lifecycle: cheap constructors, activate/deactivate, every runner closed on any
+failure, and the batch resolved once before any backend."""
 
 from __future__ import annotations
 

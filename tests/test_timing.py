@@ -1,4 +1,7 @@
-"""The measurement protocol's statistics on seeded synthetic data, and the interleaved runner on real sessions."""
+"""The measurement protocol's statistics on seeded synthetic data.
+
+And the interleaved runner on real sessions.
+"""
 
 from __future__ import annotations
 
@@ -141,7 +144,7 @@ def test_time_budget_stops_sampling(two_models, fast_profile):
 
 
 def test_block_bootstrap_covers_drift_between_blocks():
-    """Block-level noise (clock changes between blocks) fools a sample-level bootstrap, not a block-level one."""
+    """Noise between blocks (clock changes) fools a bootstrap of samples, not one of blocks."""
     rng = np.random.default_rng(5)
     true_ratio = 1.5
     hits_blocks = hits_samples = 0
@@ -164,7 +167,10 @@ def test_block_bootstrap_covers_drift_between_blocks():
 
 
 def test_paired_rounds_cancel_drift_common_to_both():
-    """Drift that hits baseline and variant alike in a round (what interleaving is for) cancels when paired."""
+    """Drift that hits baseline and variant alike in a round cancels when paired.
+
+    That is what interleaving is for.
+    """
     rng = np.random.default_rng(6)
     blocks, size = 40, 20
     common = rng.normal(0, 0.1, blocks).repeat(size)
@@ -182,7 +188,7 @@ def test_paired_rounds_cancel_drift_common_to_both():
 
 
 def _rounds(rng, ratio: float, rounds: int = 40, per_block: int = 30):
-    """Interleaved blocks where load from other processes changes from round to round (common to both)."""
+    """Interleaved blocks where load from other processes changes by round (common to both)."""
     load = rng.lognormal(
         0.0, 0.3, rounds
     )  # a shared 2-core machine: +-30% from one round to the next

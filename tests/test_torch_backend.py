@@ -1,4 +1,7 @@
-"""The torch reference backend: a capture-safe interpreter, profile settings, and CUDA graphs where a GPU exists."""
+"""The torch reference backend.
+
+A capture-safe interpreter, profile settings, and CUDA graphs where a GPU exists.
+"""
 
 from __future__ import annotations
 
@@ -50,9 +53,9 @@ def _profile(tmp_path: Path, kind: str = "cpu", **torch_settings) -> Path:
 
 
 def test_interpreter_never_reads_device_values_back(head):
-    """A forward pass that reads a device tensor back to the host (``.tolist()``, ``float()``) invalidates CUDA
-    graph capture; on the meta device such a read fails, so a meta forward proves the graph is
-    capture-safe."""
+    """A forward pass that reads a device tensor back to the host (``.tolist()``, ``float()``)
+    invalidates CUDA graph capture; on the meta device such a read fails, so a meta forward proves
+    the graph is capture-safe."""
     import onnx
 
     module = OnnxModule(onnx.load(str(head))).eval().to("meta")
@@ -112,7 +115,10 @@ def test_cuda_graph_replay_matches_eager_and_is_timed(head, tmp_path, batch):
 
 
 def test_bench_runs_any_profile_on_the_torch_backend(tmp_path, fast_profile, capsys):
-    """Issue 13: `harness bench --device X --backend torch`; a GPU profile without CUDA is refused, not faked."""
+    """Issue 13: `harness bench --device X --backend torch`.
+
+    A GPU profile without CUDA is refused, not faked.
+    """
     import json
 
     from harness.cli import main

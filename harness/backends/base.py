@@ -27,7 +27,7 @@ LATENCY = "latency_ms"
 
 
 class Runner(abc.ABC):
-    """One model on one backend: construct cheaply, activate to load, measure, deactivate to release."""
+    """One model on one backend: construct cheaply, activate to load, measure, deactivate."""
 
     backend_name = "base"
 
@@ -43,7 +43,7 @@ class Runner(abc.ABC):
     # --- what a backend provides ------------------------------------------------------------------
     @abc.abstractmethod
     def _activate_impl(self) -> None:
-        """Load the model and allocate what timing needs; raise HarnessError with the reason on failure."""
+        """Load the model and allocate what timing needs; on failure HarnessError says why."""
 
     def _deactivate_impl(self) -> None:
         """Release what ``_activate_impl`` acquired (also called after a partial activation)."""
@@ -58,7 +58,10 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def _measure_impl(self) -> Dict[str, float]:
-        """Run once on the prepared inputs; return timings in ms, at least ``latency_ms`` (device-synchronised)."""
+        """Run once on the prepared inputs; return timings in ms.
+
+        At least ``latency_ms`` (device-synchronised).
+        """
 
     def describe(self) -> Dict[str, Any]:
         """Backend name, version and the settings that affect timing (recorded in results)."""
@@ -66,7 +69,7 @@ class Runner(abc.ABC):
 
     # --- the lifecycle ----------------------------------------------------------------------------
     def activate(self) -> Runner:
-        """Load the model; on failure whatever was acquired is released before the error propagates."""
+        """Load the model; on failure what was acquired is released before the error propagates."""
         if self.is_active:
             raise HarnessError(f"{self.backend_name} runner for {self.onnx_path} is already active")
         try:
@@ -135,7 +138,7 @@ def open_runners(runners: Mapping[str, Runner]) -> Iterator[Mapping[str, Runner]
 
 
 def resolve_batch(onnx_path: Path, batch: int) -> int:
-    """The batch a model will run at: ``batch`` for a dynamic batch dimension; a static one must match it.
+    """The batch a model will run at: ``batch`` for a dynamic batch dim; a static one must match it.
 
     Resolved once, before any backend: a static-batch model timed "at batch 8" would otherwise
     report eight times its real throughput.

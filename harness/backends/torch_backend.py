@@ -95,8 +95,9 @@ class TorchRunner(Runner):
         self.graph = self.module = self.static_input = self.static_output = None
 
     def _capture(self):
-        """Warm up on a side stream (cuDNN picks its algorithms, allocations settle), then capture one forward pass
-        reading ``static_input`` and writing ``static_output``; replays reuse both buffers."""
+        """Warm up on a side stream (cuDNN picks its algorithms, allocations settle), then capture
+        one forward pass reading ``static_input`` and writing ``static_output``; replays reuse both
+        buffers."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.no_grad():

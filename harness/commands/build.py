@@ -1,4 +1,7 @@
-"""``harness build``: build (and cache) a TensorRT engine for a device profile, or explain how trtexec would."""
+"""``harness build``: build (and cache) a TensorRT engine for a device profile.
+
+Or explain how trtexec would.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,11 @@ from pathlib import Path
 
 from harness.commands import add_batch, add_command, add_device, add_precision
 
-DESCRIPTION = """Build a TensorRT engine from an ONNX file with the device profile's settings (precision,
-workspace, optimisation level, DLA and GPU fallback, timing cache) into the engine cache engines/, keyed by the
-ONNX file's hash, the settings, the TensorRT version and the GPU; a stale or mismatched engine is rebuilt.
---explain prints the equivalent trtexec command line for a TensorRT version and needs neither TensorRT nor a GPU."""
+DESCRIPTION = """Build a TensorRT engine from an ONNX file with the device profile's settings
+(precision, workspace, optimisation level, DLA and GPU fallback, timing cache) into the engine
+cache engines/, keyed by the ONNX file's hash, the settings, the TensorRT version and the GPU; a
+stale or mismatched engine is rebuilt. --explain prints the equivalent trtexec command line for a
+TensorRT version and needs neither TensorRT nor a GPU."""
 
 
 def register(subparsers) -> None:
@@ -73,7 +77,10 @@ def run(args) -> int:
 
 
 def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) -> str:
-    """The trtexec line equivalent to ``harness build`` + ``harness time`` with this profile, and its settings."""
+    """The trtexec line equivalent to ``harness build`` + ``harness time`` with this profile.
+
+    Preceded by comment lines that give the settings in force.
+    """
     import shlex
 
     from harness.backends.trt.cache import ENGINE_DIR, BuildSettings

@@ -1,4 +1,7 @@
-"""``harness verify``: do two ONNX graphs compute the same function? For graphs folded by hand or by other tools."""
+"""``harness verify``: do two ONNX graphs compute the same function?
+
+For graphs folded by hand or by other tools.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,15 @@ from pathlib import Path
 
 from harness.commands import add_batch, add_command, add_output
 
-DESCRIPTION = """Run ORIGINAL and CANDIDATE in ONNX Runtime on the same seeded random inputs (two seeds, the
-model's own batch; --batches adds re-batched checks) and compare the outputs and every intermediate tensor both
-graphs hold under the same name (the boundaries of each rewrite), each relative to its own magnitude; each
-rewritten node is also compared with the part of the original it replaced, on random inputs of its own. A
-comparison in which no compared tensor responds to the input is not called equivalent.
+DESCRIPTION = """Run ORIGINAL and CANDIDATE in ONNX Runtime on the same seeded random inputs (two
+seeds, the model's own batch; --batches adds re-batched checks) and compare the outputs and every
+intermediate tensor both graphs hold under the same name (the boundaries of each rewrite), each
+relative to its own magnitude; each rewritten node is also compared with the part of the original it
+replaced, on random inputs of its own. A comparison in which no compared tensor responds to the
+input is not called equivalent.
 
-Exit status: 0 equivalent (max relative error within --rtol), 1 different, 2 bad input (a missing or invalid
-file, different inputs, a graph ONNX Runtime cannot run: nothing could be compared)."""
+Exit status: 0 equivalent (max relative error within --rtol), 1 different, 2 bad input (a missing
+or invalid file, different inputs, a graph ONNX Runtime cannot run: nothing could be compared)."""
 
 
 def register(subparsers) -> None:
@@ -102,7 +106,10 @@ def run(args) -> int:
 
 
 def _check_interfaces(original, candidate) -> None:
-    """Refuse graphs whose inputs or outputs differ in number or element type (exit 2: not comparable)."""
+    """Refuse graphs whose inputs or outputs differ in number or element type.
+
+    Exit 2: not comparable.
+    """
     from harness.errors import HarnessError
     from harness.fold import graph_inputs
 

@@ -99,7 +99,7 @@ def variant_spec(model: str, variant: str) -> VariantSpec:
 def build_model(
     model: str, variant: str = "baseline", seed: int = SEED
 ) -> Tuple[nn.Module, Tuple[int, ...]]:
-    """An eval-mode module with seeded random weights, and its input shape without the batch dimension."""
+    """An eval-mode module with seeded random weights, and its input shape without the batch dim."""
     spec = variant_spec(model, variant)
     entry = ZOO[model]
     applied = Variant(spec)

@@ -1,4 +1,7 @@
-"""Building blocks of the zoo: conv chains whose removed activations leave exactly mergeable linear runs."""
+"""Building blocks of the zoo.
+
+Conv chains whose removed activations leave exactly mergeable linear runs.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ class ConvSpec:
 
 @dataclasses.dataclass(frozen=True)
 class VariantSpec:
-    """A compressed variant as data: which activations go, which kernels shrink, which convs keep fewer channels."""
+    """A compressed variant as data.
+
+    Which activations go, which kernels shrink, which convs keep fewer channels.
+    """
 
     description: str
     remove: frozenset = frozenset()  # activation names, e.g. "layer1.0.act1"
@@ -47,7 +53,10 @@ class VariantSpec:
 
 
 class Variant:
-    """The spec being applied to one model build; records which names the model offered, to catch typos."""
+    """The spec being applied to one model build.
+
+    Records which names the model offered, to catch typos.
+    """
 
     def __init__(self, spec: Optional[VariantSpec] = None) -> None:
         self.spec = spec or VariantSpec("baseline")
@@ -132,7 +141,10 @@ class ConvChain(nn.Module):
         in_channels: Optional[int],
         prunable_output: bool,
     ) -> List[ConvSpec]:
-        """Specs after width pruning: a conv's kept outputs are the next one's inputs (depthwise convs follow)."""
+        """Specs after width pruning: a conv's kept outputs are the next one's inputs.
+
+        Depthwise convs follow.
+        """
         pruned: List[ConvSpec] = []
         current = specs[0].in_ch if in_channels is None else in_channels
         for i, spec in enumerate(specs):

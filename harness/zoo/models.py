@@ -1,4 +1,7 @@
-"""Zoo architectures, built from a variant spec (no weight downloads; the registry seeds the weights)."""
+"""Zoo architectures, built from a variant spec.
+
+No weight downloads: the registry seeds the weights.
+"""
 
 from __future__ import annotations
 
@@ -83,7 +86,10 @@ def _bottleneck(prefix: str, in_ch: int, width: int, stride: int, variant: Varia
 
 
 def resnet_cifar(depth: int, variant: Variant) -> nn.Module:
-    """ResNet-20/32/56/110 for CIFAR (3x32x32): 3 stages of (depth-2)/6 basic blocks, 1x1 conv shortcuts."""
+    """ResNet-20/32/56/110 for CIFAR (3x32x32).
+
+    3 stages of (depth-2)/6 basic blocks, 1x1 conv shortcuts.
+    """
     blocks_per_stage = (depth - 2) // 6
     layers: List[nn.Module] = [conv_bn(3, 16, 3), nn.ReLU()]
     in_ch = 16
@@ -100,7 +106,10 @@ VGG19_STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
 
 
 def vgg_cifar(stages: Sequence[Sequence[int]], variant: Variant) -> nn.Module:
-    """VGG with BatchNorm for CIFAR (3x32x32): conv stages separated by 2x2 max-pooling, one linear classifier."""
+    """VGG with BatchNorm for CIFAR (3x32x32).
+
+    Conv stages separated by 2x2 max-pooling, one linear classifier.
+    """
     layers: List[nn.Module] = []
     in_ch = 3
     for s, widths in enumerate(stages):
@@ -154,7 +163,7 @@ MOBILENETV2_SETTINGS = (
 
 
 def mobilenet_v2(variant: Variant) -> nn.Module:
-    """MobileNetV2 (width 1.0) for 3x224x224; block i is ``features.i`` as in torchvision's numbering."""
+    """MobileNetV2 (width 1.0) for 3x224x224; block i is ``features.i``, torchvision's numbering."""
     layers: List[nn.Module] = [
         nn.Conv2d(3, 32, 3, 2, 1, bias=False),
         nn.BatchNorm2d(32),

@@ -1,4 +1,6 @@
-"""Compressed variants as data: per zoo model, variant name -> which activations go and which kernels shrink.
+"""Compressed variants as data.
+
+Per zoo model, variant name -> which activations go and which kernels shrink.
 
 Activation names: ``<chain>.act<i>`` is the activation after conv ``i`` of a conv chain (a ResNet
 block's main branch ``layer<s>.<b>``, a MobileNetV2 block ``features.<i>``, a VGG stage
