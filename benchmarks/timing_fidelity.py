@@ -32,7 +32,7 @@ MODELS = ("lenet5", "resnet20", "resnet56", "mobilenetv2")
 
 
 def overhead(name: str, workdir: Path, runs: int, profile) -> dict:
-    """Median runner time vs median ORT model_run time over the same inferences (after a warm-up)."""
+    """Median runner time vs median ORT model_run time over the same inferences (after warm-up)."""
     path = workdir / f"{name}.onnx"
     materialize(ModelSource("zoo", name, input_shape=ZOO[name].input_shape), path)
     options = session_options(profile.onnxruntime)
@@ -65,7 +65,7 @@ def overhead(name: str, workdir: Path, runs: int, profile) -> dict:
 
 
 def repeatability(models: str, workdir: Path) -> list:
-    """Run the same bench twice; per variant, the two speed-ups and whether their intervals overlap."""
+    """Run the same bench twice; per variant, the two speed-ups and whether their CIs overlap."""
     found = []
     for attempt in (1, 2):
         out = workdir / f"bench{attempt}"

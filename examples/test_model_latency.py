@@ -1,4 +1,6 @@
-"""Example: latency tests for your own suite with the harness pytest plugin (pytest-benchmark underneath).
+"""Example: latency tests for your own suite with the harness pytest plugin.
+
+pytest-benchmark runs underneath.
 
     pytest examples/test_model_latency.py --harness-device host --benchmark-autosave
     pytest examples/test_model_latency.py --harness-device host --benchmark-compare \

@@ -304,7 +304,7 @@ def prepare_suite(options: BenchOptions) -> Dict[str, List[_Config]]:
 def resolve_suite(
     models: List[str], variants: str, factory_shape: Optional[str], batch: int = 1
 ) -> List[Tuple[ModelSource, List[str]]]:
-    """Resolve ``--models`` and ``--variants`` into sources, failing before any work on a bad name."""
+    """Resolve ``--models`` and ``--variants`` into sources; a bad name fails before any work."""
     from harness.export import check_factory, resolve_source
     from harness.zoo import list_variants, variant_spec
 

@@ -20,7 +20,7 @@ FAST_TIMING = {
 
 @pytest.fixture
 def fast_profile(tmp_path: Path) -> Path:
-    """A host-like profile whose timing settings keep tests quick (numbers are not the point of tests)."""
+    """A host-like profile whose timing settings keep tests quick (tests are not about numbers)."""
     data = yaml.safe_load(
         (Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text()
     )

@@ -1,4 +1,7 @@
-"""``harness build --explain`` (no TensorRT needed), the missing-TensorRT error, ``profiles`` and ``env``."""
+"""``harness build --explain`` (no TensorRT needed), the missing-TensorRT error.
+
+Also ``profiles`` and ``env``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Device profiles, TensorRT settings (cache keys, trtexec lines, result parsing) and device-state parsers.
+"""Device profiles, TensorRT settings and device-state parsers.
+
+TensorRT settings cover cache keys, trtexec lines and result parsing.
 
 These are the device-independent parts of the TensorRT path; the real build and run need a GPU and
 TensorRT and skip with that reason here.

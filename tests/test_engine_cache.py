@@ -1,4 +1,7 @@
-"""Engine cache: the key covers everything that changes the engine; stale or damaged engines are never reused."""
+"""Engine cache: the key covers everything that changes the engine.
+
+Stale or damaged engines are never reused.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Device-state parsers on sample outputs (JetPack 5.1 / L4T R35), expectations, strict mode and NVML decoding."""
+"""Device-state parsers on sample outputs (JetPack 5.1 / L4T R35).
+
+Also expectations, strict mode and NVML decoding.
+"""
 
 from __future__ import annotations
 

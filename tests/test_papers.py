@@ -1,4 +1,7 @@
-"""The papers' suite: every claim maps onto the zoo, the specs hit the published figures, the table reads results."""
+"""The papers' suite.
+
+Every claim maps onto the zoo, the specs hit the published figures, the table reads results.
+"""
 
 from __future__ import annotations
 

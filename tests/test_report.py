@@ -1,4 +1,7 @@
-"""Cross-device reports from real bench runs: tables, LaTeX structure, plots, and refusals to merge."""
+"""Cross-device reports from real bench runs.
+
+Tables, LaTeX structure, plots, and refusals to merge.
+"""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def _relu_model(path: Path, batch) -> Path:
 
 
 class _Recording(OnnxRuntimeRunner):
-    """An ONNX Runtime runner that records its lifecycle calls and can be told to fail on activation."""
+    """An ONNX Runtime runner that records its lifecycle calls; told to, it fails to activate."""
 
     def __init__(self, path: Path, log: list, fail: bool = False) -> None:
         super().__init__(path, load_profile("host"))

@@ -1,4 +1,7 @@
-"""Inference backends behind one small interface; heavy imports happen only when a backend is chosen."""
+"""Inference backends behind one small interface.
+
+Heavy imports happen only when a backend is chosen.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +33,10 @@ BACKENDS: Dict[str, tuple] = {
 
 
 def get_runner_class(name: str) -> Type[Runner]:
-    """The Runner class of backend ``name``; a clear error says what to install when its library is missing."""
+    """The Runner class of backend ``name``.
+
+    A clear error says what to install when its library is missing.
+    """
     if name not in BACKENDS:
         raise HarnessError(
             f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}"

@@ -1,4 +1,6 @@
-"""A small ONNX interpreter in PyTorch for the ops harness's own graphs use (zoo exports, folded graphs).
+"""A small ONNX interpreter in PyTorch for the ops harness's own graphs use.
+
+Those are zoo exports and folded graphs.
 
 The torch reference backend prefers ``onnx2torch`` when it is installed; it needs torchvision, which
 the CPU build of torch used in CI cannot import, so this covers the common CNN ops without it and

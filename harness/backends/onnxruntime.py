@@ -31,7 +31,10 @@ def available_cores() -> int:
 
 
 def session_options(settings: OnnxRuntimeSettings) -> ort.SessionOptions:
-    """Session options from a profile's ``onnxruntime`` section (threads, optimisation level, spinning)."""
+    """Session options from a profile's ``onnxruntime`` section.
+
+    Threads, optimisation level, spinning.
+    """
     if settings.graph_optimization_level not in _OPT_LEVELS:
         raise HarnessError(
             f"onnxruntime.graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}"

@@ -35,7 +35,9 @@ def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
 
 
 class TorchRunner(Runner):
-    """PyTorch on the GPU for gpu and jetson profiles (refused where torch sees no CUDA), on the CPU for cpu ones.
+    """PyTorch on the GPU for gpu and jetson profiles, on the CPU for cpu ones.
+
+    A GPU profile is refused where torch sees no CUDA device.
 
     The profile's ``torch`` section selects ``cuda_graph`` (capture the forward pass once into a
     CUDA graph with a static input and output buffer, after a warm-up on a side stream, then time

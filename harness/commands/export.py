@@ -1,4 +1,7 @@
-"""``harness export``: one model (zoo variant, factory or ONNX file) to a checked, static-shape ONNX file."""
+"""``harness export``: one model to a checked, static-shape ONNX file.
+
+The model is a zoo variant, a factory or an ONNX file.
+"""
 
 from __future__ import annotations
 

@@ -111,7 +111,10 @@ def run(args) -> int:
 def time_files(
     paths: List[Path], profile: Profile, batch: Optional[int] = None, strict: bool = False
 ) -> Dict[str, Any]:
-    """Time ONNX files interleaved and print one line each; returns the complete record (as ``--json``)."""
+    """Time ONNX files interleaved and print one line each.
+
+    Returns the complete record (as ``--json`` writes it).
+    """
     import dataclasses
     import sys
 
@@ -200,7 +203,7 @@ def time_files(
 
 
 def _time_with_trtexec(args, profile) -> int:
-    """Each file through trtexec with the profile's settings; statistics from its per-query records."""
+    """Each file through trtexec with the profile's settings; statistics from per-query records."""
     import json
 
     from harness.backends.trt.trtexec import run_trtexec
