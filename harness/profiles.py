@@ -81,9 +81,8 @@ class TensorRTSettings:
     max_batch: Optional[int] = (
         None  # dynamic-batch ONNX: optimisation profile 1..max_batch (default: max batch_sizes)
     )
-    trtexec_flags: List[str] = dataclasses.field(
-        default_factory=list
-    )  # extra trtexec flags, recorded verbatim
+    # extra trtexec flags, recorded verbatim
+    trtexec_flags: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

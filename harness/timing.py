@@ -36,9 +36,8 @@ def nearest_rank(sorted_samples: Sequence[float], percent: float) -> float:
     That is ``timings[n - 1 - int((1 - p/100) * n)]``.
     """
     n = len(sorted_samples)
-    tail = int(
-        (100.0 - percent) * n / 100.0 + 1e-9
-    )  # computed so that 90% of 100 is exactly 10, not 9.99..
+    # computed so that 90% of 100 is exactly 10, not 9.99..
+    tail = int((100.0 - percent) * n / 100.0 + 1e-9)
     return float(sorted_samples[max(0, n - 1 - tail)])
 
 
@@ -278,12 +277,10 @@ class Measurement:
     run_time_s: float
     stop_reason: str
     batch: int = 1
-    block_ends: List[int] = dataclasses.field(
-        default_factory=list
-    )  # cumulative sample count after each block
-    block_state: List[Dict[str, Any]] = dataclasses.field(
-        default_factory=list
-    )  # device state after each block
+    # cumulative sample count after each block
+    block_ends: List[int] = dataclasses.field(default_factory=list)
+    # device state after each block
+    block_state: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     resolution: Optional[float] = (
         None  # relative CI half-width reached (speed-up vs the reference, or median)
     )

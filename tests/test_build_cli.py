@@ -57,9 +57,8 @@ def test_explain_for_xavier_needs_no_tensorrt(lenet, capsys):
         "--saveEngine=engines/lenet5-fp16-b1.engine" in cmd
         and "--exportTimes=lenet5-times.json" in cmd
     )
-    assert not any(
-        a.startswith(("--shapes", "--builderOptimizationLevel")) for a in cmd
-    )  # static model, 8.5
+    # static model, 8.5
+    assert not any(a.startswith(("--shapes", "--builderOptimizationLevel")) for a in cmd)
 
 
 def test_explain_follows_version_precision_and_dynamic_batch(lenet, dynamic_model, capsys):

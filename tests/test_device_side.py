@@ -144,9 +144,8 @@ def test_cli_profiles_env_and_explain(tmp_path, capsys):
     capsys.readouterr()
     assert main(["build", str(model), "--device", "xavier", "--explain"]) == 0
     out = capsys.readouterr().out
-    assert (
-        "trtexec --onnx=" in out and "--fp16" in out and "--shapes" not in out
-    )  # static model: no shapes
+    # static model: no shapes
+    assert "trtexec --onnx=" in out and "--fp16" in out and "--shapes" not in out
 
 
 TENSORRT = (

@@ -139,9 +139,8 @@ def test_expectations_on_a_jetson():
             {"cur_freq": "1377000000", "min_freq": "1377000000", "max_freq": "1377000000"}
         )
     )
-    assert (
-        check_expectations(as_user, xavier) == []
-    )  # without root: devfreq says the clocks are pinned
+    # without root: devfreq says the clocks are pinned
+    assert check_expectations(as_user, xavier) == []
     unknown = check_expectations(_jetson_env(), xavier)
     assert any("cannot tell whether clocks are locked" in p for p in unknown)
     assert any(
@@ -304,9 +303,8 @@ def test_gpu_monitor_samples_and_the_protocol_flags_what_moved():
     assert any("345-1980 MHz" in w for w in warnings) and any("sw_power_cap" in w for w in warnings)
     assert timing.state_warnings(states[1:2]) == []
     quiet = envinfo.GpuMonitor.open(nvml=StandInNvml([1980], [0], power_supported=False))
-    assert (
-        "power_w" not in quiet.sample()
-    )  # a field this GPU cannot report is left out, not invented
+    # a field this GPU cannot report is left out, not invented
+    assert "power_w" not in quiet.sample()
     quiet.close()
 
 

@@ -177,9 +177,9 @@ def test_a_failed_add_adds_nothing(tmp_path):
     db = tmp_path / "h.sqlite"
     (path,) = _series(tmp_path / "runs", 1, seed=0)
     results = read_results(path)
-    broken = dataclasses.replace(
-        results.runs[1], stats=dataclasses.replace(results.runs[1].stats, median=None)
-    )  # NOT NULL: the second row fails
+    # NOT NULL: the second row fails
+    broken_stats = dataclasses.replace(results.runs[1].stats, median=None)
+    broken = dataclasses.replace(results.runs[1], stats=broken_stats)
     with History(db) as history:
         with pytest.raises(HarnessError, match="nothing was added"):
             history.add(dataclasses.replace(results, runs=[results.runs[0], broken]), "c1")

@@ -46,9 +46,8 @@ def test_every_model_onnx_runtime_loads_folds_and_keeps_its_outputs(entry):
     if problem:
         pytest.skip(f"ONNX Runtime refuses it: {problem}")
     result = fold_model(model, merge="all")  # never raises on a model ONNX Runtime loads
-    assert (
-        result.report.changed or result.model is model
-    )  # nothing to fold: the very same model back
+    # nothing to fold: the very same model back
+    assert result.report.changed or result.model is model
     if (
         entry.group != "light"
     ):  # the large model-zoo graphs are checked on their reference input below
@@ -75,9 +74,8 @@ def test_every_model_onnx_runtime_loads_folds_and_keeps_its_outputs(entry):
 
 @pytest.mark.slow
 def test_the_nine_model_zoo_graphs_bench(fast_profile, tmp_path):
-    profile = yaml.safe_load(
-        fast_profile.read_text()
-    )  # VGG-19 is 40 GFLOPs: few iterations, short blocks
+    # VGG-19 is 40 GFLOPs: few iterations, short blocks
+    profile = yaml.safe_load(fast_profile.read_text())
     profile["timing"].update(
         min_iterations=3,
         min_duration_s=0.0,

@@ -31,9 +31,8 @@ def test_every_claim_names_a_zoo_variant():
 def _deployed_cost(model: str, variant: str, tmp_path):
     module, shape = build_model(model, variant)
     export_module(module, shape, tmp_path / f"{model}-{variant}.onnx")
-    host = RooflineCostModel.from_profile(
-        load_profile("host")
-    )  # what bench --device host folds with
+    # what bench --device host folds with
+    host = RooflineCostModel.from_profile(load_profile("host"))
     graph = fold_model(load_model(tmp_path / f"{model}-{variant}.onnx"), cost_model=host).model
     return count_flops(graph), count_params(graph)
 
@@ -74,12 +73,10 @@ def test_suite_on_lenet5_writes_claims_and_reports(tmp_path, fast_profile, capsy
     row = next(line for line in table.splitlines() if "| lenet5 | psm-20x |" in line)
     cells = [c.strip() for c in row.split("|")]
     assert cells[7:9] == ["95.0%", "95.2%"]  # params: claimed 1/20, ours 61,706 -> 2,973
-    assert (
-        " -> " in cells[10] and "x [" in cells[11]
-    )  # our latencies and speed-up with its interval
-    assert (
-        "| resnet50 | cie-50 |" in table and "n/a (not run)" in table
-    )  # unrun claims listed, not invented
+    # our latencies and speed-up with its interval
+    assert " -> " in cells[10] and "x [" in cells[11]
+    # unrun claims listed, not invented
+    assert "| resnet50 | cie-50 |" in table and "n/a (not run)" in table
     records = list(csv.DictReader((out / "papers.csv").open()))
     assert len(records) == len(CLAIMS)
     measured = next(r for r in records if r["variant"] == "psm-20x")

@@ -159,9 +159,8 @@ def test_same_device_at_other_settings_gets_its_own_column(two_devices, tmp_path
     def fp16_batch8(data):
         for run in data["runs"]:
             run["precision"], run["batch"] = "fp16", 8
-            run["input_shape"] = [8] + run["input_shape"][
-                1:
-            ]  # another batch: same samples, comparable
+            # another batch: same samples, comparable
+            run["input_shape"] = [8] + run["input_shape"][1:]
 
     other = _rewrite(two_devices[0], tmp_path / "fp16.json", fp16_batch8)
     out = tmp_path / "report"
@@ -172,9 +171,8 @@ def test_same_device_at_other_settings_gets_its_own_column(two_devices, tmp_path
     merged = json.loads((out / "results.json").read_text())
     assert [c["label"] for c in merged["columns"]] == ["cpu-a fp32 b1", "cpu-a fp16 b8"]
     assert len(merged["table"]) == 8
-    assert (
-        main(["report", str(out / "results.json"), "-o", str(tmp_path / "again")]) == 2
-    )  # a merged file
+    # a merged file
+    assert main(["report", str(out / "results.json"), "-o", str(tmp_path / "again")]) == 2
 
 
 def test_other_schema_is_refused(two_devices, tmp_path, capsys):
@@ -199,12 +197,10 @@ def test_roofline_falls_back_to_flops_when_onnx_is_gone(two_devices, tmp_path):
     kept, gone = rows[("cpu-a", "resnet20", "baseline")], rows[("cpu-b", "resnet20", "baseline")]
     assert kept["roofline_basis"] == "per layer" and gone["roofline_basis"].startswith("flops only")
     flops = int(gone["flops"])
-    assert float(gone["roofline_floor_ms"]) == pytest.approx(
-        1000 * flops / 0.16e12
-    )  # host peak 0.16 TFLOPS
-    assert float(kept["roofline_floor_ms"]) > float(
-        gone["roofline_floor_ms"]
-    )  # the memory term counts
+    # host peak 0.16 TFLOPS
+    assert float(gone["roofline_floor_ms"]) == pytest.approx(1000 * flops / 0.16e12)
+    # the memory term counts
+    assert float(kept["roofline_floor_ms"]) > float(gone["roofline_floor_ms"])
     assert "floor from total FLOPs over peak only" in (out / "report.md").read_text()
     assert r"$^\dagger$" in (out / "report.tex").read_text()
 

@@ -66,9 +66,8 @@ def test_bootstrap_speedup_interval_coverage():
 
 
 def test_mlperf_early_stopping_rule():
-    assert (
-        timing.mlperf_early_stopping(list(range(43))) is None
-    )  # 0.9^43 > 1%: not even k = 0 passes
+    # 0.9^43 > 1%: not even k = 0 passes
+    assert timing.mlperf_early_stopping(list(range(43))) is None
     ordered = list(range(1, 1025))
     estimate = timing.mlperf_early_stopping(ordered)
     # with 1024 queries the estimate lies above the plain p90 (a conservative bound) but below p95
@@ -138,9 +137,8 @@ def test_time_budget_stops_sampling(two_models, fast_profile):
     with open_runners(runners):
         measured = timing.measure_interleaved(runners, settings)
     assert all("budget" in m.stop_reason for m in measured.values())
-    assert (
-        max(m.run_time_s for m in measured.values()) < 0.3 + 0.5
-    )  # one block past the budget at most
+    # one block past the budget at most
+    assert max(m.run_time_s for m in measured.values()) < 0.3 + 0.5
 
 
 def test_block_bootstrap_covers_drift_between_blocks():
@@ -189,9 +187,8 @@ def test_paired_rounds_cancel_drift_common_to_both():
 
 def _rounds(rng, ratio: float, rounds: int = 40, per_block: int = 30):
     """Interleaved blocks where load from other processes changes by round (common to both)."""
-    load = rng.lognormal(
-        0.0, 0.3, rounds
-    )  # a shared 2-core machine: +-30% from one round to the next
+    # a shared 2-core machine: +-30% from one round to the next
+    load = rng.lognormal(0.0, 0.3, rounds)
     a = [load[i] * ratio * rng.lognormal(0, 0.05, per_block) for i in range(rounds)]
     b = [load[i] * rng.lognormal(0, 0.05, per_block) for i in range(rounds)]
     ends = list(range(per_block, per_block * rounds + 1, per_block))
@@ -219,9 +216,8 @@ def test_per_round_ratios_cancel_shared_load_and_keep_coverage():
         )
         old_widths.append(timing.ratio_halfwidth(*old))
     assert hits >= 90  # nominal 95%
-    assert np.median(widths) * 3 < np.median(
-        old_widths
-    )  # the ratio of pooled medians keeps the shared load
+    # the ratio of pooled medians keeps the shared load
+    assert np.median(widths) * 3 < np.median(old_widths)
 
 
 def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(
@@ -249,9 +245,8 @@ def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(
         met = timing.measure_interleaved(runners, loose, monitor=monitor)
         capped = timing.measure_interleaved(runners, strict)
     assert "every speed-up's 95% CI within +/-50.0%" in met["large"].stop_reason
-    assert (
-        met["small"].resolution is None and met["large"].resolution <= 0.5
-    )  # the reference has no speed-up
+    # the reference has no speed-up
+    assert met["small"].resolution is None and met["large"].resolution <= 0.5
     assert (
         len(met["large"].block_state) == len(met["large"].block_ends)
         and met["large"].warnings() is not None

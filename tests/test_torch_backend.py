@@ -104,9 +104,8 @@ def test_cuda_graph_replay_matches_eager_and_is_timed(head, tmp_path, batch):
         np.testing.assert_allclose(
             graphed.infer(feeds)["output"], eager.infer(feeds)["output"], rtol=1e-3, atol=1e-4
         )
-        other = eager.random_inputs(
-            seed=2
-        )  # a new input goes through the static buffer, not a stale one
+        # a new input goes through the static buffer, not a stale one
+        other = eager.random_inputs(seed=2)
         np.testing.assert_allclose(
             graphed.infer(other)["output"], eager.infer(other)["output"], rtol=1e-3, atol=1e-4
         )

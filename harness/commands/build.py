@@ -61,9 +61,8 @@ def run(args) -> int:
         )
     from harness.backends import get_runner_class
 
-    runner_class = get_runner_class(
-        "tensorrt"
-    )  # HarnessError naming what to install when TensorRT is missing
+    # HarnessError naming what to install when TensorRT is missing
+    runner_class = get_runner_class("tensorrt")
     with runner_class(args.onnx, profile, precision, batch) as runner:
         info = runner.describe()
         state = f"built ({info['rebuilt']})" if info.get("rebuilt") else "cached, reused"

@@ -34,12 +34,10 @@ class VariantSpec:
 
     description: str
     remove: frozenset = frozenset()  # activation names, e.g. "layer1.0.act1"
-    kernels: Dict[str, int] = dataclasses.field(
-        default_factory=dict
-    )  # conv name -> new kernel size
-    widths: Dict[str, float] = dataclasses.field(
-        default_factory=dict
-    )  # conv name -> fraction of channels kept
+    # conv name -> new kernel size
+    kernels: Dict[str, int] = dataclasses.field(default_factory=dict)
+    # conv name -> fraction of channels kept
+    widths: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     @staticmethod
     def make(
@@ -153,9 +151,8 @@ class ConvChain(nn.Module):
             if depthwise:
                 out = current
             elif last and not prunable_output:
-                out = (
-                    spec.out_ch
-                )  # the chain's output feeds a residual or the next block: its width stays
+                # the chain's output feeds a residual or the next block: its width stays
+                out = spec.out_ch
             else:
                 out = variant.width(f"{prefix}.conv{i + 1}", spec.out_ch)
             pruned.append(
