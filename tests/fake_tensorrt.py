@@ -63,7 +63,8 @@ class _Enum(int):
 
 
 def _enum_class(name: str, members: Dict[str, int]) -> type:
-    namespace = {member: _Enum(member, value) for member, value in members.items()}
+    namespace: Dict[str, Any] = {member: _Enum(member, value) for member, value in members.items()}
+    namespace["__members__"] = dict(namespace)  # pybind11 enums list their members here
     return type(name, (), namespace)
 
 
@@ -85,7 +86,8 @@ class _Strict:
             )
         kind = surface.get("kinds", {}).get(name, "method")
         if kind.startswith("property"):
-            return self._values.get(name)
+            default = PROPERTY_DEFAULTS.get(f"{type(self).__name__}.{name}")
+            return self._values.get(name, default() if default else None)
         arity = _arity(surface.get("signatures", {}).get(name))
 
         def method(*args: Any, **kwargs: Any) -> Any:
@@ -100,6 +102,9 @@ class _Strict:
     def __setattr__(self, name: str, value: Any) -> None:
         surface = type(self)._surface
         kind = surface.get("kinds", {}).get(name)
+        if "_surface" not in type(self).__dict__ and kind is None:  # a Python subclass (a logger)
+            object.__setattr__(self, name, value)
+            return
         if kind is None and name in type(self).__dict__:
             object.__setattr__(self, name, value)
             return
@@ -114,9 +119,28 @@ def _module_version(obj: Any) -> str:
 
 
 # --- behaviour: just enough for the build -> run path --------------------------------------------------------
-class _Tensor:
-    def __init__(self, name: str, shape, dtype) -> None:
-        self.name, self.shape, self.dtype = name, tuple(shape), dtype
+def _tensor(name: str, shape, dtype) -> Any:
+    """An ITensor double: name, shape, dtype; never a shape tensor (image models)."""
+    tensor = sys.modules["tensorrt"].ITensor()
+    tensor._values.update(name=name, shape=tuple(shape), dtype=dtype, is_shape_tensor=False)
+    return tensor
+
+
+_LAYER_TYPES = {  # ONNX op -> trt.LayerType member, for the few ops the tests' graphs hold
+    "Conv": "CONVOLUTION",
+    "Relu": "ACTIVATION",
+    "Add": "ELEMENTWISE",
+    "QuantizeLinear": "QUANTIZE",
+    "DequantizeLinear": "DEQUANTIZE",
+}
+
+
+def _layer(node: Any) -> Any:
+    trt = sys.modules["tensorrt"]
+    layer = trt.ILayer()
+    kind = getattr(trt.LayerType, _LAYER_TYPES.get(node.op_type, "PLUGIN_V2"), None)
+    layer._values.update(name=node.name, type=kind, precision_is_set=False)
+    return layer
 
 
 def _network_from_onnx(network, path: str) -> bool:
@@ -137,31 +161,82 @@ def _network_from_onnx(network, path: str) -> bool:
             ]
             half = value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
             found.append(
-                _Tensor(value.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT)
+                _tensor(value.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT)
             )
         return found
 
     network._values.update(
-        _onnx=path, _inputs=tensors(model.graph.input), _outputs=tensors(model.graph.output)
+        _onnx=path,
+        _inputs=tensors(model.graph.input),
+        _outputs=tensors(model.graph.output),
+        _layers=[_layer(node) for node in model.graph.node],
     )
     return True
 
 
-def _serialize(builder, network, config) -> bytes:
+def _parse_from_file(parser, path: str) -> bool:
+    """Parse into the parser's network; an unreadable model is one ParserError at node -1, as TensorRT's."""
+    try:
+        return _network_from_onnx(parser._values["_network"], path)
+    except Exception as exc:  # noqa: BLE001 - any load failure is a parser error
+        error = sys.modules["tensorrt"].ParserError()
+        error._values.update(_node=-1, _desc=f"Failed to parse ONNX model: {exc}")
+        parser._errors.append(error)
+        return False
+
+
+def _network(builder, flags: int = 0) -> Any:
+    trt = sys.modules["tensorrt"]
+    network = trt.INetworkDefinition()
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    strongly_typed = (typed is not None and bool(flags & (1 << int(typed)))) or (
+        int(trt.__version__.split(".")[0]) >= 11  # 11 builds every network strongly typed
+    )
+    network._values.update(_flags=int(flags), _strongly_typed=strongly_typed)
+    return network
+
+
+def _host_memory(data: bytes) -> Any:
+    return sys.modules["tensorrt"].IHostMemory(data)
+
+
+def _serialize(builder, network, config) -> Any:
     trt = sys.modules["tensorrt"]
     flags = [
         name
         for name, value in vars(trt.BuilderFlag).items()
         if isinstance(value, _Enum) and config._values.get("_flags", set()) & {int(value)}
     ]
+    device = config._values.get("default_device_type")
     plan = {
         "onnx": network._values["_onnx"],
         "tensorrt": trt.__version__,
         "flags": sorted(flags),
         "profiles": config._values.get("_profiles", []),
         "strongly_typed": bool(network._values.get("_strongly_typed")),
+        "device": device.name if device is not None else "GPU",
+        "dla_core": config._values.get("DLA_core", -1),
+        "calibration_batches": _calibrate(network, config) if "INT8" in flags else None,
     }
-    return json.dumps(plan).encode()
+    return _host_memory(json.dumps(plan).encode())
+
+
+def _calibrate(network, config) -> int:
+    """What the builder does with an INT8 calibrator: use its cached table, or pull every batch from it
+    (device pointers it copied to), then hand it the table to cache. Returns the batches pulled."""
+    calibrator = config._values.get("int8_calibrator")
+    if calibrator is None or calibrator.read_calibration_cache():
+        return 0
+    names = [t.name for t in network._values["_inputs"]]
+    pulled = 0
+    while True:
+        pointers = calibrator.get_batch(names)
+        if not pointers:
+            break
+        assert all(int(p) in MEMORY for p in pointers), "calibration batch not in device memory"
+        pulled += 1
+    calibrator.write_calibration_cache(b"calibration table")
+    return pulled
 
 
 def _deserialize(runtime, plan) -> Any:
@@ -173,7 +248,7 @@ def _deserialize(runtime, plan) -> Any:
     return engine
 
 
-def _engine_tensors(engine) -> List[_Tensor]:
+def _engine_tensors(engine) -> List[Any]:
     if "_tensors" not in engine._values:
         import onnxruntime as ort
 
@@ -188,7 +263,7 @@ def _engine_tensors(engine) -> List[_Tensor]:
             dims = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
             half = arg.type == "tensor(float16)"
             tensors.append(
-                (_Tensor(arg.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT), mode)
+                (_tensor(arg.name, dims, trt.DataType.HALF if half else trt.DataType.FLOAT), mode)
             )
         engine._values.update(_tensors=tensors, _session=session)
     return engine._values["_tensors"]
@@ -267,7 +342,7 @@ _NP = {0: np.float32, 1: np.float16, 2: np.int8, 3: np.int32, 4: np.bool_, 5: np
 
 BEHAVIOUR = {
     "Builder": {
-        "create_network": lambda self, *a: sys.modules["tensorrt"].INetworkDefinition(),
+        "create_network": lambda self, flags=0: _network(self, flags),
         "create_builder_config": lambda self: sys.modules["tensorrt"].IBuilderConfig(),
         "create_optimization_profile": lambda self: sys.modules["tensorrt"].IOptimizationProfile(),
         "build_serialized_network": _serialize,
@@ -275,9 +350,19 @@ BEHAVIOUR = {
     "INetworkDefinition": {
         "get_input": lambda self, i: self._values["_inputs"][i],
         "get_output": lambda self, i: self._values["_outputs"][i],
+        "get_layer": lambda self, i: self._values["_layers"][i],
+        "__len__": lambda self: len(self._values["_layers"]),
+        "__getitem__": lambda self, i: self._values["_layers"][i],
+        "get_flag": lambda self, flag: bool(self._values["_flags"] & (1 << int(flag))),
     },
     "OnnxParser": {
-        "parse_from_file": lambda self, path: _network_from_onnx(self._values["_network"], path)
+        "parse_from_file": _parse_from_file,
+        "get_error": lambda self, i: self._errors[i],
+    },
+    "ParserError": {
+        "node": lambda self: self._values["_node"],
+        "desc": lambda self: self._values["_desc"],
+        "__str__": lambda self: f"In node {self.node()}: {self.desc()}",
     },
     "IBuilderConfig": {
         "set_flag": lambda self, f: self._values.setdefault("_flags", set()).add(int(f)),
@@ -287,12 +372,24 @@ BEHAVIOUR = {
             self._values.setdefault("_profiles", []).append(p._values.get("_shapes", {})) or 0
         ),
         "create_timing_cache": lambda self, data: _timing_cache(bytes(data)),
-        "set_timing_cache": lambda self, cache, ignore: (
+        "set_timing_cache": lambda self, cache, ignore_mismatch: (
             self._values.update(_timing_cache=cache) or True
         ),
+        "set_memory_pool_limit": lambda self, pool, size: self._values.setdefault(
+            "_pools", {}
+        ).update({int(pool): int(size)}),
+        "get_memory_pool_limit": lambda self, pool: self._values.get("_pools", {}).get(
+            int(pool), 0
+        ),
+        "get_tactic_sources": lambda self: 0,
+        "get_preview_feature": lambda self, feature: False,
+        "get_quantization_flag": lambda self, flag: False,
         "get_timing_cache": lambda self: self._values.get("_timing_cache"),
     },
-    "ITimingCache": {"serialize": lambda self: self._values["_data"] + b"+"},
+    "ITimingCache": {
+        "serialize": lambda self: _host_memory(self._values["_data"] + b"+"),
+        "combine": lambda self, other, ignore_mismatch: True,
+    },
     "IOptimizationProfile": {
         "set_shape": lambda self, name, lo, opt, hi: self._values.setdefault("_shapes", {}).update(
             {name: [list(lo), list(opt), list(hi)]}
@@ -320,7 +417,19 @@ PROPERTIES = {
     },
     "ICudaEngine": {"num_io_tensors": lambda self: len(_engine_tensors(self))},
     "Builder": {"num_DLA_cores": lambda self: 0},
+    "IBuilderConfig": {
+        "num_optimization_profiles": lambda self: len(self._values.get("_profiles", []))
+    },
+    "OnnxParser": {"num_errors": lambda self: len(self._errors)},
 }
+# What a read-write property holds before it is set (TensorRT's documented defaults).
+PROPERTY_DEFAULTS = {
+    "IBuilderConfig.DLA_core": lambda: -1,
+    "IBuilderConfig.default_device_type": lambda: sys.modules["tensorrt"].DeviceType.GPU,
+}
+FUNCTIONS = {"init_libnvinfer_plugins": lambda logger, namespace: True}
+_DUNDERS = {"__len__": None, "__getitem__": None, "__str__": None, "__enter__": lambda self: self}
+_DUNDERS["__exit__"] = lambda self, *exc: False
 
 
 def make_tensorrt(version: str) -> types.ModuleType:
@@ -345,7 +454,15 @@ def make_tensorrt(version: str) -> types.ModuleType:
             nested = enums.get(f"{name}.{member}")
             if nested is not None:
                 namespace[member] = nested
-        cls = type(name, (_Strict,), namespace)
+        behaviour = BEHAVIOUR.get(name, {})
+        for (
+            dunder,
+            default,
+        ) in _DUNDERS.items():  # Python looks these up on the type, not __getattr__
+            if dunder in surface["members"] and (dunder in behaviour or default):
+                namespace[dunder] = behaviour.get(dunder, default)
+        bases = (bytes, _Strict) if name == "IHostMemory" else (_Strict,)  # the buffer protocol
+        cls = type(name, bases, namespace)
         setattr(module, name, cls)
     for name in ("Logger", "ILogger"):  # severities are class attributes of the logger classes
         cls = getattr(module, name)
@@ -356,11 +473,27 @@ def make_tensorrt(version: str) -> types.ModuleType:
     def parser_init(self, network, logger) -> None:
         _Strict.__init__(self)
         self._values["_network"] = network
+        object.__setattr__(self, "_errors", [])
 
     module.OnnxParser.__init__ = parser_init
+    for name, signature in data["functions"].items():
+        setattr(module, name, _function(name, signature, FUNCTIONS.get(name)))
     if "nptype" in data["functions"]:
         module.nptype = lambda dtype: _NP[int(dtype)]
     return module
+
+
+def _function(name: str, signature: Any, behaviour: Any) -> Any:
+    """A module-level function of the double: arity checked, call recorded, None unless given."""
+    arity = _arity(signature)
+
+    def function(*args: Any, **kwargs: Any) -> Any:
+        if arity is not None and len(args) + len(kwargs) not in arity:
+            raise TypeError(f"tensorrt.{name}(): incompatible arguments {args!r}")
+        CALLS.append(name)
+        return behaviour(*args, **kwargs) if behaviour else None
+
+    return function
 
 
 # --- pycuda.driver double ---------------------------------------------------------------------------------
@@ -444,3 +577,17 @@ def make_pycuda() -> Dict[str, types.ModuleType]:
     primary.context = Device(0).retain_primary_context()
     package.autoprimaryctx = primary
     return {"pycuda": package, "pycuda.driver": driver, "pycuda.autoprimaryctx": primary}
+
+
+def install(monkeypatch: Any, version: str) -> None:
+    """Put the doubles of ``version`` in place of tensorrt and pycuda for one test.
+
+    Polygraphy imports tensorrt lazily and keeps the module it first got, so its modules (and the runner,
+    which imports them) are dropped to be imported afresh against this version's double.
+    """
+    fakes = {"tensorrt": make_tensorrt(version), **make_pycuda()}
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in list(sys.modules):
+        if name.split(".")[0] == "polygraphy" or name == "harness.backends.trt.runner":
+            monkeypatch.delitem(sys.modules, name)

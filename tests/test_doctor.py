@@ -97,12 +97,7 @@ def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(
     from harness.envinfo import capture_environment
     from tests import fake_tensorrt
 
-    for name, module in {
-        "tensorrt": fake_tensorrt.make_tensorrt("8.5"),
-        **fake_tensorrt.make_pycuda(),
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "harness.backends.trt.runner", raising=False)
+    fake_tensorrt.install(monkeypatch, "8.5")
     monkeypatch.chdir(tmp_path)
     profile = load_profile("xavier")
     profile.precisions = ["fp32"]

@@ -33,10 +33,12 @@ def trt_backend():
     from tests.fake_tensorrt import make_pycuda, make_tensorrt
 
     fakes = {"tensorrt": make_tensorrt("8.5"), **make_pycuda()}
-    names = tuple(fakes) + ("harness.backends.trt.runner",)
+    polygraphy = [name for name in sys.modules if name.split(".")[0] == "polygraphy"]
+    names = tuple(fakes) + ("harness.backends.trt.runner",) + tuple(polygraphy)
     saved = {name: sys.modules.get(name) for name in names}
     sys.modules.update(fakes)
-    sys.modules.pop("harness.backends.trt.runner", None)
+    for name in ("harness.backends.trt.runner", *polygraphy):
+        sys.modules.pop(name, None)
     try:
         return importlib.import_module("harness.backends.trt.runner")
     finally:
@@ -95,59 +97,6 @@ def test_optimisation_profile_shapes(trt_backend):
     )
     with pytest.raises(HarnessError, match="beyond the batch"):
         trt_backend.profile_shapes((1, 3, -1, -1), _settings())
-
-
-class _Error85:
-    """The accessors of TensorRT 8.5's ``ParserError`` (node index, no name)."""
-
-    def __init__(self, node, desc):
-        self._node, self._desc = node, desc
-
-    def node(self):
-        return self._node
-
-    def desc(self):
-        return self._desc
-
-
-class _Error10(_Error85):
-    """TensorRT 10 adds ``node_name`` and ``node_operator``."""
-
-    def node_name(self):
-        return "conv_7"
-
-    def node_operator(self):
-        return "Conv"
-
-
-def test_parser_errors_name_the_nodes(trt_backend):
-    names = ["Conv_0", "Relu_1", "Foo_2"]
-    text = trt_backend.describe_parser_errors(
-        [
-            _Error85(2, "No importer registered for op: Foo"),
-            _Error85(-1, "ModelImporter.cpp:726: Failed to parse ONNX model"),
-        ],
-        names,
-    )
-    assert text == (
-        "node Foo_2: No importer registered for op: Foo; "
-        "model: ModelImporter.cpp:726: Failed to parse ONNX model"
-    )
-    assert (
-        trt_backend.describe_parser_errors([_Error10(7, "bad pads")], [])
-        == "node conv_7 (Conv): bad pads"
-    )
-    assert trt_backend.describe_parser_errors([_Error85(9, "x")], names) == "node #9: x"
-
-
-def test_node_names_come_from_the_onnx_file(trt_backend, tmp_path):
-    from harness.cli import main
-
-    model = tmp_path / "m.onnx"
-    assert main(["export", "lenet5", "-o", str(model)]) == 0
-    names = trt_backend.onnx_node_names(model)
-    assert names and all(names)
-    assert trt_backend.onnx_node_names(tmp_path / "missing.onnx") == []
 
 
 def test_calibration_batches_from_npy_or_random_with_a_warning(trt_backend, tmp_path):

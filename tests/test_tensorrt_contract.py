@@ -8,6 +8,7 @@ the doubles cannot check: TensorRT's behaviour (tactics, parser coverage, real n
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import numpy as np
@@ -26,12 +27,8 @@ from tests import fake_tensorrt
 @pytest.fixture(params=sorted(fake_tensorrt.VERSIONS))
 def trt_runner(request, monkeypatch):
     """(version, the runner module) imported against that version's doubles."""
-    fakes = {"tensorrt": fake_tensorrt.make_tensorrt(request.param), **fake_tensorrt.make_pycuda()}
-    for name, module in fakes.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "harness.backends.trt.runner", raising=False)
+    fake_tensorrt.install(monkeypatch, request.param)
     module = importlib.import_module("harness.backends.trt.runner")
-    monkeypatch.setattr(module, "_LOGGER", None)
     fake_tensorrt.CALLS.clear()
     yield request.param, module
     sys.modules.pop("harness.backends.trt.runner", None)
@@ -107,14 +104,15 @@ def test_fp16_uses_builder_flags_before_11_and_an_fp16_graph_on_11(trt_runner, t
         dtype = runner.input_specs()["x"][1]
         out = runner.infer({k: v.astype(dtype) for k, v in feeds.items()})["y"]
         plan = runner.describe()["plan"]
+        built = json.loads(runner.engine_path.read_bytes())  # the double's record of the build
     expected = _reference(model, {k: v.astype(np.float32) for k, v in feeds.items()})
     np.testing.assert_allclose(out.astype(np.float32), expected, rtol=2e-2, atol=2e-2)
     if version.startswith("11"):
         assert plan["strongly_typed"] and plan["flags"] == [] and dtype == np.float16
-        assert "IBuilderConfig.set_flag" not in fake_tensorrt.CALLS
+        assert built["strongly_typed"] and built["flags"] == ["TF32"]
     else:
         assert plan["flags"] == ["FP16"] and dtype == np.float32
-        assert "IBuilderConfig.set_flag" in fake_tensorrt.CALLS
+        assert built["flags"] == ["FP16", "TF32"] and not built["strongly_typed"]
 
 
 def test_int8_on_11_is_refused_with_what_to_do(trt_runner, tmp_path):
@@ -178,6 +176,76 @@ def test_dynamic_batch_is_bound_by_name(trt_runner, tmp_path):
         )
     assert "IOptimizationProfile.set_shape" in fake_tensorrt.CALLS
     assert "IExecutionContext.set_input_shape" in fake_tensorrt.CALLS
+
+
+def test_a_parse_failure_is_one_line_with_the_parsers_errors(trt_runner, tmp_path):
+    _version, module = trt_runner
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    runner = module.TensorRTRunner(
+        broken, _profile("fp32"), "fp32", 1, cache=EngineCache(tmp_path / "e")
+    )
+    with pytest.raises(HarnessError) as caught:
+        runner.activate()
+    message = str(caught.value)
+    assert "cannot parse" in message and "In node -1: Failed to parse ONNX model" in message
+    assert "\n" not in message and not runner.is_active
+    assert not list((tmp_path / "e").glob("*.engine"))
+
+
+def test_fp32_clears_tf32_and_the_timing_cache_is_kept_across_builds(trt_runner, tmp_path):
+    _version, module = trt_runner
+    profile = _profile("fp32")
+    profile.tensorrt.timing_cache = True
+    cache = EngineCache(tmp_path / "e")
+    with module.TensorRTRunner(_model(tmp_path / "a.onnx"), profile, "fp32", 1, cache=cache) as r:
+        assert json.loads(r.engine_path.read_bytes())["flags"] == []  # TF32 cleared
+        timing = r.timing_cache
+    first = timing.read_bytes()
+    with module.TensorRTRunner(
+        _model(tmp_path / "b.onnx", batch=2), profile, "fp32", 2, cache=cache
+    ):
+        pass
+    assert (
+        timing.read_bytes().startswith(first) and timing.read_bytes() != first
+    )  # loaded, extended
+
+
+def test_int8_before_11_builds_with_our_calibrator_and_keeps_its_table(trt_runner, tmp_path):
+    version, module = trt_runner
+    if version.startswith("11"):
+        pytest.skip("11 has no calibrator: INT8 is a Q/DQ graph")
+    profile = _profile("int8")
+    profile.tensorrt.int8_calibration_batches = 3
+    cache = EngineCache(tmp_path / "e")
+    with pytest.warns(UserWarning, match="random"):
+        with module.TensorRTRunner(
+            _model(tmp_path / "m.onnx"), profile, "int8", 1, cache=cache
+        ) as r:
+            built = json.loads(r.engine_path.read_bytes())
+    assert built["flags"] == ["FP16", "INT8", "TF32"] and built["calibration_batches"] == 3
+    assert "IBuilderConfig.set_calibration_profile" in fake_tensorrt.CALLS
+    assert list((tmp_path / "e").glob("calibration-*.cache"))  # the table, for the next build
+
+
+def test_dla_core_is_set_on_the_config_and_the_runtime(trt_runner, tmp_path, monkeypatch):
+    version, module = trt_runner
+    if not version.startswith("8.5"):
+        pytest.skip("DLA: TensorRT 8.5 here (10.8 to 11.4.0 have none)")
+    monkeypatch.setattr(sys.modules["tensorrt"].Builder, "num_DLA_cores", 2)  # AGX Xavier: 2
+    profile = _profile("fp16")
+    profile.tensorrt.dla_core = 1
+    with module.TensorRTRunner(
+        _model(tmp_path / "m.onnx"), profile, "fp16", 1, cache=EngineCache(tmp_path / "e")
+    ) as runner:
+        built = json.loads(runner.engine_path.read_bytes())
+        assert runner.engine._values["_dla_core"] == 1  # the runtime's core when it loaded
+    assert built["device"] == "DLA" and built["dla_core"] == 1 and "GPU_FALLBACK" in built["flags"]
+    profile.tensorrt.dla_core = 2
+    with pytest.raises(HarnessError, match="DLA core 2 requested, this device has 2"):
+        module.TensorRTRunner(
+            _model(tmp_path / "m.onnx"), profile, "fp16", 1, cache=EngineCache(tmp_path / "f")
+        ).activate()
 
 
 def test_the_doubles_are_as_strict_as_the_recorded_surfaces():

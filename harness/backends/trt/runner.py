@@ -14,8 +14,11 @@ Timing definitions, as trtexec's (samples/common/sampleReporting.h, ``InferenceT
 trtexec enqueues queries back to back (and, from 11, by default with CUDA graphs, spin-wait and no data
 transfers); harness times one query at a time with a blocking event sync, so its figures compare with
 trtexec run with ``--noCudaGraph --noSpinWait --includeDataTransfers`` (what ``trtexec_command`` passes).
-Polygraphy is not used to build yet: the builder calls below are ours, checked per version against strict
-doubles of TensorRT 8.5, 10.13 and 11.4 (tests/fake_tensorrt.py).
+Engines are built and loaded through NVIDIA's Polygraphy (``polygraphy.backend.trt`` loaders), which
+carries the differences between TensorRT 8.5, 10 and 11; the calls are checked per version against strict
+doubles of TensorRT 8.5, 10.13 and 11.4 (tests/fake_tensorrt.py). Polygraphy's ``TrtRunner`` is not used
+for timing: it times ``infer()`` on the host around its own cudart (ctypes) copies and gives no split into
+H2D, GPU compute and D2H, so the loop below stays ours, on pycuda.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ import pycuda.driver as cuda
 import pycuda.autoprimaryctx  # noqa: F401 - the primary context, current for the whole process
 # isort: on
 
+from polygraphy.backend.trt import (
+    CreateConfig,
+    EngineBytesFromNetwork,
+    EngineFromBytes,
+    NetworkFromOnnxPath,
+    PostprocessConfig,
+    get_trt_logger,
+)
+from polygraphy.backend.trt import Profile as ShapeProfile
+from polygraphy.exception import PolygraphyException
+from polygraphy.logger import G_LOGGER
+
 from harness.backends.base import LATENCY, Runner
 from harness.backends.trt.cache import BuildSettings, EngineCache, engine_identity, file_sha256
 from harness.backends.trt.versions import RANDOM_CALIBRATION_WARNING, build_plan
@@ -41,6 +56,10 @@ from harness.errors import HarnessError
 from harness.profiles import Profile
 
 log = logging.getLogger(__name__)
+# Polygraphy prints to stdout by default, which would corrupt ``--json`` output: route it through logging
+# (the "Polygraphy" logger, to stderr at the CLI's level), without colour codes.
+G_LOGGER.use_python_logging_system = True
+G_LOGGER.colors = G_LOGGER.letter = False
 
 
 # --- pure decisions (no TensorRT objects) ----------------------------------------------------------------------
@@ -59,24 +78,6 @@ def profile_shapes(
     high = settings.batch if settings.dla_core is not None else settings.max_batch
     low = settings.batch if settings.dla_core is not None else 1
     return (low,) + rest, (settings.batch,) + rest, (high,) + rest
-
-
-def describe_parser_errors(errors: Sequence[Any], node_names: Sequence[str]) -> str:
-    """Parser errors as 'node <name> (<op>): <desc>'; 8.5's errors give a node index, 10.x's a name too."""
-    parts = []
-    for error in errors:
-        name = error.node_name() if hasattr(error, "node_name") else ""
-        index = error.node()
-        if not name and 0 <= index < len(node_names):
-            name = node_names[index]
-        op = error.node_operator() if hasattr(error, "node_operator") else ""
-        where = (
-            f"node {name or '#' + str(index)}" + (f" ({op})" if op else "")
-            if index >= 0 or name
-            else "model"
-        )
-        parts.append(f"{where}: {error.desc()}")
-    return "; ".join(parts) or "no error reported by the parser"
 
 
 def calibration_batches(
@@ -102,30 +103,7 @@ def calibration_batches(
     return [rng.standard_normal(tuple(shape)).astype(np.float32) for _ in range(count)]
 
 
-def onnx_node_names(onnx_path: Path) -> List[str]:
-    """Node names in graph order, to name the nodes TensorRT 8.5's parser reports by index."""
-    try:
-        import onnx
-
-        return [
-            node.name or f"{node.op_type}#{i}"
-            for i, node in enumerate(onnx.load(str(onnx_path), load_external_data=False).graph.node)
-        ]
-    except Exception:  # noqa: BLE001 - names are a courtesy; the parser's own message still stands
-        return []
-
-
-# --- TensorRT --------------------------------------------------------------------------------------------------
-_LOGGER = None
-
-
-def _logger():
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
+# --- TensorRT, through Polygraphy's loaders ----------------------------------------------------------------
 def _calibrator(batches: List[np.ndarray], cache_path: Path):
     """An IInt8EntropyCalibrator2 that copies ``batches`` to the GPU one by one and keeps its table on disk."""
 
@@ -162,72 +140,91 @@ def build_engine(
     timing_cache: Optional[Path],
     calibration_cache: Optional[Path] = None,
 ) -> bytes:
-    """Parse the ONNX file and build a serialized engine with the given settings (TensorRT 8.5 or 10.x)."""
+    """Parse the ONNX file and build a serialized engine through Polygraphy's loaders.
+
+    Polygraphy (NVIDIA's) makes the network (explicit batch before 10, strongly typed on 11), the config
+    (precision flags, TF32, memory pool, optimization profiles, calibrator and its profile, DLA, timing
+    cache) and the engine; ``build_plan`` decides what this TensorRT version gets. Two pieces stay ours:
+    the DLA core (Polygraphy's ``use_dla`` always picks core 0) and the INT8 calibrator (Polygraphy's
+    allocates through its own ctypes cudart; ours uses pycuda on the one primary context).
+    """
     plan = build_plan(settings, trt.__version__)
     for note in plan["notes"]:
         log.warning(note)
-    builder = trt.Builder(_logger())
-    flags = (
-        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-        if plan["explicit_batch_flag"]
-        else 0
-    )
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, _logger())
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [parser.get_error(i) for i in range(parser.num_errors)]
+    errors = _ErrorLog()
+    logging.getLogger("Polygraphy").addHandler(errors)
+    try:
+        builder, network, parser = NetworkFromOnnxPath(
+            str(onnx_path), strongly_typed=plan["strongly_typed"] or None
+        )()
+    except PolygraphyException as exc:
+        reasons = "; ".join(errors.messages) or _first_line(exc)
+        raise HarnessError(f"TensorRT cannot parse {onnx_path}: {reasons}") from None
+    finally:
+        logging.getLogger("Polygraphy").removeHandler(errors)
+    if settings.dla_core is not None and settings.dla_core >= builder.num_DLA_cores:
         raise HarnessError(
-            f"TensorRT cannot parse {onnx_path}: "
-            + describe_parser_errors(errors, onnx_node_names(onnx_path))
+            f"DLA core {settings.dla_core} requested, this device has {builder.num_DLA_cores}"
         )
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-    if plan["optimization_level"] and hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = settings.builder_optimization_level
-    for flag in plan["flags"]:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    for flag in plan["clear_flags"]:
-        config.clear_flag(getattr(trt.BuilderFlag, flag))
-    if settings.dla_core is not None:
-        if settings.dla_core >= builder.num_DLA_cores:
-            raise HarnessError(
-                f"DLA core {settings.dla_core} requested, this device has {builder.num_DLA_cores}"
-            )
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = settings.dla_core
-    optimization_profile = None
+    shapes = ShapeProfile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        shapes = profile_shapes(tuple(tensor.shape), settings)
-        if shapes is not None:
-            optimization_profile = optimization_profile or builder.create_optimization_profile()
-            optimization_profile.set_shape(tensor.name, *shapes)
-    if optimization_profile is not None:
-        config.add_optimization_profile(optimization_profile)
-    if settings.precision == "int8":
+        dims = profile_shapes(tuple(tensor.shape), settings)
+        if dims is not None:
+            shapes.add(tensor.name, *dims)
+    calibrator = None
+    if "INT8" in plan["flags"]:
         shape = (settings.batch,) + tuple(network.get_input(0).shape)[1:]
         batches = calibration_batches(
             shape, profile.tensorrt.int8_calibration_dir, profile.tensorrt.int8_calibration_batches
         )
-        config.int8_calibrator = _calibrator(
-            batches, calibration_cache or Path("calibration.cache")
-        )
-        if optimization_profile is not None:
-            config.set_calibration_profile(optimization_profile)
-    if timing_cache is not None:
-        cache = config.create_timing_cache(
-            timing_cache.read_bytes() if timing_cache.is_file() else b""
-        )
-        config.set_timing_cache(cache, False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise HarnessError(
-            f"TensorRT failed to build an engine for {onnx_path} (see its log above)"
-        )
+        calibrator = _calibrator(batches, calibration_cache or Path("calibration.cache"))
+    cache = str(timing_cache) if timing_cache is not None else None
+    create = CreateConfig(
+        tf32=plan["tf32"],
+        fp16="FP16" in plan["flags"],
+        int8="INT8" in plan["flags"],
+        profiles=[shapes],
+        calibrator=calibrator,
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20},
+        load_timing_cache=cache if timing_cache is not None and timing_cache.is_file() else None,
+        builder_optimization_level=(
+            settings.builder_optimization_level if plan["optimization_level"] else None
+        ),
+        use_dla=settings.dla_core is not None,
+        allow_gpu_fallback=settings.gpu_fallback,
+    )
+
+    def dla_core(builder: Any, network: Any, config: Any) -> None:
+        config.DLA_core = settings.dla_core
+
+    config = create if settings.dla_core is None else PostprocessConfig(create, dla_core)
     if timing_cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    try:
+        serialized = EngineBytesFromNetwork(
+            (builder, network, parser), config=config, save_timing_cache=cache
+        )()
+    except PolygraphyException as exc:
+        raise HarnessError(
+            f"TensorRT failed to build an engine for {onnx_path}: {_first_line(exc)}"
+        ) from None
     return bytes(serialized)
+
+
+class _ErrorLog(logging.Handler):
+    """Keeps the errors Polygraphy logs (the ONNX parser's, one per failing node) for the one-line error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _check(ok: Any, what: str) -> None:
@@ -291,19 +288,16 @@ class TensorRTRunner(Runner):
         )
         if self.rebuilt:
             log.info("built %s (%s)", self.engine_path, self.rebuilt)
-        runtime = trt.Runtime(_logger())
-        if self.settings.dla_core is not None:
-            runtime.DLA_core = (
-                self.settings.dla_core
-            )  # the engine runs on the DLA core it was built for
-        self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        if (
-            self.engine is None
-        ):  # e.g. a plan from another TensorRT: never run it, rebuild next time
+        runtime = trt.Runtime(get_trt_logger())
+        if self.settings.dla_core is not None:  # the engine runs on the DLA core it was built for
+            runtime.DLA_core = self.settings.dla_core
+        try:
+            self.engine = EngineFromBytes(self.engine_path.read_bytes(), runtime=runtime)()
+        except PolygraphyException:  # e.g. a plan from another TensorRT: never run it, rebuild
             self.cache.discard(self.identity)
             raise HarnessError(
                 f"TensorRT could not load {self.engine_path}; it was removed, run again to rebuild"
-            )
+            ) from None
         self.context = self.engine.create_execution_context()
         _check(self.context, "create_execution_context")
         self.stream = cuda.Stream()

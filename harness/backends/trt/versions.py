@@ -80,7 +80,6 @@ def build_plan(settings: Any, version: str) -> Dict[str, Any]:
         "explicit_batch_flag": v < (10,),
         "optimization_level": v >= (8, 6),
         "flags": flags,
-        "clear_flags": ["TF32"] if settings.precision == "fp32" else [],
         "tf32": settings.precision != "fp32",
         "strongly_typed": strongly_typed,
         "onnx_precision": "fp16" if strongly_typed and settings.precision == "fp16" else "fp32",
