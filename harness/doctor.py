@@ -1,6 +1,6 @@
 """``harness doctor``: what to run first on a new Jetson or GPU, to validate the TensorRT path on it.
 
-Checks the software (TensorRT, pycuda, trtexec, the driver, JetPack; Polygraphy if present), the device state the
+Checks the software (TensorRT, Polygraphy, pycuda, trtexec, the driver, JetPack), the device state the
 profile expects, then builds a tiny engine, times it with harness's runner and the same engine with trtexec,
 and says whether their GPU compute medians agree (within 2%) or why not. Runs on the device: Python 3.8, no torch.
 """
@@ -78,11 +78,22 @@ def check_cuda_binding() -> Check:
 
 
 def check_polygraphy() -> Check:
-    """NVIDIA's Polygraphy: reported for debugging engines (``polygraphy run``); harness does not need it."""
+    """NVIDIA's Polygraphy, which builds and loads harness's engines: 0.53 or newer."""
+    from harness.backends.trt.versions import version_tuple
+
     version = _module_version("polygraphy")
     if version is None:
         return Check(
-            "polygraphy", WARN, "not installed (optional: pip install polygraphy to debug engines)"
+            "polygraphy",
+            FAIL,
+            "not installed: pip install 'polygraphy>=0.53' (engines are built with it)",
+        )
+    if version_tuple(version) < (0, 53):
+        return Check(
+            "polygraphy",
+            FAIL,
+            f"Polygraphy {version} is older than 0.53: pip install -U 'polygraphy>=0.53'",
+            {"version": version},
         )
     return Check("polygraphy", PASS, f"Polygraphy {version}", {"version": version})
 

@@ -89,6 +89,20 @@ def test_the_python_module_version_is_read_from_tensorrt(monkeypatch):
     assert check_tensorrt().data == {"version": "8.5.2.2"}
 
 
+def test_polygraphy_is_required_from_0_53(monkeypatch):
+    from importlib.metadata import version
+
+    from harness.doctor import check_polygraphy
+
+    installed = check_polygraphy()  # the dev extra installs the real one
+    assert installed.status == PASS and installed.data["version"] == version("polygraphy")
+    monkeypatch.setitem(sys.modules, "polygraphy", types.SimpleNamespace(__version__="0.49.9"))
+    old = check_polygraphy()
+    assert old.status == FAIL and "older than 0.53" in old.detail
+    monkeypatch.setitem(sys.modules, "polygraphy", None)  # import fails
+    assert check_polygraphy().status == FAIL
+
+
 def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(
     standin_85, tmp_path, monkeypatch
 ):
