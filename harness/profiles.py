@@ -83,6 +83,10 @@ class TensorRTSettings:
     )
     # extra trtexec flags, recorded verbatim
     trtexec_flags: List[str] = dataclasses.field(default_factory=list)
+    # what trtexec times: "harness" (H2D + compute + D2H, no CUDA graph, no spin-wait, on every version,
+    # as harness's runner) or "trtexec" (that version's own defaults: from 11, CUDA graph, spin-wait, no
+    # transfers); the results record what was in force
+    trtexec_timing: str = "harness"
 
 
 @dataclasses.dataclass
@@ -223,6 +227,7 @@ def _check_choices(profile: Profile, where: str) -> None:
         ("backend", [profile.backend], BACKENDS),
         ("timing.stop_on", [profile.timing.stop_on], ("speedup", "median")),
         ("precisions", profile.precisions, PRECISIONS),
+        ("tensorrt.trtexec_timing", [profile.tensorrt.trtexec_timing], ("harness", "trtexec")),
         (
             "onnxruntime.graph_optimization_level",
             [profile.onnxruntime.graph_optimization_level],

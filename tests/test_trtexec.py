@@ -77,6 +77,27 @@ def test_newer_versions_get_the_optimisation_level_and_tensorrt_11_is_pinned():
     assert effective_settings(["trtexec", "--useCudaGraph"], "8.5.2")["cuda_graph"] is True
 
 
+def test_trtexec_timing_can_follow_the_versions_own_defaults_and_says_so():
+    orin = load_profile("orin")
+    orin.tensorrt.trtexec_timing = "trtexec"
+    eleven = trtexec_command(Path("m.onnx"), orin, "fp32", 1, "11.1")
+    assert not {"--noCudaGraph", "--includeDataTransfers", "--noSpinWait"} & set(eleven)
+    assert effective_settings(eleven, "11.1") == trtexec_defaults("11.1")
+    assert effective_settings(eleven, "11.1") != effective_settings(
+        trtexec_command(Path("m.onnx"), load_profile("orin"), "fp32", 1, "11.1"), "11.1"
+    )
+
+
+def test_an_unknown_trtexec_timing_is_refused(tmp_path):
+    text = Path(load_profile("orin").source).read_text()
+    bad = tmp_path / "p.yaml"
+    bad.write_text(text.replace("tensorrt:", "tensorrt:\n  trtexec_timing: fastest", 1))
+    with pytest.raises(
+        HarnessError, match="trtexec_timing: 'fastest' is not one of harness, trtexec"
+    ):
+        load_profile(str(bad))
+
+
 def test_shapes_only_for_a_dynamic_batch_and_static_for_dla():
     xavier = load_profile("xavier")
     xavier.batch_sizes = [1, 8]

@@ -122,9 +122,8 @@ def trtexec_command(
         f"--iterations={timing.min_iterations}",
         "--percentile=90,95,99",
     ]
-    if version >= (
-        11,
-    ):  # pin the measured quantity to harness's: H2D + compute + D2H, no graph, blocking sync
+    if profile.tensorrt.trtexec_timing == "harness" and version >= (11,):
+        # pin the measured quantity to harness's: H2D + compute + D2H, no graph, blocking sync
         cmd += ["--noCudaGraph", "--includeDataTransfers", "--noSpinWait"]
     if times_path is not None:
         cmd.append(f"--exportTimes={times_path}")
