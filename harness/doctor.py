@@ -1,8 +1,10 @@
-"""``harness doctor``: what to run first on a new Jetson or GPU, to validate the TensorRT path on it.
+"""``harness doctor``: what to run first on a new Jetson or GPU, to validate the TensorRT path on
+it.
 
-Checks the software (TensorRT, Polygraphy, pycuda, trtexec, the driver, JetPack), the device state the
-profile expects, then builds a tiny engine, times it with harness's runner and the same engine with trtexec,
-and says whether their GPU compute medians agree (within 2%) or why not. Runs on the device: Python 3.8, no torch.
+Checks the software (TensorRT, Polygraphy, pycuda, trtexec, the driver, JetPack), the device state
+the profile expects, then builds a tiny engine, times it with harness's runner and the same engine
+with trtexec, and says whether their GPU compute medians agree (within 2%) or why not. Runs on the
+device: Python 3.8, no torch.
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ def tiny_model(path: Path) -> Path:
 def time_with_harness(
     onnx_path: Path, profile: Profile, precision: str, engine_dir: Optional[Path] = None
 ) -> Dict[str, Any]:
-    """Build (cached) and time the model with harness's TensorRT runner; GPU compute samples and engine."""
+    """Build (cached) and time the model with harness's TensorRT runner; GPU compute samples and
+    engine."""
     from harness import timing
     from harness.backends import get_runner_class
     from harness.backends.trt.cache import EngineCache
@@ -194,7 +197,8 @@ def time_with_harness(
 def time_with_trtexec(
     engine: Path, onnx_path: Path, profile: Profile, precision: str, trtexec: Dict[str, Any]
 ) -> Dict[str, Any]:
-    """Time an existing engine with trtexec (``--loadEngine``), with harness's measured-quantity flags."""
+    """Time an existing engine with trtexec (``--loadEngine``), with harness's measured-quantity
+    flags."""
     from harness.backends.trt.trtexec import (
         effective_settings,
         parse_export_times,
@@ -254,7 +258,8 @@ def run_doctor(
     progress: Callable[[str], None] = lambda _line: None,
     engine_dir: Optional[Path] = None,
 ) -> List[Check]:
-    """Every check in order; later checks are skipped, with the reason, when what they need failed."""
+    """Every check in order; later checks are skipped, with the reason, when what they need
+    failed."""
     checks = [Check("python", PASS, f"Python {platform.python_version()}")]
     checks += [check_tensorrt(), check_cuda_binding(), check_polygraphy()]
     trt_version = checks[1].data.get("version")

@@ -1,13 +1,16 @@
-"""Strict test doubles of the ``tensorrt`` module (per version) and of ``pycuda.driver``, from recorded data.
+"""Strict test doubles of the ``tensorrt`` module (per version) and of ``pycuda.driver``, from
+recorded data.
 
-The TensorRT surfaces (classes, members, member kinds, enum values, pybind11 signatures) were read out of
-NVIDIA's binding modules (shared/trt-api, vendored in tests/data/trt/surfaces/). A double of one version:
+The TensorRT surfaces (classes, members, member kinds, enum values, pybind11 signatures) were read
+out of NVIDIA's binding modules (shared/trt-api, vendored in tests/data/trt/surfaces/). A double of
+one version:
 - has exactly that version's classes, functions and members: anything else raises AttributeError;
 - takes enum values from the data (they differ between versions);
 - checks each call's positional argument count against the recorded signatures;
 - behaves just enough for build -> serialize -> deserialize -> context -> set_input_shape /
-  set_tensor_address -> execute_async_v3 -> read-back: the "engine" runs the ONNX file with ONNX Runtime, and
-  "device memory" is host memory owned by the pycuda double. Every other method returns None.
+  set_tensor_address -> execute_async_v3 -> read-back: the "engine" runs the ONNX file with ONNX
+  Runtime, and "device memory" is host memory owned by the pycuda double. Every other method returns
+  None.
 No figure a double produces is a TensorRT measurement.
 """
 
@@ -33,7 +36,8 @@ CALLS: List[str] = []  # "Class.member" of every call into the double, for tests
 
 
 def _arity(signature: Any) -> Optional[range]:
-    """Allowed positional argument counts (self excluded) from pybind11 signature strings; None: unknown."""
+    """Allowed positional argument counts (self excluded) from pybind11 signature strings; None:
+    unknown."""
     texts = signature if isinstance(signature, list) else [signature]
     counts = set()
     for text in texts:
@@ -118,7 +122,7 @@ def _module_version(obj: Any) -> str:
     return getattr(sys.modules.get("tensorrt"), "__version__", "?")
 
 
-# --- behaviour: just enough for the build -> run path --------------------------------------------------------
+# --- behaviour: just enough for the build -> run path ---------------------------------------------
 def _tensor(name: str, shape, dtype) -> Any:
     """An ITensor double: name, shape, dtype; never a shape tensor (image models)."""
     tensor = sys.modules["tensorrt"].ITensor()
@@ -175,7 +179,8 @@ def _network_from_onnx(network, path: str) -> bool:
 
 
 def _parse_from_file(parser, path: str) -> bool:
-    """Parse into the parser's network; an unreadable model is one ParserError at node -1, as TensorRT's."""
+    """Parse into the parser's network; an unreadable model is one ParserError at node -1, as
+    TensorRT's."""
     try:
         return _network_from_onnx(parser._values["_network"], path)
     except Exception as exc:  # noqa: BLE001 - any load failure is a parser error
@@ -222,8 +227,9 @@ def _serialize(builder, network, config) -> Any:
 
 
 def _calibrate(network, config) -> int:
-    """What the builder does with an INT8 calibrator: use its cached table, or pull every batch from it
-    (device pointers it copied to), then hand it the table to cache. Returns the batches pulled."""
+    """What the builder does with an INT8 calibrator: use its cached table, or pull every batch from
+    it (device pointers it copied to), then hand it the table to cache. Returns the batches
+    pulled."""
     calibrator = config._values.get("int8_calibrator")
     if calibrator is None or calibrator.read_calibration_cache():
         return 0
@@ -242,7 +248,7 @@ def _calibrate(network, config) -> int:
 def _deserialize(runtime, plan) -> Any:
     data = json.loads(bytes(plan).decode())
     if data["tensorrt"] != sys.modules["tensorrt"].__version__:
-        return None  # a plan of another TensorRT version does not load (the real runtime logs and returns None)
+        return None  # a plan of another version does not load (the runtime logs, returns None)
     engine = sys.modules["tensorrt"].ICudaEngine()
     engine._values.update(_plan=data, _dla_core=runtime._values.get("DLA_core"))
     return engine
@@ -496,15 +502,15 @@ def _function(name: str, signature: Any, behaviour: Any) -> Any:
     return function
 
 
-# --- pycuda.driver double ---------------------------------------------------------------------------------
+# --- pycuda.driver double -------------------------------------------------------------------------
 class _DeviceAllocation(int):
     def free(self) -> None:
         MEMORY.pop(int(self), None)
 
 
 def make_pycuda() -> Dict[str, types.ModuleType]:
-    """``pycuda``, ``pycuda.driver`` and ``pycuda.autoprimaryctx`` doubles with pycuda's own names; device
-    memory is host memory, events read a monotonic clock."""
+    """``pycuda``, ``pycuda.driver`` and ``pycuda.autoprimaryctx`` doubles with pycuda's own names;
+    device memory is host memory, events read a monotonic clock."""
     import time
 
     driver = types.ModuleType("pycuda.driver")
@@ -582,8 +588,8 @@ def make_pycuda() -> Dict[str, types.ModuleType]:
 def install(monkeypatch: Any, version: str) -> None:
     """Put the doubles of ``version`` in place of tensorrt and pycuda for one test.
 
-    Polygraphy imports tensorrt lazily and keeps the module it first got, so its modules (and the runner,
-    which imports them) are dropped to be imported afresh against this version's double.
+    Polygraphy imports tensorrt lazily and keeps the module it first got, so its modules (and the
+    runner, which imports them) are dropped to be imported afresh against this version's double.
     """
     fakes = {"tensorrt": make_tensorrt(version), **make_pycuda()}
     for name, module in fakes.items():

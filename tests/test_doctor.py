@@ -1,4 +1,5 @@
-"""``harness doctor`` on a machine without TensorRT, with stand-in trtexec binaries of each version."""
+"""``harness doctor`` on a machine without TensorRT, with stand-in trtexec binaries of each
+version."""
 
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def test_polygraphy_is_required_from_0_53(monkeypatch):
 def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(
     standin_85, tmp_path, monkeypatch
 ):
-    """With the TensorRT 8.5 and pycuda doubles: every step runs; the numbers are ONNX Runtime's, not GPU's."""
+    """With the TensorRT 8.5 and pycuda doubles: every step runs; the numbers are ONNX Runtime's,
+    not GPU's."""
     import harness.doctor as doctor
     from harness.envinfo import capture_environment
     from tests import fake_tensorrt

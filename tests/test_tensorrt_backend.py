@@ -1,7 +1,9 @@
-"""TensorRT backend: the version-dependent decisions, tested without TensorRT; the real build skips without it.
+"""TensorRT backend: the version-dependent decisions, tested without TensorRT; the real build skips
+without it.
 
-Without TensorRT the module is imported against empty stand-in ``tensorrt``/``pycuda`` modules only so that its
-pure functions can be called; nothing here builds or times an engine unless TensorRT and a GPU are present.
+Without TensorRT the module is imported against empty stand-in ``tensorrt``/``pycuda`` modules only
+so that its pure functions can be called; nothing here builds or times an engine unless TensorRT and
+a GPU are present.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ TENSORRT = (
 
 @pytest.fixture(scope="module")
 def trt_backend():
-    """harness.backends.trt.runner, imported against the strict TensorRT 8.5 and pycuda doubles where TensorRT
-    is not installed."""
+    """harness.backends.trt.runner, imported against the strict TensorRT 8.5 and pycuda doubles
+    where TensorRT is not installed."""
     if TENSORRT:
         return importlib.import_module("harness.backends.trt.runner")
     from tests.fake_tensorrt import make_pycuda, make_tensorrt

@@ -1,8 +1,9 @@
 """The TensorRT runner's real code path against strict doubles of TensorRT 8.5, 10.13 and 11.4.
 
-Build -> serialize -> cache -> deserialize -> bind by name -> execute_async_v3 -> read back, with the API
-surface of each version (tests/fake_tensorrt.py): a call to anything that version lacks fails the test. What
-the doubles cannot check: TensorRT's behaviour (tactics, parser coverage, real numerics) and CUDA itself.
+Build -> serialize -> cache -> deserialize -> bind by name -> execute_async_v3 -> read back, with
+the API surface of each version (tests/fake_tensorrt.py): a call to anything that version lacks
+fails the test. What the doubles cannot check: TensorRT's behaviour (tactics, parser coverage, real
+numerics) and CUDA itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""trtexec: command lines per TensorRT version, and its --exportTimes / summary / output files parsed."""
+"""trtexec: command lines per TensorRT version, and its --exportTimes / summary / output files
+parsed."""
 
 from __future__ import annotations
 
@@ -165,7 +166,10 @@ def test_export_times_85_sample():
 
 
 def test_export_times_older_keys_and_errors():
-    old = '[{"startEnqMs": 1.0, "endEnqMs": 1.25, "inMs": 0.1, "computeMs": 2.0, "outMs": 0.05, "latencyMs": 2.15}]'
+    old = (
+        '[{"startEnqMs": 1.0, "endEnqMs": 1.25, "inMs": 0.1, "computeMs": 2.0, "outMs": 0.05, '
+        '"latencyMs": 2.15}]'
+    )
     assert parse_export_times(old) == {
         "latency_ms": [2.15],
         "gpu_compute_ms": [2.0],

@@ -1,7 +1,9 @@
-"""Every trtexec command line harness composes, run against a stand-in of each TensorRT version's trtexec.
+"""Every trtexec command line harness composes, run against a stand-in of each TensorRT version's
+trtexec.
 
-The stand-ins (tests/trtexec_standin.py) accept exactly the options each version's sampleOptions.cpp parses
-(tests/data/trt/trtexec_flags.json, read from NVIDIA's sources) and fail on any other, as the real binary does.
+The stand-ins (tests/trtexec_standin.py) accept exactly the options each version's sampleOptions.cpp
+parses (tests/data/trt/trtexec_flags.json, read from NVIDIA's sources) and fail on any other, as the
+real binary does.
 """
 
 from __future__ import annotations

@@ -1,14 +1,19 @@
-"""A stand-in for NVIDIA's trtexec, one per TensorRT version, for tests on machines without TensorRT.
+"""A stand-in for NVIDIA's trtexec, one per TensorRT version, for tests on machines without
+TensorRT.
 
 What it copies from the real binary (sources: NVIDIA/TensorRT, per release branch, see
 tests/data/trt/trtexec_flags.json):
-- the options each version parses (sampleOptions.cpp); anything else prints "Unknown option: <name> <value>",
-  the help, "&&&& FAILED" and exits 1 (trtexec.cpp main);
-- the banner "&&&& RUNNING TensorRT.trtexec [TensorRT v<NV_TENSORRT_VERSION>] # <command>" (common/logging.h);
-- "Static model does not take explicit shapes ..." for shape flags on a static model (sampleEngines.cpp);
-- the --exportTimes JSON records (sampleReporting.cpp exportJSONTrace) and the --exportOutput layout.
-What it does not copy: TensorRT itself. The "engine" is the ONNX file run by ONNX Runtime on the CPU, so the
-times it writes are ONNX Runtime's: they exercise harness's plumbing and are never figures of TensorRT.
+- the options each version parses (sampleOptions.cpp); anything else prints "Unknown option: <name>
+  <value>", the help, "&&&& FAILED" and exits 1 (trtexec.cpp main);
+- the banner "&&&& RUNNING TensorRT.trtexec [TensorRT v<NV_TENSORRT_VERSION>] # <command>"
+  (common/logging.h);
+- "Static model does not take explicit shapes ..." for shape flags on a static model
+  (sampleEngines.cpp);
+- the --exportTimes JSON records (sampleReporting.cpp exportJSONTrace) and the --exportOutput
+  layout.
+What it does not copy: TensorRT itself. The "engine" is the ONNX file run by ONNX Runtime on the
+CPU, so the times it writes are ONNX Runtime's: they exercise harness's plumbing and are never
+figures of TensorRT.
 """
 
 from __future__ import annotations
@@ -81,7 +86,8 @@ def _session_and_feeds(onnx_path: str, options: Dict[str, str]):
 
 
 def _records(session, feeds, options: Dict[str, str]) -> List[Dict[str, float]]:
-    """Timed queries in exportJSONTrace's layout; compute is ONNX Runtime's wall time, H2D/D2H are 0."""
+    """Timed queries in exportJSONTrace's layout; compute is ONNX Runtime's wall time, H2D/D2H are
+    0."""
     iterations = int(options.get("--iterations", "10"))
     duration_s = float(options.get("--duration", "3"))
     warmup_s = float(options.get("--warmUp", "200")) / 1000.0
@@ -159,8 +165,8 @@ def main(version: str, argv: List[str]) -> int:
     session, feeds, dynamic = _session_and_feeds(model, options)
     if not dynamic and "--onnx" in options and any(name in SHAPE_FLAGS for name in options):
         print(
-            "[E] Static model does not take explicit shapes since the shape of inference tensors will be "
-            "determined by the model itself"
+            "[E] Static model does not take explicit shapes since the shape of inference tensors "
+            "will be determined by the model itself"
         )
         print(f"&&&& FAILED TensorRT.trtexec [TensorRT v{entry['banner']}] # {command}")
         return 1

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from harness.commands import add_command, add_device, add_output, add_precision
 
-DESCRIPTION = """Run this first on a new Jetson or GPU. Checks the TensorRT Python module, pycuda, trtexec
-(and that it is the same TensorRT), the driver, JetPack and the device state the profile expects (Polygraphy
-reported if present); then builds a tiny engine, times it with harness's runner and the same engine
-with trtexec, and says whether their GPU compute medians agree within 2%, or why not.
+DESCRIPTION = """Run this first on a new Jetson or GPU. Checks the TensorRT Python module,
+Polygraphy (>= 0.53, which builds the engines), pycuda, trtexec (and that it is the same TensorRT),
+the driver, JetPack and the device state the profile expects; then builds a tiny engine, times it
+with harness's runner and the same engine with trtexec, and says whether their GPU compute medians
+agree within 2%, or why not.
 Exit 0: every check passed (warnings allowed); 1: a check failed; 2: bad input."""
 
 

@@ -1,10 +1,12 @@
-"""The TensorRT engine cache: ``engines/<key>.engine`` plus a sidecar ``engines/<key>.json`` saying what is inside.
+"""The TensorRT engine cache: ``engines/<key>.engine`` plus a sidecar ``engines/<key>.json`` saying
+what is inside.
 
-The key is a SHA-256 over everything that changes the plan TensorRT builds: the ONNX file's bytes, the profile's
-build settings, the precision and batch, the calibration data, the TensorRT version and the GPU (name and compute
-capability). An engine is only ever used when its sidecar matches that identity exactly and the engine's own
-bytes still hash to what the sidecar recorded; anything else (missing, stale, truncated, built elsewhere) is
-rebuilt, never run. Pure Python: runs on the device (Python 3.8), needs neither torch nor tensorrt.
+The key is a SHA-256 over everything that changes the plan TensorRT builds: the ONNX file's bytes,
+the profile's build settings, the precision and batch, the calibration data, the TensorRT version
+and the GPU (name and compute capability). An engine is only ever used when its sidecar matches that
+identity exactly and the engine's own bytes still hash to what the sidecar recorded; anything else
+(missing, stale, truncated, built elsewhere) is rebuilt, never run. Pure Python: runs on the device
+(Python 3.8), needs neither torch nor tensorrt.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class BuildSettings:
         t = profile.tensorrt
         if t.dla_core is not None and precision == "fp32":
             raise HarnessError(
-                f"device {profile.name!r} builds for DLA core {t.dla_core}, which runs fp16 or int8 "
-                f"only: choose --precision fp16 (or set tensorrt.dla_core: null)"
+                f"device {profile.name!r} builds for DLA core {t.dla_core}, which runs fp16 or "
+                f"int8 only: choose --precision fp16 (or set tensorrt.dla_core: null)"
             )
         max_batch = max([batch, t.max_batch or 0] + list(profile.batch_sizes))
         calibration = calibration_identity(profile) if precision == "int8" else None
@@ -79,7 +81,8 @@ def file_sha256(path: Path) -> str:
 
 
 def calibration_identity(profile: Profile) -> str:
-    """'npy:<sha256 over names and bytes>' for a folder of ``.npy`` batches, 'random:<n>' for generated data."""
+    """'npy:<sha256 over names and bytes>' for a folder of ``.npy`` batches, 'random:<n>' for
+    generated data."""
     folder = profile.tensorrt.int8_calibration_dir
     if not folder:
         return f"random:{profile.tensorrt.int8_calibration_batches}"
@@ -142,7 +145,8 @@ class EngineCache:
         return self.directory / f"{key}.engine", self.directory / f"{key}.json"
 
     def lookup(self, identity: Dict[str, Any]) -> Tuple[Path, Optional[str]]:
-        """(engine path, None) when the cached engine may be run, else (path, the reason it may not)."""
+        """(engine path, None) when the cached engine may be run, else (path, the reason it may
+        not)."""
         engine, sidecar = self.paths(identity)
         if not engine.is_file():
             return engine, "no cached engine"
@@ -169,7 +173,8 @@ class EngineCache:
     def store(
         self, identity: Dict[str, Any], plan: bytes, extra: Optional[Dict[str, Any]] = None
     ) -> Path:
-        """Write an engine and its sidecar (each atomically, engine first); returns the engine path."""
+        """Write an engine and its sidecar (each atomically, engine first); returns the engine
+        path."""
         if not plan:
             raise HarnessError("refusing to cache an empty engine")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -191,7 +196,8 @@ class EngineCache:
         build: Callable[[], bytes],
         extra: Optional[Dict[str, Any]] = None,
     ) -> Tuple[Path, Optional[str]]:
-        """The usable engine for ``identity``, built with ``build()`` when needed: (path, why it was rebuilt)."""
+        """The usable engine for ``identity``, built with ``build()`` when needed: (path, why it was
+        rebuilt)."""
         engine, problem = self.lookup(identity)
         if problem is None:
             return engine, None
@@ -206,7 +212,8 @@ class EngineCache:
     def timing_cache_path(
         self, profile: Profile, tensorrt_version: str, compute_capability: str
     ) -> Path:
-        """The profile's timing cache file; by default one per TensorRT version and compute capability."""
+        """The profile's timing cache file; by default one per TensorRT version and compute
+        capability."""
         if profile.tensorrt.timing_cache_file:
             return Path(profile.tensorrt.timing_cache_file).expanduser()
         return (
@@ -215,7 +222,8 @@ class EngineCache:
         )
 
     def calibration_cache_path(self, onnx_sha256: str, settings: BuildSettings) -> Path:
-        """Where TensorRT's INT8 calibration table for this model, batch and calibration data is kept."""
+        """Where TensorRT's INT8 calibration table for this model, batch and calibration data is
+        kept."""
         data = hashlib.sha256(
             f"{onnx_sha256}|{settings.calibration}|{settings.batch}".encode()
         ).hexdigest()

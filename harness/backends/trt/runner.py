@@ -1,9 +1,11 @@
-"""TensorRT backend: build an engine from ONNX per device profile (cached in ``engines/``), run it with pycuda.
+"""TensorRT backend: build an engine from ONNX per device profile (cached in ``engines/``), run it
+with pycuda.
 
-Supports TensorRT 8.5 (Jetson AGX Xavier, JetPack 5.1, Python 3.8), 10.x and 11.x; the version rules live in
-``harness.backends.trt.versions``. One CUDA context per process, shared by every runner: the device's primary
-context, made current by ``pycuda.autoprimaryctx`` (as NVIDIA's 8.5 samples do), never pushed or popped by a
-runner. Every TensorRT and CUDA status is checked: a failed enqueue is an error, never a fast sample.
+Supports TensorRT 8.5 (Jetson AGX Xavier, JetPack 5.1, Python 3.8), 10.x and 11.x; the version rules
+live in ``harness.backends.trt.versions``. One CUDA context per process, shared by every runner: the
+device's primary context, made current by ``pycuda.autoprimaryctx`` (as NVIDIA's 8.5 samples do),
+never pushed or popped by a runner. Every TensorRT and CUDA status is checked: a failed enqueue is
+an error, never a fast sample.
 
 Timing definitions, as trtexec's (samples/common/sampleReporting.h, ``InferenceTime``):
 - H2D latency: the input copies, from an event before them to an event after them;
@@ -11,14 +13,15 @@ Timing definitions, as trtexec's (samples/common/sampleReporting.h, ``InferenceT
 - D2H latency: the output copies, from that event to the last one;
 - latency = H2D + GPU compute + D2H (trtexec's ``InferenceTime::latency()``);
 - enqueue: host time spent in ``execute_async_v3``.
-trtexec enqueues queries back to back (and, from 11, by default with CUDA graphs, spin-wait and no data
-transfers); harness times one query at a time with a blocking event sync, so its figures compare with
-trtexec run with ``--noCudaGraph --noSpinWait --includeDataTransfers`` (what ``trtexec_command`` passes).
-Engines are built and loaded through NVIDIA's Polygraphy (``polygraphy.backend.trt`` loaders), which
-carries the differences between TensorRT 8.5, 10 and 11; the calls are checked per version against strict
-doubles of TensorRT 8.5, 10.13 and 11.4 (tests/fake_tensorrt.py). Polygraphy's ``TrtRunner`` is not used
-for timing: it times ``infer()`` on the host around its own cudart (ctypes) copies and gives no split into
-H2D, GPU compute and D2H, so the loop below stays ours, on pycuda.
+trtexec enqueues queries back to back (and, from 11, by default with CUDA graphs, spin-wait and no
+data transfers); harness times one query at a time with a blocking event sync, so its figures
+compare with trtexec run with ``--noCudaGraph --noSpinWait --includeDataTransfers`` (what
+``trtexec_command`` passes). Engines are built and loaded through NVIDIA's Polygraphy
+(``polygraphy.backend.trt`` loaders), which carries the differences between TensorRT 8.5, 10 and 11;
+the calls are checked per version against strict doubles of TensorRT 8.5, 10.13 and 11.4
+(tests/fake_tensorrt.py). Polygraphy's ``TrtRunner`` is not used for timing: it times ``infer()`` on
+the host around its own cudart (ctypes) copies and gives no split into H2D, GPU compute and D2H, so
+the loop below stays ours, on pycuda.
 """
 
 from __future__ import annotations
@@ -56,17 +59,18 @@ from harness.errors import HarnessError
 from harness.profiles import Profile
 
 log = logging.getLogger(__name__)
-# Polygraphy prints to stdout by default, which would corrupt ``--json`` output: route it through logging
-# (the "Polygraphy" logger, to stderr at the CLI's level), without colour codes.
+# Polygraphy prints to stdout by default, which would corrupt ``--json`` output: route it through
+# logging (the "Polygraphy" logger, to stderr at the CLI's level), without colour codes.
 G_LOGGER.use_python_logging_system = True
 G_LOGGER.colors = G_LOGGER.letter = False
 
 
-# --- pure decisions (no TensorRT objects) ----------------------------------------------------------------------
+# --- pure decisions (no TensorRT objects) ---------------------------------------------------------
 def profile_shapes(
     shape: Sequence[int], settings: BuildSettings
 ) -> Optional[Tuple[Tuple[int, ...], ...]]:
-    """(min, opt, max) for an input whose batch dimension is dynamic; None when static. DLA: min = opt = max."""
+    """(min, opt, max) for an input whose batch dimension is dynamic; None when static. DLA: min =
+    opt = max."""
     if all(d >= 0 for d in shape):
         return None
     if any(d < 0 for d in shape[1:]):
@@ -83,8 +87,8 @@ def profile_shapes(
 def calibration_batches(
     shape: Sequence[int], data_dir: Optional[str], count: int
 ) -> List[np.ndarray]:
-    """INT8 calibration inputs: every ``.npy`` in ``data_dir`` (each one batch of ``shape``), or, with a warning,
-    ``count`` batches of seeded standard-normal data."""
+    """INT8 calibration inputs: every ``.npy`` in ``data_dir`` (each one batch of ``shape``), or,
+    with a warning, ``count`` batches of seeded standard-normal data."""
     if data_dir:
         files = sorted(Path(data_dir).expanduser().glob("*.npy"))
         if not files:
@@ -103,9 +107,10 @@ def calibration_batches(
     return [rng.standard_normal(tuple(shape)).astype(np.float32) for _ in range(count)]
 
 
-# --- TensorRT, through Polygraphy's loaders ----------------------------------------------------------------
+# --- TensorRT, through Polygraphy's loaders -------------------------------------------------------
 def _calibrator(batches: List[np.ndarray], cache_path: Path):
-    """An IInt8EntropyCalibrator2 that copies ``batches`` to the GPU one by one and keeps its table on disk."""
+    """An IInt8EntropyCalibrator2 that copies ``batches`` to the GPU one by one and keeps its table
+    on disk."""
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -142,11 +147,12 @@ def build_engine(
 ) -> bytes:
     """Parse the ONNX file and build a serialized engine through Polygraphy's loaders.
 
-    Polygraphy (NVIDIA's) makes the network (explicit batch before 10, strongly typed on 11), the config
-    (precision flags, TF32, memory pool, optimization profiles, calibrator and its profile, DLA, timing
-    cache) and the engine; ``build_plan`` decides what this TensorRT version gets. Two pieces stay ours:
-    the DLA core (Polygraphy's ``use_dla`` always picks core 0) and the INT8 calibrator (Polygraphy's
-    allocates through its own ctypes cudart; ours uses pycuda on the one primary context).
+    Polygraphy (NVIDIA's) makes the network (explicit batch before 10, strongly typed on 11), the
+    config (precision flags, TF32, memory pool, optimization profiles, calibrator and its profile,
+    DLA, timing cache) and the engine; ``build_plan`` decides what this TensorRT version gets. Two
+    pieces stay ours: the DLA core (Polygraphy's ``use_dla`` always picks core 0) and the INT8
+    calibrator (Polygraphy's allocates through its own ctypes cudart; ours uses pycuda on the one
+    primary context).
     """
     plan = build_plan(settings, trt.__version__)
     for note in plan["notes"]:
@@ -213,7 +219,8 @@ def build_engine(
 
 
 class _ErrorLog(logging.Handler):
-    """Keeps the errors Polygraphy logs (the ONNX parser's, one per failing node) for the one-line error."""
+    """Keeps the errors Polygraphy logs (the ONNX parser's, one per failing node) for the one-line
+    error."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -234,7 +241,8 @@ def _check(ok: Any, what: str) -> None:
 
 
 class TensorRTRunner(Runner):
-    """A cached engine with page-locked host buffers, one stream and CUDA events around the device work."""
+    """A cached engine with page-locked host buffers, one stream and CUDA events around the device
+    work."""
 
     backend_name = "tensorrt"
 
@@ -305,7 +313,8 @@ class TensorRTRunner(Runner):
         self.events = [cuda.Event() for _ in range(4)]
 
     def _allocate(self) -> None:
-        """Bind every I/O tensor by name (all versions): dynamic batch set, buffers allocated, addresses set."""
+        """Bind every I/O tensor by name (all versions): dynamic batch set, buffers allocated,
+        addresses set."""
         engine, context = self.engine, self.context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

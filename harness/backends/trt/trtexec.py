@@ -1,10 +1,12 @@
-"""Timing with NVIDIA's ``trtexec`` (on every Jetson) using harness's settings, read back from ``--exportTimes``.
+"""Timing with NVIDIA's ``trtexec`` (on every Jetson) using harness's settings, read back from
+``--exportTimes``.
 
-``trtexec_command`` is the single place that turns a device profile into a trtexec line: ``harness build
---explain`` prints it, the trtexec backend runs it. trtexec's defaults moved between versions (TensorRT 11 turns
-CUDA graphs and spin-wait on and data transfers off, and drops ``--fp16/--int8``), so the command pins what harness
-measures (H2D + compute + D2H, no CUDA graph) and ``effective_settings`` records what was in force.
-Runs on the device: Python 3.8, no torch, no tensorrt module.
+``trtexec_command`` is the single place that turns a device profile into a trtexec line: ``harness
+build --explain`` prints it, the trtexec backend runs it. trtexec's defaults moved between versions
+(TensorRT 11 turns CUDA graphs and spin-wait on and data transfers off, and drops
+``--fp16/--int8``), so the command pins what harness measures (H2D + compute + D2H, no CUDA graph)
+and ``effective_settings`` records what was in force. Runs on the device: Python 3.8, no torch, no
+tensorrt module.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def is_dynamic(dim: Dim) -> bool:
 
 
 def shape_flags(input_shapes: Dict[str, Sequence[Dim]], settings: BuildSettings) -> List[str]:
-    """--min/opt/max/shapes for inputs with a dynamic batch; none for a static model (trtexec rejects them)."""
+    """--min/opt/max/shapes for inputs with a dynamic batch; none for a static model (trtexec
+    rejects them)."""
     if not any(is_dynamic(d) for shape in input_shapes.values() for d in shape):
         return []
     for name, shape in input_shapes.items():
@@ -78,10 +81,12 @@ def trtexec_command(
     load_engine: Optional[Path] = None,
     typed_graph: bool = False,
 ) -> List[str]:
-    """The trtexec invocation equivalent to harness's build and timing settings for this TensorRT version.
+    """The trtexec invocation equivalent to harness's build and timing settings for this TensorRT
+    version.
 
-    With ``load_engine`` the build flags are left out and that engine is timed as it is. ``typed_graph``: the
-    ONNX file's own types carry the precision (an FP16 graph for a strongly typed TensorRT 11).
+    With ``load_engine`` the build flags are left out and that engine is timed as it is.
+    ``typed_graph``: the ONNX file's own types carry the precision (an FP16 graph for a strongly
+    typed TensorRT 11).
     """
     settings = BuildSettings.from_profile(profile, precision, batch)
     version = version_tuple(trt_version)
@@ -131,7 +136,8 @@ def trtexec_command(
 
 
 def effective_settings(cmd: Sequence[str], trt_version: str) -> Dict[str, bool]:
-    """CUDA graph, spin-wait and data transfers as in force for ``cmd`` (its flags over the version's defaults)."""
+    """CUDA graph, spin-wait and data transfers as in force for ``cmd`` (its flags over the
+    version's defaults)."""
     settings = trtexec_defaults(trt_version)
     flags = {
         "--useCudaGraph": ("cuda_graph", True),
@@ -184,7 +190,8 @@ _SUMMARY = re.compile(
 
 
 def parse_summary(output: str) -> Dict[str, Any]:
-    """trtexec's performance summary on stdout -> {'throughput_qps': .., 'GPU Compute Time': {'median': ..}}."""
+    """trtexec's performance summary on stdout -> {'throughput_qps': .., 'GPU Compute Time':
+    {'median': ..}}."""
     summary: Dict[str, Any] = {}
     throughput = re.search(r"Throughput: ([\d.]+) qps", output)
     if throughput:
@@ -203,7 +210,8 @@ def parse_summary(output: str) -> Dict[str, Any]:
 
 
 def parse_trtexec_version(output: str) -> Optional[str]:
-    """The TensorRT version from trtexec's banner: '[TensorRT v8502]' -> '8.5.2', 'v100300' -> '10.3.0'."""
+    """The TensorRT version from trtexec's banner: '[TensorRT v8502]' -> '8.5.2', 'v100300' ->
+    '10.3.0'."""
     match = re.search(r"TensorRT v(\d+)", output)
     if not match:
         return None
@@ -215,7 +223,8 @@ def parse_trtexec_version(output: str) -> Optional[str]:
 
 
 def parse_export_output(text: str) -> Dict[str, np.ndarray]:
-    """trtexec ``--exportOutput`` JSON ([{name, dimensions: '1x10', values: [...]}]) -> arrays by name."""
+    """trtexec ``--exportOutput`` JSON ([{name, dimensions: '1x10', values: [...]}]) -> arrays by
+    name."""
     arrays = {}
     for entry in json.loads(text):
         dims = tuple(int(d) for d in str(entry["dimensions"]).split("x") if d)
@@ -264,7 +273,8 @@ def run_trtexec(
     input_name: str = "input",
     input_shapes: Optional[Dict[str, Sequence[Dim]]] = None,
 ) -> Dict[str, Any]:
-    """Build and time one model with trtexec; returns its series (ms), version, command, summary and settings.
+    """Build and time one model with trtexec; returns its series (ms), version, command, summary and
+    settings.
 
     Input shapes come from ``input_shapes``, else ``{input_name: input_shape}``, else the ONNX file.
     """
@@ -293,9 +303,10 @@ def run_trtexec(
 
 
 class TrtexecRunner(Runner):
-    """trtexec as a backend: builds once, then each refill is one real trtexec run whose per-query records
-    (``--exportTimes``) are handed out one per ``measure_once``. trtexec enqueues ahead of the GPU, so its
-    records come from a continuous stream, not from isolated queries: compare like with like.
+    """trtexec as a backend: builds once, then each refill is one real trtexec run whose per-query
+    records (``--exportTimes``) are handed out one per ``measure_once``. trtexec enqueues ahead of
+    the GPU, so its records come from a continuous stream, not from isolated queries: compare like
+    with like.
     """
 
     backend_name = "trtexec"

@@ -1,4 +1,5 @@
-"""Where TensorRT versions differ, in one place: version parsing and the defaults each version applies."""
+"""Where TensorRT versions differ, in one place: version parsing and the defaults each version
+applies."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def trtexec_defaults(version: str) -> Dict[str, bool]:
 
 
 def build_only_flag(version: str) -> str:
-    """trtexec's "build the engine, skip inference" flag: ``--buildOnly`` up to 8.5 (8.6 renamed it),
-    ``--skipInference`` from 8.6 (8.5's trtexec fails on it as an unknown option)."""
+    """trtexec's "build the engine, skip inference" flag: ``--buildOnly`` up to 8.5 (8.6 renamed
+    it), ``--skipInference`` from 8.6 (8.5's trtexec fails on it as an unknown option)."""
     return "--buildOnly" if version_tuple(version) < (8, 6) else "--skipInference"
 
 
@@ -35,11 +36,12 @@ RANDOM_CALIBRATION_WARNING = (
 def build_plan(settings: Any, version: str) -> Dict[str, Any]:
     """Which builder calls a TensorRT version gets for these settings, and what to warn about.
 
-    8.5 and 10.x take precision as builder flags (FP16, INT8 with a calibrator). 11 has neither flag nor
-    calibrator: every network is strongly typed, so FP16 means an FP16 ONNX graph (``onnx_precision``) and
-    INT8 means Q/DQ nodes in the graph. TF32 is on by default in TensorRT; an "fp32" profile clears it so that
-    fp32 means FP32 (recorded as ``tf32``). Tensors are bound by name (``execute_async_v3``) on every version:
-    8.5 already has ``set_tensor_address``, ``set_input_shape`` and ``num_io_tensors``, and 10 removed bindings.
+    8.5 and 10.x take precision as builder flags (FP16, INT8 with a calibrator). 11 has neither flag
+    nor calibrator: every network is strongly typed, so FP16 means an FP16 ONNX graph
+    (``onnx_precision``) and INT8 means Q/DQ nodes in the graph. TF32 is on by default in TensorRT;
+    an "fp32" profile clears it so that fp32 means FP32 (recorded as ``tf32``). Tensors are bound by
+    name (``execute_async_v3``) on every version: 8.5 already has ``set_tensor_address``,
+    ``set_input_shape`` and ``num_io_tensors``, and 10 removed bindings.
     """
     v = version_tuple(version)
     if settings.dla_core is not None and (10, 8) <= v < (11, 4, 1):

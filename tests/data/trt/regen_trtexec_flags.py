@@ -1,11 +1,13 @@
-"""Regenerate trtexec_flags.json: every option each trtexec version parses, read from NVIDIA's sources.
+"""Regenerate trtexec_flags.json: every option each trtexec version parses, read from NVIDIA's
+sources.
 
 Usage: python regen_trtexec_flags.py /path/to/NVIDIA/TensorRT.git > trtexec_flags.json
 
-Every option trtexec accepts is parsed in samples/common/sampleOptions.cpp by a call that names it as a string
-literal (``getAndDelOption(arguments, "--fp16", ...)``, ``getShapesBuild(arguments, shapes, "--minShapes", ...)``);
-help text writes options as "  --name=..." and is not matched. Options left over after parsing make trtexec
-print "Unknown option: <name> <value>" and fail (samples/trtexec/trtexec.cpp).
+Every option trtexec accepts is parsed in samples/common/sampleOptions.cpp by a call that names it
+as a string literal (``getAndDelOption(arguments, "--fp16", ...)``, ``getShapesBuild(arguments,
+shapes, "--minShapes", ...)``); help text writes options as "  --name=..." and is not matched.
+Options left over after parsing make trtexec print "Unknown option: <name> <value>" and fail
+(samples/trtexec/trtexec.cpp).
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def main(repo: str) -> None:
             "options": options,
         }
     document = {
-        "source": "NVIDIA/TensorRT samples/common/sampleOptions.cpp, string literals of parsed options",
+        "source": (
+            "NVIDIA/TensorRT samples/common/sampleOptions.cpp, string literals of parsed options"
+        ),
         "generator": "tests/data/trt/regen_trtexec_flags.py",
         "versions": versions,
     }
