@@ -78,14 +78,13 @@ class TensorRTSettings:
         None  # folder of .npy input batches; unset = random data, with a warning
     )
     int8_calibration_batches: int = 16  # batches of generated data when no folder is given
-    max_batch: Optional[int] = (
-        None  # dynamic-batch ONNX: optimisation profile 1..max_batch (default: max batch_sizes)
-    )
+    # dynamic-batch ONNX: optimisation profile 1..max_batch (default: max batch_sizes)
+    max_batch: Optional[int] = None
     # extra trtexec flags, recorded verbatim
     trtexec_flags: List[str] = dataclasses.field(default_factory=list)
-    # what trtexec times: "harness" (H2D + compute + D2H, no CUDA graph, no spin-wait, on every version,
-    # as harness's runner) or "trtexec" (that version's own defaults: from 11, CUDA graph, spin-wait, no
-    # transfers); the results record what was in force
+    # what trtexec times: "harness" (H2D + compute + D2H, no CUDA graph, no spin-wait, on every
+    # version, as harness's runner) or "trtexec" (that version's own defaults: from 11, CUDA graph,
+    # spin-wait, no transfers); the results record what was in force
     trtexec_timing: str = "harness"
 
 
