@@ -585,6 +585,9 @@ def make_pycuda() -> Dict[str, types.ModuleType]:
     return {"pycuda": package, "pycuda.driver": driver, "pycuda.autoprimaryctx": primary}
 
 
+TRT_MODULES = ("harness.backends.trt.build", "harness.backends.trt.runner")  # import tensorrt
+
+
 def install(monkeypatch: Any, version: str) -> None:
     """Put the doubles of ``version`` in place of tensorrt and pycuda for one test.
 
@@ -595,5 +598,5 @@ def install(monkeypatch: Any, version: str) -> None:
     for name, module in fakes.items():
         monkeypatch.setitem(sys.modules, name, module)
     for name in list(sys.modules):
-        if name.split(".")[0] == "polygraphy" or name == "harness.backends.trt.runner":
+        if name.split(".")[0] == "polygraphy" or name in TRT_MODULES:
             monkeypatch.delitem(sys.modules, name)

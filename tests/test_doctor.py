@@ -131,7 +131,8 @@ def test_doctor_times_harness_engine_and_the_same_engine_with_trtexec(
             profile, "fp32", capture_environment(profile), engine_dir=tmp_path / "engines"
         )
     }
-    sys.modules.pop("harness.backends.trt.runner", None)
+    for name in fake_tensorrt.TRT_MODULES:
+        sys.modules.pop(name, None)
     assert checks["tensorrt"].status == PASS and checks["cuda binding"].status == PASS
     assert checks["harness runner"].status == PASS
     agreement = checks["timing agreement"]

@@ -28,21 +28,21 @@ TENSORRT = (
 
 @pytest.fixture(scope="module")
 def trt_backend():
-    """harness.backends.trt.runner, imported against the strict TensorRT 8.5 and pycuda doubles
+    """harness.backends.trt.build, imported against the strict TensorRT 8.5 and pycuda doubles
     where TensorRT is not installed."""
     if TENSORRT:
-        return importlib.import_module("harness.backends.trt.runner")
-    from tests.fake_tensorrt import make_pycuda, make_tensorrt
+        return importlib.import_module("harness.backends.trt.build")
+    from tests.fake_tensorrt import TRT_MODULES, make_pycuda, make_tensorrt
 
     fakes = {"tensorrt": make_tensorrt("8.5"), **make_pycuda()}
     polygraphy = [name for name in sys.modules if name.split(".")[0] == "polygraphy"]
-    names = tuple(fakes) + ("harness.backends.trt.runner",) + tuple(polygraphy)
+    names = tuple(fakes) + TRT_MODULES + tuple(polygraphy)
     saved = {name: sys.modules.get(name) for name in names}
     sys.modules.update(fakes)
-    for name in ("harness.backends.trt.runner", *polygraphy):
+    for name in (*TRT_MODULES, *polygraphy):
         sys.modules.pop(name, None)
     try:
-        return importlib.import_module("harness.backends.trt.runner")
+        return importlib.import_module("harness.backends.trt.build")
     finally:
         for name, module in saved.items():
             if module is None:

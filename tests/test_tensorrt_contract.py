@@ -32,7 +32,8 @@ def trt_runner(request, monkeypatch):
     module = importlib.import_module("harness.backends.trt.runner")
     fake_tensorrt.CALLS.clear()
     yield request.param, module
-    sys.modules.pop("harness.backends.trt.runner", None)
+    for name in fake_tensorrt.TRT_MODULES:
+        sys.modules.pop(name, None)
 
 
 def _model(path, batch=1):

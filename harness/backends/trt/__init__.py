@@ -1,5 +1,7 @@
-"""TensorRT on NVIDIA devices: version rules (``versions``), the engine cache (``cache``), the Python-API runner
-(``runner``, engines built through Polygraphy) and NVIDIA's trtexec binary (``trtexec``).
+"""TensorRT on NVIDIA devices: version rules (``versions``), the engine cache (``cache``), engine
+building through Polygraphy (``build``), the timing runner (``runner``), ONNX preparation for
+strongly typed TensorRT 11 (``prepare``) and NVIDIA's trtexec binary (``trtexec``).
 
-Only ``runner`` imports TensorRT and CUDA; everything else is pure and runs anywhere (Python 3.8, no torch).
+Only ``build`` and ``runner`` import TensorRT and CUDA; everything else runs anywhere (Python 3.8, no
+torch).
 """
