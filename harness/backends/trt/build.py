@@ -153,9 +153,8 @@ def build_engine(
     shapes = ShapeProfile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        dims = profile_shapes(tuple(tensor.shape), settings)
-        if dims is not None:
-            shapes.add(tensor.name, *dims)
+        static = tuple(tensor.shape)  # static inputs named too, or Polygraphy warns it guessed
+        shapes.add(tensor.name, *(profile_shapes(static, settings) or (static, static, static)))
     calibrator = None
     if "INT8" in plan["flags"]:
         shape = (settings.batch,) + tuple(network.get_input(0).shape)[1:]
