@@ -9,7 +9,6 @@ Runs on the device: Python 3.8, no torch.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -32,7 +31,8 @@ from polygraphy.exception import PolygraphyException
 from polygraphy.logger import G_LOGGER
 
 from harness.backends.trt.cache import BuildSettings
-from harness.backends.trt.versions import RANDOM_CALIBRATION_WARNING, build_plan
+from harness.backends.trt.prepare import calibration_batches  # shared with the Q/DQ route
+from harness.backends.trt.versions import build_plan
 from harness.errors import HarnessError
 from harness.profiles import Profile
 
@@ -60,29 +60,6 @@ def profile_shapes(
     high = settings.batch if settings.dla_core is not None else settings.max_batch
     low = settings.batch if settings.dla_core is not None else 1
     return (low,) + rest, (settings.batch,) + rest, (high,) + rest
-
-
-def calibration_batches(
-    shape: Sequence[int], data_dir: Optional[str], count: int
-) -> List[np.ndarray]:
-    """INT8 calibration inputs: every ``.npy`` in ``data_dir`` (each one batch of ``shape``), or,
-    with a warning, ``count`` batches of seeded standard-normal data."""
-    if data_dir:
-        files = sorted(Path(data_dir).expanduser().glob("*.npy"))
-        if not files:
-            raise HarnessError(f"no .npy calibration inputs in {data_dir}")
-        batches = []
-        for path in files:
-            array = np.load(str(path))
-            if array.size != int(np.prod(shape)):
-                raise HarnessError(
-                    f"calibration input {path} has shape {array.shape}, expected {tuple(shape)}"
-                )
-            batches.append(np.ascontiguousarray(array.reshape(shape), dtype=np.float32))
-        return batches
-    warnings.warn(RANDOM_CALIBRATION_WARNING, stacklevel=2)
-    rng = np.random.default_rng(0)
-    return [rng.standard_normal(tuple(shape)).astype(np.float32) for _ in range(count)]
 
 
 # --- TensorRT, through Polygraphy's loaders -------------------------------------------------------
