@@ -26,6 +26,13 @@ import numpy as np
 from harness.backends.trt.cache import calibration_identity, file_sha256
 from harness.backends.trt.versions import RANDOM_CALIBRATION_WARNING
 from harness.errors import HarnessError
+from harness.onnx_io import (
+    input_dtypes,
+    input_shapes,
+    load_model,
+    save_model,
+    write_text_atomic,
+)
 from harness.profiles import Profile
 
 FP16_TOLERANCE = 2e-2  # max |fp16 - fp32| relative to the FP32 output's largest magnitude
@@ -53,7 +60,6 @@ def fp16_onnx(onnx_path: Path, out_path: Path, tolerance: float = FP16_TOLERANCE
             "FP16 on a strongly typed TensorRT needs an FP16 ONNX graph: pip install "
             "onnxconverter-common, or export the model in FP16 and run it as fp32"
         ) from None
-    from harness.onnx_io import load_model, save_model
 
     model = load_model(onnx_path)
     converted = float16.convert_float_to_float16(model, keep_io_types=False)
@@ -169,12 +175,10 @@ def int8_qdq_onnx(
             raise HarnessError(
                 f"ONNX Runtime could not quantize {onnx_path} to INT8 Q/DQ ({_first_line(exc)})"
             ) from None
-        from harness.onnx_io import load_model, save_model
 
         model = load_model(quantized, infer_shapes=False)
         save_model(model, out_path)
     metadata = _qdq_metadata(model, profile, identity["calibration"], batches, error)
-    from harness.onnx_io import write_text_atomic
 
     record = dict(identity, qdq_sha256=file_sha256(out_path), metadata=metadata)
     write_text_atomic(sidecar, json.dumps(record, indent=2) + "\n")
@@ -314,8 +318,6 @@ def _ort_quantization() -> Any:
 def _calibration_input(onnx_path: Path, batch: int) -> Tuple[str, Tuple[int, ...]]:
     """The graph's one float32 input and its calibration shape (a dynamic batch dimension takes
     ``batch``)."""
-    from harness.onnx_io import input_dtypes, input_shapes
-
     shapes = input_shapes(onnx_path)
     if len(shapes) != 1:
         raise HarnessError(
@@ -348,3 +350,17 @@ def _reader(quantization: Any, input_name: str, batches: List[np.ndarray]) -> An
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def strongly_typed_onnx(
+    onnx_path: Path, precision: str, profile: Profile, batch: int, folder: Path
+) -> Tuple[Path, Dict[str, Any]]:
+    """The graph a strongly typed TensorRT (11) builds for ``precision``, kept in ``folder`` under
+    the source's hash: an FP16 copy (``fp16_onnx``) or an INT8 Q/DQ copy (``int8_qdq_onnx``)."""
+    stem = file_sha256(onnx_path)[:16]
+    if precision == "fp16":
+        path = fp16_onnx(onnx_path, Path(folder) / f"{stem}-fp16.onnx")
+        return path, {"graph": "fp16", "converter": "onnxconverter-common float16"}
+    if precision == "int8":
+        return int8_qdq_onnx(onnx_path, Path(folder) / f"{stem}-b{batch}-int8-qdq.onnx", profile, batch)
+    raise HarnessError(f"no strongly typed graph for precision {precision!r}")
