@@ -108,10 +108,13 @@ def test_every_conv_gets_int8_symmetric_per_channel_qdq(zoo, tmp_path, name):
             assert initializers[conv.input[2]].data_type == TensorProto.FLOAT
     counts = {op: sum(n.op_type == op for n in model.graph.node) for op in QDQ}
     assert info["nodes"] == counts and counts["QuantizeLinear"] > 0
-    for node in model.graph.node:  # every zero point in the graph: int8, 0
+    for node in model.graph.node:  # every zero point in the graph: int8, 0; scales positive
         if node.op_type in QDQ:
             zero = numpy_helper.to_array(initializers[node.input[2]])
             assert zero.dtype == np.int8 and not zero.any(), node.name
+            assert np.all(numpy_helper.to_array(initializers[node.input[1]]) > 0), node.name
+    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}  # no ORT contrib ops
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
     assert info["per_channel"] and info["quant_format"] == "QDQ"
     assert info["options"]["ActivationSymmetric"] and not info["options"]["QuantizeBias"]
 
@@ -225,3 +228,35 @@ def test_dynamic_batch_calibrates_at_the_batch_size_and_bad_inputs_are_refused(t
     blocker.write_text("")
     with pytest.raises(HarnessError, match="cannot write"):
         _qdq(model, blocker / "sub" / "x.onnx", _profile())
+
+
+def test_qdq_graph_through_the_runner_on_the_tensorrt_11_double(zoo, tmp_path, monkeypatch):
+    """The route the runner names on 11 today ("an ONNX with Q/DQ nodes, run as fp32"), on the
+    strict TensorRT 11.4 and pycuda doubles: the Q/DQ graph is parsed into a strongly typed
+    network, built without precision flags, bound and run; what it reads back is ONNX Runtime's
+    run of that same graph (the double's engine), so this checks harness's calls, not TensorRT."""
+    import importlib
+    import sys
+
+    from harness.backends.trt.cache import EngineCache
+    from tests import fake_tensorrt
+
+    out, _ = _qdq(zoo["lenet5"], tmp_path / "lenet5-int8.onnx", _profile())
+    fake_tensorrt.install(monkeypatch, "11.4")
+    try:
+        module = importlib.import_module("harness.backends.trt.runner")
+        profile = _profile()
+        profile.precisions = ["fp32"]
+        runner = module.TensorRTRunner(out, profile, "fp32", 1, cache=EngineCache(tmp_path / "e"))
+        with runner:
+            feeds = runner.random_inputs(3)
+            got = runner.infer(feeds)
+            plan = runner.describe()["plan"]
+            built = json.loads(runner.engine_path.read_bytes())  # the double's record
+    finally:
+        for name in fake_tensorrt.TRT_MODULES:
+            sys.modules.pop(name, None)
+    expected = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(list(got.values())[0], expected[0], rtol=1e-5, atol=1e-6)
+    assert plan["strongly_typed"] and plan["flags"] == []
+    assert built["onnx"] == str(out) and built["strongly_typed"] and built["flags"] == []
