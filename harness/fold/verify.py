@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from harness.errors import FoldVerificationError
+from harness.fold.joint import LocalCheck, joint_model
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
 RESPONSIVE = (
@@ -27,6 +28,7 @@ FLOAT_KINDS = "fc"
 # The model's own batch is always checked; another batch size re-batches (and re-infers) the whole graph, which
 # costs more than the rest of the check on large models: ask for it with ``batch_sizes``.
 SEEDS, BATCH_SIZES = (0, 1), (1,)
+LOCAL_STREAM = 1  # the local checks' inputs come from another random stream than the graph inputs
 
 
 @dataclasses.dataclass
@@ -82,15 +84,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _session(model: onnx.ModelProto):
+def _session(model: onnx.ModelProto, weights: Optional[Dict[str, np.ndarray]] = None):
+    """An ONNX Runtime CPU session, graph optimisations off (the graph runs as written); ``weights``:
+    the model's external data files, held in memory."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4
+    if weights:
+        options.add_external_initializers_from_files_in_memory(
+            list(weights), list(weights.values()), [w.nbytes for w in weights.values()]
+        )
     return ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
+
+
+def _weights_outside() -> bool:
+    """Whether this ONNX Runtime reads external data from memory (1.18 on): a graph can then be
+    loaded without serialising its weights."""
+    import onnxruntime as ort
+
+    return hasattr(ort.SessionOptions, "add_external_initializers_from_files_in_memory")
 
 
 def _node_outputs(model: onnx.ModelProto) -> Dict[str, onnx.ValueInfoProto]:
@@ -132,13 +148,12 @@ def _feed_shape(shape: Sequence[Any]) -> Tuple[int, ...]:
     )
 
 
-def _inputs(session, seed: int) -> Dict[str, np.ndarray]:
-    """Seeded inputs: normal floats, except uniform [0, 1) for rank <= 1 inputs beside higher-rank ones
-    (parameter-like: a variance must not be negative); 0/1 for integers and booleans (valid indices, flags)."""
+def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
+    """Seeded inputs for a session's inputs (``session.get_inputs()``): normal floats, except uniform
+    [0, 1) for rank <= 1 inputs beside higher-rank ones (parameter-like: a variance must not be
+    negative); 0/1 for integers and booleans (valid indices, flags)."""
     rng = np.random.default_rng(seed)
-    args = [
-        (arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session.get_inputs()
-    ]
+    args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
     for arg, shape, dtype in args:
@@ -259,17 +274,27 @@ def compare_models(
     rtol: float = 1e-4,
     intermediates: bool = True,
 ) -> VerifyResult:
-    """Compare two graphs meant to compute the same function; never raises for a difference (see ``status``).
+    """Compare two graphs meant to compute the same function; never raises for a difference (see
+    ``status``).
 
-    The model's own batch is always checked; the other ``batch_sizes`` where the graph can be re-batched.
-    Tensors both graphs hold under the same name are compared too (``intermediates``). Inputs and outputs are
-    matched by position (names may differ), intermediate tensors by name.
+    The model's own batch is always checked; the other ``batch_sizes`` where the graph can be
+    re-batched. Tensors both graphs hold under the same name are compared too (``intermediates``),
+    and each rewritten node against the original subgraph it replaced. Inputs and outputs are
+    matched by position (names may differ), intermediate tensors by name. The model's own batch runs
+    both graphs in one ONNX Runtime session where they can be joined (``harness.fold.joint``); a
+    session per graph otherwise, and whenever the joint graph fails, so that a failure is pinned on
+    the graph that fails.
     """
-    result = VerifyResult(0.0, rtol, list(seeds), [], status=EQUIVALENT)
-    notes: List[str] = []
-    responses: Dict[str, float] = {}
     own = _batch_of(original)
-    for batch in [own] + [b for b in batch_sizes if b != own]:
+    outputs = [o.name for o in original.graph.output]
+    joint = _compare_joint(original, candidate, seeds, rtol, intermediates)
+    if joint is not None:
+        result, responses, notes = joint
+        batches = [b for b in batch_sizes if b != own]
+    else:
+        result, responses, notes = VerifyResult(0.0, rtol, list(seeds), []), {}, []
+        batches = [own] + [b for b in batch_sizes if b != own]
+    for batch in batches:
         pair_models = (
             (original, candidate)
             if batch == own
@@ -282,17 +307,15 @@ def compare_models(
             pair = _Pair(pair_models[0], pair_models[1], intermediates)
         except _CandidateFailed as exc:
             return _different(result, str(exc))
-        except Exception as exc:  # noqa: BLE001 - ONNX Runtime cannot run the original: nothing to compare with
-            result.status, result.note = (
-                NOT_VERIFIED,
-                f"ONNX Runtime cannot load the original: {_first_line(exc)}",
-            )
+        except Exception as exc:  # noqa: BLE001 - ORT cannot load the original: nothing to compare with
+            result.status = NOT_VERIFIED
+            result.note = f"ONNX Runtime cannot load the original: {_first_line(exc)}"
             return result
         result.batch_sizes.append(batch)
         result.compared = max(result.compared, len(pair.names))
         first: Optional[List[Any]] = None
         for seed in seeds:
-            feeds = _inputs(pair.reference, seed)
+            feeds = _inputs(pair.reference.get_inputs(), seed)
             try:
                 expected = pair.reference.run(pair.names, feeds)
             except Exception as exc:  # noqa: BLE001 - NotImplemented for a type, a custom op, ...
@@ -307,25 +330,100 @@ def compare_models(
                     result, f"ONNX Runtime cannot run the candidate: {_first_line(exc)}"
                 )
             for name, a, b in zip(pair.names, expected, got):
-                error = relative_error(a, b)
-                if error > result.max_rel_error:
-                    result.max_rel_error, result.worst_tensor = error, name
-                if error > _tolerance(a, rtol):
-                    result.status = DIFFERENT
+                _record(result, name, a, b)
             if first is None:
                 first = expected
             elif batch == result.batch_sizes[0]:
                 for name, a, b in zip(pair.names, first, expected):
                     responses[name] = max(responses.get(name, 0.0), relative_error(a, b))
-        outputs = pair.outputs
     if not result.batch_sizes:
         result.status, result.note = NOT_VERIFIED, "; ".join(notes)
         return result
-    if intermediates:
+    if intermediates and joint is None:
         _check_locally(original, candidate, result, notes, seeds[0])
     _judge_response(result, responses, outputs, notes, len(seeds))
     result.note = "; ".join(notes)
     return result
+
+
+def _record(result: VerifyResult, name: str, expected: Any, got: Any) -> None:
+    """Compare one tensor of the original with the candidate's; the worst error is kept."""
+    error = relative_error(expected, got)
+    if error > result.max_rel_error:
+        result.max_rel_error, result.worst_tensor = error, name
+    if error > _tolerance(expected, result.tolerance):
+        result.status = DIFFERENT
+
+
+def _compare_joint(
+    original: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    seeds: Sequence[int],
+    rtol: float,
+    intermediates: bool,
+) -> Optional[Tuple[VerifyResult, Dict[str, float], List[str]]]:
+    """The model's own batch compared in one session computing both graphs (and the local checks):
+    (result, responses of the original's tensors, notes), or None when the graphs cannot be joined
+    or ONNX Runtime refuses the joint graph (the caller then compares them one session each)."""
+    shared = shared_tensors(original, candidate) if intermediates else []
+    changed = changed_nodes(original, candidate) if intermediates else []
+    joint = joint_model(original, candidate, shared, changed, _weights_outside())
+    if joint is None:
+        return None
+    result = VerifyResult(0.0, rtol, list(seeds), [_batch_of(original)], compared=len(joint.names))
+    count = len(joint.names)
+    fetch = joint.names + joint.candidate_names
+    for check in joint.local:
+        fetch += check.original + check.candidate
+    responses: Dict[str, float] = {}
+    first: Optional[List[Any]] = None
+    try:
+        session = _session(joint.model, joint.weights)
+        for number, seed in enumerate(seeds):
+            feeds = _inputs(session.get_inputs()[: joint.inputs], seed)
+            values = session.run(fetch, {**feeds, **_local_inputs(joint.local, seed)})
+            expected = values[:count]
+            for name, a, b in zip(joint.names, expected, values[count : 2 * count]):
+                _record(result, name, a, b)
+            _record_local(result, joint.local, values[2 * count :])
+            if number == 0:
+                first = expected
+            else:
+                for name, a, b in zip(joint.names, first, expected):
+                    responses[name] = max(responses.get(name, 0.0), relative_error(a, b))
+    except Exception:  # noqa: BLE001 - one session per graph then says which graph fails, and why
+        return None
+    notes = []
+    if changed:
+        result.local_checks = len(joint.local)
+        notes.append(
+            f"{result.local_checks} rewritten nodes checked against the original subgraph they "
+            f"replaced" + (f" ({joint.skipped} could not be cut out)" if joint.skipped else "")
+        )
+    return result, responses, notes
+
+
+def _local_inputs(checks: Sequence[LocalCheck], seed: int) -> Dict[str, np.ndarray]:
+    """Random normal inputs of every local check's boundary tensors (every channel excited, whatever
+    the network would feed it); each seed draws its own."""
+    rng = np.random.default_rng([seed, LOCAL_STREAM])
+    return {
+        name: rng.standard_normal(shape).astype(np.float32)
+        for check in checks
+        for name, shape in check.feeds.items()
+    }
+
+
+def _record_local(result: VerifyResult, checks: Sequence[LocalCheck], values: List[Any]) -> None:
+    """Compare each rewritten node's outputs with the original subgraph's (``values``: each check's
+    original outputs, then its candidate outputs, check after check)."""
+    at = 0
+    for check in checks:
+        count = len(check.outputs)
+        expected, got = values[at : at + count], values[at + count : at + 2 * count]
+        at += 2 * count
+        for name, a, b in zip(check.outputs, expected, got):
+            _record(result, f"{name} (local check of {check.node})", a, b)
 
 
 def changed_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List[onnx.NodeProto]:
@@ -414,14 +512,7 @@ def _check_locally(
             return
         result.local_checks += 1
         for name, a, b in zip(outputs, expected, got):
-            error = relative_error(a, b)
-            if error > result.max_rel_error:
-                result.max_rel_error, result.worst_tensor = (
-                    error,
-                    f"{name} (local check of {node.name})",
-                )
-            if error > _tolerance(a, result.tolerance):
-                result.status = DIFFERENT
+            _record(result, f"{name} (local check of {node.name})", a, b)
     notes.append(
         f"{result.local_checks} rewritten nodes checked against the original subgraph they replaced"
         + (f" ({skipped} could not be cut out)" if skipped else "")
