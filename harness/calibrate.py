@@ -23,7 +23,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from scipy.optimize import nnls
 
 from harness.errors import HarnessError
 from harness.fold.cost import (
@@ -217,6 +216,8 @@ def calibration_timing(settings: TimingSettings) -> TimingSettings:
 
 def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """Non-negative least squares on errors relative to ``measured`` (columns scaled for conditioning)."""
+    from scipy.optimize import nnls  # imported here: ``fold`` imports this module, scipy takes ~0.4 s
+
     scale = columns.max(axis=0)
     scale[scale == 0] = 1.0
     weights = 1.0 / np.maximum(measured, 1e-7)

@@ -72,6 +72,7 @@ def run(args) -> int:
     from harness.errors import HarnessError
     from harness.export import parse_shape
     from harness.fold import bind_shapes, fold_model, verify_fold
+    from harness.fold.skeleton import infer_shapes_quick
     from harness.onnx_io import copy_unchanged, load_model, save_model, write_text_atomic
     from harness.profiles import load_profile, with_backend
 
@@ -83,7 +84,7 @@ def run(args) -> int:
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     loading = time.perf_counter()
-    model = load_model(args.onnx)
+    model = infer_shapes_quick(load_model(args.onnx, infer_shapes=False), in_place=True)
     if args.merge == "auto":
         print(f"cost model: {cost_note}")
     started = time.perf_counter()

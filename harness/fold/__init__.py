@@ -29,9 +29,10 @@ from harness.fold.cost import (
 from harness.fold.report import FoldReport
 from harness.fold.residual import fold_residuals
 from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
+from harness.fold.skeleton import infer_shapes_quick
 from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import flop_count, op_histogram
-from harness.onnx_io import checker_problem, infer_shapes_lenient, lowest_ir_version
+from harness.onnx_io import checker_problem, lowest_ir_version
 
 __all__ = [
     "fold_model",
@@ -209,8 +210,9 @@ def _shapes_known(model: onnx.ModelProto) -> bool:
     return all(out in known for node in model.graph.node for out in node.output if out)
 
 
-def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
-    return model if _shapes_known(model) else infer_shapes_lenient(model)
+def _infer(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
+    """The model with inferred shapes (on its skeleton: the weights are not serialised)."""
+    return model if _shapes_known(model) else infer_shapes_quick(model, in_place)
 
 
 def _fold_constants(
@@ -235,7 +237,7 @@ def _fold_constants(
         return graph, []
     exported = _with_header(gs.export_onnx(graph), model)
     del exported.graph.value_info[:]
-    graph = gs.import_onnx(_infer(exported))
+    graph = gs.import_onnx(_infer(exported, in_place=True))
     return graph, [
         {
             "pass": "fold_constants",
@@ -355,4 +357,4 @@ def _fold_graph(
     convs = [n for n in graph.nodes if n.op == "Conv"]
     spans = {n.name: (i, i) for i, n in enumerate(convs)}
     records += _run_passes(graph, merge, cost, spans)
-    return _infer(_with_header(gs.export_onnx(graph), model)), spans, records
+    return _infer(_with_header(gs.export_onnx(graph), model), in_place=True), spans, records

@@ -20,8 +20,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from harness.fold.skeleton import external_stub, is_large
+
 Renamer = Callable[[str], str]
-INLINE_BYTES = 4096  # initializers smaller than this stay in the joint graph itself
 
 
 @dataclasses.dataclass
@@ -112,22 +113,15 @@ def _add_initializer(
 ) -> None:
     """Add a copy of ``tensor`` named ``name``; with ``weights``, a large one's bytes go there instead
     (external data an ONNX Runtime session reads from memory: the graph is not serialised with
-    them). Small tensors stay in the graph: runtimes read shapes and axes from them while loading."""
-    data = tensor.raw_data if weights is not None else b""
-    if len(data) < INLINE_BYTES or tensor.data_location == onnx.TensorProto.EXTERNAL:
+    them)."""
+    if weights is None or not is_large(tensor):
         copy = graph.initializer.add()
         copy.CopyFrom(tensor)
         copy.name = name
         return
-    location = f"weight{len(weights)}.bin"  # type: ignore[arg-type]
-    weights[location] = np.frombuffer(data, np.uint8)  # type: ignore[index]
-    stub = graph.initializer.add()
-    stub.name, stub.data_type = name, tensor.data_type
-    stub.dims.extend(tensor.dims)
-    stub.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", str(len(data)))):
-        entry = stub.external_data.add()
-        entry.key, entry.value = key, value
+    location = f"weight{len(weights)}.bin"
+    weights[location] = np.frombuffer(tensor.raw_data, np.uint8)
+    graph.initializer.append(external_stub(tensor, name, location))
 
 
 def _renamed_node(node: onnx.NodeProto, rename: Renamer, prefix: str) -> onnx.NodeProto:
