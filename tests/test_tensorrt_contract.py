@@ -117,16 +117,30 @@ def test_fp16_uses_builder_flags_before_11_and_an_fp16_graph_on_11(trt_runner, t
         assert built["flags"] == ["FP16", "TF32"] and not built["strongly_typed"]
 
 
-def test_int8_on_11_is_refused_with_what_to_do(trt_runner, tmp_path):
+def test_int8_on_11_builds_a_strongly_typed_network_from_a_qdq_graph(trt_runner, tmp_path):
     version, module = trt_runner
     if not version.startswith("11"):
         pytest.skip("8.5 and 10.x build INT8 with a calibrator")
-    runner = module.TensorRTRunner(
-        _model(tmp_path / "m.onnx"), _profile("int8"), "int8", 1, cache=EngineCache(tmp_path / "e")
-    )
-    with pytest.raises(HarnessError, match="Q/DQ"):
-        runner.activate()
-    assert not runner.is_active
+    profile = _profile("int8")
+    profile.tensorrt.int8_calibration_batches = 4
+    model = _model(tmp_path / "m.onnx")
+    with pytest.warns(UserWarning, match="random"):
+        with module.TensorRTRunner(
+            model, profile, "int8", 1, cache=EngineCache(tmp_path / "e")
+        ) as r:
+            feeds = r.random_inputs(3)
+            out = r.infer(feeds)["y"]
+            info = r.describe()
+            built = json.loads(r.engine_path.read_bytes())
+    qdq = onnx.load(built["onnx"])
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qdq.graph.node}
+    assert built["strongly_typed"] and built["flags"] == ["TF32"]  # no INT8 flag, no calibrator
+    assert built["calibration_batches"] is None
+    assert info["prepared_graph"]["calibration"].startswith("random:")
+    np.testing.assert_array_equal(out, _reference(built["onnx"], feeds))  # the Q/DQ graph ran
+    expected = _reference(model, feeds)
+    relative_rms = np.sqrt(np.mean((out - expected) ** 2) / np.mean(expected**2))
+    assert 0 < relative_rms < 0.05  # int8 numerics, close to fp32
 
 
 def test_two_runners_share_the_primary_context_and_a_failed_enqueue_is_an_error(

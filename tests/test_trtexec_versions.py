@@ -247,6 +247,21 @@ def test_bench_with_the_trtexec_backend(version, tmp_path, monkeypatch):
     assert all(r["backend"]["version"].startswith(version.split(".")[0]) for r in runs)
 
 
+def test_int8_on_11_through_a_qdq_graph_and_no_precision_flags(tmp_path, monkeypatch):
+    binary = install(tmp_path / "bin", "11.1")
+    monkeypatch.setenv("PATH", f"{binary.parent}:{os.environ['PATH']}")
+    model = _conv_model(tmp_path / "m.onnx")
+    profile = load_profile(str(_profile(tmp_path, "trtexec", "int8")))
+    profile.tensorrt.int8_calibration_batches = 4
+    with pytest.warns(UserWarning, match="random"):
+        with TrtexecRunner(model, profile, "int8", 1) as runner:
+            info = runner.describe()
+            out = runner.infer(runner.random_inputs(0))["y"]
+    assert not {"--int8", "--fp16", "--best"} & set(info["build_command"])
+    assert info["built_from"].endswith("-int8-qdq.onnx") and out.shape == (1, 4, 8, 8)
+    assert info["prepared_graph"]["calibration"].startswith("random:")
+
+
 @pytest.mark.parametrize("version", ["10.13", "11.1"])
 def test_fp16_on_each_version_through_flags_or_an_fp16_graph(version, tmp_path, monkeypatch):
     binary = install(tmp_path / "bin", version)

@@ -2,6 +2,6 @@
 building through Polygraphy (``build``), the timing runner (``runner``), ONNX preparation for
 strongly typed TensorRT 11 (``prepare``) and NVIDIA's trtexec binary (``trtexec``).
 
-Only ``build`` and ``runner`` import TensorRT and CUDA; everything else runs anywhere (Python 3.8, no
+Only ``build`` and ``runner`` import TensorRT and CUDA; the rest runs anywhere (Python 3.8, no
 torch).
 """

@@ -362,5 +362,7 @@ def strongly_typed_onnx(
         path = fp16_onnx(onnx_path, Path(folder) / f"{stem}-fp16.onnx")
         return path, {"graph": "fp16", "converter": "onnxconverter-common float16"}
     if precision == "int8":
-        return int8_qdq_onnx(onnx_path, Path(folder) / f"{stem}-b{batch}-int8-qdq.onnx", profile, batch)
+        return int8_qdq_onnx(
+            onnx_path, Path(folder) / f"{stem}-b{batch}-int8-qdq.onnx", profile, batch
+        )
     raise HarnessError(f"no strongly typed graph for precision {precision!r}")

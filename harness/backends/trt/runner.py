@@ -83,13 +83,12 @@ class TensorRTRunner(Runner):
         device = cuda.Device(0)
         self.plan = build_plan(self.settings, trt.__version__)
         capability = "{}.{}".format(*device.compute_capability())
-        built_from = self.onnx_path
-        if self.plan["onnx_precision"] == "fp16":
-            from harness.backends.trt.prepare import fp16_onnx
+        built_from, self.prepared = self.onnx_path, None
+        if self.plan["onnx_precision"] != "fp32":  # strongly typed: the graph carries the precision
+            from harness.backends.trt.prepare import strongly_typed_onnx
 
-            built_from = fp16_onnx(
-                self.onnx_path,
-                self.cache.directory / f"{file_sha256(self.onnx_path)[:16]}-fp16.onnx",
+            built_from, self.prepared = strongly_typed_onnx(
+                self.onnx_path, self.precision, self.profile, self.batch, self.cache.directory
             )
         onnx_sha = file_sha256(built_from)
         self.identity = engine_identity(
@@ -209,6 +208,7 @@ class TensorRTRunner(Runner):
             plan=self.plan,
             tf32=self.plan["tf32"],
             strongly_typed=self.plan["strongly_typed"],
+            prepared_graph=self.prepared,
             cuda_context="primary (pycuda.autoprimaryctx)",
         )
         return info

@@ -322,14 +322,15 @@ class TrtexecRunner(Runner):
         self.version = trtexec_version(self.binary)
         self.tmp = tempfile.TemporaryDirectory()
         self.engine = Path(self.tmp.name) / "model.engine"
-        self.built_from, self.typed_graph = self.onnx_path, False
-        if (
-            version_tuple(self.version) >= (11,) and precision == "fp16"
-        ):  # strongly typed: an FP16 graph
-            from harness.backends.trt.prepare import fp16_onnx
+        self.built_from, self.typed_graph, self.prepared = self.onnx_path, False, None
+        if version_tuple(self.version) >= (11,) and precision in ("fp16", "int8"):
+            from harness.backends.trt.prepare import strongly_typed_onnx
 
-            self.built_from = fp16_onnx(self.onnx_path, Path(self.tmp.name) / "model-fp16.onnx")
-            self.typed_graph = True  # no precision flags: the graph's types are the precision
+            # strongly typed: an FP16 or a Q/DQ graph, no precision flags
+            self.built_from, self.prepared = strongly_typed_onnx(
+                self.onnx_path, precision, profile, batch, Path(self.tmp.name)
+            )
+            self.typed_graph = True
         self.shapes = onnx_input_shapes(self.built_from)
         self.dtypes = input_dtypes(
             self.built_from
@@ -410,6 +411,7 @@ class TrtexecRunner(Runner):
             version=self.version,
             binary=self.binary,
             built_from=str(self.built_from),
+            prepared_graph=self.prepared,
             build_command=self.build_command,
             time_command=self._command("--exportTimes=<file>"),
             trtexec_runs=self.runs,

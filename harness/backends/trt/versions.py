@@ -50,12 +50,6 @@ def build_plan(settings: Any, version: str) -> Dict[str, Any]:
             f"AGX Orin): build for the GPU (tensorrt.dla_core: null) or use another TensorRT"
         )
     strongly_typed = v >= (11,)
-    if strongly_typed and settings.precision == "int8":
-        raise HarnessError(
-            f"TensorRT {version} builds strongly typed networks and has no INT8 calibration: "
-            "give it an ONNX with Q/DQ nodes (onnxruntime.quantization.quantize_static, "
-            "QuantFormat.QDQ) and run that graph with precision fp32"
-        )
     if strongly_typed:
         flags: List[str] = []
     else:
@@ -63,7 +57,7 @@ def build_plan(settings: Any, version: str) -> Dict[str, Any]:
     if settings.dla_core is not None and settings.gpu_fallback:
         flags = flags + ["GPU_FALLBACK"]
     notes = []
-    if settings.precision == "int8" and v >= (10, 1):
+    if settings.precision == "int8" and (10, 1) <= v < (11,):
         notes.append(
             "INT8 calibrators are deprecated from TensorRT 10.1: prefer an ONNX with Q/DQ nodes"
         )
@@ -74,17 +68,16 @@ def build_plan(settings: Any, version: str) -> Dict[str, Any]:
             f"builder_optimization_level {settings.builder_optimization_level} not applied: "
             f"TensorRT {version} predates the setting (8.6)"
         )
-    if strongly_typed and settings.precision == "fp16":
-        notes.append(
-            f"TensorRT {version} is strongly typed: built from an FP16 copy of the ONNX graph"
-        )
+    if strongly_typed and settings.precision != "fp32":
+        copy = {"fp16": "an FP16 copy", "int8": "an INT8 Q/DQ copy"}[settings.precision]
+        notes.append(f"TensorRT {version} is strongly typed: built from {copy} of the ONNX graph")
     return {
         "explicit_batch_flag": v < (10,),
         "optimization_level": v >= (8, 6),
         "flags": flags,
         "tf32": settings.precision != "fp32",
         "strongly_typed": strongly_typed,
-        "onnx_precision": "fp16" if strongly_typed and settings.precision == "fp16" else "fp32",
+        "onnx_precision": settings.precision if strongly_typed else "fp32",
         "dla_core": settings.dla_core,
         "notes": notes,
     }
