@@ -10,50 +10,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
+from harness.geometry import ConvGeometry
 from harness.profiles import Profile
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvGeometry:
-    """What a cost model needs to price a conv: shapes, kernel, stride, groups, and its span in graph order."""
-
-    in_shape: Tuple[int, int, int, int]
-    out_shape: Tuple[int, int, int, int]
-    kernel: Tuple[int, int]
-    groups: int
-    span: Optional[Tuple[int, int]] = None  # (first, last) original conv index when known
-    stride: int = 1
-    dilation: Tuple[int, int] = (
-        1,
-        1,
-    )  # taps every d pixels inside the kernel's extent (``kernel``)
-
-    @property
-    def taps(self) -> Tuple[int, int]:
-        """Kernel taps per axis (the extent ``kernel`` once its dilation is taken out)."""
-        return (
-            (self.kernel[0] - 1) // self.dilation[0] + 1,
-            (self.kernel[1] - 1) // self.dilation[1] + 1,
-        )
-
-    @property
-    def flops(self) -> int:
-        n, o, ho, wo = self.out_shape
-        return 2 * n * o * ho * wo * (self.in_shape[1] // self.groups) * self.taps[0] * self.taps[1]
-
-    def bytes_moved(self, itemsize: int = 4) -> int:
-        n, c, h, w = self.in_shape
-        weights = self.out_shape[1] * (c // self.groups) * self.taps[0] * self.taps[1]
-        return itemsize * (n * c * h * w + int(_prod(self.out_shape)) + weights)
-
-
-def _prod(values) -> int:
-    result = 1
-    for v in values:
-        result *= v
-    return result
 
 
 class CostModel(abc.ABC):
@@ -230,10 +190,7 @@ class CalibratedCostModel(CostModel):
         )
 
     def _class_of(self, geometry: ConvGeometry) -> str:
-        depthwise = (
-            geometry.groups > 1 and geometry.groups == geometry.in_shape[1] == geometry.out_shape[1]
-        )
-        return self.nearest_class(depthwise, max(geometry.taps), geometry.stride)
+        return self.nearest_class(geometry.depthwise, max(geometry.taps), geometry.stride)
 
     def correction(self, geometry: ConvGeometry) -> float:
         """measured / fitted at the nearest calibrated shape of the class (within a factor 2 per axis), else 1."""
