@@ -216,7 +216,9 @@ def calibration_timing(settings: TimingSettings) -> TimingSettings:
 
 def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """Non-negative least squares on errors relative to ``measured`` (columns scaled for conditioning)."""
-    from scipy.optimize import nnls  # imported here: ``fold`` imports this module, scipy takes ~0.4 s
+    from scipy.optimize import (
+        nnls,
+    )  # imported here: ``fold`` imports this module, scipy takes ~0.4 s
 
     scale = columns.max(axis=0)
     scale[scale == 0] = 1.0
@@ -258,6 +260,7 @@ def fit(
         "p90_abs_rel_error": float(np.quantile(errors, 0.9)),
         "max_abs_rel_error": float(np.max(errors)),
     }
+    model.fit_error = quality["p90_abs_rel_error"]  # fold --merge auto's decision margin
     for p, seconds, predicted in zip(
         convs, measured, fitted
     ):  # what the formula misses, kept per shape
@@ -339,11 +342,14 @@ def load_calibration(path: Path) -> CalibratedCostModel:
         data = json.loads(Path(path).read_text())
         if data.get("schema") != SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, expected {SCHEMA}")
-        return CalibratedCostModel.from_dict(
+        model = CalibratedCostModel.from_dict(
             data["fit"],
             f"calibration {Path(path).name} "
             f"({data['backend']}, {data['precision']}, {data['created'][:10]})",
         )
+        error = dict(data.get("quality") or {}).get("p90_abs_rel_error")
+        model.fit_error = None if error is None else float(error)
+        return model
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise HarnessError(
             f"{path} is not a usable calibration file ({exc}): run harness calibrate again"
@@ -368,10 +374,15 @@ def cost_model_for(
     if path.is_file():
         base = load_calibration(path)
         note = f"using {base.name}"
+    model: CostModel = base
     if table is not None:
         model = TableCostModel.from_csv(table, fallback=base)
-        return model, f"using the measured table {table} (spans it lacks: {base.name})"
-    return base, note
+        note = f"using the measured table {table} (spans it lacks: {base.name})"
+    margin, source = model.decision_margin()
+    return model, (
+        f"{note}; decision margin {margin:.1%} ({source}): a merge is taken only when its predicted "
+        f"saving exceeds that fraction of the merged conv's predicted cost"
+    )
 
 
 def run_calibration(

@@ -175,26 +175,78 @@ def _residual_saving(graph: gs.Graph, run: List[ConvView], cost: CostModel) -> f
     return cost.elementwise_cost(3 * 4 * int(np.prod(shape))) if shape else 0.0
 
 
+def _segment_cost(
+    run: List[ConvView], first: int, last: int, spans: Spans, cost: CostModel, saving: float
+) -> float:
+    """Predicted seconds of ``run[first..last]`` as one conv; merging the whole run also removes the
+    residual Add after it (``saving``)."""
+    price = cost.conv_cost(segment_geometry(run[first : last + 1], spans))
+    whole = first == 0 and last == len(run) - 1 and last > 0
+    return price - saving if whole else price
+
+
 def best_segments(
     run: List[ConvView], spans: Spans, cost: CostModel, saving: float
 ) -> Tuple[List[Tuple[int, int]], float, float]:
-    """Minimum-cost split of a run into merged segments (DP over split points); (segments, cost, unmerged cost)."""
+    """Minimum-cost split of a run into merged segments (DP over split points): (segments, their
+    predicted cost, the unmerged cost). A merged segment is charged its predicted cost plus the cost
+    model's decision margin (``CostModel.decision_margin``): a merge is taken only when its predicted
+    saving exceeds the error the model reports on the merged conv."""
+    margin, _ = cost.decision_margin()
     n = len(run)
     best = [0.0] + [float("inf")] * n
     choice = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(j):
-            c = best[i] + cost.conv_cost(segment_geometry(run[i:j], spans))
-            if i == 0 and j == n and n > 1:
-                c -= saving
-            if c < best[j]:
-                best[j], choice[j] = c, i
+            price = _segment_cost(run, i, j - 1, spans, cost, saving)
+            if j - i > 1:
+                price += margin * cost.conv_cost(segment_geometry(run[i:j], spans))
+            if best[i] + price < best[j]:
+                best[j], choice[j] = best[i] + price, i
     segments, j = [], n
     while j > 0:
         segments.append((choice[j], j - 1))
         j = choice[j]
+    segments.reverse()
+    predicted = sum(_segment_cost(run, i, j, spans, cost, saving) for i, j in segments)
     unmerged = sum(cost.conv_cost(segment_geometry([v], spans)) for v in run)
-    return segments[::-1], best[n], unmerged
+    return segments, predicted, unmerged
+
+
+def declined_merges(
+    run: List[ConvView],
+    segments: List[Tuple[int, int]],
+    spans: Spans,
+    cost: CostModel,
+    saving: float,
+) -> List[Record]:
+    """A record per merge the plan declines (two neighbouring segments left apart), saying why: the
+    merge is predicted slower, or its predicted saving lies within the decision margin."""
+    margin, source = cost.decision_margin()
+    records = []
+    for (a, b), (c, d) in zip(segments, segments[1:]):
+        apart = _segment_cost(run, a, b, spans, cost, saving)
+        apart += _segment_cost(run, c, d, spans, cost, saving)
+        together = _segment_cost(run, a, d, spans, cost, saving)
+        gain = apart - together
+        if gain <= 0:
+            why = f"predicted slower merged: {apart * 1e6:.1f} us -> {together * 1e6:.1f} us"
+        else:
+            price = cost.conv_cost(segment_geometry(run[a : d + 1], spans))
+            why = (
+                f"predicted to save {gain * 1e6:.1f} us ({apart * 1e6:.1f} -> {together * 1e6:.1f}"
+                f" us), within the decision margin: {margin:.1%} of the merged conv's "
+                f"{price * 1e6:.1f} us ({source})"
+            )
+        records.append(
+            {
+                "pass": "merge_conv_chains",
+                "action": "kept",
+                "nodes": [v.name for v in run[a : d + 1]],
+                "detail": f"not merged: {why}",
+            }
+        )
+    return records
 
 
 def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans) -> List[Record]:
@@ -225,6 +277,7 @@ def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans)
             else:
                 segments, chosen, unmerged = best_segments(run, spans, cost, saving)
                 whole = cost.conv_cost(segment_geometry(run, spans)) - saving
+                margin, source = cost.decision_margin()
                 records.append(
                     {
                         "pass": "merge_conv_chains",
@@ -233,9 +286,11 @@ def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans)
                         "detail": f"{cost.name}: segments {[[i, j] for i, j in segments]} estimated "
                         f"{chosen * 1e6:.1f} us; all unmerged {unmerged * 1e6:.1f} us; all merged "
                         f"{whole * 1e6:.1f} us"
-                        + (" (incl. the residual Add it removes)" if saving else ""),
+                        + (" (incl. the residual Add it removes)" if saving else "")
+                        + f"; decision margin {margin:.1%} ({source})",
                     }
                 )
+                records += declined_merges(run, segments, spans, cost, saving)
             for i, j in segments:
                 if j > i:
                     records.append(_merge_record(run[i : j + 1], spans, cost))
