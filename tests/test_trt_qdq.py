@@ -231,10 +231,11 @@ def test_dynamic_batch_calibrates_at_the_batch_size_and_bad_inputs_are_refused(t
 
 
 def test_qdq_graph_through_the_runner_on_the_tensorrt_11_double(zoo, tmp_path, monkeypatch):
-    """The route the runner names on 11 today ("an ONNX with Q/DQ nodes, run as fp32"), on the
-    strict TensorRT 11.4 and pycuda doubles: the Q/DQ graph is parsed into a strongly typed
-    network, built without precision flags, bound and run; what it reads back is ONNX Runtime's
-    run of that same graph (the double's engine), so this checks harness's calls, not TensorRT."""
+    """A Q/DQ graph given as it is (precision fp32: its own types carry the int8), on the strict
+    TensorRT 11.4 and pycuda doubles: parsed into a strongly typed network, built without
+    precision flags, bound and run; what it reads back is ONNX Runtime's run of that same graph
+    (the double's engine), so this checks harness's calls, not TensorRT. The int8 precision route
+    (runner -> ``strongly_typed_onnx`` -> this module) is tested in test_tensorrt_contract.py."""
     import importlib
     import sys
 
