@@ -1,11 +1,14 @@
-"""Latency lookup tables: every mergeable span of a network's conv chains, merged into one conv and timed.
+"""Latency lookup tables: every mergeable span of a network's activation chains, merged into one
+conv and timed.
 
-A *conv chain* is a straight run of convolutions joined only by element-wise activations (Relu, Clip/ReLU6) or
-nothing, each feeding only the next; a skip connection (Add), pooling or a reshape ends it. A *span* (st, end) of
-a chain is what depth compression can turn into one conv by removing the activations inside it. ``st`` and
-``end`` index convolutions in graph order, as LayerMerge's tables do. Each span is built as one conv (merged kernel,
-centred padding, depthwise only if every conv in it is) followed by a ReLU, at its real input shape, and timed with
-the measurement protocol; spans with the same shape signature are timed once.
+An *activation chain* is a straight run of convolutions joined by element-wise activations (Relu,
+Clip/ReLU6) or nothing, each feeding only the next; a skip connection (Add), pooling or a reshape ends
+it. (The folder's *linear chains*, ``harness.fold.chains``, are the runs with nothing between: what
+merges exactly as it is.) A *span* (st, end) of an activation chain is what depth compression can turn
+into one conv by removing the activations inside it. ``st`` and ``end`` index convolutions in graph
+order, as LayerMerge's tables do. Each span is built as one conv (merged kernel, centred padding,
+depthwise only if every conv in it is) followed by a ReLU, at its real input shape, and timed with the
+measurement protocol; spans with the same shape signature are timed once.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.errors import HarnessError
-from harness.geometry import conv_output_size, merged_kernel
+from harness.geometry import ConvGeometry, conv_output_size, merged_kernel
 from harness.onnx_io import write_text_atomic
 
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSwish", "HardSigmoid")
@@ -32,25 +35,18 @@ LONG_COLUMNS = ["id", "st", "end", "ker", "str", "is_dw", "time", "stdev"]
 
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
-    """One Conv node of the graph, in graph order."""
+    """One Conv node of the graph: its index in graph order, its name and its geometry (square kernel
+    and stride: the tables' ``ker`` and ``str``)."""
 
     index: int
     name: str
-    in_shape: Tuple[int, int, int, int]
-    out_ch: int
-    kernel: int
-    stride: int
-    groups: int
-    dilation: int
-
-    @property
-    def depthwise(self) -> bool:
-        return self.groups > 1 and self.groups == self.in_shape[1] == self.out_ch
+    geometry: ConvGeometry
 
 
 @dataclasses.dataclass
-class Chain:
-    """Convs joined by activations (``activations[i]`` sits between ``convs[i]`` and ``convs[i + 1]``, or None)."""
+class ActivationChain:
+    """Convs joined by activations (``activations[i]`` sits between ``convs[i]`` and
+    ``convs[i + 1]``, or None where nothing does)."""
 
     convs: List[ConvLayer]
     activations: List[Optional[str]]
@@ -58,7 +54,8 @@ class Chain:
 
 @dataclasses.dataclass(frozen=True)
 class Span:
-    """Convolutions ``st..end`` of one chain merged into one conv."""
+    """Convolutions ``st..end`` of one activation chain merged into one conv: a latency table's row
+    (LayerMerge's ``st, end, ker, str, is_dw``) and the input shape it is timed at."""
 
     st: int
     end: int
@@ -74,6 +71,14 @@ class Span:
         return (
             "x".join(map(str, self.in_shape))
             + f"-o{self.out_ch}-k{self.kernel}-s{self.stride}-dw{int(self.is_dw)}"
+        )
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """The merged conv as timed: a dense kernel with centred padding."""
+        groups = self.in_shape[1] if self.is_dw else 1
+        return ConvGeometry.centred(
+            self.in_shape, self.out_ch, self.kernel, self.stride, groups, (self.st, self.end)
         )
 
 
@@ -103,23 +108,33 @@ def conv_layers(model: onnx.ModelProto) -> List[ConvLayer]:
                 f"conv {node.name!r} needs constant weights and a static 4-D input shape"
             )
         name = node.name or node.output[0]
-        layers.append(
-            ConvLayer(
-                index=len(layers),
-                name=name,
-                in_shape=tuple(x),
-                out_ch=w[0],
-                kernel=_square(w[2:], "kernel", name),
-                stride=_square(list(attrs.get("strides", [1, 1])), "stride", name),
-                groups=int(attrs.get("group", 1)),
-                dilation=_square(list(attrs.get("dilations", [1, 1])), "dilation", name),
-            )
+        kernel = _square(w[2:], "kernel", name)
+        stride = _square(list(attrs.get("strides", [1, 1])), "stride", name)
+        dilation = _square(list(attrs.get("dilations", [1, 1])), "dilation", name)
+        extent = (kernel - 1) * dilation + 1
+        out = shapes.get(node.output[0])
+        if out is None or len(out) != 4 or not all(out):
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            out = [x[0], w[0]] + [
+                conv_output_size(x[2 + axis], extent, stride, pads[axis] + pads[2 + axis])
+                for axis in (0, 1)
+            ]
+        geometry = ConvGeometry(
+            tuple(x),  # type: ignore[arg-type]
+            tuple(out),  # type: ignore[arg-type]
+            (extent, extent),
+            int(attrs.get("group", 1)),
+            (len(layers), len(layers)),
+            stride,
+            (dilation, dilation),
         )
+        layers.append(ConvLayer(len(layers), name, geometry))
     return layers
 
 
-def conv_chains(model: onnx.ModelProto) -> List[Chain]:
-    """Maximal chains of convs joined by at most one activation, each tensor with a single consumer."""
+def activation_chains(model: onnx.ModelProto) -> List[ActivationChain]:
+    """Maximal chains of convs joined by at most one activation, each tensor with a single
+    consumer."""
     layers = {layer.name: layer for layer in conv_layers(model)}
     consumers: Dict[str, List[onnx.NodeProto]] = {}
     for node in model.graph.node:
@@ -148,7 +163,7 @@ def conv_chains(model: onnx.ModelProto) -> List[Chain]:
     heads = set(layers) - {name for name, _ in successors.values()}
     chains = []
     for head in sorted(heads, key=lambda n: layers[n].index):
-        chain, current = Chain([layers[head]], []), head
+        chain, current = ActivationChain([layers[head]], []), head
         while current in successors:
             current, activation = successors[current]
             chain.convs.append(layers[current])
@@ -157,48 +172,45 @@ def conv_chains(model: onnx.ModelProto) -> List[Chain]:
     return chains
 
 
-def enumerate_spans(chains: Iterable[Chain], max_span: int) -> List[Span]:
+def enumerate_spans(chains: Iterable[ActivationChain], max_span: int) -> List[Span]:
     """Every span of at most ``max_span`` convs of each chain that can be merged into one conv.
 
-    Spans containing a dilated conv are left out (the merged kernel would need a dilation of its own).
+    Spans containing a dilated conv are left out (the merged kernel would need a dilation of its
+    own).
     """
     spans = []
     for chain in chains:
-        convs = chain.convs
+        convs = [c.geometry for c in chain.convs]
         for i in range(len(convs)):
             for j in range(i, min(len(convs), i + max_span)):
                 part = convs[i : j + 1]
-                if any(c.dilation != 1 for c in part):
+                if any(g.dilation != (1, 1) for g in part):
                     break
-                stride = int(np.prod([c.stride for c in part]))
-                kernel = merged_kernel([c.kernel for c in part], [c.stride for c in part])
+                strides = [g.stride for g in part]
                 spans.append(
                     Span(
-                        part[0].index,
-                        part[-1].index,
+                        chain.convs[i].index,
+                        chain.convs[j].index,
                         part[0].in_shape,
-                        part[-1].out_ch,
-                        kernel,
-                        stride,
-                        all(c.depthwise for c in part),
+                        part[-1].out_channels,
+                        merged_kernel([g.kernel[0] for g in part], strides),
+                        int(np.prod(strides)),
+                        all(g.depthwise for g in part),
                     )
                 )
     return spans
 
 
 def span_model(span: Span, activation: bool = True, seed: int = 0) -> onnx.ModelProto:
-    """One conv with the span's merged geometry (centred padding) and a ReLU, at the span's input shape."""
-    n, c, h, w = span.in_shape
-    groups = c if span.is_dw else 1
+    """One conv with the span's merged geometry (centred padding) and a ReLU, at the span's input
+    shape."""
+    geometry = span.geometry
+    groups, c = geometry.groups, geometry.in_channels
     rng = np.random.default_rng(seed)
-    weight = (
-        rng.standard_normal((span.out_ch, c // groups, span.kernel, span.kernel)).astype(np.float32)
-        * 0.01
-    )
+    shape = (span.out_ch, c // groups, span.kernel, span.kernel)
+    weight = rng.standard_normal(shape).astype(np.float32) * 0.01
     bias = np.zeros(span.out_ch, np.float32)
     pad = (span.kernel - 1) // 2
-    out_h = conv_output_size(h, span.kernel, span.stride, 2 * pad)
-    out_w = conv_output_size(w, span.kernel, span.stride, 2 * pad)
     nodes = [
         helper.make_node(
             "Conv",
@@ -218,12 +230,8 @@ def span_model(span: Span, activation: bool = True, seed: int = 0) -> onnx.Model
     graph = helper.make_graph(
         nodes,
         f"span_{span.key}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, c, h, w])],
-        [
-            helper.make_tensor_value_info(
-                "output", TensorProto.FLOAT, [n, span.out_ch, out_h, out_w]
-            )
-        ],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(geometry.in_shape))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(geometry.out_shape))],
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -15,7 +15,7 @@ from torch import nn
 
 from harness.errors import FoldVerificationError, HarnessError
 from harness.export import export_module
-from harness.fold import RooflineCostModel, fold_model, verify_fold
+from harness.fold import FoldAction, RooflineCostModel, fold_model, verify_fold
 from harness.geometry import merged_kernel
 from harness.graph_stats import op_histogram
 from harness.onnx_io import make_model
@@ -124,8 +124,8 @@ def test_padded_inner_conv_is_refused_with_its_reason(tmp_path):
     model = _export(module, (3, 16, 16), tmp_path)
     result = fold_model(model, merge="all")
     assert _convs(result.model) == 2
-    refusals = [r for r in result.report.records if r["action"] == "refused"]
-    assert len(refusals) == 1 and "pads its input" in refusals[0]["detail"]
+    refusals = [r for r in result.report.records if r.action is FoldAction.REFUSED]
+    assert len(refusals) == 1 and "pads its input" in refusals[0].detail
     assert "refused" in result.report.to_text()
 
 
@@ -168,8 +168,8 @@ def test_parallel_branches_fold_only_when_their_windows_align():
     broadcast = _two_branch_graph([0, 0, 0, 0], kernel_b=8)  # 8x8 + 1x1 outputs: a broadcasting Add
     result = fold_model(broadcast, merge="all")
     assert op_histogram(result.model) == {"Add": 1, "Conv": 2}
-    refusals = [r for r in result.report.records if r["action"] == "refused"]
-    assert refusals and "differ in shape" in refusals[0]["detail"]
+    refusals = [r for r in result.report.records if r.action is FoldAction.REFUSED]
+    assert refusals and "differ in shape" in refusals[0].detail
 
 
 def test_repvgg_block_folds_into_one_conv(tmp_path):
@@ -246,7 +246,7 @@ def test_batchnorm_and_identity_like_nodes_are_folded_away():
     model = _bn_graph(with_identities=True)
     result = fold_model(model, merge="none")
     assert op_histogram(result.model) == {"Conv": 1, "Relu": 1}
-    reasons = {r["detail"] for r in result.report.records if r["action"] == "removed"}
+    reasons = {r.detail for r in result.report.records if r.action is FoldAction.REMOVED}
     assert {
         "Identity",
         "Dropout (inference)",
@@ -276,8 +276,8 @@ def test_auto_declines_a_merge_that_does_not_pay(tmp_path):
     compute_bound = RooflineCostModel(peak_flops=1e11, bandwidth=1e12, overhead_s=1e-7)
     auto = fold_model(model, merge="auto", cost_model=compute_bound)
     assert _convs(auto.model) == 2 and not auto.report.changed
-    planned = [r for r in auto.report.records if r["action"] == "planned"]
-    assert planned and "segments [[0, 0], [1, 1]]" in planned[0]["detail"]
+    planned = [r for r in auto.report.records if r.action is FoldAction.PLANNED]
+    assert planned and "segments [[0, 0], [1, 1]]" in planned[0].detail
     launch_bound = RooflineCostModel(peak_flops=1e15, bandwidth=1e13, overhead_s=1e-3)
     assert _convs(fold_model(model, merge="auto", cost_model=launch_bound).model) == 1
     assert _convs(fold_model(model, merge="all", cost_model=compute_bound).model) == 1

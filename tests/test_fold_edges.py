@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from harness.export import export_module
-from harness.fold import fold_model, verify_fold
+from harness.fold import FoldAction, fold_model, verify_fold
 from harness.graph_stats import op_histogram
 from harness.onnx_io import make_model
 
@@ -100,10 +100,8 @@ def test_strided_1x1_then_3x3_merges_into_a_dilated_kernel(tmp_path):
     result = _fold_and_check(model)
     (conv,) = result.model.graph.node
     assert _attr(conv, "kernel_shape") == [3, 3] and _attr(conv, "dilations") == [2, 2]
-    merges = [r for r in result.report.records if r["action"] == "merged"]
-    assert (
-        merges[0]["flops_after"] == 2 * 8 * 8 * 64 * 9
-    )  # priced as 9 taps on the 8x8 output, not 25
+    merges = [r for r in result.report.records if r.action is FoldAction.MERGED]
+    assert merges[0].flops_after == 2 * 8 * 8 * 64 * 9  # priced as 9 taps on the 8x8 output, not 25
 
 
 def test_multiple_consumers_are_refused_with_their_reason(tmp_path):
@@ -123,11 +121,11 @@ def test_multiple_consumers_are_refused_with_their_reason(tmp_path):
     model = _export(Fork(), (3, 8, 8), tmp_path)
     result = _fold_and_check(model)
     assert op_histogram(result.model)["Conv"] == 3
-    refusals = [r for r in result.report.records if r["action"] == "refused"]
-    assert len(refusals) == 2 and all("multiple consumers" in r["detail"] for r in refusals)
+    refusals = [r for r in result.report.records if r.action is FoldAction.REFUSED]
+    assert len(refusals) == 2 and all("multiple consumers" in r.detail for r in refusals)
     assert "multiple consumers" in result.report.to_text()
     assert not [
-        r for r in fold_model(model, merge="none").report.records if r["action"] == "refused"
+        r for r in fold_model(model, merge="none").report.records if r.action is FoldAction.REFUSED
     ]
 
 
@@ -153,7 +151,7 @@ def test_strided_block_with_downsample_shortcut_folds(tmp_path):
     assert op_histogram(result.model) == {"Conv": 1, "Relu": 1}
     conv = result.model.graph.node[0]
     assert _attr(conv, "kernel_shape") == [7, 7] and _attr(conv, "strides") == [2, 2]
-    assert [r["pass"] for r in result.report.records if r["action"] == "folded"].count(
+    assert [r.pass_name for r in result.report.records if r.action is FoldAction.FOLDED].count(
         "fold_residuals"
     ) == 1
 
@@ -191,9 +189,9 @@ def test_residual_refusals_are_reported():
     result = _fold_and_check(strided)
     assert op_histogram(result.model) == {"Conv": 2, "Add": 1}
     assert any(
-        "different strides" in r["detail"]
+        "different strides" in r.detail
         for r in result.report.records
-        if r["action"] == "refused"
+        if r.action is FoldAction.REFUSED
     )
     channels = _model(
         [
@@ -206,7 +204,9 @@ def test_residual_refusals_are_reported():
     )  # 1 channel + 4 channels: a broadcasting Add
     result = _fold_and_check(channels)
     assert op_histogram(result.model) == {"Conv": 1, "Add": 1}
-    assert any("channel" in r["detail"] for r in result.report.records if r["action"] == "refused")
+    assert any(
+        "channel" in r.detail for r in result.report.records if r.action is FoldAction.REFUSED
+    )
 
 
 def test_gemm_chain_and_batchnorm_into_gemm_and_matmul(tmp_path):
@@ -234,7 +234,8 @@ def test_gemm_chain_and_batchnorm_into_gemm_and_matmul(tmp_path):
     hist = op_histogram(result.model)
     assert "BatchNormalization" not in hist and "Dropout" not in hist and hist.get("Gemm", 0) == 1
     assert any(
-        r["pass"] == "merge_gemm_chains" and r["action"] == "merged" for r in result.report.records
+        r.pass_name == "merge_gemm_chains" and r.action is FoldAction.MERGED
+        for r in result.report.records
     )
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
@@ -291,7 +292,7 @@ def test_unknown_ops_are_left_untouched_and_a_second_fold_changes_nothing():
     assert op_histogram(once.model) == {"Conv": 2, "LpNormalization": 1}
     twice = fold_model(once.model, merge="all")
     assert not twice.report.changed and not [
-        r for r in twice.report.records if r["action"] == "refused"
+        r for r in twice.report.records if r.action is FoldAction.REFUSED
     ]
     assert twice.model.graph.SerializeToString() == once.model.graph.SerializeToString()
 

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.cli import main
-from harness.fold import bind_shapes, fold_model, verify_fold
+from harness.fold import FoldAction, bind_shapes, fold_model, verify_fold
 from harness.fold.verify import NOT_VERIFIED
 from harness.graph_stats import op_histogram
 from harness.onnx_io import load_model, lowest_ir_version, make_model, save_model
@@ -183,8 +183,8 @@ def test_nothing_to_fold_gives_the_same_model_back(tmp_path, capsys):
 def test_old_opsets_are_converted_and_the_report_says_so():
     model = _conv_bn_model(opset=9, batch=1)
     result = fold_model(model, merge="all")
-    converted = [r for r in result.report.records if r["action"] == "converted"]
-    assert converted and "opset 9 converted to opset 11" in converted[0]["detail"]
+    converted = [r for r in result.report.records if r.action is FoldAction.CONVERTED]
+    assert converted and "opset 9 converted to opset 11" in converted[0].detail
     assert op_histogram(result.model) == {"Conv": 1}
     assert verify_fold(model, result.model).verified
 
@@ -192,11 +192,11 @@ def test_old_opsets_are_converted_and_the_report_says_so():
 def test_dynamic_dims_are_bound_or_only_shape_independent_passes_run():
     model = _conv_bn_model(batch="N")
     limited = fold_model(model, merge="all")
-    notes = [r["detail"] for r in limited.report.records if r["action"] == "limited"]
+    notes = [r.detail for r in limited.report.records if r.action is FoldAction.LIMITED]
     assert notes and "dynamic input shapes" in notes[0] and "--input-shape" in notes[0]
     assert op_histogram(limited.model) == {"Conv": 1}  # BatchNorm folding needs no shapes
     bound = fold_model(model, merge="all", batch=2)
-    assert any("x[0] = 2" in r["detail"] for r in bound.report.records if r["action"] == "bound")
+    assert any("x[0] = 2" in r.detail for r in bound.report.records if r.action is FoldAction.BOUND)
     assert [d.dim_value for d in bound.model.graph.input[0].type.tensor_type.shape.dim] == [
         2,
         3,

@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.export import export_module
 from harness.lut import (
     Entry,
-    conv_chains,
+    activation_chains,
     enumerate_spans,
     load_progress,
     measure_spans,
@@ -49,7 +49,7 @@ def branchy(tmp_path: Path):
 
 
 def test_chains_and_spans_have_the_known_answer(branchy):
-    chains = conv_chains(branchy)
+    chains = activation_chains(branchy)
     assert [[c.index for c in ch.convs] for ch in chains] == [[0, 1, 2], [3, 4]]
     assert (
         chains[0].activations[0] is not None and chains[0].activations[1] is None
@@ -66,7 +66,7 @@ def test_chains_and_spans_have_the_known_answer(branchy):
 
 
 def test_tables_round_trip_and_resume_after_interruption(branchy, tmp_path):
-    spans = enumerate_spans(conv_chains(branchy), 3)
+    spans = enumerate_spans(activation_chains(branchy), 3)
     progress = tmp_path / "t.progress.jsonl"
     calls = []
 
@@ -103,7 +103,7 @@ def test_tables_round_trip_and_resume_after_interruption(branchy, tmp_path):
 
 def test_resume_with_another_context_reuses_nothing(branchy, tmp_path):
     """Issue 16: a run resumed with another profile (threads, device, versions) must measure everything again."""
-    spans = enumerate_spans(conv_chains(branchy), 2)
+    spans = enumerate_spans(activation_chains(branchy), 2)
     progress = tmp_path / "t.progress.jsonl"
     first = {
         "device": "host",

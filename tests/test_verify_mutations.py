@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 from harness.cli import main
 from harness.errors import FoldVerificationError
 from harness.export import export_module
-from harness.fold import fold_model, verify_fold
+from harness.fold import FoldAction, fold_model, verify_fold
 from harness.onnx_io import save_model
 from harness.zoo import ZOO, build_model, list_variants
 
@@ -31,7 +31,9 @@ def _rewritten_convs(model: onnx.ModelProto, result) -> list:
     """Convs and Gemms of the folded graph that a pass wrote (merged, BatchNorm folded, residual folded), in
     graph order; then the other convs (a pad shifted anywhere must be caught too)."""
     written = {
-        r.get("result") for r in result.report.records if r["action"] in ("merged", "folded")
+        r.result
+        for r in result.report.records
+        if r.action in (FoldAction.MERGED, FoldAction.FOLDED)
     }
     nodes = [n for n in result.model.graph.node if n.op_type in ("Conv", "Gemm")]
     return [n for n in nodes if n.name not in written] + [n for n in nodes if n.name in written]

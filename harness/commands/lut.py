@@ -60,7 +60,7 @@ def run(args) -> int:
     from harness.export import materialize, resolve_source
     from harness.lut import (
         Entry,
-        conv_chains,
+        activation_chains,
         enumerate_spans,
         measure_spans,
         measurement_context,
@@ -80,7 +80,7 @@ def run(args) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = materialize(source, Path(tmp) / "model.onnx", batch)
-        spans = enumerate_spans(conv_chains(model), args.max_span)
+        spans = enumerate_spans(activation_chains(model), args.max_span)
         if not spans:
             raise HarnessError(f"{args.model} has no convolutions to tabulate")
 

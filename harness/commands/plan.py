@@ -49,14 +49,14 @@ def run(args) -> int:
 
     from harness.errors import HarnessError
     from harness.export import materialize, resolve_source
-    from harness.lut import conv_chains, read_table
+    from harness.lut import activation_chains, read_table
     from harness.onnx_io import write_text_atomic
     from harness.plan import plan_chains, read_importance
 
     latency = read_table(args.table)
     importance = read_importance(args.importance)
     with tempfile.TemporaryDirectory() as tmp:
-        chains = conv_chains(
+        chains = activation_chains(
             materialize(resolve_source(args.model, args.input_shape), Path(tmp) / "m.onnx")
         )
     plan = plan_chains(

@@ -26,7 +26,7 @@ from harness.fold.cost import (
     RooflineCostModel,
     TableCostModel,
 )
-from harness.fold.report import FoldReport
+from harness.fold.report import FoldAction, FoldRecord, FoldReport
 from harness.fold.residual import fold_residuals
 from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
 from harness.fold.skeleton import infer_shapes_quick
@@ -40,6 +40,8 @@ __all__ = [
     "bind_shapes",
     "FoldResult",
     "FoldReport",
+    "FoldRecord",
+    "FoldAction",
     "VerifyResult",
     "CostModel",
     "RooflineCostModel",
@@ -50,7 +52,6 @@ __all__ = [
 
 MERGE_MODES = ("auto", "all", "none")
 MIN_OPSET = 11
-CHANGES = ("folded", "merged", "removed")
 FOLD_CONSTANT_BYTES = 64 << 20  # larger computed constants stay computed (memory, file size)
 SHAPE_INDEPENDENT = (
     "BatchNorm folding, identity removal, zero-Pad folding and Gemm chains run; conv chains and "
@@ -69,28 +70,29 @@ class FoldResult:
     ]  # each Conv left in the folded graph -> (first, last) original conv index
 
 
-def _note(action: str, detail: str) -> Dict[str, Any]:
-    return {"pass": "prepare", "action": action, "nodes": [], "detail": detail}
+def _note(action: FoldAction, detail: str) -> FoldRecord:
+    """A record of the preparation (opset conversion, bound dimensions, limits, warnings)."""
+    return FoldRecord("prepare", action, [], detail)
 
 
 def _main_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], Dict[str, Any]]:
+def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], FoldRecord]:
     """The model converted to opset ``MIN_OPSET`` with onnx.version_converter, or None and why not."""
     opset = _main_opset(model)
     try:
         converted = onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError and C++ errors alike
         return None, _note(
-            "refused",
+            FoldAction.REFUSED,
             f"opset {opset} could not be converted to opset {MIN_OPSET} "
             f"(onnx.version_converter: {_first_line(exc)}): model left unchanged",
         )
     converted.ir_version = max(converted.ir_version, lowest_ir_version(converted))
     return converted, _note(
-        "converted",
+        FoldAction.CONVERTED,
         f"opset {opset} converted to opset {MIN_OPSET} with "
         f"onnx.version_converter (folding rewrites opset {MIN_OPSET}+ graphs)",
     )
@@ -173,7 +175,7 @@ def bind_shapes(
 
 def _prepare(
     model: onnx.ModelProto, input_shape: Optional[Sequence[int]], batch: Optional[int]
-) -> Tuple[Optional[onnx.ModelProto], List[Dict[str, Any]]]:
+) -> Tuple[Optional[onnx.ModelProto], List[FoldRecord]]:
     """The model as the passes need it (opset >= 11, dynamic dims bound where asked, shapes inferred) and the
     notes saying what was done; None when it cannot be prepared (the notes say why)."""
     notes = []
@@ -185,13 +187,13 @@ def _prepare(
         model = converted
     model, bound = bind_shapes(model, input_shape, batch)
     if bound:
-        notes.append(_note("bound", "dynamic dimensions bound: " + ", ".join(bound)))
+        notes.append(_note(FoldAction.BOUND, "dynamic dimensions bound: " + ", ".join(bound)))
     dynamic = dynamic_inputs(model)
     if dynamic:
         shown = "; ".join(f"{name} {dims}" for name, dims in dynamic.items())
         notes.append(
             _note(
-                "limited",
+                FoldAction.LIMITED,
                 f"dynamic input shapes ({shown}): {SHAPE_INDEPENDENT} "
                 f"(give --input-shape / --batch to bind them)",
             )
@@ -215,9 +217,7 @@ def _infer(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
     return model if _shapes_known(model) else infer_shapes_quick(model, in_place)
 
 
-def _fold_constants(
-    graph: gs.Graph, model: onnx.ModelProto
-) -> Tuple[gs.Graph, List[Dict[str, Any]]]:
+def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, List[FoldRecord]]:
     """Evaluate constant subgraphs (an exporter's computed Pad amounts, Constant-node weights), then infer the shapes
     they hid; a no-op, and cheap, on graphs that hold none."""
     before = len(graph.nodes)
@@ -239,12 +239,12 @@ def _fold_constants(
     del exported.graph.value_info[:]
     graph = gs.import_onnx(_infer(exported, in_place=True))
     return graph, [
-        {
-            "pass": "fold_constants",
-            "action": "folded",
-            "nodes": [],
-            "detail": f"{removed} nodes of constant subgraphs evaluated into constants",
-        }
+        FoldRecord(
+            "fold_constants",
+            FoldAction.FOLDED,
+            [],
+            f"{removed} nodes of constant subgraphs evaluated into constants",
+        )
     ]
 
 
@@ -257,8 +257,8 @@ def _with_header(folded: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelP
 
 def _run_passes(
     graph: gs.Graph, merge: str, cost: CostModel, spans: Dict[str, Tuple[int, int]]
-) -> List[Dict]:
-    records: List[Dict[str, Any]] = []
+) -> List[FoldRecord]:
+    records: List[FoldRecord] = []
     seen = set()
     for _ in range(
         20
@@ -270,11 +270,10 @@ def _run_passes(
             found += merge_gemm_chains(graph, merge)
         graph.cleanup().toposort()
         for record in found:  # decisions are re-made each round: keep each one once
-            key = (record["pass"], record["action"], tuple(record["nodes"]), record.get("detail"))
-            if record["action"] in CHANGES or key not in seen:
-                seen.add(key)
+            if record.action.changes_graph or record.key not in seen:
+                seen.add(record.key)
                 records.append(record)
-        if not any(r["action"] in CHANGES for r in found):
+        if not any(r.action.changes_graph for r in found):
             break
     if merge != "none":
         records += blocked_edges(graph)
@@ -310,7 +309,7 @@ def fold_model(
         except Exception as exc:  # noqa: BLE001 - a graph no pass foresaw: keep it as it is, say so
             records.append(
                 _note(
-                    "refused",
+                    FoldAction.REFUSED,
                     f"folding stopped on this graph ({type(exc).__name__}: "
                     f"{_first_line(exc)}): model left unchanged (please report it)",
                 )
@@ -318,7 +317,10 @@ def fold_model(
     before, after = flop_count(model), flop_count(folded or model)
     if before.holes or after.holes:
         records.append(
-            _note("warning", (before.warning() or after.warning()) + " (FLOPs below are a floor)")
+            _note(
+                FoldAction.WARNING,
+                (before.warning() or after.warning()) + " (FLOPs below are a floor)",
+            )
         )
     report = FoldReport(
         merge,
@@ -349,7 +351,7 @@ def fold_model(
 
 def _fold_graph(
     model: onnx.ModelProto, merge: str, cost: CostModel
-) -> Tuple[onnx.ModelProto, Dict[str, Tuple[int, int]], List[Dict[str, Any]]]:
+) -> Tuple[onnx.ModelProto, Dict[str, Tuple[int, int]], List[FoldRecord]]:
     """Run every pass on a prepared model: (folded model, conv spans, records)."""
     graph, records = _fold_constants(gs.import_onnx(model), model)
     for i, node in enumerate(graph.nodes):

@@ -8,13 +8,13 @@ over split points picks the segments to merge that minimise the cost model's tot
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from harness.fold import algebra
-from harness.fold.cost import ConvGeometry, CostModel
+from harness.fold.cost import CostModel
 from harness.fold.graph import (
     ConvView,
     constant,
@@ -24,17 +24,10 @@ from harness.fold.graph import (
     sole_consumer,
     write_conv,
 )
-from harness.geometry import merged_kernel
+from harness.fold.report import FoldAction, FoldRecord
+from harness.geometry import ConvGeometry, merged_kernel
 
-Record = Dict[str, Any]
 Spans = Dict[str, Tuple[int, int]]  # conv node name -> (first, last) original conv index
-
-
-def _shape4(tensor: gs.Tensor) -> Optional[Tuple[int, int, int, int]]:
-    shape = tensor.shape
-    if shape is None or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
-        return None
-    return tuple(shape)  # type: ignore
 
 
 def _refusal(first: ConvView, second: ConvView) -> str:
@@ -43,7 +36,7 @@ def _refusal(first: ConvView, second: ConvView) -> str:
             f"{second.name} pads its input by {list(second.pads)}: the merged conv would see zeros where "
             f"{first.name} produces its bias at the borders (move the padding to the chain's first conv)"
         )
-    if _shape4(first.node.inputs[0]) is None or _shape4(second.node.outputs[0]) is None:
+    if first.geometry is None or second.geometry is None:
         return "tensor shapes are not static (export with static shapes)"
     return ""
 
@@ -74,7 +67,7 @@ def find_chains(graph: gs.Graph) -> List[List[ConvView]]:
     return chains
 
 
-def blocked_edges(graph: gs.Graph) -> List[Record]:
+def blocked_edges(graph: gs.Graph) -> List[FoldRecord]:
     """Refusals for Conv -> Conv edges that cannot merge because the first conv's output is read elsewhere too
     (merging would have to keep the intermediate tensor and compute it twice)."""
     records = []
@@ -89,19 +82,20 @@ def blocked_edges(graph: gs.Graph) -> List[Record]:
             others = [r.name or r.op for r in out.outputs if r is not reader]
             others += ["a graph output"] if out in graph.outputs else []
             records.append(
-                {
-                    "pass": "merge_conv_chains",
-                    "action": "refused",
-                    "nodes": [node.name, reader.name],
-                    "detail": f"{node.name}'s output is also read by {', '.join(others)}: merging into "
+                FoldRecord(
+                    "merge_conv_chains",
+                    FoldAction.REFUSED,
+                    [node.name, reader.name],
+                    f"{node.name}'s output is also read by {', '.join(others)}: merging into "
                     f"{reader.name} would compute it twice (multiple consumers)",
-                }
+                )
             )
     return records
 
 
 def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
-    """The geometry of a run of convs once merged into one conv."""
+    """The geometry of a run of convs (static shapes: a run ``_refusal`` let through) once merged
+    into one conv."""
     kernels = [v.effective_kernel for v in run]
     strides = [v.strides for v in run]
     kernel = (
@@ -114,8 +108,8 @@ def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
     for s in strides:
         stride *= s[0]
     return ConvGeometry(
-        _shape4(run[0].node.inputs[0]),
-        _shape4(run[-1].node.outputs[0]),
+        run[0].geometry.in_shape,  # type: ignore[union-attr]
+        run[-1].geometry.out_shape,  # type: ignore[union-attr]
         kernel,
         groups,
         span if min(span) >= 0 else None,
@@ -171,8 +165,8 @@ def _residual_saving(graph: gs.Graph, run: List[ConvView], cost: CostModel) -> f
     add = sole_consumer(graph, run[-1].node.outputs[0])
     if add is None or add.op != "Add" or run[0].node.inputs[0] not in add.inputs:
         return 0.0
-    shape = _shape4(run[-1].node.outputs[0])
-    return cost.elementwise_cost(3 * 4 * int(np.prod(shape))) if shape else 0.0
+    geometry = run[-1].geometry
+    return cost.elementwise_cost(3 * 4 * int(np.prod(geometry.out_shape))) if geometry else 0.0
 
 
 def _segment_cost(
@@ -219,7 +213,7 @@ def declined_merges(
     spans: Spans,
     cost: CostModel,
     saving: float,
-) -> List[Record]:
+) -> List[FoldRecord]:
     """A record per merge the plan declines (two neighbouring segments left apart), saying why: the
     merge is predicted slower, or its predicted saving lies within the decision margin."""
     margin, source = cost.decision_margin()
@@ -239,31 +233,30 @@ def declined_merges(
                 f"{price * 1e6:.1f} us ({source})"
             )
         records.append(
-            {
-                "pass": "merge_conv_chains",
-                "action": "kept",
-                "nodes": [v.name for v in run[a : d + 1]],
-                "detail": f"not merged: {why}",
-            }
+            FoldRecord(
+                "merge_conv_chains",
+                FoldAction.KEPT,
+                [v.name for v in run[a : d + 1]],
+                f"not merged: {why}",
+            )
         )
     return records
 
 
-def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans) -> List[Record]:
+def merge_conv_chains(
+    graph: gs.Graph, mode: str, cost: CostModel, spans: Spans
+) -> List[FoldRecord]:
     """Merge exact conv chains: all of each (``all``) or the cost model's choice (``auto``)."""
-    records: List[Record] = []
+    records: List[FoldRecord] = []
     for chain in find_chains(graph):
         runs, current = [], [chain[0]]
         for first, second in zip(chain, chain[1:]):
             reason = _refusal(first, second)
             if reason:
                 records.append(
-                    {
-                        "pass": "merge_conv_chains",
-                        "action": "refused",
-                        "nodes": [first.name, second.name],
-                        "detail": reason,
-                    }
+                    FoldRecord(
+                        "merge_conv_chains", FoldAction.REFUSED, [first.name, second.name], reason
+                    )
                 )
                 runs.append(current)
                 current = [second]
@@ -279,16 +272,16 @@ def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans)
                 whole = cost.conv_cost(segment_geometry(run, spans)) - saving
                 margin, source = cost.decision_margin()
                 records.append(
-                    {
-                        "pass": "merge_conv_chains",
-                        "action": "planned",
-                        "nodes": [v.name for v in run],
-                        "detail": f"{cost.name}: segments {[[i, j] for i, j in segments]} estimated "
-                        f"{chosen * 1e6:.1f} us; all unmerged {unmerged * 1e6:.1f} us; all merged "
-                        f"{whole * 1e6:.1f} us"
+                    FoldRecord(
+                        "merge_conv_chains",
+                        FoldAction.PLANNED,
+                        [v.name for v in run],
+                        f"{cost.name}: segments {[[i, j] for i, j in segments]} estimated "
+                        f"{chosen * 1e6:.1f} us; all unmerged {unmerged * 1e6:.1f} us; "
+                        f"all merged {whole * 1e6:.1f} us"
                         + (" (incl. the residual Add it removes)" if saving else "")
                         + f"; decision margin {margin:.1%} ({source})",
-                    }
+                    )
                 )
                 records += declined_merges(run, segments, spans, cost, saving)
             for i, j in segments:
@@ -297,7 +290,7 @@ def merge_conv_chains(graph: gs.Graph, mode: str, cost: CostModel, spans: Spans)
     return records
 
 
-def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> Record:
+def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> FoldRecord:
     singles = [segment_geometry([v], spans) for v in part]
     merged_geometry = segment_geometry(part, spans)
     cost_before = sum(cost.conv_cost(g) for g in singles) * 1e6
@@ -308,19 +301,19 @@ def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> Record
         spans.get(part[0].name, (-1, -1))[0],
         spans.get(part[-1].name, (-1, -1))[1],
     )
-    return {
-        "pass": "merge_conv_chains",
-        "action": "merged",
-        "nodes": [v.name for v in part],
-        "result": merged.name,
-        "before": before,
-        "after": merged.describe(),
-        "flops_before": sum(g.flops for g in singles),
-        "flops_after": merged_geometry.flops,
-        "cost_before_us": round(cost_before, 3),
-        "cost_after_us": round(cost_after, 3),
-        "detail": f"{len(part)} convs -> one {merged.describe()}",
-    }
+    return FoldRecord(
+        "merge_conv_chains",
+        FoldAction.MERGED,
+        [v.name for v in part],
+        f"{len(part)} convs -> one {merged.describe()}",
+        result=merged.name,
+        before=before,
+        after=merged.describe(),
+        flops_before=sum(g.flops for g in singles),
+        flops_after=merged_geometry.flops,
+        cost_before_us=round(cost_before, 3),
+        cost_after_us=round(cost_after, 3),
+    )
 
 
 def _plain_gemm(node: gs.Node) -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -346,7 +339,7 @@ def _plain_gemm(node: gs.Node) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     return matrix.astype(np.float64), np.broadcast_to(bias.astype(np.float64), (matrix.shape[1],))
 
 
-def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[Record]:
+def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[FoldRecord]:
     """Merge Gemm -> Gemm with nothing between (fully connected layers left linear) into one Gemm.
 
     In ``auto`` mode only when the merged matrix needs no more multiply-accumulates than the pair.
@@ -362,12 +355,12 @@ def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[Record]:
         (m1, c1), (m2, c2) = a, b
         if mode == "auto" and m1.shape[0] * m2.shape[1] > m1.size + m2.size:
             records.append(
-                {
-                    "pass": "merge_gemm_chains",
-                    "action": "kept",
-                    "nodes": node_names([first, second]),
-                    "detail": "merging would raise the multiply-accumulates",
-                }
+                FoldRecord(
+                    "merge_gemm_chains",
+                    FoldAction.KEPT,
+                    node_names([first, second]),
+                    "merging would raise the multiply-accumulates",
+                )
             )
             continue
         dtype = constant(second.inputs[1]).dtype
@@ -382,15 +375,15 @@ def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[Record]:
         )
         second.attrs["transB"] = 0
         records.append(
-            {
-                "pass": "merge_gemm_chains",
-                "action": "merged",
-                "nodes": node_names([first, second]),
-                "result": name,
-                "flops_before": 2 * (m1.size + m2.size),
-                "flops_after": 2 * m1.shape[0] * m2.shape[1],
-                "detail": f"Gemm {m1.shape[0]}->{m1.shape[1]}->{m2.shape[1]} -> one Gemm "
+            FoldRecord(
+                "merge_gemm_chains",
+                FoldAction.MERGED,
+                node_names([first, second]),
+                f"Gemm {m1.shape[0]}->{m1.shape[1]}->{m2.shape[1]} -> one Gemm "
                 f"{m1.shape[0]}->{m2.shape[1]}",
-            }
+                result=name,
+                flops_before=2 * (m1.size + m2.size),
+                flops_after=2 * m1.shape[0] * m2.shape[1],
+            )
         )
     return records

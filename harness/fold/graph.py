@@ -8,6 +8,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from harness.geometry import ConvGeometry, Shape4
+
 
 def producer(tensor: gs.Tensor) -> Optional[gs.Node]:
     """The node that writes ``tensor`` (None for graph inputs and constants)."""
@@ -19,6 +21,14 @@ def sole_consumer(graph: gs.Graph, tensor: gs.Tensor) -> Optional[gs.Node]:
     if len(tensor.outputs) != 1 or tensor in graph.outputs:
         return None
     return tensor.outputs[0]
+
+
+def static_shape4(tensor: gs.Tensor) -> Optional[Shape4]:
+    """The tensor's shape when it is 4-D with every dimension a known positive size, else None."""
+    shape = tensor.shape
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
+        return None
+    return tuple(shape)  # type: ignore[return-value]
 
 
 def constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
@@ -63,7 +73,8 @@ def bypass(graph: gs.Graph, node: gs.Node) -> bool:
 
 @dataclasses.dataclass
 class ConvView:
-    """A 2-D Conv node with constant weights, its attributes normalised."""
+    """A 2-D Conv node with constant weights, its attributes normalised for rewriting it; its shape
+    as the cost models see it is ``geometry``."""
 
     node: gs.Node
     weight: np.ndarray
@@ -95,8 +106,21 @@ class ConvView:
         return self.node.name or self.node.outputs[0].name
 
     @property
-    def is_depthwise(self) -> bool:
-        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+    def geometry(self) -> Optional[ConvGeometry]:
+        """The conv's geometry (stride along H), or None when its input or output shape is not
+        static."""
+        in_shape = static_shape4(self.node.inputs[0])
+        out_shape = static_shape4(self.node.outputs[0])
+        if in_shape is None or out_shape is None:
+            return None
+        return ConvGeometry(
+            in_shape,
+            out_shape,
+            self.effective_kernel,
+            self.groups,
+            stride=self.strides[0],
+            dilation=self.dilations,
+        )
 
     def describe(self) -> str:
         """e.g. ``3x3 s2 p1 g1 16->32``."""

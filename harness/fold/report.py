@@ -3,7 +3,89 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any, Dict, List, Optional
+
+
+class FoldAction(str, enum.Enum):
+    """What a fold pass did with a record's nodes (the value is the report's ``action`` text)."""
+
+    FOLDED = "folded"  # folded into another node: BatchNorm, zero Pad, branches, constants
+    MERGED = "merged"  # a chain of Convs or Gemms merged into one
+    REMOVED = "removed"  # an identity-like node removed
+    REFUSED = "refused"  # a rewrite that would not be exact, or a graph that could not be prepared
+    PLANNED = "planned"  # the cost model's choice of segments for a conv chain
+    KEPT = "kept"  # a rewrite left out because it would cost more
+    CONVERTED = "converted"  # the opset converted before folding
+    BOUND = "bound"  # dynamic input dimensions bound to sizes
+    LIMITED = "limited"  # only the shape-independent passes could run
+    WARNING = "warning"  # something the numbers below should be read with
+
+    @property
+    def changes_graph(self) -> bool:
+        """Whether a record of this action means the graph was rewritten."""
+        return self in (FoldAction.FOLDED, FoldAction.MERGED, FoldAction.REMOVED)
+
+
+# the optional fields of a record, in the order its dictionary lists them (before ``detail``)
+_OPTIONAL_FIELDS = (
+    "result",
+    "before",
+    "after",
+    "flops_before",
+    "flops_after",
+    "cost_before_us",
+    "cost_after_us",
+)
+
+
+@dataclasses.dataclass
+class FoldRecord:
+    """One thing a pass did (or refused to do) to some nodes, and why."""
+
+    pass_name: str  # the pass: fold_batchnorm, merge_conv_chains, ... (``pass`` in the dictionary)
+    action: FoldAction
+    nodes: List[str]
+    detail: str
+    result: Optional[str] = None  # the node that holds the rewrite's result
+    before: Optional[List[str]] = None  # the rewritten layers, described
+    after: Optional[str] = None  # the layer that replaced them, described
+    flops_before: Optional[int] = None
+    flops_after: Optional[int] = None
+    cost_before_us: Optional[float] = None  # the cost model's estimate before and after
+    cost_after_us: Optional[float] = None
+
+    @property
+    def key(self) -> tuple:
+        """What identifies a decision across rounds of the passes."""
+        return (self.pass_name, self.action, tuple(self.nodes), self.detail)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The record as the JSON report writes it: ``pass``, ``action``, ``nodes``, the optional
+        fields that are set, then ``detail``."""
+        data: Dict[str, Any] = {
+            "pass": self.pass_name,
+            "action": self.action.value,
+            "nodes": list(self.nodes),
+        }
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = list(value) if isinstance(value, list) else value
+        data["detail"] = self.detail
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> FoldRecord:
+        """A record read back from a JSON report."""
+        optional = {name: data[name] for name in _OPTIONAL_FIELDS if name in data}
+        return cls(
+            data["pass"],
+            FoldAction(data["action"]),
+            list(data["nodes"]),
+            data["detail"],
+            **optional,
+        )
 
 
 @dataclasses.dataclass
@@ -12,7 +94,7 @@ class FoldReport:
 
     merge: str
     cost_model: str
-    records: List[Dict[str, Any]]
+    records: List[FoldRecord]
     nodes_before: Dict[str, int]
     nodes_after: Dict[str, int]
     flops_before: int
@@ -23,33 +105,32 @@ class FoldReport:
     @property
     def changed(self) -> bool:
         """Whether folding rewrote the graph at all."""
-        return any(r["action"] in ("folded", "merged", "removed") for r in self.records)
+        return any(r.action.changes_graph for r in self.records)
 
-    def count(self, action: str) -> int:
-        return sum(1 for r in self.records if r["action"] == action)
+    def count(self, action: FoldAction) -> int:
+        """How many records have this action."""
+        return sum(1 for r in self.records if r.action is action)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The report as the JSON file (``harness fold --report``) holds it."""
         data = dataclasses.asdict(self)
+        data["records"] = [r.to_dict() for r in self.records]
         data["changed"] = self.changed
         return data
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> FoldReport:
+        """A report read back from its JSON form (extra keys, a table prediction say, ignored)."""
+        fields = {field.name for field in dataclasses.fields(cls)} - {"records"}
+        kept = {name: data[name] for name in fields if name in data}
+        return cls(records=[FoldRecord.from_dict(r) for r in data["records"]], **kept)
 
     def to_text(self) -> str:
         """A reviewer-readable account of the fold."""
         lines = [
             f"fold (merge={self.merge}, cost model: {self.cost_model}) in {self.elapsed_s:.2f} s"
         ]
-        for record in self.records:
-            nodes = ", ".join(n for n in record["nodes"] if n)
-            line = f"  [{record['action']}] {record['pass']}" + (f": {nodes}" if nodes else "")
-            if record.get("detail"):
-                line += f"\n      {record['detail']}"
-            if "before" in record and record["action"] == "merged":
-                line += f"\n      before: {' | '.join(record['before'])}\n      after:  {record['after']}"
-            if "flops_before" in record:
-                line += f"\n      FLOPs {record['flops_before'] / 1e6:.2f}M -> {record['flops_after'] / 1e6:.2f}M"
-            if "cost_before_us" in record:
-                line += f"; estimated {record['cost_before_us']:.1f} us -> {record['cost_after_us']:.1f} us"
-            lines.append(line)
+        lines += [_record_text(record) for record in self.records]
         ops = sorted(set(self.nodes_before) | set(self.nodes_after))
         lines.append(
             "  nodes: "
@@ -61,12 +142,28 @@ class FoldReport:
             lines.append("  nothing to fold: the model is written unchanged")
         lines.append(
             f"  FLOPs: {self.flops_before / 1e6:.2f}M -> {self.flops_after / 1e6:.2f}M; "
-            f"{self.count('merged')} merges, {self.count('folded')} folds, {self.count('removed')} removals, "
-            f"{self.count('refused')} refusals"
+            f"{self.count(FoldAction.MERGED)} merges, {self.count(FoldAction.FOLDED)} folds, "
+            f"{self.count(FoldAction.REMOVED)} removals, "
+            f"{self.count(FoldAction.REFUSED)} refusals"
         )
         if self.verification:
             lines.append("  " + verification_text(self.verification))
         return "\n".join(lines)
+
+
+def _record_text(record: FoldRecord) -> str:
+    """One record of the text report: action, pass and nodes, then its details indented."""
+    nodes = ", ".join(n for n in record.nodes if n)
+    line = f"  [{record.action.value}] {record.pass_name}" + (f": {nodes}" if nodes else "")
+    if record.detail:
+        line += f"\n      {record.detail}"
+    if record.before is not None and record.action is FoldAction.MERGED:
+        line += f"\n      before: {' | '.join(record.before)}\n      after:  {record.after}"
+    if record.flops_before is not None:
+        line += f"\n      FLOPs {record.flops_before / 1e6:.2f}M -> {record.flops_after / 1e6:.2f}M"
+    if record.cost_before_us is not None:
+        line += f"; estimated {record.cost_before_us:.1f} us -> {record.cost_after_us:.1f} us"
+    return line
 
 
 def verification_text(v: Dict[str, Any]) -> str:
@@ -74,7 +171,7 @@ def verification_text(v: Dict[str, Any]) -> str:
     if not v.get("verified", True):
         return f"not verified: {v['note']}"
     return (
-        f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) over "
-        f"{v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes {v['batch_sizes']}"
+        f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) "
+        f"over {v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes {v['batch_sizes']}"
         + (f"; {v['note']}" if v.get("note") else "")
     )

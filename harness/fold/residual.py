@@ -7,17 +7,16 @@ ResNet's ``x + conv(x)``, the strided block plus its 1x1 downsample shortcut, an
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from harness.fold import algebra
 from harness.fold.graph import conv_view, producer, sole_consumer, write_conv
+from harness.fold.report import FoldAction, FoldRecord
 from harness.fold.simplify import bn_params
 from harness.geometry import conv_output_size
-
-Record = Dict[str, Any]
 
 
 class _Branch:
@@ -136,7 +135,7 @@ def _align(
     return None, size, (begin[0], begin[1], end[0], end[1])  # type: ignore
 
 
-def fold_residuals(graph: gs.Graph) -> List[Record]:
+def fold_residuals(graph: gs.Graph) -> List[FoldRecord]:
     """Fold ``Add`` (and two-input ``Sum``) nodes whose inputs are conv/bn/identity branches of the same tensor
     into one Conv."""
     records = []
@@ -175,9 +174,7 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
             reason, size, pads = _align(branches, (shape[2], shape[3]))
         names = [b.node.name for _, b in found if b is not None and b.node is not None] + [add.name]
         if reason:
-            records.append(
-                {"pass": "fold_residuals", "action": "refused", "nodes": names, "detail": reason}
-            )
+            records.append(FoldRecord("fold_residuals", FoldAction.REFUSED, names, reason))
             continue
         weight = sum(
             algebra.place_kernel(b.weight, size, (pads[0] - b.pads[0], pads[1] - b.pads[1]))
@@ -195,14 +192,14 @@ def fold_residuals(graph: gs.Graph) -> List[Record]:
         add.outputs.clear()
         after = conv_view(carrier).describe()
         records.append(
-            {
-                "pass": "fold_residuals",
-                "action": "folded",
-                "nodes": names,
-                "result": carrier.name,
-                "before": [b.kind for b in branches],
-                "after": after,
-                "detail": " + ".join(b.kind for b in branches) + f" -> one conv {after}",
-            }
+            FoldRecord(
+                "fold_residuals",
+                FoldAction.FOLDED,
+                names,
+                " + ".join(b.kind for b in branches) + f" -> one conv {after}",
+                result=carrier.name,
+                before=[b.kind for b in branches],
+                after=after,
+            )
         )
     return records

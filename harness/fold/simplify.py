@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import List
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -18,8 +18,7 @@ from harness.fold.graph import (
     sole_consumer,
     write_conv,
 )
-
-Record = Dict[str, Any]
+from harness.fold.report import FoldAction, FoldRecord
 
 
 def bn_params(bn: gs.Node):
@@ -30,7 +29,7 @@ def bn_params(bn: gs.Node):
     return bn_scale_shift(*values, float(bn.attrs.get("epsilon", 1e-5)))
 
 
-def fold_batchnorm(graph: gs.Graph) -> List[Record]:
+def fold_batchnorm(graph: gs.Graph) -> List[FoldRecord]:
     """Fold every BatchNormalization whose input comes only from a Conv (or a Gemm) into that layer."""
     records = []
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
@@ -67,14 +66,14 @@ def fold_batchnorm(graph: gs.Graph) -> List[Record]:
         bn.inputs.clear()
         bn.outputs.clear()
         records.append(
-            {
-                "pass": "fold_batchnorm",
-                "action": "folded",
-                "nodes": [bn.name, source.name],
-                "result": source.name,
-                "detail": "BatchNormalization folded into "
+            FoldRecord(
+                "fold_batchnorm",
+                FoldAction.FOLDED,
+                [bn.name, source.name],
+                "BatchNormalization folded into "
                 + ("MatMul + Add" if source.op == "Add" else source.op),
-            }
+                result=source.name,
+            )
         )
     return records
 
@@ -187,7 +186,7 @@ def _identity_like(node: gs.Node) -> str:
     return ""
 
 
-def remove_identities(graph: gs.Graph) -> List[Record]:
+def remove_identities(graph: gs.Graph) -> List[FoldRecord]:
     """Remove Identity, inference Dropout, Mul/Div by 1, Add/Sub of 0, no-op Reshapes and cancelling Transposes."""
     records = []
     for node in list(graph.nodes):
@@ -201,19 +200,14 @@ def remove_identities(graph: gs.Graph) -> List[Record]:
                 node.outputs.pop()
             if bypass(graph, node):
                 records.append(
-                    {
-                        "pass": "remove_identities",
-                        "action": "removed",
-                        "nodes": [node.name],
-                        "detail": reason,
-                    }
+                    FoldRecord("remove_identities", FoldAction.REMOVED, [node.name], reason)
                 )
         elif node.op == "Transpose":
             records += _cancel_transposes(graph, node)
     return records
 
 
-def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[Record]:
+def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[FoldRecord]:
     second = sole_consumer(graph, first.outputs[0])
     if (
         second is None
@@ -231,16 +225,16 @@ def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[Record]:
     first.outputs.clear()
     second.outputs.clear()
     return [
-        {
-            "pass": "remove_identities",
-            "action": "removed",
-            "nodes": [first.name, second.name],
-            "detail": "Transpose pair that cancels",
-        }
+        FoldRecord(
+            "remove_identities",
+            FoldAction.REMOVED,
+            [first.name, second.name],
+            "Transpose pair that cancels",
+        )
     ]
 
 
-def fold_zero_pads(graph: gs.Graph) -> List[Record]:
+def fold_zero_pads(graph: gs.Graph) -> List[FoldRecord]:
     """Fold a constant-zero ``Pad`` of the spatial axes into the Convs that read it (their ``pads`` grow)."""
     records = []
     for pad in [n for n in graph.nodes if n.op == "Pad" and n.outputs]:
@@ -262,12 +256,12 @@ def fold_zero_pads(graph: gs.Graph) -> List[Record]:
             view.node.attrs["pads"] = pads
             view.node.inputs[0] = pad.inputs[0]
         records.append(
-            {
-                "pass": "fold_zero_pads",
-                "action": "folded",
-                "nodes": [pad.name] + [v.name for v in views],
-                "detail": f"zero Pad {amounts} (top, left, bottom, right) moved into the Conv's pads",
-            }
+            FoldRecord(
+                "fold_zero_pads",
+                FoldAction.FOLDED,
+                [pad.name] + [v.name for v in views],
+                f"zero Pad {amounts} (top, left, bottom, right) moved into the Conv's pads",
+            )
         )
     return records
 
