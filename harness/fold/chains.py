@@ -1,9 +1,11 @@
-"""Merging chains of Convs (and of Gemms) with nothing nonlinear between them, chosen by a cost model.
+"""Merging linear chains of Convs (and of Gemms), chosen by a cost model.
 
-A chain is a run of Convs, each the only reader of the previous one's output. A pair merges exactly only when
-the second conv does not pad (its zero padding ring would otherwise differ from the first conv's output there):
-such pairs are refused, with the reason recorded, and split the chain. Inside each exact run a dynamic program
-over split points picks the segments to merge that minimise the cost model's total.
+A *linear chain* is a run of Convs with nothing between them, each the only reader of the previous
+one's output. (The latency tables' *activation chains*, ``harness.lut``, also cross activations: the
+runs depth compression could merge once it removes them.) A pair merges exactly only when the second
+conv does not pad (its zero padding ring would otherwise differ from the first conv's output there):
+such pairs are refused, with the reason recorded, and split the chain. Inside each exact run a
+dynamic program over split points picks the segments to merge that minimise the cost model's total.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def _refusal(first: ConvView, second: ConvView) -> str:
     return ""
 
 
-def find_chains(graph: gs.Graph) -> List[List[ConvView]]:
-    """Maximal runs of Convs where each reads only the previous one's output, in graph order."""
+def linear_chains(graph: gs.Graph) -> List[List[ConvView]]:
+    """Maximal linear chains: runs of Convs where each reads only the previous one's output, in
+    graph order."""
     followers: Dict[int, ConvView] = {}
     views = {id(n): conv_view(n) for n in graph.nodes if n.op == "Conv"}
     for node_id, view in views.items():
@@ -248,7 +251,7 @@ def merge_conv_chains(
 ) -> List[FoldRecord]:
     """Merge exact conv chains: all of each (``all``) or the cost model's choice (``auto``)."""
     records: List[FoldRecord] = []
-    for chain in find_chains(graph):
+    for chain in linear_chains(graph):
         runs, current = [], [chain[0]]
         for first, second in zip(chain, chain[1:]):
             reason = _refusal(first, second)
