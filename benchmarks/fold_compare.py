@@ -1,10 +1,11 @@
-"""Compare graph optimisers on the compressed zoo variants: node counts and ONNX Runtime CPU latency.
+"""Compare graph optimisers on the compressed zoo variants: node counts and ONNX Runtime CPU
+latency.
 
-Contenders: the unfolded export; harness fold (merge=auto with the host roofline, and merge=all); onnxsim;
-onnxslim; ONNX Runtime's own ORT_ENABLE_ALL optimisation (the optimised graph saved to a file, then timed
-with optimisation off so that each graph is timed as it is). Every graph is timed interleaved with the others
-of its model under the host profile's protocol, with ORT_ENABLE_ALL at session creation for all of them (what a
-user deploying any of these files gets).
+Contenders: the unfolded export; harness fold (merge=auto with the host roofline, and merge=all);
+onnxsim; onnxslim; ONNX Runtime's own ORT_ENABLE_ALL optimisation (the optimised graph saved to a
+file, then timed with optimisation off so that each graph is timed as it is). Every graph is timed
+interleaved with the others of its model under the host profile's protocol, with ORT_ENABLE_ALL at
+session creation for all of them (what a user deploying any of these files gets).
 
     python benchmarks/fold_compare.py -o benchmarks/fold_compare.md [--models resnet20,mobilenetv2]
 
@@ -122,13 +123,13 @@ def to_markdown(results: Dict[str, Dict[str, Dict]], profile, elapsed: float) ->
     lines = [
         "# Graph optimisers on the compressed zoo variants (ONNX Runtime CPU)",
         "",
-        f"Device profile `{profile.name}`; timing protocol: warm-up {profile.timing.warmup_s} s, interleaved "
-        f"blocks, >= {profile.timing.min_iterations} samples and {profile.timing.min_duration_s} s each. "
-        f"Speed-up = median(unfolded) / median(optimised), 95% bootstrap CI. Sessions use ORT_ENABLE_ALL. "
-        f"Total wall time {elapsed:.0f} s.",
+        f"Device profile `{profile.name}`; timing protocol: warm-up {profile.timing.warmup_s} s, "
+        f"interleaved blocks, >= {profile.timing.min_iterations} samples and "
+        f"{profile.timing.min_duration_s} s each. Speed-up = median(unfolded) / median(optimised), "
+        f"95% bootstrap CI. Sessions use ORT_ENABLE_ALL. Total wall time {elapsed:.0f} s.",
         "",
-        "| model / variant | graph | nodes | Conv | Add | median ms [95% CI] | speed-up vs unfolded | "
-        "optimise s | note |",
+        "| model / variant | graph | nodes | Conv | Add | median ms [95% CI] | "
+        "speed-up vs unfolded | optimise s | note |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for model, rows in results.items():
@@ -139,7 +140,8 @@ def to_markdown(results: Dict[str, Dict[str, Dict]], profile, elapsed: float) ->
             s, nodes = row["stats"], row["nodes"]
             speed = row.get("speedup")
             lines.append(
-                f"| {model} | {label} | {sum(nodes.values())} | {nodes.get('Conv', 0)} | {nodes.get('Add', 0)} | "
+                f"| {model} | {label} | {sum(nodes.values())} | {nodes.get('Conv', 0)} | "
+                f"{nodes.get('Add', 0)} | "
                 f"{s.median:.3f} [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}] | "
                 + (f"{speed[0]:.2f}x [{speed[1]:.2f}, {speed[2]:.2f}]" if speed else "")
                 + " | "

@@ -1,13 +1,14 @@
-"""Calibrate the fold cost model on a device: conv micro-benchmarks, per-layer overhead, a fitted model.
+"""Calibrate the fold cost model on a device: conv micro-benchmarks, per-layer overhead, a fitted
+model.
 
-``harness calibrate`` times convolutions across kernel sizes, dense and depthwise, channel counts and spatial
-sizes, and element-wise Adds, each as the marginal cost of one more layer inside a graph (a pattern timed once
-and three times in a row, interleaved: what a backend does at a graph's edges, such as ONNX Runtime's layout
-conversions, and the per-call cost cancel); then fits ``fixed[class] + seconds_per_flop[class] * FLOPs +
-seconds_per_byte * bytes`` (a class: dense or depthwise, kernel size, stride) by non-negative least squares on
-relative errors. The calibration is a JSON file beside the profile,
-with its provenance (device state, versions, date, timing settings), its measured points and how well the fit
-reproduces them.
+``harness calibrate`` times convolutions across kernel sizes, dense and depthwise, channel counts
+and spatial sizes, and element-wise Adds, each as the marginal cost of one more layer inside a graph
+(a pattern timed once and three times in a row, interleaved: what a backend does at a graph's edges,
+such as ONNX Runtime's layout conversions, and the per-call cost cancel); then fits ``fixed[class] +
+seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes`` (a class: dense or depthwise, kernel
+size, stride) by non-negative least squares on relative errors. The calibration is a JSON file
+beside the profile, with its provenance (device state, versions, date, timing settings), its
+measured points and how well the fit reproduces them.
 
 Runs on the device: Python 3.8 compatible, no torch.
 """
@@ -38,7 +39,8 @@ from harness.lut import Entry, Span
 from harness.profiles import Profile, TimingSettings, calibration_path
 
 SCHEMA = 1
-# (in channels, out channels, spatial size) of the dense convs, and (channels, spatial size) of the depthwise ones
+# (in channels, out channels, spatial size) of the dense convs, and (channels, spatial size) of the
+# depthwise ones
 DENSE_SHAPES = (
     (16, 16, 32),
     (32, 32, 16),
@@ -61,8 +63,9 @@ REPEATS = (
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """One micro-benchmark: a pattern of convs (``conv``: one conv, or a conv and its transpose when the channel
-    count changes, so that the pattern can repeat) or an element-wise Add, and the sums the fit needs."""
+    """One micro-benchmark: a pattern of convs (``conv``: one conv, or a conv and its transpose when
+    the channel count changes, so that the pattern can repeat) or an element-wise Add, and the sums
+    the fit needs."""
 
     key: str
     kind: str
@@ -102,7 +105,8 @@ def _conv_point(pattern: Tuple[Span, ...]) -> Point:
 
 
 def micro_benchmarks(batch: int = 1, quick: bool = False) -> List[Point]:
-    """The calibration grid at ``batch``; ``quick`` keeps one shape in three (for tests and a first look)."""
+    """The calibration grid at ``batch``; ``quick`` keeps one shape in three (for tests and a first
+    look)."""
     dense = DENSE_SHAPES[::3] if quick else DENSE_SHAPES
     depthwise = DEPTHWISE_SHAPES[::3] if quick else DEPTHWISE_SHAPES
     points = []
@@ -130,8 +134,9 @@ def micro_benchmarks(batch: int = 1, quick: bool = False) -> List[Point]:
 
 
 def point_model(point: Point, repeats: int) -> onnx.ModelProto:
-    """The pattern of a micro-benchmark ``repeats`` times in a row, as one ONNX graph. Weights keep the
-    activations' scale (no denormals), there is no activation between convs (it would fuse into them anyway)."""
+    """The pattern of a micro-benchmark ``repeats`` times in a row, as one ONNX graph. Weights keep
+    the activations' scale (no denormals), there is no activation between convs (it would fuse into
+    them anyway)."""
     rng = np.random.default_rng(0)
     nodes, inits, current = [], [], "input"
     shape = point.pattern[0].in_shape if point.kind == "conv" else point.shape
@@ -178,8 +183,9 @@ def point_model(point: Point, repeats: int) -> onnx.ModelProto:
 def measure_point(
     point: Point, runner_factory: Callable[[Path], Any], settings: TimingSettings, workdir: Path
 ) -> Entry:
-    """The marginal cost of one repetition of the pattern (ms), inside a graph: layout conversions at the graph's
-    edges and the per-call cost cancel in the difference between three repetitions and one."""
+    """The marginal cost of one repetition of the pattern (ms), inside a graph: layout conversions
+    at the graph's edges and the per-call cost cancel in the difference between three repetitions
+    and one."""
     from harness import timing
     from harness.backends.base import open_runners
     from harness.onnx_io import save_model
@@ -203,7 +209,8 @@ def measure_point(
 
 
 def calibration_timing(settings: TimingSettings) -> TimingSettings:
-    """The profile's protocol, shortened for micro-benchmarks (small graphs, timed two at a time)."""
+    """The profile's protocol, shortened for micro-benchmarks (small graphs, timed two at a
+    time)."""
     return dataclasses.replace(
         settings,
         warmup_s=min(settings.warmup_s, 0.3),
@@ -215,7 +222,8 @@ def calibration_timing(settings: TimingSettings) -> TimingSettings:
 
 
 def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    """Non-negative least squares on errors relative to ``measured`` (columns scaled for conditioning)."""
+    """Non-negative least squares on errors relative to ``measured`` (columns scaled for
+    conditioning)."""
     from scipy.optimize import (
         nnls,
     )  # imported here: ``fold`` imports this module, scipy takes ~0.4 s
@@ -230,8 +238,9 @@ def _nnls_relative(columns: np.ndarray, measured: np.ndarray) -> np.ndarray:
 def fit(
     points: List[Point], entries: Dict[str, Entry]
 ) -> Tuple[CalibratedCostModel, Dict[str, Any]]:
-    """Fit the cost model to the measured marginal costs (ms); returns it and the formula's error on those points
-    (the model also keeps each point's residual ratio, so measured shapes are priced as measured)."""
+    """Fit the cost model to the measured marginal costs (ms); returns it and the formula's error on
+    those points (the model also keeps each point's residual ratio, so measured shapes are priced as
+    measured)."""
     convs = [p for p in points if p.kind == "conv"]
     classes = sorted({p.conv_class for p in convs})
     measured = np.array([entries[p.key].time / 1e3 for p in convs])
@@ -278,8 +287,8 @@ def fit(
 
 
 def predict(model: CostModel, point: Point, fitted_only: bool = False) -> float:
-    """What ``model`` says one repetition of a micro-benchmark costs, in seconds (``fitted_only``: a calibrated
-    model's formula without its per-shape corrections)."""
+    """What ``model`` says one repetition of a micro-benchmark costs, in seconds (``fitted_only``: a
+    calibrated model's formula without its per-shape corrections)."""
     if point.kind == "add":
         return model.elementwise_cost(point.nbytes)
     price = (
@@ -301,7 +310,8 @@ def calibration_record(
     environment: Dict[str, Any],
     settings: TimingSettings,
 ) -> Dict[str, Any]:
-    """The calibration file's content: the fit, its quality, every measured point and the provenance."""
+    """The calibration file's content: the fit, its quality, every measured point and the
+    provenance."""
     model, quality = fit(points, entries)
     rows = []
     for p in points:
@@ -359,16 +369,18 @@ def load_calibration(path: Path) -> CalibratedCostModel:
 def cost_model_for(
     profile: Profile, precision: str, table: Optional[Path] = None, backend: Optional[str] = None
 ) -> Tuple[CostModel, str]:
-    """The cost model ``--merge auto`` uses on a device and backend, and a line saying which one and why.
+    """The cost model ``--merge auto`` uses on a device and backend, and a line saying which one and
+    why.
 
-    A measured latency table (``--cost``) wins; then the calibration stored beside the profile for this backend
-    and precision; else the roofline of the profile's peaks.
+    A measured latency table (``--cost``) wins; then the calibration stored beside the profile for
+    this backend and precision; else the roofline of the profile's peaks.
     """
     roofline = RooflineCostModel.from_profile(profile, precision)
     path = calibration_path(profile, backend, precision)
     base: CostModel = roofline
     note = (
-        f"no calibration for {profile.name}/{backend or profile.backend}/{precision} ({path.name}): using the "
+        f"no calibration for {profile.name}/{backend or profile.backend}/{precision} "
+        f"({path.name}): using the "
         f"roofline of the profile's peaks (run harness calibrate --device {profile.name})"
     )
     if path.is_file():
@@ -380,8 +392,8 @@ def cost_model_for(
         note = f"using the measured table {table} (spans it lacks: {base.name})"
     margin, source = model.decision_margin()
     return model, (
-        f"{note}; decision margin {margin:.1%} ({source}): a merge is taken only when its predicted "
-        f"saving exceeds that fraction of the merged conv's predicted cost"
+        f"{note}; decision margin {margin:.1%} ({source}): a merge is taken only when its "
+        f"predicted saving exceeds that fraction of the merged conv's predicted cost"
     )
 
 

@@ -1,4 +1,5 @@
-"""Calibration of the merge cost model: the fit, the stored file, which model fold uses, and a real quick run."""
+"""Calibration of the merge cost model: the fit, the stored file, which model fold uses, and a real
+quick run."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from harness.profiles import calibration_path, load_profile
 
 
 def _truth() -> CalibratedCostModel:
-    """A device with depthwise convs 8x slower per FLOP than dense ones and a dispatch cost per kernel size."""
+    """A device with depthwise convs 8x slower per FLOP than dense ones and a dispatch cost per
+    kernel size."""
     fixed = {
         "dense-k1-s1": 8e-6,
         "dense-k3-s1": 20e-6,
@@ -35,7 +37,8 @@ def _truth() -> CalibratedCostModel:
 
 
 def _entries(model: CalibratedCostModel, noise: float = 0.0, seed: int = 0):
-    """The marginal costs a device that follows ``model`` exactly (plus relative noise) shows on the grid, ms."""
+    """The marginal costs a device that follows ``model`` exactly (plus relative noise) shows on the
+    grid, ms."""
     rng = np.random.default_rng(seed)
     return {
         p.key: Entry(predict(model, p) * (1 + noise * rng.standard_normal()) * 1e3, 0.0, 100)
@@ -170,7 +173,8 @@ def test_merge_auto_needs_a_cost_model_passed_in(tmp_path):
 
 
 def test_calibrate_command_measures_fits_and_fold_uses_it(tmp_path, capsys):
-    """A real, quick calibration on this CPU (a third of the grid, very short timing): file, provenance, use."""
+    """A real, quick calibration on this CPU (a third of the grid, very short timing): file,
+    provenance, use."""
     profile_path = _profile_dir(tmp_path)
     assert main(["calibrate", "--device", str(profile_path), "--quick"]) == 0
     out = capsys.readouterr().out

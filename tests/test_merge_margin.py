@@ -50,7 +50,8 @@ def _records(result, action: str) -> List[dict]:
 
 
 def _overhead_bound(margin: float) -> RooflineCostModel:
-    """Every conv costs its 10 us overhead: merging two saves one, 100% of the merged conv's cost."""
+    """Every conv costs its 10 us overhead: merging two saves one, 100% of the merged conv's
+    cost."""
     return RooflineCostModel(1e18, 1e18, 10e-6, "overhead-bound roofline", margin)
 
 

@@ -1,6 +1,7 @@
-"""Verification can fail: a folded graph with one merged weight corrupted, a bias dropped or a pad shifted is
-caught on every zoo model (the deepest rewritten conv is mutated: where the output responds least), and by
-``harness verify`` with exit 1; equivalent graphs exit 0, bad input exits 2."""
+"""Verification can fail: a folded graph with one merged weight corrupted, a bias dropped or a pad
+shifted is caught on every zoo model (the deepest rewritten conv is mutated: where the output
+responds least), and by ``harness verify`` with exit 1; equivalent graphs exit 0, bad input exits 2.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def _export(name: str, variant: str, tmp_path: Path) -> onnx.ModelProto:
 
 
 def _rewritten_convs(model: onnx.ModelProto, result) -> list:
-    """Convs and Gemms of the folded graph that a pass wrote (merged, BatchNorm folded, residual folded), in
-    graph order; then the other convs (a pad shifted anywhere must be caught too)."""
+    """Convs and Gemms of the folded graph that a pass wrote (merged, BatchNorm folded, residual
+    folded), in graph order; then the other convs (a pad shifted anywhere must be caught too)."""
     written = {
         r.result
         for r in result.report.records
@@ -56,7 +57,8 @@ def drop_bias(model: onnx.ModelProto, conv: onnx.NodeProto) -> None:
 
 
 def shift_pad(model: onnx.ModelProto, conv: onnx.NodeProto) -> None:
-    """Move one row of padding from the bottom to the top (the output keeps its shape, shifted by one row)."""
+    """Move one row of padding from the bottom to the top (the output keeps its shape, shifted by
+    one row)."""
     pads = next(a for a in conv.attribute if a.name == "pads")
     top, left, bottom, right = pads.ints
     pads.CopyFrom(
@@ -77,7 +79,8 @@ MUTATIONS: Dict[str, Callable[[onnx.ModelProto, onnx.NodeProto], None]] = {
 
 
 def _target(model: onnx.ModelProto, convs: list, mutation: str) -> onnx.NodeProto:
-    """The deepest rewritten conv the mutation changes: with a non-zero bias, or with padding to shift."""
+    """The deepest rewritten conv the mutation changes: with a non-zero bias, or with padding to
+    shift."""
     for conv in reversed(convs):
         if mutation == "drop_bias":
             if (

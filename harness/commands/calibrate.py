@@ -1,4 +1,5 @@
-"""``harness calibrate``: fit the fold cost model to micro-benchmarks measured on a device and backend."""
+"""``harness calibrate``: fit the fold cost model to micro-benchmarks measured on a device and
+backend."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ from pathlib import Path
 
 from harness.commands import add_batch, add_command, add_device, add_output
 
-DESCRIPTION = """Time convolutions on the device (dense and depthwise; kernels 1-7; several channel counts and
-spatial sizes) and element-wise Adds, each as the marginal cost of one more layer inside a graph (timed once and
-three times in a row, interleaved), with a shortened measurement protocol; fit the cost model that
-`fold --merge auto` uses (a fixed cost and a FLOP rate per kind of conv, a bandwidth term) and write it beside the
-profile as <profile>.<backend>.<precision>.calibration.json, with the measured points, the fit's error on them
-and the provenance (device state, versions, date). Commit that file with the profile. Interrupted runs resume
-from <output>.progress.jsonl (only measurements made with the same device, backend, settings and versions)."""
+DESCRIPTION = """Time convolutions on the device (dense and depthwise; kernels 1-7; several channel
+counts and spatial sizes) and element-wise Adds, each as the marginal cost of one more layer inside
+a graph (timed once and three times in a row, interleaved), with a shortened measurement protocol;
+fit the cost model that `fold --merge auto` uses (a fixed cost and a FLOP rate per kind of conv, a
+bandwidth term) and write it beside the profile as <profile>.<backend>.<precision>.calibration.json,
+with the measured points, the fit's error on them and the provenance (device state, versions, date).
+Commit that file with the profile. Interrupted runs resume from <output>.progress.jsonl (only
+measurements made with the same device, backend, settings and versions)."""
 
 
 def register(subparsers) -> None:
@@ -111,15 +113,19 @@ def run(args) -> int:
     quality, fit = record["quality"], record["fit"]
     if ignored:
         print(
-            f"{ignored} saved measurements of another device, backend, settings or version were not reused"
+            f"{ignored} saved measurements of another device, backend, settings or version were "
+            f"not reused"
         )
     print(
-        f"{len(points)} micro-benchmarks ({measured} measured now) on {profile.name}/{profile.backend}/"
+        f"{len(points)} micro-benchmarks ({measured} measured now) on "
+        f"{profile.name}/{profile.backend}/"
         f"{precision}, batch {batch}"
     )
     print(
-        f"  fit error on the convs' marginal costs: median {quality['median_abs_rel_error']:.1%}, p90 "
-        f"{quality['p90_abs_rel_error']:.1%}; element-wise: {fit['elementwise_overhead_s'] * 1e6:.1f} us + "
+        f"  fit error on the convs' marginal costs: median "
+        f"{quality['median_abs_rel_error']:.1%}, p90 {quality['p90_abs_rel_error']:.1%} (fold "
+        f"--merge auto's decision margin); element-wise: "
+        f"{fit['elementwise_overhead_s'] * 1e6:.1f} us + "
         f"{fit['elementwise_seconds_per_byte'] * 1e12:.1f} ps/byte"
     )
     for name, seconds in sorted(fit["seconds_per_flop"].items()):

@@ -40,9 +40,9 @@ class LocalCheck:
 
 @dataclasses.dataclass
 class JointModel:
-    """The joint graph; its first ``inputs`` inputs are the original's own, the local checks' follow.
-    ``names`` (original naming) are computed by the original under those names and by the candidate
-    under ``candidate_names``."""
+    """The joint graph; its first ``inputs`` inputs are the original's own, the local checks'
+    follow. ``names`` (original naming) are computed by the original under those names and by the
+    candidate under ``candidate_names``."""
 
     model: onnx.ModelProto
     inputs: int
@@ -111,9 +111,9 @@ def _add_initializer(
     name: str,
     weights: Optional[Dict[str, np.ndarray]],
 ) -> None:
-    """Add a copy of ``tensor`` named ``name``; with ``weights``, a large one's bytes go there instead
-    (external data an ONNX Runtime session reads from memory: the graph is not serialised with
-    them)."""
+    """Add a copy of ``tensor`` named ``name``; with ``weights``, a large one's bytes go there
+    instead (external data an ONNX Runtime session reads from memory: the graph is not serialised
+    with them)."""
     if weights is None or not is_large(tensor):
         copy = graph.initializer.add()
         copy.CopyFrom(tensor)
@@ -189,10 +189,10 @@ def joint_model(
     changed: Sequence[onnx.NodeProto],
     outside: bool = False,
 ) -> Optional[JointModel]:
-    """Join the graphs (None when they cannot be joined): ``shared`` intermediate tensors (names both
-    graphs compute) are compared besides the outputs, and each of the ``changed`` candidate nodes is
-    checked against the original subgraph it replaced. ``outside``: large weights are left out of
-    the graph, as external data held in memory (``JointModel.weights``)."""
+    """Join the graphs (None when they cannot be joined): ``shared`` intermediate tensors (names
+    both graphs compute) are compared besides the outputs, and each of the ``changed`` candidate
+    nodes is checked against the original subgraph it replaced. ``outside``: large weights are left
+    out of the graph, as external data held in memory (``JointModel.weights``)."""
     if not _joinable(original, candidate):
         return None
     root = _free_root((original, candidate))

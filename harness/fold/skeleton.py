@@ -67,10 +67,10 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def infer_shapes_quick(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
-    """``harness.onnx_io.infer_shapes_lenient`` run on the skeleton: the same inferred shapes, without
-    serialising the weights. Returns ``model`` with the inferred value_info and outputs, a copy of
-    it unless ``in_place`` (``model`` itself, unchanged, when inference fails, as the lenient
-    inference does)."""
+    """``harness.onnx_io.infer_shapes_lenient`` run on the skeleton: the same inferred shapes,
+    without serialising the weights. Returns ``model`` with the inferred value_info and outputs, a
+    copy of it unless ``in_place`` (``model`` itself, unchanged, when inference fails, as the
+    lenient inference does)."""
     bare = skeleton(model)
     inferred = infer_shapes_lenient(bare)
     if inferred is bare:

@@ -1,11 +1,13 @@
-"""Numerical check of a rewrite: original and candidate graphs in ONNX Runtime on the same seeded inputs.
+"""Numerical check of a rewrite: original and candidate graphs in ONNX Runtime on the same seeded
+inputs.
 
-Outputs alone can let a wrong graph pass: a randomly initialised network's output can barely depend on its
-input. So every tensor the two graphs share by name (the boundaries of each rewrite: a merged conv's output is
-the output of the chain it replaced) is compared too, each relative to its own magnitude, and the check states
-how strongly the compared tensors respond to the input. A comparison in which nothing responds to the input is
-not called verified. A graph ONNX Runtime cannot run (a custom-domain op, a type it does not implement) is
-reported as not verified, with the reason, rather than failing.
+Outputs alone can let a wrong graph pass: a randomly initialised network's output can barely depend
+on its input. So every tensor the two graphs share by name (the boundaries of each rewrite: a merged
+conv's output is the output of the chain it replaced) is compared too, each relative to its own
+magnitude, and the check states how strongly the compared tensors respond to the input. A comparison
+in which nothing responds to the input is not called verified. A graph ONNX Runtime cannot run (a
+custom-domain op, a type it does not implement) is reported as not verified, with the reason, rather
+than failing.
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ RESPONSIVE = (
     1e-3  # a tensor "responds" to the input when two inputs change it by more than this (relative)
 )
 FLOAT_KINDS = "fc"
-# Two inputs measure how the compared tensors respond; each rewrite is also checked on its own random inputs.
-# The model's own batch is always checked; another batch size re-batches (and re-infers) the whole graph, which
-# costs more than the rest of the check on large models: ask for it with ``batch_sizes``.
+# Two inputs measure how the compared tensors respond; each rewrite is also checked on its own
+# random inputs. The model's own batch is always checked; another batch size re-batches (and
+# re-infers) the whole graph, which costs more than the rest of the check on large models: ask for
+# it with ``batch_sizes``.
 SEEDS, BATCH_SIZES = (0, 1), (1,)
 LOCAL_STREAM = 1  # the local checks' inputs come from another random stream than the graph inputs
 
 
 @dataclasses.dataclass
 class VerifyResult:
-    """Largest relative error seen (max |a - b| / max |a| per tensor), over every seed and batch size."""
+    """Largest relative error seen (max |a - b| / max |a| per tensor), over every seed and batch
+    size."""
 
     max_rel_error: float
     tolerance: float
@@ -60,7 +64,8 @@ class VerifyResult:
 
 
 def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
-    """A copy of the model with batch ``batch`` on every input and output, or None if shapes cannot follow."""
+    """A copy of the model with batch ``batch`` on every input and output, or None if shapes cannot
+    follow."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     del copy.graph.value_info[:]
@@ -85,8 +90,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _session(model: onnx.ModelProto, weights: Optional[Dict[str, np.ndarray]] = None):
-    """An ONNX Runtime CPU session, graph optimisations off (the graph runs as written); ``weights``:
-    the model's external data files, held in memory."""
+    """An ONNX Runtime CPU session, graph optimisations off (the graph runs as written);
+    ``weights``: the model's external data files, held in memory."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -149,9 +154,9 @@ def _feed_shape(shape: Sequence[Any]) -> Tuple[int, ...]:
 
 
 def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
-    """Seeded inputs for a session's inputs (``session.get_inputs()``): normal floats, except uniform
-    [0, 1) for rank <= 1 inputs beside higher-rank ones (parameter-like: a variance must not be
-    negative); 0/1 for integers and booleans (valid indices, flags)."""
+    """Seeded inputs for a session's inputs (``session.get_inputs()``): normal floats, except
+    uniform [0, 1) for rank <= 1 inputs beside higher-rank ones (parameter-like: a variance must not
+    be negative); 0/1 for integers and booleans (valid indices, flags)."""
     rng = np.random.default_rng(seed)
     args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
@@ -194,8 +199,8 @@ def _arrays(value: Any) -> List[np.ndarray]:
 
 
 def relative_error(a: Any, b: Any) -> float:
-    """max |a - b| / max |a| over floats (NaN where both are NaN counts as equal); the fraction of differing
-    elements otherwise; inf when shapes or lengths differ."""
+    """max |a - b| / max |a| over floats (NaN where both are NaN counts as equal); the fraction of
+    differing elements otherwise; inf when shapes or lengths differ."""
     left, right = _arrays(a), _arrays(b)
     if len(left) != len(right):
         return float("inf")
@@ -213,8 +218,8 @@ def relative_error(a: Any, b: Any) -> float:
 
 
 def _float_error(x: np.ndarray, y: np.ndarray) -> float:
-    """max |x - y| / max |x| in float32 (float64 for double tensors): precise enough for any tolerance above
-    1e-6, and several times faster than a float64 copy of every tensor."""
+    """max |x - y| / max |x| in float32 (float64 for double tensors): precise enough for any
+    tolerance above 1e-6, and several times faster than a float64 copy of every tensor."""
     work = np.float64 if np.float64 in (x.dtype, y.dtype) else np.float32
     a, b = x.astype(work, copy=False), y.astype(work, copy=False)
     with np.errstate(all="ignore"):
@@ -427,8 +432,8 @@ def _record_local(result: VerifyResult, checks: Sequence[LocalCheck], values: Li
 
 
 def changed_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List[onnx.NodeProto]:
-    """Candidate nodes with constant inputs (weights) that are not the original's node writing the same
-    outputs with the same op, inputs, attributes and weight values: the rewrites."""
+    """Candidate nodes with constant inputs (weights) that are not the original's node writing the
+    same outputs with the same op, inputs, attributes and weight values: the rewrites."""
     weights = {t.name: t for t in original.graph.initializer}
     theirs = {t.name: t for t in candidate.graph.initializer}
     twins = {tuple(n.output): n for n in original.graph.node}
@@ -466,8 +471,8 @@ def _check_locally(
     notes: List[str],
     seed: int,
 ) -> None:
-    """Compare each rewritten node with the part of the original between the same tensors, on random normal
-    inputs of the boundary tensors (every channel excited, whatever the network feeds it)."""
+    """Compare each rewritten node with the part of the original between the same tensors, on random
+    normal inputs of the boundary tensors (every channel excited, whatever the network feeds it)."""
     import onnx.utils
 
     changed = changed_nodes(original, candidate)
@@ -557,8 +562,9 @@ def verify_fold(
     batch_sizes: Sequence[int] = BATCH_SIZES,
     rtol: float = 1e-4,
 ) -> VerifyResult:
-    """Compare a fold with its original; raise ``FoldVerificationError`` when they differ. A comparison that
-    cannot run (ONNX Runtime refuses the original) returns ``status == "not verified"`` with the reason."""
+    """Compare a fold with its original; raise ``FoldVerificationError`` when they differ. A
+    comparison that cannot run (ONNX Runtime refuses the original) returns ``status == "not
+    verified"`` with the reason."""
     result = compare_models(original, folded, seeds, batch_sizes, rtol)
     if result.status == DIFFERENT:
         where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
