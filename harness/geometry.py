@@ -1,7 +1,8 @@
 """Convolution geometry shared by the zoo, the folder, the cost models and the latency tables.
 
-``ConvGeometry`` is the one description of a 2-D convolution's shape: what the cost models price, what a
-graphsurgeon ``ConvView`` and a latency-table span describe. No torch, no ONNX: Python 3.8, device-side.
+``ConvGeometry`` is the one description of a 2-D convolution's shape: what the cost models price,
+what a graphsurgeon ``ConvView`` and a latency-table span describe. No torch, no ONNX: Python 3.8,
+device-side.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class ConvGeometry:
     """A 2-D convolution's shapes, kernel extent, stride, groups and dilation.
 
     ``span`` is the (first, last) original conv index the conv stands for, when known: a conv of the
-    input graph is (i, i), a merged one covers the convs it replaced (the latency tables' ``st, end``).
+    input graph is (i, i), a merged one covers the convs it replaced (the latency
+    tables' ``st, end``).
     """
 
     in_shape: Shape4
@@ -105,5 +107,7 @@ class ConvGeometry:
 
     def bytes_moved(self, itemsize: int = 4) -> int:
         """Bytes of input, output and weights, each read or written once."""
-        weights = self.out_channels * (self.in_channels // self.groups) * self.taps[0] * self.taps[1]
+        weights = (
+            self.out_channels * (self.in_channels // self.groups) * self.taps[0] * self.taps[1]
+        )
         return itemsize * (_product(self.in_shape) + _product(self.out_shape) + weights)

@@ -2,13 +2,13 @@
 conv and timed.
 
 An *activation chain* is a straight run of convolutions joined by element-wise activations (Relu,
-Clip/ReLU6) or nothing, each feeding only the next; a skip connection (Add), pooling or a reshape ends
-it. (The folder's *linear chains*, ``harness.fold.chains``, are the runs with nothing between: what
-merges exactly as it is.) A *span* (st, end) of an activation chain is what depth compression can turn
-into one conv by removing the activations inside it. ``st`` and ``end`` index convolutions in graph
-order, as LayerMerge's tables do. Each span is built as one conv (merged kernel, centred padding,
-depthwise only if every conv in it is) followed by a ReLU, at its real input shape, and timed with the
-measurement protocol; spans with the same shape signature are timed once.
+Clip/ReLU6) or nothing, each feeding only the next; a skip connection (Add), pooling or a reshape
+ends it. (The folder's *linear chains*, ``harness.fold.chains``, are the runs with nothing between:
+what merges exactly as it is.) A *span* (st, end) of an activation chain is what depth compression
+can turn into one conv by removing the activations inside it. ``st`` and ``end`` index convolutions
+in graph order, as LayerMerge's tables do. Each span is built as one conv (merged kernel, centred
+padding, depthwise only if every conv in it is) followed by a ReLU, at its real input shape, and
+timed with the measurement protocol; spans with the same shape signature are timed once.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ LONG_COLUMNS = ["id", "st", "end", "ker", "str", "is_dw", "time", "stdev"]
 
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
-    """One Conv node of the graph: its index in graph order, its name and its geometry (square kernel
-    and stride: the tables' ``ker`` and ``str``)."""
+    """One Conv node of the graph: its index in graph order, its name and its geometry (square
+    kernel and stride: the tables' ``ker`` and ``str``)."""
 
     index: int
     name: str
@@ -67,7 +67,8 @@ class Span:
 
     @property
     def key(self) -> str:
-        """What determines the merged conv's latency, as text: spans that share it are timed once."""
+        """What determines the merged conv's latency, as text: spans that share it are timed
+        once."""
         return (
             "x".join(map(str, self.in_shape))
             + f"-o{self.out_ch}-k{self.kernel}-s{self.stride}-dw{int(self.is_dw)}"
@@ -249,8 +250,9 @@ class Entry:
 
 
 def measurement_context(profile, precision: str, batch: int) -> Dict[str, object]:
-    """What a measurement depends on besides the span: device, backend and its settings, precision, batch, host,
-    versions. Stored with every saved measurement, so that a resumed run never reuses another context's."""
+    """What a measurement depends on besides the span: device, backend and its settings,
+    precision, batch, host, versions. Stored with every saved measurement, so that a resumed run
+    never reuses another context's."""
     import platform
 
     from harness.envinfo import cpu_state, library_versions
@@ -278,8 +280,8 @@ def measurement_context(profile, precision: str, batch: int) -> Dict[str, object
 def load_progress(
     path: Path, context: Optional[Dict[str, object]] = None
 ) -> Tuple[Dict[str, Entry], int]:
-    """Measurements already made in ``context`` (one JSON object per line) and how many lines of another context
-    were ignored; a torn last line from a crash is ignored too."""
+    """Measurements already made in ``context`` (one JSON object per line) and how many lines of
+    another context were ignored; a torn last line from a crash is ignored too."""
     found: Dict[str, Entry] = {}
     other = 0
     if not path.is_file():
@@ -300,7 +302,8 @@ def load_progress(
 def append_progress(
     path: Path, key: str, entry: Entry, context: Optional[Dict[str, object]] = None
 ) -> None:
-    """Record one measurement durably before moving on (fsync), so an interruption loses nothing measured."""
+    """Record one measurement durably before moving on (fsync), so an interruption loses nothing
+    measured."""
     import os
 
     with path.open("a") as handle:
@@ -317,8 +320,9 @@ def measure_keyed(
     context: Optional[Dict[str, object]] = None,
     on_step: Optional[Callable[[int, int], None]] = None,
 ) -> Tuple[Dict[str, Entry], int, int]:
-    """Run every measurement of ``todo`` (key -> measure) not saved before in this context; returns all entries,
-    how many were measured now, and how many saved lines of another context were ignored."""
+    """Run every measurement of ``todo`` (key -> measure) not saved before in this context;
+    returns all entries, how many were measured now, and how many saved lines of another context
+    were ignored."""
     done, other = load_progress(progress_path, context)
     missing = [key for key in todo if key not in done]
     for i, key in enumerate(missing):
@@ -337,8 +341,8 @@ def measure_spans(
     on_step: Optional[Callable[[int, int], None]] = None,
     context: Optional[Dict[str, object]] = None,
 ) -> Tuple[Dict[str, Entry], int]:
-    """Time every distinct span signature not measured before in ``context``; returns all entries and how many
-    were timed now."""
+    """Time every distinct span signature not measured before in ``context``; returns all entries
+    and how many were timed now."""
     unique: Dict[str, Span] = {}
     for span in spans:
         unique.setdefault(span.key, span)
@@ -348,7 +352,8 @@ def measure_spans(
 
 
 def table_rows(spans: List[Span], entries: Dict[str, Entry]) -> List[Dict[str, object]]:
-    """Rows of the latency table in LayerMerge's long layout (the short layout is a subset of its columns)."""
+    """Rows of the latency table in LayerMerge's long layout (the short layout is a subset of its
+    columns)."""
     return [
         {
             "id": i,
@@ -365,7 +370,8 @@ def table_rows(spans: List[Span], entries: Dict[str, Entry]) -> List[Dict[str, o
 
 
 def write_tables(rows: List[Dict[str, object]], path: Path) -> Tuple[Path, Path]:
-    """Write ``path`` (``id,st,end,time,stdev``) and ``<stem>_long.csv`` (``id,st,end,ker,str,is_dw,...``)."""
+    """Write ``path`` (``id,st,end,time,stdev``) and ``<stem>_long.csv``
+    (``id,st,end,ker,str,is_dw,...``)."""
     written = []
     for columns, target in (
         (SHORT_COLUMNS, path),

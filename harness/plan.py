@@ -1,10 +1,12 @@
-"""Depth-compression planning: which activations to remove under a latency budget, by dynamic programming.
+"""Depth-compression planning: which activations to remove under a latency budget, by dynamic
+programming.
 
-Each conv chain is cut into contiguous segments; a segment of several convs means the activations inside it are
-removed and it is merged into one conv. A segment's latency comes from a measured table (``harness lut``), its
-importance from the user's own accuracy measurements (we do not train: the numbers are theirs). The plan
-maximises total importance with total latency within the budget (latency of the rest of the network excluded):
-per chain, a DP over cut points gives the best importance for each latency; a knapsack over chains combines them.
+Each conv chain is cut into contiguous segments; a segment of several convs means the activations
+inside it are removed and it is merged into one conv. A segment's latency comes from a measured
+table (``harness lut``), its importance from the user's own accuracy measurements (we do not train:
+the numbers are theirs). The plan maximises total importance with total latency within the budget
+(latency of the rest of the network excluded): per chain, a DP over cut points gives the best
+importance for each latency; a knapsack over chains combines them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class Plan:
 
 
 def read_importance(path: Path) -> Dict[Segment, float]:
-    """An importance table ``st,end,importance`` (higher is better: e.g. accuracy kept after merging st..end)."""
+    """An importance table ``st,end,importance`` (higher is better: e.g. accuracy kept after
+    merging st..end)."""
     if not Path(path).is_file():
         raise HarnessError(f"importance table {path} does not exist")
     with Path(path).open() as handle:
@@ -71,9 +74,11 @@ def plan_chains(
     budget_ms: float,
     resolution: int = 2000,
 ) -> Optional[Plan]:
-    """Best segmentation of every chain with total table latency <= ``budget_ms``; None when none fits.
+    """Best segmentation of every chain with total table latency <= ``budget_ms``; None when none
+    fits.
 
-    Latencies are rounded up to ``budget_ms / resolution`` steps, so a returned plan never exceeds the budget.
+    Latencies are rounded up to ``budget_ms / resolution`` steps, so a returned plan never exceeds
+    the budget.
     """
     if budget_ms <= 0:
         raise HarnessError("the latency budget must be positive")
@@ -85,7 +90,8 @@ def plan_chains(
         lacking = [conv for conv in chain if (conv, conv) not in latency]
         if lacking:
             raise HarnessError(
-                f"the latency table lacks single-conv spans for convs {lacking}: is it for this model?"
+                f"the latency table lacks single-conv spans for convs {lacking}: "
+                f"is it for this model?"
             )
         by_start: Dict[int, List[Tuple[Segment, int, float]]] = {}
         for seg, ms, imp in _options(chain, latency, importance):

@@ -1,4 +1,5 @@
-"""Folding: exact merges checked numerically on real exported models, every refusal reason, idempotence."""
+"""Folding: exact merges checked numerically on real exported models, every refusal reason,
+idempotence."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _convs(model: onnx.ModelProto) -> int:
 
 
 class LinearChain(nn.Module):
-    """Convs (each optionally with BatchNorm) with nothing nonlinear between, optionally inside a residual."""
+    """Convs (each optionally with BatchNorm) with nothing nonlinear between, optionally inside a
+    residual."""
 
     def __init__(self, channels, kernels, strides, groups, bias, bn, residual):
         super().__init__()
@@ -270,7 +272,8 @@ def test_folding_is_idempotent(tmp_path):
 
 
 def test_auto_declines_a_merge_that_does_not_pay(tmp_path):
-    # 3x3 then 3x3 on 64 channels: merging gives a 5x5 (25 vs 18 multiply-adds per pixel and channel pair)
+    # 3x3 then 3x3 on 64 channels: merging gives a 5x5 (25 vs 18 multiply-adds per pixel and channel
+    # pair)
     module = nn.Sequential(nn.Conv2d(64, 64, 3, padding=2), nn.Conv2d(64, 64, 3), nn.ReLU())
     model = _export(module, (64, 28, 28), tmp_path)
     compute_bound = RooflineCostModel(peak_flops=1e11, bandwidth=1e12, overhead_s=1e-7)

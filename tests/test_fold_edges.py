@@ -1,4 +1,5 @@
-"""Folding edge cases: asymmetric pads, dilation, shortcuts, multiple consumers, Gemm/MatMul, bad input, speed."""
+"""Folding edge cases: asymmetric pads, dilation, shortcuts, multiple consumers, Gemm/MatMul, bad
+input, speed."""
 
 from __future__ import annotations
 
@@ -330,15 +331,17 @@ def test_folding_a_resnet50_sized_graph_is_fast(tmp_path):
     result = fold_model(model, merge="all")
     elapsed = time.perf_counter() - started
     assert op_histogram(result.model)["Conv"] < op_histogram(model)["Conv"]
-    # ~1.5 s on an idle 2-core host (most of it the float64 products of the 2048-channel merges); the bound is loose
-    # because tests share the host, but catches per-merge shape inference or densified depthwise convs (10x slower)
+    # ~1.5 s on an idle 2-core host (most of it the float64 products of the 2048-channel merges);
+    # the bound is loose because tests share the host, but catches per-merge shape inference or
+    # densified depthwise convs (10x slower)
     assert elapsed < 8.0, (
         f"folding ResNet-50 took {elapsed:.2f} s (target < 2 s on an idle 2-core host)"
     )
 
 
 class PaddedChain(nn.Module):
-    """Convs of any kernel size 1-7, stride and dilation, all padding on the first (asymmetric: a ZeroPad2d)."""
+    """Convs of any kernel size 1-7, stride and dilation, all padding on the first (asymmetric: a
+    ZeroPad2d)."""
 
     def __init__(self, channels, kernels, strides, dilations, groups, pad):
         super().__init__()

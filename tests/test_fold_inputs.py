@@ -1,6 +1,7 @@
-"""Real-world ONNX inputs: whatever ONNX Runtime runs goes through fold and verification without a traceback
-(Constant nodes, shared initializers, initializers listed as inputs, subgraphs, several outputs, any dtype,
-custom ops, old opsets, dynamic shapes), and every ONNX file harness writes carries the lowest IR version."""
+"""Real-world ONNX inputs: whatever ONNX Runtime runs goes through fold and verification without
+a traceback (Constant nodes, shared initializers, initializers listed as inputs, subgraphs,
+several outputs, any dtype, custom ops, old opsets, dynamic shapes), and every ONNX file harness
+writes carries the lowest IR version."""
 
 from __future__ import annotations
 

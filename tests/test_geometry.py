@@ -1,5 +1,5 @@
-"""One conv geometry: ConvGeometry as the graphsurgeon view, the latency tables and ONNX Runtime see it;
-typed fold records and their JSON form."""
+"""One conv geometry: ConvGeometry as the graphsurgeon view, the latency tables and ONNX Runtime
+see it; typed fold records and their JSON form."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from harness.geometry import ConvGeometry
 from harness.graph_stats import flop_count
 from harness.lut import Span, activation_chains, conv_layers, enumerate_spans, span_model
 
-# (out channels, kernel, stride, dilation, groups, pads) of each conv of a chain on a 1x8x20x20 input
+# (out channels, kernel, stride, dilation, groups, pads) of each conv of a chain on a 1x8x20x20
+# input
 CONVS = [
     (8, 3, 1, 1, 1, 1),
     (8, 3, 2, 2, 8, 2),  # depthwise, dilated, strided

@@ -28,7 +28,8 @@ from harness.plan import plan_chains
 
 
 class Branchy(nn.Module):
-    """conv0 -relu- conv1(s2) - conv2(1x1, depthwise-free) ; then a residual pair conv3, conv4 (dw) + skip."""
+    """conv0 -relu- conv1(s2) - conv2(1x1, depthwise-free) ; then a residual pair conv3, conv4
+    (dw) + skip."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,7 +103,8 @@ def test_tables_round_trip_and_resume_after_interruption(branchy, tmp_path):
 
 
 def test_resume_with_another_context_reuses_nothing(branchy, tmp_path):
-    """Issue 16: a run resumed with another profile (threads, device, versions) must measure everything again."""
+    """Issue 16: a run resumed with another profile (threads, device, versions) must measure
+    everything again."""
     spans = enumerate_spans(activation_chains(branchy), 2)
     progress = tmp_path / "t.progress.jsonl"
     first = {

@@ -54,7 +54,8 @@ def test_variants_remove_activations_and_keep_shapes(model: str):
 
 def test_padding_moves_to_the_first_conv_of_a_linear_run():
     module, _ = build_model("resnet20", "dc-all")
-    # stem conv, ReLU, 3 blocks, then stage 2's first block: 3x3 stride 2, 3x3 -> merged 7x7, centred pad 3
+    # stem conv, ReLU, 3 blocks, then stage 2's first block: 3x3 stride 2, 3x3 -> merged 7x7,
+    # centred pad 3
     strided = module[2 + 3]
     convs = [m for m in strided.main.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.padding for c in convs] == [(3, 3), (0, 0)]

@@ -1,4 +1,5 @@
-"""``harness fold``: merge the layers left linear into single convolutions, verified, with a report."""
+"""``harness fold``: merge the layers left linear into single convolutions, verified, with a
+report."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from typing import Optional
 
 from harness.commands import add_batch, add_command, add_device, add_output
 
-DESCRIPTION = """Fold an ONNX model with graph surgery: BatchNorm into convs, identity-like nodes removed, chains
-of convs with nothing nonlinear between them merged into one conv (exact chains only: a padded inner conv is
-refused, with the reason), residual and parallel branches folded into one conv, linear Gemm chains merged.
---merge auto lets the device's cost model decide which chains pay off (a roofline of the profile's peaks, or a
-latency table measured with `harness lut` via --cost). The result is checked against the original in ONNX
-Runtime on random inputs (several seeds, batch 1 and 2; the outputs and every tensor both graphs share) unless
---no-verify; a graph ONNX Runtime cannot run is written "not verified: <reason>". Any model ONNX Runtime loads is
-accepted: opsets below 11 are converted (onnx.version_converter), dynamic dimensions are bound from --input-shape
-and --batch (else only the rewrites that need no shapes run), and a model with nothing to fold is written
-unchanged."""
+DESCRIPTION = """Fold an ONNX model with graph surgery: BatchNorm into convs, identity-like nodes
+removed, chains of convs with nothing nonlinear between them merged into one conv (exact chains
+only: a padded inner conv is refused, with the reason), residual and parallel branches folded
+into one conv, linear Gemm chains merged. --merge auto lets the device's cost model decide which
+chains pay off (a roofline of the profile's peaks, or a latency table measured with `harness lut`
+via --cost). The result is checked against the original in ONNX Runtime on random inputs (several
+seeds, batch 1 and 2; the outputs and every tensor both graphs share) unless --no-verify; a graph
+ONNX Runtime cannot run is written "not verified: <reason>". Any model ONNX Runtime loads is
+accepted: opsets below 11 are converted (onnx.version_converter), dynamic dimensions are bound
+from --input-shape and --batch (else only the rewrites that need no shapes run), and a model with
+nothing to fold is written unchanged."""
 
 
 def register(subparsers) -> None:
@@ -124,16 +126,17 @@ def run(args) -> int:
         )
         if cost.mismatches:
             print(
-                f"  warning: {cost.mismatches} table spans were measured with another kernel or stride (a table "
-                f"of another variant?): the roofline priced those; measure the table on this architecture"
+                f"  warning: {cost.mismatches} table spans were measured with another kernel or "
+                f"stride (a table of another variant?): the roofline priced those; measure the "
+                f"table on this architecture"
             )
         if args.measure:
             measured = _measure(args.output, profile)
             error = (predicted - measured) / measured
             summary["table_prediction_ms"].update(measured_network=measured, error=error)
             print(
-                f"  measured whole folded network: {measured:.3f} ms (median); prediction error {error:+.1%} "
-                f"(the table covers convs only)"
+                f"  measured whole folded network: {measured:.3f} ms (median); prediction error "
+                f"{error:+.1%} (the table covers convs only)"
             )
     if args.report:
         write_text_atomic(args.report, json.dumps(summary, indent=1) + "\n")
@@ -156,7 +159,8 @@ def _process_age() -> Optional[float]:
 
 
 def _measure(path: Path, profile) -> float:
-    """Median latency (ms) of one ONNX file on the profile's backend, with the measurement protocol."""
+    """Median latency (ms) of one ONNX file on the profile's backend, with the measurement
+    protocol."""
     from harness import timing
     from harness.backends import get_runner_class
     from harness.backends.base import resolve_batch

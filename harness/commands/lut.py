@@ -1,4 +1,5 @@
-"""``harness lut``: a latency lookup table of every mergeable span of a model, measured on a device."""
+"""``harness lut``: a latency lookup table of every mergeable span of a model, measured on a
+device."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from pathlib import Path
 
 from harness.commands import add_batch, add_command, add_device, add_output
 
-DESCRIPTION = """Enumerate the spans of a model's conv chains that depth compression could merge into one conv,
-build each merged conv (+ ReLU) at its real input shape, and time it on the device profile's backend with the
-measurement protocol. Writes TABLE (id,st,end,time,stdev), TABLE_long.csv (id,st,end,ker,str,is_dw,time,stdev)
-and TABLE.json (device state, settings, counts). Times are medians in ms per batch; st/end index convolutions in
-graph order. Spans with identical shapes are timed once. Interrupted runs resume where they stopped: measurements
-are kept in TABLE.progress.jsonl until the table is complete."""
+DESCRIPTION = """Enumerate the spans of a model's conv chains that depth compression could merge
+into one conv, build each merged conv (+ ReLU) at its real input shape, and time it on the device
+profile's backend with the measurement protocol. Writes TABLE (id,st,end,time,stdev),
+TABLE_long.csv (id,st,end,ker,str,is_dw,time,stdev) and TABLE.json (device state, settings,
+counts). Times are medians in ms per batch; st/end index convolutions in graph order. Spans with
+identical shapes are timed once. Interrupted runs resume where they stopped: measurements are
+kept in TABLE.progress.jsonl until the table is complete."""
 
 
 def register(subparsers) -> None:
@@ -128,8 +130,8 @@ def run(args) -> int:
     write_text_atomic(args.output.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     progress_path.unlink()
     print(
-        f"{len(spans)} spans, {unique} distinct shapes timed ({len(spans) - unique} measurements saved), "
-        f"{measured_now} measured in this run"
+        f"{len(spans)} spans, {unique} distinct shapes timed "
+        f"({len(spans) - unique} measurements saved), {measured_now} measured in this run"
     )
     print(f"wrote {short_path}\nwrote {long_path}\nwrote {args.output.with_suffix('.json')}")
     return 0

@@ -1,4 +1,5 @@
-"""``harness plan``: choose the activations to remove under a latency budget from measured tables."""
+"""``harness plan``: choose the activations to remove under a latency budget from measured
+tables."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ from pathlib import Path
 
 from harness.commands import add_command, add_device, add_output
 
-DESCRIPTION = """Solve the depth-compression choice with a dynamic program: cut each conv chain of the model into
-segments, each merged into one conv, maximising the total importance while the table latency of the chains stays
-within --budget-ms. TABLE comes from `harness lut` on the same model and device. IMPORTANCE is a CSV
-st,end,importance that YOU supply from your own training or accuracy measurements (e.g. the accuracy kept when
-convs st..end are merged): this harness does not train and does not invent importance numbers. Single-conv
-segments missing from it count as importance 0; multi-conv segments missing from it are never chosen.
-Writes a JSON plan: the segments, the ONNX activation nodes to remove, predicted latency and importance."""
+DESCRIPTION = """Solve the depth-compression choice with a dynamic program: cut each conv chain
+of the model into segments, each merged into one conv, maximising the total importance while the
+table latency of the chains stays within --budget-ms. TABLE comes from `harness lut` on the same
+model and device. IMPORTANCE is a CSV st,end,importance that YOU supply from your own training or
+accuracy measurements (e.g. the accuracy kept when convs st..end are merged): this harness does
+not train and does not invent importance numbers. Single-conv segments missing from it count as
+importance 0; multi-conv segments missing from it are never chosen. Writes a JSON plan: the
+segments, the ONNX activation nodes to remove, predicted latency and importance."""
 
 
 def register(subparsers) -> None:

@@ -1,8 +1,10 @@
-"""Fold the layers that compression left linear: exact graph surgery with onnx-graphsurgeon, verified.
+"""Fold the layers that compression left linear: exact graph surgery with onnx-graphsurgeon,
+verified.
 
-Passes, applied until nothing changes: BatchNorm into Conv/Gemm/MatMul+Add; identity-like nodes removed; zero Pads
-moved into Conv pads; exact Conv chains merged (all, none, or the cost model's choice); residual and parallel
-branches folded into one Conv; Gemm chains merged. ``verify_fold`` checks the result numerically in ONNX Runtime.
+Passes, applied until nothing changes: BatchNorm into Conv/Gemm/MatMul+Add; identity-like nodes
+removed; zero Pads moved into Conv pads; exact Conv chains merged (all, none, or the cost model's
+choice); residual and parallel branches folded into one Conv; Gemm chains merged. ``verify_fold``
+checks the result numerically in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ SHAPE_INDEPENDENT = (
 
 @dataclasses.dataclass
 class FoldResult:
-    """The folded model (or the input model itself when nothing was folded) and the report of what was done."""
+    """The folded model (or the input model itself when nothing was folded) and the report of
+    what was done."""
 
     model: onnx.ModelProto
     report: FoldReport
@@ -80,11 +83,12 @@ def _main_opset(model: onnx.ModelProto) -> int:
 
 
 def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], FoldRecord]:
-    """The model converted to opset ``MIN_OPSET`` with onnx.version_converter, or None and why not."""
+    """The model converted to opset ``MIN_OPSET`` with onnx.version_converter, or None and why
+    not."""
     opset = _main_opset(model)
     try:
         converted = onnx.version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError and C++ errors alike
+    except Exception as exc:  # noqa: BLE001 - RuntimeError and C++ errors alike
         return None, _note(
             FoldAction.REFUSED,
             f"opset {opset} could not be converted to opset {MIN_OPSET} "
@@ -104,7 +108,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
-    """The graph inputs a caller feeds (inputs that are also initializers are constants with a default)."""
+    """The graph inputs a caller feeds (inputs that are also initializers are constants with a
+    default)."""
     initializers = {t.name for t in model.graph.initializer}
     return [v for v in model.graph.input if v.name not in initializers]
 
@@ -117,7 +122,8 @@ def _dims(value: onnx.ValueInfoProto) -> List[Any]:
 
 
 def dynamic_inputs(model: onnx.ModelProto) -> Dict[str, List[Any]]:
-    """Inputs with a dimension that is not a fixed positive size -> their dims (names or '?' where dynamic)."""
+    """Inputs with a dimension that is not a fixed positive size -> their dims (names or '?'
+    where dynamic)."""
     found = {}
     for value in graph_inputs(model):
         if not value.type.HasField("tensor_type"):
@@ -133,8 +139,9 @@ def dynamic_inputs(model: onnx.ModelProto) -> Dict[str, List[Any]]:
 def bind_shapes(
     model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = None, batch: Optional[int] = None
 ) -> Tuple[onnx.ModelProto, List[str]]:
-    """A copy with dynamic input dims bound: the batch (first dim) to ``batch``, the others to ``input_shape``
-    (dims without batch, for single-input models). Returns the copy and what was bound (empty: unchanged)."""
+    """A copy with dynamic input dims bound: the batch (first dim) to ``batch``, the others to
+    ``input_shape`` (dims without batch, for single-input models). Returns the copy and what was
+    bound (empty: unchanged)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     bound, params = [], {}
@@ -176,8 +183,9 @@ def bind_shapes(
 def _prepare(
     model: onnx.ModelProto, input_shape: Optional[Sequence[int]], batch: Optional[int]
 ) -> Tuple[Optional[onnx.ModelProto], List[FoldRecord]]:
-    """The model as the passes need it (opset >= 11, dynamic dims bound where asked, shapes inferred) and the
-    notes saying what was done; None when it cannot be prepared (the notes say why)."""
+    """The model as the passes need it (opset >= 11, dynamic dims bound where asked, shapes
+    inferred) and the notes saying what was done; None when it cannot be prepared (the notes say
+    why)."""
     notes = []
     if _main_opset(model) < MIN_OPSET:
         converted, note = _convert_opset(model)
@@ -202,8 +210,8 @@ def _prepare(
 
 
 def _shapes_known(model: onnx.ModelProto) -> bool:
-    """Whether every node output already has a recorded shape (shape inference can be skipped: it is slow on
-    large models, since it serialises all their weights)."""
+    """Whether every node output already has a recorded shape (shape inference can be skipped: it
+    is slow on large models, since it serialises all their weights)."""
     known = {
         v.name
         for v in list(model.graph.value_info) + list(model.graph.output)
@@ -218,8 +226,8 @@ def _infer(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
 
 
 def _fold_constants(graph: gs.Graph, model: onnx.ModelProto) -> Tuple[gs.Graph, List[FoldRecord]]:
-    """Evaluate constant subgraphs (an exporter's computed Pad amounts, Constant-node weights), then infer the shapes
-    they hid; a no-op, and cheap, on graphs that hold none."""
+    """Evaluate constant subgraphs (an exporter's computed Pad amounts, Constant-node weights),
+    then infer the shapes they hid; a no-op, and cheap, on graphs that hold none."""
     before = len(graph.nodes)
     severity = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR
@@ -288,16 +296,17 @@ def fold_model(
     batch: Optional[int] = None,
 ) -> FoldResult:
     """Fold a model; the input model is not modified. ``auto`` needs the device's ``cost_model``
-    (``harness.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost. Opsets below 11 are
-    converted, dynamic dims are bound from ``input_shape`` (without batch) and ``batch`` where given (else only
-    shape-independent rewrites run). Nothing to fold, or a graph a pass cannot handle: the input model comes
-    back unchanged, the report says why."""
+    (``harness.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost. Opsets
+    below 11 are converted, dynamic dims are bound from ``input_shape`` (without batch) and
+    ``batch`` where given (else only shape-independent rewrites run). Nothing to fold, or a graph
+    a pass cannot handle: the input model comes back unchanged, the report says why."""
     started = time.perf_counter()
     if merge not in MERGE_MODES:
         raise HarnessError(f"--merge must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
     if cost_model is None and merge == "auto":
         raise HarnessError(
-            "--merge auto needs a device's cost model (a calibration, a latency table or a roofline)"
+            "--merge auto needs a device's cost model "
+            "(a calibration, a latency table or a roofline)"
         )
     cost = cost_model or FlopCountModel()
     prepared, records = _prepare(model, input_shape, batch)

@@ -1,4 +1,5 @@
-"""Exact kernel algebra in float64: BatchNorm folding, conv composition, kernel padding, identity kernels.
+"""Exact kernel algebra in float64: BatchNorm folding, conv composition, kernel padding, identity
+kernels.
 
 Weights follow ONNX's layout: (out_channels, in_channels / groups, kh, kw).
 """
@@ -19,7 +20,8 @@ def bn_scale_shift(
 
 
 def dilate_kernel(weight: np.ndarray, dilation: Tuple[int, int]) -> np.ndarray:
-    """A dilated kernel as an undilated one with zeros inserted between taps (same result, dilation 1)."""
+    """A dilated kernel as an undilated one with zeros inserted between taps (same result,
+    dilation 1)."""
     dh, dw = dilation
     if (dh, dw) == (1, 1):
         return weight
@@ -30,10 +32,12 @@ def dilate_kernel(weight: np.ndarray, dilation: Tuple[int, int]) -> np.ndarray:
 
 
 def recover_dilation(weight: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """The smallest dilated kernel equal to ``weight`` (taps only on a grid of step d): (kernel, dilations).
+    """The smallest dilated kernel equal to ``weight`` (taps only on a grid of step d): (kernel,
+    dilations).
 
-    The inverse of ``dilate_kernel``: a dilated conv merged with another dilated conv (or with an identity) is
-    composed densely, then written back dilated, so that it does not pay for the zeros between taps.
+    The inverse of ``dilate_kernel``: a dilated conv merged with another dilated conv (or with an
+    identity) is composed densely, then written back dilated, so that it does not pay for the zeros
+    between taps.
     """
     taps = np.any(weight != 0, axis=(0, 1))
     rows, cols = np.nonzero(taps)
@@ -61,7 +65,8 @@ def to_dense(weight: np.ndarray, groups: int) -> np.ndarray:
 
 
 def largest_groups(dense: np.ndarray) -> int:
-    """The largest group count whose block-diagonal structure holds every non-zero of a dense kernel."""
+    """The largest group count whose block-diagonal structure holds every non-zero of a dense
+    kernel."""
     o, i = dense.shape[:2]
     nonzero = np.any(dense != 0, axis=(2, 3))
     if (
@@ -93,7 +98,8 @@ def to_grouped(dense: np.ndarray, groups: int) -> np.ndarray:
 def _compose_batched(w1: np.ndarray, w2: np.ndarray, stride1: Tuple[int, int]) -> np.ndarray:
     """Per batch g: ``W[g, o, x, a*s + u, b*s + v] += sum_m W2[g, o, m, a, b] * W1[g, m, x, u, v]``.
 
-    w1: (G, M, X, k1h, k1w), w2: (G, O, M, k2h, k2w) -> (G, O, X, K1h + (k2h - 1) * sh, ...), in float64.
+    w1: (G, M, X, k1h, k1w), w2: (G, O, M, k2h, k2w) -> (G, O, X, K1h + (k2h - 1) * sh, ...), in
+    float64.
     """
     (sh, sw), (g, m, x, k1h, k1w), (_, o, _, k2h, k2w) = stride1, w1.shape, w2.shape
     flat = w1.reshape(g, m, x * k1h * k1w)
@@ -126,12 +132,14 @@ def compose(
     groups1: int = 1,
     groups2: int = 1,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """The dense kernel and bias of conv2(conv1(x)) as one conv, conv2 unpadded (dilations already expanded).
+    """The dense kernel and bias of conv2(conv1(x)) as one conv, conv2 unpadded (dilations already
+    expanded).
 
-    ``K = k1 + (k2 - 1) * s1``; ``W[o, i, a*s1 + u, b*s1 + v] += sum_m W2[o, m, a, b] * W1[m, i, u, v]``;
-    ``bias = b2 + sum_{m,a,b} W2[o, m, a, b] * b1[m]``. Weights in their grouped layouts (``groups1``,
-    ``groups2``): the sum runs over the non-zero blocks only, so that a depthwise conv next to a wide dense one
-    costs what it computes, not what its dense form would.
+    ``K = k1 + (k2 - 1) * s1``;
+    ``W[o, i, a*s1 + u, b*s1 + v] += sum_m W2[o, m, a, b] * W1[m, i, u, v]``;
+    ``bias = b2 + sum_{m,a,b} W2[o, m, a, b] * b1[m]``. Weights in their grouped layouts
+    (``groups1``, ``groups2``): the sum runs over the non-zero blocks only, so that a depthwise conv
+    next to a wide dense one costs what it computes, not what its dense form would.
     """
     w1 = w1.astype(np.float64)
     w2 = w2.astype(np.float64)
@@ -160,7 +168,8 @@ def compose_grouped(
     b2: Optional[np.ndarray],
     groups: int,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Like ``compose`` for two convs with the same group count: composed group by group, result grouped."""
+    """Like ``compose`` for two convs with the same group count: composed group by group, result
+    grouped."""
     w1 = w1.astype(np.float64)
     w2 = w2.astype(np.float64)
     (m, i_per, k1h, k1w), (o, m_per, k2h, k2w) = w1.shape, w2.shape

@@ -35,8 +35,9 @@ Spans = Dict[str, Tuple[int, int]]  # conv node name -> (first, last) original c
 def _refusal(first: ConvView, second: ConvView) -> str:
     if any(second.pads):
         return (
-            f"{second.name} pads its input by {list(second.pads)}: the merged conv would see zeros where "
-            f"{first.name} produces its bias at the borders (move the padding to the chain's first conv)"
+            f"{second.name} pads its input by {list(second.pads)}: the merged conv would see "
+            f"zeros where {first.name} produces its bias at the borders (move the padding to the "
+            f"chain's first conv)"
         )
     if first.geometry is None or second.geometry is None:
         return "tensor shapes are not static (export with static shapes)"
@@ -71,8 +72,8 @@ def linear_chains(graph: gs.Graph) -> List[List[ConvView]]:
 
 
 def blocked_edges(graph: gs.Graph) -> List[FoldRecord]:
-    """Refusals for Conv -> Conv edges that cannot merge because the first conv's output is read elsewhere too
-    (merging would have to keep the intermediate tensor and compute it twice)."""
+    """Refusals for Conv -> Conv edges that cannot merge because the first conv's output is read
+    elsewhere too (merging would have to keep the intermediate tensor and compute it twice)."""
     records = []
     for node in graph.nodes:
         if node.op != "Conv" or not node.outputs or conv_view(node) is None:
@@ -122,8 +123,9 @@ def segment_geometry(run: List[ConvView], spans: Spans) -> ConvGeometry:
 
 
 def _tap_step(run: List[ConvView], axis: int) -> int:
-    """The grid step of the merged kernel's taps along one axis (its dilation once merged): the gcd of each
-    conv's tap step (its dilation times the strides before it) over convs with more than one tap."""
+    """The grid step of the merged kernel's taps along one axis (its dilation once merged): the
+    gcd of each conv's tap step (its dilation times the strides before it) over convs with more
+    than one tap."""
     step, jump = 0, 1
     for view in run:
         if view.kernel[axis] > 1:
@@ -133,7 +135,8 @@ def _tap_step(run: List[ConvView], axis: int) -> int:
 
 
 def merge_run(run: List[ConvView]) -> ConvView:
-    """Merge a run of convs into its last node (which keeps its output tensor); returns the updated view."""
+    """Merge a run of convs into its last node (which keeps its output tensor); returns the
+    updated view."""
     first, last = run[0], run[-1]
     weight = algebra.dilate_kernel(first.weight.astype(np.float64), first.dilations)
     bias = first.bias
@@ -186,9 +189,9 @@ def best_segments(
     run: List[ConvView], spans: Spans, cost: CostModel, saving: float
 ) -> Tuple[List[Tuple[int, int]], float, float]:
     """Minimum-cost split of a run into merged segments (DP over split points): (segments, their
-    predicted cost, the unmerged cost). A merged segment is charged its predicted cost plus the cost
-    model's decision margin (``CostModel.decision_margin``): a merge is taken only when its predicted
-    saving exceeds the error the model reports on the merged conv."""
+    predicted cost, the unmerged cost). A merged segment is charged its predicted cost plus the
+    cost model's decision margin (``CostModel.decision_margin``): a merge is taken only when its
+    predicted saving exceeds the error the model reports on the merged conv."""
     margin, _ = cost.decision_margin()
     n = len(run)
     best = [0.0] + [float("inf")] * n

@@ -1,8 +1,9 @@
 """Cost models that decide which conv chains are worth merging on a device.
 
-A cost model prices one convolution (seconds); the folder's dynamic program minimises the sum over a chain's
-segments. ``RooflineCostModel`` uses the profile's peaks; ``TableCostModel`` uses a latency table measured on the
-device by ``harness lut`` and falls back to the roofline for spans the table lacks.
+A cost model prices one convolution (seconds); the folder's dynamic program minimises the sum over a
+chain's segments. ``RooflineCostModel`` uses the profile's peaks; ``TableCostModel`` uses a latency
+table measured on the device by ``harness lut`` and falls back to the roofline for spans the table
+lacks.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ class CostModel(abc.ABC):
         return 0.0, "the model reports no error"
 
 
-# The roofline reports no error of its own: a merge must be predicted to save more than this fraction
-# of the merged conv's cost (calibrated models on this project's CPU erred by up to ~17% at p90).
+# The roofline reports no error of its own: a merge must be predicted to save more than this
+# fraction of the merged conv's cost (calibrated models on this project's CPU erred by up to ~17%
+# at p90).
 ROOFLINE_MARGIN = 0.2
 
 
 @dataclasses.dataclass
 class RooflineCostModel(CostModel):
-    """``max(FLOPs / peak, bytes / bandwidth) + per-layer overhead``, from a device profile's peaks."""
+    """``max(FLOPs / peak, bytes / bandwidth) + per-layer overhead``, from a device profile's
+    peaks."""
 
     peak_flops: float
     bandwidth: float
@@ -52,7 +55,8 @@ class RooflineCostModel(CostModel):
     margin: float = ROOFLINE_MARGIN
 
     def decision_margin(self) -> Tuple[float, str]:
-        """``margin`` (default ``ROOFLINE_MARGIN``): the roofline measures nothing it could err by."""
+        """``margin`` (default ``ROOFLINE_MARGIN``): the roofline measures nothing it could err
+        by."""
         return self.margin, "the roofline's default margin (it is fitted to nothing)"
 
     @classmethod
@@ -77,10 +81,12 @@ class RooflineCostModel(CostModel):
 
 @dataclasses.dataclass
 class TableCostModel(CostModel):
-    """Latencies measured on the device (``harness lut`` tables), keyed by the span of original conv indices.
+    """Latencies measured on the device (``harness lut`` tables), keyed by the span of original conv
+    indices.
 
-    With the long layout each span's kernel and stride are checked too: a table measured on another variant of
-    the architecture is not silently applied (such spans, and spans the table lacks, fall back to ``fallback``).
+    With the long layout each span's kernel and stride are checked too: a table measured on another
+    variant of the architecture is not silently applied (such spans, and spans the table lacks, fall
+    back to ``fallback``).
     """
 
     table: Dict[Tuple[int, int], float]  # (st, end) -> ms
@@ -110,7 +116,8 @@ class TableCostModel(CostModel):
         )
 
     def covers(self, geometry: ConvGeometry) -> bool:
-        """Whether the table has this span, measured with this kernel and stride (when the table says)."""
+        """Whether the table has this span, measured with this kernel and stride (when the table
+        says)."""
         if geometry.span not in self.table:
             return False
         expected = self.geometry.get(geometry.span)
@@ -143,12 +150,13 @@ def conv_class(depthwise: bool, kernel: int, stride: int) -> str:
 class CalibratedCostModel(CostModel):
     """A cost model fitted to micro-benchmarks on the device (``harness calibrate``).
 
-    ``fixed_s[class] + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes``: a fixed cost and a FLOP
-    rate per kind of conv (dense or depthwise, kernel size, stride), so that depthwise convs, large kernels and
-    each kernel's dispatch cost are priced as measured. A class not calibrated uses the nearest kernel size of the
-    same kind and stride. ``corrections`` keep what the fit missed at each calibrated shape (measured / fitted,
-    per class, input and output channels and spatial size): a conv within a factor of two of one in each of those
-    is scaled by the nearest one's ratio, so a shape that was measured is priced as measured.
+    ``fixed_s[class] + seconds_per_flop[class] * FLOPs + seconds_per_byte * bytes``: a fixed cost
+    and a FLOP rate per kind of conv (dense or depthwise, kernel size, stride), so that depthwise
+    convs, large kernels and each kernel's dispatch cost are priced as measured. A class not
+    calibrated uses the nearest kernel size of the same kind and stride. ``corrections`` keep what
+    the fit missed at each calibrated shape (measured / fitted, per class, input and output channels
+    and spatial size): a conv within a factor of two of one in each of those is scaled by the
+    nearest one's ratio, so a shape that was measured is priced as measured.
     """
 
     fixed_s: Dict[str, float]
@@ -197,7 +205,8 @@ class CalibratedCostModel(CostModel):
         }
 
     def nearest_class(self, depthwise: bool, kernel: int, stride: int) -> str:
-        """The class itself when calibrated, else the nearest kernel size of the same kind and stride."""
+        """The class itself when calibrated, else the nearest kernel size of the same kind and
+        stride."""
         exact = conv_class(depthwise, kernel, stride)
         if exact in self.seconds_per_flop:
             return exact
@@ -224,7 +233,8 @@ class CalibratedCostModel(CostModel):
         return self.nearest_class(geometry.depthwise, max(geometry.taps), geometry.stride)
 
     def correction(self, geometry: ConvGeometry) -> float:
-        """measured / fitted at the nearest calibrated shape of the class (within a factor 2 per axis), else 1."""
+        """measured / fitted at the nearest calibrated shape of the class (within a factor 2 per
+        axis), else 1."""
         import math
 
         name = self._class_of(geometry)
@@ -247,8 +257,9 @@ class CalibratedCostModel(CostModel):
 
 @dataclasses.dataclass
 class FlopCountModel(CostModel):
-    """No device behind it: FLOPs and bytes at nominal rates (1 TFLOP/s, 100 GB/s). Only prices the records of
-    ``merge all`` and ``none``, which decide nothing by cost; ``auto`` needs a device's model."""
+    """No device behind it: FLOPs and bytes at nominal rates (1 TFLOP/s, 100 GB/s). Only prices
+    the records of ``merge all`` and ``none``, which decide nothing by cost; ``auto`` needs a
+    device's model."""
 
     name: str = "no device cost model (nominal FLOP count)"
 

@@ -1,4 +1,5 @@
-"""Small helpers over onnx-graphsurgeon graphs: conv views, producers and consumers, bypassing nodes."""
+"""Small helpers over onnx-graphsurgeon graphs: conv views, producers and consumers, bypassing
+nodes."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def rewire(old: gs.Tensor, new: gs.Tensor, skip: Optional[gs.Node] = None) -> No
 
 
 def bypass(graph: gs.Graph, node: gs.Node) -> bool:
-    """Remove a node whose output equals its first input, rewiring readers; False when it cannot be done."""
+    """Remove a node whose output equals its first input, rewiring readers; False when it cannot
+    be done."""
     source, result = node.inputs[0], node.outputs[0]
     if result in graph.outputs:
         if source in graph.inputs or source in graph.outputs or isinstance(source, gs.Constant):
@@ -134,11 +136,13 @@ class ConvView:
             else f"({self.strides[0]},{self.strides[1]})"
         )
         dil = "" if self.dilations == (1, 1) else f" d{self.dilations[0]}"
-        return f"{kh}x{kw} s{stride} p{pad}{dil} g{self.groups} {self.in_channels}->{self.out_channels}"
+        channels = f"{self.in_channels}->{self.out_channels}"
+        return f"{kh}x{kw} s{stride} p{pad}{dil} g{self.groups} {channels}"
 
 
 def conv_view(node: gs.Node) -> Optional[ConvView]:
-    """A ConvView of a 2-D Conv with constant weight (and bias), explicit padding; None otherwise."""
+    """A ConvView of a 2-D Conv with constant weight (and bias), explicit padding; None
+    otherwise."""
     if node.op != "Conv" or len(node.inputs) < 2:
         return None
     weight = constant(node.inputs[1])

@@ -1,8 +1,10 @@
-"""Residual and parallel-branch folding: ``Add`` of branches that all read the same tensor becomes one Conv.
+"""Residual and parallel-branch folding: ``Add`` of branches that all read the same tensor becomes
+one Conv.
 
-A branch is a Conv of ``x`` (read only by the Add), a BatchNormalization of ``x`` (a per-channel 1x1 conv), or
-``x`` itself (an identity kernel). Kernels are placed in a common window aligned by padding, then summed:
-ResNet's ``x + conv(x)``, the strided block plus its 1x1 downsample shortcut, and RepVGG's 3x3 + 1x1 + identity.
+A branch is a Conv of ``x`` (read only by the Add), a BatchNormalization of ``x`` (a per-channel 1x1
+conv), or ``x`` itself (an identity kernel). Kernels are placed in a common window aligned by
+padding, then summed: ResNet's ``x + conv(x)``, the strided block plus its 1x1 downsample shortcut,
+and RepVGG's 3x3 + 1x1 + identity.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from harness.geometry import conv_output_size
 class _Branch:
     """One summand as a dense kernel with its padding (begin h, begin w, end h, end w) and stride.
 
-    The dense kernel is built lazily (``weight``/``bias``): most Adds are refused on shapes alone, and expanding
-    large kernels to float64 for each of them would dominate the fold time on big models.
+    The dense kernel is built lazily (``weight``/``bias``): most Adds are refused on shapes alone,
+    and expanding large kernels to float64 for each of them would dominate the fold time on big
+    models.
     """
 
     def __init__(
@@ -58,7 +61,8 @@ class _Branch:
 def _branch(
     graph: gs.Graph, tensor: gs.Tensor, add: gs.Node
 ) -> Tuple[Optional[gs.Tensor], Optional[_Branch]]:
-    """(x, branch) when ``tensor`` is conv(x) or bn(x) read only by ``add``; (tensor, None) otherwise."""
+    """(x, branch) when ``tensor`` is conv(x) or bn(x) read only by ``add``; (tensor, None)
+    otherwise."""
     node = producer(tensor)
     if node is None or sole_consumer(graph, tensor) is not add:
         return tensor, None
@@ -104,7 +108,8 @@ def _branch(
 def _align(
     branches: List[_Branch], size_in: Tuple[int, int]
 ) -> Tuple[Optional[str], Tuple[int, int], Tuple[int, int, int, int]]:
-    """(refusal reason or None, merged kernel size, merged pads): one window covering every branch's window."""
+    """(refusal reason or None, merged kernel size, merged pads): one window covering every
+    branch's window."""
     if len({b.strides for b in branches}) != 1:
         return "the branches have different strides", (0, 0), (0, 0, 0, 0)
     if len({b.out_channels for b in branches}) != 1:
@@ -136,8 +141,8 @@ def _align(
 
 
 def fold_residuals(graph: gs.Graph) -> List[FoldRecord]:
-    """Fold ``Add`` (and two-input ``Sum``) nodes whose inputs are conv/bn/identity branches of the same tensor
-    into one Conv."""
+    """Fold ``Add`` (and two-input ``Sum``) nodes whose inputs are conv/bn/identity branches of
+    the same tensor into one Conv."""
     records = []
     for add in [
         n for n in graph.nodes if n.op in ("Add", "Sum") and len(n.inputs) == 2 and n.outputs

@@ -1,4 +1,5 @@
-"""Passes that need no cost decision: BatchNorm into the preceding Conv/Gemm, identity-like nodes removed."""
+"""Passes that need no cost decision: BatchNorm into the preceding Conv/Gemm, identity-like nodes
+removed."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from harness.fold.report import FoldAction, FoldRecord
 
 
 def bn_params(bn: gs.Node):
-    """BatchNorm as per-channel (scale, shift), or None for training-mode or non-constant statistics."""
+    """BatchNorm as per-channel (scale, shift), or None for training-mode or non-constant
+    statistics."""
     values = [constant(t) for t in bn.inputs[1:5]]
     if any(v is None for v in values) or len(bn.outputs) != 1:
         return None  # training-mode BN (mean/var outputs) or non-constant statistics
@@ -30,7 +32,8 @@ def bn_params(bn: gs.Node):
 
 
 def fold_batchnorm(graph: gs.Graph) -> List[FoldRecord]:
-    """Fold every BatchNormalization whose input comes only from a Conv (or a Gemm) into that layer."""
+    """Fold every BatchNormalization whose input comes only from a Conv (or a Gemm) into that
+    layer."""
     records = []
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
         source = producer(bn.inputs[0])
@@ -79,7 +82,8 @@ def fold_batchnorm(graph: gs.Graph) -> List[FoldRecord]:
 
 
 def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
-    """Scale a plain Gemm's output columns; False when the Gemm is not plain (transA, alpha, beta, inputs)."""
+    """Scale a plain Gemm's output columns; False when the Gemm is not plain (transA, alpha,
+    beta, inputs)."""
     weight = constant(gemm.inputs[1])
     if (
         weight is None
@@ -110,7 +114,8 @@ def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> b
 def _fold_bn_into_matmul_add(
     graph: gs.Graph, add: gs.Node, scale: np.ndarray, shift: np.ndarray
 ) -> bool:
-    """Fold into ``Add(MatMul(x, W), b)`` on rank-2 tensors (a Linear layer exported as MatMul + Add)."""
+    """Fold into ``Add(MatMul(x, W), b)`` on rank-2 tensors (a Linear layer exported as MatMul +
+    Add)."""
     if len(add.inputs) != 2 or add.outputs[0].shape is None or len(add.outputs[0].shape) != 2:
         return False
     if constant(add.inputs[0]) is not None:
@@ -149,7 +154,8 @@ def _is_constant_value(tensor: gs.Tensor, value: float) -> bool:
 
 
 def _same_shape_out(node: gs.Node) -> bool:
-    """The node's output has the shape of its first input (a broadcast against a constant does not grow it)."""
+    """The node's output has the shape of its first input (a broadcast against a constant does
+    not grow it)."""
     source, result = node.inputs[0], node.outputs[0]
     return (
         source.shape is not None
@@ -187,7 +193,8 @@ def _identity_like(node: gs.Node) -> str:
 
 
 def remove_identities(graph: gs.Graph) -> List[FoldRecord]:
-    """Remove Identity, inference Dropout, Mul/Div by 1, Add/Sub of 0, no-op Reshapes and cancelling Transposes."""
+    """Remove Identity, inference Dropout, Mul/Div by 1, Add/Sub of 0, no-op Reshapes and
+    cancelling Transposes."""
     records = []
     for node in list(graph.nodes):
         if not node.outputs:
@@ -235,7 +242,8 @@ def _cancel_transposes(graph: gs.Graph, first: gs.Node) -> List[FoldRecord]:
 
 
 def fold_zero_pads(graph: gs.Graph) -> List[FoldRecord]:
-    """Fold a constant-zero ``Pad`` of the spatial axes into the Convs that read it (their ``pads`` grow)."""
+    """Fold a constant-zero ``Pad`` of the spatial axes into the Convs that read it (their
+    ``pads`` grow)."""
     records = []
     for pad in [n for n in graph.nodes if n.op == "Pad" and n.outputs]:
         amounts = _spatial_zero_pads(pad)
@@ -267,7 +275,8 @@ def fold_zero_pads(graph: gs.Graph) -> List[FoldRecord]:
 
 
 def _spatial_zero_pads(pad: gs.Node):
-    """(top, left, bottom, right) of a constant-zero Pad that pads only H and W of an NCHW tensor, else None."""
+    """(top, left, bottom, right) of a constant-zero Pad that pads only H and W of an NCHW
+    tensor, else None."""
     mode = pad.attrs.get("mode", "constant")
     if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
         return None
