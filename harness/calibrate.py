@@ -28,13 +28,11 @@ from onnx import TensorProto, helper, numpy_helper
 from harness.errors import HarnessError
 from harness.fold.cost import (
     CalibratedCostModel,
-    ConvGeometry,
     CostModel,
     RooflineCostModel,
     TableCostModel,
     conv_class,
 )
-from harness.geometry import conv_output_size
 from harness.lut import Entry, Span
 from harness.profiles import Profile, TimingSettings, calibration_path
 
@@ -76,23 +74,8 @@ class Point:
     conv_class: str = ""
 
 
-def _span_geometry(span: Span) -> ConvGeometry:
-    """The geometry of a span's conv with centred padding."""
-    n, c, h, w = span.in_shape
-    pad = (span.kernel - 1) // 2
-    out = (
-        n,
-        span.out_ch,
-        conv_output_size(h, span.kernel, span.stride, 2 * pad),
-        conv_output_size(w, span.kernel, span.stride, 2 * pad),
-    )
-    return ConvGeometry(
-        span.in_shape, out, (span.kernel, span.kernel), c if span.is_dw else 1, stride=span.stride
-    )
-
-
 def _conv_point(pattern: Tuple[Span, ...]) -> Point:
-    geometries = [_span_geometry(span) for span in pattern]
+    geometries = [span.geometry for span in pattern]
     first = pattern[0]
     return Point(
         "conv-" + "+".join(span.key for span in pattern),
@@ -167,7 +150,7 @@ def point_model(point: Point, repeats: int) -> onnx.ModelProto:
                 )
             )
             current = f"x{r}_{i}"
-    out_shape = shape if point.kind == "add" else _span_geometry(point.pattern[-1]).out_shape
+    out_shape = shape if point.kind == "add" else point.pattern[-1].geometry.out_shape
     graph = helper.make_graph(
         nodes,
         point.key,
@@ -296,7 +279,7 @@ def predict(model: CostModel, point: Point, fitted_only: bool = False) -> float:
         if fitted_only and isinstance(model, CalibratedCostModel)
         else model.conv_cost
     )
-    return sum(price(_span_geometry(span)) for span in point.pattern)
+    return sum(price(span.geometry) for span in point.pattern)
 
 
 def calibration_record(
