@@ -1,12 +1,12 @@
 """Depth-compression planning: which activations to remove under a latency budget, by dynamic
 programming.
 
-Each conv chain is cut into contiguous segments; a segment of several convs means the activations
-inside it are removed and it is merged into one conv. A segment's latency comes from a measured
-table (``harness lut``), its importance from the user's own accuracy measurements (we do not train:
-the numbers are theirs). The plan maximises total importance with total latency within the budget
-(latency of the rest of the network excluded): per chain, a DP over cut points gives the best
-importance for each latency; a knapsack over chains combines them.
+Each activation chain (``harness.lut``) is cut into contiguous segments; a segment of several convs
+means the activations inside it are removed and it is merged into one conv. A segment's latency
+comes from a measured table (``harness lut``), its importance from the user's own accuracy
+measurements (we do not train: the numbers are theirs). The plan maximises total importance with
+total latency within the budget (latency of the rest of the network excluded): per chain, a DP over
+cut points gives the best importance for each latency; a knapsack over chains combines them.
 """
 
 from __future__ import annotations

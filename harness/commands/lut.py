@@ -7,9 +7,9 @@ from pathlib import Path
 
 from harness.commands import add_batch, add_command, add_device, add_output
 
-DESCRIPTION = """Enumerate the spans of a model's conv chains that depth compression could merge
-into one conv, build each merged conv (+ ReLU) at its real input shape, and time it on the device
-profile's backend with the measurement protocol. Writes TABLE (id,st,end,time,stdev),
+DESCRIPTION = """Enumerate the spans of a model's activation chains that depth compression could
+merge into one conv, build each merged conv (+ ReLU) at its real input shape, and time it on the
+device profile's backend with the measurement protocol. Writes TABLE (id,st,end,time,stdev),
 TABLE_long.csv (id,st,end,ker,str,is_dw,time,stdev) and TABLE.json (device state, settings,
 counts). Times are medians in ms per batch; st/end index convolutions in graph order. Spans with
 identical shapes are timed once. Interrupted runs resume where they stopped: measurements are

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from harness.commands import add_command, add_device, add_output
 
-DESCRIPTION = """Solve the depth-compression choice with a dynamic program: cut each conv chain
-of the model into segments, each merged into one conv, maximising the total importance while the
-table latency of the chains stays within --budget-ms. TABLE comes from `harness lut` on the same
-model and device. IMPORTANCE is a CSV st,end,importance that YOU supply from your own training or
-accuracy measurements (e.g. the accuracy kept when convs st..end are merged): this harness does
-not train and does not invent importance numbers. Single-conv segments missing from it count as
-importance 0; multi-conv segments missing from it are never chosen. Writes a JSON plan: the
-segments, the ONNX activation nodes to remove, predicted latency and importance."""
+DESCRIPTION = """Solve the depth-compression choice with a dynamic program: cut each activation
+chain of the model into segments, each merged into one conv, maximising the total importance
+while the table latency of the chains stays within --budget-ms. TABLE comes from `harness lut` on
+the same model and device. IMPORTANCE is a CSV st,end,importance that YOU supply from your own
+training or accuracy measurements (e.g. the accuracy kept when convs st..end are merged): this
+harness does not train and does not invent importance numbers. Single-conv segments missing from
+it count as importance 0; multi-conv segments missing from it are never chosen. Writes a JSON
+plan: the segments, the ONNX activation nodes to remove, predicted latency and importance."""
 
 
 def register(subparsers) -> None:
@@ -35,7 +35,10 @@ def register(subparsers) -> None:
         "--importance", type=Path, required=True, help="CSV st,end,importance from your training"
     )
     parser.add_argument(
-        "--budget-ms", type=float, required=True, help="latency budget for the conv chains (ms)"
+        "--budget-ms",
+        type=float,
+        required=True,
+        help="latency budget for the activation chains (ms)",
     )
     add_device(parser, purpose="the one the table was measured on (recorded in the plan)")
     parser.add_argument(
