@@ -109,7 +109,7 @@ class FoldReport:
 
     def count(self, action: FoldAction) -> int:
         """How many records have this action."""
-        return sum(1 for r in self.records if r.action is action)
+        return sum(1 for r in self.records if r.action == action)
 
     def to_dict(self) -> Dict[str, Any]:
         """The report as the JSON file (``harness fold --report``) holds it."""
