@@ -91,6 +91,21 @@ def _square(values: List[int], what: str, name: str) -> int:
     return values[0]
 
 
+def _output_shape(
+    x: List[int], out_channels: int, extent: int, stride: int, attrs: Dict[str, object]
+) -> List[int]:
+    """A square conv's output shape computed from its attributes (shape inference left it out)."""
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if str(auto_pad).startswith("SAME"):
+        return [x[0], out_channels] + [-(-size // stride) for size in x[2:]]
+    pads = [0] * 4 if auto_pad == "VALID" else list(attrs.get("pads", [0, 0, 0, 0]))  # type: ignore
+    return [x[0], out_channels] + [
+        conv_output_size(x[2 + axis], extent, stride, pads[axis] + pads[2 + axis])
+        for axis in (0, 1)
+    ]
+
+
 def conv_layers(model: onnx.ModelProto) -> List[ConvLayer]:
     """The 2-D Conv nodes of a shape-inferred model, in graph order."""
     shapes = {}
@@ -115,11 +130,7 @@ def conv_layers(model: onnx.ModelProto) -> List[ConvLayer]:
         extent = (kernel - 1) * dilation + 1
         out = shapes.get(node.output[0])
         if out is None or len(out) != 4 or not all(out):
-            pads = list(attrs.get("pads", [0, 0, 0, 0]))
-            out = [x[0], w[0]] + [
-                conv_output_size(x[2 + axis], extent, stride, pads[axis] + pads[2 + axis])
-                for axis in (0, 1)
-            ]
+            out = _output_shape(x, w[0], extent, stride, attrs)
         geometry = ConvGeometry(
             tuple(x),  # type: ignore[arg-type]
             tuple(out),  # type: ignore[arg-type]

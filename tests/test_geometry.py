@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.fold.graph import conv_view
@@ -163,3 +164,19 @@ def test_fold_records_keep_their_json_keys_and_read_back():
     assert again == report and again.records[1].action is FoldAction.MERGED
     assert "[merged] merge_conv_chains: a, b" in again.to_text()
     assert "estimated 1.5 us -> 1.0 us" in again.to_text()
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_conv_layers_compute_an_auto_padded_output_shape(auto_pad):
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], auto_pad=auto_pad)
+    graph = helper.make_graph(
+        [conv],
+        "same",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 15, 15])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (layer,) = conv_layers(model)  # no shape inference: the output shape is computed
+    assert layer.geometry.out_shape == _run_shapes(model)["y"]
