@@ -17,8 +17,8 @@ import harness.fold.verify as verify
 from harness.export import export_module
 from harness.fold import fold_model
 from harness.fold.joint import joint_model
-from harness.fold.skeleton import infer_shapes_quick, skeleton
-from harness.onnx_io import infer_shapes_lenient
+from harness.fold.skeleton import checker_problem_quick, infer_shapes_quick, is_large, skeleton
+from harness.onnx_io import checker_problem, infer_shapes_lenient
 from harness.zoo import build_model
 
 
@@ -132,3 +132,25 @@ def test_a_skeleton_keeps_the_small_initializers_shape_inference_reads(tmp_path:
     for tensor, kept in zip(original.graph.initializer, bare.graph.initializer):
         assert kept.dims == tensor.dims and kept.data_type == tensor.data_type
         assert (kept == tensor) == (len(tensor.raw_data) < 4096)
+
+
+def _broken(model: onnx.ModelProto, how: str) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    large = next(t for t in copy.graph.initializer if is_large(t))
+    if how == "dangling input":
+        copy.graph.node[3].input[0] = "nowhere"
+    elif how == "short weight":
+        large.raw_data = large.raw_data[:-4]
+    elif how == "two value fields":
+        large.float_data.append(1.0)
+    return copy
+
+
+@pytest.mark.parametrize("how", ["valid", "dangling input", "short weight", "two value fields"])
+def test_the_quick_checker_finds_what_onnx_checker_finds(folded, how):
+    model = _broken(folded[1], how)
+    quick, full = checker_problem_quick(model), checker_problem(model)
+    assert bool(quick) == bool(full) == (how != "valid")
+    if how != "short weight":  # the checker says "too small", the quick one "does not match"
+        assert quick == full

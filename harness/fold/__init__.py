@@ -31,7 +31,7 @@ from harness.fold.cost import (
 from harness.fold.report import FoldAction, FoldRecord, FoldReport
 from harness.fold.residual import fold_residuals
 from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
-from harness.fold.skeleton import infer_shapes_quick
+from harness.fold.skeleton import checker_problem_quick, infer_shapes_quick
 from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import flop_count, op_histogram
 from harness.onnx_io import checker_problem, lowest_ir_version
@@ -345,7 +345,7 @@ def fold_model(
         report.nodes_after, report.flops_after = report.nodes_before, report.flops_before
         report.elapsed_s = time.perf_counter() - started
         return FoldResult(model, report, {})
-    problem = checker_problem(folded)
+    problem = checker_problem_quick(folded)  # onnx.checker, the weights' bytes not serialised
     if problem and not checker_problem(prepared):  # the prepared model is checked only then
         raise FoldVerificationError(
             f"the folded graph fails onnx.checker ({problem}); the fold is wrong, "
