@@ -38,8 +38,9 @@ class CostModel(abc.ABC):
 
 
 # The roofline reports no error of its own: a merge must be predicted to save more than this
-# fraction of the merged conv's cost (calibrated models on this project's CPU erred by up to ~17%
-# at p90).
+# fraction of the merged conv's cost. Calibrated models on this project's CPU erred by ~17% at p90;
+# of 5, 10, 15 and 20%, 20% is the least at which the roofline declines every merge that made auto
+# slower than none there (docs/merge_choices.md).
 ROOFLINE_MARGIN = 0.2
 
 
