@@ -117,12 +117,10 @@ def test_fp16_uses_builder_flags_before_11_and_an_fp16_graph_on_11(trt_runner, t
         assert built["flags"] == ["FP16", "TF32"] and not built["strongly_typed"]
 
 
-def test_int8_on_11_builds_a_strongly_typed_network_from_a_qdq_graph(trt_runner, tmp_path):
+def test_int8_by_calibrator_before_11_and_from_a_qdq_graph_on_11(trt_runner, tmp_path):
     version, module = trt_runner
-    if not version.startswith("11"):
-        pytest.skip("8.5 and 10.x build INT8 with a calibrator")
     profile = _profile("int8")
-    profile.tensorrt.int8_calibration_batches = 4
+    profile.tensorrt.int8_calibration_batches = 3
     model = _model(tmp_path / "m.onnx")
     with pytest.warns(UserWarning, match="random"):
         with module.TensorRTRunner(
@@ -132,6 +130,11 @@ def test_int8_on_11_builds_a_strongly_typed_network_from_a_qdq_graph(trt_runner,
             out = r.infer(feeds)["y"]
             info = r.describe()
             built = json.loads(r.engine_path.read_bytes())
+    if not version.startswith("11"):  # builder flags and our calibrator, its table kept
+        assert built["flags"] == ["FP16", "INT8", "TF32"] and built["calibration_batches"] == 3
+        assert "IBuilderConfig.set_calibration_profile" in fake_tensorrt.CALLS
+        assert list((tmp_path / "e").glob("calibration-*.cache"))
+        return
     qdq = onnx.load(built["onnx"])
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qdq.graph.node}
     assert built["strongly_typed"] and built["flags"] == ["TF32"]  # no INT8 flag, no calibrator
@@ -225,23 +228,6 @@ def test_fp32_clears_tf32_and_the_timing_cache_is_kept_across_builds(trt_runner,
     assert (
         timing.read_bytes().startswith(first) and timing.read_bytes() != first
     )  # loaded, extended
-
-
-def test_int8_before_11_builds_with_our_calibrator_and_keeps_its_table(trt_runner, tmp_path):
-    version, module = trt_runner
-    if version.startswith("11"):
-        pytest.skip("11 has no calibrator: INT8 is a Q/DQ graph")
-    profile = _profile("int8")
-    profile.tensorrt.int8_calibration_batches = 3
-    cache = EngineCache(tmp_path / "e")
-    with pytest.warns(UserWarning, match="random"):
-        with module.TensorRTRunner(
-            _model(tmp_path / "m.onnx"), profile, "int8", 1, cache=cache
-        ) as r:
-            built = json.loads(r.engine_path.read_bytes())
-    assert built["flags"] == ["FP16", "INT8", "TF32"] and built["calibration_batches"] == 3
-    assert "IBuilderConfig.set_calibration_profile" in fake_tensorrt.CALLS
-    assert list((tmp_path / "e").glob("calibration-*.cache"))  # the table, for the next build
 
 
 def test_dla_core_is_set_on_the_config_and_the_runtime(trt_runner, tmp_path, monkeypatch):
