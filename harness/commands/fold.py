@@ -55,6 +55,12 @@ def register(subparsers) -> None:
         help="also time the folded graph and compare it with the table's prediction (with --cost)",
     )
     parser.add_argument(
+        "--arbitrate",
+        action="store_true",
+        help="with --merge auto: also fold none and all, time the three graphs here on the "
+        "profile's backend and keep the plan only if it is not slower than the better of them",
+    )
+    parser.add_argument(
         "--no-verify", action="store_true", help="skip the numerical check (not recommended)"
     )
     parser.add_argument(
@@ -84,6 +90,8 @@ def run(args) -> int:
     profile = with_backend(load_profile(args.device), args.backend)
     if args.measure and not args.cost:
         raise HarnessError("--measure compares against a latency table: give --cost table.csv too")
+    if args.arbitrate and args.merge != "auto":
+        raise HarnessError("--arbitrate weighs auto's plan against none and all: use --merge auto")
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     loading = time.perf_counter()
@@ -94,6 +102,17 @@ def run(args) -> int:
     result = fold_model(
         model, merge=args.merge, cost_model=cost, input_shape=shape, batch=args.batch
     )
+    arbitration = None
+    if args.arbitrate:
+        from harness.arbitrate import arbitrate
+
+        results = {"auto": result}
+        for merge in ("none", "all"):
+            results[merge] = fold_model(
+                model, merge=merge, cost_model=cost, input_shape=shape, batch=args.batch
+            )
+        arbitration = arbitrate({k: r.model for k, r in results.items()}, profile, args.batch)
+        result = results[arbitration.chosen]
     verify_s = 0.0
     if not args.no_verify and result.report.changed:
         reference, _ = bind_shapes(model, shape, args.batch)
@@ -105,6 +124,8 @@ def run(args) -> int:
     else:  # nothing to fold: the file as it was (no inferred shapes added)
         copy_unchanged(args.onnx, args.output)
     print(result.report.to_text())
+    if arbitration is not None:
+        print(arbitration.to_text())
     age = _process_age()
     print(
         f"  time: load {started - loading:.2f} s + fold {result.report.elapsed_s:.2f} s + "
@@ -112,6 +133,8 @@ def run(args) -> int:
         + (f"; {age:.2f} s in all, Python start-up and imports included" if age else "")
     )
     summary = result.report.to_dict()
+    if arbitration is not None:
+        summary["arbitration"] = arbitration.to_dict()
     if args.cost:
         predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())
         missing = sum(1 for span in result.spans.values() if span not in cost.table)
