@@ -111,3 +111,16 @@ class ConvGeometry:
             self.out_channels * (self.in_channels // self.groups) * self.taps[0] * self.taps[1]
         )
         return itemsize * (_product(self.in_shape) + _product(self.out_shape) + weights)
+
+    def within(self, other: ConvGeometry) -> bool:
+        """Whether this conv does no more of anything than ``other``: the same batch, spatial
+        sizes, stride, dilation and groups, and no more channels in or out and no more taps."""
+        return (
+            (self.in_shape[0], self.in_shape[2:], self.out_shape[2:])
+            == (other.in_shape[0], other.in_shape[2:], other.out_shape[2:])
+            and (self.stride, self.dilation, self.groups)
+            == (other.stride, other.dilation, other.groups)
+            and self.in_channels <= other.in_channels
+            and self.out_channels <= other.out_channels
+            and all(a <= b for a, b in zip(self.taps, other.taps))
+        )

@@ -21,10 +21,11 @@ from harness.profiles import calibration_path, load_profile
 CHANNELS, SIZE = 8, 16
 
 
-def _chain(second_kernel: int):
-    """x -> 3x3 conv (padded) -> ``second_kernel`` conv (unpadded): an exact chain of two."""
+def _chain(second_kernel: int, out_channels: int = CHANNELS):
+    """x -> 3x3 conv (padded) -> ``second_kernel`` conv (unpadded) with ``out_channels``: an exact
+    chain of two."""
     rng = np.random.default_rng(0)
-    shapes = [(CHANNELS, CHANNELS, 3, 3), (CHANNELS, CHANNELS, second_kernel, second_kernel)]
+    shapes = [(CHANNELS, CHANNELS, 3, 3), (out_channels, CHANNELS, second_kernel, second_kernel)]
     weights = [
         numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), f"w{i}")
         for i, s in enumerate(shapes)
@@ -39,7 +40,7 @@ def _chain(second_kernel: int):
         nodes,
         "chain",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, CHANNELS, SIZE, SIZE])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, CHANNELS, out, out])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, out_channels, out, out])],
         weights,
     )
     return make_model(graph)
@@ -56,7 +57,7 @@ def _overhead_bound(margin: float) -> RooflineCostModel:
 
 
 def test_a_merge_within_the_margin_is_declined_and_says_why():
-    model = _chain(1)
+    model = _chain(1, out_channels=2 * CHANNELS)  # merged: a 3x3 conv with twice the outputs
     taken = fold_model(model, merge="auto", cost_model=_overhead_bound(0.5))
     assert len(_records(taken, "merged")) == 1
     assert "decision margin 50.0%" in _records(taken, "planned")[0]["detail"]
@@ -66,6 +67,32 @@ def test_a_merge_within_the_margin_is_declined_and_says_why():
     assert kept["nodes"] == ["first", "second"]
     assert "predicted to save 10.0 us (20.0 -> 10.0 us)" in kept["detail"]
     assert "within the decision margin: 150.0% of the merged conv's 10.0 us" in kept["detail"]
+
+
+def test_a_merged_conv_within_one_of_its_convs_is_not_charged_the_margin():
+    # 3x3 then 1x1, 8 -> 8 -> 8 channels: the merged conv is the 3x3 conv's shape, so the merge
+    # removes the 1x1 conv outright, whatever the model's error on the 3x3 conv
+    result = fold_model(_chain(1), merge="auto", cost_model=_overhead_bound(1.5))
+    (merged,) = _records(result, "merged")
+    assert merged["nodes"] == ["first", "second"]
+    assert merged["flops_after"] < merged["flops_before"]
+    assert not _records(result, "kept")
+    # with more outputs the merged conv does more than either conv: the margin applies again
+    wider = fold_model(_chain(1, 2 * CHANNELS), merge="auto", cost_model=_overhead_bound(1.5))
+    assert not _records(wider, "merged")
+
+
+def test_within_compares_every_dimension():
+    from harness.geometry import ConvGeometry
+
+    base = ConvGeometry.centred((1, 16, 32, 32), 16, 3, 1)
+    assert base.within(base)
+    assert ConvGeometry.centred((1, 8, 32, 32), 16, 1, 1).within(base)
+    assert not ConvGeometry.centred((1, 16, 32, 32), 32, 3, 1).within(base)  # more outputs
+    assert not ConvGeometry.centred((1, 16, 32, 32), 16, 5, 1).within(base)  # more taps
+    assert not ConvGeometry.centred((1, 16, 32, 32), 16, 3, 2).within(base)  # another stride
+    assert not ConvGeometry.centred((1, 16, 32, 32), 16, 3, 1, groups=16).within(base)
+    assert not ConvGeometry.centred((2, 16, 32, 32), 16, 3, 1).within(base)  # another batch
 
 
 def test_a_merge_predicted_slower_says_so():

@@ -40,8 +40,9 @@ def _deployed_cost(model: str, variant: str, tmp_path):
 @pytest.mark.parametrize(
     "model,variant,flops,params",
     [
-        # published -74.1%; host's auto keeps one pair apart within the roofline's 20% margin
-        ("vgg16", "elc-74", 0.750, None),
+        # published -74.1%; host's auto merges every pair (the one whose merged conv is one of
+        # its convs' shape is taken whatever the margin: see chains.merge_risk)
+        ("vgg16", "elc-74", 0.753, None),
         ("vgg19", "cie-graded", 0.721, 0.963),  # published 27.23x fewer parameters
         ("lenet5", "psm-20x", None, 0.952),  # published 1/20 of the size
     ],

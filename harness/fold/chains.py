@@ -185,13 +185,25 @@ def _segment_cost(
     return price - saving if whole else price
 
 
+def merge_risk(run: List[ConvView], spans: Spans, cost: CostModel, margin: float) -> float:
+    """What a merged run is charged beyond its predicted cost: the decision margin times the merged
+    conv's predicted cost, or nothing when the merged conv is ``within`` one of the run's convs (it
+    replaces that conv at no added work and removes the others outright, so the model's error on
+    it cannot turn the saving into a loss)."""
+    merged = segment_geometry(run, spans)
+    if any(merged.within(segment_geometry([view], spans)) for view in run):
+        return 0.0
+    return margin * cost.conv_cost(merged)
+
+
 def best_segments(
     run: List[ConvView], spans: Spans, cost: CostModel, saving: float
 ) -> Tuple[List[Tuple[int, int]], float, float]:
     """Minimum-cost split of a run into merged segments (DP over split points): (segments, their
     predicted cost, the unmerged cost). A merged segment is charged its predicted cost plus the
-    cost model's decision margin (``CostModel.decision_margin``): a merge is taken only when its
-    predicted saving exceeds the error the model reports on the merged conv."""
+    cost model's decision margin (``CostModel.decision_margin``) unless ``merge_risk`` waives it:
+    a merge is taken only when its predicted saving exceeds the error the model reports on the
+    merged conv."""
     margin, _ = cost.decision_margin()
     n = len(run)
     best = [0.0] + [float("inf")] * n
@@ -200,7 +212,7 @@ def best_segments(
         for i in range(j):
             price = _segment_cost(run, i, j - 1, spans, cost, saving)
             if j - i > 1:
-                price += margin * cost.conv_cost(segment_geometry(run[i:j], spans))
+                price += merge_risk(run[i:j], spans, cost, margin)
             if best[i] + price < best[j]:
                 best[j], choice[j] = best[i] + price, i
     segments, j = [], n
