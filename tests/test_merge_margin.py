@@ -77,9 +77,13 @@ def test_a_merged_conv_within_one_of_its_convs_is_not_charged_the_margin():
     assert merged["nodes"] == ["first", "second"]
     assert merged["flops_after"] < merged["flops_before"]
     assert not _records(result, "kept")
+    (planned,) = _records(result, "planned")
+    assert "decision margin 150.0%" in planned["detail"]
+    assert "waived for segments [[0, 1]] (each merged conv within one" in planned["detail"]
     # with more outputs the merged conv does more than either conv: the margin applies again
     wider = fold_model(_chain(1, 2 * CHANNELS), merge="auto", cost_model=_overhead_bound(1.5))
     assert not _records(wider, "merged")
+    assert "waived" not in _records(wider, "planned")[0]["detail"]
 
 
 def test_within_compares_every_dimension():

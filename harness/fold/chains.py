@@ -185,15 +185,20 @@ def _segment_cost(
     return price - saving if whole else price
 
 
+def margin_waived(run: List[ConvView], spans: Spans) -> bool:
+    """Whether the run merged is ``within`` one of its convs: it replaces that conv at no added work
+    and removes the others outright, so the cost model's error on it cannot turn the saving into a
+    loss."""
+    merged = segment_geometry(run, spans)
+    return any(merged.within(segment_geometry([view], spans)) for view in run)
+
+
 def merge_risk(run: List[ConvView], spans: Spans, cost: CostModel, margin: float) -> float:
     """What a merged run is charged beyond its predicted cost: the decision margin times the merged
-    conv's predicted cost, or nothing when the merged conv is ``within`` one of the run's convs (it
-    replaces that conv at no added work and removes the others outright, so the model's error on
-    it cannot turn the saving into a loss)."""
-    merged = segment_geometry(run, spans)
-    if any(merged.within(segment_geometry([view], spans)) for view in run):
+    conv's predicted cost, or nothing when ``margin_waived``."""
+    if margin_waived(run, spans):
         return 0.0
-    return margin * cost.conv_cost(merged)
+    return margin * cost.conv_cost(segment_geometry(run, spans))
 
 
 def best_segments(
@@ -289,6 +294,9 @@ def merge_conv_chains(
                 segments, chosen, unmerged = best_segments(run, spans, cost, saving)
                 whole = cost.conv_cost(segment_geometry(run, spans)) - saving
                 margin, source = cost.decision_margin()
+                waived = [
+                    [i, j] for i, j in segments if j > i and margin_waived(run[i : j + 1], spans)
+                ]
                 records.append(
                     FoldRecord(
                         "merge_conv_chains",
@@ -298,7 +306,13 @@ def merge_conv_chains(
                         f"{chosen * 1e6:.1f} us; all unmerged {unmerged * 1e6:.1f} us; "
                         f"all merged {whole * 1e6:.1f} us"
                         + (" (incl. the residual Add it removes)" if saving else "")
-                        + f"; decision margin {margin:.1%} ({source})",
+                        + f"; decision margin {margin:.1%} ({source})"
+                        + (
+                            f", waived for segments {waived} (each merged conv within one of its"
+                            " convs: no more channels or taps)"
+                            if waived and margin
+                            else ""
+                        ),
                     )
                 )
                 records += declined_merges(run, segments, spans, cost, saving)
