@@ -74,23 +74,43 @@ def mobilenetv2_linear_dw() -> nn.Module:
 
 
 class RepBlock(nn.Module):
-    """RepVGG's training form: BN(3x3) + BN(1x1) (+ BN(identity) when shapes allow), then ReLU
+    """A re-parameterisable block in its training form (RepVGG, MobileOne): ``branches`` parallel
+    BN(k x k conv), BN(1x1 conv) when k > 1, BN(identity) when shapes allow; summed, then ReLU
     unless linear."""
 
-    def __init__(self, cin: int, cout: int, stride: int, relu: bool) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        relu: bool,
+        kernel: int = 3,
+        groups: int = 1,
+        branches: int = 1,
+    ) -> None:
         super().__init__()
-        self.k3 = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        )
-        self.k1 = nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout)
+
+        def conv_bn(k: int) -> nn.Module:
+            conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+            return nn.Sequential(conv, nn.BatchNorm2d(cout))
+
+        self.convs = nn.ModuleList(
+            [conv_bn(kernel) for _ in range(branches)] + ([conv_bn(1)] if kernel > 1 else [])
         )
         self.identity = nn.BatchNorm2d(cout) if cin == cout and stride == 1 else None
         self.act = nn.ReLU() if relu else nn.Identity()
 
     def forward(self, x):
-        y = self.k3(x) + self.k1(x)
+        y = sum(branch(x) for branch in self.convs)
         return self.act(y + self.identity(x) if self.identity is not None else y)
+
+
+def _rep_network(layers: List[nn.Module], width: int) -> nn.Module:
+    module = nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 1000)
+    ).eval()
+    randomize_batchnorm(module, torch.Generator().manual_seed(1))
+    return module
 
 
 def repvgg_a0_linear_pairs() -> nn.Module:
@@ -105,11 +125,22 @@ def repvgg_a0_linear_pairs() -> nn.Module:
                 RepBlock(cin, width, 2 if i == 0 else 1, relu=(i % 2 == 1) or i == depth - 1)
             )
             cin = width
-    module = nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000)
-    ).eval()
-    randomize_batchnorm(module, torch.Generator().manual_seed(1))
-    return module
+    return _rep_network(layers, cin)
+
+
+def mobileone_s0_linear_dw() -> nn.Module:
+    """MobileOne-S0 (Vasu et al., 2023: widths 48, 48x2, 128x8, 256x10, 1024x1; 4 branches per
+    block) in its training form, every depthwise block linear (its ReLU removed)."""
+    torch.manual_seed(0)
+    layers: List[nn.Module] = [RepBlock(3, 48, 2, True)]
+    cin = 48
+    for width, depth in ((48, 2), (128, 8), (256, 10), (1024, 1)):
+        for i in range(depth):
+            stride = 2 if i == 0 else 1
+            layers.append(RepBlock(cin, cin, stride, False, 3, groups=cin, branches=4))
+            layers.append(RepBlock(cin, width, 1, True, 1, branches=4))
+            cin = width
+    return _rep_network(layers, cin)
 
 
 def _zoo(model: str, variant: str) -> Callable[[], nn.Module]:
@@ -122,6 +153,7 @@ ARCHITECTURES: Dict[str, Tuple[Callable[[], nn.Module], str]] = {
     "resnet50 linear bottleneck tails": (resnet50_linear_tails, "imagenet"),
     "mobilenetv2 linear depthwise": (mobilenetv2_linear_dw, "imagenet"),
     "repvgg-a0 training form, linear pairs": (repvgg_a0_linear_pairs, "imagenet"),
+    "mobileone-s0 training form, linear depthwise": (mobileone_s0_linear_dw, "imagenet"),
     "resnet20 dc-all": (_zoo("resnet20", "dc-all"), "cifar"),
     "resnet56 dc-1x1": (_zoo("resnet56", "dc-1x1"), "cifar"),
     "resnet56 dc-half": (_zoo("resnet56", "dc-half"), "cifar"),
@@ -282,7 +314,13 @@ def main(argv: List[str]) -> int:
         default=None,
         help="calibration file (default: the profile's; measured first when there is none)",
     )
-    parser.add_argument("--only", default=None, help="comma-separated subset of the architectures")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(ARCHITECTURES),
+        metavar="NAME",
+        help="one of the architectures (repeat for more; default: all of them)",
+    )
     parser.add_argument("--size", type=int, default=128, help="input size of the ImageNet networks")
     parser.add_argument("--max-duration", type=float, default=None, help="time cap per graph (s)")
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/merge_choices.md"))
@@ -301,7 +339,7 @@ def main(argv: List[str]) -> int:
         harness_main(["calibrate", "--device", args.device, "-o", str(calibration)])
     calibrated = load_calibration(calibration)
     roofline = RooflineCostModel.from_profile(profile, profile.precisions[0])
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(ARCHITECTURES)
+    names = args.only or list(ARCHITECTURES)
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
