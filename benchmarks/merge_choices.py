@@ -11,7 +11,9 @@ better of none/all beyond its interval.
 
 Architectures: ResNet-50 with every bottleneck's 3x3 -> 1x1 left linear; MobileNetV2 with every
 depthwise conv left linear (its ReLU6 removed); a RepVGG-A0-like network in its training form (3x3 +
-1x1 + identity branches, BN) with every second block's ReLU removed; the zoo's compressed variants.
+1x1 + identity branches, BN) with every second block's ReLU removed; MobileOne-S0 in its training
+form (4 conv branches, a 1x1 scale branch, a BN identity) with every depthwise block linear; the
+zoo's compressed variants.
 ImageNet-sized networks run at --size (default 128) to keep the run to minutes on a small CPU.
 """
 
