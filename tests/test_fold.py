@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -198,6 +199,56 @@ def test_repvgg_block_folds_into_one_conv(tmp_path):
     result = fold_model(model, merge="all")
     assert op_histogram(result.model) == {"Conv": 1, "Relu": 1}
     assert verify_fold(model, result.model).max_rel_error < 1e-4
+
+
+class MobileOneBlock(nn.Module):
+    """MobileOne's training-time block (Vasu et al., 2023): ``branches`` parallel BN(k x k conv), a
+    BN(1x1 conv) scale branch when k > 1 and a BN identity when shapes allow, summed, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int) -> None:
+        super().__init__()
+
+        def conv_bn(k: int) -> nn.Module:
+            conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+            return nn.Sequential(conv, nn.BatchNorm2d(cout))
+
+        self.convs = nn.ModuleList([conv_bn(kernel) for _ in range(4)])
+        self.scale = conv_bn(1) if kernel > 1 else None
+        self.identity = nn.BatchNorm2d(cout) if cin == cout and stride == 1 else None
+
+    def forward(self, x):
+        y = sum(branch(x) for branch in self.convs)
+        y = y + self.scale(x) if self.scale is not None else y
+        return torch.relu(y + self.identity(x) if self.identity is not None else y)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mobileone_blocks_fold_into_their_deploy_form(tmp_path, stride):
+    # a depthwise block then a pointwise one (8 -> 16 channels), as in every MobileOne stage
+    torch.manual_seed(2)
+    module = nn.Sequential(MobileOneBlock(8, 8, 3, stride, 8), MobileOneBlock(8, 16, 1, 1, 1))
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model = _export(module, (8, 12, 12), tmp_path)
+    assert _convs(model) == 4 + 1 + 4
+    result = fold_model(model, merge="all")
+    assert op_histogram(result.model) == {"Conv": 2, "Relu": 2}
+    depthwise, pointwise = [n for n in result.model.graph.node if n.op_type == "Conv"]
+    assert {a.name: a.i for a in depthwise.attribute}.get("group") == 8
+    assert [a.ints for a in depthwise.attribute if a.name == "strides"] == [[stride, stride]]
+    weights = {t.name: t.dims for t in result.model.graph.initializer}
+    assert weights[depthwise.input[1]] == [8, 1, 3, 3]
+    assert weights[pointwise.input[1]] == [16, 8, 1, 1]
+    x = torch.randn(1, 8, 12, 12)
+    with torch.no_grad():
+        expected = module.eval()(x).numpy()
+    session = ort.InferenceSession(
+        result.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def _bn_graph(with_identities: bool) -> onnx.ModelProto:
