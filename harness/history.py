@@ -152,7 +152,7 @@ class History:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            self._open()
+            self._open(create)
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise HarnessError(f"{self.path} is not a usable harness history ({exc})") from None
@@ -160,7 +160,7 @@ class History:
             self.db.close()
             raise
 
-    def _open(self) -> None:
+    def _open(self, create: bool) -> None:
         self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -168,6 +168,11 @@ class History:
             tables = {
                 r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
+            if version == 0 and not tables and not create:  # an empty file: read, not made
+                raise HarnessError(
+                    f"history {self.path} holds no history (add results with "
+                    f"`harness history add results.json`)"
+                )
             if version == 0 and not tables:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():

@@ -273,3 +273,20 @@ def test_compare_against_history_gates_on_a_step(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_reading_commands_refuse_an_empty_file_and_leave_it_empty(tmp_path, capsys):
+    db = tmp_path / "empty.json"
+    db.write_bytes(b"")
+    (path,) = _series(tmp_path / "runs", 1, seed=0)
+    compare = ["compare", str(path), "--against-history", "--history", str(db)]
+    show = ["history", "show", "--history", str(db), "--device", "xavier"]
+    for argv in (compare, show + ["--plot", str(tmp_path / "p.png")]):
+        assert main(argv) == 2
+        assert "holds no history" in capsys.readouterr().err
+        assert db.read_bytes() == b""
+    assert main(["history", "add", str(path), "--history", str(db)]) == 0  # adding makes one
+    assert main(show + ["--plot", str(db)]) == 2  # the plot would overwrite the history
+    assert "is also an input" in capsys.readouterr().err
+    with History(db, create=False) as history:
+        assert len(history.points()) == 2

@@ -123,7 +123,7 @@ def _show(args, path: Path) -> int:
 
     suffix = f"-{args.model}" if args.model else ""
     plot = args.plot or Path("results") / f"history-{args.device}{suffix}.png"
-    check_output(plot, flag="--plot")
+    check_output(plot, flag="--plot", inputs=[path])
     with History(path, create=False) as history:
         points = history.points(args.device, args.model)
     if not points:
