@@ -64,14 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Check every output path the command declared with ``add_output``, before it does any work."""
-    from harness.outputs import check_output
+    from harness.outputs import FILE, check_distinct, check_output
 
     checks = getattr(args, "output_checks", None) or []
     outputs = {dest for dest, *_ in checks}
     inputs = [value for dest, value in vars(args).items() if dest not in outputs]
-    for dest, kind, flag in checks:
-        if getattr(args, dest, None) is not None:
-            check_output(getattr(args, dest), kind, flag, inputs)
+    files = []
+    for dest, kind, flag, companions in checks:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        check_output(value, kind, flag, inputs)
+        if kind == FILE:
+            files.append((f"{flag} {value}", value))
+        for path, what in companions(value) if companions else []:
+            check_output(path, FILE, f"{flag} {value}: its {what}", inputs)
+            files.append((f"its {what} {path}", path))
+    check_distinct(files)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -380,13 +380,22 @@ def table_rows(spans: List[Span], entries: Dict[str, Entry]) -> List[Dict[str, o
     ]
 
 
+def table_companions(path: Path) -> List[Tuple[Path, str]]:
+    """The files ``harness lut`` writes beside a table at ``path``, each with what it is: the
+    long layout (``<stem>_long.csv``) and the JSON sidecar (``<stem>.json``)."""
+    return [
+        (path.with_name(path.stem + "_long.csv"), "long-layout table"),
+        (path.with_suffix(".json"), "JSON sidecar"),
+    ]
+
+
 def write_tables(rows: List[Dict[str, object]], path: Path) -> Tuple[Path, Path]:
     """Write ``path`` (``id,st,end,time,stdev``) and ``<stem>_long.csv``
     (``id,st,end,ker,str,is_dw,...``)."""
     written = []
     for columns, target in (
         (SHORT_COLUMNS, path),
-        (LONG_COLUMNS, path.with_name(path.stem + "_long.csv")),
+        (LONG_COLUMNS, table_companions(path)[0][0]),
     ):
         buffer = io.StringIO()
         writer = csv.DictWriter(

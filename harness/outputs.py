@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Dict, Iterable, Tuple, Union
 
 from harness.errors import HarnessError
 
@@ -68,6 +68,19 @@ def check_output(
             f"{flag} {path} cannot be written: {ancestor} does not take new files "
             f"({exc.strerror or type(exc).__name__})"
         ) from None
+
+
+def check_distinct(outputs: Iterable[Tuple[str, PathLike]]) -> None:
+    """Refuse two of a command's outputs (each ``(what it is, path)``) that name one file: the
+    second written would replace the first."""
+    seen: Dict[str, str] = {}
+    for what, path in outputs:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise HarnessError(
+                f"{seen[key]} and {what} are the same file: give each output its own path"
+            )
+        seen[key] = what
 
 
 def save_fallback(text: str, name: str) -> Path:

@@ -391,6 +391,36 @@ def test_an_output_that_is_an_input_is_refused(case, files, capsys):
     assert target.read_bytes() == before
 
 
+TWO_OUTPUTS_ONE_FILE = {  # (command line, the two outputs the error names)
+    "fold": (
+        "fold {onnx} -o {tmp}/clash/f.onnx --report {tmp}/clash/f.onnx",
+        "-o/--out/--output",
+        "--report",
+    ),
+    "compare": (
+        "compare {results} {results} --markdown {tmp}/clash/m.md --junit {tmp}/clash/m.md",
+        "--markdown",
+        "--junit",
+    ),
+    "lut": (
+        "lut {onnx} --device {fast} -o {tmp}/clash/t.json",
+        "-o/--out/--output",
+        "its JSON sidecar",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TWO_OUTPUTS_ONE_FILE))
+def test_two_outputs_naming_one_file_are_refused_before_any_work(case, files, capsys):
+    line, first, second = TWO_OUTPUTS_ONE_FILE[case]
+    argv = _argv(line, files)
+    code, out, err = _run(capsys, argv)
+    message = _assert_one_error_line(argv[0], code, err)
+    assert message.startswith(f"error: {first} ") and f" and {second} " in message
+    assert message.endswith("are the same file: give each output its own path") and not out
+    assert not (files["tmp"] / "clash").exists()  # nothing written
+
+
 @pytest.mark.skipif(
     os.geteuid() == 0,
     reason="root writes into read-only folders: /sys and /proc cases above cover it",

@@ -264,3 +264,16 @@ def test_output_folder_is_checked_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert occupied.read_text() == "not a folder"
+
+
+def test_a_report_into_the_folder_of_its_input_refuses_to_overwrite_it(tmp_path, capsys):
+    recorded = Path(__file__).resolve().parent / "data" / "results_schema1_lenet5.json"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    source = folder / "results.json"
+    source.write_bytes(recorded.read_bytes())
+    assert main(["report", str(source), "-o", str(folder), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "results.json is also an input: the report would overwrite it" in err
+    assert source.read_bytes() == recorded.read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["results.json"]  # nothing written

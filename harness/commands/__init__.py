@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from harness.outputs import FILE, FOLDER
 from harness.profiles import PRECISIONS
@@ -80,17 +80,23 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
 
 
 def add_output(
-    parser: argparse.ArgumentParser, *flags: str, kind: str = FILE, help: str, **kwargs: Any
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    kind: str = FILE,
+    help: str,
+    companions: Optional[Callable[[Path], List[Tuple[Path, str]]]] = None,
+    **kwargs: Any,
 ) -> None:
-    """Declare an output path, checked before any work (see ``harness.outputs.check_output``).
+    """Declare an output path, checked before any work (see ``harness.outputs.check_outputs``).
 
     Without ``flags`` it is ``-o/--out/--output`` (the same spelling in every command); ``kind`` is
-    ``harness.outputs.FILE`` or ``FOLDER``; other keyword arguments go to ``add_argument``
+    ``harness.outputs.FILE`` or ``FOLDER``; ``companions`` gives the files written beside it, each
+    with what it is (checked as outputs too); other keyword arguments go to ``add_argument``
     (``dest``, ``default``, ``required``).
     """
     if kind not in (FILE, FOLDER):
         raise ValueError(f"kind must be {FILE!r} or {FOLDER!r}")
     action = parser.add_argument(*(flags or OUTPUT_FLAGS), type=Path, help=help, **kwargs)
     checks = list(parser.get_default("output_checks") or [])
-    checks.append((action.dest, kind, "/".join(action.option_strings)))
+    checks.append((action.dest, kind, "/".join(action.option_strings), companions))
     parser.set_defaults(output_checks=checks)

@@ -4,6 +4,7 @@ device."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Tuple
 
 from harness.commands import add_batch, add_command, add_device, add_output
 
@@ -27,7 +28,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "model", help="zoo name, path.onnx, or package.module:factory (with --input-shape)"
     )
-    add_output(parser, dest="output", required=True, help="CSV table to write")
+    add_output(
+        parser, dest="output", required=True, help="CSV table to write", companions=_companions
+    )
     add_device(parser)
     parser.add_argument(
         "--backend", default=None, help="backend to measure on (default: the profile's)"
@@ -40,6 +43,12 @@ def register(subparsers) -> None:
         "--input-shape", default=None, help="input shape without batch for factories"
     )
     parser.set_defaults(func=run)
+
+
+def _companions(path: Path) -> List[Tuple[Path, str]]:
+    from harness.lut import table_companions
+
+    return table_companions(path)
 
 
 def run(args) -> int:
@@ -67,6 +76,7 @@ def run(args) -> int:
         measure_spans,
         measurement_context,
         span_model,
+        table_companions,
         table_rows,
         write_tables,
     )
@@ -127,11 +137,12 @@ def run(args) -> int:
         "timing": dataclasses.asdict(profile.timing),
         "environment": envinfo.capture_environment(profile),
     }
-    write_text_atomic(args.output.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    sidecar = table_companions(args.output)[1][0]
+    write_text_atomic(sidecar, json.dumps(meta, indent=1) + "\n")
     progress_path.unlink()
     print(
         f"{len(spans)} spans, {unique} distinct shapes timed "
         f"({len(spans) - unique} measurements saved), {measured_now} measured in this run"
     )
-    print(f"wrote {short_path}\nwrote {long_path}\nwrote {args.output.with_suffix('.json')}")
+    print(f"wrote {short_path}\nwrote {long_path}\nwrote {sidecar}")
     return 0

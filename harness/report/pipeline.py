@@ -86,16 +86,16 @@ def write_report(
     table = merge(documents)
     markdown = to_markdown(table, argv)
     full, narrow = to_latex(table), to_latex_narrow(table)
-    written = [
-        write_text_atomic(out / "report.md", markdown),
-        write_text_atomic(out / "report.csv", to_csv(table)),
-        write_text_atomic(out / "report.tex", full),
-        write_text_atomic(out / "report-narrow.tex", narrow),
-        write_text_atomic(out / "report-standalone.tex", standalone([full, narrow])),
-        write_text_atomic(
-            out / "results.json", json.dumps(merged_document(table, argv), indent=1) + "\n"
-        ),
-    ]
+    files = {
+        "report.md": markdown,
+        "report.csv": to_csv(table),
+        "report.tex": full,
+        "report-narrow.tex": narrow,
+        "report-standalone.tex": standalone([full, narrow]),
+        "results.json": json.dumps(merged_document(table, argv), indent=1) + "\n",
+    }
+    _refuse_overwriting_inputs([out / name for name in files], documents)
+    written = [write_text_atomic(out / name, text) for name, text in files.items()]
     if layers:
         from harness.report.layers import layers_markdown
 
@@ -112,6 +112,18 @@ def write_report(
     else:
         removed = remove_stale_plots(out)
     return markdown, written, removed
+
+
+def _refuse_overwriting_inputs(targets: List[Path], documents: List[Results]) -> None:
+    """Refuse, before anything is written, a report file that is one of the results read."""
+    sources = [Path(d.source) for d in documents if d.source and os.path.isfile(d.source)]
+    for target in targets:
+        for source in sources:
+            if target.is_file() and os.path.samefile(source, target):
+                raise HarnessError(
+                    f"{target} is also an input: the report would overwrite it (give another "
+                    "output folder with -o)"
+                )
 
 
 def write_papers(results: Results, out: Path) -> List[Path]:
