@@ -331,6 +331,15 @@ def resolve_suite(
     names = [s.name for s, _ in suite]
     if len(set(names)) != len(names):
         raise HarnessError("a model is named twice in --models")
+    kinds = {s.kind for s, _ in suite}
+    if factory_shape and "factory" not in kinds:
+        raise HarnessError(
+            "--input-shape applies to factories (package.module:factory) and none of --models is "
+            "one: zoo models and ONNX files run at their own shapes"
+        )
+    named = [v for v in variants.split(",") if v and v not in ("baseline", "all", "first")]
+    if named and "zoo" not in kinds:
+        raise HarnessError("--variants applies to zoo models and none of --models is one")
     return suite
 
 

@@ -92,6 +92,19 @@ def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource
     return ModelSource("zoo", model, input_shape=ZOO[model].input_shape)
 
 
+def with_input_shape(source: ModelSource, input_shape: Optional[str]) -> ModelSource:
+    """``source`` at ``--input-shape`` (without batch): applied to a zoo model (a shape it cannot
+    take fails when exported), already applied to a factory, refused for an ONNX file."""
+    if not input_shape or source.kind == "factory":
+        return source
+    if source.kind == "onnx":
+        raise HarnessError(
+            "--input-shape applies to zoo models and factories; an ONNX file keeps its own "
+            "shapes (bind its dynamic dims with harness fold --input-shape)"
+        )
+    return dataclasses.replace(source, input_shape=parse_shape(input_shape))
+
+
 def load_factory(reference: str):
     """Import ``package.module:factory`` and call it; must return a ``torch.nn.Module``."""
     torch = _torch()

@@ -164,6 +164,18 @@ BAD_CASES = {
         ["bench", "--models", "user_models:tiny", "--input-shape", "3x2x2"],
         "cannot run on input shape",
     ),
+    "input shape without a factory": (
+        ["bench", "--models", "lenet5", "--input-shape", "1x32x32"],
+        "--input-shape applies to factories",
+    ),
+    "variants without a zoo model": (
+        ["bench", "--models", "user_models:tiny", "--input-shape", "3x8x8", "--variants", "dc-x"],
+        "--variants applies to zoo models",
+    ),
+    "batch of an ONNX file": (
+        ["export", "{tmp}/garbage.onnx", "--batch", "4", "-o", "{tmp}/out/x.onnx"],
+        "an ONNX file keeps its own batch",
+    ),
     "malformed shape": (
         ["export", "user_models:tiny", "--input-shape", "3xbig", "-o", "{tmp}/out/x.onnx"],
         "invalid input shape",

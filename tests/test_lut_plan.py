@@ -232,3 +232,18 @@ def test_plan_command_end_to_end(tmp_path, fast_profile, capsys):
         assert len(plan["remove_activations"]) == sum(e - s for s, e in plan["merged_segments"])
         assert "merge convs" in capsys.readouterr().out
     assert main(argv + ["--budget-ms", "0.000001"]) == 2
+
+
+def test_lut_applies_and_records_the_input_shape(tmp_path, fast_profile, capsys):
+    table = tmp_path / "r20-48.csv"
+    argv = ["lut", "resnet20", "--device", str(fast_profile), "--max-span", "1", "-o", str(table)]
+    assert main(argv + ["--input-shape", "3x48x48"]) == 0
+    meta = json.loads(table.with_suffix(".json").read_text())
+    assert list(meta["input_shapes"].values()) == [[1, 3, 48, 48]]
+    onnx_file = tmp_path / "r20.onnx"
+    assert main(["export", "resnet20", "-o", str(onnx_file)]) == 0
+    capsys.readouterr()
+    onnx_argv = ["lut", str(onnx_file), "-o", str(tmp_path / "t.csv"), "--input-shape", "3x48x48"]
+    assert main(onnx_argv) == 2
+    assert "an ONNX file keeps its own shapes" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()

@@ -37,31 +37,28 @@ def run(args) -> int:
     import dataclasses
 
     from harness.errors import HarnessError
-    from harness.export import materialize, resolve_source
+    from harness.export import materialize, resolve_source, with_input_shape
     from harness.graph_stats import count_params, flop_count, op_histogram
 
     source = resolve_source(args.model, args.input_shape)
-    if source.kind == "onnx" and args.input_shape:
-        raise HarnessError(
-            "--input-shape applies to zoo models and factories; an ONNX file keeps its own "
-            "shapes (bind its dynamic dims with harness fold --input-shape)"
-        )
     if source.kind == "zoo":
-        from harness.export import parse_shape
         from harness.zoo import variant_spec
 
         variant_spec(source.name, args.variant)
-        if (
-            args.input_shape
-        ):  # applied, not ignored; a shape the model cannot take is refused when exported
-            shape = parse_shape(args.input_shape)
-            print(
-                f"input shape {'x'.join(map(str, shape))} (the zoo's default for {source.name} is "
-                f"{'x'.join(map(str, source.input_shape or ()))})"
-            )
-            source = dataclasses.replace(source, input_shape=shape)
     elif args.variant != "baseline":
         raise HarnessError("--variant applies to zoo models only")
+    if source.kind == "onnx" and args.batch != 1:
+        raise HarnessError(
+            "--batch applies to zoo models and factories; an ONNX file keeps its own batch "
+            "(bind a dynamic batch with harness fold --batch)"
+        )
+    shaped = with_input_shape(source, args.input_shape)
+    if source.kind == "zoo" and shaped != source:
+        print(
+            f"input shape {'x'.join(map(str, shaped.input_shape or ()))} (the zoo's default for "
+            f"{source.name} is {'x'.join(map(str, source.input_shape or ()))})"
+        )
+    source = shaped
     model = materialize(dataclasses.replace(source, variant=args.variant), args.output, args.batch)
     nodes = ", ".join(f"{op} {n}" for op, n in op_histogram(model).items())
     flops = flop_count(model)

@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     )
     add_batch(parser)
     parser.add_argument(
-        "--input-shape", default=None, help="input shape without batch for factories"
+        "--input-shape",
+        default=None,
+        help="input shape without batch (factories: required; zoo models: instead of theirs)",
     )
     parser.set_defaults(func=run)
 
@@ -68,7 +70,7 @@ def run(args) -> int:
     from harness import envinfo, timing
     from harness.backends import get_runner_class
     from harness.errors import HarnessError
-    from harness.export import materialize, resolve_source
+    from harness.export import materialize, resolve_source, with_input_shape
     from harness.lut import (
         Entry,
         activation_chains,
@@ -80,7 +82,7 @@ def run(args) -> int:
         table_rows,
         write_tables,
     )
-    from harness.onnx_io import save_model, write_text_atomic
+    from harness.onnx_io import input_shapes, save_model, write_text_atomic
     from harness.profiles import load_profile, with_backend
 
     if args.max_span < 1:
@@ -88,10 +90,11 @@ def run(args) -> int:
     profile = with_backend(load_profile(args.device), args.backend)
     batch = args.batch or profile.batch_sizes[0]
     runner_class = get_runner_class(profile.backend)
-    source = resolve_source(args.model, args.input_shape)
+    source = with_input_shape(resolve_source(args.model, args.input_shape), args.input_shape)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = materialize(source, Path(tmp) / "model.onnx", batch)
+        shapes = input_shapes(Path(tmp) / "model.onnx")
         spans = enumerate_spans(activation_chains(model), args.max_span)
         if not spans:
             raise HarnessError(f"{args.model} has no convolutions to tabulate")
@@ -126,6 +129,7 @@ def run(args) -> int:
     meta = {
         "model": args.model,
         "batch": batch,
+        "input_shapes": shapes,
         "max_span": args.max_span,
         "spans": len(spans),
         "unique_signatures": unique,
