@@ -179,6 +179,15 @@ def test_harness_verify_exit_codes(tmp_path, capsys):
     assert main(["verify", str(paths["original"]), str(tmp_path / "missing.onnx")]) == 2
     other = tmp_path / "other.onnx"
     save_model(_export("lenet5", "baseline", tmp_path), other)
-    assert main(["verify", str(paths["original"]), str(other)]) in (1, 2)  # not the same function
+    assert main(["verify", str(paths["original"]), str(other)]) == 2  # not comparable
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    assert "have different shapes: 1x3x32x32 against 1x1x28x28" in err and "Traceback" not in err
+    dynamic = onnx.ModelProto()
+    dynamic.CopyFrom(result.model)
+    dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    save_model(dynamic, paths["mutant"])
+    assert main(["verify", str(paths["original"]), str(paths["mutant"])]) == 2
+    assert "differ in which dims are dynamic (1x3x32x32 against ?x3x32x32)" in (
+        capsys.readouterr().err
+    )
+    assert main(["verify", str(paths["original"]), str(paths["mutant"]), "--batch", "1"]) == 0

@@ -16,8 +16,10 @@ relative to its own magnitude; each rewritten node is also compared with the par
 replaced, on random inputs of its own. A comparison in which no compared tensor responds to the
 input is not called equivalent.
 
-Exit status: 0 equivalent (max relative error within --rtol), 1 different, 2 bad input (a missing
-or invalid file, different inputs, a graph ONNX Runtime cannot run: nothing could be compared)."""
+Exit status: 0 equivalent (max relative error within --rtol), 1 different (a candidate ONNX
+Runtime cannot run on the original's inputs included), 2 bad input (a missing or invalid file,
+inputs or outputs that differ in number, element type or fixed shape, an original ONNX Runtime
+cannot run: nothing could be compared)."""
 
 
 def register(subparsers) -> None:
@@ -124,3 +126,30 @@ def _check_interfaces(original, candidate) -> None:
         for a, b in zip(mine, theirs):
             if a.type.tensor_type.elem_type != b.type.tensor_type.elem_type:
                 raise HarnessError(f"{what} {a.name!r} and {b.name!r} have different element types")
+            if what == "inputs":
+                _check_input_shapes(a, b)
+
+
+def _check_input_shapes(a, b) -> None:
+    """Refuse two inputs whose ranks or fixed dims differ, or whose dims one fixes and the other
+    leaves dynamic: the same random input cannot feed both."""
+    from harness.errors import HarnessError
+
+    def dims(value) -> list:  # a dynamic dim, named or not, is "?"
+        return [
+            d.dim_value if d.HasField("dim_value") else "?"
+            for d in value.type.tensor_type.shape.dim
+        ]
+
+    mine, theirs = dims(a), dims(b)
+    if mine == theirs:
+        return
+    shown = f"{'x'.join(map(str, mine))} against {'x'.join(map(str, theirs))}"
+    if len(mine) != len(theirs) or any(
+        isinstance(x, int) and isinstance(y, int) for x, y in zip(mine, theirs) if x != y
+    ):
+        raise HarnessError(f"inputs {a.name!r} and {b.name!r} have different shapes: {shown}")
+    raise HarnessError(
+        f"inputs {a.name!r} and {b.name!r} differ in which dims are dynamic ({shown}): bind "
+        "them with --batch and --input-shape"
+    )
