@@ -127,10 +127,13 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"is not a {name} (got {value!r:.60})")
         return value
 
-    def numbers(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
+    def durations(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
+        """A non-empty list of finite, non-negative numbers (measured times)."""
         values = self.get(data, key, where, list)
-        if not values or not all(_is_number(v) for v in values):
-            raise self.fail(f"{where}.{key}", "is not a non-empty list of numbers")
+        if not values or not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in values):
+            raise self.fail(
+                f"{where}.{key}", "is not a non-empty list of finite, non-negative times"
+            )
         return values
 
 
@@ -222,7 +225,7 @@ class Run:
         run_id = reader.get(data, "id", where, str)
         where = f"{where} ({run_id})"
         series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
-        reader.numbers(series, "latency_ms", f"{where}.series_ms")
+        reader.durations(series, "latency_ms", f"{where}.series_ms")
         return cls(
             run_id,
             reader.get(data, "model", where, str),

@@ -86,6 +86,14 @@ def _empty_samples(d):
     d["runs"][0]["series_ms"]["latency_ms"] = []
 
 
+def _nan_sample(d):
+    d["runs"][1]["series_ms"]["latency_ms"][3] = float("nan")
+
+
+def _negative_sample(d):
+    d["runs"][2]["series_ms"]["latency_ms"][0] = -0.5
+
+
 def _no_device_name(d):
     del d["device"]["profile"]["name"]
 
@@ -108,7 +116,9 @@ def _runs_object(d):
         (_drop_series, "runs[1] (lenet5/dc-fc).series_ms is missing"),
         (_stats_list, "runs[0] (lenet5/baseline).stats is not an object"),
         (_median_text, "runs[2] (lenet5/dc-fc/folded).stats.median is not a number"),
-        (_empty_samples, "series_ms.latency_ms is not a non-empty list of numbers"),
+        (_empty_samples, "series_ms.latency_ms is not a non-empty list of finite, non-negative"),
+        (_nan_sample, "runs[1] (lenet5/dc-fc).series_ms.latency_ms is not a non-empty list of"),
+        (_negative_sample, "series_ms.latency_ms is not a non-empty list of finite, non-neg"),
         (_no_device_name, "device.profile.name is missing"),
         (_bad_kind, "comparisons[0].kind is 'versus'"),
         (_twice, "runs hold the id 'lenet5/baseline' twice"),
