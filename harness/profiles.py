@@ -8,6 +8,7 @@ Runs on the device too: Python 3.8 compatible, no torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from pathlib import Path
@@ -257,6 +258,23 @@ def _check_choices(profile: Profile, where: str) -> None:
     if ort.intra_op_threads < 0 or ort.inter_op_threads < 0:
         raise HarnessError(
             f"{where}.onnxruntime: thread counts must be >= 0 (0: one per available core)"
+        )
+    peaks = profile.peaks
+    rates = {"fp32_tflops": peaks.fp32_tflops, "dram_gbps": peaks.dram_gbps}
+    rates.update(
+        {
+            k: v
+            for k, v in (("fp16_tflops", peaks.fp16_tflops), ("int8_tops", peaks.int8_tops))
+            if v is not None
+        }
+    )
+    for key, value in rates.items():
+        if not (math.isfinite(value) and value > 0):
+            raise HarnessError(f"{where}.peaks.{key}: expected a positive number, got {value!r}")
+    if not (math.isfinite(peaks.layer_overhead_us) and peaks.layer_overhead_us >= 0):
+        raise HarnessError(
+            f"{where}.peaks.layer_overhead_us: expected a number >= 0, got "
+            f"{peaks.layer_overhead_us!r}"
         )
     if not 0 < profile.remote.port < 65536:
         raise HarnessError(f"{where}.remote.port: {profile.remote.port} is not a TCP port")

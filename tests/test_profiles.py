@@ -99,6 +99,15 @@ def _broken(tmp_path: Path, edit) -> Path:
             lambda d: d.setdefault("onnxruntime", {}).update(intra_op_threads=-2),
             "thread counts must be >= 0",
         ),
+        (
+            lambda d: d["peaks"].update(fp32_tflops=0),
+            "peaks.fp32_tflops: expected a positive number, got 0",
+        ),
+        (
+            lambda d: d["peaks"].update(dram_gbps=float("nan")),
+            "peaks.dram_gbps: expected a positive number, got nan",
+        ),
+        (lambda d: d["peaks"].update(layer_overhead_us=-1), "peaks.layer_overhead_us"),
         (lambda d: d["timing"].update(block_iterations=0), "block_iterations >= 1"),
         (
             lambda d: d.setdefault("remote", {}).update(port=70000),
