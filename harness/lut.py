@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -416,18 +417,45 @@ def read_geometry(path: Path) -> Dict[Tuple[int, int], Tuple[int, int]]:
         return {(int(r["st"]), int(r["end"])): (int(r["ker"]), int(r["str"])) for r in reader}
 
 
+def read_span_values(
+    path: Path, column: str, what: str, non_negative: bool = True
+) -> Dict[Tuple[int, int], float]:
+    """A CSV of spans ``st,end,<column>``: (st, end) -> the value. Refused with the row named: a
+    file that is not text, a missing column, a span that is not 0 <= st <= end, a value that is not
+    finite (or negative where ``non_negative``), a span given twice."""
+    if not Path(path).is_file():
+        raise HarnessError(f"{what} {path} does not exist")
+    values: Dict[Tuple[int, int], float] = {}
+    try:
+        with Path(path).open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"st", "end", column} - set(reader.fieldnames or [])
+            if missing:
+                raise HarnessError(
+                    f"{path} is not a {what}: missing columns {', '.join(sorted(missing))}"
+                )
+            for row in reader:
+                line = reader.line_num
+                try:
+                    span = (int(row["st"]), int(row["end"]))
+                    value = float(row[column])
+                except (TypeError, ValueError):
+                    raise HarnessError(
+                        f"{path} line {line}: expected integers st,end and a number {column}"
+                    ) from None
+                if not 0 <= span[0] <= span[1]:
+                    raise HarnessError(f"{path} line {line}: span {span} is not 0 <= st <= end")
+                if not math.isfinite(value) or (non_negative and value < 0):
+                    kind = "a finite number >= 0" if non_negative else "a finite number"
+                    raise HarnessError(f"{path} line {line}: {column} {value!r} is not {kind}")
+                if span in values:
+                    raise HarnessError(f"{path} line {line}: span {span} is given twice")
+                values[span] = value
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path} is not a {what}: not a text (CSV) file") from None
+    return values
+
+
 def read_table(path: Path) -> Dict[Tuple[int, int], float]:
     """A latency table in either layout: (st, end) -> time in ms."""
-    if not Path(path).is_file():
-        raise HarnessError(f"latency table {path} does not exist")
-    with Path(path).open() as handle:
-        reader = csv.DictReader(handle)
-        missing = {"st", "end", "time"} - set(reader.fieldnames or [])
-        if missing:
-            raise HarnessError(
-                f"{path} is not a latency table: missing columns {', '.join(sorted(missing))}"
-            )
-        try:
-            return {(int(r["st"]), int(r["end"])): float(r["time"]) for r in reader}
-        except (TypeError, ValueError) as exc:
-            raise HarnessError(f"{path}: malformed row ({exc})") from None
+    return read_span_values(path, "time", "latency table")

@@ -11,7 +11,6 @@ cut points gives the best importance for each latency; a knapsack over chains co
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from pathlib import Path
@@ -38,17 +37,10 @@ class Plan:
 
 def read_importance(path: Path) -> Dict[Segment, float]:
     """An importance table ``st,end,importance`` (higher is better: e.g. accuracy kept after
-    merging st..end)."""
-    if not Path(path).is_file():
-        raise HarnessError(f"importance table {path} does not exist")
-    with Path(path).open() as handle:
-        reader = csv.DictReader(handle)
-        if not {"st", "end", "importance"} <= set(reader.fieldnames or []):
-            raise HarnessError(f"{path} must have the columns st,end,importance")
-        try:
-            return {(int(r["st"]), int(r["end"])): float(r["importance"]) for r in reader}
-        except (TypeError, ValueError) as exc:
-            raise HarnessError(f"{path}: malformed row ({exc})") from None
+    merging st..end; negative allowed)."""
+    from harness.lut import read_span_values
+
+    return read_span_values(path, "importance", "importance table", non_negative=False)
 
 
 def _options(
@@ -80,8 +72,8 @@ def plan_chains(
     Latencies are rounded up to ``budget_ms / resolution`` steps, so a returned plan never exceeds
     the budget.
     """
-    if budget_ms <= 0:
-        raise HarnessError("the latency budget must be positive")
+    if not (math.isfinite(budget_ms) and budget_ms > 0):
+        raise HarnessError(f"the latency budget must be a positive number, not {budget_ms!r}")
     step = budget_ms / resolution
     NEG = -math.inf
     # best[t] = (importance, segments) over the chains so far with total latency t steps

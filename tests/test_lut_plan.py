@@ -218,6 +218,10 @@ def test_plan_command_end_to_end(tmp_path, fast_profile, capsys):
     ]
     assert main(argv + ["--budget-ms", str(singles * 1.02)]) == 0
     plan = json.loads(plan_path.read_text())
+    assert plan["device"] == "fast"  # the table's, from its JSON sidecar
+    capsys.readouterr()
+    assert main(argv + ["--budget-ms", "1", "--device", "host"]) == 2
+    assert "was measured on 'fast'" in capsys.readouterr().err
     assert (
         plan["merged_segments"] == [] and plan["predicted_latency_ms"] <= singles * 1.02
     )  # merging costs
@@ -247,3 +251,55 @@ def test_lut_applies_and_records_the_input_shape(tmp_path, fast_profile, capsys)
     assert main(onnx_argv) == 2
     assert "an ONNX file keeps its own shapes" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ("2,1,0.5\n", "line 2: span (2, 1) is not 0 <= st <= end"),
+        ("0,1,nan\n", "line 2: importance nan is not a finite number"),
+        ("0,1,0.5\n0,1,0.7\n", "line 3: span (0, 1) is given twice"),
+        ("0,x,0.5\n", "line 2: expected integers st,end and a number importance"),
+        ("0,1\n", "line 2: expected integers st,end and a number importance"),
+    ],
+)
+def test_plan_refuses_a_malformed_importance_row_naming_it(tmp_path, capsys, rows, message):
+    table = tmp_path / "t.csv"
+    table.write_text("id,st,end,time,stdev\n0,0,0,0.1,0\n1,1,1,0.1,0\n2,0,1,0.15,0\n")
+    importance = tmp_path / "imp.csv"
+    importance.write_text("st,end,importance\n" + rows)
+    argv = ["plan", "lenet5", "--table", str(table), "--importance", str(importance)]
+    assert main(argv + ["--budget-ms", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_plan_refuses_a_nan_budget_a_binary_table_and_warns_of_unknown_spans(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("id,st,end,time,stdev\n0,0,0,0.1,0\n1,1,1,0.1,0\n2,0,1,0.15,0\n")
+    importance = tmp_path / "imp.csv"
+    importance.write_text("st,end,importance\n0,1,-0.5\n1,99,0.1\n")
+    argv = ["plan", "lenet5", "--table", str(table), "--importance", str(importance)]
+    assert main(argv + ["--budget-ms", "nan"]) == 2
+    assert "the latency budget must be a positive number, not nan" in capsys.readouterr().err
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 20)
+    assert (
+        main(
+            [
+                "plan",
+                "lenet5",
+                "--table",
+                str(binary),
+                "--importance",
+                str(importance),
+                "--budget-ms",
+                "1",
+            ]
+        )
+        == 2
+    )
+    assert "is not a latency table: not a text (CSV) file" in capsys.readouterr().err
+    assert main(argv + ["--budget-ms", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 span(s) the latency table lacks, ignored (first (1, 99))" in err

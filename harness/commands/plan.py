@@ -3,6 +3,7 @@ tables."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from harness.commands import add_command, add_device, add_output
@@ -40,12 +41,47 @@ def register(subparsers) -> None:
         required=True,
         help="latency budget for the activation chains (ms)",
     )
-    add_device(parser, purpose="the one the table was measured on (recorded in the plan)")
+    add_device(
+        parser,
+        default=TABLE_DEVICE,
+        purpose="the one the table was measured on, recorded in the plan; checked against the "
+        "table's JSON sidecar",
+    )
     parser.add_argument(
         "--input-shape", default=None, help="input shape without batch for factories"
     )
     add_output(parser, dest="output", default=None, help="JSON plan to write")
     parser.set_defaults(func=run)
+
+
+TABLE_DEVICE = "the table's"
+
+
+def _device(args) -> str:
+    """The device the plan is for: the table's (from its JSON sidecar), which ``--device`` must
+    match when given."""
+    import json
+
+    from harness.errors import HarnessError
+    from harness.lut import table_companions
+    from harness.profiles import load_profile
+
+    sidecar = table_companions(args.table)[1][0]
+    measured_on = None
+    if sidecar.is_file():
+        try:
+            measured_on = json.loads(sidecar.read_text())["profile"]["name"]
+        except (ValueError, KeyError, TypeError):
+            raise HarnessError(f"{sidecar} is not the JSON sidecar of a latency table") from None
+    if args.device == TABLE_DEVICE:
+        return measured_on or "unknown (the table has no JSON sidecar)"
+    name = load_profile(args.device).name
+    if measured_on and name != measured_on:
+        raise HarnessError(
+            f"--device {args.device}: the table {args.table} was measured on {measured_on!r} "
+            f"(its {sidecar.name} says so)"
+        )
+    return name
 
 
 def run(args) -> int:
@@ -60,6 +96,14 @@ def run(args) -> int:
 
     latency = read_table(args.table)
     importance = read_importance(args.importance)
+    device = _device(args)
+    unknown = sorted(span for span in importance if span not in latency)
+    if unknown:
+        print(
+            f"warning: {args.importance}: {len(unknown)} span(s) the latency table lacks, "
+            f"ignored (first {unknown[0]})",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         chains = activation_chains(
             materialize(resolve_source(args.model, args.input_shape), Path(tmp) / "m.onnx")
@@ -83,7 +127,7 @@ def run(args) -> int:
     ]
     result = {
         "model": args.model,
-        "device": args.device,
+        "device": device,
         "budget_ms": args.budget_ms,
         "predicted_latency_ms": plan.latency_ms,
         "importance": plan.importance,
