@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from typing import List, NoReturn, Optional
 
 from harness import __version__
@@ -83,13 +84,24 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_distinct(files)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: object) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning as the CLI's own one line (``warning: ...``), without the source line."""
+    print(f"warning: {_first_line(message)}", file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code. Python warnings print as one line each."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     try:
         args = build_parser().parse_args(argv)  # --help and --version exit here (SystemExit 0)
     except HarnessError as exc:

@@ -348,6 +348,8 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
     from harness.bench import BenchOptions, _Config
     from harness.export import ModelSource
 
+    if not Path(path).is_file():
+        raise HarnessError(f"bench manifest {path} does not exist")
     try:
         data = json.loads(Path(path).read_text())
         if data.get("manifest") != MANIFEST_VERSION:
@@ -380,7 +382,8 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
             prepared=prepared,
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HarnessError(f"{path} is not a readable bench manifest ({exc!r:.120})") from None
+        reason = f"{type(exc).__name__}: {exc}"
+        raise HarnessError(f"{path} is not a readable bench manifest ({reason:.120})") from None
 
 
 @dataclasses.dataclass

@@ -124,6 +124,10 @@ def bad_inputs(tmp_path: Path, monkeypatch):
             return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5))
         def not_a_module():
             return 42
+        def warns():
+            import warnings
+            warnings.warn("this factory's weights are random\\nsecond line", UserWarning)
+            return tiny()
     """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -342,3 +346,12 @@ def test_build_on_a_profile_without_tensorrt_says_so_not_that_tensorrt_is_missin
     assert code == 2
     assert err.startswith("error: profile host runs on onnxruntime, which builds no engine")
     assert "install" not in err
+
+
+def test_python_warnings_print_as_one_line_each(bad_inputs, capsys):
+    out_path = bad_inputs / "out" / "w.onnx"
+    code, out, err = run_cli(
+        capsys, "export", "user_models:warns", "--input-shape", "3x8x8", "-o", out_path
+    )
+    assert code == 0 and out_path.is_file(), err
+    assert err.splitlines() == ["warning: this factory's weights are random"]
