@@ -67,6 +67,7 @@ def files(tmp_path_factory) -> Dict[str, Path]:
     (tmp / "notadb.sqlite").write_bytes(b"this is not a SQLite file" * 40)
     (tmp / "afile.txt").write_text("occupied")
     (tmp / "adir").mkdir()
+    (tmp / "link.onnx").symlink_to(tmp / "lenet.onnx")
     (tmp / "user_faults.py").write_text(
         textwrap.dedent("""
         import sys
@@ -256,6 +257,8 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "verify a folder": "verify {onnx} {tmp}/adir",
     "verify batch 0": "verify {onnx} {onnx} --batch 0",
     "verify bad shape": "verify {onnx} {onnx} --input-shape 3xbig",
+    "verify infinite rtol": "verify {onnx} {onnx} --rtol inf",
+    "time one file twice": "time {onnx} {tmp}/link.onnx --device {fast}",
     "doctor empty profile": "doctor --device {tmp}/empty.yaml",
     "doctor twice-keyed profile": "doctor --device {tmp}/twice.yaml",
     "doctor precision": "doctor --precision fp8",

@@ -3,6 +3,7 @@ idempotence."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -461,3 +462,82 @@ def test_measured_table_drives_the_merge_choice(
     result = fold_model(model, merge="auto", cost_model=cost)
     assert _convs(result.model) == expected_convs
     assert cost.mismatches == mismatches
+
+
+def _auto_pad_chain(mode: str, size) -> onnx.ModelProto:
+    """x -> 3x3 conv stride 2 (auto_pad) -> 1x1 conv (auto_pad) -> Relu: an exact chain (SAME pads
+    of a 3x3 stride-2 conv are uneven on an even size)."""
+    rng = np.random.default_rng(4)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w0"),
+        numpy_helper.from_array(rng.standard_normal((6, 4, 1, 1)).astype(np.float32), "w1"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["y0"], "first", auto_pad=mode, strides=[2, 2]),
+        helper.make_node("Conv", ["y0", "w1"], ["y1"], "second", auto_pad=mode),
+        helper.make_node("Relu", ["y1"], ["out"], "relu"),
+    ]
+    half = -(-size // 2) if isinstance(size, int) else "h"
+    graph = helper.make_graph(
+        nodes,
+        "auto_pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 6, half, half])],
+        weights,
+    )
+    return make_model(graph)
+
+
+@pytest.mark.parametrize(
+    "mode,size,pads",
+    [("SAME_UPPER", 16, [0, 0, 1, 1]), ("SAME_LOWER", 16, [1, 1, 0, 0]), ("VALID", 15, [0] * 4)],
+)
+def test_auto_pad_is_written_as_explicit_pads_and_the_chain_merges(mode, size, pads):
+    model = _auto_pad_chain(mode, size)
+    result = fold_model(model, merge="all")
+    records = result.report.to_dict()["records"]
+    written = [r for r in records if r["pass"] == "explicit_pads"]
+    assert [r["action"] for r in written] == ["folded", "folded"]
+    assert f"auto_pad {mode} written as pads {pads}" in written[0]["detail"]
+    assert _convs(result.model) == 1
+    (conv,) = [n for n in result.model.graph.node if n.op_type == "Conv"]
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    assert "auto_pad" not in attrs and attrs["pads"] == pads
+    assert verify_fold(model, result.model).max_rel_error < 1e-4
+
+
+def test_auto_pad_on_an_unknown_size_is_refused_with_the_reason():
+    result = fold_model(_auto_pad_chain("SAME_UPPER", "n"), merge="all")
+    refused = [r for r in result.report.to_dict()["records"] if r["pass"] == "explicit_pads"]
+    assert refused and all(r["action"] == "refused" for r in refused)
+    assert "unknown spatial size: bind it with --input-shape" in refused[0]["detail"]
+    assert _convs(result.model) == 2
+
+
+def test_fold_cost_prices_the_folded_convs_from_the_table_or_says_there_are_none(tmp_path, capsys):
+    from harness.cli import main
+
+    table = tmp_path / "t.csv"
+    table.write_text("id,st,end,time,stdev\n0,0,0,0.125,0\n1,1,1,0.25,0\n")
+    resnet = tmp_path / "r.onnx"
+    assert main(["export", "resnet20", "--variant", "dc-1x1", "-o", str(resnet)]) == 0
+    argv = ["fold", str(resnet), "-o", str(tmp_path / "f.onnx"), "--cost", str(table)]
+    assert main(argv) == 0  # the stem conv (0, 0) is in the table, merged spans are not
+    out = capsys.readouterr().out
+    predicted = re.search(
+        r"table prediction for the folded convs: ([0-9.]+) ms \(\d+ convs not", out
+    )
+    assert predicted and float(predicted.group(1)) in (0.125, 0.375)
+    weights = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "no_convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [weights],
+    )
+    onnx.save(make_model(graph), str(tmp_path / "m.onnx"))
+    argv = ["fold", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "g.onnx"), "--cost", str(table)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "table prediction: none" in out and "0.000 ms" not in out

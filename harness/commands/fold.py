@@ -135,7 +135,9 @@ def run(args) -> int:
     summary = result.report.to_dict()
     if arbitration is not None:
         summary["arbitration"] = arbitration.to_dict()
-    if args.cost:
+    if args.cost and not result.spans:
+        print("  table prediction: none (the fold priced no convs: nothing was folded)")
+    elif args.cost:
         predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())
         missing = sum(1 for span in result.spans.values() if span not in cost.table)
         summary["table_prediction_ms"] = {

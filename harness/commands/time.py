@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -63,7 +64,7 @@ def run(args) -> int:
     from harness.profiles import load_profile, with_backend
 
     profile = with_backend(load_profile(args.device), args.backend)
-    if len(set(args.onnx)) != len(args.onnx):
+    if len({os.path.realpath(path) for path in args.onnx}) != len(args.onnx):
         raise HarnessError("the same ONNX file is named twice")
     for (
         path

@@ -61,6 +61,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import json
+    import math
 
     from harness.errors import HarnessError
     from harness.export import parse_shape
@@ -69,8 +70,8 @@ def run(args) -> int:
     from harness.fold.verify import DIFFERENT, NOT_VERIFIED, compare_models
     from harness.onnx_io import load_model, write_text_atomic
 
-    if not args.rtol > 0 or args.seeds < 1:
-        raise HarnessError("--rtol must be positive and --seeds at least 1")
+    if not 0 < args.rtol < math.inf or args.seeds < 1:
+        raise HarnessError("--rtol must be a positive finite number and --seeds at least 1")
     shape = parse_shape(args.input_shape) if args.input_shape else None
     original, _ = bind_shapes(load_model(args.original), shape, args.batch)
     candidate, _ = bind_shapes(load_model(args.candidate), shape, args.batch)

@@ -30,7 +30,12 @@ from harness.fold.cost import (
 )
 from harness.fold.report import FoldAction, FoldRecord, FoldReport
 from harness.fold.residual import fold_residuals
-from harness.fold.simplify import fold_batchnorm, fold_zero_pads, remove_identities
+from harness.fold.simplify import (
+    explicit_pads,
+    fold_batchnorm,
+    fold_zero_pads,
+    remove_identities,
+)
 from harness.fold.skeleton import checker_problem_quick, infer_shapes_quick
 from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import flop_count, op_histogram
@@ -271,7 +276,8 @@ def _run_passes(
     for _ in range(
         20
     ):  # each round can expose new chains (a folded residual next to a linear conv)
-        found = fold_batchnorm(graph) + remove_identities(graph) + fold_zero_pads(graph)
+        found = explicit_pads(graph) + fold_batchnorm(graph) + remove_identities(graph)
+        found += fold_zero_pads(graph)
         if merge != "none":
             found += merge_conv_chains(graph, merge, cost, spans)
             found += fold_residuals(graph)

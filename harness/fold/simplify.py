@@ -305,3 +305,51 @@ def _spatial_zero_pads(pad: gs.Node):
     ):
         return None
     return (amounts[2], amounts[3], amounts[6], amounts[7])
+
+
+def explicit_pads(graph: gs.Graph) -> List[FoldRecord]:
+    """Write a Conv's ``auto_pad`` (SAME_UPPER, SAME_LOWER, VALID) as the explicit ``pads`` ONNX
+    defines for it, where the input's spatial size is known: the other passes read explicit pads
+    only. SAME pads total ``max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` per axis, the odd
+    one at the end (UPPER) or the start (LOWER)."""
+    records = []
+    for node in [n for n in graph.nodes if n.op == "Conv" and "auto_pad" in n.attrs]:
+        mode = node.attrs["auto_pad"]
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode == "NOTSET":
+            node.attrs.pop("auto_pad")
+            continue
+        shape = getattr(node.inputs[0], "shape", None)
+        weight = constant(node.inputs[1]) if len(node.inputs) > 1 else None
+        sizes = list(shape[2:]) if shape is not None and len(shape) == 4 else []
+        if weight is None or weight.ndim != 4 or not all(isinstance(n, int) for n in sizes):
+            records.append(
+                FoldRecord(
+                    "explicit_pads",
+                    FoldAction.REFUSED,
+                    [node.name],
+                    f"auto_pad {mode} on an input of unknown spatial size: bind it with "
+                    "--input-shape to fold this conv",
+                )
+            )
+            continue
+        strides = list(node.attrs.get("strides", [1, 1]))
+        dilations = list(node.attrs.get("dilations", [1, 1]))
+        begin, end = [0, 0], [0, 0]
+        if mode != "VALID":
+            for axis, size in enumerate(sizes):
+                stride, extent = strides[axis], (weight.shape[2 + axis] - 1) * dilations[axis] + 1
+                total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+                small, large = total // 2, total - total // 2
+                begin[axis], end[axis] = (small, large) if mode == "SAME_UPPER" else (large, small)
+        node.attrs.pop("auto_pad")
+        node.attrs["pads"] = begin + end
+        records.append(
+            FoldRecord(
+                "explicit_pads",
+                FoldAction.FOLDED,
+                [node.name],
+                f"auto_pad {mode} written as pads {begin + end} (top, left, bottom, right)",
+            )
+        )
+    return records
