@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.cli import main
+from harness.errors import HarnessError
 from harness.fold import FoldAction, bind_shapes, fold_model, verify_fold
 from harness.fold.verify import NOT_VERIFIED
 from harness.graph_stats import op_histogram
@@ -208,6 +209,28 @@ def test_dynamic_dims_are_bound_or_only_shape_independent_passes_run():
     assert verify_fold(reference, bound.model).verified
     with pytest.raises(Exception, match="does not match"):
         bind_shapes(model, (3, 9, 9), 1)
+
+
+@pytest.mark.parametrize(
+    "batch,input_shape,message",
+    [
+        (4, None, "input 'x' has the fixed shape 1x3x8x8; --batch 4 does not match it"),
+        (None, (3, 8, 8, 2), "input 'x' has 4 dims (1x3x8x8); --input-shape 3x8x8x2 gives 4"),
+        (None, (8, 8), "--input-shape 8x8 gives 2 without the batch, not 3"),
+    ],
+)
+def test_a_shape_or_batch_that_cannot_apply_is_refused_not_ignored(batch, input_shape, message):
+    with pytest.raises(HarnessError) as caught:
+        bind_shapes(_conv_bn_model(batch=1), input_shape, batch)
+    assert message in str(caught.value)
+
+
+def test_an_input_shape_for_a_model_of_two_inputs_is_refused():
+    graph = _graph(
+        [helper.make_node("Add", ["x", "z"], ["y"])], [_x(name="x"), _x(name="z")], [_y()]
+    )
+    with pytest.raises(HarnessError, match="single-input model; this one has 2"):
+        bind_shapes(make_model(graph, 17), (3, 8, 8), None)
 
 
 def test_everything_harness_writes_has_the_lowest_ir_version(tmp_path):

@@ -119,6 +119,10 @@ def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
     return [v for v in model.graph.input if v.name not in initializers]
 
 
+def _shown(value: onnx.ValueInfoProto) -> str:
+    return "x".join(map(str, _dims(value)))
+
+
 def _dims(value: onnx.ValueInfoProto) -> List[Any]:
     return [
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
@@ -151,8 +155,18 @@ def bind_shapes(
     copy.CopyFrom(model)
     bound, params = [], {}
     inputs = [v for v in graph_inputs(copy) if v.type.HasField("tensor_type")]
+    if input_shape is not None and len(inputs) != 1:
+        raise HarnessError(
+            f"--input-shape binds the input of a single-input model; this one has {len(inputs)}"
+        )
     for value in inputs:
         shape = value.type.tensor_type.shape
+        if input_shape is not None and shape.dim and len(shape.dim) != len(input_shape) + 1:
+            raise HarnessError(
+                f"input {value.name!r} has {len(shape.dim)} dims ({_shown(value)}); --input-shape "
+                f"{'x'.join(map(str, input_shape))} gives {len(input_shape)} without the batch, "
+                f"not {len(shape.dim) - 1}"
+            )
         if input_shape is not None and len(inputs) == 1 and len(shape.dim) == len(input_shape) + 1:
             wanted: List[Optional[int]] = [batch] + list(input_shape)
         elif input_shape is not None and len(inputs) == 1 and not shape.dim:
@@ -162,10 +176,15 @@ def bind_shapes(
             wanted = [batch] + [None] * (len(shape.dim) - 1) if shape.dim else []
         for i, (dim, size) in enumerate(zip(shape.dim, wanted)):
             fixed = dim.HasField("dim_value") and dim.dim_value > 0
-            if fixed and size is not None and i > 0 and dim.dim_value != size:
+            if fixed and size is not None and dim.dim_value != size:
+                given = (
+                    f"--batch {size}"
+                    if i == 0
+                    else f"--input-shape {'x'.join(map(str, input_shape or []))}"
+                )
                 raise HarnessError(
-                    f"input {value.name!r} has the fixed shape {_dims(value)}; --input-shape "
-                    f"{'x'.join(map(str, input_shape or []))} does not match it"
+                    f"input {value.name!r} has the fixed shape {_shown(value)}; {given} does not "
+                    "match it"
                 )
             if not fixed and size is not None:
                 if dim.dim_param:
