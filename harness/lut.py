@@ -381,11 +381,23 @@ def table_rows(spans: List[Span], entries: Dict[str, Entry]) -> List[Dict[str, o
     ]
 
 
+def long_table_path(path: Path) -> Path:
+    """Where ``harness lut`` writes the long layout of a table at ``path``: ``<stem>_long.csv``."""
+    return path.with_name(path.stem + "_long.csv")
+
+
+def table_sidecar(path: Path) -> Path:
+    """The JSON sidecar of a table (``<stem>.json``), also when ``path`` is its long layout."""
+    sidecar = path.with_suffix(".json")
+    if path.stem.endswith("_long") and not sidecar.is_file():
+        return path.with_name(path.stem[: -len("_long")] + ".json")
+    return sidecar
+
+
 def table_companions(path: Path) -> List[Tuple[Path, str]]:
-    """The files ``harness lut`` writes beside a table at ``path``, each with what it is: the
-    long layout (``<stem>_long.csv``) and the JSON sidecar (``<stem>.json``)."""
+    """The files ``harness lut`` writes beside a table at ``path``, each with what it is."""
     return [
-        (path.with_name(path.stem + "_long.csv"), "long-layout table"),
+        (long_table_path(path), "long-layout table"),
         (path.with_suffix(".json"), "JSON sidecar"),
     ]
 
@@ -396,7 +408,7 @@ def write_tables(rows: List[Dict[str, object]], path: Path) -> Tuple[Path, Path]
     written = []
     for columns, target in (
         (SHORT_COLUMNS, path),
-        (LONG_COLUMNS, table_companions(path)[0][0]),
+        (LONG_COLUMNS, long_table_path(path)),
     ):
         buffer = io.StringIO()
         writer = csv.DictWriter(
@@ -432,7 +444,7 @@ def read_span_values(
             missing = {"st", "end", column} - set(reader.fieldnames or [])
             if missing:
                 raise HarnessError(
-                    f"{path} is not a {what}: missing columns {', '.join(sorted(missing))}"
+                    f"{path} is not a valid {what}: missing columns {', '.join(sorted(missing))}"
                 )
             for row in reader:
                 line = reader.line_num
@@ -451,8 +463,8 @@ def read_span_values(
                 if span in values:
                     raise HarnessError(f"{path} line {line}: span {span} is given twice")
                 values[span] = value
-    except UnicodeDecodeError:
-        raise HarnessError(f"{path} is not a {what}: not a text (CSV) file") from None
+    except (UnicodeDecodeError, csv.Error):  # csv.Error: a NUL byte (Python < 3.11)
+        raise HarnessError(f"{path} is not a valid {what}: not a text (CSV) file") from None
     return values
 
 

@@ -490,7 +490,11 @@ def _auto_pad_chain(mode: str, size) -> onnx.ModelProto:
 
 @pytest.mark.parametrize(
     "mode,size,pads",
-    [("SAME_UPPER", 16, [0, 0, 1, 1]), ("SAME_LOWER", 16, [1, 1, 0, 0]), ("VALID", 15, [0] * 4)],
+    [
+        ("SAME_UPPER", 16, [0, 0, 1, 1]),
+        ("SAME_LOWER", 16, [1, 1, 0, 0]),
+        ("SAME_UPPER", 15, [1] * 4),
+    ],
 )
 def test_auto_pad_is_written_as_explicit_pads_and_the_chain_merges(mode, size, pads):
     model = _auto_pad_chain(mode, size)
@@ -506,12 +510,26 @@ def test_auto_pad_is_written_as_explicit_pads_and_the_chain_merges(mode, size, p
     assert verify_fold(model, result.model).max_rel_error < 1e-4
 
 
-def test_auto_pad_on_an_unknown_size_is_refused_with_the_reason():
-    result = fold_model(_auto_pad_chain("SAME_UPPER", "n"), merge="all")
+def test_valid_auto_pad_needs_no_sizes_and_merges():
+    model = _auto_pad_chain("VALID", "n")  # dynamic spatial size: VALID pads are 0 whatever it is
+    bound = fold_model(model, merge="all", input_shape=(3, 15, 15))
+    records = bound.report.to_dict()["records"]
+    assert not [r for r in records if r["pass"] == "explicit_pads"]
+    assert _convs(bound.model) == 1
+
+
+@pytest.mark.parametrize("rankless", [False, True])
+def test_auto_pad_on_an_unknown_size_is_refused_with_the_reason(rankless):
+    model = _auto_pad_chain("SAME_UPPER", "n")
+    if rankless:  # an input with no shape at all: no sizes either
+        model.graph.input[0].type.tensor_type.ClearField("shape")
+    result = fold_model(model, merge="all")
     refused = [r for r in result.report.to_dict()["records"] if r["pass"] == "explicit_pads"]
     assert refused and all(r["action"] == "refused" for r in refused)
     assert "unknown spatial size: bind it with --input-shape" in refused[0]["detail"]
     assert _convs(result.model) == 2
+    convs = [n for n in result.model.graph.node if n.op_type == "Conv"]
+    assert all("pads" not in {a.name for a in conv.attribute} for conv in convs)
 
 
 def test_fold_cost_prices_the_folded_convs_from_the_table_or_says_there_are_none(tmp_path, capsys):
@@ -519,6 +537,11 @@ def test_fold_cost_prices_the_folded_convs_from_the_table_or_says_there_are_none
 
     table = tmp_path / "t.csv"
     table.write_text("id,st,end,time,stdev\n0,0,0,0.125,0\n1,1,1,0.25,0\n")
+    lenet = tmp_path / "l.onnx"
+    assert main(["export", "lenet5", "-o", str(lenet)]) == 0
+    argv = ["fold", str(lenet), "-o", str(tmp_path / "e.onnx"), "--cost", str(table)]
+    assert main(argv) == 0  # nothing to fold: its two convs are priced as they are
+    assert "table prediction for the folded convs: 0.375 ms\n" in capsys.readouterr().out
     resnet = tmp_path / "r.onnx"
     assert main(["export", "resnet20", "--variant", "dc-1x1", "-o", str(resnet)]) == 0
     argv = ["fold", str(resnet), "-o", str(tmp_path / "f.onnx"), "--cost", str(table)]

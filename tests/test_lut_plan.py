@@ -219,6 +219,9 @@ def test_plan_command_end_to_end(tmp_path, fast_profile, capsys):
     assert main(argv + ["--budget-ms", str(singles * 1.02)]) == 0
     plan = json.loads(plan_path.read_text())
     assert plan["device"] == "fast"  # the table's, from its JSON sidecar
+    long_argv = [a.replace("r20.csv", "r20_long.csv") for a in argv]
+    assert main(long_argv + ["--budget-ms", str(singles * 1.02)]) == 0  # the long layout
+    assert json.loads(plan_path.read_text())["device"] == "fast"  # finds the same sidecar
     capsys.readouterr()
     assert main(argv + ["--budget-ms", "1", "--device", "host"]) == 2
     assert "was measured on 'fast'" in capsys.readouterr().err
@@ -299,7 +302,7 @@ def test_plan_refuses_a_nan_budget_a_binary_table_and_warns_of_unknown_spans(tmp
         )
         == 2
     )
-    assert "is not a latency table: not a text (CSV) file" in capsys.readouterr().err
+    assert "is not a valid latency table: not a text (CSV) file" in capsys.readouterr().err
     assert main(argv + ["--budget-ms", "1"]) == 0
     out, err = capsys.readouterr()
     assert "1 span(s) the latency table lacks, ignored (first (1, 99))" in err

@@ -87,7 +87,7 @@ def add_output(
     companions: Optional[Callable[[Path], List[Tuple[Path, str]]]] = None,
     **kwargs: Any,
 ) -> None:
-    """Declare an output path, checked before any work (see ``harness.outputs.check_outputs``).
+    """Declare an output path, checked before any work (see ``harness.outputs.check_output``).
 
     Without ``flags`` it is ``-o/--out/--output`` (the same spelling in every command); ``kind`` is
     ``harness.outputs.FILE`` or ``FOLDER``; ``companions`` gives the files written beside it, each

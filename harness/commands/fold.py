@@ -135,38 +135,47 @@ def run(args) -> int:
     summary = result.report.to_dict()
     if arbitration is not None:
         summary["arbitration"] = arbitration.to_dict()
-    if args.cost and not result.spans:
-        print("  table prediction: none (the fold priced no convs: nothing was folded)")
-    elif args.cost:
-        predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())
-        missing = sum(1 for span in result.spans.values() if span not in cost.table)
-        summary["table_prediction_ms"] = {
-            "convs_sum": predicted,
-            "convs_not_in_table": missing,
-            "spans_measured_for_another_kernel": cost.mismatches,
-        }
-        print(
-            f"  table prediction for the folded convs: {predicted:.3f} ms"
-            + (f" ({missing} convs not in the table)" if missing else "")
-        )
-        if cost.mismatches:
-            print(
-                f"  warning: {cost.mismatches} table spans were measured with another kernel or "
-                f"stride (a table of another variant?): the roofline priced those; measure the "
-                f"table on this architecture"
-            )
-        if args.measure:
-            measured = _measure(args.output, profile)
-            error = (predicted - measured) / measured
-            summary["table_prediction_ms"].update(measured_network=measured, error=error)
-            print(
-                f"  measured whole folded network: {measured:.3f} ms (median); prediction error "
-                f"{error:+.1%} (the table covers convs only)"
-            )
+    if args.cost:
+        _table_prediction(args, result, cost, profile, summary)
     if args.report:
         write_text_atomic(args.report, json.dumps(summary, indent=1) + "\n")
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
     return 0
+
+
+def _table_prediction(args, result, cost, profile, summary: dict) -> None:
+    """Print (and add to ``summary``) what the ``--cost`` table predicts for the folded convs and,
+    with ``--measure``, the measured network beside it."""
+    if not result.spans:
+        print("  table prediction: none (the folded graph holds no convs the table could price)")
+        if args.measure:
+            print("  --measure: no prediction to compare the network with")
+        return
+    predicted = sum(cost.table.get(span, 0.0) for span in result.spans.values())
+    missing = sum(1 for span in result.spans.values() if span not in cost.table)
+    summary["table_prediction_ms"] = {
+        "convs_sum": predicted,
+        "convs_not_in_table": missing,
+        "spans_measured_for_another_kernel": cost.mismatches,
+    }
+    print(
+        f"  table prediction for the folded convs: {predicted:.3f} ms"
+        + (f" ({missing} convs not in the table)" if missing else "")
+    )
+    if cost.mismatches:
+        print(
+            f"  warning: {cost.mismatches} table spans were measured with another kernel or "
+            f"stride (a table of another variant?): the roofline priced those; measure the "
+            f"table on this architecture"
+        )
+    if args.measure:
+        measured = _measure(args.output, profile)
+        error = (predicted - measured) / measured
+        summary["table_prediction_ms"].update(measured_network=measured, error=error)
+        print(
+            f"  measured whole folded network: {measured:.3f} ms (median); prediction error "
+            f"{error:+.1%} (the table covers convs only)"
+        )
 
 
 def _process_age() -> Optional[float]:

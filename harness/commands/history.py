@@ -119,11 +119,13 @@ def _add(args, path: Path) -> int:
 def _show(args, path: Path) -> int:
     from harness.errors import HarnessError
     from harness.history import History, detect_steps, series_of, to_markdown
-    from harness.outputs import check_output
+    from harness.outputs import check_distinct, check_output
 
     suffix = f"-{args.model}" if args.model else ""
     plot = args.plot or Path("results") / f"history-{args.device}{suffix}.png"
     check_output(plot, flag="--plot", inputs=[path])
+    if args.markdown:
+        check_distinct([(f"--plot {plot}", plot), (f"--markdown {args.markdown}", args.markdown)])
     with History(path, create=False) as history:
         points = history.points(args.device, args.model)
     if not points:

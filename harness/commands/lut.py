@@ -78,8 +78,8 @@ def run(args) -> int:
         measure_spans,
         measurement_context,
         span_model,
-        table_companions,
         table_rows,
+        table_sidecar,
         write_tables,
     )
     from harness.onnx_io import input_shapes, save_model, write_text_atomic
@@ -141,7 +141,7 @@ def run(args) -> int:
         "timing": dataclasses.asdict(profile.timing),
         "environment": envinfo.capture_environment(profile),
     }
-    sidecar = table_companions(args.output)[1][0]
+    sidecar = table_sidecar(args.output)
     write_text_atomic(sidecar, json.dumps(meta, indent=1) + "\n")
     progress_path.unlink()
     print(

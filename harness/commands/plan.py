@@ -63,10 +63,10 @@ def _device(args) -> str:
     import json
 
     from harness.errors import HarnessError
-    from harness.lut import table_companions
+    from harness.lut import table_sidecar
     from harness.profiles import load_profile
 
-    sidecar = table_companions(args.table)[1][0]
+    sidecar = table_sidecar(args.table)
     measured_on = None
     if sidecar.is_file():
         try:
@@ -89,7 +89,7 @@ def run(args) -> int:
     import tempfile
 
     from harness.errors import HarnessError
-    from harness.export import materialize, resolve_source
+    from harness.export import materialize, resolve_source, with_input_shape
     from harness.lut import activation_chains, read_table
     from harness.onnx_io import write_text_atomic
     from harness.plan import plan_chains, read_importance
@@ -106,7 +106,10 @@ def run(args) -> int:
         )
     with tempfile.TemporaryDirectory() as tmp:
         chains = activation_chains(
-            materialize(resolve_source(args.model, args.input_shape), Path(tmp) / "m.onnx")
+            materialize(
+                with_input_shape(resolve_source(args.model, args.input_shape), args.input_shape),
+                Path(tmp) / "m.onnx",
+            )
         )
     plan = plan_chains(
         [[c.index for c in chain.convs] for chain in chains], latency, importance, args.budget_ms

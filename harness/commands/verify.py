@@ -135,15 +135,10 @@ def _check_input_shapes(a, b) -> None:
     """Refuse two inputs whose ranks or fixed dims differ, or whose dims one fixes and the other
     leaves dynamic: the same random input cannot feed both."""
     from harness.errors import HarnessError
+    from harness.fold import input_dims
 
-    def dims(value) -> list:  # a dynamic dim, named or not, is "?"
-        return [
-            d.dim_value if d.HasField("dim_value") else "?"
-            for d in value.type.tensor_type.shape.dim
-        ]
-
-    mine, theirs = dims(a), dims(b)
-    if mine == theirs:
+    mine, theirs = ([d if isinstance(d, int) else "?" for d in input_dims(v)] for v in (a, b))
+    if mine == theirs or not mine or not theirs:  # a rank-less input: ONNX Runtime will tell
         return
     shown = f"{'x'.join(map(str, mine))} against {'x'.join(map(str, theirs))}"
     if len(mine) != len(theirs) or any(

@@ -120,10 +120,11 @@ def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
 
 
 def _shown(value: onnx.ValueInfoProto) -> str:
-    return "x".join(map(str, _dims(value)))
+    return "x".join(map(str, input_dims(value)))
 
 
-def _dims(value: onnx.ValueInfoProto) -> List[Any]:
+def input_dims(value: onnx.ValueInfoProto) -> List[Any]:
+    """A tensor's dims: fixed sizes as ints, dynamic ones as their name or '?'."""
     return [
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
         for d in value.type.tensor_type.shape.dim
@@ -137,7 +138,7 @@ def dynamic_inputs(model: onnx.ModelProto) -> Dict[str, List[Any]]:
     for value in graph_inputs(model):
         if not value.type.HasField("tensor_type"):
             continue
-        dims = _dims(value)
+        dims = input_dims(value)
         if not value.type.tensor_type.HasField("shape") or any(isinstance(d, str) for d in dims):
             found[value.name] = (
                 dims if value.type.tensor_type.HasField("shape") else ["unknown rank"]
@@ -369,7 +370,7 @@ def fold_model(
     if folded is None or not report.changed:
         report.nodes_after, report.flops_after = report.nodes_before, report.flops_before
         report.elapsed_s = time.perf_counter() - started
-        return FoldResult(model, report, {})
+        return FoldResult(model, report, spans if folded is not None else {})
     problem = checker_problem_quick(folded)  # onnx.checker, the weights' bytes not serialised
     if problem and not checker_problem(prepared):  # the prepared model is checked only then
         raise FoldVerificationError(

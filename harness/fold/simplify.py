@@ -308,21 +308,20 @@ def _spatial_zero_pads(pad: gs.Node):
 
 
 def explicit_pads(graph: gs.Graph) -> List[FoldRecord]:
-    """Write a Conv's ``auto_pad`` (SAME_UPPER, SAME_LOWER, VALID) as the explicit ``pads`` ONNX
+    """Write a 2-D Conv's ``auto_pad`` SAME_UPPER or SAME_LOWER as the explicit ``pads`` ONNX
     defines for it, where the input's spatial size is known: the other passes read explicit pads
-    only. SAME pads total ``max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` per axis, the odd
-    one at the end (UPPER) or the start (LOWER)."""
+    (and VALID) only. SAME pads total ``max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` per
+    axis, the odd one at the end (UPPER) or the start (LOWER)."""
     records = []
     for node in [n for n in graph.nodes if n.op == "Conv" and "auto_pad" in n.attrs]:
         mode = node.attrs["auto_pad"]
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-        if mode == "NOTSET":
-            node.attrs.pop("auto_pad")
-            continue
-        shape = getattr(node.inputs[0], "shape", None)
         weight = constant(node.inputs[1]) if len(node.inputs) > 1 else None
-        sizes = list(shape[2:]) if shape is not None and len(shape) == 4 else []
-        if weight is None or weight.ndim != 4 or not all(isinstance(n, int) for n in sizes):
+        if mode not in ("SAME_UPPER", "SAME_LOWER") or weight is None or weight.ndim != 4:
+            continue  # NOTSET and VALID need no sizes; other convs are never folded
+        shape = getattr(node.inputs[0], "shape", None)
+        sizes = list(shape[2:]) if shape is not None and len(shape) == 4 else None
+        if sizes is None or not all(isinstance(n, int) and n > 0 for n in sizes):
             records.append(
                 FoldRecord(
                     "explicit_pads",
@@ -336,12 +335,11 @@ def explicit_pads(graph: gs.Graph) -> List[FoldRecord]:
         strides = list(node.attrs.get("strides", [1, 1]))
         dilations = list(node.attrs.get("dilations", [1, 1]))
         begin, end = [0, 0], [0, 0]
-        if mode != "VALID":
-            for axis, size in enumerate(sizes):
-                stride, extent = strides[axis], (weight.shape[2 + axis] - 1) * dilations[axis] + 1
-                total = max((-(-size // stride) - 1) * stride + extent - size, 0)
-                small, large = total // 2, total - total // 2
-                begin[axis], end[axis] = (small, large) if mode == "SAME_UPPER" else (large, small)
+        for axis, size in enumerate(sizes):
+            stride, extent = strides[axis], (weight.shape[2 + axis] - 1) * dilations[axis] + 1
+            total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+            small, large = total // 2, total - total // 2
+            begin[axis], end[axis] = (small, large) if mode == "SAME_UPPER" else (large, small)
         node.attrs.pop("auto_pad")
         node.attrs["pads"] = begin + end
         records.append(
