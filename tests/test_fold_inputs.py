@@ -276,3 +276,28 @@ def test_verify_command_binds_dynamic_shapes(tmp_path, capsys):
     assert main(["verify", str(paths[0]), str(paths[1]), "--batch", "3", "--batches", "2"]) == 0
     assert "equivalent" in capsys.readouterr().out
     assert Path(paths[1]).is_file()
+
+
+def _uint8_doubling(cast_first: bool) -> onnx.ModelProto:
+    """y = 2x for uint8 pixels: cast then double (exact), or double in uint8 (wraps above 127)."""
+    weights = {"two_f": np.array(2, np.float32), "two_u": np.array(2, np.uint8)}
+    if cast_first:
+        nodes = [
+            helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["c", "two_f"], ["y"]),
+        ]
+    else:
+        nodes = [
+            helper.make_node("Mul", ["x", "two_u"], ["m"]),
+            helper.make_node("Cast", ["m"], ["y"], to=TensorProto.FLOAT),
+        ]
+    inputs = [_x((1, 3, 4, 4), dtype=TensorProto.UINT8)]
+    return make_model(_graph(nodes, inputs, [_y()], weights), 17)
+
+
+def test_pixel_inputs_span_their_range_so_an_overflow_is_caught():
+    from harness.fold.verify import DIFFERENT, compare_models
+
+    exact, wrapping = _uint8_doubling(True), _uint8_doubling(False)
+    assert compare_models(exact, wrapping).status == DIFFERENT
+    assert compare_models(exact, exact).verified

@@ -156,7 +156,9 @@ def _feed_shape(shape: Sequence[Any]) -> Tuple[int, ...]:
 def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
     """Seeded inputs for a session's inputs (``session.get_inputs()``): normal floats, except
     uniform [0, 1) for rank <= 1 inputs beside higher-rank ones (parameter-like: a variance must not
-    be negative); 0/1 for integers and booleans (valid indices, flags)."""
+    be negative); 0/1 for booleans, 32/64-bit integers (valid indices, flags) and, on seed 0, for
+    8/16-bit integers, which on other seeds span their type's range (pixels: overflow and
+    saturation must show)."""
     rng = np.random.default_rng(seed)
     args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
@@ -167,6 +169,9 @@ def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
             values = rng.random(shape) if parameter else rng.standard_normal(shape)
         elif dtype.kind == "O":
             values = np.array(rng.integers(0, 2, shape).astype(str), dtype=object)
+        elif dtype.kind in "iu" and dtype.itemsize <= 2 and seed != 0:
+            info = np.iinfo(dtype)
+            values = rng.integers(info.min, int(info.max) + 1, shape)
         else:
             values = rng.integers(0, 2, shape)
         feeds[arg.name] = np.asarray(values).astype(dtype)
