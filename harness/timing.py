@@ -27,6 +27,9 @@ from harness.profiles import TimingSettings
 UNSTABLE_COV = 0.02  # coefficient of variation above which a run is flagged unstable
 CLOCK_MOVE = 0.02  # relative SM-clock range across blocks above which a run is flagged
 SETTLE_CAP_S = 30.0  # longest extra warm-up spent waiting for clocks to settle
+# fewest interleaved rounds before a paired interval is trusted (or sampling stops): with fewer, the
+# rounds cannot be resampled and an interval over single samples is far too narrow
+MIN_ROUNDS = 5
 Monitor = Callable[[], Dict[str, Any]]  # device state now (SM clock, power, throttle reasons)
 
 
@@ -190,8 +193,8 @@ def bootstrap_ratio_ci(
     if (
         numerator_blocks
         and denominator_blocks
-        and len(numerator_blocks) >= 5
-        and len(denominator_blocks) >= 5
+        and len(numerator_blocks) >= MIN_ROUNDS
+        and len(denominator_blocks) >= MIN_ROUNDS
     ):
         a_units, b_units = block_medians(a, numerator_blocks), block_medians(b, denominator_blocks)
     else:
@@ -226,7 +229,7 @@ def measurement_ratio_ci(
     rounds, ``bootstrap_ratio_ci`` of samples.
     """
     rounds = min(len(numerator.block_ends), len(denominator.block_ends))
-    if rounds < 5:
+    if rounds < MIN_ROUNDS:
         return bootstrap_ratio_ci(
             numerator.latencies, denominator.latencies, confidence, resamples, seed
         )
@@ -309,8 +312,13 @@ class Measurement:
         return found + state_warnings(self.block_state)
 
 
-def _enough(m: Measurement, settings: TimingSettings) -> bool:
-    return len(m.latencies) >= settings.min_iterations and m.run_time_s >= settings.min_duration_s
+def _enough(m: Measurement, settings: TimingSettings, rounds: int = 1) -> bool:
+    """Whether ``m`` has the samples, the time and the ``rounds`` (blocks) a stop needs."""
+    return (
+        len(m.latencies) >= settings.min_iterations
+        and m.run_time_s >= settings.min_duration_s
+        and len(m.block_ends) >= rounds
+    )
 
 
 def resolutions(
@@ -379,6 +387,7 @@ def measure_interleaved(
     names = list(runners)
     what = "speed-up" if settings.stop_on == "speedup" and len(names) > 1 else "median"
     round_index = 0
+    rounds = MIN_ROUNDS if len(results) > 1 else 1  # paired intervals resample rounds
     while True:
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
@@ -397,7 +406,7 @@ def measure_interleaved(
         slowest = min(m.run_time_s for m in results.values())
         if on_round:
             on_round(min(1.0, slowest / max(settings.min_duration_s, 1e-9)))
-        enough = all(_enough(m, settings) for m in results.values())
+        enough = all(_enough(m, settings, rounds) for m in results.values())
         met = (
             enough
             and max(resolutions(results, settings, names[0], 500).values()) <= settings.target_ci
@@ -406,7 +415,8 @@ def measure_interleaved(
             reason = f"every {what}'s 95% CI within +/-{settings.target_ci:.1%}"
             break
         if max(m.run_time_s for m in results.values()) >= settings.max_duration_s and all(
-            len(m.latencies) >= settings.min_iterations for m in results.values()
+            len(m.latencies) >= settings.min_iterations and len(m.block_ends) >= rounds
+            for m in results.values()
         ):
             reason = f"time budget of {settings.max_duration_s:g} s per configuration reached"
             break

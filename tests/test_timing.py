@@ -141,6 +141,29 @@ def test_time_budget_stops_sampling(two_models, fast_profile):
     assert max(m.run_time_s for m in measured.values()) < 0.3 + 0.5
 
 
+def test_paired_sampling_runs_enough_rounds_to_resample_them(two_models, fast_profile):
+    # one block per graph already passes every minimum and the time cap: sampling must still run
+    # the rounds a paired interval resamples, or it comes from single samples and is far too narrow
+    profile = load_profile(str(fast_profile))
+    settings = TimingSettings(
+        warmup_s=0.0,
+        min_iterations=5,
+        min_duration_s=0.01,
+        max_duration_s=0.05,
+        target_ci=0.5,
+        block_iterations=5,
+        block_s=0.06,
+    )
+    runners = {p.stem: OnnxRuntimeRunner(p, profile) for p in two_models}
+    with open_runners(runners):
+        measured = timing.measure_interleaved(runners, settings)
+    assert all(len(m.block_ends) >= timing.MIN_ROUNDS for m in measured.values())
+    single = {"small": runners["small"]}
+    with open_runners(single):
+        alone = timing.measure_interleaved(single, settings)  # a median needs no rounds
+    assert len(alone["small"].block_ends) < timing.MIN_ROUNDS
+
+
 def test_block_bootstrap_covers_drift_between_blocks():
     """Noise between blocks (clock changes) fools a bootstrap of samples, not one of blocks."""
     rng = np.random.default_rng(5)
