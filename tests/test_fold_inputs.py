@@ -301,3 +301,43 @@ def test_pixel_inputs_span_their_range_so_an_overflow_is_caught():
     exact, wrapping = _uint8_doubling(True), _uint8_doubling(False)
     assert compare_models(exact, wrapping).status == DIFFERENT
     assert compare_models(exact, exact).verified
+
+
+@pytest.mark.parametrize("bias_shape", [(1, 6), (6,), (1,), ()])
+def test_gemm_biases_of_every_per_column_shape_fold(bias_shape):
+    weights = {"w": _w(4, 3, 3, 3), **_bn_inputs("bn", 4), "g1": _w(6, 64), "c1": _w(*bias_shape)}
+    weights.update({"g2": _w(6, 5), "c2": _w(5)})
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        _bn("c", "bn", "b"),
+        helper.make_node("Flatten", ["b"], ["f"]),
+        helper.make_node("Gemm", ["f", "g1", "c1"], ["h"], transB=1),
+        helper.make_node("Gemm", ["h", "g2", "c2"], ["y"]),
+    ]
+    graph = _graph(nodes, [_x((1, 3, 4, 4))], [_y()], weights)
+    model = make_model(graph, 17)
+    result = fold_model(model, merge="all")
+    assert op_histogram(result.model) == {"Conv": 1, "Flatten": 1, "Gemm": 1}
+    assert verify_fold(model, result.model).verified
+
+
+def test_a_gemm_bias_per_row_is_left_alone():
+    weights = {"g1": _w(4, 6), "c1": _w(2, 1), "g2": _w(6, 5), "c2": _w(5)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "g1", "c1"], ["h"]),
+        helper.make_node("Gemm", ["h", "g2", "c2"], ["y"]),
+    ]
+    model = make_model(_graph(nodes, [_x((2, 4))], [_y()], weights), 17)
+    result = fold_model(model, merge="all")
+    assert op_histogram(result.model) == {"Gemm": 2}
+    assert not any("folding stopped" in r.detail for r in result.report.records)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_batchnorm_after_a_gemm_with_a_row_vector_bias_folds(trans_b):
+    weights = {"g": _w(6, 4) if trans_b else _w(4, 6), "c": _w(1, 6), **_bn_inputs("bn", 6)}
+    nodes = [helper.make_node("Gemm", ["x", "g", "c"], ["h"], transB=trans_b), _bn("h", "bn", "y")]
+    model = make_model(_graph(nodes, [_x((2, 4))], [_y()], weights), 17)
+    result = fold_model(model, merge="none")
+    assert op_histogram(result.model) == {"Gemm": 1}
+    assert verify_fold(model, result.model).verified

@@ -10,7 +10,7 @@ dynamic program over split points picks the segments to merge that minimise the 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -22,6 +22,7 @@ from harness.fold.graph import (
     constant,
     conv_view,
     node_names,
+    plain_gemm,
     set_inputs,
     sole_consumer,
     write_conv,
@@ -348,29 +349,6 @@ def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> FoldRe
     )
 
 
-def _plain_gemm(node: gs.Node) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """(B as K x N, bias as N) of a Gemm computing x @ B + c, else None."""
-    if (
-        node.op != "Gemm"
-        or node.attrs.get("transA", 0)
-        or node.attrs.get("alpha", 1.0) != 1.0
-        or node.attrs.get("beta", 1.0) != 1.0
-    ):
-        return None
-    weight = constant(node.inputs[1])
-    if weight is None or weight.ndim != 2:
-        return None
-    matrix = weight.T if node.attrs.get("transB", 0) else weight
-    bias = (
-        constant(node.inputs[2])
-        if len(node.inputs) > 2
-        else np.zeros(matrix.shape[1], matrix.dtype)
-    )
-    if bias is None:
-        return None
-    return matrix.astype(np.float64), np.broadcast_to(bias.astype(np.float64), (matrix.shape[1],))
-
-
 def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[FoldRecord]:
     """Merge Gemm -> Gemm with nothing between (fully connected layers left linear) into one Gemm.
 
@@ -381,7 +359,7 @@ def merge_gemm_chains(graph: gs.Graph, mode: str) -> List[FoldRecord]:
         if not first.outputs:
             continue
         second = sole_consumer(graph, first.outputs[0])
-        a, b = _plain_gemm(first), (_plain_gemm(second) if second is not None else None)
+        a, b = plain_gemm(first), (plain_gemm(second) if second is not None else None)
         if a is None or b is None or second.inputs[0] is not first.outputs[0]:
             continue
         (m1, c1), (m2, c2) = a, b

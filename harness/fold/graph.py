@@ -203,3 +203,28 @@ def write_conv(
 def node_names(nodes: List[gs.Node]) -> List[str]:
     """Display names of nodes (their output tensor when unnamed)."""
     return [n.name or n.outputs[0].name for n in nodes]
+
+
+def plain_gemm(node: gs.Node) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(B as K x N, bias as N), in float64, of a Gemm computing ``x @ B + c`` with constant B and a
+    per-column bias c (shape (), (N,), (1, N) or (1,)); None otherwise (transA, alpha, beta, a
+    bias per row)."""
+    if (
+        node.op != "Gemm"
+        or node.attrs.get("transA", 0)
+        or node.attrs.get("alpha", 1.0) != 1.0
+        or node.attrs.get("beta", 1.0) != 1.0
+    ):
+        return None
+    weight = constant(node.inputs[1])
+    if weight is None or weight.ndim != 2:
+        return None
+    matrix = (weight.T if node.attrs.get("transB", 0) else weight).astype(np.float64)
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name
+    bias = constant(node.inputs[2]) if has_bias else np.zeros(matrix.shape[1])
+    if bias is None or bias.ndim > 2 or (bias.ndim == 2 and bias.shape[0] != 1):
+        return None
+    try:
+        return matrix, np.broadcast_to(bias.astype(np.float64).reshape(-1), (matrix.shape[1],))
+    except ValueError:  # a bias of another length
+        return None

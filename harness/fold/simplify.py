@@ -13,6 +13,7 @@ from harness.fold.graph import (
     bypass,
     constant,
     conv_view,
+    plain_gemm,
     producer,
     rewire,
     set_inputs,
@@ -82,30 +83,20 @@ def fold_batchnorm(graph: gs.Graph) -> List[FoldRecord]:
 
 
 def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
-    """Scale a plain Gemm's output columns; False when the Gemm is not plain (transA, alpha,
-    beta, inputs)."""
-    weight = constant(gemm.inputs[1])
-    if (
-        weight is None
-        or gemm.attrs.get("transA", 0)
-        or gemm.attrs.get("alpha", 1.0) != 1.0
-        or gemm.attrs.get("beta", 1.0) != 1.0
-    ):
+    """Scale a plain Gemm's output columns (``plain_gemm``); False when the Gemm is not plain."""
+    plain = plain_gemm(gemm)
+    if plain is None or plain[0].shape[1] != scale.shape[0]:
         return False
-    bias = constant(gemm.inputs[2]) if len(gemm.inputs) > 2 else np.zeros(scale.shape)
-    if bias is None:
-        return False
-    dtype = weight.dtype
-    w = weight.astype(np.float64)
-    w = w * scale[:, None] if gemm.attrs.get("transB", 0) else w * scale[None, :]
-    b = np.broadcast_to(bias.astype(np.float64), scale.shape) * scale + shift
+    matrix, bias = plain
+    dtype = constant(gemm.inputs[1]).dtype
     name = gemm.name or gemm.outputs[0].name
+    gemm.attrs["transB"] = 0
     set_inputs(
         gemm,
         [
             gemm.inputs[0],
-            gs.Constant(f"{name}.folded_weight", w.astype(dtype)),
-            gs.Constant(f"{name}.folded_bias", b.astype(dtype)),
+            gs.Constant(f"{name}.folded_weight", (matrix * scale[None, :]).astype(dtype)),
+            gs.Constant(f"{name}.folded_bias", (bias * scale + shift).astype(dtype)),
         ],
     )
     return True
