@@ -337,6 +337,8 @@ def resolve_suite(
             "--input-shape applies to factories (package.module:factory) and none of --models is "
             "one: zoo models and ONNX files run at their own shapes"
         )
+    if not variants.strip():
+        raise HarnessError("--variants is empty (give names, first or all)")
     named = [v for v in variants.split(",") if v and v not in ("baseline", "all", "first")]
     if named and "zoo" not in kinds:
         raise HarnessError("--variants applies to zoo models and none of --models is one")

@@ -180,6 +180,8 @@ BAD_CASES = {
         ["export", "{tmp}/garbage.onnx", "--batch", "4", "-o", "{tmp}/out/x.onnx"],
         "an ONNX file keeps its own batch",
     ),
+    "empty suite models": (["suite", "papers", "--models", ""], "--models is empty"),
+    "empty variants": (["bench", "--models", "lenet5", "--variants", ""], "--variants is empty"),
     "malformed shape": (
         ["export", "user_models:tiny", "--input-shape", "3xbig", "-o", "{tmp}/out/x.onnx"],
         "invalid input shape",

@@ -53,8 +53,10 @@ def run(args) -> int:
 
     profile = load_profile(args.device)
     needed = suite_models()
-    if args.models:
-        chosen = [m for m in args.models.split(",") if m]
+    if args.models is not None:
+        chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not chosen:
+            raise HarnessError("--models is empty")
         unknown = [m for m in chosen if m not in needed]
         if unknown:
             raise HarnessError(
