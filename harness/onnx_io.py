@@ -35,6 +35,34 @@ def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
     }
 
 
+# operand positions that hold parameters (weights, biases, norm statistics), not data
+_PARAMETER_OPERANDS = {
+    "Conv": 1,
+    "ConvTranspose": 1,
+    "Gemm": 1,
+    "BatchNormalization": 1,
+    "InstanceNormalization": 1,
+    "LayerNormalization": 1,
+    "PRelu": 1,
+}
+
+
+def data_input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
+    """``input_shapes`` less the inputs that are parameters: read only as the weight (or a later
+    operand) of Conv, Gemm or a normalisation, the batch is not theirs."""
+    model = onnx.load(str(path), load_external_data=False)
+    readers: Dict[str, List[bool]] = {}
+    for node in model.graph.node:
+        first = _PARAMETER_OPERANDS.get(node.op_type)
+        for position, name in enumerate(node.input):
+            readers.setdefault(name, []).append(first is not None and position >= first)
+    return {
+        name: dims
+        for name, dims in input_shapes(path).items()
+        if not (readers.get(name) and all(readers[name]))
+    }
+
+
 def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
     """Graph input name -> numpy dtype, initializers excluded."""
     model = onnx.load(str(path), load_external_data=False)

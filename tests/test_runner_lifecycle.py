@@ -101,3 +101,18 @@ def test_batch_is_resolved_once_for_static_and_dynamic_models(tmp_path):
     with OnnxRuntimeRunner(dynamic, load_profile("host"), batch=4) as runner:
         assert runner.input_specs()["x"][0] == (4, 3, 4, 4)
         assert runner.infer(runner.random_inputs())["y"].shape == (4, 3, 4, 4)
+
+
+def test_a_weight_fed_as_a_graph_input_is_not_taken_for_the_batch(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "weight_input",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    path = tmp_path / "w.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert resolve_batch(path, 2) == 2  # w's 4 output channels are not a fixed batch

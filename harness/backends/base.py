@@ -143,11 +143,11 @@ def resolve_batch(onnx_path: Path, batch: int) -> int:
     Resolved once, before any backend: a static-batch model timed "at batch 8" would otherwise
     report eight times its real throughput.
     """
-    from harness.onnx_io import input_shapes
+    from harness.onnx_io import data_input_shapes
 
     if batch < 1:
         raise HarnessError(f"batch must be 1 or more, not {batch}")
-    leading = {shape[0] for shape in input_shapes(onnx_path).values() if shape}
+    leading = {shape[0] for shape in data_input_shapes(onnx_path).values() if shape}
     static = {d for d in leading if isinstance(d, int) and d > 0}
     if not static:
         return batch
