@@ -83,7 +83,8 @@ def detect_drift(samples: Sequence[float], threshold: float = 0.03) -> Optional[
     """A description of a significant trend in the samples (throttling, clock changes), else None.
 
     Flags when Kendall's tau against sample order is significant (p < 0.001) and the median of the
-    last quarter differs from the first quarter's by more than ``threshold``.
+    last quarter differs from the first quarter's by more than ``threshold`` in the same direction
+    (a series whose ends move against its overall trend is not one drift).
     """
     values = np.asarray(samples, dtype=float)
     if len(values) < 40:
@@ -92,7 +93,7 @@ def detect_drift(samples: Sequence[float], threshold: float = 0.03) -> Optional[
     quarter = len(values) // 4
     first, last = np.median(values[:quarter]), np.median(values[-quarter:])
     change = (last - first) / first
-    if p_value < 1e-3 and abs(change) > threshold:
+    if p_value < 1e-3 and abs(change) > threshold and np.sign(change) == np.sign(tau):
         direction = "slower" if change > 0 else "faster"
         return (
             f"latency drifted {abs(change):.1%} {direction} during the run (Kendall tau {tau:.2f})"

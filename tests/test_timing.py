@@ -80,6 +80,13 @@ def test_drift_detection_flags_a_trend_but_not_noise():
     assert timing.detect_drift(flat) is None
     ramp = flat + np.linspace(0, 2, 400)
     assert "slower" in timing.detect_drift(ramp)
+    # slower for three quarters, then a fall below the start: the ends and the trend disagree
+    rise_then_fall = np.concatenate([np.linspace(10, 13, 300), np.full(100, 9.6)])
+    rise_then_fall += rng.normal(0, 0.01, 400)
+    tau, p_value = sps.kendalltau(np.arange(400), rise_then_fall)
+    assert tau > 0 and p_value < 1e-3  # a significant upward trend overall
+    assert np.median(rise_then_fall[-100:]) < 0.97 * np.median(rise_then_fall[:100])
+    assert timing.detect_drift(rise_then_fall) is None  # not "drifted 8% faster (tau +0.19)"
 
 
 @pytest.fixture
