@@ -268,7 +268,25 @@ def flop_count(model: onnx.ModelProto) -> FlopCount:
             shapes.update(observed)
             source = "shapes observed in one ONNX Runtime run"
     total = sum(_node_flops(node, shapes) for node in model.graph.node)
+    batch = static_batch(model)
+    if batch > 1:  # per sample, as a dynamic batch is counted: comparable across batch sizes
+        total = round(total / batch)
+        note = "; ".join(
+            filter(None, [note, f"per sample: counted at batch {batch}, divided by {batch}"])
+        )
     return FlopCount(total, _holes(model, shapes), source, note)
+
+
+def static_batch(model: onnx.ModelProto) -> int:
+    """The fixed batch every data input shares (``onnx_io.data_inputs``), else 1."""
+    from harness.onnx_io import data_inputs
+
+    leading = {
+        v.type.tensor_type.shape.dim[0].dim_value
+        for v in data_inputs(model)
+        if v.type.tensor_type.shape.dim
+    }
+    return leading.pop() if len(leading) == 1 and min(leading) > 1 else 1
 
 
 def count_flops_with(model: onnx.ModelProto, shapes: Dict[str, List[int]]) -> int:

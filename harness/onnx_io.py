@@ -47,20 +47,27 @@ _PARAMETER_OPERANDS = {
 }
 
 
-def data_input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
-    """``input_shapes`` less the inputs that are parameters: read only as the weight (or a later
-    operand) of Conv, Gemm or a normalisation, the batch is not theirs."""
-    model = onnx.load(str(path), load_external_data=False)
+def data_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
+    """The graph inputs that are data: neither initializers nor parameters (inputs read only as
+    the weight, or a later operand, of Conv, Gemm or a normalisation)."""
     readers: Dict[str, List[bool]] = {}
     for node in model.graph.node:
         first = _PARAMETER_OPERANDS.get(node.op_type)
         for position, name in enumerate(node.input):
             readers.setdefault(name, []).append(first is not None and position >= first)
-    return {
-        name: dims
-        for name, dims in input_shapes(path).items()
-        if not (readers.get(name) and all(readers[name]))
-    }
+    initializers = {t.name for t in model.graph.initializer}
+    return [
+        value
+        for value in model.graph.input
+        if value.name not in initializers
+        and not (readers.get(value.name) and all(readers[value.name]))
+    ]
+
+
+def data_input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
+    """``input_shapes`` of the ``data_inputs`` only: the batch is theirs."""
+    names = {v.name for v in data_inputs(onnx.load(str(path), load_external_data=False))}
+    return {name: dims for name, dims in input_shapes(path).items() if name in names}
 
 
 def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:

@@ -10,7 +10,7 @@ Schema 2::
      device: {profile: {name, ...}, environment_before: {...}, environment_after: {...} | null,
               warnings: [...]},
      runs: [{id, model, variant, folded, folded_run, source, onnx, backend: {...}, precision, batch,
-             input_shape, flops, params, nodes: {op: count}, fold: {...} | null,
+             input_shape, flops (per sample), params, nodes: {op: count}, fold: {...} | null,
              series_ms: {latency_ms: [...], ...},
              stats: {median, median_ci_low, median_ci_high, ...},
              warmup_iterations, stop_reason, warnings: [...]}],

@@ -39,7 +39,7 @@ def test_conv_flops_and_params_by_hand():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         {"w": w, "b": b},
     )
-    assert count_flops(model) == 2 * (2 * 8 * 10 * 10) * (3 * 9)
+    assert count_flops(model) == 2 * (2 * 8 * 10 * 10) * (3 * 9) // 2  # per sample of the 2
     assert count_params(model) == 8 * 3 * 9 + 8
     cost = layer_costs(model)[0]
     assert cost.bytes == 4 * (2 * 3 * 100 + 8 * 27 + 8 + 2 * 8 * 100)
@@ -72,7 +72,7 @@ def test_gemm_matmul_and_integer_initializers():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         {"w": w, "m": m, "shape": shape},
     )
-    assert count_flops(model) == 2 * (15 * 7) + 2 * (6 * 5)
+    assert count_flops(model) == (2 * (15 * 7) + 2 * (6 * 5)) // 3  # per sample: 3 rows
     assert count_params(model) == 35 + 10
     assert op_histogram(model) == {"Gemm": 1, "MatMul": 1, "Reshape": 1}
 
@@ -145,3 +145,19 @@ def test_flops_of_the_onnx_wheels_model_zoo_graphs_match_shapes_observed_in_onnx
         count = flop_count(model)
         observed = count_flops_with(model, observed_shapes(model))
         assert not count.holes and count.total == observed > 0, entry.name
+
+
+def test_flops_are_per_sample_whatever_the_static_batch(tmp_path):
+    from harness.export import export_module
+    from harness.graph_stats import flop_count
+    from harness.zoo import build_model
+
+    module, _ = build_model("lenet5", "baseline")
+    counts = {
+        batch: flop_count(
+            export_module(module, (1, 28, 28), tmp_path / f"b{batch}.onnx", batch=batch)
+        )
+        for batch in (1, 3)
+    }
+    assert counts[1].total == counts[3].total > 0
+    assert not counts[1].note and "per sample: counted at batch 3, divided by 3" in counts[3].note

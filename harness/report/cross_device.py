@@ -126,7 +126,8 @@ def roofline_cell_floor(
     if floor is not None:
         return floor, "per layer"
     flops = run.flops
-    return (1000 * flops / _rate(peaks, precision) if flops else None), FLOPS_ONLY
+    # FLOPs are recorded per sample (graph_stats.flop_count): the floor is for the whole batch
+    return (1000 * flops * run.batch / _rate(peaks, precision) if flops else None), FLOPS_ONLY
 
 
 def _device(results: Results) -> Device:
