@@ -5,6 +5,7 @@ Also ``profiles`` and ``env``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shlex
@@ -54,9 +55,10 @@ def test_explain_for_xavier_needs_no_tensorrt(lenet, capsys):
     assert "cuda graph off" in header and "data transfers on" in header
     assert cmd[:4] == ["trtexec", f"--onnx={lenet}", "--memPoolSize=workspace:1024", "--fp16"]
     assert "--timingCacheFile=engines/timing-8.5.2-sm72.cache" in cmd
+    digest = hashlib.sha256(lenet.read_bytes()).hexdigest()[:8]  # one engine per file content
     assert (
-        "--saveEngine=engines/lenet5-fp16-b1.engine" in cmd
-        and "--exportTimes=lenet5-times.json" in cmd
+        f"--saveEngine=engines/lenet5-{digest}-fp16-b1.engine" in cmd
+        and f"--exportTimes=lenet5-{digest}-fp16-b1-times.json" in cmd
     )
     # static model, 8.5
     assert not any(a.startswith(("--shapes", "--builderOptimizationLevel")) for a in cmd)
@@ -108,6 +110,16 @@ def test_explain_refuses_what_cannot_be_built(lenet, capsys):
     assert "precisions" in capsys.readouterr().err
     assert main(["build", "missing.onnx", "--explain"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    for version, message in [("abc", "is not a version"), ("7.2", "is not one this harness")]:
+        argv = ["build", str(lenet), "--device", "xavier", "--tensorrt-version", version]
+        assert main(argv + ["--explain"]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["build", str(lenet), "--device", "host", "--explain"]) == 2
+    assert "builds no engine" in capsys.readouterr().err
+    assert main(["build", str(lenet), "--device", "orin", "--batch", "4", "--explain"]) == 2
+    assert "fixed batch of 1, not 4" in capsys.readouterr().err
+    _, cmd = _explain(capsys, str(lenet), "--device", "h100")  # its profile's TensorRT 10
+    assert "--builderOptimizationLevel=3" in cmd
 
 
 @pytest.mark.skipif(

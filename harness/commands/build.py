@@ -48,9 +48,6 @@ def run(args) -> int:
     precision = args.precision or profile.precisions[0]
     batch = args.batch or profile.batch_sizes[0]
     load_model(args.onnx)  # clear errors for a missing or corrupt file before anything else
-    if args.explain:
-        print(explain(args.onnx, profile, precision, batch, args.tensorrt_version))
-        return 0
     if profile.backend not in ("tensorrt", "trtexec"):
         from harness.errors import HarnessError
 
@@ -59,6 +56,12 @@ def run(args) -> int:
             f"engine: build is for TensorRT profiles (e.g. --device xavier); "
             f"`harness time` runs this one as it is"
         )
+    from harness.backends.base import resolve_batch
+
+    batch = resolve_batch(args.onnx, batch)  # a fixed batch must match, as `time` requires
+    if args.explain:
+        print(explain(args.onnx, profile, precision, batch, args.tensorrt_version))
+        return 0
     from harness.backends import get_runner_class
 
     # HarnessError naming what to install when TensorRT is missing
@@ -80,24 +83,34 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
 
     Preceded by comment lines that give the settings in force.
     """
+    import hashlib
     import shlex
 
     from harness.backends.trt.cache import ENGINE_DIR, BuildSettings
     from harness.backends.trt.trtexec import effective_settings, trtexec_command
+    from harness.backends.trt.versions import checked_version
     from harness.onnx_io import input_shapes
 
-    version = version or _installed_tensorrt() or profile.expect.tensorrt or "8.5.2"
+    version = checked_version(
+        version or _installed_tensorrt() or profile.expect.tensorrt or "8.5.2"
+    )
     capability = (profile.expect.compute_capability or "").replace(".", "")
     engines = Path(ENGINE_DIR.name)  # relative, as a user would type it from the checkout
     timing_cache = engines / f"timing-{version}-sm{capability or 'XX'}.cache"
+    # one engine per file content, precision, batch and DLA core, as the cache keys them
+    digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()[:8]
+    dla = BuildSettings.from_profile(profile, precision, batch).dla_core
+    stem = f"{onnx_path.stem}-{digest}-{precision}-b{batch}" + (
+        f"-dla{dla}" if dla is not None else ""
+    )
     cmd = trtexec_command(
         onnx_path,
         profile,
         precision,
         batch,
         version,
-        engine_path=engines / f"{onnx_path.stem}-{precision}-b{batch}.engine",
-        times_path=Path(f"{onnx_path.stem}-times.json"),
+        engine_path=engines / f"{stem}.engine",
+        times_path=Path(f"{stem}-times.json"),
         input_shapes=input_shapes(onnx_path),
         timing_cache=timing_cache,
     )
@@ -111,7 +124,7 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
             "# without --calib trtexec uses placeholder INT8 scales: latency is representative, "
             "accuracy is not"
         )
-    if BuildSettings.from_profile(profile, precision, batch).dla_core is not None:
+    if dla is not None:
         lines.append(
             "# DLA: layers it cannot run fall back to the GPU (--allowGPUFallback); "
             "check the build log"

@@ -14,6 +14,21 @@ def version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:4])
 
 
+def checked_version(version: str) -> str:
+    """``version`` when it is a TensorRT release this harness knows (8.5 or 8.6, 10.x, 11.x, as
+    its contract tests cover), else a ``HarnessError``: another version's trtexec flags differ."""
+    text = str(version).strip()
+    if not re.fullmatch(r"\d+(\.\d+){0,3}", text):
+        raise HarnessError(f"TensorRT version {version!r} is not a version such as 8.5.2 or 10.13")
+    v = version_tuple(text)
+    if not ((8, 5) <= v[:2] < (8, 7) or v[0] in (10, 11)):
+        raise HarnessError(
+            f"TensorRT {text} is not one this harness knows (8.5-8.6, 10.x, 11.x): its trtexec "
+            "flags and defaults are not checked"
+        )
+    return text
+
+
 def trtexec_defaults(version: str) -> Dict[str, bool]:
     """trtexec's own defaults for what changes a latency figure, by TensorRT version."""
     new = version_tuple(version) >= (11,)
