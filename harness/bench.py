@@ -220,7 +220,7 @@ def run_bench(
     results = new_results(argv, profile.to_dict(), environment)
     results["complete"] = False
     results["device"]["warnings"] = envinfo.check_expectations(environment, profile)
-    cost_model, cost_note = cost_model_for(profile, options.precision)
+    cost_model, cost_note = cost_model_for(profile, options.precision, batch=options.batch)
     results["device"]["cost_model"] = cost_note
     results_path = options.out_dir / "results.json"
     options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,7 +294,7 @@ def run_bench(
 
 def prepare_suite(options: BenchOptions) -> Dict[str, List[_Config]]:
     """Export and fold every model of the suite without timing (for a device that times them)."""
-    cost_model, _ = cost_model_for(options.profile, options.precision)
+    cost_model, _ = cost_model_for(options.profile, options.precision, batch=options.batch)
     return {
         source.name: _prepare_model(source, variants, options, cost_model, lambda *_: None)
         for source, variants in options.sources

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -349,8 +350,35 @@ def load_calibration(path: Path) -> CalibratedCostModel:
         ) from None
 
 
+def calibration_mismatch(path: Path, profile: Profile, batch: Optional[int] = None) -> str:
+    """What differs between the profile (and batch) a calibration file was measured under and the
+    ones it is about to serve ('' when nothing does): a copied or stale file prices another
+    setting."""
+    data = json.loads(Path(path).read_text())
+    from harness.lut import backend_settings
+
+    settings = backend_settings(profile)
+    found = []
+    if data.get("profile", profile.name) != profile.name:
+        found.append(f"profile {data.get('profile')!r}, not {profile.name!r}")
+    if dict(data.get("context") or {}).get("backend_settings", settings) != settings:
+        found.append(f"other {profile.backend} settings")
+    if batch is not None and data.get("batch", batch) != batch:
+        found.append(f"batch {data.get('batch')}, not {batch}")
+    return (
+        f"{Path(path).name} was measured with {', '.join(found)}: its costs may not hold here "
+        f"(run harness calibrate --device {profile.name})"
+        if found
+        else ""
+    )
+
+
 def cost_model_for(
-    profile: Profile, precision: str, table: Optional[Path] = None, backend: Optional[str] = None
+    profile: Profile,
+    precision: str,
+    table: Optional[Path] = None,
+    backend: Optional[str] = None,
+    batch: Optional[int] = None,
 ) -> Tuple[CostModel, str]:
     """The cost model ``--merge auto`` uses on a device and backend, and a line saying which one and
     why.
@@ -369,6 +397,9 @@ def cost_model_for(
     if path.is_file():
         base = load_calibration(path)
         note = f"using {base.name}"
+        mismatch = calibration_mismatch(path, profile, batch)
+        if mismatch:
+            warnings.warn(mismatch, stacklevel=2)
     model: CostModel = base
     if table is not None:
         model = TableCostModel.from_csv(table, fallback=base)

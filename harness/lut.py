@@ -261,6 +261,17 @@ class Entry:
     n: int
 
 
+def backend_settings(profile) -> Dict[str, object]:
+    """The settings of the profile's backend section that a measurement depends on."""
+    torch_settings = getattr(profile, "torch", None)
+    if profile.backend == "torch" and torch_settings is not None:
+        return dataclasses.asdict(torch_settings)
+    return {
+        "onnxruntime": dataclasses.asdict(profile.onnxruntime),
+        "tensorrt": dataclasses.asdict(profile.tensorrt),
+    }.get(profile.backend, {})
+
+
 def measurement_context(profile, precision: str, batch: int) -> Dict[str, object]:
     """What a measurement depends on besides the span: device, backend and its settings,
     precision, batch, host, versions. Stored with every saved measurement, so that a resumed run
@@ -269,18 +280,11 @@ def measurement_context(profile, precision: str, batch: int) -> Dict[str, object
 
     from harness.envinfo import cpu_state, library_versions
 
-    settings = {
-        "onnxruntime": dataclasses.asdict(profile.onnxruntime),
-        "tensorrt": dataclasses.asdict(profile.tensorrt),
-    }.get(profile.backend, {})
-    torch_settings = getattr(profile, "torch", None)
-    if profile.backend == "torch" and torch_settings is not None:
-        settings = dataclasses.asdict(torch_settings)
     versions = library_versions()
     return {
         "device": profile.name,
         "backend": profile.backend,
-        "backend_settings": settings,
+        "backend_settings": backend_settings(profile),
         "precision": precision,
         "batch": batch,
         "host": platform.node(),

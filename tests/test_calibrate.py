@@ -4,6 +4,7 @@ quick run."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,16 @@ def test_calibrate_command_measures_fits_and_fold_uses_it(tmp_path, capsys):
     )
     assert f"cost model: using calibration {written.name}" in capsys.readouterr().out
     load_model(tmp_path / "f.onnx")
+    # the same file copied beside another profile with other settings: used, and said to be
+    other = yaml.safe_load(profile_path.read_text())
+    other["onnxruntime"]["intra_op_threads"] = 2
+    other_path = tmp_path / "dev2.yaml"
+    other_path.write_text(yaml.safe_dump(other))
+    shutil.copy(written, tmp_path / "dev2.onnxruntime.fp32.calibration.json")
+    argv = ["fold", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "g.onnx"), "--no-verify"]
+    assert main(argv + ["--device", str(other_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: dev2.onnxruntime.fp32.calibration.json was measured with profile 'dev', " in (
+        err
+    )
+    assert "not 'dev2', other onnxruntime settings: its costs may not hold here" in err

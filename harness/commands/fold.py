@@ -92,7 +92,7 @@ def run(args) -> int:
         raise HarnessError("--measure compares against a latency table: give --cost table.csv too")
     if args.arbitrate and args.merge != "auto":
         raise HarnessError("--arbitrate weighs auto's plan against none and all: use --merge auto")
-    cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost)
+    cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost, batch=args.batch)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     loading = time.perf_counter()
     model = infer_shapes_quick(load_model(args.onnx, infer_shapes=False), in_place=True)
