@@ -349,7 +349,8 @@ def fold_model(
                     f"{_first_line(exc)}): model left unchanged (please report it)",
                 )
             )
-    before, after = flop_count(model), flop_count(folded or model)
+    reference = prepared if prepared is not None else model  # bound as the folded graph is
+    before, after = flop_count(reference), flop_count(folded or model)
     if before.holes or after.holes:
         records.append(
             _note(
