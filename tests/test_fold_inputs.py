@@ -342,3 +342,11 @@ def test_batchnorm_after_a_gemm_with_a_row_vector_bias_folds(trans_b):
     result = fold_model(model, merge="none")
     assert op_histogram(result.model) == {"Gemm": 1}
     assert verify_fold(model, result.model).verified
+
+
+def test_flops_before_and_after_are_counted_at_the_bound_shape():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), _bn("c", "bn", "y")]
+    weights = {"w": _w(4, 3, 3, 3), **_bn_inputs("bn", 4)}
+    model = make_model(_graph(nodes, [_x(("N", 3, "H", "W"))], [_y()], weights), 17)
+    result = fold_model(model, merge="all", input_shape=(3, 8, 8), batch=2)
+    assert result.report.flops_before == result.report.flops_after == 2 * 4 * 64 * 27
