@@ -564,3 +564,55 @@ def test_fold_cost_prices_the_folded_convs_from_the_table_or_says_there_are_none
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "table prediction: none" in out and "0.000 ms" not in out
+
+
+@pytest.mark.parametrize(
+    "layer,shape",
+    [
+        (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2), (4, 5, 5)),
+        (lambda: nn.ConvTranspose1d(4, 6, 4, stride=2, padding=1, bias=False), (4, 9)),
+    ],
+)
+def test_batchnorm_folds_into_transposed_convs(tmp_path, layer, shape):
+    torch.manual_seed(3)
+    conv = layer()
+    norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[len(shape) - 1](6)
+    with torch.no_grad():
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.uniform_(0.5, 1.5)
+    model = _export(nn.Sequential(conv, norm), shape, tmp_path)
+    assert "BatchNormalization" in op_histogram(model)
+    result = fold_model(model, merge="none")
+    assert "BatchNormalization" not in op_histogram(result.model)
+    folded = [r for r in result.report.to_dict()["records"] if r["pass"] == "fold_batchnorm"]
+    assert folded and folded[0]["action"] == "folded"
+    assert verify_fold(model, result.model).max_rel_error < 1e-4
+
+
+@pytest.mark.parametrize("spatial", [(16,), (5, 6, 6)])
+def test_batchnorm_folds_into_1d_and_3d_convs(spatial):
+    rng = np.random.default_rng(5)
+    kernel = (3,) * len(spatial)
+    inits = {
+        "w": rng.standard_normal((6, 4, *kernel)),
+        "s": rng.uniform(0.5, 1.5, 6),
+        "b": rng.standard_normal(6),
+        "m": rng.standard_normal(6),
+        "v": rng.uniform(0.5, 2, 6),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * (2 * len(spatial))),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_nd",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, *spatial])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a.astype(np.float32), k) for k, a in inits.items()],
+    )
+    model = make_model(graph)
+    result = fold_model(model, merge="none")
+    assert op_histogram(result.model) == {"Conv": 1}
+    assert verify_fold(model, result.model).max_rel_error < 1e-4

@@ -44,10 +44,11 @@ def fold_batchnorm(graph: gs.Graph) -> List[FoldRecord]:
         if params is None:
             continue
         scale, shift = params
-        if source.op == "Conv":
-            view = conv_view(source)
-            if view is None:
+        view = conv_view(source) if source.op == "Conv" else None
+        if source.op in ("Conv", "ConvTranspose") and view is None:
+            if not _fold_bn_into_any_conv(source, scale, shift):
                 continue
+        elif source.op == "Conv":
             bias = (
                 np.zeros(view.out_channels) if view.bias is None else view.bias.astype(np.float64)
             )
@@ -80,6 +81,41 @@ def fold_batchnorm(graph: gs.Graph) -> List[FoldRecord]:
             )
         )
     return records
+
+
+def _fold_bn_into_any_conv(conv: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    """Scale the output channels of a Conv of any spatial rank and padding mode, or of a
+    ConvTranspose (weight (C_in, C_out / group, k...)), with constant weights; False otherwise.
+    Padding does not matter: a padded border is the bias alone, scaled and shifted alike."""
+    weight = constant(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None and conv.inputs[2].name
+    bias = constant(conv.inputs[2]) if has_bias else None
+    if weight is None or weight.ndim < 3 or (has_bias and bias is None):
+        return False
+    groups = int(conv.attrs.get("group", 1))
+    w = weight.astype(np.float64)
+    taps = (1,) * (w.ndim - 2)
+    if conv.op == "Conv":
+        if w.shape[0] != scale.shape[0]:
+            return False
+        folded = w * scale.reshape(-1, 1, *taps)
+    else:
+        per_group = w.shape[1]
+        if w.shape[0] % groups or per_group * groups != scale.shape[0]:
+            return False
+        grouped = w.reshape(groups, w.shape[0] // groups, per_group, *w.shape[2:])
+        folded = (grouped * scale.reshape(groups, 1, per_group, *taps)).reshape(w.shape)
+    b = np.zeros(scale.shape) if bias is None else bias.astype(np.float64).reshape(-1)
+    name = conv.name or conv.outputs[0].name
+    set_inputs(
+        conv,
+        [
+            conv.inputs[0],
+            gs.Constant(f"{name}.folded_weight", folded.astype(weight.dtype)),
+            gs.Constant(f"{name}.folded_bias", (b * scale + shift).astype(weight.dtype)),
+        ],
+    )
+    return True
 
 
 def _fold_bn_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
