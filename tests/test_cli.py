@@ -181,6 +181,11 @@ BAD_CASES = {
         "an ONNX file keeps its own batch",
     ),
     "empty suite models": (["suite", "papers", "--models", ""], "--models is empty"),
+    "profiles list with a name": (["profiles", "list", "xavier"], "profiles list takes no name"),
+    "trtexec on another backend": (
+        ["time", "{tmp}/model/escape.onnx", "--trtexec", "--backend", "torch"],
+        "--backend torch contradicts it",
+    ),
     "empty variants": (["bench", "--models", "lenet5", "--variants", ""], "--variants is empty"),
     "malformed shape": (
         ["export", "user_models:tiny", "--input-shape", "3xbig", "-o", "{tmp}/out/x.onnx"],

@@ -32,6 +32,8 @@ def run(args) -> int:
         data = load_profile(args.name).to_dict()
         print(yaml.safe_dump(data, sort_keys=False), end="")
         return 0
+    if args.name:
+        raise HarnessError(f"profiles list takes no name (did you mean profiles show {args.name}?)")
     for name in available_profiles():
         profile = load_profile(name)
         print(f"{name:<11} {profile.kind:<7} {profile.backend:<12} {profile.description}")

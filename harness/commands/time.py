@@ -63,6 +63,10 @@ def run(args) -> int:
     from harness.precision import check_graph_precision
     from harness.profiles import load_profile, with_backend
 
+    if args.trtexec and args.backend not in (None, "tensorrt", "trtexec"):
+        raise HarnessError(
+            f"--trtexec times with TensorRT; --backend {args.backend} contradicts it"
+        )
     profile = with_backend(load_profile(args.device), args.backend)
     if len({os.path.realpath(path) for path in args.onnx}) != len(args.onnx):
         raise HarnessError("the same ONNX file is named twice")
