@@ -91,6 +91,9 @@ def test_shared_initializers_and_initializers_listed_as_inputs():
     assert np.array_equal(
         values[untouched.input[1]], w
     )  # the other reader still sees the original weight
+    assert [v.name for v in result.model.graph.input] == ["x"]  # w's default is folded in: said
+    warned = [r.detail for r in result.report.records if r.action is FoldAction.WARNING]
+    assert any("inputs with a default value (w) were folded" in d for d in warned)
 
 
 def test_subgraphs_are_left_alone_and_several_outputs_kept():

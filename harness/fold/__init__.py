@@ -378,11 +378,25 @@ def fold_model(
             f"the folded graph fails onnx.checker ({problem}); the fold is wrong, "
             f"do not use it (please report this model)"
         )
+    dropped = _overridable(model) - {v.name for v in folded.graph.input}
+    if dropped:
+        report.records.append(
+            _note(
+                FoldAction.WARNING,
+                f"inputs with a default value ({', '.join(sorted(dropped))}) were folded as the "
+                "constants they default to: the folded graph no longer takes them",
+            )
+        )
     report.elapsed_s = time.perf_counter() - started
     remaining = {
         n.name: spans[n.name] for n in folded.graph.node if n.op_type == "Conv" and n.name in spans
     }
     return FoldResult(folded, report, remaining)
+
+
+def _overridable(model: onnx.ModelProto) -> set:
+    """Graph inputs that are also initializers: defaults a caller may override."""
+    return {v.name for v in model.graph.input} & {t.name for t in model.graph.initializer}
 
 
 def _fold_graph(
