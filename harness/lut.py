@@ -426,11 +426,12 @@ def write_tables(rows: List[Dict[str, object]], path: Path) -> Tuple[Path, Path]
 
 def read_geometry(path: Path) -> Dict[Tuple[int, int], Tuple[int, int]]:
     """(st, end) -> (kernel, stride) from a table in the long layout; empty for the short layout."""
-    with Path(path).open() as handle:
-        reader = csv.DictReader(handle)
-        if not {"ker", "str"} <= set(reader.fieldnames or []):
+    with Path(path).open(newline="") as handle:
+        if not {"ker", "str"} <= set(csv.DictReader(handle).fieldnames or []):
             return {}
-        return {(int(r["st"]), int(r["end"])): (int(r["ker"]), int(r["str"])) for r in reader}
+    kernels = read_span_values(path, "ker", "latency table")
+    strides = read_span_values(path, "str", "latency table")
+    return {span: (int(kernels[span]), int(strides[span])) for span in kernels}
 
 
 def read_span_values(

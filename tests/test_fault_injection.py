@@ -62,6 +62,7 @@ def files(tmp_path_factory) -> Dict[str, Path]:
     for name in ("empty.onnx", "empty.json", "empty.yaml", "empty.csv"):
         (tmp / name).write_bytes(b"")
     (tmp / "table.csv").write_text("id,st,end,time,stdev\n0,0,0,0.1,0.0\n")
+    (tmp / "badlong.csv").write_text("id,st,end,ker,str,is_dw,time,stdev\n0,0,0,x,1,0,0.1,0\n")
     (tmp / "rows.csv").write_text("st,end,importance\n0,zero,1\n")
     (tmp / "importance.csv").write_text("st,end,importance\n0,0,1.0\n")
     (tmp / "notadb.sqlite").write_bytes(b"this is not a SQLite file" * 40)
@@ -199,6 +200,7 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "fold garbage": "fold {tmp}/garbage.onnx -o {tmp}/o/f.onnx",
     "fold empty": "fold {tmp}/empty.onnx -o {tmp}/o/f.onnx",
     "fold empty cost table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/empty.csv",
+    "fold bad kernel in a long table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/badlong.csv",
     "fold twice-keyed profile": "fold {onnx} -o {tmp}/o/f.onnx --device {tmp}/twice.yaml",
     "time garbage": "time {tmp}/garbage.onnx --device {fast}",
     "time empty": "time {tmp}/empty.onnx --device {fast}",
