@@ -66,6 +66,7 @@ class _Config:
 def _graph_info(model) -> Dict[str, Any]:
     return {
         "flops": count_flops(model),
+        "flops_per_sample": True,  # results from before per-sample FLOPs lack it (results.Run)
         "params": count_params(model),
         "nodes": op_histogram(model),
     }
@@ -308,6 +309,9 @@ def resolve_suite(
     from harness.export import check_factory, resolve_source
     from harness.zoo import list_variants, variant_spec
 
+    if not [v for v in variants.split(",") if v.strip()]:
+        raise HarnessError("--variants is empty (give names, first or all)")
+    named = [v for v in variants.split(",") if v and v not in ("baseline", "all", "first")]
     suite = []
     for name in models:
         source = resolve_source(name, factory_shape)
@@ -337,9 +341,6 @@ def resolve_suite(
             "--input-shape applies to factories (package.module:factory) and none of --models is "
             "one: zoo models and ONNX files run at their own shapes"
         )
-    if not variants.strip():
-        raise HarnessError("--variants is empty (give names, first or all)")
-    named = [v for v in variants.split(",") if v and v not in ("baseline", "all", "first")]
     if named and "zoo" not in kinds:
         raise HarnessError("--variants applies to zoo models and none of --models is one")
     return suite

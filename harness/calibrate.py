@@ -361,13 +361,15 @@ def calibration_mismatch(path: Path, profile: Profile, batch: Optional[int] = No
     found = []
     if data.get("profile", profile.name) != profile.name:
         found.append(f"profile {data.get('profile')!r}, not {profile.name!r}")
-    if dict(data.get("context") or {}).get("backend_settings", settings) != settings:
+    context = data.get("context") if isinstance(data.get("context"), dict) else {}
+    if context.get("backend_settings", settings) != settings:
         found.append(f"other {profile.backend} settings")
     if batch is not None and data.get("batch", batch) != batch:
         found.append(f"batch {data.get('batch')}, not {batch}")
     return (
         f"{Path(path).name} was measured with {', '.join(found)}: its costs may not hold here "
-        f"(run harness calibrate --device {profile.name})"
+        f"(run harness calibrate --device {profile.name}"
+        + (f" --batch {batch})" if batch is not None else ")")
         if found
         else ""
     )

@@ -2,10 +2,11 @@
 
 So any ONNX file is counted alike.
 
-Convention: FLOPs = 2 x multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (batch
-included); bias adds, activations, pooling and other element-wise work are not counted (as fvcore
-and most papers do). Parameters = elements of floating-point initializers. Bytes = the layer's
-inputs, weights and outputs at their stored types.
+Convention: FLOPs = 2 x multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul, per sample
+(``flop_count``; ``layer_costs`` keeps the whole batch, for rooflines); bias adds, activations,
+pooling and other element-wise work are not counted (as fvcore and most papers do). Parameters =
+elements of floating-point initializers. Bytes = the layer's inputs, weights and outputs at their
+stored types.
 """
 
 from __future__ import annotations
@@ -133,11 +134,11 @@ class FlopCount:
 
 def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
     """A copy with a dynamic leading (batch) dim of every input set to 1, and the note saying so."""
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
+    from harness.onnx_io import data_inputs
+
     dynamic = [
         v
-        for v in inputs
+        for v in data_inputs(model)
         if v.type.tensor_type.shape.dim and not v.type.tensor_type.shape.dim[0].dim_value > 0
     ]
     if not dynamic:
@@ -278,14 +279,13 @@ def flop_count(model: onnx.ModelProto) -> FlopCount:
 
 
 def static_batch(model: onnx.ModelProto) -> int:
-    """The fixed batch every data input shares (``onnx_io.data_inputs``), else 1."""
+    """The fixed batch of the model's main data inputs (those of the highest rank among
+    ``onnx_io.data_inputs``), when they share one, else 1."""
     from harness.onnx_io import data_inputs
 
-    leading = {
-        v.type.tensor_type.shape.dim[0].dim_value
-        for v in data_inputs(model)
-        if v.type.tensor_type.shape.dim
-    }
+    shapes = [v.type.tensor_type.shape.dim for v in data_inputs(model)]
+    rank = max((len(dims) for dims in shapes), default=0)
+    leading = {dims[0].dim_value for dims in shapes if rank >= 2 and len(dims) == rank}
     return leading.pop() if len(leading) == 1 and min(leading) > 1 else 1
 
 

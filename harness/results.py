@@ -10,7 +10,7 @@ Schema 2::
      device: {profile: {name, ...}, environment_before: {...}, environment_after: {...} | null,
               warnings: [...]},
      runs: [{id, model, variant, folded, folded_run, source, onnx, backend: {...}, precision, batch,
-             input_shape, flops (per sample), params, nodes: {op: count}, fold: {...} | null,
+             input_shape, flops (per sample), flops_per_sample: true, params, nodes, fold,
              series_ms: {latency_ms: [...], ...},
              stats: {median, median_ci_low, median_ci_high, ...},
              warmup_iterations, stop_reason, warnings: [...]}],
@@ -187,6 +187,7 @@ RUN_FIELDS = [
     "batch",
     "input_shape",
     "flops",
+    "flops_per_sample",
     "params",
     "nodes",
     "onnx",
@@ -226,6 +227,10 @@ class Run:
         where = f"{where} ({run_id})"
         series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
         reader.durations(series, "latency_ms", f"{where}.series_ms")
+        batch = reader.get(data, "batch", where, int, False, 1)
+        flops = reader.get(data, "flops", where, int, False)
+        if flops and batch > 1 and data.get("flops_per_sample") is not True:
+            flops = round(flops / batch)  # written before FLOPs were per sample: whole batch
         return cls(
             run_id,
             reader.get(data, "model", where, str),
@@ -235,9 +240,9 @@ class Run:
             Stats.parse(reader.get(data, "stats", where, object), f"{where}.stats", reader),
             reader.get(data, "backend", where, dict, False, {}),
             reader.get(data, "precision", where, str, False, "fp32"),
-            reader.get(data, "batch", where, int, False, 1),
+            batch,
             reader.get(data, "input_shape", where, list, False, []),
-            reader.get(data, "flops", where, int, False),
+            flops,
             reader.get(data, "params", where, int, False),
             reader.get(data, "nodes", where, dict, False, {}),
             reader.get(data, "onnx", where, str, False),
@@ -259,6 +264,7 @@ class Run:
             "batch": self.batch,
             "input_shape": self.input_shape,
             "flops": self.flops,
+            "flops_per_sample": True,
             "params": self.params,
             "nodes": self.nodes,
             "onnx": self.onnx,

@@ -616,3 +616,26 @@ def test_batchnorm_folds_into_1d_and_3d_convs(spatial):
     result = fold_model(model, merge="none")
     assert op_histogram(result.model) == {"Conv": 1}
     assert verify_fold(model, result.model).max_rel_error < 1e-4
+
+
+def test_merge_records_count_flops_per_sample_as_the_totals_do():
+    rng = np.random.default_rng(6)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w0"),
+        numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w1"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["y0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["y0", "w1"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "batch4",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4, 16, 16])],
+        weights,
+    )
+    result = fold_model(make_model(graph), merge="all")
+    (merged,) = [r for r in result.report.to_dict()["records"] if r["action"] == "merged"]
+    assert merged["flops_before"] == result.report.flops_before == 2 * 4 * 256 * (36 + 4)
+    assert merged["flops_after"] == result.report.flops_after == 2 * 4 * 256 * 36

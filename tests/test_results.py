@@ -173,3 +173,14 @@ def test_one_formatter_for_ratios_and_intervals():
 def test_percent_never_prints_negative_zero():
     assert percent(-0.00001) == "0.0%" and percent(0.0) == "0.0%"
     assert percent(0.527) == "52.7%" and percent(-0.167) == "-16.7%" and percent(None) == ""
+
+
+def test_whole_batch_flops_of_older_files_are_read_per_sample(tmp_path):
+    data = _recorded()
+    run = data["runs"][0]
+    per_sample = run["flops"]
+    run.update(batch=4, flops=4 * per_sample)  # as written before FLOPs were per sample
+    older = read_results(_write(tmp_path, data, "older.json")).runs[0]
+    assert older.flops == per_sample
+    written = _write(tmp_path, read_results(_write(tmp_path, data)).to_dict(), "again.json")
+    assert read_results(written).runs[0].flops == per_sample  # marked per sample: not divided again

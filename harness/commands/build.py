@@ -35,7 +35,7 @@ def register(subparsers) -> None:
         "--tensorrt-version",
         default=None,
         help="TensorRT version to explain for (default: the installed one, else the profile's "
-        "expect.tensorrt, else 8.5.2 as on JetPack 5.1)",
+        "expect.tensorrt, else 8.5.2 on a Jetson as on JetPack 5.1, 10.13 on other GPUs)",
     )
     parser.set_defaults(func=run)
 
@@ -83,22 +83,24 @@ def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) 
 
     Preceded by comment lines that give the settings in force.
     """
-    import hashlib
     import shlex
 
-    from harness.backends.trt.cache import ENGINE_DIR, BuildSettings
+    from harness.backends.trt.cache import ENGINE_DIR, BuildSettings, file_sha256
     from harness.backends.trt.trtexec import effective_settings, trtexec_command
     from harness.backends.trt.versions import checked_version
     from harness.onnx_io import input_shapes
 
     version = checked_version(
-        version or _installed_tensorrt() or profile.expect.tensorrt or "8.5.2"
+        version
+        or _installed_tensorrt()
+        or profile.expect.tensorrt
+        or ("8.5.2" if profile.kind == "jetson" else "10.13")
     )
     capability = (profile.expect.compute_capability or "").replace(".", "")
     engines = Path(ENGINE_DIR.name)  # relative, as a user would type it from the checkout
     timing_cache = engines / f"timing-{version}-sm{capability or 'XX'}.cache"
     # one engine per file content, precision, batch and DLA core, as the cache keys them
-    digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()[:8]
+    digest = file_sha256(Path(onnx_path))[:8]
     dla = BuildSettings.from_profile(profile, precision, batch).dla_core
     stem = f"{onnx_path.stem}-{digest}-{precision}-b{batch}" + (
         f"-dla{dla}" if dla is not None else ""

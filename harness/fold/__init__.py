@@ -350,7 +350,7 @@ def fold_model(
                 )
             )
     reference = prepared if prepared is not None else model  # bound as the folded graph is
-    before, after = flop_count(reference), flop_count(folded or model)
+    before, after = flop_count(reference), flop_count(folded or reference)
     if before.holes or after.holes:
         records.append(
             _note(

@@ -334,6 +334,7 @@ def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> FoldRe
         spans.get(part[0].name, (-1, -1))[0],
         spans.get(part[-1].name, (-1, -1))[1],
     )
+    batch = max(merged_geometry.out_shape[0], 1)
     return FoldRecord(
         "merge_conv_chains",
         FoldAction.MERGED,
@@ -342,8 +343,8 @@ def _merge_record(part: List[ConvView], spans: Spans, cost: CostModel) -> FoldRe
         result=merged.name,
         before=before,
         after=merged.describe(),
-        flops_before=sum(g.flops for g in singles),
-        flops_after=merged_geometry.flops,
+        flops_before=sum(g.flops for g in singles) // batch,  # per sample, as the totals
+        flops_after=merged_geometry.flops // batch,
         cost_before_us=round(cost_before, 3),
         cost_after_us=round(cost_after, 3),
     )
