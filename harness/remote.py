@@ -25,6 +25,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -161,14 +162,21 @@ class RemoteDevice:
         out: Path,
         device: Optional[str] = None,
         lock_timeout_s: float = 3600.0,
+        options: Sequence[str] = (),
     ) -> Path:
-        """Upload ONNX files, run ``harness time`` on the device with its own profile under its
-        lock, bring the JSON back."""
+        """Upload ONNX files, run ``harness time`` (with ``options``) on the device with its own
+        profile under its lock, bring the JSON back, its runs keyed by the local paths. Files are
+        uploaded under distinct names (two ``model.onnx`` from two folders stay two)."""
         job = _job_dir()
         self.run(["mkdir", "-p", job])
         try:
-            self.put(onnx_files, job)
-            names = [f"{job}/{path.name}" for path in onnx_files]
+            with tempfile.TemporaryDirectory() as staging:
+                uploads = []
+                for index, path in enumerate(onnx_files):
+                    uploads.append(Path(staging) / f"{index}-{path.name}")
+                    os.symlink(Path(path).resolve(), uploads[-1])  # scp copies what it points to
+                self.put(uploads, job)
+            names = [f"{job}/{upload.name}" for upload in uploads]
             self.run(
                 self.locked(
                     job,
@@ -182,15 +190,23 @@ class RemoteDevice:
                         "--device",
                         device or self.device_profile,
                         "--local",
+                        *options,
                         "--json",
                         f"{job}/times.json",
                     ],
                 ),
                 timeout_s=self.timeout_s + lock_timeout_s,
             )
-            return self.get(f"{job}/times.json", out)
+            self.get(f"{job}/times.json", out)
         finally:
             self._clean(job)
+        data = json.loads(out.read_text())
+        local = dict(zip(names, map(str, onnx_files)))
+        runs = data.get("runs", data)
+        renamed = {local.get(name, name): entry for name, entry in runs.items()}
+        data = {**data, "runs": renamed} if "runs" in data else renamed
+        out.write_text(json.dumps(data, indent=1) + "\n")
+        return out
 
     def bench(
         self,

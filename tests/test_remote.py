@@ -210,11 +210,17 @@ def test_time_on_a_remote_device_over_ssh(sshds, tmp_path, fast_profile):
     assert main(["export", "lenet5", "-o", str(model)]) == 0
     profile = _device(tmp_path, fast_profile, "dev-a", sshds["ports"][0], sshds)
     device = RemoteDevice(load_profile(str(profile)))
-    data = json.loads(device.time([model], tmp_path / "times.json").read_text())
-    (entry,) = data["runs"].values()
-    assert entry["stats"]["n"] >= 10 and entry["stats"]["median"] > 0
+    twin = tmp_path / "other" / "lenet.onnx"  # another file of the same name
+    twin.parent.mkdir()
+    twin.write_bytes(model.read_bytes())
+    data = json.loads(device.time([model, twin], tmp_path / "times.json").read_text())
+    assert sorted(data["runs"]) == sorted([str(model), str(twin)])  # keyed by the local paths
+    for entry in data["runs"].values():
+        assert entry["stats"]["n"] >= 10 and entry["stats"]["median"] > 0
     assert data["profile"]["name"] == "dev-a"  # the device's own profile
     assert not list((tmp_path / "device-dev-a" / "harness-jobs").iterdir())  # uploads cleaned
+    with pytest.raises(HarnessError, match="fixed batch of 1, not 4"):  # options reach the device
+        device.time([model], tmp_path / "t4.json", options=["--batch=4"])
 
 
 @pytest.mark.ssh

@@ -82,7 +82,12 @@ def run(args) -> int:
         from harness.remote import RemoteDevice
 
         with tempfile.TemporaryDirectory() as tmp:
-            fetched = RemoteDevice(profile).time(args.onnx, Path(tmp) / "times.json")
+            options = [f"--batch={args.batch}"] if args.batch else []
+            options += [f"--backend={args.backend}"] if args.backend else []
+            options += ["--strict"] * bool(args.strict) + ["--trtexec"] * bool(args.trtexec)
+            fetched = RemoteDevice(profile).time(
+                args.onnx, Path(tmp) / "times.json", options=options
+            )
             text = fetched.read_text()
         data = json.loads(text)
         for name, entry in data.get("runs", data).items():
