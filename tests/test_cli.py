@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import numpy_helper
 
 from harness.cli import COMMANDS, main
@@ -362,3 +363,26 @@ def test_python_warnings_print_as_one_line_each(bad_inputs, capsys):
     )
     assert code == 0 and out_path.is_file(), err
     assert err.splitlines() == ["warning: this factory's weights are random"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["suite", "papers", "--models", "lenet5"],
+        ["lut", "lenet5", "-o", "{tmp}/out/t.csv"],
+        ["calibrate", "-o", "{tmp}/out/c.json"],
+        ["fold", "{tmp}/m.onnx", "-o", "{tmp}/out/f.onnx", "--arbitrate"],
+    ],
+)
+def test_commands_that_measure_here_refuse_a_remote_profile(argv, tmp_path, capsys):
+    profile = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "device_profiles" / "host.yaml").read_text()
+    )
+    profile["remote"] = {"host": "device.invalid"}
+    (tmp_path / "far.yaml").write_text(yaml.safe_dump(profile))
+    assert main(["export", "lenet5", "-o", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+    argv = [a.format(tmp=tmp_path) for a in argv] + ["--device", str(tmp_path / "far.yaml")]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and "names the remote device device.invalid" in err and "--local" in err
+    assert not (tmp_path / "out").exists()

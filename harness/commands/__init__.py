@@ -100,3 +100,25 @@ def add_output(
     checks = list(parser.get_default("output_checks") or [])
     checks.append((action.dest, kind, "/".join(action.option_strings), companions))
     parser.set_defaults(output_checks=checks)
+
+
+def add_local(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--local``: ``verb`` on this machine even when the profile names a remote device."""
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help=f"{verb} on this machine even when the profile names a remote device",
+    )
+
+
+def refuse_remote(profile: Any, args: argparse.Namespace, command: str) -> None:
+    """Refuse to measure here for a profile that names a remote device (unless ``--local``): the
+    figures would be this machine's, labelled with the device's name."""
+    from harness.errors import HarnessError
+
+    if profile.remote.host and not getattr(args, "local", False):
+        raise HarnessError(
+            f"profile {profile.name} names the remote device {profile.remote.host}, and "
+            f"harness {command} measures on the machine it runs on: run it on the device, or "
+            "pass --local to measure this machine under that name"
+        )

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_batch, add_command, add_device, add_output
+from harness.commands import (
+    add_batch,
+    add_command,
+    add_device,
+    add_local,
+    add_output,
+    refuse_remote,
+)
 
 DESCRIPTION = """Time convolutions on the device (dense and depthwise; kernels 1-7; several channel
 counts and spatial sizes) and element-wise Adds, each as the marginal cost of one more layer inside
@@ -39,6 +46,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a third of the grid: a first look, not for use"
     )
+    add_local(parser, "calibrate")
     parser.set_defaults(func=run)
 
 
@@ -68,6 +76,7 @@ def run(args) -> int:
     from harness.profiles import calibration_path, load_profile, with_backend
 
     profile = with_backend(load_profile(args.device), args.backend)
+    refuse_remote(profile, args, "calibrate")
     precision = profile.precisions[0]
     batch = args.batch if args.batch is not None else profile.batch_sizes[0]
     output = args.output or calibration_path(profile, profile.backend, precision)

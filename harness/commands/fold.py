@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from harness.commands import add_batch, add_command, add_device, add_output
+from harness.commands import (
+    add_batch,
+    add_command,
+    add_device,
+    add_local,
+    add_output,
+    refuse_remote,
+)
 
 DESCRIPTION = """Fold an ONNX model with graph surgery: BatchNorm into convs, identity-like nodes
 removed, chains of convs with nothing nonlinear between them merged into one conv (exact chains
@@ -70,6 +77,7 @@ def register(subparsers) -> None:
     )
     add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
     add_output(parser, "--report", help="also write the fold report as JSON")
+    add_local(parser, "time --arbitrate and --measure")
     parser.set_defaults(func=run)
 
 
@@ -92,6 +100,8 @@ def run(args) -> int:
         raise HarnessError("--measure compares against a latency table: give --cost table.csv too")
     if args.arbitrate and args.merge != "auto":
         raise HarnessError("--arbitrate weighs auto's plan against none and all: use --merge auto")
+    if args.arbitrate or args.measure:  # both time graphs here
+        refuse_remote(profile, args, "fold --arbitrate/--measure")
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost, batch=args.batch)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     loading = time.perf_counter()

@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Tuple
 
-from harness.commands import add_batch, add_command, add_device, add_output
+from harness.commands import (
+    add_batch,
+    add_command,
+    add_device,
+    add_local,
+    add_output,
+    refuse_remote,
+)
 
 DESCRIPTION = """Enumerate the spans of a model's activation chains that depth compression could
 merge into one conv, build each merged conv (+ ReLU) at its real input shape, and time it on the
@@ -44,6 +51,7 @@ def register(subparsers) -> None:
         default=None,
         help="input shape without batch (factories: required; zoo models: instead of theirs)",
     )
+    add_local(parser, "measure the table")
     parser.set_defaults(func=run)
 
 
@@ -88,6 +96,7 @@ def run(args) -> int:
     if args.max_span < 1:
         raise HarnessError("--max-span must be at least 1")
     profile = with_backend(load_profile(args.device), args.backend)
+    refuse_remote(profile, args, "lut")
     batch = args.batch or profile.batch_sizes[0]
     runner_class = get_runner_class(profile.backend)
     source = with_input_shape(resolve_source(args.model, args.input_shape), args.input_shape)

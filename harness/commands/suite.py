@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import FOLDER, add_command, add_device, add_output
+from harness.commands import FOLDER, add_command, add_device, add_local, add_output, refuse_remote
 
 
 def register(subparsers) -> None:
@@ -37,6 +37,7 @@ def register(subparsers) -> None:
         default=None,
         help="comma-separated subset of the suite's models (default: all), e.g. lenet5,resnet56",
     )
+    add_local(parser, "measure the suite")
     parser.set_defaults(func=run)
 
 
@@ -52,6 +53,7 @@ def run(args) -> int:
     from harness.results import read_results
 
     profile = load_profile(args.device)
+    refuse_remote(profile, args, "suite")
     needed = suite_models()
     if args.models is not None:
         chosen = [m.strip() for m in args.models.split(",") if m.strip()]

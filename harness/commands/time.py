@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from harness.commands import add_batch, add_command, add_device, add_output
+from harness.commands import add_batch, add_command, add_device, add_local, add_output
 from harness.profiles import Profile
 
 
@@ -43,11 +43,7 @@ def register(subparsers) -> None:
         help="refuse (exit 2) when the device state differs from the profile or moved during the "
         "run (the JSON is still written)",
     )
-    parser.add_argument(
-        "--local",
-        action="store_true",
-        help="time on this machine even when the profile names a remote device",
-    )
+    add_local(parser, "time")
     parser.add_argument(
         "--trtexec",
         action="store_true",
