@@ -243,6 +243,20 @@ def test_compare_against_history_gates_on_a_step(tmp_path, capsys):
     slower = _run(tmp_path / "slower.json", 501, {GRAPHS[0]: 2.0, GRAPHS[1]: 1.15}, rng)
     junit = tmp_path / "junit.xml"
     assert main(["compare", str(same), "--against-history", "--history", str(db)]) == 0
+    capsys.readouterr()
+    threshold = [
+        "compare",
+        str(same),
+        "--against-history",
+        "--history",
+        str(db),
+        "--threshold",
+        "5",
+    ]
+    assert main(threshold) == 2  # a step has no threshold: refused, not ignored
+    assert "--threshold applies to BASE NEW" in capsys.readouterr().err
+    assert main(["compare", str(same), str(slower), "--history", str(db)]) == 2
+    assert "--history is read with --against-history only" in capsys.readouterr().err
     assert (
         main(
             [

@@ -40,7 +40,9 @@ def register(subparsers) -> None:
         "(with --against-history: NEW only)",
     )
     parser.add_argument(
-        "--threshold", default="5%", help="slowdown tolerated, in percent: 5%% or 5 (default 5%%)"
+        "--threshold",
+        default=None,
+        help="slowdown tolerated, in percent: 5%% or 5 (default 5%%; not with --against-history)",
     )
     parser.add_argument(
         "--against-history",
@@ -72,6 +74,11 @@ def run(args) -> int:
     if args.against_history:
         if len(args.results) != 1:
             raise HarnessError("--against-history takes one results file (NEW)")
+        if args.threshold is not None:
+            raise HarnessError(
+                "--threshold applies to BASE NEW; --against-history judges a significant step, "
+                "with no threshold"
+            )
         comparison = _against_history(args)
     else:
         if len(args.results) != 2:
@@ -79,8 +86,10 @@ def run(args) -> int:
                 f"give two results files, BASE and NEW (got {len(args.results)}), "
                 "or one with --against-history"
             )
+        if args.history is not None:
+            raise HarnessError("--history is read with --against-history only")
         comparison = compare_files(
-            args.results[0], args.results[1], parse_threshold(args.threshold)
+            args.results[0], args.results[1], parse_threshold(args.threshold or "5%")
         )
     markdown = to_markdown(comparison)
     print(markdown, end="")
