@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
 from harness.onnx_io import write_text_atomic
-from harness.profiles import Profile
+from harness.profiles import PRECISIONS, Profile
 
 LOCK_NAME = ".harness.lock"
 JOBS_DIR = "harness-jobs"
@@ -368,6 +368,8 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
         raise HarnessError(f"bench manifest {path} does not exist")
     try:
         data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         if data.get("manifest") != MANIFEST_VERSION:
             raise HarnessError(
                 f"{path}: manifest version {data.get('manifest')!r}, this harness "
@@ -387,6 +389,14 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
                 )
                 for g in model["graphs"]
             ]
+            if not prepared[source.name]:
+                raise ValueError(f"model {source.name!r} has no graphs")
+        if not sources:
+            raise ValueError("no models")
+        if data["merge"] not in ("auto", "all", "none") or int(data["batch"]) < 1:
+            raise ValueError(f"merge {data['merge']!r} or batch {data['batch']!r}")
+        if str(data["precision"]) not in PRECISIONS:
+            raise ValueError(f"precision {data['precision']!r}")
         return BenchOptions(
             sources,
             profile,
@@ -397,7 +407,7 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
             precision=str(data["precision"]),
             prepared=prepared,
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         raise HarnessError(f"{path} is not a readable bench manifest ({reason:.120})") from None
 

@@ -183,6 +183,10 @@ BAD_CASES = {
     ),
     "empty suite models": (["suite", "papers", "--models", ""], "--models is empty"),
     "profiles list with a name": (["profiles", "list", "xavier"], "profiles list takes no name"),
+    "lock timeout nan": (
+        ["bench", "--models", "lenet5", "--lock-timeout", "nan"],
+        "--lock-timeout must be a finite number of seconds >= 0, not nan",
+    ),
     "trtexec on another backend": (
         ["time", "{tmp}/model/escape.onnx", "--trtexec", "--backend", "torch"],
         "--backend torch contradicts it",

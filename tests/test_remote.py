@@ -324,7 +324,7 @@ sys.meta_path.insert(0, NoTorch())
 def test_the_device_times_a_prepared_suite_without_torch(tmp_path, fast_profile):
     """What a device runs (``bench --manifest``) imports no torch: JetPack 5.1 has none."""
     from harness.bench import BenchOptions, prepare_suite, resolve_suite
-    from harness.remote import write_manifest
+    from harness.remote import read_manifest, write_manifest
 
     options = BenchOptions(
         resolve_suite(["lenet5"], "first", None),
@@ -352,3 +352,17 @@ def test_the_device_times_a_prepared_suite_without_torch(tmp_path, fast_profile)
     results = read_results(device / "out" / "results.json")
     assert {run.id for run in results.runs} == {c.run_id for c in prepare_suite(options)["lenet5"]}
     assert all(run.extra["source"]["kind"] == "zoo" and run.flops for run in results.runs)
+
+    # what the manifest fixes cannot be asked for again, and a broken manifest is one line
+    assert main(argv + ["--batch", "4"]) == 2
+    bad = device / "bad.json"
+    data = json.loads((device / "manifest.json").read_text())
+    for broken, message in [
+        ([1], "not a JSON object"),
+        ({**data, "models": []}, "no models"),
+        ({**data, "merge": "bogus"}, "merge 'bogus'"),
+        ({**data, "models": [{**data["models"][0], "graphs": []}]}, "has no graphs"),
+    ]:
+        bad.write_text(json.dumps(broken))
+        with pytest.raises(HarnessError, match=message):
+            read_manifest(bad, load_profile(str(fast_profile)), device / "out2")

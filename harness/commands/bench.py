@@ -108,8 +108,10 @@ def run(args) -> int:
                 + ("  (default suite)" if name in DEFAULT_MODELS else "")
             )
         return 0
-    if args.lock_timeout < 0:
-        raise HarnessError("--lock-timeout must not be negative")
+    if not 0 <= args.lock_timeout < float("inf"):
+        raise HarnessError(
+            f"--lock-timeout must be a finite number of seconds >= 0, not {args.lock_timeout:g}"
+        )
     names = [d.strip() for d in args.device.split(",") if d.strip()]
     if not names or len(set(names)) != len(names):
         raise HarnessError("--device names no device, or one twice")
@@ -173,6 +175,18 @@ def _run_manifest(args, profiles) -> int:
 
     if len(profiles) != 1 or args.models:
         raise HarnessError("--manifest takes one --device and no --models")
+    fixed = {  # what the manifest decides: the workstation prepared the graphs with it
+        "--variants": args.variants != "first",
+        "--input-shape": args.input_shape is not None,
+        "--batch": args.batch is not None,
+        "--merge": args.merge != "auto",
+        "--no-verify": args.no_verify,
+    }
+    given = [flag for flag, differs in fixed.items() if differs]
+    if given:
+        raise HarnessError(
+            f"{', '.join(given)}: the manifest fixes these (the suite was prepared with them)"
+        )
     out_dir = args.out or Path("results") / profiles[0].name
     options = read_manifest(args.manifest, profiles[0], out_dir)
     _check_local(args, profiles[0])
