@@ -244,7 +244,12 @@ class RemoteDevice:
             )
             out_dir.mkdir(parents=True, exist_ok=True)
             results = out_dir / "results.json"  # complete or absent: fetched beside it, renamed
-            os.replace(self.get(f"{job}/out/results.json", out_dir / ".results.json.part"), results)
+            part = self.get(f"{job}/out/results.json", out_dir / ".results.json.part")
+            data = json.loads(part.read_text())  # the user's command, and what the device ran
+            data["device_command"] = data.get("command")
+            data["command"] = ["harness"] + sys.argv[1:]
+            part.write_text(json.dumps(data, indent=1) + "\n")
+            os.replace(part, results)
             return results
         finally:
             self._clean(job)

@@ -245,7 +245,8 @@ def test_fleet_bench_two_devices_in_parallel_one_broken(sshds, tmp_path, fast_pr
     for name in ("dev-a", "dev-b"):
         results = read_results(out / name / "results.json")
         assert results.device_name == name and results.complete
-        command = results.command  # timed on the device, by the device's harness, under its lock
+        assert results.command[0] == "harness" and "--manifest" not in results.command  # ours
+        command = results.extra["device_command"]  # timed on the device, by its harness, locked
         assert (
             command[command.index("--manifest") - 2 : command.index("--manifest")]
             == ["--device", f"{name}.yaml"]
