@@ -304,3 +304,14 @@ def test_reading_commands_refuse_an_empty_file_and_leave_it_empty(tmp_path, caps
     assert "is also an input" in capsys.readouterr().err
     with History(db, create=False) as history:
         assert len(history.points()) == 2
+
+
+def test_a_run_is_judged_against_the_runs_before_it_only(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    paths = _series(tmp_path / "runs", 6, seed=7)
+    _add(db, paths)
+    capsys.readouterr()
+    assert main(["compare", str(paths[0]), "--against-history", "--history", str(db)]) == 0
+    assert "0 earlier run(s) of this graph" in capsys.readouterr().err  # later ones do not count
+    assert main(["compare", str(paths[-1]), "--against-history", "--history", str(db)]) == 0
+    assert "earlier run(s)" not in capsys.readouterr().err  # five before it: judged

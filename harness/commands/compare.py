@@ -119,7 +119,7 @@ def _against_history(args):
         warnings.append(f"{new.source} did not complete (complete: false): its numbers are partial")
     for point, _ in points_of(new, "new"):
         label = f"{point.model}/{point.variant}{'/folded' if point.folded else ''}"
-        past = [p for p in stored.get(point.series, []) if p.created != point.created]
+        past = [p for p in stored.get(point.series, []) if p.created < point.created]  # before
         if len(past) < 2:
             warnings.append(
                 f"{label}: {len(past)} earlier run(s) of this graph in this "
