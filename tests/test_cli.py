@@ -182,6 +182,10 @@ BAD_CASES = {
         "an ONNX file keeps its own batch",
     ),
     "empty suite models": (["suite", "papers", "--models", ""], "--models is empty"),
+    "suite model twice": (
+        ["suite", "papers", "--models", "lenet5,lenet5"],
+        "a model is named twice in --models",
+    ),
     "profiles list with a name": (["profiles", "list", "xavier"], "profiles list takes no name"),
     "lock timeout nan": (
         ["bench", "--models", "lenet5", "--lock-timeout", "nan"],

@@ -59,6 +59,8 @@ def run(args) -> int:
         chosen = [m.strip() for m in args.models.split(",") if m.strip()]
         if not chosen:
             raise HarnessError("--models is empty")
+        if len(set(chosen)) != len(chosen):
+            raise HarnessError("a model is named twice in --models")
         unknown = [m for m in chosen if m not in needed]
         if unknown:
             raise HarnessError(
