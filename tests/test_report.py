@@ -277,3 +277,30 @@ def test_a_report_into_the_folder_of_its_input_refuses_to_overwrite_it(tmp_path,
     assert "results.json is also an input: the report would overwrite it" in err
     assert source.read_bytes() == recorded.read_bytes()
     assert sorted(p.name for p in folder.iterdir()) == ["results.json"]  # nothing written
+
+
+def test_the_roofline_floor_of_a_dynamic_batch_graph_is_at_the_run_s_batch(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from harness.report.cross_device import roofline_floor_ms
+
+    weight = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    floors = {}
+    for batch in ("N", 1):
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 32, 32])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [weight],
+        )
+        path = tmp_path / f"{batch}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        floors[batch] = path
+    peaks = {"fp32_tflops": 0.16, "dram_gbps": 20}
+    one = roofline_floor_ms(str(floors[1]), peaks, "fp32")
+    assert one > 0
+    assert roofline_floor_ms(str(floors["N"]), peaks, "fp32", 1) == pytest.approx(one)
+    assert roofline_floor_ms(str(floors["N"]), peaks, "fp32", 4) == pytest.approx(4 * one)

@@ -99,19 +99,27 @@ def _rate(peaks: Dict[str, Any], precision: str) -> float:
 
 
 def roofline_floor_ms(
-    onnx_path: Optional[str], peaks: Dict[str, Any], precision: str
+    onnx_path: Optional[str], peaks: Dict[str, Any], precision: str, batch: int = 1
 ) -> Optional[float]:
-    """Sum over layers of max(FLOPs / peak, bytes / bandwidth): no device can run the graph faster.
+    """Sum over layers of max(FLOPs / peak, bytes / bandwidth) at ``batch`` (bound where the
+    graph's batch is dynamic): no device can run the graph faster.
 
     None when the ONNX file is gone (see ``roofline_cell_floor`` for the FLOPs-only fallback).
     """
     if not onnx_path or not Path(onnx_path).is_file():
         return None
+    from harness.fold import bind_shapes
+    from harness.fold.skeleton import infer_shapes_quick
     from harness.graph_stats import layer_costs
     from harness.onnx_io import load_model
 
     rate, bandwidth = _rate(peaks, precision), peaks["dram_gbps"] * 1e9
-    costs = layer_costs(load_model(onnx_path))
+    model = load_model(onnx_path)
+    try:
+        model, bound = bind_shapes(model, None, batch)
+    except HarnessError:  # a fixed batch: the graph's own
+        bound = []
+    costs = layer_costs(infer_shapes_quick(model) if bound else model)
     return 1000 * sum(max(c.flops / rate, c.bytes / bandwidth) for c in costs)
 
 
@@ -122,7 +130,7 @@ def roofline_cell_floor(
     gone."""
     if not peaks:
         return None, "no peaks in the profile"
-    floor = roofline_floor_ms(run.onnx, peaks, precision)
+    floor = roofline_floor_ms(run.onnx, peaks, precision, run.batch)
     if floor is not None:
         return floor, "per layer"
     flops = run.flops
