@@ -170,3 +170,50 @@ def test_bench_runs_any_profile_on_the_torch_backend(tmp_path, fast_profile, cap
         main(["bench", "--device", str(fast_profile), "--backend", "tflite", "--models", "lenet5"])
         == 2
     )
+
+
+def _one_node(op: str, x_shape, inputs=(), inits=None, **attrs):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from harness.onnx_io import make_model
+
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x", *inputs], ["y"], **attrs)],
+        "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()],
+    )
+    model = make_model(graph)
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize(
+    "op,inputs,inits,attrs",
+    [
+        ("MaxPool", (), None, {"kernel_shape": [3, 3], "pads": [0, 0, 1, 1], "strides": [2, 2]}),
+        ("MaxPool", (), None, {"kernel_shape": [2, 2], "dilations": [2, 2]}),
+        ("Reshape", ("s",), {"s": np.array([0, -1], np.int64)}, {}),
+    ],
+)
+def test_interpreter_honours_what_it_runs_as_onnx_runtime_does(op, inputs, inits, attrs):
+    import onnxruntime as ort
+
+    model = _one_node(op, (1, 3, 16, 16), inputs, inits, **attrs)
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"x": x})
+    got = OnnxModule(model).eval()(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_interpreter_refuses_what_it_would_drop():
+    weight = {"w": np.ones((8, 3, 3, 3), np.float32)}
+    same = _one_node("Conv", (1, 3, 16, 16), ("w",), weight, auto_pad="SAME_UPPER")
+    with pytest.raises(HarnessError, match="does not honour Conv auto_pad='SAME_UPPER'"):
+        OnnxModule(same)
+    conv1d = _one_node("Conv", (1, 3, 16), ("w",), {"w": np.ones((8, 3, 3), np.float32)})
+    with pytest.raises(HarnessError, match="runs 2-D Conv only"):
+        OnnxModule(conv1d)

@@ -40,13 +40,27 @@ def _gemm(a, b, c=None, *, transA=0, transB=0, alpha=1.0, beta=1.0, **_):
     return out + beta * c if c is not None else out
 
 
-def _maxpool(x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0, **_):
+def _maxpool(
+    x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1), ceil_mode=0, **_
+):
+    top, left, bottom, right = pads
+    if top != bottom or left != right:  # asymmetric: pad with -inf, which no window's max takes
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        top = left = 0
     return F.max_pool2d(
         x,
         tuple(kernel_shape),
-        tuple(strides or kernel_shape),
-        (pads[0], pads[1]),
+        tuple(strides or (1, 1)),  # ONNX: 1 where not given (torch: the kernel)
+        (top, left),
+        tuple(dilations),
         ceil_mode=bool(ceil_mode),
+    )
+
+
+def _reshape(x, shape, *, allowzero=0, **_):
+    dims = [int(d) for d in shape.tolist()]  # a 0 copies the input's dim there (allowzero 0)
+    return torch.reshape(
+        x, [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(dims)]
     )
 
 
@@ -71,8 +85,50 @@ OPS: Dict[str, Callable] = {
     "Identity": lambda x, **_: x,
     "GlobalAveragePool": lambda x, **_: x.mean(dim=(2, 3), keepdim=True),
     "Flatten": lambda x, *, axis=1, **_: torch.flatten(x, axis),
-    "Reshape": lambda x, shape, **_: torch.reshape(x, [int(d) for d in shape.tolist()]),
+    "Reshape": _reshape,
 }
+
+
+# the attributes each op's implementation honours, and the values it needs where it takes only some:
+# any other attribute, or value, is refused (never dropped: that would time another computation)
+HONOURED: Dict[str, Dict[str, object]] = {
+    "Conv": {
+        "strides": None,
+        "pads": None,
+        "dilations": None,
+        "group": None,
+        "kernel_shape": None,
+        "auto_pad": ("NOTSET", "VALID"),
+    },
+    "Gemm": {"transA": None, "transB": None, "alpha": None, "beta": None},
+    "MaxPool": {
+        "kernel_shape": None,
+        "strides": None,
+        "pads": None,
+        "dilations": None,
+        "ceil_mode": None,
+        "auto_pad": ("NOTSET", "VALID"),
+        "storage_order": (0,),
+    },
+    "Clip": {"min": None, "max": None},
+    "BatchNormalization": {"epsilon": None, "momentum": None, "training_mode": (0,)},
+    "Flatten": {"axis": None},
+    "Reshape": {"allowzero": None},
+}
+
+
+def _check_attributes(node: onnx.NodeProto, attrs: Dict[str, object]) -> None:
+    """Refuse an attribute (or value) the op's implementation does not honour."""
+    honoured = HONOURED.get(node.op_type, {})
+    for name, value in attrs.items():
+        shown = value.decode() if isinstance(value, bytes) else value
+        allowed = honoured.get(name, ())
+        if name not in honoured or (allowed is not None and shown not in allowed):
+            raise HarnessError(
+                f"the torch backend's interpreter does not honour {node.op_type} {name}={shown!r} "
+                f"(node {node.name or node.output[0]!r}): pip install onnx2torch (needs "
+                "torchvision) for full ONNX coverage"
+            )
 
 
 class OnnxModule(torch.nn.Module):
@@ -103,6 +159,15 @@ class OnnxModule(torch.nn.Module):
     def _resolved(self, node: onnx.NodeProto) -> Tuple[str, List[str], str, Dict[str, object]]:
         """(op, inputs, output, attributes), with Clip's constant bounds turned into numbers."""
         inputs, attrs = list(node.input), _attrs(node)
+        _check_attributes(node, attrs)
+        weight = self.constants.get(inputs[1]) if node.op_type == "Conv" else None
+        kernel = attrs.get("kernel_shape") if node.op_type == "MaxPool" else None
+        if (weight is not None and weight.ndim != 4) or (kernel is not None and len(kernel) != 2):
+            raise HarnessError(
+                f"the torch backend's interpreter runs 2-D {node.op_type} only (node "
+                f"{node.name or node.output[0]!r}): pip install onnx2torch for other ranks"
+            )
+        attrs.pop("auto_pad", None)  # NOTSET or VALID: the explicit pads (or none) say it all
         if node.op_type == "Clip":
             for name, key in zip(inputs[1:], ("min", "max")):
                 if name and name not in self.constants:
