@@ -245,9 +245,21 @@ def fit(
         float(add_fit[0]),
         float(add_fit[1]),
     )
+    # a class fitted to cost nothing (its marginal costs lost in the noise) is not calibrated: its
+    # convs are priced by the nearest calibrated class instead of as free
+    degenerate = [c for c in classes if not model.fixed_s[c] and not model.seconds_per_flop[c]]
+    if len(degenerate) == len(classes):
+        raise HarnessError(
+            "every conv class was fitted to cost nothing: the marginal costs were lost in the "
+            "noise; calibrate again on a quieter machine (or with longer timing)"
+        )
+    for name in degenerate:
+        del model.fixed_s[name], model.seconds_per_flop[name]
     fitted = np.array([predict(model, p) for p in convs])
     errors = np.abs(fitted - measured) / np.maximum(measured, 1e-7)
     quality = {
+        "degenerate_classes": degenerate,
+        "negative_points": int(np.sum(measured <= 0)),
         "conv_points": len(convs),
         "median_abs_rel_error": float(np.median(errors)),
         "p90_abs_rel_error": float(np.quantile(errors, 0.9)),

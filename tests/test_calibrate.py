@@ -223,3 +223,23 @@ def test_calibrate_command_measures_fits_and_fold_uses_it(tmp_path, capsys):
         err
     )
     assert "not 'dev2', other onnxruntime settings: its costs may not hold here" in err
+
+
+def test_a_class_lost_in_the_noise_is_priced_by_its_nearest_neighbour_not_as_free():
+    from harness.lut import Entry
+
+    truth = _truth()
+    entries = _entries(truth)
+    lost = "dense-k5-s1"
+    points = micro_benchmarks(1)
+    for p in points:  # every marginal cost of one class measured as noise around zero
+        if p.kind == "conv" and p.conv_class == lost:
+            entries[p.key] = Entry(-abs(entries[p.key].time) * 0.1, 0.0, 100)
+    model, quality = fit(points, entries)
+    assert quality["degenerate_classes"] == [lost] and quality["negative_points"] > 0
+    assert lost not in model.fixed_s
+    five = ConvGeometry((1, 32, 16, 16), (1, 32, 16, 16), (5, 5), 1)
+    assert model.conv_cost(five) > 0  # priced by the nearest dense class, not as free
+    every = {p.key: Entry(-1e-3, 0.0, 100) for p in points}
+    with pytest.raises(HarnessError, match="every conv class was fitted to cost nothing"):
+        fit(points, every)
