@@ -153,6 +153,10 @@ def test_env_json_and_strict(capsys):
     assert env["profile"] == "host" and env["cpu"]["available_cores"] >= 1 and "libraries" in env
     if env.get("jetson") is None:  # this machine is no Jetson: xavier warns, and --strict refuses
         assert main(["env", "--device", "xavier"]) == 0
-        assert "warning: profile 'xavier' is for a Jetson" in capsys.readouterr().out
+        assert "warning: profile 'xavier' is for a Jetson" in capsys.readouterr().err
+        assert main(["env", "--device", "xavier", "--json"]) == 0
+        out = capsys.readouterr().out
+        warned = json.loads(out)["expectation_warnings"]  # stdout is the JSON alone
+        assert any("is for a Jetson" in w for w in warned)
         assert main(["env", "--device", "xavier", "--strict"]) == 2
         assert "differs from profile 'xavier'" in capsys.readouterr().err

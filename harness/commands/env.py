@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from harness.commands import add_command, add_device
 
 
@@ -34,11 +36,11 @@ def run(args) -> int:
     profile = load_profile(args.device)
     env = capture_environment(profile)
     problems = enforce_expectations(env, profile, args.strict)
-    if args.json:
-        print(json.dumps(env, indent=1))
+    if args.json:  # stdout holds the JSON alone; what differs from the profile is in it too
+        print(json.dumps({**env, "expectation_warnings": problems}, indent=1))
     else:
         for key, value in env.items():
             print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     for problem in problems:
-        print(f"warning: {problem}")
+        print(f"warning: {problem}", file=sys.stderr)
     return 0
