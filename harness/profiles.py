@@ -339,7 +339,8 @@ def with_backend(profile: Profile, backend: Optional[str]) -> Profile:
         return profile
     if backend not in BACKENDS:
         raise HarnessError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    return dataclasses.replace(profile, backend=backend)
+    description = f"{profile.description} [run on the {backend} backend: --backend {backend}]"
+    return dataclasses.replace(profile, backend=backend, description=description)
 
 
 def calibration_path(

@@ -143,6 +143,7 @@ def test_bench_runs_any_profile_on_the_torch_backend(tmp_path, fast_profile, cap
     assert {r["backend"]["backend"] for r in runs} == {"torch"} and all(
         r["backend"]["device"] == "cpu" for r in runs
     )
+    assert "[run on the torch backend: --backend torch]" in (out / "report.md").read_text()
     capsys.readouterr()
     h100 = yaml.safe_load(
         (Path(__file__).resolve().parent.parent / "device_profiles" / "h100.yaml").read_text()
