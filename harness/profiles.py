@@ -333,6 +333,16 @@ def load_profile_file(path: Path) -> Profile:
     return profile
 
 
+def checked_precision(profile: Profile, precision: Optional[str]) -> str:
+    """``precision`` (default: the profile's first), refused when the profile does not list it."""
+    chosen = precision or profile.precisions[0]
+    if chosen not in profile.precisions:
+        raise HarnessError(
+            f"device {profile.name!r} lists precisions {profile.precisions}, not {chosen!r}"
+        )
+    return chosen
+
+
 def with_backend(profile: Profile, backend: Optional[str]) -> Profile:
     """The profile with its backend replaced (``--backend``), checked; itself when None."""
     if backend is None or backend == profile.backend:

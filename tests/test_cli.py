@@ -187,6 +187,10 @@ BAD_CASES = {
         "a model is named twice in --models",
     ),
     "profiles list with a name": (["profiles", "list", "xavier"], "profiles list takes no name"),
+    "doctor precision the profile lacks": (
+        ["doctor", "--device", "host", "--precision", "int8"],
+        "device 'host' lists precisions ['fp32'], not 'int8'",
+    ),
     "lock timeout nan": (
         ["bench", "--models", "lenet5", "--lock-timeout", "nan"],
         "--lock-timeout must be a finite number of seconds >= 0, not nan",

@@ -32,10 +32,10 @@ def run(args) -> int:
     from harness.doctor import FAIL, doctor_report, run_doctor
     from harness.envinfo import capture_environment
     from harness.onnx_io import write_text_atomic
-    from harness.profiles import load_profile
+    from harness.profiles import checked_precision, load_profile
 
     profile = load_profile(args.device)
-    precision = args.precision or profile.precisions[0]
+    precision = checked_precision(profile, args.precision)
     environment = capture_environment(profile)
     checks = run_doctor(profile, precision, environment, progress=print)
     report = doctor_report(profile, precision, checks, environment)

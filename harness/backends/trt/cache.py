@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from harness.errors import HarnessError
-from harness.profiles import Profile
+from harness.profiles import Profile, checked_precision
 
 CACHE_FORMAT = 1  # bump when the identity's layout changes: every older engine then misses
 ENGINE_DIR = Path(
@@ -45,10 +45,7 @@ class BuildSettings:
     @classmethod
     def from_profile(cls, profile: Profile, precision: str, batch: int) -> BuildSettings:
         """Resolve and check the build settings of ``profile`` for one precision and batch size."""
-        if precision not in profile.precisions:
-            raise HarnessError(
-                f"device {profile.name!r} lists precisions {profile.precisions}, not {precision!r}"
-            )
+        checked_precision(profile, precision)
         if batch < 1:
             raise HarnessError(f"batch size must be positive, got {batch}")
         t = profile.tensorrt
