@@ -381,9 +381,13 @@ def measure_interleaved(
         per_iteration = (time.perf_counter() - start) / warm
         if monitor is not None:
             warm += _settle(runner, monitor, time.perf_counter())
-        block_sizes[name] = max(
-            settings.block_iterations, int(settings.block_s / max(per_iteration, 1e-9))
+        # paired runs need MIN_ROUNDS rounds: blocks small enough for them to fit the time cap
+        block_s = (
+            settings.block_s
+            if len(runners) == 1
+            else min(settings.block_s, settings.max_duration_s / MIN_ROUNDS)
         )
+        block_sizes[name] = max(settings.block_iterations, int(block_s / max(per_iteration, 1e-9)))
         results[name] = Measurement({}, warm, 0.0, "", runner.batch)
     names = list(runners)
     what = "speed-up" if settings.stop_on == "speedup" and len(names) > 1 else "median"
