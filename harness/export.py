@@ -54,7 +54,7 @@ def parse_shape(text: str) -> Tuple[int, ...]:
     """Parse ``3x224x224`` or ``3,224,224`` into a tuple of positive ints."""
     parts = re.split(r"[x,]", text.strip().lower())
     try:
-        shape = tuple(int(p) for p in parts if p)
+        shape = tuple(int(p) for p in parts)  # an empty part ("3x16x") is no dimension
     except ValueError:
         raise HarnessError(f"invalid input shape {text!r}; write it like 3x224x224") from None
     if not shape or any(d <= 0 for d in shape):
@@ -138,8 +138,8 @@ def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
     """Run the module once on a random input of the shape; a clear error if the shape cannot run."""
     torch = _torch()
 
-    example = torch.randn(batch, *input_shape)
     try:
+        example = torch.randn(batch, *input_shape)  # a shape too large to allocate fails here
         with torch.no_grad():
             module(example)
     except Exception as exc:

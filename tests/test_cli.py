@@ -200,6 +200,10 @@ BAD_CASES = {
         "--backend torch contradicts it",
     ),
     "empty variants": (["bench", "--models", "lenet5", "--variants", ""], "--variants is empty"),
+    "shape with an empty dimension": (
+        ["export", "user_models:tiny", "--input-shape", "3x16x16x", "-o", "{tmp}/out/x.onnx"],
+        "invalid input shape",
+    ),
     "malformed shape": (
         ["export", "user_models:tiny", "--input-shape", "3xbig", "-o", "{tmp}/out/x.onnx"],
         "invalid input shape",
