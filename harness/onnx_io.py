@@ -21,29 +21,29 @@ PathLike = Union[str, "os.PathLike[str]"]
 Dim = Union[int, str, None]  # a fixed size, a named dynamic dimension, or an unnamed one
 
 
+def _dims(value: onnx.ValueInfoProto) -> List[Dim]:
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
 def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
     """Graph input name -> dims (int, or the dim's name / None when dynamic), no initializers."""
     model = onnx.load(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
-    return {
-        value.name: [
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in value.type.tensor_type.shape.dim
-        ]
-        for value in model.graph.input
-        if value.name not in initializers
-    }
+    return {v.name: _dims(v) for v in model.graph.input if v.name not in initializers}
 
 
-# operand positions that hold parameters (weights, biases, norm statistics), not data
-_PARAMETER_OPERANDS = {
-    "Conv": 1,
-    "ConvTranspose": 1,
-    "Gemm": 1,
-    "BatchNormalization": 1,
-    "InstanceNormalization": 1,
-    "LayerNormalization": 1,
-    "PRelu": 1,
+# ops whose operands after the first hold parameters (weights, biases, norm statistics), not data
+_PARAMETER_READERS = {
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "PRelu",
 }
 
 
@@ -52,9 +52,8 @@ def data_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
     the weight, or a later operand, of Conv, Gemm or a normalisation)."""
     readers: Dict[str, List[bool]] = {}
     for node in model.graph.node:
-        first = _PARAMETER_OPERANDS.get(node.op_type)
         for position, name in enumerate(node.input):
-            readers.setdefault(name, []).append(first is not None and position >= first)
+            readers.setdefault(name, []).append(node.op_type in _PARAMETER_READERS and position > 0)
     initializers = {t.name for t in model.graph.initializer}
     return [
         value
@@ -66,8 +65,8 @@ def data_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
 
 def data_input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
     """``input_shapes`` of the ``data_inputs`` only: the batch is theirs."""
-    names = {v.name for v in data_inputs(onnx.load(str(path), load_external_data=False))}
-    return {name: dims for name, dims in input_shapes(path).items() if name in names}
+    model = onnx.load(str(path), load_external_data=False)
+    return {v.name: _dims(v) for v in data_inputs(model)}
 
 
 def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
