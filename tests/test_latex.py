@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.papers import CLAIMS, claims_latex
 from harness.report.latex import latency_cell, latex_percent
+from harness.report.papers import CLAIMS, claims_latex
 from harness.report.pipeline import write_papers, write_report
 from harness.results import parse_results, read_results
 

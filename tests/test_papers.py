@@ -14,8 +14,8 @@ from harness.export import export_module
 from harness.fold import RooflineCostModel, fold_model
 from harness.graph_stats import count_flops, count_params
 from harness.onnx_io import load_model
-from harness.papers import CLAIMS, suite_models
 from harness.profiles import load_profile
+from harness.report.papers import CLAIMS, suite_models
 from harness.results import RatioCI
 from harness.zoo import build_model, list_variants
 

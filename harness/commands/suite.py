@@ -47,9 +47,9 @@ def run(args) -> int:
     from harness.bench import BenchOptions, print_summary, run_bench
     from harness.errors import HarnessError
     from harness.export import resolve_source
-    from harness.papers import claims_table, suite_models
     from harness.profiles import load_profile
     from harness.report import pipeline
+    from harness.report.papers import claims_table, suite_models
     from harness.results import read_results
 
     profile = load_profile(args.device)

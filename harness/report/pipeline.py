@@ -17,6 +17,8 @@ from harness.errors import HarnessError
 from harness.onnx_io import write_text_atomic
 from harness.report.cross_device import CrossDeviceTable, merge
 from harness.report.formats import partial_warnings
+from harness.report.latex import standalone
+from harness.report.papers import claims_csv, claims_latex, claims_table
 from harness.report.plots import plot_paths
 from harness.results import SCHEMA_VERSION, Results
 
@@ -79,7 +81,7 @@ def write_report(
 
     Returns the Markdown, the files written and the stale plots removed (``plots=False``).
     """
-    from harness.report.latex import standalone, to_latex, to_latex_narrow
+    from harness.report.latex import to_latex, to_latex_narrow
     from harness.report.render import to_csv, to_markdown
 
     check_output_dir(out)
@@ -129,9 +131,6 @@ def _refuse_overwriting_inputs(targets: List[Path], documents: List[Results]) ->
 def write_papers(results: Results, out: Path) -> List[Path]:
     """The papers' claimed-against-measured table as Markdown, CSV, a LaTeX fragment and a
     document."""
-    from harness.papers import claims_csv, claims_latex, claims_table
-    from harness.report.latex import standalone
-
     check_output_dir(out)
     fragment = claims_latex(results)
     return [

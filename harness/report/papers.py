@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from harness.report.formats import csv_text, markdown_table, partial_warnings, percent
+from harness.report.latex import float_fragment, latex_escape, latex_percent, ratio_cell
 from harness.results import RatioCI, Results, as_results, format_ratio
 
 ELC = "ELC: layer compression without pruning (TIP 2023)"
@@ -279,8 +280,6 @@ def claims_table(results: ResultsLike) -> str:
 
 def claims_latex(results: ResultsLike, name: str = "papers.tex") -> str:
     """The claims against our measurements as an includable booktabs ``table*`` fragment."""
-    from harness.report.latex import float_fragment, latex_escape, latex_percent, ratio_cell
-
     results = as_results(results)
     precision, batch = _settings(results)
     body = []
