@@ -18,7 +18,7 @@ import warnings
 from typing import List, NoReturn, Optional
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 COMMANDS = (
     "bench",
@@ -84,14 +84,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_distinct(files)
 
 
-def _first_line(exc: object) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A Python warning as the CLI's own one line (``warning: ...``), without the source line."""
-    print(f"warning: {_first_line(message)}", file=sys.stderr)
+    print(f"warning: {first_line(message)}", file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -118,7 +113,7 @@ def _main(argv: Optional[List[str]]) -> int:
         return 130
     except OSError as exc:  # a disk that fills up, a folder removed or made read-only while running
         where = f" {exc.filename}" if exc.filename else ""
-        reason = exc.strerror or _first_line(exc)
+        reason = exc.strerror or first_line(exc)
         print(f"error: cannot read or write{where}: {reason}", file=sys.stderr)
         return 2
     except SystemExit as exc:
@@ -131,7 +126,7 @@ def _main(argv: Optional[List[str]]) -> int:
         if os.environ.get("HARNESS_TRACEBACK"):
             raise
         print(
-            f"error: internal error, please report it: {type(exc).__name__}: {_first_line(exc)} "
+            f"error: internal error, please report it: {type(exc).__name__}: {first_line(exc)} "
             f"(HARNESS_TRACEBACK=1 shows the traceback)",
             file=sys.stderr,
         )

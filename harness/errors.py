@@ -15,3 +15,10 @@ class FoldVerificationError(HarnessError):
     """The folded graph does not compute what the original graph computes."""
 
     exit_code = 1
+
+
+def first_line(exc: object) -> str:
+    """The first line of an exception's (or a warning's) message, for a one-line report; its type
+    where the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 PathLike = Union[str, "os.PathLike[str]"]
 Dim = Union[int, str, None]  # a fixed size, a named dynamic dimension, or an unnamed one
@@ -133,17 +133,12 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     return infer_shapes_lenient(model) if infer_shapes else model
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def checker_problem(model: onnx.ModelProto) -> str:
     """What ``onnx.checker`` finds wrong with the model ('' when it passes)."""
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - ValidationError, and C++ errors surfaced as others
-        return _first_line(exc)
+        return first_line(exc)
     return ""
 
 
@@ -159,7 +154,7 @@ def ort_problem(model: onnx.ModelProto) -> str:
     try:
         ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
-        return _first_line(exc)
+        return first_line(exc)
     return ""
 
 

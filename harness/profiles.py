@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union, get_type_hints
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 PROFILE_DIR = Path(
     os.environ.get(
@@ -323,7 +323,7 @@ def load_profile_file(path: Path) -> Profile:
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise HarnessError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: expected a mapping of profile keys at the top level")
     data.setdefault("name", path.stem)

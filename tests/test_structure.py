@@ -93,3 +93,21 @@ def test_architecture_names_only_what_exists_and_every_top_level_module():
     top_level = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
     unnamed = {m for m in top_level if m not in named and f"`{m}`" not in text}
     assert not unnamed, f"ARCHITECTURE.md does not name: {sorted(unnamed)}"
+
+
+def _function_names(path: Path) -> Set[str]:
+    return {
+        node.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+
+
+def test_one_first_line_helper():
+    """An exception's first line is taken by ``errors.first_line`` alone (there were six)."""
+    defining = sorted(
+        str(path.relative_to(ROOT))
+        for path in _modules().values()
+        if any(name.strip("_") == "first_line" for name in _function_names(path))
+    )
+    assert defining == ["harness/errors.py"]

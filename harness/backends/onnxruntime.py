@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from harness.backends.base import LATENCY, Runner
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.profiles import OnnxRuntimeSettings, Profile
 
 _OPT_LEVELS = {
@@ -73,9 +73,7 @@ class OnnxRuntimeRunner(Runner):
                 str(onnx_path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise HarnessError(
-                f"ONNX Runtime cannot load {onnx_path}: {str(exc).splitlines()[0]}"
-            ) from None
+            raise HarnessError(f"ONNX Runtime cannot load {onnx_path}: {first_line(exc)}") from None
         self._specs = {}
         for arg in self.session.get_inputs():
             shape = list(arg.shape)

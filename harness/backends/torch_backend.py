@@ -18,7 +18,7 @@ import onnx
 import torch
 
 from harness.backends.base import LATENCY, Runner
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.profiles import Profile
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -113,7 +113,7 @@ class TorchRunner(Runner):
                 self.static_output = self.module(self.static_input)
         except RuntimeError as exc:
             raise HarnessError(
-                f"CUDA graph capture of {self.onnx_path} failed ({str(exc).splitlines()[0]}): "
+                f"CUDA graph capture of {self.onnx_path} failed ({first_line(exc)}): "
                 f"set torch.cuda_graph: false in the profile"
             ) from None
         torch.cuda.synchronize()

@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from harness.errors import FoldVerificationError, HarnessError
+from harness.errors import FoldVerificationError, HarnessError, first_line
 from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
 from harness.fold.cost import (
     ConvGeometry,
@@ -97,7 +97,7 @@ def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], F
         return None, _note(
             FoldAction.REFUSED,
             f"opset {opset} could not be converted to opset {MIN_OPSET} "
-            f"(onnx.version_converter: {_first_line(exc)}): model left unchanged",
+            f"(onnx.version_converter: {first_line(exc)}): model left unchanged",
         )
     converted.ir_version = max(converted.ir_version, lowest_ir_version(converted))
     return converted, _note(
@@ -105,11 +105,6 @@ def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], F
         f"opset {opset} converted to opset {MIN_OPSET} with "
         f"onnx.version_converter (folding rewrites opset {MIN_OPSET}+ graphs)",
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
@@ -346,7 +341,7 @@ def fold_model(
                 _note(
                     FoldAction.REFUSED,
                     f"folding stopped on this graph ({type(exc).__name__}: "
-                    f"{_first_line(exc)}): model left unchanged (please report it)",
+                    f"{first_line(exc)}): model left unchanged (please report it)",
                 )
             )
     reference = prepared if prepared is not None else model  # bound as the folded graph is

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
-from harness.errors import FoldVerificationError
+from harness.errors import FoldVerificationError, first_line
 from harness.fold.joint import LocalCheck, joint_model
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
@@ -82,11 +82,6 @@ def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
         return onnx.shape_inference.infer_shapes(copy, strict_mode=True)
     except Exception:  # noqa: BLE001 - a Reshape with a hard-coded batch cannot be re-batched
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _session(model: onnx.ModelProto, weights: Optional[Dict[str, np.ndarray]] = None):
@@ -261,7 +256,7 @@ class _Pair:
             self.candidate = _session(_with_outputs(candidate, extra) if extra else candidate)
         except Exception as exc:  # noqa: BLE001 - the candidate is what is being checked
             raise _CandidateFailed(
-                f"ONNX Runtime cannot load the candidate: {_first_line(exc)}"
+                f"ONNX Runtime cannot load the candidate: {first_line(exc)}"
             ) from None
         candidate_outputs = [o.name for o in candidate.graph.output]
         if len(candidate_outputs) != len(self.outputs):
@@ -319,7 +314,7 @@ def compare_models(
             return _different(result, str(exc))
         except Exception as exc:  # noqa: BLE001 - ORT cannot load the original: nothing to compare with
             result.status = NOT_VERIFIED
-            result.note = f"ONNX Runtime cannot load the original: {_first_line(exc)}"
+            result.note = f"ONNX Runtime cannot load the original: {first_line(exc)}"
             return result
         result.batch_sizes.append(batch)
         result.compared = max(result.compared, len(pair.names))
@@ -330,14 +325,14 @@ def compare_models(
                 expected = pair.reference.run(pair.names, feeds)
             except Exception as exc:  # noqa: BLE001 - NotImplemented for a type, a custom op, ...
                 result.status = NOT_VERIFIED
-                result.note = f"ONNX Runtime cannot run the original: {_first_line(exc)}"
+                result.note = f"ONNX Runtime cannot run the original: {first_line(exc)}"
                 return result
             try:
                 feeds = dict(zip([i.name for i in pair.candidate.get_inputs()], feeds.values()))
                 got = pair.candidate.run(pair.candidate_names, feeds)
             except Exception as exc:  # noqa: BLE001
                 return _different(
-                    result, f"ONNX Runtime cannot run the candidate: {_first_line(exc)}"
+                    result, f"ONNX Runtime cannot run the candidate: {first_line(exc)}"
                 )
             for name, a, b in zip(pair.names, expected, got):
                 _record(result, name, a, b)
@@ -517,7 +512,7 @@ def _check_locally(
             got = _session(parts[1]).run(outputs, feeds)
         except Exception as exc:  # noqa: BLE001
             _different(
-                result, f"ONNX Runtime cannot run rewritten node {node.name}: {_first_line(exc)}"
+                result, f"ONNX Runtime cannot run rewritten node {node.name}: {first_line(exc)}"
             )
             return
         result.local_checks += 1

@@ -33,7 +33,7 @@ from polygraphy.logger import G_LOGGER
 from harness.backends.trt.cache import BuildSettings
 from harness.backends.trt.prepare import calibration_batches  # shared with the Q/DQ route
 from harness.backends.trt.versions import build_plan
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def build_engine(
             str(onnx_path), strongly_typed=plan["strongly_typed"] or None
         )()
     except PolygraphyException as exc:
-        reasons = "; ".join(errors.messages) or _first_line(exc)
+        reasons = "; ".join(errors.messages) or first_line(exc)
         raise HarnessError(f"TensorRT cannot parse {onnx_path}: {reasons}") from None
     finally:
         logging.getLogger("Polygraphy").removeHandler(errors)
@@ -167,7 +167,7 @@ def build_engine(
         )()
     except PolygraphyException as exc:
         raise HarnessError(
-            f"TensorRT failed to build an engine for {onnx_path}: {_first_line(exc)}"
+            f"TensorRT failed to build an engine for {onnx_path}: {first_line(exc)}"
         ) from None
     return bytes(serialized)
 
@@ -182,7 +182,3 @@ class _ErrorLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(" ".join(record.getMessage().split()))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

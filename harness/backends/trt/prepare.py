@@ -25,7 +25,7 @@ import numpy as np
 
 from harness.backends.trt.cache import calibration_identity, file_sha256
 from harness.backends.trt.versions import RANDOM_CALIBRATION_WARNING
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.onnx_io import (
     input_dtypes,
     input_shapes,
@@ -69,7 +69,7 @@ def fp16_onnx(onnx_path: Path, out_path: Path, tolerance: float = FP16_TOLERANCE
     except Exception as exc:  # ONNX Runtime may lack an FP16 kernel on the CPU: say so
         raise HarnessError(
             f"the FP16 copy of {onnx_path} could not be verified in ONNX Runtime "
-            f"({_first_line(exc)})"
+            f"({first_line(exc)})"
         ) from None
     if error > tolerance:
         out_path.unlink()
@@ -173,7 +173,7 @@ def int8_qdq_onnx(
             raise
         except Exception as exc:  # a model ONNX Runtime cannot quantize: name it, one line
             raise HarnessError(
-                f"ONNX Runtime could not quantize {onnx_path} to INT8 Q/DQ ({_first_line(exc)})"
+                f"ONNX Runtime could not quantize {onnx_path} to INT8 Q/DQ ({first_line(exc)})"
             ) from None
 
         model = load_model(quantized, infer_shapes=False)
@@ -310,7 +310,7 @@ def _ort_quantization() -> Any:
     except ImportError as exc:
         raise HarnessError(
             f"INT8 on a strongly typed TensorRT needs ONNX Runtime's quantization tools "
-            f"({_first_line(exc)}): pip install onnxruntime"
+            f"({first_line(exc)}): pip install onnxruntime"
         ) from None
     return quantization
 
@@ -346,10 +346,6 @@ def _reader(quantization: Any, input_name: str, batches: List[np.ndarray]) -> An
             return next(self.feeds, None)
 
     return Batches()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def strongly_typed_onnx(
