@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import onnx
 
+from harness.onnx_io import data_inputs, graph_inputs, infer_shapes_lenient
+
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -134,8 +136,6 @@ class FlopCount:
 
 def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
     """A copy with a dynamic leading (batch) dim of every input set to 1, and the note saying so."""
-    from harness.onnx_io import data_inputs
-
     dynamic = [
         v
         for v in data_inputs(model)
@@ -157,14 +157,13 @@ def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
 
 def _static_inputs(model: onnx.ModelProto) -> bool:
     """Whether every graph input (initializers aside) has a fully known shape."""
-    initializers = {t.name for t in model.graph.initializer}
     return all(
         v.type.tensor_type.HasField("shape")
         and _complete(
             [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
         )
-        for v in model.graph.input
-        if v.name not in initializers and v.type.HasField("tensor_type")
+        for v in graph_inputs(model)
+        if v.type.HasField("tensor_type")
     )
 
 
@@ -228,8 +227,6 @@ def flop_count(model: onnx.ModelProto) -> FlopCount:
     shapes = _shapes(model)
     source = "onnx shape inference"
     if _holes(model, shapes):
-        from harness.onnx_io import infer_shapes_lenient
-
         shapes.update(
             {k: v for k, v in _shapes(infer_shapes_lenient(model)).items() if _complete(v)}
         )
@@ -281,8 +278,6 @@ def flop_count(model: onnx.ModelProto) -> FlopCount:
 def static_batch(model: onnx.ModelProto) -> int:
     """The fixed batch of the model's main data inputs (those of the highest rank among
     ``onnx_io.data_inputs``), when they share one, else 1."""
-    from harness.onnx_io import data_inputs
-
     shapes = [v.type.tensor_type.shape.dim for v in data_inputs(model)]
     rank = max((len(dims) for dims in shapes), default=0)
     leading = {dims[0].dim_value for dims in shapes if rank >= 2 and len(dims) == rank}

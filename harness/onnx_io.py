@@ -28,11 +28,17 @@ def _dims(value: onnx.ValueInfoProto) -> List[Dim]:
     ]
 
 
+def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
+    """The graph inputs a caller feeds: initializers listed as inputs are left out (constants with
+    a default)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
 def input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
     """Graph input name -> dims (int, or the dim's name / None when dynamic), no initializers."""
     model = onnx.load(str(path), load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
-    return {v.name: _dims(v) for v in model.graph.input if v.name not in initializers}
+    return {v.name: _dims(v) for v in graph_inputs(model)}
 
 
 # ops whose operands after the first hold parameters (weights, biases, norm statistics), not data
@@ -54,12 +60,10 @@ def data_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
     for node in model.graph.node:
         for position, name in enumerate(node.input):
             readers.setdefault(name, []).append(node.op_type in _PARAMETER_READERS and position > 0)
-    initializers = {t.name for t in model.graph.initializer}
     return [
         value
-        for value in model.graph.input
-        if value.name not in initializers
-        and not (readers.get(value.name) and all(readers[value.name]))
+        for value in graph_inputs(model)
+        if not (readers.get(value.name) and all(readers[value.name]))
     ]
 
 
@@ -72,11 +76,9 @@ def data_input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
 def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
     """Graph input name -> numpy dtype, initializers excluded."""
     model = onnx.load(str(path), load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
     return {
         value.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
-        for value in model.graph.input
-        if value.name not in initializers
+        for value in graph_inputs(model)
     }
 
 

@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from harness.onnx_io import graph_inputs
+
 SURFACES = Path(__file__).parent / "data" / "trt" / "surfaces"
 VERSIONS = {
     "8.5": "trt-8.5.3.1.srcbuild.json",
@@ -151,14 +153,11 @@ def _network_from_onnx(network, path: str) -> bool:
     import onnx
 
     model = onnx.load(path, load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
     trt = sys.modules["tensorrt"]
 
     def tensors(values):
         found = []
         for value in values:
-            if value.name in initializers:
-                continue
             dims = [
                 d.dim_value if d.HasField("dim_value") else -1
                 for d in value.type.tensor_type.shape.dim
@@ -171,7 +170,7 @@ def _network_from_onnx(network, path: str) -> bool:
 
     network._values.update(
         _onnx=path,
-        _inputs=tensors(model.graph.input),
+        _inputs=tensors(graph_inputs(model)),
         _outputs=tensors(model.graph.output),
         _layers=[_layer(node) for node in model.graph.node],
     )

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from harness.onnx_io import graph_inputs
+
 DATA = Path(onnx.__file__).resolve().parent / "backend" / "test" / "data"
 GROUPS = ("light", "pytorch-converted", "pytorch-operator", "simple")
 
@@ -33,14 +35,11 @@ class CorpusModel:
         """Inputs by graph-input name: the stored ones, or for ``light`` models what onnx's backend
         test feeds them (``arange(n) / n`` in the input's shape, the input their reference outputs
         were made with)."""
-        initializers = {t.name for t in model.graph.initializer}
-        names = [v.name for v in model.graph.input if v.name not in initializers]
+        inputs = graph_inputs(model)
         if self.inputs:
-            return {n: _read(p) for n, p in zip(names, self.inputs)}
+            return {v.name: _read(p) for v, p in zip(inputs, self.inputs)}
         feeds = {}
-        for value in model.graph.input:
-            if value.name in initializers:
-                continue
+        for value in inputs:
             shape = tuple(d.dim_value or 1 for d in value.type.tensor_type.shape.dim)
             n = int(np.prod(shape))
             feeds[value.name] = (np.arange(n).reshape(shape) / n).astype(np.float32)

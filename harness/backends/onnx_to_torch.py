@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 from harness.errors import HarnessError
+from harness.onnx_io import graph_inputs
 
 
 def _attrs(node: onnx.NodeProto) -> Dict[str, object]:
@@ -151,9 +152,7 @@ class OnnxModule(torch.nn.Module):
                     numpy_helper.to_array(_attrs(node)["value"]).copy()
                 )
         self.nodes = [self._resolved(n) for n in model.graph.node if n.op_type != "Constant"]
-        self.input_names: List[str] = [
-            i.name for i in model.graph.input if i.name not in self.constants
-        ]
+        self.input_names: List[str] = [i.name for i in graph_inputs(model)]
         self.output_names = [o.name for o in model.graph.output]
 
     def _resolved(self, node: onnx.NodeProto) -> Tuple[str, List[str], str, Dict[str, object]]:

@@ -114,7 +114,7 @@ def _check_interfaces(original, candidate) -> None:
     Exit 2: not comparable.
     """
     from harness.errors import HarnessError
-    from harness.fold import graph_inputs
+    from harness.onnx_io import graph_inputs
 
     for what, mine, theirs in (
         ("inputs", graph_inputs(original), graph_inputs(candidate)),

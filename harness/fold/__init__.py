@@ -39,7 +39,7 @@ from harness.fold.simplify import (
 from harness.fold.skeleton import checker_problem_quick, infer_shapes_quick
 from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import flop_count, op_histogram
-from harness.onnx_io import checker_problem, lowest_ir_version
+from harness.onnx_io import checker_problem, graph_inputs, lowest_ir_version
 
 __all__ = [
     "fold_model",
@@ -105,13 +105,6 @@ def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], F
         f"opset {opset} converted to opset {MIN_OPSET} with "
         f"onnx.version_converter (folding rewrites opset {MIN_OPSET}+ graphs)",
     )
-
-
-def graph_inputs(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
-    """The graph inputs a caller feeds (inputs that are also initializers are constants with a
-    default)."""
-    initializers = {t.name for t in model.graph.initializer}
-    return [v for v in model.graph.input if v.name not in initializers]
 
 
 def _shown(value: onnx.ValueInfoProto) -> str:

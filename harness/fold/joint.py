@@ -21,6 +21,7 @@ import onnx
 from onnx import helper
 
 from harness.fold.skeleton import external_stub, is_large
+from harness.onnx_io import graph_inputs
 
 Renamer = Callable[[str], str]
 
@@ -51,11 +52,6 @@ class JointModel:
     local: List[LocalCheck]
     skipped: int  # rewritten nodes whose original subgraph could not be cut out
     weights: Dict[str, np.ndarray]  # external data file name -> its bytes (``outside``)
-
-
-def _feeds_of(model: onnx.ModelProto) -> List[onnx.ValueInfoProto]:
-    weights = {t.name for t in model.graph.initializer}
-    return [v for v in model.graph.input if v.name not in weights]
 
 
 def _names(model: onnx.ModelProto) -> Set[str]:
@@ -96,7 +92,7 @@ def _joinable(original: onnx.ModelProto, candidate: onnx.ModelProto) -> bool:
             or any(o.name not in produced for o in model.graph.output)
         ):
             return False
-    mine, theirs = _feeds_of(original), _feeds_of(candidate)
+    mine, theirs = graph_inputs(original), graph_inputs(candidate)
     return (
         opsets(original) == opsets(candidate)
         and len(mine) == len(theirs)
@@ -198,7 +194,7 @@ def joint_model(
     root = _free_root((original, candidate))
     prefix = root + "candidate/"
     graph = onnx.GraphProto(name="verification")
-    feeds = _feeds_of(original)
+    feeds = graph_inputs(original)
     graph.input.extend(feeds)
     weights: Dict[str, np.ndarray] = {}
     for tensor in original.graph.initializer:
@@ -206,7 +202,7 @@ def joint_model(
     graph.node.extend(original.graph.node)
     mine = {t.name: t for t in original.graph.initializer}
     theirs = {t.name: t for t in candidate.graph.initializer}
-    renames = {c.name: o.name for c, o in zip(_feeds_of(candidate), feeds)}
+    renames = {c.name: o.name for c, o in zip(graph_inputs(candidate), feeds)}
     for name, tensor in theirs.items():
         if name in mine and mine[name] == tensor:
             renames[name] = name

@@ -20,6 +20,7 @@ import onnx
 
 from harness.errors import FoldVerificationError, first_line
 from harness.fold.joint import LocalCheck, joint_model
+from harness.onnx_io import graph_inputs
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
 RESPONSIVE = (
@@ -69,10 +70,7 @@ def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     del copy.graph.value_info[:]
-    initializers = {t.name for t in copy.graph.initializer}
-    for value in [v for v in copy.graph.input if v.name not in initializers] + list(
-        copy.graph.output
-    ):
+    for value in graph_inputs(copy) + list(copy.graph.output):
         dims = value.type.tensor_type.shape.dim
         if not dims:
             return None
@@ -578,7 +576,6 @@ def verify_fold(
 
 
 def _batch_of(model: onnx.ModelProto) -> int:
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
+    inputs = graph_inputs(model)
     dims = inputs[0].type.tensor_type.shape.dim if inputs else []
     return dims[0].dim_value if dims and dims[0].dim_value > 0 else 1
