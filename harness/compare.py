@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from xml.etree import ElementTree
 
 from harness.errors import HarnessError
+from harness.report.formats import markdown_table
 from harness.results import Results, read_results
 from harness.timing import bootstrap_ratio_ci
 
@@ -226,17 +227,21 @@ def to_markdown(comparison: Comparison) -> str:
     lines += [f"> **warning:** {w}" for w in comparison.warnings]
     if comparison.warnings:
         lines.append("")
-    lines += [
-        "| model | variant | graph | base ms | new ms | change [95% CI] | verdict |",
-        "|---|---|---|---|---|---|---|",
+    head = ["model", "variant", "graph", "base ms", "new ms", "change [95% CI]", "verdict"]
+    marks = {"slower": "🔴 slower", "faster": "🟢 faster", "same": "same"}
+    rows = [
+        [
+            c.model,
+            c.variant,
+            "folded" if c.folded else "as exported",
+            f"{c.base_ms:.3f}",
+            f"{c.new_ms:.3f}",
+            f"{c.ratio - 1:+.1%} [{c.ci_low - 1:+.1%}, {c.ci_high - 1:+.1%}]",
+            marks[c.verdict],
+        ]
+        for c in comparison.changes
     ]
-    for c in comparison.changes:
-        mark = {"slower": "🔴 slower", "faster": "🟢 faster", "same": "same"}[c.verdict]
-        lines.append(
-            f"| {c.model} | {c.variant} | {'folded' if c.folded else 'as exported'} | "
-            f"{c.base_ms:.3f} | {c.new_ms:.3f} | {c.ratio - 1:+.1%} "
-            f"[{c.ci_low - 1:+.1%}, {c.ci_high - 1:+.1%}] | {mark} |"
-        )
+    lines += markdown_table(head, rows)
     return "\n".join(lines) + "\n"
 
 

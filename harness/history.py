@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
+from harness.report.formats import markdown_table
 from harness.results import Results
 
 SCHEMA_VERSION = 1
@@ -402,16 +403,17 @@ def to_markdown(
             "    line [" + ", ".join(f"{p.median_ms:.4g}" for p in shown) + "]",
             "```",
             "",
-            "| run | commit | median ms [95% CI] | step |",
-            "|---|---|---|---|",
         ]
         at = {s.index: s for s in steps}
-        for i, point in enumerate(shown, start=offset):
-            step = at.get(i)
-            mark = f"{step.kind} {step.change:+.1%}" if step else ""
-            lines.append(
-                f"| {point.created} | `{point.git_commit[:12]}` | {point.median_ms:.4f} "
-                f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}] | {mark} |"
-            )
+        rows = [
+            [
+                point.created,
+                f"`{point.git_commit[:12]}`",
+                f"{point.median_ms:.4f} [{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}]",
+                f"{at[i].kind} {at[i].change:+.1%}" if i in at else "",
+            ]
+            for i, point in enumerate(shown, start=offset)
+        ]
+        lines += markdown_table(["run", "commit", "median ms [95% CI]", "step"], rows)
         lines.append("")
     return "\n".join(lines)

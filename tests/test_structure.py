@@ -142,3 +142,16 @@ def test_graph_inputs_minus_initializers_in_one_place():
     example = "[v for v in model.graph.input if v.name not in initializers]"
     assert _filters_graph_inputs(ast.parse(example).body[0].value)
 
+
+def test_markdown_tables_only_through_markdown_table():
+    """A table's rule row (``|---|``) is written by ``report.formats.markdown_table`` alone, which
+    escapes ``|`` inside cells."""
+    found = sorted(
+        str(path.relative_to(ROOT))
+        for path in _modules().values()
+        if any(
+            isinstance(node, ast.Constant) and isinstance(node.value, str) and "---|" in node.value
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+    )
+    assert found == ["harness/report/formats.py"]

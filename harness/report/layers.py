@@ -11,6 +11,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import onnxruntime as ort
 
+from harness.report.formats import markdown_table
 from harness.results import Results
 
 Layer = Tuple[str, str, float]  # node name, op type, median ms per inference
@@ -57,11 +58,8 @@ def layers_markdown(results: Results, top: int = 5) -> str:
         lines += [
             f"## {run.id} ({len(layers)} nodes, {total:.3f} ms in kernels)",
             "",
-            "| node | op | ms | share |",
-            "|---|---|---|---|",
         ]
-        lines += [
-            f"| {name} | {op} | {ms:.4f} | {ms / total:.1%} |" for name, op, ms in layers[:top]
-        ]
+        rows = [[name, op, f"{ms:.4f}", f"{ms / total:.1%}"] for name, op, ms in layers[:top]]
+        lines += markdown_table(["node", "op", "ms", "share"], rows)
         lines.append("")
     return "\n".join(lines)
