@@ -58,7 +58,7 @@ def arbitrate(
     """Time ``candidates`` (keys none, all, auto) on the profile's backend here and choose.
 
     Graphs that serialise identically are timed once. The plan is kept when it is the reference's
-    graph or its paired speed-up over the reference (median of per-round ratios) is >= 1.
+    graph or its speed-up over the reference (ratio of medians, paired interval) is >= 1.
     """
     from harness import timing
     from harness.backends import get_runner_class

@@ -160,14 +160,38 @@ def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:
     )
 
 
-def block_medians(samples: Sequence[float], block_ends: Sequence[int]) -> np.ndarray:
-    """Median of each timing block.
+def pooled_medians(
+    samples: Sequence[float], block_ends: Sequence[int], copies: np.ndarray
+) -> np.ndarray:
+    """For each row of ``copies`` (draws x blocks), the median of the samples of the blocks drawn,
+    pooled: ``copies[d, i]`` copies of block i's samples in draw d; exactly ``np.median`` of them.
 
-    ``block_ends`` are the cumulative sample counts after each block.
+    A pooled median lies between the smallest and the largest of its blocks' medians, so only the
+    samples in that range are candidates; the two middle ones of each draw are found by bisection
+    over them, with each block's count at or below every candidate computed once.
     """
     values = np.asarray(samples, dtype=float)
     starts = [0] + list(block_ends[:-1])
-    return np.array([np.median(values[a:b]) for a, b in zip(starts, block_ends) if b > a])
+    blocks = [np.sort(values[a:b]) for a, b in zip(starts, block_ends) if b > a]
+    copies = copies[:, [i for i, (a, b) in enumerate(zip(starts, block_ends)) if b > a]]
+    floor = min(block[(block.size - 1) // 2] for block in blocks)
+    ceiling = max(block[block.size // 2] for block in blocks)
+    candidates = np.unique(np.concatenate([b[(b >= floor) & (b <= ceiling)] for b in blocks]))
+    # counts[j, i]: samples of block i at or below candidates[j]
+    counts = np.stack(
+        [np.searchsorted(block, candidates, side="right") for block in blocks], axis=1
+    ).astype(np.int64)
+    total = copies @ np.array([block.size for block in blocks])
+    rank = np.concatenate([(total - 1) // 2, total // 2])  # np.median's two middle ranks
+    weights = np.concatenate([copies, copies])
+    low, high = np.zeros(rank.size, dtype=int), np.full(rank.size, candidates.size - 1)
+    while np.any(low < high):
+        middle = (low + high) // 2
+        above = (weights * counts[middle]).sum(axis=1) > rank
+        high = np.where(above, middle, high)
+        low = np.where(above, low, middle + 1)
+    lower, upper = np.split(candidates[low], 2)
+    return (lower + upper) / 2.0
 
 
 def bootstrap_ratio_ci(
@@ -182,33 +206,38 @@ def bootstrap_ratio_ci(
 ) -> Tuple[float, float, float]:
     """Ratio of medians (numerator / denominator) with a percentile-bootstrap confidence interval.
 
-    With numerator = baseline latencies and denominator = variant latencies this is the variant's
-    speed-up. Given the timing blocks of both series, whole blocks are resampled (their medians), so
+    The ratio is ``median(numerator) / median(denominator)`` of all samples: the printed medians
+    divided. With numerator = baseline latencies and denominator = variant latencies it is the
+    variant's speed-up. Given the timing blocks of both series (at least ``MIN_ROUNDS`` each), whole
+    blocks are resampled and each draw divides the medians of the samples of the blocks drawn, so
     that the interval also covers drift between blocks (samples inside one block are not
     independent); otherwise single samples. ``paired``: block i of both series ran in the same
-    interleaved round, so rounds are resampled together and drift common to both cancels, as the
-    interleaving intends.
+    interleaved round, so rounds are drawn together and drift common to both cancels, as the
+    interleaving intends. The interval always contains the ratio.
     """
     a = np.asarray(numerator, dtype=float)
     b = np.asarray(denominator, dtype=float)
+    rng = np.random.default_rng(seed)
     if (
         numerator_blocks
         and denominator_blocks
         and len(numerator_blocks) >= MIN_ROUNDS
         and len(denominator_blocks) >= MIN_ROUNDS
     ):
-        a_units, b_units = block_medians(a, numerator_blocks), block_medians(b, denominator_blocks)
+        n_a, n_b = len(numerator_blocks), len(denominator_blocks)
+        copies_a = rng.multinomial(n_a, np.full(n_a, 1.0 / n_a), size=resamples)
+        copies_b = (
+            copies_a
+            if paired and n_a == n_b
+            else rng.multinomial(n_b, np.full(n_b, 1.0 / n_b), size=resamples)
+        )
+        ratios = pooled_medians(a, numerator_blocks, copies_a) / pooled_medians(
+            b, denominator_blocks, copies_b
+        )
     else:
-        a_units, b_units = a, b
-    rng = np.random.default_rng(seed)
-    pick_a = rng.integers(0, a_units.size, size=(resamples, a_units.size))
-    same_rounds = paired and a_units.size == b_units.size and a_units.size != a.size
-    pick_b = (
-        pick_a if same_rounds else rng.integers(0, b_units.size, size=(resamples, b_units.size))
-    )
-    med_a = np.median(a_units[pick_a], axis=1)
-    med_b = np.median(b_units[pick_b], axis=1)
-    ratios = med_a / med_b
+        pick_a = rng.integers(0, a.size, size=(resamples, a.size))
+        pick_b = rng.integers(0, b.size, size=(resamples, b.size))
+        ratios = np.median(a[pick_a], axis=1) / np.median(b[pick_b], axis=1)
     alpha = (1.0 - confidence) / 2.0
     ratio = float(np.median(a) / np.median(b))
     low, high = float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
@@ -224,25 +253,23 @@ def measurement_ratio_ci(
 ) -> Tuple[float, float, float]:
     """Speed-up (numerator / denominator) of two measurements of one interleaved run, 95% interval.
 
-    Round i ran block i of both back to back, so the ratio of their block medians in that round is
-    free of what both shared (load from other processes, clock drift): the estimate is the median of
-    those per-round ratios and the interval a percentile bootstrap over rounds. With fewer than 5
-    rounds, ``bootstrap_ratio_ci`` of samples.
+    The speed-up is the ratio of the two medians (what a reader recomputes from the printed
+    medians); the interval is a paired percentile bootstrap over rounds: round i ran block i of
+    both back to back, so rounds are drawn together and what both shared in a round (load from
+    other processes, clock drift) stays paired. With fewer than ``MIN_ROUNDS`` rounds, a bootstrap
+    of samples.
     """
     rounds = min(len(numerator.block_ends), len(denominator.block_ends))
-    if rounds < MIN_ROUNDS:
-        return bootstrap_ratio_ci(
-            numerator.latencies, denominator.latencies, confidence, resamples, seed
-        )
-    ratios = block_medians(numerator.latencies, numerator.block_ends[:rounds]) / block_medians(
-        denominator.latencies, denominator.block_ends[:rounds]
+    return bootstrap_ratio_ci(
+        numerator.latencies,
+        denominator.latencies,
+        confidence,
+        resamples,
+        seed,
+        numerator.block_ends[:rounds],
+        denominator.block_ends[:rounds],
+        paired=True,
     )
-    rng = np.random.default_rng(seed)
-    medians = np.median(ratios[rng.integers(0, rounds, size=(resamples, rounds))], axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    ratio = float(np.median(ratios))
-    low, high = float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))
-    return ratio, min(low, ratio), max(high, ratio)
 
 
 def ratio_halfwidth(ratio: float, low: float, high: float) -> float:

@@ -233,26 +233,47 @@ def _rounds(rng, ratio: float, rounds: int = 40, per_block: int = 30):
     )
 
 
-def test_per_round_ratios_cancel_shared_load_and_keep_coverage():
+def test_speedup_is_the_ratio_of_medians_with_a_paired_interval_that_keeps_coverage():
+    """What a reader divides (the two medians) is the speed-up; rounds drawn together keep the
+    load they shared paired, so the interval keeps its coverage where the load moves by round."""
     rng = np.random.default_rng(11)
-    hits, widths, old_widths = 0, [], []
+    hits, widths, unpaired_widths = 0, [], []
     for _ in range(100):
         a, b = _rounds(rng, 1.2)
         ratio, low, high = timing.measurement_ratio_ci(a, b, resamples=500)
+        assert ratio == np.median(a.latencies) / np.median(b.latencies)
+        assert low <= ratio <= high
         hits += low <= 1.2 <= high
         widths.append(timing.ratio_halfwidth(ratio, low, high))
-        old = timing.bootstrap_ratio_ci(
+        unpaired = timing.bootstrap_ratio_ci(
             a.latencies,
             b.latencies,
             resamples=500,
             numerator_blocks=a.block_ends,
             denominator_blocks=b.block_ends,
-            paired=True,
         )
-        old_widths.append(timing.ratio_halfwidth(*old))
+        unpaired_widths.append(timing.ratio_halfwidth(*unpaired))
     assert hits >= 90  # nominal 95%
-    # the ratio of pooled medians keeps the shared load
-    assert np.median(widths) * 3 < np.median(old_widths)
+    assert np.median(widths) * 2 < np.median(unpaired_widths)
+
+
+def test_pooled_medians_are_the_medians_of_the_blocks_drawn():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        sizes = rng.integers(0, 6, 7)
+        sizes[0] += 1
+        samples = np.round(rng.normal(size=sizes.sum()), 1)  # ties
+        ends = list(np.cumsum(sizes))
+        copies = rng.integers(0, 3, (4, len(sizes)))
+        copies[:, 0] += 1
+        starts = [0] + ends[:-1]
+        expected = [
+            np.median(
+                np.concatenate([np.tile(samples[s:e], c) for s, e, c in zip(starts, ends, row)])
+            )
+            for row in copies
+        ]
+        assert np.array_equal(timing.pooled_medians(samples, ends, copies), expected)
 
 
 def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(
