@@ -28,7 +28,7 @@ from harness.onnx_io import save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
 from harness.report.pipeline import write_bench_tables
-from harness.results import as_results, new_results, write_results
+from harness.results import ESTIMATOR, as_results, new_results, write_results
 
 DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
 # share of a model's progress bar given to each stage
@@ -139,6 +139,7 @@ def _comparisons(
                 "speedup": ratio,
                 "ci_low": low,
                 "ci_high": high,
+                "estimator": ESTIMATOR,
             }
         )
 

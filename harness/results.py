@@ -15,7 +15,11 @@ Schema 2::
              stats: {median, median_ci_low, median_ci_high, ...},
              warmup_iterations, stop_reason, warnings: [...]}],
      comparisons: [{model, variant, kind: "vs_baseline" | "fold", reference, subject, speedup,
-                    ci_low, ci_high, ci_level}]}
+                    ci_low, ci_high, ci_level, estimator}]}
+
+A speed-up is the ratio of the reference's and the subject's medians with a 95% interval from a
+paired bootstrap over rounds (``ESTIMATOR``); comparisons written without ``estimator`` (the median
+of per-round ratios, before issue 22) are recomputed from the runs' samples when read.
 
 Schema 1 is the same without ``ci_level`` (always 0.95) and with ``complete`` optional (null when
 not recorded).
@@ -34,11 +38,14 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from harness.errors import HarnessError
 from harness.onnx_io import write_text_atomic
+from harness.timing import bootstrap_ratio_ci
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 CI_LEVEL = 0.95
 COMPARISON_KINDS = ("vs_baseline", "fold")
+# what a comparison's speed-up is; files without it (the median of per-round ratios) are recomputed
+ESTIMATOR = "ratio of medians, paired bootstrap over rounds"
 KIND_NAMES = {
     float: "number",
     int: "integer",
@@ -438,6 +445,33 @@ def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
     return data
 
 
+def speedup_of(reference: Run, subject: Run) -> RatioCI:
+    """The speed-up of ``subject`` over ``reference`` from their samples (``ESTIMATOR``): the
+    ratio of their medians, the interval paired over the rounds they share."""
+    ends = [run.extra.get("block_ends") or [] for run in (reference, subject)]
+    rounds = min(len(e) for e in ends)
+    ratio, low, high = bootstrap_ratio_ci(
+        reference.series_ms["latency_ms"],
+        subject.series_ms["latency_ms"],
+        numerator_blocks=ends[0][:rounds],
+        denominator_blocks=ends[1][:rounds],
+        paired=True,
+    )
+    return RatioCI(ratio, low, high)
+
+
+def _with_estimator(comparison: Comparison, runs: Dict[str, Run]) -> Comparison:
+    """A comparison written with another estimator, recomputed from its runs' samples (kept as it
+    is where they are not in the file)."""
+    if comparison.extra.get("estimator") == ESTIMATOR:
+        return comparison
+    reference, subject = runs.get(comparison.reference), runs.get(comparison.subject)
+    if reference is None or subject is None:
+        return comparison
+    extra = dict(comparison.extra, estimator=ESTIMATOR)
+    return dataclasses.replace(comparison, speedup=speedup_of(reference, subject), extra=extra)
+
+
 def parse_results(data: Any, source: str = "results") -> Results:
     """Validate and type a results document (schema 1 upgraded); errors name ``source`` and the
     field."""
@@ -459,6 +493,8 @@ def parse_results(data: Any, source: str = "results") -> Results:
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate is not None:
         raise reader.fail("runs", f"hold the id {duplicate!r} twice")
+    by_id = {r.id: r for r in runs}
+    comparisons = [_with_estimator(c, by_id) for c in comparisons]
     device_keys = ["profile", "environment_before", "environment_after", "warnings"]
     top_keys = [
         "schema",
