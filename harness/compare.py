@@ -214,6 +214,12 @@ def compare_results(base: Results, new: Results, threshold: float) -> Comparison
     return Comparison(changes, comparison_warnings(base, new), base.device_name, threshold)
 
 
+CHANGE_NOTE = (
+    "Change: new median / base median - 1 (the medians printed, divided), with a 95% bootstrap "
+    "interval over each run's timing blocks (two runs, so not paired)."
+)
+
+
 def to_markdown(comparison: Comparison) -> str:
     """A table for a pull-request comment or a job summary, warnings first."""
     slower, device = comparison.slower, comparison.device
@@ -242,6 +248,7 @@ def to_markdown(comparison: Comparison) -> str:
         for c in comparison.changes
     ]
     lines += markdown_table(head, rows)
+    lines += ["", CHANGE_NOTE]
     return "\n".join(lines) + "\n"
 
 

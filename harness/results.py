@@ -63,9 +63,25 @@ def interval_decimals(low: float, high: float, decimals: int, most: int = 6) -> 
     return decimals
 
 
+def significant_decimals(
+    value: float, decimals: int = 3, significant: int = 4, most: int = 6
+) -> int:
+    """``decimals``, or more where fewer would print a value below 1 with fewer than
+    ``significant`` digits (a reader divides printed medians: 0.05 / 0.04 is not a speed-up)."""
+    if not value or not math.isfinite(value):
+        return decimals
+    return max(decimals, min(most, significant - 1 - math.floor(math.log10(abs(value)))))
+
+
+def format_latency(value: float, decimals: int = 3) -> str:
+    """A latency in ms with at least four significant digits: ``9.555``, ``0.04213``."""
+    return f"{value:.{significant_decimals(value, decimals)}f}"
+
+
 def format_interval(value: float, low: float, high: float, decimals: int = 3) -> str:
-    """A value with its interval, ``0.123 [0.120, 0.131]``: asymmetric intervals stay visible."""
-    d = interval_decimals(low, high, decimals)
+    """A value with its interval, ``0.1234 [0.1201, 0.1310]``: asymmetric intervals stay visible;
+    four significant digits at least, more where the two ends would print alike."""
+    d = interval_decimals(low, high, significant_decimals(value, decimals))
     return f"{value:.{d}f} [{low:.{d}f}, {high:.{d}f}]"
 
 

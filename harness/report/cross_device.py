@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.errors import HarnessError
+from harness.report.formats import comparison_drifted, drifted_runs
 from harness.results import RatioCI, Results, Run, Stats
 
 Row = Tuple[str, str]  # (model, variant)
@@ -34,6 +35,8 @@ class Cell:
     floor_basis: str = "per layer"  # or FLOPS_ONLY when the run's ONNX file could not be read
     flops: Optional[int] = None  # of the deployable graph (folding can change them)
     params: Optional[int] = None
+    drifted: bool = False  # the deployable graph's samples trended during the run
+    speedup_drifted: bool = False  # so did those of either graph the speed-up divides
 
     @property
     def median_ms(self) -> float:
@@ -202,6 +205,7 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
     table = CrossDeviceTable(devices, [], {}, {}, {})
     for device in devices:
         peaks = device.results.profile.get("peaks") or {}
+        drifted = drifted_runs(device.results)
         for run in device.results.runs:
             if run.folded:
                 continue
@@ -224,5 +228,7 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
                 basis,
                 deployed.flops,
                 deployed.params,
+                deployed.id in drifted,
+                comparison_drifted(found, drifted),
             )
     return table

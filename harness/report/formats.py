@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set
 
-from harness.results import Results
+from harness.results import Comparison, Results
+from harness.timing import detect_drift
+
+# the estimator, named as every table's note and caption names it
+SPEEDUP_NOTE = (
+    "Speed-up: baseline median / variant median (the medians printed, divided), with a 95% "
+    "interval from a paired bootstrap over the interleaved rounds."
+)
+DRIFT_MARK = "(drifted)"
+DRIFT_NOTE = (
+    f"{DRIFT_MARK}: the samples trended during the run (Kendall's tau, see the warnings), so the "
+    "median and the speed-ups from it describe a moving target."
+)
 
 
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
@@ -48,3 +60,18 @@ def partial_warnings(documents: Sequence[Results]) -> List[str]:
                 "numbers"
             )
     return lines
+
+
+def drifted_runs(results: Results) -> Set[str]:
+    """Ids of the runs whose samples drifted (``timing.detect_drift``, from the samples)."""
+    return {run.id for run in results.runs if detect_drift(run.series_ms["latency_ms"])}
+
+
+def comparison_drifted(comparison: Optional[Comparison], drifted: Set[str]) -> bool:
+    """Whether either run of a comparison drifted."""
+    return comparison is not None and bool({comparison.reference, comparison.subject} & drifted)
+
+
+def marked(text: str, drifted: bool) -> str:
+    """A cell with the drift mark where its samples drifted."""
+    return f"{text} {DRIFT_MARK}" if drifted and text else text

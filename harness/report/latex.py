@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 from harness.report.cross_device import FLOPS_ONLY, Cell, CrossDeviceTable, Row
 from harness.report.formats import partial_warnings, percent
-from harness.results import RatioCI, interval_decimals
+from harness.results import RatioCI, interval_decimals, significant_decimals
 
 LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
@@ -62,7 +62,7 @@ def stacked(top: str, bottom: str) -> str:
 
 def latency_cell(median: float, low: float, high: float, decimals: int = 3) -> str:
     """A median over its 95% CI ``[low, high]``, with enough decimals that the two ends differ."""
-    d = interval_decimals(low, high, decimals)
+    d = interval_decimals(low, high, significant_decimals(median, decimals))
     return stacked(f"{median:.{d}f}", f"[{low:.{d}f}, {high:.{d}f}]")
 
 
@@ -84,26 +84,36 @@ def fit_to_width(tabular: List[str]) -> List[str]:
 
 
 def float_fragment(
-    tabular: List[str], caption: str, label: str, comments: Sequence[str], name: str, wide: bool
+    tabular: List[str],
+    caption: str,
+    label: str,
+    comments: Sequence[str],
+    name: str,
+    wide: bool,
+    note: str = "",
 ) -> str:
     """One booktabs float, ready for ``\\input``: a wide one is a ``table*`` (both columns of a
     two-column paper), a narrow one a ``table`` (one column); either is scaled down only where it
-    would overrun its width (long device labels, many devices)."""
+    would overrun its width (long device labels, many devices). The caption sits above with a skip
+    before the top rule (article's ``\\belowcaptionskip`` is 0); ``note`` goes below, small."""
     env = "table*" if wide else "table"
-    note = (
+    needs = (
         r"% Needs \usepackage{booktabs} and \usepackage{graphicx} in the preamble; include "
         f"with \\input{{{name}}}."
     )
+    below = [r"\par\smallskip", f"\\parbox{{\\linewidth}}{{\\footnotesize {note}}}"] if note else []
     lines = [
         *comments,
-        note,
+        needs,
         f"\\begin{{{env}}}[t]",
         r"\centering",
         r"\small",
         r"\setlength{\tabcolsep}{4pt}",
         f"\\caption{{{caption}}}",
         f"\\label{{{label}}}",
+        r"\medskip",
         *fit_to_width(tabular),
+        *below,
         f"\\end{{{env}}}",
     ]
     return "\n".join(lines) + "\n"
@@ -124,9 +134,17 @@ def standalone(fragments: Sequence[str], landscape: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
+DRIFT = "$^\\ddagger$"  # a cell whose samples drifted
+
+
 def _latency(cell: Cell) -> str:
     stats = cell.stats
-    return latency_cell(stats.median, stats.median_ci_low, stats.median_ci_high)
+    mark = DRIFT if cell.drifted else ""
+    return latency_cell(stats.median, stats.median_ci_low, stats.median_ci_high) + mark
+
+
+def _speedup(cell: Cell) -> str:
+    return ratio_cell(cell.speedup) + (DRIFT if cell.speedup_drifted else "")
 
 
 def _efficiency(cell: Cell) -> str:
@@ -145,7 +163,8 @@ def _caption(table: CrossDeviceTable, narrow: bool = False) -> str:
     )
     text = (
         "Latency (median ms, 95\\% CI below) of the deployable graph and speed-up against the "
-        "baseline (ratio of medians, 95\\% bootstrap interval below)"
+        "baseline (baseline median / variant median, 95\\% paired bootstrap interval over rounds "
+        "below)"
     )
     if not narrow:
         text += (
@@ -155,6 +174,8 @@ def _caption(table: CrossDeviceTable, narrow: bool = False) -> str:
     text += f". {settings}."
     if not narrow and any(c.floor_basis == FLOPS_ONLY for c in table.cells.values()):
         text += " $^\\dagger$ONNX file gone: floor from FLOPs over peak only."
+    if any(c.drifted or c.speedup_drifted for c in table.cells.values()):
+        text += f" {DRIFT}Samples drifted during the run."
     if any(d.results.complete is False for d in table.devices):
         text += " \\textbf{Partial results}: a run did not complete."
     return text
@@ -206,7 +227,7 @@ def to_latex(table: CrossDeviceTable, name: str = "report.tex") -> str:
             if cell is None:
                 cells += ["--"] * PER_DEVICE
                 continue
-            cells += [_latency(cell), ratio_cell(cell.speedup), _efficiency(cell)]
+            cells += [_latency(cell), _speedup(cell), _efficiency(cell)]
         body.append(" & ".join(cells) + r" \\")
     tabular = [
         f"\\begin{{tabular}}{{ll{'r' * (4 + PER_DEVICE * n)}}}",
@@ -238,7 +259,7 @@ def to_latex_narrow(table: CrossDeviceTable, name: str = "report-narrow.tex") ->
                     continue
                 body.append(
                     f"{variant} & {latex_escape(d.label)} & {_latency(cell)} & "
-                    f"{ratio_cell(cell.speedup)} \\\\"
+                    f"{_speedup(cell)} \\\\"
                 )
     tabular = [
         r"\begin{tabular}{@{}llrr@{}}",

@@ -13,15 +13,26 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from harness.report.formats import csv_text, markdown_table, partial_warnings, percent
-from harness.report.latex import float_fragment, latex_escape, latex_percent, ratio_cell
-from harness.results import RatioCI, Results, as_results, format_ratio
+from harness.report.formats import (
+    DRIFT_NOTE,
+    SPEEDUP_NOTE,
+    comparison_drifted,
+    csv_text,
+    drifted_runs,
+    markdown_table,
+    marked,
+    partial_warnings,
+    percent,
+)
+from harness.report.latex import DRIFT, float_fragment, latex_escape, latex_percent, ratio_cell
+from harness.results import RatioCI, Results, as_results, format_latency, format_ratio
 
 ELC = "ELC: layer compression without pruning (TIP 2023)"
 CIE = "CIE: cross-layer importance pruning (Neural Networks 2024)"
 PSM = "Pruning + stream merging (LeNet-5, MNIST)"
 LM = "LayerMerge (ICML 2024)"
 LM_WHERE = "RTX 2080 Ti, TensorRT FP32, batch 128"
+LM_SETTING = ("RTX 2080 Ti", "fp32", 128)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +48,9 @@ class Claim:
     claimed_speedup: Optional[float]
     speedup_claim: str  # the claim as published: figure(s) and where they were measured
     accuracy: str  # as published (we do not train)
+    device: Optional[str] = None  # where the speed-up was measured (None: not stated)
+    precision: Optional[str] = None  # its precision and batch, where stated
+    batch: Optional[int] = None
 
 
 CLAIMS: List[Claim] = [
@@ -51,6 +65,7 @@ CLAIMS: List[Claim] = [
         2.0,
         "2x (Jetson AGX Xavier)",
         "CIFAR-10, as published",
+        "Jetson AGX Xavier",
     ),
     Claim(
         ELC,
@@ -63,6 +78,7 @@ CLAIMS: List[Claim] = [
         2.0,
         "2x (Jetson AGX Xavier)",
         "CIFAR-10, as published",
+        "Jetson AGX Xavier",
     ),
     Claim(
         CIE,
@@ -85,7 +101,7 @@ CLAIMS: List[Claim] = [
         None,
         1 - 1 / 27.23,
         2.46,
-        "2.46x throughput (device not in FACTS)",
+        "2.46x throughput (device not stated)",
         "CIFAR, -0.24%",
     ),
     Claim(
@@ -97,7 +113,7 @@ CLAIMS: List[Claim] = [
         None,
         1 - 1 / 27.23,
         2.46,
-        "2.46x throughput (device not in FACTS)",
+        "2.46x throughput (device not stated)",
         "CIFAR, -0.24%",
     ),
     Claim(
@@ -123,6 +139,7 @@ CLAIMS: List[Claim] = [
         1.50,
         f"1.25x / 1.50x / 1.72x at LM-71/60/50% ({LM_WHERE})",
         "LM-60%, as published",
+        *LM_SETTING,
     ),
     Claim(
         LM,
@@ -135,17 +152,26 @@ CLAIMS: List[Claim] = [
         1.42,
         f"1.42x / 1.65x / 1.84x / 2.05x at LM-55/46/38/33% ({LM_WHERE})",
         "LM-55%, as published",
+        *LM_SETTING,
     ),
 ]
 
 PAPER_KEYS = {ELC: "ELC", CIE: "CIE", PSM: "PSM", LM: "LM"}
+# our speed-up beside a claim measured elsewhere, or where the paper does not say
+OTHER_SETTING, UNSTATED = "†", "?"
+LATEX_MARKS = {OTHER_SETTING: "$^\\dagger$", UNSTATED: "$^{?}$"}
+MARK_NOTES = {
+    OTHER_SETTING: "measured on another device, precision or batch than the claim: compares the "
+    "direction only",
+    UNSTATED: "the paper does not state the claim's device: compares the direction only",
+}
 NOTE = (
     "Claims and accuracies are the papers' own (we do not train: weights are random, so only "
     "cost and speed are compared). FLOPs (2 x MACs), parameters and latencies (medians) are of "
-    "the deployable graphs (folded where folding changed them), measured here. Baselines are "
-    "the standard architectures; every compressed network is a closest-faithful stand-in (see "
-    "the architecture column and the zoo specs). A speed-up measured on another device, "
-    "precision or batch than the claim's checks only its direction."
+    "the deployable graphs (folded where folding changed them), measured here. "
+    + SPEEDUP_NOTE.replace("variant", "compressed")
+    + " Baselines are the standard architectures; every compressed network is a closest-faithful "
+    "stand-in (see the architecture column and the zoo specs)."
 )
 ResultsLike = Union[Results, Dict[str, Any]]
 CSV_FIELDS = [
@@ -166,6 +192,9 @@ CSV_FIELDS = [
     "speedup_ci_high",
     "accuracy",
     "device",
+    "claim_device",
+    "same_setting",
+    "drifted",
 ]
 
 
@@ -179,11 +208,34 @@ def suite_models() -> Dict[str, List[str]]:
     return needed
 
 
+def same_setting(claim: Claim, results: Results) -> Optional[bool]:
+    """Whether our run is on the claim's device (named in the profile's description) at its
+    precision and batch where the paper states them; None where it states no device."""
+    if claim.device is None:
+        return None
+    precision, batch = _settings(results)
+    description = str(results.profile.get("description", "")).lower()
+    return (
+        claim.device.lower() in description
+        and claim.precision in (None, precision)
+        and claim.batch in (None, int(batch) if batch.isdigit() else None)
+    )
+
+
+def setting_mark(record: Dict[str, Any]) -> str:
+    """``OTHER_SETTING`` or ``UNSTATED`` for a measured speed-up set beside a claim from elsewhere,
+    else ''."""
+    if record["speedup"] is None or record["claimed_speedup"] is None:
+        return ""
+    return {False: OTHER_SETTING, None: UNSTATED}.get(record["same_setting"], "")
+
+
 def claim_records(results: ResultsLike) -> List[Dict[str, Any]]:
     """Each claim next to what a results file measured (None where the suite did not run it); raw
     numbers."""
     results = as_results(results)
     runs = {(r.model, r.variant, r.folded): r for r in results.runs}
+    drifted = drifted_runs(results)
     records = []
     for c in CLAIMS:
         base = runs.get((c.model, "baseline", True)) or runs.get((c.model, "baseline", False))
@@ -212,6 +264,9 @@ def claim_records(results: ResultsLike) -> List[Dict[str, Any]]:
                 "speedup_ci_high": speed.high if speed else None,
                 "accuracy": c.accuracy,
                 "device": results.device_name,
+                "claim_device": c.device,
+                "same_setting": same_setting(c, results),
+                "drifted": comparison_drifted(found, drifted),
             }
         )
     return records
@@ -251,10 +306,12 @@ def claims_table(results: ResultsLike) -> str:
     rows = []
     for r in claim_records(results):
         latency = (
-            f"{r['baseline_ms']:.3f} -> {r['compressed_ms']:.3f}"
+            f"{format_latency(r['baseline_ms'])} -> {format_latency(r['compressed_ms'])}"
             if r["compressed_ms"] is not None and r["baseline_ms"] is not None
             else ""
         )
+        mark = setting_mark(r)
+        ours = format_ratio(_ratio(r), missing="n/a (not run)") + (f" {mark}" if mark else "")
         rows.append(
             [
                 r["paper"],
@@ -267,7 +324,7 @@ def claims_table(results: ResultsLike) -> str:
                 percent(r["params_reduction"]),
                 r["speedup_claim"],
                 latency,
-                format_ratio(_ratio(r), missing="n/a (not run)"),
+                marked(ours, r["drifted"]),
                 r["accuracy"],
             ]
         )
@@ -275,6 +332,11 @@ def claims_table(results: ResultsLike) -> str:
     lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
     lines += markdown_table(head, rows)
     lines += ["", NOTE]
+    records = claim_records(results)
+    used = {setting_mark(r) for r in records}
+    lines += [f"{mark} {text}." for mark, text in MARK_NOTES.items() if mark in used]
+    if any(r["drifted"] for r in records):
+        lines.append(DRIFT_NOTE)
     return "\n".join(lines) + "\n"
 
 
@@ -282,8 +344,10 @@ def claims_latex(results: ResultsLike, name: str = "papers.tex") -> str:
     """The claims against our measurements as an includable booktabs ``table*`` fragment."""
     results = as_results(results)
     precision, batch = _settings(results)
+    records = claim_records(results)
     body = []
-    for r in claim_records(results):
+    for r in records:
+        mark = LATEX_MARKS.get(setting_mark(r), "") + (DRIFT if r["drifted"] else "")
         claimed = (
             "--" if r["claimed_speedup"] is None else f"${r['claimed_speedup']:.2f}{{\\times}}$"
         )
@@ -298,7 +362,7 @@ def claims_latex(results: ResultsLike, name: str = "papers.tex") -> str:
                     latex_percent(r["claimed_params_reduction"]),
                     latex_percent(r["params_reduction"]),
                     claimed,
-                    ratio_cell(_ratio(r)),
+                    ratio_cell(_ratio(r)) + mark,
                 ]
             )
             + r" \\"
@@ -326,20 +390,34 @@ def claims_latex(results: ResultsLike, name: str = "papers.tex") -> str:
     )
     where = latex_escape(f"{results.device_name} ({precision.upper()}, batch {batch})")
     caption = (
-        f"Compression papers' claims against our measurements on {where}: reductions of "
-        "FLOPs and parameters of the deployable graphs, speed-up of medians with its 95\\% "
-        f"bootstrap interval below. Claimed speed-ups as published ({claims}). {keys}. "
-        "Compressed networks are closest-faithful stand-ins built from the zoo; accuracies "
-        "are the papers' and not re-measured."
+        f"Compression papers' claims against our measurements on {where}. Speed-up: baseline "
+        "median / compressed median, 95\\% paired bootstrap interval below."
     )
     if results.complete is False:
         caption += " \\textbf{Partial results}: the run did not complete."
+    used = {setting_mark(r) for r in records}
+    marks = [
+        f"{LATEX_MARKS[m]}{latex_escape(text[0].upper() + text[1:])}."
+        for m, text in MARK_NOTES.items()
+        if m in used
+    ]
+    if any(r["drifted"] for r in records):
+        marks.append(f"{DRIFT}Samples drifted during the run.")
+    note = " ".join(
+        [
+            "$\\Delta$: reductions of the deployable graphs' FLOPs and parameters.",
+            *marks,
+            f"Claimed speed-ups as published: {claims}. {keys}.",
+            "Compressed networks are closest-faithful stand-ins built from the zoo; accuracies "
+            "are the papers' and not re-measured.",
+        ]
+    )
     comments = [
         "% Generated by harness suite papers: claimed (papers) against measured (ours).",
         f"% {results.device_name}: {results.source}; created {results.created}; "
         f"command: {' '.join(results.command)}",
     ]
-    return float_fragment(tabular, caption, "tab:papers", comments, name, wide=True)
+    return float_fragment(tabular, caption, "tab:papers", comments, name, wide=True, note=note)
 
 
 def claims_csv(results: ResultsLike) -> str:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from harness.report.cross_device import FLOPS_ONLY, Cell, CrossDeviceTable
-from harness.report.formats import csv_text, markdown_table, partial_warnings, percent
+from harness.report.formats import (
+    DRIFT_NOTE,
+    SPEEDUP_NOTE,
+    csv_text,
+    markdown_table,
+    marked,
+    partial_warnings,
+    percent,
+)
 from harness.results import format_ratio
 
 CSV_FIELDS = [
@@ -31,11 +39,13 @@ CSV_FIELDS = [
     "roofline_basis",
     "efficiency",
     "complete",
+    "drifted",
+    "speedup_drifted",
 ]
 EXPLANATION = (
     "Latency: median of end-to-end samples of the deployable graph (folded where folding changed "
-    "it), 95% CI from order statistics. Speed-up: baseline median / variant median, 95% bootstrap "
-    "interval. Floor: the roofline bound from the profile's peaks (per layer, the larger of FLOPs "
+    f"it), 95% CI from order statistics. {SPEEDUP_NOTE} Floor: the roofline bound from the "
+    "profile's peaks (per layer, the larger of FLOPs "
     "over peak and bytes over bandwidth, summed); efficiency = floor / measured. FLOPs = 2 x "
     "multiply-accumulates; 'trained' is the unfolded graph, 'deployed' the graph timed (folded "
     "where folding changed it; 'varies' where devices folded it differently). Reductions are of "
@@ -87,13 +97,19 @@ def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> st
                 cells += ["", "", ""]
                 continue
             mark = " (folded)" if cell.folded else ""
-            cells += [f"{cell.stats.format()}{mark}", format_ratio(cell.speedup), _floor(cell)]
+            cells += [
+                marked(f"{cell.stats.format()}{mark}", cell.drifted),
+                marked(format_ratio(cell.speedup), cell.speedup_drifted),
+                _floor(cell),
+            ]
         rows.append(cells)
     lines = ["# Cross-device comparison", ""]
     partial = partial_warnings([d.results for d in table.devices])
     if partial:
         lines += [f"> **Warning: partial results.** {p}" for p in partial] + [""]
     lines += markdown_table(head, rows) + ["", EXPLANATION]
+    if any(c.drifted or c.speedup_drifted for c in table.cells.values()):
+        lines += ["", DRIFT_NOTE]
     if any((c.efficiency or 0) > 1 for c in table.cells.values()):
         lines += [
             "",
@@ -178,6 +194,8 @@ def csv_records(table: CrossDeviceTable) -> List[Dict[str, Any]]:
                 cell.floor_basis,
                 cell.efficiency,
                 d.results.complete,
+                cell.drifted,
+                cell.speedup_drifted,
             ]
             records.append(dict(zip(CSV_FIELDS, values)))
     return records

@@ -5,8 +5,24 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Union
 
-from harness.report.formats import csv_text, markdown_table, partial_warnings
-from harness.results import RatioCI, Results, as_results, format_interval, format_ratio
+from harness.report.formats import (
+    DRIFT_NOTE,
+    SPEEDUP_NOTE,
+    comparison_drifted,
+    csv_text,
+    drifted_runs,
+    markdown_table,
+    marked,
+    partial_warnings,
+)
+from harness.results import (
+    RatioCI,
+    Results,
+    as_results,
+    format_interval,
+    format_latency,
+    format_ratio,
+)
 
 CSV_FIELDS = [
     "model",
@@ -26,6 +42,10 @@ CSV_FIELDS = [
     "speedup",
     "speedup_ci_low",
     "speedup_ci_high",
+    "drifted",
+    "folded_drifted",
+    "fold_speedup_drifted",
+    "speedup_drifted",
 ]
 MARKDOWN_COLUMNS = [
     "model",
@@ -47,6 +67,7 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
     """One record per unfolded run (model and variant) with its folded twin and speed-ups; raw
     numbers."""
     results = as_results(results)
+    drifted = drifted_runs(results)
     records = []
     for run in results.runs:
         if run.folded:
@@ -64,6 +85,8 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             "p90_ms": run.stats.other.get("p90"),
             "folded_convs": folded.nodes.get("Conv", 0) if folded else None,
             "folded_median_ms": folded.stats.median if folded else None,
+            "drifted": run.id in drifted,
+            "folded_drifted": folded.id in drifted if folded else None,
         }
         for kind, prefix in (("fold", "fold_speedup"), ("vs_baseline", "speedup")):
             found = results.comparison(run.model, run.variant, kind)
@@ -71,6 +94,7 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             record[prefix] = ci.ratio if ci else None
             record[f"{prefix}_ci_low"] = ci.low if ci else None
             record[f"{prefix}_ci_high"] = ci.high if ci else None
+            record[f"{prefix}_drifted"] = comparison_drifted(found, drifted)
         records.append(record)
     return records
 
@@ -79,7 +103,7 @@ def _ratio(record: Dict[str, Any], prefix: str) -> str:
     if record[prefix] is None:
         return ""
     ci = RatioCI(record[prefix], record[f"{prefix}_ci_low"], record[f"{prefix}_ci_high"])
-    return format_ratio(ci)
+    return marked(format_ratio(ci), record[f"{prefix}_drifted"])
 
 
 def _number(value: Any, scale: float = 1.0) -> str:
@@ -94,12 +118,17 @@ def markdown_cells(record: Dict[str, Any]) -> List[str]:
         _number(record["flops"], 1e9),
         _number(record["params"], 1e6),
         str(record["convs"]),
-        format_interval(
-            record["median_ms"], record["median_ci_low_ms"], record["median_ci_high_ms"]
+        marked(
+            format_interval(
+                record["median_ms"], record["median_ci_low_ms"], record["median_ci_high_ms"]
+            ),
+            record["drifted"],
         ),
         _number(record["p90_ms"]),
         "" if record["folded_convs"] is None else str(record["folded_convs"]),
-        _number(record["folded_median_ms"]),
+        ""
+        if record["folded_median_ms"] is None
+        else marked(format_latency(record["folded_median_ms"]), record["folded_drifted"]),
         _ratio(record, "fold_speedup"),
         _ratio(record, "speedup"),
     ]
@@ -113,16 +142,17 @@ def to_markdown(results: ResultsLike) -> str:
     backend = next((r.backend for r in results.runs), {})
     lines = [f"# Benchmark on `{results.device_name}`: {profile.get('description', '')}", ""]
     lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
-    rows = [markdown_cells(r) for r in comparison_records(results)]
-    lines += markdown_table(MARKDOWN_COLUMNS, rows)
+    records = comparison_records(results)
+    lines += markdown_table(MARKDOWN_COLUMNS, [markdown_cells(r) for r in records])
     cpu = env.get("cpu") or {}
+    drift = any(r[k] for r in records for k in ("drifted", "folded_drifted"))
     lines += [
         "",
         "Latency: median of the end-to-end samples (ms), batch as recorded; 95% CI of the median "
-        "from order statistics. Speed-ups are ratios of medians with 95% bootstrap intervals; "
-        "'speed-up vs baseline' compares the deployable graphs (folded where folding changed the "
-        "graph). FLOPs = 2 x multiply-accumulates of Conv/Gemm/MatMul, counted from the ONNX graph "
-        "of the unfolded model.",
+        f"from order statistics. {SPEEDUP_NOTE} 'fold speed-up' divides the latency by the folded "
+        "ms; 'speed-up vs baseline' the deployable graphs' medians (folded where folding changed "
+        "the graph). FLOPs = 2 x multiply-accumulates of Conv/Gemm/MatMul, counted from the ONNX "
+        "graph of the unfolded model." + (f" {DRIFT_NOTE}" if drift else ""),
         "",
         "## Provenance",
         f"- command: `{' '.join(results.command)}`",
