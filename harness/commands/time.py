@@ -18,10 +18,11 @@ def register(subparsers) -> None:
         "time one or more ONNX files (interleaved) and print their statistics",
         "Time ONNX files on the profile's backend with the measurement protocol: warm-up, "
         "interleaved blocks, median with its 95% CI, mean, p90/p95/p99, std, CoV, throughput. With "
-        "two or more files, the speed-up of each against the first is given with a paired "
-        "bootstrap 95% interval, and sampling continues until those intervals meet the profile's "
-        "target_ci or its time cap (then the resolution reached is printed). On a GPU with "
-        "nvidia-ml-py the SM clock, power and throttle reasons are recorded after every block.",
+        "two or more files, the speed-up of each against the first (the ratio of their medians) is "
+        "given with a 95% interval from a paired bootstrap over rounds, and sampling continues "
+        "until those intervals meet the profile's target_ci or its time cap (then the resolution "
+        "reached is printed). On a GPU with nvidia-ml-py the SM clock, power and throttle reasons "
+        "are recorded after every block.",
         "harness time base.onnx folded.onnx --device host --json timings.json",
     )
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
@@ -127,6 +128,7 @@ def time_files(
     from harness import envinfo, timing
     from harness.backends import get_runner_class
     from harness.backends.base import open_runners, resolve_batch
+    from harness.results import RatioCI, format_interval
 
     environment = envinfo.capture_environment(profile)
     device_warnings = envinfo.enforce_expectations(environment, profile, strict)
@@ -157,7 +159,7 @@ def time_files(
     for name, m in measured.items():
         s = m.stats()
         line = (
-            f"{name}: median {s.median:.3f} ms [{s.median_ci_low:.3f}, {s.median_ci_high:.3f}], "
+            f"{name}: median {format_interval(s.median, s.median_ci_low, s.median_ci_high)} ms, "
             f"mean {s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, "
             f"{s.throughput_per_s:.1f}/s, n={s.n}"
         )
@@ -176,7 +178,7 @@ def time_files(
         }
         if m is not reference:
             ratio, low, high = timing.measurement_ratio_ci(reference, m)
-            line += f"; speed-up {ratio:.3f}x [{low:.3f}, {high:.3f}]"
+            line += f"; speed-up {RatioCI(ratio, low, high).format(decimals=3)}"
             entry["speedup"] = {
                 "value": ratio,
                 "ci_low": low,
