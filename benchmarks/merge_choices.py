@@ -257,8 +257,8 @@ def to_markdown(
         f"{roofline.decision_margin()[0]:.0%} (its documented default). Timing: the "
         f"harness protocol, graphs interleaved, stop when every paired speed-up CI is within "
         f"+/-{profile.timing.target_ci:.0%} or after {profile.timing.max_duration_s:g} s per "
-        f"graph; speed-ups are medians of per-round ratios with 95% bootstrap intervals. Graphs "
-        f'that fold identically are timed once ("same graph").',
+        f"graph; speed-ups are ratios of medians with 95% paired bootstrap intervals over rounds. "
+        'Graphs that fold identically are timed once ("same graph").',
         "",
         "| network (input) | convs none/all/auto/roofline | all vs none | auto vs none | "
         "auto (roofline) vs none | auto vs best of none/all | auto slower beyond CI? | "

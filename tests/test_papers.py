@@ -18,6 +18,7 @@ from harness.profiles import load_profile
 from harness.report.papers import CLAIMS, suite_models
 from harness.results import RatioCI
 from harness.zoo import build_model, list_variants
+from tests.recompute import assert_recomputes
 
 
 def test_every_claim_names_a_zoo_variant():
@@ -77,6 +78,7 @@ def test_suite_on_lenet5_writes_claims_and_reports(tmp_path, fast_profile, capsy
     assert cells[7:9] == ["95.0%", "95.2%"]  # params: claimed 1/20, ours 61,706 -> 2,973
     # our latencies and speed-up with its interval
     assert " -> " in cells[10] and "x [" in cells[11]
+    assert_recomputes(*cells[10].split(" -> "), cells[11])  # measured here, divided by a reader
     # unrun claims listed, not invented
     assert "| resnet50 | cie-50 |" in table and "n/a (not run)" in table
     records = list(csv.DictReader((out / "papers.csv").open()))
