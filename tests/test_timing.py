@@ -240,7 +240,7 @@ def test_speedup_is_the_ratio_of_medians_with_a_paired_interval_that_keeps_cover
     hits, widths, unpaired_widths = 0, [], []
     for _ in range(100):
         a, b = _rounds(rng, 1.2)
-        ratio, low, high = timing.measurement_ratio_ci(a, b, resamples=500)
+        ratio, low, high = timing.measurement_ratio_ci(a, b, resamples=300)
         assert ratio == np.median(a.latencies) / np.median(b.latencies)
         assert low <= ratio <= high
         hits += low <= 1.2 <= high
@@ -248,7 +248,7 @@ def test_speedup_is_the_ratio_of_medians_with_a_paired_interval_that_keeps_cover
         unpaired = timing.bootstrap_ratio_ci(
             a.latencies,
             b.latencies,
-            resamples=500,
+            resamples=300,
             numerator_blocks=a.block_ends,
             denominator_blocks=b.block_ends,
         )
