@@ -303,8 +303,9 @@ def claims_table(results: ResultsLike) -> str:
         f"speed-up ours on {device} [95% CI]",
         "accuracy (paper)",
     ]
+    records = claim_records(results)
     rows = []
-    for r in claim_records(results):
+    for r in records:
         latency = (
             f"{format_latency(r['baseline_ms'])} -> {format_latency(r['compressed_ms'])}"
             if r["compressed_ms"] is not None and r["baseline_ms"] is not None
@@ -332,7 +333,6 @@ def claims_table(results: ResultsLike) -> str:
     lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
     lines += markdown_table(head, rows)
     lines += ["", NOTE]
-    records = claim_records(results)
     used = {setting_mark(r) for r in records}
     lines += [f"{mark} {text}." for mark, text in MARK_NOTES.items() if mark in used]
     if any(r["drifted"] for r in records):
