@@ -689,6 +689,11 @@ def pruning_options(convs: Sequence[ConvGeometry]) -> List[Tuple[int, bool]]:
     return options
 
 
+def at_batch(spans: List[Span], batch: int) -> List[Span]:
+    """``spans`` timed at ``batch`` (an ONNX file keeps the batch it was exported at)."""
+    return [dataclasses.replace(s, in_shape=(batch,) + s.in_shape[1:]) for s in spans]
+
+
 def layout_spans(network: DepthNetwork, layout: str) -> List[Span]:
     """The rows of a ``layermerge`` table (one per layer-pruning option of each span) or an
     ``efficientdc`` one (one per span: all its convs merged), ``st``/``end`` as positions."""

@@ -111,6 +111,7 @@ def run(args) -> int:
     from harness.lut import (
         Entry,
         activation_chains,
+        at_batch,
         depth_network,
         enumerate_spans,
         layout_spans,
@@ -149,6 +150,7 @@ def run(args) -> int:
             spans = enumerate_spans(activation_chains(model), max_span)
         if not spans:
             raise HarnessError(f"{args.model} has no convolutions to tabulate")
+        spans = at_batch(spans, batch)
         count = len({(s.st, s.end) for s in spans})
         print(
             f"{args.layout} layout: {count} spans in {len(spans)} rows; each time is the "
