@@ -485,8 +485,35 @@ def read_span_values(
     return values
 
 
+def _paper_layout(path: Path) -> Optional[str]:
+    """``layermerge`` or ``efficientdc`` for a table written in that layout (its sidecar says so,
+    or its ``is_dw`` is ``True``/``False``); None otherwise."""
+    sidecar = table_sidecar(Path(path))
+    try:
+        layout = json.loads(sidecar.read_text()).get("layout") if sidecar.is_file() else None
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        layout = None
+    if layout in ("layermerge", "efficientdc"):
+        return layout
+    try:
+        with Path(path).open(newline="") as handle:
+            first = next(csv.DictReader(handle), None) or {}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return "layermerge" if first.get("is_dw") in ("True", "False") else None
+
+
 def read_table(path: Path) -> Dict[Tuple[int, int], float]:
-    """A latency table in either layout: (st, end) -> time in ms."""
+    """A latency table in the harness layout (short or long): (st, end) -> time in ms. Tables in
+    the papers' layouts (activation positions, LayerMerge's one row per pruning option) are
+    refused: they are for the papers' solvers."""
+    layout = _paper_layout(path) if Path(path).is_file() else None
+    if layout:
+        raise HarnessError(
+            f"{path} is a {layout}-layout table (st/end are activation positions, for the "
+            f"paper's own solver); harness plan and fold --cost read `harness lut --layout "
+            "harness` tables"
+        )
     return read_span_values(path, "time", "latency table")
 
 

@@ -28,6 +28,7 @@ from harness.lut import (
     layout_spans,
     optimal_rows,
     pruning_options,
+    read_table,
     table_rows,
     write_layout,
 )
@@ -260,3 +261,16 @@ def test_layermerge_layout_needs_residual_blocks(tmp_path):
     model = export_module(plain.eval(), (3, 8, 8), tmp_path / "plain.onnx")
     with pytest.raises(HarnessError, match="networks of residual blocks"):
         depth_network(model)
+
+
+def test_harness_readers_refuse_the_papers_layouts(tmp_path):
+    spans = [Span(0, 1, (1, 4, 8, 8), 4, 3, 1, False), Span(0, 1, (1, 4, 8, 8), 4, 1, 1, False)]
+    entries = {s.key: Entry(0.5, 0.01, 10) for s in spans}
+    rows = table_rows(spans, entries, "layermerge")
+    (table,) = write_layout(rows, tmp_path / "t.csv", "layermerge")
+    with pytest.raises(HarnessError, match="layermerge-layout table"):
+        read_table(table)  # by its True/False is_dw, without a sidecar
+    raw, _ = write_layout(table_rows(spans[:1], entries), tmp_path / "e.csv", "efficientdc")
+    raw.with_suffix(".json").write_text(json.dumps({"layout": "efficientdc"}))
+    with pytest.raises(HarnessError, match="efficientdc-layout table"):
+        read_table(raw)  # its columns are the harness short layout's: the sidecar tells
