@@ -585,6 +585,7 @@ class _Walk:
         self.skips: Dict[int, int] = {}
         self.breaks = set()
         self.block_ends = set()  # residual outputs and linear (activation-free) conv outputs
+        self.stopped_at = "the output"
 
     def layer(self, node: onnx.NodeProto) -> ConvLayer:
         return self.layers[node.name or node.output[0]]
@@ -621,7 +622,8 @@ class _Walk:
 
     def run(self, tensor: str) -> None:
         """Walk from ``tensor`` (the stem's output) to where the main path stops being convs,
-        pass-through ops and residual blocks (pooling to a vector, a reshape, the output)."""
+        pass-through ops and residual blocks (pooling to a vector, a reshape, the output); the
+        node it stopped at is kept in ``stopped_at``."""
         linear = False
         while tensor not in self.outputs and self.consumers.get(tensor):
             following = self.consumers[tensor]
@@ -630,11 +632,13 @@ class _Walk:
                     self.block_ends.add(len(self.body))
                 block_output, linear = self.block(tensor), False
                 if block_output is None:
+                    self.stopped_at = f"{tensor!r}, whose {len(following)} consumers are no block"
                     break
                 tensor = block_output
                 continue
             node = following[0]
             if node.op_type not in ("Conv",) + POOLING + PASS_THROUGH:
+                self.stopped_at = f"{node.op_type} {node.name or node.output[0]!r}"
                 break
             linear = self.take(node, linear)
             tensor = node.output[0]
@@ -661,6 +665,12 @@ def depth_network(model: onnx.ModelProto) -> DepthNetwork:
         raise HarnessError(
             "the layermerge and efficientdc layouts number networks of residual blocks "
             "(inverted residuals, basic or bottleneck blocks); this model has none on its main path"
+        )
+    missed = len(walk.layers) - 1 - len(walk.body) - len(walk.shortcuts)
+    if missed:
+        raise HarnessError(
+            f"the main path stops at {walk.stopped_at} with {missed} convs after it: the "
+            "layermerge and efficientdc layouts number chains of residual blocks of convs"
         )
     last = max(walk.block_ends)
     body, head = walk.body[:last], walk.body[last:]

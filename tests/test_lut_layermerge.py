@@ -274,3 +274,23 @@ def test_harness_readers_refuse_the_papers_layouts(tmp_path):
     raw.with_suffix(".json").write_text(json.dumps({"layout": "efficientdc"}))
     with pytest.raises(HarnessError, match="efficientdc-layout table"):
         read_table(raw)  # its columns are the harness short layout's: the sidecar tells
+
+
+class TwoPaths(nn.Module):
+    """A residual block, then two convs concatenated: not a chain of residual blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.l, self.r = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(x + self.a(x))
+        return torch.cat([self.l(x), self.r(x)], 1)
+
+
+def test_a_network_the_numbering_cannot_cover_is_refused(tmp_path):
+    model = export_module(TwoPaths().eval(), (3, 8, 8), tmp_path / "two.onnx")
+    with pytest.raises(HarnessError, match="main path stops at .* with 2 convs after it"):
+        depth_network(model)
