@@ -487,7 +487,7 @@ def read_span_values(
 
 def _paper_layout(path: Path) -> Optional[str]:
     """``layermerge`` or ``efficientdc`` for a table written in that layout (its sidecar says so,
-    or its ``is_dw`` is ``True``/``False``); None otherwise."""
+    it has EfficientDC's ``breaks``, or its ``is_dw`` is ``True``/``False``); None otherwise."""
     sidecar = table_sidecar(Path(path))
     try:
         layout = json.loads(sidecar.read_text()).get("layout") if sidecar.is_file() else None
@@ -500,6 +500,8 @@ def _paper_layout(path: Path) -> Optional[str]:
             first = next(csv.DictReader(handle), None) or {}
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
+    if "breaks" in first:
+        return "efficientdc"
     return "layermerge" if first.get("is_dw") in ("True", "False") else None
 
 

@@ -274,6 +274,9 @@ def test_harness_readers_refuse_the_papers_layouts(tmp_path):
     raw.with_suffix(".json").write_text(json.dumps({"layout": "efficientdc"}))
     with pytest.raises(HarnessError, match="efficientdc-layout table"):
         read_table(raw)  # its columns are the harness short layout's: the sidecar tells
+    raw.with_suffix(".json").unlink()
+    with pytest.raises(HarnessError, match="efficientdc-layout table"):
+        read_table(raw.with_name("opt_e.csv"))  # its breaks tell
 
 
 class TwoPaths(nn.Module):
