@@ -128,7 +128,7 @@ def test_add_is_keyed_and_idempotent_and_show_plots(tmp_path, capsys, monkeypatc
     assert out.count("commit abc123, 2 already there)") == 10
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT count(*) FROM points").fetchone()[0] == 24
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
         commits = {r[0] for r in con.execute("SELECT DISTINCT git_commit FROM points")}
     assert commits == {"abc123", "unknown"}  # the rest: no --commit, $GITHUB_SHA or git_sha
     summary = tmp_path / "summary.md"
@@ -217,7 +217,7 @@ def test_two_writer_processes_lose_nothing(tmp_path):
     "content,message",
     [
         (b"this is not a database at all" * 100, "is not a usable harness history"),
-        (None, "has history schema 99, this harness reads schema 1"),
+        (None, "has history schema 99, this harness reads schema 2"),
     ],
 )
 def test_corrupt_or_newer_store_is_refused_untouched(tmp_path, capsys, content, message):
