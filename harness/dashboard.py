@@ -48,7 +48,7 @@ nav a { margin-right: 1.2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .regression { color: #b00020; } .improvement { color: #1b7f3b; } .note { color: #666; }
 pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
 """
@@ -185,7 +185,7 @@ def index_page(series: Sequence[Series], devices: Sequence[str]) -> str:
         "last step",
     ]
     body = (
-        _table(head, rows, numeric=[3])
+        _table(head, rows, numeric=[3, 4])
         if rows
         else "<p>No history: add results with <code>harness history add</code>.</p>"
     )

@@ -364,11 +364,11 @@ class History:
                 r[1],
                 r[2],
                 bool(r[3]),
-                *r[4:15],
-                r[15] or "",
+                *r[4:16],
                 r[16] or "",
-                json.loads(r[17]) if r[17] else {},
-                r[18] or "",
+                r[17] or "",
+                json.loads(r[18]) if r[18] else {},
+                r[19] or "",
             )
             for r in self.db.execute(query, params)
         ]
@@ -505,7 +505,8 @@ def _widened(points: Sequence[Point], extra: float) -> List[float]:
 def _fit(points: Sequence[Point], rounds: int = 4) -> Tuple[List[int], List[float]]:
     """The levels' bounds and the points' widened errors, fitted together: the scatter starts as
     the lower quartile of the unloaded runs' successive differences and is then re-estimated (the
-    median) from the differences within the fitted levels only, until it settles."""
+    median) from the differences within the fitted levels only (the last run's left out: it may
+    start a level of its own), until it settles."""
     values = [p.median_ms for p in points]
     counted = [not p.loaded for p in points]
     calm = [i for i, c in enumerate(counted) if c] or list(range(len(points)))
@@ -515,8 +516,8 @@ def _fit(points: Sequence[Point], rounds: int = 4) -> Tuple[List[int], List[floa
         sigmas = _widened(points, extra)
         bounds = [0, *fit_levels(values, sigmas, counted=counted), len(points)]
         within = []
-        for i, j in zip(bounds, bounds[1:]):
-            inside = [values[k] for k in calm if i <= k < j]
+        for i, j in zip(bounds, bounds[1:]):  # the last run may yet start a level: left out
+            inside = [values[k] for k in calm if i <= k < min(j, len(points) - 1)]
             within += [b - a for a, b in zip(inside, inside[1:])]
         if len(within) < 2 or round_ == rounds - 1:
             break
@@ -541,9 +542,20 @@ def _sigmas(points: Sequence[Point]) -> List[float]:
     return _fit(points)[1]
 
 
-def _levels(points: Sequence[Point]) -> List[Tuple[int, float, float]]:
-    """The fitted levels of a series: (first index, weighted mean, its standard error) each; a
-    level's first index is its first unloaded run."""
+@dataclasses.dataclass(frozen=True)
+class _Level:
+    """One fitted level: points ``start``..``stop - 1``, the first unloaded of them ``first``."""
+
+    start: int
+    stop: int
+    first: int
+    mean: float
+    se: float
+
+
+def _levels(points: Sequence[Point]) -> Tuple[List[_Level], List[float]]:
+    """The fitted levels of a series (weighted mean and its standard error each) and the points'
+    widened errors."""
     values = [p.median_ms for p in points]
     bounds, sigmas = _fit(points)
     levels = []
@@ -551,8 +563,20 @@ def _levels(points: Sequence[Point]) -> List[Tuple[int, float, float]]:
         weights = [1.0 / (s * s) for s in sigmas[i:j]]
         mean = sum(w * v for w, v in zip(weights, values[i:j])) / sum(weights)
         first = next((k for k in range(i, j) if not points[k].loaded), i) if i else 0
-        levels.append((first, mean, 1.0 / math.sqrt(sum(weights))))
-    return levels
+        levels.append(_Level(i, j, first, mean, 1.0 / math.sqrt(sum(weights))))
+    return levels, sigmas
+
+
+def _holds(points: Sequence[Point], sigmas: Sequence[float], old: _Level, new: _Level) -> bool:
+    """Whether the step from ``old`` to ``new`` holds run by run: the last ``MIN_SIZE`` unloaded
+    runs before it and the first after it each lie beyond 95% of their errors from the other
+    level, on their own side (one odd run paired with an ordinary one is no level)."""
+    sign = 1.0 if new.mean > old.mean else -1.0
+    before = [k for k in range(old.start, old.stop) if not points[k].loaded][-MIN_SIZE:]
+    after = [k for k in range(new.start, new.stop) if not points[k].loaded][:MIN_SIZE]
+    return all(sign * (new.mean - points[k].median_ms) >= Z95 * sigmas[k] for k in before) and all(
+        sign * (points[k].median_ms - old.mean) >= Z95 * sigmas[k] for k in after
+    )
 
 
 def _pending(points: Sequence[Point], z: float) -> Optional[Step]:
@@ -560,7 +584,8 @@ def _pending(points: Sequence[Point], z: float) -> Optional[Step]:
     (and its machine was not loaded)."""
     if len(points) < 2 or points[-1].loaded:
         return None
-    _, level, level_se = _levels(points[:-1])[-1]
+    before = _levels(points[:-1])[0][-1]
+    level, level_se = before.mean, before.se
     last, sigma = points[-1].median_ms, _sigmas(points)[-1]
     score = abs(last - level) / math.hypot(level_se, sigma)
     if score < z:
@@ -571,14 +596,13 @@ def _pending(points: Sequence[Point], z: float) -> Optional[Step]:
 def detect_steps(points: Sequence[Point], z: float = STEP_Z, pending: bool = True) -> List[Step]:
     """Significant changes of level in one series (points in run order): the confirmed ones,
     then (``pending``) the last run when it departs on its own."""
-    levels = _levels(points)
+    levels, sigmas = _levels(points)
     steps = []
-    for k, ((_, before, se_before), (index, after, se_after)) in enumerate(zip(levels, levels[1:])):
-        score = abs(after - before) / math.hypot(se_before, se_after)
-        if score >= z:
-            end = levels[k + 2][0] if k + 2 < len(levels) else len(points)
-            runs = sum(1 for p in points[index:end] if not p.loaded)
-            steps.append(Step(index, before, after, score, runs, se_before, se_after))
+    for old, new in zip(levels, levels[1:]):
+        score = abs(new.mean - old.mean) / math.hypot(old.se, new.se)
+        if score >= z and _holds(points, sigmas, old, new):
+            runs = sum(1 for p in points[new.start : new.stop] if not p.loaded)
+            steps.append(Step(new.first, old.mean, new.mean, score, runs, old.se, new.se))
     last = _pending(points, z) if pending else None
     if last is not None and not (steps and steps[-1].index >= len(points) - 2):
         steps.append(last)
@@ -608,7 +632,8 @@ def judge_new(history: Sequence[Point], new: Point, z: float = STEP_Z) -> Judgem
             f"in this one: {step.describe()}"
         )
         return Judgement(step.before_ms, step, step.z, note)
-    _, level, level_se = _levels(history)[-1]
+    last = _levels(history)[0][-1]
+    level, level_se = last.mean, last.se
     sigma = _sigmas([*history, new])[-1]
     score = abs(new.median_ms - level) / math.hypot(level_se, sigma)
     tested = (
