@@ -10,8 +10,8 @@ each ``add`` is one transaction (all of a file's rows or none), and writers wait
 Regressions: a series (one key without the commit, in order of the runs) is fitted with a
 piecewise-constant model by dynamic programming, as airspeed velocity's ``step_detect`` does: each
 point weighs by its own confidence interval, widened by the run-to-run scatter the intervals of
-single runs do not contain (estimated robustly from the smaller successive differences, so that
-the steps of a short history do not pass for scatter), and each extra step costs a penalty that
+single runs do not contain (estimated robustly from successive differences; in a short history,
+where steps are most of them, from the smallest), and each extra step costs a penalty that
 grows with the series' length. Every level holds at least ``MIN_SIZE`` (2) runs, asv's
 ``min_size``: one odd run is not a step. A step is reported only when the difference of the two
 levels is significant against their standard errors (``z`` >= ``STEP_Z``); an upward step is a
@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.envinfo import machine_load
 from harness.errors import HarnessError
+from harness.report.formats import markdown_table
 from harness.results import Results, Run
 from harness.timing import state_warnings
 
@@ -43,6 +44,7 @@ DEFAULT_PATH = Path("results") / "history.sqlite"
 Z95 = 1.959964
 STEP_Z = 4.5  # a step's significance, in standard errors of the difference of the two levels
 BUSY_TIMEOUT_S = 60.0
+SHORT = 6  # runs below which the run-to-run scatter is read from the smallest difference
 MIN_SIZE = 2  # runs a level must hold before its step is reported (asv's min_size)
 LOADED_SIGMA = 10.0  # a loaded run's standard error is widened so: 1/100 of the weight
 METRIC_WORDS = ("energy", "memory", "power")  # optional per-run series the dashboard plots
@@ -430,19 +432,16 @@ def run_to_run_sigma(
 
     Successive differences cancel slow level changes; their median absolute value estimates the
     total scatter robustly (a step is one outlier among them), from which the runs' own variance
-    is taken away. ``lower`` takes the lower quartile instead (the order statistic nearest it,
-    scaled by the normal quantile it estimates): robust where the steps of a short series are
-    most of its differences.
+    is taken away. ``lower`` takes a low order statistic instead (the smallest of up to four
+    differences, the second of five..., scaled by the normal quantile it estimates): robust where
+    the steps of a short series are most of its differences.
     """
     if len(values) < 3:
         return 0.0
     diffs = sorted(abs(b - a) for a, b in zip(values, values[1:]))
-    k = (len(diffs) - 1) // 4 if lower else (len(diffs) - 1) // 2
-    quantile = (k + 1) / (len(diffs) + 1) if lower else 0.5
-    if lower or len(diffs) % 2:
-        middle = diffs[k]
-    else:
-        middle = (diffs[k] + diffs[k + 1]) / 2
+    k = (len(diffs) - 1) // 3 if lower else (len(diffs) - 1) // 2
+    quantile = (k + 1) / (len(diffs) + 1) if lower else 0.5  # the k-th's expected quantile
+    middle = diffs[k] if lower or len(diffs) % 2 else (diffs[k] + diffs[k + 1]) / 2
     scale = math.sqrt(2) * statistics.NormalDist().inv_cdf((1 + quantile) / 2)
     total = (middle / scale) ** 2  # the variance of one point
     own = sorted(s * s for s in sigmas)[len(sigmas) // 2]
@@ -502,39 +501,18 @@ def _widened(points: Sequence[Point], extra: float) -> List[float]:
     ]
 
 
-def _fit(points: Sequence[Point], rounds: int = 4) -> Tuple[List[int], List[float]]:
-    """The levels' bounds and the points' widened errors, fitted together: the scatter starts as
-    the lower quartile of the unloaded runs' successive differences and is then re-estimated (the
-    median) from the differences within the fitted levels only (the last run's left out: it may
-    start a level of its own), until it settles."""
+def _fit(points: Sequence[Point]) -> Tuple[List[int], List[float]]:
+    """The levels' bounds and the points' widened errors. The scatter comes from the unloaded
+    runs' successive differences: their median, or in a series of fewer than ``SHORT`` runs
+    (where a step or two are most of the differences) a low order statistic."""
     values = [p.median_ms for p in points]
     counted = [not p.loaded for p in points]
     calm = [i for i, c in enumerate(counted) if c] or list(range(len(points)))
-    own = [points[i].sigma_ms for i in calm]
-    extra = run_to_run_sigma([values[i] for i in calm], own, lower=True)
-    for round_ in range(rounds):
-        sigmas = _widened(points, extra)
-        bounds = [0, *fit_levels(values, sigmas, counted=counted), len(points)]
-        within = []
-        for i, j in zip(bounds, bounds[1:]):  # the last run may yet start a level: left out
-            inside = [values[k] for k in calm if i <= k < min(j, len(points) - 1)]
-            within += [b - a for a, b in zip(inside, inside[1:])]
-        if len(within) < 2 or round_ == rounds - 1:
-            break
-        # the differences within levels, as a series whose successive differences they are
-        again = run_to_run_sigma([0.0, *_cumulative(within)], own)
-        if abs(again - extra) <= 1e-3 * max(extra, again, 1e-12):
-            break
-        extra = again
-    return bounds, sigmas
-
-
-def _cumulative(steps: Sequence[float]) -> List[float]:
-    total, out = 0.0, []
-    for step in steps:
-        total += step
-        out.append(total)
-    return out
+    extra = run_to_run_sigma(
+        [values[i] for i in calm], [points[i].sigma_ms for i in calm], lower=len(calm) < SHORT
+    )
+    sigmas = _widened(points, extra)
+    return [0, *fit_levels(values, sigmas, counted=counted), len(points)], sigmas
 
 
 def _sigmas(points: Sequence[Point]) -> List[float]:
@@ -667,10 +645,9 @@ def to_markdown(
         offset = len(points) - len(shown)
         steps = found.get(key, [])
         lines += [f"### {series_label(key)}", ""]
-        lines += [
-            f"- {s.kind} of {s.change:+.1%} at `{points[s.index].git_commit[:12]}` (z = {s.z:.1f})"
-            for s in steps
-        ] or ["- no significant step"]
+        lines += [f"- {s.describe()} at `{points[s.index].git_commit[:12]}`" for s in steps] or [
+            "- no significant step"
+        ]
         lines += [
             "",
             "```mermaid",
@@ -681,16 +658,23 @@ def to_markdown(
             "    line [" + ", ".join(f"{p.median_ms:.4g}" for p in shown) + "]",
             "```",
             "",
-            "| run | commit | median ms [95% CI] | step |",
-            "|---|---|---|---|",
         ]
         at = {s.index: s for s in steps}
+        rows = []
         for i, point in enumerate(shown, start=offset):
             step = at.get(i)
             mark = f"{step.kind} {step.change:+.1%}" if step else ""
-            lines.append(
-                f"| {point.created} | `{point.git_commit[:12]}` | {point.median_ms:.4f} "
-                f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}] | {mark} |"
+            if step is not None and not step.confirmed:
+                mark += " (pending)"
+            rows.append(
+                [
+                    point.created,
+                    f"`{point.git_commit[:12]}`",
+                    f"{point.median_ms:.4f} [{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}]",
+                    point.loaded or "",
+                    mark,
+                ]
             )
+        lines += markdown_table(["run", "commit", "median ms [95% CI]", "loaded", "step"], rows)
         lines.append("")
     return "\n".join(lines)
