@@ -572,7 +572,12 @@ def cross_device_page(latest: Dict[str, Results], devices: Sequence[str]) -> str
 
 def write_site(points: Sequence[Point], documents: Sequence[Results], out: Path) -> List[Path]:
     """Write every page and plotly.min.js into ``out``; returns the pages written."""
-    from plotly.offline import get_plotlyjs
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError:
+        raise HarnessError(
+            "harness dashboard needs plotly: pip install 'harness[dashboard]' (or plotly>=5.5)"
+        ) from None
 
     series = collect_series(points)
     latest = latest_per_device(documents)
