@@ -324,7 +324,7 @@ def against_history(new: Results, stored: Dict[Tuple[Any, ...], List[Any]]) -> C
                 f"({last.git_commit[:12]}): ONNX file or FLOPs differ, its change is the model's"
             )
         change = _history_change(point, past)
-        if point.loaded:  # its numbers say how busy the machine was, not how fast the graph is
+        if point.loaded and not all(p.loaded for p in past):  # busy, unlike its history
             note = f"measured on a busy machine ({point.loaded}): rerun on an idle one"
             change = dataclasses.replace(change, verdict=NOT_JUDGED, note=note)
         changes.append(change)

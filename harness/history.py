@@ -18,7 +18,8 @@ levels is significant against their standard errors (``z`` >= ``STEP_Z``); an up
 regression. The last run alone, when it departs significantly from the level before it, is a
 *pending* step (``Step.runs == 1``): shown, and confirmed or dropped by the next run. A run whose
 machine was loaded (load average >= cores, or clocks that moved) is marked, weighs 1/100 of its
-interval's weight, and never starts a step. No fixed percentage is involved.
+interval's weight, and never starts a step; where every run of a series was loaded, there is no
+calm run to weigh them against and each counts in full. No fixed percentage is involved.
 """
 
 from __future__ import annotations
@@ -571,9 +572,18 @@ def _pending(points: Sequence[Point], z: float) -> Optional[Step]:
     return Step(len(points) - 1, level, last, score, 1, level_se, sigma)
 
 
+def _against_calm(points: Sequence[Point]) -> List[Point]:
+    """The points as the fit weighs them: where every run was loaded there is no calm run to
+    weigh them against, and each counts in full (the marks stay on the points shown)."""
+    if points and all(p.loaded for p in points):
+        return [dataclasses.replace(p, loaded=None) for p in points]
+    return list(points)
+
+
 def detect_steps(points: Sequence[Point], z: float = STEP_Z, pending: bool = True) -> List[Step]:
     """Significant changes of level in one series (points in run order): the confirmed ones,
     then (``pending``) the last run when it departs on its own."""
+    points = _against_calm(points)
     levels, sigmas = _levels(points)
     steps = []
     for old, new in zip(levels, levels[1:]):
@@ -600,6 +610,7 @@ class Judgement:
 def judge_new(history: Sequence[Point], new: Point, z: float = STEP_Z) -> Judgement:
     """A new run against its series' history: a step that began at the last run and that this
     run confirms, else this run's own departure from the level the history ends at."""
+    *history, new = _against_calm([*history, new])
     confirmed = [
         s for s in detect_steps([*history, new], z, pending=False) if s.index == len(history) - 1
     ]

@@ -287,3 +287,63 @@ def test_a_series_page_shows_each_run_its_commit_and_the_step(three_runs, browse
     )
     assert _console_errors(browser) == []
     browser.save_screenshot(str(tmp_path / "screenshots" / "clicked.png"))
+
+
+def _conv_model(path: Path, channels: int) -> Path:
+    """A real two-Conv ONNX graph on 3x64x64; more channels, more time."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 64, 64])],
+        [w1, numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_three_real_bench_runs_give_a_site_with_the_step_at_the_third(
+    tmp_path, fast_profile, browser
+):
+    """The issue's check end to end: `harness bench` three times (the model slowed on purpose
+    before the third), `history add` each with its commit, `harness dashboard`, then the index
+    and the model's page in headless Chromium with the network off."""
+    model, db, site = tmp_path / "convs.onnx", tmp_path / "h.sqlite", tmp_path / "site"
+    for i, channels in enumerate([8, 8, 32]):
+        _conv_model(model, channels)
+        out = tmp_path / f"bench{i}"
+        argv = ["bench", "--device", str(fast_profile), "--models", str(model), "-o", str(out)]
+        assert main(argv) == 0
+        add = ["history", "add", str(out / "results.json"), "--history", str(db)]
+        assert main(add + ["--commit", COMMITS[i]]) == 0
+    assert main(["dashboard", "--history", str(db), "-o", str(site)]) == 0
+    shots = tmp_path / "screenshots"
+    _open(browser, site / "index.html", shots)
+    assert _console_errors(browser) == []
+    (page,) = site.glob("series-*-convs-baseline-*.html")
+    _open(browser, page, shots)
+    assert _console_errors(browser) == []
+    assert all(url.startswith("file://") for url in _resources(browser))
+    chart = browser.execute_script(
+        "const g = document.getElementById('chart');"
+        "return {median: g.data.find(t => t.name === 'median').x,"
+        " steps: g.data.filter(t => (t.name || '').startsWith('step')).map(t => t.x[0]),"
+        " ticks: Array.from(g.querySelectorAll('.xaxislayer-above text')).map(t => t.textContent)}"
+    )
+    assert chart["median"] == [1, 2, 3]
+    assert chart["steps"] == [3]  # marked at the third run
+    assert chart["ticks"][:3] == [c[:7] for c in COMMITS]

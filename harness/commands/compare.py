@@ -18,7 +18,7 @@ With --against-history, one results file is judged against its series in the his
 point weighed by its own interval widened by the series' run-to-run scatter; no threshold), or
 confirms one that began at the previous run; "within scatter" when it departs from the level by
 more than its own interval but not beyond the series' scatter (the note says what was tested);
-"not judged" when its machine was loaded.
+"not judged" when its machine was loaded and the history's runs were not all loaded too.
 
 Loud warnings (not a failure): a run that did not complete, a machine that was loaded at capture
 (load average >= cores), a graph whose ONNX file or FLOPs changed, backend settings or library
