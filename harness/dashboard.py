@@ -489,11 +489,15 @@ def _bar_figure(names: List[str], groups: Dict[str, List[Tuple[float, float, flo
                 },
             ),
         )
-    fig.update_xaxes(type="log", title_text="median latency, ms (log scale; bars: 95% CI)")
+    fig.update_xaxes(
+        type="log", dtick="D2", title_text="median latency, ms (log scale; bars: 95% CI)"
+    )
     fig.update_yaxes(autorange="reversed", automargin=True)
     fig.update_layout(
         template="plotly_white",
         barmode="group",
+        showlegend=True,
+        legend={"title": {"text": "device"}},
         height=140 + 36 * len(names) * max(1, len(groups)),
         margin={"l": 40, "r": 30, "t": 30, "b": 60},
     )

@@ -26,11 +26,13 @@ CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 COMMITS = ["1a2b3c4d5e6f7081", "2b3c4d5e6f708192", "3c4d5e6f708192a3"]
 
 
-def _bench(path: Path, minute: int, levels: Dict[str, float], rng, load: float = 0.2) -> Path:
+def _bench(
+    path: Path, minute: int, levels: Dict[str, float], rng, load: float = 0.2, device: str = "host"
+) -> Path:
     """A bench results file: 300 log-normal samples (3% spread) per model around its level, the
     load average recorded at capture, an energy figure per run."""
     env = {"cpu": {"model": "test cpu", "loadavg": [load, load, load], "available_cores": 2}}
-    results = new_results(["bench"], {"name": "host"}, env)
+    results = new_results(["bench"], {"name": device}, env)
     results["created"] = f"2026-01-01T10:{minute:02d}:00+00:00"
     results["complete"] = True
     for model, level in levels.items():
@@ -163,6 +165,23 @@ def test_the_export_matches_github_action_benchmarks_format(three_runs):
     assert len({e["name"] for e in entries}) == len(entries)
     medians = sorted(run.stats.median for run in last.runs)
     assert sorted(e["value"] for e in entries) == medians and entries[0]["unit"] == "ms"
+
+
+def test_results_alone_give_device_pages_and_the_cross_device_comparison(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/history.sqlite here: the results alone
+    rng = np.random.default_rng(2)
+    host = _bench(tmp_path / "host.json", 0, {"lenet5": 0.1, "resnet56": 4.5}, rng)
+    xavier = _bench(
+        tmp_path / "xavier.json", 0, {"lenet5": 0.3, "resnet56": 12.0}, rng, device="xavier"
+    )
+    site = tmp_path / "site"
+    assert main(["dashboard", "--results", str(host), str(xavier), "-o", str(site)]) == 0
+    cross = (site / "cross-device.html").read_text()
+    for results in (read_results(host), read_results(xavier)):
+        assert (site / f"device-{results.device_name}.html").is_file()
+        for run in results.runs:
+            assert run.stats.format() in cross  # each device's median [CI] in its column
+    assert "No history" in (site / "index.html").read_text()
 
 
 def test_a_dashboard_of_nothing_is_a_one_line_error(tmp_path, capsys):
