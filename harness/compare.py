@@ -176,6 +176,17 @@ def load_warning(role: str, results: Results) -> Optional[str]:
     )
 
 
+def graph_changes(hashes: Tuple[Any, Any], flops: Tuple[Any, Any]) -> List[str]:
+    """What differs between two graphs' ONNX sha256 and FLOPs (each pair: before, after; a value
+    not recorded is no difference)."""
+    changed = []
+    if all(isinstance(h, str) and h for h in hashes) and hashes[0] != hashes[1]:
+        changed.append(f"ONNX sha256 {hashes[0][:12]} -> {hashes[1][:12]}")
+    if all(flops) and flops[0] != flops[1]:
+        changed.append(f"FLOPs {flops[0] / 1e6:.2f}M -> {flops[1] / 1e6:.2f}M")
+    return changed
+
+
 def graph_warnings(base: Results, new: Results) -> List[str]:
     """Graphs whose timed ONNX file (sha256, when recorded) or FLOPs differ between the files: a
     change of latency there is the model's, not the machine's or the runtime's."""
@@ -185,12 +196,8 @@ def graph_warnings(base: Results, new: Results) -> List[str]:
         other = new_runs.get(key)
         if other is None:
             continue
-        changed = []
         hashes = run.to_dict().get("onnx_sha256"), other.to_dict().get("onnx_sha256")
-        if all(isinstance(h, str) for h in hashes) and hashes[0] != hashes[1]:
-            changed.append(f"ONNX sha256 {hashes[0][:12]} -> {hashes[1][:12]}")
-        if run.flops and other.flops and run.flops != other.flops:
-            changed.append(f"FLOPs {run.flops / 1e6:.2f}M -> {other.flops / 1e6:.2f}M")
+        changed = graph_changes(hashes, (run.flops, other.flops))
         if changed:
             warnings.append(
                 f"{_label(key)}: the graph changed between base and new ({'; '.join(changed)}): "
@@ -316,12 +323,11 @@ def against_history(new: Results, stored: Dict[Tuple[Any, ...], List[Any]]) -> C
             )
             continue
         last = past[-1]
-        if (last.graph and point.graph and last.graph != point.graph) or (
-            last.flops and point.flops and last.flops != point.flops
-        ):
+        changed = graph_changes((last.graph, point.graph), (last.flops, point.flops))
+        if changed:
             warnings.append(
                 f"{point.label}: the graph changed since the history's last run "
-                f"({last.git_commit[:12]}): ONNX file or FLOPs differ, its change is the model's"
+                f"({last.git_commit[:12]}: {'; '.join(changed)}): its change is the model's"
             )
         change = _history_change(point, past)
         if point.loaded and not all(p.loaded for p in past):  # busy, unlike its history

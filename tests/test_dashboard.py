@@ -366,3 +366,13 @@ def test_three_real_bench_runs_give_a_site_with_the_step_at_the_third(
     assert chart["median"] == [1, 2, 3]
     assert chart["steps"] == [3]  # marked at the third run
     assert chart["ticks"][:3] == [c[:7] for c in COMMITS]
+
+
+def test_against_history_names_the_changed_graph_and_the_single_run(three_runs, capsys):
+    argv = ["compare", str(three_runs["last"]), "--against-history"]
+    assert main(argv + ["--history", str(three_runs["db"])]) == 1
+    captured = capsys.readouterr()
+    (warning,) = [w for w in captured.err.splitlines() if "graph changed" in w]
+    assert "resnet56/baseline" in warning and "FLOPs 45.00M -> 90.00M" in warning
+    row = next(line for line in captured.out.splitlines() if "| resnet56 |" in line)
+    assert "slower" in row and "1 run so far" in row
