@@ -621,12 +621,16 @@ def judge_new(history: Sequence[Point], new: Point, z: float = STEP_Z) -> Judgem
             f"in this one: {step.describe()}"
         )
         return Judgement(step.before_ms, step, step.z, note)
-    last = _levels(history)[0][-1]
+    odd = _pending(history, z) is not None  # the previous run departed alone: not the level
+    base = history[:-1] if odd else history
+    last = _levels(base)[0][-1]
     level, level_se = last.mean, last.se
     sigma = _sigmas([*history, new])[-1]
     score = abs(new.median_ms - level) / math.hypot(level_se, sigma)
     tested = (
-        f"this run against the level of the {len(history)} earlier run(s), {level:.4g} ms: "
+        f"this run against the level of the {len(base)} earlier run(s)"
+        + (" before the previous one (which departed on its own)" if odd else "")
+        + f", {level:.4g} ms: "
         f"z = {score:.1f} with this run's error widened by the series' run-to-run scatter to "
         f"{sigma:.3g} ms, a step needs z >= {z:g}"
     )

@@ -376,3 +376,10 @@ def test_against_history_names_the_changed_graph_and_the_single_run(three_runs, 
     assert "resnet56/baseline" in warning and "FLOPs 45.00M -> 90.00M" in warning
     row = next(line for line in captured.out.splitlines() if "| resnet56 |" in line)
     assert "slower" in row and "1 run so far" in row
+
+
+def test_a_run_back_at_the_level_after_an_odd_one_is_judged_against_the_level():
+    history = _points([4.5, 4.5, 4.5, 9.0])  # the last departed on its own
+    judged = judge_new(history, _points([4.5] * 5)[-1])
+    assert judged.step is None and judged.level_ms == pytest.approx(4.5)
+    assert "departed on its own" in judged.note
