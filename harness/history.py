@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -157,7 +158,9 @@ def run_metrics(run: Run) -> Dict[str, float]:
 
 def commit_details(commit: str, repo: Optional[Path] = None) -> Tuple[str, str]:
     """(ISO date, subject) of a commit from git in ``repo`` (default: here); empty where git or
-    the commit is not there."""
+    the commit is not there (or not a hexadecimal hash: nothing else reaches git)."""
+    if not re.fullmatch(r"[0-9a-fA-F]{4,64}", commit):
+        return "", ""
     try:
         proc = subprocess.run(
             ["git", "log", "-1", "--format=%cI%x00%s", commit, "--"],

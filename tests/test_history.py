@@ -382,3 +382,27 @@ def test_a_schema_1_store_is_upgraded_in_place(tmp_path):
     assert len(points) == 4 and {p.commit_message for p in points} == {"", "second"}
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_history_add_records_the_commits_date_and_subject_from_git(tmp_path, monkeypatch):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "speed up the stem"], check=True)
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (path,) = _series(tmp_path / "runs", 1, seed=0)
+    db = tmp_path / "h.sqlite"
+    monkeypatch.chdir(repo)
+    assert main(["history", "add", str(path), "--history", str(db), "--commit", sha]) == 0
+    assert main(["history", "add", str(path), "--history", str(db), "--commit=--output=x"]) == 0
+    assert not (repo / "x").exists()  # a "commit" that is not a hash never reaches git
+    with History(db, create=False) as history:
+        points = history.points()
+    dated = [p for p in points if p.git_commit == sha]
+    assert {p.commit_message for p in dated} == {"speed up the stem"}
+    assert all(p.commit_date.startswith("20") for p in dated)
