@@ -105,6 +105,11 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _plotly_text(value: Any) -> str:
+    """Text for Plotly's hover labels, which read a little HTML: only ``& < >`` escaped."""
+    return html.escape(str(value), quote=False)
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int] = ()) -> str:
     """An HTML table; cells are HTML already (escape text before)."""
     cells = "".join(f"<th>{_e(h)}</th>" for h in head)
@@ -202,7 +207,7 @@ def _hover(point: Point) -> str:
         f"graph {point.graph[:12]}" if point.graph else "",
         f"{point.flops / 1e6:.2f} MFLOPs" if point.flops else "",
     ]
-    return "<br>".join(_e(line) for line in lines if line)
+    return "<br>".join(_plotly_text(line) for line in lines if line)
 
 
 def _samples(point: Point, cache: Dict[str, Optional[Results]]) -> Optional[List[float]]:
@@ -309,7 +314,7 @@ def series_figure(series: Series) -> Any:
                 y=[step.after_ms],
                 mode="markers",
                 name=f"step {step.change:+.1%}" + ("" if step.confirmed else " (pending)"),
-                text=[_e(step.describe())],
+                text=[_plotly_text(step.describe())],
                 hovertemplate="%{text}<extra></extra>",
                 marker={
                     "size": 16,

@@ -68,7 +68,7 @@ def three_runs(tmp_path) -> Dict[str, Path]:
     db = tmp_path / "history.sqlite"
     with History(db) as history:
         for i, (path, commit) in enumerate(zip(runs, COMMITS)):
-            details = (f"2026-01-0{i + 1}T09:00:00+00:00", f"change number {i + 1}")
+            details = (f"2026-01-0{i + 1}T09:00:00+00:00", f"change number {i + 1} <it's &>")
             history.add(read_results(path), commit, details)
     site = tmp_path / "site"
     argv = ["dashboard", "--history", str(db), "--results", str(runs[-1]), "-o", str(site)]
@@ -296,7 +296,7 @@ def test_a_series_page_shows_each_run_its_commit_and_the_step(three_runs, browse
     ActionChains(browser).move_to_element(third).perform()
     WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".hovertext"))
     hover = browser.find_element(By.CSS_SELECTOR, ".hovertext").text
-    assert COMMITS[2][:12] in hover and "change number 3" in hover
+    assert COMMITS[2][:12] in hover and "change number 3 <it's &>" in hover
     ActionChains(browser).click(third).perform()
     WebDriverWait(browser, 10).until(
         lambda d: d.execute_script(
