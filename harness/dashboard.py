@@ -529,7 +529,11 @@ def device_page(results: Results, devices: Sequence[str]) -> str:
                 text = FoldReport.from_dict(fold).to_text()
             except (KeyError, TypeError, ValueError):
                 continue
-            folds.append(f"<h3>{_e(run.label)}</h3><pre>{_e(text)}</pre>")
+            first = text.splitlines()[-1].strip() if text else ""
+            folds.append(
+                f"<details><summary><b>{_e(run.label)}</b>: {_e(first)}</summary>"
+                f"<pre>{_e(text)}</pre></details>"
+            )
     if folds:
         parts.append("<h2>Fold summary</h2>" + "".join(folds))
     warnings = results.all_warnings()

@@ -349,7 +349,10 @@ def test_three_real_bench_runs_give_a_site_with_the_step_at_the_third(
         assert main(argv) == 0
         add = ["history", "add", str(out / "results.json"), "--history", str(db)]
         assert main(add + ["--commit", COMMITS[i]]) == 0
-    assert main(["dashboard", "--history", str(db), "-o", str(site)]) == 0
+    last = str(tmp_path / "bench2" / "results.json")
+    assert main(["dashboard", "--history", str(db), "--results", last, "-o", str(site)]) == 0
+    (device,) = site.glob("device-*.html")
+    assert "Fold summary" in device.read_text() and "convs/baseline" in device.read_text()
     shots = tmp_path / "screenshots"
     _open(browser, site / "index.html", shots)
     assert _console_errors(browser) == []
