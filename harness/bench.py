@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -63,6 +64,15 @@ class _Config:
     info: Dict[str, Any]
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a timed ONNX file, so that a compare can tell a changed graph."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _graph_info(model) -> Dict[str, Any]:
     return {
         "flops": count_flops(model),
@@ -90,7 +100,9 @@ def _prepare_model(
         info = _graph_info(model)
         what = source.reference if source.kind == "onnx" else f"{source.name}/{variant}"
         info.update(
-            onnx=str(path), graph_precision=check_graph_precision(model, options.precision, what)
+            onnx=str(path),
+            onnx_sha256=file_sha256(path),
+            graph_precision=check_graph_precision(model, options.precision, what),
         )
         configs.append(_Config(f"{source.name}/{variant}", variant, False, path, info))
         folded = fold_model(model, merge=options.merge, cost_model=cost_model)
@@ -101,6 +113,7 @@ def _prepare_model(
             folded_info = _graph_info(folded.model)
             folded_info.update(
                 onnx=str(folded_path),
+                onnx_sha256=file_sha256(folded_path),
                 fold=folded.report.to_dict(),
                 graph_precision=info["graph_precision"],
                 verification=verification.to_dict() if verification else None,

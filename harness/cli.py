@@ -35,6 +35,7 @@ COMMANDS = (
     "env",
     "calibrate",
     "history",
+    "dashboard",
     "verify",
     "doctor",
 )

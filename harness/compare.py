@@ -5,15 +5,18 @@ For every graph (model, variant, folded or not) the change is ``median(new) / me
 
 - ``slower`` when the whole interval lies above ``1 + t`` (significantly slower by more than t);
 - ``faster`` when the whole interval lies below ``1 - t``;
-- ``same`` otherwise (within the threshold, or not distinguishable from noise).
+- ``same`` when the whole interval lies within ``1 - t`` .. ``1 + t``;
+- ``inconclusive`` when the interval reaches across ``1 + t`` or ``1 - t`` (the change may or may
+  not exceed the threshold: measure longer).
 
 The threshold is a percentage: ``5`` and ``5%`` both mean 5%. A bare number below 1 (``0.05``) is
 refused as ambiguous (0.05% or 5%?); write ``0.05%`` or ``5%``.
 
 Exit status of ``harness compare``: 0 when nothing is slower, 1 when something is, 2 on any input or
-output problem. Warnings (a run that did not complete, backend settings or library versions that
-differ between the two runs) are printed loudly, put into the Markdown, and become GitHub warning
-annotations; they do not change the exit status.
+output problem. Warnings (a run that did not complete, a machine that was loaded when a file was
+captured, a graph whose ONNX file or FLOPs changed between the two runs, backend settings or
+library versions that differ between the two runs) are printed loudly, put into the Markdown, and
+become GitHub warning annotations; they do not change the exit status.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 from xml.etree import ElementTree
 
+from harness.envinfo import machine_load
 from harness.errors import HarnessError
 from harness.report.formats import markdown_table
 from harness.results import Results, read_results
 from harness.timing import bootstrap_ratio_ci
 
 Key = Tuple[str, str, bool]
+SLOWER, FASTER, SAME, INCONCLUSIVE = "slower", "faster", "same", "inconclusive"
+# the verdicts --against-history adds: a change within the series' scatter, a run not judged
+WITHIN_SCATTER, NOT_JUDGED = "within scatter", "not judged"
+MARKS = {SLOWER: "🔴 slower", FASTER: "🟢 faster", INCONCLUSIVE: "⚪ inconclusive"}
 # environment entries whose change makes two runs' latencies incomparable in earnest
 ENVIRONMENT_FIELDS = (
     ("cpu", "model"),
@@ -72,6 +80,7 @@ class Change:
     ci_low: float
     ci_high: float
     verdict: str
+    note: str = ""  # what was tested, where the verdict needs it
 
     @property
     def label(self) -> str:
@@ -83,7 +92,7 @@ class Change:
         return (
             f"{self.label}: {self.ratio - 1:+.1%} [{self.ci_low - 1:+.1%}, "
             f"{self.ci_high - 1:+.1%}] ({self.base_ms:.3f} -> {self.new_ms:.3f} ms), "
-            f"{rule}: {self.verdict}"
+            f"{rule}: {self.verdict}" + (f" ({self.note})" if self.note else "")
         )
 
 
@@ -105,7 +114,7 @@ class Comparison:
     @property
     def slower(self) -> List[Change]:
         """The graphs that regressed."""
-        return [c for c in self.changes if c.verdict == "slower"]
+        return [c for c in self.changes if c.verdict == SLOWER]
 
 
 def _runs(results: Results) -> Dict[Key, Any]:
@@ -156,8 +165,51 @@ def _nested(data: Optional[Dict[str, Any]], path: Tuple[str, ...]) -> Any:
     return data
 
 
+def load_warning(role: str, results: Results) -> Optional[str]:
+    """A warning when a file's machine was loaded at capture (load average >= cores)."""
+    load = machine_load(results.environment_before)
+    if load is None:
+        return None
+    return (
+        f"{role} {results.source or results.device_name} was measured on a loaded machine "
+        f"({load} at capture): other work shared the cores, its latencies read high; "
+        "rerun on an idle machine before trusting a change"
+    )
+
+
+def graph_changes(hashes: Tuple[Any, Any], flops: Tuple[Any, Any]) -> List[str]:
+    """What differs between two graphs' ONNX sha256 and FLOPs (each pair: before, after; a value
+    not recorded is no difference)."""
+    changed = []
+    if all(isinstance(h, str) and h for h in hashes) and hashes[0] != hashes[1]:
+        changed.append(f"ONNX sha256 {hashes[0][:12]} -> {hashes[1][:12]}")
+    if all(flops) and flops[0] != flops[1]:
+        changed.append(f"FLOPs {flops[0] / 1e6:.2f}M -> {flops[1] / 1e6:.2f}M")
+    return changed
+
+
+def graph_warnings(base: Results, new: Results) -> List[str]:
+    """Graphs whose timed ONNX file (sha256, when recorded) or FLOPs differ between the files: a
+    change of latency there is the model's, not the machine's or the runtime's."""
+    warnings = []
+    new_runs = _runs(new)
+    for key, run in _runs(base).items():
+        other = new_runs.get(key)
+        if other is None:
+            continue
+        hashes = run.to_dict().get("onnx_sha256"), other.to_dict().get("onnx_sha256")
+        changed = graph_changes(hashes, (run.flops, other.flops))
+        if changed:
+            warnings.append(
+                f"{_label(key)}: the graph changed between base and new ({'; '.join(changed)}): "
+                "its change of latency is the model's"
+            )
+    return warnings
+
+
 def comparison_warnings(base: Results, new: Results) -> List[str]:
-    """What makes the verdicts less trustworthy: a partial run, or different settings/versions."""
+    """What makes the verdicts less trustworthy: a partial run, a loaded machine, a changed
+    graph, or different settings/versions."""
     warnings = []
     for role, results in (("base", base), ("new", new)):
         if results.complete is False:
@@ -165,6 +217,10 @@ def comparison_warnings(base: Results, new: Results) -> List[str]:
                 f"{role} {results.source or results.device_name} did not complete "
                 f"(complete: false): its numbers are partial"
             )
+        load = load_warning(role, results)
+        if load:
+            warnings.append(load)
+    warnings += graph_warnings(base, new)
     settings = set()
     new_runs = _runs(new)
     for key, run in _runs(base).items():
@@ -197,7 +253,7 @@ def compare_results(base: Results, new: Results, threshold: float) -> Comparison
             numerator_blocks=other.extra.get("block_ends"),
             denominator_blocks=run.extra.get("block_ends"),
         )
-        verdict = "slower" if low > 1 + threshold else "faster" if high < 1 - threshold else "same"
+        verdict, note = threshold_verdict(low, high, threshold)
         changes.append(
             Change(
                 key[0],
@@ -209,6 +265,7 @@ def compare_results(base: Results, new: Results, threshold: float) -> Comparison
                 low,
                 high,
                 verdict,
+                note,
             )
         )
     return Comparison(changes, comparison_warnings(base, new), base.device_name, threshold)
@@ -218,6 +275,79 @@ CHANGE_NOTE = (
     "Change: new median / base median - 1 (the medians printed, divided), with a 95% bootstrap "
     "interval over each run's timing blocks (two runs, so not paired)."
 )
+
+
+def threshold_verdict(low: float, high: float, threshold: float) -> Tuple[str, str]:
+    """The verdict on a ratio's interval against ``1 ± threshold``, and why when it is none."""
+    if low > 1 + threshold:
+        return SLOWER, ""
+    if high < 1 - threshold:
+        return FASTER, ""
+    if low >= 1 - threshold and high <= 1 + threshold:
+        return SAME, ""
+    edge = f"+{threshold:.1%}" if high > 1 + threshold else f"-{threshold:.1%}"
+    return INCONCLUSIVE, f"the interval reaches across {edge}: measure longer to tell"
+
+
+def _history_change(point: Any, past: List[Any]) -> Change:
+    """One graph's run judged against the runs of its series before it."""
+    from harness.history import judge_new
+
+    judged = judge_new(past, point)
+    level = judged.level_ms
+    numbers = (level, point.median_ms, point.median_ms / level)
+    interval = (point.ci_low_ms / level, point.ci_high_ms / level)
+    step = judged.step
+    if step is not None:
+        verdict = SLOWER if step.kind == "regression" else FASTER
+    elif interval[0] <= 1 <= interval[1]:
+        verdict = SAME
+    else:
+        verdict = WITHIN_SCATTER
+    return Change(
+        point.model, point.variant, point.folded, *numbers, *interval, verdict, judged.note
+    )
+
+
+def against_history(new: Results, stored: Dict[Tuple[Any, ...], List[Any]]) -> Comparison:
+    """The new file's graphs judged against their series (same device, graph, precision, batch
+    and environment) in the history (``stored``: ``history.series_of`` of the device's points);
+    only the runs made before the new file count."""
+    from harness.history import points_of
+
+    changes, warnings = [], []
+    if new.complete is False:
+        warnings.append(f"{new.source} did not complete (complete: false): its numbers are partial")
+    load = load_warning("new", new)
+    if load:
+        warnings.append(load)
+    for point, _ in points_of(new, "new"):
+        past = [p for p in stored.get(point.series, []) if p.created < point.created]  # before
+        if len(past) < 2:
+            warnings.append(
+                f"{point.label}: {len(past)} earlier run(s) of this graph in this "
+                "environment in the history: not judged"
+            )
+            continue
+        last = past[-1]
+        changed = graph_changes((last.graph, point.graph), (last.flops, point.flops))
+        if changed:
+            warnings.append(
+                f"{point.label}: the graph changed since the history's last run "
+                f"({last.git_commit[:12]}: {'; '.join(changed)}): its change is the model's"
+            )
+        change = _history_change(point, past)
+        if point.loaded and not all(p.loaded for p in past):  # busy, unlike its history
+            note = f"measured on a busy machine ({point.loaded}): rerun on an idle one"
+            change = dataclasses.replace(change, verdict=NOT_JUDGED, note=note)
+        changes.append(change)
+    return Comparison(
+        changes,
+        warnings,
+        new.device_name,
+        0.0,
+        "a significant step against the history (no threshold)",
+    )
 
 
 def to_markdown(comparison: Comparison) -> str:
@@ -234,7 +364,6 @@ def to_markdown(comparison: Comparison) -> str:
     if comparison.warnings:
         lines.append("")
     head = ["model", "variant", "graph", "base ms", "new ms", "change [95% CI]", "verdict"]
-    marks = {"slower": "🔴 slower", "faster": "🟢 faster", "same": "same"}
     rows = [
         [
             c.model,
@@ -243,7 +372,7 @@ def to_markdown(comparison: Comparison) -> str:
             f"{c.base_ms:.3f}",
             f"{c.new_ms:.3f}",
             f"{c.ratio - 1:+.1%} [{c.ci_low - 1:+.1%}, {c.ci_high - 1:+.1%}]",
-            marks[c.verdict],
+            MARKS.get(c.verdict, c.verdict) + (f": {c.note}" if c.note else ""),
         ]
         for c in comparison.changes
     ]
@@ -266,7 +395,7 @@ def to_junit(comparison: Comparison, name: str = "harness compare") -> str:
         case = ElementTree.SubElement(
             suite, "testcase", classname=f"latency.{comparison.device}", name=change.label, time="0"
         )
-        if change.verdict == "slower":
+        if change.verdict == SLOWER:
             failure = ElementTree.SubElement(
                 case,
                 "failure",

@@ -101,6 +101,21 @@ def cpu_state() -> Dict[str, Any]:
     return info
 
 
+def machine_load(environment: Dict[str, Any]) -> Optional[str]:
+    """Why a captured environment's machine was busy (1-minute load average at least the cores
+    the process could use), or None: other work then shares the cores the timing needs."""
+    cpu = environment.get("cpu") if isinstance(environment, dict) else None
+    if not isinstance(cpu, dict):
+        return None
+    load, cores = cpu.get("loadavg"), cpu.get("available_cores") or cpu.get("logical_cpus")
+    if not isinstance(load, list) or not load or not isinstance(cores, int) or cores <= 0:
+        return None
+    first = load[0]
+    if not isinstance(first, (int, float)) or isinstance(first, bool) or first < cores:
+        return None
+    return f"load average {first:.1f} on {cores} core{'s' if cores != 1 else ''}"
+
+
 def _run(argv: List[str]) -> Optional[str]:
     """A command's stdout, or None when it is missing or fails (never through a shell)."""
     try:

@@ -238,3 +238,64 @@ def test_junit_and_github_annotations_name_the_regressed_graph(tmp_path, capsys)
         f"::error file={escaped},title=latency regression on host%3A "
         "resnet20/dc-1x1::resnet20/dc-1x1: +"
     )
+
+
+def _edit(path: Path, edit) -> Path:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_same_graphs_on_a_loaded_machine_warn_of_the_load(tmp_path, capsys):
+    """Both files record the load average at capture: 3.7 on 2 cores is named in the warning."""
+    busy = {"loadavg": [3.7, 3.5, 3.1], "available_cores": 2}
+    idle = {"loadavg": [0.1, 0.2, 0.3], "available_cores": 2}
+    base = _results(tmp_path / "base.json", {g: 1.0 for g in GRAPHS})
+    _edit(base, lambda d: d["device"]["environment_before"].update(cpu=idle))
+    new = _results(tmp_path / "new.json", {GRAPHS[0]: 1.0, GRAPHS[1]: 1.88}, seed=1)
+    _edit(new, lambda d: d["device"]["environment_before"].update(cpu=busy))
+    assert main(["compare", str(base), str(new)]) == 1  # the numbers say slower; the warning why
+    captured = capsys.readouterr()
+    (warning,) = [w for w in captured.err.splitlines() if "loaded machine" in w]
+    assert "new " in warning and "load average 3.7 on 2 cores" in warning
+    assert "> **warning:**" in captured.out and "load average 3.7" in captured.out
+
+
+def test_a_changed_graph_is_named(tmp_path, capsys):
+    base = _results(tmp_path / "base.json", {g: 1.0 for g in GRAPHS})
+    new = _results(tmp_path / "new.json", {GRAPHS[0]: 1.0, GRAPHS[1]: 2.0}, seed=1)
+
+    def graph(flops: int, sha: str):
+        def edit(data):
+            for run in data["runs"]:
+                if run["variant"] == "dc-1x1":
+                    run.update(flops=flops, onnx_sha256=sha)
+
+        return edit
+
+    _edit(base, graph(2_000_000, "a" * 64))
+    _edit(new, graph(4_000_000, "b" * 64))
+    assert main(["compare", str(base), str(new)]) == 1
+    (warning,) = [w for w in capsys.readouterr().err.splitlines() if "graph changed" in w]
+    assert warning.startswith("warning: resnet20/dc-1x1:")
+    assert "FLOPs 2.00M -> 4.00M" in warning and "aaaaaaaaaaaa -> bbbbbbbbbbbb" in warning
+
+
+@pytest.mark.parametrize(
+    "low,high,verdict",
+    [
+        (1.06, 1.09, "slower"),
+        (0.90, 0.93, "faster"),
+        (0.99, 1.03, "same"),
+        (1.01, 1.03, "same"),  # distinguishable from 1, within the 5% that counts
+        (1.02, 1.08, "inconclusive"),  # may or may not be over 5%: not "same"
+        (0.92, 0.97, "inconclusive"),
+    ],
+)
+def test_verdict_words_match_the_interval(low, high, verdict):
+    from harness.compare import threshold_verdict
+
+    word, note = threshold_verdict(low, high, 0.05)
+    assert word == verdict
+    assert ("reaches across" in note) == (verdict == "inconclusive")

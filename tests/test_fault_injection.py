@@ -158,6 +158,13 @@ OUTPUTS = {
         "file",
         "h.png",
     ),
+    "dashboard": ("dashboard --results {results}", "-o", "folder", ""),
+    "dashboard --github-benchmark": (
+        "dashboard --results {results} -o {tmp}/site",
+        "--github-benchmark",
+        "file",
+        "b.json",
+    ),
 }
 OUTPUT_CASES = [
     (name, fault)
@@ -251,6 +258,9 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "calibrate batch 0": "calibrate --device {fast} --batch 0 -o {tmp}/o/c.json",
     "history add truncated": "history add {tmp}/truncated.json --history {tmp}/o/h.sqlite",
     "history add empty": "history add {tmp}/empty.json --history {tmp}/o/h.sqlite",
+    "dashboard truncated results": "dashboard --results {tmp}/truncated.json -o {tmp}/o/site",
+    "dashboard not a database": "dashboard --history {tmp}/notadb.sqlite -o {tmp}/o/site",
+    "dashboard no history": "dashboard --history {tmp}/none.sqlite -o {tmp}/o/site",
     "history show not a database": (
         "history show --device host --history {tmp}/notadb.sqlite --plot {tmp}/o/h.png"
     ),

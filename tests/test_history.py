@@ -128,7 +128,7 @@ def test_add_is_keyed_and_idempotent_and_show_plots(tmp_path, capsys, monkeypatc
     assert out.count("commit abc123, 2 already there)") == 10
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT count(*) FROM points").fetchone()[0] == 24
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
         commits = {r[0] for r in con.execute("SELECT DISTINCT git_commit FROM points")}
     assert commits == {"abc123", "unknown"}  # the rest: no --commit, $GITHUB_SHA or git_sha
     summary = tmp_path / "summary.md"
@@ -152,7 +152,7 @@ def test_add_is_keyed_and_idempotent_and_show_plots(tmp_path, capsys, monkeypatc
         == 0
     )
     out = capsys.readouterr().out
-    assert "xavier resnet20/dc-1x1 (fp32, batch 1)" in out and "<- regression +1" in out
+    assert "xavier resnet20/dc-1x1 (fp32, batch 1)" in out and "<- regression of +1" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = summary.read_text()
     assert markdown.count("```mermaid\nxychart-beta") == 2 and "- regression of +1" in markdown
@@ -217,7 +217,7 @@ def test_two_writer_processes_lose_nothing(tmp_path):
     "content,message",
     [
         (b"this is not a database at all" * 100, "is not a usable harness history"),
-        (None, "has history schema 99, this harness reads schema 1"),
+        (None, "has history schema 99, this harness reads schema 2"),
     ],
 )
 def test_corrupt_or_newer_store_is_refused_untouched(tmp_path, capsys, content, message):
@@ -315,3 +315,94 @@ def test_a_run_is_judged_against_the_runs_before_it_only(tmp_path, capsys):
     assert "0 earlier run(s) of this graph" in capsys.readouterr().err  # later ones do not count
     assert main(["compare", str(paths[-1]), "--against-history", "--history", str(db)]) == 0
     assert "earlier run(s)" not in capsys.readouterr().err  # five before it: judged
+
+
+def _busy(path: Path, load: float = 3.7) -> Path:
+    data = read_results(path).to_dict()
+    data["device"]["environment_before"]["cpu"].update(loadavg=[load] * 3, available_cores=2)
+    write_results(data, path)
+    return path
+
+
+def test_against_history_a_change_inside_the_series_scatter_is_said_so(tmp_path, capsys):
+    """Runs that scatter by 10% beyond their intervals: a new run 12% up is outside its own
+    interval but not a step; the verdict says what was tested instead of "same"."""
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    paths = [
+        _run(folder / f"r{i}.json", i, {GRAPHS[1]: 1.0 * f}, rng)
+        for i, f in enumerate([1.0, 1.1, 0.95, 1.08, 0.93, 1.05, 1.0, 0.9])
+    ]
+    db = tmp_path / "h.sqlite"
+    _add(db, paths)
+    new = _run(tmp_path / "new.json", 100, {GRAPHS[1]: 1.12}, rng)
+    assert main(["compare", str(new), "--against-history", "--history", str(db)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| dc-1x1 |" in line)
+    assert "within scatter" in row and "run-to-run scatter" in row and "z = " in row
+    assert "| same |" not in row
+
+
+def test_against_history_a_loaded_run_is_not_judged(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    _add(db, _series(tmp_path / "runs", 6, seed=5))
+    rng = np.random.default_rng(8)
+    slower = _busy(_run(tmp_path / "busy.json", 500, {GRAPHS[0]: 2.0, GRAPHS[1]: 1.9}, rng))
+    assert main(["compare", str(slower), "--against-history", "--history", str(db)]) == 0
+    captured = capsys.readouterr()
+    row = next(line for line in captured.out.splitlines() if "| dc-1x1 |" in line)
+    assert "not judged" in row and "load average 3.7 on 2 cores" in row
+    assert "loaded machine" in captured.err
+
+
+def test_a_loaded_run_in_the_history_is_marked_and_starts_no_step(tmp_path, capsys):
+    paths = _series(tmp_path / "runs", 10, seed=2)
+    rng = np.random.default_rng(3)
+    paths[5] = _busy(_run(paths[5], 5, {GRAPHS[0]: 2.0, GRAPHS[1]: 1.9}, rng))
+    db = tmp_path / "h.sqlite"
+    _add(db, paths)
+    with History(db, create=False) as history:
+        (points,) = [p for k, p in series_of(history.points("xavier")).items() if k[2] == "dc-1x1"]
+    assert [p.loaded for p in points].count("load average 3.7 on 2 cores") == 1
+    assert detect_steps(points) == []
+
+
+def test_a_schema_1_store_is_upgraded_in_place(tmp_path):
+    db = tmp_path / "h.sqlite"
+    (first, second) = _series(tmp_path / "runs", 2, seed=0)
+    with History(db) as history:
+        history.add(read_results(first), "c1")
+    with sqlite3.connect(db) as con:  # back to schema 1: its table had none of the new columns
+        for column in ("loaded", "flops", "graph", "commit_date", "commit_message", "metrics_json"):
+            con.execute(f"ALTER TABLE points DROP COLUMN {column}")
+        con.execute("PRAGMA user_version = 1")
+    with History(db) as history:
+        history.add(read_results(second), "c2", ("2026-01-02T00:00:00+00:00", "second"))
+        points = history.points()
+    assert len(points) == 4 and {p.commit_message for p in points} == {"", "second"}
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_history_add_records_the_commits_date_and_subject_from_git(tmp_path, monkeypatch):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "speed up the stem"], check=True)
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (path,) = _series(tmp_path / "runs", 1, seed=0)
+    db = tmp_path / "h.sqlite"
+    monkeypatch.chdir(repo)
+    assert main(["history", "add", str(path), "--history", str(db), "--commit", sha]) == 0
+    assert main(["history", "add", str(path), "--history", str(db), "--commit=--output=x"]) == 0
+    assert not (repo / "x").exists()  # a "commit" that is not a hash never reaches git
+    with History(db, create=False) as history:
+        points = history.points()
+    dated = [p for p in points if p.git_commit == sha]
+    assert {p.commit_message for p in dated} == {"speed up the stem"}
+    assert all(p.commit_date.startswith("20") for p in dated)

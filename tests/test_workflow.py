@@ -84,9 +84,16 @@ def test_one_job_per_device_label_with_gate_summary_and_artifacts():
     )
 
 
-def _harness_commands() -> List[List[str]]:
-    text = WORKFLOW.read_text().replace("\\\n", " ")
-    values = {"$DEVICE": "xavier", "$HISTORY": "h.sqlite", "$GITHUB_SHA": "abc"}
+def _harness_commands(workflow: Path = WORKFLOW) -> List[List[str]]:
+    text = workflow.read_text().replace("\\\n", " ")
+    values = {
+        "$DEVICE": "xavier",
+        "$HISTORY": "h.sqlite",
+        "$GITHUB_SHA": "abc",
+        "$COMMIT": "abc",
+        '"${files[@]}"': "r.json",
+        '"${given[@]}"': "--results r.json",
+    }
     commands = []
     for line in text.splitlines():
         if ".venv/bin/harness " not in line:
@@ -105,3 +112,33 @@ def test_every_harness_command_in_the_workflow_parses():
     for argv in commands:
         args = build_parser().parse_args(argv)  # unknown flags raise HarnessError
         assert args.func is not None
+
+
+DASHBOARD = WORKFLOW.parent / "github-actions-dashboard.yml"
+
+
+def test_the_dashboard_workflow_passes_githubs_workflow_schema():
+    result = _check(DASHBOARD)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_workflow_builds_the_site_and_deploys_it_to_pages():
+    workflow = yaml.safe_load(DASHBOARD.read_text())
+    assert workflow["permissions"]["pages"] == "write"
+    assert workflow["permissions"]["id-token"] == "write"
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    uses = [step.get("uses", "") for step in build["steps"]]
+    assert "actions/upload-pages-artifact@v3" in uses
+    pages = next(s for s in build["steps"] if s.get("uses") == "actions/upload-pages-artifact@v3")
+    site = pages["with"]["path"]
+    benchmark = next(s for s in build["steps"] if "github-action-benchmark" in s.get("uses", ""))
+    assert benchmark["with"]["tool"] == "customSmallerIsBetter"
+    (argv,) = [a for a in _harness_commands(DASHBOARD) if a[0] == "dashboard"]
+    args = build_parser().parse_args(argv)
+    assert (
+        str(args.out) == site
+        and str(args.github_benchmark) == benchmark["with"]["output-file-path"]
+    )
+    # the cache is saved after github-action-benchmark wrote its data beside the history
+    assert uses.index("actions/cache/save@v4") > uses.index(benchmark["uses"])
+    assert deploy["needs"] == "build" and deploy["steps"][0]["uses"] == "actions/deploy-pages@v4"

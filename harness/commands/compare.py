@@ -15,12 +15,16 @@ refused as ambiguous.
 
 With --against-history, one results file is judged against its series in the history store
 (`harness history`): slower when it makes a significant step up from the series' last level (each
-point weighed by its own interval; no threshold).
+point weighed by its own interval widened by the series' run-to-run scatter; no threshold), or
+confirms one that began at the previous run; "within scatter" when it departs from the level by
+more than its own interval but not beyond the series' scatter (the note says what was tested);
+"not judged" when its machine was loaded and the history's runs were not all loaded too.
 
-Loud warnings (not a failure): a run that did not complete, backend settings or library versions
-that differ between the two runs. Exit status: 0 when nothing is slower, 1 when something is, 2 on
-any input or output problem (a missing or malformed file, files that cannot be compared, an
-unwritable --markdown/--junit)."""
+Loud warnings (not a failure): a run that did not complete, a machine that was loaded at capture
+(load average >= cores), a graph whose ONNX file or FLOPs changed, backend settings or library
+versions that differ between the two runs. Exit status: 0 when nothing is slower, 1 when
+something is, 2 on any input or output problem (a missing or malformed file, files that cannot be
+compared, an unwritable --markdown/--junit)."""
 
 
 def register(subparsers) -> None:
@@ -105,46 +109,12 @@ def run(args) -> int:
 
 
 def _against_history(args):
-    """The new file's graphs judged against their series (same device, graph, precision, batch
-    and environment) in the history store."""
-    from harness.compare import Change, Comparison
-    from harness.history import DEFAULT_PATH, History, judge_new, points_of, series_of
+    """The new file's graphs judged against their series in the history store."""
+    from harness.compare import against_history
+    from harness.history import DEFAULT_PATH, History, series_of
     from harness.results import read_results
 
     new = read_results(args.results[0])
     with History(args.history or DEFAULT_PATH, create=False) as history:
         stored = series_of(history.points(new.device_name))
-    changes, warnings = [], []
-    if new.complete is False:
-        warnings.append(f"{new.source} did not complete (complete: false): its numbers are partial")
-    for point, _ in points_of(new, "new"):
-        label = f"{point.model}/{point.variant}{'/folded' if point.folded else ''}"
-        past = [p for p in stored.get(point.series, []) if p.created < point.created]  # before
-        if len(past) < 2:
-            warnings.append(
-                f"{label}: {len(past)} earlier run(s) of this graph in this "
-                "environment in the history: not judged"
-            )
-            continue
-        level, step = judge_new(past, point)
-        verdict = "same" if step is None else ("slower" if step.kind == "regression" else "faster")
-        changes.append(
-            Change(
-                point.model,
-                point.variant,
-                point.folded,
-                level,
-                point.median_ms,
-                point.median_ms / level,
-                point.ci_low_ms / level,
-                point.ci_high_ms / level,
-                verdict,
-            )
-        )
-    return Comparison(
-        changes,
-        warnings,
-        new.device_name,
-        0.0,
-        "a significant step against the history (no threshold)",
-    )
+    return against_history(new, stored)

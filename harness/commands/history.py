@@ -92,7 +92,7 @@ def commit_for(results, commit: Optional[str]) -> str:
 
 
 def _add(args, path: Path) -> int:
-    from harness.history import History
+    from harness.history import History, commit_details
     from harness.outputs import check_output
     from harness.results import read_results
 
@@ -101,7 +101,7 @@ def _add(args, path: Path) -> int:
     with History(path) as history:
         for results in documents:
             commit = commit_for(results, args.commit)
-            added, present = history.add(results, commit)
+            added, present = history.add(results, commit, commit_details(commit))
             note = f", {present} already there" if present else ""
             print(
                 f"{results.source}: {added} point(s) added to {path} "
@@ -153,7 +153,8 @@ def _print_series(key, series, steps) -> None:
     at = {step.index: step for step in steps}
     for i, point in enumerate(series):
         step = at.get(i)
-        mark = f"  <- {step.kind} {step.change:+.1%} (z = {step.z:.1f})" if step else ""
+        mark = f"  <- {step.describe()}" if step else ""
+        mark += f"  (loaded: {point.loaded})" if point.loaded else ""
         print(
             f"  {point.created:<25} {point.git_commit[:12]:<12} {point.median_ms:9.4f} ms "
             f"[{point.ci_low_ms:.4f}, {point.ci_high_ms:.4f}]{mark}"
@@ -163,7 +164,9 @@ def _print_series(key, series, steps) -> None:
 
 
 def _plot(groups, found, out: Path, title: str) -> None:
-    """Each series' medians with their intervals, and the steps found; written atomically."""
+    """One panel per series (its own y axis: a 0.1 ms model is not a flat line under a 12 ms
+    one), runs labelled by commit, steps dashed (pending: dotted), loaded runs crossed; written
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,31 +174,41 @@ def _plot(groups, found, out: Path, title: str) -> None:
 
     from harness.history import series_label
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for key, series in groups.items():
-        label = series_label(key)
+    rows = len(groups)
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 2.6 * rows + 0.8), squeeze=False)
+    for ax, (key, series) in zip(axes[:, 0], groups.items()):
         x = list(range(len(series)))
         y = [p.median_ms for p in series]
         err = [
             [p.median_ms - p.ci_low_ms for p in series],
             [p.ci_high_ms - p.median_ms for p in series],
         ]
-        ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1, label=label)
+        ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1)
+        loaded = [(i, p.median_ms) for i, p in enumerate(series) if p.loaded]
+        if loaded:
+            ax.plot(*zip(*loaded), "x", color="tab:orange", ms=9, label="loaded machine")
+            ax.legend(fontsize=7, loc="best")
         for step in found[key]:
             color = "tab:red" if step.kind == "regression" else "tab:green"
-            ax.axvline(step.index - 0.5, color=color, ls="--", lw=1)
+            ax.axvline(step.index - 0.5, color=color, ls="--" if step.confirmed else ":", lw=1)
             ax.annotate(
-                f"{step.change:+.1%}",
+                f"{step.change:+.1%}" + ("" if step.confirmed else " (1 run)"),
                 (step.index - 0.5, step.after_ms),
                 color=color,
                 fontsize=8,
-                xytext=(3, 3),
+                xytext=(3, -10),
                 textcoords="offset points",
             )
-    ax.set_xlabel("run (oldest first)")
-    ax.set_ylabel("median latency, ms (95% CI)")
-    ax.set_title(f"latency history: {title} (dashed: steps found; red: regression)")
-    ax.legend(fontsize=7, loc="best")
+        ax.set_xticks(x)
+        ax.set_xticklabels(
+            [p.git_commit[:7] for p in series], rotation=45 if len(x) > 8 else 0, fontsize=7
+        )
+        ax.set_xlim(-0.5, len(x) - 0.5)
+        ax.set_title(series_label(key), fontsize=9)
+        ax.set_ylabel("median ms (95% CI)", fontsize=8)
+        ax.margins(y=0.2)
+    axes[-1, 0].set_xlabel("commit (oldest first)")
+    fig.suptitle(f"latency history: {title} (dashed: steps found; red: regression)", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
