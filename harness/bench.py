@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness import envinfo, timing
+from harness import energy, envinfo, memory, timing
 from harness.backends import get_runner_class
 from harness.backends.base import open_runners, resolve_batch
 from harness.calibrate import cost_model_for
@@ -28,7 +28,7 @@ from harness.onnx_io import save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
 from harness.report.pipeline import write_bench_tables
-from harness.results import as_results, new_results, write_results
+from harness.results import RunEnergy, as_results, new_results, write_results
 
 DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
 # share of a model's progress bar given to each stage
@@ -121,26 +121,35 @@ def _deployable(configs: List[_Config], variant: str) -> _Config:
 
 
 def _comparisons(
-    source: ModelSource, configs: List[_Config], measured: Dict[str, timing.Measurement]
+    source: ModelSource,
+    configs: List[_Config],
+    measured: Dict[str, timing.Measurement],
+    energies: Optional[Dict[str, RunEnergy]] = None,
 ) -> List[Dict]:
     found = []
+    energies = energies or {}
 
     def compare(kind: str, variant: str, reference: _Config, subject: _Config) -> None:
         ratio, low, high = timing.measurement_ratio_ci(
             measured[reference.run_id], measured[subject.run_id]
         )
-        found.append(
-            {
-                "model": source.name,
-                "variant": variant,
-                "kind": kind,
-                "reference": reference.run_id,
-                "subject": subject.run_id,
-                "speedup": ratio,
-                "ci_low": low,
-                "ci_high": high,
-            }
-        )
+        entry = {
+            "model": source.name,
+            "variant": variant,
+            "kind": kind,
+            "reference": reference.run_id,
+            "subject": subject.run_id,
+            "speedup": ratio,
+            "ci_low": low,
+            "ci_high": high,
+        }
+        if subject.run_id in energies and reference.run_id in energies:
+            spent = energy.energy_ratio(energies[subject.run_id], energies[reference.run_id])
+            if spent is not None:
+                entry.update(
+                    energy_ratio=spent.ratio, energy_ci_low=spent.low, energy_ci_high=spent.high
+                )
+        found.append(entry)
 
     variants = list(dict.fromkeys(c.variant for c in configs))
     for variant in variants:
@@ -192,6 +201,21 @@ def _run_entry(
         "stop_reason": measurement.stop_reason,
         "warnings": measurement.warnings(),
     }
+
+
+def _add_edge_metrics(
+    entry: Dict[str, Any],
+    spent: Optional[RunEnergy],
+    config: _Config,
+    runner: Any,
+    profile: Profile,
+) -> None:
+    """A run's energy (where a meter bracketed its blocks) and memory figures, into its entry."""
+    if spent is not None:
+        entry["energy"] = spent.to_dict()
+    threads = getattr(runner, "intra_op_threads", 1)  # the ONNX Runtime runner's, recorded
+    figures = memory.graph_memory(config.onnx_path, runner, profile.kind, threads)
+    entry["memory"] = {name: dataclasses.asdict(f) for name, f in figures.items()}
 
 
 def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
@@ -267,20 +291,31 @@ def run_bench(
                 monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
                 if monitor:
                     held.callback(monitor.close)
+                meter, idle_w, results["device"]["energy"] = energy.open_for_run(profile.kind)
+                if meter:
+                    held.callback(meter.close)
                 measured = timing.measure_interleaved(
                     runners,
                     profile.timing,
                     on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f),
                     monitor=monitor.sample if monitor else None,
+                    energy=meter,
                 )
+                energies = {
+                    run_id: energy.run_energy(meter, m.block_energy, m.block_inferences, idle_w)
+                    for run_id, m in measured.items()
+                    if meter and m.block_energy
+                }
                 for config in configs:
                     runner = runners[config.run_id]
                     info = dict(runner.describe())
                     info["input_shape"] = list(next(iter(runner.input_specs().values()))[0])
-                    results["runs"].append(
-                        _run_entry(source, config, info, measured[config.run_id], options, configs)
+                    entry = _run_entry(
+                        source, config, info, measured[config.run_id], options, configs
                     )
-            results["comparisons"] += _comparisons(source, configs, measured)
+                    _add_edge_metrics(entry, energies.get(config.run_id), config, runner, profile)
+                    results["runs"].append(entry)
+            results["comparisons"] += _comparisons(source, configs, measured, energies)
             progress.update(task, completed=100, stage="done")
             _write_or_keep(results, results_path)
     results["device"]["environment_after"] = envinfo.capture_environment(profile)

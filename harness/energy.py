@@ -468,6 +468,25 @@ def open_meter(kind: str, sys_root: Path = Path("/sys")) -> Tuple[Optional[Energ
     return None, "no readable power counter: energy not measured (" + "; ".join(reasons) + ")"
 
 
+def open_for_run(
+    kind: str, idle_s: float = 2.0, sys_root: Path = Path("/sys")
+) -> Tuple[Optional[EnergyMeter], Optional[float], Dict[str, Any]]:
+    """The meter for a run on a device of ``kind``, its idle power measured over ``idle_s``, and
+    what results record about it: ``{source, rails, interval_ms, idle_w}`` or ``{source: null,
+    reason}``."""
+    meter, reason = open_meter(kind, sys_root)
+    if meter is None:
+        return None, None, {"source": None, "reason": reason}
+    idle_w = measure_idle_w(meter, idle_s)
+    note = {
+        "source": meter.source,
+        "rails": list(meter.rails),
+        "interval_ms": meter.interval_ms,
+        "idle_w": idle_w,
+    }
+    return meter, idle_w, note
+
+
 def measure_idle_w(
     meter: EnergyMeter, seconds: float = 2.0, sleep: Callable[[float], None] = time.sleep
 ) -> Optional[float]:

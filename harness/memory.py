@@ -67,12 +67,12 @@ def onnx_memory(path: PathLike) -> Dict[str, MemoryFigure]:
     }
 
 
-def engine_memory(engine: Any, serialized: Optional[bytes] = None) -> Dict[str, MemoryFigure]:
-    """Serialized bytes and activation memory of a TensorRT engine (``device_memory_size_v2``
+def engine_memory(engine: Any, serialized_bytes: Optional[int] = None) -> Dict[str, MemoryFigure]:
+    """Serialized size and activation memory of a TensorRT engine (``device_memory_size_v2``
     where the version has it, else ``device_memory_size``)."""
     figures = {}
-    if serialized is not None:
-        figures["engine_file"] = MemoryFigure(len(serialized), "size of the serialized engine")
+    if serialized_bytes is not None:
+        figures["engine_file"] = MemoryFigure(serialized_bytes, "size of the serialized engine")
     for member in ("device_memory_size_v2", "device_memory_size"):
         if hasattr(engine, member):
             value = getattr(engine, member)
@@ -124,6 +124,30 @@ def cpu_peak_rss(
             how + ", less its peak after importing onnxruntime and numpy",
         ),
     }
+
+
+def graph_memory(
+    onnx_path: PathLike, runner: Any, kind: str, threads: int = 1
+) -> Dict[str, MemoryFigure]:
+    """Every figure the device and the runner's backend offer for one graph, the runner active:
+    ONNX bytes always; a TensorRT runner's engine; a torch runner's CUDA peak; on a CPU device the
+    child process's peak; on a Jetson the shared RAM in use."""
+    figures = onnx_memory(onnx_path)
+    engine = getattr(runner, "engine", None)
+    if engine is not None:
+        plan = getattr(runner, "engine_path", None)
+        figures.update(engine_memory(engine, Path(plan).stat().st_size if plan else None))
+    if getattr(getattr(runner, "device", None), "type", None) == "cuda":
+        figures["cuda_max_allocated"] = torch_cuda_peak(runner.measure_once)
+    if kind == "cpu":
+        figures.update(cpu_peak_rss(onnx_path, threads))
+    if kind == "jetson":
+        in_use = system_ram_in_use()
+        if in_use is not None:
+            figures["system_ram_in_use"] = MemoryFigure(
+                in_use, "MemTotal - MemAvailable (/proc/meminfo) with the model's graphs loaded"
+            )
+    return figures
 
 
 def system_ram_in_use(meminfo: PathLike = "/proc/meminfo") -> Optional[int]:

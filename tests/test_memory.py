@@ -64,7 +64,7 @@ def test_engine_memory_reads_the_member_each_version_has(version, member, monkey
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
     engine = trt.ICudaEngine()
     engine._values[member] = 1 << 20  # what the engine would report: an input of this test
-    figures = memory.engine_memory(engine, b"x" * 1234)
+    figures = memory.engine_memory(engine, 1234)
     assert figures["engine_file"].bytes == 1234
     assert figures["activation"].bytes == 1 << 20
     assert member in figures["activation"].method
