@@ -468,6 +468,17 @@ def open_meter(kind: str, sys_root: Path = Path("/sys")) -> Tuple[Optional[Energ
     return None, "no readable power counter: energy not measured (" + "; ".join(reasons) + ")"
 
 
+def describe_counter(kind: str, sys_root: Path = Path("/sys")) -> str:
+    """Which energy counter a device of ``kind`` offers here (source and rails summed), or why
+    there is none; for ``harness env`` and ``doctor``."""
+    meter, reason = open_meter(kind, sys_root)
+    if meter is None:
+        return reason
+    with meter:
+        every = f"sampled every {meter.interval_ms:g} ms" if meter.interval_ms else "a counter"
+        return f"{meter.source}: {', '.join(meter.rails)} ({every})"
+
+
 def open_for_run(
     kind: str, idle_s: float = 2.0, sys_root: Path = Path("/sys")
 ) -> Tuple[Optional[EnergyMeter], Optional[float], Dict[str, Any]]:

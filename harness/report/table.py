@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Union
 
+from harness.report.edge import EDGE_CSV_FIELDS, edge_markdown, edge_record
 from harness.report.formats import csv_text, markdown_table, partial_warnings
 from harness.results import RatioCI, Results, as_results, format_interval, format_ratio
 
@@ -26,6 +27,7 @@ CSV_FIELDS = [
     "speedup",
     "speedup_ci_low",
     "speedup_ci_high",
+    *EDGE_CSV_FIELDS,
 ]
 MARKDOWN_COLUMNS = [
     "model",
@@ -71,6 +73,7 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             record[prefix] = ci.ratio if ci else None
             record[f"{prefix}_ci_low"] = ci.low if ci else None
             record[f"{prefix}_ci_high"] = ci.high if ci else None
+        record.update(edge_record(results, results.deployed(run)))
         records.append(record)
     return records
 
@@ -123,6 +126,7 @@ def to_markdown(results: ResultsLike) -> str:
         "'speed-up vs baseline' compares the deployable graphs (folded where folding changed the "
         "graph). FLOPs = 2 x multiply-accumulates of Conv/Gemm/MatMul, counted from the ONNX graph "
         "of the unfolded model.",
+        *edge_markdown(results),
         "",
         "## Provenance",
         f"- command: `{' '.join(results.command)}`",
