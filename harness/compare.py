@@ -217,9 +217,7 @@ def compare_results(
             )
         verdict = "slower" if low > 1 + threshold else "faster" if high < 1 - threshold else "same"
         unit = "mJ" if metric == "energy" else "ms"
-        changes.append(
-            Change(*key, base_value, new_value, ratio, low, high, verdict, unit)
-        )
+        changes.append(Change(*key, base_value, new_value, ratio, low, high, verdict, unit))
     warnings = comparison_warnings(base, new)
     return Comparison(changes, warnings, base.device_name, threshold, metric=metric)
 
