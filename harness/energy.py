@@ -475,8 +475,13 @@ def describe_counter(kind: str, sys_root: Path = Path("/sys")) -> str:
     if meter is None:
         return reason
     with meter:
-        every = f"sampled every {meter.interval_ms:g} ms" if meter.interval_ms else "a counter"
-        return f"{meter.source}: {', '.join(meter.rails)} ({every})"
+        return describe_meter(meter)
+
+
+def describe_meter(meter: EnergyMeter) -> str:
+    """``rapl: package-0 (a counter)``: the source, the rails summed, how it is read."""
+    every = f"sampled every {meter.interval_ms:g} ms" if meter.interval_ms else "a counter"
+    return f"{meter.source}: {', '.join(meter.rails)} ({every})"
 
 
 def open_for_run(
