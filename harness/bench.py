@@ -203,19 +203,20 @@ def _run_entry(
     }
 
 
-def _add_edge_metrics(
-    entry: Dict[str, Any],
-    spent: Optional[RunEnergy],
-    config: _Config,
-    runner: Any,
-    profile: Profile,
-) -> None:
-    """A run's energy (where a meter bracketed its blocks) and memory figures, into its entry."""
-    if spent is not None:
-        entry["energy"] = spent.to_dict()
-    threads = getattr(runner, "intra_op_threads", 1)  # the ONNX Runtime runner's, recorded
-    figures = memory.graph_memory(config.onnx_path, runner, profile.kind, threads)
-    entry["memory"] = {name: dataclasses.asdict(f) for name, f in figures.items()}
+def _memory_entries(configs: List[_Config], runners: Dict[str, Any], kind: str) -> Dict[str, Any]:
+    """Each graph's memory figures (``harness.memory``), measured with its runner active and
+    before timing (the ONNX files may not be readable afterwards); what could not be measured is
+    a warning of that run, never a failure."""
+    entries = {}
+    for config in configs:
+        runner = runners[config.run_id]
+        threads = getattr(runner, "intra_op_threads", 1)  # the ONNX Runtime runner's, recorded
+        figures, problems = memory.graph_memory(config.onnx_path, runner, kind, threads)
+        entries[config.run_id] = (
+            {name: dataclasses.asdict(f) for name, f in figures.items()},
+            problems,
+        )
+    return entries
 
 
 def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
@@ -291,6 +292,7 @@ def run_bench(
                 monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
                 if monitor:
                     held.callback(monitor.close)
+                sizes = _memory_entries(configs, runners, profile.kind)
                 meter, idle_w, results["device"]["energy"] = energy.open_for_run(profile.kind)
                 if meter:
                     held.callback(meter.close)
@@ -313,7 +315,10 @@ def run_bench(
                     entry = _run_entry(
                         source, config, info, measured[config.run_id], options, configs
                     )
-                    _add_edge_metrics(entry, energies.get(config.run_id), config, runner, profile)
+                    entry["memory"], problems = sizes[config.run_id]
+                    entry["warnings"] += problems
+                    if config.run_id in energies:
+                        entry["energy"] = energies[config.run_id].to_dict()
                     results["runs"].append(entry)
             results["comparisons"] += _comparisons(source, configs, measured, energies)
             progress.update(task, completed=100, stage="done")

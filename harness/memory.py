@@ -20,7 +20,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import onnx
 from onnx import helper
@@ -42,7 +42,10 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 def onnx_memory(path: PathLike) -> Dict[str, MemoryFigure]:
     """File bytes (with external data files) and weight bytes of an ONNX graph."""
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, truncated files, ...
+        raise HarnessError(f"{path} is not a readable ONNX file ({exc})") from None
     graph = model.graph
     tensors = list(graph.initializer) + [
         attr.t for node in graph.node if node.op_type == "Constant" for attr in node.attribute
@@ -128,26 +131,42 @@ def cpu_peak_rss(
 
 def graph_memory(
     onnx_path: PathLike, runner: Any, kind: str, threads: int = 1
-) -> Dict[str, MemoryFigure]:
+) -> Tuple[Dict[str, MemoryFigure], List[str]]:
     """Every figure the device and the runner's backend offer for one graph, the runner active:
-    ONNX bytes always; a TensorRT runner's engine; a torch runner's CUDA peak; on a CPU device the
-    child process's peak; on a Jetson the shared RAM in use."""
-    figures = onnx_memory(onnx_path)
+    ONNX bytes; a TensorRT runner's engine; a torch runner's CUDA peak; on a CPU device the child
+    process's peak; on a Jetson the shared RAM in use. And what could not be measured, and why."""
+    figures: Dict[str, MemoryFigure] = {}
+    problems: List[str] = []
+    measures: List[Tuple[str, Callable[[], Dict[str, MemoryFigure]]]] = [
+        ("ONNX bytes", lambda: onnx_memory(onnx_path))
+    ]
     engine = getattr(runner, "engine", None)
     if engine is not None:
         plan = getattr(runner, "engine_path", None)
-        figures.update(engine_memory(engine, Path(plan).stat().st_size if plan else None))
+        size = Path(plan).stat().st_size if plan else None
+        measures.append(("engine memory", lambda: engine_memory(engine, size)))
     if getattr(getattr(runner, "device", None), "type", None) == "cuda":
-        figures["cuda_max_allocated"] = torch_cuda_peak(runner.measure_once)
+        measures.append(
+            ("CUDA peak", lambda: {"cuda_max_allocated": torch_cuda_peak(runner.measure_once)})
+        )
     if kind == "cpu":
-        figures.update(cpu_peak_rss(onnx_path, threads))
+        measures.append(("peak RSS", lambda: cpu_peak_rss(onnx_path, threads)))
     if kind == "jetson":
-        in_use = system_ram_in_use()
-        if in_use is not None:
-            figures["system_ram_in_use"] = MemoryFigure(
-                in_use, "MemTotal - MemAvailable (/proc/meminfo) with the model's graphs loaded"
-            )
-    return figures
+        measures.append(("shared RAM", _shared_ram))
+    for what, measure in measures:
+        try:
+            figures.update(measure())
+        except (HarnessError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            problems.append(f"memory: {what} not measured ({exc})")
+    return figures, problems
+
+
+def _shared_ram() -> Dict[str, MemoryFigure]:
+    in_use = system_ram_in_use()
+    if in_use is None:
+        return {}
+    how = "MemTotal - MemAvailable (/proc/meminfo) with the model's graphs loaded"
+    return {"system_ram_in_use": MemoryFigure(in_use, how)}
 
 
 def system_ram_in_use(meminfo: PathLike = "/proc/meminfo") -> Optional[int]:

@@ -100,3 +100,19 @@ def test_system_ram_from_a_recorded_meminfo(tmp_path):
     )
     assert memory.system_ram_in_use(tmp_path / "meminfo") == (31002176 - 28556284) * 1024
     assert memory.system_ram_in_use(tmp_path / "absent") is None
+
+
+def test_graph_memory_on_a_cpu_device_and_what_it_cannot_measure(tmp_path):
+    weights = _gemm(tmp_path / "m.onnx", 64)
+    runner = object()  # an ONNX Runtime runner offers no engine and no CUDA device
+    figures, problems = memory.graph_memory(tmp_path / "m.onnx", runner, "cpu")
+    assert problems == []
+    assert figures["weights"].bytes == weights and figures["graph_rss"].bytes >= 0
+    assert "engine_file" not in figures and "cuda_max_allocated" not in figures
+    (tmp_path / "bad.onnx").write_bytes(b"not a graph")
+    figures, problems = memory.graph_memory(tmp_path / "bad.onnx", runner, "cpu")
+    assert figures == {}
+    assert [p.split(" (")[0] for p in problems] == [
+        "memory: ONNX bytes not measured",
+        "memory: peak RSS not measured",
+    ]
