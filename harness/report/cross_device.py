@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.errors import HarnessError
-from harness.results import RatioCI, Results, Run, Stats
+from harness.results import RatioCI, Results, Run, RunEnergy, Stats
 
 Row = Tuple[str, str]  # (model, variant)
 FLOPS_ONLY = "flops only: ONNX file gone"
@@ -34,6 +34,7 @@ class Cell:
     floor_basis: str = "per layer"  # or FLOPS_ONLY when the run's ONNX file could not be read
     flops: Optional[int] = None  # of the deployable graph (folding can change them)
     params: Optional[int] = None
+    energy: Optional[RunEnergy] = None  # of the deployable graph; None: not measured
 
     @property
     def median_ms(self) -> float:
@@ -224,5 +225,6 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
                 basis,
                 deployed.flops,
                 deployed.params,
+                deployed.energy,
             )
     return table
