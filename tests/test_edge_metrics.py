@@ -154,3 +154,26 @@ def test_latency_vs_energy_plot_draws_intervals_fronts_and_says_what_is_missing(
     assert "energy not measured" in [t.get_text() for t in bare.texts]
     assert measured.get_xscale() == "log"
     plt.close(fig)
+
+
+def test_cross_device_tables_carry_energy_where_a_device_measured_it():
+    from harness.report.cross_device import merge
+    from harness.report.render import csv_records, to_markdown
+    from tests.test_report import _recorded_two_devices
+
+    first, second = _recorded_two_devices()
+    meter = energy.CounterMeter("rapl", dict, ["package-0"])
+    for run in first.runs:
+        blocks = [energy.BlockEnergy(run.stats.median * (10 + i % 2), {}, 0.1) for i in range(6)]
+        run.energy = energy.run_energy(meter, blocks, [10] * 6)
+    table = merge([first, second])
+    text = to_markdown(table)
+    first_label, second_label = (d.label for d in table.devices)
+    assert f"{first_label} mJ/inference [95% CI]" in text
+    assert f"{second_label} mJ/inference" not in text  # no column of "not measured" alone
+    records = [r for r in csv_records(table) if r["device"] == first_label]
+    run = next(r for r in first.runs if (r.model, r.variant, r.folded) == ("lenet5", "baseline",
+                                                                            False))  # fmt: skip
+    baseline = next(r for r in records if r["variant"] == "baseline")
+    assert baseline["energy_mj"] == pytest.approx(first.deployed(run).energy.median_mj)
+    assert all(r["energy_mj"] is None for r in csv_records(table) if r["device"] == second_label)

@@ -35,6 +35,7 @@ class Cell:
     flops: Optional[int] = None  # of the deployable graph (folding can change them)
     params: Optional[int] = None
     energy: Optional[RunEnergy] = None  # of the deployable graph; None: not measured
+    energy_ratio: Optional[RatioCI] = None  # against the baseline, paired over rounds
 
     @property
     def median_ms(self) -> float:
@@ -226,5 +227,6 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
                 deployed.flops,
                 deployed.params,
                 deployed.energy,
+                found.energy if found else None,
             )
     return table
