@@ -44,24 +44,15 @@ class BlockEnergy:
 def integrate_mj(
     times_s: Sequence[float], power_mw: Sequence[float], start: float, end: float
 ) -> float:
-    """Energy in mJ of a power trace over ``[start, end]``: trapezoids between samples, the trace
-    interpolated linearly at both ends (held constant beyond its first and last sample)."""
-    if end <= start or not times_s:
+    """Energy in mJ of a power trace (samples in time order) over ``[start, end]``: trapezoids
+    between samples, the trace interpolated linearly at both ends (held constant beyond its first
+    and last sample)."""
+    if end <= start or not len(times_s):
         return 0.0
-    points = [(t, p) for t, p in zip(times_s, power_mw) if start < t < end]
-
-    def at(x: float) -> float:
-        before = [(t, p) for t, p in zip(times_s, power_mw) if t <= x]
-        after = [(t, p) for t, p in zip(times_s, power_mw) if t >= x]
-        if not before:
-            return after[0][1]
-        if not after:
-            return before[-1][1]
-        (t0, p0), (t1, p1) = before[-1], after[0]
-        return p0 if t1 == t0 else p0 + (p1 - p0) * (x - t0) / (t1 - t0)
-
-    trace = [(start, at(start))] + points + [(end, at(end))]
-    return sum((t1 - t0) * (p0 + p1) / 2.0 for (t0, p0), (t1, p1) in zip(trace, trace[1:]))
+    t, p = np.asarray(times_s, dtype=float), np.asarray(power_mw, dtype=float)
+    xs = np.concatenate([[start], t[(t > start) & (t < end)], [end]])
+    ys = np.interp(xs, t, p)
+    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0))
 
 
 class EnergyMeter:
