@@ -98,12 +98,14 @@ class SysfsTree:
         self.set(0.0)
 
     def set(self, t: float) -> None:
+        """Each rail's power at ``t``: JetPack 5/6 its current (the voltage stays), JetPack 4 its
+        power."""
         for index, (addr, ch, label, volts) in enumerate(self.rails):
             d, ch = self.dirs[addr], ch + 1 if self.jetpack >= 5 else ch
             mw = 0.0 if label == "NC" else trace(index)[0](t)
             if self.jetpack >= 5:
-                mv = round(volts * 1000)
-                (d / f"in{ch}_input").write_text(f"{mv}\n")
+                if not (d / f"in{ch}_input").exists():
+                    (d / f"in{ch}_input").write_text(f"{round(volts * 1000)}\n")
                 (d / f"curr{ch}_input").write_text(f"{round(mw / volts) if volts else 0}\n")
             else:
                 (d / f"in_power{ch}_input").write_text(f"{round(mw)}\n")
@@ -117,7 +119,7 @@ class FakeClock:
         return self.t
 
 
-def _run_trace(tree: SysfsTree, seconds: float = 2.0, step: float = 0.02):
+def _run_trace(tree: SysfsTree, seconds: float = 2.0, step: float = 0.04):
     """Sample the tree's rails through a meter for ``seconds`` of a fake clock: the block's
     energy, the meter, and the exact integrals per rail."""
     clock = FakeClock()
@@ -160,7 +162,7 @@ def test_rails_and_total_match_the_trace_integral(tmp_path, rails, jetpack, devi
     assert block.total_mj == pytest.approx(sum(exact[n] for n in summed), rel=0.01)
     assert block.total_mj < sum(exact.values()) or len(summed) == len(exact)
     assert block.duration_s == pytest.approx(2.0)
-    assert block.samples == 101
+    assert block.samples == 51
 
 
 def test_update_interval_and_units_are_read_as_the_drivers_write_them(tmp_path):
@@ -199,7 +201,7 @@ def test_background_sampler_runs_and_stops(tmp_path):
     meter, _ = energy.open_jetson_meter(tree.root, interval_s=0.001)
     with meter:
         meter.start()
-        for _ in range(200):
+        for _ in range(30):
             tree.set(0.0)  # constant power: work the thread can sample under
         block = meter.stop()
     assert block.samples >= 2

@@ -74,7 +74,7 @@ def test_engine_memory_reads_the_member_each_version_has(version, member, monkey
 
 def test_cpu_peak_rss_of_a_child_grows_with_the_weights(tmp_path):
     small = _gemm(tmp_path / "small.onnx", 16)
-    large = _gemm(tmp_path / "large.onnx", 200_000, outputs=100)  # 80 MB of weights
+    large = _gemm(tmp_path / "large.onnx", 100_000, outputs=100)  # 40 MB of weights
     figures = {
         name: memory.cpu_peak_rss(tmp_path / f"{name}.onnx", iterations=3)
         for name in ("small", "large")
