@@ -203,7 +203,9 @@ def _run_entry(
     }
 
 
-def _memory_entries(configs: List[_Config], runners: Dict[str, Any], kind: str) -> Dict[str, Any]:
+def _memory_entries(
+    configs: List[_Config], runners: Dict[str, Any], kind: str
+) -> Dict[str, Tuple[Dict[str, Any], List[str]]]:
     """Each graph's memory figures (``harness.memory``), measured with its runner active and
     before timing (the ONNX files may not be readable afterwards); what could not be measured is
     a warning of that run, never a failure."""

@@ -156,18 +156,24 @@ class SampledMeter(EnergyMeter):
         self._began: Optional[float] = None
         self.missed = 0
 
-    def poll(self) -> None:
-        """Take one power sample now."""
+    def poll(self) -> float:
+        """Take one power sample now; its time."""
         now, power = self.clock(), self.read_mw()
         with self._lock:
             self._samples.append((now, power))
+        return now
+
+    def _poll_or_skip(self) -> float:
+        """``poll``; a reading that fails is skipped (the trace is interpolated over it): now."""
+        try:
+            return self.poll()
+        except (OSError, ValueError):
+            self.missed += 1
+            return self.clock()
 
     def _loop(self) -> None:
         while not self._halt.wait(self.interval_s):
-            try:
-                self.poll()
-            except (OSError, ValueError):
-                self.missed += 1  # a reading that failed: the trace is interpolated over it
+            self._poll_or_skip()
 
     def start(self) -> None:
         if self.background and self._thread is None:
@@ -175,16 +181,14 @@ class SampledMeter(EnergyMeter):
             self._thread.start()
         with self._lock:  # keep the last sample before this block, for interpolation
             self._samples = self._samples[-1:]
-        self.poll()
-        self._began = self._samples[-1][0]
+        self._began = self._poll_or_skip()
 
     def stop(self) -> BlockEnergy:
         if self._began is None:
             raise RuntimeError("stop() without start()")
-        self.poll()
+        began, ended = self._began, self._poll_or_skip()
         with self._lock:
-            samples = list(self._samples)
-        began, ended = self._began, samples[-1][0]
+            samples = [(t, p) for t, p in self._samples if t <= ended]
         self._began = None
         times = [t for t, _ in samples]
         names = sorted({name for _, power in samples for name in power})
