@@ -116,3 +116,37 @@ def test_graph_memory_on_a_cpu_device_and_what_it_cannot_measure(tmp_path):
         "memory: ONNX bytes not measured",
         "memory: peak RSS not measured",
     ]
+
+
+@pytest.fixture(params=["8.5", "10.13", "11.4"])
+def trt_runner_module(request, monkeypatch):
+    """harness's TensorRT runner imported against the doubles of one version."""
+    import importlib
+    import sys
+
+    from tests import fake_tensorrt
+
+    fake_tensorrt.install(monkeypatch, request.param)
+    yield request.param, importlib.import_module("harness.backends.trt.runner")
+    for name in fake_tensorrt.TRT_MODULES:
+        sys.modules.pop(name, None)
+
+
+def test_graph_memory_of_a_tensorrt_runner_reads_its_engine(trt_runner_module, tmp_path):
+    from harness.backends.trt.cache import EngineCache
+    from harness.profiles import load_profile
+
+    version, module = trt_runner_module
+    weights = _gemm(tmp_path / "m.onnx", 32)
+    runner = module.TensorRTRunner(
+        tmp_path / "m.onnx", load_profile("xavier"), "fp32", 1, cache=EngineCache(tmp_path / "e")
+    )
+    with runner:
+        figures, problems = memory.graph_memory(tmp_path / "m.onnx", runner, "jetson")
+        plan_bytes = runner.engine_path.stat().st_size
+    assert problems == []
+    assert figures["weights"].bytes == weights
+    assert figures["engine_file"].bytes == plan_bytes
+    # the double reports no activation size (None): left out, never a made-up figure
+    assert "activation" not in figures
+    assert figures["system_ram_in_use"].bytes > 0  # this machine's /proc/meminfo
