@@ -177,3 +177,35 @@ def test_cross_device_tables_carry_energy_where_a_device_measured_it():
     baseline = next(r for r in records if r["variant"] == "baseline")
     assert baseline["energy_mj"] == pytest.approx(first.deployed(run).energy.median_mj)
     assert all(r["energy_mj"] is None for r in csv_records(table) if r["device"] == second_label)
+
+
+def test_time_reports_energy_per_inference_and_its_ratio(tmp_path, fast_profile, capsys, rapl_host):
+    from tests.test_memory import _gemm
+
+    _gemm(tmp_path / "small.onnx", 64)
+    _gemm(tmp_path / "large.onnx", 4096, outputs=256)
+    out = tmp_path / "t.json"
+    code, text, _ = run_cli(
+        capsys, "time", tmp_path / "small.onnx", tmp_path / "large.onnx", "--device",
+        fast_profile, "--json", out,
+    )  # fmt: skip
+    assert code == 0
+    assert text.count("mJ/inference") == 2 and "energy ratio" in text
+    record = json.loads(out.read_text())
+    assert record["device"]["energy"]["source"] == "rapl"
+    large = record["runs"][str(tmp_path / "large.onnx")]
+    assert large["energy_ratio"]["low"] <= large["energy_ratio"]["ratio"]
+    assert len(large["energy"]["per_block_mj"]) == len(large["block_ends"])
+
+
+def test_time_without_a_counter_says_energy_is_not_measured(
+    tmp_path, fast_profile, capsys, monkeypatch
+):
+    from tests.test_memory import _gemm
+
+    _gemm(tmp_path / "m.onnx", 64)
+    original, empty = energy.open_for_run, tmp_path / "sys"  # a host with no powercap zones
+    monkeypatch.setattr(energy, "open_for_run", lambda kind: original(kind, sys_root=empty))
+    code, text, _ = run_cli(capsys, "time", tmp_path / "m.onnx", "--device", fast_profile)
+    assert code == 0 and "energy: no readable power counter: energy not measured" in text
+    assert "mJ/inference" not in text
