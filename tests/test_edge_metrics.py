@@ -209,3 +209,26 @@ def test_time_without_a_counter_says_energy_is_not_measured(
     code, text, _ = run_cli(capsys, "time", tmp_path / "m.onnx", "--device", fast_profile)
     assert code == 0 and "energy: no readable power counter: energy not measured" in text
     assert "mJ/inference" not in text
+
+
+def test_latex_table_gives_metered_devices_energy_columns():
+    from harness.report.cross_device import merge
+    from harness.report.latex import PER_DEVICE, to_latex
+    from tests.test_report import _recorded_two_devices
+
+    first, second = _recorded_two_devices()
+    plain = to_latex(merge([first, second]))
+    meter = energy.CounterMeter("rapl", dict, ["package-0"])
+    for run in first.runs:
+        blocks = [energy.BlockEnergy(run.stats.median * (10 + i % 2), {}, 0.1) for i in range(6)]
+        run.energy = energy.run_energy(meter, blocks, [10] * 6)
+    table = merge([first, second])
+    text = to_latex(table)
+    label = table.devices[0].label
+    assert f"\\multicolumn{{{PER_DEVICE + 2}}}{{c}}{{{label}}}" in text
+    assert " & mJ & energy & " in text and "Energy: median mJ per inference" in text
+    columns = 6 + PER_DEVICE + 2 + PER_DEVICE
+    assert f"{{ll{'r' * (columns - 2)}}}" in text
+    rows = [line for line in text.splitlines() if line.startswith(("lenet5", "resnet"))]
+    assert rows and all(line.count(" & ") == columns - 1 for line in rows)
+    assert "mJ" not in plain  # without energy the table is as it was
