@@ -14,6 +14,7 @@ Runs on the device: Python 3.8 compatible, no torch.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from pathlib import Path
@@ -224,14 +225,14 @@ def _read_number(path: Path) -> float:
 
 def nvml_power_is_averaged(nvml: Any, handle: Any) -> bool:
     """Whether NVML's power reading on this GPU is a 1 s average: Ampere and later except GA100
-    (A100, A30), per NVML's ``nvmlDeviceGetPowerUsage`` documentation."""
+    (A100, A800, A30), per NVML's ``nvmlDeviceGetPowerUsage`` documentation."""
     try:
         arch = nvml.nvmlDeviceGetArchitecture(handle)
         name = nvml.nvmlDeviceGetName(handle)
     except nvml.NVMLError:
         return True  # unknown: assume the coarser reading
     name = name.decode() if isinstance(name, bytes) else str(name)
-    ga100 = any(part in name for part in ("A100", "A30"))
+    ga100 = re.search(r"\bA(100|800|30)\b", name) is not None  # not "RTX A3000" (GA104)
     return arch >= nvml.NVML_DEVICE_ARCH_AMPERE and not ga100
 
 

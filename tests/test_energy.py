@@ -366,9 +366,16 @@ def test_nvml_counter_read_at_block_boundaries():
 
 
 @pytest.mark.parametrize(
-    "arch, name, window", [(7, "NVIDIA GeForce RTX 3090", 1.0), (7, "NVIDIA A100-SXM4-80GB", 0.0),
-                           (6, "NVIDIA GeForce RTX 2080 Ti", 0.0)]
-)  # fmt: skip
+    "arch, name, window",
+    [
+        (7, "NVIDIA GeForce RTX 3090", 1.0),
+        (7, "NVIDIA A100-SXM4-80GB", 0.0),  # GA100: power is not averaged
+        (7, "NVIDIA A30", 0.0),
+        (7, "NVIDIA RTX A3000 Laptop GPU", 1.0),  # GA104, not an A30
+        (9, "NVIDIA H100 80GB HBM3", 1.0),
+        (6, "NVIDIA GeForce RTX 2080 Ti", 0.0),  # Turing
+    ],
+)
 def test_nvml_power_fallback_flags_windows_under_the_average(arch, name, window):
     clock = FakeClock()
     nvml = StandInNvml(clock, watts=100.0, counter=False, arch=arch, name=name)
