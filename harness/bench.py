@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness import envinfo, timing
+from harness import energy, envinfo, memory, timing
 from harness.backends import get_runner_class
 from harness.backends.base import open_runners, resolve_batch
 from harness.calibrate import cost_model_for
@@ -29,7 +29,7 @@ from harness.onnx_io import save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
 from harness.report.pipeline import write_bench_tables
-from harness.results import ESTIMATOR, as_results, new_results, write_results
+from harness.results import ESTIMATOR, RunEnergy, as_results, new_results, write_results
 
 DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
 # share of a model's progress bar given to each stage
@@ -134,27 +134,36 @@ def _deployable(configs: List[_Config], variant: str) -> _Config:
 
 
 def _comparisons(
-    source: ModelSource, configs: List[_Config], measured: Dict[str, timing.Measurement]
+    source: ModelSource,
+    configs: List[_Config],
+    measured: Dict[str, timing.Measurement],
+    energies: Optional[Dict[str, RunEnergy]] = None,
 ) -> List[Dict]:
     found = []
+    energies = energies or {}
 
     def compare(kind: str, variant: str, reference: _Config, subject: _Config) -> None:
         ratio, low, high = timing.measurement_ratio_ci(
             measured[reference.run_id], measured[subject.run_id]
         )
-        found.append(
-            {
-                "model": source.name,
-                "variant": variant,
-                "kind": kind,
-                "reference": reference.run_id,
-                "subject": subject.run_id,
-                "speedup": ratio,
-                "ci_low": low,
-                "ci_high": high,
-                "estimator": ESTIMATOR,
-            }
-        )
+        entry = {
+            "model": source.name,
+            "variant": variant,
+            "kind": kind,
+            "reference": reference.run_id,
+            "subject": subject.run_id,
+            "speedup": ratio,
+            "ci_low": low,
+            "ci_high": high,
+            "estimator": ESTIMATOR,
+        }
+        if subject.run_id in energies and reference.run_id in energies:
+            spent = energy.energy_ratio(energies[subject.run_id], energies[reference.run_id])
+            if spent is not None:
+                entry.update(
+                    energy_ratio=spent.ratio, energy_ci_low=spent.low, energy_ci_high=spent.high
+                )
+        found.append(entry)
 
     variants = list(dict.fromkeys(c.variant for c in configs))
     for variant in variants:
@@ -206,6 +215,24 @@ def _run_entry(
         "stop_reason": measurement.stop_reason,
         "warnings": measurement.warnings(),
     }
+
+
+def _memory_entries(
+    configs: List[_Config], runners: Dict[str, Any], kind: str
+) -> Dict[str, Tuple[Dict[str, Any], List[str]]]:
+    """Each graph's memory figures (``harness.memory``), measured with its runner active and
+    before timing (the ONNX files may not be readable afterwards); what could not be measured is
+    a warning of that run, never a failure."""
+    entries = {}
+    for config in configs:
+        runner = runners[config.run_id]
+        threads = getattr(runner, "intra_op_threads", 1)  # the ONNX Runtime runner's, recorded
+        figures, problems = memory.graph_memory(config.onnx_path, runner, kind, threads)
+        entries[config.run_id] = (
+            {name: dataclasses.asdict(f) for name, f in figures.items()},
+            problems,
+        )
+    return entries
 
 
 def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
@@ -281,20 +308,35 @@ def run_bench(
                 monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
                 if monitor:
                     held.callback(monitor.close)
+                sizes = _memory_entries(configs, runners, profile.kind)
+                meter, idle_w, results["device"]["energy"] = energy.open_for_run(profile.kind)
+                if meter:
+                    held.callback(meter.close)
                 measured = timing.measure_interleaved(
                     runners,
                     profile.timing,
                     on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f),
                     monitor=monitor.sample if monitor else None,
+                    energy=meter,
                 )
+                energies = {
+                    run_id: energy.run_energy(meter, m.block_energy, m.block_inferences, idle_w)
+                    for run_id, m in measured.items()
+                    if meter and m.block_energy
+                }
                 for config in configs:
                     runner = runners[config.run_id]
                     info = dict(runner.describe())
                     info["input_shape"] = list(next(iter(runner.input_specs().values()))[0])
-                    results["runs"].append(
-                        _run_entry(source, config, info, measured[config.run_id], options, configs)
+                    entry = _run_entry(
+                        source, config, info, measured[config.run_id], options, configs
                     )
-            results["comparisons"] += _comparisons(source, configs, measured)
+                    entry["memory"], problems = sizes[config.run_id]
+                    entry["warnings"] += problems
+                    if config.run_id in energies:
+                        entry["energy"] = energies[config.run_id].to_dict()
+                    results["runs"].append(entry)
+            results["comparisons"] += _comparisons(source, configs, measured, energies)
             progress.update(task, completed=100, stage="done")
             _write_or_keep(results, results_path)
     results["device"]["environment_after"] = envinfo.capture_environment(profile)

@@ -81,6 +81,7 @@ class Change:
     ci_high: float
     verdict: str
     note: str = ""  # what was tested, where the verdict needs it
+    unit: str = "ms"  # of base_ms and new_ms: "mJ" when the metric is energy per inference
 
     @property
     def label(self) -> str:
@@ -91,7 +92,7 @@ class Change:
         """One line: the change with its interval, the rule it was judged by, the verdict."""
         return (
             f"{self.label}: {self.ratio - 1:+.1%} [{self.ci_low - 1:+.1%}, "
-            f"{self.ci_high - 1:+.1%}] ({self.base_ms:.3f} -> {self.new_ms:.3f} ms), "
+            f"{self.ci_high - 1:+.1%}] ({self.base_ms:.3f} -> {self.new_ms:.3f} {self.unit}), "
             f"{rule}: {self.verdict}" + (f" ({self.note})" if self.note else "")
         )
 
@@ -105,6 +106,7 @@ class Comparison:
     device: str
     threshold: float
     rule: str = ""  # how the verdicts were reached, when not by the threshold
+    metric: str = "latency"  # or "energy" (per inference)
 
     @property
     def rule_text(self) -> str:
@@ -240,35 +242,41 @@ def comparison_warnings(base: Results, new: Results) -> List[str]:
     return warnings
 
 
-def compare_results(base: Results, new: Results, threshold: float) -> Comparison:
-    """Changes of every graph, in the base file's order; raises HarnessError when not comparable."""
+def _energy_change(key: Key, run: Any, other: Any) -> Tuple[float, float, Tuple[float, ...]]:
+    """Base and new median mJ per inference and their ratio with its bootstrap interval over
+    timing blocks; refused where either file did not measure energy."""
+    for role, entry in (("base", run), ("new", other)):
+        if entry.energy is None:
+            raise HarnessError(f"{_label(key)}: energy was not measured in {role}")
+    ratio = bootstrap_ratio_ci(other.energy.per_block_mj, run.energy.per_block_mj)
+    return run.energy.median_mj, other.energy.median_mj, ratio
+
+
+def compare_results(
+    base: Results, new: Results, threshold: float, metric: str = "latency"
+) -> Comparison:
+    """Changes of every graph in ``metric`` (latency, or energy per inference), in the base
+    file's order; raises HarnessError when not comparable."""
     _check_comparable(base, new)
     new_runs = _runs(new)
     changes = []
     for key, run in _runs(base).items():
         other = new_runs[key]
-        ratio, low, high = bootstrap_ratio_ci(
-            other.series_ms["latency_ms"],
-            run.series_ms["latency_ms"],
-            numerator_blocks=other.extra.get("block_ends"),
-            denominator_blocks=run.extra.get("block_ends"),
-        )
-        verdict, note = threshold_verdict(low, high, threshold)
-        changes.append(
-            Change(
-                key[0],
-                key[1],
-                key[2],
-                run.stats.median,
-                other.stats.median,
-                ratio,
-                low,
-                high,
-                verdict,
-                note,
+        if metric == "energy":
+            base_value, new_value, (ratio, low, high) = _energy_change(key, run, other)
+        else:
+            base_value, new_value = run.stats.median, other.stats.median
+            ratio, low, high = bootstrap_ratio_ci(
+                other.series_ms["latency_ms"],
+                run.series_ms["latency_ms"],
+                numerator_blocks=other.extra.get("block_ends"),
+                denominator_blocks=run.extra.get("block_ends"),
             )
-        )
-    return Comparison(changes, comparison_warnings(base, new), base.device_name, threshold)
+        verdict, note = threshold_verdict(low, high, threshold)
+        unit = "mJ" if metric == "energy" else "ms"
+        changes.append(Change(*key, base_value, new_value, ratio, low, high, verdict, note, unit))
+    warnings = comparison_warnings(base, new)
+    return Comparison(changes, warnings, base.device_name, threshold, metric=metric)
 
 
 CHANGE_NOTE = (
@@ -353,17 +361,20 @@ def against_history(new: Results, stored: Dict[Tuple[Any, ...], List[Any]]) -> C
 def to_markdown(comparison: Comparison) -> str:
     """A table for a pull-request comment or a job summary, warnings first."""
     slower, device = comparison.slower, comparison.device
-    head = (
-        f"**Latency regression** on `{device}`: {len(slower)} of {len(comparison.changes)} "
-        f"graphs slower ({comparison.rule_text})"
+    metric, unit = comparison.metric, "mJ" if comparison.metric == "energy" else "ms"
+    title = (
+        f"**{metric.capitalize()} regression** on `{device}`: {len(slower)} of "
+        f"{len(comparison.changes)} graphs {'costlier' if metric == 'energy' else 'slower'} "
+        f"({comparison.rule_text})"
         if slower
-        else f"No latency regression on `{device}` ({comparison.rule_text})"
+        else f"No {metric} regression on `{device}` ({comparison.rule_text})"
     )
-    lines = [head, ""]
+    lines = [title, ""]
     lines += [f"> **warning:** {w}" for w in comparison.warnings]
     if comparison.warnings:
         lines.append("")
-    head = ["model", "variant", "graph", "base ms", "new ms", "change [95% CI]", "verdict"]
+    head = ["model", "variant", "graph", f"base {unit}", f"new {unit}", "change [95% CI]"]
+    head.append("verdict")
     rows = [
         [
             c.model,
@@ -435,6 +446,6 @@ def to_github(comparison: Comparison, file: str) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def compare_files(base_path, new_path, threshold: float) -> Comparison:
+def compare_files(base_path, new_path, threshold: float, metric: str = "latency") -> Comparison:
     """Read, validate and compare two results files."""
-    return compare_results(read_results(base_path), read_results(new_path), threshold)
+    return compare_results(read_results(base_path), read_results(new_path), threshold, metric)

@@ -145,6 +145,18 @@ def check_device_state(profile: Profile, environment: Dict[str, Any]) -> Check:
     return Check("device state", PASS, f"{seen}; as {profile.name} expects", {"facts": facts})
 
 
+def check_energy_counter(profile: Profile) -> Check:
+    """Which energy counter the device offers (``harness.energy``); a missing one warns: energy
+    is then not measured, latency still is."""
+    from harness.energy import describe_meter, open_meter
+
+    meter, reason = open_meter(profile.kind)
+    if meter is None:
+        return Check("energy counter", WARN, reason)
+    with meter:
+        return Check("energy counter", PASS, describe_meter(meter), {"source": meter.source})
+
+
 def tiny_model(path: Path) -> Path:
     """A conv + ReLU + conv on a (1, 3, 64, 64) input: enough work for stable GPU compute times."""
     import onnx
@@ -265,6 +277,7 @@ def run_doctor(
     trt_version = checks[1].data.get("version")
     checks.append(check_trtexec(trt_version))
     checks.append(check_device_state(profile, environment))
+    checks.append(check_energy_counter(profile))
     for check in checks:
         progress(f"{check.status:>4}  {check.name}: {check.detail}")
     runtime_ok = all(c.status == PASS for c in checks[1:3])

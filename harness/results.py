@@ -13,10 +13,15 @@ Schema 2::
              input_shape, flops (per sample), flops_per_sample: true, params, nodes, fold,
              series_ms: {latency_ms: [...], ...},
              stats: {median, median_ci_low, median_ci_high, ...},
-             warmup_iterations, stop_reason, warnings: [...]}],
+             warmup_iterations, stop_reason, warnings: [...],
+             energy?: {source, rails, interval_ms, per_block_mj, median_mj, ci_low_mj, ci_high_mj,
+                       rails_per_block_mj, idle_w, above_idle_per_block_mj, warnings},
+             memory?: {name: {bytes, method}}}],
      comparisons: [{model, variant, kind: "vs_baseline" | "fold", reference, subject, speedup,
-                    ci_low, ci_high, ci_level, estimator}]}
+                    ci_low, ci_high, ci_level, estimator, energy_ratio?, energy_ci_low?,
+                    energy_ci_high?}]}
 
+Keys marked ``?`` are optional: absent means not measured.
 A speed-up is the ratio of the reference's and the subject's medians with a 95% interval from a
 paired bootstrap over rounds (``ESTIMATOR``); comparisons written without ``estimator`` (the median
 of per-round ratios, before issue 22) are recomputed from the runs' samples when read.
@@ -199,6 +204,71 @@ class Stats:
         return format_interval(self.median, self.median_ci_low, self.median_ci_high, decimals)
 
 
+@dataclasses.dataclass
+class RunEnergy:
+    """Energy per inference of one run, per timing block (mJ), with its source; absent from a run
+    means not measured (``harness.energy`` builds it)."""
+
+    source: str
+    rails: List[str]  # summed into the total
+    interval_ms: Optional[float]  # sampling period; None for a counter read at block boundaries
+    per_block_mj: List[float]  # mJ per inference (one call of the batch), one value per block
+    median_mj: float
+    ci_low_mj: float
+    ci_high_mj: float
+    rails_per_block_mj: Dict[str, List[float]] = dataclasses.field(default_factory=dict)
+    idle_w: Optional[float] = None  # measured before the run
+    above_idle_per_block_mj: List[float] = dataclasses.field(default_factory=list)
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: Any, where: str, reader: _Reader) -> RunEnergy:
+        """Validated from its dict."""
+        data = reader.obj(data, where)
+        return cls(
+            reader.get(data, "source", where, str),
+            [str(r) for r in reader.get(data, "rails", where, list)],
+            reader.get(data, "interval_ms", where, float, False),
+            reader.durations(data, "per_block_mj", where),
+            reader.get(data, "median_mj", where, float),
+            reader.get(data, "ci_low_mj", where, float),
+            reader.get(data, "ci_high_mj", where, float),
+            reader.get(data, "rails_per_block_mj", where, dict, False, {}),
+            reader.get(data, "idle_w", where, float, False),
+            reader.get(data, "above_idle_per_block_mj", where, list, False, []),
+            reader.get(data, "warnings", where, list, False, []),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored form."""
+        return dataclasses.asdict(self)
+
+    def format(self, decimals: int = 3) -> str:
+        """The median mJ per inference with its 95% CI, ``1.234 [1.200, 1.301]``."""
+        return format_interval(self.median_mj, self.ci_low_mj, self.ci_high_mj, decimals)
+
+
+@dataclasses.dataclass
+class MemoryFigure:
+    """One memory figure of a graph in bytes, and how it was measured."""
+
+    bytes: int
+    method: str
+
+    @classmethod
+    def parse_all(cls, data: Any, where: str, reader: _Reader) -> Dict[str, MemoryFigure]:
+        """``{name: {bytes, method}}`` validated."""
+        data = reader.obj(data, where)
+        figures = {}
+        for name, entry in data.items():
+            entry = reader.obj(entry, f"{where}.{name}")
+            figures[name] = cls(
+                reader.get(entry, "bytes", f"{where}.{name}", int),
+                reader.get(entry, "method", f"{where}.{name}", str),
+            )
+        return figures
+
+
 RUN_FIELDS = [
     "id",
     "model",
@@ -217,6 +287,8 @@ RUN_FIELDS = [
     "series_ms",
     "stats",
     "warnings",
+    "energy",
+    "memory",
 ]
 
 
@@ -241,6 +313,8 @@ class Run:
     folded_run: Optional[str] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    energy: Optional[RunEnergy] = None  # None: not measured
+    memory: Dict[str, MemoryFigure] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, data: Any, where: str, reader: _Reader) -> Run:
@@ -272,6 +346,10 @@ class Run:
             reader.get(data, "folded_run", where, str, False),
             reader.get(data, "warnings", where, list, False, []),
             _extra(data, RUN_FIELDS),
+            RunEnergy.parse(data["energy"], f"{where}.energy", reader)
+            if data.get("energy") is not None
+            else None,
+            MemoryFigure.parse_all(data.get("memory") or {}, f"{where}.memory", reader),
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -295,6 +373,12 @@ class Run:
             "series_ms": self.series_ms,
             "stats": self.stats.to_dict(),
             "warnings": self.warnings,
+            **({"energy": self.energy.to_dict()} if self.energy else {}),
+            **(
+                {"memory": {k: dataclasses.asdict(v) for k, v in self.memory.items()}}
+                if self.memory
+                else {}
+            ),
         }
 
     @property
@@ -315,6 +399,8 @@ class Comparison:
     subject: str
     speedup: RatioCI
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # subject's energy per inference / reference's, paired over rounds; None: not measured
+    energy: Optional[RatioCI] = None
 
     @classmethod
     def parse(cls, data: Any, where: str, reader: _Reader) -> Comparison:
@@ -340,7 +426,19 @@ class Comparison:
             "ci_low",
             "ci_high",
             "ci_level",
+            "energy_ratio",
+            "energy_ci_low",
+            "energy_ci_high",
         ]
+        energy = (
+            RatioCI(
+                reader.get(data, "energy_ratio", where, float),
+                reader.get(data, "energy_ci_low", where, float),
+                reader.get(data, "energy_ci_high", where, float),
+            )
+            if data.get("energy_ratio") is not None
+            else None
+        )
         return cls(
             reader.get(data, "model", where, str),
             reader.get(data, "variant", where, str),
@@ -349,6 +447,7 @@ class Comparison:
             reader.get(data, "subject", where, str, False, ""),
             ratio,
             _extra(data, known),
+            energy,
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -364,6 +463,15 @@ class Comparison:
             "ci_high": self.speedup.high,
             "ci_level": self.speedup.level,
             **self.extra,
+            **(
+                {
+                    "energy_ratio": self.energy.ratio,
+                    "energy_ci_low": self.energy.low,
+                    "energy_ci_high": self.energy.high,
+                }
+                if self.energy
+                else {}
+            ),
         }
 
 

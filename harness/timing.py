@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as sps
 
 from harness.backends.base import LATENCY, Runner
 from harness.profiles import TimingSettings
+
+if TYPE_CHECKING:
+    from harness.energy import BlockEnergy, EnergyMeter
 
 UNSTABLE_COV = 0.02  # coefficient of variation above which a run is flagged unstable
 CLOCK_MOVE = 0.02  # relative SM-clock range across blocks above which a run is flagged
@@ -272,6 +275,28 @@ def measurement_ratio_ci(
     )
 
 
+def rounds_ratio_ci(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Tuple[float, float, float]:
+    """Ratio of medians ``median(numerator) / median(denominator)`` of one value per interleaved
+    round each (energy per inference of each block), with a paired percentile-bootstrap interval
+    over rounds: the estimator of the latency speed-up, on per-round values."""
+    rounds = min(len(numerator), len(denominator))
+    top = np.asarray(numerator[:rounds], dtype=float)
+    bottom = np.asarray(denominator[:rounds], dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, rounds, size=(resamples, rounds))
+    ratios = np.median(top[draws], axis=1) / np.median(bottom[draws], axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    ratio = float(np.median(top) / np.median(bottom))
+    low, high = float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+    return ratio, min(low, ratio), max(high, ratio)
+
+
 def ratio_halfwidth(ratio: float, low: float, high: float) -> float:
     """Half an interval's width relative to its point estimate."""
     return (high - low) / 2.0 / ratio if ratio else float("inf")
@@ -315,6 +340,13 @@ class Measurement:
     resolution: Optional[float] = (
         None  # relative CI half-width reached (speed-up vs the reference, or median)
     )
+    # energy of each block, where an energy meter bracketed them
+    block_energy: List[BlockEnergy] = dataclasses.field(default_factory=list)
+
+    @property
+    def block_inferences(self) -> List[int]:
+        """Inferences (recorded samples) in each block."""
+        return [b - a for a, b in zip([0] + self.block_ends[:-1], self.block_ends)]
 
     @property
     def latencies(self) -> List[float]:
@@ -388,6 +420,7 @@ def measure_interleaved(
     settings: TimingSettings,
     on_round: Optional[Callable[[float], None]] = None,
     monitor: Optional[Monitor] = None,
+    energy: Optional[EnergyMeter] = None,
 ) -> Dict[str, Measurement]:
     """Time several runners in interleaved blocks under one protocol; raw samples per runner.
 
@@ -395,8 +428,9 @@ def measure_interleaved(
     configuration gets the same share of wall time whatever its latency; the first ``block_warmup``
     inferences of a block are not recorded (the previous configuration's threads may still be
     spinning down). The first runner is the reference of the speed-ups. ``monitor`` is read after
-    every block (and to wait for clocks to settle after warm-up). ``on_round`` receives the fraction
-    of the minimum duration done.
+    every block (and to wait for clocks to settle after warm-up); ``energy`` brackets every
+    block's timed inferences (``Measurement.block_energy``). ``on_round`` receives the fraction of
+    the minimum duration done.
     """
     results: Dict[str, Measurement] = {}
     block_sizes: Dict[str, int] = {}
@@ -426,11 +460,15 @@ def measure_interleaved(
             m = results[name]
             for _ in range(settings.block_warmup):
                 runners[name].measure_once()
+            if energy is not None:
+                energy.start()
             block_start = time.perf_counter()
             for _ in range(block_sizes[name]):
                 for key, value in runners[name].measure_once().items():
                     m.series.setdefault(key, []).append(value)
             m.run_time_s += time.perf_counter() - block_start
+            if energy is not None:
+                m.block_energy.append(energy.stop())
             m.block_ends.append(len(m.latencies))
             if monitor is not None:
                 m.block_state.append(monitor())

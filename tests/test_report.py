@@ -81,7 +81,7 @@ def test_report_merges_devices_into_tables_and_plots(two_devices, tmp_path, caps
     assert 0 < float(variant["efficiency"])
     merged = json.loads((out / "results.json").read_text())
     assert set(merged["devices"]) == {"cpu-a", "cpu-b"}
-    for stem in ("latency", "latency_vs_flops", "speedup"):
+    for stem in ("latency", "latency_vs_flops", "latency_vs_energy", "speedup"):
         for ext in ("png", "svg"):
             assert (out / f"{stem}.{ext}").stat().st_size > 1000
     # a report without plots into the same folder must not leave the old ones behind

@@ -49,6 +49,13 @@ def register(subparsers) -> None:
         help="slowdown tolerated, in percent: 5%% or 5 (default 5%%; not with --against-history)",
     )
     parser.add_argument(
+        "--metric",
+        choices=("latency", "energy"),
+        default="latency",
+        help="what is gated: latency, or energy per inference (both files must have measured "
+        "it; not with --against-history)",
+    )
+    parser.add_argument(
         "--against-history",
         action="store_true",
         help="judge NEW against its series in the history store instead",
@@ -76,6 +83,8 @@ def run(args) -> int:
     from harness.outputs import write_measured
 
     if args.against_history:
+        if args.metric != "latency":
+            raise HarnessError("--against-history gates latency only (the history stores latency)")
         if len(args.results) != 1:
             raise HarnessError("--against-history takes one results file (NEW)")
         if args.threshold is not None:
@@ -93,7 +102,7 @@ def run(args) -> int:
         if args.history is not None:
             raise HarnessError("--history is read with --against-history only")
         comparison = compare_files(
-            args.results[0], args.results[1], parse_threshold(args.threshold or "5%")
+            args.results[0], args.results[1], parse_threshold(args.threshold or "5%"), args.metric
         )
     markdown = to_markdown(comparison)
     print(markdown, end="")

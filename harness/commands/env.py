@@ -30,11 +30,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import json
 
+    from harness.energy import describe_counter
     from harness.envinfo import capture_environment, enforce_expectations
     from harness.profiles import load_profile
 
     profile = load_profile(args.device)
     env = capture_environment(profile)
+    env["energy_counter"] = describe_counter(profile.kind)
     problems = enforce_expectations(env, profile, args.strict)
     if args.json:  # stdout holds the JSON alone; what differs from the profile is in it too
         print(json.dumps({**env, "expectation_warnings": problems}, indent=1))

@@ -125,7 +125,7 @@ def time_files(
     import dataclasses
     import sys
 
-    from harness import envinfo, timing
+    from harness import energy, envinfo, timing
     from harness.backends import get_runner_class
     from harness.backends.base import open_runners, resolve_batch
     from harness.results import RatioCI, format_interval
@@ -139,10 +139,12 @@ def time_files(
         for p in paths
     }
     monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
+    meter = None
     try:
         with open_runners(runners):
+            meter, idle_w, energy_note = energy.open_for_run(profile.kind)
             measured = timing.measure_interleaved(
-                runners, profile.timing, monitor=monitor.sample if monitor else None
+                runners, profile.timing, monitor=monitor.sample if monitor else None, energy=meter
             )
             backends = {name: runner.describe() for name, runner in runners.items()}
             shapes = {
@@ -152,6 +154,13 @@ def time_files(
     finally:
         if monitor:
             monitor.close()
+        if meter:
+            meter.close()
+    spent = {
+        name: energy.run_energy(meter, m.block_energy, m.block_inferences, idle_w)
+        for name, m in measured.items()
+        if meter and m.block_energy
+    }
     after = envinfo.capture_environment(profile)
     device_warnings += envinfo.state_changes(environment, after)
     reference = measured[str(paths[0])]
@@ -176,9 +185,16 @@ def time_files(
             "resolution": m.resolution,
             "warnings": m.warnings(),
         }
+        if name in spent:
+            entry["energy"] = spent[name].to_dict()
+            line += f", {spent[name].format()} mJ/inference"
         if m is not reference:
             ratio, low, high = timing.measurement_ratio_ci(reference, m)
             line += f"; speed-up {RatioCI(ratio, low, high).format(decimals=3)}"
+            cost = energy.energy_ratio(spent[name], spent[str(paths[0])]) if name in spent else None
+            if cost is not None:
+                line += f"; energy ratio {cost.format()}"
+                entry["energy_ratio"] = dataclasses.asdict(cost)
             entry["speedup"] = {
                 "value": ratio,
                 "ci_low": low,
@@ -191,6 +207,8 @@ def time_files(
             print(f"  warning: {warning}")
         runs[name] = entry
     print(f"stopped: {reference.stop_reason}")
+    if not meter:
+        print(f"energy: {energy_note['reason']}")
     for warning in device_warnings:
         print(f"warning: {warning}")
     return {
@@ -205,6 +223,7 @@ def time_files(
             "environment": environment,
             "environment_after": after,
             "warnings": device_warnings,
+            "energy": energy_note,
         },
         "runs": runs,
     }

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from harness.errors import HarnessError
 from harness.report.formats import comparison_drifted, drifted_runs
-from harness.results import RatioCI, Results, Run, Stats
+from harness.results import RatioCI, Results, Run, RunEnergy, Stats
 
 Row = Tuple[str, str]  # (model, variant)
 FLOPS_ONLY = "flops only: ONNX file gone"
@@ -37,6 +37,8 @@ class Cell:
     params: Optional[int] = None
     drifted: bool = False  # the deployable graph's samples trended during the run
     speedup_drifted: bool = False  # so did those of either graph the speed-up divides
+    energy: Optional[RunEnergy] = None  # of the deployable graph; None: not measured
+    energy_ratio: Optional[RatioCI] = None  # against the baseline, paired over rounds
 
     @property
     def median_ms(self) -> float:
@@ -230,5 +232,7 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
                 deployed.params,
                 deployed.id in drifted,
                 comparison_drifted(found, drifted),
+                deployed.energy,
+                found.energy if found else None,
             )
     return table

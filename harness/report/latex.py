@@ -207,30 +207,50 @@ def _cost_cells(table: CrossDeviceTable, row: Row) -> List[str]:
     ]
 
 
+def _metered(table: CrossDeviceTable) -> List[str]:
+    """Labels of the device columns with energy measured for any graph."""
+    return [
+        d.label
+        for d in table.devices
+        if any(c.energy for (_, label), c in table.cells.items() if label == d.label)
+    ]
+
+
 def to_latex(table: CrossDeviceTable, name: str = "report.tex") -> str:
-    """The full table (every device side by side) as an includable ``table*`` fragment."""
-    n = len(table.devices)
+    """The full table (every device side by side) as an includable ``table*`` fragment; devices
+    that measured energy get two more columns (mJ per inference, energy ratio)."""
+    metered = _metered(table)
+    widths = [PER_DEVICE + (2 if d.label in metered else 0) for d in table.devices]
     head = ["Model", "Variant", "GFLOPs", "$\\Delta$FLOPs", "Params (M)", "$\\Delta$Params"]
     head += [
-        f"\\multicolumn{{{PER_DEVICE}}}{{c}}{{{latex_escape(d.label)}}}" for d in table.devices
+        f"\\multicolumn{{{w}}}{{c}}{{{latex_escape(d.label)}}}"
+        for d, w in zip(table.devices, widths)
     ]
-    rules = " ".join(
-        f"\\cmidrule(lr){{{FIXED + 1 + i * PER_DEVICE}-{FIXED + (i + 1) * PER_DEVICE}}}"
-        for i in range(n)
-    )
-    sub = [""] * FIXED + ["ms", "speed-up", "eff."] * n
+    starts = [FIXED + 1 + sum(widths[:i]) for i in range(len(widths))]
+    rules = " ".join(f"\\cmidrule(lr){{{a}-{a + w - 1}}}" for a, w in zip(starts, widths))
+    sub = [""] * FIXED
+    for d in table.devices:
+        sub += ["ms", "speed-up", "eff."] + (["mJ", "energy"] if d.label in metered else [])
     body = []
     for row in table.rows:
         cells = [latex_escape(row[0]), latex_escape(row[1]), *_cost_cells(table, row)]
-        for d in table.devices:
+        for d, width in zip(table.devices, widths):
             cell = table.cells.get((row, d.label))
             if cell is None:
-                cells += ["--"] * PER_DEVICE
+                cells += ["--"] * width
                 continue
             cells += [_latency(cell), _speedup(cell), _efficiency(cell)]
+            if d.label in metered:
+                spent = cell.energy
+                cells += [
+                    latency_cell(spent.median_mj, spent.ci_low_mj, spent.ci_high_mj)
+                    if spent
+                    else "--",
+                    ratio_cell(cell.energy_ratio),
+                ]
         body.append(" & ".join(cells) + r" \\")
     tabular = [
-        f"\\begin{{tabular}}{{ll{'r' * (4 + PER_DEVICE * n)}}}",
+        f"\\begin{{tabular}}{{ll{'r' * (4 + sum(widths))}}}",
         r"\toprule",
         " & ".join(head) + r" \\",
         rules,
@@ -240,9 +260,13 @@ def to_latex(table: CrossDeviceTable, name: str = "report.tex") -> str:
         r"\bottomrule",
         r"\end{tabular}",
     ]
-    return float_fragment(
-        tabular, _caption(table), "tab:harness", _comments(table), name, wide=True
-    )
+    caption = _caption(table)
+    if metered:
+        caption += (
+            " Energy: median mJ per inference over timing blocks (95\\% CI below) and the ratio "
+            "to the baseline's, paired over rounds."
+        )
+    return float_fragment(tabular, caption, "tab:harness", _comments(table), name, wide=True)
 
 
 def to_latex_narrow(table: CrossDeviceTable, name: str = "report-narrow.tex") -> str:

@@ -13,7 +13,7 @@ from typing import List, Sequence, Tuple
 
 from harness.report.cross_device import CrossDeviceTable
 
-PLOT_STEMS = ("latency", "latency_vs_flops", "speedup")
+PLOT_STEMS = ("latency", "latency_vs_flops", "latency_vs_energy", "speedup")
 PLOT_EXTENSIONS = ("png", "svg")
 BASELINE_COLOUR, VARIANT_COLOUR = "tab:gray", "tab:blue"
 # label offsets in points, tried in order until one overlaps no label or point already placed
@@ -218,6 +218,64 @@ def _latency_vs_flops(plt, table: CrossDeviceTable):
     return fig
 
 
+def _latency_vs_energy(plt, table: CrossDeviceTable):
+    """Per device: every deployed graph at (energy per inference, latency) with the energy's 95%
+    interval, each model in its colour with the Pareto front of its variants; a device without
+    energy says "energy not measured"."""
+    from matplotlib.lines import Line2D
+
+    n = len(table.devices)
+    models = list(dict.fromkeys(m for m, _ in table.rows))
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.5), squeeze=False, sharey=True)
+    points = {}
+    for ax, device in zip(axes[0], table.devices):
+        for k, model in enumerate(models):
+            named = []
+            for m, v in table.rows:
+                cell = table.cells.get(((m, v), device.label))
+                if m == model and cell is not None and cell.energy is not None:
+                    named.append((v, cell.energy.median_mj, cell.median_ms, cell.energy))
+            colour = colours(k % 10)
+            for variant, x, y, spent in named:
+                baseline = variant == "baseline"
+                ax.errorbar(
+                    [x],
+                    [y],
+                    xerr=[[x - spent.ci_low_mj], [spent.ci_high_mj - x]],
+                    fmt="o" if baseline else "^",
+                    markersize=5,
+                    color=colour,
+                    markerfacecolor="white" if baseline else colour,
+                    linewidth=0.8,
+                    zorder=3,
+                )
+            front = pareto_front([(x, y) for _, x, y, _ in named])
+            if len(front) > 1:
+                xs, ys = [p[0] for p in front], [p[1] for p in front]
+                ax.plot(xs, ys, color=colour, linewidth=1, gid="pareto-front")
+            points[(ax, model)] = [(v, x, y) for v, x, y, _ in named]
+        if not any(named for (a, _), named in points.items() if a is ax):
+            ax.text(0.5, 0.5, "energy not measured", transform=ax.transAxes, ha="center")
+        else:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("energy per inference, mJ (median, 95% CI)")
+        ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
+    axes[0][0].set_ylabel("latency, ms (median)")
+    model_handles = [Line2D([], [], color=colours(k % 10), label=m) for k, m in enumerate(models)]
+    _kind_legend(
+        axes[0][-1],
+        model_handles
+        + [Line2D([], [], color="black", linewidth=1, label="Pareto front (2+ points)")],
+    )
+    fig.tight_layout()
+    fig.canvas.draw()
+    for ax in axes[0]:
+        _place_labels(ax, [p for (a, _), named in points.items() if a is ax for p in named])
+    return fig
+
+
 def _speedups(plt, table: CrossDeviceTable):
     n = len(table.devices)
     variants = [row for row in table.rows if row[1] != "baseline"]
@@ -260,8 +318,8 @@ def _speedups(plt, table: CrossDeviceTable):
 
 
 def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
-    """Latency bars with CI whiskers, latency vs FLOPs with Pareto fronts, speed-ups across
-    devices."""
+    """Latency bars with CI whiskers, latency vs FLOPs and vs energy with Pareto fronts,
+    speed-ups across devices."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,6 +331,7 @@ def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
     for stem, draw in (
         ("latency", lambda: _latency_bars(plt, table, labels)),
         ("latency_vs_flops", lambda: _latency_vs_flops(plt, table)),
+        ("latency_vs_energy", lambda: _latency_vs_energy(plt, table)),
         ("speedup", lambda: _speedups(plt, table)),
     ):
         fig = draw()

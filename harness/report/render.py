@@ -41,6 +41,12 @@ CSV_FIELDS = [
     "complete",
     "drifted",
     "speedup_drifted",
+    "energy_mj",
+    "energy_ci_low_mj",
+    "energy_ci_high_mj",
+    "energy_ratio",
+    "energy_ratio_ci_low",
+    "energy_ratio_ci_high",
 ]
 EXPLANATION = (
     "Latency: median of end-to-end samples of the deployable graph (folded where folding changed "
@@ -49,7 +55,9 @@ EXPLANATION = (
     "over peak and bytes over bandwidth, summed); efficiency = floor / measured. FLOPs = 2 x "
     "multiply-accumulates; 'trained' is the unfolded graph, 'deployed' the graph timed (folded "
     "where folding changed it; 'varies' where devices folded it differently). Reductions are of "
-    "the deployed graphs against the model's baseline ('varies': of the unfolded graphs)."
+    "the deployed graphs against the model's baseline ('varies': of the unfolded graphs). "
+    "Energy (devices with a counter): median mJ per inference over timing blocks, 95% CI; energy "
+    "ratio = variant / baseline, paired over rounds (docs/energy.md)."
 )
 
 
@@ -76,8 +84,12 @@ def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> st
         "params (M) deployed",
         "params -",
     ]
+    metered = [d for d in table.devices if any(c.energy for (_, k), c in table.cells.items()
+                                               if k == d.label)]  # fmt: skip
     for d in table.devices:
         head += [f"{d.label} ms [95% CI]", f"{d.label} speed-up", f"{d.label} floor ms (eff.)"]
+        if d in metered:
+            head += [f"{d.label} mJ/inference [95% CI]", f"{d.label} energy ratio"]
     rows = []
     for row in table.rows:
         deployed = table.deployed.get(row)
@@ -94,7 +106,7 @@ def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> st
         for d in table.devices:
             cell = table.cells.get((row, d.label))
             if cell is None:
-                cells += ["", "", ""]
+                cells += [""] * (5 if d in metered else 3)
                 continue
             mark = " (folded)" if cell.folded else ""
             cells += [
@@ -102,6 +114,9 @@ def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> st
                 marked(format_ratio(cell.speedup), cell.speedup_drifted),
                 _floor(cell),
             ]
+            if d in metered:
+                spent = cell.energy.format() if cell.energy else "not measured"
+                cells += [spent, format_ratio(cell.energy_ratio)]
         rows.append(cells)
     lines = ["# Cross-device comparison", ""]
     partial = partial_warnings([d.results for d in table.devices])
@@ -171,8 +186,10 @@ def csv_records(table: CrossDeviceTable) -> List[Dict[str, Any]]:
             cell = table.cells.get((row, d.label))
             if cell is None:
                 continue
-            ci = cell.speedup
+            ci, spent, ratio = cell.speedup, cell.energy, cell.energy_ratio
             speed = (ci.ratio, ci.low, ci.high) if ci else (None, None, None)
+            joules = (spent.median_mj, spent.ci_low_mj, spent.ci_high_mj) if spent else (None,) * 3
+            ratios = (ratio.ratio, ratio.low, ratio.high) if ratio else (None, None, None)
             values = [
                 row[0],
                 row[1],
@@ -196,6 +213,8 @@ def csv_records(table: CrossDeviceTable) -> List[Dict[str, Any]]:
                 d.results.complete,
                 cell.drifted,
                 cell.speedup_drifted,
+                *joules,
+                *ratios,
             ]
             records.append(dict(zip(CSV_FIELDS, values)))
     return records

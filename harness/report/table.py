@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Union
 
+from harness.report.edge import EDGE_CSV_FIELDS, edge_markdown, edge_record
 from harness.report.formats import (
     DRIFT_NOTE,
     SPEEDUP_NOTE,
@@ -46,6 +47,7 @@ CSV_FIELDS = [
     "folded_drifted",
     "fold_speedup_drifted",
     "speedup_drifted",
+    *EDGE_CSV_FIELDS,
 ]
 MARKDOWN_COLUMNS = [
     "model",
@@ -95,6 +97,7 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             record[f"{prefix}_ci_low"] = ci.low if ci else None
             record[f"{prefix}_ci_high"] = ci.high if ci else None
             record[f"{prefix}_drifted"] = comparison_drifted(found, drifted)
+        record.update(edge_record(results, results.deployed(run)))
         records.append(record)
     return records
 
@@ -153,6 +156,7 @@ def to_markdown(results: ResultsLike) -> str:
         "ms; 'speed-up vs baseline' the deployable graphs' medians (folded where folding changed "
         "the graph). FLOPs = 2 x multiply-accumulates of Conv/Gemm/MatMul, counted from the ONNX "
         "graph of the unfolded model." + (f" {DRIFT_NOTE}" if drift else ""),
+        *edge_markdown(results),
         "",
         "## Provenance",
         f"- command: `{' '.join(results.command)}`",
