@@ -37,6 +37,7 @@ COMMANDS = (
     "history",
     "verify",
     "doctor",
+    "explain",
 )
 
 

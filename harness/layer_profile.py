@@ -31,7 +31,7 @@ NOTE = (
     "profiling run, separate from the timed runs (a profiler perturbs timing): per-layer times "
     "are the profiler's, end-to-end latency the timed run's"
 )
-PROFILE_RUNS = 20  # inferences recorded per profile, after as many warm-ups
+PROFILE_RUNS = 50  # inferences recorded per profile, after as many warm-ups
 _DLA_TRANSFER = re.compile(r"^(.*) (to nvm|from nvm|copy finish)$")
 _FOREIGN = re.compile(r"^\{ForeignNode\[(.*)\]\}$")
 # ops a backend fuses into the layer before them
@@ -179,28 +179,27 @@ def _nodes_by_name(name: str, names: List[str], known: Set[str]) -> List[str]:
 
 
 # --- ONNX Runtime -------------------------------------------------------------------------------
-def parse_onnxruntime_trace(events: List[Dict[str, Any]], runs: int) -> List[LayerTime]:
+def parse_onnxruntime_trace(events: List[Dict[str, Any]]) -> List[LayerTime]:
     """Per-node kernel times from ONNX Runtime's profiling JSON (``cat: Node`` events named
-    ``<node>_kernel_time``, ``dur`` in us), averaged over ``runs`` inferences, in the order the
-    nodes first ran."""
-    totals: Dict[str, LayerTime] = {}
+    ``<node>_kernel_time``, ``dur`` in us): each node's median over the runs the trace holds (a
+    median: on a shared machine a few runs are preempted), in the order the nodes first ran."""
+    import statistics
+
+    found: Dict[str, LayerTime] = {}
+    durations: Dict[str, List[float]] = {}
     for event in events:
         name = str(event.get("name", ""))
         if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
             continue
         node = name[: -len("_kernel_time")]
         args = event.get("args") or {}
-        layer = totals.setdefault(
-            node,
-            LayerTime(
-                node,
-                str(args.get("op_name", "")),
-                0.0,
-                device=str(args.get("provider", "")).replace("ExecutionProvider", ""),
-            ),
-        )
-        layer.time_ms += float(event.get("dur", 0)) / 1e3 / runs
-    return list(totals.values())
+        if node not in found:
+            provider = str(args.get("provider", "")).replace("ExecutionProvider", "")
+            found[node] = LayerTime(node, str(args.get("op_name", "")), 0.0, device=provider)
+        durations.setdefault(node, []).append(float(event.get("dur", 0)) / 1e3)
+    for node, layer in found.items():
+        layer.time_ms = statistics.median(durations[node])
+    return list(found.values())
 
 
 def optimized_graph_tensors(model: onnx.ModelProto) -> Dict[str, Dict[str, List[str]]]:
@@ -232,17 +231,12 @@ def profile_onnxruntime(
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        session.run(None, feeds)  # the first run allocates: profiled, not counted below
-        first = session.end_profiling()
-        options.profile_file_prefix = str(Path(tmp) / "ort_runs")
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        for _ in range(runs + 1):
+        for _ in range(runs + 1):  # the first run allocates: recorded, then left out
             session.run(None, feeds)
         trace = json.loads(Path(session.end_profiling()).read_text())
-        Path(first).unlink()
     options.enable_profiling = False
-    first_run = _first_run_events(trace)
-    layers = parse_onnxruntime_trace([e for e in trace if e not in first_run], runs)
+    first = {id(e) for e in _first_run_events(trace)}
+    layers = parse_onnxruntime_trace([e for e in trace if id(e) not in first])
     tensors = optimized_graph_tensors(optimized)
     for layer in layers:
         layer.inputs = tensors.get(layer.name, {}).get("inputs", [])
