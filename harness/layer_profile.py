@@ -122,13 +122,14 @@ def map_to_nodes(layers: Sequence[LayerTime], model: onnx.ModelProto) -> None:
         if layer.name.endswith("_nchwc"):
             tensors.append(layer.name[: -len("_nchwc")])
         anchors[index] = [t for t in tensors if t in producer]
+    by_tensor: Dict[str, int] = {}
     for index, tensors in anchors.items():
         for tensor in tensors if not layers[index].nodes else ():
             node = producer[tensor]
             if node.name not in owner:
-                owner[node.name] = index
+                owner[node.name] = by_tensor[node.name] = index
                 layers[index].nodes.append(node.name)
-    _adopt_uncovered(layers, graph_nodes, producer, owner)
+    _adopt_uncovered(layers, graph_nodes, producer, owner, by_tensor)
     order = {name: i for i, name in enumerate(names)}
     for layer in layers:
         layer.nodes.sort(key=lambda name: order.get(name, 0))
@@ -139,13 +140,15 @@ def _adopt_uncovered(
     graph_nodes: List[onnx.NodeProto],
     producer: Dict[str, onnx.NodeProto],
     owner: Dict[str, int],
+    adopters: Dict[str, int],
 ) -> None:
-    """Give nodes no layer covers to a neighbouring layer, forward first (post-ops), then back."""
+    """Give nodes no layer covers to a neighbouring layer found by tensors (``adopters``: a layer
+    named after its nodes lists them all), post-ops to the layer before, others to the one after."""
     readers: Dict[str, List[onnx.NodeProto]] = {}
     for node in graph_nodes:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-    changed = bool(owner)
+    changed = bool(adopters)
     while changed:
         changed = False
         for node in graph_nodes:
@@ -154,9 +157,10 @@ def _adopt_uncovered(
             before = [producer[i].name for i in node.input if i in producer]
             after = [r.name for o in node.output for r in readers.get(o, [])]
             order = (before, after) if node.op_type in POST_OPS else (after, before)
-            sources = [s for s in order[0] if s in owner] or [s for s in order[1] if s in owner]
+            sources = [s for s in order[0] if s in adopters]
+            sources = sources or [s for s in order[1] if s in adopters]
             if sources:
-                owner[node.name] = owner[sources[0]]
+                owner[node.name] = adopters[node.name] = adopters[sources[0]]
                 layers[owner[node.name]].nodes.append(node.name)
                 changed = True
 
@@ -372,10 +376,14 @@ def trt_layer_profile(
     profile_json: Any, layer_info_json: Any, model: onnx.ModelProto, version: str = ""
 ) -> LayerProfile:
     """Per-layer times (``--exportProfile``) joined with the layer information
-    (``--exportLayerInfo``) by layer name: type, tensors, output datatype, tactic and placement
-    (a ``{ForeignNode[...]}`` layer of an engine built for DLA, or TensorRT's ``DLA`` layer type,
-    ran on the DLA; the rest on the GPU), tied to the ONNX nodes."""
+    (``--exportLayerInfo``) by layer name: type, tensors, output datatype, tactic and placement,
+    tied to the ONNX nodes.
+
+    Placement: an engine with DLA transfers (``X to nvm`` / ``X from nvm``: NVDLA memory) ran its
+    ``{ForeignNode[...]}`` layers on the DLA (on a GPU-only engine a ForeignNode is a Myelin region
+    on the GPU), as does a layer whose type names the DLA; the rest ran on the GPU."""
     times = parse_trt_profile(profile_json)
+    dla_engine = any(layer.kind == "DLA transfer" for layer in times)
     info = {str(layer.get("Name")): layer for layer in parse_layer_info(layer_info_json)}
     for layer in times:
         detail = info.get(layer.name, {})
@@ -385,13 +393,14 @@ def trt_layer_profile(
         layer.outputs = [str(t.get("Name")) for t in outputs]
         layer.precision = _datatype(outputs[0]) if outputs else ""
         layer.tactic = str(detail.get("TacticName", detail.get("TacticValue", "")))
-        foreign = bool(_FOREIGN.match(layer.name)) or "DLA" in layer.kind.upper()
-        layer.device = "DLA" if foreign or layer.kind == "DLA transfer" else "GPU"
+        foreign = dla_engine and bool(_FOREIGN.match(layer.name))
+        on_dla = foreign or "DLA" in layer.kind.upper()
+        layer.device = "DLA" if on_dla else "GPU"
     map_to_nodes(times, model)
     by_metadata = {name: _onnx_layers(str(d.get("Metadata", ""))) for name, d in info.items()}
     for layer in times:
         layer.nodes = layer.nodes or [n for n in by_metadata.get(layer.name, []) if n]
-    runs = profile_json[0].get("count", 0) if isinstance(profile_json[0], dict) else 0
+    runs = int(profile_json[0].get("count", 0)) if isinstance(profile_json[0], dict) else 0
     return LayerProfile(
         "tensorrt", f"TensorRT {version} trtexec --exportProfile/--exportLayerInfo", runs, times
     )
