@@ -155,6 +155,7 @@ def test_onnxruntime_profile_ties_every_node_to_a_measured_layer(fast_profile, t
     assert layers.time_of(["conv_a"]) > 0
 
 
+@pytest.mark.slow
 def test_torch_profile_names_each_onnx_node(tmp_path):
     pytest.importorskip("torch")
     from harness.layer_profile import profile_torch
