@@ -416,22 +416,45 @@ def trtexec_profile_flags(profile_path: Path, layer_info_path: Path) -> List[str
     ]
 
 
+def profile_trtexec(onnx_path: Path, profile: Any, precision: str, batch: int) -> LayerProfile:
+    """A profiling run of trtexec (apart from the timed runs: ``--separateProfileRun``, a no-op
+    that 11.x still accepts): the profile's build settings plus ``trtexec_profile_flags``, both
+    exports read back with ``trt_layer_profile``."""
+    from harness.backends.trt.trtexec import (
+        find_trtexec,
+        run_command,
+        trtexec_command,
+        trtexec_version,
+    )
+
+    binary = find_trtexec()
+    version = trtexec_version(binary)
+    with tempfile.TemporaryDirectory() as tmp:
+        times, info = Path(tmp) / "profile.json", Path(tmp) / "layers.json"
+        cmd = trtexec_command(onnx_path, profile, precision, batch, version)
+        cmd[0] = binary
+        cmd += trtexec_profile_flags(times, info) + ["--separateProfileRun"]
+        run_command(cmd, f"{onnx_path} (profiling run)")
+        return trt_layer_profile(
+            load_json(times), load_json(info), onnx.load(str(onnx_path)), version
+        )
+
+
 def profile_model(
     onnx_path: Path, profile: Any, batch: int = 1, runs: int = PROFILE_RUNS
 ) -> LayerProfile:
-    """The measured per-layer profile of a model on a device profile's backend (ONNX Runtime or
-    torch here; TensorRT through trtexec's exported files, ``trt_layer_profile``)."""
+    """The measured per-layer profile of a model on a device profile's backend: ONNX Runtime's
+    session profiling, the torch profiler, or a trtexec profiling run (the tensorrt and trtexec
+    backends: TensorRT's own per-layer profile)."""
+    if profile.backend in ("tensorrt", "trtexec"):
+        return profile_trtexec(onnx_path, profile, profile.precisions[0], batch)
     if profile.backend == "onnxruntime":
         from harness.backends.onnxruntime import session_options
 
         return profile_onnxruntime(onnx_path, session_options(profile.onnxruntime), runs, batch)
     if profile.backend == "torch":
         return profile_torch(onnx_path, "cpu" if profile.kind == "cpu" else "cuda", runs, batch)
-    raise HarnessError(
-        f"per-layer profiles of the {profile.backend} backend come from trtexec: run it with "
-        f"{' '.join(trtexec_profile_flags(Path('profile.json'), Path('layers.json')))} and read "
-        "both files with harness explain --trt-profile profile.json --trt-layers layers.json"
-    )
+    raise HarnessError(f"no per-layer profiler for the {profile.backend} backend")
 
 
 def load_json(path: Optional[Path]) -> Any:

@@ -371,3 +371,24 @@ def test_explain_command_needs_both_trtexec_files(tmp_path, capsys):
     onnx.save(_resnet_head(), path)
     assert main(["explain", str(path), "--trt-profile", str(path)]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.13", "11.1"])
+def test_a_trtexec_profiling_run_is_read_back_per_version(version, tmp_path, monkeypatch):
+    """The stand-in writes trtexec's export layouts (ONNX Runtime's times, not TensorRT's): the
+    profiling command is accepted by each version and both files are read back."""
+    import os
+
+    from harness.layer_profile import profile_trtexec
+    from tests.trtexec_standin import install
+
+    binary = install(tmp_path / "bin", version)
+    monkeypatch.setenv("PATH", f"{binary.parent}:{os.environ['PATH']}")
+    model = _chain_model()
+    path = tmp_path / "chain.onnx"
+    onnx.save(model, path)
+    profile = load_profile(str(_gpu_profile(tmp_path)))
+    layers = profile_trtexec(path, profile, "fp32", 1)
+    assert [layer.nodes for layer in layers.layers] == [[n.name] for n in model.graph.node]
+    assert layers.runs == 10 and layers.source.startswith(f"TensorRT {version}")
+    assert all(layer.device == "GPU" and layer.precision == "FP32" for layer in layers.layers)
