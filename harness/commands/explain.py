@@ -88,9 +88,7 @@ def _materialize(args, folder: Path) -> Path:
     from harness.export import materialize, resolve_source, with_input_shape
 
     source = with_input_shape(resolve_source(args.model, args.input_shape), args.input_shape)
-    if source.kind == "onnx":
-        return Path(source.reference)
-    path = folder / "model.onnx"
+    path = folder / "model.onnx"  # an ONNX file is checked and copied
     materialize(dataclasses.replace(source, variant=args.variant), path, args.batch or 1)
     return path
 
