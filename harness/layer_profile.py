@@ -71,6 +71,7 @@ class LayerProfile:
     runs: int
     layers: List[LayerTime]
     note: str = NOTE
+    run_ms: Optional[float] = None  # the profiling run's own median per inference, where known
 
     @property
     def total_ms(self) -> float:
@@ -94,6 +95,7 @@ class LayerProfile:
             "runs": self.runs,
             "note": self.note,
             "total_ms": self.total_ms,
+            "run_ms": self.run_ms,
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
@@ -246,19 +248,29 @@ def profile_onnxruntime(
         layer.inputs = tensors.get(layer.name, {}).get("inputs", [])
         layer.outputs = tensors.get(layer.name, {}).get("outputs", [])
     map_to_nodes(layers, model)
+    whole = sorted(
+        e["dur"] / 1e3
+        for e in trace
+        if e.get("cat") == "Session" and e.get("name") == "model_run" and id(e) not in first
+    )
     return LayerProfile(
-        "onnxruntime", f"ONNX Runtime {ort.__version__} session profiling", runs, layers
+        "onnxruntime",
+        f"ONNX Runtime {ort.__version__} session profiling",
+        runs,
+        layers,
+        run_ms=whole[len(whole) // 2] if whole else None,
     )
 
 
 def _first_run_events(trace: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The node events of the first ``model_run`` of a trace (allocations, first-touch)."""
+    """The first ``model_run`` of a trace and its node events (allocations, first-touch)."""
     runs = [e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"]
     if not runs:
         return []
     start = runs[0]["ts"]
     end = start + runs[0]["dur"]
-    return [e for e in trace if e.get("cat") == "Node" and start <= e.get("ts", -1) <= end]
+    nodes = [e for e in trace if e.get("cat") == "Node" and start <= e.get("ts", -1) <= end]
+    return [runs[0]] + nodes
 
 
 def _random_feeds(session: Any, batch: int, np: Any) -> Dict[str, Any]:

@@ -141,6 +141,8 @@ def _print(explanation, top: int) -> None:
         )
     console.print(table)
     line = f"sum of measured layers {layers.total_ms:.3f} ms"
+    if layers.run_ms:
+        line += f"; the profiling run's own median {layers.run_ms:.3f} ms"
     if explanation.end_to_end_ms:
         ratio = layers.total_ms / explanation.end_to_end_ms
         line += f"; timed end to end (its own run) {explanation.end_to_end_ms:.3f} ms: {ratio:.0%}"
