@@ -39,6 +39,8 @@ POST_OPS = frozenset(
     ("Relu", "Clip", "Add", "Mul", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "PRelu")
     + ("BatchNormalization", "Sum", "Tanh", "Sub", "Div")
 )
+# layers that only change a tensor's layout (ONNX Runtime's NCHWc reorders, TensorRT's reformats)
+LAYOUT_OPS = frozenset(("ReorderInput", "ReorderOutput", "Reformat", "NoOp"))
 _REFORMAT = re.compile(r"^Reformatting CopyNode for (Input|Output) Tensor \d+ to (.*)$")
 
 
@@ -115,22 +117,24 @@ def map_to_nodes(layers: Sequence[LayerTime], model: onnx.ModelProto) -> None:
     known = set(names)
     producer = {out: n for n in graph_nodes for out in n.output}
     owner: Dict[str, int] = {}
-    anchors: Dict[int, List[str]] = {}
     for index, layer in enumerate(layers):
         layer.nodes = _nodes_by_name(layer.name, names, known)
         for node in layer.nodes:
             owner.setdefault(node, index)
-        tensors = list(layer.outputs)
-        if layer.name.endswith("_nchwc"):
-            tensors.append(layer.name[: -len("_nchwc")])
-        anchors[index] = [t for t in tensors if t in producer]
+    # the tensor a layer's name says it replaces first, then the ONNX tensors it writes (a layout
+    # op writing a graph output does not compute it)
+    named = {i: [layer.name[: -len("_nchwc")]] for i, layer in enumerate(layers)}
+    written = {
+        i: [] if layer.kind in LAYOUT_OPS else list(layer.outputs) for i, layer in enumerate(layers)
+    }
     by_tensor: Dict[str, int] = {}
-    for index, tensors in anchors.items():
-        for tensor in tensors if not layers[index].nodes else ():
-            node = producer[tensor]
-            if node.name not in owner:
-                owner[node.name] = by_tensor[node.name] = index
-                layers[index].nodes.append(node.name)
+    for anchors in (named, written):
+        for index, tensors in anchors.items():
+            for tensor in tensors if not layers[index].nodes else ():
+                node = producer.get(tensor)
+                if node is not None and node.name not in owner:
+                    owner[node.name] = by_tensor[node.name] = index
+                    layers[index].nodes.append(node.name)
     _adopt_uncovered(layers, graph_nodes, producer, owner, by_tensor)
     order = {name: i for i, name in enumerate(names)}
     for layer in layers:

@@ -155,6 +155,21 @@ def test_onnxruntime_profile_ties_every_node_to_a_measured_layer(fast_profile, t
     assert layers.time_of(["conv_a"]) > 0
 
 
+def test_onnxruntime_nchwc_layers_are_tied_by_the_tensor_they_replace(fast_profile, tmp_path):
+    """With 16 channels ONNX Runtime (level all) runs NCHWc convs named ``<tensor>_nchwc`` with
+    the Relu and the residual Add fused in, and reorders at the edges that compute nothing."""
+    model = _chain_model(channels=16)
+    path = tmp_path / "chain16.onnx"
+    onnx.save(model, path)
+    layers = profile_model(path, load_profile(str(fast_profile)), runs=3)
+    by_name = {layer.name: layer for layer in layers.layers}
+    if "r_nchwc" not in by_name:
+        pytest.skip(f"this ONNX Runtime did not use NCHWc here: {sorted(by_name)}")
+    assert by_name["r_nchwc"].nodes == ["conv_b", "relu"]
+    assert by_name["d_nchwc"].nodes == ["conv_dw", "add"]
+    assert {layer.name for layer in layers.unmapped()} <= {"ReorderInput", "ReorderOutput"}
+
+
 @pytest.mark.slow
 def test_torch_profile_names_each_onnx_node(tmp_path):
     pytest.importorskip("torch")
