@@ -124,7 +124,7 @@ def _print(explanation, top: int) -> None:
 
     console = Console()
     layers = explanation.layers
-    console.print(f"{layers.source}, {layers.runs} runs: {layers.note}")
+    console.print(f"{layers.source}, {layers.runs} runs: {layers.note}", soft_wrap=True)
     table = Table(title=f"top {top} of {len(layers.layers)} measured layers")
     for column in ("layer", "kind", "ms", "share", "original nodes"):
         table.add_column(column, justify="right" if column in ("ms", "share") else "left")
@@ -146,7 +146,7 @@ def _print(explanation, top: int) -> None:
     if explanation.end_to_end_ms:
         ratio = layers.total_ms / explanation.end_to_end_ms
         line += f"; timed end to end (its own run) {explanation.end_to_end_ms:.3f} ms: {ratio:.0%}"
-    console.print(line + f"; {len(layers.unmapped())} layers tied to no ONNX node")
+    console.print(line + f"; {len(layers.unmapped())} layers tied to no ONNX node", soft_wrap=True)
     if explanation.merges:
         merges = Table(title="merges: original convs measured (before fold) vs the merged conv")
         for column in ("merged conv", "original convs", "before ms", "after ms", "predicted us"):
