@@ -404,3 +404,88 @@ def explain_model(
         report,
     )
     return explanation
+
+
+def to_markdown(explanation: Explanation, top: int = 15) -> str:
+    """The explanation as Markdown: the top layers by measured time (with their original nodes),
+    the merges measured before and after, the findings."""
+    layers = explanation.layers
+    total = layers.total_ms or 1.0
+    lines = [
+        f"Per-layer profile: {layers.source}, {layers.runs} runs ({layers.note}).",
+        "",
+        "| layer | kind | ms | share | original nodes |",
+        "|---|---|---|---|---|",
+    ]
+    for layer in sorted(layers.layers, key=lambda x: -x.time_ms)[:top]:
+        nodes = ", ".join(explanation.original_nodes_of(layer.nodes)) or "-"
+        lines.append(
+            f"| {layer.name} | {layer.kind} | {layer.time_ms:.4f} | {layer.time_ms / total:.1%} "
+            f"| {nodes} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Sum of measured layers {layers.total_ms:.3f} ms"
+        + (
+            f"; timed end to end {explanation.end_to_end_ms:.3f} ms"
+            if explanation.end_to_end_ms
+            else ""
+        )
+        + "."
+    )
+    if explanation.merges:
+        lines += [
+            "",
+            "| merged conv | original convs | before ms | after ms |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {m.result} | {', '.join(m.nodes)} | {m.measured_before_ms:.4f} | "
+            f"{m.measured_after_ms:.4f} |"
+            for m in explanation.merges
+        ]
+    lines += ["", "| layer | rule | measured ms | detail | source |", "|---|---|---|---|---|"]
+    for f in explanation.findings:
+        shown = f"{f.measured_ms:.4f}" if f.measured_ms is not None else "-"
+        lines.append(f"| {f.layer} | {f.rule} | {shown} | {f.detail} | {f.source} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(explanation: Explanation) -> str:
+    """One row per measured layer and one per finding (``record`` says which)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "record",
+            "layer",
+            "kind_or_rule",
+            "ms",
+            "device",
+            "precision",
+            "nodes",
+            "original_nodes",
+            "detail",
+        ]
+    )
+    for layer in explanation.layers.layers:
+        writer.writerow(
+            [
+                "layer",
+                layer.name,
+                layer.kind,
+                f"{layer.time_ms:.6f}",
+                layer.device,
+                layer.precision,
+                " ".join(layer.nodes),
+                " ".join(explanation.original_nodes_of(layer.nodes)),
+                "",
+            ]
+        )
+    for f in explanation.findings:
+        ms = "" if f.measured_ms is None else f"{f.measured_ms:.6f}"
+        writer.writerow(["finding", f.layer, f.rule, ms, "", "", " ".join(f.nodes), "", f.detail])
+    return out.getvalue()

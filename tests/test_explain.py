@@ -9,6 +9,7 @@ turned into the 10.x and 11.x formats by the changes NVIDIA documents (``as_trt1
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from pathlib import Path
 
@@ -344,12 +345,15 @@ def test_launch_bound_layers(fast_profile):
 def test_explain_command_measures_ties_and_writes_json(fast_profile, tmp_path, capsys):
     path = tmp_path / "chain.onnx"
     onnx.save(_chain_model(), path)
-    out = tmp_path / "explain.json"
-    code = main(
-        ["explain", str(path), "--device", str(fast_profile), "--merge", "all", "--json", str(out)]
-    )
-    assert code == 0
+    out, md, table = tmp_path / "explain.json", tmp_path / "e.md", tmp_path / "e.csv"
+    argv = ["explain", str(path), "--device", str(fast_profile), "--merge", "all"]
+    argv += ["--json", str(out), "--markdown", str(md), "--csv", str(table)]
+    assert main(argv) == 0
     data = json.loads(out.read_text())
+    rows = list(csv.DictReader(table.read_text().splitlines()))
+    assert {r["record"] for r in rows} == {"layer", "finding"}
+    assert len([r for r in rows if r["record"] == "layer"]) == len(data["layers"]["layers"])
+    assert "kernel-grown-by-merge" in md.read_text() and "| merged conv |" in md.read_text()
     text = capsys.readouterr().out
     assert "sum of measured layers" in text and "timed end to end" in text
     assert data["end_to_end_ms"] > 0 and data["layers"]["total_ms"] > 0

@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--top", type=int, default=15, help="layers to list (default 15)")
     add_output(parser, "--json", help="also write the explanation as JSON")
+    add_output(parser, "--markdown", help="also write top layers, merges and findings as Markdown")
+    add_output(parser, "--csv", help="also write every layer and finding as CSV")
     add_local(parser, "profile")
     parser.set_defaults(func=run)
 
@@ -76,9 +78,17 @@ def run(args) -> int:
         else:
             explanation = _measured(args, path, profile, precision, Path(tmp))
     _print(explanation, args.top)
-    if args.json:
-        write_text_atomic(args.json, json.dumps(explanation.to_dict(), indent=1) + "\n")
-        print(f"wrote {args.json}")
+    from harness.explain import to_csv, to_markdown
+
+    written = {
+        args.json: lambda: json.dumps(explanation.to_dict(), indent=1) + "\n",
+        args.markdown: lambda: to_markdown(explanation, args.top),
+        args.csv: lambda: to_csv(explanation),
+    }
+    for path, text in written.items():
+        if path:
+            write_text_atomic(path, text())
+            print(f"wrote {path}")
     return 0
 
 
