@@ -153,6 +153,7 @@ OUTPUTS = {
     "compare --junit": ("compare {results} {results}", "--junit", "file", "j.xml"),
     "doctor": ("doctor --device {fast}", "--json", "file", "d.json"),
     "explain": ("explain {onnx} --device {fast} --merge none", "--json", "file", "e.json"),
+    "explain --csv": ("explain {onnx} --device {fast} --merge none", "--csv", "file", "e.csv"),
     "history --plot": (
         "history show --device fast --history {tmp}/h.sqlite",
         "--plot",
