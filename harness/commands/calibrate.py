@@ -165,12 +165,13 @@ def run(args) -> int:
             file=sys.stderr,
         )
     print(f"wrote {output}")
-    from harness.cost_check import check_path
+    from harness.cost_check import check_path, summary_text
 
-    if check_path(profile, profile.backend, precision).is_file():
+    stored = check_path(profile, profile.backend, precision)
+    if stored.is_file():
         print(
-            f"  {check_path(profile, profile.backend, precision).name} checked the previous fit: "
-            "run harness calibrate --check MODELS again"
+            f"  the stored {summary_text(json.loads(stored.read_text()))}; it measured the "
+            "previous fit: run harness calibrate --check MODELS again"
         )
     return 0
 
