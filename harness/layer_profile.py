@@ -127,13 +127,14 @@ def map_to_nodes(layers: Sequence[LayerTime], model: onnx.ModelProto) -> None:
     written = {
         i: [] if layer.kind in LAYOUT_OPS else list(layer.outputs) for i, layer in enumerate(layers)
     }
-    by_tensor: Dict[str, int] = {}
+    by_tensor: Set[int] = set()
     for anchors in (named, written):
         for index, tensors in anchors.items():
             for tensor in tensors if not layers[index].nodes else ():
                 node = producer.get(tensor)
                 if node is not None and node.name not in owner:
-                    owner[node.name] = by_tensor[node.name] = index
+                    owner[node.name] = index
+                    by_tensor.add(index)
                     layers[index].nodes.append(node.name)
     _adopt_uncovered(layers, graph_nodes, producer, owner, by_tensor)
     order = {name: i for i, name in enumerate(names)}
@@ -146,15 +147,17 @@ def _adopt_uncovered(
     graph_nodes: List[onnx.NodeProto],
     producer: Dict[str, onnx.NodeProto],
     owner: Dict[str, int],
-    adopters: Dict[str, int],
+    by_tensor: Set[int],
 ) -> None:
-    """Give nodes no layer covers to a neighbouring layer found by tensors (``adopters``: a layer
-    named after its nodes lists them all), post-ops to the layer before, others to the one after."""
+    """Give nodes no layer covers to a neighbouring layer: an activation or element-wise op to the
+    layer it reads from (any layer: ONNX Runtime's FusedConv keeps the conv's name), other nodes
+    only to a layer found by tensors (``by_tensor``; a layer named after its nodes lists them all),
+    the one reading them first."""
     readers: Dict[str, List[onnx.NodeProto]] = {}
     for node in graph_nodes:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-    changed = bool(adopters)
+    changed = True
     while changed:
         changed = False
         for node in graph_nodes:
@@ -162,12 +165,13 @@ def _adopt_uncovered(
                 continue
             before = [producer[i].name for i in node.input if i in producer]
             after = [r.name for o in node.output for r in readers.get(o, [])]
-            order = (before, after) if node.op_type in POST_OPS else (after, before)
-            sources = [s for s in order[0] if s in adopters]
-            sources = sources or [s for s in order[1] if s in adopters]
+            if node.op_type in POST_OPS:
+                sources = [owner[s] for s in before if s in owner]
+            else:
+                sources = [owner[s] for s in after + before if owner.get(s) in by_tensor]
             if sources:
-                owner[node.name] = adopters[node.name] = adopters[sources[0]]
-                layers[owner[node.name]].nodes.append(node.name)
+                owner[node.name] = sources[0]
+                layers[sources[0]].nodes.append(node.name)
                 changed = True
 
 
