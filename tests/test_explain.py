@@ -275,6 +275,19 @@ def _profile_of(model: onnx.ModelProto, times: dict) -> LayerProfile:
     return LayerProfile("test", "recorded by hand", 1, layers)
 
 
+def test_fused_activations_join_the_layer_named_after_their_conv():
+    """ONNX Runtime's FusedConv keeps the conv's name: the Relu and Add it absorbed have no layer
+    of their own and join it; a MaxPool with no layer is not pulled into a named layer."""
+    model = _resnet_head()
+    layers = _profile_of(model, {"Conv_0": 0.2, "Conv_3": 0.1, "Conv_5": 0.1})
+    nodes = {layer.name: layer.nodes for layer in layers.layers}
+    assert nodes == {
+        "Conv_0": ["Conv_0", "Relu_1"],
+        "Conv_3": ["Conv_3", "Relu_4"],
+        "Conv_5": ["Conv_5", "Add_6", "Relu_7"],
+    }
+
+
 def test_channels_tensor_cores_pad_are_found_on_gpus_only(tmp_path, fast_profile):
     model = _chain_model(channels=12)
     layers = _profile_of(model, {n.name: 0.5 for n in model.graph.node})
