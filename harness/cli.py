@@ -38,6 +38,7 @@ COMMANDS = (
     "dashboard",
     "verify",
     "doctor",
+    "explain",
 )
 
 

@@ -152,6 +152,8 @@ OUTPUTS = {
     "verify": ("verify {onnx} {onnx}", "--json", "file", "v.json"),
     "compare --junit": ("compare {results} {results}", "--junit", "file", "j.xml"),
     "doctor": ("doctor --device {fast}", "--json", "file", "d.json"),
+    "explain": ("explain {onnx} --device {fast} --merge none", "--json", "file", "e.json"),
+    "explain --csv": ("explain {onnx} --device {fast} --merge none", "--csv", "file", "e.csv"),
     "history --plot": (
         "history show --device fast --history {tmp}/h.sqlite",
         "--plot",
@@ -204,6 +206,14 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "export factory oserror": (
         "export user_faults:raises_oserror --input-shape 3x8x8 -o {tmp}/o/x.onnx"
     ),
+    "explain garbage": "explain {tmp}/garbage.onnx --device {fast}",
+    "explain empty trtexec exports": (
+        "explain {onnx} --trt-profile {tmp}/empty.json --trt-layers {tmp}/empty.json"
+    ),
+    "explain truncated trtexec exports": (
+        "explain {onnx} --trt-profile {tmp}/truncated.json --trt-layers {tmp}/truncated.json"
+    ),
+    "calibrate --check garbage": "calibrate --device {fast} --check {tmp}/garbage.onnx",
     "fold garbage": "fold {tmp}/garbage.onnx -o {tmp}/o/f.onnx",
     "fold empty": "fold {tmp}/empty.onnx -o {tmp}/o/f.onnx",
     "fold empty cost table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/empty.csv",

@@ -10,7 +10,12 @@ tests/data/trt/trtexec_flags.json):
 - "Static model does not take explicit shapes ..." for shape flags on a static model
   (sampleEngines.cpp);
 - the --exportTimes JSON records (sampleReporting.cpp exportJSONTrace) and the --exportOutput
-  layout.
+  layout;
+- the --exportProfile layout (exportJSONProfile: a {"count"} record, then name, timeMs,
+  averageMs, medianMs, percentage per layer) and the --exportLayerInfo layout of each version
+  (IEngineInspector JSON: 8.5 "Layers" + "Bindings"; 10.x adds "Metadata" "[ONNX Layer: n]"
+  records; 11.x "I/O Tensors" objects instead of "Bindings"; names only unless
+  --profilingVerbosity=detailed), one "layer" per ONNX node.
 What it does not copy: TensorRT itself. The "engine" is the ONNX file run by ONNX Runtime on the
 CPU, so the times it writes are ONNX Runtime's: they exercise harness's plumbing and are never
 figures of TensorRT.
@@ -182,6 +187,8 @@ def main(version: str, argv: List[str]) -> int:
     print("\n".join(_summary(records, percentiles)))
     if "--exportTimes" in options:
         Path(options["--exportTimes"]).write_text(json.dumps(records, indent=1))
+    if "--exportProfile" in options or "--exportLayerInfo" in options:
+        _export_layers(model, feeds, options, version)
     if "--exportOutput" in options:
         outputs = session.run(None, feeds)
         Path(options["--exportOutput"]).write_text(
@@ -198,3 +205,72 @@ def main(version: str, argv: List[str]) -> int:
         )
     print(f"&&&& PASSED TensorRT.trtexec [TensorRT v{entry['banner']}] # {command}")
     return 0
+
+
+def _export_layers(model: str, feeds, options: Dict[str, str], version: str) -> None:
+    """--exportProfile and --exportLayerInfo in trtexec's layouts: each ONNX node a layer, timed
+    by ONNX Runtime's session profiling (ONNX Runtime figures in TensorRT's layout, never
+    TensorRT's)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    graph = onnx.load(model).graph
+    runs = 10
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "p")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, feeds)
+        trace = json.loads(Path(session.end_profiling()).read_text())
+    total: Dict[str, float] = {}
+    for event in trace:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            name = event["name"][: -len("_kernel_time")]
+            total[name] = total.get(name, 0.0) + event["dur"] / 1e3
+    nodes = [n for n in graph.node if n.name in total]
+    whole = sum(total.values()) or 1.0
+    if "--exportProfile" in options:
+        records: List[Dict[str, float]] = [{"count": runs}]  # type: ignore[list-item]
+        for n in nodes:
+            records.append(
+                {
+                    "name": n.name,
+                    "timeMs": total[n.name],
+                    "averageMs": total[n.name] / runs,
+                    "medianMs": total[n.name] / runs,
+                    "percentage": 100 * total[n.name] / whole,
+                }
+            )
+        Path(options["--exportProfile"]).write_text(json.dumps(records, indent=1))
+    if "--exportLayerInfo" in options:
+        detailed = options.get("--profilingVerbosity") == "detailed"
+        major = int(version.split(".")[0])
+
+        def tensors(names):
+            return [
+                {"Name": t, "Location": "Device", "Format/Datatype": "Row major linear FP32"}
+                for t in names
+                if t
+            ]
+
+        layers = []
+        for n in nodes:
+            if not detailed:
+                layers.append(n.name)
+                continue
+            layer = {"Name": n.name, "LayerType": n.op_type}
+            layer.update(Inputs=tensors(n.input), Outputs=tensors(n.output))
+            if major >= 10:
+                layer["Metadata"] = f"[ONNX Layer: {n.name}]"
+            layers.append(layer)
+        io = [i.name for i in graph.input] + [o.name for o in graph.output]
+        info = {"Layers": layers}
+        if major >= 11:
+            info["I/O Tensors"] = [{"Name": t, "Location": "Device"} for t in io]
+        else:
+            info["Bindings"] = io
+        Path(options["--exportLayerInfo"]).write_text(json.dumps(info, indent=1))

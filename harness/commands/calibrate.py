@@ -22,7 +22,13 @@ fit the cost model that `fold --merge auto` uses (a fixed cost and a FLOP rate p
 bandwidth term) and write it beside the profile as <profile>.<backend>.<precision>.calibration.json,
 with the measured points, the fit's error on them and the provenance (device state, versions, date).
 Commit that file with the profile. Interrupted runs resume from <output>.progress.jsonl (only
-measurements made with the same device, backend, settings and versions)."""
+measurements made with the same device, backend, settings and versions).
+
+--check a.onnx,b.onnx checks the cost model fold would use (this calibration) where it decides:
+every partition of each conv chain `fold --merge auto` considers is folded and profiled layer by
+layer; the share of predictions within +/-10% and +/-20% of measured and auto against the oracle
+(the partition measured fastest) are stored beside the calibration
+(<profile>.<backend>.<precision>.costcheck.json) and shown by --show."""
 
 
 def register(subparsers) -> None:
@@ -47,6 +53,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a third of the grid: a first look, not for use"
     )
+    parser.add_argument(
+        "--check",
+        default=None,
+        help="ONNX files (comma-separated) to check the stored cost model on, instead of fitting",
+    )
+    parser.add_argument("--show", action="store_true", help="print the stored cost check and exit")
     add_local(parser, "calibrate")
     parser.set_defaults(func=run)
 
@@ -80,6 +92,8 @@ def run(args) -> int:
     refuse_remote(profile, args, "calibrate")
     precision = profile.precisions[0]
     batch = args.batch if args.batch is not None else profile.batch_sizes[0]
+    if args.check or args.show:
+        return _check(args, profile, precision, batch)
     output = args.output or calibration_path(profile, profile.backend, precision)
     check_output(output, FILE, "-o")  # the default path too, before measuring anything
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -151,4 +165,53 @@ def run(args) -> int:
             file=sys.stderr,
         )
     print(f"wrote {output}")
+    from harness.cost_check import check_path, summary_text
+
+    stored = check_path(profile, profile.backend, precision)
+    if stored.is_file():
+        print(
+            f"  the stored {summary_text(json.loads(stored.read_text()))}; it measured the "
+            "previous fit: run harness calibrate --check MODELS again"
+        )
+    return 0
+
+
+def _check(args, profile, precision: str, batch: int) -> int:
+    """``--check``: the stored cost model checked on models and the result stored beside it;
+    ``--show``: the stored check printed."""
+    import json
+    import tempfile
+
+    from harness import envinfo
+    from harness.calibrate import cost_model_for
+    from harness.cost_check import check_model, check_path, store, summary_text
+    from harness.errors import HarnessError
+    from harness.onnx_io import load_model
+
+    path = check_path(profile, profile.backend, precision)
+    if not args.check:
+        if not path.is_file():
+            raise HarnessError(f"no cost check stored ({path.name}): run with --check MODELS")
+        print(summary_text(json.loads(path.read_text())))
+        return 0
+    cost, note = cost_model_for(profile, precision, batch=batch)
+    print(f"cost model: {note}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in filter(None, args.check.split(",")):
+            model = load_model(Path(name))
+            results[Path(name).stem] = check_model(
+                model, Path(name).stem, profile, cost, batch, Path(tmp)
+            )
+    data = store(
+        path,
+        profile,
+        profile.backend,
+        precision,
+        cost,
+        results,
+        envinfo.capture_environment(profile),
+    )
+    print(summary_text(data))
+    print(f"wrote {path}")
     return 0

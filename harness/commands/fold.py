@@ -68,6 +68,12 @@ def register(subparsers) -> None:
         "profile's backend and keep the plan only if it is not slower than the better of them",
     )
     parser.add_argument(
+        "--check-cost",
+        action="store_true",
+        help="with --merge auto: fold every partition of each chain considered, profile them "
+        "layer by layer here, and list predicted against measured cost per merge",
+    )
+    parser.add_argument(
         "--no-verify", action="store_true", help="skip the numerical check (not recommended)"
     )
     parser.add_argument(
@@ -100,8 +106,10 @@ def run(args) -> int:
         raise HarnessError("--measure compares against a latency table: give --cost table.csv too")
     if args.arbitrate and args.merge != "auto":
         raise HarnessError("--arbitrate weighs auto's plan against none and all: use --merge auto")
-    if args.arbitrate or args.measure:  # both time graphs here
-        refuse_remote(profile, args, "fold --arbitrate/--measure")
+    if args.check_cost and args.merge != "auto":
+        raise HarnessError("--check-cost checks auto's cost model: use --merge auto")
+    if args.arbitrate or args.measure or args.check_cost:  # these time graphs here
+        refuse_remote(profile, args, "fold --arbitrate/--measure/--check-cost")
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost, batch=args.batch)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     loading = time.perf_counter()
@@ -123,6 +131,8 @@ def run(args) -> int:
             )
         arbitration = arbitrate({k: r.model for k, r in results.items()}, profile, args.batch)
         result = results[arbitration.chosen]
+    if args.check_cost:
+        summary_check = _check_cost(args, model, result, cost, profile)
     verify_s = 0.0
     if not args.no_verify and result.report.changed:
         reference, _ = bind_shapes(model, shape, args.batch)
@@ -145,6 +155,8 @@ def run(args) -> int:
     summary = result.report.to_dict()
     if arbitration is not None:
         summary["arbitration"] = arbitration.to_dict()
+    if args.check_cost:
+        summary["cost_check"] = summary_check
     if args.cost:
         _table_prediction(args, result, cost, profile, summary)
     if args.report:
@@ -186,6 +198,38 @@ def _table_prediction(args, result, cost, profile, summary: dict) -> None:
             f"  measured whole folded network: {measured:.3f} ms (median); prediction error "
             f"{error:+.1%} (the table covers convs only)"
         )
+
+
+def _check_cost(args, model, result, cost, profile) -> dict:
+    """``--check-cost``: profile every partition of the chains auto considered; the measured cost
+    goes on the merge records, and a line per chain and the summary are printed."""
+    import tempfile
+
+    from harness.cost_check import annotate, check_model, conv_indices, summary, to_record
+
+    batch = args.batch or profile.batch_sizes[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        spans, chains = check_model(model, args.onnx.stem, profile, cost, batch, Path(tmp))
+    annotate(result.report.records, spans, conv_indices(model))
+    for chain in chains:
+        shown = "; ".join(
+            f"{list(map(list, p))}: predicted {pr * 1e3:.1f} us, measured {me * 1e3:.1f} us"
+            for p, (pr, me) in chain.partitions.items()
+        )
+        print(
+            f"  cost check, convs {chain.convs}: auto {list(map(list, chain.auto))}, oracle "
+            f"{list(map(list, chain.oracle))}; {shown}"
+        )
+    totals = summary(spans, chains)
+    print(
+        f"  cost check: {totals['within_10pct']:.0%} of {totals['spans']} spans within +/-10% of "
+        f"measured, {totals['within_20pct']:.0%} within +/-20%; auto "
+        f"{totals['auto_vs_oracle']:+.1%} against the oracle (profiled per layer, apart from "
+        "timing)"
+        if totals["spans"] and totals["chains"]
+        else "  cost check: no chain to check"
+    )
+    return dict(to_record(spans, chains), summary=totals)
 
 
 def _process_age() -> Optional[float]:

@@ -314,6 +314,7 @@ def merge_conv_chains(
                             if waived and margin
                             else ""
                         ),
+                        segments=[[i, j] for i, j in segments],
                     )
                 )
                 records += declined_merges(run, segments, spans, cost, saving)

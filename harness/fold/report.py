@@ -36,6 +36,9 @@ _OPTIONAL_FIELDS = (
     "flops_after",
     "cost_before_us",
     "cost_after_us",
+    "measured_before_us",
+    "measured_after_us",
+    "segments",
 )
 
 
@@ -54,6 +57,9 @@ class FoldRecord:
     flops_after: Optional[int] = None
     cost_before_us: Optional[float] = None  # the cost model's estimate before and after
     cost_after_us: Optional[float] = None
+    measured_before_us: Optional[float] = None  # profiled (fold --check-cost), before and after
+    measured_after_us: Optional[float] = None
+    segments: Optional[List[List[int]]] = None  # a plan's segments (run indices, first and last)
 
     @property
     def key(self) -> tuple:
@@ -163,6 +169,11 @@ def _record_text(record: FoldRecord) -> str:
         line += f"\n      FLOPs {record.flops_before / 1e6:.2f}M -> {record.flops_after / 1e6:.2f}M"
     if record.cost_before_us is not None:
         line += f"; estimated {record.cost_before_us:.1f} us -> {record.cost_after_us:.1f} us"
+    if record.measured_before_us is not None:
+        line += (
+            f"; measured {record.measured_before_us:.1f} us -> {record.measured_after_us:.1f} us"
+            " (profiled)"
+        )
     return line
 
 

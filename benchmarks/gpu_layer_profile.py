@@ -1,0 +1,93 @@
+"""Device check for the lead (needs a CUDA GPU with trtexec on PATH): real per-layer profiles.
+
+For resnet56 dc-1x1 and mobilenetv2 dc-ds: a trtexec profiling run (``layer_profile.
+profile_trtexec``: ``--profilingVerbosity=detailed --exportProfile --exportLayerInfo
+--separateProfileRun``) read back and tied to the ONNX nodes, its sum against trtexec's own timed
+GPU compute median, and the torch profiler on CUDA when torch sees a GPU. The raw exports are
+copied to ``--out`` so that they can become recorded test data (tests/data/trt/profiles/).
+
+    python benchmarks/gpu_layer_profile.py --device h100 --out "$OUT"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+from harness.backends.trt.trtexec import (
+    find_trtexec,
+    run_command,
+    run_trtexec,
+    trtexec_command,
+    trtexec_version,
+)
+from harness.export import materialize, resolve_source
+from harness.layer_profile import (
+    load_json,
+    profile_torch,
+    trt_layer_profile,
+    trtexec_profile_flags,
+)
+from harness.onnx_io import load_model
+from harness.profiles import load_profile
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="h100")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    profile = load_profile(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, variant in (("resnet56", "dc-1x1"), ("mobilenetv2", "dc-ds")):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}-{variant}.onnx"
+            materialize(dataclasses.replace(resolve_source(name), variant=variant), path, 1)
+            _trtexec(path, profile, args.out)
+            _torch(path, args.out)
+    return 0
+
+
+def _trtexec(path: Path, profile, out: Path) -> None:
+    timed = run_trtexec(path, profile, "fp32", 1)
+    binary = find_trtexec()
+    version = trtexec_version(binary)
+    stem = f"{path.stem}.trt{version}"
+    prof, info = out / f"{stem}.profile.json", out / f"{stem}.layers.json"
+    cmd = trtexec_command(path, profile, "fp32", 1, version)
+    cmd[0] = binary
+    run_command(cmd + trtexec_profile_flags(prof, info) + ["--separateProfileRun"], str(path))
+    layers = trt_layer_profile(load_json(prof), load_json(info), load_model(path), version)
+    compute = sorted(timed["series_ms"].get("gpu_compute_ms") or timed["series_ms"]["latency_ms"])
+    median = compute[len(compute) // 2]
+    print(
+        f"{path.stem} TensorRT {version}: {len(layers.layers)} layers, sum {layers.total_ms:.4f}"
+        f" ms vs timed GPU compute median {median:.4f} ms ({layers.total_ms / median:.0%}); "
+        f"{len(layers.unmapped())} layers tied to no node"
+    )
+    for layer in sorted(layers.layers, key=lambda x: -x.time_ms)[:5]:
+        print(
+            f"  {layer.time_ms:.4f} ms {layer.kind} {layer.precision} {layer.name}: {layer.nodes}"
+        )
+    (out / f"{stem}.explained.json").write_text(json.dumps(layers.to_dict(), indent=1))
+
+
+def _torch(path: Path, out: Path) -> None:
+    try:
+        import torch
+    except ImportError:
+        print("torch not installed: torch profiler skipped")
+        return
+    if not torch.cuda.is_available():
+        print("torch sees no GPU: torch profiler skipped")
+        return
+    layers = profile_torch(path, "cuda", runs=20)
+    print(f"{path.stem} torch CUDA: {len(layers.layers)} nodes, sum {layers.total_ms:.4f} ms")
+    (out / f"{path.stem}.torch.json").write_text(json.dumps(layers.to_dict(), indent=1))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
