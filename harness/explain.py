@@ -23,6 +23,7 @@ from harness.fold.skeleton import infer_shapes_quick
 from harness.geometry import ConvGeometry
 from harness.layer_profile import LayerProfile
 from harness.profiles import Profile
+from harness.report.formats import markdown_table
 
 # channel multiples tensor cores need, per precision
 ALIGNMENT = {"fp16": 8, "int8": 32}
@@ -411,18 +412,18 @@ def to_markdown(explanation: Explanation, top: int = 15) -> str:
     the merges measured before and after, the findings."""
     layers = explanation.layers
     total = layers.total_ms or 1.0
-    lines = [
-        f"Per-layer profile: {layers.source}, {layers.runs} runs ({layers.note}).",
-        "",
-        "| layer | kind | ms | share | original nodes |",
-        "|---|---|---|---|---|",
+    rows = [
+        [
+            layer.name,
+            layer.kind,
+            f"{layer.time_ms:.4f}",
+            f"{layer.time_ms / total:.1%}",
+            ", ".join(explanation.original_nodes_of(layer.nodes)) or "-",
+        ]
+        for layer in sorted(layers.layers, key=lambda x: -x.time_ms)[:top]
     ]
-    for layer in sorted(layers.layers, key=lambda x: -x.time_ms)[:top]:
-        nodes = ", ".join(explanation.original_nodes_of(layer.nodes)) or "-"
-        lines.append(
-            f"| {layer.name} | {layer.kind} | {layer.time_ms:.4f} | {layer.time_ms / total:.1%} "
-            f"| {nodes} |"
-        )
+    lines = [f"Per-layer profile: {layers.source}, {layers.runs} runs ({layers.note}).", ""]
+    lines += markdown_table(["layer", "kind", "ms", "share", "original nodes"], rows)
     lines.append("")
     lines.append(
         f"Sum of measured layers {layers.total_ms:.3f} ms"
@@ -434,20 +435,29 @@ def to_markdown(explanation: Explanation, top: int = 15) -> str:
         + "."
     )
     if explanation.merges:
-        lines += [
-            "",
-            "| merged conv | original convs | before ms | after ms |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {m.result} | {', '.join(m.nodes)} | {m.measured_before_ms:.4f} | "
-            f"{m.measured_after_ms:.4f} |"
+        merges = [
+            [
+                m.result,
+                ", ".join(m.nodes),
+                f"{m.measured_before_ms:.4f}",
+                f"{m.measured_after_ms:.4f}",
+            ]
             for m in explanation.merges
         ]
-    lines += ["", "| layer | rule | measured ms | detail | source |", "|---|---|---|---|---|"]
-    for f in explanation.findings:
-        shown = f"{f.measured_ms:.4f}" if f.measured_ms is not None else "-"
-        lines.append(f"| {f.layer} | {f.rule} | {shown} | {f.detail} | {f.source} |")
+        head = ["merged conv", "original convs", "before ms", "after ms"]
+        lines += ["", *markdown_table(head, merges)]
+    findings = [
+        [
+            f.layer,
+            f.rule,
+            f"{f.measured_ms:.4f}" if f.measured_ms is not None else "-",
+            f.detail,
+            f.source,
+        ]
+        for f in explanation.findings
+    ]
+    head = ["layer", "rule", "measured ms", "detail", "source"]
+    lines += ["", *markdown_table(head, findings)]
     return "\n".join(lines) + "\n"
 
 
