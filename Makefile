@@ -1,4 +1,4 @@
-# make bench [DEVICE=host] [MODELS=resnet56,lenet5] [OUT=results/host]  |  make paper [DEVICE=host]  |  make test
+# make bench [DEVICE=host] [MODELS=resnet56,lenet5] [OUT=results/host]  |  make paper [DEVICE=host]  |  make test  |  make docs
 # The first use creates .venv and installs the package with its test tools. TORCH_SPEC pins the CPU build of
 # torch that CI uses; override it on a GPU machine (make bench TORCH_SPEC=torch) to keep your own build.
 PYTHON ?= python3
@@ -17,13 +17,13 @@ DEVICE_SIDE := harness/__init__.py harness/errors.py harness/energy.py harness/m
 	harness/calibrate.py harness/outputs.py harness/precision.py harness/remote.py \
 	harness/geometry.py harness/lut.py harness/fold/cost.py harness/layer_profile.py
 
-.PHONY: bench paper test lint setup clean
+.PHONY: bench paper test lint setup clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/python -m pip install -q -e ".[torch,dev]"
+	$(VENV)/bin/python -m pip install -q -e ".[torch,dev,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,10 +37,13 @@ paper: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check harness tests
 	$(VENV)/bin/ruff format --check --line-length 100 --quiet .
 	$(VENV)/bin/vermin -t=3.8- --no-tips --violations --eval-annotations $(DEVICE_SIDE)
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache site
