@@ -513,8 +513,8 @@ def read_table(path: Path) -> Dict[Tuple[int, int], float]:
     if layout:
         raise HarnessError(
             f"{path} is a {layout}-layout table (st/end are activation positions, for the "
-            f"paper's own solver); harness plan and fold --cost read `harness lut --layout "
-            "harness` tables"
+            f"paper's own solver); `harness plan` and `harness fold --cost` read "
+            "`harness lut --layout harness` tables"
         )
     return read_span_values(path, "time", "latency table")
 
