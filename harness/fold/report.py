@@ -16,15 +16,21 @@ class FoldAction(str, enum.Enum):
     REFUSED = "refused"  # a rewrite that would not be exact, or a graph that could not be prepared
     PLANNED = "planned"  # the cost model's choice of segments for a conv chain
     KEPT = "kept"  # a rewrite left out because it would cost more
-    CONVERTED = "converted"  # the opset converted before folding
+    CONVERTED = "converted"  # the opset converted before folding (written converted)
     BOUND = "bound"  # dynamic input dimensions bound to sizes
     LIMITED = "limited"  # only the shape-independent passes could run
     WARNING = "warning"  # something the numbers below should be read with
 
     @property
     def changes_graph(self) -> bool:
-        """Whether a record of this action means the graph was rewritten."""
-        return self in (FoldAction.FOLDED, FoldAction.MERGED, FoldAction.REMOVED)
+        """Whether a record of this action means the graph was rewritten (a converted opset
+        too: the model is written at the new opset, which the runtimes load)."""
+        return self in (
+            FoldAction.FOLDED,
+            FoldAction.MERGED,
+            FoldAction.REMOVED,
+            FoldAction.CONVERTED,
+        )
 
 
 # the optional fields of a record, in the order its dictionary lists them (before ``detail``)
@@ -101,6 +107,9 @@ class FoldReport:
     flops_after: int
     elapsed_s: float
     verification: Optional[Dict[str, Any]] = None
+    # a count that misses Conv/Gemm/MatMul nodes of unknown shapes is a floor (``flops_text``)
+    flops_before_floor: bool = False
+    flops_after_floor: bool = False
 
     @property
     def changed(self) -> bool:
@@ -141,7 +150,8 @@ class FoldReport:
         if not self.changed:
             lines.append("  nothing to fold: the model is written unchanged")
         lines.append(
-            f"  FLOPs: {self.flops_before / 1e6:.2f}M -> {self.flops_after / 1e6:.2f}M; "
+            f"  FLOPs: {flops_text(self.flops_before, self.flops_before_floor)} -> "
+            f"{flops_text(self.flops_after, self.flops_after_floor)}; "
             f"{self.count(FoldAction.MERGED)} merges, {self.count(FoldAction.FOLDED)} folds, "
             f"{self.count(FoldAction.REMOVED)} removals, "
             f"{self.count(FoldAction.REFUSED)} refusals"
@@ -149,6 +159,14 @@ class FoldReport:
         if self.verification:
             lines.append("  " + verification_text(self.verification))
         return "\n".join(lines)
+
+
+def flops_text(flops: int, floor: bool) -> str:
+    """FLOPs in millions; a floor (nodes of unknown shapes not counted) as '>= 0.22M', or
+    'unknown' when nothing could be counted."""
+    if floor:
+        return f">= {flops / 1e6:.2f}M" if flops else "unknown"
+    return f"{flops / 1e6:.2f}M"
 
 
 def _record_text(record: FoldRecord) -> str:

@@ -8,17 +8,24 @@ magnitude, and the check states how strongly the compared tensors respond to the
 in which nothing responds to the input is not called verified. A graph ONNX Runtime cannot run (a
 custom-domain op, a type it does not implement) is reported as not verified, with the reason, rather
 than failing.
+
+What a tensor may differ by (``Tolerance``) fits the numbers it holds: relative to its magnitude,
+at the precision the graph computes in (float16 graphs are not held to float32's), never finer
+than the rounding of the op that wrote it (a sigmoid saturated near 0 is computed to ~1e-7 absolute,
+not relative), and an output that differs by no more than ONNX Runtime's own optimisations of the
+original change it (rounding) is not called a wrong fold.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
 
-from harness.errors import FoldVerificationError
+from harness.errors import FoldVerificationError, HarnessError
 from harness.fold.joint import LocalCheck, joint_model
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
@@ -32,15 +39,242 @@ FLOAT_KINDS = "fc"
 # it with ``batch_sizes``.
 SEEDS, BATCH_SIZES = (0, 1), (1,)
 LOCAL_STREAM = 1  # the local checks' inputs come from another random stream than the graph inputs
+DEFAULT_RTOL = 1e-4  # of a float32 graph; float16/bfloat16 graphs: HALF_ULPS of their epsilon
+HALF_ULPS = 16
+# Ops whose result lies in a fixed range -> its width. ONNX Runtime computes them to a few ulps
+# of that range (a sigmoid at 6e-5 to ~3e-8 absolute, 5e-4 relative): their tensors may differ by
+# RANGE_ULPS ulps of it, whatever their magnitude.
+BOUNDED_OPS = {"Sigmoid": 1.0, "HardSigmoid": 1.0, "Softmax": 1.0, "Tanh": 2.0, "Softsign": 2.0}
+RANGE_ULPS = 16
+# ops whose outputs hold values of their first input (or of all inputs): the range carries over
+RANGE_KEEPING = {
+    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
+    "Expand", "Tile", "Split", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Concat",
+}  # fmt: skip
+# An output that differs by up to this many times what ONNX Runtime's optimisations of the original
+# change it by (both rounding) is rounding, not a wrong rewrite.
+ROUNDING_FACTOR = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """What a compared tensor may differ by: max |a - b| <= atol + rtol x max |a| (a of the
+    original). ``rtol`` None: from the graph's precision (``precision_rtol``); ``output_rtol`` and
+    ``output_atol`` set them for named graph outputs."""
+
+    rtol: Optional[float] = None
+    atol: float = 0.0
+    output_rtol: Dict[str, float] = dataclasses.field(default_factory=dict)
+    output_atol: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, rtols: Sequence[str] = (), atols: Sequence[str] = ()) -> Tolerance:
+        """From ``--rtol`` / ``--atol`` values: ``1e-3`` for every tensor, ``NAME=1e-3`` for the
+        output NAME (each option may be repeated)."""
+        found: Dict[str, Tuple[Optional[float], Dict[str, float]]] = {}
+        for option, values in (("--rtol", rtols), ("--atol", atols)):
+            overall: Optional[float] = None
+            named: Dict[str, float] = {}
+            for text in values:
+                name, _, number = text.rpartition("=")
+                value = _tolerance_value(option, text, number)
+                if name:
+                    named[name] = value
+                else:
+                    overall = value
+            found[option] = (overall, named)
+        (rtol, output_rtol), (atol, output_atol) = found["--rtol"], found["--atol"]
+        return cls(rtol, atol or 0.0, output_rtol, output_atol)
+
+    def check_outputs(self, model: onnx.ModelProto) -> None:
+        """Refuse per-output tolerances that name no output of ``model``."""
+        outputs = [o.name for o in model.graph.output]
+        for option, named in (("--rtol", self.output_rtol), ("--atol", self.output_atol)):
+            for name in named:
+                if name not in outputs:
+                    raise HarnessError(
+                        f"{option} {name}=...: the model has no output {name!r} (its outputs: "
+                        f"{', '.join(outputs)})"
+                    )
+
+    def limits(self, tensor: str, default_rtol: float) -> Tuple[float, float]:
+        """(rtol, atol) given for ``tensor``: its own where named, else the overall ones."""
+        rtol = self.rtol if self.rtol is not None else default_rtol
+        return self.output_rtol.get(tensor, rtol), self.output_atol.get(tensor, self.atol)
+
+
+def _tolerance_value(option: str, text: str, number: str) -> float:
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise HarnessError(
+            f"{option} takes a non-negative number, or OUTPUT=number for one output, not {text!r}"
+        )
+    return value
+
+
+def precision_rtol(model: onnx.ModelProto) -> float:
+    """The default rtol of a graph: ``DEFAULT_RTOL``, or ``HALF_ULPS`` of the epsilon of the
+    narrowest float type it computes in (float16, bfloat16: a float16 graph with float32 inputs
+    and outputs included)."""
+    graph = model.graph
+    types = {t.data_type for t in graph.initializer}
+    types.update(
+        v.type.tensor_type.elem_type
+        for v in list(graph.input) + list(graph.output) + list(graph.value_info)
+    )
+    for node in graph.node:
+        types.update(a.i for a in node.attribute if node.op_type == "Cast" and a.name == "to")
+    eps = [_HALF_EPS[t] for t in types if t in _HALF_EPS]
+    return max([DEFAULT_RTOL] + [HALF_ULPS * e for e in eps])
+
+
+_HALF_EPS = {onnx.TensorProto.FLOAT16: 2.0**-10, onnx.TensorProto.BFLOAT16: 2.0**-7}
+
+
+def value_ranges(model: onnx.ModelProto) -> Dict[str, float]:
+    """Tensors written by a bounded op (``BOUNDED_OPS``), or holding values of one
+    (``RANGE_KEEPING``) -> the width of the range their values lie in."""
+    ranges: Dict[str, float] = {}
+    for node in model.graph.node:
+        width = BOUNDED_OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if width is None and node.op_type in RANGE_KEEPING and node.input:
+            sources = node.input if node.op_type == "Concat" else node.input[:1]
+            widths = [ranges.get(name) for name in sources]
+            width = max(widths) if widths and None not in widths else None  # type: ignore[type-var]
+        if width is not None:
+            ranges.update((name, width) for name in node.output if name)
+    return ranges
+
+
+@dataclasses.dataclass
+class TensorError:
+    """How one compared tensor differs: max |a - b| (``error``) against the original's max |a|
+    (``magnitude``), what its tolerance allows (``allowed`` = atol + rtol x magnitude) and, where
+    it was measured, how much ONNX Runtime's optimisations of the original change it (relative).
+    ``mismatch`` says why it could not be compared element by element (error inf)."""
+
+    name: str
+    error: float
+    magnitude: float
+    rtol: float = 0.0
+    atol: float = 0.0
+    mismatch: str = ""
+    optimiser_change: Optional[float] = None
+
+    @property
+    def relative(self) -> float:
+        return self.error / (self.magnitude if self.magnitude > 0 else 1.0)
+
+    @property
+    def allowed(self) -> float:
+        return self.atol + self.rtol * (self.magnitude if self.magnitude > 0 else 1.0)
+
+    @property
+    def excess(self) -> float:
+        """The error over what is allowed (above 1: the tensor differs)."""
+        if self.error <= self.allowed:
+            return self.error / self.allowed if self.allowed > 0 else 0.0
+        return self.error / self.allowed if self.allowed > 0 else math.inf
+
+    @property
+    def rounding(self) -> bool:
+        """Whether the error is within what ONNX Runtime's own optimisations make (rounding)."""
+        change = self.optimiser_change
+        return change is not None and self.relative <= ROUNDING_FACTOR * change
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.mismatch) or (self.excess > 1 and not self.rounding)
+
+    def text(self) -> str:
+        """What differs, against what magnitude and what was allowed."""
+        if self.mismatch:
+            return f"tensor {self.name!r} has {self.mismatch}"
+        line = (
+            f"max relative error {self.relative:.3g} at tensor {self.name!r}: max |a - b| = "
+            f"{self.error:.3g} against max |a| = {self.magnitude:.3g} in the original, "
+            f"{self.allowed:.3g} allowed (rtol {self.rtol:g} x max |a|"
+            + (f" + atol {self.atol:.3g}" if self.atol else "")
+            + ")"
+        )
+        if self.optimiser_change is not None:
+            line += (
+                f"; ONNX Runtime's own optimisations of the original change it by "
+                f"{self.optimiser_change:.3g} (relative)"
+            )
+        return line
+
+
+class _Judge:
+    """Each compared tensor's worst difference, against its tolerance: ``Tolerance``'s, with rtol
+    at least ``HALF_ULPS`` ulps for half-precision tensors and atol at least ``RANGE_ULPS`` ulps of
+    the range of a bounded op's tensor."""
+
+    def __init__(self, model: onnx.ModelProto, tolerance: Tolerance) -> None:
+        self.tolerance = tolerance
+        self.rtol = tolerance.rtol if tolerance.rtol is not None else precision_rtol(model)
+        self.ranges = value_ranges(model)
+        self.outputs = [o.name for o in model.graph.output]
+        self.errors: Dict[str, TensorError] = {}
+
+    def record(self, label: str, expected: Any, got: Any, tensor: str = "") -> None:
+        """Compare one tensor (``tensor``: its name in the original, where ``label`` is another)."""
+        found = _tensor_error(label, expected, got)
+        found.rtol, found.atol = self.tolerance.limits(tensor or label, self.rtol)
+        floats = [a.dtype for a in _arrays(expected) if a.dtype.kind == "f"]
+        eps = max((float(np.finfo(dtype).eps) for dtype in floats), default=0.0)
+        if eps > _HALF_EPS[onnx.TensorProto.FLOAT16] / 2:  # a half-precision tensor
+            found.rtol = max(found.rtol, HALF_ULPS * eps)
+        width = self.ranges.get(tensor or label)
+        if width is not None:
+            found.atol = max(found.atol, RANGE_ULPS * eps * width)
+        known = self.errors.get(label)
+        if known is None or found.mismatch or (not known.mismatch and found.excess > known.excess):
+            self.errors[label] = found
+
+    def failing_outputs(self) -> Optional[List[str]]:
+        """The outputs that differ by more than allowed, when nothing else differs (else None)."""
+        failing = [e for e in self.errors.values() if e.differs]
+        if not failing or any(e.mismatch or e.name not in self.outputs for e in failing):
+            return None
+        return [e.name for e in failing]
+
+    def conclude(self, result: VerifyResult) -> List[str]:
+        """Fill ``result``'s errors and verdict in; returns the notes on outputs let through as
+        rounding."""
+        if not self.errors:
+            return []
+        result.max_rel_error = max(e.relative for e in self.errors.values())
+        failing = [e for e in self.errors.values() if e.differs]
+        worst = max(failing or self.errors.values(), key=lambda e: (e.excess, e.relative))
+        result.worst_tensor = worst.name
+        result.worst = dataclasses.asdict(worst)
+        result.worst["allowed"] = worst.allowed
+        if failing:
+            result.status = DIFFERENT
+            result.difference = worst.text()
+        return [
+            f"output {e.name!r} differs by {e.relative:.3g} (relative; max |a - b| {e.error:.3g} "
+            f"against max |a| {e.magnitude:.3g}), within {ROUNDING_FACTOR}x the "
+            f"{e.optimiser_change:.3g} ONNX Runtime's own optimisations of the original change it "
+            f"by: rounding, not a wrong rewrite"
+            for e in self.errors.values()
+            if e.excess > 1 and e.rounding
+        ]
 
 
 @dataclasses.dataclass
 class VerifyResult:
     """Largest relative error seen (max |a - b| / max |a| per tensor), over every seed and batch
-    size."""
+    size; ``worst``: the ``TensorError`` (as a dict) of the tensor furthest over its tolerance, or
+    of the largest relative error where none is over, and ``difference`` what it says."""
 
     max_rel_error: float
-    tolerance: float
+    tolerance: float  # the rtol (relative to each tensor's magnitude) of tensors not named
     seeds: List[int]
     batch_sizes: List[int]
     note: str = ""
@@ -52,6 +286,9 @@ class VerifyResult:
     local_checks: int = (
         0  # rewritten nodes compared with the subgraph they replaced, on random inputs
     )
+    atol: float = 0.0
+    worst: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    difference: str = ""
 
     @property
     def verified(self) -> bool:
@@ -89,13 +326,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _session(model: onnx.ModelProto, weights: Optional[Dict[str, np.ndarray]] = None):
-    """An ONNX Runtime CPU session, graph optimisations off (the graph runs as written);
-    ``weights``: the model's external data files, held in memory."""
+def _session(
+    model: onnx.ModelProto,
+    weights: Optional[Dict[str, np.ndarray]] = None,
+    optimised: bool = False,
+):
+    """An ONNX Runtime CPU session, graph optimisations off (the graph runs as written) unless
+    ``optimised`` (all of them); ``weights``: the model's external data files, held in memory."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimised else level.ORT_DISABLE_ALL
     options.log_severity_level = 4
     if weights:
         options.add_external_initializers_from_files_in_memory(
@@ -153,13 +395,51 @@ def _feed_shape(shape: Sequence[Any]) -> Tuple[int, ...]:
     )
 
 
-def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
+def index_ranges(model: onnx.ModelProto) -> Dict[str, Tuple[int, int]]:
+    """Integer graph inputs read as indices (of Gather, GatherElements, GatherND) -> the values
+    every such reader accepts, [low, high]: [-n, n - 1] for an axis of n (negative indices count
+    from the end; opset 11 on), where the indexed tensor's shape is known."""
+    graph = model.graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for value in list(graph.input) + list(graph.value_info):
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in shapes and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    feeds = {v.name for v in graph.input} - {t.name for t in graph.initializer}
+    negative = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0) >= 11
+    found: Dict[str, Tuple[int, int]] = {}
+    for node in graph.node:
+        if node.op_type not in ("Gather", "GatherElements", "GatherND") or len(node.input) < 2:
+            continue
+        data, indices = shapes.get(node.input[0]), node.input[1]
+        if indices not in feeds or not data:
+            continue
+        attributes = {a.name: a.i for a in node.attribute}
+        if node.op_type == "GatherND":  # each index picks along one of the dims after the batch
+            sizes = data[attributes.get("batch_dims", 0) :]
+        else:
+            axis = attributes.get("axis", 0)
+            sizes = data[axis : axis + 1] if -len(data) <= axis < len(data) else []
+            sizes = sizes or []
+        if not sizes or min(sizes) <= 0:
+            continue
+        low, high = (-min(sizes) if negative else 0), min(sizes) - 1
+        known = found.get(indices)
+        found[indices] = (max(low, known[0]), min(high, known[1])) if known else (low, high)
+    return found
+
+
+def _inputs(
+    session_inputs: Sequence[Any], seed: int, ranges: Optional[Dict[str, Tuple[int, int]]] = None
+) -> Dict[str, np.ndarray]:
     """Seeded inputs for a session's inputs (``session.get_inputs()``): normal floats, except
     uniform [0, 1) for rank <= 1 inputs beside higher-rank ones (parameter-like: a variance must not
-    be negative); 0/1 for booleans, 32/64-bit integers (valid indices, flags) and, on seed 0, for
+    be negative); integers read as indices over the range their readers accept (``ranges``, see
+    ``index_ranges``); 0/1 for booleans, other 32/64-bit integers (flags) and, on seed 0, for
     8/16-bit integers, which on other seeds span their type's range (pixels: overflow and
     saturation must show)."""
     rng = np.random.default_rng(seed)
+    ranges = ranges or {}
     args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
@@ -169,6 +449,10 @@ def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
             values = rng.random(shape) if parameter else rng.standard_normal(shape)
         elif dtype.kind == "O":
             values = np.array(rng.integers(0, 2, shape).astype(str), dtype=object)
+        elif dtype.kind in "iu" and arg.name in ranges:
+            low, high = ranges[arg.name]
+            info = np.iinfo(dtype)
+            values = rng.integers(max(low, info.min), min(high, int(info.max)) + 1, shape)
         elif dtype.kind in "iu" and dtype.itemsize <= 2 and seed != 0:
             info = np.iinfo(dtype)
             values = rng.integers(info.min, int(info.max) + 1, shape)
@@ -206,24 +490,45 @@ def _arrays(value: Any) -> List[np.ndarray]:
 def relative_error(a: Any, b: Any) -> float:
     """max |a - b| / max |a| over floats (NaN where both are NaN counts as equal); the fraction of
     differing elements otherwise; inf when shapes or lengths differ."""
+    return _tensor_error("", a, b).relative
+
+
+def _dims(shape: Tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) if shape else "a scalar shape"
+
+
+def _tensor_error(name: str, a: Any, b: Any) -> TensorError:
+    """How ``b`` (the candidate's) differs from ``a`` (the original's): the array of the largest
+    relative error, for outputs that hold several."""
     left, right = _arrays(a), _arrays(b)
     if len(left) != len(right):
-        return float("inf")
-    worst = 0.0
+        return TensorError(
+            name, math.inf, 0.0, mismatch=f"{len(right)} values in the candidate, {len(left)} in "
+            "the original"
+        )  # fmt: skip
+    worst = TensorError(name, 0.0, 0.0)
     for x, y in zip(left, right):
         if x.shape != y.shape:
-            return float("inf")
+            return TensorError(
+                name,
+                math.inf,
+                0.0,
+                mismatch=f"shape {_dims(y.shape)} in the candidate, {_dims(x.shape)} in the "
+                "original",
+            )
         if x.size == 0:
             continue
         if x.dtype.kind not in FLOAT_KINDS or y.dtype.kind not in FLOAT_KINDS:
-            worst = max(worst, float(np.mean(x != y)))
-            continue
-        worst = max(worst, _float_error(x, y))
+            found = TensorError(name, float(np.mean(x != y)), 1.0)
+        else:
+            found = TensorError(name, *_float_difference(x, y))
+        if found.relative > worst.relative:
+            worst = found
     return worst
 
 
-def _float_error(x: np.ndarray, y: np.ndarray) -> float:
-    """max |x - y| / max |x| in float32 (float64 for double tensors): precise enough for any
+def _float_difference(x: np.ndarray, y: np.ndarray) -> Tuple[float, float]:
+    """(max |x - y|, max |x|) in float32 (float64 for double tensors): precise enough for any
     tolerance above 1e-6, and several times faster than a float64 copy of every tensor."""
     work = np.float64 if np.float64 in (x.dtype, y.dtype) else np.float32
     a, b = x.astype(work, copy=False), y.astype(work, copy=False)
@@ -233,16 +538,10 @@ def _float_error(x: np.ndarray, y: np.ndarray) -> float:
         if not finite.all():
             same = (a == b) | (np.isnan(a) & np.isnan(b))
             if not np.all(same | finite):
-                return float("inf")
+                return math.inf, 0.0
             diff = np.where(same, 0, diff)
         largest = float(np.max(np.abs(a), where=np.isfinite(a), initial=0.0))
-    return float(diff.max()) / (largest if largest > 0 else 1.0)
-
-
-def _tolerance(value: Any, rtol: float) -> float:
-    """``rtol``, widened for half-precision tensors (16 ulps of their epsilon)."""
-    arrays = [a for a in _arrays(value) if a.dtype.kind == "f"]
-    return max([rtol] + [16 * float(np.finfo(a.dtype).eps) for a in arrays])
+    return float(diff.max()), largest
 
 
 class _Pair:
@@ -281,11 +580,11 @@ def compare_models(
     candidate: onnx.ModelProto,
     seeds: Sequence[int] = SEEDS,
     batch_sizes: Sequence[int] = BATCH_SIZES,
-    rtol: float = 1e-4,
+    tolerance: Optional[Tolerance] = None,
     intermediates: bool = True,
 ) -> VerifyResult:
     """Compare two graphs meant to compute the same function; never raises for a difference (see
-    ``status``).
+    ``status``), only for a ``tolerance`` that names no output (``HarnessError``).
 
     The model's own batch is always checked; the other ``batch_sizes`` where the graph can be
     re-batched. Tensors both graphs hold under the same name are compared too (``intermediates``),
@@ -293,16 +592,20 @@ def compare_models(
     matched by position (names may differ), intermediate tensors by name. The model's own batch runs
     both graphs in one ONNX Runtime session where they can be joined (``harness.fold.joint``); a
     session per graph otherwise, and whenever the joint graph fails, so that a failure is pinned on
-    the graph that fails.
+    the graph that fails. Where only outputs differ, by no more than ``ROUNDING_FACTOR`` times
+    what ONNX Runtime's own optimisations of the original change them by, they are rounding.
     """
+    tolerance = tolerance or Tolerance()
+    tolerance.check_outputs(original)
+    judge, ranges = _Judge(original, tolerance), index_ranges(original)
     own = _batch_of(original)
     outputs = [o.name for o in original.graph.output]
-    joint = _compare_joint(original, candidate, seeds, rtol, intermediates)
+    joint = _compare_joint(original, candidate, seeds, judge, intermediates, ranges)
     if joint is not None:
         result, responses, notes = joint
         batches = [b for b in batch_sizes if b != own]
     else:
-        result, responses, notes = VerifyResult(0.0, rtol, list(seeds), []), {}, []
+        result, responses, notes = _empty_result(judge, seeds, []), {}, []
         batches = [own] + [b for b in batch_sizes if b != own]
     for batch in batches:
         pair_models = (
@@ -325,7 +628,7 @@ def compare_models(
         result.compared = max(result.compared, len(pair.names))
         first: Optional[List[Any]] = None
         for seed in seeds:
-            feeds = _inputs(pair.reference.get_inputs(), seed)
+            feeds = _inputs(pair.reference.get_inputs(), seed, ranges)
             try:
                 expected = pair.reference.run(pair.names, feeds)
             except Exception as exc:  # noqa: BLE001 - NotImplemented for a type, a custom op, ...
@@ -340,7 +643,7 @@ def compare_models(
                     result, f"ONNX Runtime cannot run the candidate: {_first_line(exc)}"
                 )
             for name, a, b in zip(pair.names, expected, got):
-                _record(result, name, a, b)
+                judge.record(name, a, b)
             if first is None:
                 first = expected
             elif batch == result.batch_sizes[0]:
@@ -350,27 +653,52 @@ def compare_models(
         result.status, result.note = NOT_VERIFIED, "; ".join(notes)
         return result
     if intermediates and joint is None:
-        _check_locally(original, candidate, result, notes, seeds[0])
+        failure = _check_locally(original, candidate, result, judge, notes, seeds[0])
+        if failure:
+            return _different(result, failure)
+    failing = judge.failing_outputs()
+    if failing:
+        for name, change in _optimiser_change(original, failing, seeds, ranges).items():
+            judge.errors[name].optimiser_change = change
+    notes += judge.conclude(result)
     _judge_response(result, responses, outputs, notes, len(seeds))
     result.note = "; ".join(notes)
     return result
 
 
-def _record(result: VerifyResult, name: str, expected: Any, got: Any) -> None:
-    """Compare one tensor of the original with the candidate's; the worst error is kept."""
-    error = relative_error(expected, got)
-    if error > result.max_rel_error:
-        result.max_rel_error, result.worst_tensor = error, name
-    if error > _tolerance(expected, result.tolerance):
-        result.status = DIFFERENT
+def _empty_result(judge: _Judge, seeds: Sequence[int], batches: List[int]) -> VerifyResult:
+    return VerifyResult(0.0, judge.rtol, list(seeds), batches, atol=judge.tolerance.atol)
+
+
+def _optimiser_change(
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    seeds: Sequence[int],
+    ranges: Dict[str, Tuple[int, int]],
+) -> Dict[str, float]:
+    """How much ONNX Runtime's own graph optimisations (all levels: BatchNorm folded into convs,
+    fused ops, other kernels) change the outputs ``names`` of ``model`` on the comparison's inputs
+    (largest relative error): the rounding any correct rewrite of this graph makes. Empty where
+    ONNX Runtime cannot optimise or run the model."""
+    found: Dict[str, float] = {}
+    try:
+        plain, optimised = _session(model), _session(model, optimised=True)
+        for seed in seeds:
+            feeds = _inputs(plain.get_inputs(), seed, ranges)
+            for name, a, b in zip(names, plain.run(names, feeds), optimised.run(names, feeds)):
+                found[name] = max(found.get(name, 0.0), relative_error(a, b))
+    except Exception:  # noqa: BLE001 - no yardstick then: the tolerance alone judges
+        return {}
+    return found
 
 
 def _compare_joint(
     original: onnx.ModelProto,
     candidate: onnx.ModelProto,
     seeds: Sequence[int],
-    rtol: float,
+    judge: _Judge,
     intermediates: bool,
+    ranges: Dict[str, Tuple[int, int]],
 ) -> Optional[Tuple[VerifyResult, Dict[str, float], List[str]]]:
     """The model's own batch compared in one session computing both graphs (and the local checks):
     (result, responses of the original's tensors, notes), or None when the graphs cannot be joined
@@ -380,7 +708,8 @@ def _compare_joint(
     joint = joint_model(original, candidate, shared, changed, _weights_outside())
     if joint is None:
         return None
-    result = VerifyResult(0.0, rtol, list(seeds), [_batch_of(original)], compared=len(joint.names))
+    result = _empty_result(judge, seeds, [_batch_of(original)])
+    result.compared = len(joint.names)
     count = len(joint.names)
     fetch = joint.names + joint.candidate_names
     for check in joint.local:
@@ -390,12 +719,12 @@ def _compare_joint(
     try:
         session = _session(joint.model, joint.weights)
         for number, seed in enumerate(seeds):
-            feeds = _inputs(session.get_inputs()[: joint.inputs], seed)
+            feeds = _inputs(session.get_inputs()[: joint.inputs], seed, ranges)
             values = session.run(fetch, {**feeds, **_local_inputs(joint.local, seed)})
             expected = values[:count]
             for name, a, b in zip(joint.names, expected, values[count : 2 * count]):
-                _record(result, name, a, b)
-            _record_local(result, joint.local, values[2 * count :])
+                judge.record(name, a, b)
+            _record_local(judge, joint.local, values[2 * count :])
             if number == 0:
                 first = expected
             else:
@@ -424,7 +753,7 @@ def _local_inputs(checks: Sequence[LocalCheck], seed: int) -> Dict[str, np.ndarr
     }
 
 
-def _record_local(result: VerifyResult, checks: Sequence[LocalCheck], values: List[Any]) -> None:
+def _record_local(judge: _Judge, checks: Sequence[LocalCheck], values: List[Any]) -> None:
     """Compare each rewritten node's outputs with the original subgraph's (``values``: each check's
     original outputs, then its candidate outputs, check after check)."""
     at = 0
@@ -433,7 +762,7 @@ def _record_local(result: VerifyResult, checks: Sequence[LocalCheck], values: Li
         expected, got = values[at : at + count], values[at + count : at + 2 * count]
         at += 2 * count
         for name, a, b in zip(check.outputs, expected, got):
-            _record(result, f"{name} (local check of {check.node})", a, b)
+            judge.record(f"{name} (local check of {check.node})", a, b, name)
 
 
 def changed_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List[onnx.NodeProto]:
@@ -473,16 +802,18 @@ def _check_locally(
     original: onnx.ModelProto,
     candidate: onnx.ModelProto,
     result: VerifyResult,
+    judge: _Judge,
     notes: List[str],
     seed: int,
-) -> None:
+) -> str:
     """Compare each rewritten node with the part of the original between the same tensors, on random
-    normal inputs of the boundary tensors (every channel excited, whatever the network feeds it)."""
+    normal inputs of the boundary tensors (every channel excited, whatever the network feeds it);
+    returns why the candidate's part cannot run, if it cannot ('' otherwise)."""
     import onnx.utils
 
     changed = changed_nodes(original, candidate)
     if not changed:
-        return
+        return ""
     known = {v.name for v in original.graph.input} | {
         o for n in original.graph.node for o in n.output
     }
@@ -516,21 +847,20 @@ def _check_locally(
         try:
             got = _session(parts[1]).run(outputs, feeds)
         except Exception as exc:  # noqa: BLE001
-            _different(
-                result, f"ONNX Runtime cannot run rewritten node {node.name}: {_first_line(exc)}"
-            )
-            return
+            return f"ONNX Runtime cannot run rewritten node {node.name}: {_first_line(exc)}"
         result.local_checks += 1
         for name, a, b in zip(outputs, expected, got):
-            _record(result, f"{name} (local check of {node.name})", a, b)
+            judge.record(f"{name} (local check of {node.name})", a, b, name)
     notes.append(
         f"{result.local_checks} rewritten nodes checked against the original subgraph they replaced"
         + (f" ({skipped} could not be cut out)" if skipped else "")
     )
+    return ""
 
 
 def _different(result: VerifyResult, why: str) -> VerifyResult:
     result.status, result.note, result.max_rel_error = DIFFERENT, why, float("inf")
+    result.difference = why
     return result
 
 
@@ -565,21 +895,25 @@ def verify_fold(
     folded: onnx.ModelProto,
     seeds: Sequence[int] = SEEDS,
     batch_sizes: Sequence[int] = BATCH_SIZES,
-    rtol: float = 1e-4,
+    tolerance: Optional[Tolerance] = None,
 ) -> VerifyResult:
     """Compare a fold with its original; raise ``FoldVerificationError`` when they differ. A
     comparison that cannot run (ONNX Runtime refuses the original) returns ``status == "not
     verified"`` with the reason."""
-    result = compare_models(original, folded, seeds, batch_sizes, rtol)
+    result = compare_models(original, folded, seeds, batch_sizes, tolerance)
     if result.status == DIFFERENT:
-        where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
         raise FoldVerificationError(
-            f"folded graph differs from the original: max relative error "
-            f"{result.max_rel_error:.3g}{where} > {rtol:g}"
-            + (f" ({result.note})" if result.note else "")
-            + "; the fold is wrong, do not use it (please report this model)"
+            f"folded graph differs from the original: {difference_text(result)}; the fold is "
+            "wrong, do not use it (please report this model, or give --rtol/--atol if this is "
+            "rounding)"
         )
     return result
+
+
+def difference_text(result: VerifyResult) -> str:
+    """What differs in a comparison whose status is ``DIFFERENT``, with the notes after it."""
+    notes = result.note if result.note and result.note != result.difference else ""
+    return (result.difference or "the graphs differ") + (f" ({notes})" if notes else "")
 
 
 def _batch_of(model: onnx.ModelProto) -> int:
