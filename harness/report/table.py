@@ -111,6 +111,7 @@ def to_markdown(results: ResultsLike) -> str:
     env = results.environment_before
     profile = results.profile
     backend = next((r.backend for r in results.runs), {})
+    backend = {k: v for k, v in backend.items() if k != "input_shape"}  # per model: listed below
     lines = [f"# Benchmark on `{results.device_name}`: {profile.get('description', '')}", ""]
     lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
     rows = [markdown_cells(r) for r in comparison_records(results)]
@@ -130,6 +131,7 @@ def to_markdown(results: ResultsLike) -> str:
         f"- host: {env.get('hostname')}, {env.get('platform')}, Python {env.get('python')}",
         f"- CPU: {cpu.get('model')}, {cpu.get('available_cores')} cores available",
         f"- backend: {', '.join(f'{k}={v}' for k, v in backend.items())}",
+        f"- input shape per model: {input_shapes_text(results)}",
         "- libraries: "
         + ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items() if v),
     ]
@@ -137,6 +139,16 @@ def to_markdown(results: ResultsLike) -> str:
     if warnings:
         lines += ["", "## Warnings"] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
+
+
+def input_shapes_text(results: Results) -> str:
+    """Each model's input shape (batch first) as timed, e.g. 'resnet20 1x3x32x32, lenet5
+    1x1x28x28'; 'unknown' for a run that recorded none."""
+    shapes: Dict[str, str] = {}
+    for run in results.runs:
+        shape = run.input_shape or run.backend.get("input_shape") or []
+        shapes.setdefault(run.model, "x".join(map(str, shape)) or "unknown")
+    return ", ".join(f"{model} {shape}" for model, shape in shapes.items()) or "none"
 
 
 def to_csv(results: ResultsLike) -> str:
