@@ -12,7 +12,7 @@ than failing.
 What a tensor may differ by (``Tolerance``) fits the numbers it holds: relative to its magnitude,
 at the precision the graph computes in (float16 graphs are not held to float32's), never finer
 than the rounding of the op that wrote it (a sigmoid saturated near 0 is computed to ~1e-7 absolute,
-not relative), and an output that differs by no more than ONNX Runtime's own optimisations of the
+not relative), and a tensor that differs by no more than ONNX Runtime's own optimisations of the
 original change it (rounding) is not called a wrong fold.
 """
 
@@ -39,21 +39,24 @@ FLOAT_KINDS = "fc"
 # it with ``batch_sizes``.
 SEEDS, BATCH_SIZES = (0, 1), (1,)
 LOCAL_STREAM = 1  # the local checks' inputs come from another random stream than the graph inputs
+LOCAL_CHECK = (
+    " (local check of "  # a local check's tensors are named "<tensor> (local check of <node>)"
+)
 DEFAULT_RTOL = 1e-4  # of a float32 graph; float16/bfloat16 graphs: HALF_ULPS of their epsilon
 HALF_ULPS = 16
 # Ops whose result lies in a fixed range -> its width. ONNX Runtime computes them to a few ulps
 # of that range (a sigmoid at 6e-5 to ~3e-8 absolute, 5e-4 relative): their tensors may differ by
 # RANGE_ULPS ulps of it, whatever their magnitude.
 BOUNDED_OPS = {"Sigmoid": 1.0, "HardSigmoid": 1.0, "Softmax": 1.0, "Tanh": 2.0, "Softsign": 2.0}
-RANGE_ULPS = 16
+RANGE_ULPS = 8
 # ops whose outputs hold values of their first input (or of all inputs): the range carries over
 RANGE_KEEPING = {
     "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
     "Expand", "Tile", "Split", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
     "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Concat",
 }  # fmt: skip
-# An output that differs by up to this many times what ONNX Runtime's optimisations of the original
-# change it by (both rounding) is rounding, not a wrong rewrite.
+# A tensor that differs by up to this many times what ONNX Runtime's optimisations of the original
+# change it by is rounding, not a wrong rewrite (where no local check differs).
 ROUNDING_FACTOR = 4
 
 
@@ -236,11 +239,12 @@ class _Judge:
         if known is None or found.mismatch or (not known.mismatch and found.excess > known.excess):
             self.errors[label] = found
 
-    def failing_outputs(self) -> Optional[List[str]]:
-        """The outputs that differ by more than allowed, when nothing else differs (else None)."""
+    def failing_tensors(self) -> List[str]:
+        """The tensors of the original graph (outputs, shared intermediates) that differ by more
+        than allowed, when no local check and no shape differs (else none)."""
         failing = [e for e in self.errors.values() if e.differs]
-        if not failing or any(e.mismatch or e.name not in self.outputs for e in failing):
-            return None
+        if any(e.mismatch or LOCAL_CHECK in e.name for e in failing):
+            return []
         return [e.name for e in failing]
 
     def conclude(self, result: VerifyResult) -> List[str]:
@@ -258,7 +262,7 @@ class _Judge:
             result.status = DIFFERENT
             result.difference = worst.text()
         return [
-            f"output {e.name!r} differs by {e.relative:.3g} (relative; max |a - b| {e.error:.3g} "
+            f"tensor {e.name!r} differs by {e.relative:.3g} (relative; max |a - b| {e.error:.3g} "
             f"against max |a| {e.magnitude:.3g}), within {ROUNDING_FACTOR}x the "
             f"{e.optimiser_change:.3g} ONNX Runtime's own optimisations of the original change it "
             f"by: rounding, not a wrong rewrite"
@@ -592,8 +596,9 @@ def compare_models(
     matched by position (names may differ), intermediate tensors by name. The model's own batch runs
     both graphs in one ONNX Runtime session where they can be joined (``harness.fold.joint``); a
     session per graph otherwise, and whenever the joint graph fails, so that a failure is pinned on
-    the graph that fails. Where only outputs differ, by no more than ``ROUNDING_FACTOR`` times
-    what ONNX Runtime's own optimisations of the original change them by, they are rounding.
+    the graph that fails. Tensors of the original graph that differ (no local check, no shape) by
+    no more than ``ROUNDING_FACTOR`` times what ONNX Runtime's own optimisations of the original
+    change them by are rounding.
     """
     tolerance = tolerance or Tolerance()
     tolerance.check_outputs(original)
@@ -656,7 +661,7 @@ def compare_models(
         failure = _check_locally(original, candidate, result, judge, notes, seeds[0])
         if failure:
             return _different(result, failure)
-    failing = judge.failing_outputs()
+    failing = judge.failing_tensors()
     if failing:
         for name, change in _optimiser_change(original, failing, seeds, ranges).items():
             judge.errors[name].optimiser_change = change
@@ -677,12 +682,14 @@ def _optimiser_change(
     ranges: Dict[str, Tuple[int, int]],
 ) -> Dict[str, float]:
     """How much ONNX Runtime's own graph optimisations (all levels: BatchNorm folded into convs,
-    fused ops, other kernels) change the outputs ``names`` of ``model`` on the comparison's inputs
-    (largest relative error): the rounding any correct rewrite of this graph makes. Empty where
-    ONNX Runtime cannot optimise or run the model."""
+    fused ops, other kernels) change the tensors ``names`` of ``model`` (outputs or intermediate)
+    on the comparison's inputs (largest relative error): the rounding any correct rewrite of this
+    graph makes. Empty where ONNX Runtime cannot optimise or run the model."""
     found: Dict[str, float] = {}
+    values = _node_outputs(model)
+    fetched = _with_outputs(model, [values[n] for n in names if n in values])
     try:
-        plain, optimised = _session(model), _session(model, optimised=True)
+        plain, optimised = _session(fetched), _session(fetched, optimised=True)
         for seed in seeds:
             feeds = _inputs(plain.get_inputs(), seed, ranges)
             for name, a, b in zip(names, plain.run(names, feeds), optimised.run(names, feeds)):
@@ -762,7 +769,7 @@ def _record_local(judge: _Judge, checks: Sequence[LocalCheck], values: List[Any]
         expected, got = values[at : at + count], values[at + count : at + 2 * count]
         at += 2 * count
         for name, a, b in zip(check.outputs, expected, got):
-            judge.record(f"{name} (local check of {check.node})", a, b, name)
+            judge.record(f"{name}{LOCAL_CHECK}{check.node})", a, b, name)
 
 
 def changed_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List[onnx.NodeProto]:
@@ -850,7 +857,7 @@ def _check_locally(
             return f"ONNX Runtime cannot run rewritten node {node.name}: {_first_line(exc)}"
         result.local_checks += 1
         for name, a, b in zip(outputs, expected, got):
-            judge.record(f"{name} (local check of {node.name})", a, b, name)
+            judge.record(f"{name}{LOCAL_CHECK}{node.name})", a, b, name)
     notes.append(
         f"{result.local_checks} rewritten nodes checked against the original subgraph they replaced"
         + (f" ({skipped} could not be cut out)" if skipped else "")
