@@ -304,3 +304,11 @@ def test_the_roofline_floor_of_a_dynamic_batch_graph_is_at_the_run_s_batch(tmp_p
     assert one > 0
     assert roofline_floor_ms(str(floors["N"]), peaks, "fp32", 1) == pytest.approx(one)
     assert roofline_floor_ms(str(floors["N"]), peaks, "fp32", 4) == pytest.approx(4 * one)
+
+
+def test_a_bench_report_gives_each_models_input_shape(two_devices):
+    md = (two_devices[0].parent / "report.md").read_text().splitlines()
+    shapes = next(line for line in md if line.startswith("- input shape per model:"))
+    assert "lenet5 1x1x28x28" in shapes and "resnet20 1x3x32x32" in shapes
+    backend = next(line for line in md if line.startswith("- backend:"))
+    assert "input_shape" not in backend
