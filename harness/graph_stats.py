@@ -121,6 +121,10 @@ class FlopCount:
     source: str
     note: str = ""
 
+    def text(self, unit: str = "M") -> str:
+        """The count as ``flops_text`` writes it: a floor where nodes were not counted."""
+        return flops_text(self.total, bool(self.holes), unit)
+
     def warning(self) -> str:
         """What the caller must say about this count ('' when it is complete)."""
         if not self.holes:
@@ -132,6 +136,14 @@ class FlopCount:
             f"FLOPs incomplete: {len(self.holes)} Conv/Gemm/MatMul nodes have no known shapes and "
             f"are not counted ({shown})"
         )
+
+
+def flops_text(flops: int, floor: bool, unit: str = "M") -> str:
+    """FLOPs in millions ('0.22M', ``unit`` after the number); a floor (nodes of unknown shapes
+    not counted) as '>= 0.22M', or 'unknown' when nothing could be counted."""
+    if floor and not flops:
+        return "unknown"
+    return (">= " if floor else "") + f"{flops / 1e6:.2f}{unit}"
 
 
 def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:

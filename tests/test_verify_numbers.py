@@ -19,7 +19,6 @@ from onnx import TensorProto, helper, numpy_helper
 from harness.cli import main
 from harness.errors import FoldVerificationError, HarnessError
 from harness.fold import fold_model, verify_fold
-from harness.fold.report import flops_text
 from harness.fold.verify import (
     DEFAULT_RTOL,
     DIFFERENT,
@@ -29,6 +28,7 @@ from harness.fold.verify import (
     index_ranges,
     precision_rtol,
 )
+from harness.graph_stats import flops_text
 from harness.onnx_io import infer_shapes_lenient, make_model, save_model
 
 SATURATED_MAX = -9.7  # the largest pre-sigmoid value: sigmoid(-9.7) = 6.1e-5

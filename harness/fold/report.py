@@ -6,6 +6,8 @@ import dataclasses
 import enum
 from typing import Any, Dict, List, Optional
 
+from harness.graph_stats import flops_text
+
 
 class FoldAction(str, enum.Enum):
     """What a fold pass did with a record's nodes (the value is the report's ``action`` text)."""
@@ -159,14 +161,6 @@ class FoldReport:
         if self.verification:
             lines.append("  " + verification_text(self.verification))
         return "\n".join(lines)
-
-
-def flops_text(flops: int, floor: bool) -> str:
-    """FLOPs in millions; a floor (nodes of unknown shapes not counted) as '>= 0.22M', or
-    'unknown' when nothing could be counted."""
-    if floor:
-        return f">= {flops / 1e6:.2f}M" if flops else "unknown"
-    return f"{flops / 1e6:.2f}M"
 
 
 def _record_text(record: FoldRecord) -> str:
