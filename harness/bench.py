@@ -95,7 +95,8 @@ def _prepare_model(
         configs.append(_Config(f"{source.name}/{variant}", variant, False, path, info))
         folded = fold_model(model, merge=options.merge, cost_model=cost_model)
         if folded.report.changed:
-            verification = verify_fold(model, folded.model) if options.verify else None
+            reference = folded.reference or model  # as the passes read it: opset converted
+            verification = verify_fold(reference, folded.model) if options.verify else None
             folded_path = path.with_suffix(".folded.onnx")
             save_model(folded.model, folded_path)
             folded_info = _graph_info(folded.model)
