@@ -182,8 +182,18 @@ def verification_text(v: Dict[str, Any]) -> str:
     """One line saying how the fold was verified, or why it could not be."""
     if not v.get("verified", True):
         return f"not verified: {v['note']}"
+    worst = v.get("worst") or {}
+    allowed = ""
+    if worst and v["max_rel_error"] > v["tolerance"]:  # let through by an atol, or as rounding
+        allowed = f" at tensor {worst['name']!r}: max |a - b| {worst['error']:.2e} against max |a| "
+        allowed += (
+            f"{worst['magnitude']:.2e}, within the {worst['allowed']:.2e} allowed (rtol "
+            f"{worst['rtol']:g} x max |a| + atol {worst['atol']:.2e})"
+            if worst["error"] <= worst["allowed"]
+            else f"{worst['magnitude']:.2e}, rounding (below)"
+        )
     return (
-        f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) "
-        f"over {v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes {v['batch_sizes']}"
-        + (f"; {v['note']}" if v.get("note") else "")
+        f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g})"
+        f"{allowed} over {v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes "
+        f"{v['batch_sizes']}" + (f"; {v['note']}" if v.get("note") else "")
     )

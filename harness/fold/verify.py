@@ -221,7 +221,6 @@ class _Judge:
         self.tolerance = tolerance
         self.rtol = tolerance.rtol if tolerance.rtol is not None else precision_rtol(model)
         self.ranges = value_ranges(model)
-        self.outputs = [o.name for o in model.graph.output]
         self.errors: Dict[str, TensorError] = {}
 
     def record(self, label: str, expected: Any, got: Any, tensor: str = "") -> None:
@@ -248,13 +247,17 @@ class _Judge:
         return [e.name for e in failing]
 
     def conclude(self, result: VerifyResult) -> List[str]:
-        """Fill ``result``'s errors and verdict in; returns the notes on outputs let through as
+        """Fill ``result``'s errors and verdict in; returns the notes on tensors let through as
         rounding."""
         if not self.errors:
             return []
         result.max_rel_error = max(e.relative for e in self.errors.values())
         failing = [e for e in self.errors.values() if e.differs]
-        worst = max(failing or self.errors.values(), key=lambda e: (e.excess, e.relative))
+        worst = (
+            max(failing, key=lambda e: (e.excess, e.relative))
+            if failing
+            else max(self.errors.values(), key=lambda e: e.relative)
+        )
         result.worst_tensor = worst.name
         result.worst = dataclasses.asdict(worst)
         result.worst["allowed"] = worst.allowed
@@ -274,8 +277,9 @@ class _Judge:
 @dataclasses.dataclass
 class VerifyResult:
     """Largest relative error seen (max |a - b| / max |a| per tensor), over every seed and batch
-    size; ``worst``: the ``TensorError`` (as a dict) of the tensor furthest over its tolerance, or
-    of the largest relative error where none is over, and ``difference`` what it says."""
+    size; ``worst``: the ``TensorError`` (as a dict, ``allowed`` added) of the tensor furthest over
+    its tolerance, or of the largest relative error where none is over; ``difference``: what
+    differs, where something does."""
 
     max_rel_error: float
     tolerance: float  # the rtol (relative to each tensor's magnitude) of tensors not named
