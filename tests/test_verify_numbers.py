@@ -246,6 +246,10 @@ def test_index_inputs_span_the_table_they_index():
     other[2:] += 1.0  # rows 2-9 differ: indices drawn from {0, 1} would never see it
     model = _gather_model(table)
     assert index_ranges(model) == {"idx": (-10, 9)}
+    last_axis = onnx.ModelProto()
+    last_axis.CopyFrom(model)
+    last_axis.graph.node[0].attribute[0].i = -1  # Gather along the table's 4 columns
+    assert index_ranges(last_axis) == {"idx": (-4, 3)}
     assert compare_models(model, _gather_model(table)).status == EQUIVALENT
     assert compare_models(model, _gather_model(other)).status == DIFFERENT
 

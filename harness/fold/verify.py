@@ -427,8 +427,7 @@ def index_ranges(model: onnx.ModelProto) -> Dict[str, Tuple[int, int]]:
             sizes = data[attributes.get("batch_dims", 0) :]
         else:
             axis = attributes.get("axis", 0)
-            sizes = data[axis : axis + 1] if -len(data) <= axis < len(data) else []
-            sizes = sizes or []
+            sizes = [data[axis]] if -len(data) <= axis < len(data) else []
         if not sizes or min(sizes) <= 0:
             continue
         low, high = (-min(sizes) if negative else 0), min(sizes) - 1
