@@ -18,6 +18,7 @@ from harness.export import export_module
 from harness.fold import fold_model
 from harness.fold.joint import joint_model
 from harness.fold.skeleton import checker_problem_quick, infer_shapes_quick, is_large, skeleton
+from harness.fold.tolerance import Judge, Tolerance
 from harness.onnx_io import checker_problem, infer_shapes_lenient
 from harness.zoo import build_model
 
@@ -51,10 +52,10 @@ def _corrupted(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _joint(original: onnx.ModelProto, candidate: onnx.ModelProto):
     """The joint comparison alone, its verdict concluded: (result, responses, notes) or None."""
-    judge = verify._Judge(original, verify.Tolerance())
+    judge = Judge(original, Tolerance())
     joint = verify._compare_joint(original, candidate, verify.SEEDS, judge, True, {})
     if joint is not None:
-        judge.conclude(joint[0])
+        verify._conclude(judge, joint[0])
     return joint
 
 

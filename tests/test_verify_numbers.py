@@ -19,15 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 from harness.cli import main
 from harness.errors import FoldVerificationError, HarnessError
 from harness.fold import fold_model, verify_fold
-from harness.fold.verify import (
-    DEFAULT_RTOL,
-    DIFFERENT,
-    EQUIVALENT,
-    Tolerance,
-    compare_models,
-    index_ranges,
-    precision_rtol,
-)
+from harness.fold.tolerance import DEFAULT_RTOL, Tolerance, precision_rtol
+from harness.fold.verify import DIFFERENT, EQUIVALENT, compare_models, index_ranges
 from harness.graph_stats import flops_text
 from harness.onnx_io import infer_shapes_lenient, make_model, save_model
 

@@ -94,7 +94,7 @@ def run(args) -> int:
     from harness.export import parse_shape
     from harness.fold import fold_model, verify_fold
     from harness.fold.skeleton import infer_shapes_quick
-    from harness.fold.verify import Tolerance
+    from harness.fold.tolerance import Tolerance
     from harness.onnx_io import copy_unchanged, load_model, save_model, write_text_atomic
     from harness.profiles import load_profile, with_backend
 

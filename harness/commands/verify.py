@@ -30,7 +30,7 @@ another fixed shape, an original ONNX Runtime cannot run: nothing could be compa
 
 
 def add_tolerance(parser) -> None:
-    """``--rtol`` and ``--atol`` (``harness.fold.verify.Tolerance.parse``): repeatable, a number
+    """``--rtol`` and ``--atol`` (``harness.fold.tolerance.Tolerance.parse``): repeatable, a number
     for every tensor or OUTPUT=number for one output."""
     parser.add_argument(
         "--rtol",
@@ -88,13 +88,8 @@ def run(args) -> int:
     from harness.export import parse_shape
     from harness.fold import bind_shapes
     from harness.fold.report import verification_text
-    from harness.fold.verify import (
-        DIFFERENT,
-        NOT_VERIFIED,
-        Tolerance,
-        compare_models,
-        difference_text,
-    )
+    from harness.fold.tolerance import Tolerance
+    from harness.fold.verify import DIFFERENT, NOT_VERIFIED, compare_models, difference_text
     from harness.onnx_io import write_text_atomic
 
     tolerance = Tolerance.parse(args.rtol, args.atol)

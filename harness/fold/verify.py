@@ -9,269 +9,40 @@ in which nothing responds to the input is not called verified. A graph ONNX Runt
 custom-domain op, a type it does not implement) is reported as not verified, with the reason, rather
 than failing.
 
-What a tensor may differ by (``Tolerance``) fits the numbers it holds: relative to its magnitude,
-at the precision the graph computes in (float16 graphs are not held to float32's), never finer
-than the rounding of the op that wrote it (a sigmoid saturated near 0 is computed to ~1e-7 absolute,
-not relative), and a tensor that differs by no more than ONNX Runtime's own optimisations of the
-original change it (rounding) is not called a wrong fold.
+What a tensor may differ by fits the numbers it holds (``harness.fold.tolerance``), and a tensor
+that differs by no more than ONNX Runtime's own optimisations of the original change it is
+rounding, not a wrong fold.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
 
-from harness.errors import FoldVerificationError, HarnessError
+from harness.errors import FoldVerificationError
 from harness.fold.joint import LocalCheck, joint_model
+from harness.fold.tolerance import (
+    FLOAT_KINDS,
+    LOCAL_CHECK,
+    ROUNDING_FACTOR,
+    Judge,
+    Tolerance,
+    relative_error,
+)
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
 RESPONSIVE = (
     1e-3  # a tensor "responds" to the input when two inputs change it by more than this (relative)
 )
-FLOAT_KINDS = "fc"
 # Two inputs measure how the compared tensors respond; each rewrite is also checked on its own
 # random inputs. The model's own batch is always checked; another batch size re-batches (and
 # re-infers) the whole graph, which costs more than the rest of the check on large models: ask for
 # it with ``batch_sizes``.
 SEEDS, BATCH_SIZES = (0, 1), (1,)
 LOCAL_STREAM = 1  # the local checks' inputs come from another random stream than the graph inputs
-LOCAL_CHECK = (
-    " (local check of "  # a local check's tensors are named "<tensor> (local check of <node>)"
-)
-DEFAULT_RTOL = 1e-4  # of a float32 graph; float16/bfloat16 graphs: HALF_ULPS of their epsilon
-HALF_ULPS = 16
-# Ops whose result lies in a fixed range -> its width. ONNX Runtime computes them to a few ulps
-# of that range (a sigmoid at 6e-5 to ~3e-8 absolute, 5e-4 relative): their tensors may differ by
-# RANGE_ULPS ulps of it, whatever their magnitude.
-BOUNDED_OPS = {"Sigmoid": 1.0, "HardSigmoid": 1.0, "Softmax": 1.0, "Tanh": 2.0, "Softsign": 2.0}
-RANGE_ULPS = 8
-# ops whose outputs hold values of their first input (or of all inputs): the range carries over
-RANGE_KEEPING = {
-    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
-    "Expand", "Tile", "Split", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Concat",
-}  # fmt: skip
-# A tensor that differs by up to this many times what ONNX Runtime's optimisations of the original
-# change it by is rounding, not a wrong rewrite (where no local check differs).
-ROUNDING_FACTOR = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """What a compared tensor may differ by: max |a - b| <= atol + rtol x max |a| (a of the
-    original). ``rtol`` None: from the graph's precision (``precision_rtol``); ``output_rtol`` and
-    ``output_atol`` set them for named graph outputs."""
-
-    rtol: Optional[float] = None
-    atol: float = 0.0
-    output_rtol: Dict[str, float] = dataclasses.field(default_factory=dict)
-    output_atol: Dict[str, float] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, rtols: Sequence[str] = (), atols: Sequence[str] = ()) -> Tolerance:
-        """From ``--rtol`` / ``--atol`` values: ``1e-3`` for every tensor, ``NAME=1e-3`` for the
-        output NAME (each option may be repeated)."""
-        found: Dict[str, Tuple[Optional[float], Dict[str, float]]] = {}
-        for option, values in (("--rtol", rtols), ("--atol", atols)):
-            overall: Optional[float] = None
-            named: Dict[str, float] = {}
-            for text in values:
-                name, _, number = text.rpartition("=")
-                value = _tolerance_value(option, text, number)
-                if name:
-                    named[name] = value
-                else:
-                    overall = value
-            found[option] = (overall, named)
-        (rtol, output_rtol), (atol, output_atol) = found["--rtol"], found["--atol"]
-        return cls(rtol, atol or 0.0, output_rtol, output_atol)
-
-    def check_outputs(self, model: onnx.ModelProto) -> None:
-        """Refuse per-output tolerances that name no output of ``model``."""
-        outputs = [o.name for o in model.graph.output]
-        for option, named in (("--rtol", self.output_rtol), ("--atol", self.output_atol)):
-            for name in named:
-                if name not in outputs:
-                    raise HarnessError(
-                        f"{option} {name}=...: the model has no output {name!r} (its outputs: "
-                        f"{', '.join(outputs)})"
-                    )
-
-    def limits(self, tensor: str, default_rtol: float) -> Tuple[float, float]:
-        """(rtol, atol) given for ``tensor``: its own where named, else the overall ones."""
-        rtol = self.rtol if self.rtol is not None else default_rtol
-        return self.output_rtol.get(tensor, rtol), self.output_atol.get(tensor, self.atol)
-
-
-def _tolerance_value(option: str, text: str, number: str) -> float:
-    try:
-        value = float(number)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise HarnessError(
-            f"{option} takes a non-negative number, or OUTPUT=number for one output, not {text!r}"
-        )
-    return value
-
-
-def precision_rtol(model: onnx.ModelProto) -> float:
-    """The default rtol of a graph: ``DEFAULT_RTOL``, or ``HALF_ULPS`` of the epsilon of the
-    narrowest float type it computes in (float16, bfloat16: a float16 graph with float32 inputs
-    and outputs included)."""
-    graph = model.graph
-    types = {t.data_type for t in graph.initializer}
-    types.update(
-        v.type.tensor_type.elem_type
-        for v in list(graph.input) + list(graph.output) + list(graph.value_info)
-    )
-    for node in graph.node:
-        types.update(a.i for a in node.attribute if node.op_type == "Cast" and a.name == "to")
-    eps = [_HALF_EPS[t] for t in types if t in _HALF_EPS]
-    return max([DEFAULT_RTOL] + [HALF_ULPS * e for e in eps])
-
-
-_HALF_EPS = {onnx.TensorProto.FLOAT16: 2.0**-10, onnx.TensorProto.BFLOAT16: 2.0**-7}
-
-
-def value_ranges(model: onnx.ModelProto) -> Dict[str, float]:
-    """Tensors written by a bounded op (``BOUNDED_OPS``), or holding values of one
-    (``RANGE_KEEPING``) -> the width of the range their values lie in."""
-    ranges: Dict[str, float] = {}
-    for node in model.graph.node:
-        width = BOUNDED_OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        if width is None and node.op_type in RANGE_KEEPING and node.input:
-            sources = node.input if node.op_type == "Concat" else node.input[:1]
-            widths = [ranges.get(name) for name in sources]
-            width = max(widths) if widths and None not in widths else None  # type: ignore[type-var]
-        if width is not None:
-            ranges.update((name, width) for name in node.output if name)
-    return ranges
-
-
-@dataclasses.dataclass
-class TensorError:
-    """How one compared tensor differs: max |a - b| (``error``) against the original's max |a|
-    (``magnitude``), what its tolerance allows (``allowed`` = atol + rtol x magnitude) and, where
-    it was measured, how much ONNX Runtime's optimisations of the original change it (relative).
-    ``mismatch`` says why it could not be compared element by element (error inf)."""
-
-    name: str
-    error: float
-    magnitude: float
-    rtol: float = 0.0
-    atol: float = 0.0
-    mismatch: str = ""
-    optimiser_change: Optional[float] = None
-
-    @property
-    def relative(self) -> float:
-        return self.error / (self.magnitude if self.magnitude > 0 else 1.0)
-
-    @property
-    def allowed(self) -> float:
-        return self.atol + self.rtol * (self.magnitude if self.magnitude > 0 else 1.0)
-
-    @property
-    def excess(self) -> float:
-        """The error over what is allowed (above 1: the tensor differs)."""
-        if self.error <= self.allowed:
-            return self.error / self.allowed if self.allowed > 0 else 0.0
-        return self.error / self.allowed if self.allowed > 0 else math.inf
-
-    @property
-    def rounding(self) -> bool:
-        """Whether the error is within what ONNX Runtime's own optimisations make (rounding)."""
-        change = self.optimiser_change
-        return change is not None and self.relative <= ROUNDING_FACTOR * change
-
-    @property
-    def differs(self) -> bool:
-        return bool(self.mismatch) or (self.excess > 1 and not self.rounding)
-
-    def text(self) -> str:
-        """What differs, against what magnitude and what was allowed."""
-        if self.mismatch:
-            return f"tensor {self.name!r} has {self.mismatch}"
-        line = (
-            f"max relative error {self.relative:.3g} at tensor {self.name!r}: max |a - b| = "
-            f"{self.error:.3g} against max |a| = {self.magnitude:.3g} in the original, "
-            f"{self.allowed:.3g} allowed (rtol {self.rtol:g} x max |a|"
-            + (f" + atol {self.atol:.3g}" if self.atol else "")
-            + ")"
-        )
-        if self.optimiser_change is not None:
-            line += (
-                f"; ONNX Runtime's own optimisations of the original change it by "
-                f"{self.optimiser_change:.3g} (relative)"
-            )
-        return line
-
-
-class _Judge:
-    """Each compared tensor's worst difference, against its tolerance: ``Tolerance``'s, with rtol
-    at least ``HALF_ULPS`` ulps for half-precision tensors and atol at least ``RANGE_ULPS`` ulps of
-    the range of a bounded op's tensor."""
-
-    def __init__(self, model: onnx.ModelProto, tolerance: Tolerance) -> None:
-        self.tolerance = tolerance
-        self.rtol = tolerance.rtol if tolerance.rtol is not None else precision_rtol(model)
-        self.ranges = value_ranges(model)
-        self.errors: Dict[str, TensorError] = {}
-
-    def record(self, label: str, expected: Any, got: Any, tensor: str = "") -> None:
-        """Compare one tensor (``tensor``: its name in the original, where ``label`` is another)."""
-        found = _tensor_error(label, expected, got)
-        found.rtol, found.atol = self.tolerance.limits(tensor or label, self.rtol)
-        floats = [a.dtype for a in _arrays(expected) if a.dtype.kind == "f"]
-        eps = max((float(np.finfo(dtype).eps) for dtype in floats), default=0.0)
-        if eps > _HALF_EPS[onnx.TensorProto.FLOAT16] / 2:  # a half-precision tensor
-            found.rtol = max(found.rtol, HALF_ULPS * eps)
-        width = self.ranges.get(tensor or label)
-        if width is not None:
-            found.atol = max(found.atol, RANGE_ULPS * eps * width)
-        known = self.errors.get(label)
-        if known is None or found.mismatch or (not known.mismatch and found.excess > known.excess):
-            self.errors[label] = found
-
-    def failing_tensors(self) -> List[str]:
-        """The tensors of the original graph (outputs, shared intermediates) that differ by more
-        than allowed, when no local check and no shape differs (else none)."""
-        failing = [e for e in self.errors.values() if e.differs]
-        if any(e.mismatch or LOCAL_CHECK in e.name for e in failing):
-            return []
-        return [e.name for e in failing]
-
-    def conclude(self, result: VerifyResult) -> List[str]:
-        """Fill ``result``'s errors and verdict in; returns the notes on tensors let through as
-        rounding."""
-        if not self.errors:
-            return []
-        result.max_rel_error = max(e.relative for e in self.errors.values())
-        failing = [e for e in self.errors.values() if e.differs]
-        worst = (
-            max(failing, key=lambda e: (e.excess, e.relative))
-            if failing
-            else max(self.errors.values(), key=lambda e: e.relative)
-        )
-        result.worst_tensor = worst.name
-        result.worst = dataclasses.asdict(worst)
-        result.worst["allowed"] = worst.allowed
-        if failing:
-            result.status = DIFFERENT
-            result.difference = worst.text()
-        return [
-            f"tensor {e.name!r} differs by {e.relative:.3g} (relative; max |a - b| {e.error:.3g} "
-            f"against max |a| {e.magnitude:.3g}), within {ROUNDING_FACTOR}x the "
-            f"{e.optimiser_change:.3g} ONNX Runtime's own optimisations of the original change it "
-            f"by: rounding, not a wrong rewrite"
-            for e in self.errors.values()
-            if e.excess > 1 and e.rounding
-        ]
 
 
 @dataclasses.dataclass
@@ -483,74 +254,6 @@ def _input_dtype(type_name: str) -> np.dtype:
     )
 
 
-def _arrays(value: Any) -> List[np.ndarray]:
-    """An output (tensor, sequence of tensors, map) as a list of arrays."""
-    if isinstance(value, np.ndarray):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [a for item in value for a in _arrays(item)]
-    if isinstance(value, dict):
-        return [np.asarray(sorted(value.items(), key=repr), dtype=object)]
-    return [np.asarray(value)]
-
-
-def relative_error(a: Any, b: Any) -> float:
-    """max |a - b| / max |a| over floats (NaN where both are NaN counts as equal); the fraction of
-    differing elements otherwise; inf when shapes or lengths differ."""
-    return _tensor_error("", a, b).relative
-
-
-def _dims(shape: Tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) if shape else "a scalar shape"
-
-
-def _tensor_error(name: str, a: Any, b: Any) -> TensorError:
-    """How ``b`` (the candidate's) differs from ``a`` (the original's): the array of the largest
-    relative error, for outputs that hold several."""
-    left, right = _arrays(a), _arrays(b)
-    if len(left) != len(right):
-        return TensorError(
-            name, math.inf, 0.0, mismatch=f"{len(right)} values in the candidate, {len(left)} in "
-            "the original"
-        )  # fmt: skip
-    worst = TensorError(name, 0.0, 0.0)
-    for x, y in zip(left, right):
-        if x.shape != y.shape:
-            return TensorError(
-                name,
-                math.inf,
-                0.0,
-                mismatch=f"shape {_dims(y.shape)} in the candidate, {_dims(x.shape)} in the "
-                "original",
-            )
-        if x.size == 0:
-            continue
-        if x.dtype.kind not in FLOAT_KINDS or y.dtype.kind not in FLOAT_KINDS:
-            found = TensorError(name, float(np.mean(x != y)), 1.0)
-        else:
-            found = TensorError(name, *_float_difference(x, y))
-        if found.relative > worst.relative:
-            worst = found
-    return worst
-
-
-def _float_difference(x: np.ndarray, y: np.ndarray) -> Tuple[float, float]:
-    """(max |x - y|, max |x|) in float32 (float64 for double tensors): precise enough for any
-    tolerance above 1e-6, and several times faster than a float64 copy of every tensor."""
-    work = np.float64 if np.float64 in (x.dtype, y.dtype) else np.float32
-    a, b = x.astype(work, copy=False), y.astype(work, copy=False)
-    with np.errstate(all="ignore"):
-        diff = np.abs(a - b)
-        finite = np.isfinite(diff)
-        if not finite.all():
-            same = (a == b) | (np.isnan(a) & np.isnan(b))
-            if not np.all(same | finite):
-                return math.inf, 0.0
-            diff = np.where(same, 0, diff)
-        largest = float(np.max(np.abs(a), where=np.isfinite(a), initial=0.0))
-    return float(diff.max()), largest
-
-
 class _Pair:
     """Original and candidate sessions, outputs first, then the shared intermediate tensors."""
 
@@ -605,7 +308,7 @@ def compare_models(
     """
     tolerance = tolerance or Tolerance()
     tolerance.check_outputs(original)
-    judge, ranges = _Judge(original, tolerance), index_ranges(original)
+    judge, ranges = Judge(original, tolerance), index_ranges(original)
     own = _batch_of(original)
     outputs = [o.name for o in original.graph.output]
     joint = _compare_joint(original, candidate, seeds, judge, intermediates, ranges)
@@ -668,13 +371,42 @@ def compare_models(
     if failing:
         for name, change in _optimiser_change(original, failing, seeds, ranges).items():
             judge.errors[name].optimiser_change = change
-    notes += judge.conclude(result)
+    notes += _conclude(judge, result)
     _judge_response(result, responses, outputs, notes, len(seeds))
     result.note = "; ".join(notes)
     return result
 
 
-def _empty_result(judge: _Judge, seeds: Sequence[int], batches: List[int]) -> VerifyResult:
+def _conclude(judge: Judge, result: VerifyResult) -> List[str]:
+    """Fill ``result``'s errors and verdict in from ``judge``; returns the notes on the tensors let
+    through as rounding."""
+    errors = list(judge.errors.values())
+    if not errors:
+        return []
+    result.max_rel_error = max(e.relative for e in errors)
+    failing = [e for e in errors if e.differs]
+    worst = (
+        max(failing, key=lambda e: (e.excess, e.relative))
+        if failing
+        else max(errors, key=lambda e: e.relative)
+    )
+    result.worst_tensor = worst.name
+    result.worst = dataclasses.asdict(worst)
+    result.worst["allowed"] = worst.allowed
+    if failing:
+        result.status = DIFFERENT
+        result.difference = worst.text()
+    return [
+        f"tensor {e.name!r} differs by {e.relative:.3g} (relative; max |a - b| {e.error:.3g} "
+        f"against max |a| {e.magnitude:.3g}), within {ROUNDING_FACTOR}x the "
+        f"{e.optimiser_change:.3g} ONNX Runtime's own optimisations of the original change it "
+        f"by: rounding, not a wrong rewrite"
+        for e in errors
+        if e.excess > 1 and e.rounding
+    ]
+
+
+def _empty_result(judge: Judge, seeds: Sequence[int], batches: List[int]) -> VerifyResult:
     return VerifyResult(0.0, judge.rtol, list(seeds), batches, atol=judge.tolerance.atol)
 
 
@@ -706,7 +438,7 @@ def _compare_joint(
     original: onnx.ModelProto,
     candidate: onnx.ModelProto,
     seeds: Sequence[int],
-    judge: _Judge,
+    judge: Judge,
     intermediates: bool,
     ranges: Dict[str, Tuple[int, int]],
 ) -> Optional[Tuple[VerifyResult, Dict[str, float], List[str]]]:
@@ -763,7 +495,7 @@ def _local_inputs(checks: Sequence[LocalCheck], seed: int) -> Dict[str, np.ndarr
     }
 
 
-def _record_local(judge: _Judge, checks: Sequence[LocalCheck], values: List[Any]) -> None:
+def _record_local(judge: Judge, checks: Sequence[LocalCheck], values: List[Any]) -> None:
     """Compare each rewritten node's outputs with the original subgraph's (``values``: each check's
     original outputs, then its candidate outputs, check after check)."""
     at = 0
@@ -812,7 +544,7 @@ def _check_locally(
     original: onnx.ModelProto,
     candidate: onnx.ModelProto,
     result: VerifyResult,
-    judge: _Judge,
+    judge: Judge,
     notes: List[str],
     seed: int,
 ) -> str:
