@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,7 +24,7 @@ from harness.calibrate import cost_model_for
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
-from harness.graph_stats import count_flops, count_params, op_histogram
+from harness.graph_stats import count_params, flop_count, op_histogram
 from harness.onnx_io import save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
@@ -64,8 +65,12 @@ class _Config:
 
 
 def _graph_info(model) -> Dict[str, Any]:
+    flops = flop_count(model)
+    if flops.holes:
+        warnings.warn(flops.warning(), stacklevel=2)
     return {
-        "flops": count_flops(model),
+        "flops": flops.total,
+        "flops_floor": bool(flops.holes),  # nodes of unknown shapes not counted: a floor
         "flops_per_sample": True,  # results from before per-sample FLOPs lack it (results.Run)
         "params": count_params(model),
         "nodes": op_histogram(model),

@@ -12,6 +12,7 @@ CSV_FIELDS = [
     "model",
     "variant",
     "flops",
+    "flops_floor",
     "params",
     "convs",
     "median_ms",
@@ -56,6 +57,7 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             "model": run.model,
             "variant": run.variant,
             "flops": run.flops,
+            "flops_floor": bool(run.extra.get("flops_floor")),  # nodes of unknown shapes uncounted
             "params": run.params,
             "convs": run.nodes.get("Conv", 0),
             "median_ms": run.stats.median,
@@ -86,12 +88,19 @@ def _number(value: Any, scale: float = 1.0) -> str:
     return "" if value is None else f"{value / scale:.3f}"
 
 
+def _gflops(record: Dict[str, Any]) -> str:
+    """GFLOPs; a floor (nodes of unknown shapes not counted) as '>= 0.044', or 'unknown'."""
+    if record["flops_floor"] and not record["flops"]:
+        return "unknown"
+    return (">= " if record["flops_floor"] else "") + _number(record["flops"], 1e9)
+
+
 def markdown_cells(record: Dict[str, Any]) -> List[str]:
     """A record formatted as the cells of ``MARKDOWN_COLUMNS``."""
     return [
         record["model"],
         record["variant"],
-        _number(record["flops"], 1e9),
+        _gflops(record),
         _number(record["params"], 1e6),
         str(record["convs"]),
         format_interval(
