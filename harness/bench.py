@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,7 +25,7 @@ from harness.calibrate import cost_model_for
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
-from harness.graph_stats import count_flops, count_params, op_histogram
+from harness.graph_stats import count_params, flop_count, op_histogram
 from harness.onnx_io import save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
@@ -74,8 +75,12 @@ def file_sha256(path: Path) -> str:
 
 
 def _graph_info(model) -> Dict[str, Any]:
+    flops = flop_count(model)
+    if flops.holes:
+        warnings.warn(flops.warning(), stacklevel=2)
     return {
-        "flops": count_flops(model),
+        "flops": flops.total,
+        "flops_floor": bool(flops.holes),  # nodes of unknown shapes not counted: a floor
         "flops_per_sample": True,  # results from before per-sample FLOPs lack it (results.Run)
         "params": count_params(model),
         "nodes": op_histogram(model),
@@ -107,7 +112,8 @@ def _prepare_model(
         configs.append(_Config(f"{source.name}/{variant}", variant, False, path, info))
         folded = fold_model(model, merge=options.merge, cost_model=cost_model)
         if folded.report.changed:
-            verification = verify_fold(model, folded.model) if options.verify else None
+            reference = folded.reference or model  # as the passes read it: opset converted
+            verification = verify_fold(reference, folded.model) if options.verify else None
             folded_path = path.with_suffix(".folded.onnx")
             save_model(folded.model, folded_path)
             folded_info = _graph_info(folded.model)

@@ -5,8 +5,10 @@ So any ONNX file is counted alike.
 Convention: FLOPs = 2 x multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul, per sample
 (``flop_count``; ``layer_costs`` keeps the whole batch, for rooflines); bias adds, activations,
 pooling and other element-wise work are not counted (as fvcore and most papers do). Parameters =
-elements of floating-point initializers. Bytes = the layer's inputs, weights and outputs at their
-stored types.
+elements of the floating-point constants the computing nodes read: initializers, Constant nodes and
+what subgraphs of constants compute (weights made by ConstantOfShape, a float16 weight cast to
+float32: counted once, as read). Bytes = the layer's inputs, weights and outputs at their stored
+types.
 """
 
 from __future__ import annotations
@@ -121,6 +123,10 @@ class FlopCount:
     source: str
     note: str = ""
 
+    def text(self, unit: str = "M") -> str:
+        """The count as ``flops_text`` writes it: a floor where nodes were not counted."""
+        return flops_text(self.total, bool(self.holes), unit)
+
     def warning(self) -> str:
         """What the caller must say about this count ('' when it is complete)."""
         if not self.holes:
@@ -132,6 +138,14 @@ class FlopCount:
             f"FLOPs incomplete: {len(self.holes)} Conv/Gemm/MatMul nodes have no known shapes and "
             f"are not counted ({shown})"
         )
+
+
+def flops_text(flops: int, floor: bool, unit: str = "M") -> str:
+    """FLOPs in millions ('0.22M', ``unit`` after the number); a floor (nodes of unknown shapes
+    not counted) as '>= 0.22M', or 'unknown' when nothing could be counted."""
+    if floor and not flops:
+        return "unknown"
+    return (">= " if floor else "") + f"{flops / 1e6:.2f}{unit}"
 
 
 def batch_one(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
@@ -315,12 +329,122 @@ def count_flops(model: onnx.ModelProto) -> int:
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """Number of floating-point parameters stored in the model's initializers."""
+    """Number of floating-point parameters the graph computes with (see the module docstring):
+    the elements of every float constant a computing node reads, whether stored (initializers,
+    Constant nodes) or computed from constants (sized by shape inference, else by evaluating the
+    constant subgraph with onnx.reference)."""
+    read = _constants_read(model)
+    known = _stored_constants(model)
+    missing = [name for name in read if name not in known]
+    if missing:
+        known.update(_typed_shapes(model, missing))
     total = 0
-    for init in model.graph.initializer:
-        if np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type), np.floating):
-            total += int(np.prod(init.dims, dtype=np.int64)) if init.dims else 1
+    for name in read:
+        elem, dims = known.get(name, (0, None))
+        floating = elem and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(elem), np.floating)
+        if floating and dims is not None:
+            total += int(np.prod(dims, dtype=np.int64)) if dims else 1
     return total
+
+
+_SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+_RANDOM = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli")
+TypedShape = Tuple[int, Optional[List[int]]]  # element type and dims (None: unknown)
+
+
+def _constant_nodes(model: onnx.ModelProto) -> Tuple[List[onnx.NodeProto], set]:
+    """The nodes computing from constants alone (no subgraphs, no random draws), in graph order,
+    and every constant tensor (initializers included)."""
+    constant = {t.name for t in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if (
+            node.op_type not in _RANDOM
+            and not any(a.type in _SUBGRAPHS for a in node.attribute)
+            and all(name in constant for name in node.input if name)
+        ):
+            nodes.append(node)
+            constant.update(name for name in node.output if name)
+    return nodes, constant
+
+
+def _constants_read(model: onnx.ModelProto) -> List[str]:
+    """The constant tensors a computing (non-constant) node or the graph's outputs read."""
+    nodes, constant = _constant_nodes(model)
+    folded = {id(node) for node in nodes}
+    read: Dict[str, None] = {}
+    for node in model.graph.node:
+        if id(node) not in folded:
+            read.update((name, None) for name in node.input if name in constant)
+    read.update((o.name, None) for o in model.graph.output if o.name in constant)
+    return list(read)
+
+
+def _stored_constants(model: onnx.ModelProto) -> Dict[str, TypedShape]:
+    """Initializers and Constant nodes' values -> element type and dims."""
+    found: Dict[str, TypedShape] = {
+        t.name: (t.data_type, list(t.dims)) for t in model.graph.initializer
+    }
+    for node in model.graph.node:
+        if node.op_type != "Constant" or not node.output:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "value":
+                found[node.output[0]] = (attribute.t.data_type, list(attribute.t.dims))
+            elif attribute.name in ("value_float", "value_floats"):
+                count = [len(attribute.floats)] if attribute.name == "value_floats" else []
+                found[node.output[0]] = (onnx.TensorProto.FLOAT, count)
+    return found
+
+
+def _typed_shapes(model: onnx.ModelProto, names: List[str]) -> Dict[str, TypedShape]:
+    """Element type and dims of computed constants ``names``: from the model's shapes, from shape
+    inference, else from evaluating the constant subgraph (onnx.reference)."""
+    from harness.onnx_io import infer_shapes_lenient
+
+    def typed(source: onnx.ModelProto) -> Dict[str, TypedShape]:
+        values = list(source.graph.value_info) + list(source.graph.output)
+        shapes = _shapes(source)
+        return {
+            v.name: (v.type.tensor_type.elem_type, shapes.get(v.name))
+            for v in values
+            if v.name in wanted and v.type.tensor_type.elem_type
+        }
+
+    wanted = set(names)
+    found = {k: v for k, v in typed(model).items() if _complete(v[1])}
+    if wanted - set(found):
+        inferred = typed(infer_shapes_lenient(model))
+        found.update({k: v for k, v in inferred.items() if _complete(v[1])})
+    if wanted - set(found):
+        found.update(_evaluated(model, sorted(wanted - set(found))))
+    return found
+
+
+def _evaluated(model: onnx.ModelProto, names: List[str]) -> Dict[str, TypedShape]:
+    """Element type and dims of constants ``names``, computed by onnx.reference from the model's
+    constant nodes (empty where it cannot evaluate them)."""
+    from onnx.reference import ReferenceEvaluator
+
+    nodes, _ = _constant_nodes(model)
+    graph = onnx.helper.make_graph(
+        nodes,
+        "constants",
+        [],
+        [onnx.helper.make_empty_tensor_value_info(name) for name in names],
+        list(model.graph.initializer),
+    )
+    constants = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    constants.ir_version = model.ir_version
+    try:
+        values = ReferenceEvaluator(constants).run(names, {})
+    except Exception:  # noqa: BLE001 - an op onnx.reference lacks: those stay uncounted
+        return {}
+    return {
+        name: (onnx.helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), list(np.shape(v)))
+        for name, v in zip(names, values)
+        if isinstance(v, np.ndarray) or np.isscalar(v)
+    }
 
 
 def op_histogram(model: onnx.ModelProto) -> Dict[str, int]:

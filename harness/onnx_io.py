@@ -9,10 +9,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import TensorProto, external_data_helper, helper
 
 from harness.errors import HarnessError, first_line
@@ -133,6 +134,31 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
                 f"{runtime_problem}"
             )
     return infer_shapes_lenient(model) if infer_shapes else model
+
+
+MIN_OPSET = 11  # older models are converted to it (the oldest opset the rewrites and TensorRT read)
+
+
+def main_opset(model: onnx.ModelProto) -> int:
+    """The model's version of the default (ai.onnx) opset; 0 when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def upgraded_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], str]:
+    """The model at opset ``MIN_OPSET`` or later: itself (and '') when it already is, else a copy
+    converted by onnx.version_converter and what was done, or None and why it could not be."""
+    opset = main_opset(model)
+    if opset >= MIN_OPSET or not opset:
+        return model, ""
+    try:
+        converted = onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # noqa: BLE001 - RuntimeError and C++ errors alike
+        return None, (
+            f"opset {opset} could not be converted to opset {MIN_OPSET} "
+            f"(onnx.version_converter: {first_line(exc)})"
+        )
+    converted.ir_version = max(converted.ir_version, lowest_ir_version(converted))
+    return converted, f"opset {opset} converted to opset {MIN_OPSET} with onnx.version_converter"
 
 
 def checker_problem(model: onnx.ModelProto) -> str:

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.fold import fold_model
 from harness.graph_stats import (
     count_flops,
     count_flops_with,
@@ -161,3 +162,71 @@ def test_flops_are_per_sample_whatever_the_static_batch(tmp_path):
     }
     assert counts[1].total == counts[3].total > 0
     assert not counts[1].note and "per sample: counted at batch 3, divided by 3" in counts[3].note
+
+
+def _constant(name: str, values, dtype=np.int64) -> onnx.NodeProto:
+    tensor = numpy_helper.from_array(np.asarray(values, dtype), f"{name}_value")
+    return helper.make_node("Constant", [], [name], value=tensor)
+
+
+def test_params_count_weights_computed_from_constants():
+    # weights as onnx's light models ship them: ConstantOfShape of a Constant shape, and a
+    # float16 bias cast to float32 (counted once, as read); an integer shape is no parameter
+    fill = numpy_helper.from_array(np.array([0.1], np.float32), "fill")
+    nodes = [
+        _constant("shape", [8, 3, 3, 3]),
+        helper.make_node("ConstantOfShape", ["shape"], ["w"], value=fill),
+        _constant("b16", np.ones(8), np.float16),
+        helper.make_node("Cast", ["b16"], ["b"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+        helper.make_node("Reshape", ["c", "flat"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "light",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, -1], np.int64), "flat")],
+    )
+    model = make_model(graph, 17)
+    assert count_params(model) == 8 * 3 * 9 + 8
+    folded = fold_model(model, merge="none").model  # constants evaluated into initializers
+    assert not [n for n in folded.graph.node if n.op_type in ("Constant", "ConstantOfShape")]
+    assert count_params(folded) == count_params(model)
+
+
+def test_params_of_constants_shape_inference_cannot_size_are_evaluated():
+    # NonZero's output shape depends on the values: only evaluating the constants sizes it
+    mask = np.arange(16).reshape(4, 4) % 3
+    nodes = [
+        _constant("mask", mask, np.float32),
+        helper.make_node("NonZero", ["mask"], ["where"]),
+        helper.make_node("Cast", ["where"], ["w"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "computed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    assert count_params(make_model(graph, 17)) == 2 * np.count_nonzero(mask)
+
+
+def _stored_float_params(model: onnx.ModelProto) -> int:
+    return sum(
+        int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == TensorProto.FLOAT
+    )
+
+
+@pytest.mark.parametrize("name", ["light_squeezenet", "light_shufflenet"])
+def test_params_of_the_onnx_light_models_are_their_weights(name):
+    import onnx_graphsurgeon as gs
+
+    found = [m for m in corpus() if m.group == "light" and m.name == name]
+    if not found:
+        pytest.skip(f"this onnx wheel ships no {name}")
+    model = onnx.load(str(found[0].path))
+    assert _stored_float_params(model) < 10_000  # the weights are ConstantOfShape nodes
+    evaluated = gs.export_onnx(gs.import_onnx(model).fold_constants().cleanup())
+    assert count_params(model) == _stored_float_params(evaluated) > 1_000_000

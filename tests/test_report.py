@@ -304,3 +304,29 @@ def test_the_roofline_floor_of_a_dynamic_batch_graph_is_at_the_run_s_batch(tmp_p
     assert one > 0
     assert roofline_floor_ms(str(floors["N"]), peaks, "fp32", 1) == pytest.approx(one)
     assert roofline_floor_ms(str(floors["N"]), peaks, "fp32", 4) == pytest.approx(4 * one)
+
+
+def test_a_bench_report_gives_each_models_input_shape(two_devices):
+    md = (two_devices[0].parent / "report.md").read_text().splitlines()
+    shapes = next(line for line in md if line.startswith("- input shape per model:"))
+    assert "lenet5 1x1x28x28" in shapes and "resnet20 1x3x32x32" in shapes
+    backend = next(line for line in md if line.startswith("- backend:"))
+    assert "input_shape" not in backend
+
+
+def test_flops_that_miss_nodes_are_a_floor_in_the_bench_report(two_devices):
+    from harness.report.table import to_csv, to_markdown
+    from harness.results import as_results
+
+    data = json.loads(two_devices[0].read_text())
+    assert all(run["flops_floor"] is False for run in data["runs"])  # bench records it
+    lenet = [run for run in data["runs"] if run["model"] == "lenet5"]
+    for run in lenet:
+        run["flops_floor"] = True
+    next(r for r in lenet if r["variant"] == "baseline" and not r["folded"])["flops"] = 0
+    results = as_results(data)
+    md = to_markdown(results)
+    assert "| lenet5 | baseline | unknown |" in md and "| lenet5 | dc-fc | >= 0.001 |" in md
+    assert not any(">=" in line for line in md.splitlines() if line.startswith("| resnet20 |"))
+    rows = list(csv.DictReader(to_csv(results).splitlines()))
+    assert {r["flops_floor"] for r in rows if r["model"] == "lenet5"} == {"True"}

@@ -18,6 +18,7 @@ from harness.export import export_module
 from harness.fold import fold_model
 from harness.fold.joint import joint_model
 from harness.fold.skeleton import checker_problem_quick, infer_shapes_quick, is_large, skeleton
+from harness.fold.tolerance import Judge, Tolerance
 from harness.onnx_io import checker_problem, infer_shapes_lenient
 from harness.zoo import build_model
 
@@ -49,9 +50,18 @@ def _corrupted(model: onnx.ModelProto) -> onnx.ModelProto:
     return mutant
 
 
+def _joint(original: onnx.ModelProto, candidate: onnx.ModelProto):
+    """The joint comparison alone, its verdict concluded: (result, responses, notes) or None."""
+    judge = Judge(original, Tolerance())
+    joint = verify._compare_joint(original, candidate, verify.SEEDS, judge, True, {})
+    if joint is not None:
+        verify._conclude(judge, joint[0])
+    return joint
+
+
 def test_the_joint_graph_reaches_the_verdict_of_one_session_per_graph(folded, monkeypatch):
     original, candidate = folded
-    joint = verify._compare_joint(original, candidate, verify.SEEDS, 1e-4, True)
+    joint = _joint(original, candidate)
     assert joint is not None, "the fold of a zoo model can be verified in one session"
     result = verify.compare_models(original, candidate)
     apart = _one_session_per_graph(monkeypatch, original, candidate)
@@ -65,7 +75,7 @@ def test_the_joint_graph_reaches_the_verdict_of_one_session_per_graph(folded, mo
 def test_a_corrupted_weight_is_caught_by_the_joint_graph_itself(folded, monkeypatch):
     original, candidate = folded
     mutant = _corrupted(candidate)
-    joint = verify._compare_joint(original, mutant, verify.SEEDS, 1e-4, True)
+    joint = _joint(original, mutant)
     assert joint is not None
     result, _, _ = joint
     assert result.status == verify.DIFFERENT and result.max_rel_error > 1e-3

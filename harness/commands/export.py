@@ -62,11 +62,12 @@ def run(args) -> int:
     model = materialize(dataclasses.replace(source, variant=args.variant), args.output, args.batch)
     nodes = ", ".join(f"{op} {n}" for op, n in op_histogram(model).items())
     flops = flop_count(model)
+    amount = flops.text(" MFLOPs")
     print(
-        f"wrote {args.output}: {flops.total / 1e6:.2f} MFLOPs"
+        f"wrote {args.output}: {amount if amount != 'unknown' else 'FLOPs unknown'}"
         + (f" ({flops.note})" if flops.note else "")
         + f", {count_params(model) / 1e6:.3f} M params; nodes: {nodes}"
     )
     if flops.holes:
-        print(f"warning: {flops.warning()}: the MFLOPs above are a floor", file=sys.stderr)
+        print(f"warning: {flops.warning()}: the FLOPs above are a floor", file=sys.stderr)
     return 0

@@ -14,6 +14,7 @@ from harness.commands import (
     add_output,
     refuse_remote,
 )
+from harness.commands.verify import add_tolerance
 
 DESCRIPTION = """Fold an ONNX model with graph surgery: BatchNorm into convs, identity-like nodes
 removed, chains of convs with nothing nonlinear between them merged into one conv (exact chains
@@ -21,11 +22,13 @@ only: a padded inner conv is refused, with the reason), residual and parallel br
 into one conv, linear Gemm chains merged. --merge auto lets the device's cost model decide which
 chains pay off (a roofline of the profile's peaks, or a latency table measured with `harness lut`
 via --cost). The result is checked against the original in ONNX Runtime on random inputs (several
-seeds, batch 1 and 2; the outputs and every tensor both graphs share) unless --no-verify; a graph
+seeds, batch 1 and 2; the outputs and every tensor both graphs share) unless --no-verify, with the
+tolerances of `harness verify` (--rtol/--atol set them, for all tensors or one output); a graph
 ONNX Runtime cannot run is written "not verified: <reason>". Any model ONNX Runtime loads is
-accepted: opsets below 11 are converted (onnx.version_converter), dynamic dimensions are bound
-from --input-shape and --batch (else only the rewrites that need no shapes run), and a model with
-nothing to fold is written unchanged."""
+accepted: opsets below 11 are converted (onnx.version_converter) and written converted, dynamic
+dimensions are bound from --input-shape and --batch (else only the rewrites that need no shapes
+run; FLOPs are then a floor, shown '>= x'), and a model with nothing to fold is written
+unchanged."""
 
 
 def register(subparsers) -> None:
@@ -76,6 +79,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the numerical check (not recommended)"
     )
+    add_tolerance(parser)
     parser.add_argument(
         "--input-shape",
         default=None,
@@ -94,8 +98,9 @@ def run(args) -> int:
     from harness.calibrate import cost_model_for
     from harness.errors import HarnessError
     from harness.export import parse_shape
-    from harness.fold import bind_shapes, fold_model, verify_fold
+    from harness.fold import fold_model, verify_fold
     from harness.fold.skeleton import infer_shapes_quick
+    from harness.fold.tolerance import Tolerance
     from harness.onnx_io import copy_unchanged, load_model, save_model, write_text_atomic
     from harness.profiles import load_profile, with_backend
 
@@ -110,10 +115,12 @@ def run(args) -> int:
         raise HarnessError("--check-cost checks auto's cost model: use --merge auto")
     if args.arbitrate or args.measure or args.check_cost:  # these time graphs here
         refuse_remote(profile, args, "fold --arbitrate/--measure/--check-cost")
+    tolerance = Tolerance.parse(args.rtol, args.atol)
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost, batch=args.batch)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     loading = time.perf_counter()
     model = infer_shapes_quick(load_model(args.onnx, infer_shapes=False), in_place=True)
+    tolerance.check_outputs(model)
     if args.merge == "auto":
         print(f"cost model: {cost_note}")
     started = time.perf_counter()
@@ -135,9 +142,10 @@ def run(args) -> int:
         summary_check = _check_cost(args, model, result, cost, profile)
     verify_s = 0.0
     if not args.no_verify and result.report.changed:
-        reference, _ = bind_shapes(model, shape, args.batch)
         verify_started = time.perf_counter()
-        result.report.verification = verify_fold(reference, result.model).to_dict()
+        result.report.verification = verify_fold(
+            result.reference or model, result.model, tolerance=tolerance
+        ).to_dict()
         verify_s = time.perf_counter() - verify_started
     if result.report.changed:
         save_model(result.model, args.output)

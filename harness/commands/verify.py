@@ -14,12 +14,39 @@ seeds, the model's own batch; --batches adds re-batched checks) and compare the 
 intermediate tensor both graphs hold under the same name (the boundaries of each rewrite), each
 relative to its own magnitude; each rewritten node is also compared with the part of the original it
 replaced, on random inputs of its own. A comparison in which no compared tensor responds to the
-input is not called equivalent.
+input is not called equivalent. Models below opset 11 are converted first, as fold converts them.
 
-Exit status: 0 equivalent (max relative error within --rtol), 1 different (a candidate ONNX
-Runtime cannot run on the original's inputs included), 2 bad input (a missing or invalid file,
-inputs or outputs that differ in number, element type or fixed shape, an original ONNX Runtime
-cannot run: nothing could be compared)."""
+A tensor may differ by atol + rtol x max |a| (a: the original's tensor): rtol 1e-4 for float32
+graphs, 16 ulps of float16's epsilon for graphs computing in float16; a sigmoid's, tanh's or
+softmax's tensor also by 8 ulps of its range (they are computed to that, not relative to their
+magnitude); a tensor that differs by up to 4x what ONNX Runtime's own optimisations of the
+original change it by is rounding (unless a rewritten node's own check differs). --rtol/--atol
+set them, for all tensors or one output.
+
+Exit status: 0 equivalent (every tensor within its tolerance), 1 different (outputs of another
+shape, and a candidate ONNX Runtime cannot run on the original's inputs, included), 2 bad input (a
+missing or invalid file, inputs or outputs that differ in number or element type, inputs of
+another fixed shape, an original ONNX Runtime cannot run: nothing could be compared)."""
+
+
+def add_tolerance(parser) -> None:
+    """``--rtol`` and ``--atol`` (``harness.fold.tolerance.Tolerance.parse``): repeatable, a number
+    for every tensor or OUTPUT=number for one output."""
+    parser.add_argument(
+        "--rtol",
+        action="append",
+        default=[],
+        metavar="[OUTPUT=]R",
+        help="relative error accepted, max |a - b| / max |a| per tensor (default 1e-4 for float32 "
+        "graphs, 16 ulps for float16 ones); OUTPUT=R sets it for one output; repeatable",
+    )
+    parser.add_argument(
+        "--atol",
+        action="append",
+        default=[],
+        metavar="[OUTPUT=]A",
+        help="absolute error accepted besides it (default 0); OUTPUT=A for one output; repeatable",
+    )
 
 
 def register(subparsers) -> None:
@@ -32,12 +59,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("original", type=Path, help="the reference ONNX model")
     parser.add_argument("candidate", type=Path, help="the rewritten ONNX model to check against it")
-    parser.add_argument(
-        "--rtol",
-        type=float,
-        default=1e-4,
-        help="largest relative error (max |a - b| / max |a| per tensor) accepted (default 1e-4)",
-    )
+    add_tolerance(parser)
     parser.add_argument("--seeds", type=int, default=2, help="how many random inputs (default 2)")
     parser.add_argument(
         "--batches",
@@ -61,21 +83,23 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import json
-    import math
 
     from harness.errors import HarnessError
     from harness.export import parse_shape
     from harness.fold import bind_shapes
     from harness.fold.report import verification_text
-    from harness.fold.verify import DIFFERENT, NOT_VERIFIED, compare_models
-    from harness.onnx_io import load_model, write_text_atomic
+    from harness.fold.tolerance import Tolerance
+    from harness.fold.verify import DIFFERENT, NOT_VERIFIED, compare_models, difference_text
+    from harness.onnx_io import write_text_atomic
 
-    if not 0 < args.rtol < math.inf or args.seeds < 1:
-        raise HarnessError("--rtol must be a positive finite number and --seeds at least 1")
+    tolerance = Tolerance.parse(args.rtol, args.atol)
+    if args.seeds < 1:
+        raise HarnessError("--seeds must be at least 1")
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    original, _ = bind_shapes(load_model(args.original), shape, args.batch)
-    candidate, _ = bind_shapes(load_model(args.candidate), shape, args.batch)
+    original, _ = bind_shapes(_load(args.original), shape, args.batch)
+    candidate, _ = bind_shapes(_load(args.candidate), shape, args.batch)
     _check_interfaces(original, candidate)
+    tolerance.check_outputs(original)
     try:
         batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
     except ValueError:
@@ -88,7 +112,7 @@ def run(args) -> int:
         original,
         candidate,
         seeds=tuple(range(args.seeds)),
-        rtol=args.rtol,
+        tolerance=tolerance,
         batch_sizes=batches or (1,),
         intermediates=not args.outputs_only,
     )
@@ -97,15 +121,25 @@ def run(args) -> int:
     if result.status == NOT_VERIFIED:
         raise HarnessError(f"cannot verify {args.candidate} against {args.original}: {result.note}")
     if result.status == DIFFERENT:
-        where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
-        print(
-            f"different: max relative error {result.max_rel_error:.3g}{where} > {args.rtol:g}"
-            + (f" ({result.note})" if result.note else "")
-        )
+        print(f"different: {difference_text(result)}")
         return 1
     print(verification_text(result.to_dict()))
     print(f"equivalent: {args.candidate} computes what {args.original} computes")
     return 0
+
+
+def _load(path: Path):
+    """The model as fold reads it: shapes inferred, an opset below 11 converted (and said)."""
+    from harness.errors import HarnessError
+    from harness.onnx_io import infer_shapes_lenient, load_model, upgraded_opset
+
+    model, done = upgraded_opset(load_model(path))
+    if model is None:
+        raise HarnessError(f"cannot verify {path}: {done}")
+    if done:
+        print(f"{path}: {done}, as fold converts it")
+        model = infer_shapes_lenient(model)
+    return model
 
 
 def _check_interfaces(original, candidate) -> None:

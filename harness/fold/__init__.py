@@ -14,7 +14,6 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import onnx
-import onnx.version_converter
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx_graphsurgeon.logger import G_LOGGER
@@ -39,7 +38,13 @@ from harness.fold.simplify import (
 from harness.fold.skeleton import checker_problem_quick, infer_shapes_quick
 from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import flop_count, op_histogram
-from harness.onnx_io import checker_problem, graph_inputs, lowest_ir_version
+from harness.onnx_io import (
+    MIN_OPSET,
+    checker_problem,
+    graph_inputs,
+    lowest_ir_version,
+    upgraded_opset,
+)
 
 __all__ = [
     "fold_model",
@@ -58,7 +63,6 @@ __all__ = [
 ]
 
 MERGE_MODES = ("auto", "all", "none")
-MIN_OPSET = 11
 FOLD_CONSTANT_BYTES = 64 << 20  # larger computed constants stay computed (memory, file size)
 SHAPE_INDEPENDENT = (
     "BatchNorm folding, identity removal, zero-Pad folding and Gemm chains run; conv chains and "
@@ -76,35 +80,14 @@ class FoldResult:
     spans: Dict[
         str, Tuple[int, int]
     ]  # each Conv left in the folded graph -> (first, last) original conv index
+    # the input as the passes read it (opset converted, dims bound, shapes inferred): what the fold
+    # is verified against; the input model itself where it could not be prepared
+    reference: Optional[onnx.ModelProto] = None
 
 
 def _note(action: FoldAction, detail: str) -> FoldRecord:
     """A record of the preparation (opset conversion, bound dimensions, limits, warnings)."""
     return FoldRecord("prepare", action, [], detail)
-
-
-def _main_opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def _convert_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], FoldRecord]:
-    """The model converted to opset ``MIN_OPSET`` with onnx.version_converter, or None and why
-    not."""
-    opset = _main_opset(model)
-    try:
-        converted = onnx.version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:  # noqa: BLE001 - RuntimeError and C++ errors alike
-        return None, _note(
-            FoldAction.REFUSED,
-            f"opset {opset} could not be converted to opset {MIN_OPSET} "
-            f"(onnx.version_converter: {first_line(exc)}): model left unchanged",
-        )
-    converted.ir_version = max(converted.ir_version, lowest_ir_version(converted))
-    return converted, _note(
-        FoldAction.CONVERTED,
-        f"opset {opset} converted to opset {MIN_OPSET} with "
-        f"onnx.version_converter (folding rewrites opset {MIN_OPSET}+ graphs)",
-    )
 
 
 def _shown(value: onnx.ValueInfoProto) -> str:
@@ -138,8 +121,8 @@ def bind_shapes(
     model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = None, batch: Optional[int] = None
 ) -> Tuple[onnx.ModelProto, List[str]]:
     """A copy with dynamic input dims bound: the batch (first dim) to ``batch``, the others to
-    ``input_shape`` (dims without batch, for single-input models). Returns the copy and what was
-    bound (empty: unchanged)."""
+    ``input_shape`` (dims without batch, for single-input models), its shapes inferred again.
+    Returns the copy and what was bound (empty: the model itself, unchanged)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     bound, params = [], {}
@@ -189,8 +172,8 @@ def bind_shapes(
                 size = params[dim.dim_param]
                 dim.Clear()
                 dim.dim_value = size
-    del copy.graph.value_info[:]  # re-inferred with the bound sizes
-    return copy, bound
+    del copy.graph.value_info[:]
+    return infer_shapes_quick(copy, in_place=True), bound  # the shapes the bound sizes give
 
 
 def _prepare(
@@ -200,11 +183,17 @@ def _prepare(
     inferred) and the notes saying what was done; None when it cannot be prepared (the notes say
     why)."""
     notes = []
-    if _main_opset(model) < MIN_OPSET:
-        converted, note = _convert_opset(model)
-        notes.append(note)
-        if converted is None:
-            return None, notes
+    converted, done = upgraded_opset(model)
+    if converted is None:
+        return None, [_note(FoldAction.REFUSED, f"{done}: model left unchanged")]
+    if done:
+        notes.append(
+            _note(
+                FoldAction.CONVERTED,
+                f"{done} (folding rewrites opset {MIN_OPSET}+ graphs; the model is written at "
+                f"opset {MIN_OPSET}, which the runtimes load, even where nothing folds)",
+            )
+        )
         model = converted
     model, bound = bind_shapes(model, input_shape, batch)
     if bound:
@@ -355,11 +344,14 @@ def fold_model(
         before.total,
         after.total,
         0.0,
+        flops_before_floor=bool(before.holes),
+        flops_after_floor=bool(after.holes),
     )
     if folded is None or not report.changed:
         report.nodes_after, report.flops_after = report.nodes_before, report.flops_before
+        report.flops_after_floor = report.flops_before_floor
         report.elapsed_s = time.perf_counter() - started
-        return FoldResult(model, report, spans if folded is not None else {})
+        return FoldResult(model, report, spans if folded is not None else {}, reference)
     problem = checker_problem_quick(folded)  # onnx.checker, the weights' bytes not serialised
     if problem and not checker_problem(prepared):  # the prepared model is checked only then
         raise FoldVerificationError(
@@ -379,7 +371,7 @@ def fold_model(
     remaining = {
         n.name: spans[n.name] for n in folded.graph.node if n.op_type == "Conv" and n.name in spans
     }
-    return FoldResult(folded, report, remaining)
+    return FoldResult(folded, report, remaining, reference)
 
 
 def _overridable(model: onnx.ModelProto) -> set:

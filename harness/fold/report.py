@@ -6,6 +6,8 @@ import dataclasses
 import enum
 from typing import Any, Dict, List, Optional
 
+from harness.graph_stats import flops_text
+
 
 class FoldAction(str, enum.Enum):
     """What a fold pass did with a record's nodes (the value is the report's ``action`` text)."""
@@ -16,15 +18,21 @@ class FoldAction(str, enum.Enum):
     REFUSED = "refused"  # a rewrite that would not be exact, or a graph that could not be prepared
     PLANNED = "planned"  # the cost model's choice of segments for a conv chain
     KEPT = "kept"  # a rewrite left out because it would cost more
-    CONVERTED = "converted"  # the opset converted before folding
+    CONVERTED = "converted"  # the opset converted before folding (written converted)
     BOUND = "bound"  # dynamic input dimensions bound to sizes
     LIMITED = "limited"  # only the shape-independent passes could run
     WARNING = "warning"  # something the numbers below should be read with
 
     @property
     def changes_graph(self) -> bool:
-        """Whether a record of this action means the graph was rewritten."""
-        return self in (FoldAction.FOLDED, FoldAction.MERGED, FoldAction.REMOVED)
+        """Whether a record of this action means the graph was rewritten (a converted opset
+        too: the model is written at the new opset, which the runtimes load)."""
+        return self in (
+            FoldAction.FOLDED,
+            FoldAction.MERGED,
+            FoldAction.REMOVED,
+            FoldAction.CONVERTED,
+        )
 
 
 # the optional fields of a record, in the order its dictionary lists them (before ``detail``)
@@ -107,6 +115,9 @@ class FoldReport:
     flops_after: int
     elapsed_s: float
     verification: Optional[Dict[str, Any]] = None
+    # a count that misses Conv/Gemm/MatMul nodes of unknown shapes is a floor (``flops_text``)
+    flops_before_floor: bool = False
+    flops_after_floor: bool = False
 
     @property
     def changed(self) -> bool:
@@ -147,7 +158,8 @@ class FoldReport:
         if not self.changed:
             lines.append("  nothing to fold: the model is written unchanged")
         lines.append(
-            f"  FLOPs: {self.flops_before / 1e6:.2f}M -> {self.flops_after / 1e6:.2f}M; "
+            f"  FLOPs: {flops_text(self.flops_before, self.flops_before_floor)} -> "
+            f"{flops_text(self.flops_after, self.flops_after_floor)}; "
             f"{self.count(FoldAction.MERGED)} merges, {self.count(FoldAction.FOLDED)} folds, "
             f"{self.count(FoldAction.REMOVED)} removals, "
             f"{self.count(FoldAction.REFUSED)} refusals"
@@ -181,8 +193,18 @@ def verification_text(v: Dict[str, Any]) -> str:
     """One line saying how the fold was verified, or why it could not be."""
     if not v.get("verified", True):
         return f"not verified: {v['note']}"
+    worst = v.get("worst") or {}
+    allowed = ""
+    if worst and v["max_rel_error"] > v["tolerance"]:  # let through by an atol, or as rounding
+        allowed = f" at tensor {worst['name']!r}: max |a - b| {worst['error']:.2e} against max |a| "
+        allowed += (
+            f"{worst['magnitude']:.2e}, within the {worst['allowed']:.2e} allowed (rtol "
+            f"{worst['rtol']:g} x max |a| + atol {worst['atol']:.2e})"
+            if worst["error"] <= worst["allowed"]
+            else f"{worst['magnitude']:.2e}, rounding (below)"
+        )
     return (
-        f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g}) "
-        f"over {v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes {v['batch_sizes']}"
-        + (f"; {v['note']}" if v.get("note") else "")
+        f"verified: max relative error {v['max_rel_error']:.2e} (tolerance {v['tolerance']:g})"
+        f"{allowed} over {v.get('compared', 0)} tensors, seeds {v['seeds']}, batch sizes "
+        f"{v['batch_sizes']}" + (f"; {v['note']}" if v.get("note") else "")
     )

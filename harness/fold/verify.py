@@ -8,6 +8,10 @@ magnitude, and the check states how strongly the compared tensors respond to the
 in which nothing responds to the input is not called verified. A graph ONNX Runtime cannot run (a
 custom-domain op, a type it does not implement) is reported as not verified, with the reason, rather
 than failing.
+
+What a tensor may differ by fits the numbers it holds (``harness.fold.tolerance``), and a tensor
+that differs by no more than ONNX Runtime's own optimisations of the original change it is
+rounding, not a wrong fold.
 """
 
 from __future__ import annotations
@@ -20,13 +24,20 @@ import onnx
 
 from harness.errors import FoldVerificationError, first_line
 from harness.fold.joint import LocalCheck, joint_model
+from harness.fold.tolerance import (
+    FLOAT_KINDS,
+    LOCAL_CHECK,
+    ROUNDING_FACTOR,
+    Judge,
+    Tolerance,
+    relative_error,
+)
 from harness.onnx_io import graph_inputs
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
 RESPONSIVE = (
     1e-3  # a tensor "responds" to the input when two inputs change it by more than this (relative)
 )
-FLOAT_KINDS = "fc"
 # Two inputs measure how the compared tensors respond; each rewrite is also checked on its own
 # random inputs. The model's own batch is always checked; another batch size re-batches (and
 # re-infers) the whole graph, which costs more than the rest of the check on large models: ask for
@@ -38,10 +49,12 @@ LOCAL_STREAM = 1  # the local checks' inputs come from another random stream tha
 @dataclasses.dataclass
 class VerifyResult:
     """Largest relative error seen (max |a - b| / max |a| per tensor), over every seed and batch
-    size."""
+    size; ``worst``: the ``TensorError`` (as a dict, ``allowed`` added) of the tensor furthest over
+    its tolerance, or of the largest relative error where none is over; ``difference``: what
+    differs, where something does."""
 
     max_rel_error: float
-    tolerance: float
+    tolerance: float  # the rtol (relative to each tensor's magnitude) of tensors not named
     seeds: List[int]
     batch_sizes: List[int]
     note: str = ""
@@ -53,6 +66,9 @@ class VerifyResult:
     local_checks: int = (
         0  # rewritten nodes compared with the subgraph they replaced, on random inputs
     )
+    atol: float = 0.0
+    worst: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    difference: str = ""
 
     @property
     def verified(self) -> bool:
@@ -82,13 +98,18 @@ def with_batch(model: onnx.ModelProto, batch: int) -> Optional[onnx.ModelProto]:
         return None
 
 
-def _session(model: onnx.ModelProto, weights: Optional[Dict[str, np.ndarray]] = None):
-    """An ONNX Runtime CPU session, graph optimisations off (the graph runs as written);
-    ``weights``: the model's external data files, held in memory."""
+def _session(
+    model: onnx.ModelProto,
+    weights: Optional[Dict[str, np.ndarray]] = None,
+    optimised: bool = False,
+):
+    """An ONNX Runtime CPU session, graph optimisations off (the graph runs as written) unless
+    ``optimised`` (all of them); ``weights``: the model's external data files, held in memory."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimised else level.ORT_DISABLE_ALL
     options.log_severity_level = 4
     if weights:
         options.add_external_initializers_from_files_in_memory(
@@ -146,13 +167,50 @@ def _feed_shape(shape: Sequence[Any]) -> Tuple[int, ...]:
     )
 
 
-def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
+def index_ranges(model: onnx.ModelProto) -> Dict[str, Tuple[int, int]]:
+    """Integer graph inputs read as indices (of Gather, GatherElements, GatherND) -> the values
+    every such reader accepts, [low, high]: [-n, n - 1] for an axis of n (negative indices count
+    from the end; opset 11 on), where the indexed tensor's shape is known."""
+    graph = model.graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for value in list(graph.input) + list(graph.value_info):
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in shapes and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    feeds = {v.name for v in graph.input} - {t.name for t in graph.initializer}
+    negative = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0) >= 11
+    found: Dict[str, Tuple[int, int]] = {}
+    for node in graph.node:
+        if node.op_type not in ("Gather", "GatherElements", "GatherND") or len(node.input) < 2:
+            continue
+        data, indices = shapes.get(node.input[0]), node.input[1]
+        if indices not in feeds or not data:
+            continue
+        attributes = {a.name: a.i for a in node.attribute}
+        if node.op_type == "GatherND":  # each index picks along one of the dims after the batch
+            sizes = data[attributes.get("batch_dims", 0) :]
+        else:
+            axis = attributes.get("axis", 0)
+            sizes = [data[axis]] if -len(data) <= axis < len(data) else []
+        if not sizes or min(sizes) <= 0:
+            continue
+        low, high = (-min(sizes) if negative else 0), min(sizes) - 1
+        known = found.get(indices)
+        found[indices] = (max(low, known[0]), min(high, known[1])) if known else (low, high)
+    return found
+
+
+def _inputs(
+    session_inputs: Sequence[Any], seed: int, ranges: Optional[Dict[str, Tuple[int, int]]] = None
+) -> Dict[str, np.ndarray]:
     """Seeded inputs for a session's inputs (``session.get_inputs()``): normal floats, except
     uniform [0, 1) for rank <= 1 inputs beside higher-rank ones (parameter-like: a variance must not
-    be negative); 0/1 for booleans, 32/64-bit integers (valid indices, flags) and, on seed 0, for
+    be negative); integers read as indices over the range their readers accept (``ranges``, see
+    ``index_ranges``); 0/1 for booleans, other 32/64-bit integers (flags) and, on seed 0, for
     8/16-bit integers, which on other seeds span their type's range (pixels: overflow and
     saturation must show)."""
     rng = np.random.default_rng(seed)
+    ranges = ranges or {}
     args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
@@ -162,6 +220,10 @@ def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
             values = rng.random(shape) if parameter else rng.standard_normal(shape)
         elif dtype.kind == "O":
             values = np.array(rng.integers(0, 2, shape).astype(str), dtype=object)
+        elif dtype.kind in "iu" and arg.name in ranges:
+            low, high = ranges[arg.name]
+            info = np.iinfo(dtype)
+            values = rng.integers(max(low, info.min), min(high, int(info.max)) + 1, shape)
         elif dtype.kind in "iu" and dtype.itemsize <= 2 and seed != 0:
             info = np.iinfo(dtype)
             values = rng.integers(info.min, int(info.max) + 1, shape)
@@ -183,59 +245,6 @@ def _input_dtype(type_name: str) -> np.dtype:
             "string": "object",
         }.get(kind, kind)
     )
-
-
-def _arrays(value: Any) -> List[np.ndarray]:
-    """An output (tensor, sequence of tensors, map) as a list of arrays."""
-    if isinstance(value, np.ndarray):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [a for item in value for a in _arrays(item)]
-    if isinstance(value, dict):
-        return [np.asarray(sorted(value.items(), key=repr), dtype=object)]
-    return [np.asarray(value)]
-
-
-def relative_error(a: Any, b: Any) -> float:
-    """max |a - b| / max |a| over floats (NaN where both are NaN counts as equal); the fraction of
-    differing elements otherwise; inf when shapes or lengths differ."""
-    left, right = _arrays(a), _arrays(b)
-    if len(left) != len(right):
-        return float("inf")
-    worst = 0.0
-    for x, y in zip(left, right):
-        if x.shape != y.shape:
-            return float("inf")
-        if x.size == 0:
-            continue
-        if x.dtype.kind not in FLOAT_KINDS or y.dtype.kind not in FLOAT_KINDS:
-            worst = max(worst, float(np.mean(x != y)))
-            continue
-        worst = max(worst, _float_error(x, y))
-    return worst
-
-
-def _float_error(x: np.ndarray, y: np.ndarray) -> float:
-    """max |x - y| / max |x| in float32 (float64 for double tensors): precise enough for any
-    tolerance above 1e-6, and several times faster than a float64 copy of every tensor."""
-    work = np.float64 if np.float64 in (x.dtype, y.dtype) else np.float32
-    a, b = x.astype(work, copy=False), y.astype(work, copy=False)
-    with np.errstate(all="ignore"):
-        diff = np.abs(a - b)
-        finite = np.isfinite(diff)
-        if not finite.all():
-            same = (a == b) | (np.isnan(a) & np.isnan(b))
-            if not np.all(same | finite):
-                return float("inf")
-            diff = np.where(same, 0, diff)
-        largest = float(np.max(np.abs(a), where=np.isfinite(a), initial=0.0))
-    return float(diff.max()) / (largest if largest > 0 else 1.0)
-
-
-def _tolerance(value: Any, rtol: float) -> float:
-    """``rtol``, widened for half-precision tensors (16 ulps of their epsilon)."""
-    arrays = [a for a in _arrays(value) if a.dtype.kind == "f"]
-    return max([rtol] + [16 * float(np.finfo(a.dtype).eps) for a in arrays])
 
 
 class _Pair:
@@ -274,11 +283,11 @@ def compare_models(
     candidate: onnx.ModelProto,
     seeds: Sequence[int] = SEEDS,
     batch_sizes: Sequence[int] = BATCH_SIZES,
-    rtol: float = 1e-4,
+    tolerance: Optional[Tolerance] = None,
     intermediates: bool = True,
 ) -> VerifyResult:
     """Compare two graphs meant to compute the same function; never raises for a difference (see
-    ``status``).
+    ``status``), only for a ``tolerance`` that names no output (``HarnessError``).
 
     The model's own batch is always checked; the other ``batch_sizes`` where the graph can be
     re-batched. Tensors both graphs hold under the same name are compared too (``intermediates``),
@@ -286,16 +295,21 @@ def compare_models(
     matched by position (names may differ), intermediate tensors by name. The model's own batch runs
     both graphs in one ONNX Runtime session where they can be joined (``harness.fold.joint``); a
     session per graph otherwise, and whenever the joint graph fails, so that a failure is pinned on
-    the graph that fails.
+    the graph that fails. Tensors of the original graph that differ (no local check, no shape) by
+    no more than ``ROUNDING_FACTOR`` times what ONNX Runtime's own optimisations of the original
+    change them by are rounding.
     """
+    tolerance = tolerance or Tolerance()
+    tolerance.check_outputs(original)
+    judge, ranges = Judge(original, tolerance), index_ranges(original)
     own = _batch_of(original)
     outputs = [o.name for o in original.graph.output]
-    joint = _compare_joint(original, candidate, seeds, rtol, intermediates)
+    joint = _compare_joint(original, candidate, seeds, judge, intermediates, ranges)
     if joint is not None:
         result, responses, notes = joint
         batches = [b for b in batch_sizes if b != own]
     else:
-        result, responses, notes = VerifyResult(0.0, rtol, list(seeds), []), {}, []
+        result, responses, notes = _empty_result(judge, seeds, []), {}, []
         batches = [own] + [b for b in batch_sizes if b != own]
     for batch in batches:
         pair_models = (
@@ -318,7 +332,7 @@ def compare_models(
         result.compared = max(result.compared, len(pair.names))
         first: Optional[List[Any]] = None
         for seed in seeds:
-            feeds = _inputs(pair.reference.get_inputs(), seed)
+            feeds = _inputs(pair.reference.get_inputs(), seed, ranges)
             try:
                 expected = pair.reference.run(pair.names, feeds)
             except Exception as exc:  # noqa: BLE001 - NotImplemented for a type, a custom op, ...
@@ -333,7 +347,7 @@ def compare_models(
                     result, f"ONNX Runtime cannot run the candidate: {first_line(exc)}"
                 )
             for name, a, b in zip(pair.names, expected, got):
-                _record(result, name, a, b)
+                judge.record(name, a, b)
             if first is None:
                 first = expected
             elif batch == result.batch_sizes[0]:
@@ -343,27 +357,83 @@ def compare_models(
         result.status, result.note = NOT_VERIFIED, "; ".join(notes)
         return result
     if intermediates and joint is None:
-        _check_locally(original, candidate, result, notes, seeds[0])
+        failure = _check_locally(original, candidate, result, judge, notes, seeds[0])
+        if failure:
+            return _different(result, failure)
+    failing = judge.failing_tensors()
+    if failing:
+        for name, change in _optimiser_change(original, failing, seeds, ranges).items():
+            judge.errors[name].optimiser_change = change
+    notes += _conclude(judge, result)
     _judge_response(result, responses, outputs, notes, len(seeds))
     result.note = "; ".join(notes)
     return result
 
 
-def _record(result: VerifyResult, name: str, expected: Any, got: Any) -> None:
-    """Compare one tensor of the original with the candidate's; the worst error is kept."""
-    error = relative_error(expected, got)
-    if error > result.max_rel_error:
-        result.max_rel_error, result.worst_tensor = error, name
-    if error > _tolerance(expected, result.tolerance):
+def _conclude(judge: Judge, result: VerifyResult) -> List[str]:
+    """Fill ``result``'s errors and verdict in from ``judge``; returns the notes on the tensors let
+    through as rounding."""
+    errors = list(judge.errors.values())
+    if not errors:
+        return []
+    result.max_rel_error = max(e.relative for e in errors)
+    failing = [e for e in errors if e.differs]
+    worst = (
+        max(failing, key=lambda e: (e.excess, e.relative))
+        if failing
+        else max(errors, key=lambda e: e.relative)
+    )
+    result.worst_tensor = worst.name
+    result.worst = dataclasses.asdict(worst)
+    result.worst["allowed"] = worst.allowed
+    if failing:
         result.status = DIFFERENT
+        result.difference = worst.text()
+    return [
+        f"tensor {e.name!r} differs by {e.relative:.3g} (relative; max |a - b| {e.error:.3g} "
+        f"against max |a| {e.magnitude:.3g}), within {ROUNDING_FACTOR}x the "
+        f"{e.optimiser_change:.3g} ONNX Runtime's own optimisations of the original change it "
+        f"by: rounding, not a wrong rewrite"
+        for e in errors
+        if e.excess > 1 and e.rounding
+    ]
+
+
+def _empty_result(judge: Judge, seeds: Sequence[int], batches: List[int]) -> VerifyResult:
+    return VerifyResult(0.0, judge.rtol, list(seeds), batches, atol=judge.tolerance.atol)
+
+
+def _optimiser_change(
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    seeds: Sequence[int],
+    ranges: Dict[str, Tuple[int, int]],
+) -> Dict[str, float]:
+    """How much ONNX Runtime's own graph optimisations (all levels: BatchNorm folded into convs,
+    fused ops, other kernels) change the tensors ``names`` of ``model`` (outputs or intermediate)
+    on the comparison's inputs (largest relative error): the rounding any correct rewrite of this
+    graph makes. Empty where ONNX Runtime cannot optimise or run the model."""
+    found: Dict[str, float] = {}
+    values = _node_outputs(model)
+    fetched = _with_outputs(model, [values[n] for n in names if n in values])
+    try:
+        plain, optimised = _session(fetched), _session(fetched, optimised=True)
+        for seed in seeds:
+            feeds = _inputs(plain.get_inputs(), seed, ranges)
+            for name, a, b in zip(names, plain.run(names, feeds), optimised.run(names, feeds)):
+                found[name] = max(found.get(name, 0.0), relative_error(a, b))
+    except Exception:  # noqa: BLE001 - no yardstick then: the tolerance alone judges
+        return {}
+    return found
 
 
 def _compare_joint(
     original: onnx.ModelProto,
     candidate: onnx.ModelProto,
     seeds: Sequence[int],
-    rtol: float,
+    judge: Judge,
     intermediates: bool,
+    ranges: Dict[str, Tuple[int, int]],
 ) -> Optional[Tuple[VerifyResult, Dict[str, float], List[str]]]:
     """The model's own batch compared in one session computing both graphs (and the local checks):
     (result, responses of the original's tensors, notes), or None when the graphs cannot be joined
@@ -373,7 +443,8 @@ def _compare_joint(
     joint = joint_model(original, candidate, shared, changed, _weights_outside())
     if joint is None:
         return None
-    result = VerifyResult(0.0, rtol, list(seeds), [_batch_of(original)], compared=len(joint.names))
+    result = _empty_result(judge, seeds, [_batch_of(original)])
+    result.compared = len(joint.names)
     count = len(joint.names)
     fetch = joint.names + joint.candidate_names
     for check in joint.local:
@@ -383,12 +454,12 @@ def _compare_joint(
     try:
         session = _session(joint.model, joint.weights)
         for number, seed in enumerate(seeds):
-            feeds = _inputs(session.get_inputs()[: joint.inputs], seed)
+            feeds = _inputs(session.get_inputs()[: joint.inputs], seed, ranges)
             values = session.run(fetch, {**feeds, **_local_inputs(joint.local, seed)})
             expected = values[:count]
             for name, a, b in zip(joint.names, expected, values[count : 2 * count]):
-                _record(result, name, a, b)
-            _record_local(result, joint.local, values[2 * count :])
+                judge.record(name, a, b)
+            _record_local(judge, joint.local, values[2 * count :])
             if number == 0:
                 first = expected
             else:
@@ -417,7 +488,7 @@ def _local_inputs(checks: Sequence[LocalCheck], seed: int) -> Dict[str, np.ndarr
     }
 
 
-def _record_local(result: VerifyResult, checks: Sequence[LocalCheck], values: List[Any]) -> None:
+def _record_local(judge: Judge, checks: Sequence[LocalCheck], values: List[Any]) -> None:
     """Compare each rewritten node's outputs with the original subgraph's (``values``: each check's
     original outputs, then its candidate outputs, check after check)."""
     at = 0
@@ -426,7 +497,7 @@ def _record_local(result: VerifyResult, checks: Sequence[LocalCheck], values: Li
         expected, got = values[at : at + count], values[at + count : at + 2 * count]
         at += 2 * count
         for name, a, b in zip(check.outputs, expected, got):
-            _record(result, f"{name} (local check of {check.node})", a, b)
+            judge.record(f"{name}{LOCAL_CHECK}{check.node})", a, b, name)
 
 
 def changed_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto) -> List[onnx.NodeProto]:
@@ -466,16 +537,18 @@ def _check_locally(
     original: onnx.ModelProto,
     candidate: onnx.ModelProto,
     result: VerifyResult,
+    judge: Judge,
     notes: List[str],
     seed: int,
-) -> None:
+) -> str:
     """Compare each rewritten node with the part of the original between the same tensors, on random
-    normal inputs of the boundary tensors (every channel excited, whatever the network feeds it)."""
+    normal inputs of the boundary tensors (every channel excited, whatever the network feeds it);
+    returns why the candidate's part cannot run, if it cannot ('' otherwise)."""
     import onnx.utils
 
     changed = changed_nodes(original, candidate)
     if not changed:
-        return
+        return ""
     known = {v.name for v in original.graph.input} | {
         o for n in original.graph.node for o in n.output
     }
@@ -509,21 +582,20 @@ def _check_locally(
         try:
             got = _session(parts[1]).run(outputs, feeds)
         except Exception as exc:  # noqa: BLE001
-            _different(
-                result, f"ONNX Runtime cannot run rewritten node {node.name}: {first_line(exc)}"
-            )
-            return
+            return f"ONNX Runtime cannot run rewritten node {node.name}: {first_line(exc)}"
         result.local_checks += 1
         for name, a, b in zip(outputs, expected, got):
-            _record(result, f"{name} (local check of {node.name})", a, b)
+            judge.record(f"{name}{LOCAL_CHECK}{node.name})", a, b, name)
     notes.append(
         f"{result.local_checks} rewritten nodes checked against the original subgraph they replaced"
         + (f" ({skipped} could not be cut out)" if skipped else "")
     )
+    return ""
 
 
 def _different(result: VerifyResult, why: str) -> VerifyResult:
     result.status, result.note, result.max_rel_error = DIFFERENT, why, float("inf")
+    result.difference = why
     return result
 
 
@@ -558,21 +630,25 @@ def verify_fold(
     folded: onnx.ModelProto,
     seeds: Sequence[int] = SEEDS,
     batch_sizes: Sequence[int] = BATCH_SIZES,
-    rtol: float = 1e-4,
+    tolerance: Optional[Tolerance] = None,
 ) -> VerifyResult:
     """Compare a fold with its original; raise ``FoldVerificationError`` when they differ. A
     comparison that cannot run (ONNX Runtime refuses the original) returns ``status == "not
     verified"`` with the reason."""
-    result = compare_models(original, folded, seeds, batch_sizes, rtol)
+    result = compare_models(original, folded, seeds, batch_sizes, tolerance)
     if result.status == DIFFERENT:
-        where = f" at tensor {result.worst_tensor!r}" if result.worst_tensor else ""
         raise FoldVerificationError(
-            f"folded graph differs from the original: max relative error "
-            f"{result.max_rel_error:.3g}{where} > {rtol:g}"
-            + (f" ({result.note})" if result.note else "")
-            + "; the fold is wrong, do not use it (please report this model)"
+            f"folded graph differs from the original: {difference_text(result)}; the fold is "
+            "wrong, do not use it (please report this model, or give --rtol/--atol if this is "
+            "rounding)"
         )
     return result
+
+
+def difference_text(result: VerifyResult) -> str:
+    """What differs in a comparison whose status is ``DIFFERENT``, with the notes after it."""
+    notes = result.note if result.note and result.note != result.difference else ""
+    return (result.difference or "the graphs differ") + (f" ({notes})" if notes else "")
 
 
 def _batch_of(model: onnx.ModelProto) -> int:

@@ -29,6 +29,7 @@ CSV_FIELDS = [
     "model",
     "variant",
     "flops",
+    "flops_floor",
     "params",
     "convs",
     "median_ms",
@@ -79,6 +80,7 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             "model": run.model,
             "variant": run.variant,
             "flops": run.flops,
+            "flops_floor": bool(run.extra.get("flops_floor")),  # nodes of unknown shapes uncounted
             "params": run.params,
             "convs": run.nodes.get("Conv", 0),
             "median_ms": run.stats.median,
@@ -113,12 +115,19 @@ def _number(value: Any, scale: float = 1.0) -> str:
     return "" if value is None else f"{value / scale:.3f}"
 
 
+def _gflops(record: Dict[str, Any]) -> str:
+    """GFLOPs; a floor (nodes of unknown shapes not counted) as '>= 0.044', or 'unknown'."""
+    if record["flops_floor"] and not record["flops"]:
+        return "unknown"
+    return (">= " if record["flops_floor"] else "") + _number(record["flops"], 1e9)
+
+
 def markdown_cells(record: Dict[str, Any]) -> List[str]:
     """A record formatted as the cells of ``MARKDOWN_COLUMNS``."""
     return [
         record["model"],
         record["variant"],
-        _number(record["flops"], 1e9),
+        _gflops(record),
         _number(record["params"], 1e6),
         str(record["convs"]),
         marked(
@@ -143,6 +152,7 @@ def to_markdown(results: ResultsLike) -> str:
     env = results.environment_before
     profile = results.profile
     backend = next((r.backend for r in results.runs), {})
+    backend = {k: v for k, v in backend.items() if k != "input_shape"}  # per model: listed below
     lines = [f"# Benchmark on `{results.device_name}`: {profile.get('description', '')}", ""]
     lines += [f"> **Warning: partial results.** {w}" for w in partial_warnings([results])]
     records = comparison_records(results)
@@ -164,6 +174,7 @@ def to_markdown(results: ResultsLike) -> str:
         f"- host: {env.get('hostname')}, {env.get('platform')}, Python {env.get('python')}",
         f"- CPU: {cpu.get('model')}, {cpu.get('available_cores')} cores available",
         f"- backend: {', '.join(f'{k}={v}' for k, v in backend.items())}",
+        f"- input shape per model: {input_shapes_text(results)}",
         "- libraries: "
         + ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items() if v),
     ]
@@ -171,6 +182,16 @@ def to_markdown(results: ResultsLike) -> str:
     if warnings:
         lines += ["", "## Warnings"] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
+
+
+def input_shapes_text(results: Results) -> str:
+    """Each model's input shape (batch first) as timed, e.g. 'resnet20 1x3x32x32, lenet5
+    1x1x28x28'; 'unknown' for a run that recorded none."""
+    shapes: Dict[str, str] = {}
+    for run in results.runs:
+        shape = run.input_shape or run.backend.get("input_shape") or []
+        shapes.setdefault(run.model, "x".join(map(str, shape)) or "unknown")
+    return ", ".join(f"{model} {shape}" for model, shape in shapes.items()) or "none"
 
 
 def to_csv(results: ResultsLike) -> str:
