@@ -104,7 +104,7 @@ class RemoteDevice:
             shlex.quote(a) for a in args
         )
         return self._call(
-            ["ssh", "-p", str(self.remote.port), *self.options, self.target, command],
+            ["ssh", "-p", str(self.remote.port), *self.options, "--", self.target, command],
             "remote command",
             timeout_s,
         )
@@ -121,6 +121,7 @@ class RemoteDevice:
                 "-P",
                 str(self.remote.port),
                 *self.options,
+                "--",
                 *map(str, local),
                 self._remote(remote_dir.rstrip("/") + "/"),
             ],
@@ -136,6 +137,7 @@ class RemoteDevice:
                 "-P",
                 str(self.remote.port),
                 *self.options,
+                "--",
                 self._remote(remote_name),
                 str(local),
             ],
@@ -269,12 +271,20 @@ def _job_dir() -> str:
 class DeviceLock:
     """One benchmark at a time on a device: an exclusive ``flock`` on a file, with its owner.
 
-    Taken on the device (``python -m harness.remote`` hands it to the command it becomes);
-    released when the holding process ends, however it ends.
+    Taken on the device (``python -m harness.remote`` hands it to the command it becomes), and on
+    a bench's output folder; released when the holding process ends, however it ends. ``busy``
+    begins the refusal.
     """
 
-    def __init__(self, path: Path, timeout_s: float, owner: str = "", poll_s: float = 0.5) -> None:
-        self.path, self.timeout_s, self.poll_s = Path(path), timeout_s, poll_s
+    def __init__(
+        self,
+        path: Path,
+        timeout_s: float,
+        owner: str = "",
+        poll_s: float = 0.5,
+        busy: str = "device busy",
+    ) -> None:
+        self.path, self.timeout_s, self.poll_s, self.busy = Path(path), timeout_s, poll_s, busy
         self.owner = owner or f"{socket.gethostname()} pid {os.getpid()}"
         self._fd: Optional[int] = None
 
@@ -292,7 +302,7 @@ class DeviceLock:
                     holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
                     os.close(fd)
                     raise HarnessError(
-                        f"device busy: {self.path} is held by {holder} "
+                        f"{self.busy}: {self.path} is held by {holder} "
                         f"(waited {self.timeout_s:g} s)"
                     ) from None
                 time.sleep(self.poll_s)
