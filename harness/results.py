@@ -136,6 +136,21 @@ class _Reader:
             )
         return values
 
+    def block_ends(self, data: Dict[str, Any], where: str, samples: int) -> None:
+        """``block_ends`` (optional): the cumulative sample count after each timing block, so
+        increasing integers from 1 to ``samples``; the paired intervals resample these blocks."""
+        ends = self.get(data, "block_ends", where, list, False)
+        if ends is None:
+            return
+        valid = all(isinstance(e, int) and not isinstance(e, bool) for e in ends) and all(
+            a < b for a, b in zip([0] + ends, ends)
+        )
+        if not valid or (ends and ends[-1] > samples):
+            raise self.fail(
+                f"{where}.block_ends",
+                f"is not a list of increasing sample counts from 1 to {samples} (got {ends!r:.60})",
+            )
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -226,8 +241,13 @@ class Run:
         run_id = reader.get(data, "id", where, str)
         where = f"{where} ({run_id})"
         series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
-        reader.durations(series, "latency_ms", f"{where}.series_ms")
+        latencies = reader.durations(series, "latency_ms", f"{where}.series_ms")
+        if not all(v > 0 for v in latencies):
+            raise reader.fail(f"{where}.series_ms.latency_ms", "holds a latency that is not > 0")
+        reader.block_ends(data, where, len(latencies))
         batch = reader.get(data, "batch", where, int, False, 1)
+        if batch < 1:
+            raise reader.fail(f"{where}.batch", f"is {batch}, not a positive integer")
         flops = reader.get(data, "flops", where, int, False)
         if flops and batch > 1 and data.get("flops_per_sample") is not True:
             flops = round(flops / batch)  # written before FLOPs were per sample: whole batch
