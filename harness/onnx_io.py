@@ -5,17 +5,22 @@ Runtime and TensorRT 8.5, read them)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Union
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper
 
 from harness.errors import HarnessError
+from harness.outputs import is_special_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 Dim = Union[int, str, None]  # a fixed size, a named dynamic dimension, or an unnamed one
@@ -223,14 +228,97 @@ def make_model(
     return with_lowest_ir(helper.make_model(graph, opset_imports=opsets))
 
 
+PARTIAL_SUFFIX = (
+    ".partial"  # temporary files of atomic writes: .<name>.<host>-<pid>.<random>.partial
+)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _clean_stale_partials(path: Path) -> None:
+    """Remove the temporary files an earlier write of ``path`` on this host left behind when it was
+    killed (``kill -9``, a power cut): those whose process is gone."""
+    pattern = re.compile(
+        rf"\.{re.escape(path.name)}\.{re.escape(socket.gethostname())}-(\d+)\.[^.]+"
+        rf"{re.escape(PARTIAL_SUFFIX)}"
+    )
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and not _process_alive(int(match.group(1))):
+            try:
+                os.unlink(path.parent / name)
+            except OSError:
+                pass  # another run cleaned it first, or the folder does not let us
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    return True
+
+
 def _temporary_beside(path: Path) -> str:
-    """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` gives."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` gives; stale
+    ones of killed writes of the same path are removed first."""
+    _clean_stale_partials(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_owner()}.", suffix=PARTIAL_SUFFIX, dir=str(path.parent)
+    )
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     return tmp
+
+
+def _open_in_place(path: Path) -> BinaryIO:
+    """A character device or FIFO opened for writing, as a shell's ``>`` opens it."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        raise HarnessError(
+            f"{path} is neither a regular file, a character device nor a FIFO: not written"
+        )
+    try:  # non-blocking: a FIFO nobody reads fails at once instead of hanging
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise HarnessError(f"{path} is a FIFO that nothing reads: not written") from None
+        raise
+    import fcntl
+
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return os.fdopen(fd, "wb")
+
+
+def _write_atomic(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through ``write(handle)``: into a temporary file beside it, then renamed over
+    it, so that a failure never leaves a half-written file; a device node or FIFO is written in
+    place (a rename would replace /dev/null with a regular file)."""
+    path = Path(path)
+    if is_special_file(path):
+        with _open_in_place(path) as handle:
+            write(handle)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_beside(path)
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
@@ -242,15 +330,7 @@ def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = with_lowest_ir(copy)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(path)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return _write_atomic(path, lambda handle: onnx.save(model, handle))
 
 
 def copy_unchanged(source: PathLike, target: PathLike) -> Path:
@@ -267,27 +347,14 @@ def copy_unchanged(source: PathLike, target: PathLike) -> Path:
         check_external_data(model, source.parent)
         external_data_helper.load_external_data_for_model(model, str(source.parent))
         return save_model(model, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(target)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+
+    def copy(handle: BinaryIO) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, handle)
+
+    return _write_atomic(target, copy)
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:
-    """Write a text file atomically, so that a failure never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(path)
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write a text file (UTF-8) atomically, so that a failure never leaves a half-written file."""
+    return _write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
