@@ -339,6 +339,23 @@ def resolutions(
     return found
 
 
+def keep_interrupted(results: Dict[str, Measurement]) -> bool:
+    """Close a run that Ctrl-C or SIGTERM stopped, in place: each measurement cut back to its last
+    whole block, its stop reason saying so. False (nothing worth keeping) when a configuration has
+    no whole block yet."""
+    if not results or not all(m.block_ends for m in results.values()):
+        return False
+    rounds = min(len(m.block_ends) for m in results.values())
+    for m in results.values():
+        for values in m.series.values():
+            del values[m.block_ends[-1] :]
+        m.stop_reason = (
+            f"interrupted (Ctrl-C or SIGTERM) after {rounds} round{'s' * (rounds != 1)}: "
+            f"an incomplete run, kept as measured"
+        )
+    return True
+
+
 def _settle(runner: Runner, monitor: Monitor, started: float) -> int:
     """Keep inferring until two consecutive SM-clock readings agree within 1%.
 
@@ -361,6 +378,7 @@ def measure_interleaved(
     settings: TimingSettings,
     on_round: Optional[Callable[[float], None]] = None,
     monitor: Optional[Monitor] = None,
+    into: Optional[Dict[str, Measurement]] = None,
 ) -> Dict[str, Measurement]:
     """Time several runners in interleaved blocks under one protocol; raw samples per runner.
 
@@ -369,9 +387,10 @@ def measure_interleaved(
     inferences of a block are not recorded (the previous configuration's threads may still be
     spinning down). The first runner is the reference of the speed-ups. ``monitor`` is read after
     every block (and to wait for clocks to settle after warm-up). ``on_round`` receives the fraction
-    of the minimum duration done.
+    of the minimum duration done. ``into`` is the dict filled (as it goes, for a caller that keeps
+    an interrupted run: ``keep_interrupted``).
     """
-    results: Dict[str, Measurement] = {}
+    results: Dict[str, Measurement] = into if into is not None else {}
     block_sizes: Dict[str, int] = {}
     for name, runner in runners.items():
         warm, start = 0, time.perf_counter()

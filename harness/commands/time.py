@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -105,6 +106,9 @@ def run(args) -> int:
     if args.json:
         write_measured(args.json, json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}")
+    if not report["complete"]:
+        print("interrupted: the blocks measured so far are kept", file=sys.stderr)
+        return 130
     if args.strict and problems:
         raise HarnessError(
             "--strict: the device was not in a state to measure: "
@@ -122,7 +126,6 @@ def time_files(
     Returns the complete record (as ``--json`` writes it).
     """
     import dataclasses
-    import sys
 
     from harness import envinfo, timing
     from harness.backends import get_runner_class
@@ -137,11 +140,21 @@ def time_files(
         for p in paths
     }
     monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
+    measured: Dict[str, timing.Measurement] = {}
+    interrupted = False
     try:
         with open_runners(runners):
-            measured = timing.measure_interleaved(
-                runners, profile.timing, monitor=monitor.sample if monitor else None
-            )
+            try:
+                timing.measure_interleaved(
+                    runners,
+                    profile.timing,
+                    monitor=monitor.sample if monitor else None,
+                    into=measured,
+                )
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the whole blocks measured
+                if not timing.keep_interrupted(measured):
+                    raise
+                interrupted = True
             backends = {name: runner.describe() for name, runner in runners.items()}
             shapes = {
                 name: {k: list(v[0]) for k, v in runner.input_specs().items()}
@@ -194,6 +207,7 @@ def time_files(
     return {
         "schema": 1,
         "kind": "harness time",
+        "complete": not interrupted,
         "argv": ["harness"] + sys.argv[1:],
         "reference": str(paths[0]),
         "profile": profile.to_dict(),
