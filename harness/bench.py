@@ -27,12 +27,14 @@ from harness.graph_stats import count_flops, count_params, op_histogram
 from harness.onnx_io import save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
+from harness.remote import DeviceLock
 from harness.report.pipeline import write_bench_tables
 from harness.results import as_results, new_results, write_results
 
 DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
 # share of a model's progress bar given to each stage
 STAGES = (("export", 15), ("fold", 15), ("time", 70))
+OUT_LOCK = ".harness-bench.lock"  # held in a bench's output folder while it runs
 
 
 @dataclasses.dataclass
@@ -208,6 +210,15 @@ def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
             f"cannot write {path} ({exc.strerror or type(exc).__name__}); the "
             f"measured data were saved to {kept}"
         ) from None
+
+
+def lock_out_dir(out_dir: Path) -> DeviceLock:
+    """A lock on a bench's output folder, to hold while it runs: a second bench into the same
+    folder is refused at once instead of both writing results.json and one run being lost."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return DeviceLock(
+        out_dir / OUT_LOCK, 0, busy=f"{out_dir} is in use by another bench (give another --out)"
+    )
 
 
 def run_bench(
