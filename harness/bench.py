@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,14 +28,12 @@ from harness.graph_stats import count_flops, count_params, op_histogram
 from harness.onnx_io import save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
-from harness.remote import DeviceLock
 from harness.report.pipeline import write_bench_tables
 from harness.results import as_results, new_results, write_results
 
 DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
 # share of a model's progress bar given to each stage
 STAGES = (("export", 15), ("fold", 15), ("time", 70))
-OUT_LOCK = ".harness-bench.lock"  # held in a bench's output folder while it runs
 
 
 @dataclasses.dataclass
@@ -212,13 +211,25 @@ def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
         ) from None
 
 
-def lock_out_dir(out_dir: Path) -> DeviceLock:
-    """A lock on a bench's output folder, to hold while it runs: a second bench into the same
-    folder is refused at once instead of both writing results.json and one run being lost."""
+@contextlib.contextmanager
+def lock_out_dir(out_dir: Path) -> Iterator[None]:
+    """Hold a bench's output folder while it runs (``flock`` on the folder itself: no lock file,
+    released when the process ends, however it ends): a second bench into the same folder is
+    refused at once instead of both writing results.json and one run being lost."""
+    import fcntl
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    return DeviceLock(
-        out_dir / OUT_LOCK, 0, busy=f"{out_dir} is in use by another bench (give another --out)"
-    )
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise HarnessError(
+                f"{out_dir} is in use by another bench: wait for it to end or give another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_bench(

@@ -271,20 +271,12 @@ def _job_dir() -> str:
 class DeviceLock:
     """One benchmark at a time on a device: an exclusive ``flock`` on a file, with its owner.
 
-    Taken on the device (``python -m harness.remote`` hands it to the command it becomes), and on
-    a bench's output folder; released when the holding process ends, however it ends. ``busy``
-    begins the refusal.
+    Taken on the device (``python -m harness.remote`` hands it to the command it becomes);
+    released when the holding process ends, however it ends.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        timeout_s: float,
-        owner: str = "",
-        poll_s: float = 0.5,
-        busy: str = "device busy",
-    ) -> None:
-        self.path, self.timeout_s, self.poll_s, self.busy = Path(path), timeout_s, poll_s, busy
+    def __init__(self, path: Path, timeout_s: float, owner: str = "", poll_s: float = 0.5) -> None:
+        self.path, self.timeout_s, self.poll_s = Path(path), timeout_s, poll_s
         self.owner = owner or f"{socket.gethostname()} pid {os.getpid()}"
         self._fd: Optional[int] = None
 
@@ -302,7 +294,7 @@ class DeviceLock:
                     holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
                     os.close(fd)
                     raise HarnessError(
-                        f"{self.busy}: {self.path} is held by {holder} "
+                        f"device busy: {self.path} is held by {holder} "
                         f"(waited {self.timeout_s:g} s)"
                     ) from None
                 time.sleep(self.poll_s)
