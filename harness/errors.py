@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints their message on one line and exits with code 2."""
 
+from typing import Any
+
 
 class HarnessError(Exception):
     """A problem with the user's input or environment, with what to do about it.
@@ -15,3 +17,12 @@ class FoldVerificationError(HarnessError):
     """The folded graph does not compute what the original graph computes."""
 
     exit_code = 1
+
+
+def shown(value: Any, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters: an error line never embeds a huge value."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr (Python >= 3.11's digit limit)
+        text = f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -13,13 +13,13 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Union
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.outputs import is_special_file
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -85,26 +85,58 @@ def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
     }
 
 
-def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    """Refuse external-data references that are missing or point outside the model's own folder.
+PROTOBUF_LIMIT = 2**31 - 1  # bytes: protobuf cannot serialise (or onnx check in memory) more
+_COUNT = re.compile(r"[0-9]{1,19}")  # a byte offset or length as the external-data spec writes it
 
-    The latter would be a path traversal.
-    """
+
+def _stored_bytes(tensor: onnx.TensorProto, base: Path) -> int:
+    """Check one external-data reference against its file; the bytes it reads. Refused: a missing
+    or empty location, a NUL byte in it, a path outside the model's folder (a traversal), a file
+    that does not exist, is not a regular file or has other names (a hard link may be a file from
+    anywhere), offsets or lengths that are not byte counts or reach past the file's end."""
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    where = f"tensor {shown(tensor.name)}"
+    location = entries.get("location", "")
+    if not location or "\x00" in location:
+        raise HarnessError(f"{where} keeps its data at {shown(location)}: not a file name")
+    target = (base / location).resolve()
+    if os.path.isabs(location) or (target != base and base not in target.parents):
+        raise HarnessError(
+            f"{where} keeps its data at {shown(location)}, outside the model's "
+            f"folder {base}: refusing to read it (move the data file beside the model)"
+        )
+    if not target.is_file():
+        raise HarnessError(f"{where} keeps its data in {target}, which does not exist")
+    info = target.stat()
+    if info.st_nlink > 1:
+        raise HarnessError(
+            f"{where} keeps its data in {target}, a file with {info.st_nlink} names (a hard "
+            f"link): refusing to read it (copy the data file instead)"
+        )
+    for key in ("offset", "length"):
+        if key in entries and not _COUNT.fullmatch(entries[key]):
+            raise HarnessError(
+                f"{where}: external-data {key} {shown(entries[key])} is not a byte count"
+            )
+    offset = int(entries.get("offset", "0"))
+    length = int(entries["length"]) if "length" in entries else info.st_size - offset
+    if offset + max(length, 0) > info.st_size or length < 0:
+        raise HarnessError(
+            f"{where}: its external data (offset {offset}, length {length}) reach past the end "
+            f"of {target} ({info.st_size} bytes): the data file is truncated or not this model's"
+        )
+    return length
+
+
+def check_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
+    """Refuse external-data references that do not hold (see ``_stored_bytes``); the number of
+    bytes they read."""
     base = base_dir.resolve()
-    for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        info = external_data_helper.ExternalDataInfo(tensor)
-        target = (base / info.location).resolve()
-        if os.path.isabs(info.location) or (target != base and base not in target.parents):
-            raise HarnessError(
-                f"tensor {tensor.name!r} keeps its data at {info.location!r}, outside the model's "
-                f"folder {base}: refusing to read it (move the data file beside the model)"
-            )
-        if not target.is_file():
-            raise HarnessError(
-                f"tensor {tensor.name!r} keeps its data in {target}, which does not exist"
-            )
+    return sum(
+        _stored_bytes(tensor, base)
+        for tensor in external_data_helper._get_all_tensors(model)
+        if external_data_helper.uses_external_data(tensor)
+    )
 
 
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
@@ -125,17 +157,25 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
         ) from None
     if not model.graph.node:
         raise HarnessError(f"{path} holds no graph nodes: is it an ONNX model?")
-    check_external_data(model, path.parent)
-    external_data_helper.load_external_data_for_model(model, str(path.parent))
-    problem = checker_problem(model)
+    external = check_external_data(model, path.parent)
+    # over protobuf's 2 GB (external data): checked from the file, shapes inferred before the
+    # weights are read in (neither the checker nor ONNX Runtime can take it from memory)
+    large = external + model.ByteSize() >= PROTOBUF_LIMIT
+    if not large:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    problem = checker_problem(path if large else model)
     if problem:
-        runtime_problem = ort_problem(model)
+        runtime_problem = ort_problem(path if large else model)
         if runtime_problem:
             raise HarnessError(
                 f"{path} is not a valid ONNX model: {problem}; ONNX Runtime refuses it too: "
                 f"{runtime_problem}"
             )
-    return infer_shapes_lenient(model) if infer_shapes else model
+    if infer_shapes:
+        model = infer_shapes_lenient(model)
+    if large:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    return model
 
 
 def _first_line(exc: BaseException) -> str:
@@ -143,17 +183,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def checker_problem(model: onnx.ModelProto) -> str:
-    """What ``onnx.checker`` finds wrong with the model ('' when it passes)."""
+def checker_problem(model: Union[onnx.ModelProto, Path]) -> str:
+    """What ``onnx.checker`` finds wrong with the model, or the model file ('' when it passes)."""
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if isinstance(model, onnx.ModelProto) else str(model))
     except Exception as exc:  # noqa: BLE001 - ValidationError, and C++ errors surfaced as others
         return _first_line(exc)
     return ""
 
 
-def ort_problem(model: onnx.ModelProto) -> str:
-    """Why ONNX Runtime (CPU) refuses to load the model ('' when it loads it)."""
+def ort_problem(model: Union[onnx.ModelProto, Path]) -> str:
+    """Why ONNX Runtime (CPU) refuses to load the model, or the model file ('' when it loads
+    it)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -162,7 +203,8 @@ def ort_problem(model: onnx.ModelProto) -> str:
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+        ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
         return _first_line(exc)
     return ""
@@ -325,12 +367,49 @@ def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
     """Write a model atomically (a temporary file in the same folder, then a rename), with the
     lowest IR version that holds its opsets (the model passed in is not modified)."""
     path = Path(path)
-    lowest = lowest_ir_version(model)
-    if not model.ir_version or lowest < model.ir_version:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = with_lowest_ir(copy)
-    return _write_atomic(path, lambda handle: onnx.save(model, handle))
+    stored_ir = model.ir_version
+    try:
+        with_lowest_ir(model)
+        if _inline_bytes(model) < PROTOBUF_LIMIT - (64 << 20):  # the graph itself is < 64 MB
+            return _write_atomic(path, lambda handle: onnx.save(model, handle))
+        return _save_with_external_data(model, path)
+    finally:
+        model.ir_version = stored_ir
+
+
+def _inline_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(tensor.raw_data) for tensor in external_data_helper._get_all_tensors(model))
+
+
+def _save_with_external_data(model: onnx.ModelProto, path: Path) -> Path:
+    """A model over protobuf's 2 GB: its weights in ``<name>.data`` beside it (each written
+    atomically), as ONNX Runtime and TensorRT read them; the model passed in is left as it was."""
+    if is_special_file(path):
+        raise HarnessError(
+            f"{path}: the model is over 2 GB and needs a regular file (its weights go beside it)"
+        )
+    data = path.with_name(f"{path.name}.data")
+    moved: List[Tuple[onnx.TensorProto, bytes, bool]] = []  # tensor, its bytes, data_location set
+
+    def write_weights(handle: BinaryIO) -> None:
+        for tensor in external_data_helper._get_all_tensors(model):
+            if tensor.HasField("raw_data") and len(tensor.raw_data) >= 1024:
+                raw, location = tensor.raw_data, tensor.HasField("data_location")
+                external_data_helper.set_external_data(tensor, data.name, handle.tell(), len(raw))
+                handle.write(raw)
+                tensor.ClearField("raw_data")
+                moved.append((tensor, raw, location))
+
+    try:
+        _write_atomic(data, write_weights)
+        return _write_atomic(path, lambda handle: onnx.save(model, handle))
+    finally:
+        for tensor, raw, location in moved:
+            del tensor.external_data[:]
+            tensor.data_location = TensorProto.DEFAULT
+            if not location:
+                tensor.ClearField("data_location")
+            tensor.raw_data = raw
 
 
 def copy_unchanged(source: PathLike, target: PathLike) -> Path:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union, get_type_hints
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 
 PROFILE_DIR = Path(
     os.environ.get(
@@ -89,15 +89,6 @@ BOUNDS: Dict[str, Bound] = {
     "peaks.layer_overhead_us": Bound(0, 1_000_000),
     "remote.port": Bound(1, 65_535),
 }
-
-
-def shown(value: Any, width: int = 80) -> str:
-    """``repr(value)`` cut to ``width`` characters: an error line never embeds a huge value."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long for repr (Python >= 3.11's digit limit)
-        text = f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @dataclasses.dataclass
