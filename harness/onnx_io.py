@@ -6,6 +6,7 @@ Runtime and TensorRT 8.5, read them)."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -139,6 +140,39 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
     )
 
 
+def available_memory() -> Optional[int]:
+    """Bytes of memory a new allocation can have without swapping (``MemAvailable``; None where
+    that is unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_allocation(arrays: Dict[str, Tuple[Sequence[int], np.dtype]], what: str) -> None:
+    """Refuse arrays (name -> shape and dtype) that do not fit the memory available, before any is
+    allocated: random data are drawn as float64 (8 bytes an element) and then cast."""
+    sizes = {name: math.prod(int(d) for d in shape) for name, (shape, _) in arrays.items()}
+    needed = sum(sizes.values()) * 8 + sum(
+        sizes[name] * np.dtype(dtype).itemsize for name, (_, dtype) in arrays.items()
+    )
+    available = available_memory()
+    if available is not None and needed > available:
+        name = max(sizes, key=sizes.__getitem__)
+        raise HarnessError(
+            f"{what}: input {name!r} of shape {tuple(arrays[name][0])} needs "
+            f"{needed / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of memory "
+            f"available (give a smaller input shape or batch)"
+        )
+
+
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     """Load an ONNX file with its external data, if ``onnx.checker`` or ONNX Runtime accepts it.
 
@@ -173,9 +207,33 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
             )
     if infer_shapes:
         model = infer_shapes_lenient(model)
+    problem = conv_group_problem(model)
+    if problem:
+        raise HarnessError(f"{path}: {problem}; ONNX Runtime cannot run it")
     if large:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     return model
+
+
+def conv_group_problem(model: onnx.ModelProto) -> str:
+    """A Conv whose ``group`` does not divide its channels ('' when there is none): the checker
+    and ONNX Runtime's loader accept it, running it fails."""
+    shapes = {v.name: _dims(v) for v in list(model.graph.input) + list(model.graph.value_info)}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        kernel, data = weights[node.input[1]], shapes.get(node.input[0]) or []
+        where = f"Conv {shown(node.name or node.output[0])}"
+        if group < 1 or len(kernel) < 2 or kernel[0] % group:
+            return f"{where}: group {group} does not divide its {kernel[0]} output channels"
+        if len(data) > 1 and isinstance(data[1], int) and data[1] != kernel[1] * group:
+            return (
+                f"{where}: {data[1]} input channels, but its weight takes {kernel[1]} per group "
+                f"x group {group} = {kernel[1] * group}"
+            )
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -199,6 +257,7 @@ def ort_problem(model: Union[onnx.ModelProto, Path]) -> str:
         import onnxruntime as ort
     except ImportError:
         return "onnxruntime is not installed"
+    ort.set_default_logger_severity(3)  # its C++ warnings would reach the terminal: errors only
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

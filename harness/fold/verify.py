@@ -20,6 +20,7 @@ import onnx
 
 from harness.errors import FoldVerificationError
 from harness.fold.joint import LocalCheck, joint_model
+from harness.onnx_io import check_allocation
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
 RESPONSIVE = (
@@ -161,6 +162,7 @@ def _inputs(session_inputs: Sequence[Any], seed: int) -> Dict[str, np.ndarray]:
     saturation must show)."""
     rng = np.random.default_rng(seed)
     args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
+    check_allocation({arg.name: (shape, dtype) for arg, shape, dtype in args}, "verification")
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
     for arg, shape, dtype in args:
