@@ -262,3 +262,83 @@ def test_onnxruntime_that_cannot_import_under_numpy_2_is_named(monkeypatch, vers
     assert found.startswith(problem) and bool(found) == bool(problem)
     if problem:
         assert "pip install 'onnxruntime>=1.19' (or 'numpy<2')" in found
+
+
+def test_graphsurgeon_warnings_do_not_reach_the_terminal(capfd):
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    import harness.fold  # noqa: F401 - configures graphsurgeon's logger
+
+    G_LOGGER.warning("a graphsurgeon warning")
+    out, err = capfd.readouterr()
+    assert "graphsurgeon warning" not in out + err and "colored" not in out + err
+
+
+def _unrunnable(path: Path, node: onnx.NodeProto, weight: np.ndarray) -> Path:
+    graph = helper.make_graph(
+        [node],
+        "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "node,weight,message",
+    [  # a Conv whose group (4) does not divide its 6 input channels: refused on load
+        (
+            helper.make_node("Conv", ["x", "w"], ["y"], group=4),
+            np.ones((4, 2, 3, 3), np.float32),
+            ": Conv 'y': 6 input channels, but its weight takes 2 per group x group 4 = 8",
+        ),
+        (  # a Reshape to a size the input does not have: ONNX Runtime loads it, running fails
+            helper.make_node("Reshape", ["x", "w"], ["y"]),
+            np.array([5, 5], np.int64),
+            "error: ONNX Runtime cannot run ",
+        ),
+    ],
+)
+def test_a_graph_the_runtime_cannot_run_is_one_line_without_its_log(
+    tmp_path, node, weight, message
+):
+    model = _unrunnable(tmp_path / "bad.onnx", node, weight)
+    for command in (
+        ["time", model, "--device", _profile(tmp_path)],
+        ["fold", model, "-o", tmp_path / "f.onnx"],
+    ):
+        proc = _harness(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=120)
+        if command[0] == "fold" and "cannot run" in message:
+            continue  # fold folds what loads: nothing to run here
+        assert proc.returncode == 2 and err.count("\n") == 1 and message in err, err
+        assert "[E:onnxruntime" not in err and "[W:onnxruntime" not in err  # its own log
+
+
+@pytest.mark.parametrize(
+    "dtype,shape,message",
+    [
+        (TensorProto.STRING, [1, 4], "is tensor(string): harness times models with numeric inputs"),
+        (TensorProto.FLOAT, [1, 3, 200000, 200000], "GiB of memory available"),
+    ],
+)
+def test_inputs_harness_cannot_feed_are_refused_before_allocating(
+    tmp_path, capsys, dtype, shape, message
+):
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", dtype, shape)],
+        [helper.make_tensor_value_info("y", dtype, shape)],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+        str(path),
+    )
+    assert main(["time", str(path), "--device", str(_profile(tmp_path))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
