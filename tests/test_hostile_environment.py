@@ -342,3 +342,11 @@ def test_inputs_harness_cannot_feed_are_refused_before_allocating(
     assert main(["time", str(path), "--device", str(_profile(tmp_path))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_random_calibration_batches_that_do_not_fit_memory_are_refused_before_drawing():
+    from harness.backends.trt.prepare import calibration_batches
+
+    with pytest.raises(HarnessError, match="tensorrt.int8_calibration_batches: 10000 random"):
+        calibration_batches((64, 3, 512, 512), None, 10_000)  # 600 GiB
+    assert len(calibration_batches((1, 3, 8, 8), None, 3)) == 3
