@@ -133,3 +133,50 @@ def test_a_dynamic_batch_export_counts_flops_per_sample(tmp_path: Path, capsys):
     assert main(["export", str(path), "-o", str(tmp_path / "copy.onnx")]) == 0
     out = capsys.readouterr().out
     assert f"{2 * 4 * 36 * 27 / 1e6:.2f} MFLOPs (dynamic batch counted at batch 1" in out
+
+
+def _export_2_4(
+    model,
+    args,
+    f,
+    export_params=True,
+    verbose=False,
+    training=None,
+    input_names=None,
+    output_names=None,
+    operator_export_type=None,
+    opset_version=None,
+    do_constant_folding=True,
+    dynamic_axes=None,
+    keep_initializers_as_inputs=None,
+    custom_opsets=None,
+    export_modules_as_functions=False,
+    autograd_inlining=True,
+):
+    """torch 2.4.1's ``torch.onnx.export`` signature (no ``dynamo``: it came in 2.5), run by the
+    installed exporter's TorchScript path."""
+    real = _export_2_4.real
+    return real(
+        model,
+        args,
+        f,
+        input_names=input_names,
+        output_names=output_names,
+        opset_version=opset_version,
+        do_constant_folding=do_constant_folding,
+        dynamo=False,
+    )
+
+
+def test_export_runs_on_the_torch_floor_signature(tmp_path, monkeypatch):
+    """The torch extra says >= 2.0 and JetPack 5.1's Python 3.8 tops out at 2.4.1, whose export
+    takes no ``dynamo`` keyword: harness passes it only where the signature has it."""
+    from harness.export import torchscript_exporter
+
+    assert torchscript_exporter(torch.onnx.export) == {"dynamo": False}
+    assert torchscript_exporter(_export_2_4) == {}
+    _export_2_4.real = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", _export_2_4)
+    module, shape = build_model("lenet5", "baseline")
+    model = export_module(module, shape, tmp_path / "m.onnx")
+    assert [n.op_type for n in model.graph.node].count("Conv") == 2
