@@ -34,7 +34,7 @@ from harness.results import parse_results
 DATA = Path(__file__).resolve().parent / "data"
 RECORDED = json.loads((DATA / "results_schema1_lenet5.json").read_text())
 PROFILE = yaml.safe_load((PROFILE_DIR / "xavier.yaml").read_text())
-EXAMPLES = [pytest.param(30, id="quick"), pytest.param(500, id="many", marks=pytest.mark.slow)]
+EXAMPLES = [pytest.param(30, id="quick"), pytest.param(200, id="many", marks=pytest.mark.slow)]
 LIMIT_S = 20  # one example: far beyond any real input's time, short of a hang
 
 

@@ -14,11 +14,12 @@ from harness.errors import HarnessError
 from harness.export import export_module
 from harness.geometry import merged_kernel
 from harness.zoo import build_model, list_models, list_variants, variant_spec
+from tests.conftest import zoo_case
 
-CASES = [(m, v) for m in list_models() for v in list_variants(m)]
+CASES = [zoo_case(m, v, id=f"{m}-{v}") for m in list_models() for v in list_variants(m)]
 
 
-@pytest.mark.parametrize("model,variant", CASES, ids=[f"{m}-{v}" for m, v in CASES])
+@pytest.mark.parametrize("model,variant", CASES)
 def test_export_round_trip(model: str, variant: str, tmp_path: Path):
     module, shape = build_model(model, variant)
     path = tmp_path / "m.onnx"
@@ -36,7 +37,7 @@ def test_export_round_trip(model: str, variant: str, tmp_path: Path):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("model", list_models())
+@pytest.mark.parametrize("model", [zoo_case(m, id=m) for m in list_models()])
 def test_variants_remove_activations_and_keep_shapes(model: str):
     base, shape = build_model(model)
     x = torch.randn(2, *shape)
