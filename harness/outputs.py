@@ -134,9 +134,9 @@ def write_measured(path: PathLike, text: str) -> Path:
 
     try:
         return write_text_atomic(path, text)
-    except OSError as exc:
+    except (OSError, HarnessError) as exc:  # HarnessError: a FIFO that nothing reads any more
         fallback = save_fallback(text, Path(path).name)
-        reason = exc.strerror or type(exc).__name__
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise HarnessError(
             f"cannot write {path} ({reason}); the measured data were saved to {fallback}"
         ) from None

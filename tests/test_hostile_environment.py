@@ -350,3 +350,14 @@ def test_random_calibration_batches_that_do_not_fit_memory_are_refused_before_dr
     with pytest.raises(HarnessError, match="tensorrt.int8_calibration_batches: 10000 random"):
         calibration_batches((64, 3, 512, 512), None, 10_000)  # 600 GiB
     assert len(calibration_batches((1, 3, 8, 8), None, 3)) == 3
+
+
+def test_measurements_for_a_fifo_nobody_reads_are_kept_elsewhere(tmp_path):
+    from harness.outputs import write_measured
+
+    fifo = _special(tmp_path, "fifo")
+    with pytest.raises(HarnessError, match="the measured data were saved to") as info:
+        write_measured(fifo, '{"runs": 1}\n')
+    kept = Path(str(info.value).rsplit(" ", 1)[-1])
+    assert kept.read_text() == '{"runs": 1}\n'
+    kept.unlink()
