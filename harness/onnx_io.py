@@ -338,22 +338,21 @@ def _owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _clean_stale_partials(path: Path) -> None:
-    """Remove the temporary files an earlier write of ``path`` on this host left behind when it was
-    killed (``kill -9``, a power cut): those whose process is gone."""
+def _clean_stale_partials(folder: Path) -> None:
+    """Remove the temporary files that writes into ``folder`` on this host left behind when they
+    were killed (``kill -9``, a power cut): those whose process is gone."""
     pattern = re.compile(
-        rf"\.{re.escape(path.name)}\.{re.escape(socket.gethostname())}-(\d+)\.[^.]+"
-        rf"{re.escape(PARTIAL_SUFFIX)}"
+        rf"\..+\.{re.escape(socket.gethostname())}-(\d+)\.[^.]+{re.escape(PARTIAL_SUFFIX)}"
     )
     try:
-        names = os.listdir(path.parent)
+        names = os.listdir(folder)
     except OSError:
         return
     for name in names:
         match = pattern.fullmatch(name)
         if match and not _process_alive(int(match.group(1))):
             try:
-                os.unlink(path.parent / name)
+                os.unlink(folder / name)
             except OSError:
                 pass  # another run cleaned it first, or the folder does not let us
 
@@ -370,8 +369,8 @@ def _process_alive(pid: int) -> bool:
 
 def _temporary_beside(path: Path) -> str:
     """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` gives; stale
-    ones of killed writes of the same path are removed first."""
-    _clean_stale_partials(path)
+    ones that killed writes left in that folder are removed first."""
+    _clean_stale_partials(path.parent)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.{_owner()}.", suffix=PARTIAL_SUFFIX, dir=str(path.parent)
     )

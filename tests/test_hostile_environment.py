@@ -192,7 +192,7 @@ def test_a_block_device_or_socket_output_is_refused(tmp_path):
         server.close()
 
 
-def test_a_killed_writes_temporary_file_is_removed_by_the_next_write(tmp_path):
+def test_a_killed_writes_temporary_file_is_removed_by_the_next_write_there(tmp_path):
     target = tmp_path / "m.onnx"
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
@@ -201,11 +201,12 @@ def test_a_killed_writes_temporary_file_is_removed_by_the_next_write(tmp_path):
     host = __import__("socket").gethostname()
     stale = tmp_path / f".m.onnx.{host}-{pid}.abc123.partial"
     alive = tmp_path / f".m.onnx.{host}-{os.getpid()}.def456.partial"  # a write still running
-    other = tmp_path / f".other.onnx.{host}-{pid}.abc123.partial"
-    for path in (stale, alive, other):
+    other = tmp_path / f".other.onnx.{host}-{pid}.abc123.partial"  # another file's, killed too
+    elsewhere = tmp_path / f".m.onnx.otherhost-{pid}.abc123.partial"  # not this host's to judge
+    for path in (stale, alive, other, elsewhere):
         path.write_bytes(b"\0" * 1024)
     save_model(_tiny_model(), target)
-    assert not stale.exists() and alive.exists() and other.exists()
+    assert not stale.exists() and not other.exists() and alive.exists() and elsewhere.exists()
     assert onnx.load(str(target)).graph.node[0].op_type == "Conv"
 
 
