@@ -36,7 +36,7 @@ NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a profile name: a file stem, n
 # ssh destinations: a host name or address (IPv6 in brackets), a user name; never an ssh option
 HOST_PATTERN = r"[A-Za-z0-9_\[][A-Za-z0-9._:%\[\]-]*"
 USER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
-NAME_RULE = "letters, digits, '.', '_' and '-', no path separators, not beginning with '.'"
+NAME_RULE = "letters, digits, '.', '_' and '-', no path separators, not beginning with '.' or '-'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,14 +347,18 @@ def _check_names(profile: Profile, where: str) -> None:
     checks = [
         ("name", profile.name, NAME_PATTERN, NAME_RULE),
         ("remote.profile", profile.remote.profile, NAME_PATTERN, NAME_RULE),
-        ("remote.host", profile.remote.host, HOST_PATTERN, "a host name or address"),
-        ("remote.user", profile.remote.user, USER_PATTERN, "a user name"),
+        (
+            "remote.host",
+            profile.remote.host,
+            HOST_PATTERN,
+            "a host name or address, not beginning with '-'",
+        ),
+        ("remote.user", profile.remote.user, USER_PATTERN, "a user name, not beginning with '-'"),
     ]
     for key, value, pattern, expected in checks:
         if value is not None and not re.fullmatch(pattern, value):
             raise HarnessError(
-                f"{where}.{key}: {shown(value)} is not allowed (expected {expected}, "
-                f"not beginning with '-')"
+                f"{where}.{key}: {shown(value)} is not allowed (expected {expected})"
             )
 
 
