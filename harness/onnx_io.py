@@ -226,7 +226,9 @@ def conv_group_problem(model: onnx.ModelProto) -> str:
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         kernel, data = weights[node.input[1]], shapes.get(node.input[0]) or []
         where = f"Conv {shown(node.name or node.output[0])}"
-        if group < 1 or len(kernel) < 2 or kernel[0] % group:
+        if len(kernel) < 3:
+            return f"{where}: its weight has shape {kernel}, not (out, in / group, *kernel)"
+        if group < 1 or kernel[0] % group:
             return f"{where}: group {group} does not divide its {kernel[0]} output channels"
         if len(data) > 1 and isinstance(data[1], int) and data[1] != kernel[1] * group:
             return (

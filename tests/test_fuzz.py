@@ -233,7 +233,8 @@ def fuzzed_models(draw) -> bytes:
     """The tiny model with its structure edited (dims, attributes, types, names) or its bytes
     flipped or cut."""
     model = _tiny()
-    kind = draw(st.sampled_from(["dims", "attribute", "type", "name", "bytes"]))
+    kinds = ["dims", "attribute", "type", "name", "weight", "opset", "op", "bytes"]
+    kind = draw(st.sampled_from(kinds))
     count = st.one_of(st.integers(-3, 70), st.sampled_from([0, 2**31, 2**40, 200000]))
     if kind == "dims":
         dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -253,6 +254,15 @@ def fuzzed_models(draw) -> bytes:
     elif kind == "name":
         node = model.graph.node[draw(st.integers(0, 2))]
         node.input[0] = draw(st.sampled_from(["", "y", "missing", "w"]))
+    elif kind == "weight":  # dims that the stored bytes do not fill, or a weight of another rank
+        tensor = model.graph.initializer[draw(st.integers(0, 4))]
+        del tensor.dims[:]
+        tensor.dims.extend(draw(st.lists(st.integers(0, 40), max_size=5)))
+    elif kind == "opset":
+        model.opset_import[0].version = draw(st.integers(-2, 40))
+    elif kind == "op":
+        ops = ["Gemm", "MatMul", "ConvTranspose", "MaxPool", "Add", "Reshape", "Pad", "Foo"]
+        model.graph.node[draw(st.integers(0, 2))].op_type = draw(st.sampled_from(ops))
     data = model.SerializeToString()
     if kind == "bytes":
         cut = draw(st.integers(0, len(data)))
