@@ -265,6 +265,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         raise HarnessError(f"{where}: expected an integer, got {shown(value)}")
     if hint is str and not isinstance(value, str):
         raise HarnessError(f"{where}: expected a string, got {shown(value)}")
+    if hint is str and "\x00" in value:  # paths, flags and ssh arguments cannot hold one
+        raise HarnessError(f"{where}: {shown(value)} holds a NUL byte")
     return value
 
 

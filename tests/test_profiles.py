@@ -143,6 +143,10 @@ def _broken(tmp_path: Path, edit) -> Path:
         (lambda d: d.update(description="x" * 10_000, kind=7), "kind: expected a string"),
         (lambda d: d.update({1: "x"}), "unknown key 1"),
         (
+            lambda d: d["tensorrt"].update(trtexec_flags=["--fp16\x00"]),
+            "tensorrt.trtexec_flags[0]: '--fp16\\x00' holds a NUL byte",
+        ),
+        (
             lambda d: d.setdefault("remote", {}).update(port=70000),
             "remote.port: 70000 is out of range (expected >= 1 and <= 65535)",
         ),
