@@ -32,7 +32,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.onnx_io import write_text_atomic
 
 SCHEMA_VERSION = 2
@@ -117,20 +117,20 @@ class _Reader:
             return default
         value = data[key]
         if kind is float:
-            ok = _is_number(value) and math.isfinite(value)
+            ok = _is_finite(value)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
             ok = isinstance(value, kind)
         if not ok:
             name = KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
-            raise self.fail(f"{where}.{key}", f"is not a {name} (got {value!r:.60})")
+            raise self.fail(f"{where}.{key}", f"is not a {name} (got {shown(value, 60)})")
         return value
 
     def durations(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
         """A non-empty list of finite, non-negative numbers (measured times)."""
         values = self.get(data, key, where, list)
-        if not values or not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in values):
+        if not values or not all(_is_finite(v) and v >= 0 for v in values):
             raise self.fail(
                 f"{where}.{key}", "is not a non-empty list of finite, non-negative times"
             )
@@ -148,12 +148,21 @@ class _Reader:
         if not valid or (ends and ends[-1] > samples):
             raise self.fail(
                 f"{where}.block_ends",
-                f"is not a list of increasing sample counts from 1 to {samples} (got {ends!r:.60})",
+                f"is not a list of increasing sample counts from 1 to {samples} "
+                f"(got {shown(ends, 60)})",
             )
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """A number that a float holds: not nan or infinite, nor an int past float's range."""
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _extra(data: Dict[str, Any], known: List[str]) -> Dict[str, Any]:

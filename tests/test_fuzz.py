@@ -71,6 +71,7 @@ def _fuzz(strategy: st.SearchStrategy, check: Callable[[Any], None], examples: i
         max_examples=examples,
         deadline=None,
         database=None,
+        derandomize=examples < 100,  # the default run is the same every time; slow runs explore
         suppress_health_check=list(HealthCheck),
     )
     @given(strategy)
@@ -198,8 +199,9 @@ def _write_json(path: Path, document: Any) -> Path:
 
 
 @pytest.mark.parametrize("examples", EXAMPLES)
-def test_fuzz_results_and_compare(examples):
+def test_fuzz_results_compare_and_report(tmp_path, capsys, examples):
     base = parse_results(RECORDED, "base.json")
+    path = tmp_path / "new.json"
 
     def check(document: Any) -> None:
         def read_and_compare() -> None:
@@ -207,6 +209,11 @@ def test_fuzz_results_and_compare(examples):
             compare_results(base, new, 0.05)
 
         _answers(read_and_compare)
+        _write_json(path, document)
+        with _time_limit(LIMIT_S):
+            code = main(["report", str(path), "-o", str(tmp_path / "report"), "--no-plots"])
+        err = capsys.readouterr().err
+        assert code in (0, 2) and "internal error" not in err, err
 
     _fuzz(mutated(RECORDED, 4), check, examples)
 
