@@ -87,6 +87,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_distinct(files)
 
 
+def _message(exc: HarnessError, most: int = 1000) -> str:
+    """A refusal as one line of at most ``most`` characters, whatever value it quotes."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def _first_line(exc: object) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -196,7 +202,7 @@ def _main(argv: Optional[List[str]]) -> int:
     try:
         args = build_parser().parse_args(argv)  # --help and --version exit here (SystemExit 0)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return exc.exit_code
     try:
         problem = onnxruntime_numpy_problem()
@@ -205,7 +211,7 @@ def _main(argv: Optional[List[str]]) -> int:
         _check_outputs(args)
         return int(args.func(args) or 0)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -329,7 +329,7 @@ class Comparison:
         kind = reader.get(data, "kind", where, str)
         if kind not in COMPARISON_KINDS:
             kinds = ", ".join(COMPARISON_KINDS)
-            raise reader.fail(f"{where}.kind", f"is {kind!r}, not one of {kinds}")
+            raise reader.fail(f"{where}.kind", f"is {shown(kind)}, not one of {kinds}")
         ratio = RatioCI(
             reader.get(data, "speedup", where, float),
             reader.get(data, "ci_low", where, float),
@@ -456,7 +456,8 @@ def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
     if schema not in READABLE_SCHEMAS:
         readable = ", ".join(map(str, READABLE_SCHEMAS))
         raise HarnessError(
-            f"{reader.source} has results schema {schema}, this harness reads schemas {readable}"
+            f"{reader.source} has results schema {shown(schema)}, this harness reads schemas "
+            f"{readable}"
         )
     if schema == 1:
         data = dict(data, schema=2, complete=data.get("complete"))
@@ -487,7 +488,7 @@ def parse_results(data: Any, source: str = "results") -> Results:
     ids = [r.id for r in runs]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate is not None:
-        raise reader.fail("runs", f"hold the id {duplicate!r} twice")
+        raise reader.fail("runs", f"hold the id {shown(duplicate)} twice")
     device_keys = ["profile", "environment_before", "environment_after", "warnings"]
     top_keys = [
         "schema",
