@@ -1,4 +1,5 @@
-# make bench [DEVICE=host] [MODELS=resnet56,lenet5] [OUT=results/host]  |  make paper [DEVICE=host]  |  make test  |  make docs
+# make bench [DEVICE=host] [MODELS=resnet56,lenet5] [OUT=results/host]  |  make paper [DEVICE=host]
+# make test (the suite without the slow-marked cases: heavy zoo models, long fuzzing)  |  make test-all (CI)  |  make docs
 # The first use creates .venv and installs the package with its test tools. TORCH_SPEC pins the CPU build of
 # torch that CI uses; override it on a GPU machine (make bench TORCH_SPEC=torch) to keep your own build.
 PYTHON ?= python3
@@ -17,7 +18,7 @@ DEVICE_SIDE := harness/__init__.py harness/errors.py harness/energy.py harness/m
 	harness/calibrate.py harness/outputs.py harness/precision.py harness/remote.py \
 	harness/geometry.py harness/lut.py harness/fold/cost.py harness/layer_profile.py
 
-.PHONY: bench paper test lint setup clean docs
+.PHONY: bench paper test test-all lint setup clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ paper: $(STAMP)
 	$(VENV)/bin/harness suite papers --device $(DEVICE) $(if $(OUT),--out $(OUT))
 
 test: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 docs: $(STAMP)

@@ -12,7 +12,7 @@ VENV=${MIN_VENV:-.venv-min}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 MIN_TESTS=${MIN_TESTS:-tests/test_fold.py tests/test_fold_edges.py tests/test_fold_inputs.py \
 tests/test_graph_stats.py tests/test_onnx_corpus.py tests/test_verify_mutations.py tests/test_timing.py \
-tests/test_results.py tests/test_compare.py tests/test_runner_lifecycle.py tests/test_cli.py}
+tests/test_results.py tests/test_compare.py tests/test_runner_lifecycle.py tests/test_cli.py tests/test_external_data.py}
 started=$(date +%s)
 "$PYTHON" -m venv --clear "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip

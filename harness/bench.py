@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -255,6 +256,27 @@ def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
             f"cannot write {path} ({exc.strerror or type(exc).__name__}); the "
             f"measured data were saved to {kept}"
         ) from None
+
+
+@contextlib.contextmanager
+def lock_out_dir(out_dir: Path) -> Iterator[None]:
+    """Hold a bench's output folder while it runs (``flock`` on the folder itself: no lock file,
+    released when the process ends, however it ends): a second bench into the same folder is
+    refused at once instead of both writing results.json and one run being lost."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise HarnessError(
+                f"{out_dir} is in use by another bench: wait for it to end or give another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_bench(

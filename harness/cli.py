@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
+import signal
 import sys
+import threading
 import warnings
-from typing import List, NoReturn, Optional
+from typing import Any, List, NoReturn, Optional, Tuple
 
 from harness import __version__
 from harness.errors import HarnessError, first_line
@@ -86,29 +89,126 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_distinct(files)
 
 
+def _message(exc: HarnessError, most: int = 1000) -> str:
+    """A refusal as one line of at most ``most`` characters, whatever value it quotes."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A Python warning as the CLI's own one line (``warning: ...``), without the source line."""
     print(f"warning: {first_line(message)}", file=sys.stderr)
 
 
+class _SafeStream:
+    """stdout or stderr as the commands print to it: output that cannot be shown never stops a
+    command. A closed pipe (``harness time m.onnx --json t.json | head -1``) or a closed stream
+    drops what follows (the results files are written all the same), and characters the stream's
+    encoding lacks (a verdict's emoji on an ASCII terminal, ``LC_ALL=C``) print as ``?``."""
+
+    def __init__(self, stream: Any) -> None:
+        self.closed_pipe = False
+        self._stream = stream if stream is not None else open(os.devnull, "w")
+
+    def write(self, text: str) -> int:
+        """Write ``text``, or drop it when the stream's reader is gone."""
+        if not self.closed_pipe:
+            try:
+                self._stream.write(text)
+            except UnicodeEncodeError:
+                encoding = getattr(self._stream, "encoding", None) or "ascii"
+                self.write(text.encode(encoding, "replace").decode(encoding))
+            except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+                self.closed_pipe = True
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush, unless the stream's reader is gone."""
+        if not self.closed_pipe:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self.closed_pipe = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def release(self) -> None:
+        """After a closed pipe, point the stream's descriptor at /dev/null, so that Python's own
+        flush at exit does not report the pipe again."""
+        if self.closed_pipe:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass  # not a real descriptor (a test's capture): nothing flushes it at exit
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _version(text: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
+def onnxruntime_numpy_problem() -> str:
+    """Why the installed ONNX Runtime and numpy cannot be imported together ('' if they can).
+
+    ONNX Runtime before 1.19 was built against numpy 1 and crashes the interpreter on import under
+    numpy 2; read from the package metadata, without importing either.
+    """
+    from importlib import metadata
+
+    try:
+        ort, numpy = metadata.version("onnxruntime"), metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        return ""
+    if _version(ort) < (1, 19) and _version(numpy) >= (2,):
+        return (
+            f"onnxruntime {ort} crashes on import with numpy {numpy}: "
+            f"pip install 'onnxruntime>=1.19' (or 'numpy<2')"
+        )
+    return ""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the CLI; returns the process exit code. Python warnings print as one line each."""
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        return _main(argv)
+    """Run the CLI; returns the process exit code. Python warnings print as one line each; output
+    that cannot be shown (a closed pipe, an ASCII terminal) never fails a command; SIGTERM stops
+    a command as Ctrl-C does (what was measured is kept)."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _SafeStream(sys.stdout), _SafeStream(sys.stderr)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _main(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for wrapper in (sys.stdout, sys.stderr):
+            if isinstance(wrapper, _SafeStream):
+                wrapper.flush()
+                wrapper.release()
+        sys.stdout, sys.stderr = streams
 
 
 def _main(argv: Optional[List[str]]) -> int:
     try:
         args = build_parser().parse_args(argv)  # --help and --version exit here (SystemExit 0)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return exc.exit_code
     try:
+        problem = onnxruntime_numpy_problem()
+        if problem:
+            raise HarnessError(problem)
         _check_outputs(args)
         return int(args.func(args) or 0)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from xml.etree import ElementTree
 
 from harness.envinfo import machine_load
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.report.formats import markdown_table
 from harness.results import Results, read_results
 from harness.timing import bootstrap_ratio_ci
@@ -130,8 +130,8 @@ def _label(key: Key) -> str:
 def _check_comparable(base: Results, new: Results) -> None:
     if base.device_name != new.device_name:
         raise HarnessError(
-            f"the files come from different devices: base {base.device_name!r}, "
-            f"new {new.device_name!r}"
+            f"the files come from different devices: base {shown(base.device_name)}, "
+            f"new {shown(new.device_name)}"
         )
     base_runs, new_runs = _runs(base), _runs(new)
     if set(base_runs) != set(new_runs):
@@ -158,7 +158,11 @@ def _check_comparable(base: Results, new: Results) -> None:
 
 def _differences(base: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     keys = sorted(set(base) | set(new))
-    return [f"{k} {base.get(k)!r} -> {new.get(k)!r}" for k in keys if base.get(k) != new.get(k)]
+    return [
+        f"{k} {shown(base.get(k))} -> {shown(new.get(k))}"
+        for k in keys
+        if base.get(k) != new.get(k)
+    ]
 
 
 def _nested(data: Optional[Dict[str, Any]], path: Tuple[str, ...]) -> Any:
@@ -232,8 +236,8 @@ def comparison_warnings(base: Results, new: Results) -> List[str]:
     for line in sorted(settings):
         warnings.append(f"backend settings differ between base and new: {line}")
     env = [
-        f"{'.'.join(path)} {_nested(base.environment_before, path)!r} -> "
-        f"{_nested(new.environment_before, path)!r}"
+        f"{'.'.join(path)} {shown(_nested(base.environment_before, path))} -> "
+        f"{shown(_nested(new.environment_before, path))}"
         for path in ENVIRONMENT_FIELDS
         if _nested(base.environment_before, path) != _nested(new.environment_before, path)
     ]

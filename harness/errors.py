@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints their message on one line and exits with code 2."""
 
+from typing import Any
+
 
 class HarnessError(Exception):
     """A problem with the user's input or environment, with what to do about it.
@@ -22,3 +24,12 @@ def first_line(exc: object) -> str:
     where the message is empty."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def shown(value: Any, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters: an error line never embeds a huge value."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr (Python >= 3.11's digit limit)
+        text = f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import io
 import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import onnx
 
@@ -157,6 +158,13 @@ def check_factory(source: ModelSource, batch: int = 1) -> ModelSource:
     return dataclasses.replace(source, module=module)
 
 
+def torchscript_exporter(export: Any) -> Dict[str, bool]:
+    """The keyword that selects the TorchScript exporter: ``dynamo=False`` where ``export`` takes
+    it (torch >= 2.5; the default from 2.9 is the dynamo exporter), nothing before (torch 2.0-2.4,
+    JetPack 5.1's Python 3.8 tops out at 2.4.1: TorchScript is the only ``export`` there)."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(export).parameters else {}
+
+
 def export_module(
     module, input_shape: Tuple[int, ...], path: Path, batch: int = 1
 ) -> onnx.ModelProto:
@@ -172,10 +180,10 @@ def export_module(
             (example,),
             buffer,
             opset_version=OPSET,
-            dynamo=False,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             do_constant_folding=True,
+            **torchscript_exporter(torch.onnx.export),
         )
     model = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(model)

@@ -5,18 +5,24 @@ Runtime and TensorRT 8.5, read them)."""
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
 import onnx.version_converter
 from onnx import TensorProto, external_data_helper, helper
 
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, shown
+from harness.outputs import is_special_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 Dim = Union[int, str, None]  # a fixed size, a named dynamic dimension, or an unnamed one
@@ -83,26 +89,91 @@ def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:
     }
 
 
-def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    """Refuse external-data references that are missing or point outside the model's own folder.
+PROTOBUF_LIMIT = 2**31 - 1  # bytes: protobuf cannot serialise (or onnx check in memory) more
+_COUNT = re.compile(r"[0-9]{1,19}")  # a byte offset or length as the external-data spec writes it
 
-    The latter would be a path traversal.
-    """
+
+def _stored_bytes(tensor: onnx.TensorProto, base: Path) -> int:
+    """Check one external-data reference against its file; the bytes it reads. Refused: a missing
+    or empty location, a NUL byte in it, a path outside the model's folder (a traversal), a file
+    that does not exist, is not a regular file or has other names (a hard link may be a file from
+    anywhere), offsets or lengths that are not byte counts or reach past the file's end."""
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    where = f"tensor {shown(tensor.name)}"
+    location = entries.get("location", "")
+    if not location or "\x00" in location:
+        raise HarnessError(f"{where} keeps its data at {shown(location)}: not a file name")
+    target = (base / location).resolve()
+    if os.path.isabs(location) or (target != base and base not in target.parents):
+        raise HarnessError(
+            f"{where} keeps its data at {shown(location)}, outside the model's "
+            f"folder {base}: refusing to read it (move the data file beside the model)"
+        )
+    if not target.is_file():
+        raise HarnessError(f"{where} keeps its data in {target}, which does not exist")
+    info = target.stat()
+    if info.st_nlink > 1:
+        raise HarnessError(
+            f"{where} keeps its data in {target}, a file with {info.st_nlink} names (a hard "
+            f"link): refusing to read it (copy the data file instead)"
+        )
+    for key in ("offset", "length"):
+        if key in entries and not _COUNT.fullmatch(entries[key]):
+            raise HarnessError(
+                f"{where}: external-data {key} {shown(entries[key])} is not a byte count"
+            )
+    offset = int(entries.get("offset", "0"))
+    length = int(entries["length"]) if "length" in entries else info.st_size - offset
+    if offset + max(length, 0) > info.st_size or length < 0:
+        raise HarnessError(
+            f"{where}: its external data (offset {offset}, length {length}) reach past the end "
+            f"of {target} ({info.st_size} bytes): the data file is truncated or not this model's"
+        )
+    return length
+
+
+def check_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
+    """Refuse external-data references that do not hold (see ``_stored_bytes``); the number of
+    bytes they read."""
     base = base_dir.resolve()
-    for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        info = external_data_helper.ExternalDataInfo(tensor)
-        target = (base / info.location).resolve()
-        if os.path.isabs(info.location) or (target != base and base not in target.parents):
-            raise HarnessError(
-                f"tensor {tensor.name!r} keeps its data at {info.location!r}, outside the model's "
-                f"folder {base}: refusing to read it (move the data file beside the model)"
-            )
-        if not target.is_file():
-            raise HarnessError(
-                f"tensor {tensor.name!r} keeps its data in {target}, which does not exist"
-            )
+    return sum(
+        _stored_bytes(tensor, base)
+        for tensor in external_data_helper._get_all_tensors(model)
+        if external_data_helper.uses_external_data(tensor)
+    )
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory a new allocation can have without swapping (``MemAvailable``; None where
+    that is unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_allocation(arrays: Dict[str, Tuple[Sequence[int], np.dtype]], what: str) -> None:
+    """Refuse arrays (name -> shape and dtype) that do not fit the memory available, before any is
+    allocated: random data are drawn as float64 (8 bytes an element) and then cast."""
+    sizes = {name: math.prod(int(d) for d in shape) for name, (shape, _) in arrays.items()}
+    needed = sum(sizes.values()) * 8 + sum(
+        sizes[name] * np.dtype(dtype).itemsize for name, (_, dtype) in arrays.items()
+    )
+    available = available_memory()
+    if available is not None and needed > available:
+        name = max(sizes, key=sizes.__getitem__)
+        raise HarnessError(
+            f"{what}: input {name!r} of shape {tuple(arrays[name][0])} needs "
+            f"{needed / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of memory "
+            f"available (give a smaller input shape or batch)"
+        )
 
 
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
@@ -123,17 +194,51 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
         ) from None
     if not model.graph.node:
         raise HarnessError(f"{path} holds no graph nodes: is it an ONNX model?")
-    check_external_data(model, path.parent)
-    external_data_helper.load_external_data_for_model(model, str(path.parent))
-    problem = checker_problem(model)
+    external = check_external_data(model, path.parent)
+    # over protobuf's 2 GB (external data): checked from the file, shapes inferred before the
+    # weights are read in (neither the checker nor ONNX Runtime can take it from memory)
+    large = external + model.ByteSize() >= PROTOBUF_LIMIT
+    if not large:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    problem = checker_problem(path if large else model)
     if problem:
-        runtime_problem = ort_problem(model)
+        runtime_problem = ort_problem(path if large else model)
         if runtime_problem:
             raise HarnessError(
                 f"{path} is not a valid ONNX model: {problem}; ONNX Runtime refuses it too: "
                 f"{runtime_problem}"
             )
-    return infer_shapes_lenient(model) if infer_shapes else model
+    if infer_shapes:
+        model = infer_shapes_lenient(model)
+    problem = conv_group_problem(model)
+    if problem:
+        raise HarnessError(f"{path}: {problem}; ONNX Runtime cannot run it")
+    if large:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    return model
+
+
+def conv_group_problem(model: onnx.ModelProto) -> str:
+    """A Conv whose ``group`` does not divide its channels ('' when there is none): the checker
+    and ONNX Runtime's loader accept it, running it fails."""
+    shapes = {v.name: _dims(v) for v in list(model.graph.input) + list(model.graph.value_info)}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        kernel, data = weights[node.input[1]], shapes.get(node.input[0]) or []
+        where = f"Conv {shown(node.name or node.output[0])}"
+        if len(kernel) < 3:
+            return f"{where}: its weight has shape {kernel}, not (out, in / group, *kernel)"
+        if group < 1 or kernel[0] % group:
+            return f"{where}: group {group} does not divide its {kernel[0]} output channels"
+        if len(data) > 1 and isinstance(data[1], int) and data[1] != kernel[1] * group:
+            return (
+                f"{where}: {data[1]} input channels, but its weight takes {kernel[1]} per group "
+                f"x group {group} = {kernel[1] * group}"
+            )
+    return ""
 
 
 MIN_OPSET = 11  # older models are converted to it (the oldest opset the rewrites and TensorRT read)
@@ -161,26 +266,29 @@ def upgraded_opset(model: onnx.ModelProto) -> Tuple[Optional[onnx.ModelProto], s
     return converted, f"opset {opset} converted to opset {MIN_OPSET} with onnx.version_converter"
 
 
-def checker_problem(model: onnx.ModelProto) -> str:
-    """What ``onnx.checker`` finds wrong with the model ('' when it passes)."""
+def checker_problem(model: Union[onnx.ModelProto, Path]) -> str:
+    """What ``onnx.checker`` finds wrong with the model, or the model file ('' when it passes)."""
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if isinstance(model, onnx.ModelProto) else str(model))
     except Exception as exc:  # noqa: BLE001 - ValidationError, and C++ errors surfaced as others
         return first_line(exc)
     return ""
 
 
-def ort_problem(model: onnx.ModelProto) -> str:
-    """Why ONNX Runtime (CPU) refuses to load the model ('' when it loads it)."""
+def ort_problem(model: Union[onnx.ModelProto, Path]) -> str:
+    """Why ONNX Runtime (CPU) refuses to load the model, or the model file ('' when it loads
+    it)."""
     try:
         import onnxruntime as ort
     except ImportError:
         return "onnxruntime is not installed"
+    ort.set_default_logger_severity(3)  # its C++ warnings would reach the terminal: errors only
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+        ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
         return first_line(exc)
     return ""
@@ -246,9 +354,51 @@ def make_model(
     return with_lowest_ir(helper.make_model(graph, opset_imports=opsets))
 
 
+PARTIAL_SUFFIX = (
+    ".partial"  # temporary files of atomic writes: .<name>.<host>-<pid>.<random>.partial
+)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _clean_stale_partials(folder: Path) -> None:
+    """Remove the temporary files that writes into ``folder`` on this host left behind when they
+    were killed (``kill -9``, a power cut): those whose process is gone."""
+    pattern = re.compile(
+        rf"\..+\.{re.escape(socket.gethostname())}-(\d+)\.[^.]+{re.escape(PARTIAL_SUFFIX)}"
+    )
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and not _process_alive(int(match.group(1))):
+            try:
+                os.unlink(folder / name)
+            except OSError:
+                pass  # another run cleaned it first, or the folder does not let us
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    return True
+
+
 def _temporary_beside(path: Path) -> str:
-    """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` gives."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    """A new temporary file in ``path``'s folder, with the permissions a plain ``open`` gives; stale
+    ones that killed writes left in that folder are removed first."""
+    _clean_stale_partials(path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_owner()}.", suffix=PARTIAL_SUFFIX, dir=str(path.parent)
+    )
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -256,24 +406,93 @@ def _temporary_beside(path: Path) -> str:
     return tmp
 
 
-def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
-    """Write a model atomically (a temporary file in the same folder, then a rename), with the
-    lowest IR version that holds its opsets (the model passed in is not modified)."""
+def _open_in_place(path: Path) -> BinaryIO:
+    """A character device or FIFO opened for writing, as a shell's ``>`` opens it."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        raise HarnessError(
+            f"{path} is neither a regular file, a character device nor a FIFO: not written"
+        )
+    try:  # non-blocking: a FIFO nobody reads fails at once instead of hanging
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise HarnessError(f"{path} is a FIFO that nothing reads: not written") from None
+        raise
+    import fcntl
+
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return os.fdopen(fd, "wb")
+
+
+def _write_atomic(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through ``write(handle)``: into a temporary file beside it, then renamed over
+    it, so that a failure never leaves a half-written file; a device node or FIFO is written in
+    place (a rename would replace /dev/null with a regular file)."""
     path = Path(path)
-    lowest = lowest_ir_version(model)
-    if not model.ir_version or lowest < model.ir_version:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = with_lowest_ir(copy)
+    if is_special_file(path):
+        with _open_in_place(path) as handle:
+            write(handle)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_beside(path)
     try:
-        onnx.save(model, tmp)
+        with open(tmp, "wb") as handle:
+            write(handle)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def save_model(model: onnx.ModelProto, path: PathLike) -> Path:
+    """Write a model atomically (a temporary file in the same folder, then a rename), with the
+    lowest IR version that holds its opsets (the model passed in is not modified)."""
+    path = Path(path)
+    stored_ir = model.ir_version
+    try:
+        with_lowest_ir(model)
+        if _inline_bytes(model) < PROTOBUF_LIMIT - (64 << 20):  # the graph itself is < 64 MB
+            return _write_atomic(path, lambda handle: onnx.save(model, handle))
+        return _save_with_external_data(model, path)
+    finally:
+        model.ir_version = stored_ir
+
+
+def _inline_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(tensor.raw_data) for tensor in external_data_helper._get_all_tensors(model))
+
+
+def _save_with_external_data(model: onnx.ModelProto, path: Path) -> Path:
+    """A model over protobuf's 2 GB: its weights in ``<name>.data`` beside it (each written
+    atomically), as ONNX Runtime and TensorRT read them; the model passed in is left as it was."""
+    if is_special_file(path):
+        raise HarnessError(
+            f"{path}: the model is over 2 GB and needs a regular file (its weights go beside it)"
+        )
+    data = path.with_name(f"{path.name}.data")
+    moved: List[Tuple[onnx.TensorProto, bytes, bool]] = []  # tensor, its bytes, data_location set
+
+    def write_weights(handle: BinaryIO) -> None:
+        for tensor in external_data_helper._get_all_tensors(model):
+            if tensor.HasField("raw_data") and len(tensor.raw_data) >= 1024:
+                raw, location = tensor.raw_data, tensor.HasField("data_location")
+                external_data_helper.set_external_data(tensor, data.name, handle.tell(), len(raw))
+                handle.write(raw)
+                tensor.ClearField("raw_data")
+                moved.append((tensor, raw, location))
+
+    try:
+        _write_atomic(data, write_weights)
+        return _write_atomic(path, lambda handle: onnx.save(model, handle))
+    finally:
+        for tensor, raw, location in moved:
+            del tensor.external_data[:]
+            tensor.data_location = TensorProto.DEFAULT
+            if not location:
+                tensor.ClearField("data_location")
+            tensor.raw_data = raw
 
 
 def copy_unchanged(source: PathLike, target: PathLike) -> Path:
@@ -290,27 +509,14 @@ def copy_unchanged(source: PathLike, target: PathLike) -> Path:
         check_external_data(model, source.parent)
         external_data_helper.load_external_data_for_model(model, str(source.parent))
         return save_model(model, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(target)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+
+    def copy(handle: BinaryIO) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, handle)
+
+    return _write_atomic(target, copy)
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:
-    """Write a text file atomically, so that a failure never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(path)
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write a text file (UTF-8) atomically, so that a failure never leaves a half-written file."""
+    return _write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -6,6 +6,7 @@ Runs on the device too: Python 3.8 compatible, no torch.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Tuple, Union
@@ -15,6 +16,16 @@ from harness.errors import HarnessError
 FILE = "file"
 FOLDER = "folder"
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def is_special_file(path: PathLike) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder (a device node such as
+    /dev/null, a FIFO, a socket): written in place, never replaced by a rename."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -52,6 +63,9 @@ def check_output(
     path = Path(path)
     if kind == FILE and path.is_dir():
         raise HarnessError(f"{flag} {path} is a folder; give a file path")
+    if kind == FILE and is_special_file(path):
+        _check_special(path, flag)
+        return
     if kind == FOLDER and os.path.lexists(path) and not path.is_dir():
         raise HarnessError(f"{flag} {path} is an existing file; give a folder")
     if kind == FILE and path.is_file():
@@ -68,6 +82,16 @@ def check_output(
             f"{flag} {path} cannot be written: {ancestor} does not take new files "
             f"({exc.strerror or type(exc).__name__})"
         ) from None
+
+
+def _check_special(path: Path, flag: str) -> None:
+    """A device node or FIFO is written in place: a character device or FIFO this user may write;
+    anything else (a block device, a socket) is refused."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        raise HarnessError(f"{flag} {path} is a block device or socket, not a file: not written")
+    if not os.access(path, os.W_OK):
+        raise HarnessError(f"{flag} {path} cannot be written: permission denied")
 
 
 def check_distinct(outputs: Iterable[Tuple[str, PathLike]]) -> None:
@@ -110,9 +134,9 @@ def write_measured(path: PathLike, text: str) -> Path:
 
     try:
         return write_text_atomic(path, text)
-    except OSError as exc:
+    except (OSError, HarnessError) as exc:  # HarnessError: a FIFO that nothing reads any more
         fallback = save_fallback(text, Path(path).name)
-        reason = exc.strerror or type(exc).__name__
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise HarnessError(
             f"cannot write {path} ({reason}); the measured data were saved to {fallback}"
         ) from None

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union, get_type_hints
 
 import yaml
 
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, shown
 
 PROFILE_DIR = Path(
     os.environ.get(
@@ -30,6 +30,65 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # ONNX Runtime's GraphOptimizationLevel values as the onnxruntime backend names them
 # (ORT_DISABLE_ALL, ...)
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a profile name: a file stem, never a path
+# ssh destinations: a host name or address (IPv6 in brackets), a user name; never an ssh option
+HOST_PATTERN = r"[A-Za-z0-9_\[][A-Za-z0-9._:%\[\]-]*"
+USER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
+NAME_RULE = "letters, digits, '.', '_' and '-', no path separators, not beginning with '.' or '-'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The range a numeric profile setting must lie in (finite always); ``above`` excludes
+    ``low`` itself."""
+
+    low: float
+    high: float
+    above: bool = False
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` is finite and in range."""
+        if not math.isfinite(value) or value > self.high:
+            return False
+        return value > self.low if self.above else value >= self.low
+
+    def __str__(self) -> str:
+        low, high = (
+            str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (self.low, self.high)
+        )
+        return f"{'>' if self.above else '>='} {low} and <= {high}"
+
+
+# every numeric setting's range (docs/profiles.md lists them; a test checks that each numeric
+# field has one): wide enough for any real device, narrow enough that no run hangs or
+# allocates without end
+BOUNDS: Dict[str, Bound] = {
+    "batch_sizes": Bound(1, 4096),
+    "timing.warmup_s": Bound(0, 3600),
+    "timing.min_iterations": Bound(1, 100_000),
+    "timing.min_duration_s": Bound(0, 86_400),
+    "timing.max_duration_s": Bound(0, 86_400, above=True),
+    "timing.target_ci": Bound(0, 0.5, above=True),
+    "timing.block_iterations": Bound(1, 100_000),
+    "timing.block_s": Bound(0, 3600, above=True),
+    "timing.block_warmup": Bound(0, 10_000),
+    "onnxruntime.intra_op_threads": Bound(0, 1024),
+    "onnxruntime.inter_op_threads": Bound(0, 1024),
+    "tensorrt.workspace_mib": Bound(1, 1 << 20),
+    "tensorrt.builder_optimization_level": Bound(0, 5),
+    "tensorrt.dla_core": Bound(0, 1),
+    "tensorrt.int8_calibration_batches": Bound(1, 10_000),
+    "tensorrt.max_batch": Bound(1, 4096),
+    "expect.gpu_clock_mhz": Bound(1, 100_000),
+    "peaks.fp32_tflops": Bound(0, 100_000, above=True),
+    "peaks.dram_gbps": Bound(0, 1_000_000, above=True),
+    "peaks.fp16_tflops": Bound(0, 100_000, above=True),
+    "peaks.int8_tops": Bound(0, 1_000_000, above=True),
+    "peaks.layer_overhead_us": Bound(0, 1_000_000),
+    "remote.port": Bound(1, 65_535),
+}
 
 
 @dataclasses.dataclass
@@ -185,20 +244,29 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         return _check_type(value, options[0], where)
     if origin in (list, List):
         if not isinstance(value, list):
-            raise HarnessError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise HarnessError(
+                f"{where}: expected a list, got {type(value).__name__} {shown(value)}"
+            )
         return [_check_type(v, hint.__args__[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise HarnessError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+            raise HarnessError(f"{where}: expected a number, got {shown(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise HarnessError(
+                f"{where}: expected a number, got {shown(value)} (too large)"
+            ) from None
     if hint is bool and not isinstance(value, bool):
-        raise HarnessError(f"{where}: expected true or false, got {value!r}")
+        raise HarnessError(f"{where}: expected true or false, got {shown(value)}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise HarnessError(f"{where}: expected an integer, got {value!r}")
+        raise HarnessError(f"{where}: expected an integer, got {shown(value)}")
     if hint is str and not isinstance(value, str):
-        raise HarnessError(f"{where}: expected a string, got {value!r}")
+        raise HarnessError(f"{where}: expected a string, got {shown(value)}")
+    if hint is str and "\x00" in value:  # paths, flags and ssh arguments cannot hold one
+        raise HarnessError(f"{where}: {shown(value)} holds a NUL byte")
     return value
 
 
@@ -207,10 +275,11 @@ def _build(cls: Any, data: Any, where: str) -> Any:
         raise HarnessError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise HarnessError(
-            f"{where}: unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(fields))})"
+            f"{where}: unknown key {shown(unknown[0])} "
+            f"(expected one of: {', '.join(sorted(fields))})"
         )
     values = {}
     for name, field in fields.items():
@@ -238,64 +307,76 @@ def _check_choices(profile: Profile, where: str) -> None:
         for value in values:
             if value not in allowed:
                 raise HarnessError(f"{where}.{key}: {value!r} is not one of {', '.join(allowed)}")
-    if not profile.batch_sizes or any(b < 1 for b in profile.batch_sizes):
+    if not profile.batch_sizes:
         raise HarnessError(f"{where}.batch_sizes: expected a non-empty list of positive integers")
+    _check_bounds(profile, where)
+    _check_names(profile, where)
     trt = profile.tensorrt
-    if trt.workspace_mib < 1 or not 0 <= trt.builder_optimization_level <= 5:
-        raise HarnessError(
-            f"{where}.tensorrt: need workspace_mib >= 1 and 0 <= builder_optimization_level <= 5"
-        )
-    if trt.dla_core is not None and trt.dla_core < 0:
-        raise HarnessError(
-            f"{where}.tensorrt.dla_core: expected null or a DLA core number (0 or 1)"
-        )
     if trt.max_batch is not None and trt.max_batch < max(profile.batch_sizes):
         raise HarnessError(
             f"{where}.tensorrt.max_batch: {trt.max_batch} is below the largest batch size "
             f"{max(profile.batch_sizes)}"
         )
-    ort = profile.onnxruntime
-    if ort.intra_op_threads < 0 or ort.inter_op_threads < 0:
-        raise HarnessError(
-            f"{where}.onnxruntime: thread counts must be >= 0 (0: one per available core)"
-        )
-    peaks = profile.peaks
-    rates = {"fp32_tflops": peaks.fp32_tflops, "dram_gbps": peaks.dram_gbps}
-    rates.update(
-        {
-            k: v
-            for k, v in (("fp16_tflops", peaks.fp16_tflops), ("int8_tops", peaks.int8_tops))
-            if v is not None
-        }
-    )
-    for key, value in rates.items():
-        if not (math.isfinite(value) and value > 0):
-            raise HarnessError(f"{where}.peaks.{key}: expected a positive number, got {value!r}")
-    if not (math.isfinite(peaks.layer_overhead_us) and peaks.layer_overhead_us >= 0):
-        raise HarnessError(
-            f"{where}.peaks.layer_overhead_us: expected a number >= 0, got "
-            f"{peaks.layer_overhead_us!r}"
-        )
-    if not 0 < profile.remote.port < 65536:
-        raise HarnessError(f"{where}.remote.port: {profile.remote.port} is not a TCP port")
     t = profile.timing
-    if t.warmup_s < 0 or t.block_iterations < 1 or t.block_warmup < 0 or t.block_s <= 0:
+    if t.max_duration_s < t.min_duration_s:
         raise HarnessError(
-            f"{where}.timing: need warmup_s >= 0, block_iterations >= 1, block_warmup >= 0 "
-            f"and block_s > 0"
+            f"{where}.timing.max_duration_s: {t.max_duration_s:g} is below min_duration_s "
+            f"{t.min_duration_s:g}"
         )
-    if t.min_iterations < 1 or t.max_duration_s < t.min_duration_s or not 0 < t.target_ci < 1:
-        raise HarnessError(
-            f"{where}.timing: need min_iterations >= 1, max_duration_s >= min_duration_s "
-            f"and 0 < target_ci < 1"
-        )
+
+
+def _setting(profile: Profile, key: str) -> List[Any]:
+    """The values of a dotted setting (a list for ``batch_sizes``; [] when unset)."""
+    value: Any = profile
+    for part in key.split("."):
+        value = getattr(value, part)
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if v is not None]
+
+
+def _check_bounds(profile: Profile, where: str) -> None:
+    """Every numeric setting finite and within its ``BOUNDS``."""
+    for key, bound in BOUNDS.items():
+        for value in _setting(profile, key):
+            if not bound.holds(value):
+                raise HarnessError(
+                    f"{where}.{key}: {shown(value)} is out of range (expected {bound})"
+                )
+
+
+def _check_names(profile: Profile, where: str) -> None:
+    """Names that become paths or ssh arguments: file stems and host names, never options."""
+    checks = [
+        ("name", profile.name, NAME_PATTERN, NAME_RULE),
+        ("remote.profile", profile.remote.profile, NAME_PATTERN, NAME_RULE),
+        (
+            "remote.host",
+            profile.remote.host,
+            HOST_PATTERN,
+            "a host name or address, not beginning with '-'",
+        ),
+        ("remote.user", profile.remote.user, USER_PATTERN, "a user name, not beginning with '-'"),
+    ]
+    for key, value, pattern, expected in checks:
+        if value is not None and not re.fullmatch(pattern, value):
+            raise HarnessError(
+                f"{where}.{key}: {shown(value)} is not allowed (expected {expected})"
+            )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml's safe loader, refusing a mapping that names a key twice.
+    """yaml's safe loader, refusing a mapping that names a key twice (plain yaml silently keeps
+    the last) and aliases (``*name``): a profile needs none, and a few hundred bytes of nested
+    aliases expand to gigabytes (a "billion laughs")."""
 
-    Plain yaml silently keeps the last.
-    """
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """The next node; an alias is refused where it appears."""
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} is not allowed in a profile", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         """The mapping, after checking that no key of ``node`` repeats."""
@@ -320,10 +401,23 @@ def load_profile_file(path: Path) -> Profile:
     """Load and validate one profile file; every problem names the file and the key."""
     if not path.is_file():
         raise HarnessError(f"device profile file {path} does not exist")
+    raw = path.read_bytes()
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(
+            f"{path}: not UTF-8 text (byte {shown(raw[exc.start : exc.start + 1])} at offset "
+            f"{exc.start}); save the profile as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: not valid YAML ({first_line(exc)})") from None
+        first = str(exc).replace("\n", " ").strip()
+        raise HarnessError(f"{path}: not valid YAML ({first:.200})") from None
+    except (ValueError, OverflowError) as exc:  # an integer longer than Python reads
+        raise HarnessError(f"{path}: a value yaml cannot read ({str(exc):.120})") from None
+    except RecursionError:
+        raise HarnessError(f"{path}: not a profile (lists or mappings nested too deeply)") from None
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: expected a mapping of profile keys at the top level")
     data.setdefault("name", path.stem)

@@ -21,6 +21,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -104,7 +105,7 @@ class RemoteDevice:
             shlex.quote(a) for a in args
         )
         return self._call(
-            ["ssh", "-p", str(self.remote.port), *self.options, self.target, command],
+            ["ssh", "-p", str(self.remote.port), *self.options, "--", self.target, command],
             "remote command",
             timeout_s,
         )
@@ -121,6 +122,7 @@ class RemoteDevice:
                 "-P",
                 str(self.remote.port),
                 *self.options,
+                "--",
                 *map(str, local),
                 self._remote(remote_dir.rstrip("/") + "/"),
             ],
@@ -136,6 +138,7 @@ class RemoteDevice:
                 "-P",
                 str(self.remote.port),
                 *self.options,
+                "--",
                 self._remote(remote_name),
                 str(local),
             ],
@@ -364,6 +367,28 @@ def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> 
     return files
 
 
+def _check_manifest_model(model: Any) -> None:
+    """One model entry of a manifest, typed; its graphs' files plain names beside the manifest
+    (ValueError, which ``read_manifest`` reports in one line)."""
+    texts = ("name", "reference")
+    if not isinstance(model, dict) or model.get("kind") not in ("zoo", "factory", "onnx"):
+        raise ValueError("a model entry is not an object with kind zoo, factory or onnx")
+    if not all(isinstance(model.get(key), str) for key in texts) or not isinstance(
+        model.get("variants"), list
+    ):
+        raise ValueError(f"model {model.get('name')!r:.40}: name, reference or variants")
+    for graph in model.get("graphs") or []:
+        file = graph.get("file") if isinstance(graph, dict) else None
+        if not (
+            isinstance(file, str)
+            and re.fullmatch(r"[^/\\\x00]+", file)
+            and file not in (".", "..")
+            and all(isinstance(graph.get(key), str) for key in ("run_id", "variant"))
+            and isinstance(graph.get("info"), dict)
+        ):
+            raise ValueError(f"graph {graph!r:.60} (file: a name beside the manifest)")
+
+
 def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
     """BenchOptions for a prepared suite (device side); ONNX files lie beside the manifest."""
     from harness.bench import BenchOptions, _Config
@@ -382,6 +407,7 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
             )
         sources, prepared = [], {}
         for model in data["models"]:
+            _check_manifest_model(model)
             source = ModelSource(model["kind"], model["name"], reference=model["reference"])
             sources.append((source, list(model["variants"])))
             prepared[source.name] = [

@@ -41,7 +41,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.onnx_io import write_text_atomic
 from harness.timing import bootstrap_ratio_ci
 
@@ -145,28 +145,52 @@ class _Reader:
             return default
         value = data[key]
         if kind is float:
-            ok = _is_number(value) and math.isfinite(value)
+            ok = _is_finite(value)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
             ok = isinstance(value, kind)
         if not ok:
             name = KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
-            raise self.fail(f"{where}.{key}", f"is not a {name} (got {value!r:.60})")
+            raise self.fail(f"{where}.{key}", f"is not a {name} (got {shown(value, 60)})")
         return value
 
     def durations(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
         """A non-empty list of finite, non-negative numbers (measured times)."""
         values = self.get(data, key, where, list)
-        if not values or not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in values):
+        if not values or not all(_is_finite(v) and v >= 0 for v in values):
             raise self.fail(
                 f"{where}.{key}", "is not a non-empty list of finite, non-negative times"
             )
         return values
 
+    def block_ends(self, data: Dict[str, Any], where: str, samples: int) -> None:
+        """``block_ends`` (optional): the cumulative sample count after each timing block, so
+        increasing integers from 1 to ``samples``; the paired intervals resample these blocks."""
+        ends = self.get(data, "block_ends", where, list, False)
+        if ends is None:
+            return
+        valid = all(isinstance(e, int) and not isinstance(e, bool) for e in ends) and all(
+            a < b for a, b in zip([0] + ends, ends)
+        )
+        if not valid or (ends and ends[-1] > samples):
+            raise self.fail(
+                f"{where}.block_ends",
+                f"is not a list of increasing sample counts from 1 to {samples} "
+                f"(got {shown(ends, 60)})",
+            )
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """A number that a float holds: not nan or infinite, nor an int past float's range."""
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _extra(data: Dict[str, Any], known: List[str]) -> Dict[str, Any]:
@@ -323,8 +347,13 @@ class Run:
         run_id = reader.get(data, "id", where, str)
         where = f"{where} ({run_id})"
         series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
-        reader.durations(series, "latency_ms", f"{where}.series_ms")
+        latencies = reader.durations(series, "latency_ms", f"{where}.series_ms")
+        if not all(v > 0 for v in latencies):
+            raise reader.fail(f"{where}.series_ms.latency_ms", "holds a latency that is not > 0")
+        reader.block_ends(data, where, len(latencies))
         batch = reader.get(data, "batch", where, int, False, 1)
+        if batch < 1:
+            raise reader.fail(f"{where}.batch", f"is {batch}, not a positive integer")
         flops = reader.get(data, "flops", where, int, False)
         if flops and batch > 1 and data.get("flops_per_sample") is not True:
             flops = round(flops / batch)  # written before FLOPs were per sample: whole batch
@@ -409,7 +438,7 @@ class Comparison:
         kind = reader.get(data, "kind", where, str)
         if kind not in COMPARISON_KINDS:
             kinds = ", ".join(COMPARISON_KINDS)
-            raise reader.fail(f"{where}.kind", f"is {kind!r}, not one of {kinds}")
+            raise reader.fail(f"{where}.kind", f"is {shown(kind)}, not one of {kinds}")
         ratio = RatioCI(
             reader.get(data, "speedup", where, float),
             reader.get(data, "ci_low", where, float),
@@ -558,7 +587,8 @@ def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
     if schema not in READABLE_SCHEMAS:
         readable = ", ".join(map(str, READABLE_SCHEMAS))
         raise HarnessError(
-            f"{reader.source} has results schema {schema}, this harness reads schemas {readable}"
+            f"{reader.source} has results schema {shown(schema)}, this harness reads schemas "
+            f"{readable}"
         )
     if schema == 1:
         data = dict(data, schema=2, complete=data.get("complete"))
@@ -616,7 +646,7 @@ def parse_results(data: Any, source: str = "results") -> Results:
     ids = [r.id for r in runs]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate is not None:
-        raise reader.fail("runs", f"hold the id {duplicate!r} twice")
+        raise reader.fail("runs", f"hold the id {shown(duplicate)} twice")
     by_id = {r.id: r for r in runs}
     comparisons = [_with_estimator(c, by_id) for c in comparisons]
     device_keys = ["profile", "environment_before", "environment_after", "warnings"]

@@ -398,6 +398,23 @@ def resolutions(
     return found
 
 
+def keep_interrupted(results: Dict[str, Measurement]) -> bool:
+    """Close a run that Ctrl-C or SIGTERM stopped, in place: each measurement cut back to its last
+    whole block, its stop reason saying so. False (nothing worth keeping) when a configuration has
+    no whole block yet."""
+    if not results or not all(m.block_ends for m in results.values()):
+        return False
+    rounds = min(len(m.block_ends) for m in results.values())
+    for m in results.values():
+        for values in m.series.values():
+            del values[m.block_ends[-1] :]
+        m.stop_reason = (
+            f"interrupted (Ctrl-C or SIGTERM) after {rounds} round{'s' * (rounds != 1)}: "
+            f"an incomplete run, kept as measured"
+        )
+    return True
+
+
 def _settle(runner: Runner, monitor: Monitor, started: float) -> int:
     """Keep inferring until two consecutive SM-clock readings agree within 1%.
 
@@ -421,6 +438,7 @@ def measure_interleaved(
     on_round: Optional[Callable[[float], None]] = None,
     monitor: Optional[Monitor] = None,
     energy: Optional[EnergyMeter] = None,
+    into: Optional[Dict[str, Measurement]] = None,
 ) -> Dict[str, Measurement]:
     """Time several runners in interleaved blocks under one protocol; raw samples per runner.
 
@@ -430,9 +448,10 @@ def measure_interleaved(
     spinning down). The first runner is the reference of the speed-ups. ``monitor`` is read after
     every block (and to wait for clocks to settle after warm-up); ``energy`` brackets every
     block's timed inferences (``Measurement.block_energy``). ``on_round`` receives the fraction of
-    the minimum duration done.
+    the minimum duration done. ``into`` is the dict filled (as it goes, for a caller that keeps
+    an interrupted run: ``keep_interrupted``).
     """
-    results: Dict[str, Measurement] = {}
+    results: Dict[str, Measurement] = into if into is not None else {}
     block_sizes: Dict[str, int] = {}
     for name, runner in runners.items():
         warm, start = 0, time.perf_counter()

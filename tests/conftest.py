@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+# zoo models whose export, fold and verification take 5-35 s a case on a loaded 2-core host: their
+# cases run under the slow marker (make test-all, CI), the small models' by default (make test)
+HEAVY_MODELS = frozenset({"resnet34", "resnet50", "vgg16", "vgg19", "mobilenetv2"})
+
+
+def zoo_case(model: str, *rest, id: str = None):
+    """A parametrize case of a zoo model, marked slow when the model is a heavy one."""
+    marks = [pytest.mark.slow] if model in HEAVY_MODELS else []
+    return pytest.param(model, *rest, id=id, marks=marks)
+
+
 FAST_TIMING = {
     "warmup_s": 0.05,
     "min_iterations": 10,

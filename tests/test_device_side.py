@@ -26,6 +26,7 @@ from harness.envinfo import (
 )
 from harness.errors import HarnessError
 from harness.profiles import available_profiles, load_profile
+from tests.conftest import zoo_case
 from tests.test_profiles import SHIPPED
 
 DATA = Path(__file__).parent / "data"
@@ -178,7 +179,9 @@ def test_tensorrt_engine_builds_runs_and_matches_onnxruntime(
         assert timings["latency_ms"] >= timings["gpu_compute_ms"] > 0
 
 
-@pytest.mark.parametrize("name,variant", [("resnet20", "dc-1x1"), ("mobilenetv2", "dc-ds")])
+@pytest.mark.parametrize(
+    "name,variant", [zoo_case("resnet20", "dc-1x1"), zoo_case("mobilenetv2", "dc-ds")]
+)
 def test_torch_backend_matches_onnxruntime_on_the_cpu(tmp_path, name, variant):
     import numpy as np
 

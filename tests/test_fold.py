@@ -22,6 +22,7 @@ from harness.fold import FoldAction, RooflineCostModel, fold_model, verify_fold
 from harness.geometry import merged_kernel
 from harness.graph_stats import op_histogram
 from harness.onnx_io import make_model
+from tests.conftest import zoo_case
 
 
 def _export(module: nn.Module, shape, tmp_path: Path, name: str = "m.onnx") -> onnx.ModelProto:
@@ -343,13 +344,10 @@ def test_auto_declines_a_merge_that_does_not_pay(tmp_path):
     [
         ("resnet20", "dc-1x1", 10),  # stem + one conv per block (9)
         ("resnet56", "dc-1x1", 28),  # stem + 27
-        ("vgg16", "dc-1x1", 8),  # 13 convs, 5 pairs merged
-        (
-            "mobilenetv2",
-            "dc-ds",
-            25,
-        ),  # 52 - 2 x 10 collapsed blocks - 7 linear bottleneck -> expand merges
-        ("resnet34", "dc-1x1", 24),  # 36 - 12 identity blocks each losing one conv
+        zoo_case("vgg16", "dc-1x1", 8),  # 13 convs, 5 pairs merged
+        # 52 - 2 x 10 collapsed blocks - 7 linear bottleneck -> expand merges
+        zoo_case("mobilenetv2", "dc-ds", 25),
+        zoo_case("resnet34", "dc-1x1", 24),  # 36 - 12 identity blocks each losing one conv
     ],
 )
 def test_zoo_variants_fold_to_the_conv_count_their_spec_implies(

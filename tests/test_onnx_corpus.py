@@ -35,7 +35,18 @@ def test_the_corpus_is_there():
     assert len([m for m in MODELS if m.group == "light"]) == 9 and len(MODELS) >= 140
 
 
-@pytest.mark.parametrize("entry", MODELS, ids=[m.id for m in MODELS])
+# the onnx wheel's largest graphs (5-30 s each on a loaded 2-core host) run under the slow marker
+HEAVY = {"light_vgg19", "light_resnet50", "light_bvlc_alexnet", "light_inception_v2"}
+HEAVY |= {"light_densenet121", "light_shufflenet"}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(m, id=m.id, marks=[pytest.mark.slow] if m.id.split("/")[-1] in HEAVY else [])
+        for m in MODELS
+    ],
+)
 def test_every_model_onnx_runtime_loads_folds_and_keeps_its_outputs(entry):
     try:
         model = load_model(entry.path)

@@ -18,6 +18,7 @@ from harness.profiles import load_profile
 from harness.report.papers import CLAIMS, suite_models
 from harness.results import RatioCI
 from harness.zoo import build_model, list_variants
+from tests.conftest import zoo_case
 from tests.recompute import assert_recomputes
 
 
@@ -43,8 +44,8 @@ def _deployed_cost(model: str, variant: str, tmp_path):
     [
         # published -74.1%; host's auto merges every pair (the one whose merged conv is one of
         # its convs' shape is taken whatever the margin: see chains.merge_risk)
-        ("vgg16", "elc-74", 0.753, None),
-        ("vgg19", "cie-graded", 0.721, 0.963),  # published 27.23x fewer parameters
+        zoo_case("vgg16", "elc-74", 0.753, None),
+        zoo_case("vgg19", "cie-graded", 0.721, 0.963),  # published 27.23x fewer parameters
         ("lenet5", "psm-20x", None, 0.952),  # published 1/20 of the size
     ],
 )

@@ -97,21 +97,58 @@ def _broken(tmp_path: Path, edit) -> Path:
         ),
         (
             lambda d: d.setdefault("onnxruntime", {}).update(intra_op_threads=-2),
-            "thread counts must be >= 0",
+            "onnxruntime.intra_op_threads: -2 is out of range (expected >= 0 and <= 1024)",
         ),
         (
             lambda d: d["peaks"].update(fp32_tflops=0),
-            "peaks.fp32_tflops: expected a positive number, got 0",
+            "peaks.fp32_tflops: 0.0 is out of range (expected > 0 and <= 100000)",
         ),
         (
             lambda d: d["peaks"].update(dram_gbps=float("nan")),
-            "peaks.dram_gbps: expected a positive number, got nan",
+            "peaks.dram_gbps: nan is out of range",
         ),
         (lambda d: d["peaks"].update(layer_overhead_us=-1), "peaks.layer_overhead_us"),
-        (lambda d: d["timing"].update(block_iterations=0), "block_iterations >= 1"),
+        (lambda d: d["timing"].update(block_iterations=0), "timing.block_iterations: 0 is out"),
+        (lambda d: d["timing"].update(warmup_s=float("inf")), "timing.warmup_s: inf is out"),
+        (
+            lambda d: d["timing"].update(min_iterations=10**9),
+            "timing.min_iterations: 1000000000 is out of range (expected >= 1 and <= 100000)",
+        ),
+        (lambda d: d["timing"].update(block_warmup=10**12), "timing.block_warmup"),
+        (lambda d: d["timing"].update(min_duration_s=10**400), "timing.min_duration_s: expected"),
+        (
+            lambda d: d.setdefault("onnxruntime", {}).update(inter_op_threads=10**6),
+            "onnxruntime.inter_op_threads",
+        ),
+        (
+            lambda d: d["tensorrt"].update(int8_calibration_batches=10**8),
+            "int8_calibration_batches",
+        ),
+        (lambda d: d.update(batch_sizes=[1, 10**6]), "batch_sizes: 1000000 is out of range"),
+        (lambda d: d.update(name="../../x"), "name: '../../x' is not allowed"),
+        (lambda d: d.update(name=".hidden"), "name: '.hidden' is not allowed"),
+        (
+            lambda d: d.setdefault("remote", {}).update(host="-oProxyCommand=touch /tmp/pwned"),
+            "remote.host: '-oProxyCommand=touch /tmp/pwned' is not allowed",
+        ),
+        (lambda d: d.setdefault("remote", {}).update(host="a b"), "remote.host"),
+        (
+            lambda d: d.setdefault("remote", {}).update(host="dev", user="-lroot"),
+            "remote.user: '-lroot' is not allowed",
+        ),
+        (
+            lambda d: d.setdefault("remote", {}).update(host="dev", profile="../x"),
+            "remote.profile: '../x' is not allowed",
+        ),
+        (lambda d: d.update(description="x" * 10_000, kind=7), "kind: expected a string"),
+        (lambda d: d.update({1: "x"}), "unknown key 1"),
+        (
+            lambda d: d["tensorrt"].update(trtexec_flags=["--fp16\x00"]),
+            "tensorrt.trtexec_flags[0]: '--fp16\\x00' holds a NUL byte",
+        ),
         (
             lambda d: d.setdefault("remote", {}).update(port=70000),
-            "remote.port: 70000 is not a TCP port",
+            "remote.port: 70000 is out of range (expected >= 1 and <= 65535)",
         ),
     ],
 )
@@ -178,3 +215,64 @@ def test_profiles_show_refuses_a_bad_level_naming_the_file_and_key(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     key = f"error: {path}.onnxruntime.graph_optimization_level"
     assert len(err) == 1 and err[0].startswith(key)
+
+
+ALIAS_BOMB = "\n".join(
+    ["a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+)
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        (ALIAS_BOMB.encode(), "alias *a is not allowed in a profile"),
+        (
+            "description: caf\u00e9\n".encode("latin-1"),
+            "not UTF-8 text (byte b'\\xe9' at offset 16)",
+        ),
+        (b"name: x\x00y\n", "not valid YAML"),
+        (b"kind: cpu\nbatch_sizes: [" + b"9" * 5000 + b"]\n", "a value yaml cannot read"),
+        (b"kind: " + b"[" * 20000 + b"]" * 20000 + b"\n", "nested too deeply"),
+        (
+            (PROFILE_DIR / "xavier.yaml")
+            .read_bytes()
+            .replace(b"kind: jetson", b"kind: " + b"[" * 9 + b"'" + b"x" * 9000 + b"'" + b"]" * 9),
+            "kind: expected a string, got [[[[[[[[['xxxx",
+        ),
+    ],
+)
+def test_hostile_profile_files_are_one_short_line(tmp_path, raw, message):
+    """An alias bomb is refused before it expands, bytes that are not UTF-8 or YAML are named,
+    and no message embeds a huge value."""
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(HarnessError) as info:
+        load_profile(str(path))
+    text = str(info.value)
+    assert str(path) in text and message in text, text
+    assert "\n" not in text and len(text) < 400 + len(str(path))
+
+
+def _numeric_settings(cls, prefix=""):
+    """Dotted names of every int or float field of the profile's dataclasses."""
+    import dataclasses
+    import typing
+
+    for field in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[field.name]
+        args = [a for a in getattr(hint, "__args__", [hint]) if a is not type(None)]
+        if dataclasses.is_dataclass(args[0]):
+            yield from _numeric_settings(args[0], f"{prefix}{field.name}.")
+        elif args[0] in (int, float) and field.name != "source":
+            yield f"{prefix}{field.name}"
+
+
+def test_every_numeric_setting_has_bounds_and_the_docs_list_them():
+    from harness.profiles import BOUNDS, Profile
+
+    numeric = set(_numeric_settings(Profile))
+    assert numeric == set(BOUNDS)
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "profiles.md").read_text()
+    for key, bound in BOUNDS.items():
+        assert f"| `{key}` | {bound} |" in docs, key

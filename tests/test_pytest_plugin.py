@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 TEST_FILE = """
@@ -16,6 +18,7 @@ def test_model(harness_latency):
 """
 
 
+@pytest.mark.slow  # three pytest sessions in subprocesses, one timing ResNet-56: ~1-3 min
 def test_plugin_autosaves_extra_info_and_gates_on_compare(pytester, fast_profile, monkeypatch):
     pytester.makepyfile(test_latency=TEST_FILE)
     storage = pytester.path / "bench"

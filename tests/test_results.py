@@ -110,9 +110,38 @@ def _runs_object(d):
     d["runs"] = {"a": 1}
 
 
+def _huge_block_end(d):
+    d["runs"][0]["block_ends"] = [10**12]  # one "block" past every sample: the interval narrows
+
+
+def _decreasing_blocks(d):
+    ends = d["runs"][1]["block_ends"]
+    ends[1], ends[2] = ends[2], ends[1]
+
+
+def _float_block_end(d):
+    d["runs"][2]["block_ends"][0] = 1.5
+
+
+def _zero_latency(d):
+    d["runs"][0]["series_ms"]["latency_ms"][2] = 0
+
+
+def _zero_batch(d):
+    d["runs"][0]["batch"] = 0
+
+
 @pytest.mark.parametrize(
     "change,field",
     [
+        (_huge_block_end, "runs[0] (lenet5/baseline).block_ends is not a list of increasing"),
+        (_decreasing_blocks, "runs[1] (lenet5/dc-fc).block_ends is not a list of increasing"),
+        (_float_block_end, "block_ends is not a list of increasing sample counts from 1 to"),
+        (
+            _zero_latency,
+            "runs[0] (lenet5/baseline).series_ms.latency_ms holds a latency that is not",
+        ),
+        (_zero_batch, "runs[0] (lenet5/baseline).batch is 0, not a positive integer"),
         (_drop_series, "runs[1] (lenet5/dc-fc).series_ms is missing"),
         (_stats_list, "runs[0] (lenet5/baseline).stats is not an object"),
         (_median_text, "runs[2] (lenet5/dc-fc/folded).stats.median is not a number"),

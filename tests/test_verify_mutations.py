@@ -19,6 +19,7 @@ from harness.export import export_module
 from harness.fold import FoldAction, fold_model, verify_fold
 from harness.onnx_io import save_model
 from harness.zoo import ZOO, build_model, list_variants
+from tests.conftest import zoo_case
 
 SMALL_INPUT = (3, 64, 64)  # the ImageNet models at 64x64: the same layers, a fraction of the time
 
@@ -98,10 +99,10 @@ def _target(model: onnx.ModelProto, convs: list, mutation: str) -> onnx.NodeProt
     raise LookupError(f"no conv for {mutation}")
 
 
-ZOO_CASES = [(name, list_variants(name)[1]) for name in ZOO]
+ZOO_CASES = [zoo_case(n, list_variants(n)[1], id=f"{n}-{list_variants(n)[1]}") for n in ZOO]
 
 
-@pytest.mark.parametrize("name,variant", ZOO_CASES, ids=[f"{n}-{v}" for n, v in ZOO_CASES])
+@pytest.mark.parametrize("name,variant", ZOO_CASES)
 def test_every_mutation_of_a_fold_is_caught_on_every_zoo_model(name, variant, tmp_path):
     original = _export(name, variant, tmp_path)
     result = fold_model(original, merge="all")

@@ -14,11 +14,12 @@ from harness.errors import HarnessError
 from harness.export import export_module
 from harness.geometry import merged_kernel
 from harness.zoo import build_model, list_models, list_variants, variant_spec
+from tests.conftest import zoo_case
 
-CASES = [(m, v) for m in list_models() for v in list_variants(m)]
+CASES = [zoo_case(m, v, id=f"{m}-{v}") for m in list_models() for v in list_variants(m)]
 
 
-@pytest.mark.parametrize("model,variant", CASES, ids=[f"{m}-{v}" for m, v in CASES])
+@pytest.mark.parametrize("model,variant", CASES)
 def test_export_round_trip(model: str, variant: str, tmp_path: Path):
     module, shape = build_model(model, variant)
     path = tmp_path / "m.onnx"
@@ -36,7 +37,7 @@ def test_export_round_trip(model: str, variant: str, tmp_path: Path):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("model", list_models())
+@pytest.mark.parametrize("model", [zoo_case(m, id=m) for m in list_models()])
 def test_variants_remove_activations_and_keep_shapes(model: str):
     base, shape = build_model(model)
     x = torch.randn(2, *shape)
@@ -133,3 +134,50 @@ def test_a_dynamic_batch_export_counts_flops_per_sample(tmp_path: Path, capsys):
     assert main(["export", str(path), "-o", str(tmp_path / "copy.onnx")]) == 0
     out = capsys.readouterr().out
     assert f"{2 * 4 * 36 * 27 / 1e6:.2f} MFLOPs (dynamic batch counted at batch 1" in out
+
+
+def _export_2_4(
+    model,
+    args,
+    f,
+    export_params=True,
+    verbose=False,
+    training=None,
+    input_names=None,
+    output_names=None,
+    operator_export_type=None,
+    opset_version=None,
+    do_constant_folding=True,
+    dynamic_axes=None,
+    keep_initializers_as_inputs=None,
+    custom_opsets=None,
+    export_modules_as_functions=False,
+    autograd_inlining=True,
+):
+    """torch 2.4.1's ``torch.onnx.export`` signature (no ``dynamo``: it came in 2.5), run by the
+    installed exporter's TorchScript path."""
+    real = _export_2_4.real
+    return real(
+        model,
+        args,
+        f,
+        input_names=input_names,
+        output_names=output_names,
+        opset_version=opset_version,
+        do_constant_folding=do_constant_folding,
+        dynamo=False,
+    )
+
+
+def test_export_runs_on_the_torch_floor_signature(tmp_path, monkeypatch):
+    """The torch extra says >= 2.0 and JetPack 5.1's Python 3.8 tops out at 2.4.1, whose export
+    takes no ``dynamo`` keyword: harness passes it only where the signature has it."""
+    from harness.export import torchscript_exporter
+
+    assert torchscript_exporter(torch.onnx.export) == {"dynamo": False}
+    assert torchscript_exporter(_export_2_4) == {}
+    _export_2_4.real = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", _export_2_4)
+    module, shape = build_model("lenet5", "baseline")
+    model = export_module(module, shape, tmp_path / "m.onnx")
+    assert [n.op_type for n in model.graph.node].count("Conv") == 2

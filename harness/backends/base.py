@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.onnx_io import check_allocation
 from harness.profiles import Profile
 
 LATENCY = "latency_ms"
@@ -101,7 +102,9 @@ class Runner(abc.ABC):
 
     # --- shared behaviour -------------------------------------------------------------------------
     def random_inputs(self, seed: int = 0) -> Dict[str, np.ndarray]:
-        """Seeded random inputs matching the model's input specs."""
+        """Seeded random inputs matching the model's input specs (refused, before allocating,
+        when they do not fit the memory available)."""
+        check_allocation(self.input_specs(), f"the inputs of {self.onnx_path}")
         rng = np.random.default_rng(seed)
         return {
             name: rng.standard_normal(shape).astype(dtype)

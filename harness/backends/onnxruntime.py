@@ -14,6 +14,8 @@ from harness.backends.base import LATENCY, Runner
 from harness.errors import HarnessError, first_line
 from harness.profiles import OnnxRuntimeSettings, Profile
 
+ort.set_default_logger_severity(3)  # its C++ warnings would reach the terminal: errors only
+
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -51,6 +53,22 @@ def session_options(settings: OnnxRuntimeSettings) -> ort.SessionOptions:
     return options
 
 
+def _numeric_dtype(arg: Any, onnx_path: Path) -> np.dtype:
+    """The numpy dtype of a session input (``tensor(float)``, ...); harness times numeric inputs
+    only (random data of a string or sequence input means nothing)."""
+    name = arg.type[len("tensor(") : -1] if arg.type.startswith("tensor(") else arg.type
+    try:
+        dtype = np.dtype({"float": np.float32, "double": np.float64}.get(name, name))
+    except TypeError:
+        dtype = np.dtype(object)
+    if dtype.kind not in "biuf":
+        raise HarnessError(
+            f"input {arg.name!r} of {onnx_path} is {arg.type}: harness times models with "
+            f"numeric inputs only"
+        )
+    return dtype
+
+
 class OnnxRuntimeRunner(Runner):
     """A CPU ``InferenceSession`` with threads set from the profile and recorded."""
 
@@ -84,9 +102,16 @@ class OnnxRuntimeRunner(Runner):
                     f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}; "
                     f"export with static shapes"
                 )
-            dtype = np.dtype(np.float32 if arg.type == "tensor(float)" else arg.type[7:-1])
-            self._specs[arg.name] = (tuple(shape), dtype)
+            self._specs[arg.name] = (tuple(shape), _numeric_dtype(arg, onnx_path))
         self._feeds = self.random_inputs()
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the failure is reported below, in one line
+        try:  # a graph ONNX Runtime loads but cannot run (a Conv whose group does not divide
+            self.session.run(None, self._feeds, quiet)  # its channels) fails here, before timing
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
+            raise HarnessError(
+                f"ONNX Runtime cannot run {onnx_path}: {str(exc).strip().splitlines()[0]:.300}"
+            ) from None
 
     def _deactivate_impl(self) -> None:
         self.session = None

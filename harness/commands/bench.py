@@ -125,14 +125,21 @@ def run(args) -> int:
     profile = profiles[0]
     options = _options(args, profile, args.out or Path("results") / profile.name)
     _check_local(args, profile)
-    from harness.bench import print_summary, run_bench
+    from harness.bench import lock_out_dir, print_summary, run_bench
 
-    results = run_bench(options, ["harness"] + sys.argv[1:])
+    with lock_out_dir(options.out_dir):
+        results = run_bench(options, ["harness"] + sys.argv[1:])
     print_summary(results, options.out_dir)
     return 0
 
 
 def _check_local(args, profile) -> None:
+    """What a bench on this machine needs, checked before export and fold: trtexec for the trtexec
+    backend, the device state under --strict."""
+    if profile.backend == "trtexec":
+        from harness.backends.trt.trtexec import find_trtexec
+
+        find_trtexec()
     if args.strict:
         from harness.envinfo import capture_environment, enforce_expectations
 
@@ -169,7 +176,7 @@ def _options(args, profile, out_dir: Path):
 def _run_manifest(args, profiles) -> int:
     """Device side of a remote bench: time what the workstation prepared (the workstation runs
     it under the device lock, ``python -m harness.remote``)."""
-    from harness.bench import run_bench
+    from harness.bench import lock_out_dir, run_bench
     from harness.errors import HarnessError
     from harness.remote import read_manifest
 
@@ -190,16 +197,18 @@ def _run_manifest(args, profiles) -> int:
     out_dir = args.out or Path("results") / profiles[0].name
     options = read_manifest(args.manifest, profiles[0], out_dir)
     _check_local(args, profiles[0])
-    run_bench(options, ["harness"] + sys.argv[1:])
+    with lock_out_dir(out_dir):
+        run_bench(options, ["harness"] + sys.argv[1:])
     print(f"wrote {out_dir / 'results.json'}")
     return 0
 
 
 def _run_fleet(args, profiles) -> int:
     """Several devices (or one remote): parallel per device, failures reported, results merged."""
+    import contextlib
     import threading
 
-    from harness.bench import run_bench
+    from harness.bench import lock_out_dir, run_bench
     from harness.errors import HarnessError
     from harness.remote import fleet_summary, run_fleet
     from harness.report.pipeline import check_output_dir, report_warnings, write_report
@@ -227,7 +236,10 @@ def _run_fleet(args, profiles) -> int:
         with printing:
             print(line, file=sys.stderr, flush=True)
 
-    outcomes = run_fleet(jobs, args.lock_timeout, run_local, log, args.strict)
+    with contextlib.ExitStack() as held:
+        for folder in [job.out_dir for job in jobs] + ([report_dir] if report_dir else []):
+            held.enter_context(lock_out_dir(folder))
+        outcomes = run_fleet(jobs, args.lock_timeout, run_local, log, args.strict)
     done, failed = fleet_summary(outcomes)
     for outcome in outcomes:
         print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -106,6 +107,9 @@ def run(args) -> int:
     if args.json:
         write_measured(args.json, json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}")
+    if not report["complete"]:
+        print("interrupted: the blocks measured so far are kept", file=sys.stderr)
+        return 130
     if args.strict and problems:
         raise HarnessError(
             "--strict: the device was not in a state to measure: "
@@ -123,7 +127,6 @@ def time_files(
     Returns the complete record (as ``--json`` writes it).
     """
     import dataclasses
-    import sys
 
     from harness import energy, envinfo, timing
     from harness.backends import get_runner_class
@@ -140,12 +143,23 @@ def time_files(
     }
     monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
     meter = None
+    measured: Dict[str, timing.Measurement] = {}
+    interrupted = False
     try:
         with open_runners(runners):
             meter, idle_w, energy_note = energy.open_for_run(profile.kind)
-            measured = timing.measure_interleaved(
-                runners, profile.timing, monitor=monitor.sample if monitor else None, energy=meter
-            )
+            try:
+                timing.measure_interleaved(
+                    runners,
+                    profile.timing,
+                    monitor=monitor.sample if monitor else None,
+                    energy=meter,
+                    into=measured,
+                )
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the whole blocks measured
+                if not timing.keep_interrupted(measured):
+                    raise
+                interrupted = True
             backends = {name: runner.describe() for name, runner in runners.items()}
             shapes = {
                 name: {k: list(v[0]) for k, v in runner.input_specs().items()}
@@ -214,6 +228,7 @@ def time_files(
     return {
         "schema": 1,
         "kind": "harness time",
+        "complete": not interrupted,
         "argv": ["harness"] + sys.argv[1:],
         "reference": str(paths[0]),
         "profile": profile.to_dict(),

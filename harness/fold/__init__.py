@@ -62,6 +62,11 @@ __all__ = [
     "MERGE_MODES",
 ]
 
+# graphsurgeon prints its warnings (and, without the optional ``colored`` package, one about that)
+# straight to the terminal; harness reports what matters about a graph itself
+G_LOGGER.colors = False
+G_LOGGER.severity = G_LOGGER.ERROR
+
 MERGE_MODES = ("auto", "all", "none")
 FOLD_CONSTANT_BYTES = 64 << 20  # larger computed constants stay computed (memory, file size)
 SHAPE_INDEPENDENT = (

@@ -32,7 +32,7 @@ from harness.fold.tolerance import (
     Tolerance,
     relative_error,
 )
-from harness.onnx_io import graph_inputs
+from harness.onnx_io import check_allocation, graph_inputs
 
 EQUIVALENT, DIFFERENT, NOT_VERIFIED = "equivalent", "different", "not verified"
 RESPONSIVE = (
@@ -212,6 +212,7 @@ def _inputs(
     rng = np.random.default_rng(seed)
     ranges = ranges or {}
     args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
+    check_allocation({arg.name: (shape, dtype) for arg, shape, dtype in args}, "verification")
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
     for arg, shape, dtype in args:

@@ -27,6 +27,7 @@ from harness.backends.trt.cache import calibration_identity, file_sha256
 from harness.backends.trt.versions import RANDOM_CALIBRATION_WARNING
 from harness.errors import HarnessError, first_line
 from harness.onnx_io import (
+    check_allocation,
     input_dtypes,
     input_shapes,
     load_model,
@@ -120,6 +121,10 @@ def calibration_batches(
                 )
             batches.append(np.ascontiguousarray(array.reshape(shape), dtype=np.float32))
         return batches
+    check_allocation(
+        {f"calibration batch {i}": (tuple(shape), np.float32) for i in range(count)},
+        f"tensorrt.int8_calibration_batches: {count} random batches",
+    )
     warnings.warn(RANDOM_CALIBRATION_WARNING, stacklevel=2)
     rng = np.random.default_rng(0)
     return [rng.standard_normal(tuple(shape)).astype(np.float32) for _ in range(count)]
