@@ -193,8 +193,8 @@ def compare_results(base: Results, new: Results, threshold: float) -> Comparison
         ratio, low, high = bootstrap_ratio_ci(
             other.series_ms["latency_ms"],
             run.series_ms["latency_ms"],
-            numerator_blocks=other.extra.get("block_ends"),
-            denominator_blocks=run.extra.get("block_ends"),
+            numerator_blocks=other.block_ends,
+            denominator_blocks=run.block_ends,
         )
         verdict = "slower" if low > 1 + threshold else "faster" if high < 1 - threshold else "same"
         changes.append(

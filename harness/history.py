@@ -128,7 +128,7 @@ def points_of(results: Results, commit: str) -> List[Tuple[Point, str]]:
                     run.stats.median,
                     run.stats.median_ci_low,
                     run.stats.median_ci_high,
-                    run.stats.other.get("n"),
+                    run.stats.n,
                 ),
                 json.dumps(env, sort_keys=True, default=str),
             )

@@ -23,6 +23,7 @@ from scipy import stats as sps
 
 from harness.backends.base import LATENCY, Runner
 from harness.profiles import TimingSettings
+from harness.results import Stats
 
 UNSTABLE_COV = 0.02  # coefficient of variation above which a run is flagged unstable
 CLOCK_MOVE = 0.02  # relative SM-clock range across blocks above which a run is flagged
@@ -99,35 +100,6 @@ def detect_drift(samples: Sequence[float], threshold: float = 0.03) -> Optional[
             f"latency drifted {abs(change):.1%} {direction} during the run (Kendall tau {tau:.2f})"
         )
     return None
-
-
-@dataclasses.dataclass
-class Stats:
-    """Summary statistics of one series of latency samples (milliseconds)."""
-
-    n: int
-    median: float
-    mean: float
-    min: float
-    max: float
-    p90: float
-    p95: float
-    p99: float
-    std: float
-    cov: float
-    median_ci_low: float
-    median_ci_high: float
-    throughput_per_s: float
-    mlperf_p90: Optional[float]
-
-    @property
-    def ci_halfwidth_rel(self) -> float:
-        """Half the median's confidence interval, relative to the median."""
-        return (
-            (self.median_ci_high - self.median_ci_low) / 2.0 / self.median
-            if self.median
-            else float("inf")
-        )
 
 
 def summarize(samples_ms: Sequence[float], batch: int = 1) -> Stats:

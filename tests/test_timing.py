@@ -16,6 +16,7 @@ from harness import timing
 from harness.backends.base import open_runners
 from harness.backends.onnxruntime import OnnxRuntimeRunner
 from harness.profiles import TimingSettings, load_profile
+from harness.results import read_results
 
 
 def test_nearest_rank_matches_trtexec_formula():
@@ -308,32 +309,30 @@ def test_time_json_is_complete_enough_to_recompute_the_speedups(
         == 0
     )
     assert "stopped:" in capsys.readouterr().out
-    record = json.loads(out.read_text())
-    assert record["settings"]["stop_on"] == "speedup" and record["device"]["environment"]["cpu"]
-    assert record["profile"]["name"] == "fast" and record["reference"] == str(two_models[0])
-    runs = record["runs"]
-    for entry in runs.values():
-        assert (
-            entry["block_ends"][-1] == len(entry["series_ms"]["latency_ms"]) == entry["stats"]["n"]
-        )
-        assert entry["backend"]["intra_op_threads"] == 1 and entry["stop_reason"]
+    record = json.loads(out.read_text())  # the results schema bench writes
+    assert record["schema"] == 2 and record["complete"] is True
+    assert record["device"]["profile"]["timing"]["stop_on"] == "speedup"
+    assert record["device"]["environment_before"]["cpu"]
+    results = read_results(out)
+    assert results.device_name == "fast"
+    runs = results.run_by_id()
+    assert list(runs) == [str(p) for p in two_models]
+    for run in runs.values():
+        assert run.block_ends[-1] == len(run.series_ms["latency_ms"]) == run.stats.n
+        assert run.backend["intra_op_threads"] == 1 and run.stop_reason
     rebuilt = {
         name: timing.Measurement(
-            e["series_ms"],
-            e["warmup_iterations"],
-            e["run_time_s"],
-            e["stop_reason"],
-            block_ends=e["block_ends"],
+            run.series_ms,
+            run.warmup_iterations,
+            run.run_time_s,
+            run.stop_reason,
+            block_ends=run.block_ends,
         )
-        for name, e in runs.items()
+        for name, run in runs.items()
     }
     ratio, low, high = timing.measurement_ratio_ci(
         rebuilt[str(two_models[0])], rebuilt[str(two_models[1])]
     )
-    assert runs[str(two_models[1])]["speedup"] == {
-        "value": ratio,
-        "ci_low": low,
-        "ci_high": high,
-        "reference": str(two_models[0]),
-        "paired": True,
-    }
+    (found,) = results.comparisons
+    assert (found.reference, found.subject) == tuple(str(p) for p in two_models)
+    assert (found.speedup.ratio, found.speedup.low, found.speedup.high) == (ratio, low, high)

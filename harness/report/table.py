@@ -61,7 +61,7 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             "median_ms": run.stats.median,
             "median_ci_low_ms": run.stats.median_ci_low,
             "median_ci_high_ms": run.stats.median_ci_high,
-            "p90_ms": run.stats.other.get("p90"),
+            "p90_ms": run.stats.p90,
             "folded_convs": folded.nodes.get("Conv", 0) if folded else None,
             "folded_median_ms": folded.stats.median if folded else None,
         }
