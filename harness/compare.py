@@ -58,6 +58,12 @@ def parse_threshold(text: str) -> float:
     return value / 100.0
 
 
+def verdict(low: float, high: float, threshold: float) -> str:
+    """``slower`` when the whole interval of a latency change (new / base) lies above 1 +
+    ``threshold``, ``faster`` when it lies below 1 - ``threshold``, else ``same``."""
+    return "slower" if low > 1 + threshold else "faster" if high < 1 - threshold else "same"
+
+
 @dataclasses.dataclass
 class Change:
     """One graph's change between the two files."""
@@ -196,7 +202,7 @@ def compare_results(base: Results, new: Results, threshold: float) -> Comparison
             numerator_blocks=other.block_ends,
             denominator_blocks=run.block_ends,
         )
-        verdict = "slower" if low > 1 + threshold else "faster" if high < 1 - threshold else "same"
+        found = verdict(low, high, threshold)
         changes.append(
             Change(
                 key[0],
@@ -207,7 +213,7 @@ def compare_results(base: Results, new: Results, threshold: float) -> Comparison
                 ratio,
                 low,
                 high,
-                verdict,
+                found,
             )
         )
     return Comparison(changes, comparison_warnings(base, new), base.device_name, threshold)

@@ -28,7 +28,7 @@ from harness.backends.base import Runner, open_runners, resolve_batch
 from harness.errors import HarnessError
 from harness.onnx_io import InputShapes, bind_shapes, load_model, save_model
 from harness.profiles import Profile, TimingSettings
-from harness.results import Comparison, RatioCI, Results, Run
+from harness.results import Comparison, RatioCI, Results, Run, Stats
 
 GraphSource = Union[str, Path, onnx.ModelProto]
 
@@ -68,6 +68,10 @@ class Timed:
             run.id,
             self.speedup(subject, reference),
         )
+
+    def stats(self, name: str) -> Stats:
+        """The statistics of one graph's latencies."""
+        return self.runs[name].stats
 
     @property
     def stop_reason(self) -> str:

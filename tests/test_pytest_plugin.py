@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from tests.conftest import conv_net
+
 pytest_plugins = ["pytester"]
 
 TEST_FILE = """
@@ -107,3 +109,36 @@ def test_percentiles_at_the_maximum_agree_with_the_nearest_rank_used():
         assert percentiles_at_maximum(n) == at_max, n
     needed = rounds_for_percentiles()
     assert percentiles_at_maximum(needed) == [] and percentiles_at_maximum(needed - 1) == ["p99"]
+
+
+PAIRED_FILE = """
+import os
+
+def test_two_calls_in_one_test(harness_latency):
+    first = harness_latency(os.environ["SMALL"])
+    second = harness_latency(os.environ["LARGE"])  # no FixtureAlreadyUsed
+    assert first.n >= 10 and second.n >= 10 and second.median > first.median
+
+def test_paired_speedup(harness_latency):
+    r = harness_latency({"large": os.environ["LARGE"], "small": os.environ["SMALL"]})
+    assert r.speedup("small").low > 1.0
+    assert r.speedup("large", "small").high < 1.0  # the same pair the other way round
+    harness_latency.gate(r, "small")  # faster: passes
+
+def test_gate_fails_a_slower_graph(harness_latency):
+    r = harness_latency({"small": os.environ["SMALL"], "large": os.environ["LARGE"]})
+    harness_latency.gate(r, "large", threshold="5%")
+"""
+
+
+def test_paired_graphs_speedups_and_the_ci_gate(pytester, fast_profile, monkeypatch, tmp_path):
+    monkeypatch.setenv("SMALL", str(conv_net(tmp_path / "small.onnx", 1, 4)))
+    monkeypatch.setenv("LARGE", str(conv_net(tmp_path / "large.onnx", 4, 32)))
+    pytester.makepyfile(test_paired=PAIRED_FILE)
+    result = pytester.runpytest_subprocess(
+        f"--harness-device={fast_profile}", "-p", "no:cacheprovider", "-rf"
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    output = result.stdout.str()
+    assert "test_gate_fails_a_slower_graph" in output and "is slower than small" in output
+    assert "FixtureAlreadyUsed" not in output

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.commands import add_batch, add_command, add_output
+from harness.commands import add_batch, add_command, add_input_shapes, add_output
 
 
 def register(subparsers) -> None:
@@ -23,12 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")
     add_output(parser, dest="output", required=True, help="ONNX file to write")
     parser.add_argument("--variant", default="baseline", help="zoo variant (default: baseline)")
-    parser.add_argument(
-        "--input-shape",
-        default=None,
-        help="input shape without batch: required for factories, applied to zoo models, "
-        "e.g. 3x32x32",
-    )
+    add_input_shapes(parser, "required for factories, applied to zoo models", named=False)
     add_batch(parser, default=1, help="static batch size")
     parser.set_defaults(func=run)
 

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Optional
 
 from harness.commands import (
+    add_backend,
     add_batch,
     add_command,
     add_device,
+    add_input_shapes,
     add_local,
     add_output,
+    input_shapes_arg,
     refuse_remote,
 )
 
@@ -39,11 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("onnx", type=Path, help="ONNX model to fold")
     add_output(parser, dest="output", required=True, help="folded ONNX file to write")
     add_device(parser, purpose="its cost model decides")
-    parser.add_argument(
-        "--backend",
-        default=None,
-        help="backend whose calibration decides (default: the profile's; see harness calibrate)",
-    )
+    add_backend(parser, "decide by the calibration of (and time --arbitrate/--measure on)")
     parser.add_argument(
         "--merge",
         choices=("auto", "all", "none"),
@@ -70,11 +69,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the numerical check (not recommended)"
     )
-    parser.add_argument(
-        "--input-shape",
-        default=None,
-        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224",
-    )
+    add_input_shapes(parser)
     add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
     add_output(parser, "--report", help="also write the fold report as JSON")
     add_local(parser, "time --arbitrate and --measure")
@@ -87,10 +82,15 @@ def run(args) -> int:
 
     from harness.calibrate import cost_model_for
     from harness.errors import HarnessError
-    from harness.export import parse_shape
-    from harness.fold import bind_shapes, fold_model, verify_fold
+    from harness.fold import fold_model, verify_fold
     from harness.fold.skeleton import infer_shapes_quick
-    from harness.onnx_io import copy_unchanged, load_model, save_model, write_text_atomic
+    from harness.onnx_io import (
+        bind_shapes,
+        copy_unchanged,
+        load_model,
+        save_model,
+        write_text_atomic,
+    )
     from harness.profiles import load_profile, with_backend
 
     if args.output.resolve() == args.onnx.resolve():
@@ -103,7 +103,7 @@ def run(args) -> int:
     if args.arbitrate or args.measure:  # both time graphs here
         refuse_remote(profile, args, "fold --arbitrate/--measure")
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost, batch=args.batch)
-    shape = parse_shape(args.input_shape) if args.input_shape else None
+    shape = input_shapes_arg(args)
     loading = time.perf_counter()
     model = infer_shapes_quick(load_model(args.onnx, infer_shapes=False), in_place=True)
     if args.merge == "auto":
@@ -124,13 +124,15 @@ def run(args) -> int:
         arbitration = arbitrate({k: r.model for k, r in results.items()}, profile, args.batch)
         result = results[arbitration.chosen]
     verify_s = 0.0
+    reference, bound = bind_shapes(model, shape, args.batch)
     if not args.no_verify and result.report.changed:
-        reference, _ = bind_shapes(model, shape, args.batch)
         verify_started = time.perf_counter()
         result.report.verification = verify_fold(reference, result.model).to_dict()
         verify_s = time.perf_counter() - verify_started
     if result.report.changed:
         save_model(result.model, args.output)
+    elif bound:  # nothing to fold, but the shapes asked for are bound in what is written
+        save_model(reference, args.output)
     else:  # nothing to fold: the file as it was (no inferred shapes added)
         copy_unchanged(args.onnx, args.output)
     print(result.report.to_text())
@@ -205,12 +207,6 @@ def _process_age() -> Optional[float]:
 def _measure(path: Path, profile) -> float:
     """Median latency (ms) of one ONNX file on the profile's backend, with the measurement
     protocol."""
-    from harness import timing
-    from harness.backends import get_runner_class
-    from harness.backends.base import resolve_batch
+    from harness.measure import measure_graphs
 
-    batch = resolve_batch(path, profile.batch_sizes[0])
-    with get_runner_class(profile.backend)(path, profile, profile.precisions[0], batch) as runner:
-        return (
-            timing.measure_interleaved({"folded": runner}, profile.timing)["folded"].stats().median
-        )
+    return measure_graphs({"folded": path}, profile).runs["folded"].stats.median

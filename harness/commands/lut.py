@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import List, Tuple
 
 from harness.commands import (
+    add_backend,
     add_batch,
     add_command,
     add_device,
+    add_input_shapes,
     add_local,
     add_output,
+    input_shapes_arg,
     refuse_remote,
 )
 
@@ -39,17 +42,14 @@ def register(subparsers) -> None:
         parser, dest="output", required=True, help="CSV table to write", companions=_companions
     )
     add_device(parser)
-    parser.add_argument(
-        "--backend", default=None, help="backend to measure on (default: the profile's)"
-    )
+    add_backend(parser, "measure on")
     parser.add_argument(
         "--max-span", type=int, default=4, help="longest span in convs (default: 4)"
     )
     add_batch(parser)
-    parser.add_argument(
-        "--input-shape",
-        default=None,
-        help="input shape without batch (factories: required; zoo models: instead of theirs)",
+    add_input_shapes(
+        parser,
+        "factories: required; zoo models: instead of theirs; ONNX files: binds their dynamic dims",
     )
     add_local(parser, "measure the table")
     parser.set_defaults(func=run)
@@ -75,8 +75,7 @@ def run(args) -> int:
         TimeRemainingColumn,
     )
 
-    from harness import envinfo, timing
-    from harness.backends import get_runner_class
+    from harness import envinfo
     from harness.errors import HarnessError
     from harness.export import materialize, resolve_source, with_input_shape
     from harness.lut import (
@@ -90,7 +89,13 @@ def run(args) -> int:
         table_sidecar,
         write_tables,
     )
-    from harness.onnx_io import input_shapes, save_model, write_text_atomic
+    from harness.measure import measure_graphs
+    from harness.onnx_io import (
+        bind_shapes,
+        input_shapes,
+        save_model,
+        write_text_atomic,
+    )
     from harness.profiles import load_profile, with_backend
 
     if args.max_span < 1:
@@ -98,11 +103,16 @@ def run(args) -> int:
     profile = with_backend(load_profile(args.device), args.backend)
     refuse_remote(profile, args, "lut")
     batch = args.batch or profile.batch_sizes[0]
-    runner_class = get_runner_class(profile.backend)
-    source = with_input_shape(resolve_source(args.model, args.input_shape), args.input_shape)
+    source = resolve_source(args.model, args.input_shape)
+    shapes = input_shapes_arg(args)
+    if source.kind != "onnx":
+        source = with_input_shape(source, args.input_shape)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = materialize(source, Path(tmp) / "model.onnx", batch)
+        if source.kind == "onnx" and shapes:  # an ONNX file's dynamic dims bound
+            model = bind_shapes(model, shapes, batch)[0]
+            save_model(model, Path(tmp) / "model.onnx")
         shapes = input_shapes(Path(tmp) / "model.onnx")
         spans = enumerate_spans(activation_chains(model), args.max_span)
         if not spans:
@@ -110,9 +120,7 @@ def run(args) -> int:
 
         def measure(span) -> Entry:
             path = save_model(span_model(span), Path(tmp) / f"{span.key}.onnx")
-            with runner_class(path, profile, profile.precisions[0], batch) as runner:
-                m = timing.measure_interleaved({span.key: runner}, profile.timing)[span.key]
-            stats = m.stats()
+            stats = measure_graphs({span.key: path}, profile, batch=batch).runs[span.key].stats
             return Entry(stats.median, stats.std, stats.n)
 
         progress_path = args.output.with_name(args.output.name + ".progress.jsonl")
