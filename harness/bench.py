@@ -15,13 +15,12 @@ from typing import Any, Dict, List, Optional
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.backends import get_runner_class
 from harness.calibrate import cost_model_for
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
 from harness.graph_stats import count_flops, count_params, op_histogram
-from harness.measure import Timed, finish_results, measure_graphs, start_results
+from harness.measure import Timed, check_backend, finish_results, measure_graphs, start_results
 from harness.onnx_io import InputShapes, bind_shapes, data_inputs, save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
@@ -210,7 +209,7 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
     """Run the suite; writes results.json, report.md and report.csv into ``options.out_dir``."""
     console = console or Console(stderr=True)
     profile = options.profile
-    get_runner_class(profile.backend)  # a backend missing here fails before any export
+    check_backend(profile.backend)  # a backend missing here fails before any export
     results = start_results(profile, argv)
     cost_model, cost_note = cost_model_for(profile, options.precision, batch=options.batch)
     results.device_extra["cost_model"] = cost_note

@@ -79,6 +79,12 @@ class Timed:
         return self.measurements[self.reference].stop_reason
 
 
+def check_backend(name: str) -> None:
+    """Refuse, before any work, a backend whose library is missing here (saying what to
+    install)."""
+    get_runner_class(name)
+
+
 def runner_for(
     path: Path,
     profile: Profile,

@@ -93,3 +93,22 @@ def test_architecture_names_only_what_exists_and_every_top_level_module():
     top_level = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
     unnamed = {m for m in top_level if m not in named and f"`{m}`" not in text}
     assert not unnamed, f"ARCHITECTURE.md does not name: {sorted(unnamed)}"
+
+
+def test_runners_are_made_and_timed_in_measure_only():
+    """One measurement path: only harness/measure.py makes runners, opens them and runs the
+    protocol (backends define them, timing defines the protocol)."""
+    made = re.compile(
+        r"get_runner_class\(|runner_class\(|open_runners\(|measure_interleaved\(|"
+        r"\b(?:OnnxRuntime|TensorRT|Torch|Trtexec)Runner\("
+    )
+    allowed = {PACKAGE / "measure.py", PACKAGE / "timing.py"}
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        if path not in allowed and PACKAGE / "backends" not in path.parents
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if made.search(line) and not line.lstrip().startswith(("def ", "class ", "#"))
+    ]
+    assert found == []
+    assert made.search((PACKAGE / "measure.py").read_text())

@@ -83,8 +83,9 @@ class OnnxRuntimeRunner(Runner):
                 shape[0] = self.batch  # a dynamic batch: the caller resolved it
             if any(not isinstance(d, int) for d in shape):
                 raise HarnessError(
-                    f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}; "
-                    f"export with static shapes"
+                    f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}: bind "
+                    f"it with --input-shape CxHxW (or --shapes {arg.name}:NxCxHxW), or export "
+                    f"with static shapes"
                 )
             dtype = np.dtype(np.float32 if arg.type == "tensor(float)" else arg.type[7:-1])
             self._specs[arg.name] = (tuple(shape), dtype)
