@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # what runs on a Jetson (JetPack 5.1: Python 3.8, no torch)
 DEVICE_SIDE := harness/__init__.py harness/errors.py harness/doctor.py harness/profiles.py harness/backends harness/envinfo.py \
 	harness/timing.py harness/onnx_io.py harness/results.py harness/graph_stats.py harness/cli.py harness/commands \
-	harness/calibrate.py harness/outputs.py harness/precision.py harness/remote.py \
+	harness/calibrate.py harness/measure.py harness/outputs.py harness/precision.py harness/remote.py \
 	harness/geometry.py harness/lut.py harness/fold/cost.py
 
 .PHONY: bench paper test lint setup clean

@@ -194,11 +194,13 @@ def bind_shapes(
         for i, (dim, size) in enumerate(zip(shape.dim, wanted)):
             fixed = dim.HasField("dim_value") and dim.dim_value > 0
             if fixed and size is not None and dim.dim_value != size:
-                given = (
-                    f"--batch {size}"
-                    if i == 0 and value.name not in dict(shapes.named)
-                    else ("the shape given")
-                )
+                named = dict(shapes.named)
+                if value.name in named:
+                    given = f"--shapes {value.name}:{'x'.join(map(str, named[value.name]))}"
+                elif i == 0:
+                    given = f"--batch {size}"
+                else:
+                    given = f"--input-shape {'x'.join(map(str, shapes.sample or ()))}"
                 raise HarnessError(
                     f"input {value.name!r} has the fixed shape {_shown(value)}; {given} does not "
                     "match it"
