@@ -92,6 +92,7 @@ def _onnx_path(
     if source.kind == "zoo":
         from harness.zoo import variant_spec
 
+        variant = source.variant if variant == "baseline" else variant  # "zoo:variant"
         variant_spec(source.name, variant)  # an unknown variant names the known ones
     elif variant != "baseline":
         raise HarnessError(f"variant={variant!r} applies to zoo models only, not {model}")

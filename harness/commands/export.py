@@ -36,10 +36,13 @@ def run(args) -> int:
     from harness.graph_stats import count_params, flop_count, op_histogram
 
     source = resolve_source(args.model, args.input_shape)
+    variant = args.variant if args.variant != "baseline" else source.variant  # zoo:variant
     if source.kind == "zoo":
         from harness.zoo import variant_spec
 
-        variant_spec(source.name, args.variant)
+        if variant != source.variant != "baseline":
+            raise HarnessError(f"{args.model} names variant {source.variant}, --variant {variant}")
+        variant_spec(source.name, variant)
     elif args.variant != "baseline":
         raise HarnessError("--variant applies to zoo models only")
     if source.kind == "onnx" and args.batch != 1:
@@ -54,7 +57,7 @@ def run(args) -> int:
             f"{source.name} is {'x'.join(map(str, source.input_shape or ()))})"
         )
     source = shaped
-    model = materialize(dataclasses.replace(source, variant=args.variant), args.output, args.batch)
+    model = materialize(dataclasses.replace(source, variant=variant), args.output, args.batch)
     nodes = ", ".join(f"{op} {n}" for op, n in op_histogram(model).items())
     flops = flop_count(model)
     print(
