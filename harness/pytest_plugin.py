@@ -81,6 +81,16 @@ def percentiles_at_maximum(
     return [f"p{p:g}" for p in percentiles if int((100 - p) * n / 100 + 1e-9) == 0]
 
 
+def _bound(path: Path, input_shape: Optional[str], workdir: Path) -> Path:
+    """An ONNX file, or a copy with its dynamic dims bound to ``input_shape``."""
+    from harness.onnx_io import InputShapes, bind_shapes, load_model, save_model
+
+    if not input_shape:
+        return path
+    model, bound = bind_shapes(load_model(path, infer_shapes=False), InputShapes.parse(input_shape))
+    return save_model(model, workdir / path.name) if bound else path
+
+
 def _onnx_path(
     model: Union[str, Path], variant: str, input_shape: Optional[str], workdir: Path
 ) -> Path:
@@ -97,7 +107,7 @@ def _onnx_path(
     elif variant != "baseline":
         raise HarnessError(f"variant={variant!r} applies to zoo models only, not {model}")
     if source.kind == "onnx":
-        return Path(source.reference)
+        return _bound(Path(source.reference), input_shape, workdir)
     path = workdir / f"{source.name.replace(':', '_')}-{variant}.onnx"
     materialize(dataclasses.replace(source, variant=variant), path)
     return path

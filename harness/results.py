@@ -238,12 +238,13 @@ RUN_FIELDS = [
 ]
 
 
-def optional(kind: Any, default: Any = None) -> Any:
+def optional(kind: Any, empty: bool = True) -> Any:
     """A Run field read, checked (``kind``: float, int, str, bool, list, dict) and written by its
-    name: a new measured quantity (energy per inference, peak memory) is one such line in Run."""
-    if kind in (list, dict) and default is None:
+    name: a new measured quantity (energy per inference, peak memory) is one such line in Run.
+    A list or dict defaults to an empty one (``empty``), anything else to None."""
+    if kind in (list, dict) and empty:
         return dataclasses.field(default_factory=kind, metadata={"kind": kind})
-    return dataclasses.field(default=default, metadata={"kind": kind})
+    return dataclasses.field(default=None, metadata={"kind": kind})
 
 
 @dataclasses.dataclass
@@ -274,8 +275,8 @@ class Run:
     source: Dict[str, Any] = optional(dict)
     inputs: Dict[str, Any] = optional(dict)  # every input's shape as timed
     graph_precision: Optional[str] = optional(str)
-    fold: Optional[Dict[str, Any]] = optional(dict, None)  # the fold report (bench)
-    verification: Optional[Dict[str, Any]] = optional(dict, None)
+    fold: Optional[Dict[str, Any]] = optional(dict, empty=False)  # the fold report (bench)
+    verification: Optional[Dict[str, Any]] = optional(dict, empty=False)
     block_ends: List[int] = optional(list)  # cumulative sample count after each block
     block_state: List[Dict[str, Any]] = optional(list)  # device state after each block
     resolution: Optional[float] = optional(float)  # relative CI half-width reached

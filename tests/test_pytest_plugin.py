@@ -125,6 +125,11 @@ def test_paired_speedup(harness_latency):
     assert r.speedup("large", "small").high < 1.0  # the same pair the other way round
     harness_latency.gate(r, "small")  # faster: passes
 
+def test_a_dynamic_graph_bound_by_input_shape(harness_latency):
+    r = harness_latency({"small": os.environ["SMALL"], "dynamic": os.environ["DYNAMIC"]},
+                        input_shape="3x32x32")
+    assert r.runs["dynamic"].input_shape == [1, 3, 32, 32]
+
 def test_gate_fails_a_slower_graph(harness_latency):
     r = harness_latency({"small": os.environ["SMALL"], "large": os.environ["LARGE"]})
     harness_latency.gate(r, "large", threshold="5%")
@@ -134,11 +139,12 @@ def test_gate_fails_a_slower_graph(harness_latency):
 def test_paired_graphs_speedups_and_the_ci_gate(pytester, fast_profile, monkeypatch, tmp_path):
     monkeypatch.setenv("SMALL", str(conv_net(tmp_path / "small.onnx", 1, 4)))
     monkeypatch.setenv("LARGE", str(conv_net(tmp_path / "large.onnx", 4, 32)))
+    monkeypatch.setenv("DYNAMIC", str(conv_net(tmp_path / "dynamic.onnx", 2, 8, dynamic=True)))
     pytester.makepyfile(test_paired=PAIRED_FILE)
     result = pytester.runpytest_subprocess(
         f"--harness-device={fast_profile}", "-p", "no:cacheprovider", "-rf"
     )
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     output = result.stdout.str()
     assert "test_gate_fails_a_slower_graph" in output and "is slower than small" in output
     assert "FixtureAlreadyUsed" not in output

@@ -115,6 +115,9 @@ def test_the_baseline_and_variants_shorthand(suite_dir, tmp_path, fast_profile, 
     results = read_results(out / "results.json")
     model = f"{factories}:baseline"
     _check_rows(results, {(model, "noact"), (model, "dynamic")})
+    capsys.readouterr()
+    assert main(["bench", "--baseline", "lenet5", "--variants", "dc-fc", "--models", "lenet5"]) == 2
+    assert "--baseline and --models: give one of them" in capsys.readouterr().err
 
 
 BAD_SUITES = {

@@ -177,11 +177,10 @@ def _suite(args, batch: int):
     from harness.bench import DEFAULT_MODELS, resolve_pair, resolve_suite
     from harness.errors import HarnessError
 
-    given = [f for f, v in (("--suite", args.suite), ("--baseline", args.baseline)) if v]
-    if len(given) > 1 or (given and args.models is not None):
-        raise HarnessError(
-            f"{', '.join(given + ['--models'][: args.models is not None])}: give one"
-        )
+    choices = (("--suite", args.suite), ("--baseline", args.baseline), ("--models", args.models))
+    given = [flag for flag, value in choices if value is not None]
+    if len(given) > 1:
+        raise HarnessError(f"{' and '.join(given)}: give one of them")
     if args.suite:
         from harness.suites import read_suite
 
