@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import yaml
+from onnx import TensorProto, helper, numpy_helper
 
 FAST_TIMING = {
     "warmup_s": 0.05,
@@ -35,10 +38,6 @@ def conv_net(path: Path, convs: int, channels: int, size: int = 32, dynamic: boo
     """An ONNX chain of ``convs`` 3x3 convs + ReLU with ``channels`` channels on a 3 x size x size
     input (``dynamic``: height and width named, not fixed), made without torch (pytester runs
     reload modules, which torch does not survive)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(0)
     nodes, inits, current, cin = [], [], "x", 3
     for i in range(convs):

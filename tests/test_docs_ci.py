@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness.cli import build_parser
 from tests.conftest import conv_net
 
 pytest_plugins = ["pytester"]
@@ -18,8 +19,20 @@ def build():
 """
 
 
-def _blocks() -> list:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+def _blocks(language: str = "python") -> list:
+    """The code blocks of docs/ci.md fenced as ``language`` ("" for unmarked ones)."""
+    blocks, current, fence = [], [], None
+    for line in DOC.read_text().splitlines():
+        if line.startswith("```"):
+            if fence is None:
+                fence, current = line[3:].strip(), []
+            else:
+                if fence == language:
+                    blocks.append("\n".join(current) + "\n")
+                fence = None
+        elif fence is not None:
+            current.append(line)
+    return blocks
 
 
 def _models(folder: Path) -> None:
@@ -45,3 +58,38 @@ def test_every_python_example_in_ci_md_runs(pytester, fast_profile, monkeypatch)
     )
     tests = sum(len(re.findall(r"^def test_", b, flags=re.M)) for b in blocks)
     result.assert_outcomes(passed=tests)
+
+
+def _shell_commands(program: str) -> list:
+    """The ``program ...`` lines of docs/ci.md's shell blocks (continuations joined)."""
+    import shlex
+
+    found = []
+    for block in _blocks(""):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.startswith(program + " "):
+                command = line.split("#")[0].replace('"$GITHUB_SHA"', "abc")
+                found.append(shlex.split(command)[1:])
+    return found
+
+
+def test_every_harness_command_in_ci_md_parses():
+    """The examples that need a device or a CI: each harness line parses with harness's own
+    parser (an unknown flag raises)."""
+    commands = _shell_commands("harness")
+    assert {argv[0] for argv in commands} >= {"compare", "history"}
+    for argv in commands:
+        assert build_parser().parse_args(argv).func is not None
+
+
+def test_every_pytest_command_in_ci_md_takes_its_options(pytester):
+    """Each pytest line's options are the plugin's or pytest-benchmark's (its tests folder
+    replaced by an empty test file, collected only)."""
+    runs = _shell_commands("pytest")
+    assert runs
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    for argv in runs:
+        result = pytester.runpytest_subprocess(
+            "test_nothing.py", *argv[1:], "-p", "no:cacheprovider", "--collect-only"
+        )
+        assert "unrecognized arguments" not in result.stderr.str(), argv

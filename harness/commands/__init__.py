@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
+from harness.backends import BACKENDS
+from harness.onnx_io import InputShapes
 from harness.outputs import FILE, FOLDER
 from harness.profiles import PRECISIONS
 
@@ -104,8 +106,6 @@ def add_output(
 
 def add_backend(parser: argparse.ArgumentParser, purpose: str = "run on") -> None:
     """``--backend``: one of the known backends, instead of the profile's."""
-    from harness.backends import BACKENDS
-
     parser.add_argument(
         "--backend",
         choices=sorted(BACKENDS),
@@ -135,10 +135,8 @@ def add_input_shapes(
         )
 
 
-def input_shapes_arg(args: argparse.Namespace) -> Any:
+def input_shapes_arg(args: argparse.Namespace) -> InputShapes:
     """The ``InputShapes`` that ``--input-shape`` and ``--shapes`` give (empty when neither)."""
-    from harness.onnx_io import InputShapes
-
     return InputShapes.parse(getattr(args, "input_shape", None), getattr(args, "shapes", None))
 
 
