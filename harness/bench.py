@@ -316,7 +316,7 @@ def _variant_name(source: ModelSource) -> str:
 
 
 def check_suite(suite: List[SuiteModel]) -> List[SuiteModel]:
-    """Refuse a model named twice, or a variant named twice within a model."""
+    """Refuse a model named twice (its files and rows would collide)."""
     names = [m.name for m in suite]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:
