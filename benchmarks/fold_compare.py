@@ -24,11 +24,10 @@ from typing import Callable, Dict, Optional
 import onnx
 import onnxruntime as ort
 
-from harness import timing
-from harness.backends.onnxruntime import OnnxRuntimeRunner
 from harness.export import ModelSource, materialize
 from harness.fold import RooflineCostModel, fold_model
 from harness.graph_stats import op_histogram
+from harness.measure import measure_graphs
 from harness.onnx_io import save_model, write_text_atomic
 from harness.profiles import load_profile
 from harness.zoo import ZOO, list_variants
@@ -104,18 +103,16 @@ def compare_model(name: str, variant: str, workdir: Path, profile) -> Dict[str, 
             "note": problem or "",
             "optimise_s": time.perf_counter() - started,
         }
-    runners = {
-        label: OnnxRuntimeRunner(row["path"], profile) for label, row in rows.items() if row["path"]
-    }
-    measured = timing.measure_interleaved(runners, profile.timing)
+    timed = measure_graphs(
+        {label: row["path"] for label, row in rows.items() if row["path"]}, profile
+    )
     for label, row in rows.items():
         if row["path"]:
             row["nodes"] = op_histogram(onnx.load(str(row["path"]), load_external_data=False))
-            row["stats"] = measured[label].stats()
+            row["stats"] = timed.stats(label)
             if label != "unfolded export":
-                row["speedup"] = timing.measurement_ratio_ci(
-                    measured["unfolded export"], measured[label]
-                )
+                ci = timed.speedup(label, "unfolded export")
+                row["speedup"] = (ci.ratio, ci.low, ci.high)
     return rows
 
 

@@ -33,13 +33,12 @@ from torch import nn
 
 from harness import timing
 from harness.arbitrate import arbitrate
-from harness.backends import get_runner_class
-from harness.backends.base import open_runners
 from harness.calibrate import load_calibration
 from harness.cli import main as harness_main
 from harness.export import export_module
 from harness.fold import RooflineCostModel, fold_model
 from harness.graph_stats import count_flops
+from harness.measure import measure_graphs
 from harness.onnx_io import save_model, write_text_atomic
 from harness.profiles import calibration_path, load_profile
 from harness.zoo import ZOO, build_model
@@ -199,13 +198,7 @@ def compare(
     choice = arbitrate({m: models[m] for m in ("none", "all", "auto")}, profile)
     same_as[ARBITRATED] = same_as.get(choice.chosen, choice.chosen)
     info[ARBITRATED] = info[choice.chosen]
-    runner_class = get_runner_class(profile.backend)
-    runners = {
-        merge: runner_class(path, profile, profile.precisions[0], 1)
-        for merge, path in graphs.items()
-    }
-    with open_runners(runners):
-        measured = timing.measure_interleaved(runners, profile.timing)
+    measured = measure_graphs(graphs, profile, batch=1).measurements
 
     def of(merge: str) -> timing.Measurement:
         return measured[same_as.get(merge, merge)]

@@ -25,7 +25,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from harness import timing
+from harness import estimators, timing
 from harness.backends import get_runner_class
 from harness.backends.base import open_runners
 from harness.calibrate import cost_model_for
@@ -94,7 +94,7 @@ def run_once(paths: Tuple[Path, Path], profile, stop_on: str) -> Dict[str, objec
 
 def _cell(values: Tuple[float, float, float]) -> str:
     ratio, low, high = values
-    return f"{ratio:.3f} [{low:.3f}, {high:.3f}] +/-{timing.ratio_halfwidth(*values):.1%}"
+    return f"{ratio:.3f} [{low:.3f}, {high:.3f}] +/-{estimators.ratio_halfwidth(*values):.1%}"
 
 
 def to_markdown(rows: List[Tuple[str, Dict[str, object]]], profile, elapsed: float) -> str:

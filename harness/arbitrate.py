@@ -10,8 +10,6 @@ is at least 1: the graph kept is never slower than that one in the measurement t
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import onnx
@@ -60,10 +58,7 @@ def arbitrate(
     Graphs that serialise identically are timed once. The plan is kept when it is the reference's
     graph or its speed-up over the reference (ratio of medians, paired interval) is >= 1.
     """
-    from harness import timing
-    from harness.backends import get_runner_class
-    from harness.backends.base import open_runners, resolve_batch
-    from harness.onnx_io import save_model
+    from harness.measure import measure_graphs
 
     if set(candidates) != {PLAN, *REFERENCES}:
         raise HarnessError(f"arbitration needs the graphs of {PLAN}, none and all")
@@ -84,27 +79,17 @@ def arbitrate(
     if len(timed) == 1:
         only = timed[0]
         return Arbitration(PLAN, only, {}, same_as, (1.0, 1.0, 1.0), "one graph: nothing to time")
-    runner_class = get_runner_class(profile.backend)
-    with tempfile.TemporaryDirectory(prefix="harness-arbitrate-") as folder:
-        paths = {
-            name: save_model(candidates[name], Path(folder) / f"{name}.onnx") for name in timed
-        }
-        size = resolve_batch(paths[timed[0]], batch or profile.batch_sizes[0])
-        runners = {
-            name: runner_class(path, profile, profile.precisions[0], size)
-            for name, path in paths.items()
-        }
-        with open_runners(runners):
-            measured = timing.measure_interleaved(runners, profile.timing)
+    measured = measure_graphs({name: candidates[name] for name in timed}, profile, batch=batch)
 
-    def of(name: str) -> timing.Measurement:
-        return measured[same_as.get(name, name)]
+    def graph(name: str) -> str:
+        return same_as.get(name, name)
 
-    medians = {name: of(name).stats().median for name in timed}
-    reference = min(REFERENCES, key=lambda name: of(name).stats().median)
-    if same_as.get(PLAN, PLAN) == same_as.get(reference, reference):
+    medians = {name: measured.runs[name].stats.median for name in timed}
+    reference = min(REFERENCES, key=lambda name: measured.runs[graph(name)].stats.median)
+    if graph(PLAN) == graph(reference):
         speedup = (1.0, 1.0, 1.0)
     else:
-        speedup = timing.measurement_ratio_ci(of(reference), of(PLAN))
+        ci = measured.speedup(graph(PLAN), graph(reference))
+        speedup = (ci.ratio, ci.low, ci.high)
     chosen = PLAN if speedup[0] >= 1.0 else reference
-    return Arbitration(chosen, reference, medians, same_as, speedup, of(PLAN).stop_reason)
+    return Arbitration(chosen, reference, medians, same_as, speedup, measured.stop_reason)

@@ -14,24 +14,22 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness import energy, envinfo, memory, timing
-from harness.backends import get_runner_class
-from harness.backends.base import open_runners, resolve_batch
 from harness.calibrate import cost_model_for
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
 from harness.graph_stats import count_params, flop_count, op_histogram
-from harness.onnx_io import save_model
+from harness.measure import Timed, check_backend, finish_results, measure_graphs, start_results
+from harness.onnx_io import InputShapes, bind_shapes, data_inputs, save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
 from harness.report.pipeline import write_bench_tables
-from harness.results import ESTIMATOR, RunEnergy, as_results, new_results, write_results
+from harness.results import Comparison, Results, Run, write_results
 
 DEFAULT_MODELS = ("lenet5", "resnet20", "resnet56", "vgg16", "mobilenetv2", "resnet34", "resnet50")
 # share of a model's progress bar given to each stage
@@ -39,12 +37,25 @@ STAGES = (("export", 15), ("fold", 15), ("time", 70))
 
 
 @dataclasses.dataclass
+class SuiteModel:
+    """One model of a suite: its baseline and variants, each from its own source (a zoo variant,
+    a factory, an ONNX file), exported, folded and timed together against the baseline."""
+
+    name: str
+    graphs: Dict[str, ModelSource]  # variant name -> source; "baseline" first
+    shapes: InputShapes = InputShapes()  # binds dynamic dims of its ONNX files
+
+    @property
+    def variants(self) -> List[str]:
+        """The variant names, baseline first."""
+        return list(self.graphs)
+
+
+@dataclasses.dataclass
 class BenchOptions:
     """What to run and how."""
 
-    sources: List[
-        Tuple[ModelSource, List[str]]
-    ]  # each source with the variants to run (zoo) or ["baseline"]
+    sources: List[SuiteModel]
     profile: Profile
     out_dir: Path
     merge: str = "auto"
@@ -57,7 +68,7 @@ class BenchOptions:
 
 @dataclasses.dataclass
 class _Config:
-    """One graph to time: a variant, unfolded or folded."""
+    """One graph to time: a variant, unfolded or folded; ``info`` holds results.Run fields."""
 
     run_id: str
     variant: str
@@ -82,35 +93,59 @@ def _graph_info(model) -> Dict[str, Any]:
     return {
         "flops": flops.total,
         "flops_floor": bool(flops.holes),  # nodes of unknown shapes not counted: a floor
-        "flops_per_sample": True,  # results from before per-sample FLOPs lack it (results.Run)
         "params": count_params(model),
         "nodes": op_histogram(model),
     }
 
 
+def _file_name(*parts: str) -> str:
+    return "-".join("".join(c if c.isalnum() or c in "-_." else "_" for c in p) for p in parts)
+
+
+def _export(suite_model: SuiteModel, variant: str, path: Path, batch: int):
+    """Export (or copy) one variant's graph to ``path``; an ONNX file's dynamic dims bound."""
+    source = suite_model.graphs[variant]
+    model = materialize(source, path, batch)
+    if source.kind == "onnx" and suite_model.shapes and _dynamic_sample_dims(model):
+        model, bound = bind_shapes(model, suite_model.shapes)
+        if bound:
+            save_model(model, path)
+    return model
+
+
+def _dynamic_sample_dims(model) -> bool:
+    """Whether a data input has a dynamic dim besides the batch (the shapes given bind it)."""
+    return any(
+        not (d.HasField("dim_value") and d.dim_value > 0)
+        for value in data_inputs(model)
+        for d in list(value.type.tensor_type.shape.dim)[1:]
+    )
+
+
 def _prepare_model(
-    source: ModelSource, variants: List[str], options: BenchOptions, cost_model, advance
+    suite_model: SuiteModel, options: BenchOptions, cost_model, advance
 ) -> List[_Config]:
     """Export and fold every variant of one model; returns the graphs to time."""
     onnx_dir = options.out_dir / "onnx"
     exported = {}
+    variants = suite_model.variants
     for variant in variants:
-        path = onnx_dir / f"{source.name.replace(':', '_')}-{variant}.onnx"
-        exported[variant] = (
-            path,
-            materialize(dataclasses.replace(source, variant=variant), path, options.batch),
-        )
+        path = onnx_dir / (_file_name(suite_model.name, variant) + ".onnx")
+        exported[variant] = (path, _export(suite_model, variant, path, options.batch))
         advance("export", 1 / len(variants))
     configs = []
+    name = suite_model.name
     for variant, (path, model) in exported.items():
+        source = suite_model.graphs[variant]
         info = _graph_info(model)
-        what = source.reference if source.kind == "onnx" else f"{source.name}/{variant}"
+        what = source.reference if source.kind == "onnx" else f"{name}/{variant}"
         info.update(
             onnx=str(path),
             onnx_sha256=file_sha256(path),
             graph_precision=check_graph_precision(model, options.precision, what),
+            source={"kind": source.kind, "reference": source.reference or source.name},
         )
-        configs.append(_Config(f"{source.name}/{variant}", variant, False, path, info))
+        configs.append(_Config(f"{name}/{variant}", variant, False, path, info))
         folded = fold_model(model, merge=options.merge, cost_model=cost_model)
         if folded.report.changed:
             reference = folded.reference or model  # as the passes read it: opset converted
@@ -123,10 +158,11 @@ def _prepare_model(
                 onnx_sha256=file_sha256(folded_path),
                 fold=folded.report.to_dict(),
                 graph_precision=info["graph_precision"],
+                source=info["source"],
                 verification=verification.to_dict() if verification else None,
             )
             configs.append(
-                _Config(f"{source.name}/{variant}/folded", variant, True, folded_path, folded_info)
+                _Config(f"{name}/{variant}/folded", variant, True, folded_path, folded_info)
             )
         else:
             info["fold"] = folded.report.to_dict()
@@ -140,109 +176,39 @@ def _deployable(configs: List[_Config], variant: str) -> _Config:
     return next((c for c in matching if c.folded), matching[0])
 
 
-def _comparisons(
-    source: ModelSource,
-    configs: List[_Config],
-    measured: Dict[str, timing.Measurement],
-    energies: Optional[Dict[str, RunEnergy]] = None,
-) -> List[Dict]:
+def _comparisons(configs: List[_Config], timed: Timed) -> List[Comparison]:
+    """Each folded graph against its unfolded one, each variant's deployable graph against the
+    baseline's (paired: all were timed in one interleaved run)."""
     found = []
-    energies = energies or {}
-
-    def compare(kind: str, variant: str, reference: _Config, subject: _Config) -> None:
-        ratio, low, high = timing.measurement_ratio_ci(
-            measured[reference.run_id], measured[subject.run_id]
-        )
-        entry = {
-            "model": source.name,
-            "variant": variant,
-            "kind": kind,
-            "reference": reference.run_id,
-            "subject": subject.run_id,
-            "speedup": ratio,
-            "ci_low": low,
-            "ci_high": high,
-            "estimator": ESTIMATOR,
-        }
-        if subject.run_id in energies and reference.run_id in energies:
-            spent = energy.energy_ratio(energies[subject.run_id], energies[reference.run_id])
-            if spent is not None:
-                entry.update(
-                    energy_ratio=spent.ratio, energy_ci_low=spent.low, energy_ci_high=spent.high
-                )
-        found.append(entry)
-
     variants = list(dict.fromkeys(c.variant for c in configs))
     for variant in variants:
         unfolded = next(c for c in configs if c.variant == variant and not c.folded)
         folded = next((c for c in configs if c.variant == variant and c.folded), None)
         if folded:
-            compare("fold", variant, unfolded, folded)
+            found.append(timed.comparison(folded.run_id, unfolded.run_id, "fold"))
         if variant != "baseline" and "baseline" in variants:
-            compare(
-                "vs_baseline",
-                variant,
-                _deployable(configs, "baseline"),
-                _deployable(configs, variant),
-            )
+            subject = _deployable(configs, variant)
+            found.append(timed.comparison(subject.run_id, _deployable(configs, "baseline").run_id))
     return found
 
 
-def _run_entry(
-    source: ModelSource,
-    config: _Config,
-    runner_info: Dict[str, Any],
-    measurement: timing.Measurement,
-    options: BenchOptions,
-    configs: List[_Config],
-) -> Dict[str, Any]:
-    stats = measurement.stats()
+def _named_run(model: str, config: _Config, timed: Timed, configs: List[_Config]) -> Run:
+    """The timed run of ``config`` named by its model and variant, with its graph's facts."""
     folded_twin = next(
         (c.run_id for c in configs if c.variant == config.variant and c.folded), None
     )
-    return {
-        "id": config.run_id,
-        "model": source.name,
-        "variant": config.variant,
-        "folded": config.folded,
-        "folded_run": None if config.folded else folded_twin,
-        "source": {"kind": source.kind, "reference": source.reference or source.name},
-        "backend": runner_info,
-        "precision": options.precision,
-        "batch": options.batch,
-        "input_shape": list(runner_info.get("input_shape", [])),
-        **config.info,
-        "series_ms": measurement.series,
-        "block_ends": measurement.block_ends,
-        "block_state": measurement.block_state,
-        "resolution": measurement.resolution,
-        "stats": dataclasses.asdict(stats),
-        "warmup_iterations": measurement.warmup_iterations,
-        "run_time_s": measurement.run_time_s,
-        "stop_reason": measurement.stop_reason,
-        "warnings": measurement.warnings(),
-    }
+    info = {k: v for k, v in config.info.items() if k != "flops_per_sample"}
+    return dataclasses.replace(
+        timed.runs[config.run_id],
+        model=model,
+        variant=config.variant,
+        folded=config.folded,
+        folded_run=None if config.folded else folded_twin,
+        **info,
+    )
 
 
-def _memory_entries(
-    configs: List[_Config], runners: Dict[str, Any], kind: str
-) -> Dict[str, Tuple[Dict[str, Any], List[str]]]:
-    """Each graph's memory figures (``harness.memory``), measured with its runner active and
-    before timing (the ONNX files may not be readable afterwards); what could not be measured is
-    a warning of that run, never a failure."""
-    entries = {}
-    for config in configs:
-        runner = runners[config.run_id]
-        threads = getattr(runner, "intra_op_threads", 1)  # the ONNX Runtime runner's, recorded
-        figures, problems = memory.graph_memory(config.onnx_path, runner, kind, threads)
-        entries[config.run_id] = (
-            {name: dataclasses.asdict(f) for name, f in figures.items()},
-            problems,
-        )
-    return entries
-
-
-def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
+def _write_or_keep(results: Results, path: Path) -> None:
     """Write results.json; when its folder no longer takes it, keep the measurements elsewhere."""
     import json
 
@@ -251,7 +217,8 @@ def _write_or_keep(results: Dict[str, Any], path: Path) -> None:
     try:
         write_results(results, path)
     except OSError as exc:
-        kept = save_fallback(json.dumps(results, indent=1, default=str) + "\n", path.name)
+        text = json.dumps(results.to_dict(), indent=1, default=str) + "\n"
+        kept = save_fallback(text, path.name)
         raise HarnessError(
             f"cannot write {path} ({exc.strerror or type(exc).__name__}); the "
             f"measured data were saved to {kept}"
@@ -279,19 +246,14 @@ def lock_out_dir(out_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def run_bench(
-    options: BenchOptions, argv: List[str], console: Optional[Console] = None
-) -> Dict[str, Any]:
+def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console] = None) -> Results:
     """Run the suite; writes results.json, report.md and report.csv into ``options.out_dir``."""
     console = console or Console(stderr=True)
     profile = options.profile
-    runner_class = get_runner_class(profile.backend)
-    environment = envinfo.capture_environment(profile)
-    results = new_results(argv, profile.to_dict(), environment)
-    results["complete"] = False
-    results["device"]["warnings"] = envinfo.check_expectations(environment, profile)
+    check_backend(profile.backend)  # a backend missing here fails before any export
+    results = start_results(profile, argv)
     cost_model, cost_note = cost_model_for(profile, options.precision, batch=options.batch)
-    results["device"]["cost_model"] = cost_note
+    results.device_extra["cost_model"] = cost_note
     results_path = options.out_dir / "results.json"
     options.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -304,11 +266,11 @@ def run_bench(
     )
     with Progress(*columns, console=console, transient=False) as progress:
         tasks = {
-            src.name: progress.add_task("", total=100, model=src.name, stage="queued")
-            for src, _ in options.sources
+            m.name: progress.add_task("", total=100, model=m.name, stage="queued")
+            for m in options.sources
         }
-        for source, variants in options.sources:
-            task = tasks[source.name]
+        for suite_model in options.sources:
+            task = tasks[suite_model.name]
             done = {"value": 0.0}
 
             def advance(stage: str, fraction: float, _task=task, _done=done) -> None:
@@ -317,63 +279,30 @@ def run_bench(
 
             progress.update(task, stage="export")
             configs = (
-                options.prepared[source.name]
+                options.prepared[suite_model.name]
                 if options.prepared is not None
-                else _prepare_model(source, variants, options, cost_model, advance)
+                else _prepare_model(suite_model, options, cost_model, advance)
             )
-            runners = {
-                c.run_id: runner_class(
-                    c.onnx_path,
-                    profile,
-                    options.precision,
-                    resolve_batch(c.onnx_path, options.batch),
-                )
-                for c in configs
-            }
-            with open_runners(runners), contextlib.ExitStack() as held:
-                progress.update(task, stage="time")
-                base = done["value"]
-                monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
-                if monitor:
-                    held.callback(monitor.close)
-                sizes = _memory_entries(configs, runners, profile.kind)
-                meter, idle_w, results["device"]["energy"] = energy.open_for_run(profile.kind)
-                if meter:
-                    held.callback(meter.close)
-                measured = timing.measure_interleaved(
-                    runners,
-                    profile.timing,
-                    on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f),
-                    monitor=monitor.sample if monitor else None,
-                    energy=meter,
-                )
-                energies = {
-                    run_id: energy.run_energy(meter, m.block_energy, m.block_inferences, idle_w)
-                    for run_id, m in measured.items()
-                    if meter and m.block_energy
-                }
-                for config in configs:
-                    runner = runners[config.run_id]
-                    info = dict(runner.describe())
-                    info["input_shape"] = list(next(iter(runner.input_specs().values()))[0])
-                    entry = _run_entry(
-                        source, config, info, measured[config.run_id], options, configs
-                    )
-                    entry["memory"], problems = sizes[config.run_id]
-                    entry["warnings"] += problems
-                    if config.run_id in energies:
-                        entry["energy"] = energies[config.run_id].to_dict()
-                    results["runs"].append(entry)
-            results["comparisons"] += _comparisons(source, configs, measured, energies)
+            progress.update(task, stage="time")
+            base = done["value"]
+            timed = measure_graphs(
+                {c.run_id: c.onnx_path for c in configs},
+                profile,
+                options.precision,
+                options.batch,
+                on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f),
+                metered=True,
+            )
+            results.device_extra["energy"] = timed.energy_note
+            for config in configs:
+                timed.runs[config.run_id] = _named_run(suite_model.name, config, timed, configs)
+            results.runs += [timed.runs[c.run_id] for c in configs]
+            results.comparisons += _comparisons(configs, timed)
             progress.update(task, completed=100, stage="done")
             _write_or_keep(results, results_path)
-    results["device"]["environment_after"] = envinfo.capture_environment(profile)
-    results["device"]["warnings"] += envinfo.state_changes(
-        environment, results["device"]["environment_after"]
-    )
-    results["complete"] = True
+    finish_results(results, profile)
     _write_or_keep(results, results_path)
-    write_bench_tables(as_results(results, str(results_path)), options.out_dir)
+    write_bench_tables(results, options.out_dir)
     return results
 
 
@@ -381,74 +310,141 @@ def prepare_suite(options: BenchOptions) -> Dict[str, List[_Config]]:
     """Export and fold every model of the suite without timing (for a device that times them)."""
     cost_model, _ = cost_model_for(options.profile, options.precision, batch=options.batch)
     return {
-        source.name: _prepare_model(source, variants, options, cost_model, lambda *_: None)
-        for source, variants in options.sources
+        model.name: _prepare_model(model, options, cost_model, lambda *_: None)
+        for model in options.sources
     }
 
 
-def resolve_suite(
-    models: List[str], variants: str, factory_shape: Optional[str], batch: int = 1
-) -> List[Tuple[ModelSource, List[str]]]:
-    """Resolve ``--models`` and ``--variants`` into sources; a bad name fails before any work."""
+def resolve_model(
+    text: str, input_shape: Optional[str], batch: int = 1, base: Optional[Path] = None
+) -> ModelSource:
+    """One model source (zoo name, ``zoo:variant``, ``pkg.module:factory``, ``file.py:factory``
+    or an ``.onnx`` file; paths relative to ``base``), checked before any work."""
     from harness.export import check_factory, resolve_source
+
+    text = text.strip()
+    if base is not None and (text.endswith(".onnx") or ".py:" in text):
+        path, colon, attr = text.rpartition(":") if ".py:" in text else (text, "", "")
+        if not Path(path).is_absolute():
+            text = str(base / path) + colon + attr
+    source = resolve_source(text, input_shape)
+    if source.kind == "onnx" and not Path(source.reference).is_file():
+        raise HarnessError(f"ONNX file {source.reference} does not exist")
+    if source.kind == "factory":
+        source = check_factory(source, batch)
+    return source
+
+
+def _zoo_variants(source: ModelSource, variants: str) -> List[str]:
     from harness.zoo import list_variants, variant_spec
 
+    available = list_variants(source.name)
+    if variants == "all":
+        return available
+    if variants == "first":
+        return available[:2]
+    chosen = ["baseline"] + [v for v in variants.split(",") if v and v != "baseline"]
+    for v in chosen:
+        variant_spec(source.name, v)
+    return chosen
+
+
+def _variant_name(source: ModelSource) -> str:
+    """What a variant given by its source is called: its zoo variant, factory or file name."""
+    if source.kind == "zoo":
+        return source.variant
+    if source.kind == "factory":
+        return source.reference.rpartition(":")[2]
+    return source.name
+
+
+def check_suite(suite: List[SuiteModel]) -> List[SuiteModel]:
+    """Refuse a model named twice (its files and rows would collide)."""
+    names = [m.name for m in suite]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:
+        raise HarnessError(f"a model is named twice in the suite: {twice}")
+    return suite
+
+
+def resolve_suite(
+    models: List[str],
+    variants: str,
+    factory_shape: Optional[str],
+    batch: int = 1,
+    shapes: Optional[str] = None,
+) -> List[SuiteModel]:
+    """Resolve ``--models`` and ``--variants`` into a suite; a bad name fails before any work.
+
+    ``--input-shape`` is the export shape of factories and binds the dynamic dims of ONNX files.
+    """
     if not [v for v in variants.split(",") if v.strip()]:
         raise HarnessError("--variants is empty (give names, first or all)")
     named = [v for v in variants.split(",") if v and v not in ("baseline", "all", "first")]
+    bound = InputShapes.parse(factory_shape, shapes)
     suite = []
     for name in models:
-        source = resolve_source(name, factory_shape)
-        if source.kind == "onnx" and not Path(source.reference).is_file():
-            raise HarnessError(f"ONNX file {source.reference} does not exist")
-        if source.kind == "factory":
-            source = check_factory(source, batch)
-        if source.kind != "zoo":
-            suite.append((source, ["baseline"]))
-            continue
-        available = list_variants(source.name)
-        if variants == "all":
-            chosen = available
-        elif variants == "first":
-            chosen = available[:2]
-        else:
-            chosen = ["baseline"] + [v for v in variants.split(",") if v and v != "baseline"]
-            for v in chosen:
-                variant_spec(source.name, v)
-        suite.append((source, chosen))
-    names = [s.name for s, _ in suite]
-    if len(set(names)) != len(names):
-        raise HarnessError("a model is named twice in --models")
-    kinds = {s.kind for s, _ in suite}
-    if factory_shape and "factory" not in kinds:
+        source = resolve_model(name, factory_shape, batch)
+        if source.kind == "zoo" and source.variant == "baseline":
+            chosen = _zoo_variants(source, variants)
+            graphs = {v: dataclasses.replace(source, variant=v) for v in chosen}
+        else:  # a factory, an ONNX file or one zoo variant: a model of its own
+            graphs = {"baseline": source}
+        display = name if source.kind == "zoo" and ":" in name else source.name
+        suite.append(SuiteModel(display, graphs, bound))
+    check_suite(suite)
+    kinds = {m.graphs["baseline"].kind for m in suite}
+    if factory_shape and not kinds & {"factory", "onnx"}:
         raise HarnessError(
-            "--input-shape applies to factories (package.module:factory) and none of --models is "
-            "one: zoo models and ONNX files run at their own shapes"
+            "--input-shape applies to factories (package.module:factory) and ONNX files with "
+            "dynamic dims, and none of --models is one: zoo models run at their own shapes"
         )
     if named and "zoo" not in kinds:
         raise HarnessError("--variants applies to zoo models and none of --models is one")
     return suite
 
 
-def print_summary(
-    results: Dict[str, Any], out_dir: Path, console: Optional[Console] = None
-) -> None:
+def resolve_pair(
+    baseline: str,
+    variants: str,
+    input_shape: Optional[str],
+    batch: int = 1,
+    shapes: Optional[str] = None,
+) -> List[SuiteModel]:
+    """``--baseline A --variants B,C``: one model, each variant its own source (a zoo variant's
+    name alone means that variant of a zoo baseline)."""
+    base = resolve_model(baseline, input_shape, batch)
+    graphs: Dict[str, ModelSource] = {"baseline": base}
+    for text in [v.strip() for v in variants.split(",")]:
+        if not text:
+            raise HarnessError("--variants holds an empty name")
+        if base.kind == "zoo" and ":" not in text and not text.endswith(".onnx"):
+            text = f"{base.name}:{text}"
+        source = resolve_model(text, input_shape, batch)
+        name = _variant_name(source)
+        if name in graphs:
+            raise HarnessError(f"--variants names the variant {name!r} twice")
+        graphs[name] = source
+    return [SuiteModel(base.name, graphs, InputShapes.parse(input_shape, shapes))]
+
+
+def print_summary(results: Results, out_dir: Path, console: Optional[Console] = None) -> None:
     """The short comparison table and the paths of the report files, on stdout."""
     from rich.table import Table
 
     from harness.report.table import MARKDOWN_COLUMNS, comparison_records, markdown_cells
 
     console = console or Console(file=sys.stdout, width=200)
-    table = Table(title=f"harness bench on {results['device']['profile']['name']}")
+    table = Table(title=f"harness bench on {results.device_name}")
     for title in MARKDOWN_COLUMNS:
         table.add_column(title, overflow="fold")
     for record in comparison_records(results):
         table.add_row(*markdown_cells(record))
     console.print(table)
-    for warning in results["device"]["warnings"]:
+    for warning in results.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-    for run in results["runs"]:
-        for warning in run["warnings"]:
-            console.print(f"[yellow]warning:[/] {run['id']}: {warning}")
+    for run in results.runs:
+        for warning in run.warnings:
+            console.print(f"[yellow]warning:[/] {run.id}: {warning}")
     for name in ("results.json", "report.md", "report.csv"):
         console.print(f"wrote {out_dir / name}")

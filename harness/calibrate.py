@@ -165,22 +165,16 @@ def point_model(point: Point, repeats: int) -> onnx.ModelProto:
 
 
 def measure_point(
-    point: Point, runner_factory: Callable[[Path], Any], settings: TimingSettings, workdir: Path
+    point: Point, profile: Profile, precision: str, batch: int, settings: TimingSettings
 ) -> Entry:
     """The marginal cost of one repetition of the pattern (ms), inside a graph: layout conversions
     at the graph's edges and the per-call cost cancel in the difference between three repetitions
     and one."""
-    from harness import timing
-    from harness.backends.base import open_runners
-    from harness.onnx_io import save_model
+    from harness.measure import measure_graphs
 
-    runners = {
-        str(r): runner_factory(save_model(point_model(point, r), workdir / f"{point.key}-{r}.onnx"))
-        for r in REPEATS
-    }
-    with open_runners(runners):
-        measured = timing.measure_interleaved(runners, settings)
-    low, high = (measured[str(r)].stats() for r in REPEATS)
+    graphs = {str(r): point_model(point, r) for r in REPEATS}
+    measured = measure_graphs(graphs, profile, precision, batch, settings=settings).runs
+    low, high = (measured[str(r)].stats for r in REPEATS)
     spread = (
         float(
             np.hypot(

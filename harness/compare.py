@@ -28,9 +28,9 @@ from xml.etree import ElementTree
 
 from harness.envinfo import machine_load
 from harness.errors import HarnessError, shown
+from harness.estimators import bootstrap_ratio_ci
 from harness.report.formats import markdown_table
 from harness.results import Results, read_results
-from harness.timing import bootstrap_ratio_ci
 
 Key = Tuple[str, str, bool]
 SLOWER, FASTER, SAME, INCONCLUSIVE = "slower", "faster", "same", "inconclusive"
@@ -273,8 +273,8 @@ def compare_results(
             ratio, low, high = bootstrap_ratio_ci(
                 other.series_ms["latency_ms"],
                 run.series_ms["latency_ms"],
-                numerator_blocks=other.extra.get("block_ends"),
-                denominator_blocks=run.extra.get("block_ends"),
+                numerator_blocks=other.block_ends,
+                denominator_blocks=run.block_ends,
             )
         verdict, note = threshold_verdict(low, high, threshold)
         unit = "mJ" if metric == "energy" else "ms"

@@ -190,19 +190,18 @@ def time_with_harness(
 ) -> Dict[str, Any]:
     """Build (cached) and time the model with harness's TensorRT runner; GPU compute samples and
     engine."""
-    from harness import timing
-    from harness.backends import get_runner_class
     from harness.backends.trt.cache import EngineCache
+    from harness.measure import measure_graphs
 
     cache = EngineCache(engine_dir) if engine_dir is not None else EngineCache()
-    runner = get_runner_class("tensorrt")(onnx_path, profile, precision, 1, cache=cache)
-    with runner:
-        measured = timing.measure_interleaved({"harness": runner}, profile.timing)["harness"]
-        info = runner.describe()
+    timed = measure_graphs(
+        {"harness": onnx_path}, profile, precision, 1, backend="tensorrt", cache=cache
+    )
+    run = timed.runs["harness"]
     return {
-        "gpu_compute_ms": measured.series.get("gpu_compute_ms", measured.latencies),
-        "engine": info.get("engine"),
-        "describe": info,
+        "gpu_compute_ms": run.series_ms.get("gpu_compute_ms", run.series_ms["latency_ms"]),
+        "engine": run.backend.get("engine"),
+        "describe": run.backend,
     }
 
 

@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from harness.estimators import MIN_ROUNDS, median_ci, rounds_ratio_ci
 from harness.results import RatioCI, RunEnergy
-from harness.timing import MIN_ROUNDS, median_ci, rounds_ratio_ci
 
 Clock = Callable[[], float]
 Reading = Callable[[], Dict[str, float]]

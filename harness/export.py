@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 import inspect
 import io
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 import onnx
 
 from harness.errors import HarnessError
-from harness.onnx_io import load_model, save_model, with_lowest_ir
+from harness.onnx_io import load_model, parse_shape, save_model, with_lowest_ir
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -51,24 +50,11 @@ def _torch():
     return torch
 
 
-def parse_shape(text: str) -> Tuple[int, ...]:
-    """Parse ``3x224x224`` or ``3,224,224`` into a tuple of positive ints."""
-    parts = re.split(r"[x,]", text.strip().lower())
-    try:
-        shape = tuple(int(p) for p in parts)  # an empty part ("3x16x") is no dimension
-    except ValueError:
-        raise HarnessError(f"invalid input shape {text!r}; write it like 3x224x224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise HarnessError(
-            f"invalid input shape {text!r}: every dimension must be a positive integer"
-        )
-    return shape
-
-
 def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource:
     """Interpret a ``--model`` argument.
 
-    An existing or ``.onnx`` path, a ``package.module:factory``, or a zoo name.
+    An existing or ``.onnx`` path, a ``package.module:factory`` or ``path/to/file.py:factory``,
+    a zoo name, or ``zoo:variant`` (a zoo model's compressed variant).
     """
     if (
         model.endswith(".onnx")
@@ -76,6 +62,14 @@ def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource
         or ("/" in model and ":" not in model)
     ):
         return ModelSource("onnx", Path(model).stem, reference=model)
+    zoo_name, colon, variant = model.partition(":")
+    if colon and "/" not in model and not zoo_name.endswith(".py"):
+        _torch()  # the zoo is built with torch
+        from harness.zoo import ZOO, variant_spec
+
+        if zoo_name in ZOO:
+            variant_spec(zoo_name, variant)  # an unknown variant names the known ones
+            return ModelSource("zoo", zoo_name, variant, input_shape=ZOO[zoo_name].input_shape)
     if ":" in model:
         if not input_shape:
             raise HarnessError(
@@ -107,16 +101,23 @@ def with_input_shape(source: ModelSource, input_shape: Optional[str]) -> ModelSo
 
 
 def load_factory(reference: str):
-    """Import ``package.module:factory`` and call it; must return a ``torch.nn.Module``."""
+    """Import ``package.module:factory`` (or ``path/to/file.py:factory``) and call it; must return
+    a ``torch.nn.Module``."""
     torch = _torch()
 
-    module_name, _, attr = reference.partition(":")
+    module_name, _, attr = reference.rpartition(":")
     if not module_name or not attr:
         raise HarnessError(f"factory {reference!r} must look like package.module:function")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # let users name modules in the current folder
     try:
-        module = importlib.import_module(module_name)
+        module = (
+            _module_from_file(Path(module_name))
+            if module_name.endswith(".py")
+            else importlib.import_module(module_name)
+        )
+    except HarnessError:
+        raise
     except Exception as exc:
         raise HarnessError(
             f"cannot import {module_name!r} for factory {reference}: {exc}"
@@ -133,6 +134,33 @@ def load_factory(reference: str):
             f"factory {reference} returned {type(built).__name__}, expected a torch.nn.Module"
         )
     return built.eval()
+
+
+def _module_from_file(path: Path):
+    """The Python file ``path`` imported as a module of its own (a name derived from its path, so
+    that two files named models.py stay two); its folder is importable while it loads."""
+    import importlib.util
+
+    if not path.is_file():
+        raise HarnessError(f"factory file {path} does not exist")
+    resolved = path.resolve()
+    name = "harness_user_" + "".join(c if c.isalnum() else "_" for c in str(resolved))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise HarnessError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(resolved.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        sys.path.remove(str(resolved.parent))
+    return module
 
 
 def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):

@@ -222,7 +222,7 @@ def points_of(
                     run.stats.median,
                     run.stats.median_ci_low,
                     run.stats.median_ci_high,
-                    run.stats.other.get("n"),
+                    run.stats.n,
                     run_load(results, run),
                     run.flops,
                     graph if isinstance(graph, str) else None,

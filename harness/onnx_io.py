@@ -5,6 +5,7 @@ Runtime and TensorRT 8.5, read them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
@@ -78,6 +79,167 @@ def data_input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
     """``input_shapes`` of the ``data_inputs`` only: the batch is theirs."""
     model = onnx.load(str(path), load_external_data=False)
     return {v.name: _dims(v) for v in data_inputs(model)}
+
+
+def parse_shape(text: str) -> Tuple[int, ...]:
+    """Parse ``3x224x224`` or ``3,224,224`` into a tuple of positive ints."""
+    parts = re.split(r"[x,]", text.strip().lower())
+    try:
+        shape = tuple(int(p) for p in parts)  # an empty part ("3x16x") is no dimension
+    except ValueError:
+        raise HarnessError(f"invalid input shape {text!r}; write it like 3x224x224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise HarnessError(
+            f"invalid input shape {text!r}: every dimension must be a positive integer"
+        )
+    return shape
+
+
+@dataclasses.dataclass(frozen=True)
+class InputShapes:
+    """Shapes to bind a model's dynamic inputs to: ``sample``, one sample's shape without the
+    batch for a single-input model (``--input-shape 3x320x320``), and ``named``, whole shapes per
+    input (``--shapes images:1x3x320x320``, as trtexec and Polygraphy write them)."""
+
+    sample: Optional[Tuple[int, ...]] = None
+    named: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
+
+    @classmethod
+    def parse(cls, input_shape: Optional[str], shapes: Optional[str] = None) -> InputShapes:
+        """From the two options' texts (either may be None); a malformed one is refused."""
+        named = []
+        for item in (shapes or "").split(","):
+            if not item.strip():
+                continue
+            name, colon, dims = item.strip().rpartition(":")
+            if not colon or not name:
+                raise HarnessError(
+                    f"--shapes {item.strip()!r}: write name:1x3x320x320 (several joined by ',')"
+                )
+            named.append((name, parse_shape(dims)))
+        if shapes is not None and not named:
+            raise HarnessError("--shapes is empty: write name:1x3x320x320")
+        if len({n for n, _ in named}) != len(named):
+            raise HarnessError("--shapes names an input twice")
+        return cls(parse_shape(input_shape) if input_shape else None, tuple(named))
+
+    @classmethod
+    def of(cls, value: Union[None, Sequence[int], InputShapes]) -> InputShapes:
+        """``value`` as InputShapes: a sequence of ints is a sample shape."""
+        if isinstance(value, InputShapes):
+            return value
+        return cls(tuple(int(d) for d in value) if value is not None else None)
+
+    def __bool__(self) -> bool:
+        return self.sample is not None or bool(self.named)
+
+    def options(self) -> List[str]:
+        """The command-line options that give these shapes (for a device that binds them)."""
+        found = [f"--input-shape={'x'.join(map(str, self.sample))}"] if self.sample else []
+        if self.named:
+            joined = ",".join(f"{n}:{'x'.join(map(str, s))}" for n, s in self.named)
+            found.append(f"--shapes={joined}")
+        return found
+
+
+def _shown(value: onnx.ValueInfoProto) -> str:
+    return "x".join(str(d) if d else "?" for d in _dims(value))
+
+
+def _wanted_dims(
+    value: onnx.ValueInfoProto, shapes: InputShapes, batch: Optional[int], single: bool
+) -> List[Optional[int]]:
+    """The size each dim of a data input is to be bound to (None: left as it is)."""
+    dims = value.type.tensor_type.shape.dim
+    named = dict(shapes.named)
+    if value.name in named:
+        full = list(named[value.name])
+        if dims and len(dims) != len(full):
+            raise HarnessError(
+                f"input {value.name!r} has {len(dims)} dims ({_shown(value)}); --shapes gives "
+                f"{'x'.join(map(str, full))}"
+            )
+        return full
+    if shapes.sample is not None and single:
+        if dims and len(dims) != len(shapes.sample) + 1:
+            raise HarnessError(
+                f"input {value.name!r} has {len(dims)} dims ({_shown(value)}); --input-shape "
+                f"{'x'.join(map(str, shapes.sample))} gives {len(shapes.sample)} without the "
+                f"batch, not {len(dims) - 1}"
+            )
+        return [batch or (None if dims else 1)] + list(shapes.sample)
+    return [batch] + [None] * (len(dims) - 1) if dims else []
+
+
+def bind_shapes(
+    model: onnx.ModelProto,
+    shapes: Union[None, Sequence[int], InputShapes] = None,
+    batch: Optional[int] = None,
+) -> Tuple[onnx.ModelProto, List[str]]:
+    """A copy with the dynamic dims of the data inputs bound (the batch, the first dim, to
+    ``batch``; the rest from ``shapes``), the new sizes propagated through the graph by ONNX shape
+    inference. Returns the copy and what was bound (empty: the model unchanged). A fixed dim that
+    disagrees, a dim count that does not fit, or a ``--shapes`` name that is no input is refused."""
+    shapes = InputShapes.of(shapes)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    inputs = [v for v in data_inputs(copy) if v.type.HasField("tensor_type")]
+    unknown = sorted(set(dict(shapes.named)) - {v.name for v in inputs})
+    if unknown:
+        names = ", ".join(v.name for v in inputs)
+        raise HarnessError(f"--shapes names {', '.join(unknown)}: the model's inputs are {names}")
+    unnamed = [v for v in inputs if v.name not in dict(shapes.named)]
+    if shapes.sample is not None and len(unnamed) != 1:
+        raise HarnessError(
+            f"--input-shape binds the input of a single-input model; this one has {len(inputs)} "
+            f"(give each its shape with --shapes name:1x3x320x320,...)"
+        )
+    bound: List[str] = []
+    params: Dict[str, int] = {}
+    for value in inputs:
+        wanted = _wanted_dims(value, shapes, batch, len(unnamed) == 1 and value in unnamed)
+        shape = value.type.tensor_type.shape
+        if not shape.dim and wanted:
+            shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in wanted)
+        for i, (dim, size) in enumerate(zip(shape.dim, wanted)):
+            fixed = dim.HasField("dim_value") and dim.dim_value > 0
+            if fixed and size is not None and dim.dim_value != size:
+                named = dict(shapes.named)
+                if value.name in named:
+                    given = f"--shapes {value.name}:{'x'.join(map(str, named[value.name]))}"
+                elif i == 0:
+                    given = f"--batch {size}"
+                else:
+                    given = f"--input-shape {'x'.join(map(str, shapes.sample or ()))}"
+                raise HarnessError(
+                    f"input {value.name!r} has the fixed shape {_shown(value)}; {given} does not "
+                    "match it"
+                )
+            if not fixed and size is not None:
+                if dim.dim_param:
+                    params[dim.dim_param] = size
+                dim.Clear()
+                dim.dim_value = size
+                bound.append(f"{value.name}[{i}] = {size}")
+    if not bound:
+        return model, []
+    return _propagate(copy, params), bound
+
+
+def _propagate(model: onnx.ModelProto, params: Dict[str, int]) -> onnx.ModelProto:
+    """Outputs' dims named like a bound input dim take its size, other dynamic output dims are
+    cleared, and shapes are inferred again (leniently: where onnx cannot infer them, outputs keep
+    only the sizes named like a bound dim)."""
+    for value in model.graph.output:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in params:
+                size = params[dim.dim_param]
+                dim.Clear()
+                dim.dim_value = size
+            elif not (dim.HasField("dim_value") and dim.dim_value > 0):
+                dim.Clear()  # re-inferred below from the bound inputs
+    del model.graph.value_info[:]
+    return infer_shapes_lenient(model)
 
 
 def input_dtypes(path: PathLike) -> Dict[str, np.dtype]:

@@ -479,3 +479,22 @@ def load_profile(name_or_path: str, directory: Path = PROFILE_DIR) -> Profile:
             f"(or pass --device path/to/profile.yaml)"
         )
     return load_profile_file(path)
+
+
+def read_yaml_mapping(path: Path, what: str) -> Dict[str, Any]:
+    """A YAML file's top-level mapping (a key written twice refused); errors name the file."""
+    if not path.is_file():
+        raise HarnessError(f"{what} {path} does not exist")
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def build_validated(cls: Any, data: Any, where: str) -> Any:
+    """A dataclass from ``data``, as profiles are: unknown keys, wrong types and missing keys
+    refused with ``where`` and the key."""
+    return _build(cls, data, where)

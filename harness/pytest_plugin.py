@@ -1,7 +1,7 @@
-"""pytest plugin: time models on a device profile inside a user's test suite, via pytest-benchmark.
+"""pytest plugin: time models on a device profile inside a user's test suite.
 
-Adds ``--harness-device`` (a profile name or YAML path; default ``host``) and the
-``harness_latency`` fixture::
+Adds ``--harness-device`` (a profile name or YAML path; default ``host``), ``--harness-threshold``
+(default 5%) and the ``harness_latency`` fixture::
 
     def test_resnet20_latency(harness_latency):
         stats = harness_latency("resnet20", variant="dc-1x1")  # zoo name and variant, or .onnx
@@ -10,15 +10,27 @@ Adds ``--harness-device`` (a profile name or YAML path; default ``host``) and th
     def test_my_model(harness_latency):
         stats = harness_latency("mypkg.models:build", input_shape="3x32x32")  # give its shape
 
-Each call warms up for the profile's ``timing.warmup_s``, then runs its rounds through
-``benchmark.pedantic``, so pytest-benchmark's own options work (``--benchmark-autosave``,
-``--benchmark-compare``, ``--benchmark-compare-fail=median:5%``). Every round is one
-device-synchronised inference (the backend's ``measure_once``). Rounds: the profile's
-``timing.min_iterations``, raised to the 100 that a nearest-rank p99 needs to be anything but the
-maximum; an explicit ``rounds=`` below that is honoured and ``extra_info`` says which percentiles
-are then just the maximum. ``benchmark.extra_info`` gets what pytest-benchmark lacks: nearest-rank
-p90/p95/p99 of the device latencies, the median's 95% CI, CoV, the device profile, the backend's
-settings and a summary of the machine.
+    def test_pruned_is_faster(harness_latency):
+        r = harness_latency({"base": "models/base.onnx", "pruned": "models/pruned.onnx"})
+        assert r.speedup("pruned").low > 1.0  # the paired 95% interval lies above 1
+        harness_latency.gate(r, "pruned")  # fails only when significantly slower than 5%
+
+A single model is timed through pytest-benchmark's ``benchmark.pedantic`` (the first such call of
+a test: pytest-benchmark keeps one timing per test; later calls are timed with the same loop and
+recorded in ``extra_info["calls"]``), so its options work (``--benchmark-autosave``,
+``--benchmark-compare``). Every round is one device-synchronised inference (the backend's
+``measure_once``). Rounds: the profile's ``timing.min_iterations``, raised to the 100 that a
+nearest-rank p99 needs to be anything but the maximum; an explicit ``rounds=`` below that is
+honoured and ``extra_info`` says which percentiles are then just the maximum. ``extra_info`` gets
+what pytest-benchmark lacks: nearest-rank p90/p95/p99 of the device latencies, the median's 95%
+CI, CoV, the device profile, the backend's settings and a summary of the machine.
+
+A mapping of names to models is timed interleaved under the harness protocol
+(``measure.measure_graphs``, the first the reference) and returns its ``measure.Timed``: paired
+speed-ups with their 95% intervals (``r.speedup(name)``) and each graph's ``r.stats(name)``.
+``harness_latency.gate`` judges a speed-up as ``harness compare`` judges a change: slower only when
+the whole interval lies beyond the threshold (pytest-benchmark's ``--benchmark-compare-fail``
+compares bare medians, and flags noise as a regression).
 """
 
 from __future__ import annotations
@@ -27,11 +39,12 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytest
 
 REPORTED_PERCENTILES = (90, 95, 99)
+THRESHOLD = "--harness-threshold"
 
 
 def pytest_addoption(parser) -> None:
@@ -40,6 +53,11 @@ def pytest_addoption(parser) -> None:
         "--harness-device",
         default="host",
         help="device profile (name in device_profiles/ or a YAML path) for harness_latency",
+    )
+    group.addoption(
+        THRESHOLD,
+        default="5%",
+        help="harness_latency.gate fails a graph significantly slower than this (default 5%%)",
     )
 
 
@@ -63,6 +81,16 @@ def percentiles_at_maximum(
     return [f"p{p:g}" for p in percentiles if int((100 - p) * n / 100 + 1e-9) == 0]
 
 
+def _bound(path: Path, input_shape: Optional[str], workdir: Path) -> Path:
+    """An ONNX file, or a copy with its dynamic dims bound to ``input_shape``."""
+    from harness.onnx_io import InputShapes, bind_shapes, load_model, save_model
+
+    if not input_shape:
+        return path
+    model, bound = bind_shapes(load_model(path, infer_shapes=False), InputShapes.parse(input_shape))
+    return save_model(model, workdir / path.name) if bound else path
+
+
 def _onnx_path(
     model: Union[str, Path], variant: str, input_shape: Optional[str], workdir: Path
 ) -> Path:
@@ -74,71 +102,138 @@ def _onnx_path(
     if source.kind == "zoo":
         from harness.zoo import variant_spec
 
+        variant = source.variant if variant == "baseline" else variant  # "zoo:variant"
         variant_spec(source.name, variant)  # an unknown variant names the known ones
     elif variant != "baseline":
         raise HarnessError(f"variant={variant!r} applies to zoo models only, not {model}")
     if source.kind == "onnx":
-        return Path(source.reference)
+        return _bound(Path(source.reference), input_shape, workdir)
     path = workdir / f"{source.name.replace(':', '_')}-{variant}.onnx"
     materialize(dataclasses.replace(source, variant=variant), path)
     return path
 
 
-@pytest.fixture
-def harness_latency(benchmark, harness_profile) -> Callable:
-    """Time a zoo variant, a factory or an ONNX file on the device profile; returns its Stats.
+def gate(timed: Any, subject: str, reference: Optional[str] = None, threshold: str = "5%") -> None:
+    """Fail the test when ``subject`` is significantly slower than ``reference`` (default: the
+    first graph) by more than ``threshold``, judged as ``harness compare`` judges: the change in
+    latency (1 / speed-up) with its 95% interval, slower only when all of it exceeds the
+    threshold."""
+    from harness.compare import SLOWER, parse_threshold, threshold_verdict
 
-    Call it as ``harness_latency(model, variant="baseline", input_shape=None, rounds=None)``;
-    ``input_shape`` (``"3x32x32"`` or ``(3, 32, 32)``, without batch) is needed for
-    ``package.module:factory`` models.
-    """
-    from harness import envinfo, timing
-    from harness.backends import LATENCY, get_runner_class
-    from harness.backends.base import resolve_batch
+    ci = timed.speedup(subject, reference)
+    limit = parse_threshold(threshold)
+    change_low, change_high = 1.0 / ci.high, 1.0 / ci.low
+    if threshold_verdict(change_low, change_high, limit)[0] == SLOWER:
+        pytest.fail(
+            f"{subject} is slower than {reference or timed.reference}: latency "
+            f"{1.0 / ci.ratio - 1:+.1%} [{change_low - 1:+.1%}, {change_high - 1:+.1%}], "
+            f"threshold {limit:.1%}",
+            pytrace=False,
+        )
 
-    def run(
-        model: Union[str, Path],
+
+def _source(model: Any) -> Tuple[Union[str, Path], str]:
+    """``(model, variant)`` of a mapping's value: a model, or a (zoo model, variant) pair."""
+    if isinstance(model, tuple):
+        return model[0], model[1]
+    return model, "baseline"
+
+
+class HarnessLatency:
+    """The fixture's value: call it with one model (its Stats, through pytest-benchmark) or a
+    mapping of models (timed interleaved; a ``measure.Timed``); ``gate`` judges a speed-up."""
+
+    def __init__(self, request, profile) -> None:
+        self.request = request
+        self.profile = profile
+        self.benchmarked = False
+        self.calls: List[Dict[str, Any]] = []
+
+    def __call__(
+        self,
+        model: Any,
         variant: str = "baseline",
         input_shape: Union[str, Sequence[int], None] = None,
         rounds: Optional[int] = None,
     ):
-        profile = harness_profile
-        if rounds is None:
-            rounds = max(profile.timing.min_iterations, rounds_for_percentiles())
-        if rounds < 1:
-            raise ValueError(f"rounds must be positive, got {rounds}")
         shape = (
             input_shape
             if input_shape is None or isinstance(input_shape, str)
             else "x".join(str(d) for d in input_shape)
         )
+        if isinstance(model, Mapping):
+            return self._paired(model, shape)
+        return self._single(model, variant, shape, rounds)
+
+    def gate(
+        self,
+        timed: Any,
+        subject: str,
+        reference: Optional[str] = None,
+        threshold: Optional[str] = None,
+    ) -> None:
+        """``gate`` at ``threshold``, by default ``--harness-threshold``."""
+        gate(timed, subject, reference, threshold or self.request.config.getoption(THRESHOLD))
+
+    def _paired(self, models: Mapping[str, Any], shape: Optional[str]):
+        from harness.measure import measure_graphs
+
+        if len(models) < 2:
+            raise ValueError("give two or more models to compare (the first is the reference)")
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {}
+            for i, (name, value) in enumerate(models.items()):
+                model, variant = _source(value)
+                folder = Path(tmp) / str(i)
+                folder.mkdir()
+                paths[name] = _onnx_path(model, variant, shape, folder)
+            timed = measure_graphs(paths, self.profile)
+        self.calls.append(
+            {
+                "models": {name: str(_source(v)) for name, v in models.items()},
+                "speedups": {name: timed.speedup(name).format() for name in list(models)[1:]},
+                "medians_ms": {name: run.stats.median for name, run in timed.runs.items()},
+            }
+        )
+        return timed
+
+    def _single(self, model, variant: str, shape: Optional[str], rounds: Optional[int]):
+        from harness import envinfo, timing
+        from harness.backends import LATENCY
+        from harness.measure import open_runner
+
+        profile = self.profile
+        if rounds is None:
+            rounds = max(profile.timing.min_iterations, rounds_for_percentiles())
+        if rounds < 1:
+            raise ValueError(f"rounds must be positive, got {rounds}")
+        benchmark = None if self.benchmarked else self.request.getfixturevalue("benchmark")
+        self.benchmarked = True
         with tempfile.TemporaryDirectory() as tmp:
             path = _onnx_path(model, variant, shape, Path(tmp))
-            runner_class = get_runner_class(profile.backend)
-            batch = resolve_batch(path, profile.batch_sizes[0])
-            with runner_class(path, profile, profile.precisions[0], batch) as runner:
+            with open_runner(path, profile) as runner:
                 started = time.perf_counter()
                 while time.perf_counter() - started < profile.timing.warmup_s:
                     runner.measure_once()
-                samples = []
-                benchmark.pedantic(
-                    lambda: samples.append(runner.measure_once()[LATENCY]),
-                    rounds=rounds,
-                    iterations=1,
-                    warmup_rounds=1,
-                )
-                backend = runner.describe()
-        measured = samples[1:]  # the first call is pedantic's warm-up round
-        stats = timing.summarize(measured, batch)
-        env = envinfo.capture_environment(profile)
+                samples: List[float] = []
+                if benchmark is not None:
+                    benchmark.pedantic(
+                        lambda: samples.append(runner.measure_once()[LATENCY]),
+                        rounds=rounds,
+                        iterations=1,
+                        warmup_rounds=1,
+                    )
+                    samples = samples[1:]  # the first call is pedantic's warm-up round
+                else:
+                    samples = [runner.measure_once()[LATENCY] for _ in range(rounds)]
+                backend, batch = runner.describe(), runner.batch
+        stats = timing.summarize(samples, batch)
         at_maximum = percentiles_at_maximum(stats.n)
-        benchmark.extra_info.update(
-            device=profile.name,
-            backend=backend,
-            model=str(model),
-            variant=variant,
-            batch=batch,
-            device_latency_ms={
+        info = {
+            "model": str(model),
+            "variant": variant,
+            "batch": batch,
+            "device_latency_ms": {
                 "median": stats.median,
                 "median_ci": [stats.median_ci_low, stats.median_ci_high],
                 "p90": stats.p90,
@@ -147,12 +242,22 @@ def harness_latency(benchmark, harness_profile) -> Callable:
                 "cov": stats.cov,
                 "n": stats.n,
             },
-            percentiles_at_maximum=at_maximum,
+            "percentiles_at_maximum": at_maximum,
+        }
+        if benchmark is None:
+            self.calls.append(info)
+            return stats
+        env = envinfo.capture_environment(profile)
+        benchmark.extra_info.update(
+            device=profile.name,
+            backend=backend,
             machine={
                 "cpu": env["cpu"].get("model"),
                 "cores": env["cpu"].get("available_cores"),
                 "git_sha": env.get("git_sha"),
             },
+            calls=self.calls,
+            **info,
         )
         if at_maximum:
             benchmark.extra_info["percentile_note"] = (
@@ -161,4 +266,15 @@ def harness_latency(benchmark, harness_profile) -> Callable:
             )
         return stats
 
-    return run
+
+@pytest.fixture
+def harness_latency(request, harness_profile) -> HarnessLatency:
+    """Time models on the device profile: one model (zoo name, ``zoo:variant``, factory or
+    ``.onnx``) returns its Stats; a mapping of names to models returns their paired speed-ups.
+
+    Call it as ``harness_latency(model, variant="baseline", input_shape=None, rounds=None)`` or
+    ``harness_latency({"base": a, "pruned": b}, input_shape=None)``; ``input_shape``
+    (``"3x32x32"`` or ``(3, 32, 32)``, without batch) is needed for ``package.module:factory``
+    models.
+    """
+    return HarnessLatency(request, harness_profile)

@@ -35,10 +35,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from harness.errors import HarnessError
 from harness.onnx_io import write_text_atomic
 from harness.profiles import PRECISIONS, Profile
+from harness.results import parse_results, time_roles, write_results
 
 LOCK_NAME = ".harness.lock"
 JOBS_DIR = "harness-jobs"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: each variant with its own source (suites)
 
 
 def quote_remote_path(path: str) -> str:
@@ -203,12 +204,20 @@ class RemoteDevice:
             self.get(f"{job}/times.json", out)
         finally:
             self._clean(job)
-        data = json.loads(out.read_text())
         local = dict(zip(names, map(str, onnx_files)))
-        runs = data.get("runs", data)
-        renamed = {local.get(name, name): entry for name, entry in runs.items()}
-        data = {**data, "runs": renamed} if "runs" in data else renamed
-        out.write_text(json.dumps(data, indent=1) + "\n")
+        results = parse_results(json.loads(out.read_text()), f"the results of {self.remote.host}")
+        for run in results.runs:
+            run.id, run.onnx = local.get(run.id, run.id), local.get(run.onnx or "", run.onnx)
+        roles = dict(zip([r.id for r in results.runs], time_roles([r.id for r in results.runs])))
+        for run in results.runs:  # named by the local files, as a local run names them
+            run.model, run.variant = roles[run.id]
+        for comparison in results.comparisons:
+            comparison.reference = local.get(comparison.reference, comparison.reference)
+            comparison.subject = local.get(comparison.subject, comparison.subject)
+            comparison.model, comparison.variant = roles.get(
+                comparison.subject, (comparison.model, comparison.variant)
+            )
+        write_results(results, out)
         return out
 
     def bench(
@@ -330,9 +339,9 @@ def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> 
     """The prepared suite for a device: sources, graphs (ONNX file names) and settings; returns
     the ONNX files to ship beside it."""
     models, files = [], []
-    for source, variants in options.sources:
+    for suite_model in options.sources:
         graphs = []
-        for config in prepared[source.name]:
+        for config in prepared[suite_model.name]:
             files.append(config.onnx_path)
             graphs.append(
                 {
@@ -343,15 +352,16 @@ def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> 
                     "info": config.info,
                 }
             )
-        models.append(
-            {
-                "kind": source.kind,
-                "name": source.name,
-                "reference": source.reference,
-                "variants": variants,
-                "graphs": graphs,
+        sources = {
+            variant: {
+                "kind": s.kind,
+                "name": s.name,
+                "reference": s.reference,
+                "variant": s.variant,
             }
-        )
+            for variant, s in suite_model.graphs.items()
+        }
+        models.append({"name": suite_model.name, "variants": sources, "graphs": graphs})
     names = [f.name for f in files]
     if len(set(names)) != len(names):
         raise HarnessError("two prepared graphs share a file name; rename the models")
@@ -370,13 +380,22 @@ def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> 
 def _check_manifest_model(model: Any) -> None:
     """One model entry of a manifest, typed; its graphs' files plain names beside the manifest
     (ValueError, which ``read_manifest`` reports in one line)."""
-    texts = ("name", "reference")
-    if not isinstance(model, dict) or model.get("kind") not in ("zoo", "factory", "onnx"):
-        raise ValueError("a model entry is not an object with kind zoo, factory or onnx")
-    if not all(isinstance(model.get(key), str) for key in texts) or not isinstance(
-        model.get("variants"), list
-    ):
-        raise ValueError(f"model {model.get('name')!r:.40}: name, reference or variants")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise ValueError("a model entry is not an object with a name")
+    variants = model.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise ValueError(f"model {model['name']!r:.40}: variants is not an object of sources")
+    for variant, source in variants.items():
+        if not (
+            isinstance(source, dict)
+            and source.get("kind") in ("zoo", "factory", "onnx")
+            and all(isinstance(source.get(key), str) for key in ("name", "reference"))
+            and isinstance(source.get("variant"), (str, type(None)))
+        ):
+            raise ValueError(
+                f"model {model['name']!r:.40}: variant {variant!r:.40} is not a source "
+                "(kind zoo, factory or onnx; name, variant, reference)"
+            )
     for graph in model.get("graphs") or []:
         file = graph.get("file") if isinstance(graph, dict) else None
         if not (
@@ -391,7 +410,7 @@ def _check_manifest_model(model: Any) -> None:
 
 def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
     """BenchOptions for a prepared suite (device side); ONNX files lie beside the manifest."""
-    from harness.bench import BenchOptions, _Config
+    from harness.bench import BenchOptions, SuiteModel, _Config
     from harness.export import ModelSource
 
     if not Path(path).is_file():
@@ -408,9 +427,12 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
         sources, prepared = [], {}
         for model in data["models"]:
             _check_manifest_model(model)
-            source = ModelSource(model["kind"], model["name"], reference=model["reference"])
-            sources.append((source, list(model["variants"])))
-            prepared[source.name] = [
+            graphs = {
+                variant: ModelSource(s["kind"], s["name"], s["variant"], s["reference"])
+                for variant, s in model["variants"].items()
+            }
+            sources.append(SuiteModel(str(model["name"]), graphs))
+            prepared[sources[-1].name] = [
                 _Config(
                     g["run_id"],
                     g["variant"],
@@ -420,8 +442,8 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
                 )
                 for g in model["graphs"]
             ]
-            if not prepared[source.name]:
-                raise ValueError(f"model {source.name!r} has no graphs")
+            if not prepared[sources[-1].name]:
+                raise ValueError(f"model {sources[-1].name!r} has no graphs")
         if not sources:
             raise ValueError("no models")
         if data["merge"] not in ("auto", "all", "none") or int(data["batch"]) < 1:

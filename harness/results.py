@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from harness.errors import HarnessError, shown
+from harness.estimators import bootstrap_ratio_ci
 from harness.onnx_io import write_text_atomic
-from harness.timing import bootstrap_ratio_ci
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
@@ -197,31 +197,72 @@ def _extra(data: Dict[str, Any], known: List[str]) -> Dict[str, Any]:
     return {k: v for k, v in data.items() if k not in known}
 
 
+STATS_OPTIONAL = (
+    "n",
+    "mean",
+    "min",
+    "max",
+    "p90",
+    "p95",
+    "p99",
+    "std",
+    "cov",
+    "throughput_per_s",
+    "mlperf_p90",
+)
+
+
 @dataclasses.dataclass
 class Stats:
-    """Summary statistics of one latency series (ms) as stored; the median's CI is required."""
+    """Summary statistics of one latency series (ms): the one type ``timing.summarize`` makes and
+    results files store. The median and its CI are required; files written before the other
+    figures were stored leave them None."""
 
     median: float
     median_ci_low: float
     median_ci_high: float
-    # n, mean, p90, ...: the rest of ``timing.Stats``
-    other: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    n: Optional[int] = None
+    mean: Optional[float] = None
+    min: Optional[float] = None
+    max: Optional[float] = None
+    p90: Optional[float] = None
+    p95: Optional[float] = None
+    p99: Optional[float] = None
+    std: Optional[float] = None
+    cov: Optional[float] = None
+    throughput_per_s: Optional[float] = None
+    mlperf_p90: Optional[float] = None  # None: too few samples for MLPerf's early stopping
+    other: Dict[str, Any] = dataclasses.field(default_factory=dict)  # keys a reader does not know
 
     @classmethod
     def parse(cls, data: Any, where: str, reader: _Reader) -> Stats:
         """Validated from its dict."""
         data = reader.obj(data, where)
         names = ["median", "median_ci_low", "median_ci_high"]
-        return cls(*[reader.get(data, k, where, float) for k in names], _extra(data, names))
+        required = [reader.get(data, k, where, float) for k in names]
+        optional = {
+            k: reader.get(data, k, where, int if k == "n" else float, False) for k in STATS_OPTIONAL
+        }
+        return cls(*required, **optional, other=_extra(data, names + list(STATS_OPTIONAL)))
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form."""
-        return {
+        stored = {
             "median": self.median,
             "median_ci_low": self.median_ci_low,
             "median_ci_high": self.median_ci_high,
-            **self.other,
         }
+        stored.update({k: getattr(self, k) for k in STATS_OPTIONAL})
+        return {**stored, **self.other}
+
+    @property
+    def ci_halfwidth_rel(self) -> float:
+        """Half the median's confidence interval, relative to the median."""
+        return (
+            (self.median_ci_high - self.median_ci_low) / 2.0 / self.median
+            if self.median
+            else float("inf")
+        )
 
     def format(self, decimals: int = 3) -> str:
         """The median with its 95% CI, ``0.123 [0.120, 0.131]``."""
@@ -316,9 +357,22 @@ RUN_FIELDS = [
 ]
 
 
+def optional(kind: Any, empty: bool = True) -> Any:
+    """A Run field read, checked (``kind``: float, int, str, bool, list, dict) and written by its
+    name: a new measured quantity (energy per inference, peak memory) is one such line in Run.
+    A list or dict defaults to an empty one (``empty``), anything else to None."""
+    if kind in (list, dict) and empty:
+        return dataclasses.field(default_factory=kind, metadata={"kind": kind})
+    return dataclasses.field(default=None, metadata={"kind": kind})
+
+
 @dataclasses.dataclass
 class Run:
-    """One graph timed on one device: its cost, raw samples and statistics."""
+    """One graph timed on one device: its cost, raw samples and statistics.
+
+    The fields made with ``optional`` are what the protocol and the stages record beside the
+    samples; a file without them reads with their defaults.
+    """
 
     id: str
     model: str
@@ -336,6 +390,20 @@ class Run:
     onnx: Optional[str] = None
     folded_run: Optional[str] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
+    # the source it came from: {kind: zoo | factory | onnx, reference}
+    source: Dict[str, Any] = optional(dict)
+    inputs: Dict[str, Any] = optional(dict)  # every input's shape as timed
+    graph_precision: Optional[str] = optional(str)
+    onnx_sha256: Optional[str] = optional(str)  # of the timed file: compare tells a changed graph
+    flops_floor: Optional[bool] = optional(bool)  # nodes of unknown shapes not counted: a floor
+    fold: Optional[Dict[str, Any]] = optional(dict, empty=False)  # the fold report (bench)
+    verification: Optional[Dict[str, Any]] = optional(dict, empty=False)
+    block_ends: List[int] = optional(list)  # cumulative sample count after each block
+    block_state: List[Dict[str, Any]] = optional(list)  # device state after each block
+    resolution: Optional[float] = optional(float)  # relative CI half-width reached
+    warmup_iterations: Optional[int] = optional(int)
+    run_time_s: Optional[float] = optional(float)
+    stop_reason: Optional[str] = optional(str)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
     energy: Optional[RunEnergy] = None  # None: not measured
     memory: Dict[str, MemoryFigure] = dataclasses.field(default_factory=dict)
@@ -357,6 +425,10 @@ class Run:
         flops = reader.get(data, "flops", where, int, False)
         if flops and batch > 1 and data.get("flops_per_sample") is not True:
             flops = round(flops / batch)  # written before FLOPs were per sample: whole batch
+        measured = {
+            f.name: reader.get(data, f.name, where, f.metadata["kind"], False, _default(f))
+            for f in _optional_fields()
+        }
         return cls(
             run_id,
             reader.get(data, "model", where, str),
@@ -374,11 +446,12 @@ class Run:
             reader.get(data, "onnx", where, str, False),
             reader.get(data, "folded_run", where, str, False),
             reader.get(data, "warnings", where, list, False, []),
-            _extra(data, RUN_FIELDS),
-            RunEnergy.parse(data["energy"], f"{where}.energy", reader)
+            extra=_extra(data, RUN_FIELDS + [f.name for f in _optional_fields()]),
+            energy=RunEnergy.parse(data["energy"], f"{where}.energy", reader)
             if data.get("energy") is not None
             else None,
-            MemoryFigure.parse_all(data.get("memory") or {}, f"{where}.memory", reader),
+            memory=MemoryFigure.parse_all(data.get("memory") or {}, f"{where}.memory", reader),
+            **measured,
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -399,6 +472,7 @@ class Run:
             "nodes": self.nodes,
             "onnx": self.onnx,
             **self.extra,
+            **{f.name: getattr(self, f.name) for f in _optional_fields()},
             "series_ms": self.series_ms,
             "stats": self.stats.to_dict(),
             "warnings": self.warnings,
@@ -414,6 +488,15 @@ class Run:
     def label(self) -> str:
         """``model/variant`` (``/folded`` for a folded graph)."""
         return f"{self.model}/{self.variant}{'/folded' if self.folded else ''}"
+
+
+def _optional_fields() -> List[dataclasses.Field]:
+    """Run's fields made with ``optional``, in declaration order."""
+    return [f for f in dataclasses.fields(Run) if "kind" in f.metadata]
+
+
+def _default(field: dataclasses.Field) -> Any:
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 @dataclasses.dataclass
@@ -574,9 +657,85 @@ class Results:
         )
 
 
+def file_labels(paths: List[str]) -> List[str]:
+    """Short distinct names for ONNX files: their stems, with as many parent folders as it takes
+    to tell them apart."""
+    parts = [Path(p).with_suffix("").parts for p in paths]
+    depth = 1
+    while True:
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels) or depth >= max(len(p) for p in parts):
+            return labels if len(set(labels)) == len(labels) else list(paths)
+        depth += 1
+
+
+def time_roles(paths: List[str]) -> List[Tuple[str, str]]:
+    """(model, variant) of files timed together by ``harness time``: variants of the first file's
+    model, the first its baseline, the others named by their files."""
+    labels = file_labels(paths)
+    roles = [(labels[0], "baseline")]
+    for i, label in enumerate(labels[1:], 1):
+        roles.append((labels[0], label if label != "baseline" else f"{label}-{i}"))
+    return roles
+
+
+def _upgrade_time_file(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
+    """A file written by ``harness time --json`` before it wrote results (runs keyed by path,
+    speed-ups inside them) as a results document."""
+    runs_by_path = reader.obj(reader.get(data, "runs", "", object), "runs")
+    paths = list(runs_by_path)
+    device = reader.obj(data.get("device") or {}, "device")
+    runs, comparisons = [], []
+    for path, (model, variant) in zip(paths, time_roles(paths) if paths else []):
+        entry = reader.obj(runs_by_path[path], f"runs.{path}")
+        inputs = entry.get("inputs") or {}
+        runs.append(
+            dict(
+                {k: v for k, v in entry.items() if k not in ("speedup",)},
+                id=path,
+                model=model,
+                variant=variant,
+                folded=False,
+                onnx=path,
+                batch=data.get("batch", 1),
+                precision=(entry.get("backend") or {}).get("precision", "fp32"),
+                input_shape=next(iter(inputs.values()), []),
+            )
+        )
+        speedup = entry.get("speedup")
+        if isinstance(speedup, dict):
+            comparisons.append(
+                {
+                    "model": model,
+                    "variant": variant,
+                    "kind": "vs_baseline",
+                    "reference": speedup.get("reference", paths[0]),
+                    "subject": path,
+                    "speedup": speedup.get("value"),
+                    "ci_low": speedup.get("ci_low"),
+                    "ci_high": speedup.get("ci_high"),
+                }
+            )
+    return {
+        "schema": SCHEMA_VERSION,
+        "command": data.get("argv", []),
+        "complete": True,
+        "device": {
+            "profile": data.get("profile"),
+            "environment_before": device.get("environment") or {},
+            "environment_after": device.get("environment_after"),
+            "warnings": device.get("warnings") or [],
+        },
+        "runs": runs,
+        "comparisons": comparisons,
+    }
+
+
 def _upgrade(data: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
     """Schema 1 -> 2: ``complete`` becomes explicit (null: not recorded), comparisons get their CI
     level; a merged report or another schema is refused."""
+    if data.get("kind") == "harness time" and isinstance(data.get("runs"), dict):
+        return _upgrade_time_file(data, reader)
     schema = data.get("schema")
     if data.get("kind") == "merged" or "merged_from" in data:
         merged = ", ".join(str(p) for p in data.get("merged_from") or [])

@@ -49,10 +49,17 @@ def test_export_then_time(tmp_path, fast_profile, capsys):
         capsys, "time", onnx_path, tmp_path / "dc.onnx", "--device", fast_profile, "--json", timings
     )
     assert code == 0 and "speed-up" in out
-    data = json.loads(timings.read_text())["runs"]
+    data = {run["id"]: run for run in json.loads(timings.read_text())["runs"]}
     assert set(data) == {str(onnx_path), str(tmp_path / "dc.onnx")}
     first = data[str(onnx_path)]
     assert first["stats"]["n"] == len(first["series_ms"]["latency_ms"]) >= 10
+    # time writes the results schema: every reader of bench's results takes it
+    code, out, err = run_cli(capsys, "report", timings, "-o", tmp_path / "r")
+    assert code == 0, err
+    assert "| lenet | dc |" in (tmp_path / "r" / "report.md").read_text()
+    assert run_cli(capsys, "compare", timings, timings)[0] == 0
+    store = tmp_path / "h.sqlite"
+    assert run_cli(capsys, "history", "add", timings, "--history", store)[0] == 0
 
 
 def test_bench_end_to_end(tmp_path, fast_profile, capsys):

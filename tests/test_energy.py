@@ -25,7 +25,7 @@ from typing import Callable, Dict, Tuple
 
 import pytest
 
-from harness import energy, timing
+from harness import energy, estimators, timing
 from harness.backends.base import LATENCY
 from harness.profiles import TimingSettings
 from harness.results import RunEnergy
@@ -427,7 +427,7 @@ def test_interleaved_blocks_record_energy_per_inference_and_a_paired_ratio():
     measured = timing.measure_interleaved(runners, settings, energy=meter)
     summaries = {}
     for name, m in measured.items():
-        assert len(m.block_energy) == len(m.block_ends) >= timing.MIN_ROUNDS
+        assert len(m.block_energy) == len(m.block_ends) >= estimators.MIN_ROUNDS
         summaries[name] = energy.run_energy(meter, m.block_energy, m.block_inferences, idle_w=0.0)
     # block warm-ups run outside the bracket: exactly the recorded inferences' energy
     assert summaries["base"].per_block_mj == pytest.approx([4.0] * len(measured["base"].block_ends))

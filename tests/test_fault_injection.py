@@ -339,7 +339,7 @@ def test_time_keeps_its_measurements_when_the_json_path_breaks_mid_run(
     assert f"cannot write {out_dir / 't.json'}" in line and "saved to " in line
     kept = Path(line.split("saved to ")[1])
     try:
-        runs = json.loads(kept.read_text())["runs"]
+        runs = {run["id"]: run for run in json.loads(kept.read_text())["runs"]}
         series = runs[str(files["onnx"])]["series_ms"]["latency_ms"]
         assert len(series) == runs[str(files["onnx"])]["stats"]["n"] >= 5
     finally:

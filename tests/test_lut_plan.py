@@ -25,6 +25,7 @@ from harness.lut import (
     write_tables,
 )
 from harness.plan import plan_chains
+from tests.conftest import conv_net
 
 
 class Branchy(nn.Module):
@@ -251,9 +252,14 @@ def test_lut_applies_and_records_the_input_shape(tmp_path, fast_profile, capsys)
     assert main(["export", "resnet20", "-o", str(onnx_file)]) == 0
     capsys.readouterr()
     onnx_argv = ["lut", str(onnx_file), "-o", str(tmp_path / "t.csv"), "--input-shape", "3x48x48"]
-    assert main(onnx_argv) == 2
-    assert "an ONNX file keeps its own shapes" in capsys.readouterr().err
+    assert main(onnx_argv) == 2  # a static ONNX file keeps its own shapes
+    assert "fixed shape 1x3x32x32; --input-shape 3x48x48 does not match" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+    dynamic = conv_net(tmp_path / "dynamic.onnx", 2, 8, dynamic=True)  # its H and W are bound
+    dynamic_argv = ["lut", str(dynamic), "--device", str(fast_profile), "--max-span", "1"]
+    assert main(dynamic_argv + ["-o", str(tmp_path / "d.csv"), "--input-shape", "3x24x24"]) == 0
+    meta = json.loads((tmp_path / "d.json").read_text())
+    assert list(meta["input_shapes"].values()) == [[1, 3, 24, 24]]
 
 
 @pytest.mark.parametrize(

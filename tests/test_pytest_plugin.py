@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.conftest import conv_net
+
 pytest_plugins = ["pytester"]
 
 TEST_FILE = """
@@ -97,12 +99,12 @@ def test_variants_factories_and_enough_rounds_for_p99(pytester, fast_profile, mo
 
 
 def test_percentiles_at_the_maximum_agree_with_the_nearest_rank_used():
+    from harness.estimators import nearest_rank
     from harness.pytest_plugin import (
         REPORTED_PERCENTILES,
         percentiles_at_maximum,
         rounds_for_percentiles,
     )
-    from harness.timing import nearest_rank
 
     for n in range(1, 260):
         samples = list(range(n))  # distinct values: a percentile is the maximum only by rank
@@ -110,3 +112,42 @@ def test_percentiles_at_the_maximum_agree_with_the_nearest_rank_used():
         assert percentiles_at_maximum(n) == at_max, n
     needed = rounds_for_percentiles()
     assert percentiles_at_maximum(needed) == [] and percentiles_at_maximum(needed - 1) == ["p99"]
+
+
+PAIRED_FILE = """
+import os
+
+def test_two_calls_in_one_test(harness_latency):
+    first = harness_latency(os.environ["SMALL"])
+    second = harness_latency(os.environ["LARGE"])  # no FixtureAlreadyUsed
+    assert first.n >= 10 and second.n >= 10 and second.median > first.median
+
+def test_paired_speedup(harness_latency):
+    r = harness_latency({"large": os.environ["LARGE"], "small": os.environ["SMALL"]})
+    assert r.speedup("small").low > 1.0
+    assert r.speedup("large", "small").high < 1.0  # the same pair the other way round
+    harness_latency.gate(r, "small")  # faster: passes
+
+def test_a_dynamic_graph_bound_by_input_shape(harness_latency):
+    r = harness_latency({"small": os.environ["SMALL"], "dynamic": os.environ["DYNAMIC"]},
+                        input_shape="3x32x32")
+    assert r.runs["dynamic"].input_shape == [1, 3, 32, 32]
+
+def test_gate_fails_a_slower_graph(harness_latency):
+    r = harness_latency({"small": os.environ["SMALL"], "large": os.environ["LARGE"]})
+    harness_latency.gate(r, "large", threshold="5%")
+"""
+
+
+def test_paired_graphs_speedups_and_the_ci_gate(pytester, fast_profile, monkeypatch, tmp_path):
+    monkeypatch.setenv("SMALL", str(conv_net(tmp_path / "small.onnx", 1, 4)))
+    monkeypatch.setenv("LARGE", str(conv_net(tmp_path / "large.onnx", 4, 32)))
+    monkeypatch.setenv("DYNAMIC", str(conv_net(tmp_path / "dynamic.onnx", 2, 8, dynamic=True)))
+    pytester.makepyfile(test_paired=PAIRED_FILE)
+    result = pytester.runpytest_subprocess(
+        f"--harness-device={fast_profile}", "-p", "no:cacheprovider", "-rf"
+    )
+    result.assert_outcomes(passed=3, failed=1)
+    output = result.stdout.str()
+    assert "test_gate_fails_a_slower_graph" in output and "is slower than small" in output
+    assert "FixtureAlreadyUsed" not in output

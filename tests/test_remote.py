@@ -255,7 +255,7 @@ def test_fleet_bench_two_devices_in_parallel_one_broken(sshds, tmp_path, fast_pr
         assert (tmp_path / f"device-{name}" / LOCK_NAME).read_text().startswith("job ")
         assert {run.label for run in results.runs} >= {"lenet5/baseline"}
         assert all(run.stats.median > 0 for run in results.runs)
-        assert results.runs[0].extra["source"]["kind"] == "zoo"
+        assert results.runs[0].source["kind"] == "zoo"
         assert results.comparison("lenet5", results.runs[-1].variant) is not None
         assert (out / name / "report.md").is_file()
         assert not list((tmp_path / f"device-{name}" / "harness-jobs").iterdir())
@@ -352,7 +352,7 @@ def test_the_device_times_a_prepared_suite_without_torch(tmp_path, fast_profile)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = read_results(device / "out" / "results.json")
     assert {run.id for run in results.runs} == {c.run_id for c in prepare_suite(options)["lenet5"]}
-    assert all(run.extra["source"]["kind"] == "zoo" and run.flops for run in results.runs)
+    assert all(run.source["kind"] == "zoo" and run.flops for run in results.runs)
 
     # what the manifest fixes cannot be asked for again, and a broken manifest is one line
     assert main(argv + ["--batch", "4"]) == 2

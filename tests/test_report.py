@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from harness.cli import main
+from harness.report.cross_device import merge
 from harness.report.plots import pareto_front
+from harness.results import read_results
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def test_incomparable_files_are_refused(two_devices, tmp_path, capsys):
     assert (
         main(["report", str(two_devices[0]), str(two_devices[0]), "-o", str(tmp_path / "r")]) == 2
     )
-    assert "appears in two files" in capsys.readouterr().err
+    assert "is given twice" in capsys.readouterr().err
     data = json.loads(two_devices[1].read_text())
     for run in data["runs"]:
         if run["model"] == "lenet5":
@@ -330,3 +332,44 @@ def test_flops_that_miss_nodes_are_a_floor_in_the_bench_report(two_devices):
     assert not any(">=" in line for line in md.splitlines() if line.startswith("| resnet20 |"))
     rows = list(csv.DictReader(to_csv(results).splitlines()))
     assert {r["flops_floor"] for r in rows if r["model"] == "lenet5"} == {"True"}
+
+
+def test_runs_of_one_device_merge_into_one_column_and_the_later_run_wins(tmp_path, capsys):
+    """A zoo bench and a suite (or a ``harness time``) of one device are one column; a model both
+    files hold comes from the later run, and the report says so."""
+    recorded = json.loads(
+        (Path(__file__).resolve().parent / "data" / "results_schema1_lenet5.json").read_text()
+    )
+    earlier, later = (
+        dict(recorded, created="2026-01-01T00:00:00+00:00"),
+        json.loads(json.dumps(recorded)),
+    )
+    later["created"] = "2026-02-01T00:00:00+00:00"
+    for run in later["runs"]:
+        run["stats"]["median"] *= 2  # what the later run measured
+        run["stats"]["median_ci_low"] *= 2
+        run["stats"]["median_ci_high"] *= 2
+    other = json.loads(json.dumps(recorded))  # another model, the same device
+    for key in ("runs", "comparisons"):
+        for entry in other[key]:
+            entry["model"] = "mine"
+    for run in other["runs"]:
+        run["id"] = "mine/" + run["id"]
+        if run.get("folded_run"):
+            run["folded_run"] = "mine/" + run["folded_run"]
+    for c in other["comparisons"]:
+        c["reference"], c["subject"] = "mine/" + c["reference"], "mine/" + c["subject"]
+    paths = []
+    for name, data in (("later", later), ("earlier", earlier), ("other", other)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(data))
+    out = tmp_path / "r"
+    assert main(["report", *map(str, paths), "-o", str(out), "--no-plots"]) == 0
+    table = merge([read_results(p) for p in paths])
+    assert len(table.devices) == 1 and {m for m, _ in table.rows} == {"lenet5", "mine"}
+    run = read_results(paths[0]).run_by_id()["lenet5/baseline"]
+    shown = table.cells[(("lenet5", "baseline"), table.devices[0].label)]
+    assert shown.stats.median == read_results(paths[0]).deployed(run).stats.median  # the later
+    markdown = (out / "report.md").read_text()
+    assert "the later run (by its created time) is shown" in markdown
+    assert "lenet5 is in" in markdown and str(paths[0]) in markdown

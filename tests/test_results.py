@@ -44,8 +44,8 @@ def test_schema_1_is_read_and_upgraded(tmp_path):
     for run, stored in zip(results.runs, raw["runs"]):
         assert run.series_ms["latency_ms"] == stored["series_ms"]["latency_ms"]
         assert run.stats.median == stored["stats"]["median"]
-        assert run.stats.other["p90"] == stored["stats"]["p90"]
-        assert run.extra["block_ends"] == stored["block_ends"]  # unknown keys kept
+        assert run.stats.p90 == stored["stats"]["p90"]
+        assert run.block_ends == stored["block_ends"]
     found = results.comparison("lenet5", "dc-fc")
     stored = next(c for c in raw["comparisons"] if c["kind"] == "vs_baseline")
     assert (found.speedup.ratio, found.speedup.low, found.speedup.high) == (

@@ -155,3 +155,22 @@ def test_markdown_tables_only_through_markdown_table():
         )
     )
     assert found == ["harness/report/formats.py"]
+
+
+def test_runners_are_made_and_timed_in_measure_only():
+    """One measurement path: only harness/measure.py makes runners, opens them and runs the
+    protocol (backends define them, timing defines the protocol)."""
+    made = re.compile(
+        r"get_runner_class\(|runner_class\(|open_runners\(|measure_interleaved\(|"
+        r"\b(?:OnnxRuntime|TensorRT|Torch|Trtexec)Runner\("
+    )
+    allowed = {PACKAGE / "measure.py", PACKAGE / "timing.py"}
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        if path not in allowed and PACKAGE / "backends" not in path.parents
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if made.search(line) and not line.lstrip().startswith(("def ", "class ", "#"))
+    ]
+    assert found == []
+    assert made.search((PACKAGE / "measure.py").read_text())

@@ -12,18 +12,21 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import timing
+from harness import estimators, timing
 from harness.backends.base import open_runners
 from harness.backends.onnxruntime import OnnxRuntimeRunner
 from harness.profiles import TimingSettings, load_profile
+from harness.results import read_results
 
 
 def test_nearest_rank_matches_trtexec_formula():
     samples = list(range(1, 101))  # 1..100
-    assert timing.nearest_rank(samples, 90) == 90  # timings[100 - 1 - int(0.1 * 100)] = timings[89]
-    assert timing.nearest_rank(samples, 99) == 99
-    assert timing.nearest_rank(samples, 100) == 100
-    assert timing.nearest_rank([5.0], 99) == 5.0
+    assert (
+        estimators.nearest_rank(samples, 90) == 90
+    )  # timings[100 - 1 - int(0.1 * 100)] = timings[89]
+    assert estimators.nearest_rank(samples, 99) == 99
+    assert estimators.nearest_rank(samples, 100) == 100
+    assert estimators.nearest_rank([5.0], 99) == 5.0
 
 
 def test_summary_of_a_known_normal_distribution():
@@ -45,7 +48,7 @@ def test_median_ci_covers_the_true_median_about_95_percent_of_the_time():
     true_median = sps.lognorm(0.3).median()
     hits = 0
     for _ in range(400):
-        low, high = timing.median_ci(rng.lognormal(0, 0.3, 101))
+        low, high = estimators.median_ci(rng.lognormal(0, 0.3, 101))
         hits += low <= true_median <= high
     assert 0.92 <= hits / 400 <= 0.99
 
@@ -59,7 +62,7 @@ def test_bootstrap_speedup_interval_coverage():
     for seed in range(trials):
         base = rng.lognormal(0.2, 0.1, 200)
         new = rng.lognormal(0.0, 0.1, 200)
-        ratio, low, high = timing.bootstrap_ratio_ci(base, new, resamples=500, seed=seed)
+        ratio, low, high = estimators.bootstrap_ratio_ci(base, new, resamples=500, seed=seed)
         assert low <= ratio <= high
         hits += low <= true_ratio <= high
     assert hits / trials >= 0.88
@@ -67,26 +70,26 @@ def test_bootstrap_speedup_interval_coverage():
 
 def test_mlperf_early_stopping_rule():
     # 0.9^43 > 1%: not even k = 0 passes
-    assert timing.mlperf_early_stopping(list(range(43))) is None
+    assert estimators.mlperf_early_stopping(list(range(43))) is None
     ordered = list(range(1, 1025))
-    estimate = timing.mlperf_early_stopping(ordered)
+    estimate = estimators.mlperf_early_stopping(ordered)
     # with 1024 queries the estimate lies above the plain p90 (a conservative bound) but below p95
-    assert timing.nearest_rank(ordered, 90) <= estimate <= timing.nearest_rank(ordered, 95)
+    assert estimators.nearest_rank(ordered, 90) <= estimate <= estimators.nearest_rank(ordered, 95)
 
 
 def test_drift_detection_flags_a_trend_but_not_noise():
     rng = np.random.default_rng(4)
     flat = rng.normal(10, 0.2, 400)
-    assert timing.detect_drift(flat) is None
+    assert estimators.detect_drift(flat) is None
     ramp = flat + np.linspace(0, 2, 400)
-    assert "slower" in timing.detect_drift(ramp)
+    assert "slower" in estimators.detect_drift(ramp)
     # slower for three quarters, then a fall below the start: the ends and the trend disagree
     rise_then_fall = np.concatenate([np.linspace(10, 13, 300), np.full(100, 9.6)])
     rise_then_fall += rng.normal(0, 0.01, 400)
     tau, p_value = sps.kendalltau(np.arange(400), rise_then_fall)
     assert tau > 0 and p_value < 1e-3  # a significant upward trend overall
     assert np.median(rise_then_fall[-100:]) < 0.97 * np.median(rise_then_fall[:100])
-    assert timing.detect_drift(rise_then_fall) is None  # not "drifted 8% faster (tau +0.19)"
+    assert estimators.detect_drift(rise_then_fall) is None  # not "drifted 8% faster (tau +0.19)"
 
 
 @pytest.fixture
@@ -169,7 +172,7 @@ def test_paired_sampling_runs_enough_rounds_to_resample_them(two_models, fast_pr
         block_s=0.06,
     )
     _, measured = _interleaved(two_models, fast_profile, **settings)
-    assert all(len(m.block_ends) >= timing.MIN_ROUNDS for m in measured.values())
+    assert all(len(m.block_ends) >= estimators.MIN_ROUNDS for m in measured.values())
     # and the blocks shrink so that those rounds fit the cap (block_s 0.06 -> 0.05 / 5 = 0.01 s):
     # counted against blocks sized without a cap to fit, not timed (a loaded host stretches time)
     _, uncapped = _interleaved(two_models, fast_profile, **{**settings, "max_duration_s": 10})
@@ -178,7 +181,7 @@ def test_paired_sampling_runs_enough_rounds_to_resample_them(two_models, fast_pr
         full = np.median(np.diff([0] + uncapped[name].block_ends))
         assert shrunk * 3 < full, (shrunk, full)
     _, alone = _interleaved(two_models[:1], fast_profile, **settings)  # a median needs no rounds
-    assert len(alone["small"].block_ends) < timing.MIN_ROUNDS
+    assert len(alone["small"].block_ends) < estimators.MIN_ROUNDS
 
 
 def test_block_bootstrap_covers_drift_between_blocks():
@@ -194,11 +197,11 @@ def test_block_bootstrap_covers_drift_between_blocks():
         base = true_ratio * np.exp(offsets_a + rng.normal(0, 0.01, blocks * size))
         new = np.exp(offsets_b + rng.normal(0, 0.01, blocks * size))
         ends = list(range(size, blocks * size + 1, size))
-        _, low, high = timing.bootstrap_ratio_ci(
+        _, low, high = estimators.bootstrap_ratio_ci(
             base, new, resamples=400, seed=seed, numerator_blocks=ends, denominator_blocks=ends
         )
         hits_blocks += low <= true_ratio <= high
-        _, low, high = timing.bootstrap_ratio_ci(base, new, resamples=400, seed=seed)
+        _, low, high = estimators.bootstrap_ratio_ci(base, new, resamples=400, seed=seed)
         hits_samples += low <= true_ratio <= high
     assert hits_blocks / trials >= 0.88
     assert hits_samples / trials < 0.6  # the naive interval is far too narrow here
@@ -215,10 +218,10 @@ def test_paired_rounds_cancel_drift_common_to_both():
     base = 1.5 * np.exp(common + rng.normal(0, 0.01, blocks * size))
     new = np.exp(common + rng.normal(0, 0.01, blocks * size))
     ends = list(range(size, blocks * size + 1, size))
-    _, low_p, high_p = timing.bootstrap_ratio_ci(
+    _, low_p, high_p = estimators.bootstrap_ratio_ci(
         base, new, numerator_blocks=ends, denominator_blocks=ends, paired=True
     )
-    _, low_u, high_u = timing.bootstrap_ratio_ci(
+    _, low_u, high_u = estimators.bootstrap_ratio_ci(
         base, new, numerator_blocks=ends, denominator_blocks=ends
     )
     assert low_p <= 1.5 <= high_p
@@ -249,15 +252,15 @@ def test_speedup_is_the_ratio_of_medians_with_a_paired_interval_that_keeps_cover
         assert ratio == np.median(a.latencies) / np.median(b.latencies)
         assert low <= ratio <= high
         hits += low <= 1.2 <= high
-        widths.append(timing.ratio_halfwidth(ratio, low, high))
-        unpaired = timing.bootstrap_ratio_ci(
+        widths.append(estimators.ratio_halfwidth(ratio, low, high))
+        unpaired = estimators.bootstrap_ratio_ci(
             a.latencies,
             b.latencies,
             resamples=300,
             numerator_blocks=a.block_ends,
             denominator_blocks=b.block_ends,
         )
-        unpaired_widths.append(timing.ratio_halfwidth(*unpaired))
+        unpaired_widths.append(estimators.ratio_halfwidth(*unpaired))
     assert hits >= 90  # nominal 95%
     assert np.median(widths) * 2 < np.median(unpaired_widths)
 
@@ -278,7 +281,7 @@ def test_pooled_medians_are_the_medians_of_the_blocks_drawn():
             )
             for row in copies
         ]
-        assert np.array_equal(timing.pooled_medians(samples, ends, copies), expected)
+        assert np.array_equal(estimators.pooled_medians(samples, ends, copies), expected)
 
 
 def test_sampling_stops_on_the_speedup_interval_and_reports_the_resolution(
@@ -334,32 +337,30 @@ def test_time_json_is_complete_enough_to_recompute_the_speedups(
         == 0
     )
     assert "stopped:" in capsys.readouterr().out
-    record = json.loads(out.read_text())
-    assert record["settings"]["stop_on"] == "speedup" and record["device"]["environment"]["cpu"]
-    assert record["profile"]["name"] == "fast" and record["reference"] == str(two_models[0])
-    runs = record["runs"]
-    for entry in runs.values():
-        assert (
-            entry["block_ends"][-1] == len(entry["series_ms"]["latency_ms"]) == entry["stats"]["n"]
-        )
-        assert entry["backend"]["intra_op_threads"] == 1 and entry["stop_reason"]
+    record = json.loads(out.read_text())  # the results schema bench writes
+    assert record["schema"] == 2 and record["complete"] is True
+    assert record["device"]["profile"]["timing"]["stop_on"] == "speedup"
+    assert record["device"]["environment_before"]["cpu"]
+    results = read_results(out)
+    assert results.device_name == "fast"
+    runs = results.run_by_id()
+    assert list(runs) == [str(p) for p in two_models]
+    for run in runs.values():
+        assert run.block_ends[-1] == len(run.series_ms["latency_ms"]) == run.stats.n
+        assert run.backend["intra_op_threads"] == 1 and run.stop_reason
     rebuilt = {
         name: timing.Measurement(
-            e["series_ms"],
-            e["warmup_iterations"],
-            e["run_time_s"],
-            e["stop_reason"],
-            block_ends=e["block_ends"],
+            run.series_ms,
+            run.warmup_iterations,
+            run.run_time_s,
+            run.stop_reason,
+            block_ends=run.block_ends,
         )
-        for name, e in runs.items()
+        for name, run in runs.items()
     }
     ratio, low, high = timing.measurement_ratio_ci(
         rebuilt[str(two_models[0])], rebuilt[str(two_models[1])]
     )
-    assert runs[str(two_models[1])]["speedup"] == {
-        "value": ratio,
-        "ci_low": low,
-        "ci_high": high,
-        "reference": str(two_models[0]),
-        "paired": True,
-    }
+    (found,) = results.comparisons
+    assert (found.reference, found.subject) == tuple(str(p) for p in two_models)
+    assert (found.speedup.ratio, found.speedup.low, found.speedup.high) == (ratio, low, high)

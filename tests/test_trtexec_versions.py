@@ -29,6 +29,7 @@ from harness.backends.trt.trtexec import (
 from harness.backends.trt.versions import build_only_flag
 from harness.cli import main
 from harness.profiles import load_profile
+from harness.results import read_results
 from tests.trtexec_standin import FLAGS, VERSIONS, install
 
 FAST = {
@@ -278,3 +279,19 @@ def test_fp16_on_each_version_through_flags_or_an_fp16_graph(version, tmp_path, 
     else:
         assert "--fp16" in info["build_command"] and info["built_from"] == str(model)
     assert out.shape == (1, 4, 8, 8)
+
+
+def test_time_trtexec_on_11_times_an_fp16_profile_through_the_fp16_graph(tmp_path, monkeypatch):
+    """``harness time --trtexec`` is the trtexec backend: on TensorRT 11 (strongly typed) an fp16
+    profile is timed through the FP16 graph it prepares, as bench's trtexec backend is."""
+    binary = install(tmp_path / "bin", "11.1")
+    monkeypatch.setenv("PATH", f"{binary.parent}:{os.environ['PATH']}")
+    model = _conv_model(tmp_path / "m.onnx")
+    profile = _profile(tmp_path, "tensorrt", "fp16")
+    out = tmp_path / "t.json"
+    argv = ["time", str(model), "--device", str(profile), "--trtexec", "--json", str(out)]
+    assert main(argv) == 0
+    (run,) = read_results(out).runs
+    assert run.backend["backend"] == "trtexec" and run.backend["version"].startswith("11")
+    assert run.backend["built_from"].endswith("-fp16.onnx") and run.precision == "fp16"
+    assert "--fp16" not in run.backend["build_command"] and run.stats.n >= 5

@@ -99,8 +99,9 @@ class OnnxRuntimeRunner(Runner):
                 shape[0] = self.batch  # a dynamic batch: the caller resolved it
             if any(not isinstance(d, int) for d in shape):
                 raise HarnessError(
-                    f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}; "
-                    f"export with static shapes"
+                    f"input {arg.name!r} of {onnx_path} has a dynamic shape {arg.shape}: bind "
+                    f"it with --input-shape CxHxW (or --shapes {arg.name}:NxCxHxW), or export "
+                    f"with static shapes"
                 )
             self._specs[arg.name] = (tuple(shape), _numeric_dtype(arg, onnx_path))
         self._feeds = self.random_inputs()

@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
+from harness.backends import BACKENDS
+from harness.onnx_io import InputShapes
 from harness.outputs import FILE, FOLDER
 from harness.profiles import PRECISIONS
 
@@ -100,6 +102,42 @@ def add_output(
     checks = list(parser.get_default("output_checks") or [])
     checks.append((action.dest, kind, "/".join(action.option_strings), companions))
     parser.set_defaults(output_checks=checks)
+
+
+def add_backend(parser: argparse.ArgumentParser, purpose: str = "run on") -> None:
+    """``--backend``: one of the known backends, instead of the profile's."""
+    parser.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default=None,
+        help=f"{purpose} this backend instead of the profile's",
+    )
+
+
+def add_input_shapes(
+    parser: argparse.ArgumentParser,
+    what: str = "bind the dynamic dims of an ONNX model's input",
+    named: bool = True,
+) -> None:
+    """``--input-shape 3x320x320`` (one sample, without the batch) and, with ``named``, ``--shapes
+    images:1x3x320x320,...`` (whole shapes per input, as trtexec and Polygraphy write them)."""
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help=f"input shape without the batch, e.g. 3x320x320: {what}",
+    )
+    if named:
+        parser.add_argument(
+            "--shapes",
+            default=None,
+            help="whole shapes per input, e.g. images:1x3x320x320,mask:1x1x320x320 (multi-input "
+            "models; the batch dim included)",
+        )
+
+
+def input_shapes_arg(args: argparse.Namespace) -> InputShapes:
+    """The ``InputShapes`` that ``--input-shape`` and ``--shapes`` give (empty when neither)."""
+    return InputShapes.parse(getattr(args, "input_shape", None), getattr(args, "shapes", None))
 
 
 def add_local(parser: argparse.ArgumentParser, verb: str) -> None:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.commands import FOLDER, add_batch, add_command, add_device, add_output
+from harness.commands import (
+    FOLDER,
+    add_backend,
+    add_batch,
+    add_command,
+    add_device,
+    add_input_shapes,
+    add_output,
+)
 
 DESCRIPTION = """Export each model and its compressed variants to ONNX, fold the layers left
 linear, time every graph on the device profile's backend (interleaved, with confidence intervals),
 and write results.json (raw samples, environment), report.md and report.csv.
 
-Models are zoo names (see --list), ONNX files, or package.module:factory callables returning an
-nn.Module (give --input-shape). By default each zoo model runs its baseline and its first
-compressed variant.
+Models are zoo names (see --list), zoo:variant, ONNX files, or package.module:factory (or
+path/to/file.py:factory) callables returning an nn.Module (give --input-shape). By default each
+zoo model runs its baseline and its first compressed variant. Your own models: --suite suite.yaml
+(each model a baseline and its variants from any of those sources, paths relative to the file;
+see harness/suites.py) or, for one model, --baseline A --variants B,C. Each variant is timed
+interleaved with its own baseline, so its speed-up is paired.
 
 Devices: --device a,b,c benches several profiles at once. A profile with a `remote:` section is a
 device reached over SSH: export and fold run here, the ONNX files are shipped, the device builds
@@ -40,17 +51,20 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--variants",
-        default="first",
-        help="'first' (baseline + first variant, default), 'all', or comma-separated variant names",
-    )
-    parser.add_argument(
-        "--input-shape", default=None, help="input shape without batch for factories, e.g. 3x32x32"
-    )
-    parser.add_argument(
-        "--backend",
         default=None,
-        help="run on this backend instead of the profile's (onnxruntime, tensorrt, trtexec, torch)",
+        help="'first' (baseline + first variant, default), 'all', or comma-separated variant "
+        "names; with --baseline: the variants' sources (or zoo variant names)",
     )
+    parser.add_argument(
+        "--suite", type=Path, default=None, help="a suite file of your models (YAML, see --help)"
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="one model's baseline (any model source); its variants come from --variants",
+    )
+    add_input_shapes(parser, "the export shape of factories; binds the dynamic dims of ONNX files")
+    add_backend(parser)
     add_batch(parser)
     parser.add_argument(
         "--merge",
@@ -148,20 +162,12 @@ def _check_local(args, profile) -> None:
 
 def _options(args, profile, out_dir: Path):
     """BenchOptions for one device: the suite resolved (bad names fail before any work)."""
-    from harness.bench import DEFAULT_MODELS, BenchOptions, resolve_suite
-    from harness.errors import HarnessError
+    from harness.bench import BenchOptions
     from harness.report.pipeline import check_output_dir
 
     check_output_dir(out_dir)
     batch = args.batch or profile.batch_sizes[0]  # --batch is a positive int when given
-    models = (
-        [m.strip() for m in args.models.split(",") if m.strip()]
-        if args.models is not None
-        else list(DEFAULT_MODELS)
-    )
-    if not models:
-        raise HarnessError("--models is empty")
-    suite = resolve_suite(models, args.variants, args.input_shape, batch)
+    suite = _suite(args, batch)
     return BenchOptions(
         suite,
         profile,
@@ -173,6 +179,36 @@ def _options(args, profile, out_dir: Path):
     )
 
 
+def _suite(args, batch: int):
+    """The models to run: --suite, --baseline/--variants or --models (one of them)."""
+    from harness.bench import DEFAULT_MODELS, resolve_pair, resolve_suite
+    from harness.errors import HarnessError
+
+    choices = (("--suite", args.suite), ("--baseline", args.baseline), ("--models", args.models))
+    given = [flag for flag, value in choices if value is not None]
+    if len(given) > 1:
+        raise HarnessError(f"{' and '.join(given)}: give one of them")
+    if args.suite:
+        from harness.suites import read_suite
+
+        if args.variants is not None or args.input_shape or args.shapes:
+            raise HarnessError("--suite: the suite file gives the variants and shapes")
+        return read_suite(args.suite, batch)
+    if args.baseline:
+        if not args.variants:
+            raise HarnessError("--baseline needs --variants B,C (their sources)")
+        return resolve_pair(args.baseline, args.variants, args.input_shape, batch, args.shapes)
+    models = (
+        [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.models is not None
+        else list(DEFAULT_MODELS)
+    )
+    if not models:
+        raise HarnessError("--models is empty")
+    variants = args.variants if args.variants is not None else "first"
+    return resolve_suite(models, variants, args.input_shape, batch, args.shapes)
+
+
 def _run_manifest(args, profiles) -> int:
     """Device side of a remote bench: time what the workstation prepared (the workstation runs
     it under the device lock, ``python -m harness.remote``)."""
@@ -180,11 +216,12 @@ def _run_manifest(args, profiles) -> int:
     from harness.errors import HarnessError
     from harness.remote import read_manifest
 
-    if len(profiles) != 1 or args.models:
-        raise HarnessError("--manifest takes one --device and no --models")
+    if len(profiles) != 1 or args.models or args.suite or args.baseline:
+        raise HarnessError("--manifest takes one --device and no --models, --suite or --baseline")
     fixed = {  # what the manifest decides: the workstation prepared the graphs with it
-        "--variants": args.variants != "first",
+        "--variants": args.variants is not None,
         "--input-shape": args.input_shape is not None,
+        "--shapes": args.shapes is not None,
         "--batch": args.batch is not None,
         "--merge": args.merge != "auto",
         "--no-verify": args.no_verify,

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_batch, add_command, add_device, add_precision
+from harness.commands import (
+    add_batch,
+    add_command,
+    add_device,
+    add_input_shapes,
+    add_precision,
+    input_shapes_arg,
+)
 
 DESCRIPTION = """Build a TensorRT engine from an ONNX file with the device profile's settings
 (precision, workspace, optimisation level, DLA and GPU fallback, timing cache) into the engine
@@ -28,6 +35,7 @@ def register(subparsers) -> None:
     add_device(parser, default="xavier")
     add_precision(parser)
     add_batch(parser)
+    add_input_shapes(parser, "binds dynamic dims (the bound graph is written into engines/)")
     parser.add_argument(
         "--explain", action="store_true", help="print the equivalent trtexec command and exit"
     )
@@ -47,7 +55,7 @@ def run(args) -> int:
     profile = load_profile(args.device)
     precision = args.precision or profile.precisions[0]
     batch = args.batch or profile.batch_sizes[0]
-    load_model(args.onnx)  # clear errors for a missing or corrupt file before anything else
+    model = load_model(args.onnx)  # clear errors for a missing or corrupt file before anything
     if profile.backend not in ("tensorrt", "trtexec"):
         from harness.errors import HarnessError
 
@@ -57,16 +65,15 @@ def run(args) -> int:
             f"`harness time` runs this one as it is"
         )
     from harness.backends.base import resolve_batch
+    from harness.measure import open_runner
 
-    batch = resolve_batch(args.onnx, batch)  # a fixed batch must match, as `time` requires
+    onnx_path = _bound(args.onnx, model, input_shapes_arg(args))
+    batch = resolve_batch(onnx_path, batch)  # a fixed batch must match, as `time` requires
     if args.explain:
-        print(explain(args.onnx, profile, precision, batch, args.tensorrt_version))
+        print(explain(onnx_path, profile, precision, batch, args.tensorrt_version))
         return 0
-    from harness.backends import get_runner_class
-
     # HarnessError naming what to install when TensorRT is missing
-    runner_class = get_runner_class("tensorrt")
-    with runner_class(args.onnx, profile, precision, batch) as runner:
+    with open_runner(onnx_path, profile, precision, batch, backend="tensorrt") as runner:
         info = runner.describe()
         state = f"built ({info['rebuilt']})" if info.get("rebuilt") else "cached, reused"
         print(
@@ -76,6 +83,22 @@ def run(args) -> int:
         for note in info["plan"]["notes"]:
             print(f"note: {note}")
     return 0
+
+
+def _bound(path: Path, model, shapes) -> Path:
+    """``path``, or a copy in engines/ with its dynamic input dims bound to ``shapes``."""
+    from harness.backends.trt.cache import ENGINE_DIR
+    from harness.onnx_io import bind_shapes, data_inputs, save_model
+
+    bound, changed = bind_shapes(model, shapes) if shapes else (model, [])
+    if not changed:
+        return path
+    dims = "_".join(
+        "x".join(str(d.dim_value) for d in v.type.tensor_type.shape.dim) for v in data_inputs(bound)
+    )
+    target = save_model(bound, ENGINE_DIR / f"{path.stem}-{dims}.onnx")
+    print(f"bound {', '.join(changed)}: {target}")
+    return target
 
 
 def explain(onnx_path: Path, profile, precision: str, batch: int, version=None) -> str:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.commands import (
+    add_backend,
     add_batch,
     add_command,
     add_device,
@@ -40,9 +41,7 @@ def register(subparsers) -> None:
         "harness calibrate --device host",
     )
     add_device(parser)
-    parser.add_argument(
-        "--backend", default=None, help="backend to calibrate (default: the profile's)"
-    )
+    add_backend(parser, "calibrate")
     add_batch(parser)
     add_output(
         parser,
@@ -65,7 +64,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import json
-    import tempfile
 
     from rich.progress import (
         BarColumn,
@@ -76,7 +74,6 @@ def run(args) -> int:
     )
 
     from harness import envinfo
-    from harness.backends import get_runner_class
     from harness.calibrate import (
         calibration_record,
         calibration_timing,
@@ -97,37 +94,30 @@ def run(args) -> int:
     output = args.output or calibration_path(profile, profile.backend, precision)
     check_output(output, FILE, "-o")  # the default path too, before measuring anything
     output.parent.mkdir(parents=True, exist_ok=True)
-    runner_class = get_runner_class(profile.backend)
     settings = calibration_timing(profile.timing)
     points = micro_benchmarks(batch, quick=args.quick)
     context = measurement_context(profile, precision, batch)
     environment = envinfo.capture_environment(profile)
     progress_path = output.with_name(output.name + ".progress.jsonl")
-    with tempfile.TemporaryDirectory() as tmp:
 
-        def measure(point) -> Entry:
-            return measure_point(
-                point,
-                lambda path: runner_class(path, profile, precision, batch),
-                settings,
-                Path(tmp),
-            )
+    def measure(point) -> Entry:
+        return measure_point(point, profile, precision, batch, settings)
 
-        columns = (
-            TextColumn("calibrating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
+    columns = (
+        TextColumn("calibrating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as progress:
+        task = progress.add_task("", total=None)
+        entries, measured, ignored = run_calibration(
+            points,
+            measure,
+            progress_path,
+            context,
+            on_step=lambda done, total: progress.update(task, completed=done, total=total),
         )
-        with Progress(*columns) as progress:
-            task = progress.add_task("", total=None)
-            entries, measured, ignored = run_calibration(
-                points,
-                measure,
-                progress_path,
-                context,
-                on_step=lambda done, total: progress.update(task, completed=done, total=total),
-            )
     record = calibration_record(
         profile, profile.backend, precision, batch, points, entries, context, environment, settings
     )

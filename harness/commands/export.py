@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.commands import add_batch, add_command, add_output
+from harness.commands import add_batch, add_command, add_input_shapes, add_output
 
 
 def register(subparsers) -> None:
@@ -23,12 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")
     add_output(parser, dest="output", required=True, help="ONNX file to write")
     parser.add_argument("--variant", default="baseline", help="zoo variant (default: baseline)")
-    parser.add_argument(
-        "--input-shape",
-        default=None,
-        help="input shape without batch: required for factories, applied to zoo models, "
-        "e.g. 3x32x32",
-    )
+    add_input_shapes(parser, "required for factories, applied to zoo models", named=False)
     add_batch(parser, default=1, help="static batch size")
     parser.set_defaults(func=run)
 
@@ -41,10 +36,13 @@ def run(args) -> int:
     from harness.graph_stats import count_params, flop_count, op_histogram
 
     source = resolve_source(args.model, args.input_shape)
+    variant = args.variant if args.variant != "baseline" else source.variant  # zoo:variant
     if source.kind == "zoo":
         from harness.zoo import variant_spec
 
-        variant_spec(source.name, args.variant)
+        if variant != source.variant != "baseline":
+            raise HarnessError(f"{args.model} names variant {source.variant}, --variant {variant}")
+        variant_spec(source.name, variant)
     elif args.variant != "baseline":
         raise HarnessError("--variant applies to zoo models only")
     if source.kind == "onnx" and args.batch != 1:
@@ -59,7 +57,7 @@ def run(args) -> int:
             f"{source.name} is {'x'.join(map(str, source.input_shape or ()))})"
         )
     source = shaped
-    model = materialize(dataclasses.replace(source, variant=args.variant), args.output, args.batch)
+    model = materialize(dataclasses.replace(source, variant=variant), args.output, args.batch)
     nodes = ", ".join(f"{op} {n}" for op, n in op_histogram(model).items())
     flops = flop_count(model)
     amount = flops.text(" MFLOPs")

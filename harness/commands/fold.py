@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Optional
 
 from harness.commands import (
+    add_backend,
     add_batch,
     add_command,
     add_device,
+    add_input_shapes,
     add_local,
     add_output,
+    input_shapes_arg,
     refuse_remote,
 )
 from harness.commands.verify import add_tolerance
@@ -42,11 +45,7 @@ def register(subparsers) -> None:
     parser.add_argument("onnx", type=Path, help="ONNX model to fold")
     add_output(parser, dest="output", required=True, help="folded ONNX file to write")
     add_device(parser, purpose="its cost model decides")
-    parser.add_argument(
-        "--backend",
-        default=None,
-        help="backend whose calibration decides (default: the profile's; see harness calibrate)",
-    )
+    add_backend(parser, "decide by the calibration of (and time --arbitrate/--measure on)")
     parser.add_argument(
         "--merge",
         choices=("auto", "all", "none"),
@@ -80,11 +79,7 @@ def register(subparsers) -> None:
         "--no-verify", action="store_true", help="skip the numerical check (not recommended)"
     )
     add_tolerance(parser)
-    parser.add_argument(
-        "--input-shape",
-        default=None,
-        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224",
-    )
+    add_input_shapes(parser)
     add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
     add_output(parser, "--report", help="also write the fold report as JSON")
     add_local(parser, "time --arbitrate and --measure")
@@ -97,11 +92,16 @@ def run(args) -> int:
 
     from harness.calibrate import cost_model_for
     from harness.errors import HarnessError
-    from harness.export import parse_shape
     from harness.fold import fold_model, verify_fold
     from harness.fold.skeleton import infer_shapes_quick
     from harness.fold.tolerance import Tolerance
-    from harness.onnx_io import copy_unchanged, load_model, save_model, write_text_atomic
+    from harness.onnx_io import (
+        bind_shapes,
+        copy_unchanged,
+        load_model,
+        save_model,
+        write_text_atomic,
+    )
     from harness.profiles import load_profile, with_backend
 
     if args.output.resolve() == args.onnx.resolve():
@@ -117,7 +117,7 @@ def run(args) -> int:
         refuse_remote(profile, args, "fold --arbitrate/--measure/--check-cost")
     tolerance = Tolerance.parse(args.rtol, args.atol)
     cost, cost_note = cost_model_for(profile, profile.precisions[0], args.cost, batch=args.batch)
-    shape = parse_shape(args.input_shape) if args.input_shape else None
+    shape = input_shapes_arg(args)
     loading = time.perf_counter()
     model = infer_shapes_quick(load_model(args.onnx, infer_shapes=False), in_place=True)
     tolerance.check_outputs(model)
@@ -141,6 +141,7 @@ def run(args) -> int:
     if args.check_cost:
         summary_check = _check_cost(args, model, result, cost, profile)
     verify_s = 0.0
+    reference, bound = bind_shapes(model, shape, args.batch)
     if not args.no_verify and result.report.changed:
         verify_started = time.perf_counter()
         result.report.verification = verify_fold(
@@ -149,6 +150,8 @@ def run(args) -> int:
         verify_s = time.perf_counter() - verify_started
     if result.report.changed:
         save_model(result.model, args.output)
+    elif bound:  # nothing to fold, but the shapes asked for are bound in what is written
+        save_model(reference, args.output)
     else:  # nothing to fold: the file as it was (no inferred shapes added)
         copy_unchanged(args.onnx, args.output)
     print(result.report.to_text())
@@ -257,12 +260,6 @@ def _process_age() -> Optional[float]:
 def _measure(path: Path, profile) -> float:
     """Median latency (ms) of one ONNX file on the profile's backend, with the measurement
     protocol."""
-    from harness import timing
-    from harness.backends import get_runner_class
-    from harness.backends.base import resolve_batch
+    from harness.measure import measure_graphs
 
-    batch = resolve_batch(path, profile.batch_sizes[0])
-    with get_runner_class(profile.backend)(path, profile, profile.precisions[0], batch) as runner:
-        return (
-            timing.measure_interleaved({"folded": runner}, profile.timing)["folded"].stats().median
-        )
+    return measure_graphs({"folded": path}, profile).runs["folded"].stats.median

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import List, Tuple
 
 from harness.commands import (
+    add_backend,
     add_batch,
     add_command,
     add_device,
+    add_input_shapes,
     add_local,
     add_output,
+    input_shapes_arg,
     refuse_remote,
 )
 
@@ -48,9 +51,7 @@ def register(subparsers) -> None:
         parser, dest="output", required=True, help="CSV table to write", companions=_companions
     )
     add_device(parser)
-    parser.add_argument(
-        "--backend", default=None, help="backend to measure on (default: the profile's)"
-    )
+    add_backend(parser, "measure on")
     parser.add_argument(
         "--layout",
         choices=LAYOUTS,
@@ -75,10 +76,9 @@ def register(subparsers) -> None:
         help="what a span's time is (default: mean for the layermerge and efficientdc layouts, "
         "as their tables; else median)",
     )
-    parser.add_argument(
-        "--input-shape",
-        default=None,
-        help="input shape without batch (factories: required; zoo models: instead of theirs)",
+    add_input_shapes(
+        parser,
+        "factories: required; zoo models: instead of theirs; ONNX files: binds their dynamic dims",
     )
     add_local(parser, "measure the table")
     parser.set_defaults(func=run)
@@ -104,8 +104,7 @@ def run(args) -> int:
         TimeRemainingColumn,
     )
 
-    from harness import envinfo, timing
-    from harness.backends import get_runner_class
+    from harness import envinfo
     from harness.errors import HarnessError
     from harness.export import materialize, resolve_source, with_input_shape
     from harness.lut import (
@@ -122,7 +121,13 @@ def run(args) -> int:
         table_sidecar,
         write_layout,
     )
-    from harness.onnx_io import input_shapes, save_model, write_text_atomic
+    from harness.measure import measure_graphs
+    from harness.onnx_io import (
+        bind_shapes,
+        input_shapes,
+        save_model,
+        write_text_atomic,
+    )
     from harness.profiles import load_profile, with_backend
 
     paper = args.layout != "harness"
@@ -138,11 +143,16 @@ def run(args) -> int:
     refuse_remote(profile, args, "lut")
     batch = args.batch or (PAPER_BATCH if paper else profile.batch_sizes[0])
     statistic = args.statistic or ("mean" if paper else "median")
-    runner_class = get_runner_class(profile.backend)
-    source = with_input_shape(resolve_source(args.model, args.input_shape), args.input_shape)
+    source = resolve_source(args.model, args.input_shape)
+    shapes = input_shapes_arg(args)
+    if source.kind != "onnx":
+        source = with_input_shape(source, args.input_shape)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = materialize(source, Path(tmp) / "model.onnx", batch)
+        if source.kind == "onnx" and shapes:  # an ONNX file's dynamic dims bound
+            model = bind_shapes(model, shapes, batch)[0]
+            save_model(model, Path(tmp) / "model.onnx")
         shapes = input_shapes(Path(tmp) / "model.onnx")
         if paper:
             spans = layout_spans(depth_network(model), args.layout)
@@ -159,9 +169,7 @@ def run(args) -> int:
 
         def measure(span) -> Entry:
             path = save_model(span_model(span), Path(tmp) / f"{span.key}.onnx")
-            with runner_class(path, profile, profile.precisions[0], batch) as runner:
-                m = timing.measure_interleaved({span.key: runner}, profile.timing)[span.key]
-            stats = m.stats()
+            stats = measure_graphs({span.key: path}, profile, batch=batch).runs[span.key].stats
             return Entry(getattr(stats, statistic), stats.std, stats.n)
 
         progress_path = args.output.with_name(args.output.name + ".progress.jsonl")

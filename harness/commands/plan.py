@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.commands import add_command, add_device, add_output
+from harness.commands import add_command, add_device, add_input_shapes, add_output
 
 DESCRIPTION = """Solve the depth-compression choice with a dynamic program: cut each activation
 chain of the model into segments, each merged into one conv, maximising the total importance
@@ -47,9 +47,7 @@ def register(subparsers) -> None:
         purpose="the one the table was measured on, recorded in the plan; checked against the "
         "table's JSON sidecar",
     )
-    parser.add_argument(
-        "--input-shape", default=None, help="input shape without batch for factories"
-    )
+    add_input_shapes(parser, "for factories", named=False)
     add_output(parser, dest="output", default=None, help="JSON plan to write")
     parser.set_defaults(func=run)
 

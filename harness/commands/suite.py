@@ -42,9 +42,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import dataclasses
     import sys
 
-    from harness.bench import BenchOptions, print_summary, run_bench
+    from harness.bench import BenchOptions, SuiteModel, print_summary, run_bench
     from harness.errors import HarnessError
     from harness.export import resolve_source
     from harness.profiles import load_profile
@@ -67,7 +68,12 @@ def run(args) -> int:
                 f"{unknown[0]!r} is not in the papers' suite; its models: {', '.join(needed)}"
             )
         needed = {m: needed[m] for m in chosen}
-    suite = [(resolve_source(model), variants) for model, variants in needed.items()]
+    suite = [
+        SuiteModel(
+            model, {v: dataclasses.replace(resolve_source(model), variant=v) for v in variants}
+        )
+        for model, variants in needed.items()
+    ]
     out = args.out or Path("report") / f"papers-{profile.name}"
     pipeline.check_output_dir(out)
     argv = ["harness"] + sys.argv[1:]

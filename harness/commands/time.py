@@ -6,10 +6,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-from harness.commands import add_batch, add_command, add_device, add_local, add_output
+from harness.commands import (
+    add_backend,
+    add_batch,
+    add_command,
+    add_device,
+    add_input_shapes,
+    add_local,
+    add_output,
+    input_shapes_arg,
+)
+from harness.onnx_io import InputShapes
 from harness.profiles import Profile
+from harness.results import Results
 
 
 def register(subparsers) -> None:
@@ -28,9 +39,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
     add_device(parser)
-    parser.add_argument(
-        "--backend", default=None, help="run on this backend instead of the profile's"
-    )
+    add_backend(parser)
+    add_input_shapes(parser)
     add_batch(parser, help="batch size, e.g. 128 for throughput next to latency")
     add_output(
         parser,
@@ -49,7 +59,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--trtexec",
         action="store_true",
-        help="time each file with NVIDIA's trtexec instead (its --exportTimes, one file at a time)",
+        help="time with NVIDIA's trtexec: the trtexec backend (its --exportTimes records, "
+        "interleaved like any backend; FP16/INT8 on TensorRT 11 through the prepared graph)",
     )
     parser.set_defaults(func=run)
 
@@ -65,49 +76,47 @@ def run(args) -> int:
         raise HarnessError(
             f"--trtexec times with TensorRT; --backend {args.backend} contradicts it"
         )
-    profile = with_backend(load_profile(args.device), args.backend)
+    profile = load_profile(args.device)
+    local = not profile.remote.host or args.local
+    # --trtexec is the trtexec backend (on a remote device, that device's profile decides)
+    profile = with_backend(profile, "trtexec" if args.trtexec and local else args.backend)
+    shapes = input_shapes_arg(args)
     if len({os.path.realpath(path) for path in args.onnx}) != len(args.onnx):
         raise HarnessError("the same ONNX file is named twice")
     for (
         path
     ) in args.onnx:  # clear errors for missing, corrupt, unsafe or mislabelled files before timing
         check_graph_precision(load_model(path), profile.precisions[0], str(path))
-    if (
-        profile.remote.host and not args.local
-    ):  # on the device itself, over SSH, with its own profile copy
+    if not local:  # on the device itself, over SSH, with its own profile copy
         import tempfile
 
         from harness.remote import RemoteDevice
+        from harness.results import parse_results
 
         with tempfile.TemporaryDirectory() as tmp:
             options = [f"--batch={args.batch}"] if args.batch else []
             options += [f"--backend={args.backend}"] if args.backend else []
             options += ["--strict"] * bool(args.strict) + ["--trtexec"] * bool(args.trtexec)
+            options += shapes.options()
             fetched = RemoteDevice(profile).time(
                 args.onnx, Path(tmp) / "times.json", options=options
             )
             text = fetched.read_text()
-        data = json.loads(text)
-        for name, entry in data.get("runs", data).items():
-            s = entry["stats"]
+        for run in parse_results(json.loads(text), f"the results of {profile.remote.host}").runs:
+            s = run.stats
             print(
-                f"{name} on {profile.remote.host}: median {s['median']:.3f} ms "
-                f"[{s['median_ci_low']:.3f}, {s['median_ci_high']:.3f}], p90 {s['p90']:.3f}, p99 "
-                f"{s['p99']:.3f}, n={s['n']}"
+                f"{run.id} on {profile.remote.host}: median {s.format()} ms, p90 {s.p90:.3f}, "
+                f"p99 {s.p99:.3f}, n={s.n}"
             )
         if args.json:
             write_measured(args.json, text)
         return 0
-    if args.trtexec:
-        return _time_with_trtexec(args, profile)
-    report = time_files(args.onnx, profile, args.batch, args.strict)
-    problems = report["device"]["warnings"] + [
-        f"{name}: {w}" for name, entry in report["runs"].items() for w in entry["warnings"]
-    ]
+    results = time_files(args.onnx, profile, args.batch, args.strict, shapes)
+    problems = results.all_warnings()
     if args.json:
-        write_measured(args.json, json.dumps(report, indent=1) + "\n")
+        write_measured(args.json, json.dumps(results.to_dict(), indent=1) + "\n")
         print(f"wrote {args.json}")
-    if not report["complete"]:
+    if not results.complete:
         print("interrupted: the blocks measured so far are kept", file=sys.stderr)
         return 130
     if args.strict and problems:
@@ -120,162 +129,58 @@ def run(args) -> int:
 
 
 def time_files(
-    paths: List[Path], profile: Profile, batch: Optional[int] = None, strict: bool = False
-) -> Dict[str, Any]:
-    """Time ONNX files interleaved and print one line each.
+    paths: List[Path],
+    profile: Profile,
+    batch: Optional[int] = None,
+    strict: bool = False,
+    shapes: Optional[InputShapes] = None,
+) -> Results:
+    """Time ONNX files interleaved and print one line each; the first is the baseline.
 
-    Returns the complete record (as ``--json`` writes it).
+    Returns the results (as ``--json`` writes them: the schema ``bench`` writes).
     """
-    import dataclasses
+    import sys
 
-    from harness import energy, envinfo, timing
-    from harness.backends import get_runner_class
-    from harness.backends.base import open_runners, resolve_batch
-    from harness.results import RatioCI, format_interval
+    from harness.measure import finish_results, measure_graphs, start_results
+    from harness.results import format_interval, time_roles
 
-    environment = envinfo.capture_environment(profile)
-    device_warnings = envinfo.enforce_expectations(environment, profile, strict)
-    batch = batch or profile.batch_sizes[0]
-    runner_class = get_runner_class(profile.backend)
-    runners = {
-        str(p): runner_class(p, profile, profile.precisions[0], resolve_batch(p, batch))
-        for p in paths
-    }
-    monitor = envinfo.GpuMonitor.open() if profile.kind != "cpu" else None
-    meter = None
-    measured: Dict[str, timing.Measurement] = {}
-    interrupted = False
-    try:
-        with open_runners(runners):
-            meter, idle_w, energy_note = energy.open_for_run(profile.kind)
-            try:
-                timing.measure_interleaved(
-                    runners,
-                    profile.timing,
-                    monitor=monitor.sample if monitor else None,
-                    energy=meter,
-                    into=measured,
-                )
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the whole blocks measured
-                if not timing.keep_interrupted(measured):
-                    raise
-                interrupted = True
-            backends = {name: runner.describe() for name, runner in runners.items()}
-            shapes = {
-                name: {k: list(v[0]) for k, v in runner.input_specs().items()}
-                for name, runner in runners.items()
-            }
-    finally:
-        if monitor:
-            monitor.close()
-        if meter:
-            meter.close()
-    spent = {
-        name: energy.run_energy(meter, m.block_energy, m.block_inferences, idle_w)
-        for name, m in measured.items()
-        if meter and m.block_energy
-    }
-    after = envinfo.capture_environment(profile)
-    device_warnings += envinfo.state_changes(environment, after)
-    reference = measured[str(paths[0])]
-    runs = {}
-    for name, m in measured.items():
-        s = m.stats()
+    results = start_results(profile, ["harness"] + sys.argv[1:], strict)
+    names = [str(p) for p in paths]
+    timed = measure_graphs(
+        dict(zip(names, paths)),
+        profile,
+        batch=batch,
+        shapes=shapes,
+        metered=True,
+        keep_partial=True,
+    )
+    results.device_extra["energy"] = timed.energy_note
+    for name, (model, variant) in zip(names, time_roles(names)):
+        run = timed.runs[name]
+        run.model, run.variant = model, variant
+        results.runs.append(run)
+        s = run.stats
         line = (
             f"{name}: median {format_interval(s.median, s.median_ci_low, s.median_ci_high)} ms, "
             f"mean {s.mean:.3f}, p90 {s.p90:.3f}, p99 {s.p99:.3f}, CoV {s.cov:.1%}, "
             f"{s.throughput_per_s:.1f}/s, n={s.n}"
         )
-        entry = {
-            "backend": backends[name],
-            "inputs": shapes[name],
-            "stats": dataclasses.asdict(s),
-            "series_ms": m.series,
-            "block_ends": m.block_ends,
-            "block_state": m.block_state,
-            "warmup_iterations": m.warmup_iterations,
-            "run_time_s": m.run_time_s,
-            "stop_reason": m.stop_reason,
-            "resolution": m.resolution,
-            "warnings": m.warnings(),
-        }
-        if name in spent:
-            entry["energy"] = spent[name].to_dict()
-            line += f", {spent[name].format()} mJ/inference"
-        if m is not reference:
-            ratio, low, high = timing.measurement_ratio_ci(reference, m)
-            line += f"; speed-up {RatioCI(ratio, low, high).format(decimals=3)}"
-            cost = energy.energy_ratio(spent[name], spent[str(paths[0])]) if name in spent else None
-            if cost is not None:
-                line += f"; energy ratio {cost.format()}"
-                entry["energy_ratio"] = dataclasses.asdict(cost)
-            entry["speedup"] = {
-                "value": ratio,
-                "ci_low": low,
-                "ci_high": high,
-                "reference": str(paths[0]),
-                "paired": True,
-            }
+        if run.energy is not None:
+            line += f", {run.energy.format()} mJ/inference"
+        if name != timed.reference:
+            comparison = timed.comparison(name)
+            results.comparisons.append(comparison)
+            line += f"; speed-up {comparison.speedup.format(decimals=3)}"
+            if comparison.energy is not None:
+                line += f"; energy ratio {comparison.energy.format()}"
         print(line)
-        for warning in m.warnings():
+        for warning in run.warnings:
             print(f"  warning: {warning}")
-        runs[name] = entry
-    print(f"stopped: {reference.stop_reason}")
-    if not meter:
-        print(f"energy: {energy_note['reason']}")
-    for warning in device_warnings:
+    finish_results(results, profile)
+    results.complete = not timed.interrupted
+    print(f"stopped: {timed.stop_reason}")
+    if timed.energy_note and not timed.energy_note.get("source"):
+        print(f"energy: {timed.energy_note.get('reason')}")
+    for warning in results.warnings:
         print(f"warning: {warning}")
-    return {
-        "schema": 1,
-        "kind": "harness time",
-        "complete": not interrupted,
-        "argv": ["harness"] + sys.argv[1:],
-        "reference": str(paths[0]),
-        "profile": profile.to_dict(),
-        "settings": dataclasses.asdict(profile.timing),
-        "batch": batch,
-        "device": {
-            "environment": environment,
-            "environment_after": after,
-            "warnings": device_warnings,
-            "energy": energy_note,
-        },
-        "runs": runs,
-    }
-
-
-def _time_with_trtexec(args, profile) -> int:
-    """Each file through trtexec with the profile's settings; statistics from per-query records."""
-    import json
-
-    from harness.backends.trt.trtexec import run_trtexec
-    from harness.onnx_io import load_model
-    from harness.outputs import write_measured
-    from harness.timing import summarize
-
-    report = {}
-    for path in args.onnx:
-        model = load_model(path)
-        dims = model.graph.input[0].type.tensor_type.shape.dim
-        run = run_trtexec(
-            path,
-            profile,
-            profile.precisions[0],
-            profile.batch_sizes[0],
-            tuple(d.dim_value for d in dims),
-            model.graph.input[0].name,
-        )
-        stats = summarize(run["series_ms"]["latency_ms"], profile.batch_sizes[0])
-        compute = summarize(run["series_ms"]["gpu_compute_ms"])
-        print(
-            f"{path} (trtexec, TensorRT {run['tensorrt']}): latency median {stats.median:.3f} ms, "
-            f"p99 {stats.p99:.3f}; GPU compute median {compute.median:.3f} ms; n={stats.n}"
-        )
-        report[str(path)] = {
-            "trtexec": run["command"],
-            "tensorrt": run["tensorrt"],
-            "series_ms": run["series_ms"],
-        }
-    if args.json:
-        write_measured(args.json, json.dumps(report, indent=1) + "\n")
-    return 0
+    return results

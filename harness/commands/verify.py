@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands import add_batch, add_command, add_output
+from harness.commands import add_batch, add_command, add_input_shapes, add_output, input_shapes_arg
 
 DESCRIPTION = """Run ORIGINAL and CANDIDATE in ONNX Runtime on the same seeded random inputs (two
 seeds, the model's own batch; --batches adds re-batched checks) and compare the outputs and every
@@ -66,11 +66,7 @@ def register(subparsers) -> None:
         default="",
         help="also check these batch sizes where the graphs can be re-batched, e.g. 2,8",
     )
-    parser.add_argument(
-        "--input-shape",
-        default=None,
-        help="bind dynamic input dims: the input shape without batch, e.g. 3x224x224",
-    )
+    add_input_shapes(parser)
     add_batch(parser, help="bind a dynamic batch dim to this size", default_text="the model's own")
     parser.add_argument(
         "--outputs-only",
@@ -85,17 +81,15 @@ def run(args) -> int:
     import json
 
     from harness.errors import HarnessError
-    from harness.export import parse_shape
-    from harness.fold import bind_shapes
     from harness.fold.report import verification_text
     from harness.fold.tolerance import Tolerance
     from harness.fold.verify import DIFFERENT, NOT_VERIFIED, compare_models, difference_text
-    from harness.onnx_io import write_text_atomic
+    from harness.onnx_io import bind_shapes, write_text_atomic
 
     tolerance = Tolerance.parse(args.rtol, args.atol)
     if args.seeds < 1:
         raise HarnessError("--seeds must be at least 1")
-    shape = parse_shape(args.input_shape) if args.input_shape else None
+    shape = input_shapes_arg(args)
     original, _ = bind_shapes(_load(args.original), shape, args.batch)
     candidate, _ = bind_shapes(_load(args.candidate), shape, args.batch)
     _check_interfaces(original, candidate)

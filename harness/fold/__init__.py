@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -40,11 +40,16 @@ from harness.fold.verify import VerifyResult, verify_fold
 from harness.graph_stats import flop_count, op_histogram
 from harness.onnx_io import (
     MIN_OPSET,
+    InputShapes,
+    bind_shapes,
     checker_problem,
     graph_inputs,
     lowest_ir_version,
     upgraded_opset,
 )
+
+# a sample shape without the batch (``--input-shape``), or shapes per input too (``--shapes``)
+ShapeArg = Union[None, Sequence[int], InputShapes]
 
 __all__ = [
     "fold_model",
@@ -122,67 +127,8 @@ def dynamic_inputs(model: onnx.ModelProto) -> Dict[str, List[Any]]:
     return found
 
 
-def bind_shapes(
-    model: onnx.ModelProto, input_shape: Optional[Sequence[int]] = None, batch: Optional[int] = None
-) -> Tuple[onnx.ModelProto, List[str]]:
-    """A copy with dynamic input dims bound: the batch (first dim) to ``batch``, the others to
-    ``input_shape`` (dims without batch, for single-input models), its shapes inferred again.
-    Returns the copy and what was bound (empty: the model itself, unchanged)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    bound, params = [], {}
-    inputs = [v for v in graph_inputs(copy) if v.type.HasField("tensor_type")]
-    if input_shape is not None and len(inputs) != 1:
-        raise HarnessError(
-            f"--input-shape binds the input of a single-input model; this one has {len(inputs)}"
-        )
-    for value in inputs:
-        shape = value.type.tensor_type.shape
-        if input_shape is not None and shape.dim and len(shape.dim) != len(input_shape) + 1:
-            raise HarnessError(
-                f"input {value.name!r} has {len(shape.dim)} dims ({_shown(value)}); --input-shape "
-                f"{'x'.join(map(str, input_shape))} gives {len(input_shape)} without the batch, "
-                f"not {len(shape.dim) - 1}"
-            )
-        if input_shape is not None and len(inputs) == 1 and len(shape.dim) == len(input_shape) + 1:
-            wanted: List[Optional[int]] = [batch] + list(input_shape)
-        elif input_shape is not None and len(inputs) == 1 and not shape.dim:
-            wanted = [batch or 1] + list(input_shape)
-            shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in wanted)
-        else:
-            wanted = [batch] + [None] * (len(shape.dim) - 1) if shape.dim else []
-        for i, (dim, size) in enumerate(zip(shape.dim, wanted)):
-            fixed = dim.HasField("dim_value") and dim.dim_value > 0
-            if fixed and size is not None and dim.dim_value != size:
-                given = (
-                    f"--batch {size}"
-                    if i == 0
-                    else f"--input-shape {'x'.join(map(str, input_shape or []))}"
-                )
-                raise HarnessError(
-                    f"input {value.name!r} has the fixed shape {_shown(value)}; {given} does not "
-                    "match it"
-                )
-            if not fixed and size is not None:
-                if dim.dim_param:
-                    params[dim.dim_param] = size
-                dim.Clear()
-                dim.dim_value = size
-                bound.append(f"{value.name}[{i}] = {size}")
-    if not bound:
-        return model, []
-    for value in list(copy.graph.output) + list(copy.graph.value_info):
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in params:
-                size = params[dim.dim_param]
-                dim.Clear()
-                dim.dim_value = size
-    del copy.graph.value_info[:]
-    return infer_shapes_quick(copy, in_place=True), bound  # the shapes the bound sizes give
-
-
 def _prepare(
-    model: onnx.ModelProto, input_shape: Optional[Sequence[int]], batch: Optional[int]
+    model: onnx.ModelProto, input_shape: ShapeArg, batch: Optional[int]
 ) -> Tuple[Optional[onnx.ModelProto], List[FoldRecord]]:
     """The model as the passes need it (opset >= 11, dynamic dims bound where asked, shapes
     inferred) and the notes saying what was done; None when it cannot be prepared (the notes say
@@ -300,7 +246,7 @@ def fold_model(
     model: onnx.ModelProto,
     merge: str = "auto",
     cost_model: Optional[CostModel] = None,
-    input_shape: Optional[Sequence[int]] = None,
+    input_shape: ShapeArg = None,
     batch: Optional[int] = None,
 ) -> FoldResult:
     """Fold a model; the input model is not modified. ``auto`` needs the device's ``cost_model``

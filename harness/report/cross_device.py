@@ -6,13 +6,16 @@ roofline floor and measured efficiency. FLOPs and parameters (and their reductio
 unfolded export, the same on every device.
 
 A column is one device at one precision and batch size; the same device may appear twice at
-different settings (its columns are then labelled ``name fp16 b8``), never twice at the same
-settings.
+different settings (its columns are then labelled ``name fp16 b8``). Several results files of one
+device at one setting (a zoo bench and a suite of one's own, a ``harness time``) are one column:
+their models side by side; a model two files hold is shown from the later run (by ``created``),
+and the table's notes say so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -80,6 +83,7 @@ class CrossDeviceTable:
     deployed: Dict[Row, Optional[Tuple[int, int]]] = dataclasses.field(default_factory=dict)
     # FLOPs and params of the deployable graph; None where devices folded it differently
     # (cost-aware folding)
+    notes: List[str] = dataclasses.field(default_factory=list)  # how files were merged
 
     def cost(self, row: Row, what: str) -> Optional[int]:
         """FLOPs or params of the deployable graph, or of the unfolded one where devices deploy
@@ -165,6 +169,58 @@ def _device(results: Results) -> Device:
     )
 
 
+LATER_RUN_WINS = "the later run (by its created time) is shown"
+
+
+def _combined(devices: List[Device]) -> Tuple[Device, List[str]]:
+    """One column from several files of one device at one setting: every model, a model two
+    files hold taken from the later run; the notes say which files gave what."""
+    ordered = sorted(devices, key=lambda d: d.results.created)
+    owner: Dict[str, Device] = {}
+    holders: Dict[str, List[str]] = {}
+    for d in ordered:
+        for model in dict.fromkeys(r.model for r in d.results.runs):
+            owner[model] = d
+            holders.setdefault(model, []).append(d.source)
+    notes = [
+        f"{ordered[-1].name}: {model} is in {', '.join(files)}; {LATER_RUN_WINS} "
+        f"({owner[model].source})"
+        for model, files in holders.items()
+        if len(files) > 1
+    ]
+    versions = sorted({f"{d.backend} {d.backend_version}" for d in ordered})
+    if len(versions) > 1:
+        notes.append(f"{ordered[-1].name}: the merged files ran on {', '.join(versions)}")
+    latest = ordered[-1]
+    source = " + ".join(d.source for d in ordered)
+    merged = dataclasses.replace(
+        latest.results,
+        runs=[r for d in ordered for r in d.results.runs if owner[r.model] is d],
+        comparisons=[c for d in ordered for c in d.results.comparisons if owner[c.model] is d],
+        complete=all(d.results.complete is not False for d in ordered),
+        warnings=[w for d in ordered for w in d.results.warnings],
+        source=source,
+    )
+    notes.insert(0, f"{latest.name}: one column from {len(ordered)} files ({source})")
+    return dataclasses.replace(latest, results=merged, source=source), notes
+
+
+def _one_column_per_setting(devices: List[Device]) -> Tuple[List[Device], List[str]]:
+    """Files of one device at one setting combined into one column (``_combined``)."""
+    groups: Dict[Tuple[str, str, int], List[Device]] = {}
+    for d in devices:
+        groups.setdefault((d.name, d.precision, d.batch), []).append(d)
+    columns, notes = [], []
+    for group in groups.values():
+        if len(group) == 1:
+            columns.append(group[0])
+            continue
+        column, said = _combined(group)
+        columns.append(column)
+        notes += said
+    return columns, notes
+
+
 def _label_columns(devices: List[Device]) -> None:
     """Refuse one column twice; label a device seen at several settings by its settings."""
     seen: Dict[Tuple[str, str, int], Device] = {}
@@ -201,10 +257,14 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
     """Merge results files into one table; refuses files that cannot share a table."""
     if not documents:
         raise HarnessError("give at least one results.json")
-    devices = [_device(results) for results in documents]
+    sources = [os.path.realpath(d.source) for d in documents if d.source]
+    twice = next((s for s in sources if sources.count(s) > 1), None)
+    if twice:
+        raise HarnessError(f"{twice} is given twice: give each results file once")
+    devices, notes = _one_column_per_setting([_device(results) for results in documents])
     _label_columns(devices)
     _check_shapes(devices)
-    table = CrossDeviceTable(devices, [], {}, {}, {})
+    table = CrossDeviceTable(devices, [], {}, {}, {}, notes=notes)
     for device in devices:
         peaks = device.results.profile.get("peaks") or {}
         drifted = drifted_runs(device.results)

@@ -6,8 +6,8 @@ import csv
 import io
 from typing import Any, Dict, List, Optional, Sequence, Set
 
+from harness.estimators import detect_drift
 from harness.results import Comparison, Results
-from harness.timing import detect_drift
 
 # the estimator, named as every table's note and caption names it
 SPEEDUP_NOTE = (
@@ -63,7 +63,7 @@ def partial_warnings(documents: Sequence[Results]) -> List[str]:
 
 
 def drifted_runs(results: Results) -> Set[str]:
-    """Ids of the runs whose samples drifted (``timing.detect_drift``, from the samples)."""
+    """Ids of the runs whose samples drifted (``estimators.detect_drift``, from the samples)."""
     return {run.id for run in results.runs if detect_drift(run.series_ms["latency_ms"])}
 
 

@@ -142,6 +142,7 @@ def to_markdown(table: CrossDeviceTable, argv: Optional[List[str]] = None) -> st
     lines += ["", "## Provenance"]
     if argv:
         lines.append(f"- report command: `{' '.join(argv)}`")
+    lines += [f"- merged: {note}" for note in table.notes]
     lines += provenance(table)
     return "\n".join(lines) + "\n"
 

@@ -80,13 +80,13 @@ def comparison_records(results: ResultsLike) -> List[Dict[str, Any]]:
             "model": run.model,
             "variant": run.variant,
             "flops": run.flops,
-            "flops_floor": bool(run.extra.get("flops_floor")),  # nodes of unknown shapes uncounted
+            "flops_floor": bool(run.flops_floor),  # nodes of unknown shapes uncounted
             "params": run.params,
             "convs": run.nodes.get("Conv", 0),
             "median_ms": run.stats.median,
             "median_ci_low_ms": run.stats.median_ci_low,
             "median_ci_high_ms": run.stats.median_ci_high,
-            "p90_ms": run.stats.other.get("p90"),
+            "p90_ms": run.stats.p90,
             "folded_convs": folded.nodes.get("Conv", 0) if folded else None,
             "folded_median_ms": folded.stats.median if folded else None,
             "drifted": run.id in drifted,

@@ -48,8 +48,8 @@ def shape_flags(input_shapes: Dict[str, Sequence[Dim]], settings: BuildSettings)
     for name, shape in input_shapes.items():
         if any(is_dynamic(d) for d in list(shape)[1:]):
             raise HarnessError(
-                f"input {name!r} has dynamic dimensions besides the batch: {list(shape)}; export "
-                f"it with static image sizes"
+                f"input {name!r} has dynamic dimensions besides the batch: {list(shape)}; bind "
+                f"them with --input-shape or --shapes, or export it with static image sizes"
             )
     dla = settings.dla_core is not None  # DLA needs static shapes: min = opt = max
 
