@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.onnx_io import write_text_atomic
 from harness.profiles import PRECISIONS, Profile
 from harness.results import parse_results, time_roles, write_results
@@ -421,7 +421,7 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
             raise ValueError("not a JSON object")
         if data.get("manifest") != MANIFEST_VERSION:
             raise HarnessError(
-                f"{path}: manifest version {data.get('manifest')!r}, this harness "
+                f"{path}: manifest version {shown(data.get('manifest'))}, this harness "
                 f"reads {MANIFEST_VERSION}"
             )
         sources, prepared = [], {}

@@ -360,12 +360,13 @@ def test_fold_work_does_not_grow_with_the_number_of_merges(tmp_path, monkeypatch
     work = {}
     for pairs in (2, 6):
         model = _export(LinearPairs(pairs), (8, 12, 12), tmp_path, f"pairs{pairs}.onnx")
+        del model.graph.value_info[:]  # shapes fold must infer itself
         calls.update({k: 0 for k in calls})
         result = fold_model(model, merge="all")
         assert verify_fold(model, result.model).max_rel_error < 1e-4
         assert op_histogram(model)["Conv"] - op_histogram(result.model)["Conv"] == pairs
         work[pairs] = dict(calls)
-    assert work[2] == work[6] and work[2]["session"] >= 1, work
+    assert work[2] == work[6] and work[2]["session"] >= 1 and work[2]["shape inference"] >= 1, work
 
 
 class PaddedChain(nn.Module):
