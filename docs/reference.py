@@ -2,7 +2,9 @@
 
 - ``cli.md``: every command's ``--help``, exactly as the parser prints it (at 100 columns);
 - ``profiles.md``: every key of a device profile, from the dataclasses ``harness.profiles``
-  validates against, with their types, defaults and the comments beside them in the source.
+  validates against, with their types, defaults and the comments beside them in the source;
+- ``suite.md`` and ``results.md``: the suite file ``harness.suites`` reads and the results file
+  ``harness.results`` reads and writes, from their dataclasses likewise.
 
 ``mkdocs.yml`` runs this file as a hook (``on_files`` adds the pages); ``tests/test_docs.py``
 checks the CLI page against ``harness COMMAND --help``.
@@ -111,6 +113,10 @@ def _type_name(hint: Any) -> str:
         return f"{inner} or null" if len(args) < len(hint.__args__) else inner
     if origin in (list, List):
         return f"list of {_type_name(args[0])}"
+    if origin in (dict, Dict):
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    if hint is Any:
+        return "any"
     if dataclasses.is_dataclass(hint):
         return "mapping"
     return names.get(hint, getattr(hint, "__name__", str(hint)))
@@ -166,7 +172,57 @@ def profiles_page() -> str:
     return "\n".join(parts)
 
 
-PAGES = {"reference/cli.md": cli_page, "reference/profiles.md": profiles_page}
+def _sections(title: str, intro: List[str], classes: List[Tuple[str, type]]) -> str:
+    parts = [f"# {title}", "", *intro, ""]
+    for heading, cls in classes:
+        parts += [f"## {heading}", "", (inspect.getdoc(cls) or "").strip(), ""]
+        parts += [dataclass_table(cls), ""]
+    return "\n".join(parts)
+
+
+def suite_page() -> str:
+    """The suite-file reference, from the dataclasses ``harness.suites`` validates against."""
+    from harness import suites
+
+    return _sections(
+        "Suite file reference",
+        [
+            "Generated from the dataclasses `harness/suites.py` validates a suite file against",
+            "(`harness bench --suite suite.yaml`). Paths are relative to the file; a model source",
+            "is a zoo name, `zoo:variant`, `pkg.module:factory`, `path/to/file.py:factory` or an",
+            "`.onnx` file. A problem is one line naming the file and the key, before any work.",
+        ],
+        [("Top level", suites.SuiteDocument), ("Each entry of `models`", suites.SuiteEntry)],
+    )
+
+
+def results_page() -> str:
+    """The results-file reference, from the typed model ``harness.results`` reads and writes."""
+    from harness import results
+
+    return _sections(
+        "Results file reference",
+        [
+            "Generated from the typed model in `harness/results.py`, which `bench` and `time`",
+            f"write (schema {results.SCHEMA_VERSION}) and every reader validates; keys it does",
+            "not know are kept and written back. Names are the model's; in the file, `profile`,",
+            "the environments and the device's `warnings` sit under `device`.",
+        ],
+        [
+            ("The file", results.Results),
+            ("Each entry of `runs`", results.Run),
+            ("A run's `stats`", results.Stats),
+            ("Each entry of `comparisons`", results.Comparison),
+        ],
+    )
+
+
+PAGES = {
+    "reference/cli.md": cli_page,
+    "reference/profiles.md": profiles_page,
+    "reference/suite.md": suite_page,
+    "reference/results.md": results_page,
+}
 
 
 def on_files(files: Any, config: Any) -> Any:

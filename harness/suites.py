@@ -38,19 +38,19 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # a model or variant name (
 class SuiteEntry:
     """One model as the file writes it."""
 
-    name: str
-    baseline: str
-    variants: Dict[str, str] = dataclasses.field(default_factory=dict)
-    input_shape: Optional[str] = None
-    shapes: Optional[str] = None
+    name: str  # the model's name in every table (letters, digits, '.', '_', '+', '-')
+    baseline: str  # the source every variant is paired against
+    variants: Dict[str, str] = dataclasses.field(default_factory=dict)  # name -> source
+    input_shape: Optional[str] = None  # one sample without the batch: 3x32x32 (default: the file's)
+    shapes: Optional[str] = None  # whole shapes per ONNX input: images:1x3x320x320,...
 
 
 @dataclasses.dataclass
 class SuiteDocument:
     """The file as written."""
 
-    models: List[SuiteEntry]
-    input_shape: Optional[str] = None
+    models: List[SuiteEntry]  # each a baseline and its variants, timed together
+    input_shape: Optional[str] = None  # default for factories and dynamic ONNX inputs
 
 
 def _checked_name(name: str, where: str) -> str:

@@ -108,6 +108,21 @@ def test_profile_reference_lists_every_key_the_validator_knows():
     assert "the profile the device loads" in page
 
 
+def test_every_block_says_what_it_is():
+    """A block without a language could be a command nobody runs: each one is ``bash`` or
+    ``python`` (run), has a ``title`` (a file written), or is plainly shown (``text``, ``yaml``)."""
+    unlabelled = [b.where for page in PAGES for b in read_blocks(page) if not b.language]
+    assert not unlabelled, f"blocks without a language: {unlabelled}"
+    runs = [b for page in PAGES for b in read_blocks(page) if b.runs]
+    assert len(runs) >= 8, "the README tour and the how-tos run as tests"
+
+
+def test_skipped_blocks_are_few_and_say_why():
+    skipped = [b for page in PAGES for b in read_blocks(page) if b.skip]
+    assert all(len(b.skip) > 10 for b in skipped), [b.where for b in skipped]
+    assert len(skipped) <= 12, [b.where for b in skipped]
+
+
 def _runnable_pages() -> List[Path]:
     return [p for p in PAGES if any(b.runs for b in read_blocks(p))]
 
