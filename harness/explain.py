@@ -22,6 +22,7 @@ from harness.fold.report import FoldAction, FoldRecord
 from harness.fold.skeleton import infer_shapes_quick
 from harness.geometry import ConvGeometry
 from harness.layer_profile import LayerProfile
+from harness.measure import measure_graphs
 from harness.profiles import Profile
 from harness.report.formats import markdown_table
 
@@ -360,12 +361,8 @@ class Explanation:
 
 def timed_latency(onnx_path: Any, profile: Profile, precision: str, batch: int) -> float:
     """Median latency (ms) of one model under the profile's timing protocol, a run of its own."""
-    from harness import timing
-    from harness.backends import get_runner_class
-
-    runner = get_runner_class(profile.backend)(onnx_path, profile, precision, batch)
-    with runner:
-        return timing.measure_interleaved({"model": runner}, profile.timing)["model"].stats().median
+    timed = measure_graphs({"model": onnx_path}, profile, precision, batch)
+    return timed.stats("model").median
 
 
 def explain_model(

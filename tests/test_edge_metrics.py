@@ -191,10 +191,11 @@ def test_time_reports_energy_per_inference_and_its_ratio(tmp_path, fast_profile,
     )  # fmt: skip
     assert code == 0
     assert text.count("mJ/inference") == 2 and "energy ratio" in text
-    record = json.loads(out.read_text())
+    record = json.loads(out.read_text())  # the results schema bench writes
     assert record["device"]["energy"]["source"] == "rapl"
-    large = record["runs"][str(tmp_path / "large.onnx")]
-    assert large["energy_ratio"]["low"] <= large["energy_ratio"]["ratio"]
+    large = next(r for r in record["runs"] if r["onnx"] == str(tmp_path / "large.onnx"))
+    (paired,) = [c for c in record["comparisons"] if c["subject"] == large["id"]]
+    assert paired["energy_ci_low"] <= paired["energy_ratio"] <= paired["energy_ci_high"]
     assert len(large["energy"]["per_block_mj"]) == len(large["block_ends"])
 
 

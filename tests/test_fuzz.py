@@ -28,7 +28,7 @@ from harness.compare import compare_results
 from harness.errors import HarnessError
 from harness.onnx_io import load_model
 from harness.profiles import PROFILE_DIR, load_profile, load_profile_file
-from harness.remote import read_manifest
+from harness.remote import MANIFEST_VERSION, read_manifest
 from harness.results import parse_results
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -162,18 +162,17 @@ def test_fuzz_profiles(tmp_path, examples):
 def _manifest(folder: Path) -> dict:
     onnx.save(_tiny(), str(folder / "m.onnx"))
     graph = {"run_id": "m/baseline", "variant": "baseline", "folded": False, "file": "m.onnx"}
-    return {
-        "manifest": 1,
+    source = {"kind": "onnx", "name": "m", "reference": "m.onnx", "variant": None}
+    return {  # as remote.write_manifest writes it
+        "manifest": MANIFEST_VERSION,
         "merge": "auto",
         "verify": True,
         "batch": 1,
         "precision": "fp32",
         "models": [
             {
-                "kind": "onnx",
                 "name": "m",
-                "reference": "m.onnx",
-                "variants": ["baseline"],
+                "variants": {"baseline": source},
                 "graphs": [{**graph, "info": {"flops": 10}}],
             }
         ],
