@@ -163,7 +163,6 @@ def _place_labels(ax, named: List[Tuple[str, float, float]]) -> None:
 def _latency_vs_flops(plt, table: CrossDeviceTable):
     """Per device: every deployed graph, each model in its colour with the Pareto front of its
     variants."""
-    from matplotlib.lines import Line2D
 
     n = len(table.devices)
     models = list(dict.fromkeys(m for m, _ in table.rows))
@@ -205,16 +204,7 @@ def _latency_vs_flops(plt, table: CrossDeviceTable):
         ax.set_xlabel("GFLOPs of the deployed graph")
         ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
     axes[0][0].set_ylabel("latency, ms (median); same scale for every device")
-    model_handles = [Line2D([], [], color=colours(k % 10), label=m) for k, m in enumerate(models)]
-    _kind_legend(
-        axes[0][-1],
-        model_handles
-        + [Line2D([], [], color="black", linewidth=1, label="Pareto front (2+ points)")],
-    )
-    fig.tight_layout()
-    fig.canvas.draw()  # fixes the axes' limits and transforms before labels are placed
-    for ax in axes[0]:
-        _place_labels(ax, [p for (a, _), named in points.items() if a is ax for p in named])
+    _legend_and_labels(fig, axes, models, colours, points)
     return fig
 
 
@@ -222,7 +212,6 @@ def _latency_vs_energy(plt, table: CrossDeviceTable):
     """Per device: every deployed graph at (energy per inference, latency) with the energy's 95%
     interval, each model in its colour with the Pareto front of its variants; a device without
     energy says "energy not measured"."""
-    from matplotlib.lines import Line2D
 
     n = len(table.devices)
     models = list(dict.fromkeys(m for m, _ in table.rows))
@@ -263,16 +252,7 @@ def _latency_vs_energy(plt, table: CrossDeviceTable):
         ax.set_xlabel("energy per inference, mJ (median, 95% CI)")
         ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
     axes[0][0].set_ylabel("latency, ms (median)")
-    model_handles = [Line2D([], [], color=colours(k % 10), label=m) for k, m in enumerate(models)]
-    _kind_legend(
-        axes[0][-1],
-        model_handles
-        + [Line2D([], [], color="black", linewidth=1, label="Pareto front (2+ points)")],
-    )
-    fig.tight_layout()
-    fig.canvas.draw()
-    for ax in axes[0]:
-        _place_labels(ax, [p for (a, _), named in points.items() if a is ax for p in named])
+    _legend_and_labels(fig, axes, models, colours, points)
     return fig
 
 
@@ -338,3 +318,20 @@ def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
         written += _save(fig, out_dir, stem)
         plt.close(fig)
     return written
+
+
+def _legend_and_labels(fig, axes, models, colours, points) -> None:
+    """The models' colours and the Pareto front in the legend, then each point's variant label
+    placed once the layout has fixed the axes' limits and transforms."""
+    from matplotlib.lines import Line2D
+
+    model_handles = [Line2D([], [], color=colours(k % 10), label=m) for k, m in enumerate(models)]
+    _kind_legend(
+        axes[0][-1],
+        model_handles
+        + [Line2D([], [], color="black", linewidth=1, label="Pareto front (2+ points)")],
+    )
+    fig.tight_layout()
+    fig.canvas.draw()
+    for ax in axes[0]:
+        _place_labels(ax, [p for (a, _), named in points.items() if a is ax for p in named])
