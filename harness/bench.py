@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -23,7 +22,7 @@ from harness.calibrate import cost_model_for
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
-from harness.graph_stats import count_params, flop_count, op_histogram
+from harness.graph_stats import graph_facts
 from harness.measure import Timed, check_backend, finish_results, measure_graphs, start_results
 from harness.onnx_io import InputShapes, bind_shapes, data_inputs, save_model
 from harness.precision import check_graph_precision
@@ -86,18 +85,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _graph_info(model) -> Dict[str, Any]:
-    flops = flop_count(model)
-    if flops.holes:
-        warnings.warn(flops.warning(), stacklevel=2)
-    return {
-        "flops": flops.total,
-        "flops_floor": bool(flops.holes),  # nodes of unknown shapes not counted: a floor
-        "params": count_params(model),
-        "nodes": op_histogram(model),
-    }
-
-
 def _file_name(*parts: str) -> str:
     return "-".join("".join(c if c.isalnum() or c in "-_." else "_" for c in p) for p in parts)
 
@@ -137,7 +124,7 @@ def _prepare_model(
     name = suite_model.name
     for variant, (path, model) in exported.items():
         source = suite_model.graphs[variant]
-        info = _graph_info(model)
+        info = graph_facts(model)
         what = source.reference if source.kind == "onnx" else f"{name}/{variant}"
         info.update(
             onnx=str(path),
@@ -152,7 +139,7 @@ def _prepare_model(
             verification = verify_fold(reference, folded.model) if options.verify else None
             folded_path = path.with_suffix(".folded.onnx")
             save_model(folded.model, folded_path)
-            folded_info = _graph_info(folded.model)
+            folded_info = graph_facts(folded.model)
             folded_info.update(
                 onnx=str(folded_path),
                 onnx_sha256=file_sha256(folded_path),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -453,3 +453,17 @@ def op_histogram(model: onnx.ModelProto) -> Dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def graph_facts(model: onnx.ModelProto) -> Dict[str, Any]:
+    """What a results run records of its graph: FLOPs per sample (and whether they are a floor:
+    nodes of unknown shapes not counted, with a warning), parameters and the op histogram."""
+    flops = flop_count(model)
+    if flops.holes:
+        warnings.warn(flops.warning(), stacklevel=2)
+    return {
+        "flops": flops.total,
+        "flops_floor": bool(flops.holes),
+        "params": count_params(model),
+        "nodes": op_histogram(model),
+    }

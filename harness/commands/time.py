@@ -141,7 +141,9 @@ def time_files(
     """
     import sys
 
+    from harness.graph_stats import graph_facts
     from harness.measure import finish_results, measure_graphs, start_results
+    from harness.onnx_io import bind_shapes, load_model
     from harness.results import format_interval, time_roles
 
     results = start_results(profile, ["harness"] + sys.argv[1:], strict)
@@ -155,9 +157,12 @@ def time_files(
         keep_partial=True,
     )
     results.device_extra["energy"] = timed.energy_note
-    for name, (model, variant) in zip(names, time_roles(names)):
+    for path, name, (model, variant) in zip(paths, names, time_roles(names)):
         run = timed.runs[name]
         run.model, run.variant = model, variant
+        graph = load_model(path)
+        for key, value in graph_facts(bind_shapes(graph, shapes)[0] if shapes else graph).items():
+            setattr(run, key, value)  # FLOPs (per sample), params and ops, as bench records
         results.runs.append(run)
         s = run.stats
         line = (
