@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.cli import build_parser
 from tests.conftest import conv_net
+from tests.markdown_examples import read_blocks
 
 pytest_plugins = ["pytester"]
 
@@ -20,19 +21,8 @@ def build():
 
 
 def _blocks(language: str = "python") -> list:
-    """The code blocks of docs/ci.md fenced as ``language`` ("" for unmarked ones)."""
-    blocks, current, fence = [], [], None
-    for line in DOC.read_text().splitlines():
-        if line.startswith("```"):
-            if fence is None:
-                fence, current = line[3:].strip(), []
-            else:
-                if fence == language:
-                    blocks.append("\n".join(current) + "\n")
-                fence = None
-        elif fence is not None:
-            current.append(line)
-    return blocks
+    """The code blocks of docs/ci.md fenced as ``language`` (the docs' one block reader)."""
+    return [b.text for b in read_blocks(DOC) if b.language == language and b.title is None]
 
 
 def _models(folder: Path) -> None:
@@ -65,7 +55,7 @@ def _shell_commands(program: str) -> list:
     import shlex
 
     found = []
-    for block in _blocks(""):
+    for block in _blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
             if line.startswith(program + " "):
                 command = line.split("#")[0].replace('"$GITHUB_SHA"', "abc")
