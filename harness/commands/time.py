@@ -35,7 +35,7 @@ def register(subparsers) -> None:
         "until those intervals meet the profile's target_ci or its time cap (then the resolution "
         "reached is printed). On a GPU with nvidia-ml-py the SM clock, power and throttle reasons "
         "are recorded after every block.",
-        "harness time base.onnx folded.onnx --device host --json timings.json",
+        "harness time resnet56-dc-all.onnx folded.onnx --device host --json timings.json",
     )
     parser.add_argument("onnx", nargs="+", type=Path, help="ONNX files; the first is the reference")
     add_device(parser)

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
         "verify",
         "check that two ONNX graphs compute the same (exit 1 if not)",
         DESCRIPTION,
-        "harness verify model.onnx model-folded.onnx",
+        "harness verify resnet56-dc-all.onnx folded.onnx",
     )
     parser.add_argument("original", type=Path, help="the reference ONNX model")
     parser.add_argument("candidate", type=Path, help="the rewritten ONNX model to check against it")
