@@ -48,8 +48,25 @@ COMMANDS = (
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are HarnessErrors: one line, exit 2, as every mistake."""
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse does, remembering the words given (``error`` names an unknown option)."""
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        """Raise instead of printing the usage and exiting (``main`` prints the one line)."""
+        """Raise instead of printing the usage and exiting (``main`` prints the one line). An
+        option the command does not have is named first, before a missing required one."""
+        options = self._option_string_actions
+        unknown = [
+            word
+            for word in getattr(self, "_given", [])
+            if word.startswith("-")
+            and word != "-"
+            and not any(o.startswith(word.split("=")[0]) for o in options)
+            and not word[1:2].isdigit()
+        ]
+        if unknown and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(unknown)}"
         raise HarnessError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 

@@ -409,3 +409,12 @@ def test_commands_that_measure_here_refuse_a_remote_profile(argv, tmp_path, caps
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and "names the remote device device.invalid" in err and "--local" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_option_the_command_lacks_is_named_before_a_missing_required_one(capsys):
+    """A newcomer's ``harness export --model x`` is told about --model, not about -o."""
+    assert main(["export", "--model", "rn18c:baseline"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --model" in err and "harness export --help" in err
+    assert main(["export", "resnet20"]) == 2  # nothing unknown: the missing -o is the mistake
+    assert "required: -o/--out/--output" in capsys.readouterr().err
