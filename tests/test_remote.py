@@ -214,10 +214,12 @@ def test_time_on_a_remote_device_over_ssh(sshds, tmp_path, fast_profile):
     twin.parent.mkdir()
     twin.write_bytes(model.read_bytes())
     data = json.loads(device.time([model, twin], tmp_path / "times.json").read_text())
-    assert sorted(data["runs"]) == sorted([str(model), str(twin)])  # keyed by the local paths
-    for entry in data["runs"].values():
+    runs = data["runs"]  # the results schema, named by the local paths
+    assert sorted(r["id"] for r in runs) == sorted([str(model), str(twin)])
+    assert sorted(r["onnx"] for r in runs) == sorted([str(model), str(twin)])
+    for entry in runs:
         assert entry["stats"]["n"] >= 10 and entry["stats"]["median"] > 0
-    assert data["profile"]["name"] == "dev-a"  # the device's own profile
+    assert data["device"]["profile"]["name"] == "dev-a"  # the device's own profile
     assert not list((tmp_path / "device-dev-a" / "harness-jobs").iterdir())  # uploads cleaned
     with pytest.raises(HarnessError, match="fixed batch of 1, not 4"):  # options reach the device
         device.time([model], tmp_path / "t4.json", options=["--batch=4"])

@@ -92,7 +92,8 @@ def test_a_suite_file_of_ones_own_models(suite_dir, tmp_path, fast_profile, caps
     table = (out / "report.md").read_text()
     for variant in ("noact", "dynamic"):
         row = next(line for line in table.splitlines() if f"| mine | {variant} |" in line)
-        assert re.search(r"\d\.\d+x \[\d\.\d+, \d\.\d+\] \|$", row)  # speed-up vs baseline
+        # the speed-up vs baseline (marked where the samples drifted: a loaded machine)
+        assert re.search(r"\d\.\d+x \[\d\.\d+, \d\.\d+\]( \(drifted\))? \|$", row)
 
 
 def test_the_baseline_and_variants_shorthand(suite_dir, tmp_path, fast_profile, capsys):

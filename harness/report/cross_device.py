@@ -266,7 +266,8 @@ def merge(documents: List[Results]) -> CrossDeviceTable:
     _check_shapes(devices)
     table = CrossDeviceTable(devices, [], {}, {}, {}, notes=notes)
     for device in devices:
-        peaks = device.results.profile.get("peaks") or {}
+        peaks = device.results.profile.get("peaks")
+        peaks = peaks if isinstance(peaks, dict) else {}  # a file's copy of its profile, unchecked
         drifted = drifted_runs(device.results)
         for run in device.results.runs:
             if run.folded:
