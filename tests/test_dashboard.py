@@ -336,11 +336,16 @@ def _conv_model(path: Path, channels: int) -> Path:
 @pytest.mark.slow
 @pytest.mark.browser
 def test_three_real_bench_runs_give_a_site_with_the_step_at_the_third(
-    tmp_path, fast_profile, browser
+    tmp_path, fast_profile, browser, monkeypatch
 ):
     """The issue's check end to end: `harness bench` three times (the model slowed on purpose
     before the third), `history add` each with its commit, `harness dashboard`, then the index
-    and the model's page in headless Chromium with the network off."""
+    and the model's page in headless Chromium with the network off.
+
+    The runs are recorded as captured on an idle machine: on a CI machine whose load average
+    reaches its cores, a loaded third run is (rightly) not taken as a step, which the step tests
+    check on their own; here the subject is the site."""
+    monkeypatch.setattr("harness.envinfo.os.getloadavg", lambda: (0.1, 0.1, 0.1))
     model, db, site = tmp_path / "convs.onnx", tmp_path / "h.sqlite", tmp_path / "site"
     for i, channels in enumerate([8, 8, 32]):
         _conv_model(model, channels)
