@@ -15,8 +15,8 @@ STAMP := $(VENV)/.installed
 # what runs on a Jetson (JetPack 5.1: Python 3.8, no torch)
 DEVICE_SIDE := harness/__init__.py harness/errors.py harness/energy.py harness/memory.py harness/memory_child.py harness/doctor.py harness/profiles.py harness/backends harness/envinfo.py \
 	harness/timing.py harness/estimators.py harness/onnx_io.py harness/results.py harness/graph_stats.py harness/cli.py harness/commands \
-	harness/calibrate.py harness/measure.py harness/outputs.py harness/precision.py harness/remote.py \
-	harness/geometry.py harness/lut.py harness/fold/cost.py harness/layer_profile.py
+	harness/cost/__init__.py harness/cost/calibrate.py harness/measure.py harness/outputs.py harness/precision.py harness/remote.py \
+	harness/geometry.py harness/cost/lut.py harness/cost/model.py harness/layer_profile.py
 
 .PHONY: bench paper test test-all lint setup clean docs
 

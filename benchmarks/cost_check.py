@@ -2,7 +2,7 @@
 fits synthetic micro-benchmarks), predicted against measured per span, ``auto`` against the oracle.
 
 For each zoo network: every partition of each conv chain ``fold --merge auto`` considers is folded
-and profiled per layer (``harness.cost_check``): the share of span predictions within +/-10% and
+and profiled per layer (``harness.cost.check``): the share of span predictions within +/-10% and
 +/-20% of measured (nn-Meter's metric) and, per chain, auto's partition against the oracle's (the
 partition measured fastest). Then the graph folded with auto's plan and the one folded with the
 oracle's are timed end to end, interleaved, with the profile's protocol.
@@ -29,8 +29,8 @@ from typing import Dict, List, Tuple
 from harness import envinfo, timing
 from harness.backends import get_runner_class
 from harness.backends.base import open_runners
-from harness.calibrate import cost_model_for
-from harness.cost_check import (
+from harness.cost.calibrate import cost_model_for
+from harness.cost.check import (
     PlanCostModel,
     check_model,
     check_path,

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from harness import timing
-from harness.arbitrate import arbitrate
-from harness.calibrate import load_calibration
 from harness.cli import main as harness_main
+from harness.cost.arbitrate import arbitrate
+from harness.cost.calibrate import load_calibration
 from harness.export import export_module
 from harness.fold import RooflineCostModel, fold_model
 from harness.graph_stats import count_flops

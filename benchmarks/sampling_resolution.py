@@ -28,7 +28,7 @@ import numpy as np
 from harness import estimators, timing
 from harness.backends import get_runner_class
 from harness.backends.base import open_runners
-from harness.calibrate import cost_model_for
+from harness.cost.calibrate import cost_model_for
 from harness.export import export_module
 from harness.fold import fold_model
 from harness.onnx_io import save_model, write_text_atomic

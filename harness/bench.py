@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.calibrate import cost_model_for
+from harness.cost.calibrate import cost_model_for
 from harness.errors import HarnessError
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import onnx
 import onnx_graphsurgeon as gs
 
-from harness.fold.cost import CalibratedCostModel, CostModel
+from harness.cost.model import CalibratedCostModel, CostModel
 from harness.fold.graph import conv_view
 from harness.fold.report import FoldAction, FoldRecord
 from harness.fold.skeleton import infer_shapes_quick

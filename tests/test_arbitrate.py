@@ -10,8 +10,8 @@ import pytest
 import yaml
 from torch import nn
 
-from harness.arbitrate import arbitrate
 from harness.cli import main
+from harness.cost.arbitrate import arbitrate
 from harness.errors import HarnessError
 from harness.export import export_module
 from harness.fold import RooflineCostModel, fold_model

@@ -11,12 +11,19 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.calibrate import REPEATS, cost_model_for, fit, micro_benchmarks, point_model, predict
 from harness.cli import main
+from harness.cost.calibrate import (
+    REPEATS,
+    cost_model_for,
+    fit,
+    micro_benchmarks,
+    point_model,
+    predict,
+)
+from harness.cost.lut import Entry
+from harness.cost.model import CalibratedCostModel, ConvGeometry, RooflineCostModel, TableCostModel
 from harness.errors import HarnessError
 from harness.fold import fold_model
-from harness.fold.cost import CalibratedCostModel, ConvGeometry, RooflineCostModel, TableCostModel
-from harness.lut import Entry
 from harness.onnx_io import load_model
 from harness.profiles import calibration_path, load_profile
 
@@ -226,7 +233,7 @@ def test_calibrate_command_measures_fits_and_fold_uses_it(tmp_path, capsys):
 
 
 def test_a_class_lost_in_the_noise_is_priced_by_its_nearest_neighbour_not_as_free():
-    from harness.lut import Entry
+    from harness.cost.lut import Entry
 
     truth = _truth()
     entries = _entries(truth)

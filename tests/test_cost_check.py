@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.cli import main
-from harness.cost_check import (
+from harness.cost.check import (
     PlanCostModel,
     check_model,
     check_path,
@@ -21,8 +21,8 @@ from harness.cost_check import (
     summary,
     summary_text,
 )
+from harness.cost.model import RooflineCostModel
 from harness.fold import fold_model
-from harness.fold.cost import RooflineCostModel
 from harness.profiles import load_profile
 
 

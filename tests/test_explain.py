@@ -20,6 +20,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.cli import main
+from harness.cost.model import CalibratedCostModel
 from harness.errors import HarnessError
 from harness.explain import (
     conv_geometries,
@@ -29,7 +30,6 @@ from harness.explain import (
     original_nodes,
 )
 from harness.fold import fold_model
-from harness.fold.cost import CalibratedCostModel
 from harness.layer_profile import (
     LayerProfile,
     LayerTime,

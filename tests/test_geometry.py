@@ -13,11 +13,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.cost.lut import Span, activation_chains, conv_layers, enumerate_spans, span_model
 from harness.fold.graph import conv_view
 from harness.fold.report import FoldAction, FoldRecord, FoldReport
 from harness.geometry import ConvGeometry
 from harness.graph_stats import flop_count
-from harness.lut import Span, activation_chains, conv_layers, enumerate_spans, span_model
 
 # (out channels, kernel, stride, dilation, groups, pads) of each conv of a chain on a 1x8x20x20
 # input

@@ -17,10 +17,7 @@ import torch
 from torch import nn
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.export import export_module
-from harness.geometry import ConvGeometry
-from harness.lut import (
+from harness.cost.lut import (
     Entry,
     Span,
     depth_network,
@@ -32,6 +29,9 @@ from harness.lut import (
     table_rows,
     write_layout,
 )
+from harness.errors import HarnessError
+from harness.export import export_module
+from harness.geometry import ConvGeometry
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "layermerge_tables.json").read_text())
 

@@ -12,9 +12,7 @@ import torch
 from torch import nn
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.export import export_module
-from harness.lut import (
+from harness.cost.lut import (
     Entry,
     activation_chains,
     enumerate_spans,
@@ -24,7 +22,9 @@ from harness.lut import (
     table_rows,
     write_tables,
 )
-from harness.plan import plan_chains
+from harness.cost.plan import plan_chains
+from harness.errors import HarnessError
+from harness.export import export_module
 from tests.conftest import conv_net
 
 

@@ -12,9 +12,9 @@ from typing import List
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.calibrate import cost_model_for, load_calibration
+from harness.cost.calibrate import cost_model_for, load_calibration
+from harness.cost.model import ROOFLINE_MARGIN, CalibratedCostModel, TableCostModel
 from harness.fold import RooflineCostModel, fold_model
-from harness.fold.cost import ROOFLINE_MARGIN, CalibratedCostModel, TableCostModel
 from harness.onnx_io import make_model
 from harness.profiles import calibration_path, load_profile
 

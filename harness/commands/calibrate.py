@@ -74,14 +74,14 @@ def run(args) -> int:
     )
 
     from harness import envinfo
-    from harness.calibrate import (
+    from harness.cost.calibrate import (
         calibration_record,
         calibration_timing,
         measure_point,
         micro_benchmarks,
         run_calibration,
     )
-    from harness.lut import Entry, measurement_context
+    from harness.cost.lut import Entry, measurement_context
     from harness.outputs import FILE, check_output, write_measured
     from harness.profiles import calibration_path, load_profile, with_backend
 
@@ -155,7 +155,7 @@ def run(args) -> int:
             file=sys.stderr,
         )
     print(f"wrote {output}")
-    from harness.cost_check import check_path, summary_text
+    from harness.cost.check import check_path, summary_text
 
     stored = check_path(profile, profile.backend, precision)
     if stored.is_file():
@@ -173,8 +173,8 @@ def _check(args, profile, precision: str, batch: int) -> int:
     import tempfile
 
     from harness import envinfo
-    from harness.calibrate import cost_model_for
-    from harness.cost_check import check_model, check_path, store, summary_text
+    from harness.cost.calibrate import cost_model_for
+    from harness.cost.check import check_model, check_path, store, summary_text
     from harness.errors import HarnessError
     from harness.onnx_io import load_model
 

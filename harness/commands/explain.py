@@ -117,7 +117,7 @@ def _from_trtexec(args, path: Path, profile, precision: str):
 
 def _measured(args, path: Path, profile, precision: str, folder: Path):
     from harness.backends.base import resolve_batch
-    from harness.calibrate import cost_model_for
+    from harness.cost.calibrate import cost_model_for
     from harness.explain import explain_model
 
     refuse_remote(profile, args, "explain")

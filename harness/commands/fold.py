@@ -90,7 +90,7 @@ def run(args) -> int:
     import json
     import time
 
-    from harness.calibrate import cost_model_for
+    from harness.cost.calibrate import cost_model_for
     from harness.errors import HarnessError
     from harness.fold import fold_model, verify_fold
     from harness.fold.skeleton import infer_shapes_quick
@@ -129,7 +129,7 @@ def run(args) -> int:
     )
     arbitration = None
     if args.arbitrate:
-        from harness.arbitrate import arbitrate
+        from harness.cost.arbitrate import arbitrate
 
         results = {"auto": result}
         for merge in ("none", "all"):
@@ -216,7 +216,7 @@ def _check_cost(args, model, result, cost, profile) -> dict:
     goes on the merge records, and a line per chain and the summary are printed."""
     import tempfile
 
-    from harness.cost_check import annotate, check_model, conv_indices, summary, to_record
+    from harness.cost.check import annotate, check_model, conv_indices, summary, to_record
 
     batch = args.batch or profile.batch_sizes[0]
     with tempfile.TemporaryDirectory() as tmp:

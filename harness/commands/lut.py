@@ -85,7 +85,7 @@ def register(subparsers) -> None:
 
 
 def _companions(path: Path) -> List[Tuple[Path, str]]:
-    from harness.lut import table_companions
+    from harness.cost.lut import table_companions
 
     return table_companions(path)
 
@@ -105,9 +105,7 @@ def run(args) -> int:
     )
 
     from harness import envinfo
-    from harness.errors import HarnessError
-    from harness.export import materialize, resolve_source, with_input_shape
-    from harness.lut import (
+    from harness.cost.lut import (
         Entry,
         activation_chains,
         at_batch,
@@ -121,6 +119,8 @@ def run(args) -> int:
         table_sidecar,
         write_layout,
     )
+    from harness.errors import HarnessError
+    from harness.export import materialize, resolve_source, with_input_shape
     from harness.measure import measure_graphs
     from harness.onnx_io import (
         bind_shapes,

@@ -60,8 +60,8 @@ def _device(args) -> str:
     match when given."""
     import json
 
+    from harness.cost.lut import table_sidecar
     from harness.errors import HarnessError
-    from harness.lut import table_sidecar
     from harness.profiles import load_profile
 
     sidecar = table_sidecar(args.table)
@@ -86,11 +86,11 @@ def run(args) -> int:
     import json
     import tempfile
 
+    from harness.cost.lut import activation_chains, read_table
+    from harness.cost.plan import plan_chains, read_importance
     from harness.errors import HarnessError
     from harness.export import materialize, resolve_source, with_input_shape
-    from harness.lut import activation_chains, read_table
     from harness.onnx_io import write_text_atomic
-    from harness.plan import plan_chains, read_importance
 
     latency = read_table(args.table)
     importance = read_importance(args.importance)

@@ -18,15 +18,15 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from harness.errors import FoldVerificationError, HarnessError, first_line
-from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
-from harness.fold.cost import (
+from harness.cost.model import (
     ConvGeometry,
     CostModel,
     FlopCountModel,
     RooflineCostModel,
     TableCostModel,
 )
+from harness.errors import FoldVerificationError, HarnessError, first_line
+from harness.fold.chains import blocked_edges, merge_conv_chains, merge_gemm_chains
 from harness.fold.report import FoldAction, FoldRecord, FoldReport
 from harness.fold.residual import fold_residuals
 from harness.fold.simplify import (
@@ -250,7 +250,7 @@ def fold_model(
     batch: Optional[int] = None,
 ) -> FoldResult:
     """Fold a model; the input model is not modified. ``auto`` needs the device's ``cost_model``
-    (``harness.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost. Opsets
+    (``harness.cost.calibrate.cost_model_for``); ``all`` and ``none`` decide nothing by cost. Opsets
     below 11 are converted, dynamic dims are bound from ``input_shape`` (without batch) and
     ``batch`` where given (else only shape-independent rewrites run). Nothing to fold, or a graph
     a pass cannot handle: the input model comes back unchanged, the report says why."""

@@ -1,11 +1,12 @@
 """Merging linear chains of Convs (and of Gemms), chosen by a cost model.
 
 A *linear chain* is a run of Convs with nothing between them, each the only reader of the previous
-one's output. (The latency tables' *activation chains*, ``harness.lut``, also cross activations: the
-runs depth compression could merge once it removes them.) A pair merges exactly only when the second
-conv does not pad (its zero padding ring would otherwise differ from the first conv's output there):
-such pairs are refused, with the reason recorded, and split the chain. Inside each exact run a
-dynamic program over split points picks the segments to merge that minimise the cost model's total.
+one's output. (The latency tables' *activation chains*, ``harness.cost.lut``, also cross
+activations: the runs depth compression could merge once it removes them.) A pair merges exactly
+only when the second conv does not pad (its zero padding ring would otherwise differ from the first
+conv's output there): such pairs are refused, with the reason recorded, and split the chain. Inside
+each exact run a dynamic program over split points picks the segments to merge that minimise the
+cost model's total.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from harness.cost.model import CostModel
 from harness.fold import algebra
-from harness.fold.cost import CostModel
 from harness.fold.graph import (
     ConvView,
     constant,

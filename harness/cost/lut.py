@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.envinfo import cpu_state, library_versions
 from harness.errors import HarnessError
 from harness.geometry import ConvGeometry, conv_output_size, merged_kernel
 from harness.onnx_io import write_text_atomic
@@ -279,8 +280,6 @@ def measurement_context(profile, precision: str, batch: int) -> Dict[str, object
     precision, batch, host, versions. Stored with every saved measurement, so that a resumed run
     never reuses another context's."""
     import platform
-
-    from harness.envinfo import cpu_state, library_versions
 
     versions = library_versions()
     return {

@@ -1,9 +1,9 @@
 """Depth-compression planning: which activations to remove under a latency budget, by dynamic
 programming.
 
-Each activation chain (``harness.lut``) is cut into contiguous segments; a segment of several convs
-means the activations inside it are removed and it is merged into one conv. A segment's latency
-comes from a measured table (``harness lut``), its importance from the user's own accuracy
+Each activation chain (``harness.cost.lut``) is cut into contiguous segments; a segment of several
+convs means the activations inside it are removed and it is merged into one conv. A segment's
+latency comes from a measured table (``harness lut``), its importance from the user's own accuracy
 measurements (we do not train: the numbers are theirs). The plan maximises total importance with
 total latency within the budget (latency of the rest of the network excluded): per chain, a DP over
 cut points gives the best importance for each latency; a knapsack over chains combines them.
@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from harness.cost.lut import read_span_values
 from harness.errors import HarnessError
 
 Segment = Tuple[int, int]
@@ -38,7 +39,6 @@ class Plan:
 def read_importance(path: Path) -> Dict[Segment, float]:
     """An importance table ``st,end,importance`` (higher is better: e.g. accuracy kept after
     merging st..end; negative allowed)."""
-    from harness.lut import read_span_values
 
     return read_span_values(path, "importance", "importance table", non_negative=False)
 

@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from harness.cost.lut import read_geometry, read_table
 from harness.geometry import ConvGeometry
 from harness.profiles import Profile
 
@@ -110,7 +111,6 @@ class TableCostModel(CostModel):
 
     @classmethod
     def from_csv(cls, path: Path, fallback: CostModel) -> TableCostModel:
-        from harness.lut import read_geometry, read_table
 
         return cls(
             read_table(path), fallback, f"measured table {Path(path).name}", read_geometry(path)

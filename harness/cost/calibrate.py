@@ -26,15 +26,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.errors import HarnessError
-from harness.fold.cost import (
+from harness.cost.lut import Entry, Span, backend_settings, measure_keyed
+from harness.cost.model import (
     CalibratedCostModel,
     CostModel,
     RooflineCostModel,
     TableCostModel,
     conv_class,
 )
-from harness.lut import Entry, Span
+from harness.errors import HarnessError
+from harness.measure import measure_graphs
 from harness.profiles import Profile, TimingSettings, calibration_path
 
 SCHEMA = 1
@@ -170,7 +171,6 @@ def measure_point(
     """The marginal cost of one repetition of the pattern (ms), inside a graph: layout conversions
     at the graph's edges and the per-call cost cancel in the difference between three repetitions
     and one."""
-    from harness.measure import measure_graphs
 
     graphs = {str(r): point_model(point, r) for r in REPEATS}
     measured = measure_graphs(graphs, profile, precision, batch, settings=settings).runs
@@ -361,7 +361,6 @@ def calibration_mismatch(path: Path, profile: Profile, batch: Optional[int] = No
     ones it is about to serve ('' when nothing does): a copied or stale file prices another
     setting."""
     data = json.loads(Path(path).read_text())
-    from harness.lut import backend_settings
 
     settings = backend_settings(profile)
     found = []
@@ -427,7 +426,6 @@ def run_calibration(
     on_step: Optional[Callable[[int, int], None]] = None,
 ) -> Tuple[Dict[str, Entry], int, int]:
     """Measure every point not saved before in this context (resumable, as ``harness lut``)."""
-    from harness.lut import measure_keyed
 
     todo = {p.key: (lambda point=p: measure(point)) for p in points}
     return measure_keyed(todo, progress_path, context, on_step)

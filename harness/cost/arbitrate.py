@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple
 import onnx
 
 from harness.errors import HarnessError
+from harness.measure import measure_graphs
 from harness.profiles import Profile
 
 PLAN = "auto"
@@ -58,7 +59,6 @@ def arbitrate(
     Graphs that serialise identically are timed once. The plan is kept when it is the reference's
     graph or its speed-up over the reference (ratio of medians, paired interval) is >= 1.
     """
-    from harness.measure import measure_graphs
 
     if set(candidates) != {PLAN, *REFERENCES}:
         raise HarnessError(f"arbitration needs the graphs of {PLAN}, none and all")

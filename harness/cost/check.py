@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import onnx
 
+from harness.cost.model import CostModel
 from harness.fold import fold_model
-from harness.fold.cost import CostModel
 from harness.fold.report import FoldAction, FoldRecord
 from harness.geometry import ConvGeometry
 from harness.layer_profile import profile_model
