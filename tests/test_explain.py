@@ -20,6 +20,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.backends.base import Runner
 from harness.cli import main
 from harness.cost.model import CalibratedCostModel
 from harness.errors import HarnessError
@@ -39,7 +40,7 @@ from harness.layer_profile import (
     parse_trt_profile,
     trt_layer_profile,
 )
-from harness.measure import profile_layers
+from harness.measure import measure_graphs, open_runner, profile_layers
 from harness.profiles import load_profile
 
 DATA = Path(__file__).parent / "data" / "trt" / "profiles"
@@ -424,3 +425,58 @@ def test_a_trtexec_profiling_run_is_read_back_per_version(version, tmp_path, mon
     assert [layer.nodes for layer in layers.layers] == [[n.name] for n in model.graph.node]
     assert layers.runs == 10 and layers.source.startswith(f"TensorRT {version}")
     assert all(layer.device == "GPU" and layer.precision == "FP32" for layer in layers.layers)
+
+
+# --- the measurement path: profiled runners interleaved with the timed ones ----------------------
+def test_measure_graphs_profiles_each_graph_beside_its_timed_runs(fast_profile, tmp_path):
+    """A profiling runner per graph is timed in the same rounds (its samples are not the graph's)
+    and the run records its layers, each ONNX node covered once, with the timed median beside."""
+    model = _chain_model()
+    path = tmp_path / "chain.onnx"
+    onnx.save(model, path)
+    profile = load_profile(str(fast_profile))
+    timed = measure_graphs({"a": path, "b": path}, profile, layers=True)
+    assert set(timed.runs) == set(timed.measurements) == {"a", "b"}
+    for name, run in timed.runs.items():
+        stored = run.layers
+        covered = sorted(n for layer in stored["layers"] for n in layer.get("nodes", []))
+        assert covered == sorted(n.name for n in model.graph.node)
+        assert stored["timed_ms"] == run.stats.median
+        assert stored["runs"] >= 1 and stored["run_ms"] > 0
+        assert timed.layers[name].total_ms == pytest.approx(stored["total_ms"])
+    assert measure_graphs({"a": path}, profile).runs["a"].layers is None
+
+
+def test_a_backend_without_a_profiler_refuses_a_profiling_runner(fast_profile, tmp_path):
+    class Plain(Runner):
+        backend_name = "plain"
+
+        def _activate_impl(self): ...
+        def input_specs(self): ...
+        def _infer_impl(self, feeds): ...
+        def _measure_impl(self): ...
+
+    with pytest.raises(HarnessError, match="plain backend has no per-layer profiler"):
+        Plain(tmp_path / "m.onnx", load_profile(str(fast_profile)), profiling=True)
+    path = tmp_path / "chain.onnx"
+    onnx.save(_chain_model(), path)
+    with open_runner(path, load_profile(str(fast_profile))) as runner:
+        with pytest.raises(HarnessError, match="not made with profiling=True"):
+            runner.layer_profile()
+
+
+def test_bench_layers_records_profiles_tied_through_the_fold_and_findings(fast_profile, tmp_path):
+    """bench --layers: every run has its layers; the folded graph's merged conv stands for both
+    original convs; the lint ran on every run (the merge grew a kernel)."""
+    path, narrow = tmp_path / "chain.onnx", tmp_path / "narrow.onnx"
+    onnx.save(_chain_model(), path)
+    onnx.save(_chain_model(channels=8), narrow)
+    out = tmp_path / "b"
+    argv = ["bench", "--baseline", str(path), "--variants", str(narrow), "--merge", "all"]
+    assert main(argv + ["--device", str(fast_profile), "--layers", "--out", str(out)]) == 0
+    runs = {r["id"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    folded = next(r for r in runs.values() if r["folded"])
+    assert all(r["layers"]["layers"] and r["findings"] is not None for r in runs.values())
+    merged = [x for x in folded["layers"]["layers"] if "conv_a" in x["original_nodes"]]
+    assert merged and "conv_b" in merged[0]["original_nodes"]
+    assert any(f["rule"] == "kernel-grown-by-merge" for f in folded["findings"])
