@@ -26,9 +26,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from harness import envinfo, timing
-from harness.backends import get_runner_class
-from harness.backends.base import open_runners
+from harness import envinfo
 from harness.cost.calibrate import cost_model_for
 from harness.cost.check import (
     PlanCostModel,
@@ -40,6 +38,7 @@ from harness.cost.check import (
 )
 from harness.export import ModelSource, materialize, resolve_source
 from harness.fold import fold_model
+from harness.measure import measure_graphs
 from harness.onnx_io import load_model, save_model, write_text_atomic
 from harness.profiles import load_profile, with_backend
 
@@ -64,11 +63,8 @@ def _cpu() -> str:
 
 def _timed(paths: Dict[str, Path], profile, batch: int) -> Dict[str, float]:
     """Median latency (ms) of each graph, timed interleaved."""
-    runner_class = get_runner_class(profile.backend)
-    runners = {k: runner_class(p, profile, profile.precisions[0], batch) for k, p in paths.items()}
-    with open_runners(runners):
-        measured = timing.measure_interleaved(runners, profile.timing)
-    return {k: m.stats().median for k, m in measured.items()}
+    timed = measure_graphs(paths, profile, batch=batch)
+    return {name: timed.stats(name).median for name in paths}
 
 
 def run_network(
@@ -167,21 +163,26 @@ def main() -> int:
         "",
         f"Measured {datetime.date.today().isoformat()} on {_cpu()} ({os.cpu_count()} cores "
         f"visible), profile `{profile.name}`, backend {profile.backend}, {precision}, batch 1, in "
-        f"{time.time() - started:.0f} s. **The machine is shared with other engineers' jobs and "
-        f"was loaded** (load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the "
-        "end, on 2 cores): read the shares as what this cost model achieves under that noise, "
-        "not as its accuracy on a quiet device.",
+        f"{time.time() - started:.0f} s; load average {load_before[0]:.1f} at the start, "
+        f"{load_after[0]:.1f} at the end"
+        + (
+            ": **the machine was loaded** (shared with other jobs): read the shares as what this "
+            "cost model achieves under that noise, not as its accuracy on a quiet device."
+            if max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1)
+            else "."
+        ),
         "",
         f"Cost model: {note}",
         "",
         "Networks: zoo variants the calibration never saw (it fits synthetic micro-benchmarks). "
         "For each chain `fold --merge auto` considers, every partition into merged segments is "
-        "folded (fold's own program steered to the plan) and profiled per layer with ONNX "
-        "Runtime's session profiling, in runs apart from timing; a span's measured time is that "
-        "of the layers covering its conv, with the activation or residual Add ONNX Runtime fuses "
-        "into it (the prediction prices the conv alone). *Oracle*: per chain, the partition "
-        "measured fastest. The last column times the network folded with auto's plan against "
-        "the one folded with the oracle's, end to end and interleaved (medians), with a second "
+        "folded (fold's own program steered to the plan) and profiled per layer with the "
+        f"{profile.backend} backend's own profiler, in runs apart from timing; a span's measured "
+        "time is that of the layers covering its conv, with what the backend fuses into it (ONNX "
+        "Runtime: the activation, the residual Add; the prediction prices the conv alone). "
+        "*Oracle*: per chain, the partition measured fastest. The last column times the network "
+        "folded with auto's plan against the one folded with the oracle's, end to end and "
+        "interleaved (medians), with a second "
         "copy of auto's graph timed beside them as a control: the control's gap is the noise "
         "floor of that comparison on this machine ('same graph': both plans fold alike).",
         "",
