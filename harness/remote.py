@@ -371,6 +371,7 @@ def write_manifest(options: Any, prepared: Dict[str, List[Any]], path: Path) -> 
         "verify": options.verify,
         "batch": options.batch,
         "precision": options.precision,
+        "layers": options.layers,  # read as False where absent (manifests before it)
         "models": models,
     }
     write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
@@ -459,6 +460,7 @@ def read_manifest(path: Path, profile: Profile, out_dir: Path) -> Any:
             batch=int(data["batch"]),
             precision=str(data["precision"]),
             prepared=prepared,
+            layers=data.get("layers", False) is True,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
