@@ -390,8 +390,10 @@ def explain_model(
             model, records = result.model, result.report.records
             path = save_model(model, Path(workdir) / "folded.onnx")
         report = result.report.to_dict()
-    layers = profile_model(path, profile, batch)
-    before = profile_model(Path(onnx_path), profile, batch) if records else None
+    layers = profile_model(path, profile, batch, precision=precision)
+    before = None
+    if records:
+        before = profile_model(Path(onnx_path), profile, batch, precision=precision)
     explanation = Explanation(
         layers,
         lint(model, layers, profile, precision, cost, records, original if records else None),

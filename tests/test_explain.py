@@ -1,9 +1,10 @@
 """Measured per-layer profiles, their mapping to ONNX nodes and the fold, the deployability lint.
 
-TensorRT doubles are NVIDIA's own recorded files: trt-engine-explorer's ResNet-18 A100 FP16
-``--exportLayerInfo`` / ``--exportProfile`` pair (NVIDIA/TensorRT release/8.5,
+TensorRT data are NVIDIA's own recorded files (tests/trt_recordings.py): trt-engine-explorer's
+ResNet-18 A100 FP16 ``--exportLayerInfo`` / ``--exportProfile`` pair (NVIDIA/TensorRT release/8.5,
 tools/experimental/trt-engine-explorer/examples/pytorch/resnet/A100/fp16, TensorRT 8.x format),
-turned into the 10.x and 11.x formats by the changes NVIDIA documents (``as_trt10``, ``as_trt11``).
+turned into the 10.x and 11.x formats by the changes NVIDIA documents (``as_trt10``, ``as_trt11``:
+derived, no 10.x or 11.x recording was found).
 """
 
 from __future__ import annotations
@@ -40,34 +41,7 @@ from harness.layer_profile import (
     trt_layer_profile,
 )
 from harness.profiles import load_profile
-
-DATA = Path(__file__).parent / "data" / "trt" / "profiles"
-LAYERS_85 = json.loads((DATA / "resnet18_a100_fp16.layers.json").read_text())
-PROFILE_85 = json.loads((DATA / "resnet18_a100_fp16.profile.json").read_text())
-
-
-def as_trt10(info: dict) -> dict:
-    """The 8.5 layer information as 10.x writes it: each layer with a ``Metadata`` field of
-    ``[ONNX Layer: name]`` records joined by U+001E (added in 8.6; NVIDIA/TensorRT issue 2779, and
-    trt-engine-explorer's parser.py ``fix_unicode``)."""
-    out = copy.deepcopy(info)
-    for layer in out["Layers"]:
-        parts = [p for p in layer["Name"].split(" + ") if not p.startswith("Reformatting")]
-        layer["Metadata"] = "\x1e".join(f"[ONNX Layer: {p}]" for p in parts)
-    return out
-
-
-def as_trt11(info: dict) -> dict:
-    """The 10.x layer information as 11.x writes it: ``Bindings`` (names) replaced by ``I/O
-    Tensors`` (objects with Name, IOMode, ...), per NVIDIA's 'Migrating IEngineInspector Usage from
-    TensorRT 10.x to 11.x'."""
-    out = as_trt10(info)
-    names = out.pop("Bindings")
-    out["I/O Tensors"] = [
-        {"Name": n, "IOMode": "Input" if i == 0 else "Output", "Location": "Device"}
-        for i, n in enumerate(names)
-    ]
-    return out
+from tests.trt_recordings import DLA_PROFILE, LAYERS_85, PROFILE_85, as_trt10, as_trt11
 
 
 def _resnet_head() -> onnx.ModelProto:
@@ -215,19 +189,6 @@ def test_trt_11_metadata_ties_layers_whose_names_say_nothing():
     profile[2]["name"] = "myelin region 0"
     layers = trt_layer_profile(profile, info, _resnet_head())
     assert layers.layers[1].nodes == ["Conv_0", "Relu_1"]  # from Metadata
-
-
-# The DLA layer names are those trtexec printed for a DLA engine in NVIDIA/TensorRT issue 3143
-# (per-layer profile: 'images to nvm', '{ForeignNode[Conv_0...Concat_198]}', 'head_3 from nvm',
-# 'images copy finish'), here over the recorded ResNet head.
-DLA_PROFILE = [
-    {"count": 400},
-    {"name": "input.1 to nvm", "timeMs": 34.0, "averageMs": 0.085, "percentage": 1.1},
-    {"name": "{ForeignNode[Conv_0...Relu_4]}", "timeMs": 3.4, "averageMs": 0.0085, "percentage": 1},
-    {"name": "onnx::Conv_129 from nvm", "timeMs": 3069.6, "averageMs": 7.69, "percentage": 98.4},
-    {"name": "input.1 copy finish", "timeMs": 0.67, "averageMs": 0.0017, "percentage": 0.0},
-    {"name": "Conv_5 + Add_6 + Relu_7", "timeMs": 40.0, "averageMs": 0.1, "percentage": 0.5},
-]
 
 
 def test_dla_engine_layers_are_placed_and_gpu_fallback_is_reported(tmp_path):

@@ -22,11 +22,21 @@ the calls are checked per version against strict doubles of TensorRT 8.5, 10.13 
 (tests/fake_tensorrt.py). Polygraphy's ``TrtRunner`` is not used for timing: it times ``infer()`` on
 the host around its own cudart (ctypes) copies and gives no split into H2D, GPU compute and D2H, so
 the loop below stays ours, on pycuda.
+
+Per-layer profile (``profile_layers``): TensorRT's ``IProfiler`` on a second execution context of
+the same engine and buffers, in runs of its own (the timed context never carries a profiler: with
+one, each enqueue records per-layer events), joined with the engine's ``IEngineInspector`` JSON.
+``enqueue_emits_profile`` is turned off and ``report_to_profiler()`` called after each run's sync,
+as trtexec does (samples/common/sampleInference.cpp): with the default (on) TensorRT makes the
+enqueue synchronous and reports inside ``execute_async_v3`` (NvInferRuntime.h,
+``setEnqueueEmitsProfile``). The layer information needs an engine built with detailed profiling
+verbosity: every engine here is (``cache.PROFILING_VERBOSITY``).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -47,6 +57,8 @@ from harness.backends.trt.build import build_engine
 from harness.backends.trt.cache import BuildSettings, EngineCache, engine_identity, file_sha256
 from harness.backends.trt.versions import build_plan
 from harness.errors import HarnessError
+from harness.layer_profile import PROFILE_RUNS, LayerProfile, profile_records, trt_layer_profile
+from harness.onnx_io import load_model
 from harness.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -56,6 +68,18 @@ def _check(ok: Any, what: str) -> None:
     """TensorRT's Python API reports failures as False/None: turn them into errors."""
     if ok is False or ok is None:
         raise HarnessError(f"TensorRT: {what} failed")
+
+
+class _LayerTimes(trt.IProfiler):
+    """Keeps TensorRT's per-layer reports in the order made (TensorRT calls it from C++, which
+    swallows any exception: keep it trivial)."""
+
+    def __init__(self) -> None:
+        trt.IProfiler.__init__(self)  # pybind11: a subclass must initialise its base
+        self.reports: List[Tuple[str, float]] = []
+
+    def report_layer_time(self, layer_name: str, ms: float) -> None:
+        self.reports.append((layer_name, ms))
 
 
 class TensorRTRunner(Runner):
@@ -130,41 +154,51 @@ class TensorRTRunner(Runner):
         self.events = [cuda.Event() for _ in range(4)]
 
     def _allocate(self) -> None:
-        """Bind every I/O tensor by name (all versions): dynamic batch set, buffers allocated,
-        addresses set."""
+        """Allocate a buffer per I/O tensor (dynamic batch set first) and bind them all by name
+        (all versions)."""
         engine, context = self.engine, self.context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        for name in inputs:
-            shape = tuple(engine.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
-                _check(
-                    context.set_input_shape(name, (self.batch,) + shape[1:]),
-                    f"set_input_shape({name})",
-                )
+        self._set_shapes(context, inputs)
         rng = np.random.default_rng(0)
         for name in names:
             shape = tuple(context.get_tensor_shape(name))
             host = cuda.pagelocked_empty(shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
             device = cuda.mem_alloc(max(host.nbytes, 1))
-            _check(context.set_tensor_address(name, int(device)), f"set_tensor_address({name})")
             if name in inputs:
                 host[...] = rng.standard_normal(host.shape).astype(host.dtype)
                 self.inputs.append((name, host, device))
             else:
                 self.outputs.append((name, host, device))
+        self._bind(context)
+
+    def _set_shapes(self, context: Any, inputs: List[str]) -> None:
+        """The batch of every input whose batch dimension is dynamic."""
+        for name in inputs:
+            shape = tuple(self.engine.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                _check(
+                    context.set_input_shape(name, (self.batch,) + shape[1:]),
+                    f"set_input_shape({name})",
+                )
+
+    def _bind(self, context: Any) -> None:
+        """Point ``context`` at this runner's device buffers."""
+        for name, _, device in self.inputs + self.outputs:
+            _check(context.set_tensor_address(name, int(device)), f"set_tensor_address({name})")
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
         return {name: (tuple(host.shape), host.dtype) for name, host, _ in self.inputs}
 
-    def _run(self) -> Dict[str, float]:
+    def _run(self, context: Any = None) -> Dict[str, float]:
+        context = context or self.context
         start, after_h2d, after_compute, end = self.events
         start.record(self.stream)
         for _, host, device in self.inputs:
             cuda.memcpy_htod_async(device, host, self.stream)
         after_h2d.record(self.stream)
         enqueue_start = time.perf_counter()
-        ok = self.context.execute_async_v3(self.stream.handle)
+        ok = context.execute_async_v3(self.stream.handle)
         enqueue_ms = (time.perf_counter() - enqueue_start) * 1000.0
         _check(ok, "execute_async_v3")
         after_compute.record(self.stream)
@@ -193,6 +227,43 @@ class TensorRTRunner(Runner):
 
     def _measure_impl(self) -> Dict[str, float]:
         return self._run()
+
+    def profile_layers(self, runs: int = PROFILE_RUNS) -> LayerProfile:
+        """TensorRT's own per-layer profile of this runner's engine: ``runs`` inferences after as
+        many warm-ups on a second execution context (same engine, same buffers) whose
+        ``IProfiler`` records each layer's time, joined with the engine's ``IEngineInspector``
+        JSON by ``layer_profile.trt_layer_profile`` and tied to the ONNX file's nodes. Apart from
+        the timed runs: the timed context never carries a profiler."""
+        self._require_active()
+        context = self.engine.create_execution_context()
+        _check(context, "create_execution_context (profiling)")
+        inputs = [name for name, _, _ in self.inputs]
+        self._set_shapes(context, inputs)
+        self._bind(context)
+        inspector = self.engine.create_engine_inspector()
+        _check(inspector, "create_engine_inspector")
+        inspector.execution_context = context  # concrete shapes and formats for dynamic inputs
+        info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        for _ in range(runs):
+            self._run(context)
+        recorder = _LayerTimes()
+        context.profiler = recorder
+        context.enqueue_emits_profile = False
+        latencies = []
+        for _ in range(runs):
+            latencies.append(self._run(context)[LATENCY])
+            _check(context.report_to_profiler(), "report_to_profiler")
+        if not recorder.reports:
+            raise HarnessError("TensorRT reported no layer times to the profiler")
+        layers = trt_layer_profile(
+            profile_records(recorder.reports),
+            info,
+            load_model(self.onnx_path, infer_shapes=False),
+            trt.__version__,
+            f"TensorRT {trt.__version__} IProfiler + IEngineInspector (tensorrt runner)",
+        )
+        layers.run_ms = statistics.median(latencies)
+        return layers
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
