@@ -397,9 +397,14 @@ def parse_layer_info(data: Any) -> List[Dict[str, Any]]:
     names only (an engine not built with detailed profiling verbosity) is refused with what to
     change. Text is parsed here too (``strict=False``: the ``Metadata`` separators are control
     characters)."""
+    if isinstance(data, (str, bytes)) and not data.strip():
+        raise HarnessError(
+            "TensorRT gave no layer information (an engine built with ProfilingVerbosity.NONE): "
+            "build it with ProfilingVerbosity.DETAILED (trtexec --profilingVerbosity=detailed)"
+        )
     if isinstance(data, (str, bytes)):
         try:
-            data = json.loads(data, strict=False) if data.strip() else None
+            data = json.loads(data, strict=False)
         except ValueError as exc:
             raise HarnessError(f"TensorRT's layer information is not JSON: {exc}") from None
     layers = data.get("Layers") if isinstance(data, dict) else data

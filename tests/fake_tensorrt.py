@@ -146,7 +146,7 @@ def _check_type(where: str, value: Any) -> None:
     if wanted is None or value is None:
         return
     _is(value, wanted, where)
-    if "_values" not in vars(value):
+    if isinstance(value, _Strict) and "_values" not in vars(value):
         raise TypeError(f"{where}: {type(value).__name__}.__init__() must call the base __init__")
 
 

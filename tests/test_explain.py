@@ -38,46 +38,18 @@ from harness.layer_profile import (
     parse_layer_info,
     parse_trt_profile,
     profile_model,
+    profile_records,
     trt_layer_profile,
 )
 from harness.profiles import load_profile
-from tests.trt_recordings import DLA_PROFILE, LAYERS_85, PROFILE_85, as_trt10, as_trt11
-
-
-def _resnet_head() -> onnx.ModelProto:
-    """The first block of the recorded ResNet-18, with its exporter's node and tensor names
-    (Conv_0 ... Relu_7: what TensorRT's layer names refer to)."""
-    rng = np.random.default_rng(0)
-
-    def weight(name, shape):
-        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.1, name)
-
-    nodes = [
-        helper.make_node("Conv", ["input.1", "w0"], ["c0"], "Conv_0", pads=[3] * 4, strides=[2, 2]),
-        helper.make_node("Relu", ["c0"], ["onnx::MaxPool_125"], "Relu_1"),
-        helper.make_node(
-            "MaxPool",
-            ["onnx::MaxPool_125"],
-            ["input.8"],
-            "MaxPool_2",
-            kernel_shape=[3, 3],
-            pads=[1] * 4,
-            strides=[2, 2],
-        ),
-        helper.make_node("Conv", ["input.8", "w3"], ["c3"], "Conv_3", pads=[1] * 4),
-        helper.make_node("Relu", ["c3"], ["onnx::Conv_129"], "Relu_4"),
-        helper.make_node("Conv", ["onnx::Conv_129", "w5"], ["c5"], "Conv_5", pads=[1] * 4),
-        helper.make_node("Add", ["c5", "input.8"], ["a6"], "Add_6"),
-        helper.make_node("Relu", ["a6"], ["input.24"], "Relu_7"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "resnet18-head",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("input.24", TensorProto.FLOAT, [1, 64, 16, 16])],
-        [weight("w0", (64, 3, 7, 7)), weight("w3", (64, 64, 3, 3)), weight("w5", (64, 64, 3, 3))],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+from tests.trt_recordings import (
+    DLA_PROFILE,
+    LAYERS_85,
+    PROFILE_85,
+    as_trt10,
+    as_trt11,
+    resnet_head,
+)
 
 
 def _chain_model(channels: int = 12, opset: int = 17) -> onnx.ModelProto:
@@ -163,7 +135,7 @@ def test_torch_profile_names_each_onnx_node(tmp_path):
 def test_trt_layer_information_parses_in_each_version_format(convert):
     layers = parse_layer_info(convert(LAYERS_85))
     assert [layer["Name"] for layer in layers] == [layer["Name"] for layer in LAYERS_85["Layers"]]
-    profile = trt_layer_profile(PROFILE_85, convert(LAYERS_85), _resnet_head(), "x")
+    profile = trt_layer_profile(PROFILE_85, convert(LAYERS_85), resnet_head(), "x")
     by_name = {layer.name: layer for layer in profile.layers}
     fused = by_name["Conv_5 + Add_6 + Relu_7"]
     assert fused.nodes == ["Conv_5", "Add_6", "Relu_7"]
@@ -187,13 +159,13 @@ def test_trt_11_metadata_ties_layers_whose_names_say_nothing():
     info["Layers"][1]["Name"] = "myelin region 0"  # a name that lists no node
     profile = copy.deepcopy(PROFILE_85)
     profile[2]["name"] = "myelin region 0"
-    layers = trt_layer_profile(profile, info, _resnet_head())
+    layers = trt_layer_profile(profile, info, resnet_head())
     assert layers.layers[1].nodes == ["Conv_0", "Relu_1"]  # from Metadata
 
 
 def test_dla_engine_layers_are_placed_and_gpu_fallback_is_reported(tmp_path):
     info = {"Layers": [dict(layer) for layer in LAYERS_85["Layers"]], "Bindings": []}
-    layers = trt_layer_profile(DLA_PROFILE, info, _resnet_head(), "8.5")
+    layers = trt_layer_profile(DLA_PROFILE, info, resnet_head(), "8.5")
     by_name = {layer.name: layer for layer in layers.layers}
     foreign = by_name["{ForeignNode[Conv_0...Relu_4]}"]
     assert foreign.device == "DLA"
@@ -201,7 +173,7 @@ def test_dla_engine_layers_are_placed_and_gpu_fallback_is_reported(tmp_path):
     assert by_name["onnx::Conv_129 from nvm"].device == "DLA"
     assert by_name["Conv_5 + Add_6 + Relu_7"].device == "GPU"
     profile = load_profile(str(_gpu_profile(tmp_path, dla_core=0)))
-    findings = lint(_resnet_head(), layers, profile, "fp16")
+    findings = lint(resnet_head(), layers, profile, "fp16")
     fallback = [f for f in findings if f.rule == "gpu-fallback"]
     assert [f.layer for f in fallback] == ["Conv_5 + Add_6 + Relu_7"]
     assert fallback[0].measured_ms == pytest.approx(0.1)
@@ -213,7 +185,7 @@ def test_a_gpu_only_foreign_node_is_not_taken_for_the_dla():
     assert layers[0].kind == ""
     info = {"Layers": [{"Name": "{ForeignNode[Conv_0...Relu_1]}", "LayerType": "Myelin"}]}
     profile = trt_layer_profile(
-        [{"count": 1}, {"name": "{ForeignNode[Conv_0...Relu_1]}"}], info, _resnet_head()
+        [{"count": 1}, {"name": "{ForeignNode[Conv_0...Relu_1]}"}], info, resnet_head()
     )
     assert profile.layers[0].device == "GPU" and profile.layers[0].nodes == ["Conv_0", "Relu_1"]
 
@@ -222,8 +194,8 @@ def test_other_precision_than_asked_is_reported(tmp_path):
     info = copy.deepcopy(LAYERS_85)
     conv = next(layer for layer in info["Layers"] if layer["Name"] == "Conv_3 + Relu_4")
     conv["Outputs"][0]["Format/Datatype"] = "Row major linear FP32"
-    layers = trt_layer_profile(PROFILE_85, info, _resnet_head())
-    findings = lint(_resnet_head(), layers, load_profile(str(_gpu_profile(tmp_path))), "fp16")
+    layers = trt_layer_profile(PROFILE_85, info, resnet_head())
+    findings = lint(resnet_head(), layers, load_profile(str(_gpu_profile(tmp_path))), "fp16")
     other = [f for f in findings if f.rule == "other-precision"]
     assert [f.layer for f in other] == ["Conv_3 + Relu_4"]
     assert "FP32" in other[0].detail and other[0].measured_ms > 0
@@ -239,7 +211,7 @@ def _profile_of(model: onnx.ModelProto, times: dict) -> LayerProfile:
 def test_fused_activations_join_the_layer_named_after_their_conv():
     """ONNX Runtime's FusedConv keeps the conv's name: the Relu and Add it absorbed have no layer
     of their own and join it; a MaxPool with no layer is not pulled into a named layer."""
-    model = _resnet_head()
+    model = resnet_head()
     layers = _profile_of(model, {"Conv_0": 0.2, "Conv_3": 0.1, "Conv_5": 0.1})
     nodes = {layer.name: layer.nodes for layer in layers.layers}
     assert nodes == {
@@ -339,7 +311,7 @@ def test_explain_command_measures_ties_and_writes_json(fast_profile, tmp_path, c
 
 def test_explain_command_reads_trtexec_exports(tmp_path, capsys):
     path, prof, info = tmp_path / "head.onnx", tmp_path / "p.json", tmp_path / "l.json"
-    onnx.save(_resnet_head(), path)
+    onnx.save(resnet_head(), path)
     prof.write_text(json.dumps(DLA_PROFILE))
     info.write_text(json.dumps(LAYERS_85))
     device = _gpu_profile(tmp_path, dla_core=0)
@@ -361,7 +333,7 @@ def test_explain_command_reads_trtexec_exports(tmp_path, capsys):
 
 def test_explain_command_needs_both_trtexec_files(tmp_path, capsys):
     path = tmp_path / "head.onnx"
-    onnx.save(_resnet_head(), path)
+    onnx.save(resnet_head(), path)
     assert main(["explain", str(path), "--trt-profile", str(path)]) == 2
     assert "go together" in capsys.readouterr().err
 
@@ -385,3 +357,63 @@ def test_a_trtexec_profiling_run_is_read_back_per_version(version, tmp_path, mon
     assert [layer.nodes for layer in layers.layers] == [[n.name] for n in model.graph.node]
     assert layers.runs == 10 and layers.source.startswith(f"TensorRT {version}")
     assert all(layer.device == "GPU" and layer.precision == "FP32" for layer in layers.layers)
+
+
+# --- TensorRT: the runner's IProfiler reports go through the same join ----------------------------
+def test_profiler_reports_become_trtexec_records_and_join_like_trtexec_files():
+    """Three runs of ``report_layer_time`` calls (as TensorRT makes them, the recorded averages
+    perturbed): the records are trtexec's layout, and the join gives what the files give."""
+    names = [r["name"] for r in PROFILE_85[1:]]
+    reports = [
+        (name, r["averageMs"] * factor)
+        for factor in (0.9, 1.0, 1.4)
+        for name, r in zip(names, PROFILE_85[1:])
+    ]
+    records = profile_records(reports)
+    assert records[0] == {"count": 3} and [r["name"] for r in records[1:]] == names
+    conv = next(r for r in records if r.get("name") == "Conv_5 + Add_6 + Relu_7")
+    recorded = next(r for r in PROFILE_85 if r.get("name") == conv["name"])["averageMs"]
+    assert conv["averageMs"] == pytest.approx(recorded * 1.1)
+    assert conv["medianMs"] == pytest.approx(recorded)
+    assert sum(r["percentage"] for r in records[1:]) == pytest.approx(100)
+    from_runner = trt_layer_profile(records, as_trt10(LAYERS_85), resnet_head(), "10.13", "runner")
+    from_files = trt_layer_profile(PROFILE_85, as_trt10(LAYERS_85), resnet_head(), "10.13")
+    assert from_runner.source == "runner" and from_runner.runs == 3
+    assert [(x.name, x.nodes, x.precision, x.device) for x in from_runner.layers] == [
+        (x.name, x.nodes, x.precision, x.device) for x in from_files.layers
+    ]
+
+
+def test_layer_information_as_text_with_raw_metadata_separators():
+    """Inspector text straight from ``get_engine_information``; the separators unescaped (JSON's
+    strict mode refuses control characters), U+001E (8.6) and U+001F (10.0) alike."""
+    layer = {"Name": "__myl_ConvRelu_0", "LayerType": "kgen", "Outputs": []}
+    layer["Metadata"] = "[ONNX Layer: Conv_0]\x1e[ONNX Layer: Relu_1]\x1f[ONNX Layer: gone]"
+    text = json.dumps({"Layers": [layer], "Bindings": ["input.1"]}).replace("\\u001e", "\x1e")
+    text = text.replace("\\u001f", "\x1f")
+    assert "\x1e" in text and parse_layer_info(text)[0]["Name"] == "__myl_ConvRelu_0"
+    profile = trt_layer_profile([{"count": 1}, {"name": "__myl_ConvRelu_0"}], text, resnet_head())
+    assert profile.layers[0].nodes == ["Conv_0", "Relu_1"]  # 'gone' is no node of the model
+    with pytest.raises(HarnessError, match="ProfilingVerbosity.DETAILED"):
+        parse_layer_info("")
+
+
+@pytest.mark.parametrize(
+    "tensor,expected",
+    [
+        ({"Format/Datatype": "Row major linear FP32"}, "FP32"),
+        ({"Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}, "FP16"),
+        ({"Format/Datatype": "Half"}, "FP16"),  # 10.x kgen kernels (TREx activations.py)
+        ({"Format/Datatype": "Float"}, "FP32"),
+        ({"Format/Datatype": "Channel major BFloat16 format where channel % 8 == 0"}, "BF16"),
+        ({"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}, "Int8"),
+        ({"Format/Datatype": "Row major linear FP8 format"}, "FP8"),
+        ({"Format": "Row major linear FP16 format", "DataType": "Half"}, "FP16"),  # 11.x
+        ({"Datatype": "Int8"}, "Int8"),
+        ({"Format/Datatype": "Something new"}, "Something new"),
+    ],
+)
+def test_datatypes_as_each_version_writes_them(tensor, expected):
+    from harness.layer_profile import _datatype
+
+    assert _datatype(tensor) == expected

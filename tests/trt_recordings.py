@@ -16,6 +16,10 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 DATA = Path(__file__).parent / "data" / "trt" / "profiles"
 LAYERS_85: Dict[str, Any] = json.loads((DATA / "resnet18_a100_fp16.layers.json").read_text())
 PROFILE_85: List[Dict[str, Any]] = json.loads(
@@ -68,6 +72,42 @@ def as_trt11(info: Dict[str, Any]) -> Dict[str, Any]:
             tensor["Format"] = text
             tensor["DataType"] = {"FP32": "Float", "FP16": "Half", "INT8": "Int8"}.get(kind, kind)
     return out
+
+
+def resnet_head() -> onnx.ModelProto:
+    """The first block of the recorded ResNet-18, with its exporter's node and tensor names
+    (Conv_0 ... Relu_7: what TensorRT's layer names refer to)."""
+    rng = np.random.default_rng(0)
+
+    def weight(name, shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.1, name)
+
+    nodes = [
+        helper.make_node("Conv", ["input.1", "w0"], ["c0"], "Conv_0", pads=[3] * 4, strides=[2, 2]),
+        helper.make_node("Relu", ["c0"], ["onnx::MaxPool_125"], "Relu_1"),
+        helper.make_node(
+            "MaxPool",
+            ["onnx::MaxPool_125"],
+            ["input.8"],
+            "MaxPool_2",
+            kernel_shape=[3, 3],
+            pads=[1] * 4,
+            strides=[2, 2],
+        ),
+        helper.make_node("Conv", ["input.8", "w3"], ["c3"], "Conv_3", pads=[1] * 4),
+        helper.make_node("Relu", ["c3"], ["onnx::Conv_129"], "Relu_4"),
+        helper.make_node("Conv", ["onnx::Conv_129", "w5"], ["c5"], "Conv_5", pads=[1] * 4),
+        helper.make_node("Add", ["c5", "input.8"], ["a6"], "Add_6"),
+        helper.make_node("Relu", ["a6"], ["input.24"], "Relu_7"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "resnet18-head",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("input.24", TensorProto.FLOAT, [1, 64, 16, 16])],
+        [weight("w0", (64, 3, 7, 7)), weight("w3", (64, 64, 3, 3)), weight("w5", (64, 64, 3, 3))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 FORMATS = {"8.5": lambda info: copy.deepcopy(info), "10.13": as_trt10, "11.4": as_trt11}
