@@ -540,11 +540,11 @@ def profile_tensorrt(
 ) -> LayerProfile:
     """A profiling run of the tensorrt backend's own engine (the cached one ``harness time``
     runs): ``TensorRTRunner.profile_layers``, TensorRT's ``IProfiler`` and ``IEngineInspector``
-    through the Python API."""
-    from harness.backends.trt.runner import TensorRTRunner
+    through the Python API, on a runner ``harness.measure`` opens."""
+    from harness.measure import open_runner
 
-    with TensorRTRunner(onnx_path, profile, precision, batch) as runner:
-        return runner.profile_layers(runs)
+    with open_runner(onnx_path, profile, precision, batch, "tensorrt") as runner:
+        return runner.profile_layers(runs)  # type: ignore[attr-defined]
 
 
 def profile_model(

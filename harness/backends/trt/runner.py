@@ -229,16 +229,29 @@ class TensorRTRunner(Runner):
         return self._run()
 
     def profile_layers(self, runs: int = PROFILE_RUNS) -> LayerProfile:
-        """TensorRT's own per-layer profile of this runner's engine: ``runs`` inferences after as
-        many warm-ups on a second execution context (same engine, same buffers) whose
-        ``IProfiler`` records each layer's time, joined with the engine's ``IEngineInspector``
-        JSON by ``layer_profile.trt_layer_profile`` and tied to the ONNX file's nodes. Apart from
-        the timed runs: the timed context never carries a profiler."""
+        """TensorRT's own per-layer profile of this runner's engine (``layer_data``), joined by
+        ``layer_profile.trt_layer_profile`` (the join trtexec's exports go through) and tied to
+        the ONNX file's nodes."""
+        info, records, run_ms = self.layer_data(runs)
+        layers = trt_layer_profile(
+            records,
+            info,
+            load_model(self.onnx_path, infer_shapes=False),
+            trt.__version__,
+            f"TensorRT {trt.__version__} IProfiler + IEngineInspector (tensorrt runner)",
+        )
+        layers.run_ms = run_ms
+        return layers
+
+    def layer_data(self, runs: int = PROFILE_RUNS) -> Tuple[str, List[Dict[str, Any]], float]:
+        """(the engine's ``IEngineInspector`` JSON text, the ``IProfiler`` reports as trtexec's
+        ``--exportProfile`` records, the profiled runs' median latency in ms): ``runs``
+        inferences after as many warm-ups on a second execution context (same engine, same
+        buffers). Apart from the timed runs: the timed context never carries a profiler."""
         self._require_active()
         context = self.engine.create_execution_context()
         _check(context, "create_execution_context (profiling)")
-        inputs = [name for name, _, _ in self.inputs]
-        self._set_shapes(context, inputs)
+        self._set_shapes(context, [name for name, _, _ in self.inputs])
         self._bind(context)
         inspector = self.engine.create_engine_inspector()
         _check(inspector, "create_engine_inspector")
@@ -255,15 +268,7 @@ class TensorRTRunner(Runner):
             _check(context.report_to_profiler(), "report_to_profiler")
         if not recorder.reports:
             raise HarnessError("TensorRT reported no layer times to the profiler")
-        layers = trt_layer_profile(
-            profile_records(recorder.reports),
-            info,
-            load_model(self.onnx_path, infer_shapes=False),
-            trt.__version__,
-            f"TensorRT {trt.__version__} IProfiler + IEngineInspector (tensorrt runner)",
-        )
-        layers.run_ms = statistics.median(latencies)
-        return layers
+        return str(info), profile_records(recorder.reports), statistics.median(latencies)
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
