@@ -420,7 +420,7 @@ def parse_layer_info(data: Any) -> List[Dict[str, Any]]:
 
 # datatype words in TensorRT's tensor descriptions -> one spelling (TREx's activations.py lists
 # the format strings: "Row major linear FP32", "Channel major BFloat16 format ...", and the bare
-# "Half"/"Float" of 10.x kgen kernels); BFloat16 before Float ("\bFloat" is not in it anyway)
+# "Half"/"Float" of 10.x kgen kernels); first match wins
 _DATATYPES = (
     ("BFloat16", "BF16"),
     ("BF16", "BF16"),
