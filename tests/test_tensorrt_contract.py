@@ -307,6 +307,31 @@ def test_the_runners_layer_profile_is_parsed_and_tied_to_onnx_nodes(trt_runner, 
     assert calls.count("IExecutionContext.report_to_profiler") == 3
 
 
+def test_layers_whose_names_say_nothing_are_tied_by_metadata_from_10(
+    trt_runner, tmp_path, monkeypatch
+):
+    """A Myelin-style layer name (``__myl_...``) lists no node: 10.x and 11.x layer information
+    carries ``[ONNX Layer: name]`` records (derived layouts: tests/trt_recordings.py)."""
+    version, module = trt_runner
+    if version.startswith("8.5"):
+        pytest.skip("Metadata: TensorRT 8.6 and later")
+    from tests import trt_recordings
+
+    recorded = trt_recordings.recording
+
+    def renamed(key, dla=False):
+        info, records = recorded(key, dla)
+        assert info["Layers"][1]["Name"] == records[2]["name"] == "Conv_0 + Relu_1"
+        info["Layers"][1]["Name"] = records[2]["name"] = "__myl_ConvRelu_0"
+        return info, records
+
+    monkeypatch.setattr(trt_recordings, "recording", renamed)
+    cache = EngineCache(tmp_path / "e")
+    with module.TensorRTRunner(_head(tmp_path), _profile("fp32"), "fp32", 1, cache=cache) as r:
+        layer = {x.name: x for x in r.profile_layers(runs=1).layers}["__myl_ConvRelu_0"]
+    assert layer.nodes == ["Conv_0", "Relu_1"] and layer.precision == "FP16"
+
+
 def test_the_runners_dla_profile_finds_gpu_fallback(trt_runner, tmp_path, monkeypatch):
     version, module = trt_runner
     if not version.startswith("8.5"):
