@@ -297,6 +297,7 @@ def test_the_runners_layer_profile_is_parsed_and_tied_to_onnx_nodes(trt_runner, 
     by_name = {layer.name: layer for layer in layers.layers}
     fused = by_name["Conv_5 + Add_6 + Relu_7"]
     assert fused.nodes == ["Conv_5", "Add_6", "Relu_7"] and fused.device == "GPU"
+    # the recording is of an FP16 engine: its datatypes and times, replayed, not this build's
     assert fused.kind == "CaskConvolution" and fused.precision == "FP16" and fused.tactic
     assert fused.time_ms == pytest.approx(recorded[fused.name])  # replayed, per run
     assert by_name["Conv_0 + Relu_1"].nodes == ["Conv_0", "Relu_1"]
