@@ -3,8 +3,12 @@
 For resnet56 dc-1x1 and mobilenetv2 dc-ds: a trtexec profiling run (``layer_profile.
 profile_trtexec``: ``--profilingVerbosity=detailed --exportProfile --exportLayerInfo
 --separateProfileRun``) read back and tied to the ONNX nodes, its sum against trtexec's own timed
-GPU compute median, and the torch profiler on CUDA when torch sees a GPU. The raw exports are
-copied to ``--out`` so that they can become recorded test data (tests/data/trt/profiles/).
+GPU compute median; the tensorrt runner's own route when the ``tensorrt`` Python module and pycuda
+are installed (a profiling ``TensorRTRunner``: ``IProfiler`` + ``IEngineInspector``), its sum against
+its profiled runs' median; and the torch profiler on CUDA when torch sees a GPU. The raw exports
+(trtexec's files, the runner's inspector JSON and profile records) are copied to ``--out`` so that
+they can become recorded test data (tests/data/trt/profiles/); both pairs read back with
+``harness explain --trt-profile P --trt-layers L``.
 
     python benchmarks/gpu_layer_profile.py --device h100 --out "$OUT"
 """
@@ -24,15 +28,17 @@ from harness.backends.trt.trtexec import (
     trtexec_command,
     trtexec_version,
 )
+from harness.errors import HarnessError
 from harness.export import materialize, resolve_source
 from harness.layer_profile import (
+    PROFILE_RUNS,
     load_json,
-    profile_torch,
     trt_layer_profile,
     trtexec_profile_flags,
 )
+from harness.measure import measure_graphs, runner_for
 from harness.onnx_io import load_model
-from harness.profiles import load_profile
+from harness.profiles import load_profile, with_backend
 
 
 def main() -> int:
@@ -47,6 +53,7 @@ def main() -> int:
             path = Path(tmp) / f"{name}-{variant}.onnx"
             materialize(dataclasses.replace(resolve_source(name), variant=variant), path, 1)
             _trtexec(path, profile, args.out)
+            _runner(path, profile, args.out)
             _torch(path, args.out)
     return 0
 
@@ -75,6 +82,30 @@ def _trtexec(path: Path, profile, out: Path) -> None:
     (out / f"{stem}.explained.json").write_text(json.dumps(layers.to_dict(), indent=1))
 
 
+def _runner(path: Path, profile, out: Path) -> None:
+    try:
+        with runner_for(path, profile, "fp32", 1, "tensorrt", profiling=True) as runner:
+            for _ in range(PROFILE_RUNS):
+                runner.measure_once()
+            info, records = runner.layer_data()
+            run_ms = runner.layer_profile().run_ms
+            version = runner.describe()["version"]
+    except HarnessError as exc:  # no tensorrt/pycuda module here: trtexec only
+        print(f"tensorrt runner skipped: {exc}")
+        return
+    stem = f"{path.stem}.trt{version}.runner"
+    (out / f"{stem}.layers.json").write_text(info)
+    (out / f"{stem}.profile.json").write_text(json.dumps(records, indent=1))
+    source = f"TensorRT {version} IProfiler + IEngineInspector (tensorrt runner)"
+    layers = trt_layer_profile(records, info, load_model(path), version, source)
+    print(
+        f"{path.stem} TensorRT {version} runner: {len(layers.layers)} layers, sum "
+        f"{layers.total_ms:.4f} ms vs its profiled runs' median {run_ms:.4f} ms; "
+        f"{len(layers.unmapped())} layers tied to no node"
+    )
+    (out / f"{stem}.explained.json").write_text(json.dumps(layers.to_dict(), indent=1))
+
+
 def _torch(path: Path, out: Path) -> None:
     try:
         import torch
@@ -84,8 +115,12 @@ def _torch(path: Path, out: Path) -> None:
     if not torch.cuda.is_available():
         print("torch sees no GPU: torch profiler skipped")
         return
-    layers = profile_torch(path, "cuda", runs=20)
-    print(f"{path.stem} torch CUDA: {len(layers.layers)} nodes, sum {layers.total_ms:.4f} ms")
+    timed = measure_graphs({"m": path}, with_backend(profile, "torch"), "fp32", 1, layers=True)
+    layers = timed.layers["m"]
+    print(
+        f"{path.stem} torch CUDA: {len(layers.layers)} nodes, sum {layers.total_ms:.4f} ms vs "
+        f"timed median {layers.timed_ms:.4f} ms (interleaved)"
+    )
     (out / f"{path.stem}.torch.json").write_text(json.dumps(layers.to_dict(), indent=1))
 
 

@@ -4,12 +4,15 @@ A backend's runner made with ``profiling=True`` (``harness.measure``) runs the g
 backend's profiler on, in a session of its own: ONNX Runtime's session profiling
 (``SessionOptions.enable_profiling``, per-node kernel times from its JSON trace, read here by
 ``onnxruntime_layer_profile``), ``torch.profiler`` around harness's interpreter (one
-``record_function`` per ONNX node, ``torch_layer_profile``). TensorRT: trtexec's
-``--exportProfile`` (per-layer times) and ``--exportLayerInfo`` with
-``--profilingVerbosity=detailed`` (each layer's type, tensors, formats, tactic), as TensorRT 8.5,
-10.x and 11.x write them. Profiled runs are never the timed runs (a profiler perturbs what it
-measures: ONNX Runtime's adds its bookkeeping to every node); ``measure_graphs`` interleaves them
-with the timed runs so that both see the same machine, and every profile says so.
+``record_function`` per ONNX node, ``torch_layer_profile``). TensorRT, two routes to the same two
+pieces: per-layer times (TensorRT's ``IProfiler``: the tensorrt runner's own, or trtexec's
+``--exportProfile``) and the engine's layer information (``IEngineInspector`` JSON of an engine
+built with detailed profiling verbosity: the runner's inspector, or trtexec's
+``--exportLayerInfo``; each layer's type, tensors, formats, tactic), as TensorRT 8.5, 10.x and
+11.x write them, joined by ``trt_layer_profile``. Profiled runs are never the timed runs (a
+profiler perturbs what it measures: ONNX Runtime's adds its bookkeeping to every node);
+``measure_graphs`` interleaves them with the timed runs so that both see the same machine, and
+every profile says so.
 
 A backend's layers are not the graph's nodes: ONNX Runtime and TensorRT fuse (``Conv_5 + Add_6 +
 Relu_7``), insert reformats and rename. ``map_to_nodes`` ties each measured layer to the ONNX nodes
@@ -23,9 +26,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import statistics
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import onnx
 
@@ -319,11 +323,51 @@ def parse_trt_profile(data: Any) -> List[LayerTime]:
     return layers
 
 
+def profile_records(reports: Iterable[Tuple[str, float]]) -> List[Dict[str, Any]]:
+    """TensorRT ``IProfiler`` reports (``report_layer_time(name, ms)``, in the order made) as
+    trtexec's ``--exportProfile`` writes them, so that both routes are read by one parser:
+    ``[{"count": N}, {"name", "timeMs", "averageMs", "medianMs", "percentage"}, ...]``. A new
+    iteration starts when the first layer is reported again, and each layer's average is over its
+    own reports, as trtexec's ``Profiler`` counts (samples/common/sampleReporting.cpp)."""
+    times: Dict[str, List[float]] = {}
+    first, count = None, 0
+    for name, ms in reports:
+        if first is None:
+            first = name
+        count += name == first
+        times.setdefault(str(name), []).append(float(ms))
+    total = sum(sum(v) for v in times.values()) or 1.0
+    records: List[Dict[str, Any]] = [{"count": count}]
+    for name, values in times.items():
+        records.append(
+            {
+                "name": name,
+                "timeMs": sum(values),
+                "averageMs": sum(values) / len(values),
+                "medianMs": statistics.median(values),
+                "percentage": sum(values) / total * 100,
+            }
+        )
+    return records
+
+
 def parse_layer_info(data: Any) -> List[Dict[str, Any]]:
-    """The layers of trtexec ``--exportLayerInfo`` (``IEngineInspector`` JSON), as 8.5 (``Layers`` +
-    ``Bindings``), 10.x (``Metadata`` added) and 11.x (``I/O Tensors`` instead of ``Bindings``)
-    write it, or a bare list of layers; names only (not ``--profilingVerbosity=detailed``) is
-    refused with the flag to add."""
+    """The layers of ``IEngineInspector``'s JSON (trtexec ``--exportLayerInfo``, or the runner's
+    ``get_engine_information``), as 8.5 (``Layers`` + ``Bindings``), 10.x (``Metadata`` added in
+    8.6) and 11.x (``I/O Tensors`` instead of ``Bindings``) write it, or a bare list of layers;
+    names only (an engine not built with detailed profiling verbosity) is refused with what to
+    change. Text is parsed here too (``strict=False``: the ``Metadata`` separators are control
+    characters)."""
+    if isinstance(data, (str, bytes)) and not data.strip():
+        raise HarnessError(
+            "TensorRT gave no layer information (an engine built with ProfilingVerbosity.NONE): "
+            "build it with ProfilingVerbosity.DETAILED (trtexec --profilingVerbosity=detailed)"
+        )
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data, strict=False)
+        except ValueError as exc:
+            raise HarnessError(f"TensorRT's layer information is not JSON: {exc}") from None
     layers = data.get("Layers") if isinstance(data, dict) else data
     if not isinstance(layers, list):
         raise HarnessError("layer information JSON holds no 'Layers' list")
@@ -335,29 +379,60 @@ def parse_layer_info(data: Any) -> List[Dict[str, Any]]:
     return layers
 
 
+# datatype words in TensorRT's tensor descriptions -> one spelling (TREx's activations.py lists
+# the format strings: "Row major linear FP32", "Channel major BFloat16 format ...", and the bare
+# "Half"/"Float" of 10.x kgen kernels); first match wins
+_DATATYPES = (
+    ("BFloat16", "BF16"),
+    ("BF16", "BF16"),
+    ("FP32", "FP32"),
+    ("Float", "FP32"),
+    ("FP16", "FP16"),
+    ("Half", "FP16"),
+    ("FP8", "FP8"),
+    ("FP4", "FP4"),
+    ("Int8", "Int8"),
+    ("INT8", "Int8"),
+    ("Int4", "Int4"),
+    ("Int32", "Int32"),
+    ("INT32", "Int32"),
+    ("Int64", "Int64"),
+    ("UInt8", "UInt8"),
+    ("Bool", "Bool"),
+    ("BOOL", "Bool"),
+)
+
+
 def _datatype(tensor: Dict[str, Any]) -> str:
-    """A tensor's datatype from 8.5/10.x ``Format/Datatype`` text or 11.x ``Datatype``."""
-    if "Datatype" in tensor:
-        return str(tensor["Datatype"])
-    text = str(tensor.get("Format/Datatype", ""))
-    for name in ("FP32", "FP16", "BF16", "FP8", "Int8", "INT8", "Int32", "Float", "Half"):
-        if re.search(rf"\b{name}\b", text):
-            return {"Float": "FP32", "Half": "FP16", "INT8": "Int8"}.get(name, name)
+    """A tensor's datatype (FP32, FP16, BF16, FP8, Int8, ...) from 8.5/10.x ``Format/Datatype``
+    text, or from 11.x's own datatype field (``DataType``, as NVIDIA's 11.x migration guide spells
+    it for I/O tensors; ``Datatype`` read too); unknown text is kept as written."""
+    text = next(
+        (str(tensor[k]) for k in ("DataType", "Datatype", "Format/Datatype") if k in tensor), ""
+    )
+    for word, name in _DATATYPES:
+        if re.search(rf"\b{word}\b", text):
+            return name
     return text
 
 
 def _onnx_layers(metadata: str) -> List[str]:
-    """The ONNX node names in a 10.x/11.x ``Metadata`` field (``[ONNX Layer: name]`` records joined
-    by the record separator ``\\x1e``)."""
+    """The ONNX node names in an 8.6+ ``Metadata`` field: ``[ONNX Layer: name]`` records, joined
+    by U+001E (8.6) or U+001F (10.0; TREx's parser.py ``fix_unicode`` replaces both)."""
     return re.findall(r"\[ONNX Layer: ([^\]]+)\]", metadata)
 
 
 def trt_layer_profile(
-    profile_json: Any, layer_info_json: Any, model: onnx.ModelProto, version: str = ""
+    profile_json: Any,
+    layer_info_json: Any,
+    model: onnx.ModelProto,
+    version: str = "",
+    source: str = "",
 ) -> LayerProfile:
-    """Per-layer times (``--exportProfile``) joined with the layer information
-    (``--exportLayerInfo``) by layer name: type, tensors, output datatype, tactic and placement,
-    tied to the ONNX nodes.
+    """Per-layer times (trtexec ``--exportProfile`` records, or the runner's ``IProfiler`` reports
+    through ``profile_records``) joined with the layer information (``IEngineInspector`` JSON) by
+    layer name: type, tensors, output datatype, tactic and placement, tied to the ONNX nodes. The
+    one join of both TensorRT routes.
 
     Placement: an engine with DLA transfers (``X to nvm`` / ``X from nvm``: NVDLA memory) ran its
     ``{ForeignNode[...]}`` layers on the DLA (on a GPU-only engine a ForeignNode is a Myelin region
@@ -378,12 +453,13 @@ def trt_layer_profile(
         layer.device = "DLA" if on_dla else "GPU"
     map_to_nodes(times, model)
     by_metadata = {name: _onnx_layers(str(d.get("Metadata", ""))) for name, d in info.items()}
+    known = {n.name for n in model.graph.node}
     for layer in times:
-        layer.nodes = layer.nodes or [n for n in by_metadata.get(layer.name, []) if n]
-    runs = int(profile_json[0].get("count", 0)) if isinstance(profile_json[0], dict) else 0
-    return LayerProfile(
-        "tensorrt", f"TensorRT {version} trtexec --exportProfile/--exportLayerInfo", runs, times
-    )
+        layer.nodes = layer.nodes or [n for n in by_metadata.get(layer.name, []) if n in known]
+    first = profile_json[0] if isinstance(profile_json, list) else None
+    runs = int(first.get("count", 0)) if isinstance(first, dict) else 0
+    source = source or f"TensorRT {version} trtexec --exportProfile/--exportLayerInfo"
+    return LayerProfile("tensorrt", source, runs, times)
 
 
 def trtexec_profile_flags(profile_path: Path, layer_info_path: Path) -> List[str]:
@@ -423,6 +499,7 @@ def profile_trtexec(onnx_path: Path, profile: Any, precision: str, batch: int) -
 def load_json(path: Optional[Path]) -> Any:
     """A JSON file, or a one-line error naming it."""
     try:
-        return json.loads(Path(path).read_text())  # type: ignore[arg-type]
+        # strict=False: TensorRT's Metadata fields hold control characters (U+001E, U+001F)
+        return json.loads(Path(path).read_text(), strict=False)  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
         raise HarnessError(f"cannot read {path}: {exc}") from None

@@ -265,7 +265,7 @@ def _layer_profile(runner: Runner, profiling: Optional[Runner]) -> LayerProfile:
     """A graph's per-layer profile: its profiling runner's, else a profiling run of its own."""
     if profiling is not None:
         return profiling.layer_profile()
-    if runner.backend_name in ("tensorrt", "trtexec"):
+    if runner.backend_name == "trtexec":
         return profile_trtexec(runner.onnx_path, runner.profile, runner.precision, runner.batch)
     raise HarnessError(f"the {runner.backend_name} backend has no per-layer profiler")
 

@@ -10,8 +10,14 @@ one version:
 - behaves just enough for build -> serialize -> deserialize -> context -> set_input_shape /
   set_tensor_address -> execute_async_v3 -> read-back: the "engine" runs the ONNX file with ONNX
   Runtime, and "device memory" is host memory owned by the pycuda double. Every other method returns
-  None.
-No figure a double produces is a TensorRT measurement.
+  None;
+- profiles as TensorRT documents (NvInferRuntime.h): a context's ``IProfiler`` is called once per
+  layer per ``execute_async_v3``, inside it while ``enqueue_emits_profile`` is on (the default),
+  else at ``report_to_profiler()``; the engine inspector returns layer information in the version's
+  layout, detailed only when the engine was built with ``ProfilingVerbosity.DETAILED`` (names
+  otherwise). Both come from NVIDIA's recorded files (tests/trt_recordings.py): the layer
+  information and each layer's recorded ``averageMs``, whatever the model.
+No figure a double produces is a TensorRT measurement: its layer times are a recording's, replayed.
 """
 
 from __future__ import annotations
@@ -116,12 +122,44 @@ class _Strict:
             return
         if kind != "property_rw":
             raise AttributeError(f"can't set attribute '{name}' of tensorrt.{type(self).__name__}")
+        _check_type(f"{type(self).__name__}.{name}", value)
         CALLS.append(f"{type(self).__name__}.{name}=")
         self._values[name] = value
 
 
 def _module_version(obj: Any) -> str:
     return getattr(sys.modules.get("tensorrt"), "__version__", "?")
+
+
+# What pybind11 accepts for a property (a TensorRT class or enum of the module; None resets)
+PROPERTY_TYPES = {
+    "IExecutionContext.profiler": "IProfiler",
+    "IBuilderConfig.profiling_verbosity": "ProfilingVerbosity",
+    "EngineInspector.execution_context": "IExecutionContext",
+}
+
+
+def _check_type(where: str, value: Any) -> None:
+    """TypeError, as pybind11 raises, when ``value`` is not what the recorded property takes; a
+    Python subclass (an IProfiler) must have run its base ``__init__``, as pybind11 requires."""
+    wanted = PROPERTY_TYPES.get(where)
+    if wanted is None or value is None:
+        return
+    _is(value, wanted, where)
+    if isinstance(value, _Strict) and "_values" not in vars(value):
+        raise TypeError(f"{where}: {type(value).__name__}.__init__() must call the base __init__")
+
+
+def _is(value: Any, wanted: str, where: str) -> None:
+    """TypeError unless ``value`` is a ``tensorrt.<wanted>`` (class instance or enum member)."""
+    cls = getattr(sys.modules["tensorrt"], wanted)
+    members = getattr(cls, "__members__", None)
+    if members is not None:
+        ok = isinstance(value, _Enum) and int(members.get(value.name, -1)) == int(value)
+    else:
+        ok = isinstance(value, cls)
+    if not ok:
+        raise TypeError(f"{where}: incompatible argument {value!r}, a tensorrt.{wanted} is needed")
 
 
 # --- behaviour: just enough for the build -> run path ---------------------------------------------
@@ -221,6 +259,7 @@ def _serialize(builder, network, config) -> Any:
         "device": device.name if device is not None else "GPU",
         "dla_core": config._values.get("DLA_core", -1),
         "calibration_batches": _calibrate(network, config) if "INT8" in flags else None,
+        "profiling_verbosity": config.profiling_verbosity.name,
     }
     return _host_memory(json.dumps(plan).encode())
 
@@ -334,7 +373,66 @@ def _execute_async_v3(context, stream_handle: int) -> bool:
     names = [t.name for t, mode in tensors if mode == trt.TensorIOMode.OUTPUT]
     for name, value in zip(names, session.run(names, feeds)):
         MEMORY[addresses[name]][...] = np.frombuffer(value.tobytes(), dtype=np.uint8)
+    _report_layers(context)
     return True
+
+
+# --- profiling: IProfiler reports and the engine inspector, from NVIDIA's recordings -------------
+def _recording(engine) -> tuple:
+    """(layer information, profile records) of this version's recording (tests/trt_recordings.py);
+    the DLA profile on an engine built for the DLA."""
+    from tests.trt_recordings import recording
+
+    version = sys.modules["tensorrt"].__version__
+    key = next(k for k in VERSIONS if version.startswith(k + "."))
+    return recording(key, dla=engine._values["_plan"]["device"] == "DLA")
+
+
+def _report_layers(context) -> None:
+    """After an enqueue with a profiler: report now (``enqueue_emits_profile`` on), or keep the
+    reports for ``report_to_profiler``."""
+    profiler = context._values.get("profiler")
+    if profiler is None:
+        return
+    _, records = _recording(context._values["_engine"])
+    reports = [(r["name"], float(r["averageMs"])) for r in records if "name" in r]
+    if context.enqueue_emits_profile:
+        for name, ms in reports:
+            profiler.report_layer_time(name, ms)
+    else:
+        context._values["_pending"] = reports
+
+
+def _report_to_profiler(context) -> bool:
+    profiler = context._values.get("profiler")
+    if profiler is None:
+        return False  # "e.g. profiler not provided"
+    for name, ms in context._values.pop("_pending", []):
+        profiler.report_layer_time(name, ms)
+    return True
+
+
+def _inspector(engine) -> Any:
+    inspector = sys.modules["tensorrt"].EngineInspector()
+    inspector._values["_engine"] = engine
+    return inspector
+
+
+def _engine_information(inspector, format) -> str:
+    """The recording's layer information as this engine's verbosity allows: all of it when built
+    DETAILED, layer names when LAYER_NAMES_ONLY, nothing when NONE."""
+    trt = sys.modules["tensorrt"]
+    _is(format, "LayerInformationFormat", "EngineInspector.get_engine_information")
+    engine = inspector._values["_engine"]
+    info, _ = _recording(engine)
+    verbosity = engine._values["_plan"]["profiling_verbosity"]
+    if verbosity == "NONE":
+        return ""
+    if verbosity != "DETAILED":
+        info["Layers"] = [layer["Name"] for layer in info["Layers"]]
+    if int(format) == int(trt.LayerInformationFormat.ONELINE):
+        return "\n".join(str(layer) for layer in info["Layers"])
+    return json.dumps(info, indent=2)
 
 
 def _timing_cache(data: bytes) -> Any:
@@ -407,13 +505,16 @@ BEHAVIOUR = {
         "get_tensor_shape": lambda self, name: _find(self, name)[0].shape,
         "get_tensor_dtype": lambda self, name: _find(self, name)[0].dtype,
         "create_execution_context": _context,
+        "create_engine_inspector": _inspector,
     },
     "IExecutionContext": {
         "set_input_shape": _set_input_shape,
         "get_tensor_shape": _context_shape,
         "set_tensor_address": _set_tensor_address,
         "execute_async_v3": _execute_async_v3,
+        "report_to_profiler": _report_to_profiler,
     },
+    "EngineInspector": {"get_engine_information": _engine_information},
 }
 PROPERTIES = {
     "INetworkDefinition": {
@@ -431,6 +532,10 @@ PROPERTIES = {
 PROPERTY_DEFAULTS = {
     "IBuilderConfig.DLA_core": lambda: -1,
     "IBuilderConfig.default_device_type": lambda: sys.modules["tensorrt"].DeviceType.GPU,
+    "IBuilderConfig.profiling_verbosity": lambda: (
+        sys.modules["tensorrt"].ProfilingVerbosity.LAYER_NAMES_ONLY
+    ),
+    "IExecutionContext.enqueue_emits_profile": lambda: True,
 }
 FUNCTIONS = {"init_libnvinfer_plugins": lambda logger, namespace: True}
 _DUNDERS = {"__len__": None, "__getitem__": None, "__str__": None, "__enter__": lambda self: self}

@@ -1,9 +1,10 @@
 """Measured per-layer profiles, their mapping to ONNX nodes and the fold, the deployability lint.
 
-TensorRT doubles are NVIDIA's own recorded files: trt-engine-explorer's ResNet-18 A100 FP16
-``--exportLayerInfo`` / ``--exportProfile`` pair (NVIDIA/TensorRT release/8.5,
+TensorRT data are NVIDIA's own recorded files (tests/trt_recordings.py): trt-engine-explorer's
+ResNet-18 A100 FP16 ``--exportLayerInfo`` / ``--exportProfile`` pair (NVIDIA/TensorRT release/8.5,
 tools/experimental/trt-engine-explorer/examples/pytorch/resnet/A100/fp16, TensorRT 8.x format),
-turned into the 10.x and 11.x formats by the changes NVIDIA documents (``as_trt10``, ``as_trt11``).
+turned into the 10.x and 11.x formats by the changes NVIDIA documents (``as_trt10``, ``as_trt11``:
+derived, no 10.x or 11.x recording was found).
 """
 
 from __future__ import annotations
@@ -38,74 +39,19 @@ from harness.layer_profile import (
     map_to_nodes,
     parse_layer_info,
     parse_trt_profile,
+    profile_records,
     trt_layer_profile,
 )
 from harness.measure import measure_graphs, open_runner, profile_layers
 from harness.profiles import load_profile
-
-DATA = Path(__file__).parent / "data" / "trt" / "profiles"
-LAYERS_85 = json.loads((DATA / "resnet18_a100_fp16.layers.json").read_text())
-PROFILE_85 = json.loads((DATA / "resnet18_a100_fp16.profile.json").read_text())
-
-
-def as_trt10(info: dict) -> dict:
-    """The 8.5 layer information as 10.x writes it: each layer with a ``Metadata`` field of
-    ``[ONNX Layer: name]`` records joined by U+001E (added in 8.6; NVIDIA/TensorRT issue 2779, and
-    trt-engine-explorer's parser.py ``fix_unicode``)."""
-    out = copy.deepcopy(info)
-    for layer in out["Layers"]:
-        parts = [p for p in layer["Name"].split(" + ") if not p.startswith("Reformatting")]
-        layer["Metadata"] = "\x1e".join(f"[ONNX Layer: {p}]" for p in parts)
-    return out
-
-
-def as_trt11(info: dict) -> dict:
-    """The 10.x layer information as 11.x writes it: ``Bindings`` (names) replaced by ``I/O
-    Tensors`` (objects with Name, IOMode, ...), per NVIDIA's 'Migrating IEngineInspector Usage from
-    TensorRT 10.x to 11.x'."""
-    out = as_trt10(info)
-    names = out.pop("Bindings")
-    out["I/O Tensors"] = [
-        {"Name": n, "IOMode": "Input" if i == 0 else "Output", "Location": "Device"}
-        for i, n in enumerate(names)
-    ]
-    return out
-
-
-def _resnet_head() -> onnx.ModelProto:
-    """The first block of the recorded ResNet-18, with its exporter's node and tensor names
-    (Conv_0 ... Relu_7: what TensorRT's layer names refer to)."""
-    rng = np.random.default_rng(0)
-
-    def weight(name, shape):
-        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.1, name)
-
-    nodes = [
-        helper.make_node("Conv", ["input.1", "w0"], ["c0"], "Conv_0", pads=[3] * 4, strides=[2, 2]),
-        helper.make_node("Relu", ["c0"], ["onnx::MaxPool_125"], "Relu_1"),
-        helper.make_node(
-            "MaxPool",
-            ["onnx::MaxPool_125"],
-            ["input.8"],
-            "MaxPool_2",
-            kernel_shape=[3, 3],
-            pads=[1] * 4,
-            strides=[2, 2],
-        ),
-        helper.make_node("Conv", ["input.8", "w3"], ["c3"], "Conv_3", pads=[1] * 4),
-        helper.make_node("Relu", ["c3"], ["onnx::Conv_129"], "Relu_4"),
-        helper.make_node("Conv", ["onnx::Conv_129", "w5"], ["c5"], "Conv_5", pads=[1] * 4),
-        helper.make_node("Add", ["c5", "input.8"], ["a6"], "Add_6"),
-        helper.make_node("Relu", ["a6"], ["input.24"], "Relu_7"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "resnet18-head",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("input.24", TensorProto.FLOAT, [1, 64, 16, 16])],
-        [weight("w0", (64, 3, 7, 7)), weight("w3", (64, 64, 3, 3)), weight("w5", (64, 64, 3, 3))],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+from tests.trt_recordings import (
+    DLA_PROFILE,
+    LAYERS_85,
+    PROFILE_85,
+    as_trt10,
+    as_trt11,
+    resnet_head,
+)
 
 
 def _chain_model(channels: int = 12, opset: int = 17) -> onnx.ModelProto:
@@ -190,7 +136,7 @@ def test_torch_profile_names_each_onnx_node(tmp_path):
 def test_trt_layer_information_parses_in_each_version_format(convert):
     layers = parse_layer_info(convert(LAYERS_85))
     assert [layer["Name"] for layer in layers] == [layer["Name"] for layer in LAYERS_85["Layers"]]
-    profile = trt_layer_profile(PROFILE_85, convert(LAYERS_85), _resnet_head(), "x")
+    profile = trt_layer_profile(PROFILE_85, convert(LAYERS_85), resnet_head(), "x")
     by_name = {layer.name: layer for layer in profile.layers}
     fused = by_name["Conv_5 + Add_6 + Relu_7"]
     assert fused.nodes == ["Conv_5", "Add_6", "Relu_7"]
@@ -214,26 +160,13 @@ def test_trt_11_metadata_ties_layers_whose_names_say_nothing():
     info["Layers"][1]["Name"] = "myelin region 0"  # a name that lists no node
     profile = copy.deepcopy(PROFILE_85)
     profile[2]["name"] = "myelin region 0"
-    layers = trt_layer_profile(profile, info, _resnet_head())
+    layers = trt_layer_profile(profile, info, resnet_head())
     assert layers.layers[1].nodes == ["Conv_0", "Relu_1"]  # from Metadata
-
-
-# The DLA layer names are those trtexec printed for a DLA engine in NVIDIA/TensorRT issue 3143
-# (per-layer profile: 'images to nvm', '{ForeignNode[Conv_0...Concat_198]}', 'head_3 from nvm',
-# 'images copy finish'), here over the recorded ResNet head.
-DLA_PROFILE = [
-    {"count": 400},
-    {"name": "input.1 to nvm", "timeMs": 34.0, "averageMs": 0.085, "percentage": 1.1},
-    {"name": "{ForeignNode[Conv_0...Relu_4]}", "timeMs": 3.4, "averageMs": 0.0085, "percentage": 1},
-    {"name": "onnx::Conv_129 from nvm", "timeMs": 3069.6, "averageMs": 7.69, "percentage": 98.4},
-    {"name": "input.1 copy finish", "timeMs": 0.67, "averageMs": 0.0017, "percentage": 0.0},
-    {"name": "Conv_5 + Add_6 + Relu_7", "timeMs": 40.0, "averageMs": 0.1, "percentage": 0.5},
-]
 
 
 def test_dla_engine_layers_are_placed_and_gpu_fallback_is_reported(tmp_path):
     info = {"Layers": [dict(layer) for layer in LAYERS_85["Layers"]], "Bindings": []}
-    layers = trt_layer_profile(DLA_PROFILE, info, _resnet_head(), "8.5")
+    layers = trt_layer_profile(DLA_PROFILE, info, resnet_head(), "8.5")
     by_name = {layer.name: layer for layer in layers.layers}
     foreign = by_name["{ForeignNode[Conv_0...Relu_4]}"]
     assert foreign.device == "DLA"
@@ -241,7 +174,7 @@ def test_dla_engine_layers_are_placed_and_gpu_fallback_is_reported(tmp_path):
     assert by_name["onnx::Conv_129 from nvm"].device == "DLA"
     assert by_name["Conv_5 + Add_6 + Relu_7"].device == "GPU"
     profile = load_profile(str(_gpu_profile(tmp_path, dla_core=0)))
-    findings = lint(_resnet_head(), layers, profile, "fp16")
+    findings = lint(resnet_head(), layers, profile, "fp16")
     fallback = [f for f in findings if f.rule == "gpu-fallback"]
     assert [f.layer for f in fallback] == ["Conv_5 + Add_6 + Relu_7"]
     assert fallback[0].measured_ms == pytest.approx(0.1)
@@ -253,7 +186,7 @@ def test_a_gpu_only_foreign_node_is_not_taken_for_the_dla():
     assert layers[0].kind == ""
     info = {"Layers": [{"Name": "{ForeignNode[Conv_0...Relu_1]}", "LayerType": "Myelin"}]}
     profile = trt_layer_profile(
-        [{"count": 1}, {"name": "{ForeignNode[Conv_0...Relu_1]}"}], info, _resnet_head()
+        [{"count": 1}, {"name": "{ForeignNode[Conv_0...Relu_1]}"}], info, resnet_head()
     )
     assert profile.layers[0].device == "GPU" and profile.layers[0].nodes == ["Conv_0", "Relu_1"]
 
@@ -262,8 +195,8 @@ def test_other_precision_than_asked_is_reported(tmp_path):
     info = copy.deepcopy(LAYERS_85)
     conv = next(layer for layer in info["Layers"] if layer["Name"] == "Conv_3 + Relu_4")
     conv["Outputs"][0]["Format/Datatype"] = "Row major linear FP32"
-    layers = trt_layer_profile(PROFILE_85, info, _resnet_head())
-    findings = lint(_resnet_head(), layers, load_profile(str(_gpu_profile(tmp_path))), "fp16")
+    layers = trt_layer_profile(PROFILE_85, info, resnet_head())
+    findings = lint(resnet_head(), layers, load_profile(str(_gpu_profile(tmp_path))), "fp16")
     other = [f for f in findings if f.rule == "other-precision"]
     assert [f.layer for f in other] == ["Conv_3 + Relu_4"]
     assert "FP32" in other[0].detail and other[0].measured_ms > 0
@@ -279,7 +212,7 @@ def _profile_of(model: onnx.ModelProto, times: dict) -> LayerProfile:
 def test_fused_activations_join_the_layer_named_after_their_conv():
     """ONNX Runtime's FusedConv keeps the conv's name: the Relu and Add it absorbed have no layer
     of their own and join it; a MaxPool with no layer is not pulled into a named layer."""
-    model = _resnet_head()
+    model = resnet_head()
     layers = _profile_of(model, {"Conv_0": 0.2, "Conv_3": 0.1, "Conv_5": 0.1})
     nodes = {layer.name: layer.nodes for layer in layers.layers}
     assert nodes == {
@@ -379,7 +312,7 @@ def test_explain_command_measures_ties_and_writes_json(fast_profile, tmp_path, c
 
 def test_explain_command_reads_trtexec_exports(tmp_path, capsys):
     path, prof, info = tmp_path / "head.onnx", tmp_path / "p.json", tmp_path / "l.json"
-    onnx.save(_resnet_head(), path)
+    onnx.save(resnet_head(), path)
     prof.write_text(json.dumps(DLA_PROFILE))
     info.write_text(json.dumps(LAYERS_85))
     device = _gpu_profile(tmp_path, dla_core=0)
@@ -401,7 +334,7 @@ def test_explain_command_reads_trtexec_exports(tmp_path, capsys):
 
 def test_explain_command_needs_both_trtexec_files(tmp_path, capsys):
     path = tmp_path / "head.onnx"
-    onnx.save(_resnet_head(), path)
+    onnx.save(resnet_head(), path)
     assert main(["explain", str(path), "--trt-profile", str(path)]) == 2
     assert "go together" in capsys.readouterr().err
 
@@ -480,3 +413,63 @@ def test_bench_layers_records_profiles_tied_through_the_fold_and_findings(fast_p
     merged = [x for x in folded["layers"]["layers"] if "conv_a" in x["original_nodes"]]
     assert merged and "conv_b" in merged[0]["original_nodes"]
     assert any(f["rule"] == "kernel-grown-by-merge" for f in folded["findings"])
+
+
+# --- TensorRT: the runner's IProfiler reports go through the same join ----------------------------
+def test_profiler_reports_become_trtexec_records_and_join_like_trtexec_files():
+    """Three runs of ``report_layer_time`` calls (as TensorRT makes them, the recorded averages
+    perturbed): the records are trtexec's layout, and the join gives what the files give."""
+    names = [r["name"] for r in PROFILE_85[1:]]
+    reports = [
+        (name, r["averageMs"] * factor)
+        for factor in (0.9, 1.0, 1.4)
+        for name, r in zip(names, PROFILE_85[1:])
+    ]
+    records = profile_records(reports)
+    assert records[0] == {"count": 3} and [r["name"] for r in records[1:]] == names
+    conv = next(r for r in records if r.get("name") == "Conv_5 + Add_6 + Relu_7")
+    recorded = next(r for r in PROFILE_85 if r.get("name") == conv["name"])["averageMs"]
+    assert conv["averageMs"] == pytest.approx(recorded * 1.1)
+    assert conv["medianMs"] == pytest.approx(recorded)
+    assert sum(r["percentage"] for r in records[1:]) == pytest.approx(100)
+    from_runner = trt_layer_profile(records, as_trt10(LAYERS_85), resnet_head(), "10.13", "runner")
+    from_files = trt_layer_profile(PROFILE_85, as_trt10(LAYERS_85), resnet_head(), "10.13")
+    assert from_runner.source == "runner" and from_runner.runs == 3
+    assert [(x.name, x.nodes, x.precision, x.device) for x in from_runner.layers] == [
+        (x.name, x.nodes, x.precision, x.device) for x in from_files.layers
+    ]
+
+
+def test_layer_information_as_text_with_raw_metadata_separators():
+    """Inspector text straight from ``get_engine_information``; the separators unescaped (JSON's
+    strict mode refuses control characters), U+001E (8.6) and U+001F (10.0) alike."""
+    layer = {"Name": "__myl_ConvRelu_0", "LayerType": "kgen", "Outputs": []}
+    layer["Metadata"] = "[ONNX Layer: Conv_0]\x1e[ONNX Layer: Relu_1]\x1f[ONNX Layer: gone]"
+    text = json.dumps({"Layers": [layer], "Bindings": ["input.1"]}).replace("\\u001e", "\x1e")
+    text = text.replace("\\u001f", "\x1f")
+    assert "\x1e" in text and parse_layer_info(text)[0]["Name"] == "__myl_ConvRelu_0"
+    profile = trt_layer_profile([{"count": 1}, {"name": "__myl_ConvRelu_0"}], text, resnet_head())
+    assert profile.layers[0].nodes == ["Conv_0", "Relu_1"]  # 'gone' is no node of the model
+    with pytest.raises(HarnessError, match="ProfilingVerbosity.DETAILED"):
+        parse_layer_info("")
+
+
+@pytest.mark.parametrize(
+    "tensor,expected",
+    [
+        ({"Format/Datatype": "Row major linear FP32"}, "FP32"),
+        ({"Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}, "FP16"),
+        ({"Format/Datatype": "Half"}, "FP16"),  # 10.x kgen kernels (TREx activations.py)
+        ({"Format/Datatype": "Float"}, "FP32"),
+        ({"Format/Datatype": "Channel major BFloat16 format where channel % 8 == 0"}, "BF16"),
+        ({"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}, "Int8"),
+        ({"Format/Datatype": "Row major linear FP8 format"}, "FP8"),
+        ({"Format": "Row major linear FP16 format", "DataType": "Half"}, "FP16"),  # 11.x
+        ({"Datatype": "Int8"}, "Int8"),
+        ({"Format/Datatype": "Something new"}, "Something new"),
+    ],
+)
+def test_datatypes_as_each_version_writes_them(tensor, expected):
+    from harness.layer_profile import _datatype
+
+    assert _datatype(tensor) == expected

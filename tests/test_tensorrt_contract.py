@@ -264,3 +264,150 @@ def test_the_doubles_are_as_strict_as_the_recorded_surfaces():
         ten.IExecutionContext().set_tensor_address(
             "x"
         )  # the recorded signature takes a name and an address
+
+
+# --- per-layer profile: IProfiler + IEngineInspector through the runner ---------------------------
+# The doubles replay NVIDIA's recorded ResNet-18 layer times and layer information
+# (tests/trt_recordings.py) in each version's layout: the figures are a recording's, never a
+# measurement of the model run here.
+def _head(tmp_path):
+    from tests.trt_recordings import resnet_head
+
+    path = tmp_path / "head.onnx"
+    onnx.save(resnet_head(), str(path))
+    return path
+
+
+def _profiled(module, path, profile, precision, runs, cache):
+    """The layer profile of a profiling runner after ``runs`` runs."""
+    runner = module.TensorRTRunner(path, profile, precision, 1, cache=cache, profiling=True)
+    with runner:
+        for _ in range(runs):
+            runner.measure_once()
+        return runner.layer_profile()
+
+
+def test_the_runners_layer_profile_is_parsed_and_tied_to_onnx_nodes(trt_runner, tmp_path):
+    version, module = trt_runner
+    from tests.trt_recordings import PROFILE_85
+
+    cache = EngineCache(tmp_path / "e")
+    with module.TensorRTRunner(_head(tmp_path), _profile("fp32"), "fp32", 1, cache=cache) as r:
+        sample = r.measure_once()
+        assert r.context._values.get("profiler") is None  # a timed runner never profiles
+        built = json.loads(r.engine_path.read_bytes())
+        identity = r.identity
+        with pytest.raises(HarnessError, match="not made with profiling=True"):
+            r.layer_profile()
+    layers = _profiled(module, _head(tmp_path), _profile("fp32"), "fp32", 3, cache)
+    assert built["profiling_verbosity"] == "DETAILED" == identity["profiling_verbosity"]
+    assert layers.backend == "tensorrt" and layers.runs == 3 and "IProfiler" in layers.source
+    assert layers.run_ms is not None and sample["latency_ms"] > 0
+    recorded = {r["name"]: r["averageMs"] for r in PROFILE_85[1:]}
+    assert [layer.name for layer in layers.layers] == list(recorded)
+    by_name = {layer.name: layer for layer in layers.layers}
+    fused = by_name["Conv_5 + Add_6 + Relu_7"]
+    assert fused.nodes == ["Conv_5", "Add_6", "Relu_7"] and fused.device == "GPU"
+    # the recording is of an FP16 engine: its datatypes and times, replayed, not this build's
+    assert fused.kind == "CaskConvolution" and fused.precision == "FP16" and fused.tactic
+    assert fused.time_ms == pytest.approx(recorded[fused.name])  # replayed, per run
+    assert by_name["Conv_0 + Relu_1"].nodes == ["Conv_0", "Relu_1"]
+    calls = fake_tensorrt.CALLS
+    assert "IBuilderConfig.profiling_verbosity=" in calls
+    assert "EngineInspector.execution_context=" in calls  # concrete shapes for dynamic inputs
+    assert "IExecutionContext.enqueue_emits_profile=" in calls
+    assert calls.count("IExecutionContext.report_to_profiler") == 3
+
+
+def test_layers_whose_names_say_nothing_are_tied_by_metadata_from_10(
+    trt_runner, tmp_path, monkeypatch
+):
+    """A Myelin-style layer name (``__myl_...``) lists no node: 10.x and 11.x layer information
+    carries ``[ONNX Layer: name]`` records (derived layouts: tests/trt_recordings.py)."""
+    version, module = trt_runner
+    if version.startswith("8.5"):
+        pytest.skip("Metadata: TensorRT 8.6 and later")
+    from tests import trt_recordings
+
+    recorded = trt_recordings.recording
+
+    def renamed(key, dla=False):
+        info, records = recorded(key, dla)
+        assert info["Layers"][1]["Name"] == records[2]["name"] == "Conv_0 + Relu_1"
+        info["Layers"][1]["Name"] = records[2]["name"] = "__myl_ConvRelu_0"
+        return info, records
+
+    monkeypatch.setattr(trt_recordings, "recording", renamed)
+    profiled = _profiled(
+        module, _head(tmp_path), _profile("fp32"), "fp32", 1, EngineCache(tmp_path)
+    )
+    layer = {x.name: x for x in profiled.layers}["__myl_ConvRelu_0"]
+    assert layer.nodes == ["Conv_0", "Relu_1"] and layer.precision == "FP16"
+
+
+def test_the_runners_dla_profile_finds_gpu_fallback(trt_runner, tmp_path, monkeypatch):
+    version, module = trt_runner
+    if not version.startswith("8.5"):
+        pytest.skip("DLA: TensorRT 8.5 here (10.8 to 11.4.0 have none)")
+    from harness.explain import lint
+    from tests.trt_recordings import resnet_head
+
+    monkeypatch.setattr(sys.modules["tensorrt"].Builder, "num_DLA_cores", 2)
+    profile = _profile("fp16")
+    profile.tensorrt.dla_core = 0
+    layers = _profiled(module, _head(tmp_path), profile, "fp16", 2, EngineCache(tmp_path / "e"))
+    by_name = {layer.name: layer for layer in layers.layers}
+    foreign = by_name["{ForeignNode[Conv_0...Relu_4]}"]
+    assert foreign.device == "DLA" and foreign.nodes[0] == "Conv_0"
+    assert by_name["input.1 to nvm"].device == "DLA" and by_name["input.1 to nvm"].nodes == []
+    fallback = [f for f in lint(resnet_head(), layers, profile, "fp16") if f.rule == "gpu-fallback"]
+    assert [f.layer for f in fallback] == ["Conv_5 + Add_6 + Relu_7"]
+    assert fallback[0].nodes == ["Conv_5", "Add_6", "Relu_7"]
+
+
+def test_an_engine_without_detailed_verbosity_is_refused_with_the_setting(
+    trt_runner, tmp_path, monkeypatch
+):
+    _version, module = trt_runner
+    monkeypatch.setattr(sys.modules["harness.backends.trt.build"], "PROFILING_VERBOSITY", "NONE")
+    with pytest.raises(HarnessError, match="no layer information.*DETAILED"):
+        _profiled(module, _head(tmp_path), _profile("fp32"), "fp32", 1, EngineCache(tmp_path / "e"))
+    monkeypatch.setattr(
+        sys.modules["harness.backends.trt.build"], "PROFILING_VERBOSITY", "LAYER_NAMES_ONLY"
+    )
+    with pytest.raises(HarnessError, match="ProfilingVerbosity.DETAILED"):
+        _profiled(module, _head(tmp_path), _profile("fp32"), "fp32", 1, EngineCache(tmp_path / "f"))
+
+
+def test_profile_layers_takes_the_runner_route_for_the_tensorrt_backend(
+    trt_runner, tmp_path, monkeypatch
+):
+    _version, module = trt_runner
+    from harness.measure import profile_layers
+
+    monkeypatch.setattr(module, "EngineCache", lambda: EngineCache(tmp_path / "e"))
+    profile = _profile("fp32")
+    assert profile.backend == "tensorrt"
+    layers = profile_layers(_head(tmp_path), profile, "fp32", 1, runs=2)
+    assert "tensorrt runner" in layers.source and layers.runs == 2
+    assert "IExecutionContext.report_to_profiler" in fake_tensorrt.CALLS
+
+
+def test_the_profiler_double_keeps_to_the_recorded_api(monkeypatch):
+    for version in sorted(fake_tensorrt.VERSIONS):
+        trt = fake_tensorrt.make_tensorrt(version)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        assert int(trt.ProfilingVerbosity.DETAILED) == 2  # all three surfaces
+        assert int(trt.LayerInformationFormat.JSON) == 1
+        assert not hasattr(trt, "IEngineInspector")  # Python exposes it as EngineInspector
+        context = trt.IExecutionContext()
+        assert context.report_to_profiler() is False  # no profiler set
+        with pytest.raises(TypeError):
+            context.profiler = object()
+
+        class NoBaseInit(trt.IProfiler):
+            def __init__(self):
+                pass
+
+        with pytest.raises(TypeError, match="base __init__"):
+            context.profiler = NoBaseInit()

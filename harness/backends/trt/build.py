@@ -30,7 +30,7 @@ from polygraphy.backend.trt import Profile as ShapeProfile
 from polygraphy.exception import PolygraphyException
 from polygraphy.logger import G_LOGGER
 
-from harness.backends.trt.cache import BuildSettings
+from harness.backends.trt.cache import PROFILING_VERBOSITY, BuildSettings
 from harness.backends.trt.prepare import calibration_batches  # shared with the Q/DQ route
 from harness.backends.trt.versions import build_plan
 from harness.errors import HarnessError, first_line
@@ -104,10 +104,10 @@ def build_engine(
 
     Polygraphy (NVIDIA's) makes the network (explicit batch before 10, strongly typed on 11), the
     config (precision flags, TF32, memory pool, optimization profiles, calibrator and its profile,
-    DLA, timing cache) and the engine; ``build_plan`` decides what this TensorRT version gets. Two
-    pieces stay ours: the DLA core (Polygraphy's ``use_dla`` always picks core 0) and the INT8
-    calibrator (Polygraphy's allocates through its own ctypes cudart; ours uses pycuda on the one
-    primary context).
+    DLA, timing cache, detailed profiling verbosity) and the engine; ``build_plan`` decides what
+    this TensorRT version gets. Two pieces stay ours: the DLA core (Polygraphy's ``use_dla``
+    always picks core 0) and the INT8 calibrator (Polygraphy's allocates through its own ctypes
+    cudart; ours uses pycuda on the one primary context).
     """
     plan = build_plan(settings, trt.__version__)
     for note in plan["notes"]:
@@ -153,6 +153,8 @@ def build_engine(
         ),
         use_dla=settings.dla_core is not None,
         allow_gpu_fallback=settings.gpu_fallback,
+        # detailed layer information for IEngineInspector (the cache identity says why)
+        profiling_verbosity=getattr(trt.ProfilingVerbosity, PROFILING_VERBOSITY),
     )
 
     def dla_core(builder: Any, network: Any, config: Any) -> None:

@@ -2,10 +2,11 @@
 what is inside.
 
 The key is a SHA-256 over everything that changes the plan TensorRT builds: the ONNX file's bytes,
-the profile's build settings, the precision and batch, the calibration data, the TensorRT version
-and the GPU (name and compute capability). An engine is only ever used when its sidecar matches that
-identity exactly and the engine's own bytes still hash to what the sidecar recorded; anything else
-(missing, stale, truncated, built elsewhere) is rebuilt, never run. Pure Python: runs on the device
+the profile's build settings, the precision and batch, the calibration data, the TensorRT version,
+the GPU (name and compute capability) and the profiling verbosity (``PROFILING_VERBOSITY``). An
+engine is only ever used when its sidecar matches that identity exactly and the engine's own bytes
+still hash to what the sidecar recorded; anything else (missing, stale, truncated, built
+elsewhere) is rebuilt, never run. Pure Python: runs on the device
 (Python 3.8), needs neither torch nor tensorrt.
 """
 
@@ -23,7 +24,15 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from harness.errors import HarnessError
 from harness.profiles import Profile, checked_precision
 
-CACHE_FORMAT = 1  # bump when the identity's layout changes: every older engine then misses
+CACHE_FORMAT = 2  # bump when the identity's layout changes: every older engine then misses
+# Engines are built with ProfilingVerbosity.DETAILED, and that is part of their identity. DETAILED
+# stores each layer's type, tensors, formats and tactic in the plan (what IEngineInspector reports
+# and a per-layer profile is joined with); it may add host time to enqueue through NVTX ranges
+# (TensorRT's IExecutionContext.nvtx_verbosity note). One engine for timing and profiling rather
+# than a separate profiling engine: a second build may pick other tactics, and the layers profiled
+# must be those of the engine timed. Polygraphy's CreateConfig already picks DETAILED when given no
+# verbosity (0.53), so the engines timed before this setting was explicit were DETAILED too.
+PROFILING_VERBOSITY = "DETAILED"
 ENGINE_DIR = Path(
     os.environ.get("HARNESS_ENGINE_DIR", Path(__file__).resolve().parents[3] / "engines")
 )
@@ -107,6 +116,7 @@ def engine_identity(
         "tensorrt": tensorrt_version,
         "gpu": gpu_name,
         "compute_capability": compute_capability,
+        "profiling_verbosity": PROFILING_VERBOSITY,
     }
 
 

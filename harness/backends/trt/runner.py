@@ -22,11 +22,22 @@ the calls are checked per version against strict doubles of TensorRT 8.5, 10.13 
 (tests/fake_tensorrt.py). Polygraphy's ``TrtRunner`` is not used for timing: it times ``infer()`` on
 the host around its own cudart (ctypes) copies and gives no split into H2D, GPU compute and D2H, so
 the loop below stays ours, on pycuda.
+
+Per-layer profile: a runner made with ``profiling=True`` (``harness.measure`` times one beside the
+timed runner, interleaved) carries TensorRT's ``IProfiler`` on its execution context (a timed
+runner's context never does: with one, each enqueue records per-layer events); ``layer_profile``
+joins its reports with the engine's ``IEngineInspector`` JSON.
+``enqueue_emits_profile`` is turned off and ``report_to_profiler()`` called after each run's sync,
+as trtexec does (samples/common/sampleInference.cpp): with the default (on) TensorRT makes the
+enqueue synchronous and reports inside ``execute_async_v3`` (NvInferRuntime.h,
+``setEnqueueEmitsProfile``). The layer information needs an engine built with detailed profiling
+verbosity: every engine here is (``cache.PROFILING_VERBOSITY``).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -47,6 +58,13 @@ from harness.backends.trt.build import build_engine
 from harness.backends.trt.cache import BuildSettings, EngineCache, engine_identity, file_sha256
 from harness.backends.trt.versions import build_plan
 from harness.errors import HarnessError
+from harness.layer_profile import (
+    LayerProfile,
+    profile_records,
+    profiled_runs_cap,
+    trt_layer_profile,
+)
+from harness.onnx_io import load_model
 from harness.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -58,11 +76,24 @@ def _check(ok: Any, what: str) -> None:
         raise HarnessError(f"TensorRT: {what} failed")
 
 
+class _LayerTimes(trt.IProfiler):
+    """Keeps TensorRT's per-layer reports in the order made (TensorRT calls it from C++, which
+    swallows any exception: keep it trivial)."""
+
+    def __init__(self) -> None:
+        trt.IProfiler.__init__(self)  # pybind11: a subclass must initialise its base
+        self.reports: List[Tuple[str, float]] = []
+
+    def report_layer_time(self, layer_name: str, ms: float) -> None:
+        self.reports.append((layer_name, ms))
+
+
 class TensorRTRunner(Runner):
     """A cached engine with page-locked host buffers, one stream and CUDA events around the device
     work."""
 
     backend_name = "tensorrt"
+    layer_profiler = True
 
     def __init__(
         self,
@@ -71,13 +102,16 @@ class TensorRTRunner(Runner):
         precision: str = "fp16",
         batch: int = 1,
         cache: Optional[EngineCache] = None,
+        profiling: bool = False,
     ) -> None:
-        super().__init__(onnx_path, profile, precision, batch)
+        super().__init__(onnx_path, profile, precision, batch, profiling)
         self.settings = BuildSettings.from_profile(profile, precision, batch)
         self.cache = cache or EngineCache()
         self.engine = self.context = None
         self.inputs: List[Tuple[str, np.ndarray, Any]] = []
         self.outputs: List[Tuple[str, np.ndarray, Any]] = []
+        self._recorder: Optional[_LayerTimes] = None
+        self._profiled: List[float] = []  # the latencies of the runs the profiler reported
 
     def _activate_impl(self) -> None:
         device = cuda.Device(0)
@@ -128,43 +162,58 @@ class TensorRTRunner(Runner):
         self.stream = cuda.Stream()
         self._allocate()
         self.events = [cuda.Event() for _ in range(4)]
+        if self.profiling:
+            self._recorder, self._profiled = _LayerTimes(), []
+            self._cap = profiled_runs_cap(self.engine.num_layers)
+            self.context.profiler = self._recorder
+            self.context.enqueue_emits_profile = False
 
     def _allocate(self) -> None:
-        """Bind every I/O tensor by name (all versions): dynamic batch set, buffers allocated,
-        addresses set."""
+        """Allocate a buffer per I/O tensor (dynamic batch set first) and bind them all by name
+        (all versions)."""
         engine, context = self.engine, self.context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        for name in inputs:
-            shape = tuple(engine.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
-                _check(
-                    context.set_input_shape(name, (self.batch,) + shape[1:]),
-                    f"set_input_shape({name})",
-                )
+        self._set_shapes(context, inputs)
         rng = np.random.default_rng(0)
         for name in names:
             shape = tuple(context.get_tensor_shape(name))
             host = cuda.pagelocked_empty(shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
             device = cuda.mem_alloc(max(host.nbytes, 1))
-            _check(context.set_tensor_address(name, int(device)), f"set_tensor_address({name})")
             if name in inputs:
                 host[...] = rng.standard_normal(host.shape).astype(host.dtype)
                 self.inputs.append((name, host, device))
             else:
                 self.outputs.append((name, host, device))
+        self._bind(context)
+
+    def _set_shapes(self, context: Any, inputs: List[str]) -> None:
+        """The batch of every input whose batch dimension is dynamic."""
+        for name in inputs:
+            shape = tuple(self.engine.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                _check(
+                    context.set_input_shape(name, (self.batch,) + shape[1:]),
+                    f"set_input_shape({name})",
+                )
+
+    def _bind(self, context: Any) -> None:
+        """Point ``context`` at this runner's device buffers."""
+        for name, _, device in self.inputs + self.outputs:
+            _check(context.set_tensor_address(name, int(device)), f"set_tensor_address({name})")
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
         return {name: (tuple(host.shape), host.dtype) for name, host, _ in self.inputs}
 
     def _run(self) -> Dict[str, float]:
+        context = self.context
         start, after_h2d, after_compute, end = self.events
         start.record(self.stream)
         for _, host, device in self.inputs:
             cuda.memcpy_htod_async(device, host, self.stream)
         after_h2d.record(self.stream)
         enqueue_start = time.perf_counter()
-        ok = self.context.execute_async_v3(self.stream.handle)
+        ok = context.execute_async_v3(self.stream.handle)
         enqueue_ms = (time.perf_counter() - enqueue_start) * 1000.0
         _check(ok, "execute_async_v3")
         after_compute.record(self.stream)
@@ -192,7 +241,37 @@ class TensorRTRunner(Runner):
         return {name: host.copy() for name, host, _ in self.outputs}
 
     def _measure_impl(self) -> Dict[str, float]:
-        return self._run()
+        measured = self._run()
+        if self._recorder is not None and len(self._profiled) < self._cap:
+            _check(self.context.report_to_profiler(), "report_to_profiler")
+            self._profiled.append(measured[LATENCY])
+        return measured
+
+    def layer_data(self) -> Tuple[str, List[Dict[str, Any]]]:
+        """(the engine's ``IEngineInspector`` JSON text, the profiler's reports so far as trtexec's
+        ``--exportProfile`` records)."""
+        inspector = self.engine.create_engine_inspector()
+        _check(inspector, "create_engine_inspector")
+        inspector.execution_context = self.context  # concrete shapes and formats for dynamic inputs
+        info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        if not self._recorder.reports:
+            raise HarnessError("TensorRT reported no layer times to the profiler")
+        return str(info), profile_records(self._recorder.reports)
+
+    def _layer_profile_impl(self) -> LayerProfile:
+        """TensorRT's own per-layer profile of the runs so far (``layer_data``), joined by
+        ``layer_profile.trt_layer_profile`` (the join trtexec's exports go through) and tied to
+        the ONNX file's nodes."""
+        info, records = self.layer_data()
+        layers = trt_layer_profile(
+            records,
+            info,
+            load_model(self.onnx_path, infer_shapes=False),
+            trt.__version__,
+            f"TensorRT {trt.__version__} IProfiler + IEngineInspector (tensorrt runner)",
+        )
+        layers.run_ms = statistics.median(self._profiled)
+        return layers
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
