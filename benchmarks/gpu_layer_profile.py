@@ -4,9 +4,9 @@ For resnet56 dc-1x1 and mobilenetv2 dc-ds: a trtexec profiling run (``layer_prof
 profile_trtexec``: ``--profilingVerbosity=detailed --exportProfile --exportLayerInfo
 --separateProfileRun``) read back and tied to the ONNX nodes, its sum against trtexec's own timed
 GPU compute median; the tensorrt runner's own route when the ``tensorrt`` Python module and pycuda
-are installed (a profiling ``TensorRTRunner``: ``IProfiler`` + ``IEngineInspector``), its sum against
-its profiled runs' median; and the torch profiler on CUDA when torch sees a GPU. The raw exports
-(trtexec's files, the runner's inspector JSON and profile records) are copied to ``--out`` so that
+are installed (a profiling ``TensorRTRunner``: ``IProfiler`` + ``IEngineInspector``), its sum
+against its profiled runs' median; and the torch profiler on CUDA when torch sees a GPU. The raw
+exports (trtexec's files, the runner's inspector JSON and profile records) are copied to ``--out`` so that
 they can become recorded test data (tests/data/trt/profiles/); both pairs read back with
 ``harness explain --trt-profile P --trt-layers L``.
 
@@ -54,7 +54,7 @@ def main() -> int:
             materialize(dataclasses.replace(resolve_source(name), variant=variant), path, 1)
             _trtexec(path, profile, args.out)
             _runner(path, profile, args.out)
-            _torch(path, args.out)
+            _torch(path, profile, args.out)
     return 0
 
 
@@ -106,7 +106,7 @@ def _runner(path: Path, profile, out: Path) -> None:
     (out / f"{stem}.explained.json").write_text(json.dumps(layers.to_dict(), indent=1))
 
 
-def _torch(path: Path, out: Path) -> None:
+def _torch(path: Path, profile, out: Path) -> None:
     try:
         import torch
     except ImportError:
