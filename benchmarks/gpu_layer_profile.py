@@ -6,9 +6,9 @@ profile_trtexec``: ``--profilingVerbosity=detailed --exportProfile --exportLayer
 GPU compute median; the tensorrt runner's own route when the ``tensorrt`` Python module and pycuda
 are installed (a profiling ``TensorRTRunner``: ``IProfiler`` + ``IEngineInspector``), its sum
 against its profiled runs' median; and the torch profiler on CUDA when torch sees a GPU. The raw
-exports (trtexec's files, the runner's inspector JSON and profile records) are copied to ``--out`` so that
-they can become recorded test data (tests/data/trt/profiles/); both pairs read back with
-``harness explain --trt-profile P --trt-layers L``.
+exports (trtexec's files, the runner's inspector JSON and profile records) are copied to
+``--out`` so that they can become recorded test data (tests/data/trt/profiles/); both pairs read
+back with ``harness explain --trt-profile P --trt-layers L``.
 
     python benchmarks/gpu_layer_profile.py --device h100 --out "$OUT"
 """

@@ -164,7 +164,9 @@ class TensorRTRunner(Runner):
         self.events = [cuda.Event() for _ in range(4)]
         if self.profiling:
             self._recorder, self._profiled = _LayerTimes(), []
-            self._cap = profiled_runs_cap(self.engine.num_layers)
+            self._cap = profiled_runs_cap(
+                len(load_model(self.onnx_path, infer_shapes=False).graph.node)
+            )
             self.context.profiler = self._recorder
             self.context.enqueue_emits_profile = False
 
