@@ -404,6 +404,9 @@ class Run:
     warmup_iterations: Optional[int] = optional(int)
     run_time_s: Optional[float] = optional(float)
     stop_reason: Optional[str] = optional(str)
+    # measured per-layer profile (harness.layer_profile) and lint findings (harness.explain)
+    layers: Optional[Dict[str, Any]] = optional(dict, empty=False)
+    findings: Optional[List[Dict[str, Any]]] = optional(list, empty=False)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
     energy: Optional[RunEnergy] = None  # None: not measured
     memory: Dict[str, MemoryFigure] = dataclasses.field(default_factory=dict)
