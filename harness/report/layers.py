@@ -86,6 +86,7 @@ class LayerSpeedup:
     reference: List[str]  # of the graph measured against: the unfolded graph, the baseline
     before_ms: float  # the reference layers' summed time
     after_ms: float  # the subject layers' summed time
+    place: int = 0  # of the subject's first layer in its graph (after them all: no subject layer)
 
     @property
     def speedup(self) -> Optional[float]:
@@ -115,7 +116,9 @@ def measured_layers(run: Run) -> List[Dict[str, Any]]:
     return [
         layer
         for layer in (recorded if isinstance(recorded, list) else [])
-        if isinstance(layer, dict) and isinstance(layer.get("time_ms"), (int, float))
+        if isinstance(layer, dict)
+        and isinstance(layer.get("name"), str)
+        and isinstance(layer.get("time_ms"), (int, float))
     ]
 
 
@@ -173,6 +176,8 @@ def matched_layers(
 def _compared(
     device: str, comparison: str, reference: Run, subject: Run, variant: str
 ) -> List[LayerSpeedup]:
+    after_layers = measured_layers(subject)
+    place = {id(layer): k for k, layer in enumerate(after_layers)}
     return [
         LayerSpeedup(
             device,
@@ -183,8 +188,9 @@ def _compared(
             [layer["name"] for layer in before],
             sum(layer["time_ms"] for layer in before),
             sum(layer["time_ms"] for layer in after),
+            place[id(after[0])] if after else len(place),
         )
-        for before, after in matched_layers(measured_layers(reference), measured_layers(subject))
+        for before, after in matched_layers(measured_layers(reference), after_layers)
     ]
 
 
@@ -243,7 +249,7 @@ def top_layer_rows(run: Run, top: int = TOP) -> List[List[str]]:
     total = sum(layer["time_ms"] for layer in layers) or 1.0
     return [
         [
-            str(layer.get("name", "")),
+            layer["name"],
             str(layer.get("kind", "")),
             _ms(layer["time_ms"]),
             f"{layer['time_ms'] / total:.1%}",
@@ -385,7 +391,7 @@ def layer_records(devices: Devices) -> List[Dict[str, Any]]:
                         "folded": run.folded,
                         "backend": (run.layers or {}).get("backend", ""),
                         "rank": ranks[id(layer)] + 1,
-                        "layer": layer.get("name", ""),
+                        "layer": layer["name"],
                         "kind": layer.get("kind", ""),
                         "time_ms": layer["time_ms"],
                         "share": layer["time_ms"] / total if total else None,
