@@ -25,7 +25,7 @@ COMPARED = {"fold": "folded vs unfolded", "vs_baseline": "vs baseline"}
 NOTE = (
     "Per-layer times are each backend's own profiler's, from a profiling run apart from the timed "
     "runs (a profiler perturbs what it measures): they say where the time goes and which layers "
-    "got faster; the latencies and speed-ups with their intervals are report.md's."
+    "got faster; end-to-end latencies and speed-ups, with their intervals, are the timed runs'."
 )
 TOP_HEAD = ["layer", "kind", "ms", "share", "original nodes"]
 SPEEDUP_HEAD = [
