@@ -19,12 +19,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.cost.calibrate import cost_model_for
+from harness.cost.model import CostModel
 from harness.errors import HarnessError
+from harness.explain import layers_with_origin, lint, original_nodes
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
+from harness.fold.report import FoldReport
 from harness.graph_stats import graph_facts
 from harness.measure import Timed, check_backend, finish_results, measure_graphs, start_results
-from harness.onnx_io import InputShapes, bind_shapes, data_inputs, save_model
+from harness.onnx_io import InputShapes, bind_shapes, data_inputs, load_model, save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
 from harness.report.pipeline import write_bench_tables
@@ -63,6 +66,7 @@ class BenchOptions:
     precision: str = "fp32"
     # graphs exported and folded elsewhere (a remote device times what the workstation prepared)
     prepared: Optional[Dict[str, List[_Config]]] = None
+    layers: bool = False  # a per-layer profile and the lint's findings on every run
 
 
 @dataclasses.dataclass
@@ -195,6 +199,31 @@ def _named_run(model: str, config: _Config, timed: Timed, configs: List[_Config]
     )
 
 
+def _explain_runs(
+    configs: List[_Config], timed: Timed, options: BenchOptions, cost_model: CostModel
+) -> None:
+    """Each run's measured layers tied to its variant's unfolded graph (through the fold records
+    of a folded graph) and linted."""
+    for config in configs:
+        run = timed.runs[config.run_id]
+        fold = config.info.get("fold") if config.folded else None
+        records = FoldReport.from_dict(fold).records if fold else []
+        unfolded = next(c for c in configs if c.variant == config.variant and not c.folded)
+        original = load_model(unfolded.onnx_path) if records else None
+        layers = timed.layers[config.run_id]
+        found = lint(
+            load_model(config.onnx_path),
+            layers,
+            options.profile,
+            options.precision,
+            cost_model,
+            records,
+            original,
+        )
+        run.layers = layers_with_origin(layers, original_nodes(records))
+        run.findings = [f.to_dict() for f in found]
+
+
 def _write_or_keep(results: Results, path: Path) -> None:
     """Write results.json; when its folder no longer takes it, keep the measurements elsewhere."""
     import json
@@ -279,10 +308,13 @@ def run_bench(options: BenchOptions, argv: List[str], console: Optional[Console]
                 options.batch,
                 on_round=lambda f, _t=task, _b=base: progress.update(_t, completed=_b + 70 * f),
                 metered=True,
+                layers=options.layers,
             )
             results.device_extra["energy"] = timed.energy_note
             for config in configs:
                 timed.runs[config.run_id] = _named_run(suite_model.name, config, timed, configs)
+            if options.layers:
+                _explain_runs(configs, timed, options, cost_model)
             results.runs += [timed.runs[c.run_id] for c in configs]
             results.comparisons += _comparisons(configs, timed)
             progress.update(task, completed=100, stage="done")

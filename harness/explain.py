@@ -11,18 +11,21 @@ overhead, and opsets the profile's TensorRT parser does not read.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from harness.cost.model import CalibratedCostModel, CostModel
+from harness.fold import fold_model
 from harness.fold.graph import conv_view
 from harness.fold.report import FoldAction, FoldRecord
 from harness.fold.skeleton import infer_shapes_quick
 from harness.geometry import ConvGeometry
 from harness.layer_profile import LayerProfile
 from harness.measure import measure_graphs
+from harness.onnx_io import load_model, save_model
 from harness.profiles import Profile
 from harness.report.formats import markdown_table
 
@@ -328,6 +331,15 @@ def lint(
     return found
 
 
+def layers_with_origin(profile: LayerProfile, origin: Dict[str, List[str]]) -> Dict[str, Any]:
+    """A profile as results and ``explain --json`` store it: each layer with the original graph's
+    nodes it stands for (``origin``: a merged node -> the nodes it replaced)."""
+    stored = profile.to_dict()
+    for layer in stored["layers"]:
+        layer["original_nodes"] = [o for n in layer.get("nodes", []) for o in origin.get(n, [n])]
+    return stored
+
+
 @dataclasses.dataclass
 class Explanation:
     """What ``harness explain`` found for one model on one device."""
@@ -337,7 +349,7 @@ class Explanation:
     merges: List[MergeTime] = dataclasses.field(default_factory=list)
     origin: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
     before: Optional[LayerProfile] = None  # the graph as given, when the fold changed it
-    end_to_end_ms: Optional[float] = None  # median of a timed run, apart from the profiling run
+    end_to_end_ms: Optional[float] = None  # median of the timed runs (profiled runs interleaved)
     fold: Optional[Dict[str, Any]] = None  # the fold report
 
     def original_nodes_of(self, nodes: List[str]) -> List[str]:
@@ -346,23 +358,14 @@ class Explanation:
 
     def to_dict(self) -> Dict[str, Any]:
         """The explanation as ``harness explain --json`` writes it."""
-        layers = self.layers.to_dict()
-        for layer in layers["layers"]:
-            layer["original_nodes"] = self.original_nodes_of(layer.get("nodes", []))
         return {
-            "layers": layers,
+            "layers": layers_with_origin(self.layers, self.origin),
             "end_to_end_ms": self.end_to_end_ms,
             "before_fold": self.before.to_dict() if self.before else None,
             "merges": [m.to_dict() for m in self.merges],
             "findings": [f.to_dict() for f in self.findings],
             "fold": self.fold,
         }
-
-
-def timed_latency(onnx_path: Any, profile: Profile, precision: str, batch: int) -> float:
-    """Median latency (ms) of one model under the profile's timing protocol, a run of its own."""
-    timed = measure_graphs({"model": onnx_path}, profile, precision, batch)
-    return timed.stats("model").median
 
 
 def explain_model(
@@ -374,14 +377,9 @@ def explain_model(
     merge: str = "none",
     cost: Optional[CostModel] = None,
 ) -> Explanation:
-    """Profile a model (folded with ``merge`` first, unless ``none``) on the profile's backend, time
-    it end to end in a run of its own, and lint it."""
-    from pathlib import Path
-
-    from harness.fold import fold_model
-    from harness.layer_profile import profile_model
-    from harness.onnx_io import load_model, save_model
-
+    """Fold a model with ``merge`` (unless ``none``), time it (and the graph as given, when the
+    fold changed it) under the profile's protocol with a profiling runner of each interleaved in
+    the same rounds (``measure_graphs(layers=True)``), and lint it."""
     original = load_model(onnx_path)
     model, path, records, report = original, Path(onnx_path), [], None
     if merge != "none":
@@ -390,18 +388,19 @@ def explain_model(
             model, records = result.model, result.report.records
             path = save_model(model, Path(workdir) / "folded.onnx")
         report = result.report.to_dict()
-    layers = profile_model(path, profile, batch)
-    before = profile_model(Path(onnx_path), profile, batch) if records else None
-    explanation = Explanation(
+    graphs = {"folded": path, "original": Path(onnx_path)} if records else {"model": path}
+    timed = measure_graphs(graphs, profile, precision, batch, layers=True)
+    name = next(iter(graphs))
+    layers, before = timed.layers[name], timed.layers.get("original")
+    return Explanation(
         layers,
         lint(model, layers, profile, precision, cost, records, original if records else None),
         merge_times(records, before, layers) if before else [],
         original_nodes(records),
         before,
-        timed_latency(path, profile, precision, batch),
+        timed.stats(name).median,
         report,
     )
-    return explanation
 
 
 def to_markdown(explanation: Explanation, top: int = 15) -> str:

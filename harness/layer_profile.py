@@ -1,11 +1,15 @@
 """Measured per-layer profiles from each backend's own profiler, tied to the ONNX nodes they cover.
 
-ONNX Runtime: session profiling (``SessionOptions.enable_profiling``), per-node kernel times from
-its JSON trace. torch: ``torch.profiler`` around harness's interpreter, one ``record_function`` per
-ONNX node. TensorRT: trtexec's ``--exportProfile`` (per-layer times) and ``--exportLayerInfo`` with
+A backend's runner made with ``profiling=True`` (``harness.measure``) runs the graph with the
+backend's profiler on, in a session of its own: ONNX Runtime's session profiling
+(``SessionOptions.enable_profiling``, per-node kernel times from its JSON trace, read here by
+``onnxruntime_layer_profile``), ``torch.profiler`` around harness's interpreter (one
+``record_function`` per ONNX node, ``torch_layer_profile``). TensorRT: trtexec's
+``--exportProfile`` (per-layer times) and ``--exportLayerInfo`` with
 ``--profilingVerbosity=detailed`` (each layer's type, tensors, formats, tactic), as TensorRT 8.5,
-10.x and 11.x write them. A profiling run is separate from the timed runs (a profiler perturbs
-what it measures) and every profile says so.
+10.x and 11.x write them. Profiled runs are never the timed runs (a profiler perturbs what it
+measures: ONNX Runtime's adds its bookkeeping to every node); ``measure_graphs`` interleaves them
+with the timed runs so that both see the same machine, and every profile says so.
 
 A backend's layers are not the graph's nodes: ONNX Runtime and TensorRT fuse (``Conv_5 + Add_6 +
 Relu_7``), insert reformats and rename. ``map_to_nodes`` ties each measured layer to the ONNX nodes
@@ -28,10 +32,20 @@ import onnx
 from harness.errors import HarnessError
 
 NOTE = (
-    "profiling run, separate from the timed runs (a profiler perturbs timing): per-layer times "
-    "are the profiler's, end-to-end latency the timed run's"
+    "profiled runs, apart from the timed runs and interleaved with them (a profiler perturbs "
+    "timing): per-layer times are the profiler's, end-to-end latency the timed runs'"
 )
-PROFILE_RUNS = 50  # inferences recorded per profile, after as many warm-ups
+PROFILE_RUNS = 50  # inferences a profile on its own records, after as many warm-ups
+# a profiling runner records its runs until its profiler holds about this many layer events (ONNX
+# Runtime keeps at most 1,000,000), then runs unprofiled: its runs spread over an interleaved run
+PROFILED_EVENTS = 200_000
+
+
+def profiled_runs_cap(layers: int) -> int:
+    """How many runs a profiling runner records for a graph of ``layers`` nodes."""
+    return max(PROFILE_RUNS, PROFILED_EVENTS // max(layers, 1))
+
+
 _DLA_TRANSFER = re.compile(r"^(.*) (to nvm|from nvm|copy finish)$")
 _FOREIGN = re.compile(r"^\{ForeignNode\[(.*)\]\}$")
 # ops a backend fuses into the layer before them
@@ -74,6 +88,7 @@ class LayerProfile:
     layers: List[LayerTime]
     note: str = NOTE
     run_ms: Optional[float] = None  # the profiling run's own median per inference, where known
+    timed_ms: Optional[float] = None  # the timed run's median, from the same interleaved rounds
 
     @property
     def total_ms(self) -> float:
@@ -98,6 +113,7 @@ class LayerProfile:
             "note": self.note,
             "total_ms": self.total_ms,
             "run_ms": self.run_ms,
+            "timed_ms": self.timed_ms,
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
@@ -216,63 +232,41 @@ def parse_onnxruntime_trace(events: List[Dict[str, Any]]) -> List[LayerTime]:
     return list(found.values())
 
 
-def optimized_graph_tensors(model: onnx.ModelProto) -> Dict[str, Dict[str, List[str]]]:
-    """Each node of ONNX Runtime's optimised graph -> its input and output tensor names."""
-    return {n.name: {"inputs": list(n.input), "outputs": list(n.output)} for n in model.graph.node}
-
-
-def profile_onnxruntime(
-    onnx_path: Path, options: Any, runs: int = PROFILE_RUNS, batch: int = 1
+def onnxruntime_layer_profile(
+    trace: List[Dict[str, Any]],
+    optimized: onnx.ModelProto,
+    model: onnx.ModelProto,
+    version: str,
+    threads: int,
 ) -> LayerProfile:
-    """Profile one model on ONNX Runtime's CPU provider with the given ``SessionOptions`` (the
-    runner's: same threads and optimisation level): ``runs`` inferences after as many warm-ups.
-
-    Builds its own sessions (profiling must be switched on before a session exists): the one place
-    here that does; harness.measure should construct them once it exists.
-    """
-    import numpy as np
-    import onnxruntime as ort
-
-    model = onnx.load(str(onnx_path))
-    with tempfile.TemporaryDirectory() as tmp:
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        warm = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(options.optimized_model_filepath)
-        options.optimized_model_filepath = ""
-        feeds = _random_feeds(warm, batch, np)
-        for _ in range(runs):
-            warm.run(None, feeds)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        for _ in range(runs + 1):  # the first run allocates: recorded, then left out
-            session.run(None, feeds)
-        trace = json.loads(Path(session.end_profiling()).read_text())
-    options.enable_profiling = False
+    """The layers of an ONNX Runtime profiling trace (its first run, which allocates, left out),
+    with their tensors from the optimised graph the session ran, tied to ``model``'s nodes."""
     first = {id(e) for e in _first_run_events(trace)}
-    layers = parse_onnxruntime_trace([e for e in trace if id(e) not in first])
-    tensors = optimized_graph_tensors(optimized)
+    kept = [e for e in trace if id(e) not in first]
+    layers = parse_onnxruntime_trace(kept)
+    tensors = {n.name: n for n in optimized.graph.node}
     for layer in layers:
-        layer.inputs = tensors.get(layer.name, {}).get("inputs", [])
-        layer.outputs = tensors.get(layer.name, {}).get("outputs", [])
+        node = tensors.get(layer.name)
+        layer.inputs = list(node.input) if node is not None else []
+        layer.outputs = list(node.output) if node is not None else []
     map_to_nodes(layers, model)
-    whole = sorted(
-        e["dur"] / 1e3
-        for e in trace
-        if e.get("cat") == "Session" and e.get("name") == "model_run" and id(e) not in first
-    )
+    whole = sorted(e["dur"] / 1e3 for e in kept if _is_model_run(e))
     return LayerProfile(
         "onnxruntime",
-        f"ONNX Runtime {ort.__version__} session profiling",
-        runs,
+        f"ONNX Runtime {version} session profiling ({threads} intra-op threads)",
+        len(whole),
         layers,
         run_ms=whole[len(whole) // 2] if whole else None,
     )
 
 
+def _is_model_run(event: Dict[str, Any]) -> bool:
+    return event.get("cat") == "Session" and event.get("name") == "model_run"
+
+
 def _first_run_events(trace: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The first ``model_run`` of a trace and its node events (allocations, first-touch)."""
-    runs = [e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    runs = [e for e in trace if _is_model_run(e)]
     if not runs:
         return []
     start = runs[0]["ts"]
@@ -281,64 +275,30 @@ def _first_run_events(trace: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [runs[0]] + nodes
 
 
-def _random_feeds(session: Any, batch: int, np: Any) -> Dict[str, Any]:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else batch for d in arg.shape]
-        dtype = np.float16 if arg.type == "tensor(float16)" else np.float32
-        feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
-
-
 # --- torch ----------------------------------------------------------------------------------------
-def profile_torch(
-    onnx_path: Path, device: str = "cpu", runs: int = PROFILE_RUNS, batch: int = 1
+def torch_layer_profile(
+    events: Iterable[Any],
+    model: onnx.ModelProto,
+    ops: Dict[str, str],
+    runs: int,
+    device: str,
+    version: str,
 ) -> LayerProfile:
-    """Profile one model in PyTorch eager with ``torch.profiler``: harness's interpreter runs each
-    ONNX node inside a ``record_function`` named after it, so each node's CPU (and, on CUDA, device)
-    time is its own."""
-    import torch
-
-    from harness.backends.onnx_to_torch import OPS, OnnxModule
-
-    model = onnx.load(str(onnx_path))
-    module = OnnxModule(model).eval().to(device)
-    named = [n.name or n.output[0] for n in model.graph.node if n.op_type != "Constant"]
-    dims = [d.dim_value or batch for d in model.graph.input[0].type.tensor_type.shape.dim]
-    x = torch.randn([batch] + dims[1:], device=device)
-
-    def forward() -> None:
-        values = dict(module.constants)
-        values[module.input_names[0]] = x
-        for name, (op, inputs, output, attrs) in zip(named, module.nodes):
-            with torch.profiler.record_function(name):
-                values[output] = OPS[op](*[values[i] if i else None for i in inputs], **attrs)
-
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device != "cpu":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.no_grad():
-        for _ in range(runs):
-            forward()
-        with torch.profiler.profile(activities=activities) as prof:
-            for _ in range(runs):
-                forward()
-            if device != "cpu":
-                torch.cuda.synchronize()
-    ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
+    """The layers of a ``torch.profiler`` run of harness's interpreter (one ``record_function``
+    per ONNX node, named after it: ``ops`` maps those names to op types), from its
+    ``key_averages()``: CPU time per node, CUDA time on a GPU; ``runs`` inferences recorded."""
     totals: Dict[str, float] = {}
-    for event in prof.key_averages():
+    for event in events:
         if event.key in ops:
             cuda = getattr(event, "device_time_total", 0.0) or 0.0
             totals[event.key] = (cuda if device != "cpu" and cuda else event.cpu_time_total) / 1e3
     layers = [
-        LayerTime(name, ops[name], totals[name] / runs, device=device.upper())
-        for name in named
+        LayerTime(name, op, totals[name] / max(runs, 1), device=device.upper())
+        for name, op in ops.items()
         if name in totals
     ]
     map_to_nodes(layers, model)
-    return LayerProfile("torch", f"torch {torch.__version__} profiler", runs, layers)
+    return LayerProfile("torch", f"torch {version} profiler", runs, layers)
 
 
 # --- TensorRT -----------------------------------------------------------------------------------
@@ -458,23 +418,6 @@ def profile_trtexec(onnx_path: Path, profile: Any, precision: str, batch: int) -
         return trt_layer_profile(
             load_json(times), load_json(info), onnx.load(str(onnx_path)), version
         )
-
-
-def profile_model(
-    onnx_path: Path, profile: Any, batch: int = 1, runs: int = PROFILE_RUNS
-) -> LayerProfile:
-    """The measured per-layer profile of a model on a device profile's backend: ONNX Runtime's
-    session profiling, the torch profiler, or a trtexec profiling run (the tensorrt and trtexec
-    backends: TensorRT's own per-layer profile)."""
-    if profile.backend in ("tensorrt", "trtexec"):
-        return profile_trtexec(onnx_path, profile, profile.precisions[0], batch)
-    if profile.backend == "onnxruntime":
-        from harness.backends.onnxruntime import session_options
-
-        return profile_onnxruntime(onnx_path, session_options(profile.onnxruntime), runs, batch)
-    if profile.backend == "torch":
-        return profile_torch(onnx_path, "cpu" if profile.kind == "cpu" else "cuda", runs, batch)
-    raise HarnessError(f"no per-layer profiler for the {profile.backend} backend")
 
 
 def load_json(path: Optional[Path]) -> Any:

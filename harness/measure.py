@@ -29,6 +29,7 @@ from harness import energy, envinfo, memory, timing
 from harness.backends import get_runner_class
 from harness.backends.base import Runner, open_runners, resolve_batch
 from harness.errors import HarnessError
+from harness.layer_profile import PROFILE_RUNS, LayerProfile, profile_trtexec
 from harness.onnx_io import InputShapes, bind_shapes, load_model, save_model
 from harness.profiles import Profile, TimingSettings
 from harness.results import ESTIMATOR, Comparison, RatioCI, Results, Run, Stats
@@ -47,6 +48,7 @@ class Timed:
     reference: str
     energy_note: Optional[Dict[str, Any]] = None  # the meter used, or why there was none
     interrupted: bool = False  # Ctrl-C or SIGTERM stopped it; whole blocks kept (keep_partial)
+    layers: Dict[str, LayerProfile] = dataclasses.field(default_factory=dict)  # per graph
 
     def speedup(self, subject: str, reference: Optional[str] = None) -> RatioCI:
         """``subject``'s paired speed-up over ``reference`` (default: the first graph), 95% CI."""
@@ -178,6 +180,7 @@ def measure_graphs(
     monitor: bool = True,
     metered: bool = False,
     keep_partial: bool = False,
+    layers: bool = False,
     **options: Any,
 ) -> Timed:
     """Time ``graphs`` (name -> ONNX path or model) interleaved on the profile's backend (or
@@ -186,8 +189,11 @@ def measure_graphs(
 
     ``shapes`` binds dynamic input dims first; on a GPU with NVML the device state is recorded
     after every block; ``metered``: memory per graph and energy per block too; ``keep_partial``:
-    a run Ctrl-C or SIGTERM stops keeps its whole blocks (``Timed.interrupted``); ``options`` go
-    to every runner.
+    a run Ctrl-C or SIGTERM stops keeps its whole blocks (``Timed.interrupted``); ``layers``: a
+    per-layer profile of each graph (``Timed.layers``, ``Run.layers``) from a profiling runner
+    timed in the same interleaved rounds as the graphs (its samples are not the graph's: a
+    profiler perturbs timing), or for a backend whose runner has no profiler a profiling run of
+    its own after timing (trtexec); ``options`` go to every runner.
     """
     if not graphs:
         raise HarnessError("nothing to time: no graphs given")
@@ -198,6 +204,13 @@ def measure_graphs(
             name: runner_for(path, profile, precision, batch, backend, **options)
             for name, path in paths.items()
         }
+        profiling = {
+            f"{name} (profiled)": runner_for(
+                path, profile, precision, batch, backend, profiling=True
+            )
+            for name, path in paths.items()
+            if layers and type(runners[name]).layer_profiler
+        }
         gpu = envinfo.GpuMonitor.open() if monitor and profile.kind != "cpu" else None
         measured: Dict[str, timing.Measurement] = {}
         meter, idle_w, note, interrupted = None, None, None, False
@@ -205,7 +218,7 @@ def measure_graphs(
         with contextlib.ExitStack() as held:
             if gpu is not None:
                 held.callback(gpu.close)
-            held.enter_context(open_runners(runners))
+            held.enter_context(open_runners({**runners, **profiling}))
             if metered:
                 sizes = {name: _memory(paths[name], r, profile) for name, r in runners.items()}
                 meter, idle_w, note = energy.open_for_run(profile.kind)
@@ -213,7 +226,7 @@ def measure_graphs(
                     held.callback(meter.close)
             try:
                 timing.measure_interleaved(
-                    runners,
+                    {**runners, **profiling},
                     settings or profile.timing,
                     on_round=on_round,
                     monitor=gpu.sample if gpu is not None else None,
@@ -236,7 +249,44 @@ def measure_graphs(
                         meter, m.block_energy, m.block_inferences, idle_w
                     )
                 runs[name] = run
-    return Timed(runs, measured, next(iter(graphs)), note, interrupted)
+            profiles = {
+                name: _layer_profile(runners[name], profiling.get(f"{name} (profiled)"))
+                for name in runners
+                if layers
+            }
+        for name, layer_profile in profiles.items():
+            layer_profile.timed_ms = runs[name].stats.median
+            runs[name].layers = layer_profile.to_dict()
+    measured = {name: m for name, m in measured.items() if name in runners}
+    return Timed(runs, measured, next(iter(graphs)), note, interrupted, profiles)
+
+
+def _layer_profile(runner: Runner, profiling: Optional[Runner]) -> LayerProfile:
+    """A graph's per-layer profile: its profiling runner's, else a profiling run of its own."""
+    if profiling is not None:
+        return profiling.layer_profile()
+    if runner.backend_name in ("tensorrt", "trtexec"):
+        return profile_trtexec(runner.onnx_path, runner.profile, runner.precision, runner.batch)
+    raise HarnessError(f"the {runner.backend_name} backend has no per-layer profiler")
+
+
+def profile_layers(
+    path: Path,
+    profile: Profile,
+    precision: Optional[str] = None,
+    batch: Optional[int] = None,
+    runs: int = PROFILE_RUNS,
+) -> LayerProfile:
+    """A graph's per-layer profile on its own (no timed run beside it): ``runs`` profiled runs on
+    the profile's backend (per-layer medians; the first run, which allocates, left out)."""
+    profiling = get_runner_class(profile.backend).layer_profiler
+    runner = runner_for(path, profile, precision, batch, profiling=profiling)
+    if not profiling:
+        return _layer_profile(runner, None)
+    with runner:
+        for _ in range(runs):
+            runner.measure_once()
+        return runner.layer_profile()
 
 
 def _memory(path: Path, runner: Runner, profile: Profile) -> Any:

@@ -404,7 +404,8 @@ class Run:
     warmup_iterations: Optional[int] = optional(int)
     run_time_s: Optional[float] = optional(float)
     stop_reason: Optional[str] = optional(str)
-    # measured per-layer profile (harness.layer_profile) and lint findings (harness.explain)
+    # the per-layer profile (harness.layer_profile.LayerProfile.to_dict(), each layer with its
+    # original_nodes) and the lint's findings (harness.explain.Finding): None = not profiled
     layers: Optional[Dict[str, Any]] = optional(dict, empty=False)
     findings: Optional[List[Dict[str, Any]]] = optional(list, empty=False)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,9 +37,9 @@ from harness.layer_profile import (
     map_to_nodes,
     parse_layer_info,
     parse_trt_profile,
-    profile_model,
     trt_layer_profile,
 )
+from harness.measure import profile_layers
 from harness.profiles import load_profile
 
 DATA = Path(__file__).parent / "data" / "trt" / "profiles"
@@ -147,12 +148,12 @@ def test_onnxruntime_profile_ties_every_node_to_a_measured_layer(fast_profile, t
     model = _chain_model()
     path = tmp_path / "chain.onnx"
     onnx.save(model, path)
-    layers = profile_model(path, load_profile(str(fast_profile)), runs=5)
+    layers = profile_layers(path, load_profile(str(fast_profile)), runs=5)
     covered = [n for layer in layers.layers for n in layer.nodes]
     assert sorted(covered) == sorted(n.name for n in model.graph.node)  # each node once
     assert len(covered) == len(set(covered))
     assert all(layer.time_ms > 0 for layer in layers.layers)
-    assert "separate from the timed runs" in layers.note
+    assert "apart from the timed runs" in layers.note
     assert layers.time_of(["conv_a"]) > 0
 
 
@@ -162,7 +163,7 @@ def test_onnxruntime_nchwc_layers_are_tied_by_the_tensor_they_replace(fast_profi
     model = _chain_model(channels=16)
     path = tmp_path / "chain16.onnx"
     onnx.save(model, path)
-    layers = profile_model(path, load_profile(str(fast_profile)), runs=3)
+    layers = profile_layers(path, load_profile(str(fast_profile)), runs=3)
     by_name = {layer.name: layer for layer in layers.layers}
     if "r_nchwc" not in by_name:
         pytest.skip(f"this ONNX Runtime did not use NCHWc here: {sorted(by_name)}")
@@ -174,12 +175,11 @@ def test_onnxruntime_nchwc_layers_are_tied_by_the_tensor_they_replace(fast_profi
 @pytest.mark.slow
 def test_torch_profile_names_each_onnx_node(tmp_path):
     pytest.importorskip("torch")
-    from harness.layer_profile import profile_torch
-
     model = _chain_model()
     path = tmp_path / "chain.onnx"
     onnx.save(model, path)
-    layers = profile_torch(path, runs=3)
+    cpu = dataclasses.replace(load_profile("host"), backend="torch")
+    layers = profile_layers(path, cpu, runs=3)
     assert [layer.nodes for layer in layers.layers] == [[n.name] for n in model.graph.node]
     assert layers.source.startswith("torch") and layers.total_ms > 0
 

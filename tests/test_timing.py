@@ -162,8 +162,8 @@ def test_time_budget_stops_sampling(two_models, fast_profile):
 def test_paired_sampling_runs_enough_rounds_to_resample_them(two_models, fast_profile):
     # one block per graph already passes every minimum and the time cap: sampling must still run
     # the rounds a paired interval resamples, or it comes from single samples and is far too narrow
-    settings = dict(
-        warmup_s=0.0,
+    settings = dict(  # block sizes come from the warm-up's mean time: a 20 ms warm-up, not one
+        warmup_s=0.02,  # run (a single run on a loaded machine can take 3x another)
         min_iterations=5,
         min_duration_s=0.01,
         max_duration_s=0.05,

@@ -7,8 +7,10 @@ timed inference on inputs already resident where the device needs them) and ``de
 in force, for the results file).
 
 A backend implements ``_activate_impl``, ``_deactivate_impl``, ``input_specs``, ``_infer_impl`` and
-``_measure_impl``. The batch is resolved once, by ``resolve_batch``, before any backend sees the
-model. Runs on the device: Python 3.8, no torch.
+``_measure_impl``; one with a per-layer profiler (``layer_profiler``) also ``_layer_profile_impl``,
+for runners made with ``profiling=True``: the backend's profiler on, in a session of their own.
+The batch is resolved once, by ``resolve_batch``, before any backend sees the model. Runs on the
+device: Python 3.8, no torch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.layer_profile import LayerProfile
 from harness.onnx_io import check_allocation
 from harness.profiles import Profile
 
@@ -31,14 +34,23 @@ class Runner(abc.ABC):
     """One model on one backend: construct cheaply, activate to load, measure, deactivate."""
 
     backend_name = "base"
+    layer_profiler = False  # True: ``profiling=True`` runners and ``layer_profile`` exist
 
     def __init__(
-        self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1
+        self,
+        onnx_path: Path,
+        profile: Profile,
+        precision: str = "fp32",
+        batch: int = 1,
+        profiling: bool = False,
     ) -> None:
+        if profiling and not self.layer_profiler:
+            raise HarnessError(f"the {self.backend_name} backend has no per-layer profiler")
         self.onnx_path = Path(onnx_path)
         self.profile = profile
         self.precision = precision
         self.batch = batch
+        self.profiling = profiling  # the backend's profiler on: for layer_profile, not timing
         self.is_active = False
 
     # --- what a backend provides ------------------------------------------------------------------
@@ -67,6 +79,9 @@ class Runner(abc.ABC):
     def describe(self) -> Dict[str, Any]:
         """Backend name, version and the settings that affect timing (recorded in results)."""
         return {"backend": self.backend_name, "precision": self.precision, "batch": self.batch}
+
+    def _layer_profile_impl(self) -> LayerProfile:
+        raise HarnessError(f"the {self.backend_name} backend has no per-layer profiler")
 
     # --- the lifecycle ----------------------------------------------------------------------------
     def activate(self) -> Runner:
@@ -129,6 +144,14 @@ class Runner(abc.ABC):
         """One timed inference; the protocol in ``harness.timing`` calls this in a loop."""
         self._require_active()
         return self._measure_impl()
+
+    def layer_profile(self) -> LayerProfile:
+        """The per-layer profile of the runs a ``profiling=True`` runner has made so far (its
+        profiler stops recording here), tied to the graph's ONNX nodes."""
+        self._require_active()
+        if not self.profiling:
+            raise HarnessError(f"{self.onnx_path}: this runner was not made with profiling=True")
+        return self._layer_profile_impl()
 
 
 @contextlib.contextmanager

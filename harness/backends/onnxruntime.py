@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from harness.backends.base import LATENCY, Runner
 from harness.errors import HarnessError, first_line
+from harness.layer_profile import LayerProfile, onnxruntime_layer_profile, profiled_runs_cap
+from harness.onnx_io import load_model
 from harness.profiles import OnnxRuntimeSettings, Profile
 
 ort.set_default_logger_severity(3)  # its C++ warnings would reach the terminal: errors only
@@ -70,22 +76,41 @@ def _numeric_dtype(arg: Any, onnx_path: Path) -> np.dtype:
 
 
 class OnnxRuntimeRunner(Runner):
-    """A CPU ``InferenceSession`` with threads set from the profile and recorded."""
+    """A CPU ``InferenceSession`` with threads set from the profile and recorded.
+
+    With ``profiling=True`` the session profiles (same options otherwise) until its trace holds
+    ``profiled_runs_cap`` runs, and keeps the optimised graph it ran, whose tensor names tie ONNX
+    Runtime's fused NCHWc nodes to the graph's."""
 
     backend_name = "onnxruntime"
+    layer_profiler = True
 
     def __init__(
-        self, onnx_path: Path, profile: Profile, precision: str = "fp32", batch: int = 1
+        self,
+        onnx_path: Path,
+        profile: Profile,
+        precision: str = "fp32",
+        batch: int = 1,
+        profiling: bool = False,
     ) -> None:
-        super().__init__(onnx_path, profile, precision, batch)
+        super().__init__(onnx_path, profile, precision, batch, profiling)
         if precision != "fp32":
             raise HarnessError(f"the onnxruntime backend runs fp32 models only, not {precision}")
         self.session = None
+        self._folder: Optional[str] = None
+        self._trace: Optional[List[Dict[str, Any]]] = None
+        self._profiled, self._cap = 0, 0
 
     def _activate_impl(self) -> None:
         onnx_path = self.onnx_path
         options = session_options(self.profile.onnxruntime)
         self.intra_op_threads = options.intra_op_num_threads
+        if self.profiling:
+            self._folder = tempfile.mkdtemp(prefix="harness-ort-profile-")
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(self._folder) / "ort")
+            options.optimized_model_filepath = str(Path(self._folder) / "optimized.onnx")
+            self._trace, self._profiled = None, 0
         try:
             self.session = ort.InferenceSession(
                 str(onnx_path), options, providers=["CPUExecutionProvider"]
@@ -113,9 +138,16 @@ class OnnxRuntimeRunner(Runner):
             raise HarnessError(
                 f"ONNX Runtime cannot run {onnx_path}: {str(exc).strip().splitlines()[0]:.300}"
             ) from None
+        if self.profiling:
+            self._cap = profiled_runs_cap(
+                len(onnx.load(options.optimized_model_filepath).graph.node)
+            )
 
     def _deactivate_impl(self) -> None:
         self.session = None
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
     def input_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
         return dict(self._specs)
@@ -127,7 +159,28 @@ class OnnxRuntimeRunner(Runner):
     def _measure_impl(self) -> Dict[str, float]:
         start = time.perf_counter_ns()
         self.session.run(None, self._feeds)
-        return {LATENCY: (time.perf_counter_ns() - start) / 1e6}
+        latency = {LATENCY: (time.perf_counter_ns() - start) / 1e6}
+        if self.profiling and self._trace is None:
+            self._profiled += 1
+            if self._profiled >= self._cap:
+                self._end_profiling()
+        return latency
+
+    def _end_profiling(self) -> None:
+        """Stop the session's profiler (later runs are not recorded) and read its trace."""
+        self._trace = json.loads(Path(self.session.end_profiling()).read_text())
+
+    def _layer_profile_impl(self) -> LayerProfile:
+        if self._trace is None:
+            self._end_profiling()
+        optimized = onnx.load(str(Path(self._folder) / "optimized.onnx"))
+        return onnxruntime_layer_profile(
+            self._trace,
+            optimized,
+            load_model(self.onnx_path, infer_shapes=False),
+            ort.__version__,
+            self.intra_op_threads,
+        )
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()

@@ -9,6 +9,7 @@ source of truth so that every backend runs the same (folded) network.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -18,7 +19,9 @@ import onnx
 import torch
 
 from harness.backends.base import LATENCY, Runner
+from harness.backends.onnx_to_torch import OPS, OnnxModule
 from harness.errors import HarnessError, first_line
+from harness.layer_profile import LayerProfile, profiled_runs_cap, torch_layer_profile
 from harness.profiles import Profile
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -28,8 +31,6 @@ def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
     try:
         import onnx2torch
     except ImportError:
-        from harness.backends.onnx_to_torch import OnnxModule
-
         return OnnxModule(model)
     return onnx2torch.convert(model)
 
@@ -46,6 +47,7 @@ class TorchRunner(Runner):
     """
 
     backend_name = "torch"
+    layer_profiler = True
 
     def __init__(
         self,
@@ -54,11 +56,14 @@ class TorchRunner(Runner):
         precision: str = "fp32",
         batch: int = 1,
         cuda_graph: Optional[bool] = None,
+        profiling: bool = False,
     ) -> None:
-        super().__init__(onnx_path, profile, precision, batch)
+        super().__init__(onnx_path, profile, precision, batch, profiling)
         if precision not in DTYPES:
             raise HarnessError(f"the torch backend runs fp32 or fp16, not {precision}")
         self.cuda_graph = profile.torch.cuda_graph if cuda_graph is None else cuda_graph
+        self.cuda_graph = self.cuda_graph and not profiling  # a replay has no layers to record
+        self._profiler: Optional[contextlib.ExitStack] = None
         if profile.kind != "cpu" and not torch.cuda.is_available():
             raise HarnessError(
                 f"profile {profile.name!r} is for a {profile.kind}, but torch {torch.__version__} "
@@ -76,7 +81,9 @@ class TorchRunner(Runner):
             1:
         ]  # batch resolved by the caller
         dtype = DTYPES[self.precision]
-        self.module = _to_module(model).eval().to(self.device, dtype)
+        # profiling: harness's interpreter, which names every ONNX node it runs
+        self.module = (OnnxModule(model) if self.profiling else _to_module(model)).eval()
+        self.module = self.module.to(self.device, dtype)
         self.static_input = torch.randn(self.shape, device=self.device, dtype=dtype)
         self.static_output = None
         if self.device.type == "cuda":
@@ -93,7 +100,50 @@ class TorchRunner(Runner):
                 "the CPU (set torch.cuda_graph: false, or use a gpu profile on a GPU)"
             )
 
+        if self.profiling:
+            self._start_profiler(model)
+
+    def _start_profiler(self, model: onnx.ModelProto) -> None:
+        """``torch.profiler`` on, recording until ``profiled_runs_cap`` runs."""
+        self._names = [n.name or n.output[0] for n in model.graph.node if n.op_type != "Constant"]
+        self._ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
+        self._model, self._recorded, self._cap = model, 0, profiled_runs_cap(len(self._names))
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._profiler = contextlib.ExitStack()
+        self._events = self._profiler.enter_context(torch.profiler.profile(activities=activities))
+
+    def _forward_recorded(self) -> None:
+        """One forward pass of the interpreter, each ONNX node inside a ``record_function`` named
+        after it."""
+        module = self.module
+        values = dict(module.constants)
+        values[module.input_names[0]] = self.static_input
+        for name, (op, inputs, output, attrs) in zip(self._names, module.nodes):
+            with torch.profiler.record_function(name):
+                values[output] = OPS[op](*[values[i] if i else None for i in inputs], **attrs)
+
+    def _stop_profiler(self) -> None:
+        if self._profiler is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self._profiler.close()
+            self._profiler = None
+
+    def _layer_profile_impl(self) -> LayerProfile:
+        self._stop_profiler()
+        return torch_layer_profile(
+            self._events.key_averages(),
+            self._model,
+            self._ops,
+            self._recorded,
+            self.device.type,
+            torch.__version__,
+        )
+
     def _deactivate_impl(self) -> None:
+        self._stop_profiler()
         self.graph = self.module = self.static_input = self.static_output = None
 
     def _capture(self):
@@ -134,6 +184,8 @@ class TorchRunner(Runner):
         return {"output": out.float().cpu().numpy()}
 
     def _measure_impl(self) -> Dict[str, float]:
+        if self._profiler is not None:
+            return self._measure_recorded()
         with torch.no_grad():
             if self.device.type == "cuda":
                 self.start.record()
@@ -147,6 +199,18 @@ class TorchRunner(Runner):
             started = time.perf_counter_ns()
             self.module(self.static_input)
             return {LATENCY: (time.perf_counter_ns() - started) / 1e6}
+
+    def _measure_recorded(self) -> Dict[str, float]:
+        """A profiled run (its latency includes the profiler's own work)."""
+        started = time.perf_counter_ns()
+        with torch.no_grad():
+            self._forward_recorded()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._recorded += 1
+        if self._recorded >= self._cap:
+            self._stop_profiler()
+        return {LATENCY: (time.perf_counter_ns() - started) / 1e6}
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()

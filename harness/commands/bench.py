@@ -92,6 +92,12 @@ def register(subparsers) -> None:
         "--list", action="store_true", help="list the zoo models and their variants, then exit"
     )
     parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="also profile every graph per layer with the backend's profiler (profiled runs "
+        "interleaved with the timed ones) and lint it: layers.md, findings.csv in the report",
+    )
+    parser.add_argument(
         "--lock-timeout",
         type=float,
         default=3600.0,
@@ -176,6 +182,7 @@ def _options(args, profile, out_dir: Path):
         verify=not args.no_verify,
         batch=batch,
         precision=profile.precisions[0],
+        layers=args.layers,
     )
 
 

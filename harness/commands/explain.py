@@ -16,13 +16,14 @@ from harness.commands import (
 
 DESCRIPTION = """Profile a model layer by layer with the backend's own profiler (ONNX Runtime's
 session profiling, the torch profiler; for TensorRT, read trtexec's --exportProfile and
---exportLayerInfo files), in a run apart from the timed run that gives the end-to-end latency (a
-profiler perturbs timing). Each measured layer is tied to the ONNX nodes it covers and, through
-the fold records, to the original graph's nodes; each merge shows its original convs' measured
-time against the merged conv's. The lint lists, per layer, the rule, its source and the measured
-time it explains: channel counts tensor cores pad (FP16/INT8 on GPUs), layers TensorRT ran off the
-DLA or in another precision than asked, grouped convs the device runs no faster dense, kernels
-merging grew, launch-bound layers, opsets beyond the profile's TensorRT parser."""
+--exportLayerInfo files), in profiled runs apart from the timed runs that give the end-to-end
+latency (a profiler perturbs timing), interleaved with them so that both see the same machine. Each
+measured layer is tied to the ONNX nodes it covers and, through the fold records, to the original
+graph's nodes; each merge shows its original convs' measured time against the merged conv's. The
+lint lists, per layer, the rule, its source and the measured time it explains: channel counts tensor
+cores pad (FP16/INT8 on GPUs), layers TensorRT ran off the DLA or in another precision than asked,
+grouped convs the device runs no faster dense, kernels merging grew, launch-bound layers, opsets
+beyond the profile's TensorRT parser."""
 
 
 def register(subparsers) -> None:
@@ -152,10 +153,13 @@ def _print(explanation, top: int) -> None:
     console.print(table)
     line = f"sum of measured layers {layers.total_ms:.3f} ms"
     if layers.run_ms:
-        line += f"; the profiling run's own median {layers.run_ms:.3f} ms"
+        line += f"; the profiled runs' own median {layers.run_ms:.3f} ms"
     if explanation.end_to_end_ms:
         ratio = layers.total_ms / explanation.end_to_end_ms
-        line += f"; timed end to end (its own run) {explanation.end_to_end_ms:.3f} ms: {ratio:.0%}"
+        line += (
+            f"; timed end to end {explanation.end_to_end_ms:.3f} ms (median of the timed runs, "
+            f"interleaved with the profiled ones): the layers sum to {ratio:.0%} of it"
+        )
     console.print(line + f"; {len(layers.unmapped())} layers tied to no ONNX node", soft_wrap=True)
     if explanation.merges:
         merges = Table(title="merges: original convs measured (before fold) vs the merged conv")

@@ -28,7 +28,7 @@ from harness.cost.model import CostModel
 from harness.fold import fold_model
 from harness.fold.report import FoldAction, FoldRecord
 from harness.geometry import ConvGeometry
-from harness.layer_profile import profile_model
+from harness.measure import profile_layers
 from harness.onnx_io import save_model, write_text_atomic
 from harness.profiles import Profile, calibration_path
 
@@ -175,7 +175,7 @@ def check_model(
         result = fold_model(model, merge="auto", cost_model=plan)
         predicted.update(plan.predicted)
         path = save_model(result.model, Path(workdir) / f"{name}-plan{round_index}.onnx")
-        layers = profile_model(path, profile, batch, runs)
+        layers = profile_layers(path, profile, None, batch, runs)
         for conv, span in result.spans.items():
             measured.setdefault(span, []).append(layers.time_of([conv]))
     mean = {s: sum(v) / len(v) for s, v in measured.items()}
