@@ -91,7 +91,7 @@ def test_top_layers_of_each_graph_are_its_slowest_with_shares():
             assert cells[4] == ", ".join(original_nodes(layer))
     folded = text.split("#### resnet56/dc-1x1/folded")[1]
     assert "/25/main/body/body.0/Conv, /25/main/body/body.2/Conv, /25/act/Relu" in folded
-    assert "timed run 1.397 ms" in folded  # the timed run's median beside the profile
+    assert "timed runs 1.397 ms" in folded  # the timed run's median beside the profile
 
 
 def test_a_merge_is_one_folded_layer_against_the_unfolded_layers_summed():

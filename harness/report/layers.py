@@ -23,9 +23,10 @@ LAYER_FILES = ("layers.md", "layers.csv", "findings.csv")
 Devices = Sequence[Tuple[str, Results]]  # (device column label, its results)
 COMPARED = {"fold": "folded vs unfolded", "vs_baseline": "vs baseline"}
 NOTE = (
-    "Per-layer times are each backend's own profiler's, from a profiling run apart from the timed "
-    "runs (a profiler perturbs what it measures): they say where the time goes and which layers "
-    "got faster; end-to-end latencies and speed-ups, with their intervals, are the timed runs'."
+    "Per-layer times are each backend's own profiler's, from profiled runs apart from the timed "
+    "runs and interleaved with them (a profiler perturbs what it measures): they say where the "
+    "time goes and which layers got faster; end-to-end latencies and speed-ups, with their "
+    "intervals, are the timed runs'."
 )
 TOP_HEAD = ["layer", "kind", "ms", "share", "original nodes"]
 SPEEDUP_HEAD = [
@@ -237,7 +238,7 @@ def graph_caption(run: Run) -> str:
     parts.append(str(profile.get("source") or profile.get("backend") or "profiler"))
     if isinstance(profile.get("runs"), int):
         parts.append(f"{profile['runs']} runs")
-    for key, what in (("run_ms", "profiling run"), ("timed_ms", "timed run")):
+    for key, what in (("run_ms", "profiled runs"), ("timed_ms", "timed runs")):
         if isinstance(profile.get(key), (int, float)):
             parts.append(f"{what} {profile[key]:.3f} ms")
     return "; ".join(parts)
@@ -357,7 +358,7 @@ def layers_summary(devices: Devices, chart: bool) -> List[str]:
         "",
         "## Why (measured per layer)",
         "",
-        f"{runs} graph(s) profiled per layer (a profiling run apart from the timed runs); details "
+        f"{runs} graph(s) profiled per layer (profiled runs apart from the timed ones); details "
         f"in {files}.",
         "",
     ]

@@ -335,7 +335,7 @@ def _layer_speedups(plt, speedups: List[LayerSpeedup], several: bool):
         ax.set_yticklabels(names[model], fontsize=6)
         ax.set_ylim(len(names[model]) - 0.5, -0.5)  # first layer on top
         ax.set_title(model, fontsize=9)
-    axes[-1][0].set_xlabel("per-layer speed-up, before / after ms (profiling runs); > 1: faster")
+    axes[-1][0].set_xlabel("per-layer speed-up, before / after ms (profiled runs); > 1: faster")
     axes[0][0].legend(
         handles=[
             Patch(color=colours(k % 10), label=f"{device}: {label}" if several else label)
