@@ -238,9 +238,13 @@ def graph_caption(run: Run) -> str:
     parts.append(str(profile.get("source") or profile.get("backend") or "profiler"))
     if isinstance(profile.get("runs"), int):
         parts.append(f"{profile['runs']} runs")
-    for key, what in (("run_ms", "profiled runs"), ("timed_ms", "timed runs")):
-        if isinstance(profile.get(key), (int, float)):
-            parts.append(f"{what} {profile[key]:.3f} ms")
+    medians = [
+        f"{what} {profile[key]:.3f} ms"
+        for key, what in (("run_ms", "profiled runs"), ("timed_ms", "timed runs"))
+        if isinstance(profile.get(key), (int, float))
+    ]
+    if medians:
+        parts.append(f"median per inference: {', '.join(medians)}")
     return "; ".join(parts)
 
 
