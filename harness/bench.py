@@ -30,6 +30,7 @@ from harness.measure import Timed, check_backend, finish_results, measure_graphs
 from harness.onnx_io import InputShapes, bind_shapes, data_inputs, load_model, save_model
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
+from harness.report.layers import LAYER_FILES, profiled
 from harness.report.pipeline import write_bench_tables
 from harness.results import Comparison, Results, Run, write_results
 
@@ -465,5 +466,6 @@ def print_summary(results: Results, out_dir: Path, console: Optional[Console] = 
     for run in results.runs:
         for warning in run.warnings:
             console.print(f"[yellow]warning:[/] {run.id}: {warning}")
-    for name in ("results.json", "report.md", "report.csv"):
+    layered = LAYER_FILES if profiled([(results.device_name, results)]) else ()
+    for name in ("results.json", "report.md", "report.csv", *layered):
         console.print(f"wrote {out_dir / name}")

@@ -11,7 +11,8 @@ pages (``plotly.min.js``, from the installed plotly package; no CDN). Pages:
   marked, energy, memory and power series when recorded, and the raw samples of every run whose
   results file is still readable (a box per run; a click on a point shows its histogram);
 - ``device-<name>.html``: the latest results file of each device: the bench table, speed-ups with
-  their intervals, the fold summary and the warnings;
+  their intervals, the fold summary, the top layers and lint findings of graphs measured per layer,
+  and the warnings;
 - ``cross-device.html``: the deployable graphs' latencies across devices;
 - ``regressions.html``: every step found, newest first, with its size and interval.
 
@@ -35,6 +36,16 @@ from harness.fold.report import FoldReport
 from harness.history import Point, Step, detect_steps, series_label, series_of
 from harness.onnx_io import write_text_atomic
 from harness.report.cross_device import merge
+from harness.report.layers import (
+    FINDING_HEAD,
+    NOTE,
+    TOP,
+    TOP_HEAD,
+    finding_rows,
+    graph_caption,
+    measured_layers,
+    top_layer_rows,
+)
 from harness.report.table import MARKDOWN_COLUMNS, comparison_records, markdown_cells
 from harness.results import Results, format_interval, read_results
 
@@ -509,8 +520,27 @@ def _bar_figure(names: List[str], groups: Dict[str, List[Tuple[float, float, flo
     return fig
 
 
+def _layer_parts(results: Results) -> List[str]:
+    """The top layers of each graph measured per layer and the lint findings, where recorded."""
+    parts = []
+    runs = [run for run in results.runs if measured_layers(run)]
+    if runs:
+        parts.append(f"<h2>Top {TOP} layers by measured time</h2><p class='note'>{_e(NOTE)}</p>")
+    for run in runs:
+        rows = [[_e(c) for c in row] for row in top_layer_rows(run)]
+        parts.append(
+            f"<h3>{_e(run.label)}</h3><p class='note'>{_e(graph_caption(run))}</p>"
+            + _table(TOP_HEAD, rows, numeric=(2, 3))
+        )
+    findings = [[_e(c) for c in row] for row in finding_rows(results)]
+    if findings:
+        parts.append("<h2>Lint findings</h2>" + _table(FINDING_HEAD, findings, numeric=(3,)))
+    return parts
+
+
 def device_page(results: Results, devices: Sequence[str]) -> str:
-    """The device's latest results file: its table, a chart, fold summaries and warnings."""
+    """The device's latest results file: its table, a chart, fold summaries, measured layers and
+    findings, and warnings."""
     records = comparison_records(results)
     head = [f"<p>{_e(results.source)}, created {_e(results.created)}"]
     if results.complete is False:
@@ -536,6 +566,7 @@ def device_page(results: Results, devices: Sequence[str]) -> str:
             )
     if folds:
         parts.append("<h2>Fold summary</h2>" + "".join(folds))
+    parts += _layer_parts(results)
     warnings = results.all_warnings()
     if warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings))

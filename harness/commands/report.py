@@ -19,10 +19,12 @@ def register(subparsers) -> None:
         "and efficiency. Writes report.md, report.csv, report.tex (a booktabs table* to \\input "
         "into a paper), report-narrow.tex (one column), report-standalone.tex (compiles as-is), "
         "results.json (merged), and latency, latency-vs-FLOPs and speed-up plots as PNG and SVG "
-        "(--no-plots removes old ones). Files that cannot share a table (the same device at the "
-        "same settings twice, different input shapes for a model, mixed precisions or batch sizes "
-        "in one file, a malformed file, another results schema) are refused before anything is "
-        "written; a run that did not complete is reported with a warning.",
+        "(--no-plots removes old ones). Runs measured per layer (bench --layers) add layers.md, "
+        "layers.csv, findings.csv, a per-layer speed-up chart and a section of report.md. Files "
+        "that cannot share a table (the same device at the same settings twice, different input "
+        "shapes for a model, mixed precisions or batch sizes in one file, a malformed file, "
+        "another results schema) are refused before anything is written; a run that did not "
+        "complete is reported with a warning.",
         "harness report results/xavier/results.json results/host/results.json -o report/",
     )
     parser.add_argument(
@@ -40,11 +42,6 @@ def register(subparsers) -> None:
         action="store_true",
         help="skip the plots (and remove plots an earlier report left there)",
     )
-    parser.add_argument(
-        "--layers",
-        action="store_true",
-        help="also profile each ONNX Runtime graph per layer on this machine (layers-<device>.md)",
-    )
     parser.set_defaults(func=run)
 
 
@@ -55,7 +52,7 @@ def run(args) -> int:
     check_output_dir(args.out)
     documents = [read_results(path) for path in args.results]
     markdown, written, removed = write_report(
-        documents, args.out, ["harness"] + sys.argv[1:], not args.no_plots, args.layers
+        documents, args.out, ["harness"] + sys.argv[1:], not args.no_plots
     )
     print(markdown.split("\n## Provenance")[0])
     for line in report_warnings(documents, removed):

@@ -11,16 +11,26 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
 from harness.onnx_io import write_text_atomic
 from harness.report.cross_device import CrossDeviceTable, merge
 from harness.report.formats import partial_warnings
 from harness.report.latex import standalone
+from harness.report.layers import LAYER_FILES, layer_files, layers_summary, profiled
 from harness.report.papers import claims_csv, claims_latex, claims_table
-from harness.report.plots import plot_paths
+from harness.report.plots import LAYER_STEM, layer_speedup_plot, make_plots, plot_paths
 from harness.results import SCHEMA_VERSION, Results
+
+REPORT_FILES = (
+    "report.md",
+    "report.csv",
+    "report.tex",
+    "report-narrow.tex",
+    "report-standalone.tex",
+    "results.json",
+)
 
 
 def check_output_dir(out: Path) -> None:
@@ -65,28 +75,38 @@ def merged_document(table: CrossDeviceTable, argv: List[str]) -> Dict[str, Any]:
     }
 
 
-def remove_stale_plots(out: Path) -> List[Path]:
-    """Delete plots an earlier report left in ``out``: a report without plots must not show old
-    ones."""
-    removed = [path for path in plot_paths(out) if path.is_file()]
+def remove_stale_files(out: Path, written: Sequence[Path] = ()) -> List[Path]:
+    """Delete plots and layer files an earlier report left in ``out`` that this one did not write
+    (``written``): a report without plots, or without measured layers, must not show old ones."""
+    candidates = plot_paths(out) + [out / name for name in LAYER_FILES]
+    removed = [path for path in candidates if path.is_file() and path not in written]
     for path in removed:
         path.unlink()
     return removed
 
 
 def write_report(
-    documents: List[Results], out: Path, argv: List[str], plots: bool = True, layers: bool = False
+    documents: List[Results], out: Path, argv: List[str], plots: bool = True
 ) -> Tuple[str, List[Path], List[Path]]:
-    """Merge ``documents`` and write every report file into ``out``.
+    """Merge ``documents`` and write every report file into ``out``: with the measured layers
+    and findings the runs carry, layers.md, layers.csv, findings.csv and a section of report.md.
 
-    Returns the Markdown, the files written and the stale plots removed (``plots=False``).
+    Returns the Markdown, the files written and the stale files removed.
     """
     from harness.report.latex import to_latex, to_latex_narrow
     from harness.report.render import to_csv, to_markdown
 
     check_output_dir(out)
     table = merge(documents)
+    devices = [(d.label, d.results) for d in table.devices]
+    layered = layer_files(devices) if profiled(devices) else {}
+    names = [*REPORT_FILES, *layered]
+    _refuse_overwriting_inputs([out / name for name in names], documents)
+    drawn = make_plots(table, out) if plots else []
     markdown = to_markdown(table, argv)
+    if layered:
+        chart = any(path.stem == LAYER_STEM for path in drawn)
+        markdown += "\n".join(layers_summary(devices, chart)) + "\n"
     full, narrow = to_latex(table), to_latex_narrow(table)
     files = {
         "report.md": markdown,
@@ -95,25 +115,11 @@ def write_report(
         "report-narrow.tex": narrow,
         "report-standalone.tex": standalone([full, narrow]),
         "results.json": json.dumps(merged_document(table, argv), indent=1) + "\n",
+        **layered,
     }
-    _refuse_overwriting_inputs([out / name for name in files], documents)
     written = [write_text_atomic(out / name, text) for name, text in files.items()]
-    if layers:
-        from harness.report.layers import layers_markdown
-
-        for device in table.devices:
-            if device.backend == "onnxruntime":
-                name = device.label.replace(" ", "-")
-                text = layers_markdown(device.results)
-                written.append(write_text_atomic(out / f"layers-{name}.md", text))
-    removed: List[Path] = []
-    if plots:
-        from harness.report.plots import make_plots
-
-        written += make_plots(table, out)
-    else:
-        removed = remove_stale_plots(out)
-    return markdown, written, removed
+    written += drawn
+    return markdown, written, remove_stale_files(out, written)
 
 
 def _refuse_overwriting_inputs(targets: List[Path], documents: List[Results]) -> None:
@@ -142,18 +148,24 @@ def write_papers(results: Results, out: Path) -> List[Path]:
 
 
 def report_warnings(documents: List[Results], stale: Optional[List[Path]] = None) -> List[str]:
-    """What a user must see on the terminal: partial runs, and old plots removed."""
+    """What a user must see on the terminal: partial runs, and old report files removed."""
     lines = [f"warning: {w}" for w in partial_warnings(documents)]
-    lines += [f"removed stale plot {path} (--no-plots)" for path in stale or []]
+    lines += [f"removed stale {path} (this report does not write it)" for path in stale or []]
     return lines
 
 
 def write_bench_tables(results: Results, out: Path) -> List[Path]:
     """The tables of one bench run (``report.table``): report.md and report.csv beside its
-    results.json."""
+    results.json; with the measured layers and findings its runs carry, layers.md, layers.csv,
+    findings.csv, the per-layer speed-up chart and a section of report.md."""
     from harness.report.table import to_csv, to_markdown
 
-    return [
-        write_text_atomic(out / "report.md", to_markdown(results)),
-        write_text_atomic(out / "report.csv", to_csv(results)),
-    ]
+    devices = [(results.device_name, results)]
+    markdown, files = to_markdown(results), {"report.csv": to_csv(results)}
+    drawn: List[Path] = []
+    if profiled(devices):
+        drawn = layer_speedup_plot(devices, out)
+        markdown += "\n".join(layers_summary(devices, bool(drawn))) + "\n"
+        files.update(layer_files(devices))
+    written = [write_text_atomic(out / "report.md", markdown)]
+    return written + [write_text_atomic(out / n, text) for n, text in files.items()] + drawn

@@ -3,17 +3,20 @@
 Devices share one y-range so that a fast and a slow device do not look alike; a missing
 measurement is marked "n/a", never drawn as a zero-height bar; baselines and variants are told
 apart by marker and colour, with a legend; a Pareto front is drawn only where it joins two points
-or more; point labels are placed so that they do not overlap.
+or more; point labels are placed so that they do not overlap. The per-layer speed-up chart draws
+the fold's merges and the variants' layers matched to the baseline's, as profiled (``layers``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from harness.report.cross_device import CrossDeviceTable
+from harness.report.layers import Devices, LayerSpeedup, charted, layer_speedups
 
-PLOT_STEMS = ("latency", "latency_vs_flops", "latency_vs_energy", "speedup")
+LAYER_STEM = "layer_speedup"
+PLOT_STEMS = ("latency", "latency_vs_flops", "latency_vs_energy", "speedup", LAYER_STEM)
 PLOT_EXTENSIONS = ("png", "svg")
 BASELINE_COLOUR, VARIANT_COLOUR = "tab:gray", "tab:blue"
 # label offsets in points, tried in order until one overlaps no label or point already placed
@@ -297,14 +300,81 @@ def _speedups(plt, table: CrossDeviceTable):
     return fig
 
 
-def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
-    """Latency bars with CI whiskers, latency vs FLOPs and vs energy with Pareto fronts,
-    speed-ups across devices."""
+def _layer_speedups(plt, speedups: List[LayerSpeedup], several: bool):
+    """One panel per model: per layer of the deployable graph a horizontal bar per comparison
+    (the fold's merge, the variant against the baseline), its measured speed-up, and the 1.0
+    line."""
+    from matplotlib.patches import Patch
+
+    models = list(dict.fromkeys(s.model for s in speedups))
+    keys = list(dict.fromkeys((s.device, s.label) for s in speedups))
+    place: Dict[Tuple[str, str], int] = {}  # (model, layers) -> their place in the graph
+    for s in speedups:
+        name = (s.model, " + ".join(s.layers))
+        place[name] = min(place.get(name, s.place), s.place)
+    names = {m: [n for (model, n) in sorted(place, key=place.get) if model == m] for m in models}
+    colours = plt.get_cmap("tab10")
+    counts = [len(names[m]) for m in models]
+    fig, axes = plt.subplots(
+        len(models),
+        1,
+        figsize=(8, 1 + 0.25 * sum(counts) + 0.8 * len(models)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": counts},
+    )
+    for ax, model in zip(axes[:, 0], models):
+        rows = [s for s in speedups if s.model == model]
+        shown = list(dict.fromkeys((s.device, s.label) for s in rows))
+        height = 0.8 / len(shown)
+        for s in rows:
+            k = shown.index((s.device, s.label))
+            y = names[model].index(" + ".join(s.layers)) - 0.4 + (k + 0.5) * height
+            ax.barh(y, s.speedup, height, color=colours(keys.index((s.device, s.label)) % 10))
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(names[model])))
+        ax.set_yticklabels(names[model], fontsize=6)
+        ax.set_ylim(len(names[model]) - 0.5, -0.5)  # first layer on top
+        ax.set_title(model, fontsize=9)
+    axes[-1][0].set_xlabel("per-layer speed-up, before / after ms (profiled runs); > 1: faster")
+    axes[0][0].legend(
+        handles=[
+            Patch(color=colours(k % 10), label=f"{device}: {label}" if several else label)
+            for k, (device, label) in enumerate(keys)
+        ],
+        fontsize=7,
+        loc="best",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def layer_speedup_plot(devices: Devices, out_dir: Path) -> List[Path]:
+    """The per-layer speed-up chart (``layers.charted``); nothing where no layers were matched."""
+    speedups = charted([s for label, res in devices for s in layer_speedups(label, res)])
+    if not speedups:
+        return []
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig = _layer_speedups(plt, speedups, len(devices) > 1)
+    written = _save(fig, out_dir, LAYER_STEM)
+    plt.close(fig)
+    return written
+
+
+def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
+    """Latency bars with CI whiskers, latency vs FLOPs and vs energy with Pareto fronts,
+    speed-ups across devices, and per-layer speed-ups where layers were profiled."""
+    plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = [f"{m}/{v}" for m, v in table.rows]
     written: List[Path] = []
@@ -317,7 +387,7 @@ def make_plots(table: CrossDeviceTable, out_dir: Path) -> List[Path]:
         fig = draw()
         written += _save(fig, out_dir, stem)
         plt.close(fig)
-    return written
+    return written + layer_speedup_plot([(d.label, d.results) for d in table.devices], out_dir)
 
 
 def _legend_and_labels(fig, axes, models, colours, points) -> None:
