@@ -289,17 +289,21 @@ def torch_layer_profile(
     version: str,
 ) -> LayerProfile:
     """The layers of a ``torch.profiler`` run of harness's interpreter (one ``record_function``
-    per ONNX node, named after it: ``ops`` maps those names to op types), from its
-    ``key_averages()``: CPU time per node, CUDA time on a GPU; ``runs`` inferences recorded."""
-    totals: Dict[str, float] = {}
+    per ONNX node, named after it: ``ops`` maps those names to op types), from its per-call
+    events (``profile.events()``): each node's median over its calls (as ONNX Runtime's), CPU time
+    or, on a GPU, CUDA time; ``runs`` inferences recorded."""
+    import statistics
+
+    calls: Dict[str, List[float]] = {}
     for event in events:
-        if event.key in ops:
+        if event.name in ops:
             cuda = getattr(event, "device_time_total", 0.0) or 0.0
-            totals[event.key] = (cuda if device != "cpu" and cuda else event.cpu_time_total) / 1e3
+            spent = cuda if device != "cpu" and cuda else event.cpu_time_total
+            calls.setdefault(event.name, []).append(spent / 1e3)
     layers = [
-        LayerTime(name, op, totals[name] / max(runs, 1), device=device.upper())
+        LayerTime(name, op, statistics.median(calls[name]), device=device.upper())
         for name, op in ops.items()
-        if name in totals
+        if name in calls
     ]
     map_to_nodes(layers, model)
     return LayerProfile("torch", f"torch {version} profiler", runs, layers)

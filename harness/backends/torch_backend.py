@@ -10,9 +10,12 @@ source of truth so that every backend runs the same (folded) network.
 from __future__ import annotations
 
 import contextlib
+import os
+import statistics
+import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -25,6 +28,7 @@ from harness.layer_profile import LayerProfile, profiled_runs_cap, torch_layer_p
 from harness.profiles import Profile
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+WARMUP_RUNS = 3  # a profiling runner's runs before its profiler starts
 
 
 def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
@@ -33,6 +37,25 @@ def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
     except ImportError:
         return OnnxModule(model)
     return onnx2torch.convert(model)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """File descriptor 2 on /dev/null for a moment: torch's profiler (kineto) prints a line from
+    C++ there at every start and stop."""
+    sys.stderr.flush()
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no descriptor 2 to quiet
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class TorchRunner(Runner):
@@ -104,15 +127,23 @@ class TorchRunner(Runner):
             self._start_profiler(model)
 
     def _start_profiler(self, model: onnx.ModelProto) -> None:
-        """``torch.profiler`` on, recording until ``profiled_runs_cap`` runs."""
+        """``torch.profiler`` on after a few warm-up runs, recording until ``profiled_runs_cap``
+        runs."""
         self._names = [n.name or n.output[0] for n in model.graph.node if n.op_type != "Constant"]
         self._ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
-        self._model, self._recorded, self._cap = model, 0, profiled_runs_cap(len(self._names))
+        self._model, self._cap = model, profiled_runs_cap(len(self._names))
+        self._profiled: List[float] = []  # the latencies of the runs the profiler recorded
+        with torch.no_grad():
+            for _ in range(WARMUP_RUNS):  # first calls allocate and pick kernels: not recorded
+                self._forward_recorded()
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self.device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self._profiler = contextlib.ExitStack()
-        self._events = self._profiler.enter_context(torch.profiler.profile(activities=activities))
+        with _quiet_native_stderr():
+            self._events = self._profiler.enter_context(
+                torch.profiler.profile(activities=activities)
+            )
 
     def _forward_recorded(self) -> None:
         """One forward pass of the interpreter, each ONNX node inside a ``record_function`` named
@@ -128,19 +159,22 @@ class TorchRunner(Runner):
         if self._profiler is not None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            self._profiler.close()
+            with _quiet_native_stderr():
+                self._profiler.close()
             self._profiler = None
 
     def _layer_profile_impl(self) -> LayerProfile:
         self._stop_profiler()
-        return torch_layer_profile(
-            self._events.key_averages(),
+        layers = torch_layer_profile(
+            self._events.events(),
             self._model,
             self._ops,
-            self._recorded,
+            len(self._profiled),
             self.device.type,
             torch.__version__,
         )
+        layers.run_ms = statistics.median(self._profiled) if self._profiled else None
+        return layers
 
     def _deactivate_impl(self) -> None:
         self._stop_profiler()
@@ -207,10 +241,10 @@ class TorchRunner(Runner):
             self._forward_recorded()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self._recorded += 1
-        if self._recorded >= self._cap:
+        self._profiled.append((time.perf_counter_ns() - started) / 1e6)
+        if len(self._profiled) >= self._cap:
             self._stop_profiler()
-        return {LATENCY: (time.perf_counter_ns() - started) / 1e6}
+        return {LATENCY: self._profiled[-1]}
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
