@@ -160,6 +160,9 @@ def _print(explanation, top: int) -> None:
             f"; timed end to end {explanation.end_to_end_ms:.3f} ms (median of the timed runs, "
             f"interleaved with the profiled ones): the layers sum to {ratio:.0%} of it"
         )
+        if layers.run_ms:
+            cost = layers.run_ms / explanation.end_to_end_ms - 1
+            line += f" (the profiler's own cost: its runs took {cost:+.0%} against the timed ones)"
     console.print(line + f"; {len(layers.unmapped())} layers tied to no ONNX node", soft_wrap=True)
     if explanation.merges:
         merges = Table(title="merges: original convs measured (before fold) vs the merged conv")
