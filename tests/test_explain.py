@@ -473,3 +473,19 @@ def test_datatypes_as_each_version_writes_them(tensor, expected):
     from harness.layer_profile import _datatype
 
     assert _datatype(tensor) == expected
+
+
+def test_time_layers_records_profiles_that_report_renders(fast_profile, tmp_path, capsys):
+    """harness time --layers: each file's run records its layers and findings, the line says so,
+    and harness report writes the layer files from them."""
+    path, again = tmp_path / "chain.onnx", tmp_path / "again.onnx"
+    onnx.save(_chain_model(), path)
+    onnx.save(_chain_model(), again)
+    out = tmp_path / "t.json"
+    argv = ["time", str(path), str(again), "--device", str(fast_profile), "--layers"]
+    assert main(argv + ["--json", str(out)]) == 0
+    assert "layers measured, summing to" in capsys.readouterr().out
+    runs = json.loads(out.read_text())["runs"]
+    assert all(r["layers"]["layers"] and r["findings"] is not None for r in runs)
+    assert main(["report", str(out), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
+    assert "conv_a" in (tmp_path / "r" / "layers.csv").read_text()

@@ -57,6 +57,12 @@ def register(subparsers) -> None:
     )
     add_local(parser, "time")
     parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="also profile each graph per layer with the backend's own profiler (profiled runs "
+        "interleaved with the timed ones) and lint it: recorded in --json, rendered by report",
+    )
+    parser.add_argument(
         "--trtexec",
         action="store_true",
         help="time with NVIDIA's trtexec: the trtexec backend (its --exportTimes records, "
@@ -97,6 +103,7 @@ def run(args) -> int:
             options = [f"--batch={args.batch}"] if args.batch else []
             options += [f"--backend={args.backend}"] if args.backend else []
             options += ["--strict"] * bool(args.strict) + ["--trtexec"] * bool(args.trtexec)
+            options += ["--layers"] * bool(args.layers)
             options += shapes.options()
             fetched = RemoteDevice(profile).time(
                 args.onnx, Path(tmp) / "times.json", options=options
@@ -111,7 +118,7 @@ def run(args) -> int:
         if args.json:
             write_measured(args.json, text)
         return 0
-    results = time_files(args.onnx, profile, args.batch, args.strict, shapes)
+    results = time_files(args.onnx, profile, args.batch, args.strict, shapes, args.layers)
     problems = results.all_warnings()
     if args.json:
         write_measured(args.json, json.dumps(results.to_dict(), indent=1) + "\n")
@@ -134,13 +141,16 @@ def time_files(
     batch: Optional[int] = None,
     strict: bool = False,
     shapes: Optional[InputShapes] = None,
+    layers: bool = False,
 ) -> Results:
     """Time ONNX files interleaved and print one line each; the first is the baseline.
+    ``layers``: each graph profiled per layer beside its timed runs and linted.
 
     Returns the results (as ``--json`` writes them: the schema ``bench`` writes).
     """
     import sys
 
+    from harness.explain import layers_with_origin, lint
     from harness.graph_stats import graph_facts
     from harness.measure import finish_results, measure_graphs, start_results
     from harness.onnx_io import bind_shapes, load_model
@@ -155,14 +165,20 @@ def time_files(
         shapes=shapes,
         metered=True,
         keep_partial=True,
+        layers=layers,
     )
     results.device_extra["energy"] = timed.energy_note
     for path, name, (model, variant) in zip(paths, names, time_roles(names)):
         run = timed.runs[name]
         run.model, run.variant = model, variant
         graph = load_model(path)
-        for key, value in graph_facts(bind_shapes(graph, shapes)[0] if shapes else graph).items():
+        graph = bind_shapes(graph, shapes)[0] if shapes else graph
+        for key, value in graph_facts(graph).items():
             setattr(run, key, value)  # FLOPs (per sample), params and ops, as bench records
+        if layers:
+            profiled = timed.layers[name]
+            found = [f.to_dict() for f in lint(graph, profiled, profile, run.precision)]
+            run.layers, run.findings = layers_with_origin(profiled, {}), found
         results.runs.append(run)
         s = run.stats
         line = (
@@ -172,6 +188,11 @@ def time_files(
         )
         if run.energy is not None:
             line += f", {run.energy.format()} mJ/inference"
+        if run.layers is not None:
+            line += (
+                f"; {len(run.layers['layers'])} layers measured, summing to "
+                f"{run.layers['total_ms']:.3f} ms, {len(run.findings or [])} findings"
+            )
         if name != timed.reference:
             comparison = timed.comparison(name)
             results.comparisons.append(comparison)
