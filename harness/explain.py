@@ -11,12 +11,14 @@ overhead, and opsets the profile's TensorRT parser does not read.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import onnx
 import onnx_graphsurgeon as gs
 
+from harness.backends.trt import parser_ops
 from harness.cost.model import CalibratedCostModel, CostModel
 from harness.fold import fold_model
 from harness.fold.graph import conv_view
@@ -277,25 +279,66 @@ def overhead_findings(layers: LayerProfile, overhead_s: float, source: str) -> L
     ]
 
 
+def _release(version: str, releases: Iterable[str]) -> Optional[str]:
+    """The newest of ``releases`` ("8.5", "10.1", "11") at or below ``version`` ("8.5.2", "10.3")
+    within its major version; None when there is none."""
+
+    def number(text: str) -> Tuple[int, int]:
+        parts = [int(p) for p in re.findall(r"\d+", text)[:2]]
+        return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+    wanted = number(version)
+    fitting = [r for r in releases if number(r)[0] == wanted[0] and number(r) <= wanted]
+    return max(fitting, key=number, default=None)
+
+
 def parser_findings(model: onnx.ModelProto, profile: Profile) -> List[Finding]:
-    """An opset newer than the profile's TensorRT parser reads (TensorRT profiles only)."""
+    """What the profile's TensorRT ONNX parser does not read (TensorRT profiles only): an opset
+    newer than it reads, and operators its release's support matrix marks unsupported or does
+    not list (one finding per operator, with its nodes)."""
     version = profile.expect.tensorrt
     if profile.backend not in ("tensorrt", "trtexec") or not version:
         return []
-    key = version if version in PARSER_OPSET else version.split(".")[0]
-    newest = PARSER_OPSET.get(key)
+    found = []
+    newest = PARSER_OPSET.get(_release(version, PARSER_OPSET) or "")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if newest is None or opset <= newest:
-        return []
-    return [
-        Finding(
-            "(graph)",
-            "opset-beyond-parser",
-            PARSER_SOURCE,
-            f"opset {opset}: TensorRT {version}'s parser reads up to opset {newest} (export at "
-            f"opset {newest} or lower)",
+    if newest is not None and opset > newest:
+        found.append(
+            Finding(
+                "(graph)",
+                "opset-beyond-parser",
+                PARSER_SOURCE,
+                f"opset {opset}: TensorRT {version}'s parser reads up to opset {newest} (export "
+                f"at opset {newest} or lower)",
+            )
         )
-    ]
+    matrix = _release(version, parser_ops.LISTED)
+    if matrix is None:
+        return found
+    nodes: Dict[str, List[str]] = {}
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx"):
+            nodes.setdefault(node.op_type, []).append(node.name or node.output[0])
+    for op, names in sorted(nodes.items()):
+        if op in parser_ops.UNSUPPORTED[matrix]:
+            rule, why = "op-unsupported-by-parser", "marks it unsupported (N)"
+        elif op not in parser_ops.LISTED[matrix]:
+            rule, why = "op-not-in-parser-matrix", "does not list it (newer than the matrix)"
+        else:
+            continue
+        found.append(
+            Finding(
+                names[0],
+                rule,
+                parser_ops.SOURCE[matrix],
+                f"{op} ({len(names)} nodes): TensorRT {matrix}'s ONNX parser support matrix "
+                f"{why}; the build fails or needs a plugin"
+                + (f" (the profile's TensorRT is {version})" if version != matrix else ""),
+                None,
+                names,
+            )
+        )
+    return found
 
 
 def overhead_of(profile: Profile, cost: Optional[CostModel]) -> Tuple[float, str]:

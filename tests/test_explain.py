@@ -248,6 +248,40 @@ def test_opset_beyond_the_profiles_trt_parser(tmp_path):
     assert "opset 19" in finding.detail and "17" in finding.detail
 
 
+def _with_ops(model: onnx.ModelProto, *ops: str) -> onnx.ModelProto:
+    """``model`` with a unary node of each op appended after its output (only its op type is
+    read: the lint does not run it)."""
+    out = model.graph.output[0].name
+    for index, op in enumerate(ops):
+        model.graph.node.append(onnx.helper.make_node(op, [out], [f"{op}_{index}"], name=op))
+        out = f"{op}_{index}"
+    return model
+
+
+@pytest.mark.parametrize(
+    "expected_tensorrt,release", [("8.5", "8.5"), ("8.5.2", "8.5"), ("10.3", "10.1")]
+)
+def test_ops_the_releases_parser_matrix_marks_unsupported_or_does_not_list(
+    tmp_path, expected_tensorrt, release
+):
+    """onnx-tensorrt's own support matrix of the release (harness/backends/trt/parser_ops.py):
+    Unique is N in 8.5 and 10.1; BitwiseNot is N in 10.1 and newer than 8.5's matrix."""
+    model = _with_ops(_chain_model(), "Unique", "BitwiseNot", "Relu")
+    gpu = load_profile(str(_gpu_profile(tmp_path)))
+    gpu.expect.tensorrt = expected_tensorrt
+    found = {f.rule: f for f in lint(model, _profile_of(model, {}), gpu, "fp16") if "op-" in f.rule}
+    unique = found["op-unsupported-by-parser"]
+    assert unique.nodes == ["Unique"] and release in unique.source and "Unique" in unique.detail
+    bitwise = "op-not-in-parser-matrix" if release == "8.5" else "op-unsupported-by-parser"
+    assert any(
+        "BitwiseNot" in f.detail
+        for f in lint(model, _profile_of(model, {}), gpu, "fp16")
+        if f.rule == bitwise
+    )
+    gpu.expect.tensorrt = "11.4"  # no matrix recorded for 11.x: opsets only
+    assert not [f for f in lint(model, _profile_of(model, {}), gpu, "fp16") if "op-" in f.rule]
+
+
 def test_grouped_convs_the_calibration_prices_above_dense(fast_profile):
     model = _chain_model()
     slow_dw = CalibratedCostModel(
