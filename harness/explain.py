@@ -40,6 +40,8 @@ ALIGNMENT_SOURCE = (
 # newest ONNX opset each TensorRT version's parser reads (shared/FACTS.md, "ONNX parser")
 PARSER_OPSET = {"8.5": 17, "8.6": 17, "10.0": 20, "10.1": 20, "10.15": 24, "11": 25}
 PARSER_SOURCE = "TensorRT ONNX parser support matrix per release (shared/FACTS.md: ONNX parser)"
+# the fold passes that turn several convs into one (merge_times lists their rewrites)
+COMBINING_PASSES = ("merge_conv_chains", "fold_residuals")
 OVERHEAD_FACTOR = 2.0  # a layer under twice the per-layer overhead is mostly overhead
 
 
@@ -88,38 +90,44 @@ def conv_geometries(model: onnx.ModelProto) -> Dict[str, ConvGeometry]:
     return found
 
 
+def _rewrites(records: List[FoldRecord]) -> List[FoldRecord]:
+    """The records that replaced nodes by one result node (merges, and folds: BatchNorm into its
+    conv, a residual's branches and Add into one conv)."""
+    kinds = (FoldAction.MERGED, FoldAction.FOLDED)
+    return [r for r in records if r.action in kinds and r.result]
+
+
 def original_nodes(records: List[FoldRecord]) -> Dict[str, List[str]]:
-    """Each node a merge produced -> the original graph's nodes it stands for (merges of merges
-    followed back to the first graph)."""
+    """Each node a merge or fold produced -> the original graph's nodes it stands for (rewrites
+    of rewrites followed back to the first graph)."""
     origin: Dict[str, List[str]] = {}
-    for record in records:
-        if record.action is FoldAction.MERGED and record.result:
-            covered: List[str] = []
-            for node in record.nodes:
-                covered += origin.get(node, [node])
-            origin[record.result] = covered
+    for record in _rewrites(records):
+        covered: List[str] = []
+        for node in record.nodes:
+            covered += [n for n in origin.get(node, [node]) if n not in covered]
+        origin[record.result or ""] = covered
     return origin
 
 
 def merge_times(
     records: List[FoldRecord], before: LayerProfile, after: LayerProfile
 ) -> List[MergeTime]:
-    """Per conv merge: the original convs' measured time (``before``: the graph as given) against
-    the merged conv's (``after``: the folded graph); a merge a later one absorbed is left out."""
+    """Per conv merge or residual fold: the original nodes' measured time (``before``: the graph
+    as given) against the resulting conv's (``after``: the folded graph); one a later merge or
+    fold absorbed is left out (the later one stands for it)."""
     origin = original_nodes(records)
-    absorbed = {n for r in records if r.action is FoldAction.MERGED for n in r.nodes}
+    combining = [r for r in _rewrites(records) if r.pass_name in COMBINING_PASSES]
     times = []
-    for record in records:
-        if record.action is not FoldAction.MERGED or record.pass_name != "merge_conv_chains":
-            continue
-        if record.result in absorbed and record.result not in record.nodes:
+    for index, record in enumerate(combining):
+        result = record.result or ""
+        if any(result in later.nodes for later in combining[index + 1 :]):
             continue
         times.append(
             MergeTime(
-                origin.get(record.result or "", list(record.nodes)),
-                record.result or "",
-                before.time_of(origin.get(record.result or "", record.nodes)),
-                after.time_of([record.result or ""]),
+                origin[result],
+                result,
+                before.time_of(origin[result]),
+                after.time_of([result]),
                 record.cost_before_us,
                 record.cost_after_us,
             )

@@ -304,10 +304,13 @@ def test_merges_measured_before_and_after_through_the_fold_records():
     assert original_nodes(result.report.records)[merge.result] == ["conv_a", "conv_b"]
     before = _profile_of(model, {"conv_a": 0.3, "conv_b": 0.2, "relu": 0.01, "conv_dw": 0.1})
     after = _profile_of(result.model, {merge.result: 0.4, "conv_dw": 0.1})
-    (timed,) = merge_times(result.report.records, before, after)
+    timed, residual = merge_times(result.report.records, before, after)
     assert timed.nodes == ["conv_a", "conv_b"]
     assert timed.measured_before_ms == pytest.approx(0.5)  # conv_a + conv_b with relu fused in
     assert timed.measured_after_ms == pytest.approx(0.4)
+    # the residual's Add folded into the depthwise conv: both stand behind conv_dw
+    assert residual.nodes == ["conv_dw", "add"] and residual.result == "conv_dw"
+    assert original_nodes(result.report.records)["conv_dw"] == ["conv_dw", "add"]
     grown = kernel_growth_findings(
         result.report.records, conv_geometries(model), conv_geometries(result.model), {}
     )
