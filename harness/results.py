@@ -152,7 +152,8 @@ class _Reader:
             ok = isinstance(value, kind)
         if not ok:
             name = KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
-            raise self.fail(f"{where}.{key}", f"is not a {name} (got {shown(value, 60)})")
+            article = "an" if name[:1] in "aeiou" else "a"
+            raise self.fail(f"{where}.{key}", f"is not {article} {name} (got {shown(value, 60)})")
         return value
 
     def durations(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
@@ -433,6 +434,8 @@ class Run:
             f.name: reader.get(data, f.name, where, f.metadata["kind"], False, _default(f))
             for f in _optional_fields()
         }
+        _check_layers(measured["layers"], f"{where}.layers", reader)
+        _check_findings(measured["findings"], f"{where}.findings", reader)
         return cls(
             run_id,
             reader.get(data, "model", where, str),
@@ -492,6 +495,34 @@ class Run:
     def label(self) -> str:
         """``model/variant`` (``/folded`` for a folded graph)."""
         return f"{self.model}/{self.variant}{'/folded' if self.folded else ''}"
+
+
+def _check_layers(layers: Optional[Dict[str, Any]], where: str, reader: _Reader) -> None:
+    """A run's per-layer profile: a list of layers, each named, with a finite time >= 0 and lists
+    of node names."""
+    if layers is None:
+        return
+    for index, layer in enumerate(reader.get(layers, "layers", where, list)):
+        at = f"{where}.layers[{index}]"
+        layer = reader.obj(layer, at)
+        reader.get(layer, "name", at, str)
+        if reader.get(layer, "time_ms", at, float) < 0:
+            raise reader.fail(f"{at}.time_ms", "is negative")
+        for key in ("nodes", "original_nodes"):
+            names = reader.get(layer, key, at, list, False, [])
+            if not all(isinstance(name, str) for name in names):
+                raise reader.fail(f"{at}.{key}", "holds a node name that is not a string")
+
+
+def _check_findings(findings: Optional[List[Any]], where: str, reader: _Reader) -> None:
+    """A run's lint findings: each with its layer, rule, source and detail, and the measured time
+    it explains (a number, or none)."""
+    for index, finding in enumerate(findings or []):
+        at = f"{where}[{index}]"
+        finding = reader.obj(finding, at)
+        for key in ("layer", "rule", "source", "detail"):
+            reader.get(finding, key, at, str)
+        reader.get(finding, "measured_ms", at, float, False)
 
 
 def _optional_fields() -> List[dataclasses.Field]:

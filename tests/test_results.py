@@ -131,6 +131,26 @@ def _zero_batch(d):
     d["runs"][0]["batch"] = 0
 
 
+def _layer(time_ms, **more):
+    return {"name": "conv", "kind": "Conv", "time_ms": time_ms, "nodes": ["conv"], **more}
+
+
+def _layer_time_text(d):
+    d["runs"][0]["layers"] = {"backend": "onnxruntime", "layers": [_layer(0.1), _layer("x")]}
+
+
+def _layer_nodes_numbers(d):
+    d["runs"][1]["layers"] = {"layers": [_layer(0.1, original_nodes=[1])]}
+
+
+def _layers_list(d):
+    d["runs"][0]["layers"] = [_layer(0.1)]
+
+
+def _finding_rule_number(d):
+    d["runs"][0]["findings"] = [{"layer": "conv", "rule": 1, "source": "s", "detail": "d"}]
+
+
 @pytest.mark.parametrize(
     "change,field",
     [
@@ -142,6 +162,10 @@ def _zero_batch(d):
             "runs[0] (lenet5/baseline).series_ms.latency_ms holds a latency that is not",
         ),
         (_zero_batch, "runs[0] (lenet5/baseline).batch is 0, not a positive integer"),
+        (_layer_time_text, "runs[0] (lenet5/baseline).layers.layers[1].time_ms is not a number"),
+        (_layer_nodes_numbers, "layers.layers[0].original_nodes holds a node name that is not"),
+        (_layers_list, "runs[0] (lenet5/baseline).layers is not an object"),
+        (_finding_rule_number, "runs[0] (lenet5/baseline).findings[0].rule is not a string"),
         (_drop_series, "runs[1] (lenet5/dc-fc).series_ms is missing"),
         (_stats_list, "runs[0] (lenet5/baseline).stats is not an object"),
         (_median_text, "runs[2] (lenet5/dc-fc/folded).stats.median is not a number"),
