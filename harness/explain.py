@@ -504,7 +504,7 @@ def to_markdown(explanation: Explanation, top: int = 15) -> str:
         for f in explanation.findings
     ]
     head = ["layer", "rule", "measured ms", "detail", "source"]
-    lines += ["", *markdown_table(head, findings)]
+    lines += ["", *(markdown_table(head, findings) if findings else ["No findings."])]
     return "\n".join(lines) + "\n"
 
 

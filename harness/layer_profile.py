@@ -380,6 +380,11 @@ def parse_layer_info(data: Any) -> List[Dict[str, Any]]:
             "the layer information lists names only: build the engine with "
             "--profilingVerbosity=detailed (trtexec) or ProfilingVerbosity.DETAILED"
         )
+    if layers and not any("Name" in layer for layer in layers):
+        raise HarnessError(
+            "the layer information's layers have no 'Name': is it trtexec's --exportProfile "
+            "file rather than its --exportLayerInfo?"
+        )
     return layers
 
 

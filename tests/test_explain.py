@@ -526,3 +526,24 @@ def test_time_layers_records_profiles_that_report_renders(fast_profile, tmp_path
     assert all(r["layers"]["layers"] and r["findings"] is not None for r in runs)
     assert main(["report", str(out), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
     assert "conv_a" in (tmp_path / "r" / "layers.csv").read_text()
+
+
+def test_explain_refuses_bad_top_and_trt_exports_of_another_model(tmp_path, capsys):
+    """--top must be positive (before any work); missing exports are all named; a profile file
+    given as layer information, and exports whose layers name no node of the model, are refused
+    in one line."""
+    path, prof, info = tmp_path / "chain.onnx", tmp_path / "p.json", tmp_path / "l.json"
+    onnx.save(_chain_model(), path)
+    assert main(["explain", str(path), "--top", "0"]) == 2
+    assert "positive integer" in capsys.readouterr().err
+    argv = ["explain", str(path), "--trt-profile", str(prof), "--trt-layers", str(info)]
+    assert main(argv) == 2
+    assert f"no such file: {prof}, {info}" in capsys.readouterr().err
+    prof.write_text(json.dumps(PROFILE_85))
+    info.write_text(json.dumps(PROFILE_85[1:]))
+    assert main(argv) == 2
+    assert "--exportProfile file rather than its --exportLayerInfo" in capsys.readouterr().err
+    info.write_text(json.dumps(LAYERS_85))  # ResNet-18's engine, not this chain's
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is tied to a node of" in err and "Traceback" not in err

@@ -11,6 +11,7 @@ from harness.commands import (
     add_local,
     add_output,
     add_precision,
+    positive_int,
     refuse_remote,
 )
 
@@ -44,7 +45,8 @@ def register(subparsers) -> None:
         "--merge",
         choices=("auto", "all", "none"),
         default="auto",
-        help="fold first with this merge mode (default auto: the device's cost model decides)",
+        help="fold first with this merge mode (default auto: the device's cost model decides; "
+        "not with --trt-profile: those files describe the engine as it was built)",
     )
     parser.add_argument(
         "--trt-profile", type=Path, default=None, help="trtexec --exportProfile JSON to read"
@@ -52,7 +54,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--trt-layers", type=Path, default=None, help="trtexec --exportLayerInfo JSON to read"
     )
-    parser.add_argument("--top", type=int, default=15, help="layers to list (default 15)")
+    parser.add_argument("--top", type=positive_int, default=15, help="layers to list (default 15)")
     add_output(parser, "--json", help="also write the explanation as JSON")
     add_output(parser, "--markdown", help="also write top layers, merges and findings as Markdown")
     add_output(parser, "--csv", help="also write every layer and finding as CSV")
@@ -72,9 +74,13 @@ def run(args) -> int:
     precision = args.precision or profile.precisions[0]
     if bool(args.trt_profile) != bool(args.trt_layers):
         raise HarnessError("--trt-profile and --trt-layers go together (both trtexec exports)")
+    exports = [args.trt_profile, args.trt_layers] if args.trt_profile else []
+    missing = [str(p) for p in exports if not p.is_file()]
+    if missing:
+        raise HarnessError(f"no such file: {', '.join(missing)}")
     with tempfile.TemporaryDirectory() as tmp:
         path = _materialize(args, Path(tmp))
-        if args.trt_profile:
+        if exports:
             explanation = _from_trtexec(args, path, profile, precision)
         else:
             explanation = _measured(args, path, profile, precision, Path(tmp))
@@ -105,14 +111,24 @@ def _materialize(args, folder: Path) -> Path:
 
 
 def _from_trtexec(args, path: Path, profile, precision: str):
+    from harness.errors import HarnessError
     from harness.explain import Explanation, lint
     from harness.layer_profile import load_json, trt_layer_profile
     from harness.onnx_io import load_model
 
     model = load_model(path)
     layers = trt_layer_profile(
-        load_json(args.trt_profile), load_json(args.trt_layers), model, profile.expect.tensorrt
+        load_json(args.trt_profile),
+        load_json(args.trt_layers),
+        model,
+        profile.expect.tensorrt or "(version not in the profile)",
     )
+    layers.note = "trtexec's profiling run (its exported files): apart from any timed run here"
+    if layers.layers and not any(layer.nodes for layer in layers.layers):
+        raise HarnessError(
+            f"none of the {len(layers.layers)} layers in {args.trt_profile} is tied to a node of "
+            f"{args.model}: are these the exports of this model's engine?"
+        )
     return Explanation(layers, lint(model, layers, profile, precision))
 
 
@@ -163,15 +179,19 @@ def _print(explanation, top: int) -> None:
         if layers.run_ms:
             cost = layers.run_ms / explanation.end_to_end_ms - 1
             line += f" (the profiler's own cost: its runs took {cost:+.0%} against the timed ones)"
-    console.print(line + f"; {len(layers.unmapped())} layers tied to no ONNX node", soft_wrap=True)
+    loose = [layer.name for layer in layers.unmapped()]
+    if loose:
+        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
+        line += f"; tied to no ONNX node: {shown}"
+    console.print(line, soft_wrap=True)
     if explanation.merges:
         merges = Table(title="merges: original convs measured (before fold) vs the merged conv")
-        for column in ("merged conv", "original convs", "before ms", "after ms", "predicted us"):
+        for column in ("merged conv", "original nodes", "before ms", "after ms", "predicted ms"):
             merges.add_column(column)
         for m in explanation.merges:
             predicted = (
-                f"{m.predicted_before_us:.1f} -> {m.predicted_after_us:.1f}"
-                if m.predicted_before_us is not None
+                f"{m.predicted_before_us / 1e3:.4f} -> {m.predicted_after_us / 1e3:.4f}"
+                if m.predicted_before_us is not None and m.predicted_after_us is not None
                 else "-"
             )
             merges.add_row(
@@ -182,6 +202,9 @@ def _print(explanation, top: int) -> None:
                 predicted,
             )
         console.print(merges)
+    if not explanation.findings:
+        console.print("no findings: no lint rule matched these layers")
+        return
     findings = Table(title=f"{len(explanation.findings)} findings")
     for column in ("layer", "rule", "measured ms", "detail", "source"):
         findings.add_column(column)
