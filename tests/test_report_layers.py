@@ -119,16 +119,23 @@ def test_a_merge_is_one_folded_layer_against_the_unfolded_layers_summed():
         "0.0745",
         f"{0.0775 / 0.0745:.2f}x",
     ]
-    # the shortcut convs no folded layer stands for are listed alone, with no speed-up
+    # the shortcut convs no folded layer stands for are listed alone, with no speed-up (the
+    # fixture was recorded before residual folds were followed back to their shortcut convs)
     alone = [s for s in fold if not s.layers]
     assert {n for s in alone for n in s.reference} >= {
         "/11/shortcut/shortcut.0/Conv_output_0_nchwc",
         "/20/shortcut/shortcut.0/Conv_output_0_nchwc",
     }
     assert all(s.speedup is None for s in alone)
-    total_before = sum(la["time_ms"] for la in layers_of("dc-1x1"))
-    total_after = sum(la["time_ms"] for la in layers_of("dc-1x1/folded"))
-    assert f"all 61 layers, {total_before:.3f} ms -> 32 layers, {total_after:.3f} ms" in text
+    # layout reorders tied to no node (ReorderOutput) match nothing and are left out of the sums
+    before = [la for la in layers_of("dc-1x1") if la.get("original_nodes") or la.get("nodes")]
+    after = [la for la in layers_of("dc-1x1/folded") if la.get("original_nodes") or la.get("nodes")]
+    assert len(before) == len(layers_of("dc-1x1")) - 1
+    total_before, total_after = (sum(la["time_ms"] for la in x) for x in (before, after))
+    assert (
+        f"all {len(before)} layers, {total_before:.3f} ms -> {len(after)} layers, "
+        f"{total_after:.3f} ms"
+    ) in text
 
 
 def test_a_variant_is_matched_to_the_baseline_by_original_node_names():

@@ -174,10 +174,16 @@ def matched_layers(
     return list(groups.values()) + alone
 
 
+def _computing(run: Run) -> List[Dict[str, Any]]:
+    """A run's measured layers that stand for nodes of the graph (layout reorders and reformats
+    at its edges, tied to none, are in its top layers but match nothing)."""
+    return [layer for layer in measured_layers(run) if original_nodes(layer)]
+
+
 def _compared(
     device: str, comparison: str, reference: Run, subject: Run, variant: str
 ) -> List[LayerSpeedup]:
-    after_layers = measured_layers(subject)
+    after_layers = _computing(subject)
     place = {id(layer): k for k, layer in enumerate(after_layers)}
     return [
         LayerSpeedup(
@@ -191,7 +197,7 @@ def _compared(
             sum(layer["time_ms"] for layer in after),
             place[id(after[0])] if after else len(place),
         )
-        for before, after in matched_layers(measured_layers(reference), after_layers)
+        for before, after in matched_layers(_computing(reference), after_layers)
     ]
 
 
@@ -273,8 +279,8 @@ def speedup_rows(speedups: Sequence[LayerSpeedup]) -> List[List[str]]:
             _names(s.layers),
             _names(s.reference),
             f"{len(s.reference)} -> {len(s.layers)}",
-            _ms(s.before_ms),
-            _ms(s.after_ms),
+            _ms(s.before_ms) if s.reference else "-",
+            _ms(s.after_ms) if s.layers else "-",
             "-" if s.speedup is None else f"{s.speedup:.2f}x",
         ]
         for s in speedups
