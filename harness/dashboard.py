@@ -535,6 +535,8 @@ def _layer_parts(results: Results) -> List[str]:
     findings = [[_e(c) for c in row] for row in finding_rows(results)]
     if findings:
         parts.append("<h2>Lint findings</h2>" + _table(FINDING_HEAD, findings, numeric=(3,)))
+    elif any(run.findings is not None for run in results.runs):  # linted, nothing found
+        parts.append("<h2>Lint findings</h2><p>No findings on the linted graphs.</p>")
     return parts
 
 

@@ -16,15 +16,16 @@ from harness.commands import (
 )
 
 DESCRIPTION = """Profile a model layer by layer with the backend's own profiler (ONNX Runtime's
-session profiling, the torch profiler; for TensorRT, read trtexec's --exportProfile and
+session profiling, the torch profiler, TensorRT's IProfiler and engine inspector on the tensorrt
+backend, trtexec's profiling run on the trtexec backend; or read trtexec's --exportProfile and
 --exportLayerInfo files), in profiled runs apart from the timed runs that give the end-to-end
 latency (a profiler perturbs timing), interleaved with them so that both see the same machine. Each
 measured layer is tied to the ONNX nodes it covers and, through the fold records, to the original
-graph's nodes; each merge shows its original convs' measured time against the merged conv's. The
-lint lists, per layer, the rule, its source and the measured time it explains: channel counts tensor
-cores pad (FP16/INT8 on GPUs), layers TensorRT ran off the DLA or in another precision than asked,
-grouped convs the device runs no faster dense, kernels merging grew, launch-bound layers, opsets
-beyond the profile's TensorRT parser."""
+graph's nodes; each merge shows its original nodes' measured time against the merged conv's. The
+lint lists, per layer, the rule, its source and the measured time it explains: channel counts
+tensor cores pad (FP16/INT8 on GPUs), layers TensorRT ran off the DLA or in another precision than
+asked, grouped convs the device runs no faster dense, kernels merging grew, launch-bound layers,
+opsets and operators the profile's TensorRT parser does not read."""
 
 
 def register(subparsers) -> None:
