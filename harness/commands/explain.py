@@ -186,7 +186,7 @@ def _print(explanation, top: int) -> None:
         line += f"; tied to no ONNX node: {shown}"
     console.print(line, soft_wrap=True)
     if explanation.merges:
-        merges = Table(title="merges: original convs measured (before fold) vs the merged conv")
+        merges = Table(title="merges and residual folds: original nodes (before fold) vs the conv")
         for column in ("merged conv", "original nodes", "before ms", "after ms", "predicted ms"):
             merges.add_column(column)
         for m in explanation.merges:
