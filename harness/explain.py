@@ -472,15 +472,13 @@ def to_markdown(explanation: Explanation, top: int = 15) -> str:
     lines = [f"Per-layer profile: {layers.source}, {layers.runs} runs ({layers.note}).", ""]
     lines += markdown_table(["layer", "kind", "ms", "share", "original nodes"], rows)
     lines.append("")
-    lines.append(
-        f"Sum of measured layers {layers.total_ms:.3f} ms"
-        + (
-            f"; timed end to end {explanation.end_to_end_ms:.3f} ms"
-            if explanation.end_to_end_ms
-            else ""
-        )
-        + "."
-    )
+    sums = [f"Sum of measured layers {layers.total_ms:.3f} ms"]
+    if layers.run_ms:
+        sums.append(f"the profiled runs' own median {layers.run_ms:.3f} ms")
+    if explanation.end_to_end_ms:
+        ratio = layers.total_ms / explanation.end_to_end_ms
+        sums.append(f"timed end to end {explanation.end_to_end_ms:.3f} ms ({ratio:.0%} of it)")
+    lines.append("; ".join(sums) + ".")
     if explanation.merges:
         merges = [
             [
