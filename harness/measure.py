@@ -206,7 +206,7 @@ def measure_graphs(
         }
         profiling = {
             f"{name} (profiled)": runner_for(
-                path, profile, precision, batch, backend, profiling=True
+                path, profile, precision, batch, backend, profiling=True, **options
             )
             for name, path in paths.items()
             if layers and type(runners[name]).layer_profiler
@@ -252,7 +252,7 @@ def measure_graphs(
             profiles = {
                 name: _layer_profile(runners[name], profiling.get(f"{name} (profiled)"))
                 for name in runners
-                if layers
+                if layers and not interrupted  # an interrupted run keeps its timed blocks only
             }
         for name, layer_profile in profiles.items():
             layer_profile.timed_ms = runs[name].stats.median
