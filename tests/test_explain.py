@@ -547,3 +547,16 @@ def test_explain_refuses_bad_top_and_trt_exports_of_another_model(tmp_path, caps
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is tied to a node of" in err and "Traceback" not in err
+
+
+def test_explain_binds_an_onnx_files_dynamic_dims(fast_profile, tmp_path, capsys):
+    """--input-shape (or --shapes) binds a dynamic ONNX file's dims, as time and bench do."""
+    from tests.conftest import conv_net
+
+    path = conv_net(tmp_path / "dynamic.onnx", 2, 8, dynamic=True)
+    out = tmp_path / "e.json"
+    argv = ["explain", str(path), "--device", str(fast_profile), "--merge", "none"]
+    assert main(argv + ["--input-shape", "3x20x20", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["layers"]["total_ms"] > 0
+    assert main(argv + ["--shapes", "x:1x3x16x16"]) == 0
+    assert "sum of measured layers" in capsys.readouterr().out

@@ -8,9 +8,11 @@ from harness.commands import (
     add_batch,
     add_command,
     add_device,
+    add_input_shapes,
     add_local,
     add_output,
     add_precision,
+    input_shapes_arg,
     positive_int,
     refuse_remote,
 )
@@ -38,7 +40,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("model", help="zoo name, path.onnx, or package.module:factory")
     parser.add_argument("--variant", default="baseline", help="zoo variant (default: baseline)")
-    parser.add_argument("--input-shape", default=None, help="input shape without batch (factories)")
+    add_input_shapes(parser, "required for factories, binds an ONNX file's dynamic dims")
     add_device(parser)
     add_precision(parser)
     add_batch(parser)
@@ -104,10 +106,16 @@ def _materialize(args, folder: Path) -> Path:
     import dataclasses
 
     from harness.export import materialize, resolve_source, with_input_shape
+    from harness.onnx_io import bind_shapes, save_model
 
-    source = with_input_shape(resolve_source(args.model, args.input_shape), args.input_shape)
+    source = resolve_source(args.model, args.input_shape)
+    shapes = input_shapes_arg(args)
+    if source.kind != "onnx":
+        source = with_input_shape(source, args.input_shape)
     path = folder / "model.onnx"  # an ONNX file is checked and copied
-    materialize(dataclasses.replace(source, variant=args.variant), path, args.batch or 1)
+    model = materialize(dataclasses.replace(source, variant=args.variant), path, args.batch or 1)
+    if source.kind == "onnx" and shapes:  # an ONNX file's dynamic dims bound
+        save_model(bind_shapes(model, shapes, args.batch)[0], path)
     return path
 
 
