@@ -145,7 +145,7 @@ class OnnxRuntimeRunner(Runner):
             self._cap = profiled_runs_cap(len(self._optimized.graph.node))
 
     def _deactivate_impl(self) -> None:
-        self.session = None
+        self.session = self._optimized = None
         if self._folder:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
