@@ -286,7 +286,11 @@ def profile_layers(
     with runner:
         for _ in range(runs):
             runner.measure_once()
-        return runner.layer_profile()
+        layers = runner.layer_profile()
+    layers.note = (
+        "profiled runs on their own, no timed run beside them (a profiler perturbs timing)"
+    )
+    return layers
 
 
 def _memory(path: Path, runner: Runner, profile: Profile) -> Any:

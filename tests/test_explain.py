@@ -100,7 +100,7 @@ def test_onnxruntime_profile_ties_every_node_to_a_measured_layer(fast_profile, t
     assert sorted(covered) == sorted(n.name for n in model.graph.node)  # each node once
     assert len(covered) == len(set(covered))
     assert all(layer.time_ms > 0 for layer in layers.layers)
-    assert "apart from the timed runs" in layers.note
+    assert "on their own, no timed run beside them" in layers.note
     assert layers.time_of(["conv_a"]) > 0
 
 
@@ -412,6 +412,7 @@ def test_measure_graphs_profiles_each_graph_beside_its_timed_runs(fast_profile, 
         covered = sorted(n for layer in stored["layers"] for n in layer.get("nodes", []))
         assert covered == sorted(n.name for n in model.graph.node)
         assert stored["timed_ms"] == run.stats.median
+        assert "apart from the timed runs and interleaved with them" in stored["note"]
         assert stored["runs"] >= 1 and stored["run_ms"] > 0
         assert timed.layers[name].total_ms == pytest.approx(stored["total_ms"])
     assert measure_graphs({"a": path}, profile).runs["a"].layers is None
