@@ -16,112 +16,60 @@ SOURCE = {
     "8.6": "onnx-tensorrt 8.6-GA (ee0b139) docs/operators.md",
     "10.1": "onnx-tensorrt 10.1-GA (96e7811) docs/operators.md",
 }
-LISTED: Dict[str, FrozenSet[str]] = {
-    "8.5": frozenset(
+_LISTED_8_5 = frozenset(
+    """
+    Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
+    Bernoulli BitShift BlackmanWindow Cast Ceil Celu Clip Compress Concat ConcatFromSequence
+    Constant ConstantOfShape Conv ConvInteger ConvTranspose Cos Cosh CumSum DFT DepthToSpace
+    DequantizeLinear Det Div Dropout DynamicQuantizeLinear Einsum Elu Equal Erf Exp Expand
+    EyeLike Flatten Floor GRU Gather GatherElements GatherND Gemm GlobalAveragePool
+    GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample HammingWindow HannWindow
+    HardSigmoid HardSwish Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN
+    LRN LSTM LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LpNormalization
+    LpPool MatMul MatMulInteger Max MaxPool MaxRoiPool MaxUnpool Mean
+    MeanVarianceNormalization MelWeightMatrix Min Mod Mul Multinomial Neg
+    NegativeLogLikelihoodLoss NonMaxSuppression NonZero Not OneHot Optional OptionalGetElement
+    OptionalHasElement Or PRelu Pad ParametricSoftplus Pow QLinearConv QLinearMatMul
+    QuantizeLinear RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range
+    Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin
+    ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RoiAlign Round
+    STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu SequenceAt SequenceConstruct
+    SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap Shape Shrink Sigmoid
+    Sign Sin Sinh Size Slice Softmax SoftmaxCrossEntropyLoss Softplus Softsign SpaceToDepth
+    Split SplitToSequence Sqrt Squeeze StringNormalizer Sub Sum Tan Tanh TfIdfVectorizer
+    ThresholdedRelu Tile TopK Transpose Trilu Unique Unsqueeze Upsample Where Xor
+    """.split()
+)
+_LISTED_8_6 = _LISTED_8_5 | frozenset("GroupNormalization".split())
+_LISTED_10_1 = _LISTED_8_6 | frozenset(
+    """
+    AffineGrid BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CastLike CenterCropPad Col2Im
+    DeformConv Gelu ImageDecoder Mish RegexFullMatch StringConcat StringSplit
+    """.split()
+)
+LISTED: Dict[str, FrozenSet[str]] = {"8.5": _LISTED_8_5, "8.6": _LISTED_8_6, "10.1": _LISTED_10_1}
+_UNSUPPORTED_8_5 = frozenset(
+    """
+    Bernoulli BitShift BlackmanWindow Compress ConcatFromSequence ConvInteger DFT Det
+    DynamicQuantizeLinear HammingWindow HannWindow Hardmax IsInf LayerNormalization
+    MatMulInteger MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss
+    Optional OptionalGetElement OptionalHasElement QLinearConv QLinearMatMul STFT SequenceAt
+    SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
+    SoftmaxCrossEntropyLoss SplitToSequence StringNormalizer TfIdfVectorizer Unique
+    """.split()
+)
+_UNSUPPORTED_8_6 = _UNSUPPORTED_8_5 - frozenset("IsInf LayerNormalization".split())
+_UNSUPPORTED_10_1 = (
+    _UNSUPPORTED_8_6
+    | frozenset(
         """
-        Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
-        Bernoulli BitShift BlackmanWindow Cast Ceil Celu Clip Compress Concat ConcatFromSequence
-        Constant ConstantOfShape Conv ConvInteger ConvTranspose Cos Cosh CumSum DFT DepthToSpace
-        DequantizeLinear Det Div Dropout DynamicQuantizeLinear Einsum Elu Equal Erf Exp Expand
-        EyeLike Flatten Floor GRU Gather GatherElements GatherND Gemm GlobalAveragePool
-        GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample HammingWindow HannWindow
-        HardSigmoid HardSwish Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN
-        LRN LSTM LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LpNormalization
-        LpPool MatMul MatMulInteger Max MaxPool MaxRoiPool MaxUnpool Mean
-        MeanVarianceNormalization MelWeightMatrix Min Mod Mul Multinomial Neg
-        NegativeLogLikelihoodLoss NonMaxSuppression NonZero Not OneHot Optional OptionalGetElement
-        OptionalHasElement Or PRelu Pad ParametricSoftplus Pow QLinearConv QLinearMatMul
-        QuantizeLinear RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range
-        Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin
-        ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RoiAlign Round
-        STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu SequenceAt SequenceConstruct
-        SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap Shape Shrink Sigmoid
-        Sign Sin Sinh Size Slice Softmax SoftmaxCrossEntropyLoss Softplus Softsign SpaceToDepth
-        Split SplitToSequence Sqrt Squeeze StringNormalizer Sub Sum Tan Tanh TfIdfVectorizer
-        ThresholdedRelu Tile TopK Transpose Trilu Unique Unsqueeze Upsample Where Xor
-        """.split()
-    ),
-    "8.6": frozenset(
-        """
-        Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
-        Bernoulli BitShift BlackmanWindow Cast Ceil Celu Clip Compress Concat ConcatFromSequence
-        Constant ConstantOfShape Conv ConvInteger ConvTranspose Cos Cosh CumSum DFT DepthToSpace
-        DequantizeLinear Det Div Dropout DynamicQuantizeLinear Einsum Elu Equal Erf Exp Expand
-        EyeLike Flatten Floor GRU Gather GatherElements GatherND Gemm GlobalAveragePool
-        GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample GroupNormalization
-        HammingWindow HannWindow HardSigmoid HardSwish Hardmax Identity If ImageScaler
-        InstanceNormalization IsInf IsNaN LRN LSTM LayerNormalization LeakyRelu Less LessOrEqual
-        Log LogSoftmax Loop LpNormalization LpPool MatMul MatMulInteger Max MaxPool MaxRoiPool
-        MaxUnpool Mean MeanVarianceNormalization MelWeightMatrix Min Mod Mul Multinomial Neg
-        NegativeLogLikelihoodLoss NonMaxSuppression NonZero Not OneHot Optional OptionalGetElement
-        OptionalHasElement Or PRelu Pad ParametricSoftplus Pow QLinearConv QLinearMatMul
-        QuantizeLinear RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range
-        Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin
-        ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RoiAlign Round
-        STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu SequenceAt SequenceConstruct
-        SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap Shape Shrink Sigmoid
-        Sign Sin Sinh Size Slice Softmax SoftmaxCrossEntropyLoss Softplus Softsign SpaceToDepth
-        Split SplitToSequence Sqrt Squeeze StringNormalizer Sub Sum Tan Tanh TfIdfVectorizer
-        ThresholdedRelu Tile TopK Transpose Trilu Unique Unsqueeze Upsample Where Xor
-        """.split()
-    ),
-    "10.1": frozenset(
-        """
-        Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool
-        BatchNormalization Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor
-        BlackmanWindow Cast CastLike Ceil Celu CenterCropPad Clip Col2Im Compress Concat
-        ConcatFromSequence Constant ConstantOfShape Conv ConvInteger ConvTranspose Cos Cosh CumSum
-        DFT DeformConv DepthToSpace DequantizeLinear Det Div Dropout DynamicQuantizeLinear Einsum
-        Elu Equal Erf Exp Expand EyeLike Flatten Floor GRU Gather GatherElements GatherND Gelu
-        Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample
-        GroupNormalization HammingWindow HannWindow HardSigmoid HardSwish Hardmax Identity If
-        ImageDecoder ImageScaler InstanceNormalization IsInf IsNaN LRN LSTM LayerNormalization
-        LeakyRelu Less LessOrEqual Log LogSoftmax Loop LpNormalization LpPool MatMul MatMulInteger
-        Max MaxPool MaxRoiPool MaxUnpool Mean MeanVarianceNormalization MelWeightMatrix Min Mish
-        Mod Mul Multinomial Neg NegativeLogLikelihoodLoss NonMaxSuppression NonZero Not OneHot
-        Optional OptionalGetElement OptionalHasElement Or PRelu Pad ParametricSoftplus Pow
-        QLinearConv QLinearMatMul QuantizeLinear RNN RandomNormal RandomNormalLike RandomUniform
-        RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp
-        ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare RegexFullMatch Relu
-        Reshape Resize ReverseSequence RoiAlign Round STFT ScaledTanh Scan Scatter ScatterElements
-        ScatterND Selu SequenceAt SequenceConstruct SequenceEmpty SequenceErase SequenceInsert
-        SequenceLength SequenceMap Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax
-        SoftmaxCrossEntropyLoss Softplus Softsign SpaceToDepth Split SplitToSequence Sqrt Squeeze
-        StringConcat StringNormalizer StringSplit Sub Sum Tan Tanh TfIdfVectorizer ThresholdedRelu
-        Tile TopK Transpose Trilu Unique Unsqueeze Upsample Where Xor
-        """.split()
-    ),
-}
+    AffineGrid BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im ImageDecoder
+    RegexFullMatch StringConcat StringSplit
+    """.split()
+    )
+) - frozenset("Hardmax".split())
 UNSUPPORTED: Dict[str, FrozenSet[str]] = {
-    "8.5": frozenset(
-        """
-        Bernoulli BitShift BlackmanWindow Compress ConcatFromSequence ConvInteger DFT Det
-        DynamicQuantizeLinear HammingWindow HannWindow Hardmax IsInf LayerNormalization
-        MatMulInteger MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss
-        Optional OptionalGetElement OptionalHasElement QLinearConv QLinearMatMul STFT SequenceAt
-        SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
-        SoftmaxCrossEntropyLoss SplitToSequence StringNormalizer TfIdfVectorizer Unique
-        """.split()
-    ),
-    "8.6": frozenset(
-        """
-        Bernoulli BitShift BlackmanWindow Compress ConcatFromSequence ConvInteger DFT Det
-        DynamicQuantizeLinear HammingWindow HannWindow Hardmax MatMulInteger MaxRoiPool MaxUnpool
-        MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement
-        OptionalHasElement QLinearConv QLinearMatMul STFT SequenceAt SequenceConstruct
-        SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
-        SoftmaxCrossEntropyLoss SplitToSequence StringNormalizer TfIdfVectorizer Unique
-        """.split()
-    ),
-    "10.1": frozenset(
-        """
-        AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor BlackmanWindow
-        CenterCropPad Col2Im Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear
-        HammingWindow HannWindow ImageDecoder MatMulInteger MaxRoiPool MaxUnpool MelWeightMatrix
-        Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement OptionalHasElement
-        QLinearConv QLinearMatMul RegexFullMatch STFT SequenceAt SequenceConstruct SequenceEmpty
-        SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss
-        SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
-        """.split()
-    ),
+    "8.5": _UNSUPPORTED_8_5,
+    "8.6": _UNSUPPORTED_8_6,
+    "10.1": _UNSUPPORTED_10_1,
 }

@@ -2,9 +2,11 @@
 matrix, read from onnx-tensorrt's own docs/operators.md on its release branch.
 
 Usage: python regen_parser_ops.py /path/to/onnx-tensorrt.git > harness/backends/trt/parser_ops.py
+then ``ruff format --line-length 100`` that file.
 
 A row of the matrix is ``| Operator | Supported (Y/N) | Supported Types | Restrictions |``. The
-module keeps, per release, the operators the table lists and those it marks N.
+module keeps, per release, the operators the table lists and those it marks N, each release
+written as what it adds to and drops from the one before.
 """
 
 from __future__ import annotations
@@ -52,12 +54,34 @@ def main(repo: str) -> None:
         listed[version] = {m.group(1) for m in rows if m}
         unsupported[version] = {m.group(1) for m in rows if m and m.group(2) == "N"}
     for name, table in (("LISTED", listed), ("UNSUPPORTED", unsupported)):
-        print(f"{name}: Dict[str, FrozenSet[str]] = {{")
-        for version, names in table.items():
-            print(f'    "{version}": frozenset(\n        """')
-            print(textwrap.indent(_names(names), "        "))
-            print('        """.split()\n    ),')
-        print("}")
+        print(_chained(name, table))
+
+
+def _set(names) -> str:
+    """A frozenset literal of ``names``: on one line when short, else a block."""
+    if len(" ".join(names)) <= 60:
+        return f'frozenset("{" ".join(sorted(names))}".split())'
+    return 'frozenset(\n    """\n' + textwrap.indent(_names(names), "    ") + '\n    """.split()\n)'
+
+
+def _chained(name: str, table) -> str:
+    """``table`` (release -> names) as each release's set written against the one before it:
+    the first whole, the next as what it adds and what it drops."""
+    lines, previous = [], None
+    for version, names in table.items():
+        var = f"_{name}_{version.replace('.', '_')}"
+        if previous is None:
+            lines.append(f"{var} = {_set(names)}")
+        else:
+            added, dropped = names - table[previous[0]], table[previous[0]] - names
+            value = f"{previous[1]} | {_set(added)}" if added else previous[1]
+            value = f"({value})" if added and dropped else value
+            value = f"{value} - {_set(dropped)}" if dropped else value
+            lines.append(f"{var} = {value}")
+        previous = (version, var)
+    entries = ", ".join(f'"{v}": _{name}_{v.replace(".", "_")}' for v in table)
+    lines.append(f"{name}: Dict[str, FrozenSet[str]] = {{{entries}}}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
