@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from harness.cost.calibrate import cost_model_for
 from harness.cost.model import CostModel
 from harness.errors import HarnessError
-from harness.explain import layers_with_origin, lint, original_nodes
+from harness.explain import record_on_run
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
 from harness.fold.report import FoldReport
@@ -211,18 +211,9 @@ def _explain_runs(
         records = FoldReport.from_dict(fold).records if fold else []
         unfolded = next(c for c in configs if c.variant == config.variant and not c.folded)
         original = load_model(unfolded.onnx_path) if records else None
+        model = load_model(config.onnx_path)
         layers = timed.layers[config.run_id]
-        found = lint(
-            load_model(config.onnx_path),
-            layers,
-            options.profile,
-            options.precision,
-            cost_model,
-            records,
-            original,
-        )
-        run.layers = layers_with_origin(layers, original_nodes(records))
-        run.findings = [f.to_dict() for f in found]
+        record_on_run(run, layers, model, options.profile, cost_model, records, original)
 
 
 def _write_or_keep(results: Results, path: Path) -> None:

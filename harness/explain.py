@@ -30,6 +30,7 @@ from harness.measure import measure_graphs
 from harness.onnx_io import load_model, save_model
 from harness.profiles import Profile
 from harness.report.formats import markdown_table
+from harness.results import Run
 
 # channel multiples tensor cores need, per precision
 ALIGNMENT = {"fp16": 8, "int8": 32}
@@ -389,6 +390,22 @@ def layers_with_origin(profile: LayerProfile, origin: Dict[str, List[str]]) -> D
     for layer in stored["layers"]:
         layer["original_nodes"] = [o for n in layer.get("nodes", []) for o in origin.get(n, [n])]
     return stored
+
+
+def record_on_run(
+    run: Run,
+    layers: LayerProfile,
+    model: onnx.ModelProto,
+    profile: Profile,
+    cost: Optional[CostModel] = None,
+    records: Optional[List[FoldRecord]] = None,
+    original: Optional[onnx.ModelProto] = None,
+) -> None:
+    """Store a timed run's measured layers (tied to the original graph through ``records``) and
+    the lint's findings on ``model`` in the run, as results files keep them."""
+    found = lint(model, layers, profile, run.precision, cost, records, original)
+    run.layers = layers_with_origin(layers, original_nodes(records or []))
+    run.findings = [f.to_dict() for f in found]
 
 
 @dataclasses.dataclass

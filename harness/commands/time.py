@@ -150,7 +150,7 @@ def time_files(
     """
     import sys
 
-    from harness.explain import layers_with_origin, lint
+    from harness.explain import record_on_run
     from harness.graph_stats import graph_facts
     from harness.measure import finish_results, measure_graphs, start_results
     from harness.onnx_io import bind_shapes, load_model
@@ -176,9 +176,7 @@ def time_files(
         for key, value in graph_facts(graph).items():
             setattr(run, key, value)  # FLOPs (per sample), params and ops, as bench records
         if layers:
-            profiled = timed.layers[name]
-            found = [f.to_dict() for f in lint(graph, profiled, profile, run.precision)]
-            run.layers, run.findings = layers_with_origin(profiled, {}), found
+            record_on_run(run, timed.layers[name], graph, profile)
         results.runs.append(run)
         s = run.stats
         line = (
