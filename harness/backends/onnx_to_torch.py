@@ -11,6 +11,7 @@ captured into a CUDA graph.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, List, Tuple
 
 import onnx
@@ -135,8 +136,9 @@ def _check_attributes(node: onnx.NodeProto, attrs: Dict[str, object]) -> None:
 class OnnxModule(torch.nn.Module):
     """Runs an ONNX graph node by node with torch operations (inference only)."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, record: bool = False) -> None:
         super().__init__()
+        self.record = record  # each node inside a torch.profiler.record_function named after it
         unsupported = sorted({n.op_type for n in model.graph.node} - set(OPS) - {"Constant"})
         if unsupported:
             raise HarnessError(
@@ -152,6 +154,7 @@ class OnnxModule(torch.nn.Module):
                     numpy_helper.to_array(_attrs(node)["value"]).copy()
                 )
         self.nodes = [self._resolved(n) for n in model.graph.node if n.op_type != "Constant"]
+        self.names = [n.name or n.output[0] for n in model.graph.node if n.op_type != "Constant"]
         self.input_names: List[str] = [i.name for i in graph_inputs(model)]
         self.output_names = [o.name for o in model.graph.output]
 
@@ -191,7 +194,8 @@ class OnnxModule(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = dict(self.constants)
         values[self.input_names[0]] = x
-        for op, inputs, output, attrs in self.nodes:
+        for node, (op, inputs, output, attrs) in zip(self.names, self.nodes):
             args = [values[name] if name else None for name in inputs]
-            values[output] = OPS[op](*args, **attrs)
+            with torch.profiler.record_function(node) if self.record else contextlib.nullcontext():
+                values[output] = OPS[op](*args, **attrs)
         return values[self.output_names[0]]

@@ -22,7 +22,7 @@ import onnx
 import torch
 
 from harness.backends.base import LATENCY, Runner
-from harness.backends.onnx_to_torch import OPS, OnnxModule
+from harness.backends.onnx_to_torch import OnnxModule
 from harness.errors import HarnessError, first_line
 from harness.layer_profile import LayerProfile, profiled_runs_cap, torch_layer_profile
 from harness.profiles import Profile
@@ -105,7 +105,7 @@ class TorchRunner(Runner):
         ]  # batch resolved by the caller
         dtype = DTYPES[self.precision]
         # profiling: harness's interpreter, which names every ONNX node it runs
-        self.module = (OnnxModule(model) if self.profiling else _to_module(model)).eval()
+        self.module = (OnnxModule(model, True) if self.profiling else _to_module(model)).eval()
         self.module = self.module.to(self.device, dtype)
         self.static_input = torch.randn(self.shape, device=self.device, dtype=dtype)
         self.static_output = None
@@ -129,13 +129,12 @@ class TorchRunner(Runner):
     def _start_profiler(self, model: onnx.ModelProto) -> None:
         """``torch.profiler`` on after a few warm-up runs, recording until ``profiled_runs_cap``
         runs."""
-        self._names = [n.name or n.output[0] for n in model.graph.node if n.op_type != "Constant"]
         self._ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
-        self._model, self._cap = model, profiled_runs_cap(len(self._names))
+        self._model, self._cap = model, profiled_runs_cap(len(self.module.names))
         self._profiled: List[float] = []  # the latencies of the runs the profiler recorded
         with torch.no_grad():
             for _ in range(WARMUP_RUNS):  # first calls allocate and pick kernels: not recorded
-                self._forward_recorded()
+                self.module(self.static_input)
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self.device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -144,16 +143,6 @@ class TorchRunner(Runner):
             self._events = self._profiler.enter_context(
                 torch.profiler.profile(activities=activities)
             )
-
-    def _forward_recorded(self) -> None:
-        """One forward pass of the interpreter, each ONNX node inside a ``record_function`` named
-        after it."""
-        module = self.module
-        values = dict(module.constants)
-        values[module.input_names[0]] = self.static_input
-        for name, (op, inputs, output, attrs) in zip(self._names, module.nodes):
-            with torch.profiler.record_function(name):
-                values[output] = OPS[op](*[values[i] if i else None for i in inputs], **attrs)
 
     def _stop_profiler(self) -> None:
         if self._profiler is not None:
@@ -238,7 +227,7 @@ class TorchRunner(Runner):
         """A profiled run (its latency includes the profiler's own work)."""
         started = time.perf_counter_ns()
         with torch.no_grad():
-            self._forward_recorded()
+            self.module(self.static_input)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self._profiled.append((time.perf_counter_ns() - started) / 1e6)
