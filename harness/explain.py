@@ -471,6 +471,34 @@ def explain_model(
     )
 
 
+def sum_line(explanation: Explanation) -> str:
+    """What the measured layers add up to, against the profiled and the timed runs; where the
+    profiler's cost was taken off the layers, how much and what its raw spans summed to."""
+    layers, timed = explanation.layers, explanation.end_to_end_ms
+    line = f"sum of measured layers {layers.total_ms:.3f} ms"
+    if layers.overhead is not None:
+        line += (
+            f" ({layers.overhead.describe()}; the profiler's raw spans sum to "
+            f"{layers.profiled_total_ms:.3f} ms)"
+        )
+    if layers.run_ms:
+        line += f"; the profiled runs' own median {layers.run_ms:.3f} ms"
+    if timed:
+        line += (
+            f"; timed end to end {timed:.3f} ms (median of the timed runs, interleaved with the "
+            f"profiled ones): the layers sum to {layers.total_ms / timed:.0%} of it"
+        )
+        if layers.overhead is not None:
+            line += f" (raw spans: {layers.profiled_total_ms / timed:.0%})"
+        if layers.run_ms:
+            line += f"; the profiled runs took {layers.run_ms / timed - 1:+.0%} against the timed"
+    loose = [layer.name for layer in layers.unmapped()]
+    if loose:
+        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
+        line += f"; tied to no ONNX node: {shown}"
+    return line
+
+
 def to_markdown(explanation: Explanation, top: int = 15) -> str:
     """The explanation as Markdown: the top layers by measured time (with their original nodes),
     the merges measured before and after, the findings."""
@@ -488,14 +516,8 @@ def to_markdown(explanation: Explanation, top: int = 15) -> str:
     ]
     lines = [f"Per-layer profile: {layers.source}, {layers.runs} runs ({layers.note}).", ""]
     lines += markdown_table(["layer", "kind", "ms", "share", "original nodes"], rows)
-    lines.append("")
-    sums = [f"Sum of measured layers {layers.total_ms:.3f} ms"]
-    if layers.run_ms:
-        sums.append(f"the profiled runs' own median {layers.run_ms:.3f} ms")
-    if explanation.end_to_end_ms:
-        ratio = layers.total_ms / explanation.end_to_end_ms
-        sums.append(f"timed end to end {explanation.end_to_end_ms:.3f} ms ({ratio:.0%} of it)")
-    lines.append("; ".join(sums) + ".")
+    line = sum_line(explanation)
+    lines += ["", line[:1].upper() + line[1:] + "."]
     if explanation.merges:
         merges = [
             [

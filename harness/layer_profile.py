@@ -43,6 +43,8 @@ PROFILE_RUNS = 50  # inferences a profile on its own records, after as many warm
 # a profiling runner records its runs until its profiler holds about this many layer events (ONNX
 # Runtime keeps at most 1,000,000), then runs unprofiled: its runs spread over an interleaved run
 PROFILED_EVENTS = 200_000
+CHAIN_NODES = 32  # convs of the chain a profiler's own cost is measured on
+CHAIN_RUNS = 300  # its runs, profiled and not
 
 
 def profiled_runs_cap(layers: int) -> int:
@@ -63,6 +65,80 @@ _REFORMAT = re.compile(r"^Reformatting CopyNode for (Input|Output) Tensor \d+ to
 
 
 @dataclasses.dataclass
+class ProfilerCost:
+    """What a profiler adds inside each layer's span, measured on a chain of small convs
+    (``calibration_chain``) run with the same settings: a conv's median span while profiled,
+    less the chain's median run per conv while not (which also holds the run's own overhead, so
+    the cost is, if anything, low)."""
+
+    per_layer_ms: float
+    span_ms: float  # a conv's median span, profiled
+    unprofiled_ms: float  # the unprofiled chain's median run, per conv
+    nodes: int
+    runs: int
+    how: str  # the settings, in words
+
+    @classmethod
+    def measured(
+        cls, spans_ms: Sequence[float], run_ms: float, nodes: int, runs: int, how: str
+    ) -> Optional[ProfilerCost]:
+        """From the profiled spans of the chain's convs and the unprofiled chain's median run
+        (none where the profiler showed no conv span)."""
+        if not spans_ms:
+            return None
+        span = statistics.median(spans_ms)
+        unprofiled = run_ms / nodes
+        return cls(max(span - unprofiled, 0.0), span, unprofiled, nodes, runs, how)
+
+    def describe(self) -> str:
+        """One line: the cost and how it was measured."""
+        return (
+            f"the profiler's own cost, {self.per_layer_ms * 1e3:.1f} us per layer, taken off "
+            f"each layer: measured on a chain of {self.nodes} small convs ({self.how}, "
+            f"{self.runs} runs), {self.span_ms * 1e3:.1f} us per conv profiled, "
+            f"{self.unprofiled_ms * 1e3:.1f} us not"
+        )
+
+
+def calibration_chain(
+    nodes: int = CHAIN_NODES, channels: int = 16, size: int = 8
+) -> onnx.ModelProto:
+    """``nodes`` small 3x3 convs in a row (``channels`` channels, ``size`` x ``size``, seeded
+    weights): a CNN's commonest layer at a cost the profiler's own is not lost in."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    weights, layers = [], []
+    for i in range(nodes):
+        w = rng.standard_normal((channels, channels, 3, 3)) / (3 * channels**0.5)  # gain ~1
+        weights.append(onnx.numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        layers.append(
+            onnx.helper.make_node(
+                "Conv", [f"t{i}", f"w{i}"], [f"t{i + 1}"], f"conv{i}", pads=[1] * 4
+            )
+        )
+    shape = [1, channels, size, size]
+    graph = onnx.helper.make_graph(
+        layers,
+        "calibration_chain",
+        [onnx.helper.make_tensor_value_info("t0", onnx.TensorProto.FLOAT, shape)],
+        [onnx.helper.make_tensor_value_info(f"t{nodes}", onnx.TensorProto.FLOAT, shape)],
+        weights,
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def calibration_input(chain: onnx.ModelProto) -> Any:
+    """A seeded normal input for ``calibration_chain`` (a numpy array)."""
+    import numpy as np
+
+    dims = [d.dim_value for d in chain.graph.input[0].type.tensor_type.shape.dim]
+    return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+
+@dataclasses.dataclass
 class LayerTime:
     """One layer as the backend ran it, its mean time per inference, and the ONNX nodes it
     covers."""
@@ -76,6 +152,7 @@ class LayerTime:
     precision: str = ""  # TensorRT: the datatype of its output (FP32, FP16, Int8)
     device: str = ""  # where it ran: CPU, GPU or DLA
     tactic: str = ""
+    profiled_ms: Optional[float] = None  # the profiler's own figure, where its cost was taken off
 
     def to_dict(self) -> Dict[str, Any]:
         """The layer as the JSON output lists it (empty fields left out)."""
@@ -93,11 +170,31 @@ class LayerProfile:
     note: str = NOTE
     run_ms: Optional[float] = None  # the profiling run's own median per inference, where known
     timed_ms: Optional[float] = None  # the timed run's median, from the same interleaved rounds
+    overhead: Optional[ProfilerCost] = None  # the profiler's cost taken off each layer
 
     @property
     def total_ms(self) -> float:
         """The sum of the layers' times: the profiled latency the layers account for."""
         return sum(layer.time_ms for layer in self.layers)
+
+    @property
+    def profiled_total_ms(self) -> float:
+        """The sum of the profiler's own figures (before its cost was taken off)."""
+        return sum(
+            layer.time_ms if layer.profiled_ms is None else layer.profiled_ms
+            for layer in self.layers
+        )
+
+    def take_off(self, cost: Optional[ProfilerCost]) -> None:
+        """Take the profiler's measured cost inside each layer's span off that layer's time
+        (TAU's overhead compensation, measured rather than assumed); the profiler's own figure
+        stays in ``profiled_ms``. A layer is never left below zero; no cost, no change."""
+        if cost is None:
+            return
+        self.overhead = cost
+        for layer in self.layers:
+            layer.profiled_ms = layer.time_ms
+            layer.time_ms = max(layer.time_ms - cost.per_layer_ms, 0.0)
 
     def time_of(self, nodes: Iterable[str]) -> float:
         """Measured ms of the layers that cover any of ``nodes`` (each layer counted once)."""
@@ -118,6 +215,8 @@ class LayerProfile:
             "total_ms": self.total_ms,
             "run_ms": self.run_ms,
             "timed_ms": self.timed_ms,
+            "profiled_total_ms": self.profiled_total_ms,
+            "overhead": dataclasses.asdict(self.overhead) if self.overhead else None,
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
@@ -217,8 +316,6 @@ def parse_onnxruntime_trace(events: List[Dict[str, Any]]) -> List[LayerTime]:
     """Per-node kernel times from ONNX Runtime's profiling JSON (``cat: Node`` events named
     ``<node>_kernel_time``, ``dur`` in us): each node's median over the runs the trace holds (a
     median: on a shared machine a few runs are preempted), in the order the nodes first ran."""
-    import statistics
-
     found: Dict[str, LayerTime] = {}
     durations: Dict[str, List[float]] = {}
     for event in events:
@@ -245,8 +342,7 @@ def onnxruntime_layer_profile(
 ) -> LayerProfile:
     """The layers of an ONNX Runtime profiling trace (its first run, which allocates, left out),
     with their tensors from the optimised graph the session ran, tied to ``model``'s nodes."""
-    first = {id(e) for e in _first_run_events(trace)}
-    kept = [e for e in trace if id(e) not in first]
+    kept = after_first_run(trace)
     layers = parse_onnxruntime_trace(kept)
     tensors = {n.name: n for n in optimized.graph.node}
     for layer in layers:
@@ -268,15 +364,18 @@ def _is_model_run(event: Dict[str, Any]) -> bool:
     return event.get("cat") == "Session" and event.get("name") == "model_run"
 
 
-def _first_run_events(trace: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The first ``model_run`` of a trace and its node events (allocations, first-touch)."""
+def after_first_run(trace: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """An ONNX Runtime trace less its first ``model_run`` and that run's node events (it
+    allocates and touches memory first)."""
     runs = [e for e in trace if _is_model_run(e)]
     if not runs:
-        return []
+        return list(trace)
     start = runs[0]["ts"]
     end = start + runs[0]["dur"]
-    nodes = [e for e in trace if e.get("cat") == "Node" and start <= e.get("ts", -1) <= end]
-    return [runs[0]] + nodes
+    first = {id(runs[0])} | {
+        id(e) for e in trace if e.get("cat") == "Node" and start <= e.get("ts", -1) <= end
+    }
+    return [e for e in trace if id(e) not in first]
 
 
 # --- torch ----------------------------------------------------------------------------------------
@@ -292,8 +391,6 @@ def torch_layer_profile(
     per ONNX node, named after it: ``ops`` maps those names to op types), from its per-call
     events (``profile.events()``): each node's median over its calls (as ONNX Runtime's), CPU time
     or, on a GPU, CUDA time; ``runs`` inferences recorded."""
-    import statistics
-
     calls: Dict[str, List[float]] = {}
     for event in events:
         if event.name in ops:

@@ -34,8 +34,11 @@ from harness.explain import (
 )
 from harness.fold import fold_model
 from harness.layer_profile import (
+    CHAIN_NODES,
+    CHAIN_RUNS,
     LayerProfile,
     LayerTime,
+    ProfilerCost,
     map_to_nodes,
     parse_layer_info,
     parse_trt_profile,
@@ -99,7 +102,7 @@ def test_onnxruntime_profile_ties_every_node_to_a_measured_layer(fast_profile, t
     covered = [n for layer in layers.layers for n in layer.nodes]
     assert sorted(covered) == sorted(n.name for n in model.graph.node)  # each node once
     assert len(covered) == len(set(covered))
-    assert all(layer.time_ms > 0 for layer in layers.layers)
+    assert all(layer.profiled_ms > 0 and layer.time_ms >= 0 for layer in layers.layers)
     assert "on their own, no timed run beside them" in layers.note
     assert layers.time_of(["conv_a"]) > 0
 
@@ -119,6 +122,43 @@ def test_onnxruntime_nchwc_layers_are_tied_by_the_tensor_they_replace(fast_profi
     assert {layer.name for layer in layers.unmapped()} <= {"ReorderInput", "ReorderOutput"}
 
 
+def _check_taken_off(layers: LayerProfile) -> ProfilerCost:
+    """The profiler's cost was measured on the calibration chain and taken off every layer."""
+    cost = layers.overhead
+    assert cost is not None and cost.nodes == CHAIN_NODES and cost.runs == CHAIN_RUNS
+    assert cost.span_ms > 0 and cost.unprofiled_ms > 0
+    assert cost.per_layer_ms == pytest.approx(max(cost.span_ms - cost.unprofiled_ms, 0.0))
+    for layer in layers.layers:
+        assert layer.time_ms == pytest.approx(max(layer.profiled_ms - cost.per_layer_ms, 0.0))
+    assert layers.profiled_total_ms == pytest.approx(
+        sum(layer.profiled_ms for layer in layers.layers)
+    )
+    stored = layers.to_dict()
+    assert stored["overhead"]["per_layer_ms"] == cost.per_layer_ms
+    assert stored["profiled_total_ms"] >= stored["total_ms"]
+    return cost
+
+
+def test_the_onnxruntime_profilers_own_cost_is_measured_and_taken_off(fast_profile, tmp_path):
+    model = _chain_model(channels=16)
+    path = tmp_path / "chain16.onnx"
+    onnx.save(model, path)
+    cost = _check_taken_off(profile_layers(path, load_profile(str(fast_profile)), runs=3))
+    assert "intra-op threads" in cost.how and "us per layer" in cost.describe()
+
+
+def test_a_profilers_cost_is_taken_off_down_to_zero_and_none_changes_nothing():
+    layers = [LayerTime("conv", "Conv", 0.040, ["conv"]), LayerTime("add", "Add", 0.002)]
+    profile = LayerProfile("onnxruntime", "ONNX Runtime", 10, copy.deepcopy(layers))
+    profile.take_off(ProfilerCost.measured([], 0.1, CHAIN_NODES, 1, "no conv span"))
+    assert profile.overhead is None and profile.layers == layers
+    profile.take_off(ProfilerCost.measured([0.008, 0.009, 0.007], 0.16, 32, 3, "three spans"))
+    assert profile.overhead.per_layer_ms == pytest.approx(0.008 - 0.16 / 32)
+    assert [layer.time_ms for layer in profile.layers] == pytest.approx([0.037, 0.0])
+    assert [layer.profiled_ms for layer in profile.layers] == [0.040, 0.002]
+    assert profile.profiled_total_ms == pytest.approx(0.042)
+
+
 @pytest.mark.slow
 def test_torch_profile_names_each_onnx_node(tmp_path):
     pytest.importorskip("torch")
@@ -129,6 +169,7 @@ def test_torch_profile_names_each_onnx_node(tmp_path):
     layers = profile_layers(path, cpu, runs=3)
     assert [layer.nodes for layer in layers.layers] == [[n.name] for n in model.graph.node]
     assert layers.source.startswith("torch") and layers.total_ms > 0
+    assert "torch threads" in _check_taken_off(layers).how  # on the CPU
 
 
 # --- TensorRT: NVIDIA's recorded files, three formats ---------------------------------------------
@@ -340,6 +381,7 @@ def test_explain_command_measures_ties_and_writes_json(fast_profile, tmp_path, c
     assert "kernel-grown-by-merge" in md.read_text() and "| merged conv |" in md.read_text()
     text = capsys.readouterr().out
     assert "sum of measured layers" in text and "timed end to end" in text
+    assert "taken off each layer" in text and "raw spans" in text
     assert data["end_to_end_ms"] > 0 and data["layers"]["total_ms"] > 0
     assert data["merges"][0]["nodes"] == ["conv_a", "conv_b"]
     merged = [x for x in data["layers"]["layers"] if "conv_a" in x["original_nodes"]]
@@ -527,6 +569,9 @@ def test_time_layers_records_profiles_that_report_renders(fast_profile, tmp_path
     assert all(r["layers"]["layers"] and r["findings"] is not None for r in runs)
     assert main(["report", str(out), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
     assert "conv_a" in (tmp_path / "r" / "layers.csv").read_text()
+    cost = runs[0]["layers"]["overhead"]["per_layer_ms"] * 1e3  # measured, taken off each layer
+    caption = f"after the profiler's own cost ({cost:.1f} us per layer, measured) was taken off"
+    assert caption in (tmp_path / "r" / "layers.md").read_text()
 
 
 def test_explain_refuses_bad_top_and_trt_exports_of_another_model(tmp_path, capsys):

@@ -158,6 +158,8 @@ def _print(explanation, top: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.explain import sum_line
+
     console = Console()
     layers = explanation.layers
     console.print(f"{layers.source}, {layers.runs} runs: {layers.note}", soft_wrap=True)
@@ -176,23 +178,7 @@ def _print(explanation, top: int) -> None:
             nodes,
         )
     console.print(table)
-    line = f"sum of measured layers {layers.total_ms:.3f} ms"
-    if layers.run_ms:
-        line += f"; the profiled runs' own median {layers.run_ms:.3f} ms"
-    if explanation.end_to_end_ms:
-        ratio = layers.total_ms / explanation.end_to_end_ms
-        line += (
-            f"; timed end to end {explanation.end_to_end_ms:.3f} ms (median of the timed runs, "
-            f"interleaved with the profiled ones): the layers sum to {ratio:.0%} of it"
-        )
-        if layers.run_ms:
-            cost = layers.run_ms / explanation.end_to_end_ms - 1
-            line += f" (the profiler's own cost: its runs took {cost:+.0%} against the timed ones)"
-    loose = [layer.name for layer in layers.unmapped()]
-    if loose:
-        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
-        line += f"; tied to no ONNX node: {shown}"
-    console.print(line, soft_wrap=True)
+    console.print(sum_line(explanation), soft_wrap=True)
     if explanation.merges:
         merges = Table(title="merges and residual folds: original nodes (before fold) vs the conv")
         for column in ("merged conv", "original nodes", "before ms", "after ms", "predicted ms"):

@@ -241,6 +241,12 @@ def graph_caption(run: Run) -> str:
     layers = measured_layers(run)
     profile = run.layers or {}
     parts = [f"{len(layers)} layers, {sum(la['time_ms'] for la in layers):.3f} ms summed"]
+    overhead = profile.get("overhead")
+    if isinstance(overhead, dict) and isinstance(overhead.get("per_layer_ms"), (int, float)):
+        parts[0] += (
+            f" after the profiler's own cost ({overhead['per_layer_ms'] * 1e3:.1f} us per layer, "
+            f"measured) was taken off each"
+        )
     parts.append(str(profile.get("source") or profile.get("backend") or "profiler"))
     if isinstance(profile.get("runs"), int):
         parts.append(f"{profile['runs']} runs")
