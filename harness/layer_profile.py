@@ -54,6 +54,11 @@ def profiled_runs_cap(layers: int) -> int:
 
 _DLA_TRANSFER = re.compile(r"^(.*) (to nvm|from nvm|copy finish)$")
 _FOREIGN = re.compile(r"^\{ForeignNode\[(.*)\]\}$")
+# a layer or tensor of an engine's second and later shape profiles: "Conv_5 [profile 1]" (the
+# first profile's names carry no suffix; NVIDIA's trt-engine-explorer, trex/parser.py)
+_SHAPE_PROFILE = re.compile(r" *\[profile +([0-9]+)\]$")
+# 10.x auxiliary-stream synchronisation, no work of their own (trex/parser.py drops them too)
+_SYNC_LAYERS = frozenset(("signal", "wait"))
 # ops a backend fuses into the layer before them
 POST_OPS = frozenset(
     ("Relu", "Clip", "Add", "Mul", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "PRelu")
@@ -543,28 +548,40 @@ def trt_layer_profile(
     Placement: an engine with DLA transfers (``X to nvm`` / ``X from nvm``: NVDLA memory) ran its
     ``{ForeignNode[...]}`` layers on the DLA (on a GPU-only engine a ForeignNode is a Myelin region
     on the GPU), as does a layer whose type names the DLA; the rest ran on the GPU."""
-    times = parse_trt_profile(profile_json)
-    dla_engine = any(layer.kind == "DLA transfer" for layer in times)
     info = {str(layer.get("Name")): layer for layer in parse_layer_info(layer_info_json)}
+    times = [
+        layer
+        for layer in parse_trt_profile(profile_json)
+        if str(info.get(layer.name, {}).get("LayerType", "")).lower() not in _SYNC_LAYERS
+    ]
+    dla_engine = any(layer.kind == "DLA transfer" for layer in times)
+    shape_profiles = {m.group(1) for m in map(_SHAPE_PROFILE.search, (t.name for t in times)) if m}
     for layer in times:
         detail = info.get(layer.name, {})
+        layer.name = _SHAPE_PROFILE.sub("", layer.name)  # tied to the model by its own names
         layer.kind = layer.kind or str(detail.get("LayerType", ""))
-        layer.inputs = [str(t.get("Name")) for t in detail.get("Inputs", []) if isinstance(t, dict)]
+        inputs = [t for t in detail.get("Inputs", []) if isinstance(t, dict)]
         outputs = [t for t in detail.get("Outputs", []) if isinstance(t, dict)]
-        layer.outputs = [str(t.get("Name")) for t in outputs]
+        layer.inputs = [_SHAPE_PROFILE.sub("", str(t.get("Name"))) for t in inputs]
+        layer.outputs = [_SHAPE_PROFILE.sub("", str(t.get("Name"))) for t in outputs]
         layer.precision = _datatype(outputs[0]) if outputs else ""
         layer.tactic = str(detail.get("TacticName", detail.get("TacticValue", "")))
         foreign = dla_engine and bool(_FOREIGN.match(layer.name))
         on_dla = foreign or "DLA" in layer.kind.upper()
         layer.device = "DLA" if on_dla else "GPU"
     map_to_nodes(times, model)
-    by_metadata = {name: _onnx_layers(str(d.get("Metadata", ""))) for name, d in info.items()}
+    by_metadata = {
+        _SHAPE_PROFILE.sub("", name): _onnx_layers(str(d.get("Metadata", "")))
+        for name, d in info.items()
+    }
     known = {n.name for n in model.graph.node}
     for layer in times:
         layer.nodes = layer.nodes or [n for n in by_metadata.get(layer.name, []) if n in known]
     first = profile_json[0] if isinstance(profile_json, list) else None
     runs = int(first.get("count", 0)) if isinstance(first, dict) else 0
     source = source or f"TensorRT {version} trtexec --exportProfile/--exportLayerInfo"
+    if shape_profiles:
+        source += f", shape profile {', '.join(sorted(shape_profiles))}"
     return LayerProfile("tensorrt", source, runs, times)
 
 

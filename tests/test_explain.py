@@ -191,6 +191,34 @@ def test_trt_layer_information_parses_in_each_version_format(convert):
     assert profile.runs == PROFILE_85[0]["count"]
 
 
+def _second_shape_profile(name: str) -> str:
+    return f"{name} [profile 1]"  # TensorRT's suffix on the layer and tensor names of profile 1
+
+
+@pytest.mark.parametrize("convert", [lambda d: d, as_trt10], ids=["8.5", "10.13"])
+def test_a_second_shape_profile_and_sync_layers_join_and_tie_like_the_first(convert):
+    """An engine built with two shape profiles: its layer information lists profile 0's layers
+    and profile 1's (suffixed ``[profile 1]``, trt-engine-explorer's parser.py), a context on
+    profile 1 reports suffixed names; 10.x auxiliary-stream ``signal``/``wait`` layers are
+    reported too and have no work of their own. Both derived from the recorded pair."""
+    info = convert(LAYERS_85)
+    second = copy.deepcopy(info["Layers"])
+    for layer in second:
+        layer["Name"] = _second_shape_profile(layer["Name"])
+        for tensor in layer.get("Inputs", []) + layer.get("Outputs", []):
+            tensor["Name"] = _second_shape_profile(tensor["Name"])
+    sync = [{"Name": f"{kind} aux 1", "LayerType": kind} for kind in ("signal", "wait")]
+    info["Layers"] = info["Layers"] + second + sync
+    records = [dict(r, name=_second_shape_profile(r["name"])) for r in PROFILE_85[1:]]
+    records += [{"name": f"{kind} aux 1", "averageMs": 0.001} for kind in ("signal", "wait")]
+    profile = trt_layer_profile([PROFILE_85[0]] + records, info, resnet_head(), "x")
+    first = trt_layer_profile(PROFILE_85, convert(LAYERS_85), resnet_head(), "x")
+    assert [(la.name, la.nodes, la.kind, la.precision) for la in profile.layers] == [
+        (la.name, la.nodes, la.kind, la.precision) for la in first.layers
+    ]
+    assert profile.source.endswith("shape profile 1") and "profile" not in first.source
+
+
 def test_trt_names_only_layer_information_asks_for_detailed_verbosity():
     with pytest.raises(HarnessError, match="profilingVerbosity=detailed"):
         parse_layer_info({"Layers": ["Conv_0 + Relu_1"], "Bindings": []})
