@@ -71,37 +71,36 @@ _REFORMAT = re.compile(r"^Reformatting CopyNode for (Input|Output) Tensor \d+ to
 
 @dataclasses.dataclass
 class ProfilerCost:
-    """What a profiler adds inside each layer's span, measured on a chain of small convs
-    (``calibration_chain``) run with the same settings: a conv's median span while profiled,
-    less the chain's median run per conv while not (which also holds the run's own overhead, so
-    the cost is, if anything, low)."""
+    """What a profiler adds inside each layer's span, measured on ``calibration_chain`` profiled
+    and timed beside the graphs with the same settings: a conv's median span in the profiled
+    runs, less the timed runs' median per conv (which also holds each run's own overhead, so the
+    cost is, if anything, low)."""
 
     per_layer_ms: float
     span_ms: float  # a conv's median span, profiled
-    unprofiled_ms: float  # the unprofiled chain's median run, per conv
+    unprofiled_ms: float  # the timed chain's median run, per conv
     nodes: int
-    runs: int
-    how: str  # the settings, in words
+    runs: int  # profiled runs of the chain
 
     @classmethod
     def measured(
-        cls, spans_ms: Sequence[float], run_ms: float, nodes: int, runs: int, how: str
+        cls, spans_ms: Sequence[float], run_ms: float, nodes: int, runs: int
     ) -> Optional[ProfilerCost]:
-        """From the profiled spans of the chain's convs and the unprofiled chain's median run
-        (none where the profiler showed no conv span)."""
+        """From the profiled spans of the chain's convs and the timed chain's median run (none
+        where the profiler showed no conv span)."""
         if not spans_ms:
             return None
         span = statistics.median(spans_ms)
         unprofiled = run_ms / nodes
-        return cls(max(span - unprofiled, 0.0), span, unprofiled, nodes, runs, how)
+        return cls(max(span - unprofiled, 0.0), span, unprofiled, nodes, runs)
 
     def describe(self) -> str:
         """One line: the cost and how it was measured."""
         return (
             f"the profiler's own cost, {self.per_layer_ms * 1e3:.1f} us per layer, taken off "
-            f"each layer: measured on a chain of {self.nodes} small convs ({self.how}, "
-            f"{self.runs} runs), {self.span_ms * 1e3:.1f} us per conv profiled, "
-            f"{self.unprofiled_ms * 1e3:.1f} us not"
+            f"each layer: measured on a chain of {self.nodes} small convs profiled and timed "
+            f"with the same settings ({self.runs} profiled runs), {self.span_ms * 1e3:.1f} us "
+            f"per conv profiled, {self.unprofiled_ms * 1e3:.1f} us timed"
         )
 
 
@@ -133,14 +132,6 @@ def calibration_chain(
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model
-
-
-def calibration_input(chain: onnx.ModelProto) -> Any:
-    """A seeded normal input for ``calibration_chain`` (a numpy array)."""
-    import numpy as np
-
-    dims = [d.dim_value for d in chain.graph.input[0].type.tensor_type.shape.dim]
-    return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
@@ -27,14 +28,23 @@ import onnx
 
 from harness import energy, envinfo, memory, timing
 from harness.backends import get_runner_class
-from harness.backends.base import Runner, open_runners, resolve_batch
+from harness.backends.base import LATENCY, Runner, open_runners, resolve_batch
 from harness.errors import HarnessError
-from harness.layer_profile import PROFILE_RUNS, LayerProfile, profile_trtexec
+from harness.layer_profile import (
+    CHAIN_NODES,
+    CHAIN_RUNS,
+    PROFILE_RUNS,
+    LayerProfile,
+    ProfilerCost,
+    calibration_chain,
+    profile_trtexec,
+)
 from harness.onnx_io import InputShapes, bind_shapes, load_model, save_model
 from harness.profiles import Profile, TimingSettings
 from harness.results import ESTIMATOR, Comparison, RatioCI, Results, Run, Stats
 
 GraphSource = Union[str, Path, onnx.ModelProto]
+COST_CHAIN = "profiler cost chain"  # timed and profiled beside the graphs: the profiler's cost
 
 
 @dataclasses.dataclass
@@ -211,6 +221,11 @@ def measure_graphs(
             for name, path in paths.items()
             if layers and type(runners[name]).layer_profiler
         }
+        chain = (
+            _cost_chain(Path(folder), profile, precision, backend, options)
+            if any(r.profiler_in_spans for r in profiling.values())
+            else {}
+        )
         gpu = envinfo.GpuMonitor.open() if monitor and profile.kind != "cpu" else None
         measured: Dict[str, timing.Measurement] = {}
         meter, idle_w, note, interrupted = None, None, None, False
@@ -218,7 +233,7 @@ def measure_graphs(
         with contextlib.ExitStack() as held:
             if gpu is not None:
                 held.callback(gpu.close)
-            held.enter_context(open_runners({**runners, **profiling}))
+            held.enter_context(open_runners({**runners, **profiling, **chain}))
             if metered:
                 sizes = {name: _memory(paths[name], r, profile) for name, r in runners.items()}
                 meter, idle_w, note = energy.open_for_run(profile.kind)
@@ -226,7 +241,7 @@ def measure_graphs(
                     held.callback(meter.close)
             try:
                 timing.measure_interleaved(
-                    {**runners, **profiling},
+                    {**runners, **profiling, **chain},
                     settings or profile.timing,
                     on_round=on_round,
                     monitor=gpu.sample if gpu is not None else None,
@@ -254,6 +269,10 @@ def measure_graphs(
                 for name in runners
                 if layers and not interrupted  # an interrupted run keeps its timed blocks only
             }
+            if profiles and chain:
+                cost = _profiler_cost(chain, statistics.median(measured[COST_CHAIN].latencies))
+                for layer_profile in profiles.values():
+                    layer_profile.take_off(cost)
         for name, layer_profile in profiles.items():
             layer_profile.timed_ms = runs[name].stats.median
             runs[name].layers = layer_profile.to_dict()
@@ -268,6 +287,30 @@ def _layer_profile(runner: Runner, profiling: Optional[Runner]) -> LayerProfile:
     if runner.backend_name == "trtexec":
         return profile_trtexec(runner.onnx_path, runner.profile, runner.precision, runner.batch)
     raise HarnessError(f"the {runner.backend_name} backend has no per-layer profiler")
+
+
+def _cost_chain(
+    folder: Path,
+    profile: Profile,
+    precision: Optional[str],
+    backend: Optional[str],
+    options: Mapping[str, Any],
+) -> Dict[str, Runner]:
+    """A timed and a profiling runner of ``calibration_chain``: the profiler's cost per layer."""
+    path = save_model(calibration_chain(), folder / "profiler-cost-chain.onnx")
+    return {
+        COST_CHAIN: runner_for(path, profile, precision, 1, backend, **options),
+        f"{COST_CHAIN} (profiled)": runner_for(
+            path, profile, precision, 1, backend, profiling=True, **options
+        ),
+    }
+
+
+def _profiler_cost(chain: Mapping[str, Runner], timed_ms: float) -> Optional[ProfilerCost]:
+    """The profiler's cost per layer from the chain's profile and its timed median."""
+    layers = chain[f"{COST_CHAIN} (profiled)"].layer_profile()
+    spans = [layer.time_ms for layer in layers.layers if layer.kind == "Conv"]
+    return ProfilerCost.measured(spans, timed_ms, CHAIN_NODES, layers.runs)
 
 
 def profile_layers(
@@ -287,6 +330,14 @@ def profile_layers(
         for _ in range(runs):
             runner.measure_once()
         layers = runner.layer_profile()
+    if runner.profiler_in_spans:  # the chain, profiled then timed, right after
+        with tempfile.TemporaryDirectory(prefix="harness-cost-chain-") as folder:
+            chain = _cost_chain(Path(folder), profile, precision, None, {})
+            with open_runners(chain):
+                timed = [chain[COST_CHAIN].measure_once()[LATENCY] for _ in range(CHAIN_RUNS)]
+                for _ in range(CHAIN_RUNS):
+                    chain[f"{COST_CHAIN} (profiled)"].measure_once()
+                layers.take_off(_profiler_cost(chain, statistics.median(timed)))
     layers.note = (
         "profiled runs on their own, no timed run beside them (a profiler perturbs timing)"
     )

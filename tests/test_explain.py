@@ -144,15 +144,15 @@ def test_the_onnxruntime_profilers_own_cost_is_measured_and_taken_off(fast_profi
     path = tmp_path / "chain16.onnx"
     onnx.save(model, path)
     cost = _check_taken_off(profile_layers(path, load_profile(str(fast_profile)), runs=3))
-    assert "intra-op threads" in cost.how and "us per layer" in cost.describe()
+    assert "us per layer" in cost.describe()
 
 
 def test_a_profilers_cost_is_taken_off_down_to_zero_and_none_changes_nothing():
     layers = [LayerTime("conv", "Conv", 0.040, ["conv"]), LayerTime("add", "Add", 0.002)]
     profile = LayerProfile("onnxruntime", "ONNX Runtime", 10, copy.deepcopy(layers))
-    profile.take_off(ProfilerCost.measured([], 0.1, CHAIN_NODES, 1, "no conv span"))
+    profile.take_off(ProfilerCost.measured([], 0.1, CHAIN_NODES, 1))  # no conv span
     assert profile.overhead is None and profile.layers == layers
-    profile.take_off(ProfilerCost.measured([0.008, 0.009, 0.007], 0.16, 32, 3, "three spans"))
+    profile.take_off(ProfilerCost.measured([0.008, 0.009, 0.007], 0.16, 32, 3))
     assert profile.overhead.per_layer_ms == pytest.approx(0.008 - 0.16 / 32)
     assert [layer.time_ms for layer in profile.layers] == pytest.approx([0.037, 0.0])
     assert [layer.profiled_ms for layer in profile.layers] == [0.040, 0.002]
@@ -169,7 +169,7 @@ def test_torch_profile_names_each_onnx_node(tmp_path):
     layers = profile_layers(path, cpu, runs=3)
     assert [layer.nodes for layer in layers.layers] == [[n.name] for n in model.graph.node]
     assert layers.source.startswith("torch") and layers.total_ms > 0
-    assert "torch threads" in _check_taken_off(layers).how  # on the CPU
+    _check_taken_off(layers)  # on the CPU the profiler records inside every node's range
 
 
 # --- TensorRT: NVIDIA's recorded files, three formats ---------------------------------------------

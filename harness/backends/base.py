@@ -35,6 +35,9 @@ class Runner(abc.ABC):
 
     backend_name = "base"
     layer_profiler = False  # True: ``profiling=True`` runners and ``layer_profile`` exist
+    # True: the profiler's own work lies inside the layer times it reports (a host-side profiler);
+    # measure then takes its cost, measured beside the graphs, off each layer
+    profiler_in_spans = False
 
     def __init__(
         self,

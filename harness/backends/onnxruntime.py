@@ -16,18 +16,7 @@ import onnxruntime as ort
 
 from harness.backends.base import LATENCY, Runner
 from harness.errors import HarnessError, first_line
-from harness.layer_profile import (
-    CHAIN_NODES,
-    CHAIN_RUNS,
-    LayerProfile,
-    ProfilerCost,
-    after_first_run,
-    calibration_chain,
-    calibration_input,
-    onnxruntime_layer_profile,
-    parse_onnxruntime_trace,
-    profiled_runs_cap,
-)
+from harness.layer_profile import LayerProfile, onnxruntime_layer_profile, profiled_runs_cap
 from harness.onnx_io import load_model
 from harness.profiles import OnnxRuntimeSettings, Profile
 
@@ -95,6 +84,7 @@ class OnnxRuntimeRunner(Runner):
 
     backend_name = "onnxruntime"
     layer_profiler = True
+    profiler_in_spans = True  # each node's span holds the profiler's bookkeeping
 
     def __init__(
         self,
@@ -185,47 +175,12 @@ class OnnxRuntimeRunner(Runner):
     def _layer_profile_impl(self) -> LayerProfile:
         if self._trace is None:
             self._end_profiling()
-        layers = onnxruntime_layer_profile(
+        return onnxruntime_layer_profile(
             self._trace,
             self._optimized,
             load_model(self.onnx_path, infer_shapes=False),
             ort.__version__,
             self.intra_op_threads,
-        )
-        layers.take_off(self._profiler_cost())
-        return layers
-
-    def _profiler_cost(self) -> ProfilerCost:
-        """ONNX Runtime's profiling cost inside each node's span (its timestamps, input and output
-        sizes and shapes, its thread pool's statistics), on ``calibration_chain`` run with this
-        runner's session options: profiled, then not."""
-        chain = calibration_chain()
-        feeds = {"t0": calibration_input(chain)}
-        chain = chain.SerializeToString()
-        options = session_options(self.profile.onnxruntime)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(self._folder) / "chain")
-        profiled = ort.InferenceSession(chain, options, providers=["CPUExecutionProvider"])
-        for _ in range(CHAIN_RUNS + 1):
-            profiled.run(None, feeds)
-        trace = json.loads(Path(profiled.end_profiling()).read_text())
-        layers = parse_onnxruntime_trace(after_first_run(trace))
-        del profiled
-        plain = ort.InferenceSession(
-            chain, session_options(self.profile.onnxruntime), providers=["CPUExecutionProvider"]
-        )
-        plain.run(None, feeds)
-        runs = []
-        for _ in range(CHAIN_RUNS):
-            start = time.perf_counter_ns()
-            plain.run(None, feeds)
-            runs.append((time.perf_counter_ns() - start) / 1e6)
-        return ProfilerCost.measured(
-            [layer.time_ms for layer in layers if layer.kind == "Conv"],
-            float(np.median(runs)),
-            CHAIN_NODES,
-            CHAIN_RUNS,
-            f"{self.intra_op_threads} intra-op threads",
         )
 
     def describe(self) -> Dict[str, Any]:

@@ -24,16 +24,7 @@ import torch
 from harness.backends.base import LATENCY, Runner
 from harness.backends.onnx_to_torch import OnnxModule
 from harness.errors import HarnessError, first_line
-from harness.layer_profile import (
-    CHAIN_NODES,
-    CHAIN_RUNS,
-    LayerProfile,
-    ProfilerCost,
-    calibration_chain,
-    calibration_input,
-    profiled_runs_cap,
-    torch_layer_profile,
-)
+from harness.layer_profile import LayerProfile, profiled_runs_cap, torch_layer_profile
 from harness.profiles import Profile
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -172,41 +163,12 @@ class TorchRunner(Runner):
             torch.__version__,
         )
         layers.run_ms = statistics.median(self._profiled) if self._profiled else None
-        if self.device.type == "cpu":  # CUDA times are the GPU's: no host bookkeeping in them
-            layers.take_off(self._profiler_cost())
         return layers
 
-    def _profiler_cost(self) -> ProfilerCost:
-        """The torch profiler's cost inside each node's range on the CPU (the range's own events
-        and those of the aten ops it holds), on ``calibration_chain`` through harness's
-        interpreter: profiled, then not."""
-        chain = calibration_chain()
-        x = torch.from_numpy(calibration_input(chain))
-        recorded, plain = OnnxModule(chain, True).eval(), OnnxModule(chain).eval()
-        runs = []
-        with torch.no_grad():
-            for _ in range(WARMUP_RUNS):
-                recorded(x)
-                plain(x)
-            cpu = [torch.profiler.ProfilerActivity.CPU]
-            with _quiet_native_stderr(), torch.profiler.profile(activities=cpu) as recording:
-                for _ in range(CHAIN_RUNS):
-                    recorded(x)
-            for _ in range(CHAIN_RUNS):
-                started = time.perf_counter_ns()
-                plain(x)
-                runs.append((time.perf_counter_ns() - started) / 1e6)
-        ops = {node.name: node.op_type for node in chain.graph.node}
-        layers = torch_layer_profile(
-            recording.events(), chain, ops, CHAIN_RUNS, "cpu", torch.__version__
-        )
-        return ProfilerCost.measured(
-            [layer.time_ms for layer in layers.layers],
-            statistics.median(runs),
-            CHAIN_NODES,
-            CHAIN_RUNS,
-            f"{torch.get_num_threads()} torch threads",
-        )
+    @property
+    def profiler_in_spans(self) -> bool:
+        """On the CPU a node's range holds the profiler's own events; CUDA times are the GPU's."""
+        return self.device.type == "cpu"
 
     def _deactivate_impl(self) -> None:
         self._stop_profiler()
