@@ -12,7 +12,9 @@ built with detailed profiling verbosity: the runner's inspector, or trtexec's
 11.x write them, joined by ``trt_layer_profile``. Profiled runs are never the timed runs (a
 profiler perturbs what it measures: ONNX Runtime's adds its bookkeeping to every node);
 ``measure_graphs`` interleaves them with the timed runs so that both see the same machine, and
-every profile says so.
+every profile says so. A host-side profiler (ONNX Runtime's, torch's on the CPU) also works
+inside the spans it reports: ``measure`` times and profiles ``profiler_cost_chain`` beside the
+graphs and takes that measured cost off each layer (``ProfilerCost``, ``LayerProfile.take_off``).
 
 A backend's layers are not the graph's nodes: ONNX Runtime and TensorRT fuse (``Conv_5 + Add_6 +
 Relu_7``), insert reformats and rename. ``map_to_nodes`` ties each measured layer to the ONNX nodes
@@ -71,7 +73,7 @@ _REFORMAT = re.compile(r"^Reformatting CopyNode for (Input|Output) Tensor \d+ to
 
 @dataclasses.dataclass
 class ProfilerCost:
-    """What a profiler adds inside each layer's span, measured on ``calibration_chain`` profiled
+    """What a profiler adds inside each layer's span, measured on ``profiler_cost_chain`` profiled
     and timed beside the graphs with the same settings: a conv's median span in the profiled
     runs, less the timed runs' median per conv (which also holds each run's own overhead, so the
     cost is, if anything, low)."""
@@ -104,7 +106,7 @@ class ProfilerCost:
         )
 
 
-def calibration_chain(
+def profiler_cost_chain(
     nodes: int = CHAIN_NODES, channels: int = 16, size: int = 8
 ) -> onnx.ModelProto:
     """``nodes`` small 3x3 convs in a row (``channels`` channels, ``size`` x ``size``, seeded
@@ -124,7 +126,7 @@ def calibration_chain(
     shape = [1, channels, size, size]
     graph = onnx.helper.make_graph(
         layers,
-        "calibration_chain",
+        "profiler_cost_chain",
         [onnx.helper.make_tensor_value_info("t0", onnx.TensorProto.FLOAT, shape)],
         [onnx.helper.make_tensor_value_info(f"t{nodes}", onnx.TensorProto.FLOAT, shape)],
         weights,
@@ -184,13 +186,15 @@ class LayerProfile:
     def take_off(self, cost: Optional[ProfilerCost]) -> None:
         """Take the profiler's measured cost inside each layer's span off that layer's time
         (TAU's overhead compensation, measured rather than assumed); the profiler's own figure
-        stays in ``profiled_ms``. A layer is never left below zero; no cost, no change."""
+        stays in ``profiled_ms``, so a second cost replaces the first. A layer is never left
+        below zero; no cost, no change."""
         if cost is None:
             return
         self.overhead = cost
         for layer in self.layers:
-            layer.profiled_ms = layer.time_ms
-            layer.time_ms = max(layer.time_ms - cost.per_layer_ms, 0.0)
+            if layer.profiled_ms is None:
+                layer.profiled_ms = layer.time_ms
+            layer.time_ms = max(layer.profiled_ms - cost.per_layer_ms, 0.0)
 
     def time_of(self, nodes: Iterable[str]) -> float:
         """Measured ms of the layers that cover any of ``nodes`` (each layer counted once)."""

@@ -36,8 +36,8 @@ from harness.layer_profile import (
     PROFILE_RUNS,
     LayerProfile,
     ProfilerCost,
-    calibration_chain,
     profile_trtexec,
+    profiler_cost_chain,
 )
 from harness.onnx_io import InputShapes, bind_shapes, load_model, save_model
 from harness.profiles import Profile, TimingSettings
@@ -296,8 +296,8 @@ def _cost_chain(
     backend: Optional[str],
     options: Mapping[str, Any],
 ) -> Dict[str, Runner]:
-    """A timed and a profiling runner of ``calibration_chain``: the profiler's cost per layer."""
-    path = save_model(calibration_chain(), folder / "profiler-cost-chain.onnx")
+    """A timed and a profiling runner of ``profiler_cost_chain``: the profiler's cost per layer."""
+    path = save_model(profiler_cost_chain(), folder / "profiler-cost-chain.onnx")
     return {
         COST_CHAIN: runner_for(path, profile, precision, 1, backend, **options),
         f"{COST_CHAIN} (profiled)": runner_for(
