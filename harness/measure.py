@@ -319,9 +319,12 @@ def profile_layers(
     precision: Optional[str] = None,
     batch: Optional[int] = None,
     runs: int = PROFILE_RUNS,
+    cost: Optional[ProfilerCost] = None,
 ) -> LayerProfile:
     """A graph's per-layer profile on its own (no timed run beside it): ``runs`` profiled runs on
-    the profile's backend (per-layer medians; the first run, which allocates, left out)."""
+    the profile's backend (per-layer medians; the first run, which allocates, left out). A
+    host-side profiler's ``cost`` is taken off each layer: measured here (``profiler_cost``)
+    unless given; profiles to be compared with each other share one."""
     profiling = get_runner_class(profile.backend).layer_profiler
     runner = runner_for(path, profile, precision, batch, profiling=profiling)
     if not profiling:
@@ -330,18 +333,26 @@ def profile_layers(
         for _ in range(runs):
             runner.measure_once()
         layers = runner.layer_profile()
-    if runner.profiler_in_spans:  # the chain, profiled then timed, right after
-        with tempfile.TemporaryDirectory(prefix="harness-cost-chain-") as folder:
-            chain = _cost_chain(Path(folder), profile, precision, None, {})
-            with open_runners(chain):
-                timed = [chain[COST_CHAIN].measure_once()[LATENCY] for _ in range(CHAIN_RUNS)]
-                for _ in range(CHAIN_RUNS):
-                    chain[f"{COST_CHAIN} (profiled)"].measure_once()
-                layers.take_off(_profiler_cost(chain, statistics.median(timed)))
+    if runner.profiler_in_spans:
+        layers.take_off(cost or profiler_cost(profile, precision))
     layers.note = (
         "profiled runs on their own, no timed run beside them (a profiler perturbs timing)"
     )
     return layers
+
+
+def profiler_cost(profile: Profile, precision: Optional[str] = None) -> Optional[ProfilerCost]:
+    """The profile's backend's profiler cost per layer on its own: the cost chain timed, then
+    profiled (none for a profiler that works outside the spans it reports)."""
+    with tempfile.TemporaryDirectory(prefix="harness-cost-chain-") as folder:
+        chain = _cost_chain(Path(folder), profile, precision, None, {})
+        if not chain[f"{COST_CHAIN} (profiled)"].profiler_in_spans:
+            return None
+        with open_runners(chain):
+            timed = [chain[COST_CHAIN].measure_once()[LATENCY] for _ in range(CHAIN_RUNS)]
+            for _ in range(CHAIN_RUNS):
+                chain[f"{COST_CHAIN} (profiled)"].measure_once()
+            return _profiler_cost(chain, statistics.median(timed))
 
 
 def _memory(path: Path, runner: Runner, profile: Profile) -> Any:

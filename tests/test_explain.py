@@ -45,7 +45,7 @@ from harness.layer_profile import (
     profile_records,
     trt_layer_profile,
 )
-from harness.measure import measure_graphs, open_runner, profile_layers
+from harness.measure import measure_graphs, open_runner, profile_layers, profiler_cost
 from harness.profiles import load_profile
 from tests.trt_recordings import (
     DLA_PROFILE,
@@ -145,6 +145,22 @@ def test_the_onnxruntime_profilers_own_cost_is_measured_and_taken_off(fast_profi
     onnx.save(model, path)
     cost = _check_taken_off(profile_layers(path, load_profile(str(fast_profile)), runs=3))
     assert "us per layer" in cost.describe()
+
+
+def test_profiles_to_be_compared_share_one_measured_cost(fast_profile, tmp_path):
+    """The cost check compares spans across profiles of different plans: one cost for all."""
+    profile = load_profile(str(fast_profile))
+    cost = profiler_cost(profile)
+    assert cost is not None and cost.runs == CHAIN_RUNS
+    for channels in (12, 16):
+        path = tmp_path / f"chain{channels}.onnx"
+        onnx.save(_chain_model(channels=channels), path)
+        layers = profile_layers(path, profile, runs=3, cost=cost)
+        assert layers.overhead is cost
+        assert [la.time_ms for la in layers.layers] == pytest.approx(
+            [max(la.profiled_ms - cost.per_layer_ms, 0.0) for la in layers.layers]
+        )
+    assert not Runner.profiler_in_spans  # a backend says so: TensorRT's are the GPU's own times
 
 
 def test_a_profilers_cost_is_taken_off_down_to_zero_and_none_changes_nothing():
