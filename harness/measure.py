@@ -219,7 +219,9 @@ def measure_graphs(
                 path, profile, precision, batch, backend, profiling=True, **options
             )
             for name, path in paths.items()
-            if layers and type(runners[name]).layer_profiler
+            if layers
+            and type(runners[name]).layer_profiler
+            and not type(runners[name]).profiler_per_process
         }
         chain = (
             _cost_chain(Path(folder), profile, precision, backend, options)
@@ -269,10 +271,13 @@ def measure_graphs(
                 for name in runners
                 if layers and not interrupted  # an interrupted run keeps its timed blocks only
             }
+            cost = None
             if profiles and chain:
                 cost = _profiler_cost(chain, statistics.median(measured[COST_CHAIN].latencies))
-                for layer_profile in profiles.values():
-                    layer_profile.take_off(cost)
+            elif profiles and any(r.profiler_in_spans for r in runners.values()):
+                cost = CostChain(profile, precision, backend).sample(CHAIN_RUNS).cost()
+            for layer_profile in profiles.values():
+                layer_profile.take_off(cost)
         for name, layer_profile in profiles.items():
             layer_profile.timed_ms = runs[name].stats.median
             runs[name].layers = layer_profile.to_dict()
@@ -286,6 +291,14 @@ def _layer_profile(runner: Runner, profiling: Optional[Runner]) -> LayerProfile:
         return profiling.layer_profile()
     if runner.backend_name == "trtexec":
         return profile_trtexec(runner.onnx_path, runner.profile, runner.precision, runner.batch)
+    if runner.layer_profiler:  # one profiler per process: on its own, after timing
+        return profile_layers(
+            runner.onnx_path,
+            runner.profile,
+            runner.precision,
+            runner.batch,
+            backend=runner.backend_name,
+        )
     raise HarnessError(f"the {runner.backend_name} backend has no per-layer profiler")
 
 
@@ -319,40 +332,64 @@ def profile_layers(
     precision: Optional[str] = None,
     batch: Optional[int] = None,
     runs: int = PROFILE_RUNS,
-    cost: Optional[ProfilerCost] = None,
+    backend: Optional[str] = None,
 ) -> LayerProfile:
     """A graph's per-layer profile on its own (no timed run beside it): ``runs`` profiled runs on
-    the profile's backend (per-layer medians; the first run, which allocates, left out). A
-    host-side profiler's ``cost`` is taken off each layer: measured here (``profiler_cost``)
-    unless given; profiles to be compared with each other share one."""
-    profiling = get_runner_class(profile.backend).layer_profiler
-    runner = runner_for(path, profile, precision, batch, profiling=profiling)
+    the profile's backend (or ``backend``; per-layer medians, the first run, which allocates,
+    left out). The profiler's own cost is not taken off: profiles compared with each other share
+    one, from a ``CostChain`` sampled between them."""
+    profiling = get_runner_class(backend or profile.backend).layer_profiler
+    runner = runner_for(path, profile, precision, batch, backend, profiling=profiling)
     if not profiling:
         return _layer_profile(runner, None)
     with runner:
         for _ in range(runs):
             runner.measure_once()
         layers = runner.layer_profile()
-    if runner.profiler_in_spans:
-        layers.take_off(cost or profiler_cost(profile, precision))
     layers.note = (
         "profiled runs on their own, no timed run beside them (a profiler perturbs timing)"
     )
     return layers
 
 
-def profiler_cost(profile: Profile, precision: Optional[str] = None) -> Optional[ProfilerCost]:
-    """The profile's backend's profiler cost per layer on its own: the cost chain timed, then
-    profiled (none for a profiler that works outside the spans it reports)."""
-    with tempfile.TemporaryDirectory(prefix="harness-cost-chain-") as folder:
-        chain = _cost_chain(Path(folder), profile, precision, None, {})
-        if not chain[f"{COST_CHAIN} (profiled)"].profiler_in_spans:
+class CostChain:
+    """The profiler's cost measured in bursts: each ``sample`` times the cost chain, then
+    profiles it, each runner on its own; ``cost`` gives one profiler cost from all the bursts.
+    Bursts taken between profiles see the same machine as they do, and the profiles share the
+    one cost. Nothing runs for a profiler that works outside the spans it reports."""
+
+    def __init__(
+        self, profile: Profile, precision: Optional[str] = None, backend: Optional[str] = None
+    ) -> None:
+        self.profile, self.precision, self.backend = profile, precision, backend
+        self._spans: List[float] = []
+        self._timed: List[float] = []
+        self._runs = 0
+
+    def sample(self, runs: int = CHAIN_RUNS // 5) -> CostChain:
+        """``runs`` timed runs of the chain, then as many profiled."""
+        with tempfile.TemporaryDirectory(prefix="harness-chain-") as folder:
+            chain = _cost_chain(Path(folder), self.profile, self.precision, self.backend, {})
+            timed, profiled = chain[COST_CHAIN], chain[f"{COST_CHAIN} (profiled)"]
+            if not profiled.profiler_in_spans:
+                return self
+            with timed:
+                self._timed += [timed.measure_once()[LATENCY] for _ in range(runs)]
+            with profiled:
+                for _ in range(runs):
+                    profiled.measure_once()
+                layers = profiled.layer_profile()
+        self._spans += [layer.time_ms for layer in layers.layers if layer.kind == "Conv"]
+        self._runs += layers.runs
+        return self
+
+    def cost(self) -> Optional[ProfilerCost]:
+        """The profiler's cost per layer from every burst so far."""
+        if not self._timed:
             return None
-        with open_runners(chain):
-            timed = [chain[COST_CHAIN].measure_once()[LATENCY] for _ in range(CHAIN_RUNS)]
-            for _ in range(CHAIN_RUNS):
-                chain[f"{COST_CHAIN} (profiled)"].measure_once()
-            return _profiler_cost(chain, statistics.median(timed))
+        return ProfilerCost.measured(
+            self._spans, statistics.median(self._timed), CHAIN_NODES, self._runs
+        )
 
 
 def _memory(path: Path, runner: Runner, profile: Profile) -> Any:

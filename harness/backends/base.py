@@ -38,6 +38,9 @@ class Runner(abc.ABC):
     # True: the profiler's own work lies inside the layer times it reports (a host-side profiler);
     # measure then takes its cost, measured beside the graphs, off each layer
     profiler_in_spans = False
+    # True: one profiler session per process, which records every runner's work while it is on
+    # (torch): measure then profiles each graph on its own after timing, not interleaved
+    profiler_per_process = False
 
     def __init__(
         self,

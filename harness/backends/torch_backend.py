@@ -71,6 +71,7 @@ class TorchRunner(Runner):
 
     backend_name = "torch"
     layer_profiler = True
+    profiler_per_process = True  # torch.profiler: one session per process, recording every op
 
     def __init__(
         self,

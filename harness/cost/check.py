@@ -28,7 +28,7 @@ from harness.cost.model import CostModel
 from harness.fold import fold_model
 from harness.fold.report import FoldAction, FoldRecord
 from harness.geometry import ConvGeometry
-from harness.measure import profile_layers, profiler_cost
+from harness.measure import CostChain, profile_layers
 from harness.onnx_io import save_model, write_text_atomic
 from harness.profiles import Profile, calibration_path
 
@@ -169,15 +169,22 @@ def check_model(
     options = [partitions(convs) for convs, _ in chains]
     measured: Dict[Span, List[float]] = {}
     predicted: Dict[Span, float] = {}
-    profiler = profiler_cost(profile)  # one for every plan: their spans are compared
+    profiled, chain = (
+        [],
+        CostChain(profile),
+    )  # one profiler cost for every plan: their spans compare
     for round_index in range(max((len(o) for o in options), default=0)):
         wanted = {s for o in options for s in o[round_index % len(o)]}
         plan = PlanCostModel(wanted, cost)
         result = fold_model(model, merge="auto", cost_model=plan)
         predicted.update(plan.predicted)
         path = save_model(result.model, Path(workdir) / f"{name}-plan{round_index}.onnx")
-        layers = profile_layers(path, profile, None, batch, runs, profiler)
-        for conv, span in result.spans.items():
+        profiled.append((result.spans, profile_layers(path, profile, None, batch, runs)))
+        chain.sample()
+    profiler = chain.cost()
+    for spans, layers in profiled:
+        layers.take_off(profiler)
+        for conv, span in spans.items():
             measured.setdefault(span, []).append(layers.time_of([conv]))
     mean = {s: sum(v) / len(v) for s, v in measured.items()}
     spans = [
