@@ -22,7 +22,7 @@ import datetime
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import onnx
 
@@ -271,11 +271,13 @@ def measure_graphs(
                 for name in runners
                 if layers and not interrupted  # an interrupted run keeps its timed blocks only
             }
-            cost = None
-            if profiles and chain:
-                cost = _profiler_cost(chain, statistics.median(measured[COST_CHAIN].latencies))
+            costs = CostChain(profile, precision, backend)
+            if profiles and chain:  # timed and profiled in the rounds
+                profiled = chain[f"{COST_CHAIN} (profiled)"].layer_profile()
+                costs.add(profiled, measured[COST_CHAIN].latencies)
             elif profiles and any(r.profiler_in_spans for r in runners.values()):
-                cost = CostChain(profile, precision, backend).sample(CHAIN_RUNS).cost()
+                costs.sample(CHAIN_RUNS)
+            cost = costs.cost()
             for layer_profile in profiles.values():
                 layer_profile.take_off(cost)
         for name, layer_profile in profiles.items():
@@ -317,13 +319,6 @@ def _cost_chain(
             path, profile, precision, 1, backend, profiling=True, **options
         ),
     }
-
-
-def _profiler_cost(chain: Mapping[str, Runner], timed_ms: float) -> Optional[ProfilerCost]:
-    """The profiler's cost per layer from the chain's profile and its timed median."""
-    layers = chain[f"{COST_CHAIN} (profiled)"].layer_profile()
-    spans = [layer.time_ms for layer in layers.layers if layer.kind == "Conv"]
-    return ProfilerCost.measured(spans, timed_ms, CHAIN_NODES, layers.runs)
 
 
 def profile_layers(
@@ -374,13 +369,17 @@ class CostChain:
             if not profiled.profiler_in_spans:
                 return self
             with timed:
-                self._timed += [timed.measure_once()[LATENCY] for _ in range(runs)]
+                timed_ms = [timed.measure_once()[LATENCY] for _ in range(runs)]
             with profiled:
                 for _ in range(runs):
                     profiled.measure_once()
-                layers = profiled.layer_profile()
-        self._spans += [layer.time_ms for layer in layers.layers if layer.kind == "Conv"]
-        self._runs += layers.runs
+                return self.add(profiled.layer_profile(), timed_ms)
+
+    def add(self, profiled: LayerProfile, timed_ms: Sequence[float]) -> CostChain:
+        """Pool a profile of the chain and timed runs of it, however they were taken."""
+        self._spans += [layer.time_ms for layer in profiled.layers if layer.kind == "Conv"]
+        self._runs += profiled.runs
+        self._timed += list(timed_ms)
         return self
 
     def cost(self) -> Optional[ProfilerCost]:
