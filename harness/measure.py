@@ -219,9 +219,7 @@ def measure_graphs(
                 path, profile, precision, batch, backend, profiling=True, **options
             )
             for name, path in paths.items()
-            if layers
-            and type(runners[name]).layer_profiler
-            and not type(runners[name]).profiler_per_process
+            if layers and type(runners[name]).layer_profiler
         }
         chain = (
             _cost_chain(Path(folder), profile, precision, backend, options)
@@ -271,15 +269,13 @@ def measure_graphs(
                 for name in runners
                 if layers and not interrupted  # an interrupted run keeps its timed blocks only
             }
-            costs = CostChain(profile, precision, backend)
-            if profiles and chain:  # timed and profiled in the rounds
-                profiled = chain[f"{COST_CHAIN} (profiled)"].layer_profile()
-                costs.add(profiled, measured[COST_CHAIN].latencies)
-            elif profiles and any(r.profiler_in_spans for r in runners.values()):
-                costs.sample(CHAIN_RUNS)
-            cost = costs.cost()
-            for layer_profile in profiles.values():
-                layer_profile.take_off(cost)
+            if profiles and chain:  # the chain timed and profiled in the same rounds
+                cost = CostChain(profile, precision, backend).add(
+                    chain[f"{COST_CHAIN} (profiled)"].layer_profile(),
+                    measured[COST_CHAIN].latencies,
+                )
+                for layer_profile in profiles.values():
+                    layer_profile.take_off(cost.cost())
         for name, layer_profile in profiles.items():
             layer_profile.timed_ms = runs[name].stats.median
             runs[name].layers = layer_profile.to_dict()
@@ -293,14 +289,6 @@ def _layer_profile(runner: Runner, profiling: Optional[Runner]) -> LayerProfile:
         return profiling.layer_profile()
     if runner.backend_name == "trtexec":
         return profile_trtexec(runner.onnx_path, runner.profile, runner.precision, runner.batch)
-    if runner.layer_profiler:  # one profiler per process: on its own, after timing
-        return profile_layers(
-            runner.onnx_path,
-            runner.profile,
-            runner.precision,
-            runner.batch,
-            backend=runner.backend_name,
-        )
     raise HarnessError(f"the {runner.backend_name} backend has no per-layer profiler")
 
 
@@ -327,19 +315,20 @@ def profile_layers(
     precision: Optional[str] = None,
     batch: Optional[int] = None,
     runs: int = PROFILE_RUNS,
-    backend: Optional[str] = None,
 ) -> LayerProfile:
     """A graph's per-layer profile on its own (no timed run beside it): ``runs`` profiled runs on
-    the profile's backend (or ``backend``; per-layer medians, the first run, which allocates,
-    left out). The profiler's own cost is not taken off: profiles compared with each other share
-    one, from a ``CostChain`` sampled between them."""
-    profiling = get_runner_class(backend or profile.backend).layer_profiler
-    runner = runner_for(path, profile, precision, batch, backend, profiling=profiling)
+    the profile's backend (per-layer medians; the first run, which allocates, left out). The
+    profiler's own cost is not taken off: profiles compared with each other share one, from a
+    ``CostChain`` sampled between them."""
+    profiling = get_runner_class(profile.backend).layer_profiler
+    runner = runner_for(path, profile, precision, batch, profiling=profiling)
     if not profiling:
         return _layer_profile(runner, None)
     with runner:
+        runner.start_block()
         for _ in range(runs):
             runner.measure_once()
+        runner.end_block()
         layers = runner.layer_profile()
     layers.note = (
         "profiled runs on their own, no timed run beside them (a profiler perturbs timing)"
@@ -371,8 +360,10 @@ class CostChain:
             with timed:
                 timed_ms = [timed.measure_once()[LATENCY] for _ in range(runs)]
             with profiled:
+                profiled.start_block()
                 for _ in range(runs):
                     profiled.measure_once()
+                profiled.end_block()
                 return self.add(profiled.layer_profile(), timed_ms)
 
     def add(self, profiled: LayerProfile, timed_ms: Sequence[float]) -> CostChain:

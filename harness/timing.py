@@ -279,11 +279,13 @@ def measure_interleaved(
                 runners[name].measure_once()
             if energy is not None:
                 energy.start()
+            runners[name].start_block()
             block_start = time.perf_counter()
             for _ in range(block_sizes[name]):
                 for key, value in runners[name].measure_once().items():
                     m.series.setdefault(key, []).append(value)
             m.run_time_s += time.perf_counter() - block_start
+            runners[name].end_block()
             if energy is not None:
                 m.block_energy.append(energy.stop())
             m.block_ends.append(len(m.latencies))

@@ -38,9 +38,6 @@ class Runner(abc.ABC):
     # True: the profiler's own work lies inside the layer times it reports (a host-side profiler);
     # measure then takes its cost, measured beside the graphs, off each layer
     profiler_in_spans = False
-    # True: one profiler session per process, which records every runner's work while it is on
-    # (torch): measure then profiles each graph on its own after timing, not interleaved
-    profiler_per_process = False
 
     def __init__(
         self,
@@ -150,6 +147,13 @@ class Runner(abc.ABC):
         """One timed inference; the protocol in ``harness.timing`` calls this in a loop."""
         self._require_active()
         return self._measure_impl()
+
+    def start_block(self) -> None:
+        """Before a block of runs (``harness.timing``): a profiler that must not record other
+        runners' work starts here."""
+
+    def end_block(self) -> None:
+        """After a block of runs: such a profiler stops here."""
 
     def layer_profile(self) -> LayerProfile:
         """The per-layer profile of the runs a ``profiling=True`` runner has made so far (its

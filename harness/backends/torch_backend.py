@@ -71,7 +71,6 @@ class TorchRunner(Runner):
 
     backend_name = "torch"
     layer_profiler = True
-    profiler_per_process = True  # torch.profiler: one session per process, recording every op
 
     def __init__(
         self,
@@ -128,35 +127,43 @@ class TorchRunner(Runner):
             self._start_profiler(model)
 
     def _start_profiler(self, model: onnx.ModelProto) -> None:
-        """``torch.profiler`` on after a few warm-up runs, recording until ``profiled_runs_cap``
-        runs."""
+        """Ready to profile: a few warm-up runs, then ``torch.profiler`` on in each block of runs
+        (``start_block``) until ``profiled_runs_cap`` runs are recorded."""
         self._ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
         self._model, self._cap = model, profiled_runs_cap(len(self.module.names))
         self._profiled: List[float] = []  # the latencies of the runs the profiler recorded
+        self._events: List[Any] = []  # the recorded ranges of this graph's nodes
         with torch.no_grad():
             for _ in range(WARMUP_RUNS):  # first calls allocate and pick kernels: not recorded
                 self.module(self.static_input)
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if self.device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self._profiler = contextlib.ExitStack()
-        with _quiet_native_stderr():
-            self._events = self._profiler.enter_context(
-                torch.profiler.profile(activities=activities)
-            )
 
-    def _stop_profiler(self) -> None:
+    def start_block(self) -> None:
+        """torch keeps one profiler session per process, recording every op while it is on: a
+        profiling runner's session lives through its own block only, never another runner's."""
+        if self.profiling and len(self._profiled) < self._cap:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if self.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self._profiler = contextlib.ExitStack()
+            with _quiet_native_stderr():
+                self._session = self._profiler.enter_context(
+                    torch.profiler.profile(activities=activities)
+                )
+
+    def end_block(self) -> None:
+        """The block's session off; its node ranges kept."""
         if self._profiler is not None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             with _quiet_native_stderr():
                 self._profiler.close()
             self._profiler = None
+            self._events += [e for e in self._session.events() if e.name in self._ops]
 
     def _layer_profile_impl(self) -> LayerProfile:
-        self._stop_profiler()
+        self.end_block()
         layers = torch_layer_profile(
-            self._events.events(),
+            self._events,
             self._model,
             self._ops,
             len(self._profiled),
@@ -172,7 +179,7 @@ class TorchRunner(Runner):
         return self.device.type == "cpu"
 
     def _deactivate_impl(self) -> None:
-        self._stop_profiler()
+        self.end_block()
         self.graph = self.module = self.static_input = self.static_output = None
 
     def _capture(self):
@@ -237,8 +244,6 @@ class TorchRunner(Runner):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self._profiled.append((time.perf_counter_ns() - started) / 1e6)
-        if len(self._profiled) >= self._cap:
-            self._stop_profiler()
         return {LATENCY: self._profiled[-1]}
 
     def describe(self) -> Dict[str, Any]:
