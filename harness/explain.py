@@ -25,7 +25,7 @@ from harness.fold.graph import conv_view
 from harness.fold.report import FoldAction, FoldRecord
 from harness.fold.skeleton import infer_shapes_quick
 from harness.geometry import ConvGeometry
-from harness.layer_profile import LayerProfile
+from harness.layer_profile import NOTE, LayerProfile
 from harness.measure import measure_graphs
 from harness.onnx_io import load_model, save_model
 from harness.profiles import Profile
@@ -471,22 +471,18 @@ def explain_model(
     )
 
 
-def sum_line(explanation: Explanation) -> str:
-    """What the measured layers add up to, against the profiled and the timed runs; where the
-    profiler's cost was taken off the layers, how much and what its raw spans summed to."""
+def sum_lines(explanation: Explanation) -> List[str]:
+    """What the measured layers add up to, against the profiled and the timed runs; then, where
+    the profiler's cost was taken off the layers, how much and what its raw spans summed to."""
     layers, timed = explanation.layers, explanation.end_to_end_ms
     line = f"sum of measured layers {layers.total_ms:.3f} ms"
-    if layers.overhead is not None:
-        line += (
-            f" ({layers.overhead.describe()}; the profiler's raw spans sum to "
-            f"{layers.profiled_total_ms:.3f} ms)"
-        )
     if layers.run_ms:
         line += f"; the profiled runs' own median {layers.run_ms:.3f} ms"
     if timed:
+        beside = ", interleaved with the profiled ones" if layers.note == NOTE else ""
         line += (
-            f"; timed end to end {timed:.3f} ms (median of the timed runs, interleaved with the "
-            f"profiled ones): the layers sum to {layers.total_ms / timed:.0%} of it"
+            f"; timed end to end {timed:.3f} ms (median of the timed runs{beside}): the layers "
+            f"sum to {layers.total_ms / timed:.0%} of it"
         )
         if layers.overhead is not None:
             line += f" (raw spans: {layers.profiled_total_ms / timed:.0%})"
@@ -496,7 +492,10 @@ def sum_line(explanation: Explanation) -> str:
     if loose:
         shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
         line += f"; tied to no ONNX node: {shown}"
-    return line
+    if layers.overhead is None:
+        return [line]
+    raw = f"; the profiler's raw spans sum to {layers.profiled_total_ms:.3f} ms"
+    return [line, layers.overhead.describe() + raw]
 
 
 def to_markdown(explanation: Explanation, top: int = 15) -> str:
@@ -516,8 +515,7 @@ def to_markdown(explanation: Explanation, top: int = 15) -> str:
     ]
     lines = [f"Per-layer profile: {layers.source}, {layers.runs} runs ({layers.note}).", ""]
     lines += markdown_table(["layer", "kind", "ms", "share", "original nodes"], rows)
-    line = sum_line(explanation)
-    lines += ["", line[:1].upper() + line[1:] + "."]
+    lines += ["", *(line[:1].upper() + line[1:] + "." for line in sum_lines(explanation))]
     if explanation.merges:
         merges = [
             [

@@ -46,6 +46,7 @@ PROFILE_RUNS = 50  # inferences a profile on its own records, after as many warm
 # Runtime keeps at most 1,000,000), then runs unprofiled: its runs spread over an interleaved run
 PROFILED_EVENTS = 200_000
 CHAIN_NODES = 32  # convs of the chain a profiler's own cost is measured on
+CONV_KINDS = frozenset(("Conv", "FusedConv", "ConvTranspose"))  # layers that cost is taken off
 CHAIN_RUNS = 300  # its runs, profiled and not
 
 
@@ -99,8 +100,8 @@ class ProfilerCost:
     def describe(self) -> str:
         """One line: the cost and how it was measured."""
         return (
-            f"the profiler's own cost, {self.per_layer_ms * 1e3:.1f} us per layer, taken off "
-            f"each layer: measured on a chain of {self.nodes} small convs profiled and timed "
+            f"the profiler's own cost, {self.per_layer_ms * 1e3:.1f} us per conv layer, taken off "
+            f"each: measured on a chain of {self.nodes} small convs profiled and timed "
             f"with the same settings ({self.runs} profiled runs), {self.span_ms * 1e3:.1f} us "
             f"per conv profiled, {self.unprofiled_ms * 1e3:.1f} us timed"
         )
@@ -184,17 +185,20 @@ class LayerProfile:
         )
 
     def take_off(self, cost: Optional[ProfilerCost]) -> None:
-        """Take the profiler's measured cost inside each layer's span off that layer's time
-        (TAU's overhead compensation, measured rather than assumed); the profiler's own figure
-        stays in ``profiled_ms``, so a second cost replaces the first. A layer is never left
-        below zero; no cost, no change."""
+        """Take the profiler's cost measured inside a conv's span off each conv layer's time
+        (TAU's overhead compensation, measured rather than assumed). Other layers keep the
+        profiler's figure: a conv's cost holds the thread pool's parallel sections, which a
+        reorder or a small Gemm does not have. The profiler's own figure stays in
+        ``profiled_ms``, so a second cost replaces the first. A layer is never left below zero;
+        no cost, no change."""
         if cost is None:
             return
         self.overhead = cost
         for layer in self.layers:
             if layer.profiled_ms is None:
                 layer.profiled_ms = layer.time_ms
-            layer.time_ms = max(layer.profiled_ms - cost.per_layer_ms, 0.0)
+            taken = cost.per_layer_ms if layer.kind in CONV_KINDS else 0.0
+            layer.time_ms = max(layer.profiled_ms - taken, 0.0)
 
     def time_of(self, nodes: Iterable[str]) -> float:
         """Measured ms of the layers that cover any of ``nodes`` (each layer counted once)."""

@@ -35,6 +35,7 @@ from harness.explain import (
 from harness.fold import fold_model
 from harness.layer_profile import (
     CHAIN_NODES,
+    CONV_KINDS,
     LayerProfile,
     LayerTime,
     ProfilerCost,
@@ -127,8 +128,9 @@ def _check_taken_off(layers: LayerProfile) -> ProfilerCost:
     assert cost is not None and cost.nodes == CHAIN_NODES and cost.runs > 0
     assert cost.span_ms > 0 and cost.unprofiled_ms > 0
     assert cost.per_layer_ms == pytest.approx(max(cost.span_ms - cost.unprofiled_ms, 0.0))
-    for layer in layers.layers:
-        assert layer.time_ms == pytest.approx(max(layer.profiled_ms - cost.per_layer_ms, 0.0))
+    for layer in layers.layers:  # off the convs; other layers keep the profiler's figure
+        taken = cost.per_layer_ms if layer.kind in CONV_KINDS else 0.0
+        assert layer.time_ms == pytest.approx(max(layer.profiled_ms - taken, 0.0))
     assert layers.profiled_total_ms == pytest.approx(
         sum(layer.profiled_ms for layer in layers.layers)
     )
@@ -155,20 +157,24 @@ def test_profiles_taken_on_their_own_share_one_cost_from_the_bursts_between_them
     for layers in profiles:
         layers.take_off(cost)
         assert _check_taken_off(layers) is cost and cost.runs == 40  # both bursts' runs
-    assert "us per layer" in cost.describe()
+    assert "us per conv layer" in cost.describe()
     assert not Runner.profiler_in_spans  # a backend says so: TensorRT's are the GPU's own times
 
 
 def test_a_profilers_cost_is_taken_off_down_to_zero_and_none_changes_nothing():
-    layers = [LayerTime("conv", "Conv", 0.040, ["conv"]), LayerTime("add", "Add", 0.002)]
+    layers = [
+        LayerTime("conv", "Conv", 0.040, ["conv"]),
+        LayerTime("tiny", "Conv", 0.002, ["tiny"]),
+        LayerTime("add", "Add", 0.002),
+    ]
     profile = LayerProfile("onnxruntime", "ONNX Runtime", 10, copy.deepcopy(layers))
     profile.take_off(ProfilerCost.measured([], 0.1, CHAIN_NODES, 1))  # no conv span
     assert profile.overhead is None and profile.layers == layers
     profile.take_off(ProfilerCost.measured([0.008, 0.009, 0.007], 0.16, 32, 3))
     assert profile.overhead.per_layer_ms == pytest.approx(0.008 - 0.16 / 32)
-    assert [layer.time_ms for layer in profile.layers] == pytest.approx([0.037, 0.0])
-    assert [layer.profiled_ms for layer in profile.layers] == [0.040, 0.002]
-    assert profile.profiled_total_ms == pytest.approx(0.042)
+    assert [layer.time_ms for layer in profile.layers] == pytest.approx([0.037, 0.0, 0.002])
+    assert [layer.profiled_ms for layer in profile.layers] == [0.040, 0.002, 0.002]
+    assert profile.profiled_total_ms == pytest.approx(0.044)
 
 
 @pytest.mark.slow
@@ -441,7 +447,7 @@ def test_explain_command_measures_ties_and_writes_json(fast_profile, tmp_path, c
     assert "kernel-grown-by-merge" in md.read_text() and "| merged conv |" in md.read_text()
     text = capsys.readouterr().out
     assert "sum of measured layers" in text and "timed end to end" in text
-    assert "taken off each layer" in text and "raw spans" in text
+    assert "taken off each" in text and "raw spans" in text
     assert data["end_to_end_ms"] > 0 and data["layers"]["total_ms"] > 0
     assert data["merges"][0]["nodes"] == ["conv_a", "conv_b"]
     merged = [x for x in data["layers"]["layers"] if "conv_a" in x["original_nodes"]]
@@ -630,7 +636,7 @@ def test_time_layers_records_profiles_that_report_renders(fast_profile, tmp_path
     assert main(["report", str(out), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
     assert "conv_a" in (tmp_path / "r" / "layers.csv").read_text()
     cost = runs[0]["layers"]["overhead"]["per_layer_ms"] * 1e3  # measured, taken off each layer
-    caption = f"after the profiler's own cost ({cost:.1f} us per layer, measured) was taken off"
+    caption = f"after the profiler's own cost ({cost:.1f} us per conv, measured) was taken off"
     assert caption in (tmp_path / "r" / "layers.md").read_text()
 
 

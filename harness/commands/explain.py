@@ -158,7 +158,7 @@ def _print(explanation, top: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.explain import sum_line
+    from harness.explain import sum_lines
 
     console = Console()
     layers = explanation.layers
@@ -178,7 +178,8 @@ def _print(explanation, top: int) -> None:
             nodes,
         )
     console.print(table)
-    console.print(sum_line(explanation), soft_wrap=True)
+    for line in sum_lines(explanation):
+        console.print(line, soft_wrap=True)
     if explanation.merges:
         merges = Table(title="merges and residual folds: original nodes (before fold) vs the conv")
         for column in ("merged conv", "original nodes", "before ms", "after ms", "predicted ms"):

@@ -244,8 +244,8 @@ def graph_caption(run: Run) -> str:
     overhead = profile.get("overhead")
     if isinstance(overhead, dict) and isinstance(overhead.get("per_layer_ms"), (int, float)):
         parts[0] += (
-            f" after the profiler's own cost ({overhead['per_layer_ms'] * 1e3:.1f} us per layer, "
-            f"measured) was taken off each"
+            f" after the profiler's own cost ({overhead['per_layer_ms'] * 1e3:.1f} us per conv, "
+            f"measured) was taken off each conv layer"
         )
     parts.append(str(profile.get("source") or profile.get("backend") or "profiler"))
     if isinstance(profile.get("runs"), int):
