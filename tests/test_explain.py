@@ -502,6 +502,7 @@ def test_a_trtexec_profiling_run_is_read_back_per_version(version, tmp_path, mon
     layers = profile_trtexec(path, profile, "fp32", 1)
     assert [layer.nodes for layer in layers.layers] == [[n.name] for n in model.graph.node]
     assert layers.runs == 10 and layers.source.startswith(f"TensorRT {version}")
+    assert "after the timed runs" in layers.note  # not interleaved: said so
     assert all(layer.device == "GPU" and layer.precision == "FP32" for layer in layers.layers)
 
 
