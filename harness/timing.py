@@ -277,17 +277,17 @@ def measure_interleaved(
             m = results[name]
             for _ in range(settings.block_warmup):
                 runners[name].measure_once()
+            runners[name].start_block()
             if energy is not None:
                 energy.start()
-            runners[name].start_block()
             block_start = time.perf_counter()
             for _ in range(block_sizes[name]):
                 for key, value in runners[name].measure_once().items():
                     m.series.setdefault(key, []).append(value)
             m.run_time_s += time.perf_counter() - block_start
-            runners[name].end_block()
             if energy is not None:
                 m.block_energy.append(energy.stop())
+            runners[name].end_block()
             m.block_ends.append(len(m.latencies))
             if monitor is not None:
                 m.block_state.append(monitor())

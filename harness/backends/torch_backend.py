@@ -124,9 +124,9 @@ class TorchRunner(Runner):
             )
 
         if self.profiling:
-            self._start_profiler(model)
+            self._prepare_profiling(model)
 
-    def _start_profiler(self, model: onnx.ModelProto) -> None:
+    def _prepare_profiling(self, model: onnx.ModelProto) -> None:
         """Ready to profile: a few warm-up runs, then ``torch.profiler`` on in each block of runs
         (``start_block``) until ``profiled_runs_cap`` runs are recorded."""
         self._ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
