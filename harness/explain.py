@@ -556,6 +556,7 @@ def to_csv(explanation: Explanation) -> str:
             "layer",
             "kind_or_rule",
             "ms",
+            "profiled_ms",
             "device",
             "precision",
             "nodes",
@@ -570,6 +571,7 @@ def to_csv(explanation: Explanation) -> str:
                 layer.name,
                 layer.kind,
                 f"{layer.time_ms:.6f}",
+                "" if layer.profiled_ms is None else f"{layer.profiled_ms:.6f}",
                 layer.device,
                 layer.precision,
                 " ".join(layer.nodes),
@@ -579,5 +581,6 @@ def to_csv(explanation: Explanation) -> str:
         )
     for f in explanation.findings:
         ms = "" if f.measured_ms is None else f"{f.measured_ms:.6f}"
-        writer.writerow(["finding", f.layer, f.rule, ms, "", "", " ".join(f.nodes), "", f.detail])
+        row = ["finding", f.layer, f.rule, ms, "", "", "", " ".join(f.nodes), "", f.detail]
+        writer.writerow(row)
     return out.getvalue()

@@ -443,7 +443,10 @@ def test_explain_command_measures_ties_and_writes_json(fast_profile, tmp_path, c
     data = json.loads(out.read_text())
     rows = list(csv.DictReader(table.read_text().splitlines()))
     assert {r["record"] for r in rows} == {"layer", "finding"}
-    assert len([r for r in rows if r["record"] == "layer"]) == len(data["layers"]["layers"])
+    layer_rows = [r for r in rows if r["record"] == "layer"]
+    assert len(layer_rows) == len(data["layers"]["layers"])
+    for row, layer in zip(layer_rows, data["layers"]["layers"]):  # the profiler's own figure too
+        assert float(row["profiled_ms"]) == pytest.approx(layer["profiled_ms"], abs=1e-6)
     assert "kernel-grown-by-merge" in md.read_text() and "| merged conv |" in md.read_text()
     text = capsys.readouterr().out
     assert "sum of measured layers" in text and "timed end to end" in text
@@ -631,7 +634,8 @@ def test_time_layers_records_profiles_that_report_renders(fast_profile, tmp_path
     out = tmp_path / "t.json"
     argv = ["time", str(path), str(again), "--device", str(fast_profile), "--layers"]
     assert main(argv + ["--json", str(out)]) == 0
-    assert "layers measured, summing to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "layers measured, summing to" in printed and "after the profiler's own cost" in printed
     runs = json.loads(out.read_text())["runs"]
     assert all(r["layers"]["layers"] and r["findings"] is not None for r in runs)
     assert main(["report", str(out), "-o", str(tmp_path / "r"), "--no-plots"]) == 0

@@ -199,6 +199,7 @@ def test_csv_holds_every_layer_of_every_run_and_every_finding(tmp_path):
         assert sum(float(r["share"]) for r in own) == pytest.approx(1.0)
         first = min(own, key=lambda r: int(r["rank"]))
         assert float(first["time_ms"]) == max(la["time_ms"] for la in layers_of(graph))
+        assert all(r["profiled_ms"] == "" for r in own)  # recorded before the cost came off
     folded = [r for r in rows if r["run"] == "resnet56/dc-1x1/folded"]
     merged = next(r for r in folded if r["layer"] == "/2/act/Relu_output_0_nchwc")
     assert merged["nodes"] == "/2/main/body/body.2/Conv /2/act/Relu"

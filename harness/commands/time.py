@@ -189,7 +189,9 @@ def time_files(
         if run.layers is not None:
             line += (
                 f"; {len(run.layers['layers'])} layers measured, summing to "
-                f"{run.layers['total_ms']:.3f} ms, {len(run.findings or [])} findings"
+                f"{run.layers['total_ms']:.3f} ms"
+                + (" after the profiler's own cost" if run.layers.get("overhead") else "")
+                + f", {len(run.findings or [])} findings"
             )
         if name != timed.reference:
             comparison = timed.comparison(name)

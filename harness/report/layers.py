@@ -51,6 +51,7 @@ LAYER_CSV_FIELDS = [
     "layer",
     "kind",
     "time_ms",
+    "profiled_ms",
     "share",
     "nodes",
     "original_nodes",
@@ -411,6 +412,7 @@ def layer_records(devices: Devices) -> List[Dict[str, Any]]:
                         "layer": layer["name"],
                         "kind": layer.get("kind", ""),
                         "time_ms": layer["time_ms"],
+                        "profiled_ms": layer.get("profiled_ms"),  # before the profiler's cost
                         "share": layer["time_ms"] / total if total else None,
                         "nodes": " ".join(_strings(layer.get("nodes"))),
                         "original_nodes": " ".join(original_nodes(layer)),
