@@ -27,7 +27,14 @@ from harness.fold import fold_model, verify_fold
 from harness.fold.report import FoldReport
 from harness.graph_stats import graph_facts
 from harness.measure import Timed, check_backend, finish_results, measure_graphs, start_results
-from harness.onnx_io import InputShapes, bind_shapes, data_inputs, load_model, save_model
+from harness.onnx_io import (
+    InputShapes,
+    bind_shapes,
+    data_inputs,
+    load_model,
+    require_onnx_file,
+    save_model,
+)
 from harness.precision import check_graph_precision
 from harness.profiles import Profile
 from harness.report.layers import LAYER_FILES, profiled
@@ -339,8 +346,8 @@ def resolve_model(
         if not Path(path).is_absolute():
             text = str(base / path) + colon + attr
     source = resolve_source(text, input_shape)
-    if source.kind == "onnx" and not Path(source.reference).is_file():
-        raise HarnessError(f"ONNX file {source.reference} does not exist")
+    if source.kind == "onnx":
+        require_onnx_file(Path(source.reference))
     if source.kind == "factory":
         source = check_factory(source, batch)
     return source

@@ -338,6 +338,13 @@ def check_allocation(arrays: Dict[str, Tuple[Sequence[int], np.dtype]], what: st
         )
 
 
+def require_onnx_file(path: Path) -> None:
+    """Refuse, in one line, an ONNX path that is missing or a folder."""
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise HarnessError(f"ONNX file {path} {what}")
+
+
 def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     """Load an ONNX file with its external data, if ``onnx.checker`` or ONNX Runtime accepts it.
 
@@ -346,8 +353,7 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     leniently: a graph whose shapes onnx cannot infer keeps the shapes it has.
     """
     path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"ONNX file {path} does not exist")
+    require_onnx_file(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for garbage input

@@ -154,6 +154,7 @@ BAD_CASES = {
     ),
     "missing profile file": (["bench", "--device", "{tmp}/nope.yaml"], "does not exist"),
     "missing file": (["bench", "--models", "{tmp}/missing.onnx"], "does not exist"),
+    "a folder as the model": (["explain", "{tmp}/model"], "is a directory"),
     "corrupt file": (
         ["export", "{tmp}/garbage.onnx", "-o", "{tmp}/out/x.onnx"],
         "not a valid ONNX file",
