@@ -14,7 +14,8 @@ profiler perturbs what it measures: ONNX Runtime's adds its bookkeeping to every
 ``measure_graphs`` interleaves them with the timed runs so that both see the same machine, and
 every profile says so. A host-side profiler (ONNX Runtime's, torch's on the CPU) also works
 inside the spans it reports: ``measure`` times and profiles ``profiler_cost_chain`` beside the
-graphs and takes that measured cost off each layer (``ProfilerCost``, ``LayerProfile.take_off``).
+graphs and takes that measured cost off each conv layer (``ProfilerCost``,
+``LayerProfile.take_off``).
 
 A backend's layers are not the graph's nodes: ONNX Runtime and TensorRT fuse (``Conv_5 + Add_6 +
 Relu_7``), insert reformats and rename. ``map_to_nodes`` ties each measured layer to the ONNX nodes
@@ -47,7 +48,7 @@ PROFILE_RUNS = 50  # inferences a profile on its own records, after as many warm
 PROFILED_EVENTS = 200_000
 CHAIN_NODES = 32  # convs of the chain a profiler's own cost is measured on
 CONV_KINDS = frozenset(("Conv", "FusedConv", "ConvTranspose"))  # layers that cost is taken off
-CHAIN_RUNS = 300  # its runs, profiled and not
+CHAIN_BURST = 60  # runs of the chain in one burst between profiles, timed and profiled each
 
 
 def profiled_runs_cap(layers: int) -> int:

@@ -31,8 +31,8 @@ from harness.backends import get_runner_class
 from harness.backends.base import LATENCY, Runner, open_runners, resolve_batch
 from harness.errors import HarnessError
 from harness.layer_profile import (
+    CHAIN_BURST,
     CHAIN_NODES,
-    CHAIN_RUNS,
     PROFILE_RUNS,
     LayerProfile,
     ProfilerCost,
@@ -270,12 +270,16 @@ def measure_graphs(
                 if layers and not interrupted  # an interrupted run keeps its timed blocks only
             }
             if profiles and chain:  # the chain timed and profiled in the same rounds
-                cost = CostChain(profile, precision, backend).add(
-                    chain[f"{COST_CHAIN} (profiled)"].layer_profile(),
-                    measured[COST_CHAIN].latencies,
+                cost = (
+                    CostChain(profile, precision, backend)
+                    .add(
+                        chain[f"{COST_CHAIN} (profiled)"].layer_profile(),
+                        measured[COST_CHAIN].latencies,
+                    )
+                    .cost()
                 )
                 for layer_profile in profiles.values():
-                    layer_profile.take_off(cost.cost())
+                    layer_profile.take_off(cost)
         for name, layer_profile in profiles.items():
             layer_profile.timed_ms = runs[name].stats.median
             runs[name].layers = layer_profile.to_dict()
@@ -325,15 +329,20 @@ def profile_layers(
     if not profiling:
         return _layer_profile(runner, None)
     with runner:
-        runner.start_block()
-        for _ in range(runs):
-            runner.measure_once()
-        runner.end_block()
-        layers = runner.layer_profile()
+        layers = _profiled_runs(runner, runs)
     layers.note = (
         "profiled runs on their own, no timed run beside them (a profiler perturbs timing)"
     )
     return layers
+
+
+def _profiled_runs(runner: Runner, runs: int) -> LayerProfile:
+    """``runs`` runs of an active profiling runner in one block, then its profile."""
+    runner.start_block()
+    for _ in range(runs):
+        runner.measure_once()
+    runner.end_block()
+    return runner.layer_profile()
 
 
 class CostChain:
@@ -350,7 +359,7 @@ class CostChain:
         self._timed: List[float] = []
         self._runs = 0
 
-    def sample(self, runs: int = CHAIN_RUNS // 5) -> CostChain:
+    def sample(self, runs: int = CHAIN_BURST) -> CostChain:
         """``runs`` timed runs of the chain, then as many profiled."""
         with tempfile.TemporaryDirectory(prefix="harness-chain-") as folder:
             chain = _cost_chain(Path(folder), self.profile, self.precision, self.backend, {})
@@ -360,11 +369,7 @@ class CostChain:
             with timed:
                 timed_ms = [timed.measure_once()[LATENCY] for _ in range(runs)]
             with profiled:
-                profiled.start_block()
-                for _ in range(runs):
-                    profiled.measure_once()
-                profiled.end_block()
-                return self.add(profiled.layer_profile(), timed_ms)
+                return self.add(_profiled_runs(profiled, runs), timed_ms)
 
     def add(self, profiled: LayerProfile, timed_ms: Sequence[float]) -> CostChain:
         """Pool a profile of the chain and timed runs of it, however they were taken."""

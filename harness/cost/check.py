@@ -169,10 +169,8 @@ def check_model(
     options = [partitions(convs) for convs, _ in chains]
     measured: Dict[Span, List[float]] = {}
     predicted: Dict[Span, float] = {}
-    profiled, chain = (
-        [],
-        CostChain(profile),
-    )  # one profiler cost for every plan: their spans compare
+    profiled = []
+    chain = CostChain(profile)  # one profiler cost for every plan: their spans are compared
     for round_index in range(max((len(o) for o in options), default=0)):
         wanted = {s for o in options for s in o[round_index % len(o)]}
         plan = PlanCostModel(wanted, cost)
