@@ -1,5 +1,6 @@
 """User-facing errors: the CLI prints their message on one line and exits with code 2."""
 
+import math
 from typing import Any
 
 
@@ -33,3 +34,14 @@ def shown(value: Any, width: int = 80) -> str:
     except ValueError:  # an int too long for repr (Python >= 3.11's digit limit)
         text = f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is a number (not a bool) that a float holds: not nan or infinite, nor an
+    int past float's range (``math.isfinite`` raises on those)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

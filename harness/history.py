@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.envinfo import machine_load
-from harness.errors import HarnessError
+from harness.errors import HarnessError, finite_number
 from harness.report.formats import markdown_table
 from harness.results import Results, Run
 from harness.timing import state_warnings
@@ -146,12 +146,7 @@ def run_metrics(run: Run) -> Dict[str, float]:
             items = value.items() if isinstance(value, dict) else [("", value)]
             for sub, number in items:
                 name = f"{key}.{sub}" if sub else key
-                if (
-                    any(word in name.lower() for word in METRIC_WORDS)
-                    and isinstance(number, (int, float))
-                    and not isinstance(number, bool)
-                    and math.isfinite(number)
-                ):
+                if any(word in name.lower() for word in METRIC_WORDS) and finite_number(number):
                     found[name] = float(number)
     return found
 

@@ -15,7 +15,7 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -362,6 +362,9 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
         ) from None
     if not model.graph.node:
         raise HarnessError(f"{path} holds no graph nodes: is it an ONNX model?")
+    field = undecodable_text(model)
+    if field:
+        raise HarnessError(f"{path}: {field} is not UTF-8 text; export it again")
     external = check_external_data(model, path.parent)
     # over protobuf's 2 GB (external data): checked from the file, shapes inferred before the
     # weights are read in (neither the checker nor ONNX Runtime can take it from memory)
@@ -384,6 +387,33 @@ def load_model(path: PathLike, infer_shapes: bool = True) -> onnx.ModelProto:
     if large:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     return model
+
+
+def undecodable_text(message: Any, where: str = "") -> str:
+    """The first string field of a protobuf message or its nested ones (as ``graph.node[3].name``)
+    that does not decode as UTF-8, which the checker and ONNX Runtime pass and protobuf gives as
+    bytes; '' when every one decodes. Bytes fields (tensor data) are not read."""
+    for field in message.DESCRIPTOR.fields:
+        if field.type not in (field.TYPE_STRING, field.TYPE_MESSAGE):
+            continue
+        name = f"{where}.{field.name}" if where else field.name
+        # protobuf 7 drops ``label`` for ``is_repeated`` (older releases lack the latter)
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:
+            repeated = field.label == field.LABEL_REPEATED
+        if not repeated and field.type == field.TYPE_MESSAGE and not message.HasField(field.name):
+            continue
+        value = getattr(message, field.name)
+        for i, item in enumerate(value if repeated else [value]):
+            at = f"{name}[{i}]" if repeated else name
+            found = (
+                undecodable_text(item, at)
+                if field.type == field.TYPE_MESSAGE
+                else at * isinstance(item, bytes)
+            )
+            if found:
+                return found
+    return ""
 
 
 def conv_group_problem(model: onnx.ModelProto) -> str:

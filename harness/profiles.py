@@ -8,7 +8,6 @@ Runs on the device too: Python 3.8 compatible, no torch.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Dict, List, Optional, Union, get_type_hints
 
 import yaml
 
-from harness.errors import HarnessError, shown
+from harness.errors import HarnessError, finite_number, shown
 
 PROFILE_DIR = Path(
     os.environ.get(
@@ -50,7 +49,7 @@ class Bound:
 
     def holds(self, value: float) -> bool:
         """Whether ``value`` is finite and in range."""
-        if not math.isfinite(value) or value > self.high:
+        if not finite_number(value) or value > self.high:
             return False
         return value > self.low if self.above else value >= self.low
 

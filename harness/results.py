@@ -41,7 +41,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from harness.errors import HarnessError, shown
+from harness.errors import HarnessError, finite_number, shown
 from harness.estimators import bootstrap_ratio_ci
 from harness.onnx_io import write_text_atomic
 
@@ -145,7 +145,7 @@ class _Reader:
             return default
         value = data[key]
         if kind is float:
-            ok = _is_finite(value)
+            ok = finite_number(value)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -159,7 +159,7 @@ class _Reader:
     def durations(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
         """A non-empty list of finite, non-negative numbers (measured times)."""
         values = self.get(data, key, where, list)
-        if not values or not all(_is_finite(v) and v >= 0 for v in values):
+        if not values or not all(finite_number(v) and v >= 0 for v in values):
             raise self.fail(
                 f"{where}.{key}", "is not a non-empty list of finite, non-negative times"
             )
@@ -180,18 +180,6 @@ class _Reader:
                 f"is not a list of increasing sample counts from 1 to {samples} "
                 f"(got {shown(ends, 60)})",
             )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_finite(value: Any) -> bool:
-    """A number that a float holds: not nan or infinite, nor an int past float's range."""
-    try:
-        return _is_number(value) and math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def _extra(data: Dict[str, Any], known: List[str]) -> Dict[str, Any]:

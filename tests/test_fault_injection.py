@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import Dict, List
 
+import onnx
 import pytest
 import yaml
 
@@ -59,6 +60,10 @@ def files(tmp_path_factory) -> Dict[str, Path]:
     bad_stats["runs"][0]["stats"] = "fast"
     (tmp / "bad_stats.json").write_text(json.dumps(bad_stats))
     (tmp / "garbage.onnx").write_bytes(b"\x08\x07 not a protobuf \xff\xfe" * 20)
+    model = onnx.load(str(tmp / "lenet.onnx"))
+    model.graph.node[0].name = "\u00e9-named"  # then its UTF-8 bytes made invalid, length kept
+    data = model.SerializeToString().replace("\u00e9".encode(), b"\x80\x80")
+    (tmp / "notutf8.onnx").write_bytes(data)
     for name in ("empty.onnx", "empty.json", "empty.yaml", "empty.csv"):
         (tmp / name).write_bytes(b"")
     (tmp / "table.csv").write_text("id,st,end,time,stdev\n0,0,0,0.1,0.0\n")
@@ -216,6 +221,8 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "calibrate --check garbage": "calibrate --device {fast} --check {tmp}/garbage.onnx",
     "fold garbage": "fold {tmp}/garbage.onnx -o {tmp}/o/f.onnx",
     "fold empty": "fold {tmp}/empty.onnx -o {tmp}/o/f.onnx",
+    "fold names not UTF-8": "fold {tmp}/notutf8.onnx -o {tmp}/o/f.onnx",
+    "time names not UTF-8": "time {tmp}/notutf8.onnx --device {fast}",
     "fold empty cost table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/empty.csv",
     "fold bad kernel in a long table": "fold {onnx} -o {tmp}/o/f.onnx --cost {tmp}/badlong.csv",
     "fold twice-keyed profile": "fold {onnx} -o {tmp}/o/f.onnx --device {tmp}/twice.yaml",

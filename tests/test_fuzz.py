@@ -3,7 +3,9 @@ compare on them) and ONNX files (and fold on them). Every input must end in a re
 HarnessError of one short line: any other exception (what the CLI calls an "internal error") or an
 example that runs past its time limit (a hang) fails.
 
-Fast by default (a few dozen examples per loader); the ``slow`` runs draw many more.
+Fast by default (a few dozen examples per loader); the ``slow`` runs draw many more. Every run
+draws the same examples unless ``HARNESS_FUZZ_EXPLORE=1`` (conftest.py): fix what an exploring
+run finds and add the input to the fault tests.
 """
 
 from __future__ import annotations
@@ -70,8 +72,6 @@ def _fuzz(strategy: st.SearchStrategy, check: Callable[[Any], None], examples: i
     @settings(
         max_examples=examples,
         deadline=None,
-        database=None,
-        derandomize=examples < 100,  # the default run is the same every time; slow runs explore
         suppress_health_check=list(HealthCheck),
     )
     @given(strategy)

@@ -115,6 +115,10 @@ def _broken(tmp_path: Path, edit) -> Path:
             "timing.min_iterations: 1000000000 is out of range (expected >= 1 and <= 100000)",
         ),
         (lambda d: d["timing"].update(block_warmup=10**12), "timing.block_warmup"),
+        (  # an int past float's range: refused, not an OverflowError
+            lambda d: d["tensorrt"].update(builder_optimization_level=10**300),
+            "tensorrt.builder_optimization_level: 1000000000000000000000000000000000000000",
+        ),
         (lambda d: d["timing"].update(min_duration_s=10**400), "timing.min_duration_s: expected"),
         (
             lambda d: d.setdefault("onnxruntime", {}).update(inter_op_threads=10**6),
