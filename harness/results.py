@@ -116,6 +116,19 @@ def format_ratio(ci: Optional[RatioCI], latex: bool = False, missing: str = "") 
     return missing if ci is None else ci.format(latex=latex)
 
 
+# the sections of a captured environment (envinfo.capture_environment) that readers walk into
+ENVIRONMENT_SECTIONS = [
+    ("cpu",),
+    ("gpu",),
+    ("libraries",),
+    ("jetson",),
+    ("jetson", "nvpmodel"),
+    ("jetson", "jetson_clocks"),
+    ("jetson", "jetson_clocks", "clocks"),
+    ("jetson", "gpu_devfreq"),
+]
+
+
 class _Reader:
     """Field access that names the file and the field in every error."""
 
@@ -155,6 +168,19 @@ class _Reader:
             article = "an" if name[:1] in "aeiou" else "a"
             raise self.fail(f"{where}.{key}", f"is not {article} {name} (got {shown(value, 60)})")
         return value
+
+    def environment(self, data: Dict[str, Any], key: str, where: str) -> Optional[Dict[str, Any]]:
+        """A captured environment (optional): each section that reports walk into
+        (``ENVIRONMENT_SECTIONS``) an object or null."""
+        env = self.get(data, key, where, dict, False)
+        for path in ENVIRONMENT_SECTIONS:
+            value, at = env, f"{where}.{key}"
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+                at += f".{part}"
+            if value is not None and not isinstance(value, dict):
+                raise self.fail(at, f"is not an object or null (got {shown(value, 60)})")
+        return env
 
     def durations(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
         """A non-empty list of finite, non-negative numbers (measured times)."""
@@ -850,8 +876,8 @@ def parse_results(data: Any, source: str = "results") -> Results:
         runs,
         comparisons,
         reader.get(data, "complete", "", bool, False),
-        reader.get(device, "environment_before", "device", dict, False, {}),
-        reader.get(device, "environment_after", "device", dict, False),
+        reader.environment(device, "environment_before", "device") or {},
+        reader.environment(device, "environment_after", "device"),
         reader.get(device, "warnings", "device", list, False, []),
         _extra(device, device_keys),
         _extra(data, top_keys),

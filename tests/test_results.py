@@ -151,9 +151,19 @@ def _finding_rule_number(d):
     d["runs"][0]["findings"] = [{"layer": "conv", "rule": 1, "source": "s", "detail": "d"}]
 
 
+def _jetson_number(d):  # found by fuzzing: a report walked into it
+    d["device"]["environment_before"]["jetson"] = 1
+
+
+def _clocks_text(d):
+    d["device"]["environment_after"] = {"jetson": {"jetson_clocks": "locked"}}
+
+
 @pytest.mark.parametrize(
     "change,field",
     [
+        (_jetson_number, "device.environment_before.jetson is not an object or null (got 1)"),
+        (_clocks_text, "device.environment_after.jetson.jetson_clocks is not an object or null"),
         (_huge_block_end, "runs[0] (lenet5/baseline).block_ends is not a list of increasing"),
         (_decreasing_blocks, "runs[1] (lenet5/dc-fc).block_ends is not a list of increasing"),
         (_float_block_end, "block_ends is not a list of increasing sample counts from 1 to"),
