@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import onnx
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.onnx_io import load_model, parse_shape, save_model, with_lowest_ir
 
 OPSET = 17
@@ -81,7 +81,7 @@ def resolve_source(model: str, input_shape: Optional[str] = None) -> ModelSource
 
     if model not in ZOO:
         raise HarnessError(
-            f"unknown model {model!r}; zoo models: {', '.join(ZOO)} "
+            f"unknown model {shown(model)}; zoo models: {', '.join(ZOO)} "
             f"(or pass path/to/model.onnx or package.module:factory)"
         )
     return ModelSource("zoo", model, input_shape=ZOO[model].input_shape)

@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import onnx
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, finite_number, shown
 
 NOTE = (
     "profiled runs, apart from the timed runs and interleaved with them (a profiler perturbs "
@@ -418,14 +418,20 @@ def parse_trt_profile(data: Any) -> List[LayerTime]:
     DLA transfers (``X to nvm``, ``X from nvm``, ``X copy finish``) stay as layers of their own."""
     if not isinstance(data, list) or not data:
         raise HarnessError("a trtexec --exportProfile file is a JSON list of per-layer records")
-    records = data[1:] if set(data[0]) == {"count"} else data
+    header = isinstance(data[0], dict) and set(data[0]) == {"count"}
     layers = []
-    for record in records:
+    for i, record in enumerate(data[1:] if header else data, start=int(header)):
+        average = record.get("averageMs") if isinstance(record, dict) else None
         if not isinstance(record, dict) or "name" not in record:
-            continue
+            raise HarnessError(f"the per-layer profile's record {i} is not an object with a name")
+        if not finite_number(average) or average < 0:
+            raise HarnessError(
+                f"the per-layer profile's record {i} ({shown(record['name'], 60)}): averageMs "
+                f"{shown(average, 40)} is not a time in ms"
+            )
         name = str(record["name"])
         kind = "DLA transfer" if _DLA_TRANSFER.match(name) else ""
-        layers.append(LayerTime(name, kind, float(record.get("averageMs", 0.0))))
+        layers.append(LayerTime(name, kind, float(average)))
     return layers
 
 
@@ -527,6 +533,12 @@ def _datatype(tensor: Dict[str, Any]) -> str:
     return text
 
 
+def _tensors(layer: Dict[str, Any], key: str) -> List[Dict[str, Any]]:
+    """A layer's ``Inputs`` or ``Outputs`` tensor descriptions (none where it lists no objects)."""
+    tensors = layer.get(key)
+    return [t for t in tensors if isinstance(t, dict)] if isinstance(tensors, list) else []
+
+
 def _onnx_layers(metadata: str) -> List[str]:
     """The ONNX node names in an 8.6+ ``Metadata`` field: ``[ONNX Layer: name]`` records, joined
     by U+001E (8.6) or U+001F (10.0; TREx's parser.py ``fix_unicode`` replaces both)."""
@@ -560,8 +572,7 @@ def trt_layer_profile(
         detail = info.get(layer.name, {})
         layer.name = _SHAPE_PROFILE.sub("", layer.name)  # tied to the model by its own names
         layer.kind = layer.kind or str(detail.get("LayerType", ""))
-        inputs = [t for t in detail.get("Inputs", []) if isinstance(t, dict)]
-        outputs = [t for t in detail.get("Outputs", []) if isinstance(t, dict)]
+        inputs, outputs = _tensors(detail, "Inputs"), _tensors(detail, "Outputs")
         layer.inputs = [_SHAPE_PROFILE.sub("", str(t.get("Name"))) for t in inputs]
         layer.outputs = [_SHAPE_PROFILE.sub("", str(t.get("Name"))) for t in outputs]
         layer.precision = _datatype(outputs[0]) if outputs else ""
@@ -578,7 +589,8 @@ def trt_layer_profile(
     for layer in times:
         layer.nodes = layer.nodes or [n for n in by_metadata.get(layer.name, []) if n in known]
     first = profile_json[0] if isinstance(profile_json, list) else None
-    runs = int(first.get("count", 0)) if isinstance(first, dict) else 0
+    count = first.get("count") if isinstance(first, dict) else None
+    runs = int(count) if finite_number(count) and count >= 0 else 0
     source = source or f"TensorRT {version} trtexec --exportProfile/--exportLayerInfo"
     if shape_profiles:
         source += f", shape profile {', '.join(sorted(shape_profiles))}"

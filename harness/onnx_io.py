@@ -87,10 +87,10 @@ def parse_shape(text: str) -> Tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in parts)  # an empty part ("3x16x") is no dimension
     except ValueError:
-        raise HarnessError(f"invalid input shape {text!r}; write it like 3x224x224") from None
+        raise HarnessError(f"invalid input shape {shown(text)}; write it like 3x224x224") from None
     if not shape or any(d <= 0 for d in shape):
         raise HarnessError(
-            f"invalid input shape {text!r}: every dimension must be a positive integer"
+            f"invalid input shape {shown(text)}: every dimension must be a positive integer"
         )
     return shape
 

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from harness.errors import HarnessError, finite_number, shown
 from harness.estimators import bootstrap_ratio_ci
 from harness.onnx_io import write_text_atomic
+from harness.profiles import BOUNDS
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
@@ -159,10 +160,12 @@ class _Reader:
         value = data[key]
         if kind is float:
             ok = finite_number(value)
-        elif kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is int:  # one a float holds: reports divide and format them
+            ok = isinstance(value, int) and finite_number(value)
         else:
             ok = isinstance(value, kind)
+        if not ok and kind in (int, float) and type(value) is int:
+            raise self.fail(f"{where}.{key}", f"is too large (got {shown(value, 60)})")
         if not ok:
             name = KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
             article = "an" if name[:1] in "aeiou" else "a"
@@ -181,6 +184,18 @@ class _Reader:
             if value is not None and not isinstance(value, dict):
                 raise self.fail(at, f"is not an object or null (got {shown(value, 60)})")
         return env
+
+    def peaks(self, profile: Dict[str, Any]) -> None:
+        """The profile's ``peaks`` (optional; a roofline divides by them): each one null or in
+        the range a profile file's must lie in (``profiles.BOUNDS``)."""
+        peaks = self.get(profile, "peaks", "device.profile", dict, False, {})
+        for setting, bound in BOUNDS.items():
+            key = setting[len("peaks.") :]
+            value = peaks.get(key) if setting.startswith("peaks.") else None
+            if value is not None and not bound.holds(value):
+                raise self.fail(
+                    f"device.profile.{setting}", f"is {shown(value)}, not a number {bound}"
+                )
 
     def durations(self, data: Dict[str, Any], key: str, where: str) -> List[float]:
         """A non-empty list of finite, non-negative numbers (measured times)."""
@@ -843,6 +858,7 @@ def parse_results(data: Any, source: str = "results") -> Results:
     data = _upgrade(data, reader)
     device = reader.obj(reader.get(data, "device", "", object), "device")
     profile = reader.obj(reader.get(device, "profile", "device", object), "device.profile")
+    reader.peaks(profile)
     reader.get(profile, "name", "device.profile", str)
     runs = [
         Run.parse(r, f"runs[{i}]", reader) for i, r in enumerate(reader.get(data, "runs", "", list))

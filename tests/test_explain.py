@@ -13,6 +13,7 @@ import copy
 import csv
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -289,13 +290,48 @@ def test_dla_engine_layers_are_placed_and_gpu_fallback_is_reported(tmp_path):
 
 
 def test_a_gpu_only_foreign_node_is_not_taken_for_the_dla():
-    layers = parse_trt_profile([{"count": 1}, {"name": "{ForeignNode[Conv_0...Relu_1]}"}])
+    records = [{"count": 1}, {"name": "{ForeignNode[Conv_0...Relu_1]}", "averageMs": 0.1}]
+    layers = parse_trt_profile(records)
     assert layers[0].kind == ""
     info = {"Layers": [{"Name": "{ForeignNode[Conv_0...Relu_1]}", "LayerType": "Myelin"}]}
-    profile = trt_layer_profile(
-        [{"count": 1}, {"name": "{ForeignNode[Conv_0...Relu_1]}"}], info, resnet_head()
-    )
+    profile = trt_layer_profile(records, info, resnet_head())
     assert profile.layers[0].device == "GPU" and profile.layers[0].nodes == ["Conv_0", "Relu_1"]
+
+
+def _no_average(records):
+    del records[3]["averageMs"]
+
+
+def _average_text(records):
+    records[2]["averageMs"] = "fast"
+
+
+def _header_null(records):
+    records[0] = None
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (_no_average, "record 3 ('MaxPool_2'): averageMs None is not a time in ms"),
+        (_average_text, "record 2 ('Conv_0 + Relu_1'): averageMs 'fast' is not a time in ms"),
+        (_header_null, "record 0 is not an object with a name"),
+    ],
+)
+def test_a_broken_trtexec_profile_names_its_record(change, message):
+    records = copy.deepcopy(PROFILE_85)
+    change(records)
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        trt_layer_profile(records, LAYERS_85, resnet_head())
+
+
+def test_layer_information_whose_tensors_are_not_lists_keeps_the_layer():
+    info = copy.deepcopy(LAYERS_85)  # found by fuzzing: a number here was an internal error
+    conv = next(layer for layer in info["Layers"] if layer["Name"] == "Conv_3 + Relu_4")
+    conv["Inputs"], conv["Outputs"] = 7, None
+    layers = trt_layer_profile(PROFILE_85, info, resnet_head())
+    kept = next(layer for layer in layers.layers if layer.name == "Conv_3 + Relu_4")
+    assert kept.inputs == [] and kept.precision == "" and kept.nodes == ["Conv_3", "Relu_4"]
 
 
 def test_other_precision_than_asked_is_reported(tmp_path):

@@ -1,5 +1,6 @@
 """Fuzzing the loaders a user's files reach: device profiles, bench manifests, results files (and
-compare on them) and ONNX files (and fold on them). Every input must end in a result or a
+compare on them), ONNX files (and fold on them), suite files and trtexec's per-layer exports (and
+the lint on them). Every input must end in a result or a
 HarnessError of one short line: any other exception (what the CLI calls an "internal error") or an
 example that runs past its time limit (a hang) fails.
 
@@ -28,10 +29,14 @@ from onnx import TensorProto, helper, numpy_helper
 from harness.cli import main
 from harness.compare import compare_results
 from harness.errors import HarnessError
+from harness.explain import lint
+from harness.layer_profile import trt_layer_profile
 from harness.onnx_io import load_model
 from harness.profiles import PROFILE_DIR, load_profile, load_profile_file
 from harness.remote import MANIFEST_VERSION, read_manifest
 from harness.results import parse_results
+from harness.suites import read_suite
+from tests.trt_recordings import LAYERS_85, PROFILE_85, resnet_head
 
 DATA = Path(__file__).resolve().parent / "data"
 RECORDED = json.loads((DATA / "results_schema1_lenet5.json").read_text())
@@ -293,3 +298,37 @@ def test_fuzz_onnx_loading_and_fold(tmp_path, capsys, examples):
         assert code in (0, 1, 2) and "internal error" not in err, err
 
     _fuzz(fuzzed_models(), check, examples // 2)
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_fuzz_suite_files(tmp_path, examples):
+    path = tmp_path / "suite.yaml"
+    suite = {
+        "input_shape": "3x32x32",
+        "models": [{"name": "l", "baseline": "lenet5", "variants": {"fc": "lenet5:dc-fc"}}],
+    }
+
+    def check(document: Any) -> None:
+        path.write_text(yaml.safe_dump(document, allow_unicode=True))
+        _answers(lambda: read_suite(path))
+
+    _fuzz(mutated(suite, 3), check, examples)
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_fuzz_trtexec_exports_and_the_lint(examples):
+    """NVIDIA's recorded --exportProfile / --exportLayerInfo pair, one of them edited."""
+    model, profile = resnet_head(), load_profile("xavier")
+
+    def check(exports: Any) -> None:
+        def read_and_lint() -> None:
+            layers = trt_layer_profile(*exports, model, "8.5")
+            lint(model, layers, profile, "fp16")
+
+        _answers(read_and_lint)
+
+    edited = st.one_of(
+        mutated(PROFILE_85, 4).map(lambda times: (times, LAYERS_85)),
+        mutated(LAYERS_85, 5).map(lambda info: (PROFILE_85, info)),
+    )
+    _fuzz(edited, check, examples)

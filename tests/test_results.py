@@ -159,9 +159,19 @@ def _clocks_text(d):
     d["device"]["environment_after"] = {"jetson": {"jetson_clocks": "locked"}}
 
 
+def _huge_params(d):  # found by fuzzing: a report divided it
+    d["runs"][0]["params"] = 10**400
+
+
+def _peak_text(d):
+    d["device"]["profile"]["peaks"]["dram_gbps"] = "fast"
+
+
 @pytest.mark.parametrize(
     "change,field",
     [
+        (_huge_params, "runs[0] (lenet5/baseline).params is too large (got 1000000"),
+        (_peak_text, "device.profile.peaks.dram_gbps is 'fast', not a number > 0 and <="),
         (_jetson_number, "device.environment_before.jetson is not an object or null (got 1)"),
         (_clocks_text, "device.environment_after.jetson.jetson_clocks is not an object or null"),
         (_huge_block_end, "runs[0] (lenet5/baseline).block_ends is not a list of increasing"),
@@ -247,3 +257,13 @@ def test_whole_batch_flops_of_older_files_are_read_per_sample(tmp_path):
     assert older.flops == per_sample
     written = _write(tmp_path, read_results(_write(tmp_path, data)).to_dict(), "again.json")
     assert read_results(written).runs[0].flops == per_sample  # marked per sample: not divided again
+
+
+def test_a_profile_without_a_peak_reports_no_floor(tmp_path, capsys):
+    # found by fuzzing: a null fp32 peak was divided by
+    data = _recorded()
+    data["device"]["profile"]["peaks"]["fp32_tflops"] = None
+    out = tmp_path / "report"
+    assert main(["report", str(_write(tmp_path, data)), "-o", str(out), "--no-plots"]) == 0
+    rows = [line for line in (out / "report.md").read_text().splitlines() if "| lenet5 |" in line]
+    assert len(rows) == 3 and all(row.rstrip(" |").endswith("n/a") for row in rows)

@@ -137,7 +137,7 @@ def roofline_cell_floor(
 ) -> Tuple[Optional[float], str]:
     """The floor of a run and how it was computed; FLOPs over peak alone when its ONNX file is
     gone."""
-    if not peaks:
+    if not (peaks.get("fp32_tflops") and peaks.get("dram_gbps")):
         return None, "no peaks in the profile"
     floor = roofline_floor_ms(run.onnx, peaks, precision, run.batch)
     if floor is not None:

@@ -15,6 +15,7 @@ import dataclasses
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from harness.errors import finite_number
 from harness.report.formats import csv_text, markdown_table
 from harness.results import Results, Run
 
@@ -243,7 +244,7 @@ def graph_caption(run: Run) -> str:
     profile = run.layers or {}
     parts = [f"{len(layers)} layers, {sum(la['time_ms'] for la in layers):.3f} ms summed"]
     overhead = profile.get("overhead")
-    if isinstance(overhead, dict) and isinstance(overhead.get("per_layer_ms"), (int, float)):
+    if isinstance(overhead, dict) and finite_number(overhead.get("per_layer_ms")):
         parts[0] += (
             f" after the profiler's own cost ({overhead['per_layer_ms'] * 1e3:.1f} us per conv, "
             f"measured) was taken off each conv layer"
@@ -254,7 +255,7 @@ def graph_caption(run: Run) -> str:
     medians = [
         f"{what} {profile[key]:.3f} ms"
         for key, what in (("run_ms", "profiled runs"), ("timed_ms", "timed runs"))
-        if isinstance(profile.get(key), (int, float))
+        if finite_number(profile.get(key))
     ]
     if medians:
         parts.append(f"median per inference: {', '.join(medians)}")

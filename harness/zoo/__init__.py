@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.zoo import models
 from harness.zoo.layers import Variant, VariantSpec, randomize_batchnorm
 from harness.zoo.specs import VARIANTS
@@ -84,14 +84,15 @@ def variant_spec(model: str, variant: str) -> VariantSpec:
     """The spec of one variant (``baseline`` removes nothing)."""
     if model not in ZOO:
         raise HarnessError(
-            f"unknown model {model!r}; zoo models: {', '.join(ZOO)} "
+            f"unknown model {shown(model)}; zoo models: {', '.join(ZOO)} "
             f"(or pass an .onnx file or package.module:factory)"
         )
     if variant == "baseline":
         return VariantSpec("baseline: every activation kept")
     if variant not in VARIANTS.get(model, {}):
         raise HarnessError(
-            f"unknown variant {variant!r} of {model}; variants: {', '.join(list_variants(model))}"
+            f"unknown variant {shown(variant)} of {model}; variants: "
+            f"{', '.join(list_variants(model))}"
         )
     return VARIANTS[model][variant]
 
@@ -108,7 +109,8 @@ def build_model(
     unknown = applied.unknown_names()
     if unknown:
         raise HarnessError(
-            f"variant {variant!r} of {model} names layers the model does not have: {unknown[:3]}"
+            f"variant {shown(variant)} of {model} names layers the model does not have: "
+            f"{unknown[:3]}"
         )
     randomize_batchnorm(module, torch.Generator().manual_seed(seed + 1))
     return module.eval(), entry.input_shape
