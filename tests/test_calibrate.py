@@ -4,6 +4,7 @@ quick run."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -167,6 +168,15 @@ def test_fold_uses_table_then_calibration_then_roofline(tmp_path):
     path.write_text('{"schema": 1, "fit": {}}')
     with pytest.raises(HarnessError, match="not a usable calibration"):
         cost_model_for(profile, "fp32")
+    # an edited or corrupt coefficient: refused by name, never priced with (nor an OverflowError)
+    for key, value, shown in [
+        ("seconds_per_byte", float("nan"), "fit.seconds_per_byte nan is not a finite number"),
+        ("elementwise_overhead_s", -1e-6, "fit.elementwise_overhead_s -1e-06 is not a finite"),
+        ("seconds_per_byte", 10**400, "(int too large to convert to float)"),
+    ]:
+        path.write_text(json.dumps(dict(record, fit=dict(record["fit"], **{key: value}))))
+        with pytest.raises(HarnessError, match=re.escape(shown)):
+            cost_model_for(profile, "fp32")
 
 
 def test_merge_auto_needs_a_cost_model_passed_in(tmp_path):

@@ -350,7 +350,7 @@ def load_calibration(path: Path) -> CalibratedCostModel:
         error = dict(data.get("quality") or {}).get("p90_abs_rel_error")
         model.fit_error = None if error is None else float(error)
         return model
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         raise HarnessError(
             f"{path} is not a usable calibration file ({exc}): run harness calibrate again"
         ) from None

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from harness.cost.lut import read_geometry, read_table
+from harness.errors import shown
 from harness.geometry import ConvGeometry
 from harness.profiles import Profile
 
@@ -147,6 +149,14 @@ def conv_class(depthwise: bool, kernel: int, stride: int) -> str:
     return f"{'dw' if depthwise else 'dense'}-k{kernel}-s{min(stride, 2)}"
 
 
+def _rate(value: Any, what: str) -> float:
+    """A calibration file's coefficient as a float: finite and >= 0, else ValueError naming it."""
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"fit.{what} {shown(value)} is not a finite number >= 0")
+    return number
+
+
 @dataclasses.dataclass
 class CalibratedCostModel(CostModel):
     """A cost model fitted to micro-benchmarks on the device (``harness calibrate``).
@@ -180,16 +190,20 @@ class CalibratedCostModel(CostModel):
 
     @classmethod
     def from_dict(cls, fit: Dict[str, Any], name: str) -> CalibratedCostModel:
-        """The model from the ``fit`` block of a calibration file (``fit_error`` is set apart)."""
+        """The model from the ``fit`` block of a calibration file (``fit_error`` is set apart);
+        ValueError names a value that is not a finite number >= 0."""
         return cls(
-            {str(k): float(v) for k, v in dict(fit["fixed_s"]).items()},
-            {str(k): float(v) for k, v in dict(fit["seconds_per_flop"]).items()},
-            float(fit["seconds_per_byte"]),
-            float(fit["elementwise_overhead_s"]),
-            float(fit["elementwise_seconds_per_byte"]),
+            {str(k): _rate(v, f"fixed_s.{k}") for k, v in dict(fit["fixed_s"]).items()},
+            {
+                str(k): _rate(v, f"seconds_per_flop.{k}")
+                for k, v in dict(fit["seconds_per_flop"]).items()
+            },
+            _rate(fit["seconds_per_byte"], "seconds_per_byte"),
+            _rate(fit["elementwise_overhead_s"], "elementwise_overhead_s"),
+            _rate(fit["elementwise_seconds_per_byte"], "elementwise_seconds_per_byte"),
             name,
             [
-                (str(c), int(i), int(o), int(h), float(r))
+                (str(c), int(i), int(o), int(h), _rate(r, "corrections"))
                 for c, i, o, h, r in fit.get("corrections", [])
             ],
         )
