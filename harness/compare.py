@@ -146,13 +146,13 @@ def _check_comparable(base: Results, new: Results) -> None:
         for field in ("input_shape", "batch", "precision"):
             if getattr(run, field) != getattr(other, field):
                 raise HarnessError(
-                    f"{_label(key)}: {field} differs (base {getattr(run, field)}, "
-                    f"new {getattr(other, field)})"
+                    f"{_label(key)}: {field} differs (base {shown(getattr(run, field))}, "
+                    f"new {shown(getattr(other, field))})"
                 )
         if run.backend.get("backend") != other.backend.get("backend"):
             raise HarnessError(
-                f"{_label(key)}: backend differs ({run.backend.get('backend')} vs "
-                f"{other.backend.get('backend')})"
+                f"{_label(key)}: backend differs ({shown(run.backend.get('backend'))} vs "
+                f"{shown(other.backend.get('backend'))})"
             )
 
 

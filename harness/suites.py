@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from harness.bench import SuiteModel, check_suite, resolve_model
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shown
 from harness.export import ModelSource
 from harness.onnx_io import InputShapes
 from harness.profiles import build_validated, read_yaml_mapping
@@ -66,7 +66,10 @@ def _variants(entry: SuiteEntry, where: str) -> Dict[str, str]:
         raise HarnessError(f"{where}.variants: expected a mapping of name: source")
     for name, source in entry.variants.items():
         if not isinstance(name, str) or not isinstance(source, str) or not source.strip():
-            raise HarnessError(f"{where}.variants.{name}: expected name: source (both strings)")
+            raise HarnessError(
+                f"{where}.variants: expected name: source (both strings), got "
+                f"{shown(name, 40)}: {shown(source, 40)}"
+            )
         _checked_name(name, f"{where}.variants")
         if name == "baseline":
             raise HarnessError(f"{where}.variants.baseline: the baseline is the model's baseline")
