@@ -406,13 +406,9 @@ def undecodable_text(message: Any, where: str = "") -> str:
         value = getattr(message, field.name)
         for i, item in enumerate(value if repeated else [value]):
             at = f"{name}[{i}]" if repeated else name
-            found = (
-                undecodable_text(item, at)
-                if field.type == field.TYPE_MESSAGE
-                else at * isinstance(item, bytes)
-            )
-            if found:
-                return found
+            found = undecodable_text(item, at) if field.type == field.TYPE_MESSAGE else ""
+            if found or isinstance(item, bytes):
+                return found or at
     return ""
 
 
