@@ -634,7 +634,8 @@ def test_layer_information_as_text_with_raw_metadata_separators():
     text = json.dumps({"Layers": [layer], "Bindings": ["input.1"]}).replace("\\u001e", "\x1e")
     text = text.replace("\\u001f", "\x1f")
     assert "\x1e" in text and parse_layer_info(text)[0]["Name"] == "__myl_ConvRelu_0"
-    profile = trt_layer_profile([{"count": 1}, {"name": "__myl_ConvRelu_0"}], text, resnet_head())
+    records = [{"count": 1}, {"name": "__myl_ConvRelu_0", "averageMs": 0.1}]
+    profile = trt_layer_profile(records, text, resnet_head())
     assert profile.layers[0].nodes == ["Conv_0", "Relu_1"]  # 'gone' is no node of the model
     with pytest.raises(HarnessError, match="ProfilingVerbosity.DETAILED"):
         parse_layer_info("")
