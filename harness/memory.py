@@ -26,6 +26,7 @@ import onnx
 from onnx import helper
 
 from harness.errors import HarnessError
+from harness.memory_child import SETTLED_RUNS
 from harness.results import MemoryFigure
 
 PathLike = Union[str, Path]
@@ -118,7 +119,8 @@ def cpu_peak_rss(
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     how = (
         f"peak resident set ({figures['counter']}) of a child process that loads this graph in "
-        f"ONNX Runtime (CPU, {threads} threads) and runs it {iterations} times"
+        f"ONNX Runtime (CPU, {threads} threads) and runs it until its peak holds for "
+        f"{SETTLED_RUNS} runs ({figures['runs']} runs, at most {iterations})"
     )
     return {
         "peak_rss": MemoryFigure(figures["peak"], how),
