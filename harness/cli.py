@@ -106,7 +106,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_distinct(files)
 
 
-def _message(exc: HarnessError, most: int = 1000) -> str:
+def _message(exc: object, most: int = 1000) -> str:
     """A refusal as one line of at most ``most`` characters, whatever value it quotes."""
     text = " ".join(str(exc).split())
     return text if len(text) <= most else text[: most - 3] + "..."
@@ -233,7 +233,7 @@ def _main(argv: Optional[List[str]]) -> int:
     except OSError as exc:  # a disk that fills up, a folder removed or made read-only while running
         where = f" {exc.filename}" if exc.filename else ""
         reason = exc.strerror or first_line(exc)
-        print(f"error: cannot read or write{where}: {reason}", file=sys.stderr)
+        print(f"error: {_message(f'cannot read or write{where}: {reason}')}", file=sys.stderr)
         return 2
     except SystemExit as exc:
         print(
@@ -245,8 +245,8 @@ def _main(argv: Optional[List[str]]) -> int:
         if os.environ.get("HARNESS_TRACEBACK"):
             raise
         print(
-            f"error: internal error, please report it: {type(exc).__name__}: {first_line(exc)} "
-            f"(HARNESS_TRACEBACK=1 shows the traceback)",
+            f"error: internal error, please report it: {type(exc).__name__}: "
+            f"{_message(first_line(exc), 300)} (HARNESS_TRACEBACK=1 shows the traceback)",
             file=sys.stderr,
         )
         return 2

@@ -19,8 +19,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import onnx
 
-from harness.errors import HarnessError, shown
+from harness.errors import HarnessError, first_line, shown
 from harness.onnx_io import load_model, parse_shape, save_model, with_lowest_ir
+from harness.outputs import quiet_native
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -116,19 +117,23 @@ def load_factory(reference: str):
             if module_name.endswith(".py")
             else importlib.import_module(module_name)
         )
-    except HarnessError:
+    except (HarnessError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:
+    except BaseException as exc:  # user code: GeneratorExit or its own BaseException too
         raise HarnessError(
-            f"cannot import {module_name!r} for factory {reference}: {exc}"
+            f"cannot import {shown(module_name)} for factory {reference}: {first_line(exc)}"
         ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise HarnessError(f"{module_name} has no callable {attr!r}")
     try:
         built = factory()
-    except Exception as exc:
-        raise HarnessError(f"factory {reference} raised {type(exc).__name__}: {exc}") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raise HarnessError(
+            f"factory {reference} raised {type(exc).__name__}: {first_line(exc)}"
+        ) from None
     if not isinstance(built, torch.nn.Module):
         raise HarnessError(
             f"factory {reference} returned {type(built).__name__}, expected a torch.nn.Module"
@@ -171,7 +176,9 @@ def check_runs(module, input_shape: Tuple[int, ...], batch: int = 1):
         example = torch.randn(batch, *input_shape)  # a shape too large to allocate fails here
         with torch.no_grad():
             module(example)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
         raise HarnessError(
             f"the model cannot run on input shape {(batch,) + tuple(input_shape)}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -201,21 +208,31 @@ def export_module(
 
     example = check_runs(module, input_shape, batch)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            do_constant_folding=True,
-            **torchscript_exporter(torch.onnx.export),
-        )
-    model = onnx.load_from_string(buffer.getvalue())
-    onnx.checker.check_model(model)
-    model = with_lowest_ir(onnx.shape_inference.infer_shapes(model, strict_mode=True))
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_native(
+            1, 2
+        ):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                buffer,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                do_constant_folding=True,
+                **torchscript_exporter(torch.onnx.export),
+            )
+        model = onnx.load_from_string(buffer.getvalue())
+        onnx.checker.check_model(model)
+        model = with_lowest_ir(onnx.shape_inference.infer_shapes(model, strict_mode=True))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # an op without an ONNX export, an output that is no tensor
+        raise HarnessError(
+            f"cannot export the model to ONNX (opset {OPSET}): {type(exc).__name__}: "
+            f"{first_line(exc)}"
+        ) from None
     save_model(model, path)
     return model
 

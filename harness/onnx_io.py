@@ -81,6 +81,10 @@ def data_input_shapes(path: PathLike) -> Dict[str, List[Dim]]:
     return {v.name: _dims(v) for v in data_inputs(model)}
 
 
+# the largest dimension a shape may give: TensorRT's dims are int32 (ONNX's int64)
+MAX_DIM = 2**31 - 1
+
+
 def parse_shape(text: str) -> Tuple[int, ...]:
     """Parse ``3x224x224`` or ``3,224,224`` into a tuple of positive ints."""
     parts = re.split(r"[x,]", text.strip().lower())
@@ -88,9 +92,10 @@ def parse_shape(text: str) -> Tuple[int, ...]:
         shape = tuple(int(p) for p in parts)  # an empty part ("3x16x") is no dimension
     except ValueError:
         raise HarnessError(f"invalid input shape {shown(text)}; write it like 3x224x224") from None
-    if not shape or any(d <= 0 for d in shape):
+    if not shape or any(not 0 < d <= MAX_DIM for d in shape):
         raise HarnessError(
-            f"invalid input shape {shown(text)}: every dimension must be a positive integer"
+            f"invalid input shape {shown(text)}: every dimension must be a positive integer of "
+            f"at most {MAX_DIM}"
         )
     return shape
 

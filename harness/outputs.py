@@ -5,11 +5,13 @@ Runs on the device too: Python 3.8 compatible, no torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Tuple, Union
 
 from harness.errors import HarnessError
 
@@ -140,3 +142,23 @@ def write_measured(path: PathLike, text: str) -> Path:
         raise HarnessError(
             f"cannot write {path} ({reason}); the measured data were saved to {fallback}"
         ) from None
+
+
+@contextlib.contextmanager
+def quiet_native(*descriptors: int) -> Iterator[None]:
+    """File descriptors (default 2, stderr) on /dev/null for a moment, for what native code prints
+    there: torch's profiler at every start and stop, the ONNX exporter's log of a graph it failed
+    on (stdout)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.ExitStack() as stack:
+        for fd in descriptors or (2,):
+            try:
+                saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+            except OSError:  # no such descriptor to quiet
+                continue
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            stack.callback(os.close, saved)
+            stack.callback(os.dup2, saved, fd)
+        yield

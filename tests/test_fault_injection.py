@@ -83,6 +83,16 @@ def files(tmp_path_factory) -> Dict[str, Path]:
             raise KeyboardInterrupt
         def raises_oserror():
             open("/nonexistent-harness-dir/weights.pt")
+        class Stop(BaseException):
+            pass
+        def raises_base_exception():
+            raise Stop("a BaseException of its own")
+        def no_onnx_export():
+            import torch
+            class Svd(torch.nn.Module):
+                def forward(self, x):
+                    return torch.linalg.svd(x)[1]
+            return Svd()
     """)
     )
     return {
@@ -211,6 +221,14 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "export factory oserror": (
         "export user_faults:raises_oserror --input-shape 3x8x8 -o {tmp}/o/x.onnx"
     ),
+    "export factory BaseException": (
+        "export user_faults:raises_base_exception --input-shape 3x8x8 -o {tmp}/o/x.onnx"
+    ),
+    "export op without ONNX export": (
+        "export user_faults:no_onnx_export --input-shape 3x8x8 -o {tmp}/o/x.onnx"
+    ),
+    "time a shape past int32": "time {onnx} --device {fast} --input-shape 1x99999999999999999999",
+    "time a batch past the bound": "time {onnx} --device {fast} --batch 99999999999999999999",
     "explain garbage": "explain {tmp}/garbage.onnx --device {fast}",
     "explain empty trtexec exports": (
         "explain {onnx} --trt-profile {tmp}/empty.json --trt-layers {tmp}/empty.json"

@@ -10,12 +10,10 @@ source of truth so that every backend runs the same (folded) network.
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -25,6 +23,7 @@ from harness.backends.base import LATENCY, Runner
 from harness.backends.onnx_to_torch import OnnxModule
 from harness.errors import HarnessError, first_line
 from harness.layer_profile import LayerProfile, profiled_runs_cap, torch_layer_profile
+from harness.outputs import quiet_native
 from harness.profiles import Profile
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -37,25 +36,6 @@ def _to_module(model: onnx.ModelProto) -> torch.nn.Module:
     except ImportError:
         return OnnxModule(model)
     return onnx2torch.convert(model)
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """File descriptor 2 on /dev/null for a moment: torch's profiler (kineto) prints a line from
-    C++ there at every start and stop."""
-    sys.stderr.flush()
-    try:
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no descriptor 2 to quiet
-        yield
-        return
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class TorchRunner(Runner):
@@ -145,7 +125,7 @@ class TorchRunner(Runner):
             if self.device.type == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
             self._profiler = contextlib.ExitStack()
-            with _quiet_native_stderr():
+            with quiet_native():
                 self._session = self._profiler.enter_context(
                     torch.profiler.profile(activities=activities)
                 )
@@ -155,7 +135,7 @@ class TorchRunner(Runner):
         if self._profiler is not None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            with _quiet_native_stderr():
+            with quiet_native():
                 self._profiler.close()
             self._profiler = None
             self._events += [e for e in self._session.events() if e.name in self._ops]

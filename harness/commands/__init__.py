@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 from harness.backends import BACKENDS
-from harness.onnx_io import InputShapes
+from harness.errors import shown
+from harness.onnx_io import MAX_DIM, InputShapes
 from harness.outputs import FILE, FOLDER
-from harness.profiles import PRECISIONS
+from harness.profiles import BOUNDS, PRECISIONS
 
 OUTPUT_FLAGS = ("-o", "--out", "--output")
 
@@ -33,15 +34,24 @@ def add_command(
     )
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1 (``--batch 0`` is refused while parsing)."""
+def positive_int(text: str, most: int = MAX_DIM) -> int:
+    """argparse type: an integer from 1 to ``most`` (``--batch 0`` is refused while parsing)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {shown(text)}"
+        ) from None
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer of at most {most}, got {shown(value)}"
+        )
     return value
+
+
+def batch_size(text: str) -> int:
+    """argparse type: a batch size in the range a profile's ``batch_sizes`` must lie in."""
+    return positive_int(text, int(BOUNDS["batch_sizes"].high))
 
 
 def add_device(
@@ -65,9 +75,9 @@ def add_batch(
     default_text: str = "the profile's first",
 ) -> None:
     """``--batch``: a positive integer; ``default_text`` says what None stands for."""
-    shown = f"default: {default if default is not None else default_text}"
+    said = f"default: {default if default is not None else default_text}"
     parser.add_argument(
-        "--batch", type=positive_int, default=default, help=f"{help or 'batch size'} ({shown})"
+        "--batch", type=batch_size, default=default, help=f"{help or 'batch size'} ({said})"
     )
 
 
