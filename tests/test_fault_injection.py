@@ -19,6 +19,7 @@ from typing import Dict, List
 import onnx
 import pytest
 import yaml
+from onnx import TensorProto, helper
 
 from harness.cli import COMMANDS, main
 
@@ -64,9 +65,16 @@ def files(tmp_path_factory) -> Dict[str, Path]:
     model.graph.node[0].name = "\u00e9-named"  # then its UTF-8 bytes made invalid, length kept
     data = model.SerializeToString().replace("\u00e9".encode(), b"\x80\x80")
     (tmp / "notutf8.onnx").write_bytes(data)
+    sequence = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
+    count = helper.make_tensor_value_info("n", TensorProto.INT64, [])
+    graph = helper.make_graph(
+        [helper.make_node("SequenceLength", ["s"], ["n"])], "g", [sequence], [count]
+    )
+    onnx.save(helper.make_model(graph), str(tmp / "sequence.onnx"))
     for name in ("empty.onnx", "empty.json", "empty.yaml", "empty.csv"):
         (tmp / name).write_bytes(b"")
     (tmp / "table.csv").write_text("id,st,end,time,stdev\n0,0,0,0.1,0.0\n")
+    (tmp / "full.csv").write_text("id,st,end,time,stdev\n0,0,0,0.1,0.0\n1,1,1,1e300,0.0\n")
     (tmp / "badlong.csv").write_text("id,st,end,ker,str,is_dw,time,stdev\n0,0,0,x,1,0,0.1,0\n")
     (tmp / "rows.csv").write_text("st,end,importance\n0,zero,1\n")
     (tmp / "importance.csv").write_text("st,end,importance\n0,0,1.0\n")
@@ -273,6 +281,12 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "plan malformed importance": (
         "plan lenet5 --table {tmp}/table.csv --importance {tmp}/rows.csv --budget-ms 1"
     ),
+    "plan a budget too small to plan in": (
+        "plan lenet5 --table {tmp}/full.csv --importance {tmp}/importance.csv --budget-ms 5e-324"
+    ),
+    "plan a budget a table time overflows": (
+        "plan lenet5 --table {tmp}/full.csv --importance {tmp}/importance.csv --budget-ms 1e-320"
+    ),
     "plan garbage model": (
         "plan {tmp}/garbage.onnx --table {tmp}/table.csv --importance {tmp}/importance.csv"
         " --budget-ms 1"
@@ -302,6 +316,7 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "verify garbage": "verify {onnx} {tmp}/garbage.onnx",
     "verify empty": "verify {tmp}/empty.onnx {onnx}",
     "verify a folder": "verify {onnx} {tmp}/adir",
+    "verify a sequence input": "verify {tmp}/sequence.onnx {tmp}/sequence.onnx",
     "verify batch 0": "verify {onnx} {onnx} --batch 0",
     "verify bad shape": "verify {onnx} {onnx} --input-shape 3xbig",
     "verify infinite rtol": "verify {onnx} {onnx} --rtol inf",

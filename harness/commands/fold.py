@@ -104,8 +104,6 @@ def run(args) -> int:
     )
     from harness.profiles import load_profile, with_backend
 
-    if args.output.resolve() == args.onnx.resolve():
-        raise HarnessError("the output would overwrite the input: choose another -o")
     profile = with_backend(load_profile(args.device), args.backend)
     if args.measure and not args.cost:
         raise HarnessError("--measure compares against a latency table: give --cost table.csv too")

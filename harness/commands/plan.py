@@ -117,7 +117,7 @@ def run(args) -> int:
             min(ms for (st, end), ms in latency.items() if st == c.convs[0].index) for c in chains
         )
         raise HarnessError(
-            f"no plan fits in {args.budget_ms} ms (rough floor of this table: {floor:.3f} ms)"
+            f"no plan fits in {args.budget_ms} ms (rough floor of this table: {floor:.4g} ms)"
         )
     activation_of = {}
     for chain in chains:

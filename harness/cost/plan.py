@@ -75,19 +75,22 @@ def plan_chains(
     if not (math.isfinite(budget_ms) and budget_ms > 0):
         raise HarnessError(f"the latency budget must be a positive number, not {budget_ms!r}")
     step = budget_ms / resolution
+    if step == 0:
+        raise HarnessError(f"the latency budget {budget_ms!r} ms is too small to plan in")
     NEG = -math.inf
     # best[t] = (importance, segments) over the chains so far with total latency t steps
     best: List[Tuple[float, List[Segment]]] = [(0.0, [])] + [(NEG, [])] * resolution
+    lacking = [conv for chain in chains for conv in chain if (conv, conv) not in latency]
+    if lacking:
+        raise HarnessError(
+            f"the latency table lacks single-conv spans for convs {lacking}: is it for this model?"
+        )
     for chain in chains:
-        lacking = [conv for conv in chain if (conv, conv) not in latency]
-        if lacking:
-            raise HarnessError(
-                f"the latency table lacks single-conv spans for convs {lacking}: "
-                f"is it for this model?"
-            )
         by_start: Dict[int, List[Tuple[Segment, int, float]]] = {}
         for seg, ms, imp in _options(chain, latency, importance):
-            by_start.setdefault(seg[0], []).append((seg, math.ceil(ms / step - 1e-9), imp))
+            steps = ms / step  # inf for a time past the budget by hundreds of magnitudes
+            cost = math.ceil(steps - 1e-9) if steps <= resolution else resolution + 1
+            by_start.setdefault(seg[0], []).append((seg, cost, imp))
         position = {conv: i for i, conv in enumerate(chain)}
         # chain DP: prefix[i][t] = best (importance, segments) covering chain[:i] with t steps
         prefix: List[Dict[int, Tuple[float, List[Segment]]]] = [

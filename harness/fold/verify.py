@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
-from harness.errors import FoldVerificationError, first_line
+from harness.errors import FoldVerificationError, HarnessError, first_line, shown
 from harness.fold.joint import LocalCheck, joint_model
 from harness.fold.tolerance import (
     FLOAT_KINDS,
@@ -211,7 +211,7 @@ def _inputs(
     saturation must show)."""
     rng = np.random.default_rng(seed)
     ranges = ranges or {}
-    args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg.type)) for arg in session_inputs]
+    args = [(arg, _feed_shape(arg.shape or []), _input_dtype(arg)) for arg in session_inputs]
     check_allocation({arg.name: (shape, dtype) for arg, shape, dtype in args}, "verification")
     data_rank = max((len(shape) for _, shape, dtype in args if dtype.kind == "f"), default=0)
     feeds = {}
@@ -234,18 +234,18 @@ def _inputs(
     return feeds
 
 
-def _input_dtype(type_name: str) -> np.dtype:
-    """numpy dtype of an ONNX Runtime input type such as ``tensor(float)``."""
+def _input_dtype(arg: Any) -> np.dtype:
+    """numpy dtype of an ONNX Runtime session input of a type such as ``tensor(float)``; a
+    sequence, map or optional input is refused (verification feeds tensors)."""
+    type_name = arg.type
     kind = type_name[len("tensor(") : -1] if type_name.startswith("tensor(") else type_name
-    return np.dtype(
-        {
-            "float": "float32",
-            "double": "float64",
-            "float16": "float16",
-            "bool": "bool",
-            "string": "object",
-        }.get(kind, kind)
-    )
+    names = {"float": "float32", "double": "float64", "bool": "bool", "string": "object"}
+    try:
+        return np.dtype(names.get(kind, kind))
+    except TypeError:
+        raise HarnessError(
+            f"input {shown(arg.name)} is {type_name}: verification feeds tensor inputs only"
+        ) from None
 
 
 class _Pair:
