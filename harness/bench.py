@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.cost.calibrate import cost_model_for
 from harness.cost.model import CostModel
-from harness.errors import HarnessError
+from harness.errors import HarnessError, name_problem
 from harness.explain import record_on_run
 from harness.export import ModelSource, materialize
 from harness.fold import fold_model, verify_fold
@@ -377,11 +377,21 @@ def _variant_name(source: ModelSource) -> str:
 
 
 def check_suite(suite: List[SuiteModel]) -> List[SuiteModel]:
-    """Refuse a model named twice (its files and rows would collide)."""
+    """Refuse a model named twice (its files and rows would collide), and model and variant names
+    that cannot label a table or a file (from a file or factory reference: a suite file names
+    them)."""
     names = [m.name for m in suite]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:
         raise HarnessError(f"a model is named twice in the suite: {twice}")
+    for model in suite:
+        for name in [model.name, *model.graphs]:
+            problem = name_problem(name)
+            if problem:
+                raise HarnessError(
+                    f"the model or variant name {problem}: name it in a suite file "
+                    "(docs/own-models.md)"
+                )
     return suite
 
 
@@ -443,7 +453,7 @@ def resolve_pair(
         if name in graphs:
             raise HarnessError(f"--variants names the variant {name!r} twice")
         graphs[name] = source
-    return [SuiteModel(base.name, graphs, InputShapes.parse(input_shape, shapes))]
+    return check_suite([SuiteModel(base.name, graphs, InputShapes.parse(input_shape, shapes))])
 
 
 def print_summary(results: Results, out_dir: Path, console: Optional[Console] = None) -> None:

@@ -92,7 +92,7 @@ class Series:
     def page(self) -> str:
         """The series' page: readable, and unique through a short hash of the whole key."""
         digest = hashlib.sha256(json.dumps(self.key, default=str).encode()).hexdigest()[:8]
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self.device}-{self.key[1]}-{self.key[2]}")
+        stem = _slug(f"{self.device}-{self.key[1]}-{self.key[2]}")
         return f"series-{stem}-{digest}.html"
 
 
@@ -150,7 +150,13 @@ def _page(title: str, body: str, devices: Sequence[str]) -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    """``text`` as part of a file name: ASCII letters, digits, '.', '_' and '-' (what the history
+    of an older harness holds is not limited in length: a long one is cut and told apart by a
+    short hash)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    if len(slug) <= 60:
+        return slug
+    return f"{slug[:51]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _figure_html(figure: Any, div_id: str, post_script: str = "") -> str:

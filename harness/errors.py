@@ -45,3 +45,15 @@ def finite_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+# the longest model, variant or device name: names label tables and charts and become file names
+MAX_NAME = 120
+
+
+def name_problem(name: str, most: int = MAX_NAME) -> str:
+    """Why ``name`` cannot label a table, chart or file ('' when it can): 1 to ``most`` printable
+    characters, no newline."""
+    if 0 < len(name) <= most and name.isprintable():
+        return ""
+    return f"{shown(name, 60)} is not a name (1 to {most} printable characters)"

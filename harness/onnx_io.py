@@ -196,8 +196,9 @@ def bind_shapes(
     unnamed = [v for v in inputs if v.name not in dict(shapes.named)]
     if shapes.sample is not None and len(unnamed) != 1:
         raise HarnessError(
-            f"--input-shape binds the input of a single-input model; this one has {len(inputs)} "
-            f"(give each its shape with --shapes name:1x3x320x320,...)"
+            f"--input-shape binds the one input that --shapes does not name; this model has "
+            f"{len(unnamed)} such inputs of {len(inputs)} (give each its shape with --shapes "
+            f"name:1x3x320x320,... or drop --input-shape)"
         )
     bound: List[str] = []
     params: Dict[str, int] = {}

@@ -41,7 +41,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from harness.errors import HarnessError, finite_number, shown
+from harness.errors import MAX_NAME, HarnessError, finite_number, name_problem, shown
 from harness.estimators import bootstrap_ratio_ci
 from harness.onnx_io import write_text_atomic
 from harness.profiles import BOUNDS
@@ -160,8 +160,8 @@ class _Reader:
         value = data[key]
         if kind is float:
             ok = finite_number(value)
-        elif kind is int:  # one a float holds: reports divide and format them
-            ok = isinstance(value, int) and finite_number(value)
+        elif kind is int:  # a 64-bit one: reports divide them, SQLite stores them
+            ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
         else:
             ok = isinstance(value, kind)
         if not ok and kind in (int, float) and type(value) is int:
@@ -184,6 +184,15 @@ class _Reader:
             if value is not None and not isinstance(value, dict):
                 raise self.fail(at, f"is not an object or null (got {shown(value, 60)})")
         return env
+
+    def name(self, data: Dict[str, Any], key: str, where: str, most: int = MAX_NAME) -> str:
+        """A name that labels tables, charts and file names: 1 to ``most`` printable
+        characters (no newline)."""
+        value = self.get(data, key, where, str)
+        problem = name_problem(value, most)
+        if problem:
+            raise self.fail(f"{where}.{key}", problem)
+        return value
 
     def peaks(self, profile: Dict[str, Any]) -> None:
         """The profile's ``peaks`` (optional; a roofline divides by them): each one null or in
@@ -446,7 +455,7 @@ class Run:
     def parse(cls, data: Any, where: str, reader: _Reader) -> Run:
         """Validated from its dict: identity, samples and stats required, the rest optional."""
         data = reader.obj(data, where)
-        run_id = reader.get(data, "id", where, str)
+        run_id = reader.name(data, "id", where, 4096)  # harness time: a file path
         where = f"{where} ({run_id})"
         series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
         latencies = reader.durations(series, "latency_ms", f"{where}.series_ms")
@@ -454,8 +463,10 @@ class Run:
             raise reader.fail(f"{where}.series_ms.latency_ms", "holds a latency that is not > 0")
         reader.block_ends(data, where, len(latencies))
         batch = reader.get(data, "batch", where, int, False, 1)
-        if batch < 1:
-            raise reader.fail(f"{where}.batch", f"is {batch}, not a positive integer")
+        if not BOUNDS["batch_sizes"].holds(batch):
+            raise reader.fail(
+                f"{where}.batch", f"is {batch}, not a batch size {BOUNDS['batch_sizes']}"
+            )
         flops = reader.get(data, "flops", where, int, False)
         if flops and batch > 1 and data.get("flops_per_sample") is not True:
             flops = round(flops / batch)  # written before FLOPs were per sample: whole batch
@@ -467,8 +478,8 @@ class Run:
         _check_findings(measured["findings"], f"{where}.findings", reader)
         return cls(
             run_id,
-            reader.get(data, "model", where, str),
-            reader.get(data, "variant", where, str),
+            reader.name(data, "model", where),
+            reader.name(data, "variant", where),
             reader.get(data, "folded", where, bool),
             series,
             Stats.parse(reader.get(data, "stats", where, object), f"{where}.stats", reader),
@@ -616,8 +627,8 @@ class Comparison:
             else None
         )
         return cls(
-            reader.get(data, "model", where, str),
-            reader.get(data, "variant", where, str),
+            reader.name(data, "model", where),
+            reader.name(data, "variant", where),
             kind,
             reader.get(data, "reference", where, str, False, ""),
             reader.get(data, "subject", where, str, False, ""),
@@ -859,7 +870,7 @@ def parse_results(data: Any, source: str = "results") -> Results:
     device = reader.obj(reader.get(data, "device", "", object), "device")
     profile = reader.obj(reader.get(device, "profile", "device", object), "device.profile")
     reader.peaks(profile)
-    reader.get(profile, "name", "device.profile", str)
+    reader.name(profile, "name", "device.profile")
     runs = [
         Run.parse(r, f"runs[{i}]", reader) for i, r in enumerate(reader.get(data, "runs", "", list))
     ]

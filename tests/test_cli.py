@@ -320,14 +320,14 @@ def _parsers():
 
 
 def test_shared_arguments_parse_and_read_the_same_in_every_command():
-    from harness.commands import OUTPUT_FLAGS, positive_int
+    from harness.commands import OUTPUT_FLAGS, batch_size
 
     seen = set()
     for name, parser in _parsers():
         checked = {dest for dest, *_ in parser.get_default("output_checks") or []}
         for action in parser._actions:
             if action.dest == "batch":
-                assert action.type is positive_int, name
+                assert action.type is batch_size, name
             if action.dest == "device" and name != "history show":  # a name in the history store
                 assert action.help.startswith("device profile name or YAML path"), name
             if set(action.option_strings) & set(OUTPUT_FLAGS):
@@ -342,8 +342,8 @@ def test_batch_zero_is_refused_while_parsing(capsys):
     code, out, err = run_cli(capsys, "time", "missing.onnx", "--batch", "0")
     assert code == 2 and not out
     assert (
-        err == "error: harness time: argument --batch: expected a positive integer, got 0 "
-        "(see harness time --help)\n"
+        err == "error: harness time: argument --batch: expected a positive integer of at most "
+        "4096, got 0 (see harness time --help)\n"
     )
 
 

@@ -82,6 +82,7 @@ def files(tmp_path_factory) -> Dict[str, Path]:
     (tmp / "afile.txt").write_text("occupied")
     (tmp / "adir").mkdir()
     (tmp / "link.onnx").symlink_to(tmp / "lenet.onnx")
+    shutil.copy(tmp / "lenet.onnx", tmp / "two\nlines.onnx")
     (tmp / "user_faults.py").write_text(
         textwrap.dedent("""
         import sys
@@ -220,6 +221,12 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     "bench garbage onnx": "bench --device {fast} --models {tmp}/garbage.onnx --out {tmp}/o",
     "bench empty onnx": "bench --device {fast} --models {tmp}/empty.onnx --out {tmp}/o",
     "bench empty models": "bench --device {fast} --models '' --out {tmp}/o",
+    "bench a file name of two lines": (
+        "bench --device {fast} --models '{tmp}/two\nlines.onnx' --out {tmp}/o"
+    ),
+    "history show a device name of 3000 characters": (
+        "history show --device " + "d" * 3000 + " --history {tmp}/o/h.sqlite"
+    ),
     "bench empty profile": "bench --device {tmp}/empty.yaml --models lenet5 --out {tmp}/o",
     "bench batch 0": "bench --device {fast} --models lenet5 --batch 0",
     "export garbage": "export {tmp}/garbage.onnx -o {tmp}/o/x.onnx",

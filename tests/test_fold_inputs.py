@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.fold import FoldAction, bind_shapes, fold_model, verify_fold
 from harness.fold.verify import NOT_VERIFIED
 from harness.graph_stats import op_histogram
-from harness.onnx_io import load_model, lowest_ir_version, make_model, save_model
+from harness.onnx_io import InputShapes, load_model, lowest_ir_version, make_model, save_model
 
 RNG = np.random.default_rng(0)
 
@@ -233,8 +233,12 @@ def test_an_input_shape_for_a_model_of_two_inputs_is_refused():
     graph = _graph(
         [helper.make_node("Add", ["x", "z"], ["y"])], [_x(name="x"), _x(name="z")], [_y()]
     )
-    with pytest.raises(HarnessError, match="single-input model; this one has 2"):
+    with pytest.raises(HarnessError, match="this model has 2 such inputs of 2"):
         bind_shapes(make_model(graph, 17), (3, 8, 8), None)
+    # found by a probe: an input named by --shapes too leaves none for --input-shape to bind
+    one = _graph([helper.make_node("Relu", ["x"], ["y"])], [_x(name="x")], [_y()])
+    with pytest.raises(HarnessError, match="this model has 0 such inputs of 1"):
+        bind_shapes(make_model(one, 17), InputShapes((3, 8, 8), (("x", (1, 3, 8, 8)),)), None)
 
 
 def test_everything_harness_writes_has_the_lowest_ir_version(tmp_path):

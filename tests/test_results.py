@@ -163,6 +163,20 @@ def _huge_params(d):  # found by fuzzing: a report divided it
     d["runs"][0]["params"] = 10**400
 
 
+def _huge_batch(d):  # found by a probe: SQLite refused it after history add made its file
+    d["runs"][0]["batch"] = 10**30
+
+
+def _long_model(d):  # found by a probe: its charts took gigabytes
+    for key in ("runs", "comparisons"):
+        for entry in d[key]:
+            entry["model"] = "m" * 5000
+
+
+def _newline_device(d):
+    d["device"]["profile"]["name"] = "two\nlines"
+
+
 def _peak_text(d):
     d["device"]["profile"]["peaks"]["dram_gbps"] = "fast"
 
@@ -171,6 +185,8 @@ def _peak_text(d):
     "change,field",
     [
         (_huge_params, "runs[0] (lenet5/baseline).params is too large (got 1000000"),
+        (_long_model, "runs[0] (lenet5/baseline).model 'mmmmmmmm"),
+        (_newline_device, "device.profile.name 'two\\nlines' is not a name (1 to 120 printable"),
         (_peak_text, "device.profile.peaks.dram_gbps is 'fast', not a number > 0 and <="),
         (_jetson_number, "device.environment_before.jetson is not an object or null (got 1)"),
         (_clocks_text, "device.environment_after.jetson.jetson_clocks is not an object or null"),
@@ -181,7 +197,8 @@ def _peak_text(d):
             _zero_latency,
             "runs[0] (lenet5/baseline).series_ms.latency_ms holds a latency that is not",
         ),
-        (_zero_batch, "runs[0] (lenet5/baseline).batch is 0, not a positive integer"),
+        (_zero_batch, "runs[0] (lenet5/baseline).batch is 0, not a batch size >= 1 and <= 4096"),
+        (_huge_batch, "runs[0] (lenet5/baseline).batch is too large (got 1000000000000000"),
         (_layer_time_text, "runs[0] (lenet5/baseline).layers.layers[1].time_ms is not a number"),
         (_layer_nodes_numbers, "layers.layers[0].original_nodes holds a node name that is not"),
         (_layers_list, "runs[0] (lenet5/baseline).layers is not an object"),

@@ -18,6 +18,7 @@ from harness.commands import (
     add_output,
     input_shapes_arg,
 )
+from harness.errors import HarnessError, name_problem
 from harness.onnx_io import InputShapes
 from harness.profiles import Profile
 from harness.results import Results
@@ -72,7 +73,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from harness.errors import HarnessError
     from harness.onnx_io import load_model
     from harness.outputs import write_measured
     from harness.precision import check_graph_precision
@@ -156,8 +156,11 @@ def time_files(
     from harness.onnx_io import bind_shapes, load_model
     from harness.results import format_interval, time_roles
 
-    results = start_results(profile, ["harness"] + sys.argv[1:], strict)
     names = [str(p) for p in paths]
+    problem = next(filter(None, (name_problem(n) for role in time_roles(names) for n in role)), "")
+    if problem:  # model and variant are named by the files
+        raise HarnessError(f"a model or variant named by its file: {problem}; rename the file")
+    results = start_results(profile, ["harness"] + sys.argv[1:], strict)
     timed = measure_graphs(
         dict(zip(names, paths)),
         profile,
