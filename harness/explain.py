@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 
 from harness.backends.trt import parser_ops
 from harness.cost.model import CalibratedCostModel, CostModel
+from harness.errors import HarnessError
 from harness.fold import fold_model
 from harness.fold.graph import conv_view
 from harness.fold.report import FoldAction, FoldRecord
@@ -454,6 +455,11 @@ def explain_model(
         result = fold_model(original, merge=merge, cost_model=cost)
         if result.report.changed:
             model, records = result.model, result.report.records
+            if not model.graph.node:
+                raise HarnessError(
+                    f"{onnx_path}: folded, no node is left (the graph computes a constant): "
+                    "nothing to profile (--merge none profiles the graph as given)"
+                )
             path = save_model(model, Path(workdir) / "folded.onnx")
         report = result.report.to_dict()
     graphs = {"folded": path, "original": Path(onnx_path)} if records else {"model": path}

@@ -71,6 +71,11 @@ def files(tmp_path_factory) -> Dict[str, Path]:
         [helper.make_node("SequenceLength", ["s"], ["n"])], "g", [sequence], [count]
     )
     onnx.save(helper.make_model(graph), str(tmp / "sequence.onnx"))
+    relu = helper.make_node("Relu", ["x"], ["y"])  # its input is an initializer too: a constant
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3]) for n in "xy")
+    weight = helper.make_tensor("x", TensorProto.FLOAT, [1, 3], [1.0, -1.0, 2.0])
+    graph = helper.make_graph([relu], "constant", [x], [y], [weight])
+    onnx.save(helper.make_model(graph), str(tmp / "constant.onnx"))
     for name in ("empty.onnx", "empty.json", "empty.yaml", "empty.csv"):
         (tmp / name).write_bytes(b"")
     (tmp / "table.csv").write_text("id,st,end,time,stdev\n0,0,0,0.1,0.0\n")
@@ -244,6 +249,7 @@ BAD_INPUT = {  # case -> command line ({tmp}, {onnx}, {fast}, {results} filled i
     ),
     "time a shape past int32": "time {onnx} --device {fast} --input-shape 1x99999999999999999999",
     "time a batch past the bound": "time {onnx} --device {fast} --batch 99999999999999999999",
+    "explain a graph that folds to a constant": "explain {tmp}/constant.onnx --device {fast}",
     "explain garbage": "explain {tmp}/garbage.onnx --device {fast}",
     "explain empty trtexec exports": (
         "explain {onnx} --trt-profile {tmp}/empty.json --trt-layers {tmp}/empty.json"

@@ -82,11 +82,18 @@ def run(args) -> int:
     if missing:
         raise HarnessError(f"no such file: {', '.join(missing)}")
     with tempfile.TemporaryDirectory() as tmp:
-        path = _materialize(args, Path(tmp))
-        if exports:
-            explanation = _from_trtexec(args, path, profile, precision)
-        else:
-            explanation = _measured(args, path, profile, precision, Path(tmp))
+        try:
+            path = _materialize(args, Path(tmp))
+            if exports:
+                explanation = _from_trtexec(args, path, profile, precision)
+            else:
+                explanation = _measured(args, path, profile, precision, Path(tmp))
+        except HarnessError as exc:  # named by what the user gave, not by the working copies
+            raise type(exc)(
+                str(exc)
+                .replace(str(Path(tmp) / "model.onnx"), str(args.model))
+                .replace(str(Path(tmp) / "folded.onnx"), f"{args.model} folded")
+            ) from None
     _print(explanation, args.top)
     from harness.explain import to_csv, to_markdown
 
