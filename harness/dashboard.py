@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import html
 import json
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +34,7 @@ from harness.errors import HarnessError
 from harness.fold.report import FoldReport
 from harness.history import Point, Step, detect_steps, series_label, series_of
 from harness.onnx_io import write_text_atomic
+from harness.outputs import file_stem
 from harness.report.cross_device import merge
 from harness.report.layers import (
     FINDING_HEAD,
@@ -92,7 +92,7 @@ class Series:
     def page(self) -> str:
         """The series' page: readable, and unique through a short hash of the whole key."""
         digest = hashlib.sha256(json.dumps(self.key, default=str).encode()).hexdigest()[:8]
-        stem = _slug(f"{self.device}-{self.key[1]}-{self.key[2]}")
+        stem = file_stem(f"{self.device}-{self.key[1]}-{self.key[2]}")
         return f"series-{stem}-{digest}.html"
 
 
@@ -137,7 +137,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence
 
 
 def _page(title: str, body: str, devices: Sequence[str]) -> str:
-    links = NAV + [(f"device-{_slug(d)}.html", d) for d in devices]
+    links = NAV + [(f"device-{file_stem(d)}.html", d) for d in devices]
     nav = "".join(f"<a href='{_e(href)}'>{_e(text)}</a>" for href, text in links)
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -147,16 +147,6 @@ def _page(title: str, body: str, devices: Sequence[str]) -> str:
         f"<body><nav>{nav}</nav><h1>{_e(title)}</h1>{body}"
         "<p class='note'>Written by <code>harness dashboard</code>.</p></body></html>\n"
     )
-
-
-def _slug(text: str) -> str:
-    """``text`` as part of a file name: ASCII letters, digits, '.', '_' and '-' (what the history
-    of an older harness holds is not limited in length: a long one is cut and told apart by a
-    short hash)."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
-    if len(slug) <= 60:
-        return slug
-    return f"{slug[:51]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _figure_html(figure: Any, div_id: str, post_script: str = "") -> str:
@@ -645,7 +635,7 @@ def write_site(points: Sequence[Point], documents: Sequence[Results], out: Path)
     for s in series:
         pages[s.page] = series_page(s, devices, cache)
     for name, results in latest.items():
-        pages[f"device-{_slug(name)}.html"] = device_page(results, devices)
+        pages[f"device-{file_stem(name)}.html"] = device_page(results, devices)
     return [write_text_atomic(out / name, text) for name, text in pages.items()]
 
 

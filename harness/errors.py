@@ -47,8 +47,9 @@ def finite_number(value: Any) -> bool:
         return False
 
 
-# the longest model, variant or device name: names label tables and charts and become file names
-MAX_NAME = 120
+# the longest model, variant or device name (a path's length: a factory's reference or a file's
+# path can name a model); charts cut them and file names hash them
+MAX_NAME = 4096
 
 
 def name_problem(name: str, most: int = MAX_NAME) -> str:

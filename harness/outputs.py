@@ -6,7 +6,9 @@ Runs on the device too: Python 3.8 compatible, no torch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -162,3 +164,12 @@ def quiet_native(*descriptors: int) -> Iterator[None]:
             stack.callback(os.close, saved)
             stack.callback(os.dup2, saved, fd)
         yield
+
+
+def file_stem(text: str, most: int = 60) -> str:
+    """``text`` as part of a file name: ASCII letters, digits, '.', '_' and '-', at most ``most``
+    characters (a longer one cut and told apart by a short hash of the whole)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    if len(stem) <= most:
+        return stem
+    return f"{stem[: most - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"

@@ -31,12 +31,12 @@ PRECISIONS = ("fp32", "fp16", "int8")
 ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
-NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,119}"  # a profile name: a file stem, never a path
+NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}"  # a profile name: a file stem, never a path
 # ssh destinations: a host name or address (IPv6 in brackets), a user name; never an ssh option
 HOST_PATTERN = r"[A-Za-z0-9_\[][A-Za-z0-9._:%\[\]-]*"
 USER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
 NAME_RULE = (
-    "up to 120 letters, digits, '.', '_' and '-', no path separators, not beginning with '.' or '-'"
+    "up to 200 letters, digits, '.', '_' and '-', no path separators, not beginning with '.' or '-'"
 )
 
 

@@ -455,7 +455,7 @@ class Run:
     def parse(cls, data: Any, where: str, reader: _Reader) -> Run:
         """Validated from its dict: identity, samples and stats required, the rest optional."""
         data = reader.obj(data, where)
-        run_id = reader.name(data, "id", where, 4096)  # harness time: a file path
+        run_id = reader.name(data, "id", where)
         where = f"{where} ({run_id})"
         series = reader.obj(reader.get(data, "series_ms", where, object), f"{where}.series_ms")
         latencies = reader.durations(series, "latency_ms", f"{where}.series_ms")

@@ -4,6 +4,7 @@ with the file and the field."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -186,7 +187,7 @@ def _peak_text(d):
     [
         (_huge_params, "runs[0] (lenet5/baseline).params is too large (got 1000000"),
         (_long_model, "runs[0] (lenet5/baseline).model 'mmmmmmmm"),
-        (_newline_device, "device.profile.name 'two\\nlines' is not a name (1 to 120 printable"),
+        (_newline_device, "device.profile.name 'two\\nlines' is not a name (1 to 4096 printable"),
         (_peak_text, "device.profile.peaks.dram_gbps is 'fast', not a number > 0 and <="),
         (_jetson_number, "device.environment_before.jetson is not an object or null (got 1)"),
         (_clocks_text, "device.environment_after.jetson.jetson_clocks is not an object or null"),
@@ -284,3 +285,17 @@ def test_a_profile_without_a_peak_reports_no_floor(tmp_path, capsys):
     assert main(["report", str(_write(tmp_path, data)), "-o", str(out), "--no-plots"]) == 0
     rows = [line for line in (out / "report.md").read_text().splitlines() if "| lenet5 |" in line]
     assert len(rows) == 3 and all(row.rstrip(" |").endswith("n/a") for row in rows)
+
+
+def test_a_path_long_model_name_reads_and_its_charts_stay_small(tmp_path, capsys):
+    # found by a probe: a 1000-character name took 1.3 GB and a 5000-character one was killed
+    data = _recorded()
+    for key in ("runs", "comparisons"):
+        for entry in data[key]:
+            entry["model"] = "/very/long/path/" * 62 + "model.py:factory"  # 1008 characters
+    out = tmp_path / "report"
+    assert main(["report", str(_write(tmp_path, data)), "-o", str(out)]) == 0
+    for chart in ("latency", "speedup", "latency_vs_flops"):
+        header = (out / f"{chart}.png").read_bytes()[:24]
+        width, height = struct.unpack(">II", header[16:24])
+        assert width < 2500 and height < 2500, (chart, width, height)

@@ -13,7 +13,9 @@ from pathlib import Path
 import onnx
 import pytest
 
+from harness.bench import resolve_pair, resolve_suite
 from harness.cli import main
+from harness.errors import HarnessError
 from harness.results import read_results
 from tests.conftest import conv_net
 
@@ -277,3 +279,24 @@ def test_the_example_suite_as_its_readme_says(tmp_path, fast_profile, capsys):
             timeout=120,
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_a_deep_factory_path_names_its_model_and_a_newline_does_not(tmp_path):
+    # a path-long reference is a name (found by a review: a 120-character limit refused it)
+    folder = tmp_path / ("2024 experiments/compression study/" * 4) / "v1.2+rc1"
+    folder.mkdir(parents=True)
+    (folder / "my_models.py").write_text(
+        "import torch\n"
+        "def baseline():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 1))\n"
+        "merged = baseline\n"
+    )
+    reference = f"{folder}/my_models.py:baseline"
+    assert len(reference) > 200
+    [model] = resolve_suite([reference], "first", "3x8x8")
+    assert model.name == reference
+    [pair] = resolve_pair(reference, reference.replace(":baseline", ":merged"), "3x8x8")
+    assert pair.name == reference and list(pair.graphs) == ["baseline", "merged"]
+    (tmp_path / "two\nlines.py").write_text((folder / "my_models.py").read_text())
+    with pytest.raises(HarnessError, match="is not a name .* name it in a suite file"):
+        resolve_suite([f"{tmp_path}/two\nlines.py:baseline"], "first", "3x8x8")

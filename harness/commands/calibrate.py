@@ -145,13 +145,17 @@ def run(args) -> int:
     for name, seconds in sorted(fit["seconds_per_flop"].items()):
         rate = f"{1e-9 / seconds:8.1f} GFLOP/s" if seconds else "   (no FLOP term)"
         print(f"  {name:<12} fixed {fit['fixed_s'][name] * 1e6:7.1f} us, {rate}")
-    if quality.get("negative_points") or quality.get("degenerate_classes"):
-        free = ", ".join(quality["degenerate_classes"]) or "none"
+    negative, free = quality.get("negative_points"), quality.get("degenerate_classes")
+    if negative:
         print(
-            f"warning: {quality['negative_points']} micro-benchmark(s) measured a marginal cost "
-            "<= 0 (noise above the layer's own cost); classes fitted to cost nothing, priced by "
-            f"the nearest calibrated one instead: {free}; calibrate again on a quieter machine "
-            "for a better fit",
+            f"warning: {negative} micro-benchmark(s) measured a marginal cost <= 0 (noise above "
+            "the layer's own cost); calibrate again on a quieter machine for a better fit",
+            file=sys.stderr,
+        )
+    if free:
+        print(
+            f"warning: classes fitted to cost nothing, priced by the nearest calibrated one "
+            f"instead: {', '.join(free)}",
             file=sys.stderr,
         )
     print(f"wrote {output}")

@@ -117,16 +117,12 @@ def _add(args, path: Path) -> int:
 
 
 def _show(args, path: Path) -> int:
-    from harness.errors import HarnessError, name_problem
+    from harness.errors import HarnessError
     from harness.history import History, detect_steps, series_of, to_markdown
-    from harness.outputs import check_distinct, check_output
+    from harness.outputs import check_distinct, check_output, file_stem
 
-    for flag, name in (("--device", args.device), ("--model", args.model)):
-        problem = name_problem(name) if name is not None else ""
-        if problem:
-            raise HarnessError(f"{flag}: {problem}")
     suffix = f"-{args.model}" if args.model else ""
-    plot = args.plot or Path("results") / f"history-{args.device}{suffix}.png"
+    plot = args.plot or Path("results") / f"history-{file_stem(args.device + suffix)}.png"
     check_output(plot, flag="--plot", inputs=[path])
     if args.markdown:
         check_distinct([(f"--plot {plot}", plot), (f"--markdown {args.markdown}", args.markdown)])

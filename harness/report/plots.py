@@ -19,6 +19,9 @@ LAYER_STEM = "layer_speedup"
 PLOT_STEMS = ("latency", "latency_vs_flops", "latency_vs_energy", "speedup", LAYER_STEM)
 PLOT_EXTENSIONS = ("png", "svg")
 BASELINE_COLOUR, VARIANT_COLOUR = "tab:gray", "tab:blue"
+LABEL_CHARS = 48  # the longest tick label or point label (a model, variant or layer name)
+TEXT_CHARS = 120  # the longest title or legend entry (the axis labels written here are shorter)
+
 # label offsets in points, tried in order until one overlaps no label or point already placed
 LABEL_OFFSETS = [
     (4, 4),
@@ -39,7 +42,22 @@ def plot_paths(out_dir: Path) -> List[Path]:
     return [out_dir / f"{stem}.{ext}" for stem in PLOT_STEMS for ext in PLOT_EXTENSIONS]
 
 
+def _cut(text: str, most: int = LABEL_CHARS) -> str:
+    """A label cut to ``most`` characters: a chart sized to a path-long name fills memory."""
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def _cut_texts(fig) -> None:
+    """Every title and legend entry of ``fig`` cut to ``TEXT_CHARS`` (they hold device and model
+    names); tick labels and annotations are cut to ``LABEL_CHARS`` where they are set."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_text(_cut(text.get_text(), TEXT_CHARS))
+
+
 def _save(fig, out_dir: Path, stem: str) -> List[Path]:
+    _cut_texts(fig)
     paths = []
     for ext in PLOT_EXTENSIONS:
         path = out_dir / f"{stem}.{ext}"
@@ -99,7 +117,7 @@ def _latency_bars(plt, table: CrossDeviceTable, labels: List[str]):
                 color=colour,
             )
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+        ax.set_xticklabels([_cut(label) for label in labels], rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.6, len(labels) - 0.4)  # room for every slot, measured or not
         ax.set_yscale("log")
         ax.set_title(f"{device.label} ({device.precision}, batch {device.batch})")
@@ -130,7 +148,7 @@ def _place_labels(ax, named: List[Tuple[str, float, float]]) -> None:
     for _, x, y in named:  # the points themselves, as small boxes in display coordinates
         px, py = ax.transData.transform((x, y))
         taken.append(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
-    for name, x, y in named:
+    for name, x, y in [(_cut(name), x, y) for name, x, y in named]:
         for dx, dy in LABEL_OFFSETS:
             text = ax.annotate(
                 name,
@@ -292,7 +310,7 @@ def _speedups(plt, table: CrossDeviceTable):
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xlim(-0.6, len(variants) - 1 + (n - 1) * width + 0.6)  # every slot, measured or not
     ax.set_xticks([x + width * (n - 1) / 2 for x in range(len(variants))])
-    ax.set_xticklabels([f"{m}/{v}" for m, v in variants], rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels([_cut(f"{m}/{v}") for m, v in variants], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("speed-up vs baseline (95% CI)")
     handles, _ = ax.get_legend_handles_labels()
     if handles:
@@ -332,7 +350,7 @@ def _layer_speedups(plt, speedups: List[LayerSpeedup], several: bool):
             ax.barh(y, s.speedup, height, color=colours(keys.index((s.device, s.label)) % 10))
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(names[model])))
-        ax.set_yticklabels(names[model], fontsize=6)
+        ax.set_yticklabels([_cut(name) for name in names[model]], fontsize=6)
         ax.set_ylim(len(names[model]) - 0.5, -0.5)  # first layer on top
         ax.set_title(model, fontsize=9)
     axes[-1][0].set_xlabel("per-layer speed-up, before / after ms (profiled runs); > 1: faster")
@@ -344,6 +362,7 @@ def _layer_speedups(plt, speedups: List[LayerSpeedup], several: bool):
         fontsize=7,
         loc="best",
     )
+    _cut_texts(fig)
     fig.tight_layout()
     return fig
 
@@ -401,6 +420,7 @@ def _legend_and_labels(fig, axes, models, colours, points) -> None:
         model_handles
         + [Line2D([], [], color="black", linewidth=1, label="Pareto front (2+ points)")],
     )
+    _cut_texts(fig)
     fig.tight_layout()
     fig.canvas.draw()
     for ax in axes[0]:
