@@ -190,7 +190,7 @@ def resolve_batch(onnx_path: Path, batch: int) -> int:
     if static != {batch}:
         fixed = ", ".join(str(d) for d in sorted(static))
         raise HarnessError(
-            f"{onnx_path} has a fixed batch of {fixed}, not {batch}: export it at batch {batch} "
-            f"or with a dynamic batch dimension"
+            f"{onnx_path} has a fixed batch of {fixed}, not {batch}: time it with --batch "
+            f"{fixed}, or export it at batch {batch} or with a dynamic batch dimension"
         )
     return batch
