@@ -21,7 +21,7 @@ import warnings
 from typing import Any, List, NoReturn, Optional, Tuple
 
 from harness import __version__
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, cut, first_line
 
 COMMANDS = (
     "bench",
@@ -108,8 +108,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _message(exc: object, most: int = 1000) -> str:
     """A refusal as one line of at most ``most`` characters, whatever value it quotes."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= most else text[: most - 3] + "..."
+    return cut(" ".join(str(exc).split()), most)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

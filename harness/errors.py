@@ -33,7 +33,12 @@ def shown(value: Any, width: int = 80) -> str:
         text = repr(value)
     except ValueError:  # an int too long for repr (Python >= 3.11's digit limit)
         text = f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return cut(text, width)
+
+
+def cut(text: str, most: int) -> str:
+    """``text`` cut to ``most`` characters, '...' marking the cut."""
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def finite_number(value: Any) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from harness.errors import cut
 from harness.report.cross_device import CrossDeviceTable
 from harness.report.layers import Devices, LayerSpeedup, charted, layer_speedups
 
@@ -44,7 +45,7 @@ def plot_paths(out_dir: Path) -> List[Path]:
 
 def _cut(text: str, most: int = LABEL_CHARS) -> str:
     """A label cut to ``most`` characters: a chart sized to a path-long name fills memory."""
-    return text if len(text) <= most else text[: most - 3] + "..."
+    return cut(text, most)
 
 
 def _cut_texts(fig) -> None:
